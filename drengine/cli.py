@@ -1,0 +1,408 @@
+"""The command line: the only place that parses argv, prints and picks exit codes.
+
+Every error is caught once here and turned into one clear message and a documented exit
+code (0 done, 1 failed or cannot recover, 2 invalid input, 3 stopped at a gate or by the
+operator, 4 lock held). `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from drengine.errors import DrengineError, ExitCode, InputError
+
+DEBUG = {"on": False}
+
+
+def _out(text: str = "") -> None:
+    from drengine.redact import REDACTOR
+
+    click.echo(REDACTOR.text(text))
+
+
+def _err(text: str) -> None:
+    from drengine.redact import REDACTOR
+
+    click.echo(REDACTOR.text(text), err=True)
+
+
+class TextTerminal:
+    """Gate prompts at a terminal."""
+
+    def show_gate(self, request: Any) -> None:
+        from drengine.steps import GateLevel
+
+        p = request.proposal
+        _out("")
+        if request.is_override:
+            _out(f"=== SAFETY CHECK REFUSED at step {request.step}: break-glass override possible ===")
+            for line in request.refusal.lines():
+                _out(f"  {line}")
+            _out(f"  risk if you override: {request.refusal.risk_if_overridden}")
+        else:
+            level = "DANGEROUS GATE (data may be lost)" if request.level is GateLevel.DANGEROUS else "confirmation gate"
+            _out(f"=== {level}: step {request.step}: {request.title} ===")
+            _out(f"  would: {p.summary}")
+            if p.reason:
+                _out(f"  why: {p.reason}")
+            for risk in p.risks:
+                _out(f"  RISK: {risk}")
+            if p.statements:
+                _out("  exact statements:")
+                for s in p.statements:
+                    _out(f"    {s.show()}")
+
+    def show_details(self, request: Any) -> None:
+        for line in request.proposal.evidence or ["(no further evidence)"]:
+            _out(f"  {line}")
+        for line in request.details:
+            _out(f"  {line}")
+
+    def prompt(self, text: str) -> str:
+        try:
+            return str(click.prompt(text, default="", show_default=False, prompt_suffix=""))
+        except (EOFError, click.Abort):
+            from drengine.errors import OperatorStop
+
+            raise OperatorStop("the terminal closed while a gate was waiting; nothing further was changed") from None
+
+    def say(self, text: str) -> None:
+        _out(text)
+
+
+def _progress(entry: Any) -> None:
+    """Show the run as it is journaled."""
+    t, d = entry.type.value, entry.data
+    if t == "run_started":
+        _out(f"run {d['run_id']}: {d['runbook']} on {d['cluster']} ({d['mode']}{', simulated' if d['simulated'] else ''})")
+    elif t == "run_resumed":
+        _out(f"resuming run {d['run_id']} at {d['state']}" + (f" (step {d['in_flight']} was in flight)" if d["in_flight"] else ""))
+    elif t == "lock_broken":
+        _out(f"lock: {d['text']} (was {d['previous']})")
+    elif t == "lock_taken" and d.get("previous"):
+        _out(f"lock: {d['text']} (was {d['previous']})")
+    elif t == "step_started":
+        _out(f"-> {d['step']}: {d['summary']}")
+        if d["effect"] == "mutate":
+            for s in d["statements"]:
+                _out(f"     {s}")
+    elif t == "step_finished":
+        mark = "ok" if d["ok"] else "FAILED"
+        _out(f"   {d['step']} {mark} [{d['outcome']}]: {d['summary']}")
+        if not d["ok"] or d["step"] in ("observe",):
+            for line in d.get("evidence") or []:
+                _out(f"     {line}")
+        for line in d.get("refusal") or []:
+            _out(f"     {line}")
+    elif t == "step_reconciled":
+        _out(f"   {d['step']}: {d['summary']}")
+    elif t == "override":
+        _out(f"   OVERRIDE by {d['who']} at {d['step']}: risk accepted: {d['risk']}")
+    elif t == "gate_answered" and d["answer"] != "stopped":
+        _out(f"   gate {d['step']}: {d['answer']} by {d['who']} ({d['policy']}{': ' + d['reason'] if d['reason'] else ''})")
+    elif t == "note":
+        _out(f"   note: {d['text']}")
+    elif t == "plan_step":
+        ran = "observed" if d["ran"] else ("WOULD RUN" if d["effect"] == "mutate" else "would check")
+        _out(f"{d['step']} [{d['effect']}, gate: {d['gate']}] {ran}: {d['summary']}")
+        if d["reason"]:
+            _out(f"    why: {d['reason']}")
+        for r in d["risks"]:
+            _out(f"    RISK: {r}")
+        for s in d["statements"]:
+            _out(f"    {s}")
+        for line in d.get("refusal") or []:
+            _out(f"    {line}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(package_name="drengine")
+def main(debug: bool) -> None:
+    """drengine: disaster-recovery runbooks for MariaDB, Galera, MongoDB, Ceph and Elasticsearch.
+
+    Exit codes: 0 done, 1 runbook failed or cannot recover, 2 invalid input or usage,
+    3 stopped at a gate or by the operator, 4 cluster lock held by another run.
+    """
+    DEBUG["on"] = debug
+
+
+def _gates(yes: bool, accept_data_loss: bool, overrides: tuple[str, ...], reason: str) -> Any:
+    from drengine.gates import FlagPolicy, InteractivePolicy, LayeredPolicy
+
+    flags = FlagPolicy(yes=yes, accept_data_loss=accept_data_loss, overrides=frozenset(overrides), reason=reason)
+    interactive = InteractivePolicy(TextTerminal()) if sys.stdin.isatty() and sys.stdout.isatty() else None
+    return LayeredPolicy(flags, interactive)
+
+
+def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, **kw: Any) -> Any:
+    from drengine.engine import RunRequest
+    from drengine.inventory import load_inventory
+    from drengine.runbook import load_runbook
+
+    rb = load_runbook(runbook)
+    inv = load_inventory(inventory)
+    cl = inv.cluster(cluster)
+    if rb.spec.kind != cl.kind:
+        raise InputError(f"runbook {rb.name} is for {rb.spec.kind} clusters but {cluster} is a {cl.kind} cluster")
+    gone = tuple(kw.pop("gone", ()) or ()) + tuple(cl.gone_for_good)
+    for g in gone:
+        cl.member(g)
+    return RunRequest(runbook=rb, inventory=inv, cluster=cl, mode=mode, gates=gates, operator_said_gone=gone,
+                      listeners=[_progress], argv=sys.argv[1:], **kw)
+
+
+def _report_outcome(outcome: Any) -> NoReturn:
+    _out("")
+    _out(f"{'DONE' if outcome.success else 'FAILED'}: {outcome.summary}")
+    _out(f"journal: {outcome.run_dir / 'journal.jsonl'}")
+    from drengine.report import write_markdown
+
+    report = write_markdown(outcome.run_dir)
+    _out(f"report: {report}")
+    raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)
+
+
+@main.command()
+@click.argument("runbook", required=False)
+@click.option("-i", "--inventory", type=click.Path(), help="Inventory YAML file.")
+@click.option("-c", "--cluster", help="Cluster name in the inventory.")
+@click.option("--yes", is_flag=True, help="Approve ordinary confirmation gates.")
+@click.option("--accept-data-loss", is_flag=True, help="Approve dangerous gates (data may be lost) without a terminal.")
+@click.option("--override", "overrides", multiple=True, metavar="STEP",
+              help="Break glass: override the failed safety check of STEP (needs --accept-data-loss or a typed confirmation).")
+@click.option("--reason", default="", help="Why: recorded in the journal with every gate answer.")
+@click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good (it will not come back).")
+@click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Resume the interrupted run in this directory.")
+@click.option("--break-lock", is_flag=True, help="Take the cluster lock from another run (journaled).")
+def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
+        overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], run_dir: str | None,
+        resume_dir: str | None, break_lock: bool) -> None:
+    """Run RUNBOOK against a cluster, gating each step that changes it."""
+    from drengine.engine import resume_run, start_run
+    from drengine.steps import Mode
+
+    gates = _gates(yes, accept_data_loss, overrides, reason)
+    if resume_dir:
+        if runbook or inventory or cluster:
+            raise click.UsageError("--resume takes the runbook, inventory and cluster from the journal; give only RUN_DIR")
+        outcome = resume_run(Path(resume_dir), gates, [_progress], break_lock=break_lock, argv=sys.argv[1:])
+        _report_outcome(outcome)
+    if not (runbook and inventory and cluster):
+        raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
+    request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
+                       run_dir=Path(run_dir) if run_dir else None)
+    _report_outcome(start_run(request))
+
+
+@main.command()
+@click.argument("runbook")
+@click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
+@click.option("-c", "--cluster", required=True, help="Cluster name in the inventory.")
+@click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good.")
+@click.option("--run-dir", type=click.Path(), help="Directory for the plan's journal.")
+def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_dir: str | None) -> None:
+    """Dry run: probe read-only, then show every step with the exact statements it would send.
+
+    Exit 0 when a recovery path exists, 1 when the runbook would fail (and why)."""
+    from drengine.engine import start_run
+    from drengine.gates import FlagPolicy
+    from drengine.steps import Mode
+
+    request = _request(runbook, inventory, cluster, Mode.PLAN, FlagPolicy(yes=True, accept_data_loss=True),
+                       gone=gone, run_dir=Path(run_dir) if run_dir else None)
+    outcome = start_run(request)
+    _out("")
+    if outcome.success:
+        _out(f"PLAN OK: a recovery path exists ({outcome.end}). Nothing was changed.")
+        raise SystemExit(ExitCode.DONE)
+    _out(f"PLAN FAILS: {outcome.summary}. Nothing was changed.")
+    raise SystemExit(ExitCode.FAILED)
+
+
+@main.group("inventory")
+def inventory_group() -> None:
+    """Inventories: where the clusters are."""
+
+
+@inventory_group.command("check")
+@click.option("-i", "--inventory", type=click.Path(), required=True)
+def inventory_check(inventory: str) -> None:
+    """Validate an inventory; each problem as FILE:LINE (exit 2)."""
+    from drengine.inventory import load_inventory
+
+    inv = load_inventory(inventory)
+    for name, cl in inv.clusters.items():
+        sim = f", simulated ({cl.simulated.scenario})" if cl.simulated else ""
+        _out(f"{name}: {cl.kind}, {len(cl.members)} member(s){sim}")
+    _out(f"{inventory}: OK")
+
+
+@main.group("runbook")
+def runbook_group() -> None:
+    """Runbooks: what drengine can do."""
+
+
+@runbook_group.command("list")
+def runbook_list() -> None:
+    from drengine.runbook import list_runbooks
+
+    bad = 0
+    for name, rb in list_runbooks():
+        if isinstance(rb, InputError):
+            bad += 1
+            _out(f"{name}: INVALID: {rb}")
+            for p in rb.problems:
+                _out(f"    {p}")
+        else:
+            _out(f"{name:32} {rb.spec.kind:14} {rb.spec.summary}")
+    if bad:
+        raise SystemExit(ExitCode.INVALID_INPUT)
+
+
+@runbook_group.command("show")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid"]), default="text")
+def runbook_show(name: str, fmt: str) -> None:
+    from drengine.runbook import describe, load_runbook
+
+    rb = load_runbook(name)
+    if fmt == "mermaid":
+        _out(rb.mermaid().rstrip())
+        return
+    _out(f"{rb.name} ({rb.spec.kind}): {rb.spec.summary}")
+    if rb.spec.description:
+        _out(rb.spec.description.rstrip())
+    _out(f"start: {rb.spec.start}")
+    for row in describe(rb):
+        _out(f"  {row['id']}: {row['title']}  [{row['action']}, {row['effect']}, gate: {row['gate']}]")
+        for outcome, dest in row["transitions"].items():
+            _out(f"      {outcome} -> {dest}")
+    _out("ends: " + ", ".join(f"{k} ({'success' if v.success else 'failure'})" for k, v in rb.spec.ends.items()))
+
+
+@main.group("journal")
+def journal_group() -> None:
+    """Run journals: verify and show."""
+
+
+@journal_group.command("verify")
+@click.argument("path", type=click.Path())
+def journal_verify(path: str) -> None:
+    """Check the hash chain; exit 1 naming the first bad line."""
+    from drengine.journal import verify
+
+    count = verify(path)
+    _out(f"{path}: OK, {count} events, chain intact")
+
+
+@journal_group.command("show")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+def journal_show(path: str, as_json: bool) -> None:
+    from drengine.journal import read_entries, resolve_journal
+
+    for entry in read_entries(resolve_journal(path)):
+        if as_json:
+            _out(json.dumps({"seq": entry.seq, "ts": entry.ts, "type": entry.type.value, "data": entry.data}))
+        else:
+            _progress(entry)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["markdown"]), default="markdown")
+def report(run_dir: str, fmt: str) -> None:
+    """Write the report of a run from its journal alone."""
+    from drengine.report import write_markdown
+
+    _out(str(write_markdown(Path(run_dir))))
+
+
+@main.group("lab")
+def lab_group() -> None:
+    """Real local services on loopback for drills and tests."""
+
+
+@lab_group.command("up")
+@click.argument("kind", type=click.Choice(["mariadb", "galera", "ssh", "ceph", "mongodb", "elasticsearch"]))
+@click.option("--dir", "lab_dir", type=click.Path(), default=None, help="Lab directory (default /tmp/drengine-lab).")
+@click.option("--inventory-out", type=click.Path(), default="inventory/lab.yaml", show_default=True)
+def lab_up(kind: str, lab_dir: str | None, inventory_out: str) -> None:
+    """Start a lab cluster and write its inventory."""
+    from drengine.lab import start_lab
+
+    summary = start_lab(kind, lab_dir, inventory_out)
+    _out(summary)
+
+
+@lab_group.command("status")
+@click.option("--dir", "lab_dir", type=click.Path(), default=None)
+def lab_status(lab_dir: str | None) -> None:
+    from drengine.lab import lab_status_lines
+
+    for line in lab_status_lines(lab_dir):
+        _out(line)
+
+
+@lab_group.command("down")
+@click.argument("kind", required=False)
+@click.option("--dir", "lab_dir", type=click.Path(), default=None)
+def lab_down(kind: str | None, lab_dir: str | None) -> None:
+    """Stop what the lab started (by PID)."""
+    from drengine.lab import stop_lab
+
+    for line in stop_lab(kind, lab_dir):
+        _out(line)
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """The one error boundary."""
+    try:
+        main.main(args=argv, prog_name="drengine", standalone_mode=False)
+        return ExitCode.DONE
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        _err(f"usage error: {exc.format_message()}")
+        if exc.ctx is not None:
+            _err(f"see `{exc.ctx.command_path} --help`")
+        return ExitCode.INVALID_INPUT
+    except click.Abort:
+        _err("stopped by the operator")
+        return ExitCode.STOPPED
+    except click.ClickException as exc:
+        _err(f"error: {exc.format_message()}")
+        return ExitCode.INVALID_INPUT
+    except DrengineError as exc:
+        if DEBUG["on"]:
+            traceback.print_exc()
+        _err(f"error: {exc}")
+        for problem in getattr(exc, "problems", []):
+            _err(f"  {problem}")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted: every event so far is in the journal; continue with `drengine run --resume RUN_DIR`")
+        return ExitCode.STOPPED
+    except Exception as exc:  # noqa: BLE001 - the error boundary: never a bare traceback
+        if DEBUG["on"]:
+            traceback.print_exc()
+        _err(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback; please report it)")
+        return ExitCode.FAILED
+
+
+def entry() -> None:
+    sys.exit(run_cli())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,69 @@
+"""The error hierarchy. Each error maps to one documented exit code at the CLI boundary."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    DONE = 0
+    FAILED = 1  # runbook failed or the cluster cannot be recovered this way
+    INVALID_INPUT = 2  # bad inventory, runbook, flags
+    STOPPED = 3  # stopped at a gate or by the operator
+    LOCKED = 4  # another run holds the cluster lock
+
+
+class DrengineError(Exception):
+    """Base of every error the CLI turns into a message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class InputError(DrengineError):
+    """Bad inventory, runbook, flags or arguments."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ConnectError(DrengineError):
+    """A member or host could not be reached, or did not answer in time."""
+
+    exit_code = ExitCode.FAILED
+
+
+class ProbeTimeout(ConnectError):
+    """A member accepted a connection but did not answer within the read timeout."""
+
+
+class CommandFailed(DrengineError):
+    """A datastore or host refused a statement."""
+
+    exit_code = ExitCode.FAILED
+
+
+class StepFailed(DrengineError):
+    """A runbook step did not reach its goal."""
+
+    exit_code = ExitCode.FAILED
+
+
+class OperatorStop(DrengineError):
+    """The operator aborted, or a gate could not be answered (no terminal, no flag)."""
+
+    exit_code = ExitCode.STOPPED
+
+
+class LockHeld(DrengineError):
+    """Another run holds the cluster lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class JournalCorrupt(DrengineError):
+    """A journal failed verification: a line was edited, removed, inserted or reordered."""
+
+    exit_code = ExitCode.FAILED

@@ -1,0 +1,177 @@
+"""Confirmation gates and the policies that answer them: an operator at a terminal,
+flags (`--yes`, `--accept-data-loss`, `--override STEP`) for unattended runs, and the drill
+policy. Every answer says who answered, when, under which policy, and why."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from drengine.errors import OperatorStop
+from drengine.steps import GateLevel, Proposal, Refusal
+
+
+class Answer(str, Enum):
+    PROCEED = "proceed"
+    SKIP = "skip"
+    RETRY = "retry"
+    ABORT = "abort"
+
+
+@dataclass
+class GateRequest:
+    step: str
+    title: str
+    cluster: str
+    level: GateLevel
+    proposal: Proposal
+    refusal: Refusal | None = None  # set when the gate is a break-glass override of a failed check
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def is_override(self) -> bool:
+        return self.refusal is not None
+
+
+@dataclass
+class GateAnswer:
+    answer: Answer
+    who: str
+    policy: str
+    reason: str
+    when: float = field(default_factory=time.time)
+
+
+def operator_name() -> str:
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
+
+
+class GatePolicy(Protocol):
+    name: str
+
+    def ask(self, request: GateRequest) -> GateAnswer: ...
+
+
+def describe_needed(request: GateRequest) -> str:
+    if request.is_override:
+        return f"--override {request.step} --accept-data-loss"
+    return "--accept-data-loss" if request.level is GateLevel.DANGEROUS else "--yes"
+
+
+@dataclass
+class FlagPolicy:
+    """Unattended runs: flags decide. A gate the flags do not cover stops the run (exit 3)."""
+
+    yes: bool = False
+    accept_data_loss: bool = False
+    overrides: frozenset[str] = frozenset()
+    reason: str = ""
+    name: str = "flags"
+
+    def ask(self, request: GateRequest) -> GateAnswer:
+        who = operator_name()
+        if request.is_override:
+            if request.step in self.overrides and self.accept_data_loss:
+                return GateAnswer(Answer.PROCEED, who, self.name, self.reason or f"--override {request.step} --accept-data-loss")
+            raise OperatorStop(self._stop_message(request))
+        if request.level is GateLevel.DANGEROUS:
+            if self.accept_data_loss:
+                return GateAnswer(Answer.PROCEED, who, self.name, self.reason or "--accept-data-loss")
+            raise OperatorStop(self._stop_message(request))
+        if self.yes or self.accept_data_loss:
+            return GateAnswer(Answer.PROCEED, who, self.name, self.reason or "--yes")
+        raise OperatorStop(self._stop_message(request))
+
+    @staticmethod
+    def _stop_message(request: GateRequest) -> str:
+        kind = "a break-glass override" if request.is_override else (
+            "a dangerous gate (data may be lost)" if request.level is GateLevel.DANGEROUS else "a confirmation gate"
+        )
+        return (
+            f"stopped at step {request.step}: it needs {kind} and there is no terminal to ask. "
+            f"Nothing further was changed. Review the plan (`drengine plan ...`), then rerun with "
+            f"{describe_needed(request)} or from a terminal; resume this run with `drengine run --resume RUN_DIR`."
+        )
+
+
+@dataclass
+class DrillPolicy:
+    """Drills approve every gate, dangerous ones too: they only run against clusters the
+    inventory marks as drill targets."""
+
+    name: str = "drill"
+
+    def ask(self, request: GateRequest) -> GateAnswer:
+        return GateAnswer(Answer.PROCEED, operator_name(), self.name, "drill policy approves every gate on a drill target")
+
+
+class Terminal(Protocol):
+    """What the interactive policy needs from the CLI (the only place that prints)."""
+
+    def show_gate(self, request: GateRequest) -> None: ...
+
+    def show_details(self, request: GateRequest) -> None: ...
+
+    def prompt(self, text: str) -> str: ...
+
+    def say(self, text: str) -> None: ...
+
+
+@dataclass
+class InteractivePolicy:
+    terminal: Terminal
+    name: str = "interactive"
+    max_tries: int = 3
+
+    def ask(self, request: GateRequest) -> GateAnswer:
+        self.terminal.show_gate(request)
+        while True:
+            raw = self.terminal.prompt("[p]roceed, [s]kip, [r]etry, [a]bort, [d]etails? ").strip().lower()
+            choice = {"p": Answer.PROCEED, "proceed": Answer.PROCEED, "s": Answer.SKIP, "skip": Answer.SKIP,
+                      "r": Answer.RETRY, "retry": Answer.RETRY, "a": Answer.ABORT, "abort": Answer.ABORT}.get(raw)
+            if raw in ("d", "details"):
+                self.terminal.show_details(request)
+                continue
+            if choice is None:
+                self.terminal.say("Please answer p, s, r, a or d.")
+                continue
+            if choice is Answer.PROCEED and (request.level is GateLevel.DANGEROUS or request.is_override):
+                if not self._typed_cluster_name(request):
+                    self.terminal.say("The name did not match; nothing was done.")
+                    continue
+            reason = self.terminal.prompt("Reason (recorded in the journal, Enter to skip): ").strip()
+            return GateAnswer(choice, operator_name(), self.name, reason)
+
+    def _typed_cluster_name(self, request: GateRequest) -> bool:
+        self.terminal.say(
+            f"This step may lose data. To go on, type the cluster name ({request.cluster}) exactly:"
+        )
+        for _ in range(self.max_tries):
+            if self.terminal.prompt("cluster name: ").strip() == request.cluster:
+                return True
+            self.terminal.say("That is not the cluster name.")
+        return False
+
+
+@dataclass
+class LayeredPolicy:
+    """Flags first (`--yes` answers ordinary gates even at a terminal); what the flags do not
+    cover goes to the operator at the terminal, or stops the run when there is none."""
+
+    flags: FlagPolicy
+    interactive: InteractivePolicy | None
+    name: str = "flags+interactive"
+
+    def ask(self, request: GateRequest) -> GateAnswer:
+        try:
+            return self.flags.ask(request)
+        except OperatorStop:
+            if self.interactive is None:
+                raise
+            return self.interactive.ask(request)

@@ -1,0 +1,69 @@
+"""MariaDB GTID positions: `domain-server-sequence`, comma-separated, one per domain.
+Positions are compared domain by domain, on sequence numbers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+GTID_RE = re.compile(r"^(\d{1,10})-(\d{1,10})-(\d{1,20})$")
+
+
+@dataclass(frozen=True, order=True)
+class Gtid:
+    domain: int
+    server: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.domain}-{self.server}-{self.seq}"
+
+
+Position = dict[int, Gtid]
+
+
+def parse(text: str | None) -> Position:
+    """Parse a GTID position; empty or None is the empty position. Raises ValueError on junk."""
+    out: Position = {}
+    for part in (text or "").replace("\n", "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = GTID_RE.match(part)
+        if not m:
+            raise ValueError(f"not a GTID: {part!r}")
+        g = Gtid(int(m[1]), int(m[2]), int(m[3]))
+        out[g.domain] = g
+    return out
+
+
+def render(pos: Position) -> str:
+    return ",".join(str(pos[d]) for d in sorted(pos))
+
+
+def seq(pos: Position, domain: int) -> int:
+    g = pos.get(domain)
+    return g.seq if g else 0
+
+
+def covers(a: Position, b: Position) -> bool:
+    """True when position `a` is at or past `b` in every domain of `b`."""
+    return all(seq(a, d) >= g.seq for d, g in b.items())
+
+
+def missing(have: Position, want: Position) -> dict[int, int]:
+    """Per domain, how many transactions `have` lacks compared to `want` (only positive gaps)."""
+    return {d: g.seq - seq(have, d) for d, g in want.items() if g.seq > seq(have, d)}
+
+
+def total(pos: Position) -> int:
+    return sum(g.seq for g in pos.values())
+
+
+def merge_max(*positions: Position) -> Position:
+    out: Position = {}
+    for pos in positions:
+        for d, g in pos.items():
+            if d not in out or g.seq > out[d].seq:
+                out[d] = g
+    return out

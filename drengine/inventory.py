@@ -1,0 +1,244 @@
+"""Inventories: where the clusters are, how to reach their members, and where their secrets live.
+
+An inventory is YAML validated into the models below; every problem is reported as
+`FILE:LINE: what is wrong and what is expected`. Secrets are references (an environment
+variable or a file), resolved only when a connector needs them and registered with the
+redactor so that they never reach a journal, a report or the terminal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from drengine.errors import InputError
+from drengine.redact import REDACTOR
+from drengine.yamlsrc import load_yaml, validate
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+Name = Annotated[str, Field(pattern=NAME_RE.pattern, description="letters, digits, '.', '_' and '-'")]
+
+
+def check_address(value: str) -> str:
+    """An IP address or a DNS name; anything else (spaces, quotes, `;`, `$(...)`) is refused."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not HOSTNAME_RE.match(value):
+        raise ValueError("expected an IP address or a DNS host name (letters, digits, '-' and '.')")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """A secret named by reference: `{env: VAR}` or `{file: PATH}`. Never the value itself."""
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret needs exactly one of `env: VARIABLE` or `file: PATH`")
+        return self
+
+    def describe(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+    def resolve(self, where: str) -> str:
+        """Read the secret now; register it with the redactor before anyone can print it."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise InputError(
+                    f"{where}: the secret is read from environment variable {self.env}, which is not set; "
+                    f"export it before running drengine"
+                )
+        else:
+            assert self.file is not None
+            try:
+                value = Path(self.file).expanduser().read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                raise InputError(
+                    f"{where}: cannot read the secret file {self.file} ({exc.strerror}); "
+                    f"expected a readable file holding only the secret"
+                ) from None
+        REDACTOR.add(value)
+        return value
+
+
+class Credentials(Strict):
+    user: str = Field(default="root", pattern=r"^[A-Za-z0-9_.@-]{1,80}$")
+    password: SecretRef | None = None
+
+
+class Timeouts(Strict):
+    """Seconds. Every probe and statement is bounded by these: a hung member must not stall a run."""
+
+    connect: float = Field(default=2.0, gt=0, le=300)
+    read: float = Field(default=5.0, gt=0, le=3600)
+    catch_up: float = Field(default=30.0, gt=0, le=86400, description="waiting for a replica to apply what it received")
+
+
+class SSHSettings(Strict):
+    user: str = Field(default="root", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    port: int = Field(default=22, ge=1, le=65535)
+    key_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    # Only for throw-away lab hosts: never trust a new key silently in production.
+    accept_unknown_host_keys: bool = False
+    connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    command_timeout: float = Field(default=60.0, gt=0, le=86400)
+
+
+class Transport(str, Enum):
+    SSH = "ssh"
+    LOCAL = "local"
+
+
+class Host(Strict):
+    address: str
+    transport: Transport = Transport.SSH
+    ssh: SSHSettings = SSHSettings()
+
+    _addr = field_validator("address")(check_address)
+
+
+class ServiceControl(Strict):
+    """Shell command templates for a member's service, shown verbatim in plans.
+
+    Placeholders: {name}, {address}, {port}, {data_dir}; each value is shell-quoted when substituted.
+    """
+
+    start: str | None = None
+    stop: str | None = None
+    bootstrap: str | None = None
+    recover: str | None = None
+    status: str | None = None
+
+
+class Member(Strict):
+    name: Name
+    address: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 means the datastore's default port")
+    host: Name | None = Field(default=None, description="the inventory host that runs this member (for SSH)")
+    role: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    data_dir: str | None = Field(default=None, pattern=r"^/[^\x00\n]*$")
+    pid_file: str | None = Field(default=None, pattern=r"^/[^\x00\n]*$")
+
+    _addr = field_validator("address")(check_address)
+
+
+class Simulated(Strict):
+    scenario: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
+    state_file: str | None = None
+
+
+class CephOptions(Strict):
+    conf_file: str = "/etc/ceph/ceph.conf"
+    client_name: str = Field(default="client.admin", pattern=r"^client\.[A-Za-z0-9_.-]+$")
+    keyring: str | None = None
+
+
+Kind = Literal["mariadb", "galera", "mongodb", "ceph", "elasticsearch"]
+
+DEFAULT_PORTS: dict[str, int] = {
+    "mariadb": 3306,
+    "galera": 3306,
+    "mongodb": 27017,
+    "ceph": 3300,
+    "elasticsearch": 9200,
+}
+
+
+class Cluster(Strict):
+    name: Name = ""  # filled from the mapping key
+    kind: Kind
+    members: list[Member] = Field(min_length=1, max_length=500)
+    credentials: Credentials = Credentials()
+    replication: Credentials | None = Field(default=None, description="credentials replicas use to reach a primary")
+    timeouts: Timeouts = Timeouts()
+    simulated: Simulated | None = None
+    drill_target: bool = Field(default=False, description="drills may break this cluster on purpose")
+    service: ServiceControl = ServiceControl()
+    ceph: CephOptions | None = None
+    # Members the operator declares gone for good (no waiting for them to come back).
+    gone_for_good: list[Name] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_members(self) -> Cluster:
+        seen: set[str] = set()
+        for member in self.members:
+            if member.name in seen:
+                raise ValueError(f"member {member.name!r} is listed twice; each member needs a unique name")
+            seen.add(member.name)
+        unknown = [g for g in self.gone_for_good if g not in seen]
+        if unknown:
+            raise ValueError(f"gone_for_good names {unknown}, which are not members of this cluster")
+        return self
+
+    def member(self, name: str) -> Member:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise InputError(f"cluster {self.name} has no member named {name!r}; members: {[m.name for m in self.members]}")
+
+    def port_of(self, member: Member) -> int:
+        return member.port or DEFAULT_PORTS[self.kind]
+
+
+class Inventory(Strict):
+    path: str = ""
+    hosts: dict[Name, Host] = Field(default_factory=dict)
+    clusters: dict[Name, Cluster] = Field(default_factory=dict)
+    lock_dir: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("clusters"), dict):
+            clusters = {}
+            for key, value in data["clusters"].items():
+                clusters[key] = {**value, "name": key} if isinstance(value, dict) and "name" not in value else value
+            data = {**data, "clusters": clusters}
+        return data
+
+    @model_validator(mode="after")
+    def _hosts_exist(self) -> Inventory:
+        for cluster in self.clusters.values():
+            for member in cluster.members:
+                if member.host is not None and member.host not in self.hosts:
+                    raise ValueError(
+                        f"cluster {cluster.name}: member {member.name} runs on host {member.host!r}, "
+                        f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}"
+                    )
+        return self
+
+    def cluster(self, name: str) -> Cluster:
+        if name not in self.clusters:
+            raise InputError(
+                f"{self.path}: no cluster named {name!r}; the inventory defines: {', '.join(sorted(self.clusters)) or 'none'}"
+            )
+        return self.clusters[name]
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Load and validate an inventory file; InputError lists every problem with FILE:LINE."""
+    source = load_yaml(path)
+    if source.data is None:
+        raise InputError(f"{path}:1: the inventory is empty; expected `clusters:` with at least one cluster")
+    inventory = validate(source, Inventory)
+    return inventory.model_copy(update={"path": str(path)})

@@ -1,0 +1,219 @@
+"""The run journal: the one writer and reader of `journal.jsonl`.
+
+Every event is one JSON line, written and fsynced before the engine moves on. Lines are
+hash-chained: each carries its sequence number, the hash of the previous line and its own
+hash over both, so an edited, inserted, removed or reordered line breaks the chain. The
+last (seq, hash) is also kept in `journal.head`, so that cutting lines off the end is
+detected too. Secrets are redacted before anything reaches the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from drengine.errors import InputError, JournalCorrupt
+from drengine.redact import REDACTOR
+
+JOURNAL_FILE = "journal.jsonl"
+HEAD_FILE = "journal.head"
+GENESIS = "0" * 64
+
+
+class Event(str, Enum):
+    RUN_STARTED = "run_started"
+    RUN_RESUMED = "run_resumed"
+    LOCK_TAKEN = "lock_taken"
+    LOCK_BROKEN = "lock_broken"
+    STEP_STARTED = "step_started"
+    STATEMENT_SENT = "statement_sent"
+    STEP_FINISHED = "step_finished"
+    STEP_RECONCILED = "step_reconciled"
+    GATE_ASKED = "gate_asked"
+    GATE_ANSWERED = "gate_answered"
+    OVERRIDE = "override"
+    PLAN_STEP = "plan_step"
+    MEASUREMENT = "measurement"
+    NOTE = "note"
+    RUN_FINISHED = "run_finished"
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    ts: float
+    type: Event
+    data: dict[str, Any]
+    line: int
+
+
+def _digest(prev: str, body: str) -> str:
+    return hashlib.sha256((prev + "\n" + body).encode()).hexdigest()
+
+
+def _body(seq: int, ts: float, kind: str, data: dict[str, Any]) -> str:
+    return json.dumps({"seq": seq, "ts": ts, "type": kind, "data": data}, sort_keys=True, separators=(",", ":"))
+
+
+class JournalWriter:
+    """Appends events to a run directory's journal. Not thread-safe by design: only the
+    engine's own thread writes, in order."""
+
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / JOURNAL_FILE
+        self.head_path = run_dir / HEAD_FILE
+        self._clock = clock
+        self.after_append: Callable[[Entry], None] | None = None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        entries = list(read_entries(self.path)) if self.path.exists() else []
+        if entries:
+            verify(run_dir)
+        self._seq = entries[-1].seq if entries else 0
+        self._prev = _last_hash(self.path) if entries else GENESIS
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        _fsync_dir(run_dir)
+
+    def append(self, event: Event, /, **data: Any) -> Entry:
+        self._seq += 1
+        ts = round(self._clock(), 6)
+        clean = REDACTOR.deep(_jsonable(data))
+        body = _body(self._seq, ts, event.value, clean)
+        digest = _digest(self._prev, body)
+        line = json.dumps(
+            {"seq": self._seq, "ts": ts, "type": event.value, "data": clean, "prev": self._prev, "hash": digest},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        os.write(self._fd, (line + "\n").encode())
+        os.fsync(self._fd)
+        self._prev = digest
+        _write_head(self.head_path, self._seq, digest)
+        entry = Entry(self._seq, ts, event, clean, self._seq)
+        if self.after_append is not None:
+            self.after_append(entry)
+        return entry
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON so what is hashed is exactly what is written."""
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot journal a {type(value).__name__}")
+
+
+def _write_head(path: Path, seq: int, digest: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        data = f"{seq:012d} {digest}\n".encode()
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_hash(path: Path) -> str:
+    last = ""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                last = line
+    return str(json.loads(last)["hash"])
+
+
+def read_entries(path: Path) -> Iterator[Entry]:
+    """Parse journal lines without checking the chain (use `verify` for that)."""
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+                yield Entry(int(raw["seq"]), float(raw["ts"]), Event(raw["type"]), dict(raw["data"]), number)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise JournalCorrupt(f"{path}:{number}: not a journal event ({exc}); the journal was damaged") from None
+
+
+def resolve_journal(path: str | Path) -> Path:
+    """Accept a run directory or the journal file itself."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / JOURNAL_FILE
+    if not p.is_file():
+        raise InputError(f"{path}: no journal here; expected a run directory holding {JOURNAL_FILE} or the file itself")
+    return p
+
+
+def verify(path: str | Path) -> int:
+    """Check the whole chain; return the number of events or raise JournalCorrupt naming the first bad line."""
+    journal = resolve_journal(path)
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    with open(journal, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                raise JournalCorrupt(f"{journal}:{number}: empty line inserted; journals have no empty lines")
+            try:
+                raw = json.loads(line)
+                seq, ts, kind, data = int(raw["seq"]), raw["ts"], str(raw["type"]), raw["data"]
+                stored_prev, stored_hash = str(raw["prev"]), str(raw["hash"])
+            except (ValueError, KeyError, TypeError):
+                raise JournalCorrupt(f"{journal}:{number}: line is not a journal event (edited or damaged)") from None
+            if seq != expected_seq:
+                what = "removed" if seq > expected_seq else "inserted or reordered"
+                raise JournalCorrupt(
+                    f"{journal}:{number}: expected event #{expected_seq} but found #{seq}: a line was {what}"
+                )
+            if stored_prev != prev:
+                raise JournalCorrupt(f"{journal}:{number}: chain broken: this line does not follow the previous one")
+            if _digest(prev, _body(seq, ts, kind, data)) != stored_hash:
+                raise JournalCorrupt(f"{journal}:{number}: content does not match its hash: the line was edited")
+            prev = stored_hash
+            expected_seq += 1
+            count += 1
+    head = journal.parent / HEAD_FILE
+    if head.exists():
+        try:
+            head_seq_text, head_hash = head.read_text().split()
+            head_seq = int(head_seq_text)
+        except ValueError:
+            raise JournalCorrupt(f"{head}:1: unreadable head record") from None
+        if head_seq > count:
+            raise JournalCorrupt(
+                f"{journal}:{count + 1}: the journal ends at event #{count} but its head records #{head_seq}: "
+                f"lines were removed from the end"
+            )
+        if head_seq == count and head_hash != prev:
+            raise JournalCorrupt(f"{journal}:{count}: the last line does not match the head record: it was edited")
+    return count

@@ -1,0 +1,200 @@
+"""Lab processes: start real datastore daemons on loopback, remember their PIDs in the lab
+directory's `lab.json`, and stop exactly those PIDs again.
+
+A PID is only signalled when /proc still shows the command line recorded at start, so a
+recycled PID is never killed by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drengine.errors import DrengineError
+
+DEFAULT_LAB_DIR = "/tmp/drengine-lab"
+
+
+class LabError(DrengineError):
+    """A lab service could not be started or stopped."""
+
+
+@dataclass
+class LabProcess:
+    kind: str  # lab kind that owns it: mariadb, galera, ceph, ssh, ...
+    name: str  # e.g. db1, mon.a, osd.0, sshd-127.0.0.2
+    pid: int
+    argv: list[str]
+    log: str
+    started_at: float = field(default_factory=time.time)
+
+
+def cmdline_of(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state from /proc (R, S, T for stopped, Z for zombie), or None when gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_ours(proc: LabProcess) -> bool:
+    """True while the PID still runs the command we started (not a recycled PID, not a zombie)."""
+    cmd = cmdline_of(proc.pid)
+    if not cmd or process_state(proc.pid) in (None, "Z", "X"):
+        return False
+    return Path(cmd[0]).name == Path(proc.argv[0]).name
+
+
+class LabDir:
+    """One lab: a directory holding every service's files and the list of processes started."""
+
+    def __init__(self, root: str | Path = DEFAULT_LAB_DIR) -> None:
+        self.root = Path(root).resolve()
+        self.state_file = self.root / "lab.json"
+
+    def path(self, *parts: str) -> Path:
+        p = self.root.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def processes(self) -> list[LabProcess]:
+        try:
+            raw = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [LabProcess(**p) for p in raw.get("processes", [])]
+
+    def _save(self, procs: list[LabProcess]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"processes": [asdict(p) for p in procs]}, indent=1))
+        os.replace(tmp, self.state_file)
+
+    def record(self, proc: LabProcess) -> None:
+        procs = [p for p in self.processes() if not (p.kind == proc.kind and p.name == proc.name)]
+        self._save([*procs, proc])
+
+    def forget(self, proc: LabProcess) -> None:
+        self._save([p for p in self.processes() if not (p.kind == proc.kind and p.name == proc.name)])
+
+    def find(self, kind: str, name: str) -> LabProcess | None:
+        for p in self.processes():
+            if p.kind == kind and p.name == name:
+                return p
+        return None
+
+    def spawn(
+        self,
+        kind: str,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+    ) -> LabProcess:
+        """Start a daemon in its own session (it outlives `drengine lab up`) and record its PID."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                user=user,
+                start_new_session=True,
+            )
+        lab_proc = LabProcess(kind=kind, name=name, pid=proc.pid, argv=list(argv), log=str(log))
+        self.record(lab_proc)
+        return lab_proc
+
+    def stop(self, proc: LabProcess, timeout: float = 10.0) -> None:
+        """SIGCONT (a hung daemon ignores SIGTERM while stopped), SIGTERM, wait, then SIGKILL."""
+        if is_ours(proc):
+            for sig in (signal.SIGCONT, signal.SIGTERM):
+                _signal(proc.pid, sig)
+            if not wait_until(lambda: not is_ours(proc), timeout):
+                _signal(proc.pid, signal.SIGKILL)
+                wait_until(lambda: not is_ours(proc), 5.0)
+        _reap(proc.pid)
+        self.forget(proc)
+
+    def stop_kind(self, kind: str | None = None) -> list[LabProcess]:
+        """Stop every recorded process of one kind (all when None), newest first."""
+        stopped = []
+        for proc in reversed(self.processes()):
+            if kind is None or proc.kind == kind:
+                self.stop(proc)
+                stopped.append(proc)
+        return stopped
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when we are the parent, so no zombie stays behind."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def signal_process(proc: LabProcess, sig: signal.Signals) -> None:
+    """Send a fault signal (SIGKILL, SIGSTOP, SIGCONT) to a lab process we started."""
+    if not is_ours(proc):
+        raise LabError(f"lab process {proc.kind}/{proc.name} (pid {proc.pid}) is not running")
+    _signal(proc.pid, sig)
+    if sig == signal.SIGKILL:
+        wait_until(lambda: not is_ours(proc), 5.0)
+        _reap(proc.pid)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def merge_inventory(path: str | Path, hosts: dict[str, Any], clusters: dict[str, Any]) -> None:
+    """Add or replace hosts and clusters in a lab inventory file, keeping the others."""
+    target = Path(path)
+    current: dict[str, Any] = {}
+    if target.exists():
+        current = yaml.safe_load(target.read_text()) or {}
+    current.setdefault("hosts", {}).update(hosts)
+    current.setdefault("clusters", {}).update(clusters)
+    if not current["hosts"]:
+        del current["hosts"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("# Written by `drengine lab up`; lab services on loopback.\n" + yaml.safe_dump(current, sort_keys=False))
+    os.replace(tmp, target)

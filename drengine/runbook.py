@@ -1,0 +1,273 @@
+"""Runbooks: YAML data describing steps, gates and transitions, validated and built into a
+state machine (the `transitions` library). Problems are reported as FILE:LINE."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from transitions import Machine
+
+from drengine.errors import InputError
+from drengine.steps import ACTIONS, Action, Effect, GateLevel, load_actions
+from drengine.yamlsrc import Source, load_yaml, validate
+
+StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+Outcome = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
+ParamValue = str | int | float | bool | list[str]
+
+RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "runbooks"
+DEFAULT_ENDS = {"done": True, "failed": False}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepSpec(Strict):
+    id: StepId
+    action: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+    title: str = ""
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    gate: Literal["none", "confirm", "dangerous"] = "none"
+    retries: int = Field(default=0, ge=0, le=100)
+    retry_delay: float = Field(default=1.0, ge=0, le=3600)
+    timeout: float = Field(default=120.0, gt=0, le=86400, description="seconds the whole step may take")
+    next: StepId | None = None
+    on: dict[Outcome, StepId] = Field(default_factory=dict)
+
+    def gate_level(self) -> GateLevel:
+        return {"none": GateLevel.NONE, "confirm": GateLevel.CONFIRM, "dangerous": GateLevel.DANGEROUS}[self.gate]
+
+
+class EndSpec(Strict):
+    success: bool
+    summary: str = ""
+
+
+class RunbookSpec(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    kind: Literal["mariadb", "galera", "mongodb", "ceph", "elasticsearch"]
+    summary: str
+    description: str = ""
+    start: StepId
+    steps: list[StepSpec] = Field(min_length=1, max_length=200)
+    ends: dict[StepId, EndSpec] = Field(default_factory=lambda: {k: EndSpec(success=v) for k, v in DEFAULT_ENDS.items()})
+
+
+class Runbook:
+    """A validated runbook and its state machine."""
+
+    def __init__(self, spec: RunbookSpec, path: str, digest: str) -> None:
+        self.spec = spec
+        self.path = path
+        self.digest = digest
+        self.steps = {s.id: s for s in spec.steps}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def action(self, step_id: str) -> type[Action]:
+        return ACTIONS[self.steps[step_id].action]
+
+    def is_end(self, state: str) -> bool:
+        return state in self.spec.ends
+
+    def transitions_of(self, step: StepSpec) -> dict[str, str]:
+        """Outcome -> next state. `ok` and `skipped` follow `next`; `failed` goes to the `failed` end unless mapped."""
+        table: dict[str, str] = {}
+        if step.next is not None:
+            table["ok"] = step.next
+            table["skipped"] = step.next
+        table["failed"] = "failed"
+        table.update(step.on)
+        return table
+
+    def machine(self, model: object, initial: str | None = None) -> Machine:
+        states = [s.id for s in self.spec.steps] + list(self.spec.ends)
+        transitions = [
+            {"trigger": outcome, "source": step.id, "dest": dest}
+            for step in self.spec.steps
+            for outcome, dest in self.transitions_of(step).items()
+        ]
+        return Machine(
+            model=model,
+            states=states,
+            transitions=transitions,
+            initial=initial or self.spec.start,
+            auto_transitions=False,
+            ignore_invalid_triggers=False,
+        )
+
+    def mermaid(self) -> str:
+        ids = {state: f"s{i}" for i, state in enumerate([s.id for s in self.spec.steps] + list(self.spec.ends))}
+        lines = ["stateDiagram-v2"]
+        for state, ident in ids.items():
+            lines.append(f'    state "{state}" as {ident}')
+        lines.append(f"    [*] --> {ids[self.spec.start]}")
+        for step in self.spec.steps:
+            for outcome, dest in self.transitions_of(step).items():
+                if outcome == "skipped" and dest == step.next:
+                    continue
+                lines.append(f"    {ids[step.id]} --> {ids[dest]}: {outcome}")
+        for end in self.spec.ends:
+            lines.append(f"    {ids[end]} --> [*]")
+        return "\n".join(lines) + "\n"
+
+
+def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
+    problems: list[str] = []
+    index = {s.id: i for i, s in enumerate(spec.steps)}
+    ends = spec.ends
+    if "failed" not in ends:
+        problems.append(f"{source.where(('ends',))}: ends must include `failed` (where unmapped failures go)")
+    seen: set[str] = set()
+    for i, step in enumerate(spec.steps):
+        if step.id in seen:
+            problems.append(f"{source.where(('steps', i, 'id'))}: step id {step.id!r} is used twice")
+        if step.id in ends:
+            problems.append(f"{source.where(('steps', i, 'id'))}: {step.id!r} is both a step and an end")
+        seen.add(step.id)
+    known = set(index) | set(ends)
+    if spec.start not in index:
+        problems.append(f"{source.where(('start',))}: start names {spec.start!r}, which is not a step; steps: {sorted(index)}")
+    actions = load_actions()
+    for i, step in enumerate(spec.steps):
+        targets = ([("next", step.next)] if step.next else []) + [(f"on.{k}", v) for k, v in step.on.items()]
+        for label, target in targets:
+            if target not in known:
+                loc = ("steps", i, *label.split("."))
+                problems.append(
+                    f"{source.where(loc)}: step {step.id} goes to {target!r}, which is neither a step nor an end"
+                )
+        action = actions.get(step.action)
+        if action is None:
+            close = sorted(a for a in actions if a.split(".")[0] == step.action.split(".")[0])
+            problems.append(
+                f"{source.where(('steps', i, 'action'))}: unknown action {step.action!r}; "
+                f"known actions of this kind: {', '.join(close) or 'none'}"
+            )
+            continue
+        if action.least_gate() > GateLevel.NONE and step.gate == "none" and "gate" in (source.data["steps"][i] or {}):
+            problems.append(
+                f"{source.where(('steps', i, 'gate'))}: step {step.id} changes the cluster ({step.action}); "
+                f"mutating steps are always gated, so `gate: none` is not allowed (use confirm or dangerous)"
+            )
+        try:
+            action.Params.model_validate(step.params)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ("steps", i, "params", *[p for p in err["loc"]])
+                problems.append(f"{source.where(loc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
+        extra = set(step.on) - set(getattr(action, "outcomes", ())) - {"ok", "failed", "skipped"}
+        for outcome in sorted(extra):
+            problems.append(
+                f"{source.where(('steps', i, 'on', outcome))}: action {step.action} never reports outcome {outcome!r}; "
+                f"it reports: ok, failed, skipped{''.join(', ' + o for o in getattr(action, 'outcomes', ()))}"
+            )
+        for outcome in getattr(action, "outcomes", ()):
+            if outcome not in step.on:
+                problems.append(
+                    f"{source.where(('steps', i))}: step {step.id}: action {step.action} may report outcome "
+                    f"{outcome!r}; map it under `on:`"
+                )
+        if step.next is None and "ok" not in step.on:
+            problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
+    if problems:
+        return problems
+    # Reachability: from start forwards, and every state must reach an end.
+    edges: dict[str, set[str]] = {s.id: set() for s in spec.steps}
+    runbook = Runbook(spec, source.path, "")
+    for step in spec.steps:
+        edges[step.id] = set(runbook.transitions_of(step).values())
+    reached = _walk(spec.start, edges)
+    for i, step in enumerate(spec.steps):
+        if step.id not in reached:
+            problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} cannot be reached from start {spec.start}")
+    reverse: dict[str, set[str]] = {state: set() for state in known}
+    for src, dests in edges.items():
+        for dest in dests:
+            reverse[dest].add(src)
+    can_end: set[str] = set()
+    for end in ends:
+        can_end |= _walk(end, reverse)
+    for i, step in enumerate(spec.steps):
+        if step.id not in can_end:
+            problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)")
+    return problems
+
+
+def _walk(start: str, edges: dict[str, set[str]]) -> set[str]:
+    seen = {start}
+    queue = deque([start])
+    while queue:
+        for nxt in edges.get(queue.popleft(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def load_runbook(name_or_path: str, directory: Path | None = None) -> Runbook:
+    """Load a runbook by name (from the runbooks directory) or by file path."""
+    path = resolve_runbook(name_or_path, directory)
+    source = load_yaml(path)
+    if source.data is None:
+        raise InputError(f"{path}:1: the runbook is empty")
+    spec = validate(source, RunbookSpec)
+    problems = _check_graph(spec, source)
+    if problems:
+        raise InputError(f"{path}: {len(problems)} problem(s)", problems)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Runbook(spec, str(path), digest)
+
+
+def runbook_dir() -> Path:
+    return Path(os.environ.get("DRENGINE_RUNBOOKS", RUNBOOK_DIR))
+
+
+def resolve_runbook(name_or_path: str, directory: Path | None = None) -> Path:
+    as_path = Path(name_or_path)
+    if as_path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return as_path
+    folder = directory or runbook_dir()
+    candidate = folder / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+        raise InputError(f"no runbook named {name_or_path!r} in {folder}; known runbooks: {known}")
+    return candidate
+
+
+def list_runbooks(directory: Path | None = None) -> list[tuple[str, Runbook | InputError]]:
+    folder = directory or runbook_dir()
+    out: list[tuple[str, Runbook | InputError]] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            out.append((path.stem, load_runbook(str(path))))
+        except InputError as exc:
+            out.append((path.stem, exc))
+    return out
+
+
+def describe(runbook: Runbook) -> list[dict[str, Any]]:
+    """Rows for `runbook show`: each step, its action, effect, gate and transitions."""
+    rows = []
+    for step in runbook.spec.steps:
+        action = ACTIONS[step.action]
+        gate = max(step.gate_level(), action.least_gate())
+        rows.append(
+            {
+                "id": step.id,
+                "title": step.title or action.description,
+                "action": step.action,
+                "effect": action.effect.value,
+                "gate": gate.name.lower(),
+                "transitions": runbook.transitions_of(step),
+            }
+        )
+    return rows

@@ -1,0 +1,249 @@
+"""The step contract shared by the engine and every action.
+
+An action is a registered class with a name (`mariadb.promote`) and an `effect` declared
+in code: READ (probes), CHECK (a safety check that may refuse; every refusal can be
+overridden by a human) or MUTATE (changes the cluster). `propose` observes and decides
+(read-only I/O allowed) and returns what the step would send and why; `run` acts and must
+be idempotent (check, then act) so a resumed run never repeats a statement that already
+took effect; `took_effect` tells a resumed run whether an interrupted step had finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from drengine.errors import InputError, StepFailed
+
+if TYPE_CHECKING:
+    from drengine.inventory import Cluster, Inventory
+
+
+class Effect(str, Enum):
+    READ = "read"
+    CHECK = "check"
+    MUTATE = "mutate"
+
+
+class GateLevel(IntEnum):
+    NONE = 0
+    CONFIRM = 1  # approved by --yes or an interactive "proceed"
+    DANGEROUS = 2  # data may be lost: typed cluster name, or --accept-data-loss
+
+
+class Mode(str, Enum):
+    RUN = "run"
+    PLAN = "plan"
+    DRILL = "drill"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One exact command a step sends: SQL, an admin command document, a mon command, an
+    HTTP request or a shell command. `text` is what the operator could type by hand;
+    secrets appear in it only as `***`."""
+
+    target: str
+    text: str
+    language: str = "sql"
+
+    def show(self) -> str:
+        return f"[{self.target}] {self.text}"
+
+
+@dataclass
+class Proposal:
+    """What a step would do, and why: shown at gates and in plans."""
+
+    summary: str
+    reason: str = ""
+    statements: list[Statement] = field(default_factory=list)
+    gate: GateLevel = GateLevel.NONE
+    risks: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    nothing_to_do: bool = False
+
+
+@dataclass
+class Refusal:
+    """A failed safety check in plain words: what was observed, what was expected, why it
+    matters and what the operator can do next (the override included)."""
+
+    observed: str
+    expected: str
+    why: str
+    next_steps: str
+    risk_if_overridden: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"observed: {self.observed}",
+            f"expected: {self.expected}",
+            f"why it matters: {self.why}",
+            f"what you can do: {self.next_steps}",
+        ]
+
+
+@dataclass
+class StepResult:
+    ok: bool
+    summary: str
+    outcome: str = ""
+    facts: dict[str, BaseModel] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+    refusal: Refusal | None = None
+
+    def __post_init__(self) -> None:
+        if not self.outcome:
+            self.outcome = "ok" if self.ok else "failed"
+
+
+class Fact(BaseModel):
+    """Base of every fact a step hands to later steps: typed, and journaled as JSON so a
+    resumed run gets back exactly what was decided."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+F = TypeVar("F", bound=Fact)
+
+FACT_MODELS: dict[str, type[Fact]] = {}
+
+
+def fact(cls: type[F]) -> type[F]:
+    FACT_MODELS[f"{cls.__module__}:{cls.__qualname__}"] = cls
+    return cls
+
+
+def fact_key(model: BaseModel) -> str:
+    return f"{type(model).__module__}:{type(model).__qualname__}"
+
+
+class Facts:
+    """Facts gathered so far in a run, by name."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, BaseModel] = {}
+
+    def put(self, name: str, value: BaseModel) -> None:
+        self._items[name] = value
+
+    def get(self, name: str, kind: type[F]) -> F:
+        value = self._items.get(name)
+        if value is None:
+            raise StepFailed(
+                f"this step needs the fact {name!r}, which no earlier step produced; "
+                f"check the runbook's order of steps"
+            )
+        if not isinstance(value, kind):
+            raise StepFailed(f"fact {name!r} is a {type(value).__name__}, expected {kind.__name__}")
+        return value
+
+    def maybe(self, name: str, kind: type[F]) -> F | None:
+        value = self._items.get(name)
+        return value if isinstance(value, kind) else None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def dump(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        return {
+            n: {"model": fact_key(v), "value": v.model_dump(mode="json")}
+            for n, v in self._items.items()
+            if names is None or n in names
+        }
+
+    def load(self, dumped: dict[str, Any]) -> None:
+        for name, item in dumped.items():
+            model = FACT_MODELS.get(item["model"])
+            if model is None:
+                raise InputError(f"the journal names an unknown fact type {item['model']}; was drengine downgraded?")
+            self._items[name] = model.model_validate(item["value"])
+
+
+@dataclass
+class RunContext:
+    """Everything a step may use: one object instead of eight arguments."""
+
+    inventory: Inventory
+    cluster: Cluster
+    mode: Mode
+    facts: Facts
+    backend: Any  # the connector set for this cluster's kind (real or simulated); see connectors/
+    record_statement: Callable[[Statement, str], None]
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    params: BaseModel = field(default_factory=NoParams)
+    operator_said_gone: tuple[str, ...] = ()
+
+    def sent(self, statement: Statement, result: str = "ok") -> None:
+        """Journal a statement that was just sent (the journal writes before the next one)."""
+        self.record_statement(statement, result)
+
+
+class Action:
+    """Base class of actions. Subclasses set name, effect and optionally Params and gate."""
+
+    name: ClassVar[str]
+    effect: ClassVar[Effect]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    description: ClassVar[str] = ""
+    # Custom outcomes (besides ok, failed, skipped) a runbook must map under `on:`.
+    outcomes: ClassVar[tuple[str, ...]] = ()
+    # The least gate this action needs; mutating actions default to CONFIRM. An action that only
+    # writes to drengine's own heartbeat table may lower it, in code, with a comment saying so.
+    min_gate: ClassVar[GateLevel | None] = None
+
+    @classmethod
+    def least_gate(cls) -> GateLevel:
+        if cls.min_gate is not None:
+            return cls.min_gate
+        return GateLevel.CONFIRM if cls.effect is Effect.MUTATE else GateLevel.NONE
+
+    def propose(self, ctx: RunContext) -> Proposal:
+        raise NotImplementedError
+
+    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+        raise NotImplementedError
+
+    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+        """Resume: did an interrupted run of this step finish? Mutating actions override it."""
+        return False
+
+    def assumed_result(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+        """Plan mode: the result a mutating step would have, so the walk can go on."""
+        return StepResult(ok=True, summary=f"(plan) {proposal.summary}")
+
+
+ACTIONS: dict[str, type[Action]] = {}
+
+A = TypeVar("A", bound=type[Action])
+
+
+def register(cls: A) -> A:
+    if cls.name in ACTIONS:
+        raise RuntimeError(f"action {cls.name} registered twice")
+    ACTIONS[cls.name] = cls
+    return cls
+
+
+def load_actions() -> dict[str, type[Action]]:
+    """Import every action module (they import their client libraries lazily)."""
+    import importlib
+
+    for module in ("common", "mariadb", "galera", "mongodb", "ceph", "elasticsearch"):
+        try:
+            importlib.import_module(f"drengine.actions.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"drengine.actions.{module}":
+                raise
+    return ACTIONS
