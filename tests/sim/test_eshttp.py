@@ -1,0 +1,300 @@
+"""The simulated Elasticsearch server, driven by the official elasticsearch-py client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from elasticsearch import ApiError, BadRequestError, ConnectionTimeout, Elasticsearch, NotFoundError, TransportError
+
+from drengine.sim.elasticsearch import EsCluster, build_scenario
+from drengine.sim.eshttp import SimServer
+
+pytestmark = pytest.mark.sim
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def serve(model: EsCluster) -> Iterator[tuple[SimServer, Elasticsearch]]:
+    server = SimServer(model)
+    client = Elasticsearch(server.start(), request_timeout=5, max_retries=0)
+    try:
+        yield server, client
+    finally:
+        client.close()
+        server.stop()
+
+
+@pytest.fixture
+def lost_node(clock: FakeClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
+    yield from serve(build_scenario("one-node-lost-3", clock))
+
+
+@pytest.fixture
+def stale(clock: FakeClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
+    yield from serve(build_scenario("red-stale-copy", clock))
+
+
+def raw_get(url: str, path: str, accept: str) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Accept": accept})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def test_info_passes_the_client_product_check(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    server, client = lost_node
+    info = client.info()
+    assert info["tagline"] == "You Know, for Search"
+    assert info["version"]["number"].startswith("9.")
+    assert info["version"]["build_flavor"] == "default"
+    status, headers, _ = raw_get(server.url, "/", "application/vnd.elasticsearch+json; compatible-with=9")
+    assert status == 200
+    assert headers["x-elastic-product"] == "Elasticsearch"
+    assert headers["content-type"] == "application/vnd.elasticsearch+json;compatible-with=9"
+    assert raw_get(server.url, "/", "application/json")[1]["content-type"] == "application/json"
+
+
+def test_health_reports_yellow_with_delayed_shards(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    _, client = lost_node
+    health = client.cluster.health()
+    assert health["status"] == "yellow"
+    assert health["number_of_nodes"] == health["number_of_data_nodes"] == 2
+    assert health["unassigned_shards"] == health["delayed_unassigned_shards"] == 4
+    assert health["active_shards_percent_as_number"] == pytest.approx(100 * 8 / 12)
+    assert client.cluster.health(index="orders", level="indices")["indices"]["orders"]["number_of_shards"] == 3
+
+
+def test_health_wait_times_out_with_408(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    _, client = lost_node
+    with pytest.raises(ApiError) as timed_out:
+        client.cluster.health(wait_for_status="green", timeout="100ms")
+    assert timed_out.value.meta.status == 408
+    assert timed_out.value.body["timed_out"] is True
+    body = client.options(ignore_status=408).cluster.health(wait_for_status="green", timeout="50ms")
+    assert body["status"] == "yellow"
+
+
+def test_health_wait_wakes_when_the_delay_runs_out(lost_node: tuple[SimServer, Elasticsearch], clock: FakeClock) -> None:
+    server, client = lost_node
+
+    def delay_expires() -> None:
+        time.sleep(0.2)
+        server.with_model(lambda m: setattr(clock, "now", clock.now + 61))
+
+    mover = threading.Thread(target=delay_expires)
+    mover.start()
+    started = time.monotonic()
+    health = client.cluster.health(wait_for_status="green", timeout="5s")
+    mover.join()
+    assert health["status"] == "green" and health["timed_out"] is False
+    assert time.monotonic() - started < 3
+
+
+def test_cat_shards_values_are_strings(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    _, client = lost_node
+    rows = client.cat.shards(format="json")
+    assert {"index", "shard", "prirep", "state", "docs", "store", "ip", "node", "unassigned.reason"} <= set(rows[0])
+    for row in rows:
+        assert all(value is None or isinstance(value, str) for value in row.values())
+    unassigned = [r for r in rows if r["state"] == "UNASSIGNED"]
+    assert len(unassigned) == 4
+    assert {r["unassigned.reason"] for r in unassigned} == {"NODE_LEFT"}
+    assert unassigned[0]["node"] is None
+    narrow = client.cat.shards(index="orders", format="json", h="index,shard,prirep,state,unassigned.reason")
+    assert set(narrow[0]) == {"index", "shard", "prirep", "state", "unassigned.reason"}
+    assert {r["index"] for r in narrow} == {"orders"}
+
+
+def test_explain_shapes(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    _, client = lost_node
+    rows = client.cat.shards(format="json")
+    target = next(r for r in rows if r["state"] == "UNASSIGNED")
+    explain = client.cluster.allocation_explain(index=target["index"], shard=int(target["shard"]), primary=False)
+    assert explain["current_state"] == "unassigned"
+    assert explain["can_allocate"] == "allocation_delayed"
+    assert explain["configured_delay_in_millis"] == 60_000
+    assert 0 < explain["remaining_delay_in_millis"] <= 60_000
+    assert explain["unassigned_info"]["reason"] == "NODE_LEFT"
+    assert isinstance(explain["allocate_explanation"], str)
+    for decision in explain["node_allocation_decisions"]:
+        assert {"node_id", "node_name", "transport_address", "node_attributes", "node_decision"} <= set(decision)
+        for decider in decision.get("deciders", []):
+            assert set(decider) == {"decider", "decision", "explanation"}
+    first = client.cluster.allocation_explain()
+    assert first["current_state"] == "unassigned" and "note" in first
+
+
+def test_explain_without_unassigned_shards_is_a_bad_request(clock: FakeClock) -> None:
+    model = EsCluster(clock=clock)
+    model.add_node("node-1")
+    model.create_index("orders", number_of_shards=1, number_of_replicas=0)
+    for _, client in serve(model):
+        with pytest.raises(BadRequestError) as refused:
+            client.cluster.allocation_explain()
+        assert refused.value.error == "illegal_argument_exception"
+        assert refused.value.body["status"] == 400
+        assert refused.value.body["error"]["root_cause"][0]["type"] == "illegal_argument_exception"
+        assert "There are no unassigned shards" in refused.value.body["error"]["reason"]
+
+
+def test_stale_primary_through_reroute(stale: tuple[SimServer, Elasticsearch]) -> None:
+    _, client = stale
+    explain = client.cluster.allocation_explain(index="orders", shard=0, primary=True)
+    assert explain["can_allocate"] == "no_valid_shard_copy"
+    holder = next(d["node_name"] for d in explain["node_allocation_decisions"] if d["store"].get("allocation_id"))
+    command = {"allocate_stale_primary": {"index": "orders", "shard": 0, "node": holder}}
+    with pytest.raises(BadRequestError) as refused:
+        client.cluster.reroute(commands=[command])
+    assert "accept_data_loss" in refused.value.body["error"]["reason"]
+    command["allocate_stale_primary"]["accept_data_loss"] = True
+    dry = client.cluster.reroute(commands=[command], dry_run=True, metric="none")
+    assert dry["acknowledged"] is True and "state" not in dry
+    assert client.cluster.health(index="orders")["status"] == "red"
+    done = client.cluster.reroute(commands=[command], explain=True)
+    assert done["explanations"][0]["command"] == "allocate_stale_primary"
+    assert "routing_table" in done["state"]
+    assert client.cluster.health(index="orders")["status"] != "red"
+    assert client.count(index="orders")["count"] == 5
+    with pytest.raises(NotFoundError):
+        client.get(index="orders", id="doc-8")
+
+
+def test_retry_failed_through_reroute(clock: FakeClock) -> None:
+    for _, client in serve(build_scenario("retries-exhausted", clock)):
+        explain = client.cluster.allocation_explain()
+        assert explain["unassigned_info"]["failed_allocation_attempts"] == 5
+        assert client.cluster.reroute(retry_failed=True, metric="none") == {"acknowledged": True}
+        assert client.cluster.health()["status"] == "green"
+
+
+def test_allocate_replica_refused_by_a_decider(clock: FakeClock) -> None:
+    for server, client in serve(build_scenario("allocation-disabled", clock)):
+        row = next(r for r in client.cat.shards(format="json") if r["state"] == "UNASSIGNED")
+        primary_node = next(
+            r["node"]
+            for r in client.cat.shards(index=row["index"], format="json")
+            if r["shard"] == row["shard"] and r["prirep"] == "p"
+        )
+        same = {"allocate_replica": {"index": row["index"], "shard": int(row["shard"]), "node": primary_node}}
+        with pytest.raises(BadRequestError) as refused:
+            client.cluster.reroute(commands=[same])
+        assert "a copy of this shard is already allocated to this node" in refused.value.body["error"]["reason"]
+        other = next(n for n in ("node-1", "node-2") if n != primary_node)
+        same["allocate_replica"]["node"] = other
+        client.cluster.reroute(commands=[same], metric="none")
+        index = str(row["index"])
+        assert server.read(lambda m, index=index: m.health(index))["unassigned_shards"] < 2
+
+
+def test_settings_round_trip(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    _, client = lost_node
+    put = client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": "primaries"})
+    assert put["acknowledged"] is True
+    assert client.cluster.get_settings()["persistent"] == {"cluster": {"routing": {"allocation": {"enable": "primaries"}}}}
+    assert client.cluster.get_settings(flat_settings=True)["persistent"] == {"cluster.routing.allocation.enable": "primaries"}
+    assert "defaults" in client.cluster.get_settings(include_defaults=True)
+    client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": None})
+    assert client.cluster.get_settings()["persistent"] == {}
+
+    client.indices.put_settings(index="_all", settings={"index.unassigned.node_left.delayed_timeout": "0"})
+    settings = client.indices.get_settings(index="orders")["orders"]["settings"]["index"]
+    assert settings["unassigned"]["node_left"]["delayed_timeout"] == "0"
+    assert client.cluster.health()["status"] == "green"
+    client.indices.put_settings(index="orders", settings={"index": {"number_of_replicas": 0}})
+    flat = client.indices.get_settings(index="orders", flat_settings=True)["orders"]["settings"]
+    assert flat["index.number_of_replicas"] == "0"
+    with pytest.raises(BadRequestError) as refused:
+        client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": "maybe"})
+    assert refused.value.error == "illegal_argument_exception"
+
+
+def test_documents_and_index_creation(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    _, client = lost_node
+    created = client.indices.create(index="canary", settings={"number_of_shards": 1, "number_of_replicas": 1})
+    assert created["acknowledged"] is True
+    written = client.index(index="canary", id="probe-1", document={"at": "now"})
+    assert written["result"] == "created" and written.meta.status == 201
+    assert client.get(index="canary", id="probe-1")["_source"] == {"at": "now"}
+    assert client.count(index="canary")["count"] == 1
+    with pytest.raises(NotFoundError) as missing:
+        client.count(index="no-such-index")
+    assert missing.value.error == "index_not_found_exception"
+    nodes = client.nodes.info()
+    assert len(nodes["nodes"]) == 2
+    cat_nodes = client.cat.nodes(format="json", h="name,node.role,master")
+    assert {row["name"] for row in cat_nodes} == {"node-1", "node-2"}
+
+
+def test_hung_server_makes_the_client_time_out(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    server, _ = lost_node
+    server.hang()
+    impatient = Elasticsearch(server.url, request_timeout=0.3, max_retries=0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionTimeout):
+            impatient.cluster.health()
+        assert time.monotonic() - started < 2
+        server.hang(False)
+        assert impatient.cluster.health()["status"] == "yellow"
+    finally:
+        impatient.close()
+
+
+def test_stop_closes_the_socket_and_joins_threads(clock: FakeClock) -> None:
+    before = threading.active_count()
+    server = SimServer(build_scenario("one-node-lost-3", clock))
+    url = server.start()
+    client = Elasticsearch(url, request_timeout=2, max_retries=0)
+    assert client.cluster.health()["status"] == "yellow"  # leaves a keep-alive connection open
+    server.hang()
+    failures: list[BaseException] = []
+
+    def ask_hung_server() -> None:
+        try:
+            client.info()
+        except TransportError as error:
+            failures.append(error)
+
+    stuck = threading.Thread(target=ask_hung_server)
+    stuck.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 2
+    stuck.join(5)
+    assert not stuck.is_alive() and failures
+    client.close()
+    parts = urlsplit(url)
+    with pytest.raises(OSError):
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=0.5)
+    assert threading.active_count() <= before
+
+
+def test_persisted_state_serves_the_same_answers(stale: tuple[SimServer, Elasticsearch], clock: FakeClock) -> None:
+    server, client = stale
+    saved = json.loads(json.dumps(server.snapshot()))
+    for _, again in serve(EsCluster.from_json(saved, clock=clock)):
+        assert again.cluster.health().body == client.cluster.health().body
+        assert again.cat.shards(format="json").body == client.cat.shards(format="json").body
