@@ -133,11 +133,15 @@ def main(debug: bool) -> None:
     DEBUG["on"] = debug
 
 
+def _is_interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def _gates(yes: bool, accept_data_loss: bool, overrides: tuple[str, ...], reason: str) -> Any:
     from drengine.gates import FlagPolicy, InteractivePolicy, LayeredPolicy
 
     flags = FlagPolicy(yes=yes, accept_data_loss=accept_data_loss, overrides=frozenset(overrides), reason=reason)
-    interactive = InteractivePolicy(TextTerminal()) if sys.stdin.isatty() and sys.stdout.isatty() else None
+    interactive = InteractivePolicy(TextTerminal()) if _is_interactive() else None
     return LayeredPolicy(flags, interactive)
 
 

@@ -166,7 +166,7 @@ class Engine:
             if result.outcome not in transitions:
                 raise StepFailed(
                     f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
-                    f"add it under `on:` in {self.runbook.path}"
+                    f"add it under `branches:` in {self.runbook.path}"
                 )
             model.trigger(result.outcome)  # type: ignore[attr-defined]
         end = self.runbook.spec.ends[model.state]
@@ -292,7 +292,13 @@ class Engine:
         try:
             answer = self._ask(step, action, override, GateLevel.DANGEROUS, refusal=result.refusal)
         except OperatorStop:
-            return result  # no override available: the refusal stands (the run fails, exit 1)
+            # No one to ask and no flag: the refusal stands (the run fails, exit 1). Say how to override.
+            self.journal.append(
+                Event.NOTE, step=step.id,
+                text=f"the check refused; to override it (break glass), rerun from a terminal or with "
+                     f"--override {step.id} --accept-data-loss (resume: drengine run --resume RUN_DIR ...)",
+            )
+            return result
         if answer.answer is not Answer.PROCEED:
             if answer.answer is Answer.ABORT:
                 raise OperatorStop(f"aborted by {answer.who} at the failed check {step.id}")

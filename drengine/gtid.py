@@ -67,3 +67,32 @@ def merge_max(*positions: Position) -> Position:
             if d not in out or g.seq > out[d].seq:
                 out[d] = g
     return out
+
+
+State = dict[tuple[int, int], int]
+
+
+def parse_state(text: str | None) -> State:
+    """`@@gtid_binlog_state`: the last sequence number per (domain, server_id)."""
+    out: State = {}
+    for part in (text or "").replace("\n", "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = GTID_RE.match(part)
+        if not m:
+            raise ValueError(f"not a GTID: {part!r}")
+        key = (int(m[1]), int(m[2]))
+        out[key] = max(out.get(key, 0), int(m[3]))
+    return out
+
+
+def errant(own: Position, primary_state: State) -> dict[int, int]:
+    """Transactions a server holds that the primary's binlog never had: per domain, how far
+    its last GTID lies past what the primary recorded for the same originating server."""
+    out: dict[int, int] = {}
+    for d, g in own.items():
+        known = primary_state.get((d, g.server), 0)
+        if g.seq > known:
+            out[d] = g.seq - known
+    return out

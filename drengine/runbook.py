@@ -38,7 +38,8 @@ class StepSpec(Strict):
     retry_delay: float = Field(default=1.0, ge=0, le=3600)
     timeout: float = Field(default=120.0, gt=0, le=86400, description="seconds the whole step may take")
     next: StepId | None = None
-    on: dict[Outcome, StepId] = Field(default_factory=dict)
+    # Not `on:`: YAML 1.1 reads a bare `on` key as the boolean true.
+    branches: dict[Outcome, StepId] = Field(default_factory=dict, description="outcome -> next state")
 
     def gate_level(self) -> GateLevel:
         return {"none": GateLevel.NONE, "confirm": GateLevel.CONFIRM, "dangerous": GateLevel.DANGEROUS}[self.gate]
@@ -85,7 +86,7 @@ class Runbook:
             table["ok"] = step.next
             table["skipped"] = step.next
         table["failed"] = "failed"
-        table.update(step.on)
+        table.update(step.branches)
         return table
 
     def machine(self, model: object, initial: str | None = None) -> Machine:
@@ -138,7 +139,7 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
         problems.append(f"{source.where(('start',))}: start names {spec.start!r}, which is not a step; steps: {sorted(index)}")
     actions = load_actions()
     for i, step in enumerate(spec.steps):
-        targets = ([("next", step.next)] if step.next else []) + [(f"on.{k}", v) for k, v in step.on.items()]
+        targets = ([("next", step.next)] if step.next else []) + [(f"branches.{k}", v) for k, v in step.branches.items()]
         for label, target in targets:
             if target not in known:
                 loc = ("steps", i, *label.split("."))
@@ -164,19 +165,19 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
             for err in exc.errors():
                 loc = ("steps", i, "params", *[p for p in err["loc"]])
                 problems.append(f"{source.where(loc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
-        extra = set(step.on) - set(getattr(action, "outcomes", ())) - {"ok", "failed", "skipped"}
+        extra = set(step.branches) - set(getattr(action, "outcomes", ())) - {"ok", "failed", "skipped"}
         for outcome in sorted(extra):
             problems.append(
-                f"{source.where(('steps', i, 'on', outcome))}: action {step.action} never reports outcome {outcome!r}; "
+                f"{source.where(('steps', i, 'branches', outcome))}: action {step.action} never reports outcome {outcome!r}; "
                 f"it reports: ok, failed, skipped{''.join(', ' + o for o in getattr(action, 'outcomes', ()))}"
             )
         for outcome in getattr(action, "outcomes", ()):
-            if outcome not in step.on:
+            if outcome not in step.branches:
                 problems.append(
                     f"{source.where(('steps', i))}: step {step.id}: action {step.action} may report outcome "
-                    f"{outcome!r}; map it under `on:`"
+                    f"{outcome!r}; map it under `branches:`"
                 )
-        if step.next is None and "ok" not in step.on:
+        if step.next is None and "ok" not in step.branches:
             problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
     if problems:
         return problems

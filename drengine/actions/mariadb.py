@@ -175,7 +175,7 @@ def plan_rejoin(view: ClusterView) -> RejoinDecision:
         return RejoinDecision(primary=None, reason=f"several writable servers ({names}) and the replicas do not tell which "
                               f"one is the primary; decide by hand which one keeps its data")
     primary = next(w for w in writable if not followed or w.name in followed)
-    ppos = gtid.merge_max(gtid.parse(primary.gtid_binlog_pos), gtid.parse(primary.gtid_current_pos))
+    pstate = gtid.parse_state(primary.gtid_binlog_state)
     strays = []
     for s in view.servers:
         if s is primary or not s.reachable:
@@ -183,7 +183,7 @@ def plan_rejoin(view: ClusterView) -> RejoinDecision:
         if any((ch.master_host, ch.master_port) == (primary.address, primary.port) for ch in s.channels):
             continue
         own = gtid.merge_max(gtid.parse(s.gtid_binlog_pos), gtid.parse(s.gtid_current_pos))
-        errant = gtid.missing(ppos, own)
+        errant = gtid.errant(own, pstate)
         strays.append(Stray(name=s.name, errant=errant, errant_pos=gtid.render(own) if errant else ""))
     if not strays:
         reason = f"every reachable server already follows {primary.name}"
@@ -398,8 +398,9 @@ class Promote(Action):
                     f"not promoting (stopping replication now would throw those transactions away). Check "
                     f"Last_SQL_Error on {name}, then resume the run or raise catch_up_timeout"
                 )
-        if server.channels:
+        if _threads_running(server):
             _send(ctx, name, STOP_SLAVE)
+        if server.channels:
             _send(ctx, name, RESET_SLAVE_ALL)
         if server.read_only or server.channels:
             _send(ctx, name, READ_WRITE)
@@ -430,9 +431,28 @@ def _repoint_statements(ctx: RunContext, primary: NewPrimary, demote: bool = Fal
     return [STOP_SLAVE, change_master(primary.address, primary.port, user, password, demote=demote), START_SLAVE]
 
 
-def _follows(server: ServerView, primary: NewPrimary) -> bool:
+def _points_at(server: ServerView, primary: NewPrimary) -> bool:
     return any((ch.master_host, ch.master_port) == (primary.address, primary.port)
                and ch.using_gtid == "Slave_Pos" for ch in server.channels)
+
+
+def _threads_running(server: ServerView) -> bool:
+    return any(ch.io_running != "No" or ch.sql_running != "No" for ch in server.channels)
+
+
+def _follows(server: ServerView, primary: NewPrimary) -> bool:
+    return _points_at(server, primary) and all(
+        ch.io_running != "No" and ch.sql_running != "No" for ch in server.channels)
+
+
+def _make_replica(ctx: RunContext, name: str, server: ServerView, primary: NewPrimary, demote: bool = False) -> None:
+    """Check, then act, statement by statement: a resumed run sends only what is still missing."""
+    stop, change, start = _repoint_statements(ctx, primary, demote=demote)
+    if not _points_at(server, primary):
+        if _threads_running(server):
+            _send(ctx, name, stop)
+        _send(ctx, name, change)
+    _send(ctx, name, start)
 
 
 @register
@@ -475,8 +495,7 @@ class Repoint(Action):
             if _follows(server, primary):
                 skipped.append(name)
                 continue
-            for sql in _repoint_statements(ctx, primary):
-                _send(ctx, name, sql)
+            _make_replica(ctx, name, server, primary)
             done.append(name)
         summary = f"repointed {', '.join(done) or 'none'} to {primary.name}"
         if skipped:
@@ -637,7 +656,6 @@ class Rejoin(Action):
                 continue
             if not server.read_only:
                 _send(ctx, stray.name, READ_ONLY)
-            for sql in _repoint_statements(ctx, primary, demote=True):
-                _send(ctx, stray.name, sql)
+            _make_replica(ctx, stray.name, server, primary, demote=True)
             done.append(stray.name)
         return StepResult(ok=True, summary=f"{', '.join(done) or 'nothing'} now replicate(s) from {primary.name}")

@@ -76,6 +76,7 @@ class ServerView(Fact):
     gtid_binlog_pos: str = ""
     gtid_slave_pos: str = ""
     gtid_current_pos: str = ""
+    gtid_binlog_state: str = ""
     channels: list[Channel] = []
     probe_seconds: float = 0.0
 
@@ -141,7 +142,7 @@ def _channel(row: dict[str, Any]) -> Channel:
 
 VARIABLES_SQL = (
     "SELECT @@server_id, @@read_only, @@log_bin, @@log_slave_updates, @@gtid_strict_mode, "
-    "@@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos"
+    "@@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@gtid_binlog_state"
 )
 
 
@@ -228,6 +229,7 @@ class MariaDBBackend:
             gtid_binlog_pos=str(values[5] or ""),
             gtid_slave_pos=str(values[6] or ""),
             gtid_current_pos=str(values[7] or ""),
+            gtid_binlog_state=str(values[8] or ""),
             channels=channels,
             probe_seconds=round(time.monotonic() - started, 3),
         )

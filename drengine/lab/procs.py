@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -55,12 +56,25 @@ def process_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
 def is_ours(proc: LabProcess) -> bool:
-    """True while the PID still runs the command we started (not a recycled PID, not a zombie)."""
-    cmd = cmdline_of(proc.pid)
-    if not cmd or process_state(proc.pid) in (None, "Z", "X"):
+    """True while the PID still runs the program we started (not a recycled PID, not a zombie).
+
+    The executable is compared, not the command line: sshd rewrites its process title."""
+    if process_state(proc.pid) in (None, "Z", "X"):
         return False
-    return Path(cmd[0]).name == Path(proc.argv[0]).name
+    exe = _exe(proc.pid)
+    wanted = shutil.which(proc.argv[0]) or proc.argv[0]
+    if exe is not None:
+        return Path(exe).name == Path(os.path.realpath(wanted)).name or Path(exe).name == Path(wanted).name
+    cmd = cmdline_of(proc.pid)
+    return bool(cmd) and Path(cmd[0]).name == Path(proc.argv[0]).name
 
 
 class LabDir:
@@ -126,6 +140,8 @@ class LabDir:
             )
         lab_proc = LabProcess(kind=kind, name=name, pid=proc.pid, argv=list(argv), log=str(log))
         self.record(lab_proc)
+        # Popen returns before execve finishes; until then /proc shows the Python parent.
+        wait_until(lambda: is_ours(lab_proc) or proc.poll() is not None, 5.0, interval=0.005)
         return lab_proc
 
     def stop(self, proc: LabProcess, timeout: float = 10.0) -> None:

@@ -209,17 +209,11 @@ def scenario_old_primary_returned(cluster: Cluster, errant: int = 0) -> SimClust
     """After a failover to the second server, the old primary came back writable."""
     sim = _replicated(cluster)
     old, new = sim.servers[0], sim.servers[1]
-    for _ in range(errant):
-        sim.write(old.name, key="errant")
-    new.source, new.io_on, new.sql_on, new.read_only, new.relay = (
-        None,
-        False,
-        False,
-        False,
-        [],
-    )
+    new.source, new.io_on, new.sql_on, new.read_only, new.relay = None, False, False, False, []
     for s in sim.servers[2:]:
         s.source = new.name
+    for _ in range(errant):
+        sim.write(old.name, key="errant")  # written on the old primary and never replicated
     for i in range(5):
         sim.write(new.name, key=f"after-failover-{i + 1}")
     sim.settle()
@@ -356,6 +350,7 @@ class SimMariaDBBackend:
             gtid_binlog_pos=pos if s.log_bin else "",
             gtid_slave_pos=s.slave_pos,
             gtid_current_pos=pos,
+            gtid_binlog_state=",".join(t.gtid for t in s.applied) if s.log_bin else "",
             channels=channels,
         )
 
@@ -427,8 +422,7 @@ class SimMariaDBBackend:
             s.source, s.relay = src.name, []
             if "MASTER_DEMOTE_TO_SLAVE=1" in upper:
                 s.slave_pos = gtid.render(s.position())
-            src_pos = src.position()
-            errant = gtid.missing(src_pos, s.position())
+            errant = gtid.errant(s.position(), gtid.parse_state(",".join(t.gtid for t in src.applied)))
             s.sql_error = 1236 if errant else 0
             s.sql_error_text = (
                 "GTID strict mode: this server has transactions its source lacks"
