@@ -16,13 +16,14 @@ Owns three things:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,7 +103,7 @@ class CephConnector:
         # callbacks never run against freed Python objects before close().
         self._abandoned: list[Any] = []
 
-    def __enter__(self) -> CephConnector:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -149,10 +150,9 @@ class CephConnector:
     def close(self) -> None:
         cluster, self._cluster = self._cluster, None
         for ioctx in self._ioctxs.values():
-            try:
+            # Closing must not hide the error that got us here.
+            with contextlib.suppress(Exception):
                 ioctx.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the error that got us here
-                pass
         self._ioctxs.clear()
         if cluster is not None:
             _shutdown(cluster)
@@ -246,10 +246,9 @@ class CephConnector:
 
 
 def _shutdown(cluster: Any) -> None:
-    try:
+    # Best effort: the handle is being dropped anyway, and an error here would hide the real one.
+    with contextlib.suppress(Exception):
         cluster.shutdown()
-    except Exception:  # noqa: BLE001 - best effort: the cluster handle is being dropped anyway
-        pass
 
 
 def _rados_text(exc: Exception) -> str:

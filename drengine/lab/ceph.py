@@ -14,7 +14,9 @@ saved contents and is backfilled by its peers.
 from __future__ import annotations
 
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -24,7 +26,7 @@ from typing import Any
 
 from drengine.connectors.ceph import CephConnector, parse_pgs
 from drengine.errors import ConnectError
-from drengine.lab.procs import LabDir, LabError, LabProcess, merge_inventory, signal_process, wait_until
+from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
 
 CLUSTER_NAME = "lab-ceph"
 KIND = "ceph"
@@ -57,9 +59,7 @@ def mon_port(port_base: int, name: str) -> int:
 
 def _conf_text(root: Path, fsid: str, port_base: int) -> str:
     mon_host = ",".join(f"[v2:127.0.0.1:{mon_port(port_base, m)}]" for m in MONS)
-    mon_sections = "".join(
-        f"\n[mon.{m}]\npublic addrv = [v2:127.0.0.1:{mon_port(port_base, m)}]\n" for m in MONS
-    )
+    mon_sections = "".join(f"\n[mon.{m}]\npublic addrv = [v2:127.0.0.1:{mon_port(port_base, m)}]\n" for m in MONS)
     return f"""# drengine lab cluster: every path lives under {root}
 [global]
 fsid = {fsid}
@@ -146,9 +146,18 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
 
     Raises LabError (after stopping whatever it started) when the cluster does not come up.
     """
-    if any(p.kind == KIND for p in lab.processes()):
-        raise LabError(f"a Ceph lab is already recorded in {lab.state_file}; run `drengine lab down` first")
+    running = [p for p in lab.processes() if p.kind == KIND and is_ours(p)]
+    if running:
+        raise LabError(
+            f"a Ceph lab is already running in {lab.root} ({', '.join(p.name for p in running)}); "
+            f"run `drengine lab down ceph` first"
+        )
+    for gone in (p for p in lab.processes() if p.kind == KIND):
+        lab.forget(gone)
+    _check_ports_free(port_base)
     root = _root(lab)
+    # A previous lab's monitor stores and OSD folders would make --mkfs fail: start from nothing.
+    shutil.rmtree(root, ignore_errors=True)
     for sub in ("run", "log", "crash", "mon", "mgr", "osd"):
         lab.path("ceph", sub)
     fsid = str(uuid.uuid4())
@@ -159,10 +168,28 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
     for m in MONS:
         addv += ["--addv", m, f"[v2:127.0.0.1:{mon_port(port_base, m)}]"]
     _run(
-        ["monmaptool", "--create", "--clobber", "--fsid", fsid, "--enable-all-features", "--set-min-mon-release", "pacific", *addv, str(monmap)],
+        [
+            "monmaptool",
+            "--create",
+            "--clobber",
+            "--fsid",
+            fsid,
+            "--enable-all-features",
+            "--set-min-mon-release",
+            "pacific",
+            *addv,
+            str(monmap),
+        ],
         "creating the monmap",
     )
-    mkfs = [subprocess.Popen(["ceph-mon", "--mkfs", "-i", m, "--monmap", str(monmap), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for m in MONS]
+    mkfs = [
+        subprocess.Popen(
+            ["ceph-mon", "--mkfs", "-i", m, "--monmap", str(monmap), "-c", str(conf)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for m in MONS
+    ]
     for m, proc in zip(MONS, mkfs, strict=True):
         out, _ = proc.communicate(timeout=30)
         if proc.returncode != 0:
@@ -188,6 +215,18 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
     if inventory_out is not None:
         merge_inventory(inventory_out, {}, {CLUSTER_NAME: fragment})
     return fragment
+
+
+def _check_ports_free(port_base: int) -> None:
+    for m in MONS:
+        port = mon_port(port_base, m)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise LabError(
+                    f"port {port} on 127.0.0.1 for mon.{m} is not free ({exc.strerror}); stop what uses it or pick another port base"
+                ) from None
 
 
 def _create_osds(lab: LabDir, api: CephConnector, conf: Path) -> None:
@@ -238,9 +277,9 @@ def _wait_active_clean(api: CephConnector, timeout: float) -> None:
         raise LabError(f"pool {POOL!r} did not become active+clean within {timeout:g} s")
     # The manager creates its own pool a few seconds after it starts; wait for it too, so the
     # lab is handed over with every PG clean, not with one PG still `creating+peering`.
-    if wait_until(lambda: _mgr_pool_created(api), MGR_POOL_WAIT, interval=0.25):
-        if not wait_until(lambda: _all_pgs_active_clean(api), timeout, interval=0.25):
-            raise LabError(f"the PGs of pool {MGR_POOL!r} did not become active+clean within {timeout:g} s")
+    mgr_pool = wait_until(lambda: _mgr_pool_created(api), MGR_POOL_WAIT, interval=0.25)
+    if mgr_pool and not wait_until(lambda: _all_pgs_active_clean(api), timeout, interval=0.25):
+        raise LabError(f"the PGs of pool {MGR_POOL!r} did not become active+clean within {timeout:g} s")
 
 
 def inventory_fragment(lab: LabDir, port_base: int = 3300) -> dict[str, Any]:
@@ -248,7 +287,13 @@ def inventory_fragment(lab: LabDir, port_base: int = 3300) -> dict[str, Any]:
     root = _root(lab)
     conf = conf_path(lab)
     members: list[dict[str, Any]] = [
-        {"name": f"mon.{m}", "address": "127.0.0.1", "port": mon_port(port_base, m), "role": "mon", "data_dir": f"{root}/mon/ceph-{m}"}
+        {
+            "name": f"mon.{m}",
+            "address": "127.0.0.1",
+            "port": mon_port(port_base, m),
+            "role": "mon",
+            "data_dir": f"{root}/mon/ceph-{m}",
+        }
         for m in MONS
     ]
     members.append({"name": f"mgr.{MGR}", "address": "127.0.0.1", "role": "mgr", "data_dir": f"{root}/mgr/ceph-{MGR}"})
@@ -320,8 +365,6 @@ def _mon_name(name: str) -> str:
 
 
 def _respawn(lab: LabDir, proc: LabProcess) -> None:
-    from drengine.lab.procs import is_ours
-
     if is_ours(proc):
         raise LabError(f"{proc.name} is still running (pid {proc.pid}); kill it first")
     _spawn(lab, proc.name, proc.argv)

@@ -29,7 +29,7 @@ import base64
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -134,9 +134,24 @@ class PgView(BaseModel):
 
 # Ceph prints PG states in this order (pg_state_string in osd_types.cc).
 STATE_ORDER = (
-    "stale", "creating", "active", "activating", "clean", "recovery_wait", "recovering", "down",
-    "recovery_unfound", "backfill_unfound", "undersized", "degraded", "remapped", "peering",
-    "backfill_wait", "backfilling", "incomplete", "peered",
+    "stale",
+    "creating",
+    "active",
+    "activating",
+    "clean",
+    "recovery_wait",
+    "recovering",
+    "down",
+    "recovery_unfound",
+    "backfill_unfound",
+    "undersized",
+    "degraded",
+    "remapped",
+    "peering",
+    "backfill_wait",
+    "backfilling",
+    "incomplete",
+    "peered",
 )
 
 
@@ -352,11 +367,18 @@ class CephSim:
         pg = self._pg(pgid)
         view = self.pg_view(pg)
         if not view.acting or not self.osd(view.acting[0]).up:
-            raise ProbeTimeout(f"PG {pgid} command got no answer within {self.op_timeout:g} s (simulated): its primary OSD is down")
+            raise ProbeTimeout(
+                f"PG {pgid} command got no answer within {self.op_timeout:g} s (simulated): its primary OSD is down"
+            )
         prefix = str(cmd.get("prefix", ""))
         if prefix == "query":
-            return {"state": view.state, "epoch": self.state.epoch, "up": view.up, "acting": view.acting,
-                    "info": {"pgid": pgid, "stats": self._pg_stat(view)}}
+            return {
+                "state": view.state,
+                "epoch": self.state.epoch,
+                "up": view.up,
+                "acting": view.acting,
+                "info": {"pgid": pgid, "stats": self._pg_stat(view)},
+            }
         if prefix == "list_unfound":
             return self._list_unfound(pg, view)
         if prefix == "mark_unfound_lost":
@@ -509,7 +531,12 @@ class CephSim:
         _, members = self.monmap()
         quorum = self.quorum()
         if len(quorum) < len(members):
-            add("MON_DOWN", "HEALTH_WARN", f"{len(members) - len(quorum)}/{len(members)} mons down, quorum {','.join(quorum)}", len(members) - len(quorum))
+            add(
+                "MON_DOWN",
+                "HEALTH_WARN",
+                f"{len(members) - len(quorum)}/{len(members)} mons down, quorum {','.join(quorum)}",
+                len(members) - len(quorum),
+            )
         set_flags = [f for f in FLAGS if f in self.state.flags]
         if set_flags:
             add("OSDMAP_FLAGS", "HEALTH_WARN", f"{','.join(set_flags)} flag(s) set", len(set_flags))
@@ -520,7 +547,12 @@ class CephSim:
         objects = sum(v.objects for v in views)
         if unfound:
             pct = 100.0 * unfound / max(objects, 1)
-            add("OBJECT_UNFOUND", "HEALTH_WARN", f"{unfound}/{objects} objects unfound ({pct:.3f}%)", len([v for v in views if v.unfound]))
+            add(
+                "OBJECT_UNFOUND",
+                "HEALTH_WARN",
+                f"{unfound}/{objects} objects unfound ({pct:.3f}%)",
+                len([v for v in views if v.unfound]),
+            )
         inactive = [v for v in views if not v.serving]
         if inactive:
             parts = [f"{_plural(len(inactive), 'pg')} inactive"]
@@ -539,7 +571,12 @@ class CephSim:
             deg = sum(v.degraded for v in views)
             total = sum(v.copies_expected for v in views)
             pct = 100.0 * deg / max(total, 1)
-            add("PG_DEGRADED", "HEALTH_WARN", f"Degraded data redundancy: {deg}/{total} objects degraded ({pct:.3f}%), {_plural(len(degraded_pgs), 'pg')} degraded", len(degraded_pgs))
+            add(
+                "PG_DEGRADED",
+                "HEALTH_WARN",
+                f"Degraded data redundancy: {deg}/{total} objects degraded ({pct:.3f}%), {_plural(len(degraded_pgs), 'pg')} degraded",
+                len(degraded_pgs),
+            )
         severities = {c["severity"] for c in checks.values()}
         status = "HEALTH_ERR" if "HEALTH_ERR" in severities else "HEALTH_WARN" if checks else "HEALTH_OK"
         return {"status": status, "checks": dict(sorted(checks.items())), "mutes": []}
@@ -550,18 +587,26 @@ class CephSim:
         mons = []
         for rank, name in enumerate(members):
             port = self.mon(name).port
-            mons.append({
-                "rank": rank,
-                "name": name,
-                "public_addrs": {"addrvec": [{"type": "v2", "addr": f"127.0.0.1:{port}", "nonce": 0}]},
-                "addr": f"127.0.0.1:{port}/0",
-                "public_addr": f"127.0.0.1:{port}/0",
-                "priority": 0,
-                "weight": 0,
-                "crush_location": "{}",
-            })
-        return {"epoch": epoch, "fsid": self.state.fsid, "min_mon_release": 16, "min_mon_release_name": "pacific",
-                "mons": mons, "quorum": [members.index(m) for m in quorum]}
+            mons.append(
+                {
+                    "rank": rank,
+                    "name": name,
+                    "public_addrs": {"addrvec": [{"type": "v2", "addr": f"127.0.0.1:{port}", "nonce": 0}]},
+                    "addr": f"127.0.0.1:{port}/0",
+                    "public_addr": f"127.0.0.1:{port}/0",
+                    "priority": 0,
+                    "weight": 0,
+                    "crush_location": "{}",
+                }
+            )
+        return {
+            "epoch": epoch,
+            "fsid": self.state.fsid,
+            "min_mon_release": 16,
+            "min_mon_release_name": "pacific",
+            "mons": mons,
+            "quorum": [members.index(m) for m in quorum],
+        }
 
     def _osd_dump(self, cmd: Mapping[str, Any]) -> JsonDoc:
         flags = [*BASE_FLAGS, *(f for f in FLAGS if f in self.state.flags)]
@@ -595,22 +640,49 @@ class CephSim:
             }
             for o in self.state.osds
         ]
-        return {"epoch": self.state.epoch, "fsid": self.state.fsid, "flags": ",".join(flags), "flags_set": sorted(flags),
-                "pools": pools, "osds": osds}
+        return {
+            "epoch": self.state.epoch,
+            "fsid": self.state.fsid,
+            "flags": ",".join(flags),
+            "flags_set": sorted(flags),
+            "pools": pools,
+            "osds": osds,
+        }
 
     def _osd_tree(self, cmd: Mapping[str, Any]) -> JsonDoc:
         hosts: dict[str, list[int]] = {}
         for o in self.state.osds:
             hosts.setdefault(o.host, []).append(o.id)
-        nodes: list[dict[str, Any]] = [{"id": -1, "name": "default", "type": "root", "type_id": 11,
-                                        "children": [-2 - i for i in range(len(hosts))]}]
+        nodes: list[dict[str, Any]] = [
+            {"id": -1, "name": "default", "type": "root", "type_id": 11, "children": [-2 - i for i in range(len(hosts))]}
+        ]
         for i, (host, ids) in enumerate(hosts.items()):
-            nodes.append({"id": -2 - i, "name": host, "type": "host", "type_id": 1, "pool_weights": {},
-                          "children": sorted(ids, reverse=True)})
+            nodes.append(
+                {
+                    "id": -2 - i,
+                    "name": host,
+                    "type": "host",
+                    "type_id": 1,
+                    "pool_weights": {},
+                    "children": sorted(ids, reverse=True),
+                }
+            )
         for o in self.state.osds:
-            nodes.append({"id": o.id, "device_class": o.device_class, "name": f"osd.{o.id}", "type": "osd", "type_id": 0,
-                          "crush_weight": 1.0, "depth": 2, "exists": 1, "status": "up" if o.up else "down",
-                          "reweight": 1 if o.in_ else 0, "primary_affinity": 1})
+            nodes.append(
+                {
+                    "id": o.id,
+                    "device_class": o.device_class,
+                    "name": f"osd.{o.id}",
+                    "type": "osd",
+                    "type_id": 0,
+                    "crush_weight": 1.0,
+                    "depth": 2,
+                    "exists": 1,
+                    "status": "up" if o.up else "down",
+                    "reweight": 1 if o.in_ else 0,
+                    "primary_affinity": 1,
+                }
+            )
         return {"nodes": nodes, "stray": []}
 
     def _pg_stat(self, v: PgView) -> dict[str, Any]:
@@ -645,9 +717,13 @@ class CephSim:
         stuck = []
         for v in self.pg_views():
             s = set(v.states)
-            if (("inactive" in wanted and not v.serving) or ("unclean" in wanted and "clean" not in s)
-                    or ("undersized" in wanted and "undersized" in s) or ("degraded" in wanted and "degraded" in s)
-                    or ("stale" in wanted and "stale" in s)):
+            if (
+                ("inactive" in wanted and not v.serving)
+                or ("unclean" in wanted and "clean" not in s)
+                or ("undersized" in wanted and "undersized" in s)
+                or ("degraded" in wanted and "degraded" in s)
+                or ("stale" in wanted and "stale" in s)
+            ):
                 stuck.append(self._pg_stat(v))
         return {"pg_ready": True, "stuck_pg_stats": stuck}
 
@@ -746,10 +822,14 @@ class CephSim:
 
     def _quorum_status(self, cmd: Mapping[str, Any]) -> JsonDoc:
         quorum = self.quorum()
-        return {"election_epoch": 6, "quorum_names": quorum, "quorum_leader_name": quorum[0] if quorum else "",
-                "monmap": self._mon_dump(cmd)}
+        return {
+            "election_epoch": 6,
+            "quorum_names": quorum,
+            "quorum_leader_name": quorum[0] if quorum else "",
+            "monmap": self._mon_dump(cmd),
+        }
 
-    _MON_COMMANDS: dict[str, Callable[[CephSim, Mapping[str, Any]], JsonDoc]] = {
+    _MON_COMMANDS: ClassVar[dict[str, Callable[[CephSim, Mapping[str, Any]], JsonDoc]]] = {
         "status": _status,
         "health": _health_cmd,
         "quorum_status": _quorum_status,
@@ -769,13 +849,35 @@ class CephSim:
     }
 
     def _list_unfound(self, pg: SimPg, view: PgView) -> JsonDoc:
-        objects = [{"oid": {"oid": name, "key": "", "snapid": -2, "hash": zlib.crc32(name.encode()), "max": 0, "pool": pg.pool, "namespace": ""},
-                    "need": "1'1", "have": "0'0", "flags": "none", "clean_regions": "", "locations": []}
-                   for name in sorted(pg.unfound)]
+        objects = [
+            {
+                "oid": {
+                    "oid": name,
+                    "key": "",
+                    "snapid": -2,
+                    "hash": zlib.crc32(name.encode()),
+                    "max": 0,
+                    "pool": pg.pool,
+                    "namespace": "",
+                },
+                "need": "1'1",
+                "have": "0'0",
+                "flags": "none",
+                "clean_regions": "",
+                "locations": [],
+            }
+            for name in sorted(pg.unfound)
+        ]
         holders = sorted({u.osd for u in pg.unfound.values()})
         might_have = [{"osd": str(o), "status": "osd is down" if not self.osd(o).up else "already probed"} for o in holders]
-        return {"num_missing": len(objects), "num_unfound": len(objects), "objects": objects, "state": "NotRecovering",
-                "might_have_unfound": might_have, "more": False}
+        return {
+            "num_missing": len(objects),
+            "num_unfound": len(objects),
+            "objects": objects,
+            "state": "NotRecovering",
+            "might_have_unfound": might_have,
+            "more": False,
+        }
 
     def _mark_unfound_lost(self, pg: SimPg, how: str) -> JsonDoc:
         if how not in ("revert", "delete"):
@@ -806,17 +908,34 @@ def _cluster(n_osds: int = 3, hosts: list[str] | None = None, classes: list[str]
     state = SimState(
         mons=[SimMon(name=n, port=3300 + i, monmap=list(names)) for i, n in enumerate(names)],
         osds=[
-            SimOsd(id=i, host=(hosts or [f"ceph{j + 1}" for j in range(n_osds)])[i], device_class=(classes or ["hdd"] * n_osds)[i])
+            SimOsd(
+                id=i, host=(hosts or [f"ceph{j + 1}" for j in range(n_osds)])[i], device_class=(classes or ["hdd"] * n_osds)[i]
+            )
             for i in range(n_osds)
         ],
     )
     return CephSim(state)
 
 
-def _add_pool(sim: CephSim, name: str, size: int = 3, min_size: int = 2, pg_num: int = 8,
-              device_class: str | None = None, rule: int = 0, objects: int = 4) -> SimPool:
-    pool = SimPool(id=len(sim.state.pools) + 1, name=name, size=size, min_size=min_size, pg_num=pg_num,
-                   device_class=device_class, crush_rule=rule)
+def _add_pool(
+    sim: CephSim,
+    name: str,
+    size: int = 3,
+    min_size: int = 2,
+    pg_num: int = 8,
+    device_class: str | None = None,
+    rule: int = 0,
+    objects: int = 4,
+) -> SimPool:
+    pool = SimPool(
+        id=len(sim.state.pools) + 1,
+        name=name,
+        size=size,
+        min_size=min_size,
+        pg_num=pg_num,
+        device_class=device_class,
+        crush_rule=rule,
+    )
     sim.state.pools.append(pool)
     for seed in range(pg_num):
         pg = SimPg(pool=pool.id, seed=seed)
@@ -912,5 +1031,3 @@ def scenario(name: str) -> CephSim:
     if name not in SCENARIOS:
         raise InputError(f"no Ceph simulation scenario named {name!r}; known: {', '.join(SCENARIOS)}")
     return SCENARIOS[name]()
-
-
