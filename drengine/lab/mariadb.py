@@ -208,9 +208,9 @@ def _socket_ready(lab: LabDir, name: str) -> bool:
         return False
 
 
-def wait_replicated(lab: LabDir, primary: str = "db1", timeout: float = 20) -> None:
+def wait_replicated(lab: LabDir, primary: str = "db1", timeout: float = 20, replicas: tuple[str, ...] = NAMES) -> None:
     pos = sql(lab, primary, "SELECT @@gtid_binlog_pos")[0][0]
-    for name in NAMES:
+    for name in replicas:
         if name == primary or not is_ours(lab.find(KIND, name) or _none()):
             continue
         rows = sql(lab, name, f"SELECT MASTER_GTID_WAIT('{pos}', {timeout})")
