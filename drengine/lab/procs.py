@@ -74,7 +74,7 @@ def is_ours(proc: LabProcess) -> bool:
     if exe is not None:
         return Path(exe).name == Path(os.path.realpath(wanted)).name or Path(exe).name == Path(wanted).name
     cmd = cmdline_of(proc.pid)
-    return bool(cmd) and Path(cmd[0]).name == Path(proc.argv[0]).name
+    return cmd is not None and len(cmd) > 0 and Path(cmd[0]).name == Path(proc.argv[0]).name
 
 
 class LabDir:
