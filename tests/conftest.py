@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if tier in ("unit", "sim", "lab") and tier not in item.keywords:
+        if tier in ("unit", "sim", "lab") and item.get_closest_marker(tier) is None:
             item.add_marker(getattr(pytest.mark, tier))
 
 

@@ -1,0 +1,11 @@
+"""Run every benchmark script under bench/ and print their figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+for script in sorted(Path(__file__).parent.glob("bench_*.py")):
+    print(f"== {script.name}", flush=True)
+    subprocess.run([sys.executable, str(script)], check=False)
