@@ -1,0 +1,493 @@
+"""MongoDB connector (pymongo): one client per member, probed in parallel into an immutable
+view of the replica set, and admin commands sent one member at a time.
+
+Every client uses `directConnection=True`: with the majority lost there is no primary, and
+pymongo's replica-set discovery would wait for one. Server selection, connect and socket
+timeouts come from the inventory, so a hung member (it accepts TCP, then never answers)
+costs one timeout, and all members are probed at once so that three hung members cost
+about one timeout too, not three.
+
+Commands travel as MongoDB extended JSON text: the text an operator sees in a plan is
+parsed and sent as it stands (`{"replSetReconfig": {...}, "force": true}`), and a `$db`
+field names a database other than `admin`, as OP_MSG does on the wire.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import Field
+
+from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
+from drengine.inventory import Cluster, Inventory, Member
+from drengine.steps import Fact, fact
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+STATE_NAMES = {
+    0: "STARTUP",
+    1: "PRIMARY",
+    2: "SECONDARY",
+    3: "RECOVERING",
+    5: "STARTUP2",
+    6: "UNKNOWN",
+    7: "ARBITER",
+    8: "DOWN",
+    9: "ROLLBACK",
+    10: "REMOVED",
+}
+# Error codes a member answers replSetGetStatus with when it holds no usable config.
+NOT_YET_INITIALIZED = 94
+INVALID_REPLICA_SET_CONFIG = 93
+# Grace on top of connect + read before a probe thread is given up on.
+PROBE_GRACE_SECONDS = 0.5
+
+
+# -- facts -------------------------------------------------------------------------------------------
+
+
+@fact
+class OpTimeView(Fact):
+    """An oplog position. MongoDB orders them by term, then timestamp."""
+
+    term: int = -1
+    seconds: int = 0
+    increment: int = 0
+
+    def key(self) -> tuple[int, int, int]:
+        return (self.term, self.seconds, self.increment)
+
+    def show(self) -> str:
+        return f"term {self.term}, ts {self.seconds}.{self.increment}"
+
+
+@fact
+class ConfigMember(Fact):
+    id: int
+    host: str
+    priority: float = 1.0
+    votes: int = 1
+    arbiter_only: bool = False
+    hidden: bool = False
+
+    @property
+    def electable(self) -> bool:
+        return self.priority > 0 and self.votes > 0 and not self.arbiter_only
+
+
+@fact
+class ReplConfig(Fact):
+    """A replica-set config as one member returned it; `document` is the whole config as
+    relaxed extended JSON, so settings (replicaSetId...) survive a forced reconfig untouched."""
+
+    set_name: str
+    version: int
+    term: int = -1
+    members: list[ConfigMember]
+    document: str
+
+    def member_with_host(self, host: str) -> ConfigMember | None:
+        return next((m for m in self.members if m.host == host), None)
+
+    def total_votes(self) -> int:
+        return sum(m.votes for m in self.members)
+
+    def majority(self) -> int:
+        return self.total_votes() // 2 + 1
+
+
+@fact
+class PeerStatus(Fact):
+    """One row of replSetGetStatus `members[]`, as the answering member sees that peer."""
+
+    id: int
+    host: str
+    healthy: bool
+    state: str
+    optime: OpTimeView | None = None
+    heartbeat_message: str = ""
+    is_self: bool = False
+
+
+@fact
+class MemberView(Fact):
+    name: str  # the inventory's name for the member
+    host: str  # address:port drengine connects to
+    reachable: bool
+    error: str = ""
+    me: str = ""  # its own host string in the replica-set config (hello.me)
+    state: str = ""  # PRIMARY, SECONDARY, ARBITER, STARTUP (no config), REMOVED...
+    is_writable_primary: bool = False
+    arbiter_only: bool = False
+    set_name: str = ""
+    set_version: int | None = None
+    term: int | None = None
+    optime: OpTimeView | None = None
+    config: ReplConfig | None = None
+    peers: list[PeerStatus] = Field(default_factory=list)
+    probe_seconds: float = 0.0
+
+    @property
+    def config_host(self) -> str:
+        return self.me or self.host
+
+
+@fact
+class SetView(Fact):
+    cluster: str
+    members: list[MemberView]
+    observed_at: float
+    probe_seconds: float = 0.0
+
+    def member(self, name: str) -> MemberView:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def reachable(self) -> list[MemberView]:
+        return [m for m in self.members if m.reachable]
+
+    def newest_config(self) -> ReplConfig | None:
+        """The config with the highest version among the reachable members."""
+        configs = [m.config for m in self.members if m.reachable and m.config is not None]
+        return max(configs, key=lambda c: c.version) if configs else None
+
+    def name_of(self, config_host: str) -> str:
+        """The inventory name of the member a config entry names (its host string if unknown)."""
+        for m in self.members:
+            if m.reachable and m.me == config_host:
+                return m.name
+        for m in self.members:
+            if m.host == config_host:
+                return m.name
+        return config_host
+
+    def by_config_host(self, config_host: str) -> MemberView | None:
+        name = self.name_of(config_host)
+        return next((m for m in self.members if m.name == name), None)
+
+
+class MongoAPI(Protocol):
+    """What the MongoDB actions use; the real connector and the simulator both provide it."""
+
+    cluster: Cluster
+
+    def observe(self) -> SetView: ...
+
+    def probe(self, member: str) -> MemberView: ...
+
+    def command(self, member: str, text: str) -> dict[str, Any]: ...
+
+    def endpoint(self, member: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+# -- pure helpers (no pymongo): documents <-> facts ---------------------------------------------------
+
+
+def optime_of(raw: Any) -> OpTimeView | None:
+    """`{ts: Timestamp, t: term}` (as BSON or relaxed extended JSON) -> OpTimeView."""
+    if not isinstance(raw, Mapping):
+        return None
+    ts = raw.get("ts")
+    term = raw.get("t", -1)
+    seconds = getattr(ts, "time", None)
+    inc = getattr(ts, "inc", None)
+    if seconds is None and isinstance(ts, Mapping):  # extended JSON {"$timestamp": {"t":, "i":}}
+        inner = ts.get("$timestamp", {})
+        seconds, inc = inner.get("t", 0), inner.get("i", 0)
+    return OpTimeView(term=int(term), seconds=int(seconds or 0), increment=int(inc or 0))
+
+
+def config_from_json(text: str) -> ReplConfig:
+    doc = json.loads(text)
+    members = [
+        ConfigMember(
+            id=int(m["_id"]),
+            host=str(m["host"]),
+            priority=float(m.get("priority", 0.0 if m.get("arbiterOnly") else 1.0)),
+            votes=int(m.get("votes", 1)),
+            arbiter_only=bool(m.get("arbiterOnly", False)),
+            hidden=bool(m.get("hidden", False)),
+        )
+        for m in doc.get("members", [])
+    ]
+    return ReplConfig(
+        set_name=str(doc.get("_id", "")),
+        version=int(doc.get("version", 0)),
+        term=int(doc.get("term", -1)),
+        members=members,
+        document=text,
+    )
+
+
+def command_text(document: Mapping[str, Any]) -> str:
+    """The exact text of a command document (relaxed extended JSON, keys in order)."""
+    return json.dumps(document, separators=(", ", ": "))
+
+
+# -- the connector -------------------------------------------------------------------------------------
+
+
+class MongoBackend:
+    """Implements MongoAPI with pymongo. `endpoints` maps member names to (host, port) when
+    they differ from the inventory (the simulator serves each member on its own port)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        inventory: Inventory | None,
+        endpoints: Mapping[str, tuple[str, int]] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self._endpoints = {
+            m.name: (endpoints[m.name] if endpoints and m.name in endpoints else (m.address, cluster.port_of(m)))
+            for m in cluster.members
+        }
+        self._user = ""
+        self._password = ""
+        cred = cluster.credentials
+        if cred.password is not None and inventory is not None:
+            where = f"{inventory.path}: cluster {cluster.name} credentials"
+            self._user = cred.user
+            self._password = cred.password.resolve(where)
+        self._clients: dict[str, MongoClient[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    # -- clients ---------------------------------------------------------------------------
+    def endpoint(self, member: str) -> str:
+        host, port = self._endpoints[member]
+        return f"{host}:{port}"
+
+    def _client(self, member: str) -> MongoClient[dict[str, Any]]:
+        with self._lock:
+            client = self._clients.get(member)
+            if client is not None:
+                return client
+            from pymongo import MongoClient
+
+            host, port = self._endpoints[member]
+            t = self.cluster.timeouts
+            extra: dict[str, Any] = {}
+            if self._password:
+                extra = {"username": self._user, "password": self._password, "authSource": "admin"}
+            client = MongoClient(
+                host,
+                port,
+                directConnection=True,
+                serverSelectionTimeoutMS=int(t.connect * 1000),
+                connectTimeoutMS=int(t.connect * 1000),
+                socketTimeoutMS=int(t.read * 1000),
+                # A recovery tool must not retry a reconfig behind the operator's back.
+                retryWrites=False,
+                retryReads=False,
+                appname="drengine",
+                **extra,
+            )
+            self._clients[member] = client
+            return client
+
+    def close(self) -> None:
+        """Close every client at once: pymongo may wait for a server that has gone away."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        if not clients:
+            return
+        pool = cf.ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="mongo-close")
+        try:
+            futures = [pool.submit(_quiet_close, c) for c in clients]
+            cf.wait(futures, timeout=self.cluster.timeouts.connect + PROBE_GRACE_SECONDS)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- commands --------------------------------------------------------------------------
+    def command(self, member: str, text: str) -> dict[str, Any]:
+        """Send one command document given as extended JSON text; `$db` picks the database."""
+        from bson import json_util
+
+        doc: dict[str, Any] = json_util.loads(text)
+        db = str(doc.pop("$db", "admin"))
+        name = next(iter(doc), "?")
+        try:
+            reply: dict[str, Any] = self._client(member).get_database(db).command(doc)
+        except Exception as exc:  # noqa: BLE001 - turned into one error naming member and command
+            raise _command_error(member, self.endpoint(member), name, exc, self.cluster) from None
+        return reply
+
+    def _admin(self, member: str, name: str) -> dict[str, Any]:
+        try:
+            reply: dict[str, Any] = self._client(member).admin.command(name)
+        except Exception as exc:  # noqa: BLE001 - see command()
+            raise _command_error(member, self.endpoint(member), name, exc, self.cluster) from None
+        return reply
+
+    def get_config(self, member: str) -> ReplConfig:
+        from bson import json_util
+
+        reply = self._admin(member, "replSetGetConfig")
+        return config_from_json(json_util.dumps(reply["config"], json_options=json_util.RELAXED_JSON_OPTIONS))
+
+    # -- observing -------------------------------------------------------------------------
+    def observe(self) -> SetView:
+        members = self.cluster.members
+        t = self.cluster.timeouts
+        budget = t.connect + t.read + PROBE_GRACE_SECONDS
+        started = time.monotonic()
+        pool = cf.ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="mongo-probe")
+        try:
+            futures = {pool.submit(self._probe, m): m for m in members}
+            done, _ = cf.wait(futures, timeout=budget)
+            views = []
+            for fut, member in futures.items():
+                if fut in done:
+                    views.append(fut.result())
+                else:
+                    views.append(self._unreachable(member, f"no answer within {budget:g} s (hung member?)", budget))
+        finally:
+            # A thread still stuck in I/O ends at its socket timeout; do not wait for it here.
+            pool.shutdown(wait=False, cancel_futures=True)
+        return SetView(cluster=self.cluster.name, members=views, observed_at=time.time(),
+                       probe_seconds=round(time.monotonic() - started, 3))
+
+    def probe(self, member: str) -> MemberView:
+        return self._probe(self.cluster.member(member))
+
+    def _unreachable(self, member: Member, error: str, seconds: float = 0.0) -> MemberView:
+        return MemberView(name=member.name, host=self.endpoint(member.name), reachable=False, error=error,
+                          probe_seconds=round(seconds, 3))
+
+    def _probe(self, member: Member) -> MemberView:
+        from bson import json_util
+
+        started = time.monotonic()
+        name = member.name
+        try:
+            hello = self._admin(name, "hello")
+        except (ConnectError, CommandFailed) as exc:
+            return self._unreachable(member, str(exc), time.monotonic() - started)
+        last_write = hello.get("lastWrite") or {}
+        state = ("PRIMARY" if hello.get("isWritablePrimary") else "SECONDARY" if hello.get("secondary")
+                 else "ARBITER" if hello.get("arbiterOnly") else "")
+        term: int | None = None
+        peers: list[PeerStatus] = []
+        config: ReplConfig | None = None
+        try:
+            status = self._admin(name, "replSetGetStatus")
+            state = STATE_NAMES.get(int(status.get("myState", 6)), "UNKNOWN")
+            term = int(status["term"]) if "term" in status else None
+            peers = [_peer(row) for row in status.get("members", [])]
+        except CommandFailed as exc:
+            code = getattr(exc, "code", None)
+            if code == INVALID_REPLICA_SET_CONFIG:
+                state = "REMOVED"  # its config no longer names it
+            elif code == NOT_YET_INITIALIZED or hello.get("setName") is None:
+                state = "STARTUP"  # no replica-set config: new or wiped
+            else:
+                return self._unreachable(member, str(exc), time.monotonic() - started)
+        except ConnectError as exc:
+            return self._unreachable(member, str(exc), time.monotonic() - started)
+        if hello.get("setName") is not None:
+            try:
+                reply = self._admin(name, "replSetGetConfig")
+                config = config_from_json(json_util.dumps(reply["config"], json_options=json_util.RELAXED_JSON_OPTIONS))
+            except CommandFailed:
+                config = None  # a REMOVED member may refuse; its hello still says what it believes
+            except ConnectError as exc:
+                return self._unreachable(member, str(exc), time.monotonic() - started)
+        return MemberView(
+            name=name,
+            host=self.endpoint(name),
+            reachable=True,
+            me=str(hello.get("me") or ""),
+            state=state,
+            is_writable_primary=bool(hello.get("isWritablePrimary")),
+            arbiter_only=bool(hello.get("arbiterOnly")),
+            set_name=str(hello.get("setName") or ""),
+            set_version=int(hello["setVersion"]) if hello.get("setVersion") is not None else None,
+            term=term,
+            optime=None if hello.get("arbiterOnly") else optime_of(last_write.get("opTime")),
+            config=config,
+            peers=peers,
+            probe_seconds=round(time.monotonic() - started, 3),
+        )
+
+
+def _peer(row: Mapping[str, Any]) -> PeerStatus:
+    return PeerStatus(
+        id=int(row.get("_id", -1)),
+        host=str(row.get("name", "")),
+        healthy=bool(row.get("health", 0)),
+        state=str(row.get("stateStr", "")),
+        # Arbiters keep no oplog: their rows have no optime.
+        optime=optime_of(row.get("optime")),
+        heartbeat_message=str(row.get("lastHeartbeatMessage", "")),
+        is_self=bool(row.get("self", False)),
+    )
+
+
+def _quiet_close(client: Any) -> None:
+    # Closing a broken client must not mask the real outcome.
+    with contextlib.suppress(Exception):
+        client.close()
+
+
+class MongoCommandFailed(CommandFailed):
+    """A member answered a command with an error; `code` is MongoDB's error code."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _command_error(member: str, endpoint: str, command: str, exc: Exception, cluster: Cluster) -> Exception:
+    from pymongo.errors import (
+        AutoReconnect,
+        ConnectionFailure,
+        NetworkTimeout,
+        NotPrimaryError,
+        OperationFailure,
+        ServerSelectionTimeoutError,
+    )
+
+    where = f"{member} ({endpoint})"
+    t = cluster.timeouts
+    if isinstance(exc, NetworkTimeout):
+        return ProbeTimeout(f"{where}: `{command}` got no answer within the read timeout of {t.read:g} s "
+                            f"(hung or overloaded member?)")
+    if isinstance(exc, ServerSelectionTimeoutError):
+        detail = _selection_detail(str(exc), endpoint)
+        if "timed out" in str(exc).lower() or "No servers found yet" in str(exc):
+            return ProbeTimeout(f"{where}: `{command}` could not be sent: the member did not complete the "
+                                f"handshake within {t.connect:g} s (hung member?)")
+        return ConnectError(f"{where}: cannot connect to send `{command}` within {t.connect:g} s: {detail}")
+    if isinstance(exc, (OperationFailure, NotPrimaryError)):
+        # NotPrimaryError is an AutoReconnect, but it is an answer, not a lost connection.
+        details = exc.details or {}
+        name = details.get("codeName", "") if isinstance(details, Mapping) else ""
+        msg = details.get("errmsg", str(exc)) if isinstance(details, Mapping) else str(exc)
+        code = details.get("code") if isinstance(details, Mapping) else None
+        code = getattr(exc, "code", None) or code
+        return MongoCommandFailed(f"{where}: `{command}` failed: {msg} (code {code}{' ' + name if name else ''})",
+                                  int(code) if code is not None else None)
+    if isinstance(exc, (AutoReconnect, ConnectionFailure)):
+        return ConnectError(f"{where}: connection lost during `{command}`: {exc}")
+    return MongoCommandFailed(f"{where}: `{command}` failed: {type(exc).__name__}: {exc}", None)
+
+
+def _selection_detail(text: str, endpoint: str) -> str:
+    """The cause inside pymongo's server-selection message, without the topology dump."""
+    cause = text.split(" (configured timeouts", 1)[0].split(", Timeout:", 1)[0]
+    cause = cause.removeprefix(f"{endpoint}: ")
+    if "refused" in cause.lower():
+        return f"{cause} (is mongod running there?)"
+    return cause
