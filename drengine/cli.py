@@ -108,6 +108,8 @@ def _progress(entry: Any) -> None:
         _out(f"   gate {d['step']}: {d['answer']} by {d['who']} ({d['policy']}{': ' + d['reason'] if d['reason'] else ''})")
     elif t == "note":
         _out(f"   note: {d['text']}")
+    elif t == "measurement":
+        _out(f"   measured {d['name']}: {d['value']} {d.get('unit', '')}")
     elif t == "plan_step":
         ran = "observed" if d["ran"] else ("WOULD RUN" if d["effect"] == "mutate" else "would check")
         _out(f"{d['step']} [{d['effect']}, gate: {d['gate']}] {ran}: {d['summary']}")
@@ -229,6 +231,60 @@ def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_
         raise SystemExit(ExitCode.DONE)
     _out(f"PLAN FAILS: {outcome.summary}. Nothing was changed.")
     raise SystemExit(ExitCode.FAILED)
+
+
+class _DrillCommand(click.Command):
+    """Lists the fault names per datastore in `drill --help`, importing the kits only then."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from drengine.drill import fault_names, kit_for
+
+        with formatter.section("Faults"):
+            rows = []
+            for kind, names in fault_names().items():
+                kit = kit_for(kind)
+                rows += [(f"{kind} {name}", kit.faults[name].description) for name in names]
+            formatter.write_dl(rows)
+
+
+@main.command(cls=_DrillCommand)
+@click.argument("runbook")
+@click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
+@click.option("-c", "--cluster", required=True, help="Cluster (must be marked `drill_target: true`).")
+@click.option("--fault", required=True, help="The fault to inject (see below).")
+@click.option("--run-dir", type=click.Path(), help="Directory for the drill's journal and reports (default runs/<run-id>).")
+@click.option("--canary-interval", type=float, default=0.05, show_default=True, help="Seconds between canary writes.")
+@click.option("--recovery-timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the first successful canary write after the runbook.")
+def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str | None, canary_interval: float,
+          recovery_timeout: float) -> None:
+    """Break a drill-target cluster on purpose, recover it unattended with RUNBOOK, measure.
+
+    Checks the cluster is healthy, writes canaries at a steady rate, injects --fault, runs the
+    runbook with every gate approved by the drill policy, and measures the recovery time
+    (fault to first acknowledged write) and the lost writes. Reports: Markdown, HTML, JUnit XML
+    and Prometheus text, next to the journal."""
+    from drengine.drill import DrillRequest, run_drill
+    from drengine.inventory import load_inventory
+    from drengine.report import write_all
+    from drengine.runbook import load_runbook
+
+    if canary_interval <= 0 or recovery_timeout <= 0:
+        raise click.UsageError("--canary-interval and --recovery-timeout must be positive")
+    rb = load_runbook(runbook)
+    inv = load_inventory(inventory)
+    cl = inv.cluster(cluster)
+    if rb.spec.kind != cl.kind:
+        raise InputError(f"runbook {rb.name} is for {rb.spec.kind} clusters but {cluster} is a {cl.kind} cluster")
+    outcome = run_drill(DrillRequest(
+        runbook=rb, inventory=inv, cluster=cl, fault=fault, run_dir=Path(run_dir) if run_dir else None,
+        canary_interval=canary_interval, recovery_timeout=recovery_timeout, listeners=[_progress], argv=sys.argv[1:],
+    ))
+    _out("")
+    _out(f"{'DRILL PASSED' if outcome.success else 'DRILL FAILED'}: {outcome.summary}")
+    for path in write_all(outcome.run_dir):
+        _out(f"report: {path}")
+    raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)
 
 
 @main.group("inventory")

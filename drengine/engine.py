@@ -63,6 +63,8 @@ class RunRequest:
     operator_said_gone: tuple[str, ...] = ()
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
+    around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -389,7 +391,14 @@ def start_run(request: RunRequest) -> RunOutcome:
         backend = _open_backend(request.cluster, run_dir, request.inventory)
         try:
             engine = Engine(request, backend, journal, run_id)
-            return _finish_run(engine, journal, lambda: engine.walk(request.runbook.spec.start))
+            around = request.around_walk
+
+            def walk() -> RunOutcome:
+                return engine.walk(request.runbook.spec.start)
+
+            if around is not None:
+                return _finish_run(engine, journal, lambda: around(journal, backend, walk))
+            return _finish_run(engine, journal, walk)
         finally:
             backend.close()
     finally:

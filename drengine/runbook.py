@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transitions import Machine
 
 from drengine.errors import InputError
-from drengine.steps import ACTIONS, Action, Effect, GateLevel, load_actions
+from drengine.steps import ACTIONS, Action, GateLevel, load_actions
 from drengine.yamlsrc import Source, load_yaml, validate
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
@@ -142,7 +142,7 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
         targets = ([("next", step.next)] if step.next else []) + [(f"branches.{k}", v) for k, v in step.branches.items()]
         for label, target in targets:
             if target not in known:
-                loc = ("steps", i, *label.split("."))
+                loc: tuple[str | int, ...] = ("steps", i, *label.split("."))
                 problems.append(
                     f"{source.where(loc)}: step {step.id} goes to {target!r}, which is neither a step nor an end"
                 )
@@ -163,8 +163,8 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
             action.Params.model_validate(step.params)
         except ValidationError as exc:
             for err in exc.errors():
-                loc = ("steps", i, "params", *[p for p in err["loc"]])
-                problems.append(f"{source.where(loc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
+                ploc: tuple[str | int, ...] = ("steps", i, "params", *err["loc"])
+                problems.append(f"{source.where(ploc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
         extra = set(step.branches) - set(getattr(action, "outcomes", ())) - {"ok", "failed", "skipped"}
         for outcome in sorted(extra):
             problems.append(

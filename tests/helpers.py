@@ -24,7 +24,7 @@ def cli(*args: str, input: str | None = None) -> tuple[int, str]:
 
 
 def cli_subprocess(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "drengine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "drengine.cli", *args], capture_output=True, text=True, check=False,
                           env=env, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
 
 

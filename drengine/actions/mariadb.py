@@ -161,7 +161,7 @@ def plan_rejoin(view: ClusterView) -> RejoinDecision:
     """Find the current primary (the writable server the replicas follow) and the servers
     that do not follow it; flag those holding transactions the primary lacks (errant GTIDs)."""
     writable = writable_primaries(view)
-    followed = {}
+    followed: dict[str, int] = {}
     for s in view.servers:
         for ch in s.channels:
             for w in writable:

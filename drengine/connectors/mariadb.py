@@ -6,6 +6,7 @@ a probe from hanging."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -258,17 +259,16 @@ class MariaDBBackend:
 
 
 def _close(conn: Any) -> None:
-    try:
+    # Closing a broken connection must not mask the real error.
+    with contextlib.suppress(Exception):
         conn.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real error
-        pass
 
 
 def _describe_error(exc: Exception, read_timeout: float) -> str:
     text = str(exc)
     if "timed out" in text.lower() or isinstance(exc, TimeoutError):
         return f"no answer within the read timeout of {read_timeout:g} s (hung or overloaded server?)"
-    args = getattr(exc, "args", ())
+    args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
     if len(args) >= 2 and isinstance(args[0], int):
         return f"error {args[0]}: {args[1]}"
     return text or type(exc).__name__

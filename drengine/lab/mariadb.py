@@ -184,7 +184,7 @@ def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
     for name in NAMES:
         proc = lab.find(KIND, name)
         assert proc is not None
-        if not wait_until(lambda: _socket_ready(lab, name) or not is_ours(proc), 30):
+        if not wait_until(lambda n=name, p=proc: _socket_ready(lab, n) or not is_ours(p), 30):  # type: ignore[misc]
             raise LabError(f"mariadb {name} did not start; see {_dir(lab) / name / 'error.log'}")
         _bootstrap_users(lab, name)
     for name in NAMES[1:]:
@@ -203,7 +203,7 @@ def _socket_ready(lab: LabDir, name: str) -> bool:
         pymysql.connect(unix_socket=_socket(lab, name), user="root", password="", connect_timeout=1).close()
         return True
     except pymysql.err.OperationalError as exc:
-        return exc.args[0] == 1045  # access denied: up, and the password was already set
+        return bool(exc.args[0] == 1045)  # access denied: up, and the password was already set
     except Exception:  # noqa: BLE001
         return False
 

@@ -399,6 +399,13 @@ class SimMariaDBBackend:
             if upper == "START SLAVE":
                 s.io_on = True
             return []
+        if upper == "STOP SLAVE IO_THREAD":
+            s.io_on = False
+            s.relay_valid = False
+            return []
+        if upper == "STOP SLAVE SQL_THREAD":
+            s.sql_on = False
+            return []
         if upper == "RESET SLAVE ALL":
             if s.io_on or s.sql_on:
                 raise CommandFailed(

@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from helpers import cli, cli_subprocess, events, of_type
 
 from drengine.sim.mariadb import SimCluster
-from helpers import cli, cli_subprocess, events, of_type
 
 INVENTORY = """\
 clusters:

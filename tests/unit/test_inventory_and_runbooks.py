@@ -5,10 +5,9 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+from helpers import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import cli
 
 GOOD = """\
 clusters:
@@ -83,7 +82,7 @@ def test_any_inventory_text_gives_a_clear_answer(tmp_path: Path, junk: str) -> N
 def test_hostile_names_never_crash(tmp_path: Path, name: str, address: str) -> None:
     import json
 
-    text = "clusters:\n  c:\n    kind: mariadb\n    members:\n      - {name: %s, address: %s}\n" % (json.dumps(name), json.dumps(address))
+    text = f"clusters:\n  c:\n    kind: mariadb\n    members:\n      - {{name: {json.dumps(name)}, address: {json.dumps(address)}}}\n"
     code, out = cli("inventory", "check", "-i", write(tmp_path, text, "hostile.yaml"))
     assert code in (0, 2)
     assert "internal error" not in out

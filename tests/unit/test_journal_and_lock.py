@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import cli
 
 from drengine.errors import JournalCorrupt, LockHeld
 from drengine.journal import Event, JournalWriter, verify
 from drengine.lock import ClusterLock
 from drengine.redact import REDACTOR
-from helpers import cli
 
 
 def journal(tmp_path: Path, n: int = 5) -> Path:
@@ -93,7 +93,7 @@ def test_lock_names_its_holder_and_frees_a_dead_one(tmp_path: Path) -> None:
     assert taken.replaced is not None and taken.replaced.run_id == "run-a"
     lock.release("run-c")
     # A holder whose process is gone is detected and replaced without --break-lock.
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     dead_pid = int(child.stdout)
     (tmp_path / "c1.lock").write_text(json.dumps({"run_id": "ghost", "pid": dead_pid, "user": "x", "host": os.uname().nodename,
                                                    "started": 0.0, "pid_start": "1"}))

@@ -1,0 +1,1 @@
+"""Drill kits: per datastore, the faults, the health check and the canaries."""

@@ -1,0 +1,139 @@
+"""Drills on the simulator: faults, canary accounting, refusals, and the reports."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import xmlschema
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import ROOT, cli, of_type
+
+INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
+
+
+def drill(tmp_path: Path, fault: str, cluster: str = "sim-mariadb-healthy", name: str = "d") -> tuple[int, str, Path]:
+    run_dir = tmp_path / name
+    code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", cluster, "--fault", fault,
+                    "--run-dir", str(run_dir))
+    return code, out, run_dir
+
+
+def measurement(run_dir: Path, name: str) -> object:
+    return next(e.data["value"] for e in of_type(run_dir, "measurement") if e.data["name"] == name)
+
+
+@pytest.mark.parametrize("fault", ["kill-primary", "hang-primary", "lag-replica"])
+def test_faults_recover_without_loss(tmp_path: Path, fault: str) -> None:
+    code, out, run_dir = drill(tmp_path, fault)
+    assert code == 0, out
+    assert "DRILL PASSED" in out
+    assert measurement(run_dir, "lost_writes") == 0
+    rto = measurement(run_dir, "recovery_seconds")
+    assert isinstance(rto, float) and 0 <= rto < 5
+    notes = [e.data["text"] for e in of_type(run_dir, "note")]
+    assert any(n.startswith(f"fault injected: {fault}") for n in notes)
+
+
+def test_cut_replication_loses_exactly_the_unreplicated_writes(tmp_path: Path) -> None:
+    code, out, run_dir = drill(tmp_path, "cut-replication")
+    assert code == 0, out
+    lost = next(e.data for e in of_type(run_dir, "measurement") if e.data["name"] == "lost_writes")
+    assert lost["value"] == 10
+    assert lost["lost"] == [f"canary-fault-{i:03d}" for i in range(10)]
+
+
+def test_hang_primary_is_continued_and_fenced(tmp_path: Path) -> None:
+    code, out, run_dir = drill(tmp_path, "hang-primary")
+    assert code == 0, out
+    assert any("SIGCONT" in e.data["text"] and "read_only=1 (fenced)" in e.data["text"] for e in of_type(run_dir, "note"))
+
+
+def test_refused_on_unhealthy_cluster(tmp_path: Path) -> None:
+    code, out, run_dir = drill(tmp_path, "kill-primary", cluster="sim-mariadb")
+    assert code == 2
+    assert "not healthy before the fault" in out and "db1 unreachable" in out
+    assert not of_type(run_dir, "statement_sent")
+
+
+def test_refused_on_cluster_not_marked_for_drills(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(Path(INVENTORY).read_text().replace("drill_target: true", "drill_target: false"))
+    code, out = cli("drill", "mariadb-promote-survivor", "-i", str(inv), "-c", "sim-mariadb-healthy", "--fault",
+                    "kill-primary", "--run-dir", str(tmp_path / "d"))
+    assert code == 2
+    assert "is not marked as a drill target" in out
+    assert not (tmp_path / "d" / "journal.jsonl").exists()
+
+
+def test_unknown_fault_names_the_known_ones(tmp_path: Path) -> None:
+    code, out, _ = drill(tmp_path, "meteor-strike")
+    assert code == 2
+    assert "unknown fault 'meteor-strike'" in out and "kill-primary" in out
+
+
+def test_help_lists_faults() -> None:
+    code, out = cli("drill", "--help")
+    assert code == 0
+    assert "mariadb kill-primary" in out and "mariadb hang-primary" in out and "mariadb lag-replica" in out
+
+
+class _StrictHTML(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ("meta", "br", "link"):
+            self.stack.append(tag)
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, (self.stack, tag)
+        self.stack.pop()
+        self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+
+def test_reports_validate(tmp_path: Path) -> None:
+    code, out, run_dir = drill(tmp_path, "cut-replication")
+    assert code == 0, out
+    schema = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd"))
+    schema.validate(str(run_dir / "junit.xml"))
+    junit = schema.to_dict(str(run_dir / "junit.xml"))
+    assert int(junit["@tests"]) == 6 and int(junit["@failures"]) == 0
+    families = {f.name: f for f in text_string_to_metric_families((run_dir / "drill.prom").read_text())}
+    assert set(families) == {"drengine_drill_success", "drengine_drill_recovery_seconds", "drengine_drill_lost_writes",
+                             "drengine_drill_last_run_timestamp_seconds"}
+    lost = families["drengine_drill_lost_writes"].samples[0]
+    assert lost.value == 10 and lost.labels == {"cluster": "sim-mariadb-healthy", "runbook": "mariadb-promote-survivor"}
+    assert families["drengine_drill_success"].samples[0].value == 1
+    parser = _StrictHTML()
+    page = (run_dir / "report.html").read_text()
+    parser.feed(page)
+    assert parser.stack == [] and parser.title.startswith("drengine ")
+    assert "lost_writes" in page and "<script" not in page
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by make test")
+def test_html_report_opens_in_headless_chromium(tmp_path: Path) -> None:
+    code, out, run_dir = drill(tmp_path, "kill-primary")
+    assert code == 0, out
+    profile = tmp_path / "profile"
+    result = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--dump-dom", (run_dir / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "<h1>drengine run" in result.stdout and "recovery_seconds" in result.stdout
