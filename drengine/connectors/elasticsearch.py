@@ -57,7 +57,8 @@ class HttpCall:
     what: str = field(default="", compare=False)
 
     def target(self) -> str:
-        return self.path + (f"?{urlencode(self.query)}" if self.query else "")
+        # `,` and `*` are legal in a query string: left readable, as an operator would type them.
+        return self.path + (f"?{urlencode(self.query, safe=',*')}" if self.query else "")
 
     def text(self) -> str:
         shown = f"{self.method} {self.target()}"
@@ -352,10 +353,11 @@ def parse_cat_shards(rows: Sequence[Mapping[str, Any]]) -> list[ShardCopy]:
 
 
 def parse_cluster_settings(body: Mapping[str, Any]) -> AllocationEnable:
-    for scope in ("transient", "persistent"):  # transient wins over persistent
+    scopes: tuple[Literal["transient"], Literal["persistent"]] = ("transient", "persistent")
+    for scope in scopes:  # transient wins over persistent
         value = _flat(body.get(scope) or {}).get(ENABLE_SETTING)
         if value is not None:
-            return AllocationEnable(value=str(value), scope=scope)  # type: ignore[arg-type]
+            return AllocationEnable(value=str(value), scope=scope)
     return AllocationEnable()
 
 

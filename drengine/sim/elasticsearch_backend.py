@@ -46,7 +46,9 @@ class SimElasticBackend(ElasticBackend):
                 self.save()
 
     def save(self) -> None:
-        save_model(self.server.snapshot(), self.state_file)
+        # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.
+        text = self.server.read(lambda model: model.state.model_dump_json())
+        write_state(text, self.state_file)
 
     def close(self) -> None:
         try:
@@ -73,8 +75,12 @@ def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
 
 
 def save_model(state: dict[str, Any], state_file: Path) -> None:
+    write_state(json.dumps(state), state_file)
+
+
+def write_state(text: str, state_file: Path) -> None:
     """Write atomically: a crash mid-write must not leave a half state file behind."""
     state_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = state_file.with_name(state_file.name + ".tmp")
-    tmp.write_text(json.dumps(state), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, state_file)

@@ -1,0 +1,181 @@
+"""The elasticsearch-reallocate runbook end to end through the CLI, against simulated
+clusters served over HTTP on 127.0.0.1 and driven by the real elasticsearch-py client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drengine.sim.elasticsearch import ENABLE_SETTING, EsCluster, build_scenario
+from drengine.sim.elasticsearch_backend import save_model
+from tests.helpers import ROOT, cli, of_type
+
+pytestmark = pytest.mark.sim
+
+INVENTORY = str(ROOT / "inventory" / "simulated-elasticsearch.yaml")
+RUNBOOK = "elasticsearch-reallocate"
+
+
+@pytest.fixture(autouse=True)
+def _every_server_stopped() -> Iterator[None]:
+    yield
+    # The backend's close() stops its server; give the serving thread a moment to finish.
+    deadline = time.monotonic() + 5
+    while any(t.name == "es-sim-http" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "es-sim-http"], "a simulated server was left running"
+
+
+def run(run_dir: Path, cluster: str, *flags: str, inventory: str = INVENTORY) -> tuple[int, str]:
+    return cli("run", RUNBOOK, "-i", inventory, "-c", cluster, "--run-dir", str(run_dir), *flags)
+
+
+def model_after(run_dir: Path, state: Path | None = None) -> EsCluster:
+    return EsCluster.from_json(json.loads((state or run_dir / "sim-state.json").read_text()))
+
+
+def sent(run_dir: Path) -> list[str]:
+    return [e.data["text"] for e in of_type(run_dir, "statement_sent")]
+
+
+def dangerous_gates(run_dir: Path) -> list[str]:
+    return [e.data["step"] for e in of_type(run_dir, "gate_asked") if e.data["level"] == "dangerous"]
+
+
+def inventory_with_state(tmp_path: Path, scenario: str, state: Path) -> str:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        "clusters:\n"
+        "  es:\n"
+        "    kind: elasticsearch\n"
+        f"    simulated: {{scenario: {scenario}, state_file: {state}}}\n"
+        "    timeouts: {connect: 1, read: 5}\n"
+        "    members:\n"
+        + "".join(f"      - {{name: node-{i}, address: 127.0.0.1, port: 9200}}\n" for i in (1, 2, 3))
+    )
+    return str(path)
+
+
+def test_one_node_lost_declared_gone_goes_green_and_restores_the_delay(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "run", "sim-es-one-node-lost", "--yes", "--gone", "node-3")
+    assert code == 0, out
+    assert model_after(tmp_path / "run").health()["status"] == "green"
+    assert sent(tmp_path / "run") == [
+        'PUT /customers,logs-2024.06,orders/_settings {"index.unassigned.node_left.delayed_timeout": "0"}',
+        'PUT /customers,logs-2024.06,orders/_settings {"index.unassigned.node_left.delayed_timeout": null}',
+    ]
+    assert not dangerous_gates(tmp_path / "run")
+    assert "cluster is green" in out
+
+
+def test_one_node_lost_not_declared_gone_stays_yellow_and_says_why(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "run", "sim-es-one-node-lost", "--yes")
+    assert code == 0, out
+    assert sent(tmp_path / "run") == []
+    assert "yellow, as expected" in out
+    plan = next(e for e in of_type(tmp_path / "run", "step_finished") if e.data["step"] == "plan")
+    assert any("waits for node-3" in line and "--gone" in line for line in plan.data["evidence"])
+    table = next(e for e in of_type(tmp_path / "run", "step_finished") if e.data["step"] == "explain")
+    assert len(table.data["evidence"]) == 4 and all("Would be assigned by" in r for r in table.data["evidence"])
+
+
+def test_red_with_stale_copy_stops_at_the_dangerous_gate_under_yes_alone(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "run", "sim-es-red-stale", "--yes")
+    assert code == 3, out
+    assert dangerous_gates(tmp_path / "run") == ["allocate-stale-primary"]
+    gate = of_type(tmp_path / "run", "gate_asked")[-1].data
+    assert any("stale" in r and "is lost" in r for r in gate["risks"])
+    assert gate["statements"] == ['[cluster] POST /_cluster/reroute?metric=none {"commands": [{"allocate_stale_primary": '
+                                  '{"index": "orders", "shard": 0, "node": "node-3", "accept_data_loss": true}}]}']
+    assert not any("allocate_stale_primary" in s for s in sent(tmp_path / "run"))
+    model = model_after(tmp_path / "run")
+    assert model.health()["status"] == "red"
+
+
+def test_red_with_stale_copy_goes_green_with_the_stale_data_after_acceptance(tmp_path: Path) -> None:
+    assert build_scenario("red-stale-copy").shard_group("orders", 0).primary().state == "UNASSIGNED"
+    code, out = run(tmp_path / "run", "sim-es-red-stale", "--yes", "--accept-data-loss", "--gone", "node-2")
+    assert code == 0, out
+    model = model_after(tmp_path / "run")
+    assert model.health()["status"] == "green"
+    assert model.count("orders")["count"] == 5  # docs 6-8 reached only the lost in-sync copy
+    assert any("allocate_stale_primary" in s and '"node": "node-3"' in s for s in sent(tmp_path / "run"))
+
+
+def test_stopped_run_resumes_after_acceptance(tmp_path: Path) -> None:
+    code, _ = run(tmp_path / "run", "sim-es-red-stale", "--yes")
+    assert code == 3
+    code, out = cli("run", "--resume", str(tmp_path / "run"), "--yes", "--accept-data-loss")
+    assert code == 0, out
+    model = model_after(tmp_path / "run")
+    assert model.health()["status"] in ("green", "yellow")  # node-2 not declared gone: its replica may wait
+    assert model.shard_group("orders", 0).primary().state == "STARTED"
+
+
+def test_no_copy_gets_an_empty_primary_only_with_acceptance(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "stop", "sim-es-red-no-copy", "--yes")
+    assert code == 3, out
+    assert dangerous_gates(tmp_path / "stop") == ["allocate-empty-primary"]
+    assert not any("allocate_empty_primary" in s for s in sent(tmp_path / "stop"))
+    assert not dangerous_gates(tmp_path / "stop")[:-1]
+
+    code, out = run(tmp_path / "go", "sim-es-red-no-copy", "--yes", "--accept-data-loss", "--gone", "node-2")
+    assert code == 0, out
+    assert any("allocate_empty_primary" in s for s in sent(tmp_path / "go"))
+    model = model_after(tmp_path / "go")
+    assert model.health()["status"] == "green"
+    assert model.count("sessions")["count"] == 0  # every document of the shard is lost, as the gate said
+
+
+def test_allocation_disabled_is_reenabled_then_restored(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "run", "sim-es-allocation-disabled", "--yes")
+    assert code == 0, out
+    assert sent(tmp_path / "run") == [
+        'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}',
+        'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "primaries"}}',
+    ]
+    model = model_after(tmp_path / "run")
+    assert model.state.persistent[ENABLE_SETTING] == "primaries"
+    assert model.health()["status"] == "green"
+
+
+def test_node_returning_within_the_delay_gets_nothing_dangerous(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    inventory = inventory_with_state(tmp_path, "node-returns-within-delay", state)
+    code, out = run(tmp_path / "first", "es", "--yes", "--accept-data-loss", inventory=inventory)
+    assert code == 0, out
+    assert not dangerous_gates(tmp_path / "first") and sent(tmp_path / "first") == []
+    assert "yellow, as expected" in out
+
+    model = model_after(tmp_path, state)
+    model.return_node("node-3")
+    save_model(model.to_json(), state)
+    code, out = run(tmp_path / "second", "es", "--yes", inventory=inventory)
+    assert code == 0, out
+    assert sent(tmp_path / "second") == [] and "cluster is green" in out
+
+
+@pytest.mark.parametrize("scenario", ["red-stale-copy", "allocation-disabled", "one-node-lost-3"])
+def test_plan_changes_nothing(tmp_path: Path, scenario: str) -> None:
+    state = tmp_path / "state.json"
+    save_model(build_scenario(scenario).to_json(), state)
+    before = json.loads(state.read_text())
+    inventory = inventory_with_state(tmp_path, scenario, state)
+    code, out = cli("plan", RUNBOOK, "-i", inventory, "-c", "es", "--gone", "node-3", "--run-dir", str(tmp_path / "plan"))
+    assert code == 0, out
+    assert json.loads(state.read_text()) == before
+    assert sent(tmp_path / "plan") == []
+    assert "WOULD RUN" in out and "Nothing was changed" in out
+
+
+def test_plan_shows_the_exact_dangerous_request(tmp_path: Path) -> None:
+    code, out = cli("plan", RUNBOOK, "-i", INVENTORY, "-c", "sim-es-red-no-copy", "--run-dir", str(tmp_path / "plan"))
+    assert code == 0, out
+    assert ('POST /_cluster/reroute?metric=none {"commands": [{"allocate_empty_primary": {"index": "sessions", '
+            '"shard": 0, "node": "node-3", "accept_data_loss": true}}]}') in out
+    assert "RISK: sessions[0] primary: no copy of its data" in out
