@@ -61,8 +61,9 @@ def minimal_script(lab: LabDir) -> float:
 
 
 def drengine_run(inventory: str, run_dir: Path) -> tuple[float, float]:
-    from drengine.journal import read_entries
     from helpers import cli
+
+    from drengine.journal import read_entries
 
     started = time.perf_counter()
     code, out = cli("run", "mariadb-promote-survivor", "-i", inventory, "-c", "lab-mariadb", "--yes", "--run-dir", str(run_dir))
