@@ -95,7 +95,7 @@ def _progress(entry: Any) -> None:
     elif t == "step_finished":
         mark = "ok" if d["ok"] else "FAILED"
         _out(f"   {d['step']} {mark} [{d['outcome']}]: {d['summary']}")
-        if not d["ok"] or d["step"] in ("observe",):
+        if not d["ok"] or d.get("effect") in ("read", "check"):
             for line in d.get("evidence") or []:
                 _out(f"     {line}")
         for line in d.get("refusal") or []:
@@ -112,6 +112,8 @@ def _progress(entry: Any) -> None:
         _out(f"   measured {d['name']}: {d['value']} {d.get('unit', '')}")
     elif t == "plan_step":
         ran = "observed" if d["ran"] else ("WOULD RUN" if d["effect"] == "mutate" else "would check")
+        if d.get("nothing_to_do"):
+            ran = "nothing to do"
         _out(f"{d['step']} [{d['effect']}, gate: {d['gate']}] {ran}: {d['summary']}")
         if d["reason"]:
             _out(f"    why: {d['reason']}")
@@ -233,21 +235,42 @@ def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_
     raise SystemExit(ExitCode.FAILED)
 
 
+def _fault_epilog(formatter: click.HelpFormatter) -> None:
+    """The fault names per datastore, importing the drill kits only when help is shown."""
+    from drengine.drill import fault_names, kit_for
+
+    with formatter.section("Faults"):
+        rows = []
+        for kind, names in fault_names().items():
+            kit = kit_for(kind)
+            rows += [(f"{kind} {name}", kit.faults[name].description) for name in names]
+        formatter.write_dl(rows)
+
+
 class _DrillCommand(click.Command):
-    """Lists the fault names per datastore in `drill --help`, importing the kits only then."""
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _fault_epilog(formatter)
+
+
+class _DrillGroup(click.Group):
+    """`drengine drill RUNBOOK ...` runs a drill; `drengine drill schedule ...` renders schedules."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from drengine.drill import fault_names, kit_for
-
-        with formatter.section("Faults"):
-            rows = []
-            for kind, names in fault_names().items():
-                kit = kit_for(kind)
-                rows += [(f"{kind} {name}", kit.faults[name].description) for name in names]
-            formatter.write_dl(rows)
+        _fault_epilog(formatter)
 
 
-@main.command(cls=_DrillCommand)
+@main.group("drill", cls=_DrillGroup)
+def drill_group() -> None:
+    """DR drills: `drengine drill RUNBOOK -i INVENTORY -c CLUSTER --fault NAME` breaks a drill-target
+    cluster on purpose and measures the recovery; `drengine drill schedule -f DRILLS` renders schedules."""
+
+
+@drill_group.command("run", cls=_DrillCommand)
 @click.argument("runbook")
 @click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
 @click.option("-c", "--cluster", required=True, help="Cluster (must be marked `drill_target: true`).")
@@ -256,8 +279,9 @@ class _DrillCommand(click.Command):
 @click.option("--canary-interval", type=float, default=0.05, show_default=True, help="Seconds between canary writes.")
 @click.option("--recovery-timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait for the first successful canary write after the runbook.")
+@click.option("--textfile", type=click.Path(), help="Also write the Prometheus text here (node-exporter textfile collector).")
 def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str | None, canary_interval: float,
-          recovery_timeout: float) -> None:
+          recovery_timeout: float, textfile: str | None) -> None:
     """Break a drill-target cluster on purpose, recover it unattended with RUNBOOK, measure.
 
     Checks the cluster is healthy, writes canaries at a steady rate, injects --fault, runs the
@@ -282,9 +306,30 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str |
     ))
     _out("")
     _out(f"{'DRILL PASSED' if outcome.success else 'DRILL FAILED'}: {outcome.summary}")
-    for path in write_all(outcome.run_dir):
+    for path in write_all(outcome.run_dir, textfile=Path(textfile) if textfile else None):
         _out(f"report: {path}")
     raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)
+
+
+@drill_group.command("schedule")
+@click.option("-f", "--drills", "drills_file", type=click.Path(), required=True, help="Drills file (YAML).")
+@click.option("--format", "fmt", type=click.Choice(["systemd", "crontab"]), default="systemd", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(), help="Write the units into this directory instead of printing them.")
+def drill_schedule(drills_file: str, fmt: str, out_dir: str | None) -> None:
+    """Render scheduled drills as systemd timer and service units, or crontab lines."""
+    from drengine.schedule import crontab, load_drills, systemd_units
+
+    spec = load_drills(drills_file)
+    files = systemd_units(spec) if fmt == "systemd" else {"drengine-drills.crontab": crontab(spec)}
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (Path(out_dir) / name).write_text(text)
+            _out(f"wrote {Path(out_dir) / name}")
+        return
+    for name, text in files.items():
+        _out(f"# --- {name}")
+        _out(text.rstrip())
 
 
 @main.group("inventory")

@@ -252,6 +252,7 @@ class Engine:
             self.facts.put(name, value)
         self.journal.append(
             Event.STEP_FINISHED, step=step.id, ok=result.ok, outcome=result.outcome, summary=result.summary,
+            effect=self.runbook.action(step.id).effect.value,
             evidence=result.evidence, facts=self.facts.dump(list(result.facts)), attempt=attempt,
             refusal=result.refusal.lines() if result.refusal else None,
         )
@@ -326,6 +327,7 @@ class Engine:
             result = action.assumed_result(self.ctx, proposal)
         row = {
             "step": step.id, "action": step.action, "effect": effect.value, "ran": executes,
+            "nothing_to_do": proposal.nothing_to_do and not executes,
             "gate": level.name.lower(), "summary": result.summary if executes else proposal.summary,
             "reason": proposal.reason, "statements": [s.show() for s in proposal.statements],
             "risks": proposal.risks, "ok": result.ok, "outcome": result.outcome,

@@ -232,14 +232,16 @@ def prometheus(run_dir: Path) -> str:
     return generate_latest(registry).decode()
 
 
-def write_all(run_dir: Path) -> list[Path]:
-    """Every report of a run, next to its journal."""
+def write_all(run_dir: Path, textfile: Path | None = None) -> list[Path]:
+    """Every report of a run, next to its journal (and the Prometheus text where asked)."""
     run_dir = Path(run_dir)
-    outputs = {"report.md": markdown(run_dir), "report.html": html(run_dir), "junit.xml": junit(run_dir),
-               "drill.prom": prometheus(run_dir)}
+    outputs = {run_dir / "report.md": markdown(run_dir), run_dir / "report.html": html(run_dir),
+               run_dir / "junit.xml": junit(run_dir), run_dir / "drill.prom": prometheus(run_dir)}
+    if textfile is not None:
+        outputs[textfile] = outputs[run_dir / "drill.prom"]
     paths = []
-    for name, text in outputs.items():
-        path = run_dir / name
+    for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
         tmp.replace(path)  # atomic: the textfile collector must never read half a file

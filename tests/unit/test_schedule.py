@@ -1,0 +1,60 @@
+"""Drill schedules rendered as systemd units and crontab lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drengine.schedule import check_cron, on_calendar
+from helpers import ROOT, cli
+
+
+@pytest.mark.parametrize("cron,calendar", [
+    ("30 3 * * 1-5", "Mon..Fri *-*-* 3:30:00"),
+    ("0 */6 * * *", "*-*-* 0/6:0:00"),
+    ("15,45 2 1 * 0", "Sun *-*-1 2:15,45:00"),
+    ("0 4 1-7 1,7 *", "*-1,7-1..7 4:0:00"),
+])
+def test_cron_to_on_calendar(cron: str, calendar: str) -> None:
+    assert on_calendar(cron) == calendar
+
+
+@pytest.mark.parametrize("bad", ["* * * *", "60 * * * *", "* 24 * * *", "*/0 * * * *", "a * * * *", "* * 0 * *"])
+def test_bad_cron_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        check_cron(bad)
+
+
+def test_systemd_units_for_the_lab_drills(tmp_path: Path) -> None:
+    code, out = cli("drill", "schedule", "-f", str(ROOT / "drills" / "lab.yaml"), "--out", str(tmp_path))
+    assert code == 0, out
+    timer = (tmp_path / "drengine-drill-mariadb-kill-primary.timer").read_text()
+    service = (tmp_path / "drengine-drill-mariadb-kill-primary.service").read_text()
+    assert "OnCalendar=Mon..Fri *-*-* 3:30:00" in timer and "Persistent=true" in timer
+    assert "Type=oneshot" in service and "WorkingDirectory=/var/lib/drengine" in service
+    assert ("ExecStart=/usr/local/bin/drengine drill mariadb-promote-survivor -i /etc/drengine/lab.yaml -c lab-mariadb "
+            "--fault kill-primary --textfile /var/lib/node_exporter/textfile/drengine_mariadb.prom") in service
+
+
+def test_crontab_lines() -> None:
+    code, out = cli("drill", "schedule", "-f", str(ROOT / "drills" / "lab.yaml"), "--format", "crontab")
+    assert code == 0, out
+    assert "0 */6 * * * cd /var/lib/drengine && /usr/local/bin/drengine drill mariadb-promote-survivor" in out
+
+
+def test_bad_drills_file_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "drills.yaml"
+    bad.write_text((ROOT / "drills" / "lab.yaml").read_text().replace('"30 3 * * 1-5"', '"30 25 * * 1-5"'))
+    code, out = cli("drill", "schedule", "-f", str(bad))
+    assert code == 2
+    assert f"{bad}:10: drills.0.schedule: hour field '25': values must lie between 0 and 23" in out
+
+
+@pytest.mark.skipif(__import__("shutil").which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("cron", ["30 3 * * 1-5", "0 */6 * * *", "15,45 2 1 * 0", "0 4 1-7 1,7 *", "*/5 * * * 6-7"])
+def test_systemd_accepts_the_calendar(cron: str) -> None:
+    import subprocess
+
+    result = subprocess.run(["systemd-analyze", "calendar", on_calendar(cron)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
