@@ -295,6 +295,8 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
     doc["members"] = kept_docs
     # The server replaces the version with a large random jump; send one past the old.
     doc["version"] = old_config.version + 1
+    # The term is the server's to set (4.4+); an old one in the document only confuses a reader.
+    doc.pop("term", None)
     votes = sum(int(m.get("votes", 1)) for m in kept_docs)
     diff.append(f"version {old_config.version} -> larger (a forced reconfig adds a large random increment); "
                 f"voting members {old_config.total_votes()} -> {votes}, majority {votes // 2 + 1}")
@@ -362,6 +364,7 @@ def added_config(config: ReplConfig, host: str) -> str:
     members.append(entry)
     doc["members"] = members
     doc["version"] = config.version + 1
+    doc.pop("term", None)
     return json.dumps(doc)
 
 
@@ -539,10 +542,9 @@ class ForceReconfig(Action):
     def _applied(self, ctx: RunContext) -> bool:
         decision, old, forced = _forced_for(ctx)
         assert decision.chosen is not None
-        now = _api(ctx).probe(decision.chosen)
-        if not now.reachable or now.config is None:
-            return False
-        return now.config.version > old.version and sorted(m.host for m in now.config.members) == sorted(forced.kept)
+        # One replSetGetConfig rather than a whole probe: this runs right before the dangerous command.
+        now = _api(ctx).get_config(decision.chosen)
+        return now.version > old.version and sorted(m.host for m in now.members) == sorted(forced.kept)
 
     def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
         return self._applied(ctx)
@@ -556,8 +558,7 @@ class ForceReconfig(Action):
         statement = proposal.statements[0]
         api.command(decision.chosen, statement.text)
         ctx.sent(statement)
-        after = api.probe(decision.chosen)
-        version = after.config.version if after.config else None
+        version = api.get_config(decision.chosen).version
         return StepResult(ok=True, evidence=forced.diff, summary=(
             f"{decision.chosen} accepted the forced config: version {old.version} -> {version}, members "
             f"{', '.join(ctx.facts.get('view', SetView).name_of(h) for h in forced.kept)}"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ NOT_YET_INITIALIZED = 94
 INVALID_REPLICA_SET_CONFIG = 93
 # Grace on top of connect + read before a probe thread is given up on.
 PROBE_GRACE_SECONDS = 0.5
+SELECTION_MARGIN_MS = 20
 
 
 # -- facts -------------------------------------------------------------------------------------------
@@ -186,6 +188,8 @@ class MongoAPI(Protocol):
 
     def command(self, member: str, text: str) -> dict[str, Any]: ...
 
+    def get_config(self, member: str) -> ReplConfig: ...
+
     def endpoint(self, member: str) -> str: ...
 
     def close(self) -> None: ...
@@ -261,6 +265,7 @@ class MongoBackend:
             self._user = cred.user
             self._password = cred.password.resolve(where)
         self._clients: dict[str, MongoClient[dict[str, Any]]] = {}
+        self._retired: list[MongoClient[dict[str, Any]]] = []
         self._lock = threading.Lock()
 
     # -- clients ---------------------------------------------------------------------------
@@ -284,7 +289,9 @@ class MongoBackend:
                 host,
                 port,
                 directConnection=True,
-                serverSelectionTimeoutMS=int(t.connect * 1000),
+                # pymongo re-checks its deadline every 500 ms; a deadline just under the connect
+                # timeout fails on the wake-up at the timeout instead of sometimes one later.
+                serverSelectionTimeoutMS=max(1, int(t.connect * 1000) - SELECTION_MARGIN_MS),
                 connectTimeoutMS=int(t.connect * 1000),
                 socketTimeoutMS=int(t.read * 1000),
                 # A recovery tool must not retry a reconfig behind the operator's back.
@@ -296,11 +303,34 @@ class MongoBackend:
             self._clients[member] = client
             return client
 
+    def _tcp_check(self, member: str) -> None:
+        """A plain TCP connect first: a refused or unroutable port fails here in milliseconds,
+        where pymongo's server selection would wait its whole timeout for a member that is down."""
+        host, port = self._endpoints[member]
+        try:
+            with socket.create_connection((host, port), timeout=self.cluster.timeouts.connect):
+                pass
+        except TimeoutError:
+            raise ProbeTimeout(f"{member} ({host}:{port}): no TCP connection within {self.cluster.timeouts.connect:g} s "
+                               f"(host down or packets dropped?)") from None
+        except OSError as exc:
+            hint = " (is mongod running there?)" if isinstance(exc, ConnectionRefusedError) else ""
+            raise ConnectError(f"{member} ({host}:{port}): cannot connect: {exc.strerror or exc}{hint}") from None
+
+    def _forget(self, member: str) -> None:
+        """Drop the client of a member that failed: a fresh client checks the server at once,
+        where the old one would first wait out its monitor's back-off."""
+        with self._lock:
+            client = self._clients.pop(member, None)
+            if client is not None:
+                self._retired.append(client)  # closed with the others in close()
+
     def close(self) -> None:
         """Close every client at once: pymongo may wait for a server that has gone away."""
         with self._lock:
-            clients = list(self._clients.values())
+            clients = list(self._clients.values()) + self._retired
             self._clients.clear()
+            self._retired = []
         if not clients:
             return
         pool = cf.ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="mongo-close")
@@ -321,14 +351,20 @@ class MongoBackend:
         try:
             reply: dict[str, Any] = self._client(member).get_database(db).command(doc)
         except Exception as exc:  # noqa: BLE001 - turned into one error naming member and command
-            raise _command_error(member, self.endpoint(member), name, exc, self.cluster) from None
+            raise self._failed(member, name, exc) from None
         return reply
+
+    def _failed(self, member: str, command: str, exc: Exception) -> Exception:
+        error = _command_error(member, self.endpoint(member), command, exc, self.cluster)
+        if isinstance(error, ConnectError):
+            self._forget(member)
+        return error
 
     def _admin(self, member: str, name: str) -> dict[str, Any]:
         try:
             reply: dict[str, Any] = self._client(member).admin.command(name)
         except Exception as exc:  # noqa: BLE001 - see command()
-            raise _command_error(member, self.endpoint(member), name, exc, self.cluster) from None
+            raise self._failed(member, name, exc) from None
         return reply
 
     def get_config(self, member: str) -> ReplConfig:
@@ -372,8 +408,10 @@ class MongoBackend:
         started = time.monotonic()
         name = member.name
         try:
+            self._tcp_check(name)
             hello = self._admin(name, "hello")
         except (ConnectError, CommandFailed) as exc:
+            self._forget(name)
             return self._unreachable(member, str(exc), time.monotonic() - started)
         last_write = hello.get("lastWrite") or {}
         state = ("PRIMARY" if hello.get("isWritablePrimary") else "SECONDARY" if hello.get("secondary")
@@ -395,6 +433,7 @@ class MongoBackend:
             else:
                 return self._unreachable(member, str(exc), time.monotonic() - started)
         except ConnectError as exc:
+            self._forget(name)
             return self._unreachable(member, str(exc), time.monotonic() - started)
         if hello.get("setName") is not None:
             try:
@@ -403,6 +442,7 @@ class MongoBackend:
             except CommandFailed:
                 config = None  # a REMOVED member may refuse; its hello still says what it believes
             except ConnectError as exc:
+                self._forget(name)
                 return self._unreachable(member, str(exc), time.monotonic() - started)
         return MemberView(
             name=name,

@@ -4,12 +4,14 @@ pymongo connector talks to simulated mongod endpoints on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
 
-from helpers import cli, of_type
+from helpers import cli, cli_subprocess, of_type
 
 from drengine.sim.mongodb import MemberState, SimulatedReplicaSet, build_scenario
 
@@ -230,3 +232,19 @@ def test_rejoin_without_a_data_dir_needs_an_override(tmp_path: Path) -> None:
     assert code == 0, out
     assert of_type(run_dir, "override")
     assert state(state_file).node(3).state is MemberState.SECONDARY
+
+
+def test_crash_around_the_forced_reconfig_then_resume_sends_it_once(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, "majority-lost-5")
+    for point in ("step_started:force-reconfig", "statement_sent:force-reconfig", "step_finished:force-reconfig"):
+        run_dir = tmp_path / point.replace(":", "-")
+        env = {**os.environ, "DRENGINE_TEST_CRASH_AFTER": point}
+        first = cli_subprocess("run", "mongodb-force-primary", "-i", inv, "-c", "sim", "--yes", "--accept-data-loss",
+                               "--run-dir", str(run_dir), env=env)
+        assert first.returncode == -signal.SIGKILL, (point, first.stdout, first.stderr)
+        env.pop("DRENGINE_TEST_CRASH_AFTER")
+        second = cli_subprocess("run", "--resume", str(run_dir), "--yes", "--accept-data-loss", env=env)
+        assert second.returncode == 0, (point, second.stdout, second.stderr)
+        reconfigs = [c for _, c in sent(run_dir) if "replSetReconfig" in c]
+        assert len(reconfigs) == 1, (point, reconfigs)
+        assert state(run_dir / "sim-state.json").primaries() == [1], point
