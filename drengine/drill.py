@@ -68,6 +68,14 @@ class DrillKit(Protocol):
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None: ...
 
+    def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
+        """Members the fault removes for good (the runbook is told, as an operator would with --gone)."""
+        ...
+
+    def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
+        """Members the fault removes for good (the runbook is told, as an operator would with --gone)."""
+        ...
+
 
 def kit_for(kind: str) -> DrillKit:
     try:
@@ -246,7 +254,9 @@ def run_drill(request: DrillRequest) -> RunOutcome:
     drill = _Drill(request, kit)
     run_request = RunRequest(
         runbook=request.runbook, inventory=request.inventory, cluster=request.cluster, mode=Mode.DRILL,
-        gates=DrillPolicy(), run_dir=request.run_dir, listeners=[*request.listeners, drill.on_event],
+        gates=DrillPolicy(), run_dir=request.run_dir,
+        operator_said_gone=tuple(request.cluster.gone_for_good) + kit.declares_gone(request.cluster, request.fault),
+        listeners=[*request.listeners, drill.on_event],
         argv=request.argv, around_walk=drill.around,
     )
     return start_run(run_request)

@@ -1,14 +1,43 @@
 #!/usr/bin/env bash
-# The main job on the simulator: a guided recovery of a simulated MariaDB cluster whose
-# primary died while one replica lagged. First the plan (dry run), then the run itself.
-set -euo pipefail
+# The main job on the simulator (no services needed):
+#  1. a guided recovery of a simulated MariaDB cluster whose primary died while a replica
+#     lagged: the plan (dry run), then the run with its gates approved by --yes;
+#  2. a DR drill of every runbook that has a drill kit, each against its simulated cluster,
+#     with the reports (Markdown, HTML, JUnit XML, Prometheus text) listed at the end.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export DRENGINE_LOCK_DIR="${DRENGINE_LOCK_DIR:-$PWD/runs/.locks}"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-echo "== plan (dry run): nothing is changed =="
-.venv/bin/drengine plan mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb --run-dir "runs/demo-$stamp-plan"
+out="runs/demo-$stamp"
+D=.venv/bin/drengine
+status=0
+
+echo "== 1. guided recovery: plan (dry run), nothing is changed =="
+$D plan mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb --run-dir "$out/plan" || status=1
 echo
-echo "== run: gates approved with --yes (this cluster is simulated) =="
-.venv/bin/drengine run mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb --yes --run-dir "runs/demo-$stamp"
+echo "== 1. guided recovery: run (the cluster is simulated, gates approved with --yes) =="
+$D run mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb --yes --run-dir "$out/recovery" || status=1
+$D journal verify "$out/recovery" || status=1
+
 echo
-.venv/bin/drengine journal verify "runs/demo-$stamp"
+echo "== 2. DR drills on the simulators =="
+drill() {  # runbook inventory cluster fault
+  echo "-- drill $1 on $3 ($4)"
+  if $D drill "$1" -i "$2" -c "$3" --fault "$4" --run-dir "$out/drill-$3-$4" > "$out/drill-$3-$4.log" 2>&1; then
+    tail -n 6 "$out/drill-$3-$4.log" | grep -E "DRILL|report:" | head -n 1
+  else
+    status=1; tail -n 20 "$out/drill-$3-$4.log"
+  fi
+}
+mkdir -p "$out"
+drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy kill-primary
+drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy cut-replication
+drill elasticsearch-reallocate inventory/simulated-elasticsearch.yaml sim-es-healthy kill-node
+[ -f drengine/drills/mongodb.py ] && drill mongodb-force-primary inventory/simulated-mongodb.yaml sim-mongo-healthy kill-majority
+[ -f drengine/drills/galera.py ] && drill galera-bootstrap-survivor inventory/simulated-galera.yaml sim-galera-healthy kill-two-nodes
+[ -f drengine/drills/ceph.py ] && drill ceph-degrade inventory/simulated-ceph.yaml sim-ceph-healthy kill-osds
+
+echo
+echo "reports (open the .html files in a browser; .prom files are for the node-exporter textfile collector):"
+ls -1 "$out"/*/report.html "$out"/*/junit.xml "$out"/*/drill.prom 2>/dev/null
+exit $status

@@ -123,6 +123,9 @@ class MariaDBKit:
         assert self.inventory is not None
         return signal_member(self.inventory, cluster, cluster.member(name), signal_name)
 
+    def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
+        return ()
+
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         if fault != "hang-primary":
             return None

@@ -2053,6 +2053,15 @@ def scenario_one_node_lost(clock: Clock = time.time) -> EsCluster:
     return cluster
 
 
+def scenario_healthy(clock: Clock = time.time) -> EsCluster:
+    """3 nodes, every index has a replica, green: the starting point of drills."""
+    cluster = _cluster(3, clock)
+    for name, shards in (("orders", 3), ("customers", 2), ("logs-2024.06", 1)):
+        cluster.create_index(name, number_of_shards=shards, number_of_replicas=1)
+        _write_docs(cluster, name, 12)
+    return cluster
+
+
 def scenario_red_stale_copy(clock: Clock = time.time) -> EsCluster:
     """`orders` lost its only in-sync copy with node-1; node-2 holds a stale copy missing the newest docs."""
     cluster = _cluster(3, clock)
@@ -2159,6 +2168,7 @@ def big(
 
 
 SCENARIOS: dict[str, Callable[..., EsCluster]] = {
+    "healthy-3": scenario_healthy,
     "one-node-lost-3": scenario_one_node_lost,
     "red-stale-copy": scenario_red_stale_copy,
     "red-no-copy": scenario_red_no_copy,

@@ -137,3 +137,14 @@ def test_html_report_opens_in_headless_chromium(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "<h1>drengine run" in result.stdout and "recovery_seconds" in result.stdout
+
+
+def test_elasticsearch_kill_node_drill_goes_green(tmp_path: Path) -> None:
+    run_dir = tmp_path / "es"
+    code, out = cli("drill", "elasticsearch-reallocate", "-i", str(ROOT / "inventory" / "simulated-elasticsearch.yaml"),
+                    "-c", "sim-es-healthy", "--fault", "kill-node", "--run-dir", str(run_dir))
+    assert code == 0, out
+    assert "cluster is green" in out
+    assert measurement(run_dir, "lost_writes") == 0
+    started = of_type(run_dir, "run_started")[0].data
+    assert started["gone_for_good"] == ["node-3"] and started["mode"] == "drill"
