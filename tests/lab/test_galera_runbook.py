@@ -1,0 +1,204 @@
+"""galera-bootstrap-survivor against a real three-node Galera cluster on loopback, its nodes
+reached over SSH lab hosts: two of three nodes killed, all three killed with a node other
+than the first most advanced, a hung node, and a healthy cluster (refused).
+
+One lab for the module, started in a world-searchable mkdtemp (the nodes run as mysql) and
+always torn down by PID; a stopped (SIGSTOP) node is continued before anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import cli, of_type
+
+from drengine.lab import galera
+from drengine.lab import ssh as ssh_lab
+from drengine.lab.procs import LabDir, wait_until
+
+pytestmark = pytest.mark.lab
+
+NODES = list(galera.NODE_NAMES)
+RUNBOOK = "galera-bootstrap-survivor"
+PORT_BASE = 3326  # not the Galera lab's default 3316, nor the MariaDB lab's 33061-33063
+SSH_FIRST = "127.0.0.41"
+
+
+class Lab:
+    def __init__(self, root: Path, inventory: Path) -> None:
+        self.root = root
+        self.dir = LabDir(root)
+        self.inventory = inventory
+        self.runs = 0
+
+    def query(self, node: str, sql: str, timeout: float = 5.0) -> list[tuple[Any, ...]]:
+        conn = galera.connect(self.dir, node, timeout=timeout)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def status(self, node: str) -> dict[str, str]:
+        return galera.wsrep_status(self.dir, node)
+
+    def run(self, *flags: str, resume: Path | None = None) -> tuple[int, str, Path]:
+        self.runs += 1
+        if resume is not None:
+            code, out = cli("run", "--resume", str(resume), *flags)
+            return code, out, resume
+        run_dir = self.root / f"run-{self.runs}"
+        code, out = cli("run", RUNBOOK, "-i", str(self.inventory), "-c", galera.CLUSTER, "--run-dir", str(run_dir), *flags)
+        return code, out, run_dir
+
+    def wait_whole(self, timeout: float = 60.0) -> None:
+        """Every node Synced in one Primary component of size 3."""
+
+        def whole() -> bool:
+            try:
+                return all(galera.is_synced(self.status(n), cluster_size=3) for n in NODES)
+            except Exception:  # noqa: BLE001 - a node still starting does not answer yet
+                return False
+
+        assert wait_until(whole, timeout, interval=0.2), {n: self._safe_status(n) for n in NODES}
+
+    def _safe_status(self, node: str) -> str:
+        try:
+            s = self.status(node)
+            return f"{s['wsrep_cluster_status']} size {s['wsrep_cluster_size']} {s['wsrep_local_state_comment']}"
+        except Exception as exc:  # noqa: BLE001
+            return str(exc)
+
+    def wait_status(self, node: str, key: str, value: str, timeout: float = 20.0) -> None:
+        assert wait_until(lambda: self.status(node)[key] == value, timeout, interval=0.1), (node, key, self.status(node))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    busy = [p for p in (4567, 4577, 4587, PORT_BASE, PORT_BASE + 1, PORT_BASE + 2) if not _port_free(p)]
+    if busy:
+        pytest.fail(f"ports {busy} are in use on 127.0.0.1: another Galera lab is running (the lab's group "
+                    f"communication ports are fixed); stop it (`drengine lab down galera`) and rerun")
+    # Not pytest's tmp_path: its parents are mode 700 and the nodes run as mysql.
+    root = Path(tempfile.mkdtemp(prefix="drg-galera-rb-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    lab_dir = LabDir(root)
+    inventory = root / "inventory.yaml"
+    try:
+        hosts = ssh_lab.up(lab_dir, n_hosts=3, first_address=SSH_FIRST, inventory_out=inventory)
+        galera.up(lab_dir, inventory_out=inventory, port_base=PORT_BASE, hosts=sorted(hosts["hosts"]))
+        # A shorter read timeout than the lab's 5 s: a hung node costs that much on every probe.
+        data = yaml.safe_load(inventory.read_text())
+        data["clusters"][galera.CLUSTER]["timeouts"].update({"read": 2.0, "catch_up": 30.0})
+        inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+        yield Lab(root, inventory)
+    finally:
+        # galera.down sends SIGCONT before SIGTERM (a stopped node ignores SIGTERM), then SIGKILL
+        # after a timeout; every node is in lab.json, including those the runbook started over SSH.
+        galera.down(lab_dir)
+        ssh_lab.down(lab_dir)
+        leftovers = lab_dir.processes()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftovers, leftovers
+
+
+def sent(run_dir: Path, step: str | None = None) -> list[tuple[str, str]]:
+    return [(e.data["target"], e.data["text"]) for e in of_type(run_dir, "statement_sent")
+            if step is None or e.data["step"] == step]
+
+
+def test_any_node_primary_is_refused(lab: Lab) -> None:
+    code, out, run_dir = lab.run("--yes")
+    assert code == 1, out
+    assert "nothing to do: every node is in a Primary component (g1, g2, g3, size [3])" in out
+    assert "--override check-no-primary --accept-data-loss" in out
+    assert not sent(run_dir)
+    lab.query("g1", "CREATE DATABASE IF NOT EXISTS drill")
+    lab.query("g1", "CREATE TABLE IF NOT EXISTS drill.writes (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(60))")
+
+
+def test_two_of_three_killed_survivor_becomes_primary_and_others_rejoin(lab: Lab) -> None:
+    lab.query("g1", "INSERT INTO drill.writes (note) VALUES ('last write before the outage')")
+    logs = {n: galera.node_dir(lab.dir, n) / "mariadbd.log" for n in NODES}
+    offsets = {n: logs[n].stat().st_size for n in NODES}
+    galera.kill_node(lab.dir, "g2")
+    galera.kill_node(lab.dir, "g3")
+    lab.wait_status("g1", "wsrep_cluster_status", "non-Primary")
+
+    started = time.monotonic()
+    code, out, run_dir = lab.run("--yes")
+    seconds = time.monotonic() - started
+    assert code == 0, out
+    assert "chose g1: g1 is the only node still running" in out
+    assert sent(run_dir, "bootstrap-running") == [("g1", "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")]
+    lab.wait_whole(timeout=10)
+    for node in NODES:
+        assert ("last write before the outage",) in lab.query(node, "SELECT note FROM drill.writes")
+    for node in ("g2", "g3"):  # crashed nodes rejoined by IST, not a full copy
+        assert "IST received" in logs[node].read_text(errors="replace")[offsets[node]:], node
+    assert seconds < 60, seconds
+
+
+def test_all_killed_the_most_advanced_node_is_chosen(lab: Lab) -> None:
+    lab.query("g1", "INSERT INTO drill.writes (note) VALUES ('seen by all three')")
+    galera.kill_node(lab.dir, "g1")
+    lab.wait_status("g2", "wsrep_cluster_size", "2")  # g1 evicted: writes no longer wait for it
+    lab.query("g2", "INSERT INTO drill.writes (note) VALUES ('after g1 died')")
+    galera.kill_node(lab.dir, "g2")
+    galera.kill_node(lab.dir, "g3")
+    assert all(galera.read_grastate(lab.dir, n).seqno == -1 for n in NODES)  # crashed: only --wsrep-recover knows
+
+    code, out, run_dir = lab.run("--yes")
+    assert code == 0, out
+    recovered = [t for t, x in sent(run_dir, "read-positions") if "--wsrep-recover" in x]
+    assert recovered == NODES
+    boot = sent(run_dir, "bootstrap-start")
+    chosen = boot[-1][0]
+    assert chosen in ("g2", "g3") and chosen != "g1", out  # g1 missed the last write
+    assert "safe_to_bootstrap: 1" in boot[0][1] and "--bootstrap" in boot[-1][1]
+    assert f"chose {chosen}: {chosen} is the most advanced" in out
+    lab.wait_whole(timeout=10)
+    for node in NODES:
+        assert ("after g1 died",) in lab.query(node, "SELECT note FROM drill.writes")
+
+
+def test_hung_node_is_named_as_a_risk_and_left_alone(lab: Lab) -> None:
+    lab.query("g1", "INSERT INTO drill.writes (note) VALUES ('before the hang')")
+    galera.hang_node(lab.dir, "g3")
+    try:
+        lab.wait_status("g1", "wsrep_cluster_size", "2")
+        galera.kill_node(lab.dir, "g2")
+        lab.wait_status("g1", "wsrep_cluster_status", "non-Primary")
+
+        code, out, run_dir = lab.run("--yes")
+        assert code == 3, out  # a dangerous gate: g3's position is unknown
+        assert "RISK: g3 did not answer (hung" in out
+        assert not sent(run_dir)
+
+        started = time.monotonic()
+        code, out, _ = lab.run("--yes", "--accept-data-loss", resume=run_dir)
+        assert code == 0, out
+        assert time.monotonic() - started < 60  # every probe of the hung node is bounded by the read timeout
+        assert "left alone: g3 is hung" in out
+        assert "Not back: g3 (hung): the cluster serves with 2 of 3 nodes" in out
+        for node in ("g1", "g2"):
+            assert lab.status(node)["wsrep_cluster_status"] == "Primary"
+            assert ("before the hang",) in lab.query(node, "SELECT note FROM drill.writes")
+    finally:
+        galera.continue_node(lab.dir, "g3")
+    lab.wait_whole(timeout=30)  # once continued, the hung node rejoins by itself
