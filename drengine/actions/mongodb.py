@@ -16,11 +16,14 @@ from typing import Any, ClassVar, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from drengine.connectors.mongodb import (
+    COUNT_CANARY,
     MemberView,
     MongoAPI,
     ReplConfig,
     SetView,
+    canary_insert_command,
     command_text,
+    reconfig_command,
 )
 from drengine.errors import StepFailed
 from drengine.steps import (
@@ -40,8 +43,6 @@ from drengine.steps import (
 # States in which a member holds a complete copy of the data it has replicated so far.
 DATA_STATES = ("PRIMARY", "SECONDARY")
 MAX_VOTERS = 7
-CANARY_DB = "drengine"
-CANARY_COLLECTION = "canary"
 
 # -- facts -------------------------------------------------------------------------------------------
 
@@ -305,10 +306,7 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
 
 def reconfig_text(config_document: str, force: bool) -> str:
     """The exact admin command document sent: `{"replSetReconfig": {...}, "force": true}`."""
-    cmd: dict[str, Any] = {"replSetReconfig": json.loads(config_document)}
-    if force:
-        cmd["force"] = True
-    return command_text(cmd)
+    return reconfig_command(config_document, force)
 
 
 def survivors_of(view: SetView, config: ReplConfig) -> list[str]:
@@ -418,15 +416,9 @@ def _forced_for(ctx: RunContext) -> tuple[SurvivorDecision, ReplConfig, ForcedCo
 
 
 def _canary(run_marker: str) -> str:
-    return command_text({
-        "insert": CANARY_COLLECTION,
-        "documents": [{"_id": run_marker, "written_at": round(time.time(), 3), "by": "drengine verify"}],
-        "writeConcern": {"w": "majority", "wtimeout": 5000},
-        "$db": CANARY_DB,
-    })
+    return canary_insert_command(run_marker, time.time())
 
 
-COUNT_CANARY = command_text({"count": CANARY_COLLECTION, "$db": CANARY_DB})
 
 
 # -- actions: force a primary ----------------------------------------------------------------------------

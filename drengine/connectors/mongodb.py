@@ -239,6 +239,42 @@ def command_text(document: Mapping[str, Any]) -> str:
     return json.dumps(document, separators=(", ", ": "))
 
 
+CANARY_DB = "drengine"
+CANARY_COLLECTION = "canary"
+# Long enough for a healthy set, short enough that a set without a writable majority says so.
+CANARY_WTIMEOUT_MS = 5000
+
+
+def reconfig_command(config_document: str, force: bool) -> str:
+    """`{"replSetReconfig": <config>, "force": true}` (force only when asked)."""
+    cmd: dict[str, Any] = {"replSetReconfig": json.loads(config_document)}
+    if force:
+        cmd["force"] = True
+    return command_text(cmd)
+
+
+def freeze_command(seconds: int) -> str:
+    """replSetFreeze: the member does not stand for election for `seconds` (0 unfreezes)."""
+    return command_text({"replSetFreeze": seconds})
+
+
+def step_down_command(seconds: int) -> str:
+    return command_text({"replSetStepDown": seconds})
+
+
+def canary_insert_command(marker: str, written_at: float) -> str:
+    """A marker document in drengine's own collection, acknowledged by a majority."""
+    return command_text({
+        "insert": CANARY_COLLECTION,
+        "documents": [{"_id": marker, "written_at": round(written_at, 3), "by": "drengine verify"}],
+        "writeConcern": {"w": "majority", "wtimeout": CANARY_WTIMEOUT_MS},
+        "$db": CANARY_DB,
+    })
+
+
+COUNT_CANARY = command_text({"count": CANARY_COLLECTION, "$db": CANARY_DB})
+
+
 # -- the connector -------------------------------------------------------------------------------------
 
 
@@ -366,6 +402,28 @@ class MongoBackend:
         except Exception as exc:  # noqa: BLE001 - see command()
             raise self._failed(member, name, exc) from None
         return reply
+
+    # Named commands for drills and other callers; each sends exactly the text its builder shows.
+    def reconfig(self, member: str, config_document: str, force: bool) -> dict[str, Any]:
+        return self.command(member, reconfig_command(config_document, force))
+
+    def freeze(self, member: str, seconds: int) -> dict[str, Any]:
+        return self.command(member, freeze_command(seconds))
+
+    def step_down(self, member: str, seconds: int) -> dict[str, Any]:
+        return self.command(member, step_down_command(seconds))
+
+    def insert_canary(self, member: str, marker: str) -> dict[str, Any]:
+        """Insert a marker with w: majority; CommandFailed when a majority did not acknowledge."""
+        reply = self.command(member, canary_insert_command(marker, time.time()))
+        failure = reply.get("writeConcernError") or (reply.get("writeErrors") or [None])[0]
+        if failure:
+            raise MongoCommandFailed(f"{member} ({self.endpoint(member)}): the canary write with w: majority failed: "
+                                     f"{failure.get('errmsg', failure)}", failure.get("code"))
+        return reply
+
+    def count_canary(self, member: str) -> int:
+        return int(self.command(member, COUNT_CANARY).get("n", 0))
 
     def get_config(self, member: str) -> ReplConfig:
         from bson import json_util
@@ -520,7 +578,7 @@ def _command_error(member: str, endpoint: str, command: str, exc: Exception, clu
         return MongoCommandFailed(f"{where}: `{command}` failed: {msg} (code {code}{' ' + name if name else ''})",
                                   int(code) if code is not None else None)
     if isinstance(exc, (AutoReconnect, ConnectionFailure)):
-        return ConnectError(f"{where}: connection lost during `{command}`: {exc}")
+        return ConnectError(f"{where}: connection lost during `{command}`: {_selection_detail(str(exc), endpoint)}")
     return MongoCommandFailed(f"{where}: `{command}` failed: {type(exc).__name__}: {exc}", None)
 
 

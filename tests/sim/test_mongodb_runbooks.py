@@ -248,3 +248,34 @@ def test_crash_around_the_forced_reconfig_then_resume_sends_it_once(tmp_path: Pa
         reconfigs = [c for _, c in sent(run_dir) if "replSetReconfig" in c]
         assert len(reconfigs) == 1, (point, reconfigs)
         assert state(run_dir / "sim-state.json").primaries() == [1], point
+
+
+def test_connector_commands_and_errors_name_member_and_command(tmp_path: Path) -> None:
+    import pytest
+
+    from drengine.connectors.mongodb import MongoCommandFailed
+    from drengine.errors import ConnectError
+    from drengine.inventory import load_inventory
+    from drengine.sim.mongodb_backend import SimMongoBackend
+
+    cluster = load_inventory(inventory(tmp_path, "healthy-3", count=3)).cluster("sim")
+    backend = SimMongoBackend.open(cluster, tmp_path / "state.json")
+    try:
+        assert backend.insert_canary("m0", "marker-1")["n"] == 1
+        assert backend.count_canary("m0") == 1
+        with pytest.raises(MongoCommandFailed) as raised:
+            backend.insert_canary("m1", "marker-2")
+        assert raised.value.code == 10107
+        assert str(raised.value).startswith("m1 (127.0.0.1:") and "`insert` failed: not primary" in str(raised.value)
+        backend.freeze("m2", 60)
+        backend.step_down("m0", 60)
+        view = backend.observe()
+        assert [m.name for m in view.members if m.is_writable_primary] == ["m1"]  # m2 frozen, m0 stepped down
+        backend.wire.kill(2)
+        with pytest.raises(ConnectError, match=r"^m2 \(127\.0\.0\.1:\d+\): (connection lost during|cannot connect to send) `ping`"):
+            backend.command("m2", '{"ping": 1}')
+        with pytest.raises(ConnectError, match=r"^m2 \(127\.0\.0\.1:\d+\): cannot connect to send `ping` within 0.5 s"):
+            backend.command("m2", '{"ping": 1}')
+    finally:
+        backend.close()
+    assert wire_threads() == []
