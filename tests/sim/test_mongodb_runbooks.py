@@ -279,3 +279,17 @@ def test_connector_commands_and_errors_name_member_and_command(tmp_path: Path) -
     finally:
         backend.close()
     assert wire_threads() == []
+
+
+def test_verify_fails_clearly_when_a_majority_cannot_acknowledge(tmp_path: Path) -> None:
+    # m0 survives but applies nothing (lagging far behind): the new two-member set needs both for w: majority.
+    model = build_scenario("majority-lost-5", rng=random.Random(7))
+    model.lag(0, ops=1000)
+    state_file = tmp_path / "lagging.json"
+    state_file.write_text(model.to_json())
+    code, out, run_dir = run(tmp_path, inventory(tmp_path, "majority-lost-5", state_file=state_file),
+                             "--yes", "--accept-data-loss")
+    assert code == 1, out
+    assert "m1 is primary but the canary write with w: majority failed: waiting for replication timed out" in out
+    assert "a majority of the new set cannot acknowledge writes yet" in out
+    assert state(state_file).primaries() == [1]
