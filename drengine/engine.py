@@ -134,6 +134,7 @@ class Engine:
         self._mutated_in_plan = False
         self.plan: list[dict[str, Any]] = []
         self._current_step = ""
+        self._last_summary = ""
         self.ctx = RunContext(
             inventory=request.inventory,
             cluster=request.cluster,
@@ -174,8 +175,6 @@ class Engine:
         end = self.runbook.spec.ends[model.state]
         last = self._last_summary
         return RunOutcome(self.run_id, self.journal.run_dir, model.state, end.success, end.summary or last, self.plan)
-
-    _last_summary = ""
 
     def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
         self._current_step = step.id
@@ -346,6 +345,14 @@ def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory) -> Any:
     return open_backend(cluster, inventory, run_dir)
 
 
+def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter) -> Any:
+    try:
+        return _open_backend(cluster, run_dir, inventory)
+    except DrengineError as exc:
+        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
+        raise
+
+
 def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Acquired:
     lock_dir = request.lock_dir or (Path(request.inventory.lock_dir) if request.inventory.lock_dir else None)
     lock = ClusterLock(request.cluster.name, lock_dir)
@@ -390,7 +397,7 @@ def start_run(request: RunRequest) -> RunOutcome:
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
         )
-        backend = _open_backend(request.cluster, run_dir, request.inventory)
+        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal)
         try:
             engine = Engine(request, backend, journal, run_id)
             around = request.around_walk
@@ -483,13 +490,10 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         verify(run_dir)
     except JournalCorrupt as exc:
         raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
-    first = next(e for e in read_entries(run_dir / "journal.jsonl"))
-    started = first.data if first.type is Event.RUN_STARTED else {}
-    if not started:
-        starts = [e.data for e in read_entries(run_dir / "journal.jsonl") if e.type is Event.RUN_STARTED]
-        if not starts:
-            raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
-        started = starts[0]
+    starts = [e.data for e in read_entries(run_dir / "journal.jsonl") if e.type is Event.RUN_STARTED]
+    if not starts:
+        raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
+    started = starts[0]
     runbook = load_runbook(started["runbook_path"])
     if runbook.digest != started["runbook_sha256"]:
         raise InputError(
@@ -522,11 +526,10 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
 
         journal.append(Event.RUN_RESUMED, run_id=run_id, state=point.state, in_flight=point.in_flight,
                        operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=argv or [])
-        backend = _open_backend(cluster, run_dir, inventory)
+        backend = _open_or_journal(cluster, run_dir, inventory, journal)
         try:
             engine = Engine(request, backend, journal, run_id)
-            for name in point.facts.names():
-                engine.facts.put(name, point.facts._items[name])
+            engine.facts.update(point.facts)
             return _finish_run(engine, journal, lambda: engine.walk(point.state, in_flight=point.in_flight))
         finally:
             backend.close()

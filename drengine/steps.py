@@ -155,6 +155,9 @@ class Facts:
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def update(self, other: Facts) -> None:
+        self._items.update(other._items)
+
     def dump(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
         return {
             n: {"model": fact_key(v), "value": v.model_dump(mode="json")}

@@ -271,6 +271,12 @@ class SimMariaDBBackend:
                 )
             sim = factory(cluster)
         backend = cls(cluster, sim, state_file)
+        if cluster.replication is not None:
+            # Resolved like the real connector does, so simulation proves secrets stay masked.
+            backend.replication_user = cluster.replication.user
+            if cluster.replication.password is not None:
+                backend.replication_password = cluster.replication.password.resolve(
+                    f"cluster {cluster.name} replication password")
         backend.save()
         return backend
 

@@ -91,6 +91,10 @@ def test_primary_killed_lagging_replica_catches_up(lab: tuple[LabDir, str], tmp_
     assert "chose db2" in out
     assert_promoted(lab_dir, "db2", "db3", 30)
     assert took < 10, took
+    secrets = [(lab_dir.root / "mariadb" / f"{n}.password").read_text().strip() for n in ("root", "repl")]
+    written = [out] + [p.read_text() for p in (tmp_path / "r").iterdir() if p.is_file()]
+    assert all(s not in text for s in secrets for text in written)
+    assert "MASTER_PASSWORD='***'" in out
 
 
 def test_relay_log_received_but_unapplied_is_kept(lab: tuple[LabDir, str], tmp_path: Path) -> None:

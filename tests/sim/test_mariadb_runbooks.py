@@ -27,6 +27,11 @@ clusters:
 """
 
 
+@pytest.fixture(autouse=True)
+def _replication_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIM_REPL_PASSWORD", "repl-secret-for-tests")
+
+
 def inventory(tmp_path: Path, scenario: str) -> str:
     p = tmp_path / f"inv-{scenario}.yaml"
     p.write_text(INVENTORY.format(scenario=scenario))
@@ -175,6 +180,14 @@ def test_secret_never_in_journal_or_output(tmp_path: Path, monkeypatch: pytest.M
     texts = [out] + [p.read_text() for p in run_dir.iterdir() if p.is_file()]
     assert all("hunter2-very-secret" not in t for t in texts)
     assert "MASTER_PASSWORD='***'" in out
+    assert "MASTER_USER='repl'" in out
+
+
+def test_missing_secret_is_a_clear_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIM_REPL_PASSWORD")
+    code, out, _ = run(tmp_path, "primary-dead-replica-lagging", "--yes")
+    assert code == 2
+    assert "environment variable SIM_REPL_PASSWORD, which is not set" in out
 
 
 def test_lock_contention_names_the_holder(tmp_path: Path) -> None:
