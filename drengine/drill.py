@@ -72,10 +72,6 @@ class DrillKit(Protocol):
         """Members the fault removes for good (the runbook is told, as an operator would with --gone)."""
         ...
 
-    def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
-        """Members the fault removes for good (the runbook is told, as an operator would with --gone)."""
-        ...
-
 
 def kit_for(kind: str) -> DrillKit:
     try:
