@@ -14,14 +14,14 @@ REAL = {
     "mariadb": "drengine.connectors.mariadb:MariaDBBackend",
     "galera": "drengine.connectors.galera:GaleraBackend",
     "mongodb": "drengine.connectors.mongodb:MongoBackend",
-    "ceph": "drengine.connectors.ceph:CephBackend",
+    "ceph": "drengine.connectors.ceph_backend:CephBackend",
     "elasticsearch": "drengine.connectors.elasticsearch:ElasticBackend",
 }
 SIMULATED = {
     "mariadb": "drengine.sim.mariadb:SimMariaDBBackend",
     "galera": "drengine.sim.galera:SimGaleraBackend",
     "mongodb": "drengine.sim.mongodb_backend:SimMongoBackend",
-    "ceph": "drengine.sim.ceph:SimCephBackend",
+    "ceph": "drengine.sim.ceph_backend:SimCephBackend",
     "elasticsearch": "drengine.sim.elasticsearch_backend:SimElasticBackend",
 }
 
