@@ -58,7 +58,10 @@ IO_CHECK_OBJECT = "drengine-io-check"
 MANAGER_APPLICATIONS = frozenset({"mgr", "mgr_devicehealth"})
 # Flags an operator sets on purpose (the osdmap also carries internal ones such as sortbitwise).
 OPERATOR_FLAGS = (*FLAG_NAMES, "noscrub", "nodeep-scrub", "nosnaptrim", "notieragent")
-SHOWN_PGS = 12  # PG ids listed per line; the journal's facts keep all of them
+SHOWN_PGS = 12
+# PG states that pass by themselves within seconds; decisions wait (bounded) until they are gone.
+TRANSIENT_STATES = frozenset({"peering", "activating", "creating", "unknown"})
+SETTLE_SECONDS = 20.0  # PG ids listed per line; the journal's facts keep all of them
 
 # -- facts -----------------------------------------------------------------------------------------
 
@@ -647,6 +650,23 @@ def _observe(ctx: RunContext) -> CephSnapshot:
     return _backend(ctx).observe()
 
 
+def transient_pgs(snap: CephSnapshot) -> list[PgInfo]:
+    """Inactive PGs still on their way somewhere (peering after an OSD went down): deciding on
+    them would mistake a moment for a state."""
+    return [pg for pg in snap.inactive_pgs if pg.states & TRANSIENT_STATES and "peered" not in pg.states]
+
+
+def _observe_settled(ctx: RunContext, settle: float = SETTLE_SECONDS, poll: float = 0.5) -> CephSnapshot:
+    """Look until no inactive PG is still peering, at most `settle` seconds; then decide on what is seen."""
+    backend = _backend(ctx)
+    started = backend.clock()
+    snap = backend.observe()
+    while transient_pgs(snap) and backend.clock() - started < settle and ctx.mode is not Mode.PLAN:
+        backend.sleep(poll)
+        snap = backend.observe()
+    return snap
+
+
 def _lost_osds(ctx: RunContext) -> set[int]:
     dump = _backend(ctx).mon_command({"prefix": "osd dump"})
     if not isinstance(dump, dict):
@@ -680,7 +700,7 @@ class ExplainHealth(Action):
         return Proposal(summary="observe health, monitors, OSDs, pools and every PG", statements=stmts)
 
     def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        snap = _observe(ctx)
+        snap = _observe_settled(ctx)
         return StepResult(ok=True, summary=health_summary(snap), facts={"observed": Observation(snapshot=snap)},
                           evidence=explain_health(snap))
 
@@ -735,7 +755,7 @@ class LowerMinSize(Action):
     description: ClassVar[str] = "Lower min_size on exactly the pools whose PGs are inactive for want of copies"
 
     def propose(self, ctx: RunContext) -> Proposal:
-        snap = _observe(ctx)
+        snap = _observe_settled(ctx)
         d = decide_min_size(snap)
         evidence = list(d.not_helped)
         return Proposal(
@@ -752,7 +772,7 @@ class LowerMinSize(Action):
         )
 
     def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        snap = _observe(ctx)
+        snap = _observe_settled(ctx)
         d = decide_min_size(snap)
         # A resumed run may find its own change made already: keep the record of the original value.
         earlier = ctx.facts.maybe("min_size_changes", MinSizeChanges)
@@ -871,7 +891,7 @@ class MarkLost(Action):
     description: ClassVar[str] = "Mark OSDs declared gone `lost` when PGs or unfound objects wait for them (data loss)"
 
     def _decide(self, ctx: RunContext) -> LostDecision:
-        snap = _observe(ctx)
+        snap = _observe_settled(ctx)
         gone = gone_osd_ids(ctx.operator_said_gone)
         if not gone:
             return decide_lost(snap, [], set(), [])
