@@ -170,6 +170,7 @@ def probe() -> None:
               f"answered: {', '.join(reachable)}): worst {max(times):.2f} s, median {statistics.median(times):.2f} s "
               f"of {ROUNDS} (connect/server selection {t.connect:g} s, read {t.read:g} s; goal within timeout + 0.5 s "
               f"= {t.connect + 0.5:g} s for a hung handshake, {t.connect + t.read + 0.5:g} s at most)")
+        print("probe rounds (s): " + ", ".join(f"{x:.2f}" for x in times))
         print("probe per member (last round): " + json.dumps({m.name: m.probe_seconds for m in view.members}))
 
 
