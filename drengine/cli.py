@@ -440,11 +440,16 @@ def lab_group() -> None:
 @click.argument("kind", type=click.Choice(["mariadb", "galera", "ssh", "ceph", "mongodb", "elasticsearch"]))
 @click.option("--dir", "lab_dir", type=click.Path(), default=None, help="Lab directory (default /tmp/drengine-lab).")
 @click.option("--inventory-out", type=click.Path(), default="inventory/lab.yaml", show_default=True)
-def lab_up(kind: str, lab_dir: str | None, inventory_out: str) -> None:
-    """Start a lab cluster and write its inventory."""
+@click.option("--scenario", default=None,
+              help="For the simulated labs (mongodb, elasticsearch): which situation the served cluster is in.")
+def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | None) -> None:
+    """Start a lab cluster and write its inventory.
+
+    mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
+    serve the simulators over the real protocols (no such servers can be installed here)."""
     from drengine.lab import start_lab
 
-    summary = start_lab(kind, lab_dir, inventory_out)
+    summary = start_lab(kind, lab_dir, inventory_out, scenario)
     _out(summary)
 
 

@@ -463,7 +463,9 @@ class ElasticBackend:
 
     def __init__(self, cluster: Cluster, inventory: Inventory | None = None, *, hosts: Sequence[str] | None = None) -> None:
         self.cluster = cluster
-        self.hosts = list(hosts) if hosts else [f"http://{m.address}:{cluster.port_of(m)}" for m in cluster.members]
+        # Several members may share one endpoint (a load balancer, or the lab's simulator).
+        self.hosts = list(dict.fromkeys(hosts if hosts else
+                                        [f"http://{m.address}:{cluster.port_of(m)}" for m in cluster.members]))
         self.url = self.hosts[0]
         self._auth: tuple[str, str] | None = None
         cred = cluster.credentials

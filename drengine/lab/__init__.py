@@ -23,13 +23,18 @@ def lab_dir(path: str | None) -> LabDir:
     return LabDir(path or os.environ.get("DRENGINE_LAB_DIR", DEFAULT_LAB_DIR))
 
 
-def start_lab(kind: str, path: str | None, inventory_out: str) -> str:
+def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | None = None) -> str:
     try:
         module = importlib.import_module(KINDS[kind])
     except ModuleNotFoundError:
         raise InputError(f"the {kind} lab is not available in this version") from None
     lab = lab_dir(path)
-    module.up(lab, inventory_out=inventory_out)
+    if scenario is not None:
+        if kind not in ("mongodb", "elasticsearch"):
+            raise InputError(f"--scenario applies to the simulated labs (mongodb, elasticsearch), not {kind}")
+        module.up(lab, inventory_out=inventory_out, scenario=scenario)
+    else:
+        module.up(lab, inventory_out=inventory_out)
     procs = [p for p in lab.processes() if p.kind == kind]
     return f"{kind} lab up in {lab.root}: {len(procs)} process(es); inventory written to {inventory_out}"
 

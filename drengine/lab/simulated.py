@@ -1,0 +1,47 @@
+"""Labs for MongoDB and Elasticsearch, whose servers cannot be installed here: the simulators
+served over the real protocols in a background process (started and stopped by PID), with an
+inventory whose cluster is *not* marked simulated, so drengine reaches it with the real
+client exactly as it would a real cluster."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+from drengine.lab.procs import LabDir, LabError, is_ours, merge_inventory, wait_until
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def serve(lab: LabDir, kind: str, module: str, args: list[str], ports: list[int], ready_lines: int = 1) -> None:
+    taken = [p for p in ports if not _port_free(p)]
+    if taken:
+        raise LabError(f"the {kind} lab needs 127.0.0.1 ports {ports}, but {taken} are in use; "
+                       f"stop what uses them or `drengine lab down {kind}`")
+    lab.stop_kind(kind)
+    folder = lab.path(kind)
+    proc = lab.spawn(kind, f"{kind}-sim", [sys.executable, "-m", module, *args], folder / "server.log")
+    log = folder / "server.log"
+
+    def ready() -> bool:
+        # The server prints one line per endpoint once it listens (killed members' ports stay closed).
+        return log.exists() and len(log.read_text().splitlines()) >= ready_lines
+
+    if not wait_until(lambda: ready() or not is_ours(proc), 20):
+        lab.stop(proc)
+        raise LabError(f"the simulated {kind} server did not listen on {ports} within 20 s; see {folder / 'server.log'}")
+    if not is_ours(proc):
+        raise LabError(f"the simulated {kind} server exited at start; see {folder / 'server.log'}")
+
+
+def cluster_fragment(kind: str, members: list[dict[str, Any]], timeouts: dict[str, float]) -> dict[str, Any]:
+    return {"kind": kind, "drill_target": False, "timeouts": timeouts, "members": members}
+
+
+def write(inventory_out: str | None, name: str, fragment: dict[str, Any]) -> None:
+    if inventory_out:
+        merge_inventory(inventory_out, {}, {name: fragment})

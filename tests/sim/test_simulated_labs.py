@@ -1,0 +1,47 @@
+"""`drengine lab up mongodb|elasticsearch`: simulators served over the real protocols by a
+background process, reached through an inventory like any real cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drengine.lab.procs import LabDir, is_ours
+from helpers import cli
+
+
+def test_mongodb_lab_recovers_with_the_real_client(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.yaml"
+    code, out = cli("lab", "up", "mongodb", "--dir", str(tmp_path / "lab"), "--inventory-out", str(inv))
+    assert code == 0, out
+    procs = LabDir(tmp_path / "lab").processes()
+    try:
+        assert "simulated" not in inv.read_text()
+        code, out = cli("run", "mongodb-force-primary", "-i", str(inv), "-c", "lab-mongodb", "--yes", "--accept-data-loss",
+                        "--run-dir", str(tmp_path / "r"))
+        assert code == 0, out
+        assert "one writable primary" in out
+    finally:
+        code, out = cli("lab", "down", "--dir", str(tmp_path / "lab"))
+    assert code == 0 and "stopped mongodb/mongodb-sim" in out
+    assert not any(is_ours(p) for p in procs)
+
+
+def test_elasticsearch_lab_and_lab_status(tmp_path: Path) -> None:
+    inv = tmp_path / "inv.yaml"
+    code, out = cli("lab", "up", "elasticsearch", "--dir", str(tmp_path / "lab"), "--inventory-out", str(inv))
+    assert code == 0, out
+    try:
+        code, out = cli("lab", "status", "--dir", str(tmp_path / "lab"))
+        assert "elasticsearch-sim" in out and "running" in out
+        code, out = cli("run", "elasticsearch-reallocate", "-i", str(inv), "-c", "lab-elasticsearch", "--yes",
+                        "--gone", "node-3", "--run-dir", str(tmp_path / "r"))
+        assert code == 0, out
+    finally:
+        cli("lab", "down", "--dir", str(tmp_path / "lab"))
+    code, out = cli("lab", "status", "--dir", str(tmp_path / "lab"))
+    assert "nothing running" in out
+
+
+def test_scenario_only_for_simulated_labs(tmp_path: Path) -> None:
+    code, out = cli("lab", "up", "mariadb", "--dir", str(tmp_path / "lab"), "--scenario", "healthy-3")
+    assert code == 2 and "--scenario applies to the simulated labs" in out
