@@ -1,5 +1,5 @@
-"""Ceph: keep serving with reduced redundancy (ceph-degrade), then put redundancy back
-(ceph-restore).
+"""Ceph: keep serving with reduced redundancy (ceph-degrade), put redundancy back
+(ceph-restore), and bring back a monitor quorum by monmap surgery (ceph-mon-quorum).
 
 Pure decisions first, each with a reason in operator words: the health explanation (which
 checks, which PGs are inactive and which OSDs they wait for), which OSD flags to set, which
@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from drengine.connectors.ceph import FLAG_NAMES, CephSnapshot, JsonDoc, PgInfo, PoolInfo
-from drengine.connectors.ceph_backend import CephBackend
+from drengine.connectors.ceph_backend import CephBackend, MonitorControl, MonProbe, mon_id
 from drengine.errors import ConnectError, JournalCorrupt, StepFailed
 from drengine.steps import (
     Action,
@@ -1169,3 +1169,208 @@ class VerifyHealth(Action):
         return StepResult(ok=False, outcome="not-ok",
                           summary=f"health is {snap.status.health}, expected HEALTH_OK; what remains: {checks}",
                           evidence=explain_health(snap))
+
+
+# -- monitor quorum -------------------------------------------------------------------------------------------
+
+
+@fact
+class MonSurgery(Fact):
+    """The monitor surgery decided: who survives, who is removed, whose monmap is the newest."""
+
+    survivors: list[str]  # member names, mon.a
+    removed: list[str]  # monitor ids removed from the monmap: b, c
+    members_before: list[str]
+    source: str  # the survivor with the newest monmap
+    epoch: int
+    reason: str
+
+
+class SurgeryDecision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    surgery: MonSurgery | None
+    reason: str  # why no surgery, when surgery is None
+
+
+def decide_mon_surgery(probes: list[MonProbe], members: dict[str, str]) -> SurgeryDecision:
+    """From what each monitor's admin socket says: the running ones survive, every other
+    member of the newest monmap among them is removed. Refused when a majority still runs
+    (they can form a quorum by themselves: surgery would only shrink the cluster).
+    `members` maps monitor id -> inventory member name."""
+    running = [p for p in probes if p.running]
+    if not running:
+        seen = "; ".join(f"mon.{p.name}: {p.error or 'not running'}" for p in probes) or "no monitor in the inventory"
+        return SurgeryDecision(surgery=None, reason=f"no monitor is running, so there is no monmap to keep ({seen}). "
+                               f"Start at least one monitor whose store is intact, then rerun")
+    source = max(running, key=lambda p: (p.monmap_epoch, p.name))
+    monmap = source.monmap or [p.name for p in probes]
+    alive = [p.name for p in running if p.name in monmap]
+    dead = [m for m in monmap if m not in alive]
+    if len(alive) * 2 > len(monmap):
+        return SurgeryDecision(surgery=None, reason=(
+            f"{len(alive)} of {len(monmap)} monitors run ({', '.join(alive)}): a majority, which forms a quorum by itself; "
+            f"states: {', '.join(f'mon.{p.name} {p.state}' for p in running)}. Check their logs and the network between "
+            f"them rather than removing monitors"))
+    survivors = [members.get(n, f"mon.{n}") for n in alive]
+    reason = (f"only {', '.join(alive)} of the monmap's {', '.join(monmap)} (epoch {source.monmap_epoch}) run(s): "
+              f"{len(alive)} of {len(monmap)} cannot form a majority. Removing {', '.join(dead)} from the monmap of "
+              f"{', '.join(alive)} lets them form a quorum alone")
+    return SurgeryDecision(surgery=MonSurgery(survivors=survivors, removed=dead, members_before=monmap,
+                                              source=members.get(source.name, f"mon.{source.name}"),
+                                              epoch=source.monmap_epoch, reason=reason), reason=reason)
+
+
+def _monitors(ctx: RunContext) -> MonitorControl:
+    return _backend(ctx).monitors
+
+
+@register
+class CheckQuorum(Action):
+    name: ClassVar[str] = "ceph.check_quorum"
+    effect: ClassVar[Effect] = Effect.READ
+    outcomes: ClassVar[tuple[str, ...]] = ("quorate",)
+    description: ClassVar[str] = "Ask the monitors for status; a quorum that answers needs no surgery"
+
+    def propose(self, ctx: RunContext) -> Proposal:
+        return Proposal(summary="ask the monitors for status (bounded by the connect timeout)",
+                        statements=[mon_statement(ctx, {"prefix": "status"})])
+
+    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+        try:
+            snap = _observe(ctx)
+        except ConnectError as exc:  # ProbeTimeout included
+            _backend(ctx).reconnect()
+            return StepResult(ok=True, summary=f"the monitors have no quorum: {exc}")
+        return StepResult(ok=True, outcome="quorate",
+                          summary=f"monitors {', '.join(snap.status.quorum_names)} are in quorum and answer: no surgery needed",
+                          evidence=explain_health(snap))
+
+
+@register
+class FindSurvivingMons(Action):
+    name: ClassVar[str] = "ceph.find_surviving_mons"
+    effect: ClassVar[Effect] = Effect.READ
+    description: ClassVar[str] = "Ask each monitor's admin socket on its host whether it runs and which monmap it holds"
+
+    def propose(self, ctx: RunContext) -> Proposal:
+        conf = (ctx.cluster.ceph.conf_file if ctx.cluster.ceph else "/etc/ceph/ceph.conf")
+        return Proposal(summary="probe every monitor through its admin socket",
+                        statements=[Statement(m, f"ceph -c {conf} daemon {m} mon_status", "shell")
+                                    for m in _monitors(ctx).monitors()])
+
+    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+        control = _monitors(ctx)
+        names = control.monitors()
+        if not names:
+            raise StepFailed(f"cluster {ctx.cluster.name} lists no monitor in the inventory (members named mon.X or with "
+                             f"role: mon); expected every monitor, so that drengine can find the survivors")
+        probes = [control.probe(m) for m in names]
+        decision = decide_mon_surgery(probes, {mon_id(m): m for m in names})
+        evidence = [f"{p.name}: " + (f"running, {p.state}, monmap epoch {p.monmap_epoch}: {', '.join(p.monmap)}"
+                                     if p.running else f"not running ({p.error})") for p in probes]
+        if decision.surgery is None:
+            return StepResult(ok=False, summary=decision.reason, evidence=evidence)
+        return StepResult(ok=True, summary=f"survivors: {', '.join(decision.surgery.survivors)}; to remove from the monmap: "
+                          f"{', '.join(decision.surgery.removed)}", facts={"mon_surgery": decision.surgery}, evidence=evidence)
+
+
+@register
+class MonmapSurgery(Action):
+    name: ClassVar[str] = "ceph.monmap_surgery"
+    effect: ClassVar[Effect] = Effect.MUTATE
+    # Removing monitors from the monmap is hard to undo and, if a removed one was in fact ahead,
+    # loses what it committed alone.
+    min_gate: ClassVar[GateLevel | None] = GateLevel.DANGEROUS
+    description: ClassVar[str] = "Stop the survivors, remove the dead monitors from their monmap, start them again"
+
+    def propose(self, ctx: RunContext) -> Proposal:
+        s = ctx.facts.get("mon_surgery", MonSurgery)
+        control = _monitors(ctx)
+        stmts = [Statement(m, control.stop_command(m), "shell") for m in s.survivors]
+        for m in s.survivors:
+            stmts += [Statement(m, c, "shell") for c in control.extract_commands(m, s.removed)]
+        stmts += [Statement(m, control.start_command(m), "shell") for m in s.survivors]
+        return Proposal(
+            summary=f"remove {', '.join(s.removed)} from the monmap of {', '.join(s.survivors)} and restart them",
+            reason=s.reason + ". The original monmap is kept beside each store (*.monmap.before-drengine)",
+            statements=stmts,
+            gate=GateLevel.DANGEROUS,
+            risks=[f"{', '.join(s.removed)} leave(s) the cluster: to come back they must be re-added as new monitors "
+                   f"(their stores are stale); if one of them is in fact running behind a partition, there are now two "
+                   f"monitor clusters"],
+        )
+
+    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+        s = ctx.facts.get("mon_surgery", MonSurgery)
+        probes = [_monitors(ctx).probe(m) for m in s.survivors]
+        return all(p.running and not set(s.removed) & set(p.monmap) for p in probes)
+
+    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+        s = ctx.facts.get("mon_surgery", MonSurgery)
+        control = _monitors(ctx)
+        evidence = []
+        for m in s.survivors:
+            # Check, then act: a resumed run skips a monitor already edited and running.
+            probe = control.probe(m)
+            if probe.running and not set(s.removed) & set(probe.monmap):
+                evidence.append(f"{m}: already runs with monmap {', '.join(probe.monmap)}")
+                continue
+            if probe.running:
+                control.stop(m)
+                ctx.sent(Statement(m, control.stop_command(m), "shell"))
+            kept = control.edit_monmap(m, s.removed)
+            for c in control.extract_commands(m, s.removed):
+                ctx.sent(Statement(m, c, "shell"))
+            if set(s.removed) & set(kept):
+                raise StepFailed(f"{m}: the edited monmap still lists {', '.join(set(s.removed) & set(kept))}; "
+                                 f"it was not injected as expected. The backup is beside the store; check by hand")
+            evidence.append(f"{m}: monmap now {', '.join(kept)}")
+        for m in s.survivors:
+            if not control.probe(m).running:
+                control.start(m)
+                ctx.sent(Statement(m, control.start_command(m), "shell"))
+        _backend(ctx).reconnect()
+        return StepResult(ok=True, summary=f"removed {', '.join(s.removed)}; started {', '.join(s.survivors)}", evidence=evidence)
+
+
+class QuorumParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    quorum_timeout: float = Field(default=60.0, gt=0, le=3600)
+    poll: float = Field(default=1.0, gt=0, le=60)
+
+
+@register
+class VerifyQuorum(Action):
+    name: ClassVar[str] = "ceph.verify_quorum"
+    effect: ClassVar[Effect] = Effect.READ
+    Params: ClassVar[type[BaseModel]] = QuorumParams
+    description: ClassVar[str] = "Wait (bounded) for the survivors to form a quorum and the cluster to answer"
+
+    def propose(self, ctx: RunContext) -> Proposal:
+        return Proposal(summary="wait for a quorum of the survivors", statements=[mon_statement(ctx, {"prefix": "status"})])
+
+    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+        p = cast(QuorumParams, ctx.params)
+        s = ctx.facts.maybe("mon_surgery", MonSurgery)
+        wanted = sorted(mon_id(m) for m in s.survivors) if s else []
+        backend = _backend(ctx)
+        started = backend.clock()
+        last = ""
+        while True:
+            try:
+                snap = backend.observe()
+                if not wanted or sorted(snap.status.quorum_names) == wanted:
+                    conf = ctx.cluster.ceph.conf_file if ctx.cluster.ceph else "ceph.conf"
+                    note = (f"; clients still list the removed monitors in `mon host` of {conf}: rewrite it to "
+                            f"{', '.join(wanted)} so they stop trying dead ones") if s else ""
+                    return StepResult(ok=True, summary=f"quorum {', '.join(snap.status.quorum_names)} answers after "
+                                      f"{backend.clock() - started:.1f} s{note}", evidence=explain_health(snap))
+                last = f"quorum is {', '.join(snap.status.quorum_names)}, expected {', '.join(wanted)}"
+            except ConnectError as exc:
+                last = str(exc)
+                backend.reconnect()
+            if backend.clock() - started >= p.quorum_timeout or ctx.mode is Mode.PLAN:
+                break
+            backend.sleep(p.poll)
+        raise StepFailed(f"no quorum of {', '.join(wanted) or 'the monitors'} within {p.quorum_timeout:g} s: {last}. "
+                         f"Check the monitors' logs; the original monmaps are kept beside their stores")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drengine.connectors.ceph import JsonDoc
-from drengine.connectors.ceph_backend import CephBackend
+from drengine.connectors.ceph_backend import CephBackend, HostMonitorControl, MonProbe, mon_id
 from drengine.errors import InputError
 from drengine.inventory import Cluster
 from drengine.sim.ceph import CephSim, scenario
@@ -31,6 +31,7 @@ class SimCephBackend(CephBackend):
         super().__init__(cluster, None, api=sim)
         self.sim = sim
         self.state_file = state_file
+        self.monitors = SimMonitorControl(cluster, self)
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimCephBackend:
@@ -100,3 +101,53 @@ def save_sim(sim: CephSim, state_file: Path) -> None:
     tmp = state_file.with_name(state_file.name + ".tmp")
     tmp.write_text(sim.to_json(), encoding="utf-8")
     os.replace(tmp, state_file)
+
+
+class SimMonitorControl(HostMonitorControl):
+    """Monitor surgery on the simulated monitors: the same commands are shown (from the
+    inventory's templates when it has them), and the model's monitors are stopped, edited and
+    started instead of running them."""
+
+    def __init__(self, cluster: Cluster, backend: SimCephBackend) -> None:
+        super().__init__(cluster, None)
+        self.backend = backend
+
+    def _known(self, member: str) -> str:
+        name = mon_id(member)
+        self.backend.sim.mon(name)  # CommandFailed for a monitor the scenario does not have
+        return name
+
+    def probe(self, member: str) -> MonProbe:
+        mon = self.backend.sim.mon(self._known(member))
+        if not mon.up:
+            return MonProbe(name=mon.name, running=False, error=f"(simulated) no admin socket: {member} is not running")
+        quorum = self.backend.sim.quorum()
+        state = ("leader" if quorum and quorum[0] == mon.name else "peon") if mon.name in quorum else "probing"
+        return MonProbe(name=mon.name, running=True, state=state, monmap_epoch=mon.monmap_epoch, monmap=list(mon.monmap))
+
+    def stop_command(self, member: str) -> str:
+        return self._shown("stop", member)
+
+    def start_command(self, member: str) -> str:
+        return self._shown("start", member)
+
+    def _shown(self, which: str, member: str) -> str:
+        if getattr(self.cluster.service, which):
+            return self._template(which, self.cluster.member(member)).text
+        return f"systemctl {which} ceph-mon@{mon_id(member)}"
+
+    def stop(self, member: str) -> None:
+        self.backend.sim.kill_mons([self._known(member)])
+        self.backend.save()
+
+    def edit_monmap(self, member: str, remove: list[str]) -> list[str]:
+        name = self._known(member)
+        members = self.backend.sim.extract_monmap(name)
+        kept = [m for m in members if m not in {mon_id(r) for r in remove}]
+        self.backend.sim.inject_monmap(name, kept)
+        self.backend.save()
+        return kept
+
+    def start(self, member: str) -> None:
+        self.backend.sim.start_mon(self._known(member))
+        self.backend.save()

@@ -250,3 +250,34 @@ def test_no_quorum_fails_with_what_to_do(tmp_path: Path, runs_env: None) -> None
     assert code == 1, out
     assert "no Ceph monitor quorum answered" in out and "1 of 3 monitors are up" in out
     assert not of_type(run_dir, "statement_sent")
+
+
+def test_mon_quorum_restored_by_monmap_surgery(tmp_path: Path, runs_env: None) -> None:
+    sim = Sim(tmp_path, "mon-quorum-lost")
+    code, out, run_dir = sim.run("ceph-mon-quorum", "--yes")
+    assert code == 3, out  # the surgery is a dangerous gate
+    assert "stopped at step surgery" in out
+    gate = [e for e in of_type(run_dir, "gate_asked") if e.data["step"] == "surgery"][0]
+    assert "only a of the monmap's a, b, c (epoch 1) run(s)" in gate.data["reason"]
+    shown = "\n".join(gate.data["statements"])
+    assert "--extract-monmap" in shown and "monmaptool" in shown and "--rm b --rm c" in shown and "--inject-monmap" in shown
+    assert sim.model().quorum() == []
+
+    code, out, run_dir = sim.run("ceph-mon-quorum", "--yes", "--accept-data-loss")
+    assert code == 0, out
+    model = sim.model()
+    assert model.quorum() == ["a"] and model.mon("a").monmap == ["a"]
+    assert "quorum a answers" in out
+    texts = [e.data["text"] for e in of_type(run_dir, "statement_sent") if e.data["language"] == "shell"]
+    assert texts[0].startswith("systemctl stop ceph-mon@a") and texts[-1].startswith("systemctl start ceph-mon@a")
+    # The cluster answers again: a degrade run (nothing to degrade) observes it.
+    code, out, _ = sim.run("ceph-degrade", "--yes")
+    assert code == 0, out
+
+
+def test_mon_quorum_healthy_needs_no_surgery(tmp_path: Path, runs_env: None) -> None:
+    sim = Sim(tmp_path, "healthy")
+    code, out, run_dir = sim.run("ceph-mon-quorum", "--yes", "--accept-data-loss")
+    assert code == 0, out
+    assert "no surgery needed" in out and not of_type(run_dir, "statement_sent")
+

@@ -147,3 +147,32 @@ def test_merge_keeps_the_oldest_min_size() -> None:
     record = merge_degrade_runs([first, second], None)
     assert record.flags == ["noout", "norebalance"]
     assert [(c.pool, c.old) for c in record.min_size] == [("p", 3)]
+
+
+def test_mon_surgery_keeps_the_survivors_of_the_newest_monmap() -> None:
+    from drengine.actions.ceph import decide_mon_surgery
+    from drengine.connectors.ceph_backend import MonProbe
+
+    members = {"a": "mon.a", "b": "mon.b", "c": "mon.c"}
+    probes = [MonProbe(name="a", running=True, state="probing", monmap_epoch=1, monmap=["a", "b", "c"]),
+              MonProbe(name="b", running=False, error="no admin socket"),
+              MonProbe(name="c", running=False, error="no admin socket")]
+    d = decide_mon_surgery(probes, members)
+    assert d.surgery is not None
+    assert (d.surgery.survivors, d.surgery.removed, d.surgery.source) == (["mon.a"], ["b", "c"], "mon.a")
+    majority = [probes[0], MonProbe(name="b", running=True, state="electing", monmap_epoch=1, monmap=["a", "b", "c"]), probes[2]]
+    refused = decide_mon_surgery(majority, members)
+    assert refused.surgery is None and "a majority, which forms a quorum by itself" in refused.reason
+    nobody = decide_mon_surgery([probes[1], probes[2]], members)
+    assert nobody.surgery is None and "no monitor is running" in nobody.reason
+
+
+def test_monmaptool_print_and_mon_status_parsing() -> None:
+    from drengine.connectors.ceph_backend import parse_mon_status, parse_monmaptool_print
+
+    printed = ("monmaptool: monmap file /x\nepoch 2\nfsid 5a1c\nlast_changed 2026-11-26\nmin_mon_release 16 (pacific)\n"
+               "election_strategy: 1\n0: [v2:127.0.0.1:3300/0] mon.a\n1: [v2:127.0.0.1:3301/0] mon.b\n")
+    assert parse_monmaptool_print(printed) == ["a", "b"]
+    status = parse_mon_status("a", json.dumps({"name": "a", "state": "probing",
+                                               "monmap": {"epoch": 3, "mons": [{"name": "a"}, {"name": "b"}]}}))
+    assert (status.running, status.state, status.monmap_epoch, status.monmap) == (True, "probing", 3, ["a", "b"])
