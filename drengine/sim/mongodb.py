@@ -1517,6 +1517,13 @@ def healthy_3(clock: Clock | None = None, rng: random.Random | None = None) -> S
     return sim
 
 
+def healthy_5(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """Five members, _id 0 primary, everything replicated: the starting point of drills."""
+    sim = SimulatedReplicaSet.initiate("rs0", _members(5), clock=clock, rng=rng)
+    _seed_orders(sim, 1, 3)
+    return sim
+
+
 def majority_lost_5(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
     """Five members; the primary (_id 2) and _id 3, 4 are killed.
 
@@ -1590,6 +1597,7 @@ def arbiter_and_priority0(clock: Clock | None = None, rng: random.Random | None 
 
 SCENARIOS: dict[str, ScenarioFactory] = {
     "healthy-3": healthy_3,
+    "healthy-5": healthy_5,
     "majority-lost-5": majority_lost_5,
     "partition-primary-alive": partition_primary_alive,
     "hung-member": hung_member,

@@ -148,3 +148,13 @@ def test_elasticsearch_kill_node_drill_goes_green(tmp_path: Path) -> None:
     assert measurement(run_dir, "lost_writes") == 0
     started = of_type(run_dir, "run_started")[0].data
     assert started["gone_for_good"] == ["node-3"] and started["mode"] == "drill"
+
+
+def test_mongodb_kill_majority_drill(tmp_path: Path) -> None:
+    run_dir = tmp_path / "mongo"
+    code, out = cli("drill", "mongodb-force-primary", "-i", str(ROOT / "inventory" / "simulated-mongodb.yaml"),
+                    "-c", "sim-mongo-healthy", "--fault", "kill-majority", "--run-dir", str(run_dir))
+    assert code == 0, out
+    assert measurement(run_dir, "lost_writes") == 0
+    assert int(measurement(run_dir, "canaries_failed")) > 0  # writes failed while no majority was left  # type: ignore[call-overload]
+    assert "must stay down" in out
