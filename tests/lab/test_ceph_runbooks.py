@@ -190,3 +190,52 @@ def test_osds_restarted_restore_to_health_ok(lab: Lab) -> None:
     assert snap.all_active_clean
     with lab.connector() as api:
         assert api.read_object(POOL, "after-degrade") == b"served on one copy"
+
+
+def _record_restarted(lab: Lab, name: str, old_pid: int) -> None:
+    """A monitor the runbook started again (by the inventory's start template) gets a new PID:
+    record it so the fixture stops it by PID."""
+    from drengine.lab.procs import LabProcess, cmdline_of
+
+    old = lab.dir.find("ceph", name)
+    assert old is not None
+    pid_file = lab.dir.path("ceph", "run") / f"ceph-{name}.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    cmd = cmdline_of(pid)
+    if pid != old_pid and cmd and name in cmd:
+        lab.dir.record(LabProcess(kind="ceph", name=name, pid=pid, argv=old.argv, log=old.log))
+
+
+def _no_quorum(lab: Lab) -> bool:
+    try:
+        lab.observe()
+    except DrengineError:
+        return True
+    return False
+
+
+def test_two_mons_killed_quorum_restored_by_surgery(lab: Lab) -> None:
+    old = lab.dir.find("ceph", "mon.a")
+    assert old is not None
+    ceph_lab.kill_mons(lab.dir, ["b", "c"])
+    killed = time.monotonic()
+    # The lone leader answers until its lease runs out (about 10 s), then nothing does.
+    assert wait_until(lambda: _no_quorum(lab), 40.0, interval=0.5), "the lone monitor kept answering"
+    lab.timings["quorum gone after kill"] = time.monotonic() - killed
+    try:
+        code, out, run_dir = lab.run("ceph-mon-quorum", "--yes", "--accept-data-loss")
+    finally:
+        _record_restarted(lab, "mon.a", old.pid)
+    assert code == 0, out
+    assert "quorum a answers" in out
+    shell = [e.data["text"] for e in of_type(run_dir, "statement_sent") if e.data["language"] == "shell"]
+    assert any("--extract-monmap" in t for t in shell) and any("--rm b --rm c" in t for t in shell)
+    snap = lab.observe()
+    assert snap.status.quorum_names == ["a"] and snap.status.monitors == ["a"]
+    member = lab.cluster.member("mon.a")
+    assert member.data_dir is not None and Path(f"{member.data_dir}.monmap.before-drengine").is_file()
+    with lab.connector() as api:
+        assert api.read_object(POOL, "after-degrade") == b"served on one copy"
