@@ -289,6 +289,10 @@ class GaleraBackend:
         self._password = cred.password.resolve(f"{inventory.path}: cluster {cluster.name} credentials") if cred.password else ""
         self._transports: dict[str, HostTransport] = {}
         self._lock = threading.Lock()
+        # One connection per member, reused: opening one costs 20-25 ms against a Galera node,
+        # which would dominate a survivor bootstrap (a probe, a statement, a poll, three writes).
+        self._conns: dict[str, Any] = {}
+        self._member_locks = {m.name: threading.Lock() for m in cluster.members}
 
     # -- SQL --------------------------------------------------------------------------------------
     def _connect(self, member: Member, read_timeout: float | None = None) -> pymysql.connections.Connection[Any]:
@@ -312,14 +316,14 @@ class GaleraBackend:
         pool = cf.ThreadPoolExecutor(max_workers=min(32, len(members)), thread_name_prefix="galera-probe")
         try:
             futures = {pool.submit(self._probe, m): m for m in members}
-            # Safety net on top of the per-connection timeouts (connect, then read for two statements).
-            done, _ = cf.wait(futures, timeout=t.connect + 2 * t.read + 1.0)
+            # Safety net on top of the per-connection timeouts (a ping, a connect, the statements).
+            done, _ = cf.wait(futures, timeout=t.connect + 3 * t.read + 1.0)
             nodes = []
             for fut, member in futures.items():
                 if fut in done:
                     nodes.append(fut.result())
                 else:
-                    nodes.append(self._failed(member, "hung", f"no answer within {t.connect + 2 * t.read:g} s"))
+                    nodes.append(self._failed(member, "hung", f"no answer within {t.connect + 3 * t.read + 1:g} s"))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         return GaleraView(cluster=self.cluster.name, nodes=nodes, observed_at=time.time())
@@ -330,49 +334,67 @@ class GaleraBackend:
     def _failed(self, member: Member, state: NodeState, error: str) -> NodeView:
         return NodeView(name=member.name, address=member.address, port=self.cluster.port_of(member), state=state, error=error)
 
+    def _run(self, member: Member, statements: list[tuple[str, tuple[Any, ...] | None]],
+             read_timeout: float | None = None) -> list[tuple[Any, ...]]:
+        """Send statements on the member's connection (opened, or checked with a ping, first)
+        and return the last one's rows. A custom read timeout gets a connection of its own."""
+        with self._member_locks[member.name]:
+            conn = None if read_timeout else self._conns.pop(member.name, None)
+            if conn is not None:
+                try:
+                    conn.ping(reconnect=False)  # a restarted or killed node left this connection dead
+                except Exception as exc:  # noqa: BLE001 - a dead cached connection is replaced, not reported
+                    _close(conn)
+                    conn = None
+                    if "timed out" in str(exc).lower():
+                        raise  # hung: a new connection would only wait as long again
+            if conn is None:
+                conn = self._connect(member, read_timeout)
+            try:
+                with conn.cursor() as cur:
+                    rows: list[tuple[Any, ...]] = []
+                    for template, params in statements:
+                        cur.execute(template, params)
+                        rows = [tuple(r) for r in cur.fetchall() or []]
+            except BaseException:
+                _close(conn)
+                raise
+            if read_timeout:
+                _close(conn)
+            else:
+                self._conns[member.name] = conn
+            return rows
+
     def _probe(self, member: Member) -> NodeView:
         started = time.monotonic()
         try:
-            conn = self._connect(member)
-        except Exception as exc:  # noqa: BLE001 - every failure to connect says something about the node
+            # wsrep_sync_wait=0: otherwise a non-Primary node blocks or refuses the probe.
+            rows = self._run(member, [(SYNC_WAIT_OFF, None), (STATUS_SQL, None)])
+        except Exception as exc:  # noqa: BLE001 - every failure says something about the node
             state, error = _classify(exc, self.cluster.timeouts.connect, self.cluster.timeouts.read)
             return self._failed(member, state, error)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(SYNC_WAIT_OFF)  # without it a non-Primary node blocks or refuses the probe
-                cur.execute(STATUS_SQL)
-                status = {str(k): str(v) for k, v in cur.fetchall()}
-        except Exception as exc:  # noqa: BLE001
-            state, error = _classify(exc, self.cluster.timeouts.connect, self.cluster.timeouts.read)
-            return self._failed(member, state, error)
-        finally:
-            _close(conn)
+        status = {str(k): str(v) for k, v in rows}
         return view_from_status(member, self.cluster.port_of(member), status, time.monotonic() - started)
 
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None:
         self.query(member, sql, timeout)
 
     def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[tuple[Any, ...]]:
+        import pymysql
+
         target = self.cluster.member(member)
         t = self.cluster.timeouts
-        read_timeout = timeout + t.read if timeout else t.read
+        read_timeout = timeout + t.read if timeout else None
         try:
-            conn = self._connect(target, read_timeout)
-        except Exception as exc:  # noqa: BLE001
-            state, error = _classify(exc, t.connect, read_timeout)
-            where = f"{member} ({target.address}:{self.cluster.port_of(target)})"
-            if state == "hung":
-                raise ProbeTimeout(f"{where}: {error}") from None
-            raise ConnectError(f"{where}: cannot connect to send `{sql.shown()}`: {error}") from None
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql.template, sql.params or None)
-                return [tuple(r) for r in cur.fetchall() or []]
+            return self._run(target, [(sql.template, sql.params or None)], read_timeout)
         except Exception as exc:  # noqa: BLE001 - turned into one clear error naming the statement
-            _, error = _classify(exc, t.connect, read_timeout)
+            state, error = _classify(exc, t.connect, read_timeout or t.read)
+            where = f"{member} ({target.address}:{self.cluster.port_of(target)})"
+            if isinstance(exc, pymysql.err.OperationalError) and exc.args and exc.args[0] in (2003, 2006, 2013):
+                if state == "hung":
+                    raise ProbeTimeout(f"{where}: `{sql.shown()}`: {error}") from None
+                raise ConnectError(f"{where}: cannot send `{sql.shown()}`: {error}") from None
             raise CommandFailed(f"{member}: `{sql.shown()}` failed: {error}") from None
-        finally:
-            _close(conn)
 
     # -- hosts ------------------------------------------------------------------------------------
     def _transport(self, member: Member) -> HostTransport:
@@ -427,6 +449,15 @@ class GaleraBackend:
             for transport in self._transports.values():
                 transport.close()
             self._transports.clear()
+        for name, lock in self._member_locks.items():
+            # A probe still stuck on a hung node keeps its connection; it is closed when the probe ends.
+            if lock.acquire(timeout=0.1):
+                try:
+                    conn = self._conns.pop(name, None)
+                    if conn is not None:
+                        _close(conn)
+                finally:
+                    lock.release()
 
 
 def grastate_statement(member: Member) -> Statement:
