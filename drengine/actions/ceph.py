@@ -891,10 +891,11 @@ class MarkLost(Action):
     description: ClassVar[str] = "Mark OSDs declared gone `lost` when PGs or unfound objects wait for them (data loss)"
 
     def _decide(self, ctx: RunContext) -> LostDecision:
-        snap = _observe_settled(ctx)
         gone = gone_osd_ids(ctx.operator_said_gone)
         if not gone:
-            return decide_lost(snap, [], set(), [])
+            # Nothing can be marked lost: no need to wait for PGs still peering after a min_size change.
+            return decide_lost(_observe(ctx), [], set(), [])
+        snap = _observe_settled(ctx)
         return decide_lost(snap, gone, _lost_osds(ctx), _unfound_sources(ctx, snap))
 
     def propose(self, ctx: RunContext) -> Proposal:
