@@ -86,7 +86,7 @@ def bench_drengine(lab: LabDir, inventory: Path, run_dir: Path) -> tuple[float, 
     result = subprocess.run(
         [PYTHON, "-m", "drengine.cli", "run", "galera-bootstrap-survivor", "-i", str(inventory), "-c", galera.CLUSTER,
          "--yes", "--run-dir", str(run_dir)],
-        capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=300,
+        check=False, capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=300,
     )
     if result.returncode != 0:
         raise RuntimeError(f"drengine run failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -101,7 +101,7 @@ def bench_minimal(lab: LabDir, port: int, password_file: str) -> tuple[float, fl
     """(process start to the write, script's own time after its interpreter started)."""
     _break_quorum(lab)
     started = time.time()
-    result = subprocess.run([PYTHON, "-c", MINIMAL, str(port), password_file], capture_output=True, text=True,
+    result = subprocess.run([PYTHON, "-c", MINIMAL, str(port), password_file], check=False, capture_output=True, text=True,
                             timeout=60, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         raise RuntimeError(f"minimal script failed:\n{result.stderr}")

@@ -156,9 +156,10 @@ def _names(nodes: list[NodeView]) -> str:
     return ", ".join(n.name for n in nodes)
 
 
-def assess_primary(view: GaleraView) -> Block | None:
+def assess_primary(view: GaleraView, start_commands: dict[str, str] | None = None) -> Block | None:
     """Refuse while any node is Primary, and while two non-Primary groups could each be
-    bootstrapped (both sides of a partition)."""
+    bootstrapped (both sides of a partition). `start_commands` (member -> the inventory's
+    start command) lets the refusal say exactly how to restart the missing nodes."""
     primary = [n for n in view.nodes if n.is_primary]
     others_up = [n for n in view.nodes if n.state == "up" and not n.is_primary]
     missing = [n for n in view.nodes if n.state != "up"]
@@ -182,7 +183,7 @@ def assess_primary(view: GaleraView) -> Block | None:
             expected="no Primary component (quorum lost everywhere)",
             why="the cluster still has quorum and serves; the missing nodes only need to be restarted, and they "
                 "rejoin the Primary component by themselves (IST or SST). Bootstrapping would make a second cluster",
-            next_steps=f"start the missing node(s) normally (e.g. `{_start_hint()}` on their hosts); "
+            next_steps=f"start the missing node(s) normally ({_start_hint(missing, start_commands)}); "
                        f"nothing needs a bootstrap. Override only if you know the Primary component is lost",
             risk="a second Primary component next to the live one: the data written on each side diverges",
         )
@@ -218,8 +219,10 @@ def assess_primary(view: GaleraView) -> Block | None:
     return None
 
 
-def _start_hint() -> str:
-    return "systemctl start mariadb"
+def _start_hint(nodes: list[NodeView], commands: dict[str, str] | None) -> str:
+    if not commands:
+        return "with the service's start command on their hosts"
+    return "; ".join(f"on {n.name}: `{commands[n.name]}`" for n in nodes if n.name in commands)
 
 
 def _rank_key(order: list[str]) -> Callable[[Candidate], tuple[int, int, int]]:
@@ -419,7 +422,9 @@ class CheckNoPrimary(Action):
 
     def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", GaleraView)
-        block = assess_primary(view)
+        api = _api(ctx)
+        starts = {n.name: command_text(api.service_command("start", n.name)) for n in view.nodes}
+        block = assess_primary(view, starts)
         if block is None:
             return StepResult(ok=True, summary="no node is Primary and the running nodes form at most one group",
                               facts={"primary_check": PrimaryCheck()}, evidence=_evidence(view))

@@ -88,7 +88,7 @@ def test_one_primary_is_refused_with_the_override_named(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, "one-primary", "--yes")
     assert code == 1, out
     assert "a Primary component is alive (g1, g2); g3 is not in it" in out
-    assert "what you can do: start the missing node(s) normally" in out
+    assert "what you can do: start the missing node(s) normally (on g3: `systemctl start mariadb`)" in out
     assert "--override check-no-primary --accept-data-loss" in out
     assert not sent(run_dir)
     assert [n.primary for n in state(run_dir).nodes] == [True, True, False]

@@ -90,7 +90,11 @@ def test_primary_with_dead_nodes_says_restart_them() -> None:
                                 node("g2", status="Primary", size=2, incoming=two), node("g3", "down")))
     assert block is not None and block.kind == "primary-alive"
     assert block.summary == "a Primary component is alive (g1, g2); g3 is not in it"
-    assert "start the missing node(s) normally" in block.next_steps
+    assert "start the missing node(s) normally (with the service's start command on their hosts)" in block.next_steps
+    hinted = assess_primary(view(node("g1", status="Primary", size=2, incoming=two),
+                                 node("g2", status="Primary", size=2, incoming=two), node("g3", "down")),
+                            {"g3": "start-node g3"})
+    assert hinted is not None and "(on g3: `start-node g3`)" in hinted.next_steps
     assert "second Primary component" in block.risk
 
 
@@ -229,3 +233,18 @@ def test_service_commands_quote_inventory_values() -> None:
     bad = cluster.model_copy(update={"service": cluster.service.model_copy(update={"stop": "stop '{name}'"})})
     with pytest.raises(InputError, match="inside ' quotes"):
         render_service(bad, member, "stop")
+
+
+def test_probe_errors_say_what_state_the_node_is_in() -> None:
+    import pymysql
+
+    from drengine.connectors.galera import _classify
+
+    refused = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)")
+    assert _classify(refused, 2, 5)[0] == "down"
+    no_syn = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '10.0.0.9' (timed out)")
+    assert _classify(no_syn, 2, 5) == ("unreachable", "no TCP answer within the connect timeout of 2 s (host down or partitioned?)")
+    stopped = pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query (timed out)")
+    assert _classify(stopped, 2, 5)[0] == "hung"
+    denied = pymysql.err.OperationalError(1045, "Access denied for user 'root'@'127.0.0.1'")
+    assert _classify(denied, 2, 5) == ("unreachable", "error 1045: Access denied for user 'root'@'127.0.0.1'")
