@@ -527,7 +527,9 @@ def read_degrade_run(run_dir: Path, cluster: str) -> DegradeRun | None:
             changes = facts.maybe("min_size_changes", MinSizeChanges)
             if changes is not None:
                 for c in changes.changes:
-                    min_size.setdefault(c.pool, c)
+                    # The fact's record (with the pool's size) replaces the one read from its own statement.
+                    if c.pool not in min_size or min_size[c.pool].size == 0:
+                        min_size[c.pool] = c
         elif entry.type is Event.STATEMENT_SENT and entry.data.get("language") == "ceph-mon":
             # The statements cover the window between sending a change and journaling its step.
             try:
@@ -537,7 +539,12 @@ def read_degrade_run(run_dir: Path, cluster: str) -> DegradeRun | None:
             if cmd.get("prefix") == "osd set" and cmd.get("key") and cmd["key"] not in flags:
                 flags.append(str(cmd["key"]))
             if cmd.get("prefix") == "osd pool set" and cmd.get("var") == "min_size":
-                sent_min[str(cmd.get("pool"))] = int(cmd.get("val", 0))
+                pool = str(cmd.get("pool"))
+                sent_min[pool] = int(cmd.get("val", 0))
+                old = parse_was_note(str(entry.data.get("result", "")))
+                if old is not None and pool not in min_size:
+                    min_size[pool] = PoolMinSize(pool=pool, size=0, old=old, new=int(cmd.get("val", 0)),
+                                                 reason="read back from the statement's journal entry")
         elif entry.type is Event.RUN_FINISHED:
             finished = str(entry.data.get("end", "finished"))
     return DegradeRun(run_dir=str(run_dir), started=start.ts, finished=finished, flags=flags,
@@ -639,11 +646,24 @@ def _backend(ctx: RunContext) -> CephBackend:
     return cast(CephBackend, ctx.backend)
 
 
-def _send(ctx: RunContext, cmd: Mapping[str, Any]) -> JsonDoc:
+def _send(ctx: RunContext, cmd: Mapping[str, Any], note: str = "") -> JsonDoc:
     answer = _backend(ctx).mon_command(cmd)
     message = answer.get("message", "") if isinstance(answer, dict) else ""
-    ctx.sent(mon_statement(ctx, cmd), result=str(message or "ok"))
+    ctx.sent(mon_statement(ctx, cmd), result=str(message or "ok") + (f"; {note}" if note else ""))
     return answer
+
+
+def was_note(old: int) -> str:
+    """Journaled with the statement that lowers min_size: the old value survives a crash before the step's facts are."""
+    return f"min_size was {old}"
+
+
+def parse_was_note(result: str) -> int | None:
+    marker = "min_size was "
+    if marker not in result:
+        return None
+    digits = result.split(marker, 1)[1].split()[0].strip(";,.")
+    return int(digits) if digits.isdigit() else None
 
 
 def _observe(ctx: RunContext) -> CephSnapshot:
@@ -778,7 +798,7 @@ class LowerMinSize(Action):
         earlier = ctx.facts.maybe("min_size_changes", MinSizeChanges)
         done = list(earlier.changes) if earlier else []
         for c in d.changes:
-            _send(ctx, min_size_cmd(c.pool, c.new))
+            _send(ctx, min_size_cmd(c.pool, c.new), note=was_note(c.old))
             if all(x.pool != c.pool for x in done):
                 done.append(c)
         after = _observe(ctx)
