@@ -50,6 +50,8 @@ from drengine.steps import (
 
 DEGRADE_RUNBOOK = "ceph-degrade"
 RESTORE_RUNBOOK = "ceph-restore"
+# The ceph-restore steps that put drengine's changes back: once both finished ok, its degrade runs are restored.
+RESTORE_STEPS = frozenset({"restore-min-size", "unset-flags"})
 DEGRADE_RUN_ENV = "DRENGINE_DEGRADE_RUN"
 RUNS_DIR_ENV = "DRENGINE_RUNS_DIR"
 DEFAULT_FLAGS = ("noout", "norebalance")
@@ -552,7 +554,8 @@ def read_degrade_run(run_dir: Path, cluster: str) -> DegradeRun | None:
 
 
 def _last_restore(runs_dir: Path, cluster: str) -> float:
-    """When the latest successful ceph-restore of this cluster started (0 when none)."""
+    """When the latest ceph-restore of this cluster that put everything back started (0 when
+    none): one whose min_size and flag steps both finished ok, even if health stayed not OK."""
     from drengine.journal import Event, read_entries
 
     latest = 0.0
@@ -564,18 +567,34 @@ def _last_restore(runs_dir: Path, cluster: str) -> float:
         start = next((e for e in entries if e.type is Event.RUN_STARTED), None)
         if start is None or start.data.get("runbook") != RESTORE_RUNBOOK or start.data.get("cluster") != cluster:
             continue
-        if any(e.type is Event.RUN_FINISHED and e.data.get("success") for e in entries):
+        done = {str(e.data.get("step")) for e in entries if e.type is Event.STEP_FINISHED and e.data.get("ok")}
+        if RESTORE_STEPS <= done or any(e.type is Event.RUN_FINISHED and e.data.get("success") for e in entries):
             latest = max(latest, start.ts)
     return latest
 
 
+def _belongs_to(journal: Path, cluster: str) -> bool:
+    """For a journal that cannot be parsed: does its text name a ceph-degrade run of this cluster?"""
+    try:
+        head = journal.read_text(encoding="utf-8", errors="replace")[:4000]
+    except OSError:
+        return False
+    return f'"runbook":"{DEGRADE_RUNBOOK}"' in head and f'"cluster":"{cluster}"' in head
+
+
 def find_degrade_runs(runs_dir: Path, cluster: str) -> list[DegradeRun]:
-    """Every ceph-degrade run of this cluster started after its latest successful ceph-restore,
-    oldest first: together they hold everything drengine changed and has not put back yet."""
+    """Every ceph-degrade run of this cluster started after its latest completed ceph-restore,
+    oldest first: together they hold everything drengine changed and has not put back yet.
+    A damaged journal of another run is skipped; a damaged one of this cluster's degrade raises."""
     since = _last_restore(runs_dir, cluster)
     runs = []
     for journal in sorted(runs_dir.glob("*/journal.jsonl")):
-        run = read_degrade_run(journal.parent, cluster)
+        try:
+            run = read_degrade_run(journal.parent, cluster)
+        except JournalCorrupt:
+            if _belongs_to(journal, cluster):
+                raise
+            continue
         if run is not None and run.started > since:
             runs.append(run)
     return sorted(runs, key=lambda r: r.started)

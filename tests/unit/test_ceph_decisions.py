@@ -176,3 +176,45 @@ def test_monmaptool_print_and_mon_status_parsing() -> None:
     status = parse_mon_status("a", json.dumps({"name": "a", "state": "probing",
                                                "monmap": {"epoch": 3, "mons": [{"name": "a"}, {"name": "b"}]}}))
     assert (status.running, status.state, status.monmap_epoch, status.monmap) == (True, "probing", 3, ["a", "b"])
+
+
+def _journal(run_dir: Path, runbook: str, cluster: str, finished: list[str]) -> None:
+    journal = JournalWriter(run_dir)
+    journal.append(Event.RUN_STARTED, run_id=run_dir.name, mode="run", runbook=runbook, cluster=cluster)
+    if runbook == "ceph-degrade":
+        journal.append(Event.STATEMENT_SENT, step="set-flags", target=cluster, language="ceph-mon",
+                       text=json.dumps({"prefix": "osd set", "key": "noout"}), result="ok")
+    for step in finished:
+        journal.append(Event.STEP_FINISHED, step=step, ok=True, outcome="ok", summary="", evidence=[], facts={}, attempt=1)
+    journal.close()
+
+
+def test_restored_degrade_runs_are_not_restored_twice(tmp_path: Path) -> None:
+    from drengine.actions.ceph import find_degrade_runs
+
+    _journal(tmp_path / "1", "ceph-degrade", "c", [])
+    # A restore that put everything back but ended with health not OK still counts as done.
+    _journal(tmp_path / "2", "ceph-restore", "c", ["find-record", "wait-recovery", "restore-min-size", "unset-flags"])
+    assert find_degrade_runs(tmp_path, "c") == []
+    _journal(tmp_path / "3", "ceph-degrade", "c", [])
+    _journal(tmp_path / "4", "ceph-restore", "c", ["find-record"])  # stopped before restoring anything
+    _journal(tmp_path / "5", "ceph-degrade", "other", [])
+    runs = find_degrade_runs(tmp_path, "c")
+    assert [Path(r.run_dir).name for r in runs] == ["3"] and runs[0].flags == ["noout"]
+
+
+def test_a_damaged_journal_of_another_run_is_skipped(tmp_path: Path) -> None:
+    import pytest
+
+    from drengine.actions.ceph import find_degrade_runs
+    from drengine.errors import JournalCorrupt
+
+    _journal(tmp_path / "1", "ceph-degrade", "c", [])
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "journal.jsonl").write_text('{"not": "a journal"\n')
+    assert len(find_degrade_runs(tmp_path, "c")) == 1
+    # Someone edits which flag drengine set: the chain breaks and the restore refuses to trust it.
+    journal = tmp_path / "1" / "journal.jsonl"
+    journal.write_text(journal.read_text().replace("noout", "nodown"))
+    with pytest.raises(JournalCorrupt):
+        find_degrade_runs(tmp_path, "c")
