@@ -90,8 +90,11 @@ def _port_free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    busy = [p for p in (4567, 4577, 4587, PORT_BASE, PORT_BASE + 1, PORT_BASE + 2) if not _port_free(p)]
-    if busy:
+    ports = (4567, 4577, 4587, PORT_BASE, PORT_BASE + 1, PORT_BASE + 2)
+    # The lab's group communication ports are fixed: another Galera lab (another test module, an
+    # engineer's `lab up`) must finish first. Wait a while for it rather than fail at once.
+    if not wait_until(lambda: all(_port_free(p) for p in ports), 180, interval=1.0):
+        busy = [p for p in ports if not _port_free(p)]
         pytest.fail(f"ports {busy} are in use on 127.0.0.1: another Galera lab is running (the lab's group "
                     f"communication ports are fixed); stop it (`drengine lab down galera`) and rerun")
     # Not pytest's tmp_path: its parents are mode 700 and the nodes run as mysql.
