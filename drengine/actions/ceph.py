@@ -223,12 +223,12 @@ def decide_flags(snap: CephSnapshot, wanted: Iterable[str]) -> FlagDecision:
         return FlagDecision(to_set=[], already=already, reason="no OSD is down and every PG is active: nothing to hold still")
     what = f"{osd_names(o.id for o in down)} down" if down else f"{len(snap.inactive_pgs)} PGs inactive"
     if not missing:
-        return FlagDecision(to_set=[], already=already, reason=f"{what}; {', '.join(already)} already set (by someone else; "
-                            f"ceph-restore will leave them)")
+        return FlagDecision(to_set=[], already=already, reason=f"{what}; {', '.join(already)} already set before this run "
+                            f"(ceph-restore unsets only the flags a ceph-degrade run set)")
     reason = (f"{what}: {', '.join(missing)} keep(s) Ceph from marking them out after mon_osd_down_out_interval and "
               f"from moving data around while they are being fixed")
     if already:
-        reason += f"; {', '.join(already)} already set (not drengine's: ceph-restore will leave them)"
+        reason += f"; {', '.join(already)} already set before this run (ceph-restore unsets only flags a ceph-degrade run set)"
     return FlagDecision(to_set=missing, already=already, reason=reason)
 
 
@@ -285,7 +285,7 @@ def decide_min_size(snap: CephSnapshot) -> MinSizeDecision:
     if changes:
         reason = "; ".join(c.reason for c in changes) + (". Lowering min_size lets them serve I/O on the copies that are up")
     elif snap.inactive_pgs:
-        reason = "PGs are inactive, but not for want of copies up"
+        reason = "PGs are inactive, but not for want of copies up: " + " | ".join(not_helped)
     else:
         degraded = [p.name for p in snap.pools if any(not pg.clean for pg in pgs_of(snap, p))]
         reason = ("every PG is active: client I/O is served" +
@@ -826,7 +826,8 @@ class LowerMinSize(Action):
             raise StepFailed("min_size did not change on " + ", ".join(c.pool for c in wrong) + "; check `osd pool get POOL min_size`")
         return StepResult(
             ok=True,
-            summary="lowered min_size: " + (", ".join(f"{c.pool} {c.old} -> {c.new}" for c in d.changes) or "none"),
+            summary="lowered min_size: " + (", ".join(f"{c.pool} {c.old} -> {c.new}" for c in d.changes) or "none")
+            + "".join(f"; {n}" for n in d.not_helped),
             facts={"min_size_changes": MinSizeChanges(changes=done)},
             evidence=d.not_helped,
         )
@@ -896,6 +897,18 @@ class VerifyIo(Action):
                                  f"written to {IO_CHECK_OBJECT}; the pool does not serve consistent I/O")
             evidence.append(f"pool {pool}: wrote and read back {IO_CHECK_OBJECT} ({len(data)} bytes)")
         seconds = _backend(ctx).clock() - started
+        # One object lands in one PG: the pool serves only if none of its PGs is still inactive.
+        after = _observe_settled(ctx)
+        names = {p.id: p.name for p in after.pools}
+        still = [pg for pg in after.inactive_pgs if names.get(pg.pool_id) in pools]
+        if still:
+            raise StepFailed(
+                f"the test object was written and read back, but {len(still)} PGs ({_pg_list(still)}) of "
+                f"{', '.join(sorted({names[pg.pool_id] for pg in still}))} "
+                f"still do not serve I/O ({', '.join(sorted({pg.state for pg in still}))}, waiting for "
+                f"{osd_names({o for pg in still for o in pg.waiting_for})}); objects in them stay blocked. Expected every PG "
+                f"active. Bring those OSDs back, or declare them gone (--gone osd.N) and rerun. "
+                + " | ".join(explain_health(after)))
         return StepResult(ok=True, summary=f"client I/O works on {', '.join(pools) or 'no pool'} ({seconds:.1f} s)",
                           facts={"io_checked": IoChecked(pools=pools, seconds=round(seconds, 3))}, evidence=evidence)
 

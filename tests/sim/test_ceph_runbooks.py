@@ -328,3 +328,36 @@ def test_crash_after_lowering_min_size_then_resume_and_restore(tmp_path: Path) -
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert sim.model().pool("drengine").min_size == 3
     assert not sim.model().state.flags
+
+
+def test_down_pgs_wait_for_a_gone_osd_then_lost_min_size_and_unfound(tmp_path: Path, runs_env: None) -> None:
+    """PGs whose latest data sits only on a dead OSD are `down`: a lower min_size alone does not
+    help. Declared gone, the OSD is marked out and lost, the PGs peer on what is left (short of
+    copies: min_size lowered) and the objects no one has are given up."""
+    sim = Sim(tmp_path, "healthy")
+    model = sim.model()
+    model.kill_osds([1, 2])
+    model.pool("drengine").min_size = 1
+    model.write_object("drengine", "only-on-osd0", b"newest", timeout=1)
+    model.pool("drengine").min_size = 2
+    model.kill_osds([0])
+    model.start_osds([1])
+    sim.change(model)
+
+    code, out, run_dir = sim.run("ceph-degrade", "--yes", "--accept-data-loss")
+    assert code == 1, out  # without --gone nothing can bring the down PG back
+    assert "are down: only osd.0 hold(s) their latest data" in out
+    assert "1 PGs (1.7) of drengine still do not serve I/O (down, waiting for osd.0)" in out
+    assert not [t for t in mon_sent(run_dir) if '"osd lost"' in t]
+
+    code, out, run_dir = sim.run("ceph-degrade", "--yes", "--accept-data-loss", "--gone", "osd.0")
+    assert code == 0, out
+    texts = sent(run_dir)
+    order = [t for t in texts if '"osd out"' in t or '"osd lost"' in t or '"min_size"' in t or "mark_unfound_lost" in t]
+    assert order[0] == '{"prefix": "osd out", "ids": ["0"]}'
+    assert order[1] == '{"prefix": "osd lost", "id": 0, "yes_i_really_mean_it": true}'
+    assert "mark_unfound_lost" in order[2]  # min_size was lowered by the first run already
+    model = sim.model()
+    model.write_object("drengine", "after", b"served", timeout=1)
+    with pytest.raises(Exception, match="does not exist"):
+        model.read_object("drengine", "only-on-osd0")  # the data only osd.0 had is gone, as the gate said
