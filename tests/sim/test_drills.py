@@ -158,3 +158,13 @@ def test_mongodb_kill_majority_drill(tmp_path: Path) -> None:
     assert measurement(run_dir, "lost_writes") == 0
     assert int(measurement(run_dir, "canaries_failed")) > 0  # writes failed while no majority was left  # type: ignore[call-overload]
     assert "must stay down" in out
+
+
+@pytest.mark.parametrize("fault", ["kill-two-nodes", "kill-all"])
+def test_galera_drills(tmp_path: Path, fault: str) -> None:
+    run_dir = tmp_path / "galera"
+    code, out = cli("drill", "galera-bootstrap-survivor", "-i", str(ROOT / "inventory" / "simulated-galera.yaml"),
+                    "-c", "sim-galera-healthy", "--fault", fault, "--run-dir", str(run_dir))
+    assert code == 0, out
+    assert measurement(run_dir, "lost_writes") == 0
+    assert "Primary and Synced in one component of size 3" in out
