@@ -168,3 +168,14 @@ def test_galera_drills(tmp_path: Path, fault: str) -> None:
     assert code == 0, out
     assert measurement(run_dir, "lost_writes") == 0
     assert "Primary and Synced in one component of size 3" in out
+
+
+def test_ceph_kill_osds_drill(tmp_path: Path) -> None:
+    run_dir = tmp_path / "ceph"
+    code, out = cli("drill", "ceph-degrade", "-i", str(ROOT / "inventory" / "simulated-ceph.yaml"),
+                    "-c", "sim-ceph-healthy", "--fault", "kill-osds", "--run-dir", str(run_dir))
+    assert code == 0, out
+    assert measurement(run_dir, "lost_writes") == 0
+    assert int(measurement(run_dir, "canaries_failed")) > 0  # I/O blocked until min_size was lowered  # type: ignore[call-overload]
+    statements = [e.data["text"] for e in of_type(run_dir, "statement_sent")]
+    assert any('"var": "min_size"' in s and '"val": "1"' in s for s in statements), statements
