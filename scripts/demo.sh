@@ -33,9 +33,9 @@ mkdir -p "$out"
 drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy kill-primary
 drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy cut-replication
 drill elasticsearch-reallocate inventory/simulated-elasticsearch.yaml sim-es-healthy kill-node
-[ -f drengine/drills/mongodb.py ] && drill mongodb-force-primary inventory/simulated-mongodb.yaml sim-mongo-healthy kill-majority
-[ -f drengine/drills/galera.py ] && drill galera-bootstrap-survivor inventory/simulated-galera.yaml sim-galera-healthy kill-two-nodes
-[ -f drengine/drills/ceph.py ] && drill ceph-degrade inventory/simulated-ceph.yaml sim-ceph-healthy kill-osds
+drill mongodb-force-primary inventory/simulated-mongodb.yaml sim-mongo-healthy kill-majority
+drill galera-bootstrap-survivor inventory/simulated-galera.yaml sim-galera-healthy kill-two-nodes
+drill ceph-degrade inventory/simulated-ceph.yaml sim-ceph-healthy kill-osds
 
 echo
 echo "reports (open the .html files in a browser; .prom files are for the node-exporter textfile collector):"
