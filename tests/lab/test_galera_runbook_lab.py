@@ -23,7 +23,7 @@ from helpers import cli, of_type
 
 from drengine.lab import galera
 from drengine.lab import ssh as ssh_lab
-from drengine.lab.procs import LabDir, wait_until
+from drengine.lab.procs import LabDir, LabError, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -88,6 +88,20 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _galera_up(lab_dir: LabDir, inventory: Path, hosts: list[str]) -> None:
+    """Start the cluster; once more from scratch if mariadb-install-db failed. It does so now
+    and then on this machine (`Could not remove temporary table '/tmp/#sql-temptable-...'`,
+    with the three installs running in parallel and sharing /tmp)."""
+    try:
+        galera.up(lab_dir, inventory_out=inventory, port_base=PORT_BASE, hosts=hosts)
+    except LabError as exc:
+        if "mariadb-install-db failed" not in str(exc):
+            raise
+        galera.down(lab_dir)
+        shutil.rmtree(galera.galera_dir(lab_dir), ignore_errors=True)
+        galera.up(lab_dir, inventory_out=inventory, port_base=PORT_BASE, hosts=hosts)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     ports = (4567, 4577, 4587, PORT_BASE, PORT_BASE + 1, PORT_BASE + 2)
@@ -104,7 +118,7 @@ def lab() -> Iterator[Lab]:
     inventory = root / "inventory.yaml"
     try:
         hosts = ssh_lab.up(lab_dir, n_hosts=3, first_address=SSH_FIRST, inventory_out=inventory)
-        galera.up(lab_dir, inventory_out=inventory, port_base=PORT_BASE, hosts=sorted(hosts["hosts"]))
+        _galera_up(lab_dir, inventory, sorted(hosts["hosts"]))
         # A shorter read timeout than the lab's 5 s: a hung node costs that much on every probe.
         data = yaml.safe_load(inventory.read_text())
         data["clusters"][galera.CLUSTER]["timeouts"].update({"read": 2.0, "catch_up": 30.0})
