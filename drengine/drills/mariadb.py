@@ -93,6 +93,12 @@ class MariaDBKit:
         replicas = [m.name for m in cluster.members if m.name != primary]
         notes: list[str] = []
         acked: list[str] = []
+        if fault in ("lag-replica", "cut-replication"):
+            # Canaries acknowledged so far must be on the replicas before replication is cut,
+            # or the loss would be larger than the known, deliberate one.
+            pos = str(api.query(primary, Sql("SELECT @@gtid_binlog_pos"))[0][0])
+            for r in replicas:
+                api.query(r, Sql("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, 10)), timeout=10)
         if fault == "lag-replica":
             api.execute(replicas[-1], Sql("STOP SLAVE IO_THREAD"))
             notes.append(f"STOP SLAVE IO_THREAD on {replicas[-1]}")
