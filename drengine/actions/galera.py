@@ -269,6 +269,14 @@ def choose_bootstrap_node(
         risks.append(f"the safety check was overridden: {block.summary}; {block.risk}")
     up = [n for n in view.nodes if n.state == "up" and not n.is_primary]
     silent = [n for n in view.nodes if n.state in ("hung", "unreachable")]
+    primary = [n for n in view.nodes if n.is_primary]
+    if primary and not up:
+        # Overridden, yet every answering node is Primary already: bootstrapping one is never right.
+        return BootstrapDecision(
+            branch="running", chosen=None, refused=block.kind if block else "healthy",
+            reason=f"nothing to bootstrap: {_names(primary)} {'is' if len(primary) == 1 else 'are'} already Primary; "
+                   f"the nodes that are not back only need to be started",
+        )
     if up:
         rows = [Candidate(name=n.name, uuid=n.state_uuid, seqno=n.last_committed, source="wsrep_last_committed")
                 for n in up]

@@ -130,6 +130,15 @@ def test_without_incoming_addresses_sizes_decide() -> None:
     assert components(apart) == [["g1"], ["g2"]]
 
 
+def test_override_never_bootstraps_a_node_that_is_already_primary() -> None:
+    two = addr("g1", "g2")
+    v = view(node("g1", status="Primary", size=2, incoming=two), node("g2", status="Primary", size=2, incoming=two),
+             node("g3", "down"))
+    d = choose_bootstrap_node(v, overridden=True)
+    assert (d.chosen, d.branch, d.refused) == (None, "running", "primary-alive")
+    assert d.reason.startswith("nothing to bootstrap: g1, g2 are already Primary")
+
+
 def test_override_chooses_anyway_and_names_the_risk() -> None:
     v = view(node("g1", committed=100), node("g2", committed=103), node("g3", "down"))
     d = choose_bootstrap_node(v, overridden=True)
