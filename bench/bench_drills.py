@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from helpers import cli  # noqa: E402
+
 from drengine.journal import read_entries  # noqa: E402
 from drengine.report import write_all  # noqa: E402
-from helpers import cli  # noqa: E402
 
 DRILLS = [
     ("mariadb-promote-survivor", "simulated.yaml", "sim-mariadb-healthy", "kill-primary"),

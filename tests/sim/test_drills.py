@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import xmlschema
-from prometheus_client.parser import text_string_to_metric_families
-
 from helpers import ROOT, cli, of_type
+from prometheus_client.parser import text_string_to_metric_families
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drengine.lab.procs import LabDir, is_ours
 from helpers import cli
+
+from drengine.lab.procs import LabDir, is_ours
 
 
 def test_mongodb_lab_recovers_with_the_real_client(tmp_path: Path) -> None:
