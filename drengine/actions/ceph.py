@@ -739,7 +739,13 @@ class ExplainHealth(Action):
         return Proposal(summary="observe health, monitors, OSDs, pools and every PG", statements=stmts)
 
     def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        snap = _observe_settled(ctx)
+        try:
+            snap = _observe_settled(ctx)
+        except ConnectError as exc:
+            _backend(ctx).reconnect()
+            raise StepFailed(f"{exc}. Nothing else can be done while the monitors have no quorum; when a majority of "
+                             f"them is gone for good, the runbook ceph-mon-quorum restores a quorum from the survivors "
+                             f"(drengine run ceph-mon-quorum -c {ctx.cluster.name} ...)") from None
         return StepResult(ok=True, summary=health_summary(snap), facts={"observed": Observation(snapshot=snap)},
                           evidence=explain_health(snap))
 

@@ -280,6 +280,13 @@ def test_two_mons_killed_quorum_restored_by_surgery(lab: Lab) -> None:
         _record_restarted(lab, "mon.a", old.pid)
     assert code == 0, out
     assert "quorum a answers" in out
+    # Issue benchmark: finding out that there is no quorum is bounded by the configured timeouts.
+    events = {(e.type.value, e.data.get("step")): e.ts for e in of_type(run_dir, "step_started") + of_type(run_dir, "step_finished")}
+    probe = events[("step_finished", "check-quorum")] - events[("step_started", "check-quorum")]
+    lab.timings["no-quorum probe (check-quorum step)"] = probe
+    bound = lab.cluster.timeouts.connect + lab.cluster.timeouts.read + 1.0
+    assert probe < bound, f"the no-quorum probe took {probe:.1f} s, more than connect + read timeouts + 1 s ({bound:g} s)"
+    lab.timings["surgery step"] = events[("step_finished", "surgery")] - events[("step_started", "surgery")]
     shell = [e.data["text"] for e in of_type(run_dir, "statement_sent") if e.data["language"] == "shell"]
     assert any("--extract-monmap" in t for t in shell) and any("--rm b --rm c" in t for t in shell)
     snap = lab.observe()

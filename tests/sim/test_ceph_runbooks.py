@@ -253,6 +253,7 @@ def test_no_quorum_fails_with_what_to_do(tmp_path: Path, runs_env: None) -> None
     code, out, run_dir = sim.run("ceph-degrade", "--yes")
     assert code == 1, out
     assert "no Ceph monitor quorum answered" in out and "1 of 3 monitors are up" in out
+    assert "the runbook ceph-mon-quorum restores a quorum from the survivors" in out
     assert not of_type(run_dir, "statement_sent")
 
 
