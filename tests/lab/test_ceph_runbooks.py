@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from helpers import cli, of_type
 
-import drengine.connectors as connectors
 from drengine.actions.ceph import DEGRADE_RUN_ENV, RUNS_DIR_ENV
 from drengine.connectors.ceph import CephConnector, CephSnapshot, observe
 from drengine.errors import DrengineError, ProbeTimeout
@@ -96,10 +95,8 @@ def _port_base() -> int:
 
 
 @pytest.fixture(autouse=True)
-def _ceph_backends(monkeypatch: pytest.MonkeyPatch, lab: Lab) -> Iterator[None]:
-    # Until drengine/connectors/__init__.py names the new modules, point the map at them here.
-    monkeypatch.setitem(connectors.REAL, "ceph", "drengine.connectors.ceph_backend:CephBackend")
-    monkeypatch.setitem(connectors.SIMULATED, "ceph", "drengine.sim.ceph_backend:SimCephBackend")
+def _runs_here(monkeypatch: pytest.MonkeyPatch, lab: Lab) -> Iterator[None]:
+    # ceph-restore finds the degrade runs of this lab, and only those.
     monkeypatch.setenv(RUNS_DIR_ENV, str(lab.runs))
     monkeypatch.delenv(DEGRADE_RUN_ENV, raising=False)
     yield

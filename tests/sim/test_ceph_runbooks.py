@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli, of_type
+from helpers import cli, cli_subprocess, of_type
 
-import drengine.connectors as connectors
 from drengine.actions.ceph import DEGRADE_RUN_ENV, RUNS_DIR_ENV
 from drengine.sim.ceph import CephSim, scenario
 
@@ -34,10 +31,7 @@ clusters:
 
 
 @pytest.fixture(autouse=True)
-def _ceph_backends(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # Until drengine/connectors/__init__.py names the new modules, point the map at them here.
-    monkeypatch.setitem(connectors.REAL, "ceph", "drengine.connectors.ceph_backend:CephBackend")
-    monkeypatch.setitem(connectors.SIMULATED, "ceph", "drengine.sim.ceph_backend:SimCephBackend")
+def _no_named_degrade_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv(DEGRADE_RUN_ENV, raising=False)
     yield
 
@@ -288,19 +282,6 @@ def test_mon_quorum_healthy_needs_no_surgery(tmp_path: Path, runs_env: None) -> 
 
 
 
-WRAPPER = (
-    "import sys, drengine.connectors as c; "
-    "c.SIMULATED['ceph'] = 'drengine.sim.ceph_backend:SimCephBackend'; "
-    "from drengine.cli import entry; sys.argv[0] = 'drengine'; entry()"
-)
-
-
-def _subprocess(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    # The CLI in its own process (so it can be SIGKILLed), with the connector map pointed at the new modules.
-    return subprocess.run([sys.executable, "-c", WRAPPER, *args], check=False, capture_output=True, text=True, env=env,
-                          timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
-
-
 def test_crash_after_lowering_min_size_then_resume_and_restore(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "two-osds-down")
     model = sim.model()
@@ -310,21 +291,21 @@ def test_crash_after_lowering_min_size_then_resume_and_restore(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRENGINE_")}
     env[RUNS_DIR_ENV] = str(tmp_path / "runs")
     env["DRENGINE_LOCK_DIR"] = str(tmp_path / "locks")
-    crashed = _subprocess("run", "runbooks/ceph-degrade.yaml", "-i", str(sim.inventory), "-c", "sim", "--run-dir",
+    crashed = cli_subprocess("run", "runbooks/ceph-degrade.yaml", "-i", str(sim.inventory), "-c", "sim", "--run-dir",
                           str(run_dir), "--yes", "--accept-data-loss",
                           env={**env, "DRENGINE_TEST_CRASH_AFTER": "statement_sent:lower-min-size"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
     assert sim.model().pool("drengine").min_size == 1
     assert not [e for e in of_type(run_dir, "step_finished") if e.data["step"] == "lower-min-size"]
 
-    resumed = _subprocess("run", "--resume", str(run_dir), "--yes", "--accept-data-loss", env=env)
+    resumed = cli_subprocess("run", "--resume", str(run_dir), "--yes", "--accept-data-loss", env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert len([t for t in mon_sent(run_dir) if '"min_size"' in t]) == 1  # not sent twice
 
     model = sim.model()
     model.start_osds([1, 2])
     sim.change(model)
-    restore = _subprocess("run", "runbooks/ceph-restore.yaml", "-i", str(sim.inventory), "-c", "sim", "--run-dir",
+    restore = cli_subprocess("run", "runbooks/ceph-restore.yaml", "-i", str(sim.inventory), "-c", "sim", "--run-dir",
                           str(tmp_path / "runs" / "02-ceph-restore"), "--yes", env=env)
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert sim.model().pool("drengine").min_size == 3
