@@ -93,8 +93,10 @@ class FlagPolicy:
         kind = "a break-glass override" if request.is_override else (
             "a dangerous gate (data may be lost)" if request.level is GateLevel.DANGEROUS else "a confirmation gate"
         )
+        risks = "".join(f" RISK: {r}." for r in request.proposal.risks)
         return (
             f"stopped at step {request.step}: it needs {kind} and there is no terminal to ask. "
+            f"It would: {request.proposal.summary}.{risks} "
             f"Nothing further was changed. Review the plan (`drengine plan ...`), then rerun with "
             f"{describe_needed(request)} or from a terminal; resume this run with `drengine run --resume RUN_DIR`."
         )

@@ -177,7 +177,7 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
                     f"{source.where(('steps', i))}: step {step.id}: action {step.action} may report outcome "
                     f"{outcome!r}; map it under `branches:`"
                 )
-        if step.next is None and "ok" not in step.branches:
+        if step.next is None and "ok" not in step.branches and not getattr(action, "outcomes", ()):
             problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
     if problems:
         return problems

@@ -200,7 +200,7 @@ class Action:
     effect: ClassVar[Effect]
     Params: ClassVar[type[BaseModel]] = NoParams
     description: ClassVar[str] = ""
-    # Custom outcomes (besides ok, failed, skipped) a runbook must map under `on:`.
+    # Custom outcomes (besides ok, failed, skipped) a runbook must map under `branches:`.
     outcomes: ClassVar[tuple[str, ...]] = ()
     # The least gate this action needs; mutating actions default to CONFIRM. An action that only
     # writes to drengine's own heartbeat table may lower it, in code, with a comment saying so.

@@ -141,6 +141,8 @@ def _write_config(lab: LabDir, spec: NodeSpec, specs: list[NodeSpec]) -> None:
         f"datadir={ndir / 'data'}",
         f"socket={ndir / 'mariadbd.sock'}",
         f"pid-file={ndir / 'mariadbd.pid'}",
+        # Its own tmpdir: another mariadbd starting with tmpdir=/tmp removes #sql-temptable files.
+        f"tmpdir={ndir / 'tmp'}",
         f"port={spec.port}",
         "bind-address=127.0.0.1",
         "skip-name-resolve",
@@ -539,6 +541,7 @@ def up(
 
     for spec in specs:
         data_dir(lab, spec.name).mkdir(parents=True, exist_ok=True)
+        (node_dir(lab, spec.name) / "tmp").mkdir(parents=True, exist_ok=True)
         _write_config(lab, spec, specs)
         _chown_tree(node_dir(lab, spec.name))
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:

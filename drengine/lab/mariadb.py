@@ -32,6 +32,7 @@ user=mysql
 datadir={base}/data
 socket={base}/mysqld.sock
 pid-file={base}/mysqld.pid
+tmpdir={base}/tmp
 log-error={base}/error.log
 port={port}
 bind-address=127.0.0.1
@@ -112,9 +113,10 @@ def _install(lab: LabDir, name: str, index: int) -> None:
     if base.exists():
         shutil.rmtree(base)
     (base / "data").mkdir(parents=True)
+    (base / "tmp").mkdir()
     cnf = _cnf(lab, name, index, PORT_BASE + index)
     mysql = pwd.getpwnam("mysql")
-    for p in (base, base / "data"):
+    for p in (base, base / "data", base / "tmp"):
         os.chown(p, mysql.pw_uid, mysql.pw_gid)
     subprocess.run(
         ["mariadb-install-db", f"--defaults-file={cnf}", "--auth-root-authentication-method=normal",
