@@ -280,8 +280,10 @@ def drill_group() -> None:
 @click.option("--recovery-timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait for the first successful canary write after the runbook.")
 @click.option("--textfile", type=click.Path(), help="Also write the Prometheus text here (node-exporter textfile collector).")
+@click.option("--restore", is_flag=True,
+              help="Afterwards bring the cluster back to full health (start what the fault stopped, run the rejoin runbook).")
 def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str | None, canary_interval: float,
-          recovery_timeout: float, textfile: str | None) -> None:
+          recovery_timeout: float, textfile: str | None, restore: bool) -> None:
     """Break a drill-target cluster on purpose, recover it unattended with RUNBOOK, measure.
 
     Checks the cluster is healthy, writes canaries at a steady rate, injects --fault, runs the
@@ -303,6 +305,7 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str |
     outcome = run_drill(DrillRequest(
         runbook=rb, inventory=inv, cluster=cl, fault=fault, run_dir=Path(run_dir) if run_dir else None,
         canary_interval=canary_interval, recovery_timeout=recovery_timeout, listeners=[_progress], argv=sys.argv[1:],
+        restore=restore,
     ))
     _out("")
     _out(f"{'DRILL PASSED' if outcome.success else 'DRILL FAILED'}: {outcome.summary}")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drengine.engine import RunOutcome, RunRequest, start_run
-from drengine.errors import InputError
+from drengine.errors import DrengineError, InputError
 from drengine.gates import DrillPolicy
 from drengine.inventory import Cluster, Inventory
 from drengine.journal import Entry, Event, JournalWriter
@@ -67,6 +67,11 @@ class DrillKit(Protocol):
     def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]: ...
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None: ...
+
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+        """Start what the fault stopped; return (what was done, the runbook that rejoins it), or
+        None when this datastore has no restore yet."""
+        ...
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         """Members the fault removes for good (the runbook is told, as an operator would with --gone)."""
@@ -120,6 +125,7 @@ class DrillRequest:
     run_dir: Path | None = None
     canary_interval: float = 0.05
     recovery_timeout: float = 120.0
+    restore: bool = False
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     clock: Callable[[], float] = time.time
@@ -255,4 +261,62 @@ def run_drill(request: DrillRequest) -> RunOutcome:
         listeners=[*request.listeners, drill.on_event],
         argv=request.argv, around_walk=drill.around,
     )
-    return start_run(run_request)
+    outcome = start_run(run_request)
+    if request.restore:
+        outcome = _restore(request, kit, outcome)
+    return outcome
+
+
+def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOutcome:
+    """Bring the cluster back to full health after the drill (start what the fault stopped,
+    then the rejoin runbook, as its own run under `restore/`), journaled in the drill's journal."""
+    import shutil
+
+    from drengine.connectors import open_backend
+    from drengine.runbook import load_runbook
+
+    journal = JournalWriter(outcome.run_dir)
+
+    def show(entry: Entry) -> None:
+        for listener in request.listeners:
+            listener(entry)
+
+    journal.after_append = show
+    try:
+        started = time.monotonic()
+        backend = open_backend(request.cluster, request.inventory, outcome.run_dir)
+        try:
+            brought = kit.bring_back(request.cluster, backend, request.fault)
+        finally:
+            backend.close()
+        if brought is None:
+            journal.append(Event.NOTE, text=f"restore: not available for {request.cluster.kind} drills yet; "
+                                            f"bring the cluster back by hand before the next drill")
+            return outcome
+        done, runbook = brought
+        journal.append(Event.NOTE, text=f"restore: {done}; then {runbook}")
+        restore_dir = outcome.run_dir / "restore"
+        state = outcome.run_dir / "sim-state.json"
+        if state.exists():  # a simulated cluster continues from where the drill left it
+            restore_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(state, restore_dir / "sim-state.json")
+        try:
+            rejoined = start_run(RunRequest(
+                runbook=load_runbook(runbook), inventory=request.inventory, cluster=request.cluster,
+                mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
+                argv=request.argv,
+            ))
+            ok, summary = rejoined.success, rejoined.summary
+        except DrengineError as exc:
+            ok, summary = False, str(exc)
+        journal.append(Event.NOTE, text=f"restore {'done' if ok else 'FAILED'}: {summary} (journal {restore_dir})")
+        journal.append(Event.MEASUREMENT, name="restore_seconds", value=round(time.monotonic() - started, 3), unit="s",
+                       text="start of the restore to the cluster rejoined")
+        journal.append(Event.MEASUREMENT, name="restored", value=1 if ok else 0, unit="")
+        if not ok:
+            return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end, outcome.success,
+                              f"{outcome.summary}; restore FAILED: {summary}", outcome.plan)
+        return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end, outcome.success,
+                          f"{outcome.summary}; restored: {summary}", outcome.plan)
+    finally:
+        journal.close()

@@ -61,6 +61,9 @@ class CephKit:
     def _victims(self, cluster: Cluster) -> list[str]:
         return [m.name for m in cluster.members if m.role == "osd"][-2:]
 
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+        return None
+
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()
 

@@ -62,6 +62,9 @@ class ElasticKit:
     def _victim(self, cluster: Cluster) -> str:
         return cluster.members[-1].name
 
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+        return None
+
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return (self._victim(cluster),)
 

@@ -18,6 +18,23 @@ def _transport(inventory: Inventory, member: Member):  # type: ignore[no-untyped
     return transport_for(host, member.host)
 
 
+def start_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 120.0) -> str:
+    """Start a member's server with the inventory's `service.start` template, over its host."""
+    from drengine.transport import command_text, render_template
+
+    if not cluster.service.start:
+        raise InputError(f"cluster {cluster.name} has no `service: start:` template in the inventory; drengine cannot "
+                         f"start {member.name}")
+    command = render_template(cluster.service.start, name=member.name, address=member.address,
+                              port=cluster.port_of(member), data_dir=member.data_dir or "")
+    transport = _transport(inventory, member)
+    try:
+        transport.run(command, timeout=timeout).check()
+    finally:
+        transport.close()
+    return command_text(command)
+
+
 def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal_name: str) -> str:
     """Send a signal to the member's server process, found by its pid file; return what was run."""
     if member.pid_file is None:

@@ -72,6 +72,9 @@ class GaleraKit:
         names = [m.name for m in cluster.members]
         return names if fault == "kill-all" else names[1:]
 
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+        return None
+
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()
 

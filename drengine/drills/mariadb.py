@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from drengine.connectors.mariadb import ClusterView, MariaDBAPI, Sql
 from drengine.drill import Fault, Injected
-from drengine.drills.faults import signal_member
+from drengine.drills.faults import signal_member, start_member
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster, Inventory
 
@@ -131,6 +131,16 @@ class MariaDBKit:
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()
+
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+        victim = self._victim
+        if fault == "hang-primary":
+            return f"{victim} was continued and fenced read-only", "mariadb-rejoin"
+        if cluster.simulated is not None:
+            backend.revive(victim)
+            return f"simulated restart of {victim}", "mariadb-rejoin"
+        assert self.inventory is not None
+        return f"started {victim}: {start_member(self.inventory, cluster, cluster.member(victim))}", "mariadb-rejoin"
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         if fault != "hang-primary":

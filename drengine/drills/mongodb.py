@@ -65,6 +65,9 @@ class MongoKit:
         others = [n for n in names if n != primary]
         return [primary, *others[: len(names) // 2]]
 
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+        return None
+
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()
 

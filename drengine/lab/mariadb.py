@@ -9,6 +9,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ log_bin=mariadb-bin
 log_slave_updates=1
 gtid_strict_mode=1
 binlog_format=ROW
-read_only={0 if index == 0 else 1}
+read_only=1
 slave_net_timeout=4
 innodb_buffer_pool_size=32M
 innodb_log_file_size=16M
@@ -160,6 +161,10 @@ def inventory_fragment(lab: LabDir) -> dict[str, Any]:
         "credentials": {"user": "root", "password": {"file": str(_dir(lab) / "root.password")}},
         "replication": {"user": "repl", "password": {"file": str(_dir(lab) / "repl.password")}},
         "timeouts": {"connect": 1.0, "read": 1.5, "catch_up": 20.0},
+        "service": {
+            "start": f"{sys.executable} -m drengine.lab.mariadb start-node {{name}} --lab-dir {lab.root}",
+            "stop": f"{sys.executable} -m drengine.lab.mariadb stop-node {{name}} --lab-dir {lab.root}",
+        },
         "members": [
             {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "data_dir": str(_dir(lab) / n / "data"),
              "pid_file": str(_dir(lab) / n / "mysqld.pid")}
@@ -189,6 +194,9 @@ def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
         if not wait_until(lambda n=name, p=proc: _socket_ready(lab, n) or not is_ours(p), 30):  # type: ignore[misc]
             raise LabError(f"mariadb {name} did not start; see {_dir(lab) / name / 'error.log'}")
         _bootstrap_users(lab, name)
+    # Every server starts read-only (a restarted old primary must not take writes before it
+    # is rejoined); the primary is made writable once, here.
+    sql(lab, NAMES[0], "SET GLOBAL read_only=0")
     for name in NAMES[1:]:
         replicate(lab, name, NAMES[0])
     wait_replicated(lab)
@@ -255,3 +263,36 @@ def is_running(lab: LabDir, name: str) -> bool:
 
 def settle(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m drengine.lab.mariadb start-node|stop-node NAME --lab-dir DIR`: what the lab
+    inventory's service templates run, so drengine can start and stop lab servers like real ones."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m drengine.lab.mariadb")
+    parser.add_argument("action", choices=["start-node", "stop-node"])
+    parser.add_argument("name", choices=list(NAMES))
+    parser.add_argument("--lab-dir", required=True)
+    args = parser.parse_args(argv)
+    lab = LabDir(args.lab_dir)
+    try:
+        if args.action == "start-node":
+            if is_running(lab, args.name):
+                print(f"{args.name} is already running")
+                return 0
+            proc = start_server(lab, args.name)
+            print(f"{args.name} started (pid {proc.pid})")
+        else:
+            found = lab.find(KIND, args.name)
+            if found is not None:
+                lab.stop(found)
+            print(f"{args.name} stopped")
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

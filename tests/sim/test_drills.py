@@ -178,3 +178,26 @@ def test_ceph_kill_osds_drill(tmp_path: Path) -> None:
     assert int(measurement(run_dir, "canaries_failed")) > 0  # I/O blocked until min_size was lowered  # type: ignore[call-overload]
     statements = [e.data["text"] for e in of_type(run_dir, "statement_sent")]
     assert any('"var": "min_size"' in s and '"val": "1"' in s for s in statements), statements
+
+
+@pytest.mark.parametrize("fault", ["kill-primary", "hang-primary"])
+def test_restore_rejoins_the_old_primary(tmp_path: Path, fault: str) -> None:
+    run_dir = tmp_path / "d"
+    code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb-healthy", "--fault", fault,
+                    "--restore", "--run-dir", str(run_dir))
+    assert code == 0, out
+    assert measurement(run_dir, "restored") == 1
+    from drengine.sim.mariadb import SimCluster
+
+    sim = SimCluster.model_validate_json((run_dir / "restore" / "sim-state.json").read_text())
+    db1 = sim.server("db1")
+    assert db1.alive and not db1.hung and db1.read_only and db1.source == "db2"
+
+
+def test_restore_refuses_an_old_primary_with_unreplicated_writes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "d"
+    code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb-healthy", "--fault",
+                    "cut-replication", "--restore", "--run-dir", str(run_dir))
+    assert code == 0, out  # the drill itself passed: the loss was the deliberate, measured one
+    assert measurement(run_dir, "restored") == 0
+    assert "restore FAILED" in out and "errant transactions: db1 has 10 transaction(s)" in out
