@@ -293,11 +293,15 @@ def inventory_fragment(lab: LabDir, port_base: int = 3300) -> dict[str, Any]:
             "port": mon_port(port_base, m),
             "role": "mon",
             "data_dir": f"{root}/mon/ceph-{m}",
+            "pid_file": f"{root}/run/ceph-mon.{m}.pid",
         }
         for m in MONS
     ]
-    members.append({"name": f"mgr.{MGR}", "address": "127.0.0.1", "role": "mgr", "data_dir": f"{root}/mgr/ceph-{MGR}"})
-    members += [{"name": f"osd.{i}", "address": "127.0.0.1", "role": "osd", "data_dir": f"{root}/osd/ceph-{i}"} for i in OSD_IDS]
+    members.append({"name": f"mgr.{MGR}", "address": "127.0.0.1", "role": "mgr", "data_dir": f"{root}/mgr/ceph-{MGR}",
+                    "pid_file": f"{root}/run/ceph-mgr.{MGR}.pid"})
+    # pid_file lets drills signal a daemon through its host, as on a real cluster.
+    members += [{"name": f"osd.{i}", "address": "127.0.0.1", "role": "osd", "data_dir": f"{root}/osd/ceph-{i}",
+                 "pid_file": f"{root}/run/ceph-osd.{i}.pid"} for i in OSD_IDS]
     # {name} is the member name (mon.a, osd.0), which is also the daemon's --name; the start
     # command is the lab's own command line, detached because the daemon runs in the foreground.
     # No shell braces: drengine's template renderer reads `{...}` as placeholders.

@@ -189,6 +189,23 @@ def test_osds_restarted_restore_to_health_ok(lab: Lab) -> None:
         assert api.read_object(POOL, "after-degrade") == b"served on one copy"
 
 
+def test_drill_kill_osds_on_the_lab(lab: Lab) -> None:
+    """Issue 7: a drill on the real lab: two OSDs SIGKILLed through their pid files, the degrade
+    runbook unattended, canary objects measured; then the OSDs come back and restore runs."""
+    lab.wait_for("healthy before the drill", lambda s: s.all_active_clean and not s.down_osds)
+    run_dir = lab.runs / "drill"
+    code, out = cli("drill", "ceph-degrade", "-i", str(lab.inventory), "-c", ceph_lab.CLUSTER_NAME, "--fault", "kill-osds",
+                    "--run-dir", str(run_dir), "--canary-interval", "0.2")
+    assert code == 0, out
+    measured = {e.data["name"]: e.data["value"] for e in of_type(run_dir, "measurement")}
+    assert measured["lost_writes"] == 0
+    assert isinstance(measured["recovery_seconds"], float) and measured["recovery_seconds"] > 0
+    assert (run_dir / "junit.xml").exists()
+    ceph_lab.restart_osds(lab.dir, [1, 2])
+    code, out, _ = lab.run("ceph-restore", "--yes")
+    assert code == 0, out
+
+
 def _settled_blocked(s: CephSnapshot) -> bool:
     """Two OSDs down and every PG of the pool peered short of copies (no longer peering)."""
     return len(s.down_osds) == 2 and all(not pg.active and "peered" in pg.states for pg in _pool_pgs(s))  # type: ignore[attr-defined]

@@ -219,3 +219,17 @@ def test_hung_node_is_named_as_a_risk_and_left_alone(lab: Lab) -> None:
     finally:
         galera.continue_node(lab.dir, "g3")
     lab.wait_whole(timeout=30)  # once continued, the hung node rejoins by itself
+
+
+def test_drill_kill_two_nodes_on_the_lab(lab: Lab) -> None:
+    """Issue 7: a drill on the real lab: two nodes SIGKILLed through their pid files over the
+    SSH lab hosts, the runbook unattended, canary rows measured, the cluster whole again."""
+    lab.wait_whole(90)
+    run_dir = lab.root / "drill"
+    code, out = cli("drill", RUNBOOK, "-i", str(lab.inventory), "-c", galera.CLUSTER, "--fault", "kill-two-nodes",
+                    "--run-dir", str(run_dir), "--canary-interval", "0.1")
+    assert code == 0, out
+    measured = {e.data["name"]: e.data["value"] for e in of_type(run_dir, "measurement")}
+    assert measured["lost_writes"] == 0
+    assert isinstance(measured["recovery_seconds"], float) and measured["recovery_seconds"] > 0
+    lab.wait_whole(90)
