@@ -12,7 +12,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -537,7 +536,3 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         if acquired is not None:
             ClusterLock(cluster.name, acquired.path.parent).release(run_id)
         journal.close()
-
-
-def python_info() -> str:
-    return f"{sys.implementation.name} {sys.version.split()[0]}"
