@@ -68,6 +68,12 @@ class DrillKit(Protocol):
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None: ...
 
+    def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
+        """True once the datastore itself shows the fault (a killed member marked down, the
+        survivors no longer Primary...): the runbook must meet the failure, not a cluster
+        still catching up with it."""
+        ...
+
     def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
         """Start what the fault stopped; return (what was done, the runbook that rejoins it), or
         None when this datastore has no restore yet."""
@@ -125,6 +131,7 @@ class DrillRequest:
     run_dir: Path | None = None
     canary_interval: float = 0.05
     recovery_timeout: float = 120.0
+    settle_timeout: float = 90.0
     restore: bool = False
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
@@ -205,6 +212,10 @@ class _Drill:
             self.canaries.record(key, True, before)
         journal.append(Event.NOTE, text=f"fault injected: {self.request.fault}: {injected.text}", fault=self.request.fault,
                        at=self.fault_at, canaries_written_during_fault=injected.acked)
+        settled_in = self._wait_settled(backend)
+        journal.append(Event.NOTE, text=(f"the cluster shows the fault after {settled_in:.2f} s" if settled_in is not None else
+                                         f"the cluster did not show the fault within {self.request.settle_timeout:g} s; "
+                                         f"the runbook runs anyway"), settled_seconds=settled_in)
         acked_before_fault = [k for k, t in self.canaries.acked if t < self.fault_at]
         try:
             outcome = walk()
@@ -233,6 +244,18 @@ class _Drill:
         summary = outcome.summary if rto is not None else f"{outcome.summary}; but no canary write succeeded afterwards"
         summary += f" (recovery {rto if rto is not None else 'never'} s, lost writes {len(lost) + len(lost_after)})"
         return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end if success else "failed", success, summary, outcome.plan)
+
+    def _wait_settled(self, backend: Any) -> float | None:
+        started = time.monotonic()
+        while True:
+            try:
+                if self.kit.settled(self.request.cluster, backend, self.request.fault):
+                    return round(time.monotonic() - started, 3)
+            except DrengineError:
+                pass  # a probe failing is part of the fault: look again
+            if self.simulated or time.monotonic() - started > self.request.settle_timeout:
+                return None
+            time.sleep(0.25)
 
     def _wait_for_service(self) -> float | None:
         deadline = time.monotonic() + self.request.recovery_timeout

@@ -105,11 +105,15 @@ class FlagPolicy:
 @dataclass
 class DrillPolicy:
     """Drills approve every gate, dangerous ones too: they only run against clusters the
-    inventory marks as drill targets."""
+    inventory marks as drill targets. Break-glass overrides are never approved."""
 
     name: str = "drill"
 
     def ask(self, request: GateRequest) -> GateAnswer:
+        if request.is_override:
+            # A refused safety check in a drill means the runbook met a situation it must not
+            # act on: the drill fails and says so, it never breaks glass by itself.
+            raise OperatorStop(f"the drill policy never overrides a failed safety check (step {request.step})")
         return GateAnswer(Answer.PROCEED, operator_name(), self.name, "drill policy approves every gate on a drill target")
 
 

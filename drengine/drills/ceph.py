@@ -61,6 +61,10 @@ class CephKit:
     def _victims(self, cluster: Cluster) -> list[str]:
         return [m.name for m in cluster.members if m.role == "osd"][-2:]
 
+    def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
+        down = {f"osd.{o.id}" for o in backend.observe().down_osds}
+        return set(self._victims(cluster)) <= down
+
     def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
         return None
 

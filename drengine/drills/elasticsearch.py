@@ -62,6 +62,9 @@ class ElasticKit:
     def _victim(self, cluster: Cluster) -> str:
         return cluster.members[-1].name
 
+    def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
+        return int(backend.health().number_of_nodes) < len(cluster.members)
+
     def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
         return None
 

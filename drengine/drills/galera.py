@@ -72,6 +72,10 @@ class GaleraKit:
         names = [m.name for m in cluster.members]
         return names if fault == "kill-all" else names[1:]
 
+    def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
+        view: GaleraView = backend.observe()
+        return not any(n.state == "up" and n.cluster_status == "Primary" for n in view.nodes)
+
     def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
         return None
 

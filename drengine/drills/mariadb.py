@@ -132,6 +132,12 @@ class MariaDBKit:
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()
 
+    def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
+        view = self._api(backend).observe()
+        writable = [s for s in view.servers if s.is_writable_primary]
+        receiving = [s for s in view.servers if s.reachable and any(ch.io_running == "Yes" for ch in s.channels)]
+        return not writable and not receiving
+
     def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
         victim = self._victim
         if fault == "hang-primary":

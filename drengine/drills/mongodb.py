@@ -65,6 +65,9 @@ class MongoKit:
         others = [n for n in names if n != primary]
         return [primary, *others[: len(names) // 2]]
 
+    def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
+        return not any(m.reachable and m.state == "PRIMARY" for m in backend.observe().members)
+
     def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
         return None
 
