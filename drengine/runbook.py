@@ -137,7 +137,7 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
     known = set(index) | set(ends)
     if spec.start not in index:
         problems.append(f"{source.where(('start',))}: start names {spec.start!r}, which is not a step; steps: {sorted(index)}")
-    actions = load_actions()
+    actions = load_actions(spec.kind)
     for i, step in enumerate(spec.steps):
         targets = ([("next", step.next)] if step.next else []) + [(f"branches.{k}", v) for k, v in step.branches.items()]
         for label, target in targets:

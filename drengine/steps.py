@@ -239,11 +239,13 @@ def register(cls: A) -> A:
     return cls
 
 
-def load_actions() -> dict[str, type[Action]]:
-    """Import every action module (they import their client libraries lazily)."""
+def load_actions(kind: str | None = None) -> dict[str, type[Action]]:
+    """Import the action modules of one datastore kind, or of all (client libraries are
+    imported lazily; even so, importing only what a run needs keeps start-up short)."""
     import importlib
 
-    for module in ("common", "mariadb", "galera", "mongodb", "ceph", "elasticsearch"):
+    kinds = (kind,) if kind else ("mariadb", "galera", "mongodb", "ceph", "elasticsearch")
+    for module in ("common", *kinds):
         try:
             importlib.import_module(f"drengine.actions.{module}")
         except ModuleNotFoundError as exc:
