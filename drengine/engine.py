@@ -214,7 +214,7 @@ class Engine:
                          "the interrupted step had not (fully) taken effect; it runs again, skipping what is done"),
             )
             if done:
-                result = StepResult(ok=True, summary=f"{proposal.summary} (had taken effect before the interruption)")
+                result = action.result_after_interruption(self.ctx, proposal)
                 self._finish(step, result, attempt)
                 return result
         if effect is Effect.MUTATE and proposal.nothing_to_do:

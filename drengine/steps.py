@@ -222,6 +222,11 @@ class Action:
         """Resume: did an interrupted run of this step finish? Mutating actions override it."""
         return False
 
+    def result_after_interruption(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+        """Resume: the result of a step found to have taken effect before the interruption.
+        Actions whose later steps need facts from this one override it to give them again."""
+        return StepResult(ok=True, summary=f"{proposal.summary} (had taken effect before the interruption)")
+
     def assumed_result(self, ctx: RunContext, proposal: Proposal) -> StepResult:
         """Plan mode: the result a mutating step would have, so the walk can go on."""
         return StepResult(ok=True, summary=f"(plan) {proposal.summary}")
