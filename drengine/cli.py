@@ -149,6 +149,17 @@ def _gates(yes: bool, accept_data_loss: bool, overrides: tuple[str, ...], reason
     return LayeredPolicy(flags, interactive)
 
 
+def _check_overrides(rb: Any, flags: Any) -> None:
+    """`--override STEP` must name a safety-check step of this runbook: a typo must not pass silently."""
+    from drengine.steps import Effect
+
+    checks = [s.id for s in rb.spec.steps if rb.action(s.id).effect is Effect.CHECK]
+    for step in sorted(getattr(flags, "overrides", ())):
+        if step not in checks:
+            raise InputError(f"--override {step}: runbook {rb.name} has no safety check named {step!r}; "
+                             f"its checks are: {', '.join(checks) or 'none'}")
+
+
 def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, **kw: Any) -> Any:
     from drengine.engine import RunRequest
     from drengine.inventory import load_inventory
@@ -159,6 +170,7 @@ def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, 
     cl = inv.cluster(cluster)
     if rb.spec.kind != cl.kind:
         raise InputError(f"runbook {rb.name} is for {rb.spec.kind} clusters but {cluster} is a {cl.kind} cluster")
+    _check_overrides(rb, getattr(gates, "flags", gates))
     gone = tuple(kw.pop("gone", ()) or ()) + tuple(cl.gone_for_good)
     for g in gone:
         cl.member(g)
