@@ -131,6 +131,7 @@ class Engine:
         self.facts = Facts()
         self.mode = request.mode
         self._mutated_in_plan = False
+        self._plan_overrides: list[str] = []
         self.plan: list[dict[str, Any]] = []
         self._current_step = ""
         self._last_summary = ""
@@ -173,6 +174,12 @@ class Engine:
             model.trigger(result.outcome)  # type: ignore[attr-defined]
         end = self.runbook.spec.ends[model.state]
         last = self._last_summary
+        if self._plan_overrides:
+            steps = ", ".join(self._plan_overrides)
+            flags = " ".join(f"--override {s}" for s in self._plan_overrides)
+            return RunOutcome(self.run_id, self.journal.run_dir, "failed", False,
+                              f"the run would stop at the failed safety check {steps}; the steps after it are shown as "
+                              f"they would go with `{flags} --accept-data-loss` (break glass)", self.plan)
         return RunOutcome(self.run_id, self.journal.run_dir, model.state, end.success, end.summary or last, self.plan)
 
     def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
@@ -333,6 +340,10 @@ class Engine:
         }
         self.plan.append(row)
         self.journal.append(Event.PLAN_STEP, **row)
+        if result.refusal is not None:
+            # Show the rest of the path the override would take; the plan still fails (exit 1).
+            self._plan_overrides.append(step.id)
+            return StepResult(ok=True, summary=f"(plan) assuming --override {step.id}", facts=result.facts)
         return result
 
 

@@ -153,7 +153,10 @@ def test_plan_changes_nothing_and_shows_statements(tmp_path: Path) -> None:
     assert primary_of(before) == [] and SCENARIO_STATE.server("db3").source == "db1"
     code, out = cli("plan", "mariadb-promote-survivor", "-i", inventory(tmp_path, "primary-alive"), "-c", "sim",
                     "--run-dir", str(tmp_path / "p2"))
-    assert code == 1 and "PLAN FAILS" in out
+    assert code == 1 and "PLAN FAILS: the run would stop at the failed safety check check-no-primary" in out
+    assert "--override check-no-primary --accept-data-loss" in out
+    assert "[db2] RESET SLAVE ALL" in out  # the path the override would take is shown too
+    assert primary_of(state(tmp_path / "p2")) == ["db1"]
 
 
 def test_rejoin_old_primary(tmp_path: Path) -> None:
