@@ -33,6 +33,14 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
         if kind not in ("mongodb", "elasticsearch"):
             raise InputError(f"--scenario applies to the simulated labs (mongodb, elasticsearch), not {kind}")
         module.up(lab, inventory_out=inventory_out, scenario=scenario)
+    elif kind == "galera":
+        # Galera's runbook reads grastate.dat and starts nodes over the nodes' hosts: the lab
+        # reaches them through the SSH lab hosts, started here when they are not running yet.
+        from drengine.lab import ssh
+
+        if not any(p.kind == "ssh" and is_ours(p) for p in lab.processes()):
+            ssh.up(lab, inventory_out=inventory_out)
+        module.up(lab, inventory_out=inventory_out, hosts=[ssh.host_name(i) for i in range(3)])
     else:
         module.up(lab, inventory_out=inventory_out)
     procs = [p for p in lab.processes() if p.kind == kind]
