@@ -11,6 +11,7 @@ health check and how to write and read canaries, for real clusters and simulator
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,16 @@ KITS = {
 class Fault:
     name: str
     description: str
+
+
+@dataclass
+class Restore:
+    """How a kit brings the cluster back after a drill: what it started, the runbook that
+    finishes the job, and environment the runbook reads (e.g. where the degrade run is)."""
+
+    text: str
+    runbook: str
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,9 +85,9 @@ class DrillKit(Protocol):
         still catching up with it."""
         ...
 
-    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
-        """Start what the fault stopped; return (what was done, the runbook that rejoins it), or
-        None when this datastore has no restore yet."""
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str, run_dir: Path) -> Restore | None:
+        """Start what the fault stopped and say which runbook finishes the restore; None when
+        this datastore has no restore yet."""
         ...
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
@@ -309,29 +320,36 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
         started = time.monotonic()
         backend = open_backend(request.cluster, request.inventory, outcome.run_dir)
         try:
-            brought = kit.bring_back(request.cluster, backend, request.fault)
+            brought = kit.bring_back(request.cluster, backend, request.fault, outcome.run_dir)
         finally:
             backend.close()
         if brought is None:
             journal.append(Event.NOTE, text=f"restore: not available for {request.cluster.kind} drills yet; "
                                             f"bring the cluster back by hand before the next drill")
             return outcome
-        done, runbook = brought
-        journal.append(Event.NOTE, text=f"restore: {done}; then {runbook}")
+        journal.append(Event.NOTE, text=f"restore: {brought.text}; then {brought.runbook}")
         restore_dir = outcome.run_dir / "restore"
         state = outcome.run_dir / "sim-state.json"
         if state.exists():  # a simulated cluster continues from where the drill left it
             restore_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(state, restore_dir / "sim-state.json")
+        saved = {k: os.environ.get(k) for k in brought.env}
+        os.environ.update(brought.env)
         try:
             rejoined = start_run(RunRequest(
-                runbook=load_runbook(runbook), inventory=request.inventory, cluster=request.cluster,
+                runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
                 mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
                 argv=request.argv,
             ))
             ok, summary = rejoined.success, rejoined.summary
         except DrengineError as exc:
             ok, summary = False, str(exc)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         journal.append(Event.NOTE, text=f"restore {'done' if ok else 'FAILED'}: {summary} (journal {restore_dir})")
         journal.append(Event.MEASUREMENT, name="restore_seconds", value=round(time.monotonic() - started, 3), unit="s",
                        text="start of the restore to the cluster rejoined")

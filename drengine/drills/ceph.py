@@ -3,10 +3,12 @@ OSDs killed: their PGs go inactive and client I/O blocks until the degrade runbo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from drengine.drill import Fault, Injected
-from drengine.drills.faults import signal_member
+from drengine.actions.ceph import DEGRADE_RUN_ENV
+from drengine.drill import Fault, Injected, Restore
+from drengine.drills.faults import signal_member, start_member
 from drengine.errors import DrengineError
 from drengine.inventory import Cluster, Inventory
 
@@ -65,8 +67,17 @@ class CephKit:
         down = {f"osd.{o.id}" for o in backend.observe().down_osds}
         return set(self._victims(cluster)) <= down
 
-    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
-        return None
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str, run_dir: Path) -> Restore | None:
+        victims = self._victims(cluster)
+        if cluster.simulated is not None:
+            backend.sim.start_osds([int(v.split(".")[1]) for v in victims])
+            backend.save()
+            text = f"simulated restart of {', '.join(victims)}"
+        else:
+            assert self.inventory is not None
+            text = "; ".join(f"started {v}: {start_member(self.inventory, cluster, cluster.member(v))}" for v in victims)
+        # ceph-restore puts back exactly what this drill's degrade run changed.
+        return Restore(text, "ceph-restore", {DEGRADE_RUN_ENV: str(run_dir)})
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()

@@ -4,10 +4,11 @@ replica, and node faults (the simulated cluster's model, or the node's process o
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from drengine.connectors.elasticsearch import ElasticBackend, HttpCall, canary_calls
-from drengine.drill import Fault, Injected
+from drengine.drill import Fault, Injected, Restore
 from drengine.drills.faults import signal_member
 from drengine.errors import DrengineError
 from drengine.inventory import Cluster, Inventory
@@ -65,7 +66,7 @@ class ElasticKit:
     def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
         return int(backend.health().number_of_nodes) < len(cluster.members)
 
-    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str, run_dir: Path) -> Restore | None:
         return None
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:

@@ -3,12 +3,13 @@ and node faults (two of three killed, or all of them), on the simulator or over 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from drengine.actions.galera import HEARTBEAT_DDL
 from drengine.connectors.galera import GaleraView
 from drengine.connectors.mariadb import Sql
-from drengine.drill import Fault, Injected
+from drengine.drill import Fault, Injected, Restore
 from drengine.drills.faults import signal_member
 from drengine.errors import DrengineError
 from drengine.inventory import Cluster, Inventory
@@ -76,7 +77,7 @@ class GaleraKit:
         view: GaleraView = backend.observe()
         return not any(n.state == "up" and n.cluster_status == "Primary" for n in view.nodes)
 
-    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str, run_dir: Path) -> Restore | None:
         return None
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:

@@ -4,10 +4,11 @@ in drengine.canary on the current primary)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, cast
 
 from drengine.connectors.mariadb import ClusterView, MariaDBAPI, Sql
-from drengine.drill import Fault, Injected
+from drengine.drill import Fault, Injected, Restore
 from drengine.drills.faults import signal_member, start_member
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster, Inventory
@@ -138,15 +139,15 @@ class MariaDBKit:
         receiving = [s for s in view.servers if s.reachable and any(ch.io_running == "Yes" for ch in s.channels)]
         return not writable and not receiving
 
-    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str, run_dir: Path) -> Restore | None:
         victim = self._victim
         if fault == "hang-primary":
-            return f"{victim} was continued and fenced read-only", "mariadb-rejoin"
+            return Restore(f"{victim} was continued and fenced read-only", "mariadb-rejoin")
         if cluster.simulated is not None:
             backend.revive(victim)
-            return f"simulated restart of {victim}", "mariadb-rejoin"
+            return Restore(f"simulated restart of {victim}", "mariadb-rejoin")
         assert self.inventory is not None
-        return f"started {victim}: {start_member(self.inventory, cluster, cluster.member(victim))}", "mariadb-rejoin"
+        return Restore(f"started {victim}: {start_member(self.inventory, cluster, cluster.member(victim))}", "mariadb-rejoin")
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         if fault != "hang-primary":

@@ -4,10 +4,11 @@ over their hosts)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from drengine.connectors.mongodb import CANARY_COLLECTION, CANARY_DB, MongoBackend, command_text
-from drengine.drill import Fault, Injected
+from drengine.drill import Fault, Injected, Restore
 from drengine.drills.faults import signal_member
 from drengine.errors import DrengineError
 from drengine.inventory import Cluster, Inventory
@@ -68,7 +69,7 @@ class MongoKit:
     def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
         return not any(m.reachable and m.state == "PRIMARY" for m in backend.observe().members)
 
-    def bring_back(self, cluster: Cluster, backend: Any, fault: str) -> tuple[str, str] | None:
+    def bring_back(self, cluster: Cluster, backend: Any, fault: str, run_dir: Path) -> Restore | None:
         return None
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -306,10 +307,9 @@ def inventory_fragment(lab: LabDir, port_base: int = 3300) -> dict[str, Any]:
     # command is the lab's own command line, detached because the daemon runs in the foreground.
     # No shell braces: drengine's template renderer reads `{...}` as placeholders.
     qroot = shlex.quote(str(root))
-    start = (
-        f'n={{name}}; t=$(echo "$n" | cut -d. -f1); setsid /usr/bin/ceph-"$t" -f --cluster ceph --name "$n" '
-        f'-c {shlex.quote(str(conf))} </dev/null >>{qroot}/log/"$n".out 2>&1 &'
-    )
+    # The lab's own entry point starts the daemon detached and records its PID, so that
+    # `drengine lab down` stops a daemon that a runbook or a drill started again.
+    start = f"{shlex.quote(sys.executable)} -m drengine.lab.ceph start-daemon {{name}} --lab-dir {shlex.quote(str(lab.root))}"
     # The daemon's own pid file names exactly the process to stop (no pattern matching).
     stop = f'n={{name}}; kill -TERM "$(cat {qroot}/run/ceph-"$n".pid)"'
     return {
@@ -372,3 +372,35 @@ def _respawn(lab: LabDir, proc: LabProcess) -> None:
     if is_ours(proc):
         raise LabError(f"{proc.name} is still running (pid {proc.pid}); kill it first")
     _spawn(lab, proc.name, proc.argv)
+
+
+def start_daemon(lab: LabDir, name: str) -> LabProcess:
+    """Start a lab daemon (`osd.1`, `mon.a`, `mgr.x`) again with its recorded command line."""
+    proc = lab.find(KIND, name)
+    if proc is None:
+        raise LabError(f"the Ceph lab in {lab.root} has no daemon {name}")
+    if is_ours(proc):
+        return proc
+    return _spawn(lab, proc.name, proc.argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m drengine.lab.ceph start-daemon NAME --lab-dir DIR`: the lab inventory's start template."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m drengine.lab.ceph")
+    parser.add_argument("action", choices=["start-daemon"])
+    parser.add_argument("name")
+    parser.add_argument("--lab-dir", required=True)
+    args = parser.parse_args(argv)
+    try:
+        proc = start_daemon(LabDir(args.lab_dir), args.name)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name} running (pid {proc.pid})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

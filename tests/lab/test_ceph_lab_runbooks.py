@@ -191,19 +191,21 @@ def test_osds_restarted_restore_to_health_ok(lab: Lab) -> None:
 
 def test_drill_kill_osds_on_the_lab(lab: Lab) -> None:
     """Issue 7: a drill on the real lab: two OSDs SIGKILLed through their pid files, the degrade
-    runbook unattended, canary objects measured; then the OSDs come back and restore runs."""
+    runbook unattended, canary objects measured; with --restore the OSDs are started by the
+    inventory's start template and ceph-restore puts min_size and the flags back."""
     lab.wait_for("healthy before the drill", lambda s: s.all_active_clean and not s.down_osds)
     run_dir = lab.runs / "drill"
     code, out = cli("drill", "ceph-degrade", "-i", str(lab.inventory), "-c", ceph_lab.CLUSTER_NAME, "--fault", "kill-osds",
-                    "--run-dir", str(run_dir), "--canary-interval", "0.2")
+                    "--run-dir", str(run_dir), "--canary-interval", "0.2", "--restore")
     assert code == 0, out
     measured = {e.data["name"]: e.data["value"] for e in of_type(run_dir, "measurement")}
     assert measured["lost_writes"] == 0
     assert isinstance(measured["recovery_seconds"], float) and measured["recovery_seconds"] > 0
+    assert measured["restored"] == 1, out
     assert (run_dir / "junit.xml").exists()
-    ceph_lab.restart_osds(lab.dir, [1, 2])
-    code, out, _ = lab.run("ceph-restore", "--yes")
-    assert code == 0, out
+    snap = lab.observe()
+    assert all(p.min_size == 2 for p in snap.pools) and not {"noout", "norebalance"} & set(snap.flags)
+    assert all(p.kind != "ceph" or is_ours(p) for p in lab.dir.processes())  # restarted OSDs are recorded
 
 
 def _settled_blocked(s: CephSnapshot) -> bool:

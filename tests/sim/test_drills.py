@@ -201,3 +201,14 @@ def test_restore_refuses_an_old_primary_with_unreplicated_writes(tmp_path: Path)
     assert code == 0, out  # the drill itself passed: the loss was the deliberate, measured one
     assert measurement(run_dir, "restored") == 0
     assert "restore FAILED" in out and "errant transactions: db1 has 10 transaction(s)" in out
+
+
+def test_ceph_drill_restore_puts_min_size_back(tmp_path: Path) -> None:
+    run_dir = tmp_path / "ceph"
+    code, out = cli("drill", "ceph-degrade", "-i", str(ROOT / "inventory" / "simulated-ceph.yaml"),
+                    "-c", "sim-ceph-healthy", "--fault", "kill-osds", "--restore", "--run-dir", str(run_dir))
+    assert code == 0, out
+    assert measurement(run_dir, "restored") == 1
+    restored = [e.data["text"] for e in of_type(run_dir / "restore", "statement_sent")]
+    assert any('"var": "min_size"' in s and '"val": "2"' in s for s in restored), restored
+    assert '{"prefix": "osd unset", "key": "noout"}' in restored
