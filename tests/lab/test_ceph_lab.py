@@ -199,9 +199,9 @@ def _start_with_service_template(lab: CephLab, name: str) -> None:
     command = render_template(
         lab.cluster.service.start, name=member.name, address=member.address, port=member.port, data_dir=member.data_dir or ""
     )
-    subprocess.run(["/bin/sh", "-c", command.text], check=True, timeout=10)
     old = lab.dir.find("ceph", name)
     assert old is not None
+    subprocess.run(["/bin/sh", "-c", command.text], check=True, timeout=10)
     pid_file = lab.dir.path("ceph", "run") / f"ceph-{name}.pid"
 
     def started_pid() -> int | None:
