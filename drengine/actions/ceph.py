@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -730,9 +730,9 @@ def _unfound_sources(ctx: RunContext, snap: CephSnapshot) -> list[UnfoundSource]
 
 @register
 class ExplainHealth(Action):
-    name: ClassVar[str] = "ceph.explain_health"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Look at the cluster: health checks, OSDs down, which PGs are inactive and what they wait for"
+    name = "ceph.explain_health"
+    effect = Effect.READ
+    description = "Look at the cluster: health checks, OSDs down, which PGs are inactive and what they wait for"
 
     def propose(self, ctx: RunContext) -> Proposal:
         stmts = [mon_statement(ctx, {"prefix": p}) for p in ("status", "mon dump", "osd dump", "osd tree", "pg ls")]
@@ -757,10 +757,10 @@ class FlagParams(BaseModel):
 
 @register
 class SetFlags(Action):
-    name: ClassVar[str] = "ceph.set_flags"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    Params: ClassVar[type[BaseModel]] = FlagParams
-    description: ClassVar[str] = "Set noout and norebalance so nothing is marked out or shuffled while OSDs are fixed"
+    name = "ceph.set_flags"
+    effect = Effect.MUTATE
+    Params = FlagParams
+    description = "Set noout and norebalance so nothing is marked out or shuffled while OSDs are fixed"
 
     def _decide(self, ctx: RunContext) -> FlagDecision:
         return decide_flags(_observe(ctx), cast(FlagParams, ctx.params).flags)
@@ -795,9 +795,9 @@ class SetFlags(Action):
 
 @register
 class LowerMinSize(Action):
-    name: ClassVar[str] = "ceph.lower_min_size"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Lower min_size on exactly the pools whose PGs are inactive for want of copies"
+    name = "ceph.lower_min_size"
+    effect = Effect.MUTATE
+    description = "Lower min_size on exactly the pools whose PGs are inactive for want of copies"
 
     def propose(self, ctx: RunContext) -> Proposal:
         snap = _observe_settled(ctx)
@@ -847,12 +847,12 @@ class IoParams(BaseModel):
 
 @register
 class VerifyIo(Action):
-    name: ClassVar[str] = "ceph.verify_io"
-    effect: ClassVar[Effect] = Effect.MUTATE
+    name = "ceph.verify_io"
+    effect = Effect.MUTATE
     # It only writes drengine's own test object (`drengine-io-check`), so it needs no confirmation.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.NONE
-    Params: ClassVar[type[BaseModel]] = IoParams
-    description: ClassVar[str] = "Write and read back a test object in each pool the outage touched"
+    min_gate = GateLevel.NONE
+    Params = IoParams
+    description = "Write and read back a test object in each pool the outage touched"
 
     def _pools(self, ctx: RunContext, snap: CephSnapshot) -> tuple[list[str], list[str]]:
         before = ctx.facts.maybe("observed", Observation)
@@ -921,9 +921,9 @@ class VerifyIo(Action):
 
 @register
 class MarkOut(Action):
-    name: ClassVar[str] = "ceph.mark_out"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Mark OSDs declared gone for good `out` so their data is copied elsewhere"
+    name = "ceph.mark_out"
+    effect = Effect.MUTATE
+    description = "Mark OSDs declared gone for good `out` so their data is copied elsewhere"
 
     def propose(self, ctx: RunContext) -> Proposal:
         d = decide_out(_observe(ctx), gone_osd_ids(ctx.operator_said_gone))
@@ -942,11 +942,11 @@ class MarkOut(Action):
 
 @register
 class MarkLost(Action):
-    name: ClassVar[str] = "ceph.mark_lost"
-    effect: ClassVar[Effect] = Effect.MUTATE
+    name = "ceph.mark_lost"
+    effect = Effect.MUTATE
     # Ceph gives up on whatever only this OSD had: always a dangerous gate, whatever the YAML says.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.DANGEROUS
-    description: ClassVar[str] = "Mark OSDs declared gone `lost` when PGs or unfound objects wait for them (data loss)"
+    min_gate = GateLevel.DANGEROUS
+    description = "Mark OSDs declared gone `lost` when PGs or unfound objects wait for them (data loss)"
 
     def _decide(self, ctx: RunContext) -> LostDecision:
         gone = gone_osd_ids(ctx.operator_said_gone)
@@ -978,12 +978,12 @@ class UnfoundParams(BaseModel):
 
 @register
 class MarkUnfoundLost(Action):
-    name: ClassVar[str] = "ceph.mark_unfound_lost"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    Params: ClassVar[type[BaseModel]] = UnfoundParams
+    name = "ceph.mark_unfound_lost"
+    effect = Effect.MUTATE
+    Params = UnfoundParams
     # The newest version of each unfound object is given up for good.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.DANGEROUS
-    description: ClassVar[str] = "Give up unfound objects no OSD that is up holds (revert to the previous version, or delete)"
+    min_gate = GateLevel.DANGEROUS
+    description = "Give up unfound objects no OSD that is up holds (revert to the previous version, or delete)"
 
     def _decide(self, ctx: RunContext, planning: bool) -> UnfoundDecision:
         snap = _observe(ctx)
@@ -1041,10 +1041,10 @@ class FindParams(BaseModel):
 
 @register
 class FindDegradeRecord(Action):
-    name: ClassVar[str] = "ceph.find_degrade_record"
-    effect: ClassVar[Effect] = Effect.CHECK
-    Params: ClassVar[type[BaseModel]] = FindParams
-    description: ClassVar[str] = "Read back from the ceph-degrade journal(s) which flags and min_size drengine changed"
+    name = "ceph.find_degrade_record"
+    effect = Effect.CHECK
+    Params = FindParams
+    description = "Read back from the ceph-degrade journal(s) which flags and min_size drengine changed"
 
     def _where(self, ctx: RunContext) -> tuple[Path | None, Path]:
         p = cast(FindParams, ctx.params)
@@ -1114,10 +1114,10 @@ class WaitParams(BaseModel):
 
 @register
 class WaitForRecovery(Action):
-    name: ClassVar[str] = "ceph.wait_for_recovery"
-    effect: ClassVar[Effect] = Effect.READ
-    Params: ClassVar[type[BaseModel]] = WaitParams
-    description: ClassVar[str] = "Wait, bounded, until the OSDs are back and every PG is active+clean"
+    name = "ceph.wait_for_recovery"
+    effect = Effect.READ
+    Params = WaitParams
+    description = "Wait, bounded, until the OSDs are back and every PG is active+clean"
 
     def propose(self, ctx: RunContext) -> Proposal:
         p = cast(WaitParams, ctx.params)
@@ -1151,9 +1151,9 @@ class WaitForRecovery(Action):
 
 @register
 class RestoreMinSize(Action):
-    name: ClassVar[str] = "ceph.restore_min_size"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Put back each pool's min_size as it was before ceph-degrade"
+    name = "ceph.restore_min_size"
+    effect = Effect.MUTATE
+    description = "Put back each pool's min_size as it was before ceph-degrade"
 
     def propose(self, ctx: RunContext) -> Proposal:
         d = decide_restore_min_size(ctx.facts.get("degrade_record", DegradeRecord), _observe(ctx))
@@ -1174,9 +1174,9 @@ class RestoreMinSize(Action):
 
 @register
 class UnsetFlags(Action):
-    name: ClassVar[str] = "ceph.unset_flags"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Unset the OSD flags drengine set, and only those"
+    name = "ceph.unset_flags"
+    effect = Effect.MUTATE
+    description = "Unset the OSD flags drengine set, and only those"
 
     def propose(self, ctx: RunContext) -> Proposal:
         ours, theirs = decide_unset(ctx.facts.get("degrade_record", DegradeRecord), _observe(ctx))
@@ -1204,11 +1204,11 @@ class HealthParams(BaseModel):
 
 @register
 class VerifyHealth(Action):
-    name: ClassVar[str] = "ceph.verify_health"
-    effect: ClassVar[Effect] = Effect.READ
-    Params: ClassVar[type[BaseModel]] = HealthParams
-    outcomes: ClassVar[tuple[str, ...]] = ("not-ok",)
-    description: ClassVar[str] = "Verify HEALTH_OK, or explain what remains"
+    name = "ceph.verify_health"
+    effect = Effect.READ
+    Params = HealthParams
+    outcomes = ("not-ok",)
+    description = "Verify HEALTH_OK, or explain what remains"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="check that health is HEALTH_OK", statements=[mon_statement(ctx, {"prefix": "status"})])
@@ -1285,10 +1285,10 @@ def _monitors(ctx: RunContext) -> MonitorControl:
 
 @register
 class CheckQuorum(Action):
-    name: ClassVar[str] = "ceph.check_quorum"
-    effect: ClassVar[Effect] = Effect.READ
-    outcomes: ClassVar[tuple[str, ...]] = ("quorate",)
-    description: ClassVar[str] = "Ask the monitors for status; a quorum that answers needs no surgery"
+    name = "ceph.check_quorum"
+    effect = Effect.READ
+    outcomes = ("quorate",)
+    description = "Ask the monitors for status; a quorum that answers needs no surgery"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="ask the monitors for status (bounded by the connect timeout)",
@@ -1307,9 +1307,9 @@ class CheckQuorum(Action):
 
 @register
 class FindSurvivingMons(Action):
-    name: ClassVar[str] = "ceph.find_surviving_mons"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Ask each monitor's admin socket on its host whether it runs and which monmap it holds"
+    name = "ceph.find_surviving_mons"
+    effect = Effect.READ
+    description = "Ask each monitor's admin socket on its host whether it runs and which monmap it holds"
 
     def propose(self, ctx: RunContext) -> Proposal:
         conf = (ctx.cluster.ceph.conf_file if ctx.cluster.ceph else "/etc/ceph/ceph.conf")
@@ -1335,12 +1335,12 @@ class FindSurvivingMons(Action):
 
 @register
 class MonmapSurgery(Action):
-    name: ClassVar[str] = "ceph.monmap_surgery"
-    effect: ClassVar[Effect] = Effect.MUTATE
+    name = "ceph.monmap_surgery"
+    effect = Effect.MUTATE
     # Removing monitors from the monmap is hard to undo and, if a removed one was in fact ahead,
     # loses what it committed alone.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.DANGEROUS
-    description: ClassVar[str] = "Stop the survivors, remove the dead monitors from their monmap, start them again"
+    min_gate = GateLevel.DANGEROUS
+    description = "Stop the survivors, remove the dead monitors from their monmap, start them again"
 
     def propose(self, ctx: RunContext) -> Proposal:
         s = ctx.facts.get("mon_surgery", MonSurgery)
@@ -1400,10 +1400,10 @@ class QuorumParams(BaseModel):
 
 @register
 class VerifyQuorum(Action):
-    name: ClassVar[str] = "ceph.verify_quorum"
-    effect: ClassVar[Effect] = Effect.READ
-    Params: ClassVar[type[BaseModel]] = QuorumParams
-    description: ClassVar[str] = "Wait (bounded) for the survivors to form a quorum and the cluster to answer"
+    name = "ceph.verify_quorum"
+    effect = Effect.READ
+    Params = QuorumParams
+    description = "Wait (bounded) for the survivors to form a quorum and the cluster to answer"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="wait for a quorum of the survivors", statements=[mon_statement(ctx, {"prefix": "status"})])

@@ -568,9 +568,9 @@ def _unassigned_now(ctx: RunContext) -> set[tuple[str, int, bool]]:
 
 @register
 class Observe(Action):
-    name: ClassVar[str] = "elasticsearch.observe"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Read health, nodes, every shard copy and the allocation settings (five requests)"
+    name = "elasticsearch.observe"
+    effect = Effect.READ
+    description = "Read health, nodes, every shard copy and the allocation settings (five requests)"
 
     def propose(self, ctx: RunContext) -> Proposal:
         calls = [health_call(), nodes_call(), cat_shards_call(), cluster_settings_call(), index_settings_call()]
@@ -596,10 +596,10 @@ class ExplainParams(BaseModel):
 
 @register
 class ExplainUnassigned(Action):
-    name: ClassVar[str] = "elasticsearch.explain_unassigned"
-    effect: ClassVar[Effect] = Effect.READ
-    Params: ClassVar[type[BaseModel]] = ExplainParams
-    description: ClassVar[str] = "Explain every unassigned shard: why, and what would assign it"
+    name = "elasticsearch.explain_unassigned"
+    effect = Effect.READ
+    Params = ExplainParams
+    description = "Explain every unassigned shard: why, and what would assign it"
 
     def _targets(self, ctx: RunContext) -> list[tuple[str, int, bool]]:
         params = cast(ExplainParams, ctx.params)
@@ -623,9 +623,9 @@ class ExplainUnassigned(Action):
 
 @register
 class PlanReallocation(Action):
-    name: ClassVar[str] = "elasticsearch.plan_reallocation"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Decide what to do about each unassigned shard, least risky first"
+    name = "elasticsearch.plan_reallocation"
+    effect = Effect.READ
+    description = "Decide what to do about each unassigned shard, least risky first"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="decide the reallocation, least risky first")
@@ -647,9 +647,9 @@ def _nothing(summary: str) -> Proposal:
 
 @register
 class ShortenDelay(Action):
-    name: ClassVar[str] = "elasticsearch.shorten_delay"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Stop waiting for nodes declared gone: delayed_timeout 0 on the affected indices"
+    name = "elasticsearch.shorten_delay"
+    effect = Effect.MUTATE
+    description = "Stop waiting for nodes declared gone: delayed_timeout 0 on the affected indices"
 
     def propose(self, ctx: RunContext) -> Proposal:
         plan = _plan(ctx)
@@ -686,9 +686,9 @@ class ShortenDelay(Action):
 
 @register
 class EnableAllocation(Action):
-    name: ClassVar[str] = "elasticsearch.enable_allocation"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Re-enable shard allocation left disabled (the old value is restored at the end)"
+    name = "elasticsearch.enable_allocation"
+    effect = Effect.MUTATE
+    description = "Re-enable shard allocation left disabled (the old value is restored at the end)"
 
     def propose(self, ctx: RunContext) -> Proposal:
         change = _plan(ctx).enable
@@ -716,9 +716,9 @@ class EnableAllocation(Action):
 
 @register
 class RetryFailed(Action):
-    name: ClassVar[str] = "elasticsearch.retry_failed"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Retry allocations that failed too many times"
+    name = "elasticsearch.retry_failed"
+    effect = Effect.MUTATE
+    description = "Retry allocations that failed too many times"
 
     def propose(self, ctx: RunContext) -> Proposal:
         labels = _plan(ctx).retry_failed
@@ -737,9 +737,9 @@ class RetryFailed(Action):
 
 @register
 class AllocateReplicas(Action):
-    name: ClassVar[str] = "elasticsearch.allocate_replicas"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Allocate replicas the deciders allow but the allocator has not placed"
+    name = "elasticsearch.allocate_replicas"
+    effect = Effect.MUTATE
+    description = "Allocate replicas the deciders allow but the allocator has not placed"
 
     def _todo(self, ctx: RunContext) -> list[ReplicaAssignment]:
         planned = _plan(ctx).allocate_replicas
@@ -766,9 +766,9 @@ class AllocateReplicas(Action):
 
 @register
 class LowerReplicas(Action):
-    name: ClassVar[str] = "elasticsearch.lower_replicas"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Lower number_of_replicas where the remaining data nodes cannot hold every copy"
+    name = "elasticsearch.lower_replicas"
+    effect = Effect.MUTATE
+    description = "Lower number_of_replicas where the remaining data nodes cannot hold every copy"
 
     def propose(self, ctx: RunContext) -> Proposal:
         changes = _plan(ctx).lower_replicas
@@ -808,8 +808,8 @@ def _by_new(changes: Sequence[SettingChange]) -> list[tuple[str, list[str]]]:
 
 class _AllocatePrimary(Action):
     kind: ClassVar[Literal["stale", "empty"]]
-    effect: ClassVar[Effect] = Effect.MUTATE
-    min_gate: ClassVar[GateLevel | None] = GateLevel.DANGEROUS
+    effect = Effect.MUTATE
+    min_gate = GateLevel.DANGEROUS
 
     def _planned(self, ctx: RunContext) -> list[PrimaryChoice]:
         plan = _plan(ctx)
@@ -856,16 +856,16 @@ class _AllocatePrimary(Action):
 
 @register
 class AllocateStalePrimary(_AllocatePrimary):
-    name: ClassVar[str] = "elasticsearch.allocate_stale_primary"
+    name = "elasticsearch.allocate_stale_primary"
     kind: ClassVar[Literal["stale", "empty"]] = "stale"
-    description: ClassVar[str] = "DATA LOSS: promote the most recent stale copy of a red shard to primary"
+    description = "DATA LOSS: promote the most recent stale copy of a red shard to primary"
 
 
 @register
 class AllocateEmptyPrimary(_AllocatePrimary):
-    name: ClassVar[str] = "elasticsearch.allocate_empty_primary"
+    name = "elasticsearch.allocate_empty_primary"
     kind: ClassVar[Literal["stale", "empty"]] = "empty"
-    description: ClassVar[str] = "DATA LOSS: give a red shard with no copy left an empty primary"
+    description = "DATA LOSS: give a red shard with no copy left an empty primary"
 
 
 class WaitParams(BaseModel):
@@ -877,10 +877,10 @@ class WaitParams(BaseModel):
 
 @register
 class WaitForHealth(Action):
-    name: ClassVar[str] = "elasticsearch.wait_for_health"
-    effect: ClassVar[Effect] = Effect.READ
-    Params: ClassVar[type[BaseModel]] = WaitParams
-    description: ClassVar[str] = "Wait for green (or yellow when replicas are knowingly left unassigned)"
+    name = "elasticsearch.wait_for_health"
+    effect = Effect.READ
+    Params = WaitParams
+    description = "Wait for green (or yellow when replicas are knowingly left unassigned)"
 
     def _expected(self, ctx: RunContext) -> tuple[Status, list[str]]:
         plan = _plan(ctx)
@@ -934,10 +934,10 @@ class RestoreParams(BaseModel):
 
 @register
 class RestoreSettings(Action):
-    name: ClassVar[str] = "elasticsearch.restore_settings"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    Params: ClassVar[type[BaseModel]] = RestoreParams
-    description: ClassVar[str] = "Put back every setting this run changed"
+    name = "elasticsearch.restore_settings"
+    effect = Effect.MUTATE
+    Params = RestoreParams
+    description = "Put back every setting this run changed"
 
     def _changes(self, ctx: RunContext) -> tuple[list[SettingChange], list[SettingChange]]:
         """(to restore, lowered replicas kept)."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar, Literal, cast
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -401,9 +401,9 @@ class ServiceParams(BaseModel):
 
 @register
 class Observe(Action):
-    name: ClassVar[str] = "galera.observe"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Probe every node in parallel (wsrep status: component, size, state, last committed)"
+    name = "galera.observe"
+    effect = Effect.READ
+    description = "Probe every node in parallel (wsrep status: component, size, state, last committed)"
 
     def propose(self, ctx: RunContext) -> Proposal:
         stmts = [Statement(m.name, t) for m in ctx.cluster.members for t in (SYNC_WAIT_OFF, STATUS_SQL)]
@@ -421,9 +421,9 @@ class Observe(Action):
 
 @register
 class CheckNoPrimary(Action):
-    name: ClassVar[str] = "galera.check_no_primary"
-    effect: ClassVar[Effect] = Effect.CHECK
-    description: ClassVar[str] = "Refuse while any node is Primary, or while both sides of a partition could be bootstrapped"
+    name = "galera.check_no_primary"
+    effect = Effect.CHECK
+    description = "Refuse while any node is Primary, or while both sides of a partition could be bootstrapped"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="check that no Primary component is alive and that the running nodes form one group")
@@ -443,10 +443,10 @@ class CheckNoPrimary(Action):
 
 @register
 class ChooseBootstrap(Action):
-    name: ClassVar[str] = "galera.choose_bootstrap"
-    effect: ClassVar[Effect] = Effect.READ
-    outcomes: ClassVar[tuple[str, ...]] = ("running", "all-down")
-    description: ClassVar[str] = "Choose the running node with the highest wsrep_last_committed, or branch to the disk positions"
+    name = "galera.choose_bootstrap"
+    effect = Effect.READ
+    outcomes = ("running", "all-down")
+    description = "Choose the running node with the highest wsrep_last_committed, or branch to the disk positions"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="rank the running nodes by wsrep_last_committed (or note that every node is down)")
@@ -469,10 +469,10 @@ class ChooseBootstrap(Action):
 
 @register
 class ReadPositions(Action):
-    name: ClassVar[str] = "galera.read_positions"
-    effect: ClassVar[Effect] = Effect.READ
-    Params: ClassVar[type[BaseModel]] = ServiceParams
-    description: ClassVar[str] = "Every node is down: read grastate.dat on each host, --wsrep-recover where seqno is -1"
+    name = "galera.read_positions"
+    effect = Effect.READ
+    Params = ServiceParams
+    description = "Every node is down: read grastate.dat on each host, --wsrep-recover where seqno is -1"
 
     def propose(self, ctx: RunContext) -> Proposal:
         api = _api(ctx)
@@ -568,9 +568,9 @@ def _bootstrap_gate(decision: BootstrapDecision) -> GateLevel:
 
 @register
 class BootstrapRunning(Action):
-    name: ClassVar[str] = "galera.bootstrap_running"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Make the chosen running node a new Primary component (pc.bootstrap=YES)"
+    name = "galera.bootstrap_running"
+    effect = Effect.MUTATE
+    description = "Make the chosen running node a new Primary component (pc.bootstrap=YES)"
 
     def propose(self, ctx: RunContext) -> Proposal:
         decision, chosen = _chosen(ctx)
@@ -608,10 +608,10 @@ class BootstrapRunning(Action):
 
 @register
 class BootstrapStart(Action):
-    name: ClassVar[str] = "galera.bootstrap_start"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    Params: ClassVar[type[BaseModel]] = ServiceParams
-    description: ClassVar[str] = "Start the chosen stopped node as a new cluster (bootstrap service command)"
+    name = "galera.bootstrap_start"
+    effect = Effect.MUTATE
+    Params = ServiceParams
+    description = "Start the chosen stopped node as a new cluster (bootstrap service command)"
 
     def propose(self, ctx: RunContext) -> Proposal:
         decision, chosen = _chosen(ctx)
@@ -673,10 +673,10 @@ class BootstrapStart(Action):
 
 @register
 class StartOthers(Action):
-    name: ClassVar[str] = "galera.start_others"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    Params: ClassVar[type[BaseModel]] = ServiceParams
-    description: ClassVar[str] = "Start the other nodes normally: they rejoin the new Primary component (IST where possible)"
+    name = "galera.start_others"
+    effect = Effect.MUTATE
+    Params = ServiceParams
+    description = "Start the other nodes normally: they rejoin the new Primary component (IST where possible)"
 
     def _plan(self, ctx: RunContext) -> tuple[list[str], list[str], list[str]]:
         """(to start, already back, left alone with a reason)."""
@@ -758,12 +758,12 @@ class VerifyParams(BaseModel):
 
 @register
 class Verify(Action):
-    name: ClassVar[str] = "galera.verify"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    Params: ClassVar[type[BaseModel]] = VerifyParams
+    name = "galera.verify"
+    effect = Effect.MUTATE
+    Params = VerifyParams
     # It only writes a row into drengine's own heartbeat table, so it needs no confirmation.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.NONE
-    description: ClassVar[str] = "Primary everywhere reachable, size as expected, Synced, and a write that works"
+    min_gate = GateLevel.NONE
+    description = "Primary everywhere reachable, size as expected, Synced, and a write that works"
 
     def propose(self, ctx: RunContext) -> Proposal:
         _, chosen = _chosen(ctx)

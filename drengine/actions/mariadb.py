@@ -4,7 +4,7 @@ which returned server may rejoin) and the steps the MariaDB runbooks name."""
 from __future__ import annotations
 
 import time
-from typing import ClassVar, cast
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -251,9 +251,9 @@ def _view_lines(view: ClusterView) -> list[str]:
 
 @register
 class Observe(Action):
-    name: ClassVar[str] = "mariadb.observe"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Probe every server in parallel (variables, GTID positions, replication status)"
+    name = "mariadb.observe"
+    effect = Effect.READ
+    description = "Probe every server in parallel (variables, GTID positions, replication status)"
 
     def propose(self, ctx: RunContext) -> Proposal:
         from drengine.connectors.mariadb import VARIABLES_SQL
@@ -274,9 +274,9 @@ class Observe(Action):
 
 @register
 class CheckNoPrimary(Action):
-    name: ClassVar[str] = "mariadb.check_no_primary"
-    effect: ClassVar[Effect] = Effect.CHECK
-    description: ClassVar[str] = "Refuse while a writable primary is reachable or the replicas still receive from one"
+    name = "mariadb.check_no_primary"
+    effect = Effect.CHECK
+    description = "Refuse while a writable primary is reachable or the replicas still receive from one"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="check that no primary is alive")
@@ -314,9 +314,9 @@ class CheckNoPrimary(Action):
 
 @register
 class ChooseSurvivor(Action):
-    name: ClassVar[str] = "mariadb.choose_survivor"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Choose the most advanced eligible replica, and say why"
+    name = "mariadb.choose_survivor"
+    effect = Effect.READ
+    description = "Choose the most advanced eligible replica, and say why"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="rank the replicas by received and applied GTID positions")
@@ -342,10 +342,10 @@ class CatchUpParams(BaseModel):
 
 @register
 class Promote(Action):
-    name: ClassVar[str] = "mariadb.promote"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    Params: ClassVar[type[BaseModel]] = CatchUpParams
-    description: ClassVar[str] = "Apply the relay log, stop replication and make the survivor writable"
+    name = "mariadb.promote"
+    effect = Effect.MUTATE
+    Params = CatchUpParams
+    description = "Apply the relay log, stop replication and make the survivor writable"
 
     def _timeout(self, ctx: RunContext) -> float:
         p = cast(CatchUpParams, ctx.params)
@@ -457,9 +457,9 @@ def _make_replica(ctx: RunContext, name: str, server: ServerView, primary: NewPr
 
 @register
 class Repoint(Action):
-    name: ClassVar[str] = "mariadb.repoint_replicas"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Point every other reachable replica at the new primary (GTID, slave_pos)"
+    name = "mariadb.repoint_replicas"
+    effect = Effect.MUTATE
+    description = "Point every other reachable replica at the new primary (GTID, slave_pos)"
 
     def _targets(self, ctx: RunContext) -> tuple[list[str], list[str]]:
         view = ctx.facts.get("view", ClusterView)
@@ -513,11 +513,11 @@ HEARTBEAT_DDL = [
 
 @register
 class VerifyReplication(Action):
-    name: ClassVar[str] = "mariadb.verify_replication"
-    effect: ClassVar[Effect] = Effect.MUTATE
+    name = "mariadb.verify_replication"
+    effect = Effect.MUTATE
     # It only writes a row into drengine's own heartbeat table, so it needs no confirmation.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.NONE
-    description: ClassVar[str] = "Write a heartbeat on the primary and wait for it on every replica"
+    min_gate = GateLevel.NONE
+    description = "Write a heartbeat on the primary and wait for it on every replica"
 
     def _write(self, ctx: RunContext) -> Sql:
         return Sql("REPLACE INTO drengine.heartbeat (id, written_at) VALUES (%s, %s)", ("recovery-check", round(time.time(), 3)))
@@ -572,9 +572,9 @@ class VerifyReplication(Action):
 
 @register
 class PlanRejoin(Action):
-    name: ClassVar[str] = "mariadb.plan_rejoin"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Find the primary and the servers that do not follow it"
+    name = "mariadb.plan_rejoin"
+    effect = Effect.READ
+    description = "Find the primary and the servers that do not follow it"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="find the primary and the returned servers")
@@ -593,9 +593,9 @@ class PlanRejoin(Action):
 
 @register
 class CheckNoErrant(Action):
-    name: ClassVar[str] = "mariadb.check_no_errant"
-    effect: ClassVar[Effect] = Effect.CHECK
-    description: ClassVar[str] = "Refuse to rejoin a server holding transactions the primary lacks"
+    name = "mariadb.check_no_errant"
+    effect = Effect.CHECK
+    description = "Refuse to rejoin a server holding transactions the primary lacks"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="check the returned servers for errant transactions")
@@ -620,9 +620,9 @@ class CheckNoErrant(Action):
 
 @register
 class Rejoin(Action):
-    name: ClassVar[str] = "mariadb.rejoin"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Make each returned server read-only and a GTID replica of the primary"
+    name = "mariadb.rejoin"
+    effect = Effect.MUTATE
+    description = "Make each returned server read-only and a GTID replica of the primary"
 
     def propose(self, ctx: RunContext) -> Proposal:
         decision = ctx.facts.get("rejoin", RejoinDecision)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -426,9 +426,9 @@ def _canary(run_marker: str) -> str:
 
 @register
 class Observe(Action):
-    name: ClassVar[str] = "mongodb.observe"
-    effect: ClassVar[Effect] = Effect.READ
-    description: ClassVar[str] = "Probe every member in parallel (hello, replSetGetStatus, replSetGetConfig)"
+    name = "mongodb.observe"
+    effect = Effect.READ
+    description = "Probe every member in parallel (hello, replSetGetStatus, replSetGetConfig)"
 
     def propose(self, ctx: RunContext) -> Proposal:
         stmts = [Statement(m.name, command_text({cmd: 1}), language="mongodb")
@@ -450,9 +450,9 @@ class Observe(Action):
 
 @register
 class CheckMajorityLost(Action):
-    name: ClassVar[str] = "mongodb.check_majority_lost"
-    effect: ClassVar[Effect] = Effect.CHECK
-    description: ClassVar[str] = "Refuse while any member is PRIMARY or a voting majority is healthy"
+    name = "mongodb.check_majority_lost"
+    effect = Effect.CHECK
+    description = "Refuse while any member is PRIMARY or a voting majority is healthy"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="check that no primary exists and the voting majority is lost")
@@ -471,9 +471,9 @@ class CheckMajorityLost(Action):
 
 @register
 class ChooseSurvivor(Action):
-    name: ClassVar[str] = "mongodb.choose_survivor"
-    effect: ClassVar[Effect] = Effect.CHECK
-    description: ClassVar[str] = "Choose the survivor with the highest optime, and say why"
+    name = "mongodb.choose_survivor"
+    effect = Effect.CHECK
+    description = "Choose the survivor with the highest optime, and say why"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="rank the survivors by optime (term, then timestamp)")
@@ -504,11 +504,11 @@ class ChooseSurvivor(Action):
 
 @register
 class ForceReconfig(Action):
-    name: ClassVar[str] = "mongodb.force_reconfig"
-    effect: ClassVar[Effect] = Effect.MUTATE
+    name = "mongodb.force_reconfig"
+    effect = Effect.MUTATE
     # The vendor's last resort: it discards members and may lose writes. Always dangerous.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.DANGEROUS
-    description: ClassVar[str] = "Force a config that keeps only the survivors, on the chosen member"
+    min_gate = GateLevel.DANGEROUS
+    description = "Force a config that keeps only the survivors, on the chosen member"
 
     def propose(self, ctx: RunContext) -> Proposal:
         decision, old, forced = _forced_for(ctx)
@@ -564,12 +564,12 @@ class VerifyParams(BaseModel):
 
 @register
 class VerifyPrimary(Action):
-    name: ClassVar[str] = "mongodb.verify_primary"
-    effect: ClassVar[Effect] = Effect.MUTATE
+    name = "mongodb.verify_primary"
+    effect = Effect.MUTATE
     # It only inserts a marker document into drengine's own canary collection: no confirmation.
-    min_gate: ClassVar[GateLevel | None] = GateLevel.NONE
-    Params: ClassVar[type[BaseModel]] = VerifyParams
-    description: ClassVar[str] = "Wait for exactly one writable primary, then write with w: majority"
+    min_gate = GateLevel.NONE
+    Params = VerifyParams
+    description = "Wait for exactly one writable primary, then write with w: majority"
 
     def propose(self, ctx: RunContext) -> Proposal:
         decision = ctx.facts.get("survivor", SurvivorDecision)
@@ -642,10 +642,10 @@ class VerifyPrimary(Action):
 
 @register
 class PlanRejoin(Action):
-    name: ClassVar[str] = "mongodb.plan_rejoin"
-    effect: ClassVar[Effect] = Effect.READ
-    outcomes: ClassVar[tuple[str, ...]] = ("nothing-to-do",)
-    description: ClassVar[str] = "Find the primary and the inventory member its config lacks"
+    name = "mongodb.plan_rejoin"
+    effect = Effect.READ
+    outcomes = ("nothing-to-do",)
+    description = "Find the primary and the inventory member its config lacks"
 
     def propose(self, ctx: RunContext) -> Proposal:
         return Proposal(summary="find the primary and the member to add back")
@@ -669,9 +669,9 @@ ROLLBACK_REMINDER = ("if it ever held writes the set rolled back, they are in <d
 
 @register
 class CheckWiped(Action):
-    name: ClassVar[str] = "mongodb.check_wiped"
-    effect: ClassVar[Effect] = Effect.CHECK
-    description: ClassVar[str] = "Refuse while the member's dbPath still holds data"
+    name = "mongodb.check_wiped"
+    effect = Effect.CHECK
+    description = "Refuse while the member's dbPath still holds data"
 
     def _where(self, ctx: RunContext) -> tuple[str, str | None, str | None]:
         decision = ctx.facts.get("rejoin", RejoinDecision)
@@ -757,9 +757,9 @@ class CheckWiped(Action):
 
 @register
 class AddMember(Action):
-    name: ClassVar[str] = "mongodb.add_member"
-    effect: ClassVar[Effect] = Effect.MUTATE
-    description: ClassVar[str] = "Add the member back by a normal reconfig on the primary (version + 1)"
+    name = "mongodb.add_member"
+    effect = Effect.MUTATE
+    description = "Add the member back by a normal reconfig on the primary (version + 1)"
 
     def _target(self, ctx: RunContext) -> tuple[RejoinDecision, ReplConfig]:
         decision = ctx.facts.get("rejoin", RejoinDecision)
@@ -814,10 +814,10 @@ class VerifyMemberParams(BaseModel):
 
 @register
 class VerifyMember(Action):
-    name: ClassVar[str] = "mongodb.verify_member"
-    effect: ClassVar[Effect] = Effect.READ
-    Params: ClassVar[type[BaseModel]] = VerifyMemberParams
-    description: ClassVar[str] = "Wait for the added member to reach SECONDARY"
+    name = "mongodb.verify_member"
+    effect = Effect.READ
+    Params = VerifyMemberParams
+    description = "Wait for the added member to reach SECONDARY"
 
     def propose(self, ctx: RunContext) -> Proposal:
         decision = ctx.facts.get("rejoin", RejoinDecision)
