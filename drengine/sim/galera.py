@@ -38,6 +38,7 @@ from drengine.connectors.galera import (
 from drengine.connectors.mariadb import Sql
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 from drengine.inventory import Cluster
+from drengine.sim import load_or_build, save_state
 from drengine.transport import CommandResult, ShellCommand, command_text
 
 Process = Literal["running", "hung", "stopped", "killed"]
@@ -244,27 +245,12 @@ class SimGaleraBackend:
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimGaleraBackend:
-        assert cluster.simulated is not None
-        if state_file.exists():
-            sim = SimGalera.model_validate_json(state_file.read_text())
-        else:
-            factory = SCENARIOS.get(cluster.simulated.scenario)
-            if factory is None:
-                raise InputError(
-                    f"cluster {cluster.name}: unknown Galera scenario {cluster.simulated.scenario!r}; "
-                    f"known: {', '.join(sorted(SCENARIOS))}"
-                )
-            sim = factory(cluster)
-        backend = cls(cluster, sim, state_file)
+        backend = cls(cluster, load_or_build(cluster, state_file, SimGalera, SCENARIOS, "Galera"), state_file)
         backend.save()
         return backend
 
     def save(self) -> None:
-        if self.state_file is not None:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(self.sim.model_dump_json(indent=1))
-            tmp.replace(self.state_file)
+        save_state(self.sim, self.state_file)
 
     # -- SQL ----------------------------------------------------------------------------------------
     def observe(self) -> GaleraView:

@@ -21,6 +21,7 @@ from drengine import gtid
 from drengine.connectors.mariadb import Channel, ClusterView, ServerView, Sql
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 from drengine.inventory import Cluster
+from drengine.sim import load_or_build, save_state
 
 
 class Txn(BaseModel):
@@ -259,18 +260,7 @@ class SimMariaDBBackend:
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimMariaDBBackend:
-        assert cluster.simulated is not None
-        if state_file.exists():
-            sim = SimCluster.model_validate_json(state_file.read_text())
-        else:
-            factory = SCENARIOS.get(cluster.simulated.scenario)
-            if factory is None:
-                raise InputError(
-                    f"cluster {cluster.name}: unknown MariaDB scenario {cluster.simulated.scenario!r}; "
-                    f"known: {', '.join(sorted(SCENARIOS))}"
-                )
-            sim = factory(cluster)
-        backend = cls(cluster, sim, state_file)
+        backend = cls(cluster, load_or_build(cluster, state_file, SimCluster, SCENARIOS, "MariaDB"), state_file)
         if cluster.replication is not None:
             # Resolved like the real connector does, so simulation proves secrets stay masked.
             backend.replication_user = cluster.replication.user
@@ -281,11 +271,7 @@ class SimMariaDBBackend:
         return backend
 
     def save(self) -> None:
-        if self.state_file is not None:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(self.sim.model_dump_json())
-            tmp.replace(self.state_file)
+        save_state(self.sim, self.state_file)
 
     # -- MariaDBAPI ---------------------------------------------------------------------------------
     def observe(self) -> ClusterView:
