@@ -149,6 +149,12 @@ def _gates(yes: bool, accept_data_loss: bool, overrides: tuple[str, ...], reason
     return LayeredPolicy(flags, interactive)
 
 
+def _check_kind(rb: Any, cl: Any) -> None:
+    if rb.spec.kind != cl.kind:
+        raise InputError(f"runbook {rb.name} is for {rb.spec.kind} clusters but {cl.name} is a {cl.kind} cluster; "
+                         f"choose a {cl.kind} runbook (`drengine runbook list`)")
+
+
 def _check_overrides(rb: Any, flags: Any) -> None:
     """`--override STEP` must name a safety-check step of this runbook: a typo must not pass silently."""
     from drengine.steps import Effect
@@ -168,8 +174,7 @@ def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, 
     rb = load_runbook(runbook)
     inv = load_inventory(inventory)
     cl = inv.cluster(cluster)
-    if rb.spec.kind != cl.kind:
-        raise InputError(f"runbook {rb.name} is for {rb.spec.kind} clusters but {cluster} is a {cl.kind} cluster")
+    _check_kind(rb, cl)
     _check_overrides(rb, getattr(gates, "flags", gates))
     gone = tuple(kw.pop("gone", ()) or ()) + tuple(cl.gone_for_good)
     for g in gone:
@@ -312,8 +317,7 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str |
     rb = load_runbook(runbook)
     inv = load_inventory(inventory)
     cl = inv.cluster(cluster)
-    if rb.spec.kind != cl.kind:
-        raise InputError(f"runbook {rb.name} is for {rb.spec.kind} clusters but {cluster} is a {cl.kind} cluster")
+    _check_kind(rb, cl)
     outcome = run_drill(DrillRequest(
         runbook=rb, inventory=inv, cluster=cl, fault=fault, run_dir=Path(run_dir) if run_dir else None,
         canary_interval=canary_interval, recovery_timeout=recovery_timeout, listeners=[_progress], argv=sys.argv[1:],

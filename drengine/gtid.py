@@ -22,9 +22,9 @@ class Gtid:
 Position = dict[int, Gtid]
 
 
-def parse(text: str | None) -> Position:
-    """Parse a GTID position; empty or None is the empty position. Raises ValueError on junk."""
-    out: Position = {}
+def _gtids(text: str | None) -> list[Gtid]:
+    """The GTIDs of a comma-separated list; empty or None is none. Raises ValueError on junk."""
+    out = []
     for part in (text or "").replace("\n", "").split(","):
         part = part.strip()
         if not part:
@@ -32,9 +32,13 @@ def parse(text: str | None) -> Position:
         m = GTID_RE.match(part)
         if not m:
             raise ValueError(f"not a GTID: {part!r}")
-        g = Gtid(int(m[1]), int(m[2]), int(m[3]))
-        out[g.domain] = g
+        out.append(Gtid(int(m[1]), int(m[2]), int(m[3])))
     return out
+
+
+def parse(text: str | None) -> Position:
+    """A GTID position: the last GTID per domain."""
+    return {g.domain: g for g in _gtids(text)}
 
 
 def render(pos: Position) -> str:
@@ -75,15 +79,8 @@ State = dict[tuple[int, int], int]
 def parse_state(text: str | None) -> State:
     """`@@gtid_binlog_state`: the last sequence number per (domain, server_id)."""
     out: State = {}
-    for part in (text or "").replace("\n", "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = GTID_RE.match(part)
-        if not m:
-            raise ValueError(f"not a GTID: {part!r}")
-        key = (int(m[1]), int(m[2]))
-        out[key] = max(out.get(key, 0), int(m[3]))
+    for g in _gtids(text):
+        out[(g.domain, g.server)] = max(out.get((g.domain, g.server), 0), g.seq)
     return out
 
 

@@ -110,8 +110,14 @@ class Fact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class NoParams(BaseModel):
+class StepParams(BaseModel):
+    """Base of every action's parameters: unknown keys in a runbook are errors, values are fixed."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(StepParams):
+    pass
 
 
 F = TypeVar("F", bound=Fact)
@@ -187,6 +193,16 @@ class RunContext:
     sleep: Callable[[float], None] = time.sleep
     params: BaseModel = field(default_factory=NoParams)
     operator_said_gone: tuple[str, ...] = ()
+
+    def wait_until(self, check: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
+        """Poll `check` until it is true or `seconds` have passed (on the context's clock)."""
+        deadline = self.clock() + seconds
+        while True:
+            if check():
+                return True
+            if self.clock() >= deadline:
+                return False
+            self.sleep(interval)
 
     def sent(self, statement: Statement, result: str = "ok") -> None:
         """Journal a statement that was just sent (the journal writes before the next one)."""

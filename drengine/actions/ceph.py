@@ -43,6 +43,7 @@ from drengine.steps import (
     Refusal,
     RunContext,
     Statement,
+    StepParams,
     StepResult,
     fact,
     register,
@@ -750,8 +751,7 @@ class ExplainHealth(Action):
                           evidence=explain_health(snap))
 
 
-class FlagParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FlagParams(StepParams):
     flags: list[str] = Field(default_factory=lambda: list(DEFAULT_FLAGS))
 
 
@@ -839,8 +839,7 @@ class LowerMinSize(Action):
         )
 
 
-class IoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class IoParams(StepParams):
     io_timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds to wait for a test write to be acknowledged")
     poll: float = Field(default=1.0, gt=0, le=60)
 
@@ -971,8 +970,7 @@ class MarkLost(Action):
         return StepResult(ok=True, summary=f"marked {osd_names(d.to_lose)} lost", facts={"osds_marked": record})
 
 
-class UnfoundParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class UnfoundParams(StepParams):
     mode: Literal["revert", "delete"] = "revert"
 
 
@@ -1032,8 +1030,7 @@ class MarkUnfoundLost(Action):
 # -- actions: restore ------------------------------------------------------------------------------------------
 
 
-class FindParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FindParams(StepParams):
     degrade_run: str | None = Field(default=None, description=f"the degrade run's directory; default ${DEGRADE_RUN_ENV}, "
                                     f"else every unrestored ceph-degrade run of this cluster under the runs directory")
     runs_dir: str | None = Field(default=None, description=f"where run directories live; default ${RUNS_DIR_ENV}, else ./runs")
@@ -1106,8 +1103,7 @@ class FindDegradeRecord(Action):
         ), facts={"degrade_record": DegradeRecord()})
 
 
-class WaitParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class WaitParams(StepParams):
     recovery_timeout: float = Field(default=120.0, gt=0, le=86400, description="seconds to wait for every PG active+clean")
     poll: float = Field(default=1.0, gt=0, le=60)
 
@@ -1196,8 +1192,7 @@ class UnsetFlags(Action):
         return StepResult(ok=True, summary=summary)
 
 
-class HealthParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class HealthParams(StepParams):
     settle_timeout: float = Field(default=20.0, ge=0, le=3600, description="seconds to let health catch up with the PG states")
     poll: float = Field(default=1.0, gt=0, le=60)
 
@@ -1392,8 +1387,7 @@ class MonmapSurgery(Action):
         return StepResult(ok=True, summary=f"removed {', '.join(s.removed)}; started {', '.join(s.survivors)}", evidence=evidence)
 
 
-class QuorumParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class QuorumParams(StepParams):
     quorum_timeout: float = Field(default=60.0, gt=0, le=3600)
     poll: float = Field(default=1.0, gt=0, le=60)
 

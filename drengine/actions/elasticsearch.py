@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from drengine.connectors.elasticsearch import (
     DELAY_SETTING,
@@ -45,6 +45,7 @@ from drengine.steps import (
     Proposal,
     RunContext,
     Statement,
+    StepParams,
     StepResult,
     fact,
     register,
@@ -587,8 +588,7 @@ class Observe(Action):
         return StepResult(ok=True, summary=view.health.line(), facts={"es_view": view}, evidence=evidence)
 
 
-class ExplainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ExplainParams(StepParams):
     explain_all_up_to: int = Field(default=50, ge=0, le=100000,
                                    description="explain every unassigned replica up to this many; beyond, a sample per kind")
     per_group: int = Field(default=3, ge=1, le=1000)
@@ -868,8 +868,7 @@ class AllocateEmptyPrimary(_AllocatePrimary):
     description = "DATA LOSS: give a red shard with no copy left an empty primary"
 
 
-class WaitParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class WaitParams(StepParams):
     timeout: float = Field(default=60.0, gt=0, le=86400, description="seconds to wait for the expected health")
     canary_index: str = Field(default="", pattern=r"^([a-z0-9][a-z0-9._-]{0,200})?$",
                               description="drills: write and read back a document in this index")
@@ -926,8 +925,7 @@ class WaitForHealth(Action):
             f"copies are knowingly left unassigned ({len(waits)} listed below)"))
 
 
-class RestoreParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RestoreParams(StepParams):
     restore_replicas: bool = Field(default=False, description="also raise lowered replica counts again (yellow again "
                                                               "until nodes are added)")
 

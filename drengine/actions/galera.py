@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from drengine.connectors.galera import (
     STATUS_SQL,
@@ -27,7 +27,7 @@ from drengine.connectors.galera import (
     grastate_statement,
     safe_to_bootstrap_command,
 )
-from drengine.connectors.mariadb import Sql
+from drengine.connectors.mariadb import HEARTBEAT_DDL, Sql
 from drengine.errors import CommandFailed, ConnectError, DrengineError, StepFailed
 from drengine.steps import (
     Action,
@@ -39,6 +39,7 @@ from drengine.steps import (
     Refusal,
     RunContext,
     Statement,
+    StepParams,
     StepResult,
     fact,
     register,
@@ -344,10 +345,6 @@ def _decided(branch: Branch, best: Candidate, ranked: list[Candidate], reason: s
 # -- statements --------------------------------------------------------------------------------------
 
 PC_BOOTSTRAP = Sql("SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
-HEARTBEAT_DDL = [
-    Sql("CREATE DATABASE IF NOT EXISTS drengine"),
-    Sql("CREATE TABLE IF NOT EXISTS drengine.heartbeat (id VARCHAR(64) PRIMARY KEY, written_at DOUBLE NOT NULL)"),
-]
 HEARTBEAT_ID = "galera-recovery"
 
 
@@ -379,19 +376,7 @@ def _evidence(view: GaleraView) -> list[str]:
     return [n.describe() for n in view.nodes]
 
 
-def _wait_for(ctx: RunContext, seconds: float, check: Callable[[], bool], interval: float = 0.02) -> bool:
-    """Poll `check` until true or the time is up (the clock and sleep come from the context)."""
-    deadline = ctx.clock() + seconds
-    while True:
-        if check():
-            return True
-        if ctx.clock() >= deadline:
-            return False
-        ctx.sleep(interval)
-
-
-class ServiceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ServiceParams(StepParams):
     service_timeout: float = Field(default=300.0, gt=0, le=86400,
                                    description="seconds a start, bootstrap or recover command may take (SST can be slow)")
 
@@ -599,7 +584,7 @@ class BootstrapRunning(Action):
             last[0] = api.probe(chosen)
             return last[0].is_primary
 
-        if not _wait_for(ctx, ctx.cluster.timeouts.read, primary):
+        if not ctx.wait_until(primary, ctx.cluster.timeouts.read, interval=0.02):
             raise StepFailed(f"{chosen} is still not Primary {ctx.cluster.timeouts.read:g} s after pc.bootstrap=YES: "
                              f"{last[0].describe()}. Look at its error log; then resume the run")
         return StepResult(ok=True, summary=f"{chosen} is Primary (component size {last[0].cluster_size})",
@@ -662,7 +647,7 @@ class BootstrapStart(Action):
             last[0] = api.probe(chosen)
             return last[0].is_primary
 
-        if not _wait_for(ctx, ctx.cluster.timeouts.catch_up, primary, interval=0.1):
+        if not ctx.wait_until(primary, ctx.cluster.timeouts.catch_up, interval=0.1):
             raise StepFailed(f"{chosen} was started but is not Primary after {ctx.cluster.timeouts.catch_up:g} s: "
                              f"{last[0].describe()}. Look at its error log; then resume the run")
         out = (result.stdout.strip().splitlines() or [""])[-1]
@@ -750,8 +735,7 @@ class StartOthers(Action):
         return StepResult(ok=True, summary=summary, evidence=evidence)
 
 
-class VerifyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class VerifyParams(StepParams):
     scope: Literal["bootstrapped", "cluster"] = Field(
         default="cluster", description="bootstrapped: the chosen node alone; cluster: every reachable node")
 
@@ -817,7 +801,7 @@ class Verify(Action):
                 rows = api.query(node, HEARTBEAT_READ)
                 return bool(rows) and abs(float(rows[0][0]) - written) < 0.01
 
-            if not _wait_for(ctx, ctx.cluster.timeouts.catch_up, has_row, interval=0.05):
+            if not ctx.wait_until(has_row, ctx.cluster.timeouts.catch_up, interval=0.05):
                 problems.append(f"{n.name} does not show the heartbeat written on {chosen}")
         evidence = _evidence(view)
         if problems:

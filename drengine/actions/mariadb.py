@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from drengine import gtid
-from drengine.connectors.mariadb import ClusterView, MariaDBAPI, ServerView, Sql
+from drengine.connectors.mariadb import HEARTBEAT_DDL, ClusterView, MariaDBAPI, ServerView, Sql
 from drengine.errors import StepFailed
 from drengine.steps import (
     Action,
@@ -20,6 +20,7 @@ from drengine.steps import (
     Refusal,
     RunContext,
     Statement,
+    StepParams,
     StepResult,
     fact,
     register,
@@ -335,8 +336,7 @@ class ChooseSurvivor(Action):
                           facts={"survivor": decision, "new_primary": primary}, evidence=evidence)
 
 
-class CatchUpParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class CatchUpParams(StepParams):
     catch_up_timeout: float | None = Field(default=None, gt=0, description="seconds; default: the cluster's catch_up timeout")
 
 
@@ -406,7 +406,11 @@ class Promote(Action):
             _send(ctx, name, READ_WRITE)
         after = _probe_one(api, name)
         if after.channels or after.read_only:
-            raise StepFailed(f"{name} still shows replication or read_only=1 after promotion: {_view_lines(_single(after))}")
+            raise StepFailed(
+                f"after the promotion statements {name} still shows replication or read_only=1 "
+                f"({'; '.join(_view_lines(_single(after)))}); expected no replication and read_only=0. Look for another "
+                f"session or an init file setting read_only back, then resume the run"
+            )
         return StepResult(ok=True, summary=f"{name} is now a writable primary at {after.gtid_binlog_pos or 'empty position'}",
                           evidence=_view_lines(_single(after)))
 
@@ -420,7 +424,10 @@ def _probe_one(api: MariaDBAPI, name: str) -> ServerView:
     server = probe(name) if probe is not None else api.observe().server(name)
     assert isinstance(server, ServerView)
     if not server.reachable:
-        raise StepFailed(f"{name} is not reachable any more: {server.error}")
+        raise StepFailed(
+            f"{name} answered the first probe but is not reachable any more ({server.error}); check the server, "
+            f"then resume the run (statements already sent are not sent again)"
+        )
     return server
 
 
@@ -505,10 +512,6 @@ class Repoint(Action):
         return StepResult(ok=True, summary=summary)
 
 
-HEARTBEAT_DDL = [
-    Sql("CREATE DATABASE IF NOT EXISTS drengine"),
-    Sql("CREATE TABLE IF NOT EXISTS drengine.heartbeat (id VARCHAR(64) PRIMARY KEY, written_at DOUBLE NOT NULL)"),
-]
 
 
 @register

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from drengine.connectors.mongodb import (
     COUNT_CANARY,
@@ -35,6 +35,7 @@ from drengine.steps import (
     Refusal,
     RunContext,
     Statement,
+    StepParams,
     StepResult,
     fact,
     register,
@@ -556,8 +557,7 @@ class ForceReconfig(Action):
             f"{', '.join(ctx.facts.get('view', SetView).name_of(h) for h in forced.kept)}"))
 
 
-class VerifyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class VerifyParams(StepParams):
     wait: float = Field(default=30.0, gt=0, le=3600, description="seconds to wait for the election")
     poll: float = Field(default=0.5, gt=0, le=60)
 
@@ -594,13 +594,15 @@ class VerifyPrimary(Action):
         if old is not None and decision.chosen_host:
             forced = forced_config(old, survivors_of(view, old), decision.chosen_host, _names(view))
             removed = [view.name_of(h) for h in forced.removed]
-        deadline = ctx.clock() + params.wait
-        while True:
-            now = api.observe()
-            primaries = [m for m in now.reachable() if m.is_writable_primary]
-            if len(primaries) == 1 or ctx.clock() >= deadline:
-                break
-            ctx.sleep(params.poll)
+        views: list[SetView] = []
+
+        def one_primary() -> bool:
+            views.append(api.observe())
+            return len([m for m in views[-1].reachable() if m.is_writable_primary]) == 1
+
+        ctx.wait_until(one_primary, params.wait, params.poll)
+        now = views[-1]
+        primaries = [m for m in now.reachable() if m.is_writable_primary]
         lines = _view_lines(now)
         if len(primaries) != 1:
             seen = ", ".join(m.name for m in primaries) or "none"
@@ -806,8 +808,7 @@ class AddMember(Action):
                                            f"(version {config.version + 1})")
 
 
-class VerifyMemberParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class VerifyMemberParams(StepParams):
     wait: float = Field(default=120.0, gt=0, le=86400, description="seconds to wait for the initial sync")
     poll: float = Field(default=1.0, gt=0, le=60)
 
@@ -828,12 +829,15 @@ class VerifyMember(Action):
         decision = ctx.facts.get("rejoin", RejoinDecision)
         if decision.member is None:
             raise StepFailed(f"no member was added: {decision.reason}")
-        deadline = ctx.clock() + params.wait
-        while True:
-            member = _api(ctx).probe(decision.member)
-            if member.state == "SECONDARY" or ctx.clock() >= deadline:
-                break
-            ctx.sleep(params.poll)
+        probes: list[MemberView] = []
+        name = decision.member
+
+        def secondary() -> bool:
+            probes.append(_api(ctx).probe(name))
+            return probes[-1].state == "SECONDARY"
+
+        ctx.wait_until(secondary, params.wait, params.poll)
+        member = probes[-1]
         if member.state != "SECONDARY":
             seen = member.state if member.reachable else f"unreachable ({member.error})"
             return StepResult(ok=False, evidence=[_member_line(member)], summary=(

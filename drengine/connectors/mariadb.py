@@ -143,6 +143,12 @@ def _channel(row: dict[str, Any]) -> Channel:
     )
 
 
+# drengine's own table for verification writes, on MariaDB replication and Galera alike.
+HEARTBEAT_DDL = [
+    Sql("CREATE DATABASE IF NOT EXISTS drengine"),
+    Sql("CREATE TABLE IF NOT EXISTS drengine.heartbeat (id VARCHAR(64) PRIMARY KEY, written_at DOUBLE NOT NULL)"),
+]
+
 VARIABLES_SQL = (
     "SELECT @@server_id, @@read_only, @@log_bin, @@log_slave_updates, @@gtid_strict_mode, "
     "@@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@gtid_binlog_state"

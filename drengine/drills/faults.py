@@ -46,7 +46,8 @@ def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal
     try:
         pid = transport.read_file(member.pid_file).strip()
         if not pid.isdigit():
-            raise InputError(f"{member.name}: pid file {member.pid_file} holds {pid[:20]!r}, not a process id")
+            raise InputError(f"{member.name}: pid file {member.pid_file} holds {pid[:20]!r}, expected a process id; "
+                             f"is the server running, and does the inventory's pid_file name its pid file?")
         result = transport.run(["kill", f"-{signal_name}", pid], timeout=10)
         result.check()
         return f"kill -{signal_name} {pid} ({member.name}, pid file {member.pid_file})"

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drengine.actions.galera import HEARTBEAT_DDL
 from drengine.connectors.galera import GaleraView
-from drengine.connectors.mariadb import Sql
+from drengine.connectors.mariadb import HEARTBEAT_DDL, Sql
 from drengine.drill import Fault, Injected, Restore
 from drengine.drills.faults import signal_member
 from drengine.errors import DrengineError

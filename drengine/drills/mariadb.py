@@ -90,7 +90,10 @@ class MariaDBKit:
         api = self._api(backend)
         primary = self._primary or self._rediscover(backend)
         if primary is None:
-            raise InputError("no primary to inject the fault on")
+            raise InputError(
+                "the drill found no single writable primary to inject the fault on (it was healthy a moment ago); "
+                "check the cluster and run the drill again"
+            )
         replicas = [m.name for m in cluster.members if m.name != primary]
         notes: list[str] = []
         acked: list[str] = []

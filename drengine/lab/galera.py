@@ -33,10 +33,8 @@ from drengine.lab.procs import (
     LabDir,
     LabError,
     LabProcess,
-    cmdline_of,
     is_ours,
     merge_inventory,
-    process_state,
     signal_process,
     wait_until,
 )
@@ -394,20 +392,9 @@ def start_node(
     log = node_dir(lab, name) / "mariadbd.log"
     with lab_lock(lab):
         proc = lab.spawn(KIND, name, argv, log=log)
-    settle_exec(proc)
     if wait:
         wait_synced(lab, name, timeout)
     return proc
-
-
-def settle_exec(proc: LabProcess, timeout: float = 2.0) -> None:
-    """Wait until /proc shows the new program's command line.
-
-    Popen returns once the close-on-exec pipe closes, which the kernel does in the middle
-    of execve: for a moment /proc/PID/cmdline is empty and is_ours() says "not ours", so a
-    stop right then would forget the daemon without killing it.
-    """
-    wait_until(lambda: bool(cmdline_of(proc.pid)) or process_state(proc.pid) in (None, "Z", "X"), timeout, interval=0.005)
 
 
 def _running(lab: LabDir, name: str) -> LabProcess:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -201,40 +199,15 @@ def _start_sshd(lab: LabDir, name: str, address: str, port: int, config: Path, h
         raise LabError(f"sshd rejects the lab configuration {config}: {check.stderr.strip()}")
     with lab_lock(lab):
         # -D keeps sshd in the foreground so the recorded PID is the daemon; -e logs to the file.
-        proc = lab.spawn(KIND, name, [SSHD, "-D", "-e", "-f", str(config)], log=host_dir / "sshd.log")
-    # /proc/PID/cmdline is empty for a moment while execve finishes (see galera.settle_exec).
-    wait_until(lambda: bool(cmdline_of(proc.pid)) or process_state(proc.pid) in (None, "Z", "X"), 2.0, interval=0.005)
+        lab.spawn(KIND, name, [SSHD, "-D", "-e", "-f", str(config)], log=host_dir / "sshd.log")
 
 
 def down(lab: LabDir, timeout: float = 10.0) -> list[str]:
     """Stop every sshd this lab started (by recorded PID, after checking it is still ours)."""
     with lab_lock(lab):
         procs = [p for p in lab.processes() if p.kind == KIND]
-        live = [p for p in procs if is_running(p)]
-        for proc in live:
-            # SIGCONT first: a SIGSTOPped (hung-host fault) daemon would not act on SIGTERM.
-            for sig in (signal.SIGCONT, signal.SIGTERM):
-                _signal(proc.pid, sig)
-        if not wait_until(lambda: not any(is_running(p) for p in live), timeout):
-            for proc in live:
-                if is_running(proc):
-                    _signal(proc.pid, signal.SIGKILL)
-            wait_until(lambda: not any(is_running(p) for p in live), 5.0)
         for proc in procs:
-            _reap(proc.pid)
-            lab.forget(proc)
+            lab.stop(proc, timeout)
         return [p.name for p in procs]
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
