@@ -50,7 +50,7 @@ def all_simulated() -> None:
 
 
 def lab_overhead() -> None:
-    from drengine.lab import mariadb as labdb
+    from drengine.datastores.mariadb import lab as labdb
     from drengine.lab.procs import LabDir
 
     root = tempfile.mkdtemp(prefix="drengine-bench-drill-lab-")

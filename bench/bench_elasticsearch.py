@@ -21,8 +21,8 @@ from elasticsearch import Elasticsearch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from drengine.actions.elasticsearch import shards_to_explain  # noqa: E402
-from drengine.connectors.elasticsearch import (  # noqa: E402
+from drengine.datastores.elasticsearch.actions import shards_to_explain  # noqa: E402
+from drengine.datastores.elasticsearch.connector import (  # noqa: E402
     DELAY_SETTING,
     HttpCall,
     build_view,
@@ -34,9 +34,9 @@ from drengine.connectors.elasticsearch import (  # noqa: E402
     nodes_call,
     put_index_settings_calls,
 )
-from drengine.sim.elasticsearch import EsCluster, big  # noqa: E402
-from drengine.sim.elasticsearch_backend import save_model  # noqa: E402
-from drengine.sim.eshttp import SimServer  # noqa: E402
+from drengine.datastores.elasticsearch.rest import SimServer  # noqa: E402
+from drengine.datastores.elasticsearch.sim import save_model  # noqa: E402
+from drengine.datastores.elasticsearch.simcluster import EsCluster, big  # noqa: E402
 from tests.helpers import cli, of_type  # noqa: E402
 
 NODES = 5

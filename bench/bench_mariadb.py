@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from drengine.lab import mariadb as labdb  # noqa: E402
+from drengine.datastores.mariadb import lab as labdb  # noqa: E402
 from drengine.lab.procs import LabDir  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def recovery() -> None:
 
 
 def probe() -> None:
-    from drengine.connectors.mariadb import MariaDBBackend
+    from drengine.datastores.mariadb.connector import MariaDBBackend
     from drengine.inventory import load_inventory
 
     root = tempfile.mkdtemp(prefix="drengine-bench-")

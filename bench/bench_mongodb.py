@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from drengine.sim.mongodb import SimulatedReplicaSet, build_scenario  # noqa: E402
-from drengine.sim.mongowire import WireCluster  # noqa: E402
+from drengine.datastores.mongodb.simcluster import SimulatedReplicaSet, build_scenario  # noqa: E402
+from drengine.datastores.mongodb.wire import WireCluster  # noqa: E402
 
 CONNECT, READ = 0.5, 1.0
 ROUNDS = 10
@@ -148,8 +148,8 @@ def recovery() -> None:
 
 
 def probe() -> None:
+    from drengine.datastores.mongodb.sim import SimMongoBackend
     from drengine.inventory import load_inventory
-    from drengine.sim.mongodb_backend import SimMongoBackend
 
     with tempfile.TemporaryDirectory(prefix="drengine-bench-") as tmp:
         directory = Path(tmp)

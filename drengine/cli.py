@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from drengine.errors import DrengineError, ExitCode, InputError
+from drengine.lab import lab_kinds
 
 DEBUG = {"on": False}
 
@@ -456,7 +457,7 @@ def lab_group() -> None:
 
 
 @lab_group.command("up")
-@click.argument("kind", type=click.Choice(["mariadb", "galera", "ssh", "ceph", "mongodb", "elasticsearch"]))
+@click.argument("kind", type=click.Choice(lab_kinds()))
 @click.option("--dir", "lab_dir", type=click.Path(), default=None, help="Lab directory (default /tmp/drengine-lab).")
 @click.option("--inventory-out", type=click.Path(), default="inventory/lab.yaml", show_default=True)
 @click.option("--scenario", default=None,

@@ -4,13 +4,12 @@ recovery time (fault to first successful canary write) and the lost writes (cana
 acknowledged before the fault that are missing afterwards). Everything goes into the run's
 journal; the reports are written from it.
 
-Each datastore has a drill kit (`drengine/drills/<kind>.py`) that knows its faults, its
+Each datastore has a drill kit (`drengine/datastores/<kind>/drill.py`) that knows its faults, its
 health check and how to write and read canaries, for real clusters and simulators alike.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from drengine.datastores import datastore, kinds
 from drengine.engine import RunOutcome, RunRequest, start_run
 from drengine.errors import DrengineError, InputError
 from drengine.gates import DrillPolicy
@@ -26,14 +26,6 @@ from drengine.inventory import Cluster, Inventory
 from drengine.journal import Entry, Event, JournalWriter
 from drengine.runbook import Runbook
 from drengine.steps import Mode
-
-KITS = {
-    "mariadb": "drengine.drills.mariadb",
-    "galera": "drengine.drills.galera",
-    "mongodb": "drengine.drills.mongodb",
-    "ceph": "drengine.drills.ceph",
-    "elasticsearch": "drengine.drills.elasticsearch",
-}
 
 
 @dataclass(frozen=True)
@@ -96,17 +88,16 @@ class DrillKit(Protocol):
 
 
 def kit_for(kind: str) -> DrillKit:
-    try:
-        module = importlib.import_module(KITS[kind])
-    except ModuleNotFoundError:
-        raise InputError(f"drills for {kind} clusters are not available yet") from None
-    kit: DrillKit = module.KIT
+    store = datastore(kind)
+    if store.drill_kit is None:
+        raise InputError(f"drills for {kind} clusters are not available yet")
+    kit: DrillKit = store.load(store.drill_kit)
     return kit
 
 
 def fault_names() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for kind in KITS:
+    for kind in kinds():
         try:
             out[kind] = sorted(kit_for(kind).faults)
         except InputError:
@@ -306,7 +297,7 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
     then the rejoin runbook, as its own run under `restore/`), journaled in the drill's journal."""
     import shutil
 
-    from drengine.connectors import open_backend
+    from drengine.backends import open_backend
     from drengine.runbook import load_runbook
 
     journal = JournalWriter(outcome.run_dir)

@@ -350,7 +350,7 @@ class Engine:
 # -- starting and resuming runs -----------------------------------------------------------------
 
 def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory) -> Any:
-    from drengine.connectors import open_backend
+    from drengine.backends import open_backend
 
     return open_backend(cluster, inventory, run_dir)
 

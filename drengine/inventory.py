@@ -13,10 +13,11 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drengine.datastores import check_kind
 from drengine.errors import InputError
 from drengine.redact import REDACTOR
 from drengine.yamlsrc import load_yaml, validate
@@ -153,20 +154,12 @@ class CephOptions(Strict):
     keyring: str | None = None
 
 
-Kind = Literal["mariadb", "galera", "mongodb", "ceph", "elasticsearch"]
-
-DEFAULT_PORTS: dict[str, int] = {
-    "mariadb": 3306,
-    "galera": 3306,
-    "mongodb": 27017,
-    "ceph": 3300,
-    "elasticsearch": 9200,
-}
 
 
 class Cluster(Strict):
     name: Name = ""  # filled from the mapping key
-    kind: Kind
+    kind: str
+    _kind = field_validator("kind")(check_kind)
     members: list[Member] = Field(min_length=1, max_length=500)
     credentials: Credentials = Credentials()
     replication: Credentials | None = Field(default=None, description="credentials replicas use to reach a primary")
@@ -197,7 +190,9 @@ class Cluster(Strict):
         raise InputError(f"cluster {self.name} has no member named {name!r}; members: {[m.name for m in self.members]}")
 
     def port_of(self, member: Member) -> int:
-        return member.port or DEFAULT_PORTS[self.kind]
+        from drengine.datastores import datastore
+
+        return member.port or datastore(self.kind).default_port
 
 
 class Inventory(Strict):

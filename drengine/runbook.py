@@ -9,9 +9,10 @@ from collections import deque
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from transitions import Machine
 
+from drengine.datastores import check_kind
 from drengine.errors import InputError
 from drengine.steps import ACTIONS, Action, GateLevel, load_actions
 from drengine.yamlsrc import Source, load_yaml, validate
@@ -52,7 +53,8 @@ class EndSpec(Strict):
 
 class RunbookSpec(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
-    kind: Literal["mariadb", "galera", "mongodb", "ceph", "elasticsearch"]
+    kind: str
+    _kind = field_validator("kind")(check_kind)
     summary: str
     description: str = ""
     start: StepId

@@ -265,11 +265,8 @@ def load_actions(kind: str | None = None) -> dict[str, type[Action]]:
     imported lazily; even so, importing only what a run needs keeps start-up short)."""
     import importlib
 
-    kinds = (kind,) if kind else ("mariadb", "galera", "mongodb", "ceph", "elasticsearch")
-    for module in ("common", *kinds):
-        try:
-            importlib.import_module(f"drengine.actions.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"drengine.actions.{module}":
-                raise
+    from drengine.datastores import kinds
+
+    for each in (kind,) if kind else kinds():
+        importlib.import_module(f"drengine.datastores.{each}.actions")
     return ACTIONS

@@ -3,20 +3,18 @@ tests. Each kind lives in its own module with `up(lab, inventory_out=...)`."""
 
 from __future__ import annotations
 
-import importlib
 import os
+from typing import Any
 
 from drengine.errors import InputError
 from drengine.lab.procs import DEFAULT_LAB_DIR, LabDir, is_ours
 
-KINDS = {
-    "mariadb": "drengine.lab.mariadb",
-    "galera": "drengine.lab.galera",
-    "ssh": "drengine.lab.ssh",
-    "ceph": "drengine.lab.ceph",
-    "mongodb": "drengine.lab.mongodb",
-    "elasticsearch": "drengine.lab.elasticsearch",
-}
+
+def lab_kinds() -> tuple[str, ...]:
+    """The labs: SSH hosts, and every datastore that has one."""
+    from drengine.datastores import registry
+
+    return ("ssh", *(kind for kind, store in registry().items() if store.lab))
 
 
 def lab_dir(path: str | None) -> LabDir:
@@ -24,14 +22,21 @@ def lab_dir(path: str | None) -> LabDir:
 
 
 def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | None = None) -> str:
-    try:
-        module = importlib.import_module(KINDS[kind])
-    except ModuleNotFoundError:
-        raise InputError(f"the {kind} lab is not available in this version") from None
+    from drengine.datastores import datastore, registry
+
+    module: Any
+    if kind == "ssh":
+        from drengine.lab import ssh as module
+    else:
+        store = datastore(kind)
+        if store.lab is None:
+            raise InputError(f"the {kind} lab is not available in this version")
+        module = store.load(store.lab)
     lab = lab_dir(path)
     if scenario is not None:
-        if kind not in ("mongodb", "elasticsearch"):
-            raise InputError(f"--scenario applies to the simulated labs (mongodb, elasticsearch), not {kind}")
+        simulated = [k for k, s in registry().items() if s.simulated_lab]
+        if kind not in simulated:
+            raise InputError(f"--scenario applies to the simulated labs ({', '.join(simulated)}), not {kind}")
         module.up(lab, inventory_out=inventory_out, scenario=scenario)
     elif kind == "galera":
         # Galera's runbook reads grastate.dat and starts nodes over the nodes' hosts: the lab

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from drengine.connectors.ceph import CephConnector, CephSnapshot, observe
+from drengine.datastores.ceph import lab as ceph_lab
+from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import ConnectError, DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
-from drengine.lab import ceph as ceph_lab
 from drengine.lab.procs import LabDir, LabProcess, cmdline_of, is_ours, wait_until
 from drengine.transport import render_template
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from helpers import cli, of_type
 
-from drengine.actions.ceph import DEGRADE_RUN_ENV, RUNS_DIR_ENV
-from drengine.connectors.ceph import CephConnector, CephSnapshot, observe
+from drengine.datastores.ceph import lab as ceph_lab
+from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV, RUNS_DIR_ENV
+from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
-from drengine.lab import ceph as ceph_lab
 from drengine.lab.procs import LabDir, is_ours, wait_until
 
 pytestmark = pytest.mark.lab

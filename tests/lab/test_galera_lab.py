@@ -16,8 +16,8 @@ from typing import Any
 import pymysql
 import pytest
 
+from drengine.datastores.galera import lab as galera
 from drengine.inventory import Cluster, Host, Inventory, load_inventory
-from drengine.lab import galera
 from drengine.lab import ssh as ssh_lab
 from drengine.lab.procs import LabDir, is_ours, wait_until
 from drengine.transport import LocalTransport, render_template, transport_for

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from helpers import cli, of_type
 
-from drengine.lab import galera
+from drengine.datastores.galera import lab as galera
 from drengine.lab import ssh as ssh_lab
 from drengine.lab.procs import LabDir, LabError, wait_until
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import cli, of_type
 
-from drengine.lab import mariadb as lab_mariadb
+from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir
 
 

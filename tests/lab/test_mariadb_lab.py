@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import cli, cli_subprocess, of_type
 
-from drengine.lab import mariadb as lab_mariadb
+from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir, wait_until
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import cli, cli_subprocess, of_type
 
-from drengine.actions.ceph import DEGRADE_RUN_ENV, RUNS_DIR_ENV
-from drengine.sim.ceph import CephSim, scenario
+from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV, RUNS_DIR_ENV
+from drengine.datastores.ceph.simcluster import CephSim, scenario
 
 INVENTORY = """\
 clusters:

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from drengine.connectors.ceph import CephAPI, observe
+from drengine.datastores.ceph.connector import CephAPI, observe
+from drengine.datastores.ceph.simcluster import SCENARIOS, CephSim, scenario
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
-from drengine.sim.ceph import SCENARIOS, CephSim, scenario
 
 pytestmark = pytest.mark.sim
 

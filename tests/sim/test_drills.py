@@ -187,7 +187,7 @@ def test_restore_rejoins_the_old_primary(tmp_path: Path, fault: str) -> None:
                     "--restore", "--run-dir", str(run_dir))
     assert code == 0, out
     assert measurement(run_dir, "restored") == 1
-    from drengine.sim.mariadb import SimCluster
+    from drengine.datastores.mariadb.sim import SimCluster
 
     sim = SimCluster.model_validate_json((run_dir / "restore" / "sim-state.json").read_text())
     db1 = sim.server("db1")

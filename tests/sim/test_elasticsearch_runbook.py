@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from drengine.sim.elasticsearch import ENABLE_SETTING, EsCluster, build_scenario
-from drengine.sim.elasticsearch_backend import save_model
+from drengine.datastores.elasticsearch.sim import save_model
+from drengine.datastores.elasticsearch.simcluster import ENABLE_SETTING, EsCluster, build_scenario
 from tests.helpers import ROOT, cli, of_type
 
 pytestmark = pytest.mark.sim

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drengine.sim.elasticsearch import (
+from drengine.datastores.elasticsearch.simcluster import (
     ALL_COPIES_INVALID,
     ALL_NODES_FORBIDDEN,
     NO_COPIES,

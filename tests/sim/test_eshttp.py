@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from elasticsearch import ApiError, BadRequestError, ConnectionTimeout, Elasticsearch, NotFoundError, TransportError
 
-from drengine.sim.elasticsearch import EsCluster, build_scenario
-from drengine.sim.eshttp import SimServer
+from drengine.datastores.elasticsearch.rest import SimServer
+from drengine.datastores.elasticsearch.simcluster import EsCluster, build_scenario
 
 pytestmark = pytest.mark.sim
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import ROOT, cli, cli_subprocess, of_type
 
-from drengine.sim.galera import SimGalera
+from drengine.datastores.galera.sim import SimGalera
 
 INVENTORY = str(ROOT / "inventory" / "simulated-galera.yaml")
 RUNBOOK = "galera-bootstrap-survivor"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import cli, cli_subprocess, events, of_type
 
-from drengine.sim.mariadb import SimCluster
+from drengine.datastores.mariadb.sim import SimCluster
 
 INVENTORY = """\
 clusters:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from helpers import cli, cli_subprocess, of_type
 
-from drengine.sim.mongodb import MemberState, SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simcluster import MemberState, SimulatedReplicaSet, build_scenario
 
 CONNECT, READ = 0.5, 1.0
 
@@ -253,10 +253,10 @@ def test_crash_around_the_forced_reconfig_then_resume_sends_it_once(tmp_path: Pa
 def test_connector_commands_and_errors_name_member_and_command(tmp_path: Path) -> None:
     import pytest
 
-    from drengine.connectors.mongodb import MongoCommandFailed
+    from drengine.datastores.mongodb.connector import MongoCommandFailed
+    from drengine.datastores.mongodb.sim import SimMongoBackend
     from drengine.errors import ConnectError
     from drengine.inventory import load_inventory
-    from drengine.sim.mongodb_backend import SimMongoBackend
 
     cluster = load_inventory(inventory(tmp_path, "healthy-3", count=3)).cluster("sim")
     backend = SimMongoBackend.open(cluster, tmp_path / "state.json")

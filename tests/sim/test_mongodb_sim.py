@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from drengine.sim.mongodb import (
+from drengine.datastores.mongodb.simcluster import (
     FORCE_VERSION_MIN_INCREMENT,
     FORCE_VERSION_RANDOM_SPAN,
     SCENARIOS,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from drengine.actions.ceph import (
+from drengine.datastores.ceph.actions import (
     DegradeRun,
     PoolMinSize,
     UnfoundSource,
@@ -25,9 +25,9 @@ from drengine.actions.ceph import (
     merge_degrade_runs,
     read_degrade_run,
 )
-from drengine.connectors.ceph import CephSnapshot, observe
+from drengine.datastores.ceph.connector import CephSnapshot, observe
+from drengine.datastores.ceph.simcluster import CephSim, scenario
 from drengine.journal import Event, JournalWriter
-from drengine.sim.ceph import CephSim, scenario
 
 
 def snap_of(sim: CephSim) -> CephSnapshot:
@@ -105,7 +105,7 @@ def test_unfound_waits_for_osds_not_marked_lost() -> None:
 
 
 def test_restore_waits_for_copies_and_unsets_only_drengines_flags() -> None:
-    from drengine.actions.ceph import DegradeRecord
+    from drengine.datastores.ceph.actions import DegradeRecord
 
     sim = scenario("two-osds-down")
     sim.pool("drengine").min_size = 1
@@ -150,8 +150,8 @@ def test_merge_keeps_the_oldest_min_size() -> None:
 
 
 def test_mon_surgery_keeps_the_survivors_of_the_newest_monmap() -> None:
-    from drengine.actions.ceph import decide_mon_surgery
-    from drengine.connectors.ceph_backend import MonProbe
+    from drengine.datastores.ceph.actions import decide_mon_surgery
+    from drengine.datastores.ceph.backend import MonProbe
 
     members = {"a": "mon.a", "b": "mon.b", "c": "mon.c"}
     probes = [MonProbe(name="a", running=True, state="probing", monmap_epoch=1, monmap=["a", "b", "c"]),
@@ -168,7 +168,7 @@ def test_mon_surgery_keeps_the_survivors_of_the_newest_monmap() -> None:
 
 
 def test_monmaptool_print_and_mon_status_parsing() -> None:
-    from drengine.connectors.ceph_backend import parse_mon_status, parse_monmaptool_print
+    from drengine.datastores.ceph.backend import parse_mon_status, parse_monmaptool_print
 
     printed = ("monmaptool: monmap file /x\nepoch 2\nfsid 5a1c\nlast_changed 2026-11-26\nmin_mon_release 16 (pacific)\n"
                "election_strategy: 1\n0: [v2:127.0.0.1:3300/0] mon.a\n1: [v2:127.0.0.1:3301/0] mon.b\n")
@@ -190,7 +190,7 @@ def _journal(run_dir: Path, runbook: str, cluster: str, finished: list[str]) -> 
 
 
 def test_restored_degrade_runs_are_not_restored_twice(tmp_path: Path) -> None:
-    from drengine.actions.ceph import find_degrade_runs
+    from drengine.datastores.ceph.actions import find_degrade_runs
 
     _journal(tmp_path / "1", "ceph-degrade", "c", [])
     # A restore that put everything back but ended with health not OK still counts as done.
@@ -206,7 +206,7 @@ def test_restored_degrade_runs_are_not_restored_twice(tmp_path: Path) -> None:
 def test_a_damaged_journal_of_another_run_is_skipped(tmp_path: Path) -> None:
     import pytest
 
-    from drengine.actions.ceph import find_degrade_runs
+    from drengine.datastores.ceph.actions import find_degrade_runs
     from drengine.errors import JournalCorrupt
 
     _journal(tmp_path / "1", "ceph-degrade", "c", [])

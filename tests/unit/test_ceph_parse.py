@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from drengine.connectors.ceph import (
+from drengine.datastores.ceph.connector import (
     JsonDoc,
     observe,
     parse_mon_dump,

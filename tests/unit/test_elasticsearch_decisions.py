@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from drengine.actions.elasticsearch import (
+from drengine.datastores.elasticsearch.actions import (
     Explanations,
     PrimaryChoice,
     ReallocationPlan,
@@ -20,7 +20,7 @@ from drengine.actions.elasticsearch import (
     table_lines,
     with_explanations,
 )
-from drengine.connectors.elasticsearch import (
+from drengine.datastores.elasticsearch.connector import (
     DELAY_SETTING,
     EsView,
     build_view,
@@ -29,7 +29,7 @@ from drengine.connectors.elasticsearch import (
     put_cluster_settings_call,
     reroute_call,
 )
-from drengine.sim.elasticsearch import EsCluster, big, build_scenario
+from drengine.datastores.elasticsearch.simcluster import EsCluster, big, build_scenario
 
 MEMBERS = ("node-1", "node-2", "node-3")
 

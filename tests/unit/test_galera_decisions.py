@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from drengine.actions.galera import DiskPosition, assess_primary, choose_bootstrap_node, components
-from drengine.connectors.galera import (
+from drengine.datastores.galera.actions import DiskPosition, assess_primary, choose_bootstrap_node, components
+from drengine.datastores.galera.connector import (
     GaleraView,
     NodeView,
     parse_grastate,
@@ -247,7 +247,7 @@ def test_service_commands_quote_inventory_values() -> None:
 def test_probe_errors_say_what_state_the_node_is_in() -> None:
     import pymysql
 
-    from drengine.connectors.galera import _classify
+    from drengine.datastores.galera.connector import _classify
 
     refused = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)")
     assert _classify(refused, 2, 5)[0] == "down"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drengine.actions.mongodb import (
+from drengine.datastores.mongodb.actions import (
     added_config,
     check_majority_lost,
     choose_survivor,
@@ -14,7 +14,7 @@ from drengine.actions.mongodb import (
     reconfig_text,
     survivors_of,
 )
-from drengine.connectors.mongodb import MemberView, OpTimeView, PeerStatus, SetView, config_from_json
+from drengine.datastores.mongodb.connector import MemberView, OpTimeView, PeerStatus, SetView, config_from_json
 
 
 def config_doc(members: list[dict[str, Any]], version: int = 1) -> str:

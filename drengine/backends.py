@@ -1,0 +1,19 @@
+"""The choice between a cluster's real connector and its simulated twin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from drengine.datastores import datastore
+from drengine.inventory import Cluster, Inventory
+
+
+def open_backend(cluster: Cluster, inventory: Inventory, run_dir: Path) -> Any:
+    """The real connector set for the cluster's kind, or its simulated twin when the
+    inventory marks the cluster as simulated (its state kept in the run directory)."""
+    store = datastore(cluster.kind)
+    if cluster.simulated is not None:
+        state = Path(cluster.simulated.state_file) if cluster.simulated.state_file else run_dir / "sim-state.json"
+        return store.load(store.simulator).open(cluster, state)
+    return store.load(store.connector)(cluster, inventory)

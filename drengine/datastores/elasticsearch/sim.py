@@ -1,0 +1,86 @@
+"""The simulated twin of the Elasticsearch connector: a simulated cluster (`EsCluster`)
+served over the REST API on 127.0.0.1 by `SimServer`, and the real `ElasticBackend`
+pointed at it, so that simulation runs the same client code path as production.
+
+The model is loaded from the run's state file when it exists (a resumed run continues with
+the cluster as it left it), else built from the inventory's scenario; it is saved after
+every request that may change it and when the backend closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from drengine.datastores.elasticsearch.connector import ElasticBackend, HttpCall
+from drengine.datastores.elasticsearch.rest import SimServer
+from drengine.datastores.elasticsearch.simcluster import SCENARIOS, EsCluster
+from drengine.errors import InputError
+from drengine.inventory import Cluster
+
+
+class SimElasticBackend(ElasticBackend):
+    """`ElasticBackend` talking to a simulated cluster on a loopback port of its own."""
+
+    def __init__(self, cluster: Cluster, model: EsCluster, state_file: Path) -> None:
+        self.model = model
+        self.state_file = state_file
+        self.server = SimServer(model, port=0)
+        url = self.server.start()
+        super().__init__(cluster, None, hosts=[url])
+
+    @classmethod
+    def open(cls, cluster: Cluster, state_file: Path) -> SimElasticBackend:
+        return cls(cluster, load_model(cluster, state_file), state_file)
+
+    def send(self, call: HttpCall) -> Any:
+        try:
+            return super().send(call)
+        finally:
+            # Saved even when the request failed: a refused request may still have changed nothing,
+            # and a resumed run must see exactly what the cluster looks like now.
+            if call.method != "GET":
+                self.save()
+
+    def save(self) -> None:
+        # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.
+        text = self.server.read(lambda model: model.state.model_dump_json())
+        write_state(text, self.state_file)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.server is not None:
+                self.save()
+                self.server.stop()
+
+
+def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
+    if state_file.exists():
+        try:
+            return EsCluster.from_json(json.loads(state_file.read_text(encoding="utf-8")), clock=time.time)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{state_file}: cannot load the simulated cluster's state ({exc}); "
+                             f"delete the file to start the scenario afresh") from None
+    scenario = cluster.simulated.scenario if cluster.simulated else ""
+    factory = SCENARIOS.get(scenario)
+    if factory is None:
+        raise InputError(f"cluster {cluster.name}: unknown Elasticsearch scenario {scenario!r}; "
+                         f"known scenarios: {', '.join(sorted(SCENARIOS))}")
+    return factory(clock=time.time)
+
+
+def save_model(state: dict[str, Any], state_file: Path) -> None:
+    write_state(json.dumps(state), state_file)
+
+
+def write_state(text: str, state_file: Path) -> None:
+    """Write atomically: a crash mid-write must not leave a half state file behind."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, state_file)

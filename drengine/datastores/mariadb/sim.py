@@ -1,0 +1,476 @@
+"""Simulated MariaDB servers with GTID replication, behind the same interface as the
+pymysql connector: the actions send the same SQL text, which the simulator interprets.
+
+Modelled: transactions with GTIDs per server, received (relay log) versus applied,
+replication threads, read_only, binary log settings, errant transactions, and the relay
+log trap (after both threads stop, starting the SQL thread discards the relay log).
+Faults: kill, hang, revive, lag. State is JSON in a file so a run can be resumed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from drengine import gtid
+from drengine.datastores.mariadb.connector import Channel, ClusterView, ServerView, Sql
+from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
+from drengine.inventory import Cluster
+from drengine.simstate import load_or_build, save_state
+
+
+class Txn(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    gtid: str
+    key: str = ""
+
+
+class SimServer(BaseModel):
+    name: str
+    address: str
+    port: int
+    server_id: int
+    alive: bool = True
+    hung: bool = False
+    read_only: bool = True
+    log_bin: bool = True
+    log_slave_updates: bool = True
+    applied: list[Txn] = []
+    relay: list[Txn] = []
+    relay_valid: bool = (
+        True  # false once both threads stopped: the next start discards the relay log
+    )
+    source: str | None = None
+    io_on: bool = False
+    sql_on: bool = False
+    lag: int = 0  # the IO thread holds back this many transactions
+    slave_pos: str = ""
+    io_error: int = 0
+    sql_error: int = 0
+    sql_error_text: str = ""
+
+    def position(self) -> gtid.Position:
+        return gtid.parse(",".join(t.gtid for t in self.applied))
+
+    def keys(self) -> list[str]:
+        return [t.key for t in self.applied if t.key]
+
+
+class SimCluster(BaseModel):
+    servers: list[SimServer]
+
+    def server(self, name: str) -> SimServer:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def by_address(self, host: str, port: int) -> SimServer | None:
+        for s in self.servers:
+            if (s.address, s.port) == (host, port) or s.name == host:
+                return s
+        return None
+
+    # -- the model's own behaviour ------------------------------------------------------------------
+    def write(self, name: str, key: str = "") -> Txn:
+        """A transaction on a server (its own server_id, domain 0)."""
+        s = self.server(name)
+        seq = max((g.seq for g in s.position().values()), default=0) + 1
+        txn = Txn(gtid=f"0-{s.server_id}-{seq}", key=key)
+        s.applied.append(txn)
+        return txn
+
+    def settle(self) -> None:
+        """Let replication run until nothing moves (IO threads fetch, SQL threads apply)."""
+        for _ in range(len(self.servers) + 1):
+            for s in self.servers:
+                self._replicate(s)
+
+    def _replicate(self, s: SimServer) -> None:
+        if not s.alive or s.hung or s.source is None:
+            return
+        src = self.server(s.source)
+        if s.io_on and src.alive and not src.hung:
+            have = {t.gtid for t in s.applied} | {t.gtid for t in s.relay}
+            start = gtid.parse(s.slave_pos)
+            new = [
+                t
+                for t in src.applied
+                if t.gtid not in have and not gtid.covers(start, gtid.parse(t.gtid))
+            ]
+            if s.lag:
+                new = new[: max(0, len(new) - s.lag)]
+            s.relay.extend(new)
+        if s.sql_on and s.relay:
+            mine = s.position()
+            for t in s.relay:
+                g = gtid.parse(t.gtid)
+                if gtid.covers(mine, g):
+                    continue
+                s.applied.append(t)
+                mine = s.position()
+            s.relay = []
+            s.slave_pos = gtid.render(
+                gtid.merge_max(gtid.parse(s.slave_pos), s.position())
+            )
+
+
+def _servers_for(cluster: Cluster) -> list[SimServer]:
+    if len(cluster.members) < 2:
+        raise InputError(
+            f"simulated MariaDB cluster {cluster.name} needs at least two members"
+        )
+    return [
+        SimServer(
+            name=m.name,
+            address=m.address,
+            port=cluster.port_of(m),
+            server_id=i + 1,
+            read_only=i > 0,
+        )
+        for i, m in enumerate(cluster.members)
+    ]
+
+
+def _replicated(cluster: Cluster, txns: int = 100) -> SimCluster:
+    sim = SimCluster(servers=_servers_for(cluster))
+    primary = sim.servers[0]
+    for i in range(txns):
+        sim.write(primary.name, key=f"row-{i + 1}")
+    for s in sim.servers[1:]:
+        s.source, s.io_on, s.sql_on = primary.name, True, True
+    sim.settle()
+    return sim
+
+
+def _truncate(s: SimServer, keep: int) -> None:
+    s.applied = s.applied[:keep]
+    s.slave_pos = gtid.render(s.position())
+
+
+def _kill_primary(cluster: Cluster) -> SimCluster:
+    sim = _replicated(cluster)
+    sim.servers[0].alive = False
+    return sim
+
+
+def scenario_lagging(cluster: Cluster) -> SimCluster:
+    """The primary died; the last replica lagged behind: the first replica must win."""
+    sim = _kill_primary(cluster)
+    for i, s in enumerate(sim.servers[1:]):
+        _truncate(s, 100 - 10 * i)
+    return sim
+
+
+def scenario_relay_unapplied(cluster: Cluster) -> SimCluster:
+    """The most advanced replica has received more than it applied (SQL thread stopped)."""
+    sim = _replicated(cluster, 120)
+    sim.servers[0].alive = False
+    best = sim.servers[-1]
+    _truncate(best, 100)
+    best.relay = sim.servers[0].applied[100:120]
+    best.sql_on = False
+    for s in sim.servers[1:-1]:
+        _truncate(s, 110)
+    return sim
+
+
+def scenario_primary_alive(cluster: Cluster) -> SimCluster:
+    return _replicated(cluster)
+
+
+def scenario_primary_hung(cluster: Cluster) -> SimCluster:
+    sim = _replicated(cluster)
+    sim.servers[0].hung = True
+    if len(sim.servers) > 2:
+        _truncate(sim.servers[2], 95)
+    return sim
+
+
+def scenario_all_replicas_down(cluster: Cluster) -> SimCluster:
+    sim = _replicated(cluster)
+    for s in sim.servers:
+        s.alive = False
+    return sim
+
+
+def scenario_no_binlog_on_best(cluster: Cluster) -> SimCluster:
+    """The most advanced replica has log_slave_updates off: it cannot serve the others."""
+    sim = scenario_lagging(cluster)
+    sim.servers[1].log_slave_updates = False
+    return sim
+
+
+def scenario_old_primary_returned(cluster: Cluster, errant: int = 0) -> SimCluster:
+    """After a failover to the second server, the old primary came back writable."""
+    sim = _replicated(cluster)
+    old, new = sim.servers[0], sim.servers[1]
+    new.source, new.io_on, new.sql_on, new.read_only, new.relay = None, False, False, False, []
+    for s in sim.servers[2:]:
+        s.source = new.name
+    for _ in range(errant):
+        sim.write(old.name, key="errant")  # written on the old primary and never replicated
+    for i in range(5):
+        sim.write(new.name, key=f"after-failover-{i + 1}")
+    sim.settle()
+    old.read_only = False
+    return sim
+
+
+def scenario_old_primary_errant(cluster: Cluster) -> SimCluster:
+    return scenario_old_primary_returned(cluster, errant=3)
+
+
+SCENARIOS: dict[str, Callable[[Cluster], SimCluster]] = {
+    "healthy": scenario_primary_alive,
+    "primary-dead-replica-lagging": scenario_lagging,
+    "primary-dead-relay-unapplied": scenario_relay_unapplied,
+    "primary-alive": scenario_primary_alive,
+    "primary-hung": scenario_primary_hung,
+    "all-replicas-down": scenario_all_replicas_down,
+    "best-replica-without-binlog": scenario_no_binlog_on_best,
+    "old-primary-returned": scenario_old_primary_returned,
+    "old-primary-errant": scenario_old_primary_errant,
+}
+
+
+# -- the connector twin ----------------------------------------------------------------------------
+
+_CHANGE_MASTER = re.compile(r"^CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s", re.I)
+_WRITE = re.compile(r"^(INSERT|REPLACE|UPDATE|DELETE|CREATE|DROP)\b", re.I)
+
+
+class SimMariaDBBackend:
+    """Implements MariaDBAPI over a SimCluster, saving its state after every statement."""
+
+    replication_user = "repl"
+    replication_password = ""
+
+    def __init__(
+        self, cluster: Cluster, sim: SimCluster, state_file: Path | None
+    ) -> None:
+        self.cluster = cluster
+        self.sim = sim
+        self.state_file = state_file
+
+    @classmethod
+    def open(cls, cluster: Cluster, state_file: Path) -> SimMariaDBBackend:
+        backend = cls(cluster, load_or_build(cluster, state_file, SimCluster, SCENARIOS, "MariaDB"), state_file)
+        if cluster.replication is not None:
+            # Resolved like the real connector does, so simulation proves secrets stay masked.
+            backend.replication_user = cluster.replication.user
+            if cluster.replication.password is not None:
+                backend.replication_password = cluster.replication.password.resolve(
+                    f"cluster {cluster.name} replication password")
+        backend.save()
+        return backend
+
+    def save(self) -> None:
+        save_state(self.sim, self.state_file)
+
+    # -- MariaDBAPI ---------------------------------------------------------------------------------
+    def observe(self) -> ClusterView:
+        self.sim.settle()
+        return ClusterView(
+            cluster=self.cluster.name,
+            servers=[self._view(s) for s in self.sim.servers],
+            observed_at=time.time(),
+        )
+
+    def probe(self, member: str) -> ServerView:
+        self.sim.settle()
+        return self._view(self.sim.server(member))
+
+    def _view(self, s: SimServer) -> ServerView:
+        t = self.cluster.timeouts
+        if not s.alive:
+            return ServerView(
+                name=s.name,
+                address=s.address,
+                port=s.port,
+                reachable=False,
+                error=f"cannot connect: error 2003: Can't connect to MySQL server on '{s.address}' (111)",
+            )
+        if s.hung:
+            return ServerView(
+                name=s.name,
+                address=s.address,
+                port=s.port,
+                reachable=False,
+                error=f"no answer within the read timeout of {t.read:g} s (hung or overloaded server?)",
+            )
+        pos = gtid.render(s.position())
+        channels = []
+        if s.source is not None:
+            src = self.sim.server(s.source)
+            src_up = src.alive and not src.hung
+            received = gtid.merge_max(
+                s.position(), gtid.parse(",".join(x.gtid for x in s.relay))
+            )
+            channels.append(
+                Channel(
+                    master_host=src.address,
+                    master_port=src.port,
+                    io_running=("Yes" if src_up else "Connecting") if s.io_on else "No",
+                    sql_running="Yes" if s.sql_on else "No",
+                    using_gtid="Slave_Pos",
+                    gtid_io_pos=gtid.render(received),
+                    last_io_errno=s.io_error if s.io_on else 0,
+                    last_io_error="error reconnecting to master"
+                    if s.io_on and not src_up
+                    else "",
+                    last_sql_errno=s.sql_error,
+                    last_sql_error=s.sql_error_text,
+                    seconds_behind_master=0 if s.sql_on and src_up else None,
+                )
+            )
+        return ServerView(
+            name=s.name,
+            address=s.address,
+            port=s.port,
+            reachable=True,
+            server_id=s.server_id,
+            read_only=s.read_only,
+            log_bin=s.log_bin,
+            log_slave_updates=s.log_slave_updates,
+            gtid_strict_mode=True,
+            gtid_binlog_pos=pos if s.log_bin else "",
+            gtid_slave_pos=s.slave_pos,
+            gtid_current_pos=pos,
+            gtid_binlog_state=",".join(t.gtid for t in s.applied) if s.log_bin else "",
+            channels=channels,
+        )
+
+    def _reachable(self, member: str) -> SimServer:
+        s = self.sim.server(member)
+        if not s.alive:
+            raise ConnectError(
+                f"{member} ({s.address}:{s.port}): cannot connect: error 2003: Can't connect (111)"
+            )
+        if s.hung:
+            raise ProbeTimeout(
+                f"{member}: no answer within the read timeout of {self.cluster.timeouts.read:g} s"
+            )
+        return s
+
+    def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None:
+        self.query(member, sql, timeout)
+
+    def query(
+        self, member: str, sql: Sql, timeout: float | None = None
+    ) -> list[tuple[Any, ...]]:
+        s = self._reachable(member)
+        self.sim.settle()
+        try:
+            return self._interpret(s, sql)
+        finally:
+            self.sim.settle()
+            self.save()
+
+    def _interpret(self, s: SimServer, sql: Sql) -> list[tuple[Any, ...]]:
+        text = " ".join(sql.template.split())
+        upper = text.upper()
+        if upper == "STOP SLAVE":
+            s.io_on = s.sql_on = False
+            s.relay_valid = False
+            return []
+        if upper in ("START SLAVE", "START SLAVE SQL_THREAD"):
+            if s.source is None:
+                raise CommandFailed(
+                    f"{s.name}: `{sql.shown()}` failed: error 1200: Misconfigured slave: MASTER_HOST was not set"
+                )
+            if not s.relay_valid:
+                s.relay = []  # the trap: the relay log is discarded, replication restarts from gtid_slave_pos
+                s.relay_valid = True
+            s.sql_on = True
+            if upper == "START SLAVE":
+                s.io_on = True
+            return []
+        if upper == "STOP SLAVE IO_THREAD":
+            s.io_on = False
+            s.relay_valid = False
+            return []
+        if upper == "STOP SLAVE SQL_THREAD":
+            s.sql_on = False
+            return []
+        if upper == "RESET SLAVE ALL":
+            if s.io_on or s.sql_on:
+                raise CommandFailed(
+                    f"{s.name}: error 1198: This operation cannot be performed as you have a running slave; run STOP SLAVE first"
+                )
+            s.source, s.relay = None, []
+            return []
+        if upper.startswith("SET GLOBAL READ_ONLY="):
+            s.read_only = upper.endswith("=1")
+            return []
+        m = _CHANGE_MASTER.match(text)
+        if m:
+            if s.io_on or s.sql_on:
+                raise CommandFailed(
+                    f"{s.name}: error 1198: This operation cannot be performed as you have a running slave; run STOP SLAVE first"
+                )
+            host, port = str(sql.params[0]), int(sql.params[1])
+            src = self.sim.by_address(host, port)
+            if src is None:
+                raise CommandFailed(f"{s.name}: no simulated server at {host}:{port}")
+            s.source, s.relay = src.name, []
+            if "MASTER_DEMOTE_TO_SLAVE=1" in upper:
+                s.slave_pos = gtid.render(s.position())
+            errant = gtid.errant(s.position(), gtid.parse_state(",".join(t.gtid for t in src.applied)))
+            s.sql_error = 1236 if errant else 0
+            s.sql_error_text = (
+                "GTID strict mode: this server has transactions its source lacks"
+                if errant
+                else ""
+            )
+            return []
+        if upper.startswith("SELECT MASTER_GTID_WAIT("):
+            self.sim.settle()
+            return [
+                (
+                    0
+                    if gtid.covers(s.position(), gtid.parse(str(sql.params[0])))
+                    else -1,
+                )
+            ]
+        if upper == "SELECT @@GTID_BINLOG_POS":
+            return [(gtid.render(s.position()),)]
+        if upper.startswith("SELECT ID FROM DRENGINE.CANARY"):
+            return [(k,) for k in s.keys() if k.startswith("canary-")]
+        if _WRITE.match(text):
+            if (
+                s.read_only
+                and upper.startswith(("INSERT", "REPLACE", "UPDATE", "DELETE"))
+                and "DRENGINE." not in upper
+            ):
+                raise CommandFailed(
+                    f"{s.name}: error 1290: The MariaDB server is running with the --read-only option"
+                )
+            key = str(sql.params[0]) if sql.params else ""
+            self.sim.write(s.name, key=key if key.startswith("canary-") else "")
+            return []
+        raise CommandFailed(
+            f"{s.name}: the simulator does not understand `{sql.shown()}`"
+        )
+
+    def close(self) -> None:
+        self.save()
+
+    # -- faults, for drills and tests ---------------------------------------------------------------
+    def kill(self, member: str) -> None:
+        self.sim.server(member).alive = False
+        self.save()
+
+    def hang(self, member: str) -> None:
+        self.sim.server(member).hung = True
+        self.save()
+
+    def revive(self, member: str) -> None:
+        s = self.sim.server(member)
+        s.alive, s.hung = True, False
+        self.save()

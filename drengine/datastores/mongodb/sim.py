@@ -1,0 +1,101 @@
+"""The simulated twin of the MongoDB connector.
+
+It serves the in-memory replica set (`drengine.datastores.mongodb.simcluster`) as real mongod endpoints on
+127.0.0.1 (`drengine.datastores.mongodb.wire`) and hands back a `MongoBackend` whose clients point at
+those ports, so the runbooks exercise the real pymongo code path. Inventory members are
+mapped to the scenario's members in order (the first inventory member is `_id` 0, and so
+on); the inventory's addresses are ignored. The model is saved to the state file after
+every command that may change it and on close, so a later run (or a resumed one) continues
+from the same cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from drengine.datastores.mongodb.connector import MongoBackend
+from drengine.datastores.mongodb.simcluster import SimulatedReplicaSet, UnknownScenario, build_scenario
+from drengine.datastores.mongodb.wire import WireCluster
+from drengine.errors import InputError
+from drengine.inventory import Cluster
+
+# Commands after which the model may have changed (and the state file must follow).
+READ_ONLY = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find",
+             "buildInfo")
+
+
+class SimMongoBackend(MongoBackend):
+    def __init__(self, cluster: Cluster, model: SimulatedReplicaSet, wire: WireCluster,
+                 member_ids: dict[str, int], state_file: Path | None) -> None:
+        addresses = wire.addresses()
+        super().__init__(cluster, None, {name: addresses[mid] for name, mid in member_ids.items()})
+        self.model = model
+        self.wire = wire
+        self.member_ids = member_ids
+        self.state_file = state_file
+
+    @classmethod
+    def open(cls, cluster: Cluster, state_file: Path) -> SimMongoBackend:
+        assert cluster.simulated is not None
+        if state_file.exists():
+            model = SimulatedReplicaSet.from_json(state_file.read_text())
+        else:
+            try:
+                model = build_scenario(cluster.simulated.scenario)
+            except UnknownScenario as exc:
+                raise InputError(f"cluster {cluster.name}: {exc}") from None
+        ids = model.member_ids()
+        if len(ids) != len(cluster.members):
+            raise InputError(
+                f"cluster {cluster.name}: the inventory lists {len(cluster.members)} member(s) but scenario "
+                f"{cluster.simulated.scenario} has {len(ids)}; list exactly {len(ids)} members (mapped in order)"
+            )
+        wire = _serve(model)
+        backend = cls(cluster, model, wire, {m.name: mid for m, mid in zip(cluster.members, ids, strict=True)}, state_file)
+        backend.save()
+        return backend
+
+    def save(self) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(self.wire.snapshot_json())
+        tmp.replace(self.state_file)
+
+    def command(self, member: str, text: str) -> dict[str, Any]:
+        try:
+            return super().command(member, text)
+        finally:
+            if not any(f'"{name}"' in text.split(":", 1)[0] for name in READ_ONLY):
+                self.save()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.save()
+            self.wire.stop()
+
+
+def _serve(model: SimulatedReplicaSet) -> WireCluster:
+    """Serve on the ports the saved model used, when they are free: facts journaled by an
+    earlier run (hosts in configs) stay valid for a resumed run. Otherwise any free port."""
+    previous: dict[int, int] = {}
+    for mid in model.member_ids():
+        host = model.node(mid).host
+        if host.startswith("127.0.0.1:"):
+            with contextlib.suppress(ValueError):
+                previous[mid] = int(host.rsplit(":", 1)[1])
+    if previous:
+        wire = WireCluster(model, ports=previous)
+        try:
+            wire.start()
+            return wire
+        except OSError:
+            wire.stop()
+    wire = WireCluster(model)
+    wire.start()
+    return wire

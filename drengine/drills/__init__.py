@@ -1,1 +1,0 @@
-"""Drill kits: per datastore, the faults, the health check and the canaries."""
