@@ -185,8 +185,7 @@ class Engine:
     def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
         self._current_step = step.id
         cls = self.runbook.action(step.id)
-        action = cls()
-        self.ctx.params = cls.Params.model_validate(step.params)
+        action = cls.build(step.params)
         attempt = 0
         while True:
             attempt += 1
@@ -203,12 +202,12 @@ class Engine:
                 self._last_summary = result.summary
                 return result
             self.journal.append(Event.NOTE, step=step.id, text=f"attempt {attempt} failed; retrying in {step.retry_delay:g} s")
-            self.ctx.sleep(step.retry_delay)
+            self.ctx.clock.sleep(step.retry_delay)
 
-    def _gate_level(self, step: StepSpec, action: Action, proposal: Proposal) -> GateLevel:
+    def _gate_level(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> GateLevel:
         return max(step.gate_level(), type(action).least_gate(), proposal.gate)
 
-    def _attempt(self, step: StepSpec, action: Action, attempt: int, reconcile: bool) -> StepResult:
+    def _attempt(self, step: StepSpec, action: Action[Any, Any], attempt: int, reconcile: bool) -> StepResult:
         effect = type(action).effect
         proposal = action.propose(self.ctx)
         if self.mode is Mode.PLAN:
@@ -262,7 +261,7 @@ class Engine:
             refusal=result.refusal.lines() if result.refusal else None,
         )
 
-    def _ask(self, step: StepSpec, action: Action, proposal: Proposal, level: GateLevel,
+    def _ask(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal, level: GateLevel,
              refusal: Any = None) -> GateAnswer:
         request = GateRequest(
             step=step.id, title=step.title or type(action).description, cluster=self.request.cluster.name,
@@ -285,7 +284,7 @@ class Engine:
         )
         return answer
 
-    def _break_glass(self, step: StepSpec, action: Action, proposal: Proposal, result: StepResult) -> StepResult:
+    def _break_glass(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal, result: StepResult) -> StepResult:
         """A safety check refused. Say why, then let a human override it, journaling the risk."""
         assert result.refusal is not None
         self.journal.append(
@@ -318,7 +317,7 @@ class Engine:
         return StepResult(ok=True, summary=f"OVERRIDDEN by {answer.who}: {result.summary}",
                           facts=result.facts, evidence=result.evidence, outcome="ok")
 
-    def _plan_step(self, step: StepSpec, action: Action, proposal: Proposal) -> StepResult:
+    def _plan_step(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> StepResult:
         effect = type(action).effect
         level = self._gate_level(step, action, proposal)
         executes = effect is not Effect.MUTATE and not self._mutated_in_plan

@@ -75,7 +75,7 @@ class Runbook:
     def name(self) -> str:
         return self.spec.name
 
-    def action(self, step_id: str) -> type[Action]:
+    def action(self, step_id: str) -> type[Action[Any, Any]]:
         return ACTIONS[self.steps[step_id].action]
 
     def is_end(self, state: str) -> bool:

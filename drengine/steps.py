@@ -10,14 +10,14 @@ took effect; `took_effect` tells a resumed run whether an interrupted step had f
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.errors import InputError, StepFailed
 
 if TYPE_CHECKING:
@@ -179,42 +179,41 @@ class Facts:
             self._items[name] = model.model_validate(item["value"])
 
 
+B = TypeVar("B")
+P = TypeVar("P", bound=StepParams)
+
+
 @dataclass
-class RunContext:
-    """Everything a step may use: one object instead of eight arguments."""
+class RunContext(Generic[B]):
+    """Everything a step may use: one object instead of eight arguments. `backend` is the
+    connector set of the cluster's kind (real or simulated), typed by the action's datastore."""
 
     inventory: Inventory
     cluster: Cluster
     mode: Mode
     facts: Facts
-    backend: Any  # the connector set for this cluster's kind (real or simulated); see connectors/
+    backend: B
     record_statement: Callable[[Statement, str], None]
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    params: BaseModel = field(default_factory=NoParams)
+    clock: Clock = SYSTEM
     operator_said_gone: tuple[str, ...] = ()
 
     def wait_until(self, check: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
-        """Poll `check` until it is true or `seconds` have passed (on the context's clock)."""
-        deadline = self.clock() + seconds
-        while True:
-            if check():
-                return True
-            if self.clock() >= deadline:
-                return False
-            self.sleep(interval)
+        """Poll `check` until it is true or `seconds` have passed (on the run's clock)."""
+        return wait_until(check, seconds, interval, self.clock)
 
     def sent(self, statement: Statement, result: str = "ok") -> None:
         """Journal a statement that was just sent (the journal writes before the next one)."""
         self.record_statement(statement, result)
 
 
-class Action:
-    """Base class of actions. Subclasses set name, effect and optionally Params and gate."""
+class Action(Generic[B, P]):
+    """Base class of actions, generic in the datastore's backend type and the step's
+    parameters. Subclasses set name, effect and optionally Params and gate; the engine builds
+    an action with its validated parameters (`self.params`)."""
 
     name: ClassVar[str]
     effect: ClassVar[Effect]
-    Params: ClassVar[type[BaseModel]] = NoParams
+    Params: ClassVar[type[StepParams]] = NoParams
     description: ClassVar[str] = ""
     # Custom outcomes (besides ok, failed, skipped) a runbook must map under `branches:`.
     outcomes: ClassVar[tuple[str, ...]] = ()
@@ -222,35 +221,44 @@ class Action:
     # writes to drengine's own heartbeat table may lower it, in code, with a comment saying so.
     min_gate: ClassVar[GateLevel | None] = None
 
+    def __init__(self, params: P) -> None:
+        self.params = params
+
+    @classmethod
+    def build(cls, params: dict[str, Any]) -> Action[Any, Any]:
+        """The action with its parameters validated against `Params`."""
+        built: Action[Any, Any] = cls(cls.Params.model_validate(params))  # type: ignore[arg-type]
+        return built
+
     @classmethod
     def least_gate(cls) -> GateLevel:
         if cls.min_gate is not None:
             return cls.min_gate
         return GateLevel.CONFIRM if cls.effect is Effect.MUTATE else GateLevel.NONE
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: RunContext[B]) -> Proposal:
         raise NotImplementedError
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: RunContext[B], proposal: Proposal) -> StepResult:
         raise NotImplementedError
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: RunContext[B], proposal: Proposal) -> bool:
         """Resume: did an interrupted run of this step finish? Mutating actions override it."""
         return False
 
-    def result_after_interruption(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def result_after_interruption(self, ctx: RunContext[B], proposal: Proposal) -> StepResult:
         """Resume: the result of a step found to have taken effect before the interruption.
         Actions whose later steps need facts from this one override it to give them again."""
         return StepResult(ok=True, summary=f"{proposal.summary} (had taken effect before the interruption)")
 
-    def assumed_result(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def assumed_result(self, ctx: RunContext[B], proposal: Proposal) -> StepResult:
         """Plan mode: the result a mutating step would have, so the walk can go on."""
         return StepResult(ok=True, summary=f"(plan) {proposal.summary}")
 
 
-ACTIONS: dict[str, type[Action]] = {}
+ACTIONS: dict[str, type[Action[Any, Any]]] = {}
 
-A = TypeVar("A", bound=type[Action])
+A = TypeVar("A", bound=type[Action[Any, Any]])
 
 
 def register(cls: A) -> A:
@@ -260,7 +268,7 @@ def register(cls: A) -> A:
     return cls
 
 
-def load_actions(kind: str | None = None) -> dict[str, type[Action]]:
+def load_actions(kind: str | None = None) -> dict[str, type[Action[Any, Any]]]:
     """Import the action modules of one datastore kind, or of all (client libraries are
     imported lazily; even so, importing only what a run needs keeps start-up short)."""
     import importlib

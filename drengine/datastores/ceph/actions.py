@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,7 @@ from drengine.steps import (
     Facts,
     GateLevel,
     Mode,
+    NoParams,
     Proposal,
     Refusal,
     RunContext,
@@ -654,7 +655,7 @@ def unfound_cmd(mode: str) -> dict[str, Any]:
     return {"prefix": "mark_unfound_lost", "mulcmd": mode}
 
 
-def mon_statement(ctx: RunContext, cmd: Mapping[str, Any]) -> Statement:
+def mon_statement(ctx: Ctx, cmd: Mapping[str, Any]) -> Statement:
     return Statement(target=ctx.cluster.name, text=json.dumps(dict(cmd)), language="ceph-mon")
 
 
@@ -662,12 +663,11 @@ def pg_statement(pgid: str, cmd: Mapping[str, Any]) -> Statement:
     return Statement(target=f"pg {pgid}", text=json.dumps(dict(cmd)), language="ceph-pg")
 
 
-def _backend(ctx: RunContext) -> CephBackend:
-    return cast(CephBackend, ctx.backend)
+Ctx = RunContext[CephBackend]
 
 
-def _send(ctx: RunContext, cmd: Mapping[str, Any], note: str = "") -> JsonDoc:
-    answer = _backend(ctx).mon_command(cmd)
+def _send(ctx: Ctx, cmd: Mapping[str, Any], note: str = "") -> JsonDoc:
+    answer = ctx.backend.mon_command(cmd)
     message = answer.get("message", "") if isinstance(answer, dict) else ""
     ctx.sent(mon_statement(ctx, cmd), result=str(message or "ok") + (f"; {note}" if note else ""))
     return answer
@@ -686,8 +686,8 @@ def parse_was_note(result: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def _observe(ctx: RunContext) -> CephSnapshot:
-    return _backend(ctx).observe()
+def _observe(ctx: Ctx) -> CephSnapshot:
+    return ctx.backend.observe()
 
 
 def transient_pgs(snap: CephSnapshot) -> list[PgInfo]:
@@ -696,9 +696,9 @@ def transient_pgs(snap: CephSnapshot) -> list[PgInfo]:
     return [pg for pg in snap.inactive_pgs if pg.states & TRANSIENT_STATES and "peered" not in pg.states]
 
 
-def _observe_settled(ctx: RunContext, settle: float = SETTLE_SECONDS, poll: float = 0.5) -> CephSnapshot:
+def _observe_settled(ctx: Ctx, settle: float = SETTLE_SECONDS, poll: float = 0.5) -> CephSnapshot:
     """Look until no inactive PG is still peering, at most `settle` seconds; then decide on what is seen."""
-    backend = _backend(ctx)
+    backend = ctx.backend
     started = backend.clock()
     snap = backend.observe()
     while transient_pgs(snap) and backend.clock() - started < settle and ctx.mode is not Mode.PLAN:
@@ -707,17 +707,17 @@ def _observe_settled(ctx: RunContext, settle: float = SETTLE_SECONDS, poll: floa
     return snap
 
 
-def _lost_osds(ctx: RunContext) -> set[int]:
-    dump = _backend(ctx).mon_command({"prefix": "osd dump"})
+def _lost_osds(ctx: Ctx) -> set[int]:
+    dump = ctx.backend.mon_command({"prefix": "osd dump"})
     if not isinstance(dump, dict):
         return set()
     return {int(o["osd"]) for o in dump.get("osds", []) if int(o.get("lost_at", 0) or 0) > 0}
 
 
-def _unfound_sources(ctx: RunContext, snap: CephSnapshot) -> list[UnfoundSource]:
+def _unfound_sources(ctx: Ctx, snap: CephSnapshot) -> list[UnfoundSource]:
     sources = []
     for pg in snap.pgs_with_unfound:
-        listing = _backend(ctx).pg_command(pg.pgid, {"prefix": "list_unfound"})
+        listing = ctx.backend.pg_command(pg.pgid, {"prefix": "list_unfound"})
         might: dict[int, str] = {}
         if isinstance(listing, dict):
             for item in listing.get("might_have_unfound", []):
@@ -730,20 +730,20 @@ def _unfound_sources(ctx: RunContext, snap: CephSnapshot) -> list[UnfoundSource]
 
 
 @register
-class ExplainHealth(Action):
+class ExplainHealth(Action[CephBackend, NoParams]):
     name = "ceph.explain_health"
     effect = Effect.READ
     description = "Look at the cluster: health checks, OSDs down, which PGs are inactive and what they wait for"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         stmts = [mon_statement(ctx, {"prefix": p}) for p in ("status", "mon dump", "osd dump", "osd tree", "pg ls")]
         return Proposal(summary="observe health, monitors, OSDs, pools and every PG", statements=stmts)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         try:
             snap = _observe_settled(ctx)
         except ConnectError as exc:
-            _backend(ctx).reconnect()
+            ctx.backend.reconnect()
             raise StepFailed(f"{exc}. Nothing else can be done while the monitors have no quorum; when a majority of "
                              f"them is gone for good, the runbook ceph-mon-quorum restores a quorum from the survivors "
                              f"(drengine run ceph-mon-quorum -c {ctx.cluster.name} ...)") from None
@@ -756,16 +756,16 @@ class FlagParams(StepParams):
 
 
 @register
-class SetFlags(Action):
+class SetFlags(Action[CephBackend, FlagParams]):
     name = "ceph.set_flags"
     effect = Effect.MUTATE
     Params = FlagParams
     description = "Set noout and norebalance so nothing is marked out or shuffled while OSDs are fixed"
 
-    def _decide(self, ctx: RunContext) -> FlagDecision:
-        return decide_flags(_observe(ctx), cast(FlagParams, ctx.params).flags)
+    def _decide(self, ctx: Ctx) -> FlagDecision:
+        return decide_flags(_observe(ctx), self.params.flags)
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         d = self._decide(ctx)
         return Proposal(
             summary=f"set {', '.join(d.to_set)}" if d.to_set else f"no OSD flag to set: {d.reason}",
@@ -774,11 +774,11 @@ class SetFlags(Action):
             nothing_to_do=not d.to_set,
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         # Never skip: run() sets only what is missing and records what it set.
         return False
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         d = self._decide(ctx)
         for flag in d.to_set:
             _send(ctx, flag_cmd("set", flag))
@@ -787,19 +787,19 @@ class SetFlags(Action):
         if missing:
             raise StepFailed(f"sent `osd set` for {', '.join(missing)} but the OSD map does not show them set "
                              f"(flags now: {', '.join(after.flags) or 'none'}); check the monitors and rerun")
-        wanted = cast(FlagParams, ctx.params).flags
+        wanted = self.params.flags
         record = FlagsSet(wanted=list(wanted), set_by_drengine=d.to_set, already_set=d.already)
         summary = f"set {', '.join(d.to_set) or 'nothing'}" + (f"; already set before: {', '.join(d.already)}" if d.already else "")
         return StepResult(ok=True, summary=summary, facts={"flags_set": record})
 
 
 @register
-class LowerMinSize(Action):
+class LowerMinSize(Action[CephBackend, NoParams]):
     name = "ceph.lower_min_size"
     effect = Effect.MUTATE
     description = "Lower min_size on exactly the pools whose PGs are inactive for want of copies"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         snap = _observe_settled(ctx)
         d = decide_min_size(snap)
         evidence = list(d.not_helped)
@@ -816,7 +816,7 @@ class LowerMinSize(Action):
             nothing_to_do=not d.changes,
         )
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         snap = _observe_settled(ctx)
         d = decide_min_size(snap)
         # A resumed run may find its own change made already: keep the record of the original value.
@@ -845,7 +845,7 @@ class IoParams(StepParams):
 
 
 @register
-class VerifyIo(Action):
+class VerifyIo(Action[CephBackend, IoParams]):
     name = "ceph.verify_io"
     effect = Effect.MUTATE
     # It only writes drengine's own test object (`drengine-io-check`), so it needs no confirmation.
@@ -853,12 +853,12 @@ class VerifyIo(Action):
     Params = IoParams
     description = "Write and read back a test object in each pool the outage touched"
 
-    def _pools(self, ctx: RunContext, snap: CephSnapshot) -> tuple[list[str], list[str]]:
+    def _pools(self, ctx: Ctx, snap: CephSnapshot) -> tuple[list[str], list[str]]:
         before = ctx.facts.maybe("observed", Observation)
         changes = ctx.facts.maybe("min_size_changes", MinSizeChanges)
         return io_check_pools(before.snapshot if before else None, snap, changes.changes if changes else [])
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         pools, notes = self._pools(ctx, _observe(ctx))
         stmts = []
         for pool in pools:
@@ -868,25 +868,25 @@ class VerifyIo(Action):
                         reason="a write acknowledged and read back is what applications need; PG states alone do not prove it",
                         statements=stmts, evidence=notes, nothing_to_do=not pools)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        params = cast(IoParams, ctx.params)
-        backend = _backend(ctx)
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        params = self.params
+        backend = ctx.backend
         pools, notes = self._pools(ctx, _observe(ctx))
-        started = _backend(ctx).clock()
+        started = ctx.backend.clock()
         deadline = started + params.io_timeout
         evidence = list(notes)
         for pool in pools:
             data = f"drengine I/O check at {time.time():.3f}\n".encode()
             last: Exception | None = None
             while True:
-                attempt = max(1.0, min(deadline - _backend(ctx).clock(), ctx.cluster.timeouts.read))
+                attempt = max(1.0, min(deadline - ctx.backend.clock(), ctx.cluster.timeouts.read))
                 try:
                     backend.write_object(pool, IO_CHECK_OBJECT, data, timeout=attempt)
                     ctx.sent(Statement(pool, f"rados -p {pool} put {IO_CHECK_OBJECT} <{len(data)} bytes>", "rados"))
                     break
                 except ConnectError as exc:  # ProbeTimeout included: the PG still blocks
                     last = exc
-                if _backend(ctx).clock() >= deadline:
+                if ctx.backend.clock() >= deadline:
                     snap = _observe(ctx)
                     raise StepFailed(
                         f"client I/O on pool {pool} is still blocked after {params.io_timeout:g} s ({last}). "
@@ -894,14 +894,14 @@ class VerifyIo(Action):
                         f"See the explanation below; bring the OSDs back, or lower min_size / declare OSDs gone "
                         f"(--gone osd.N) and rerun. Details: " + " | ".join(explain_health(snap))
                     )
-                _backend(ctx).sleep(params.poll)
+                ctx.backend.sleep(params.poll)
             read = backend.read_object(pool, IO_CHECK_OBJECT)
             ctx.sent(Statement(pool, f"rados -p {pool} get {IO_CHECK_OBJECT} -", "rados"), result=f"{len(read)} bytes")
             if read != data:
                 raise StepFailed(f"pool {pool}: read back {len(read)} bytes that differ from the {len(data)} bytes just "
                                  f"written to {IO_CHECK_OBJECT}; the pool does not serve consistent I/O")
             evidence.append(f"pool {pool}: wrote and read back {IO_CHECK_OBJECT} ({len(data)} bytes)")
-        seconds = _backend(ctx).clock() - started
+        seconds = ctx.backend.clock() - started
         # One object lands in one PG: the pool serves only if none of its PGs is still inactive.
         after = _observe_settled(ctx)
         names = {p.id: p.name for p in after.pools}
@@ -919,18 +919,18 @@ class VerifyIo(Action):
 
 
 @register
-class MarkOut(Action):
+class MarkOut(Action[CephBackend, NoParams]):
     name = "ceph.mark_out"
     effect = Effect.MUTATE
     description = "Mark OSDs declared gone for good `out` so their data is copied elsewhere"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         d = decide_out(_observe(ctx), gone_osd_ids(ctx.operator_said_gone))
         return Proposal(summary=f"mark {osd_names(d.to_out)} out" if d.to_out else f"no OSD to mark out: {d.reason}", reason=d.reason,
                         statements=[mon_statement(ctx, out_cmd(i)) for i in d.to_out], evidence=d.notes,
                         nothing_to_do=not d.to_out)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         d = decide_out(_observe(ctx), gone_osd_ids(ctx.operator_said_gone))
         for i in d.to_out:
             _send(ctx, out_cmd(i))
@@ -940,14 +940,14 @@ class MarkOut(Action):
 
 
 @register
-class MarkLost(Action):
+class MarkLost(Action[CephBackend, NoParams]):
     name = "ceph.mark_lost"
     effect = Effect.MUTATE
     # Ceph gives up on whatever only this OSD had: always a dangerous gate, whatever the YAML says.
     min_gate = GateLevel.DANGEROUS
     description = "Mark OSDs declared gone `lost` when PGs or unfound objects wait for them (data loss)"
 
-    def _decide(self, ctx: RunContext) -> LostDecision:
+    def _decide(self, ctx: Ctx) -> LostDecision:
         gone = gone_osd_ids(ctx.operator_said_gone)
         if not gone:
             # Nothing can be marked lost: no need to wait for PGs still peering after a min_size change.
@@ -955,13 +955,13 @@ class MarkLost(Action):
         snap = _observe_settled(ctx)
         return decide_lost(snap, gone, _lost_osds(ctx), _unfound_sources(ctx, snap))
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         d = self._decide(ctx)
         return Proposal(summary=f"mark {osd_names(d.to_lose)} lost" if d.to_lose else f"no OSD to mark lost: {d.reason}", reason=d.reason,
                         statements=[mon_statement(ctx, lost_cmd(i)) for i in d.to_lose], risks=d.risks,
                         gate=GateLevel.DANGEROUS, nothing_to_do=not d.to_lose)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         d = self._decide(ctx)
         for i in d.to_lose:
             _send(ctx, lost_cmd(i))
@@ -975,7 +975,7 @@ class UnfoundParams(StepParams):
 
 
 @register
-class MarkUnfoundLost(Action):
+class MarkUnfoundLost(Action[CephBackend, UnfoundParams]):
     name = "ceph.mark_unfound_lost"
     effect = Effect.MUTATE
     Params = UnfoundParams
@@ -983,9 +983,9 @@ class MarkUnfoundLost(Action):
     min_gate = GateLevel.DANGEROUS
     description = "Give up unfound objects no OSD that is up holds (revert to the previous version, or delete)"
 
-    def _decide(self, ctx: RunContext, planning: bool) -> UnfoundDecision:
+    def _decide(self, ctx: Ctx, planning: bool) -> UnfoundDecision:
         snap = _observe(ctx)
-        mode = cast(UnfoundParams, ctx.params).mode
+        mode = self.params.mode
         if not snap.pgs_with_unfound:
             return decide_unfound([], set(), mode)
         lost = _lost_osds(ctx)
@@ -998,9 +998,9 @@ class MarkUnfoundLost(Action):
             raise StepFailed("unfound objects remain and cannot be given up yet: " + " | ".join(d.blocked))
         return d
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         d = self._decide(ctx, planning=True)
-        mode = cast(UnfoundParams, ctx.params).mode
+        mode = self.params.mode
         return Proposal(
             summary=f"mark_unfound_lost {mode} on PGs {', '.join(d.pgs)}" if d.pgs else f"no unfound objects to give up: {d.reason}",
             reason=d.reason,
@@ -1013,11 +1013,11 @@ class MarkUnfoundLost(Action):
             nothing_to_do=not d.pgs,
         )
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         d = self._decide(ctx, planning=False)
-        mode = cast(UnfoundParams, ctx.params).mode
+        mode = self.params.mode
         for pgid in d.pgs:
-            answer = _backend(ctx).pg_command(pgid, unfound_cmd(mode))
+            answer = ctx.backend.pg_command(pgid, unfound_cmd(mode))
             message = answer.get("message", "") if isinstance(answer, dict) else ""
             ctx.sent(pg_statement(pgid, unfound_cmd(mode)), result=str(message or "ok"))
         if d.blocked:
@@ -1037,24 +1037,24 @@ class FindParams(StepParams):
 
 
 @register
-class FindDegradeRecord(Action):
+class FindDegradeRecord(Action[CephBackend, FindParams]):
     name = "ceph.find_degrade_record"
     effect = Effect.CHECK
     Params = FindParams
     description = "Read back from the ceph-degrade journal(s) which flags and min_size drengine changed"
 
-    def _where(self, ctx: RunContext) -> tuple[Path | None, Path]:
-        p = cast(FindParams, ctx.params)
+    def _where(self, ctx: Ctx) -> tuple[Path | None, Path]:
+        p = self.params
         single = p.degrade_run or os.environ.get(DEGRADE_RUN_ENV)
         runs = p.runs_dir or os.environ.get(RUNS_DIR_ENV) or "runs"
         return (Path(single) if single else None), Path(runs)
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         single, runs = self._where(ctx)
         where = f"the run {single}" if single else f"unrestored ceph-degrade runs of {ctx.cluster.name} under {runs}/"
         return Proposal(summary=f"read what ceph-degrade changed from {where}")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         single, runs_dir = self._where(ctx)
         snap = _observe(ctx)
         try:
@@ -1109,28 +1109,28 @@ class WaitParams(StepParams):
 
 
 @register
-class WaitForRecovery(Action):
+class WaitForRecovery(Action[CephBackend, WaitParams]):
     name = "ceph.wait_for_recovery"
     effect = Effect.READ
     Params = WaitParams
     description = "Wait, bounded, until the OSDs are back and every PG is active+clean"
 
-    def propose(self, ctx: RunContext) -> Proposal:
-        p = cast(WaitParams, ctx.params)
+    def propose(self, ctx: Ctx) -> Proposal:
+        p = self.params
         return Proposal(summary=f"wait up to {p.recovery_timeout:g} s for every OSD up and every PG active+clean",
                         statements=[mon_statement(ctx, {"prefix": "pg ls"})])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        p = cast(WaitParams, ctx.params)
-        started = _backend(ctx).clock()
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        p = self.params
+        started = ctx.backend.clock()
         while True:
             snap = _observe(ctx)
             if snap.all_active_clean and not snap.inactive_pgs:
-                waited = _backend(ctx).clock() - started
+                waited = ctx.backend.clock() - started
                 return StepResult(ok=True, summary=f"every PG is active+clean after {waited:.1f} s", evidence=explain_health(snap))
-            if _backend(ctx).clock() - started >= p.recovery_timeout or ctx.mode is Mode.PLAN:
+            if ctx.backend.clock() - started >= p.recovery_timeout or ctx.mode is Mode.PLAN:
                 break
-            _backend(ctx).sleep(p.poll)
+            ctx.backend.sleep(p.poll)
         unclean = [pg for pg in snap.pgs if not pg.clean]
         down = snap.down_osds
         advice = (f"{osd_names(o.id for o in down)} still down: start them again (or replace them), then rerun ceph-restore"
@@ -1146,19 +1146,19 @@ class WaitForRecovery(Action):
 
 
 @register
-class RestoreMinSize(Action):
+class RestoreMinSize(Action[CephBackend, NoParams]):
     name = "ceph.restore_min_size"
     effect = Effect.MUTATE
     description = "Put back each pool's min_size as it was before ceph-degrade"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         d = decide_restore_min_size(ctx.facts.get("degrade_record", DegradeRecord), _observe(ctx))
         return Proposal(summary=("restore min_size: " + ", ".join(f"{c.pool} {c.old} -> {c.new}" for c in d.changes))
                         if d.changes else f"no min_size to restore: {d.reason}",
                         reason=d.reason, statements=[mon_statement(ctx, min_size_cmd(c.pool, c.new)) for c in d.changes],
                         evidence=d.held, nothing_to_do=not d.changes and not d.held)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         d = decide_restore_min_size(ctx.facts.get("degrade_record", DegradeRecord), _observe(ctx))
         for c in d.changes:
             _send(ctx, min_size_cmd(c.pool, c.new))
@@ -1169,12 +1169,12 @@ class RestoreMinSize(Action):
 
 
 @register
-class UnsetFlags(Action):
+class UnsetFlags(Action[CephBackend, NoParams]):
     name = "ceph.unset_flags"
     effect = Effect.MUTATE
     description = "Unset the OSD flags drengine set, and only those"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         ours, theirs = decide_unset(ctx.facts.get("degrade_record", DegradeRecord), _observe(ctx))
         reason = (f"ceph-degrade set {', '.join(ours)}" if ours else "no flag drengine set is still set")
         if theirs:
@@ -1182,7 +1182,7 @@ class UnsetFlags(Action):
         return Proposal(summary=f"unset {', '.join(ours)}" if ours else f"no OSD flag to unset: {reason}", reason=reason,
                         statements=[mon_statement(ctx, flag_cmd("unset", f)) for f in ours], nothing_to_do=not ours)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         ours, theirs = decide_unset(ctx.facts.get("degrade_record", DegradeRecord), _observe(ctx))
         for flag in ours:
             _send(ctx, flag_cmd("unset", flag))
@@ -1198,27 +1198,27 @@ class HealthParams(StepParams):
 
 
 @register
-class VerifyHealth(Action):
+class VerifyHealth(Action[CephBackend, HealthParams]):
     name = "ceph.verify_health"
     effect = Effect.READ
     Params = HealthParams
     outcomes = ("not-ok",)
     description = "Verify HEALTH_OK, or explain what remains"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check that health is HEALTH_OK", statements=[mon_statement(ctx, {"prefix": "status"})])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        p = cast(HealthParams, ctx.params)
-        started = _backend(ctx).clock()
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        p = self.params
+        started = ctx.backend.clock()
         while True:
             # `status` lags `pg ls` by a few seconds after recovery: give it a bounded while.
             snap = _observe(ctx)
             if snap.status.health == "HEALTH_OK":
                 return StepResult(ok=True, summary="HEALTH_OK: " + health_summary(snap), evidence=explain_health(snap))
-            if _backend(ctx).clock() - started >= p.settle_timeout or ctx.mode is Mode.PLAN:
+            if ctx.backend.clock() - started >= p.settle_timeout or ctx.mode is Mode.PLAN:
                 break
-            _backend(ctx).sleep(p.poll)
+            ctx.backend.sleep(p.poll)
         checks = "; ".join(f"{c.code}: {c.summary}" for c in snap.status.checks) or "no check listed"
         return StepResult(ok=False, outcome="not-ok",
                           summary=f"health is {snap.status.health}, expected HEALTH_OK; what remains: {checks}",
@@ -1274,26 +1274,26 @@ def decide_mon_surgery(probes: list[MonProbe], members: dict[str, str]) -> Surge
                                               epoch=source.monmap_epoch, reason=reason), reason=reason)
 
 
-def _monitors(ctx: RunContext) -> MonitorControl:
-    return _backend(ctx).monitors
+def _monitors(ctx: Ctx) -> MonitorControl:
+    return ctx.backend.monitors
 
 
 @register
-class CheckQuorum(Action):
+class CheckQuorum(Action[CephBackend, NoParams]):
     name = "ceph.check_quorum"
     effect = Effect.READ
     outcomes = ("quorate",)
     description = "Ask the monitors for status; a quorum that answers needs no surgery"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="ask the monitors for status (bounded by the connect timeout)",
                         statements=[mon_statement(ctx, {"prefix": "status"})])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         try:
             snap = _observe(ctx)
         except ConnectError as exc:  # ProbeTimeout included
-            _backend(ctx).reconnect()
+            ctx.backend.reconnect()
             return StepResult(ok=True, summary=f"the monitors have no quorum: {exc}")
         return StepResult(ok=True, outcome="quorate",
                           summary=f"monitors {', '.join(snap.status.quorum_names)} are in quorum and answer: no surgery needed",
@@ -1301,18 +1301,18 @@ class CheckQuorum(Action):
 
 
 @register
-class FindSurvivingMons(Action):
+class FindSurvivingMons(Action[CephBackend, NoParams]):
     name = "ceph.find_surviving_mons"
     effect = Effect.READ
     description = "Ask each monitor's admin socket on its host whether it runs and which monmap it holds"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         conf = (ctx.cluster.ceph.conf_file if ctx.cluster.ceph else "/etc/ceph/ceph.conf")
         return Proposal(summary="probe every monitor through its admin socket",
                         statements=[Statement(m, f"ceph -c {conf} daemon {m} mon_status", "shell")
                                     for m in _monitors(ctx).monitors()])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         control = _monitors(ctx)
         names = control.monitors()
         if not names:
@@ -1329,7 +1329,7 @@ class FindSurvivingMons(Action):
 
 
 @register
-class MonmapSurgery(Action):
+class MonmapSurgery(Action[CephBackend, NoParams]):
     name = "ceph.monmap_surgery"
     effect = Effect.MUTATE
     # Removing monitors from the monmap is hard to undo and, if a removed one was in fact ahead,
@@ -1337,7 +1337,7 @@ class MonmapSurgery(Action):
     min_gate = GateLevel.DANGEROUS
     description = "Stop the survivors, remove the dead monitors from their monmap, start them again"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         s = ctx.facts.get("mon_surgery", MonSurgery)
         control = _monitors(ctx)
         stmts = [Statement(m, control.stop_command(m), "shell") for m in s.survivors]
@@ -1354,12 +1354,12 @@ class MonmapSurgery(Action):
                    f"monitor clusters"],
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         s = ctx.facts.get("mon_surgery", MonSurgery)
         probes = [_monitors(ctx).probe(m) for m in s.survivors]
         return all(p.running and not set(s.removed) & set(p.monmap) for p in probes)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         s = ctx.facts.get("mon_surgery", MonSurgery)
         control = _monitors(ctx)
         evidence = []
@@ -1383,7 +1383,7 @@ class MonmapSurgery(Action):
             if not control.probe(m).running:
                 control.start(m)
                 ctx.sent(Statement(m, control.start_command(m), "shell"))
-        _backend(ctx).reconnect()
+        ctx.backend.reconnect()
         return StepResult(ok=True, summary=f"removed {', '.join(s.removed)}; started {', '.join(s.survivors)}", evidence=evidence)
 
 
@@ -1393,20 +1393,20 @@ class QuorumParams(StepParams):
 
 
 @register
-class VerifyQuorum(Action):
+class VerifyQuorum(Action[CephBackend, QuorumParams]):
     name = "ceph.verify_quorum"
     effect = Effect.READ
     Params = QuorumParams
     description = "Wait (bounded) for the survivors to form a quorum and the cluster to answer"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="wait for a quorum of the survivors", statements=[mon_statement(ctx, {"prefix": "status"})])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        p = cast(QuorumParams, ctx.params)
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        p = self.params
         s = ctx.facts.maybe("mon_surgery", MonSurgery)
         wanted = sorted(mon_id(m) for m in s.survivors) if s else []
-        backend = _backend(ctx)
+        backend = ctx.backend
         started = backend.clock()
         last = ""
         while True:

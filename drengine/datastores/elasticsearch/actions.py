@@ -42,6 +42,7 @@ from drengine.steps import (
     Fact,
     GateLevel,
     Mode,
+    NoParams,
     Proposal,
     RunContext,
     Statement,
@@ -547,39 +548,38 @@ def restore_calls(changes: Sequence[SettingChange]) -> list[HttpCall]:
     return calls
 
 
-def _api(ctx: RunContext) -> ElasticAPI:
-    return cast(ElasticAPI, ctx.backend)
+Ctx = RunContext[ElasticAPI]
 
 
-def _send(ctx: RunContext, call: HttpCall) -> None:
-    _api(ctx).send(call)
+def _send(ctx: Ctx, call: HttpCall) -> None:
+    ctx.backend.send(call)
     ctx.sent(call.statement())
 
 
-def _plan(ctx: RunContext) -> ReallocationPlan:
+def _plan(ctx: Ctx) -> ReallocationPlan:
     return ctx.facts.get("es_plan", ReallocationPlan)
 
 
-def _unassigned_now(ctx: RunContext) -> set[tuple[str, int, bool]]:
-    return {(s.index, s.shard, s.primary) for s in _api(ctx).shards() if s.state == "UNASSIGNED"}
+def _unassigned_now(ctx: Ctx) -> set[tuple[str, int, bool]]:
+    return {(s.index, s.shard, s.primary) for s in ctx.backend.shards() if s.state == "UNASSIGNED"}
 
 
 # -- actions ---------------------------------------------------------------------------------------
 
 
 @register
-class Observe(Action):
+class Observe(Action[ElasticAPI, NoParams]):
     name = "elasticsearch.observe"
     effect = Effect.READ
     description = "Read health, nodes, every shard copy and the allocation settings (five requests)"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         calls = [health_call(), nodes_call(), cat_shards_call(), cluster_settings_call(), index_settings_call()]
         return Proposal(summary="read the cluster's health, nodes, shards and allocation settings",
                         statements=[c.statement() for c in calls])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        view = _api(ctx).observe()
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        view = ctx.backend.observe()
         evidence = [view.health.line(), f"nodes in the cluster: {', '.join(n.name for n in view.nodes) or 'none'}"]
         absent = _absent_members(view)
         if absent:
@@ -595,25 +595,25 @@ class ExplainParams(StepParams):
 
 
 @register
-class ExplainUnassigned(Action):
+class ExplainUnassigned(Action[ElasticAPI, ExplainParams]):
     name = "elasticsearch.explain_unassigned"
     effect = Effect.READ
     Params = ExplainParams
     description = "Explain every unassigned shard: why, and what would assign it"
 
-    def _targets(self, ctx: RunContext) -> list[tuple[str, int, bool]]:
-        params = cast(ExplainParams, ctx.params)
+    def _targets(self, ctx: Ctx) -> list[tuple[str, int, bool]]:
+        params = self.params
         return shards_to_explain(ctx.facts.get("es_view", EsView), params.explain_all_up_to, params.per_group)
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         targets = self._targets(ctx)
         return Proposal(summary=f"explain {len(targets)} unassigned shard copies",
                         statements=[explain_call(*t).statement() for t in targets])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("es_view", EsView)
         targets = self._targets(ctx)
-        items = [_api(ctx).explain(*t) for t in targets]
+        items = [ctx.backend.explain(*t) for t in targets]
         explained = Explanations(items=items, sampled=len(targets) < len({(s.index, s.shard, s.primary) for s in view.unassigned}))
         rows = explain_table(with_explanations(view, explained))
         summary = (f"{len(rows)} unassigned shard copies, {len(items)} explained"
@@ -622,15 +622,15 @@ class ExplainUnassigned(Action):
 
 
 @register
-class PlanReallocation(Action):
+class PlanReallocation(Action[ElasticAPI, NoParams]):
     name = "elasticsearch.plan_reallocation"
     effect = Effect.READ
     description = "Decide what to do about each unassigned shard, least risky first"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="decide the reallocation, least risky first")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = with_explanations(ctx.facts.get("es_view", EsView), ctx.facts.get("es_explanations", Explanations))
         plan = plan_reallocation(view, ctx.operator_said_gone)
         evidence = [f"left as is: {w}" for w in plan.waiting[:SHOWN_ROWS]]
@@ -646,12 +646,12 @@ def _nothing(summary: str) -> Proposal:
 
 
 @register
-class ShortenDelay(Action):
+class ShortenDelay(Action[ElasticAPI, NoParams]):
     name = "elasticsearch.shorten_delay"
     effect = Effect.MUTATE
     description = "Stop waiting for nodes declared gone: delayed_timeout 0 on the affected indices"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         plan = _plan(ctx)
         if not plan.shorten_delay:
             why = "no delayed shard waits for a node declared gone" if plan.departed else "no delayed shard"
@@ -666,14 +666,14 @@ class ShortenDelay(Action):
             risks=["if the node does come back, its copies are discarded and the replicas are rebuilt over the network"],
         )
 
-    def _still_delayed(self, ctx: RunContext) -> list[str]:
+    def _still_delayed(self, ctx: Ctx) -> list[str]:
         planned = {c.target for c in _plan(ctx).shorten_delay}
-        return [i.name for i in _api(ctx).index_settings() if i.name in planned and not _is_zero_delay(i.delayed_timeout)]
+        return [i.name for i in ctx.backend.index_settings() if i.name in planned and not _is_zero_delay(i.delayed_timeout)]
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return not self._still_delayed(ctx)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         todo = self._still_delayed(ctx)
         for call in put_index_settings_calls(todo, {DELAY_SETTING: "0"}):
             _send(ctx, call)
@@ -685,12 +685,12 @@ class ShortenDelay(Action):
 
 
 @register
-class EnableAllocation(Action):
+class EnableAllocation(Action[ElasticAPI, NoParams]):
     name = "elasticsearch.enable_allocation"
     effect = Effect.MUTATE
     description = "Re-enable shard allocation left disabled (the old value is restored at the end)"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         change = _plan(ctx).enable
         if change is None:
             return _nothing(f"{ENABLE_SETTING} already allows all allocations")
@@ -701,26 +701,26 @@ class EnableAllocation(Action):
             statements=[put_cluster_settings_call(scope, {ENABLE_SETTING: "all"}).statement()],
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
-        return _api(ctx).allocation_enable().value == "all"
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
+        return ctx.backend.allocation_enable().value == "all"
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         change = _plan(ctx).enable
         assert change is not None
         scope = cast(Literal["persistent", "transient"], change.scope)
-        if _api(ctx).allocation_enable().value != "all":
+        if ctx.backend.allocation_enable().value != "all":
             _send(ctx, put_cluster_settings_call(scope, {ENABLE_SETTING: "all"}))
         return StepResult(ok=True, summary=f"allocation enabled (was {change.old!r})",
                           facts={"es_changed_enable": SettingChanges(changes=[change])})
 
 
 @register
-class RetryFailed(Action):
+class RetryFailed(Action[ElasticAPI, NoParams]):
     name = "elasticsearch.retry_failed"
     effect = Effect.MUTATE
     description = "Retry allocations that failed too many times"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         labels = _plan(ctx).retry_failed
         if not labels:
             return _nothing("no shard hit the allocation retry limit")
@@ -729,26 +729,26 @@ class RetryFailed(Action):
                         reason="after index.allocation.max_retries failures Elasticsearch stops trying until told to retry",
                         statements=[reroute_call(retry_failed=True).statement()])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         # Retrying is harmless if already done: no check needed before sending it again.
         _send(ctx, reroute_call(retry_failed=True))
         return StepResult(ok=True, summary="failed allocations retried")
 
 
 @register
-class AllocateReplicas(Action):
+class AllocateReplicas(Action[ElasticAPI, NoParams]):
     name = "elasticsearch.allocate_replicas"
     effect = Effect.MUTATE
     description = "Allocate replicas the deciders allow but the allocator has not placed"
 
-    def _todo(self, ctx: RunContext) -> list[ReplicaAssignment]:
+    def _todo(self, ctx: Ctx) -> list[ReplicaAssignment]:
         planned = _plan(ctx).allocate_replicas
         if not planned:
             return []
         now = _unassigned_now(ctx)
         return [r for r in planned if (r.index, r.shard, False) in now]
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         todo = self._todo(ctx)
         if not todo:
             return _nothing("no replica needs allocating by hand")
@@ -756,7 +756,7 @@ class AllocateReplicas(Action):
         return Proposal(summary=f"allocate {len(todo)} replica(s)", reason="the deciders allow these nodes",
                         statements=[reroute_call(commands).statement()])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         todo = self._todo(ctx)
         if todo:
             _send(ctx, reroute_call([{"allocate_replica": {"index": r.index, "shard": r.shard, "node": r.node}}
@@ -765,12 +765,12 @@ class AllocateReplicas(Action):
 
 
 @register
-class LowerReplicas(Action):
+class LowerReplicas(Action[ElasticAPI, NoParams]):
     name = "elasticsearch.lower_replicas"
     effect = Effect.MUTATE
     description = "Lower number_of_replicas where the remaining data nodes cannot hold every copy"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         changes = _plan(ctx).lower_replicas
         if not changes:
             return _nothing("the remaining data nodes can hold every replica")
@@ -784,13 +784,13 @@ class LowerReplicas(Action):
             risks=["fewer copies: losing one more node may lose data of these indices until replicas are raised again"],
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         wanted = {c.target: int(c.new or 0) for c in _plan(ctx).lower_replicas}
-        return all(i.number_of_replicas <= wanted[i.name] for i in _api(ctx).index_settings() if i.name in wanted)
+        return all(i.number_of_replicas <= wanted[i.name] for i in ctx.backend.index_settings() if i.name in wanted)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         changes = _plan(ctx).lower_replicas
-        current = {i.name: i.number_of_replicas for i in _api(ctx).index_settings()}
+        current = {i.name: i.number_of_replicas for i in ctx.backend.index_settings()}
         todo = [c for c in changes if c.target in current and current[c.target] > int(c.new or 0)]
         for new, indices in _by_new(todo):
             for call in put_index_settings_calls(indices, {REPLICAS_SETTING: int(new)}):
@@ -806,16 +806,16 @@ def _by_new(changes: Sequence[SettingChange]) -> list[tuple[str, list[str]]]:
     return sorted(groups.items())
 
 
-class _AllocatePrimary(Action):
+class _AllocatePrimary(Action[ElasticAPI, NoParams]):
     kind: ClassVar[Literal["stale", "empty"]]
     effect = Effect.MUTATE
     min_gate = GateLevel.DANGEROUS
 
-    def _planned(self, ctx: RunContext) -> list[PrimaryChoice]:
+    def _planned(self, ctx: Ctx) -> list[PrimaryChoice]:
         plan = _plan(ctx)
         return plan.stale_primaries if self.kind == "stale" else plan.empty_primaries
 
-    def _todo(self, ctx: RunContext) -> list[PrimaryChoice]:
+    def _todo(self, ctx: Ctx) -> list[PrimaryChoice]:
         planned = self._planned(ctx)
         if not planned:
             return []
@@ -823,7 +823,7 @@ class _AllocatePrimary(Action):
         now = _unassigned_now(ctx)
         return [p for p in planned if (p.index, p.shard, True) in now]
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         todo = self._todo(ctx)
         article = "a stale" if self.kind == "stale" else "an empty"
         if not todo:
@@ -841,10 +841,10 @@ class _AllocatePrimary(Action):
             risks=[p.lost for p in todo],
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return not self._todo(ctx)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         todo = self._todo(ctx)
         for choice in todo:
             _send(ctx, reroute_call([primary_command(choice)]))
@@ -875,26 +875,26 @@ class WaitParams(StepParams):
 
 
 @register
-class WaitForHealth(Action):
+class WaitForHealth(Action[ElasticAPI, WaitParams]):
     name = "elasticsearch.wait_for_health"
     effect = Effect.READ
     Params = WaitParams
     description = "Wait for green (or yellow when replicas are knowingly left unassigned)"
 
-    def _expected(self, ctx: RunContext) -> tuple[Status, list[str]]:
+    def _expected(self, ctx: Ctx) -> tuple[Status, list[str]]:
         plan = _plan(ctx)
         planning = ctx.mode is Mode.PLAN  # a plan shows the health a run approving every gate would reach
         return expected_after(plan, planning or ctx.facts.maybe("es_stale_done", PrimariesDone) is not None,
                               planning or ctx.facts.maybe("es_empty_done", PrimariesDone) is not None)
 
-    def propose(self, ctx: RunContext) -> Proposal:
-        params = cast(WaitParams, ctx.params)
+    def propose(self, ctx: Ctx) -> Proposal:
+        params = self.params
         expected, _ = self._expected(ctx)
         return Proposal(summary=f"wait up to {params.timeout:g} s for health {expected}",
                         statements=[health_call(expected, params.timeout).statement()])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        params = cast(WaitParams, ctx.params)
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        params = self.params
         plan = _plan(ctx)
         expected, left_red = self._expected(ctx)
         if left_red:
@@ -905,10 +905,10 @@ class WaitForHealth(Action):
         if expected == "red":
             return StepResult(ok=False, summary="some primaries cannot be assigned by this runbook: "
                               + "; ".join(w for w in plan.waiting if " primary:" in w), evidence=plan.waiting)
-        health = _api(ctx).health(expected, params.timeout)
+        health = ctx.backend.health(expected, params.timeout)
         evidence = [health.line()]
         if params.canary_index:
-            works = _api(ctx).canary(params.canary_index, "drengine-canary")
+            works = ctx.backend.canary(params.canary_index, "drengine-canary")
             evidence.append(f"canary write and read in {params.canary_index}: {'ok' if works else 'FAILED'}")
             if not works:
                 return StepResult(ok=False, summary="the canary document written could not be read back", evidence=evidence)
@@ -931,15 +931,15 @@ class RestoreParams(StepParams):
 
 
 @register
-class RestoreSettings(Action):
+class RestoreSettings(Action[ElasticAPI, RestoreParams]):
     name = "elasticsearch.restore_settings"
     effect = Effect.MUTATE
     Params = RestoreParams
     description = "Put back every setting this run changed"
 
-    def _changes(self, ctx: RunContext) -> tuple[list[SettingChange], list[SettingChange]]:
+    def _changes(self, ctx: Ctx) -> tuple[list[SettingChange], list[SettingChange]]:
         """(to restore, lowered replicas kept)."""
-        params = cast(RestoreParams, ctx.params)
+        params = self.params
         found: list[SettingChange] = []
         replicas: list[SettingChange] = []
         names = ("es_changed_delay", "es_changed_enable", "es_changed_replicas")
@@ -959,10 +959,10 @@ class RestoreSettings(Action):
                 found.extend(changes.changes)
         return found, replicas
 
-    def _differing(self, ctx: RunContext, changes: list[SettingChange]) -> list[SettingChange]:
+    def _differing(self, ctx: Ctx, changes: list[SettingChange]) -> list[SettingChange]:
         if not changes:
             return []
-        api = _api(ctx)
+        api = ctx.backend
         out = []
         if any(c.scope != "index" for c in changes):
             enable = api.allocation_enable()
@@ -981,7 +981,7 @@ class RestoreSettings(Action):
                     out.append(c)
         return out
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         changes, kept = self._changes(ctx)
         follow_up = [f"replicas kept lowered; once data nodes are back: {c.statement().text}"
                      for c in restore_calls(kept)]
@@ -992,10 +992,10 @@ class RestoreSettings(Action):
                         reason="temporary recovery settings must not outlive the recovery",
                         statements=[c.statement() for c in restore_calls(changes)], evidence=follow_up)
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return not self._differing(ctx, self._changes(ctx)[0])
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         changes, kept = self._changes(ctx)
         todo = self._differing(ctx, changes)
         for call in restore_calls(todo):

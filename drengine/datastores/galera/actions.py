@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +35,7 @@ from drengine.steps import (
     Fact,
     GateLevel,
     Mode,
+    NoParams,
     Proposal,
     Refusal,
     RunContext,
@@ -355,12 +356,11 @@ def heartbeat_write(now: float) -> Sql:
 HEARTBEAT_READ = Sql("SELECT written_at FROM drengine.heartbeat WHERE id = %s", (HEARTBEAT_ID,))
 
 
-def _api(ctx: RunContext) -> GaleraAPI:
-    return cast(GaleraAPI, ctx.backend)
+Ctx = RunContext[GaleraAPI]
 
 
-def _send(ctx: RunContext, member: str, sql: Sql, timeout: float | None = None) -> None:
-    _api(ctx).execute(member, sql, timeout)
+def _send(ctx: Ctx, member: str, sql: Sql, timeout: float | None = None) -> None:
+    ctx.backend.execute(member, sql, timeout)
     ctx.sent(sql.on(member))
 
 
@@ -368,7 +368,7 @@ def _shell(target: str, text: str) -> Statement:
     return Statement(target, text, language="shell")
 
 
-def _gone(ctx: RunContext) -> tuple[str, ...]:
+def _gone(ctx: Ctx) -> tuple[str, ...]:
     return tuple(ctx.cluster.gone_for_good) + tuple(ctx.operator_said_gone)
 
 
@@ -385,17 +385,17 @@ class ServiceParams(StepParams):
 
 
 @register
-class Observe(Action):
+class Observe(Action[GaleraAPI, NoParams]):
     name = "galera.observe"
     effect = Effect.READ
     description = "Probe every node in parallel (wsrep status: component, size, state, last committed)"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         stmts = [Statement(m.name, t) for m in ctx.cluster.members for t in (SYNC_WAIT_OFF, STATUS_SQL)]
         return Proposal(summary=f"probe {len(ctx.cluster.members)} nodes in parallel", statements=stmts)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        view = _api(ctx).observe()
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        view = ctx.backend.observe()
         counts: dict[str, int] = {}
         for n in view.nodes:
             key = n.cluster_status if n.state == "up" else n.state
@@ -405,17 +405,17 @@ class Observe(Action):
 
 
 @register
-class CheckNoPrimary(Action):
+class CheckNoPrimary(Action[GaleraAPI, NoParams]):
     name = "galera.check_no_primary"
     effect = Effect.CHECK
     description = "Refuse while any node is Primary, or while both sides of a partition could be bootstrapped"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check that no Primary component is alive and that the running nodes form one group")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", GaleraView)
-        api = _api(ctx)
+        api = ctx.backend
         starts = {n.name: command_text(api.service_command("start", n.name)) for n in view.nodes}
         block = assess_primary(view, starts)
         if block is None:
@@ -427,16 +427,16 @@ class CheckNoPrimary(Action):
 
 
 @register
-class ChooseBootstrap(Action):
+class ChooseBootstrap(Action[GaleraAPI, NoParams]):
     name = "galera.choose_bootstrap"
     effect = Effect.READ
     outcomes = ("running", "all-down")
     description = "Choose the running node with the highest wsrep_last_committed, or branch to the disk positions"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="rank the running nodes by wsrep_last_committed (or note that every node is down)")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", GaleraView)
         check = ctx.facts.maybe("primary_check", PrimaryCheck)
         decision = choose_bootstrap_node(view, overridden=bool(check and check.blocked), gone=_gone(ctx))
@@ -453,14 +453,14 @@ class ChooseBootstrap(Action):
 
 
 @register
-class ReadPositions(Action):
+class ReadPositions(Action[GaleraAPI, ServiceParams]):
     name = "galera.read_positions"
     effect = Effect.READ
     Params = ServiceParams
     description = "Every node is down: read grastate.dat on each host, --wsrep-recover where seqno is -1"
 
-    def propose(self, ctx: RunContext) -> Proposal:
-        api = _api(ctx)
+    def propose(self, ctx: Ctx) -> Proposal:
+        api = ctx.backend
         stmts: list[Statement] = []
         for m in ctx.cluster.members:
             if m.name in _gone(ctx):
@@ -476,10 +476,10 @@ class ReadPositions(Action):
             statements=stmts,
         )
 
-    def _read_one(self, ctx: RunContext, name: str, timeout: float) -> tuple[DiskPosition, list[tuple[Statement, str]]]:
+    def _read_one(self, ctx: Ctx, name: str, timeout: float) -> tuple[DiskPosition, list[tuple[Statement, str]]]:
         """One node's position, and the commands sent with their results (journaled by the
         caller in member order: the workers run in parallel)."""
-        api = _api(ctx)
+        api = ctx.backend
         sent: list[tuple[Statement, str]] = []
         try:
             # Never --wsrep-recover under a live mariadbd (a hung one answers no probe but holds the datadir).
@@ -506,10 +506,10 @@ class ReadPositions(Action):
         except DrengineError as exc:
             return DiskPosition(name=name, error=str(exc)), sent
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", GaleraView)
         check = ctx.facts.maybe("primary_check", PrimaryCheck)
-        timeout = cast(ServiceParams, ctx.params).service_timeout
+        timeout = self.params.service_timeout
         names = [m.name for m in ctx.cluster.members if m.name not in _gone(ctx)]
         # One host each: reading in parallel turns N recoveries into the time of the slowest.
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(names))), thread_name_prefix="galera-disk") as pool:
@@ -540,7 +540,7 @@ def _chose(decision: BootstrapDecision) -> str:
     return text
 
 
-def _chosen(ctx: RunContext) -> tuple[BootstrapDecision, str]:
+def _chosen(ctx: Ctx) -> tuple[BootstrapDecision, str]:
     decision = ctx.facts.get("decision", BootstrapDecision)
     if decision.chosen is None:
         raise StepFailed(f"no node was chosen to bootstrap: {decision.reason}")
@@ -552,12 +552,12 @@ def _bootstrap_gate(decision: BootstrapDecision) -> GateLevel:
 
 
 @register
-class BootstrapRunning(Action):
+class BootstrapRunning(Action[GaleraAPI, NoParams]):
     name = "galera.bootstrap_running"
     effect = Effect.MUTATE
     description = "Make the chosen running node a new Primary component (pc.bootstrap=YES)"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision, chosen = _chosen(ctx)
         return Proposal(
             summary=f"bootstrap a Primary component on {chosen} (running, at {decision.position})",
@@ -565,13 +565,13 @@ class BootstrapRunning(Action):
             gate=_bootstrap_gate(decision), risks=decision.risks,
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         _, chosen = _chosen(ctx)
-        return _api(ctx).probe(chosen).is_primary
+        return ctx.backend.probe(chosen).is_primary
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         _, chosen = _chosen(ctx)
-        api = _api(ctx)
+        api = ctx.backend
         node = api.probe(chosen)
         if node.state != "up":
             raise StepFailed(f"{chosen} no longer answers ({node.state}: {node.error}); nothing was sent. Observe again "
@@ -592,15 +592,15 @@ class BootstrapRunning(Action):
 
 
 @register
-class BootstrapStart(Action):
+class BootstrapStart(Action[GaleraAPI, ServiceParams]):
     name = "galera.bootstrap_start"
     effect = Effect.MUTATE
     Params = ServiceParams
     description = "Start the chosen stopped node as a new cluster (bootstrap service command)"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision, chosen = _chosen(ctx)
-        api = _api(ctx)
+        api = ctx.backend
         member = ctx.cluster.member(chosen)
         stmts = []
         reason = decision.reason
@@ -614,14 +614,14 @@ class BootstrapStart(Action):
             reason=reason, statements=stmts, gate=_bootstrap_gate(decision), risks=decision.risks,
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         _, chosen = _chosen(ctx)
-        return _api(ctx).probe(chosen).is_primary
+        return ctx.backend.probe(chosen).is_primary
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision, chosen = _chosen(ctx)
-        api = _api(ctx)
-        timeout = cast(ServiceParams, ctx.params).service_timeout
+        api = ctx.backend
+        timeout = self.params.service_timeout
         node = api.probe(chosen)
         if node.is_primary:
             return StepResult(ok=True, summary=f"{chosen} is already Primary (component size {node.cluster_size})",
@@ -657,17 +657,17 @@ class BootstrapStart(Action):
 
 
 @register
-class StartOthers(Action):
+class StartOthers(Action[GaleraAPI, ServiceParams]):
     name = "galera.start_others"
     effect = Effect.MUTATE
     Params = ServiceParams
     description = "Start the other nodes normally: they rejoin the new Primary component (IST where possible)"
 
-    def _plan(self, ctx: RunContext) -> tuple[list[str], list[str], list[str]]:
+    def _plan(self, ctx: Ctx) -> tuple[list[str], list[str], list[str]]:
         """(to start, already back, left alone with a reason)."""
         decision, chosen = _chosen(ctx)
         # A plan never got past the bootstrap: what it observed first is all there is.
-        view = ctx.facts.get("view", GaleraView) if ctx.mode is Mode.PLAN else _api(ctx).observe()
+        view = ctx.facts.get("view", GaleraView) if ctx.mode is Mode.PLAN else ctx.backend.observe()
         start, back, alone = [], [], []
         for name in decision.others:
             n = view.node(name)
@@ -680,13 +680,13 @@ class StartOthers(Action):
                              f"it sees {chosen}, or restart it")
             else:
                 alone.append(f"{name} is {n.state} ({n.error}); not started (its process may still run: stop it first, "
-                             f"then start it with `{command_text(_api(ctx).service_command('start', name))}`)")
+                             f"then start it with `{command_text(ctx.backend.service_command('start', name))}`)")
         return start, back, alone
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision, chosen = _chosen(ctx)
         start, back, alone = self._plan(ctx)
-        api = _api(ctx)
+        api = ctx.backend
         stmts = [_shell(n, command_text(api.service_command("start", n))) for n in start]
         reason = (f"a node started normally joins {chosen}'s Primary component; one that crashed first recovers its "
                   f"position (--wsrep-recover) so that it asks for the missing writesets only (IST) instead of a full "
@@ -696,13 +696,13 @@ class StartOthers(Action):
         return Proposal(summary=f"start {', '.join(start) or 'no node'}", reason=reason, statements=stmts,
                         nothing_to_do=not start and not alone)
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         start, _, _ = self._plan(ctx)
         return not start
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        api = _api(ctx)
-        timeout = cast(ServiceParams, ctx.params).service_timeout
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        api = ctx.backend
+        timeout = self.params.service_timeout
         start, back, alone = self._plan(ctx)
         started, evidence, failures = [], [], []
         for name in start:
@@ -741,7 +741,7 @@ class VerifyParams(StepParams):
 
 
 @register
-class Verify(Action):
+class Verify(Action[GaleraAPI, VerifyParams]):
     name = "galera.verify"
     effect = Effect.MUTATE
     Params = VerifyParams
@@ -749,22 +749,22 @@ class Verify(Action):
     min_gate = GateLevel.NONE
     description = "Primary everywhere reachable, size as expected, Synced, and a write that works"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         _, chosen = _chosen(ctx)
-        scope = cast(VerifyParams, ctx.params).scope
+        scope = self.params.scope
         stmts = [s.on(chosen) for s in [*HEARTBEAT_DDL, heartbeat_write(time.time())]]
         if scope == "cluster":
             stmts.append(Statement("every other node", HEARTBEAT_READ.shown()))
         what = chosen if scope == "bootstrapped" else "every reachable node"
         return Proposal(summary=f"verify {what}: Primary, Synced, and a write in drengine.heartbeat", statements=stmts)
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return False  # harmless to repeat: it only rewrites the heartbeat row
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         _, chosen = _chosen(ctx)
-        api = _api(ctx)
-        scope = cast(VerifyParams, ctx.params).scope
+        api = ctx.backend
+        scope = self.params.scope
         head = api.probe(chosen)
         if not (head.is_primary and head.local_state == "Synced"):
             return StepResult(ok=False, summary=f"{chosen} is not a Synced member of a Primary component: {head.describe()}",
@@ -777,8 +777,8 @@ class Verify(Action):
                               evidence=[head.describe()])
         return self._verify_cluster(ctx, chosen, round(now, 3))
 
-    def _verify_cluster(self, ctx: RunContext, chosen: str, written: float) -> StepResult:
-        api = _api(ctx)
+    def _verify_cluster(self, ctx: Ctx, chosen: str, written: float) -> StepResult:
+        api = ctx.backend
         view = api.observe()
         up = [n for n in view.nodes if n.state == "up"]
         silent = [n for n in view.nodes if n.state != "up"]

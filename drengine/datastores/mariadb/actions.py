@@ -4,7 +4,6 @@ which returned server may rejoin) and the steps the MariaDB runbooks name."""
 from __future__ import annotations
 
 import time
-from typing import cast
 
 from pydantic import Field
 
@@ -16,6 +15,7 @@ from drengine.steps import (
     Effect,
     Fact,
     GateLevel,
+    NoParams,
     Proposal,
     Refusal,
     RunContext,
@@ -218,12 +218,11 @@ def gtid_wait(pos: str, timeout: float) -> Sql:
     return Sql("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout))
 
 
-def _api(ctx: RunContext) -> MariaDBAPI:
-    return cast(MariaDBAPI, ctx.backend)
+Ctx = RunContext[MariaDBAPI]
 
 
-def _send(ctx: RunContext, member: str, sql: Sql, timeout: float | None = None) -> None:
-    _api(ctx).execute(member, sql, timeout)
+def _send(ctx: Ctx, member: str, sql: Sql, timeout: float | None = None) -> None:
+    ctx.backend.execute(member, sql, timeout)
     ctx.sent(sql.on(member))
 
 
@@ -251,20 +250,20 @@ def _view_lines(view: ClusterView) -> list[str]:
 
 
 @register
-class Observe(Action):
+class Observe(Action[MariaDBAPI, NoParams]):
     name = "mariadb.observe"
     effect = Effect.READ
     description = "Probe every server in parallel (variables, GTID positions, replication status)"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         from drengine.datastores.mariadb.connector import VARIABLES_SQL
 
         stmts = [Statement(m.name, VARIABLES_SQL) for m in ctx.cluster.members]
         stmts += [Statement(m.name, "SHOW ALL SLAVES STATUS") for m in ctx.cluster.members]
         return Proposal(summary=f"probe {len(ctx.cluster.members)} servers in parallel", statements=stmts)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        view = _api(ctx).observe()
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        view = ctx.backend.observe()
         reachable = [s for s in view.servers if s.reachable]
         summary = f"{len(reachable)} of {len(view.servers)} servers answered"
         if not reachable:
@@ -274,15 +273,15 @@ class Observe(Action):
 
 
 @register
-class CheckNoPrimary(Action):
+class CheckNoPrimary(Action[MariaDBAPI, NoParams]):
     name = "mariadb.check_no_primary"
     effect = Effect.CHECK
     description = "Refuse while a writable primary is reachable or the replicas still receive from one"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check that no primary is alive")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", ClusterView)
         writable = writable_primaries(view)
         if writable:
@@ -314,15 +313,15 @@ class CheckNoPrimary(Action):
 
 
 @register
-class ChooseSurvivor(Action):
+class ChooseSurvivor(Action[MariaDBAPI, NoParams]):
     name = "mariadb.choose_survivor"
     effect = Effect.READ
     description = "Choose the most advanced eligible replica, and say why"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="rank the replicas by received and applied GTID positions")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", ClusterView)
         decision = choose_survivor(view)
         evidence = [f"{c.name}: received {c.received or '-'} applied {c.applied or '-'}"
@@ -341,17 +340,17 @@ class CatchUpParams(StepParams):
 
 
 @register
-class Promote(Action):
+class Promote(Action[MariaDBAPI, CatchUpParams]):
     name = "mariadb.promote"
     effect = Effect.MUTATE
     Params = CatchUpParams
     description = "Apply the relay log, stop replication and make the survivor writable"
 
-    def _timeout(self, ctx: RunContext) -> float:
-        p = cast(CatchUpParams, ctx.params)
+    def _timeout(self, ctx: Ctx) -> float:
+        p = self.params
         return p.catch_up_timeout or ctx.cluster.timeouts.catch_up
 
-    def _statements(self, ctx: RunContext, decision: SurvivorDecision, server: ServerView | None) -> list[Sql]:
+    def _statements(self, ctx: Ctx, decision: SurvivorDecision, server: ServerView | None) -> list[Sql]:
         stmts: list[Sql] = []
         if decision.catch_up_to:
             if server is None or any(ch.sql_running != "Yes" for ch in server.channels):
@@ -359,7 +358,7 @@ class Promote(Action):
             stmts.append(gtid_wait(decision.catch_up_to, self._timeout(ctx)))
         return [*stmts, STOP_SLAVE, RESET_SLAVE_ALL, READ_WRITE]
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision = ctx.facts.get("survivor", SurvivorDecision)
         assert decision.chosen is not None
         view = ctx.facts.get("view", ClusterView)
@@ -373,17 +372,17 @@ class Promote(Action):
             risks=decision.risks,
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         decision = ctx.facts.get("survivor", SurvivorDecision)
         assert decision.chosen is not None
-        server = _api(ctx).observe().server(decision.chosen)
+        server = ctx.backend.observe().server(decision.chosen)
         return server.reachable and not server.channels and not server.read_only
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision = ctx.facts.get("survivor", SurvivorDecision)
         name = decision.chosen
         assert name is not None
-        api = _api(ctx)
+        api = ctx.backend
         server = _probe_one(api, name)
         if server.channels and decision.catch_up_to:
             if any(ch.sql_running != "Yes" for ch in server.channels):
@@ -431,7 +430,7 @@ def _probe_one(api: MariaDBAPI, name: str) -> ServerView:
     return server
 
 
-def _repoint_statements(ctx: RunContext, primary: NewPrimary, demote: bool = False) -> list[Sql]:
+def _repoint_statements(ctx: Ctx, primary: NewPrimary, demote: bool = False) -> list[Sql]:
     api = ctx.backend
     user = getattr(api, "replication_user", "repl")
     password = getattr(api, "replication_password", "")
@@ -452,7 +451,7 @@ def _follows(server: ServerView, primary: NewPrimary) -> bool:
         ch.io_running != "No" and ch.sql_running != "No" for ch in server.channels)
 
 
-def _make_replica(ctx: RunContext, name: str, server: ServerView, primary: NewPrimary, demote: bool = False) -> None:
+def _make_replica(ctx: Ctx, name: str, server: ServerView, primary: NewPrimary, demote: bool = False) -> None:
     """Check, then act, statement by statement: a resumed run sends only what is still missing."""
     stop, change, start = _repoint_statements(ctx, primary, demote=demote)
     if not _points_at(server, primary):
@@ -463,12 +462,12 @@ def _make_replica(ctx: RunContext, name: str, server: ServerView, primary: NewPr
 
 
 @register
-class Repoint(Action):
+class Repoint(Action[MariaDBAPI, NoParams]):
     name = "mariadb.repoint_replicas"
     effect = Effect.MUTATE
     description = "Point every other reachable replica at the new primary (GTID, slave_pos)"
 
-    def _targets(self, ctx: RunContext) -> tuple[list[str], list[str]]:
+    def _targets(self, ctx: Ctx) -> tuple[list[str], list[str]]:
         view = ctx.facts.get("view", ClusterView)
         primary = ctx.facts.get("new_primary", NewPrimary)
         decision = ctx.facts.maybe("survivor", SurvivorDecision)
@@ -477,7 +476,7 @@ class Repoint(Action):
         later = [s.name for s in view.servers if not s.reachable and s.name != primary.name and s.name != old]
         return reachable, later
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         primary = ctx.facts.get("new_primary", NewPrimary)
         targets, later = self._targets(ctx)
         stmts = [s.on(t) for t in targets for s in _repoint_statements(ctx, primary)]
@@ -487,18 +486,18 @@ class Repoint(Action):
         return Proposal(summary=f"repoint {', '.join(targets) or 'no replica'} to {primary.name}", reason=reason,
                         statements=stmts, nothing_to_do=not targets)
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         primary = ctx.facts.get("new_primary", NewPrimary)
         targets, _ = self._targets(ctx)
-        view = _api(ctx).observe()
+        view = ctx.backend.observe()
         return all(_follows(view.server(t), primary) for t in targets if view.server(t).reachable)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         primary = ctx.facts.get("new_primary", NewPrimary)
         targets, later = self._targets(ctx)
         done, skipped = [], []
         for name in targets:
-            server = _probe_one(_api(ctx), name)
+            server = _probe_one(ctx.backend, name)
             if _follows(server, primary):
                 skipped.append(name)
                 continue
@@ -515,28 +514,28 @@ class Repoint(Action):
 
 
 @register
-class VerifyReplication(Action):
+class VerifyReplication(Action[MariaDBAPI, NoParams]):
     name = "mariadb.verify_replication"
     effect = Effect.MUTATE
     # It only writes a row into drengine's own heartbeat table, so it needs no confirmation.
     min_gate = GateLevel.NONE
     description = "Write a heartbeat on the primary and wait for it on every replica"
 
-    def _write(self, ctx: RunContext) -> Sql:
+    def _write(self, ctx: Ctx) -> Sql:
         return Sql("REPLACE INTO drengine.heartbeat (id, written_at) VALUES (%s, %s)", ("recovery-check", round(time.time(), 3)))
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         primary = ctx.facts.get("new_primary", NewPrimary)
         stmts = [s.on(primary.name) for s in [*HEARTBEAT_DDL, self._write(ctx), Sql("SELECT @@gtid_binlog_pos")]]
         stmts.append(Statement("each replica", "SELECT MASTER_GTID_WAIT('<position of the heartbeat>', <catch_up>)"))
         return Proposal(summary=f"verify a write on {primary.name} reaches every replica", statements=stmts)
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return False  # harmless to repeat: it only rewrites the heartbeat row
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         primary = ctx.facts.get("new_primary", NewPrimary)
-        api = _api(ctx)
+        api = ctx.backend
         for sql in [*HEARTBEAT_DDL, self._write(ctx)]:
             _send(ctx, primary.name, sql)
         pos_rows = api.query(primary.name, Sql("SELECT @@gtid_binlog_pos"))
@@ -574,15 +573,15 @@ class VerifyReplication(Action):
 
 
 @register
-class PlanRejoin(Action):
+class PlanRejoin(Action[MariaDBAPI, NoParams]):
     name = "mariadb.plan_rejoin"
     effect = Effect.READ
     description = "Find the primary and the servers that do not follow it"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="find the primary and the returned servers")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", ClusterView)
         decision = plan_rejoin(view)
         evidence = [f"{s.name}: " + ("has transactions the primary lacks: " + s.errant_pos if s.errant else "no errant transactions")
@@ -595,15 +594,15 @@ class PlanRejoin(Action):
 
 
 @register
-class CheckNoErrant(Action):
+class CheckNoErrant(Action[MariaDBAPI, NoParams]):
     name = "mariadb.check_no_errant"
     effect = Effect.CHECK
     description = "Refuse to rejoin a server holding transactions the primary lacks"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check the returned servers for errant transactions")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision = ctx.facts.get("rejoin", RejoinDecision)
         bad = [s for s in decision.strays if s.errant]
         if not bad:
@@ -622,12 +621,12 @@ class CheckNoErrant(Action):
 
 
 @register
-class Rejoin(Action):
+class Rejoin(Action[MariaDBAPI, NoParams]):
     name = "mariadb.rejoin"
     effect = Effect.MUTATE
     description = "Make each returned server read-only and a GTID replica of the primary"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision = ctx.facts.get("rejoin", RejoinDecision)
         primary = ctx.facts.get("new_primary", NewPrimary)
         stmts = []
@@ -643,18 +642,18 @@ class Rejoin(Action):
             risks=[f"{s.name} holds errant transactions up to {s.errant_pos}" for s in risky],
         )
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         decision = ctx.facts.get("rejoin", RejoinDecision)
         primary = ctx.facts.get("new_primary", NewPrimary)
-        view = _api(ctx).observe()
+        view = ctx.backend.observe()
         return all(_follows(view.server(s.name), primary) for s in decision.strays)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision = ctx.facts.get("rejoin", RejoinDecision)
         primary = ctx.facts.get("new_primary", NewPrimary)
         done = []
         for stray in decision.strays:
-            server = _probe_one(_api(ctx), stray.name)
+            server = _probe_one(ctx.backend, stray.name)
             if _follows(server, primary):
                 continue
             if not server.read_only:

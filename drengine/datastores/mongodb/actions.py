@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,7 @@ from drengine.steps import (
     Effect,
     Fact,
     GateLevel,
+    NoParams,
     Proposal,
     Refusal,
     RunContext,
@@ -370,8 +371,7 @@ def added_config(config: ReplConfig, host: str) -> str:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def _api(ctx: RunContext) -> MongoAPI:
-    return cast(MongoAPI, ctx.backend)
+Ctx = RunContext[MongoAPI]
 
 
 def _observed(view: SetView) -> str:
@@ -406,7 +406,7 @@ def _names(view: SetView) -> dict[str, str]:
     return {m.host: view.name_of(m.host) for m in config.members} if config else {}
 
 
-def _forced_for(ctx: RunContext) -> tuple[SurvivorDecision, ReplConfig, ForcedConfig]:
+def _forced_for(ctx: Ctx) -> tuple[SurvivorDecision, ReplConfig, ForcedConfig]:
     view = ctx.facts.get("view", SetView)
     decision = ctx.facts.get("survivor", SurvivorDecision)
     config = view.newest_config()
@@ -426,20 +426,20 @@ def _canary(run_marker: str) -> str:
 
 
 @register
-class Observe(Action):
+class Observe(Action[MongoAPI, NoParams]):
     name = "mongodb.observe"
     effect = Effect.READ
     description = "Probe every member in parallel (hello, replSetGetStatus, replSetGetConfig)"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         stmts = [Statement(m.name, command_text({cmd: 1}), language="mongodb")
                  for m in ctx.cluster.members for cmd in ("hello", "replSetGetStatus", "replSetGetConfig")]
         t = ctx.cluster.timeouts
         return Proposal(summary=f"probe {len(ctx.cluster.members)} members in parallel (bounded by "
                                 f"{t.connect + t.read:g} s)", statements=stmts)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        view = _api(ctx).observe()
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        view = ctx.backend.observe()
         reachable = view.reachable()
         lines = _view_lines(view)
         summary = f"{len(reachable)} of {len(view.members)} members answered in {view.probe_seconds:g} s"
@@ -450,15 +450,15 @@ class Observe(Action):
 
 
 @register
-class CheckMajorityLost(Action):
+class CheckMajorityLost(Action[MongoAPI, NoParams]):
     name = "mongodb.check_majority_lost"
     effect = Effect.CHECK
     description = "Refuse while any member is PRIMARY or a voting majority is healthy"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check that no primary exists and the voting majority is lost")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", SetView)
         refusal = check_majority_lost(view)
         lines = _view_lines(view)
@@ -471,15 +471,15 @@ class CheckMajorityLost(Action):
 
 
 @register
-class ChooseSurvivor(Action):
+class ChooseSurvivor(Action[MongoAPI, NoParams]):
     name = "mongodb.choose_survivor"
     effect = Effect.CHECK
     description = "Choose the survivor with the highest optime, and say why"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="rank the survivors by optime (term, then timestamp)")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision = choose_survivor(ctx.facts.get("view", SetView))
         evidence = [f"{c.name}: optime {c.optime}, priority {c.priority:g}, votes {c.votes}"
                     + ("" if c.eligible else f" (not a candidate: {c.note})") for c in decision.ranking]
@@ -504,14 +504,14 @@ class ChooseSurvivor(Action):
 
 
 @register
-class ForceReconfig(Action):
+class ForceReconfig(Action[MongoAPI, NoParams]):
     name = "mongodb.force_reconfig"
     effect = Effect.MUTATE
     # The vendor's last resort: it discards members and may lose writes. Always dangerous.
     min_gate = GateLevel.DANGEROUS
     description = "Force a config that keeps only the survivors, on the chosen member"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision, old, forced = _forced_for(ctx)
         assert decision.chosen is not None
         view = ctx.facts.get("view", SetView)
@@ -532,20 +532,20 @@ class ForceReconfig(Action):
             evidence=forced.diff,
         )
 
-    def _applied(self, ctx: RunContext) -> bool:
+    def _applied(self, ctx: Ctx) -> bool:
         decision, old, forced = _forced_for(ctx)
         assert decision.chosen is not None
         # One replSetGetConfig rather than a whole probe: this runs right before the dangerous command.
-        now = _api(ctx).get_config(decision.chosen)
+        now = ctx.backend.get_config(decision.chosen)
         return now.version > old.version and sorted(m.host for m in now.members) == sorted(forced.kept)
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return self._applied(ctx)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision, old, forced = _forced_for(ctx)
         assert decision.chosen is not None
-        api = _api(ctx)
+        api = ctx.backend
         if self._applied(ctx):
             return StepResult(ok=True, summary=f"{decision.chosen} already holds the forced config; not sent again")
         statement = proposal.statements[0]
@@ -563,7 +563,7 @@ class VerifyParams(StepParams):
 
 
 @register
-class VerifyPrimary(Action):
+class VerifyPrimary(Action[MongoAPI, VerifyParams]):
     name = "mongodb.verify_primary"
     effect = Effect.MUTATE
     # It only inserts a marker document into drengine's own canary collection: no confirmation.
@@ -571,7 +571,7 @@ class VerifyPrimary(Action):
     Params = VerifyParams
     description = "Wait for exactly one writable primary, then write with w: majority"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision = ctx.facts.get("survivor", SurvivorDecision)
         target = decision.chosen or "the new primary"
         return Proposal(summary=f"wait for exactly one writable primary (expected {target}); write a canary "
@@ -580,12 +580,12 @@ class VerifyPrimary(Action):
             Statement(target, COUNT_CANARY, language="mongodb"),
         ])
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return False  # harmless to repeat: each attempt inserts its own marker
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        params = cast(VerifyParams, ctx.params)
-        api = _api(ctx)
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        params = self.params
+        api = ctx.backend
         view = ctx.facts.get("view", SetView)
         decision = ctx.facts.get("survivor", SurvivorDecision)
         old = view.newest_config()
@@ -643,16 +643,16 @@ class VerifyPrimary(Action):
 
 
 @register
-class PlanRejoin(Action):
+class PlanRejoin(Action[MongoAPI, NoParams]):
     name = "mongodb.plan_rejoin"
     effect = Effect.READ
     outcomes = ("nothing-to-do",)
     description = "Find the primary and the inventory member its config lacks"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="find the primary and the member to add back")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", SetView)
         decision = plan_rejoin(view, [m.name for m in ctx.cluster.members])
         facts: dict[str, BaseModel] = {"rejoin": decision}
@@ -670,19 +670,19 @@ ROLLBACK_REMINDER = ("if it ever held writes the set rolled back, they are in <d
 
 
 @register
-class CheckWiped(Action):
+class CheckWiped(Action[MongoAPI, NoParams]):
     name = "mongodb.check_wiped"
     effect = Effect.CHECK
     description = "Refuse while the member's dbPath still holds data"
 
-    def _where(self, ctx: RunContext) -> tuple[str, str | None, str | None]:
+    def _where(self, ctx: Ctx) -> tuple[str, str | None, str | None]:
         decision = ctx.facts.get("rejoin", RejoinDecision)
         if decision.member is None:
             raise StepFailed(f"no member to add: {decision.reason}")
         member = ctx.cluster.member(decision.member)
         return decision.member, member.host, member.data_dir
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         name, host, data_dir = self._where(ctx)
         stmts = [Statement(name, command_text({"hello": 1}), language="mongodb")]
         if host and data_dir:
@@ -690,9 +690,9 @@ class CheckWiped(Action):
         return Proposal(summary=f"check that {name} holds no data (no config, no oplog, empty dbPath)",
                         statements=stmts)
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         name, host, data_dir = self._where(ctx)
-        member = _api(ctx).probe(name)
+        member = ctx.backend.probe(name)
         held = ""
         if member.reachable and member.set_name:
             held = f"a replica-set config (set {member.set_name}, version {member.set_version})"
@@ -758,12 +758,12 @@ class CheckWiped(Action):
 
 
 @register
-class AddMember(Action):
+class AddMember(Action[MongoAPI, NoParams]):
     name = "mongodb.add_member"
     effect = Effect.MUTATE
     description = "Add the member back by a normal reconfig on the primary (version + 1)"
 
-    def _target(self, ctx: RunContext) -> tuple[RejoinDecision, ReplConfig]:
+    def _target(self, ctx: Ctx) -> tuple[RejoinDecision, ReplConfig]:
         decision = ctx.facts.get("rejoin", RejoinDecision)
         if decision.primary is None or decision.member is None:
             raise StepFailed(f"nothing to add: {decision.reason}")
@@ -772,7 +772,7 @@ class AddMember(Action):
             raise StepFailed(f"{decision.primary} returned no config")
         return decision, config
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision, config = self._target(ctx)
         assert decision.primary is not None
         text = reconfig_text(added_config(config, decision.member_host), force=False)
@@ -783,16 +783,16 @@ class AddMember(Action):
             statements=[Statement(decision.primary, text, language="mongodb")],
         )
 
-    def _present(self, ctx: RunContext) -> tuple[bool, ReplConfig | None]:
+    def _present(self, ctx: Ctx) -> tuple[bool, ReplConfig | None]:
         decision, _ = self._target(ctx)
         assert decision.primary is not None
-        now = _api(ctx).probe(decision.primary).config
+        now = ctx.backend.probe(decision.primary).config
         return (now is not None and now.member_with_host(decision.member_host) is not None), now
 
-    def took_effect(self, ctx: RunContext, proposal: Proposal) -> bool:
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return self._present(ctx)[0]
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision, config = self._target(ctx)
         assert decision.primary is not None
         present, now = self._present(ctx)
@@ -802,7 +802,7 @@ class AddMember(Action):
             raise StepFailed(f"{decision.primary}'s config changed since it was observed (version {config.version} -> "
                              f"{now.version if now else 'none'}); rerun so the new config is built on the current one")
         statement = proposal.statements[0]
-        _api(ctx).command(decision.primary, statement.text)
+        ctx.backend.command(decision.primary, statement.text)
         ctx.sent(statement)
         return StepResult(ok=True, summary=f"{decision.primary} accepted {decision.member} into the config "
                                            f"(version {config.version + 1})")
@@ -814,18 +814,18 @@ class VerifyMemberParams(StepParams):
 
 
 @register
-class VerifyMember(Action):
+class VerifyMember(Action[MongoAPI, VerifyMemberParams]):
     name = "mongodb.verify_member"
     effect = Effect.READ
     Params = VerifyMemberParams
     description = "Wait for the added member to reach SECONDARY"
 
-    def propose(self, ctx: RunContext) -> Proposal:
+    def propose(self, ctx: Ctx) -> Proposal:
         decision = ctx.facts.get("rejoin", RejoinDecision)
         return Proposal(summary=f"wait for {decision.member} to finish its initial sync and reach SECONDARY")
 
-    def run(self, ctx: RunContext, proposal: Proposal) -> StepResult:
-        params = cast(VerifyMemberParams, ctx.params)
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        params = self.params
         decision = ctx.facts.get("rejoin", RejoinDecision)
         if decision.member is None:
             raise StepFailed(f"no member was added: {decision.reason}")
@@ -833,7 +833,7 @@ class VerifyMember(Action):
         name = decision.member
 
         def secondary() -> bool:
-            probes.append(_api(ctx).probe(name))
+            probes.append(ctx.backend.probe(name))
             return probes[-1].state == "SECONDARY"
 
         ctx.wait_until(secondary, params.wait, params.poll)
