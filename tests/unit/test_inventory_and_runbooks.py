@@ -92,6 +92,8 @@ RUNBOOK = """\
 name: t
 kind: mariadb
 summary: test
+goal:
+  action: mariadb.observe
 start: a
 steps:
   - id: a
@@ -107,7 +109,7 @@ def test_unknown_action_is_refused_with_line(tmp_path: Path) -> None:
     path = write(tmp_path, RUNBOOK.replace("mariadb.promote", "mariadb.promot"), "rb.yaml")
     code, out = cli("runbook", "show", path)
     assert code == 2
-    assert f"{path}:10: unknown action 'mariadb.promot'" in out
+    assert f"{path}:12: unknown action 'mariadb.promot'" in out
 
 
 def test_unreachable_step_and_dead_end(tmp_path: Path) -> None:
@@ -115,7 +117,7 @@ def test_unreachable_step_and_dead_end(tmp_path: Path) -> None:
     path = write(tmp_path, text, "rb.yaml")
     code, out = cli("runbook", "show", path)
     assert code == 2
-    assert f"{path}:12: step lost cannot be reached from start a" in out
+    assert f"{path}:14: step lost cannot be reached from start a" in out
 
 
 def test_loop_without_exit_is_refused(tmp_path: Path) -> None:

@@ -517,6 +517,8 @@ class Repoint(Action[MariaDBAPI, NoParams]):
 class VerifyReplication(Action[MariaDBAPI, NoParams]):
     name = "mariadb.verify_replication"
     effect = Effect.MUTATE
+    # It only writes drengine's own heartbeat/canary and reads it back: running it again is harmless.
+    repeatable = True
     # It only writes a row into drengine's own heartbeat table, so it needs no confirmation.
     min_gate = GateLevel.NONE
     description = "Write a heartbeat on the primary and wait for it on every replica"
