@@ -100,36 +100,32 @@ class Runbook:
         table.update(step.branches)
         return table
 
-    def machine(self, model: object, initial: str | None = None) -> Machine:
-        states = [s.id for s in self.spec.steps] + list(self.spec.ends)
+    def _machine_args(self, initial: str | None) -> dict[str, Any]:
+        states = [s.id for s in self.spec.steps] + [{"name": end, "final": True} for end in self.spec.ends]
         transitions = [
             {"trigger": outcome, "source": step.id, "dest": dest}
             for step in self.spec.steps
             for outcome, dest in self.transitions_of(step).items()
         ]
-        return Machine(
-            model=model,
-            states=states,
-            transitions=transitions,
-            initial=initial or self.spec.start,
-            auto_transitions=False,
-            ignore_invalid_triggers=False,
-        )
+        return {"states": states, "transitions": transitions, "initial": initial or self.spec.start,
+                "auto_transitions": False, "ignore_invalid_triggers": False}
+
+    def machine(self, model: object, initial: str | None = None) -> Machine:
+        """The state machine the engine walks: `transitions` computes every next state."""
+        return Machine(model=model, **self._machine_args(initial))
 
     def mermaid(self) -> str:
-        ids = {state: f"s{i}" for i, state in enumerate([s.id for s in self.spec.steps] + list(self.spec.ends))}
-        lines = ["stateDiagram-v2"]
-        for state, ident in ids.items():
-            lines.append(f'    state "{state}" as {ident}')
-        lines.append(f"    [*] --> {ids[self.spec.start]}")
-        for step in self.spec.steps:
-            for outcome, dest in self.transitions_of(step).items():
-                if outcome == "skipped" and dest == step.next:
-                    continue
-                lines.append(f"    {ids[step.id]} --> {ids[dest]}: {outcome}")
-        for end in self.spec.ends:
-            lines.append(f"    {ids[end]} --> [*]")
-        return "\n".join(lines) + "\n"
+        """The state diagram, drawn by `transitions`' GraphMachine (its mermaid engine)."""
+        from transitions.extensions.diagrams import GraphMachine
+
+        class _Drawn:
+            pass
+
+        drawn = _Drawn()
+        GraphMachine(model=drawn, graph_engine="mermaid", title=self.name, show_state_attributes=False,
+                     **self._machine_args(None))
+        text: str = drawn.get_graph().draw(None)  # type: ignore[attr-defined]
+        return text if text.endswith("\n") else text + "\n"
 
 
 def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:

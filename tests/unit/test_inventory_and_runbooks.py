@@ -148,8 +148,9 @@ def test_shipped_runbooks_are_valid_and_render_mermaid() -> None:
     assert code == 0, out
     code, out = cli("runbook", "show", "mariadb-promote-survivor", "--format", "mermaid")
     assert code == 0
-    assert out.startswith("stateDiagram-v2")
-    assert 'state "promote" as' in out and "--> [*]" in out
+    assert "stateDiagram-v2" in out and "mariadb-promote-survivor" in out
+    assert 'state "promote" as promote' in out and "[*] --> observe" in out
+    assert "promote --> repoint-replicas: ok | skipped" in out and "promote --> failed: failed" in out
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

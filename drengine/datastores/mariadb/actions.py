@@ -468,7 +468,9 @@ class Repoint(Action[MariaDBAPI, NoParams]):
     description = "Point every other reachable replica at the new primary (GTID, slave_pos)"
 
     def _targets(self, ctx: Ctx) -> tuple[list[str], list[str]]:
-        view = ctx.facts.get("view", ClusterView)
+        # What is true now, not what the first observation saw: a replica may have come back
+        # (or gone) since, e.g. while the run waited at a gate or before a resume.
+        view = ctx.backend.observe()
         primary = ctx.facts.get("new_primary", NewPrimary)
         decision = ctx.facts.maybe("survivor", SurvivorDecision)
         old = decision.old_primary if decision else ""
