@@ -108,6 +108,14 @@ def _progress(entry: Any) -> None:
             _out(f"     {line}")
     elif t == "step_reconciled":
         _out(f"   {d['step']}: {d['summary']}")
+    elif t == "step_interrupted":
+        _out(f"   {d['step']} INTERRUPTED (effect unknown): {d['summary']}")
+    elif t == "observed_again":
+        _out(f"   observing again from {d['start']}: {d['reason']}")
+    elif t == "decision_changed":
+        _out(f"   {d['step']}: the decision changed: {d['text']}")
+    elif t == "goal_checked":
+        _out(f"   goal {'holds' if d['holds'] else 'DOES NOT hold'}: {d['summary']}")
     elif t == "override":
         _out(f"   OVERRIDE by {d['who']} at {d['step']}: risk accepted: {d['risk']}")
     elif t == "gate_answered" and d["answer"] != "stopped":

@@ -365,3 +365,34 @@ def test_skip_never_yields_success_unless_the_goal_holds(tmp_path: Path) -> None
             follows(sim, s.name, primaries[0]) for s in sim.servers if s.alive and not s.hung and s.name != primaries[0])
         assert outcome.success == holds, (skipped, outcome.summary)
         assert not outcome.success
+
+
+def test_a_failed_run_names_its_cause_before_what_the_failure_branch_did(tmp_path: Path) -> None:
+    text = """\
+name: fail-then-look
+kind: mariadb
+summary: a check refuses, the failure branch looks once more
+goal:
+  action: mariadb.goal_replication
+start: check
+steps:
+  - id: look
+    action: mariadb.observe
+    next: check
+  - id: check
+    action: mariadb.check_no_primary
+    next: done
+    branches: {failed: after}
+  - id: after
+    action: mariadb.observe
+    next: failed
+"""
+    runbook = tmp_path / "fail-then-look.yaml"
+    runbook.write_text(text.replace("start: check", "start: look"))
+    inv = tmp_path / "alive.yaml"
+    inv.write_text(INVENTORY.replace("primary-dead-replica-lagging", "primary-alive"))
+    code, out = cli("run", str(runbook), "-i", str(inv), "-c", "sim", "--run-dir", str(tmp_path / "r"), "--yes")
+    assert code == 1, out
+    verdict = [line for line in out.splitlines() if line.startswith("FAILED:")][0]
+    assert verdict.startswith("FAILED: step check failed: a writable primary is reachable: db1"), verdict
+    assert "then: 3 of 3 servers answered" in verdict
