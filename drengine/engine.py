@@ -73,6 +73,8 @@ class RunRequest:
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
     clock: Clock = SYSTEM
+    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync.
+    durable: bool = True
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -610,7 +612,7 @@ def start_run(request: RunRequest) -> RunOutcome:
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
         raise InputError(f"{run_dir} already holds a run journal; choose another --run-dir or resume it with --resume")
-    journal = JournalWriter(run_dir)
+    journal = JournalWriter(run_dir, durable=request.durable)
     _attach_listeners(journal, request.listeners)
     acquired = None
     engine: Engine | None = None
@@ -756,7 +758,13 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePo
 
 
 def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry], None]],
-               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None) -> RunOutcome:
+               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
+               clock: Clock = SYSTEM, around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None,
+               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None) -> RunOutcome:
+    """Continue an interrupted run. `clock`, `around_walk` and `durable` are as in RunRequest
+    (the explorer resumes the runs it killed on the same simulated clock, watching the backend);
+    `loaded` is the runbook and inventory the caller already holds, used when they are the
+    journal's own (same runbook digest, same inventory file), instead of reading them again."""
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
@@ -767,7 +775,9 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
     started = starts[0]
-    runbook = load_runbook(started["runbook_path"])
+    given = loaded if loaded is not None and loaded[0].path == started["runbook_path"] \
+        and str(Path(loaded[1].path).resolve()) == started["inventory"] else None
+    runbook = given[0] if given is not None else load_runbook(started["runbook_path"])
     if runbook.digest != started["runbook_sha256"]:
         raise InputError(
             f"cannot resume: runbook {runbook.path} changed since the run started (sha256 was "
@@ -778,14 +788,15 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         raise InputError(f"{run_dir}: this run already finished; start a new run instead of resuming")
     if started["mode"] == Mode.PLAN.value:
         raise InputError(f"{run_dir}: this was a plan (dry run); plans are not resumed, run `drengine plan` again")
-    inventory = load_inventory(started["inventory"])
+    inventory = given[1] if given is not None else load_inventory(started["inventory"])
     cluster = inventory.cluster(started["cluster"])
     request = RunRequest(
         runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
         run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir,
         operator_said_gone=tuple(started.get("gone_for_good", [])), listeners=listeners, argv=argv or [],
+        around_walk=around_walk, clock=clock, durable=durable,
     )
-    journal = JournalWriter(run_dir)
+    journal = JournalWriter(run_dir, durable=durable)
     _attach_listeners(journal, listeners)
     run_id = started["run_id"]
     acquired = None
@@ -804,10 +815,16 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
                                   "decisions are made again from the start")
         backend = _open_or_journal(cluster, run_dir, inventory, journal)
         try:
-            engine = Engine(request, backend, journal, run_id, mutated=point.mutated)
+            engine = Engine(request, backend, journal, run_id, clock=clock, mutated=point.mutated)
             engine.facts.update(point.facts)
             resumed = engine
-            return _finish_run(engine, journal, lambda: resumed.walk(state, in_flight=point.in_flight))
+
+            def walk() -> RunOutcome:
+                return resumed.walk(state, in_flight=point.in_flight)
+
+            if around_walk is not None:
+                return _finish_run(engine, journal, lambda: around_walk(journal, backend, walk))
+            return _finish_run(engine, journal, walk)
         finally:
             if engine is None or not engine.worker_alive:
                 backend.close()

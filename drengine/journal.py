@@ -5,6 +5,12 @@ hash-chained: each carries its sequence number, the hash of the previous line an
 hash over both, so an edited, inserted, removed or reordered line breaks the chain. The
 last (seq, hash) is also kept in `journal.head`, so that cutting lines off the end is
 detected too. Secrets are redacted before anything reaches the disk.
+
+Durability: every append is fsynced (journal, head, and the directory once) before the engine
+moves on. The one exception is `durable=False`, used ONLY by the fault-space explorer
+(`drengine explore`): its thousands of throw-away runs live in a temporary directory and are
+killed on purpose in-process (`cut_after`), so an fsync protects nothing there. The chain,
+the head record and every byte written are the same in both modes.
 """
 
 from __future__ import annotations
@@ -76,8 +82,9 @@ class JournalWriter:
     journals the statements it sends while the engine waits for it). After `run_finished`
     the journal takes nothing more: nothing of a run may happen after the run has ended."""
 
-    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, durable: bool = True) -> None:
         self.run_dir = run_dir
+        self.durable = durable
         self.path = run_dir / JOURNAL_FILE
         self.head_path = run_dir / HEAD_FILE
         self._clock = clock
@@ -91,7 +98,8 @@ class JournalWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._lock = threading.Lock()
         self.finished = False
-        _fsync_dir(run_dir)
+        if durable:
+            _fsync_dir(run_dir)
 
     def append(self, event: Event, /, **data: Any) -> Entry:
         with self._lock:
@@ -116,9 +124,10 @@ class JournalWriter:
             separators=(",", ":"),
         )
         os.write(self._fd, (line + "\n").encode())
-        os.fsync(self._fd)
+        if self.durable:
+            os.fsync(self._fd)
         self._prev = digest
-        _write_head(self.head_path, self._seq, digest)
+        _write_head(self.head_path, self._seq, digest, self.durable)
         return Entry(self._seq, ts, event, clean, self._seq)
 
     def close(self) -> None:
@@ -144,14 +153,32 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
-def _write_head(path: Path, seq: int, digest: str) -> None:
+def _write_head(path: Path, seq: int, digest: str, durable: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         data = f"{seq:012d} {digest}\n".encode()
         os.pwrite(fd, data, 0)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def cut_after(run_dir: Path, seq: int) -> None:
+    """Leave the run directory as a SIGKILL right after event `seq` was journaled would: the
+    lines after it gone, the head record naming it. The explorer kills the engine in-process
+    (a listener raises at that event, the engine unwinds and may journal more): this puts the
+    files back to what a real kill leaves behind, before the run is resumed."""
+    path = run_dir / JOURNAL_FILE
+    with open(path, encoding="utf-8") as fh:
+        lines = [line for line in fh if line.strip()]
+    if not 1 <= seq <= len(lines):
+        raise ValueError(f"{path}: cannot cut after event #{seq}; the journal holds {len(lines)} events")
+    kept = lines[:seq]
+    last = json.loads(kept[-1])
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(kept)
+    (run_dir / HEAD_FILE).write_text(f"{int(last['seq']):012d} {last['hash']}\n")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -91,6 +91,23 @@ def _old_primary(view: ClusterView) -> str:
     return ""
 
 
+def _holdings(server: ServerView) -> gtid.State:
+    """The last sequence number a server holds per (domain, originating server_id): its binary
+    log state, and what it received."""
+    state = gtid.parse_state(server.gtid_binlog_state)
+    for d, g in _received(server).items():
+        state[(d, g.server)] = max(state.get((d, g.server), 0), g.seq)
+    return state
+
+
+def _errant_against(other: ServerView, best: ServerView) -> dict[tuple[int, int], int]:
+    """Transactions `other` holds that `best` never had, even where `best` is further on in
+    the domain (found by the explorer: an errant transaction on a replica that is behind was
+    not named, and promoting the most advanced replica lost it silently)."""
+    mine = _holdings(best)
+    return {key: seq for key, seq in _holdings(other).items() if seq > mine.get(key, 0)}
+
+
 def choose_survivor(view: ClusterView) -> SurvivorDecision:
     """Pick the replica to promote: eligible (binary log and log_slave_updates on), then the
     highest received position domain by domain, then the highest applied position (what
@@ -125,7 +142,9 @@ def choose_survivor(view: ClusterView) -> SurvivorDecision:
     best = ranked[0]
     best_rec = _received(best)
     risks: list[str] = []
-    for other in replicas:
+    # Every server that answers, replica or not: a read-only old primary back without replication
+    # (or one the operator overrode the check for) may hold what the survivor lacks.
+    for other in (s for s in view.servers if s.reachable):
         if other is best:
             continue
         ahead = gtid.missing(best_rec, _received(other))
@@ -133,6 +152,13 @@ def choose_survivor(view: ClusterView) -> SurvivorDecision:
             gaps = ", ".join(f"{n} in domain {d}" for d, n in sorted(ahead.items()))
             risks.append(f"{other.name} has transactions {best.name} lacks ({gaps}); they would be lost or make "
                          f"{other.name} fail to follow the new primary")
+            continue
+        errant = _errant_against(other, best)
+        if errant:
+            shown = ", ".join(f"{d}-{server}-{seq}" for (d, server), seq in sorted(errant.items()))
+            risks.append(f"{other.name} has transactions {best.name} never had (errant GTIDs up to {shown}, written "
+                         f"on it or on a server only it followed); they would be lost, and {other.name} would stop "
+                         f"replicating from the new primary with a GTID strict-mode error")
     for s in unreachable:
         risks.append(f"{s.name} could not be reached ({s.error}); if it received more than {best.name}, "
                      f"those transactions are lost")

@@ -1,0 +1,189 @@
+"""The search: hypothesis generates scenarios (the datastore's situations, the operator's
+answers, kill points, world changes), the runner runs each one, and a scenario that breaks an
+invariant is shrunk by hypothesis to a minimal one, per violated invariant. Derandomized by
+the seed: the same seed and number of scenarios explore the same scenarios.
+
+A budget stops the generation of new scenarios when it runs out; a violation already found is
+still shrunk (and only scenarios that failed before are run again), so what is reported is
+always a scenario that was seen to fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.reporting import with_reporter
+
+from drengine.engine import FRESH_FOR
+from drengine.explore.kit import Kit, Situation, Violation
+from drengine.explore.runner import Result, Runner
+from drengine.explore.scenario import Scenario, WorldChange, write
+
+ANSWERS = ("proceed", "skip", "retry", "abort", "stop")
+
+
+@st.composite
+def _change(draw: st.DrawFn, kit: Kit, members: list[str]) -> WorldChange:
+    when = draw(st.sampled_from(["gate", "crash", "event"] if kit.flaps else ["gate", "crash"]))
+    member = draw(st.sampled_from(members))
+    if when == "event":
+        return WorldChange(when="event", index=draw(st.integers(1, 60)), op=draw(st.sampled_from(kit.flaps)),
+                           member=member)
+    # A change while a gate waits or while the engine is dead takes time: past the engine's
+    # freshness limit, so what it decided before must be observed again.
+    advance = draw(st.sampled_from([2 * FRESH_FOR, 60.0, 3600.0]))
+    index = draw(st.integers(0, 6) if when == "gate" else st.integers(1, 3))
+    return WorldChange(when=when, index=index, op=draw(st.sampled_from(kit.ops)), member=member, advance=advance)
+
+
+def scenarios(kit: Kit, runbook: str) -> st.SearchStrategy[Scenario]:
+    """Every dimension of a scenario; each one shrinks towards "nothing unusual happens"."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Scenario:
+        situation: Situation = draw(kit.situations(runbook))
+        names = [m.name for m in situation.members]
+        answers = draw(st.lists(st.sampled_from(ANSWERS), max_size=6))
+        crashes = draw(st.lists(st.integers(0, 60), max_size=3))
+        changes = draw(st.lists(_change(kit, names), max_size=3)) if kit.ops else []
+        return Scenario(runbook=runbook, kind=kit.kind, label=situation.label, members=situation.members,
+                        state=situation.state, prelude=kit.prelude(runbook), answers=answers, crashes=crashes,
+                        changes=changes)
+
+    return build()
+
+
+@dataclass
+class Found:
+    invariant: str
+    result: Result
+    path: Path | None = None
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.result.violations
+
+
+@dataclass
+class Report:
+    runbook: str
+    seed: int
+    wanted: int
+    explored: int = 0  # scenarios generated and run (shrinking not counted)
+    runs: int = 0  # every run, shrinking included
+    seconds: float = 0.0
+    ends: Counter[str] = field(default_factory=Counter)
+    kills: int = 0
+    resumes: int = 0
+    changes: int = 0
+    out_of_budget: bool = False
+    found: list[Found] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return self.runs / self.seconds if self.seconds else 0.0
+
+
+_VIOLATION_TYPES: dict[str, type[AssertionError]] = {}
+
+
+def _violation_type(invariant: str) -> type[AssertionError]:
+    """One exception type per invariant, so that hypothesis shrinks each one separately."""
+    if invariant not in _VIOLATION_TYPES:
+        _VIOLATION_TYPES[invariant] = type(f"Violated_{invariant.replace('.', '_').replace('-', '_')}",
+                                           (AssertionError,), {})
+    return _VIOLATION_TYPES[invariant]
+
+
+def _key(scenario: Scenario) -> str:
+    return hashlib.sha256(scenario.model_dump_json().encode()).hexdigest()
+
+
+def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: float | None = None,
+            progress: Callable[[Report], None] | None = None, runner: Runner | None = None,
+            durable: bool = False, ignore: frozenset[str] = frozenset()) -> Report:
+    """Explore `count` scenarios of `runbook` (fewer when the budget in seconds runs out).
+    Violations of the invariants in `ignore` (known, being fixed elsewhere) are counted in
+    `report.ignored` but neither shrunk nor reported as found."""
+    runner = runner or Runner(runbook, work, durable=durable)
+    report = Report(runbook=runner.runbook.name, seed=seed, wanted=count)
+    failed: dict[str, Result] = {}
+    failed_keys: set[str] = set()
+    started = time.perf_counter()
+    over = [False]
+
+    def check(scenario: Scenario) -> None:
+        key = _key(scenario)
+        if key not in failed_keys:
+            if over[0] or (budget is not None and time.perf_counter() - started > budget):
+                over[0] = True
+                return
+            if not failed:
+                report.explored += 1
+        result = runner.run(scenario)
+        report.runs += 1
+        if key not in failed_keys and not failed:
+            report.ends[result.end] += 1
+            report.kills += result.kills
+            report.resumes += result.segments - 1
+            report.changes += len(scenario.changes)
+        if progress is not None and report.runs % 100 == 0:
+            report.seconds = time.perf_counter() - started
+            progress(report)
+        for v in result.violations:
+            if v.invariant in ignore:
+                report.ignored[v.invariant] += 1
+        violations = [v for v in result.violations if v.invariant not in ignore]
+        if violations:
+            invariant = sorted(v.invariant for v in violations)[0]
+            failed[invariant] = result
+            failed_keys.add(key)
+            raise _violation_type(invariant)("; ".join(v.line() for v in violations))
+
+    test = settings(
+        max_examples=count, database=None, deadline=None, derandomize=False, print_blob=False,
+        verbosity=Verbosity.quiet, phases=(Phase.generate, Phase.shrink), report_multiple_bugs=True,
+        suppress_health_check=list(HealthCheck),
+    )(given(scenarios(runner.kit, runner.runbook.name))(check))
+    test = hypothesis_seed(seed)(test)
+    with with_reporter(lambda _text: None):
+        try:
+            test()
+        except (AssertionError, BaseExceptionGroup):
+            pass  # the minimal failing scenario of each invariant is in `failed`
+    report.seconds = time.perf_counter() - started
+    report.out_of_budget = over[0]
+    report.found = [Found(name, result) for name, result in sorted(failed.items())]
+    return report
+
+
+def save_cases(report: Report, out: Path) -> None:
+    """Write each minimal counterexample as a case file under `out`."""
+    for found in report.found:
+        scenario = found.result.scenario.model_copy(update={"found": [v.line() for v in found.violations]})
+        name = f"{report.runbook}--{found.invariant}--{_key(scenario)[:8]}.yaml"
+        found.path = write(scenario, out / name)
+
+
+def replay(path: Path, work: Path, durable: bool = True) -> Result:
+    """Run a case file again, exactly, keeping its run directory."""
+    from drengine.explore.scenario import load
+
+    scenario = load(path)
+    runner = Runner(scenario.runbook, work, durable=durable, keep=True)
+    return runner.run(scenario)
+
+
+def case_strategy_example(kit: Kit, runbook: str) -> Any:
+    """One scenario, for tests and the benchmark's warm-up."""
+    return scenarios(kit, runbook).example()
