@@ -109,6 +109,10 @@ class Kit:
         """The simulator state of a state file's JSON."""
         raise NotImplementedError
 
+    def copy(self, model: Any) -> Any:
+        """A copy of the live state, kept as it is now (the state the goal check saw)."""
+        return model.model_copy(deep=True)
+
     def applies(self, model: Any, op: str, member: str) -> bool:
         """Does `op` change anything on `member` now (a hung member cannot be hung again)?"""
         return True

@@ -108,6 +108,7 @@ class ScenarioRun:
         self.segment_events = 0
         self.crash_at = 0
         self.dead = False
+        self.goal_state: Any = None
         self.kills = 0
         self.kill_points: list[str] = []
         self.segment_seen: list[tuple[str, str]] = []
@@ -142,6 +143,8 @@ class ScenarioRun:
             found = self.watch.after_event(entry, model, self.ledger)
         except Exception as exc:  # noqa: BLE001 - an invariant that crashes is a finding too
             found = [Violation("explore.invariant-error", f"{type(exc).__name__}: {exc}")]
+        if entry.type.value == "goal_checked" and model is not None:
+            self.goal_state = self.kit.copy(model)  # what a success verdict is judged on
         for violation in found:
             where = f"after event #{self.ledger.events} ({entry.type.value}, step {self.ledger.step or '-'})"
             self.violations.append(Violation(violation.invariant, violation.detail, violation.at or where))
@@ -282,7 +285,8 @@ class ScenarioRun:
             end = str(last.data.get("end"))
         model = self.runner.final_model()
         if success:
-            why = self.kit.goal(self.scenario.runbook, model)
+            # Judged on the state the engine's goal check saw: the world may change after it.
+            why = self.kit.goal(self.scenario.runbook, self.goal_state if self.goal_state is not None else model)
             if why is not None:
                 found.append(Violation("goal.success-implies-goal",
                                        f"the run ended {last.data.get('end') if last else '?'} with success, but in the "
