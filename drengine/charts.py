@@ -163,8 +163,12 @@ class Point:
 def trend_svg(points: list[Point], figure: str, unit: str, objective: float | None, cls: str) -> str:
     """One point per drill, in order, joined by a line; a dashed line at the objective."""
     width, height, left, right, top, bottom = 460, 220, 56, 16, 18, 42
-    values = [p.value for p in points if p.value is not None] + ([objective] if objective is not None else [])
-    hi = max(values) if values else 1.0
+    values = [p.value for p in points if p.value is not None]
+    hi = max(values) if values else (objective or 1.0)
+    # An objective far above every drill would squash the points flat: then it is named, not drawn.
+    objective_drawn = objective is not None and objective <= max(hi, 1e-9) * 2.5
+    if objective_drawn and objective is not None:
+        hi = max(hi, objective)
     hi = hi * 1.15 if hi > 0 else 1.0
     step = nice_step(hi, 4)
     hi = math.ceil(hi / step) * step
@@ -183,7 +187,10 @@ def trend_svg(points: list[Point], figure: str, unit: str, objective: float | No
         out.append(f'<line class="grid" x1="{left}" y1="{y(tick)}" x2="{width - right}" y2="{y(tick)}"/>')
         out.append(f'<text class="tick-label" x="{left - 6}" y="{y(tick) + 4}" text-anchor="end">{escape(fmt(tick))}</text>')
         tick += step
-    if objective is not None:
+    if objective is not None and not objective_drawn:
+        out.append(f'<text class="objective-label" x="{width - right}" y="{top - 4}" text-anchor="end">'
+                   f'objective {escape(fmt(objective))}, far above every drill</text>')
+    if objective is not None and objective_drawn:
         out.append(f'<line class="objective-line" x1="{left}" y1="{y(objective)}" x2="{width - right}" y2="{y(objective)}">'
                    f'<title>objective: {escape(fmt(objective))}</title></line>')
         out.append(f'<text class="objective-label" x="{width - right}" y="{y(objective) - 4}" text-anchor="end">'
@@ -200,7 +207,10 @@ def trend_svg(points: list[Point], figure: str, unit: str, objective: float | No
             continue
         out.append(f'<circle class="point {escape(cls)} {state.strip()}" cx="{x(i)}" cy="{y(p.value)}" r="5">'
                    f'<title>{escape(p.tip)}</title></circle>')
+    every = max(1, math.ceil(len(points) / 8))  # at most eight labels under the axis
     for i, p in enumerate(points):
+        if i % every and i != len(points) - 1:
+            continue
         out.append(f'<text class="x-label" x="{x(i)}" y="{height - bottom + 16}" text-anchor="middle">{escape(p.label)}</text>')
     out.append(f'<text class="axis-caption" x="{left}" y="{height - 6}">{escape(figure)}, one point per drill, oldest first</text>')
     out.append("</svg>")

@@ -228,7 +228,6 @@ class _Drill:
     # -- the wrapped walk ------------------------------------------------------------------------------
     def around(self, journal: JournalWriter, backend: Any, walk: Callable[[], RunOutcome]) -> RunOutcome:
         cluster = self.request.cluster
-        self._backend = backend
         if self.request.notifier is not None:
             self.request.notifier.bind(journal)
         journal.append(Event.NOTE, text="objectives: " + _objectives_words(self.request.objectives),
@@ -241,6 +240,7 @@ class _Drill:
                 f"drill refused: cluster {cluster.name} is not healthy before the fault ({'; '.join(problems)}); "
                 f"a drill measures recovery from a known good state, so fix the cluster (or restore it) first"
             )
+        self._backend = backend  # canaries from here on: the health check prepared where they go
         for _ in range(5):
             self._write_one()
         if not self.simulated:

@@ -146,11 +146,14 @@ def history_html(series: list[Series], last: int, threshold: float) -> str:
     from drengine.charts import Point, trend_svg
     from drengine.report import templates, utc
 
+    stamps = [r.started for s in series for r in s.rows]
+    one_day = bool(stamps) and time.gmtime(min(stamps))[:3] == time.gmtime(max(stamps))[:3]
+    axis_format = "%H:%M:%S" if one_day else "%m-%d %H:%M"
     blocks = []
     for s in series:
         def point(r: HistoryRow, value: float | None, unit: str) -> Point:
             shown = "never recovered" if value is None else (f"{value:.3f} s" if unit == "s" else f"{value:g} writes")
-            return Point(label=time.strftime("%m-%d %H:%M", time.gmtime(r.started)), value=value,
+            return Point(label=time.strftime(axis_format, time.gmtime(r.started)), value=value,
                          regression=bool(r.regressions), passed=r.verdict == "PASSED",
                          tip=f"{_when(r.started)} UTC, {r.verdict}: {shown}" + (
                              "; " + "; ".join(r.regressions) if r.regressions else ""))

@@ -219,6 +219,10 @@ def markdown(run_dir: Path) -> str:
     lines += ["## Risks accepted", ""]
     lines += [f"- {r.step}: {_md(r.risk)} (accepted by {r.who}, {r.how}{'; OVERRIDE' if r.override else ''})"
               for r in record.risks] or ["- none"]
+    if record.notifications:
+        lines += ["", "## Notifications", "", "| webhook | event | result | detail |", "|---|---|---|---|"]
+        lines += [f"| {_md(n.get('target', '?'))} | {_md(n.get('event', '?'))} | {'sent' if n.get('ok') else 'FAILED'} | "
+                  f"{_md(n.get('detail', ''))} |" for n in record.notifications]
     if record.statements:
         lines += ["", "## Statements sent", "", "```"]
         lines += [f"[{target}] {text}" for _, target, text in record.statements] + ["```"]

@@ -140,6 +140,7 @@ class RunRecord:
     verdict: Verdict | None = None
     risks: list[Risk] = field(default_factory=list)
     statements: list[tuple[str, str, str]] = field(default_factory=list)  # (step, target, text)
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # from notifications.jsonl, beside the journal
 
     @property
     def is_drill(self) -> bool:
@@ -223,7 +224,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
     except DrengineError as exc:
         integrity, ok = f"JOURNAL FAILED VERIFICATION: {exc}", False
     entries = list(read_entries(journal))
-    record = RunRecord(run_dir=journal.parent, entries=entries, integrity=integrity, integrity_ok=ok)
+    record = RunRecord(run_dir=journal.parent, entries=entries, integrity=integrity, integrity_ok=ok,
+                       notifications=_notifications(journal.parent))
     _read_start_and_end(record, entries)
     record.steps = _spans(entries)
     record.risks = _risks(entries)
@@ -250,6 +252,25 @@ def read_run(run_dir: str | Path) -> RunRecord:
         elif e.type is Event.STATEMENT_SENT:
             record.statements.append((str(d.get("step", "")), str(d.get("target", "")), str(d.get("text", ""))))
     return record
+
+
+def _notifications(run_dir: Path) -> list[dict[str, Any]]:
+    """Who was told what, from the notifier's ledger (notifications sent as the run ended cannot be
+    in the journal: nothing is journaled after the end)."""
+    import json
+
+    ledger = run_dir / "notifications.jsonl"
+    if not ledger.is_file():
+        return []
+    out = []
+    for line in ledger.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash: the others still tell
+        if isinstance(item, dict):
+            out.append(item)
+    return out
 
 
 def _read_start_and_end(record: RunRecord, entries: list[Entry]) -> None:
