@@ -175,3 +175,40 @@ def test_a_secret_webhook_url_is_read_from_the_environment_and_never_shown(tmp_p
     monkeypatch.delenv("DRENGINE_TEST_HOOK")
     code, out, _ = drill(inv, tmp_path / "again", "--rto", "60")
     assert code == 2 and "notify chat" in out and "DRENGINE_TEST_HOOK, which is not set" in out
+
+
+def test_a_full_queue_drops_and_says_so_without_waiting(tmp_path: Path) -> None:
+    from drengine.inventory import NotifyEvent, NotifyTarget
+    from drengine.notify import QUEUE_SIZE, Notice, Notifier
+
+    with dead_receiver() as url:
+        notifier = Notifier([NotifyTarget(name="dead", url=url, timeout=0.5)], "test", run_dir=tmp_path)
+        started = time.monotonic()
+        for i in range(QUEUE_SIZE + 10):
+            notifier.send(Notice(NotifyEvent.RUN_FINISHED, f"n{i}", "text", "info"))
+        offered = time.monotonic() - started
+        closing = time.monotonic()
+        failures = notifier.close()
+        closed = time.monotonic() - closing
+    assert offered < 0.1  # putting on the queue never waits for the webhook
+    assert closed < 0.5 + 0.5  # the exit waits at most the webhook's timeout (plus a little)
+    dropped = [f for f in failures if f.detail.startswith("dropped")]
+    unsent = [f for f in failures if f.detail.startswith("not sent")]
+    assert 8 <= len(dropped) <= 10 and len(unsent) >= QUEUE_SIZE - 2
+    assert any(f.detail.startswith("still sending") for f in failures)  # the one in flight is named too
+    assert (tmp_path / "notifications.jsonl").read_text().count('"ok": false') >= len(failures)
+
+
+def test_webhook_and_slack_bodies() -> None:
+    from drengine.inventory import NotifyEvent
+    from drengine.notify import Notice, slack_body, webhook_body
+
+    notice = Notice(NotifyEvent.GATE_WAITING, "gate waiting on c1", "run r waits at step promote", "warning",
+                    {"cluster": "c1", "run_dir": "runs/r", "step": "promote"})
+    assert webhook_body(notice) == {"source": "drengine", "event": "gate_waiting", "severity": "warning",
+                                    "title": "gate waiting on c1", "text": "run r waits at step promote",
+                                    "cluster": "c1", "run_dir": "runs/r", "step": "promote"}
+    slack = slack_body(notice)
+    assert slack["text"] == "gate waiting on c1: run r waits at step promote"
+    assert slack["blocks"][0]["text"]["text"] == ":warning: *gate waiting on c1*\nrun r waits at step promote"
+    assert slack["blocks"][1]["elements"][0]["text"] == "*cluster*: c1 · *run_dir*: runs/r"
