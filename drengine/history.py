@@ -131,7 +131,8 @@ def history_lines(series: list[Series], last: int, threshold: float) -> list[str
         for r in s.rows:
             flag = "REGRESSION: " + "; ".join(r.regressions) if r.regressions else (
                 f"median RTO before: {_s(r.rto_median)}" if r.rto_median is not None else "")
-            lines.append(f"  {_when(r.started):19}  {r.verdict:8}  {_s(r.rto):>10}  {_n(r.rto_objective):>9}  "
+            rto_objective = "-" if r.rto_objective is None else f"{r.rto_objective:g} s"
+            lines.append(f"  {_when(r.started):19}  {r.verdict:8}  {_s(r.rto):>10}  {rto_objective:>9}  "
                          f"{_n(r.lost_writes):>5}  {_n(r.lost_objective):>9}  {flag}".rstrip())
         lines.append("")
     flagged = sum(1 for s in series for r in s.rows if r.regressions)
