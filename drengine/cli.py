@@ -112,7 +112,7 @@ def _progress(entry: Any) -> None:
     elif t == "measurement":
         _out(f"   measured {d['name']}: {d['value']} {d.get('unit', '')}")
     elif t == "fault_injected":
-        _out(f"   FAULT {d['fault']} on {', '.join(d.get('members') or ['?'])}: {d['text']}")
+        _out(f"   FAULT on {', '.join(d.get('members') or ['?'])}: {d['text']}")
     elif t == "drill_verdict":
         for objective in d.get("objectives") or []:
             _out(f"   {objective['label']}: {objective['text']}")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from drengine.errors import InputError
 from drengine.files import atomic_write
 from drengine.journal import Entry, Event
 from drengine.objectives import Judgement
@@ -334,6 +335,9 @@ def prometheus(run_dir: Path) -> str:
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     record = read_run(run_dir)
+    if not record.is_drill:
+        raise InputError(f"{run_dir}: run {record.run_id} is a {record.mode}, not a drill; the Prometheus text "
+                         f"(drengine_drill_*) is written for drills only: choose --format md, html or junit")
     labels = {"cluster": record.cluster, "runbook": record.runbook, "fault": record.fault.name if record.fault else ""}
     registry = CollectorRegistry()
 

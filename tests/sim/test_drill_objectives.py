@@ -141,3 +141,10 @@ def test_report_command_formats(tmp_path: Path) -> None:
     assert code == 0 and 'drengine_drill_objective_met{cluster="sim-mariadb-healthy",fault="kill-primary",objective="rto"' in out
     code, out = cli("report", str(tmp_path / "nowhere"), "--format", "html")
     assert code == 2 and "no journal here" in out
+    code, out = cli("run", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb", "--yes",
+                    "--run-dir", str(tmp_path / "run"))
+    assert code == 0, out
+    code, out = cli("report", str(tmp_path / "run"), "--format", "prom")
+    assert code == 2 and "is a run, not a drill" in out
+    code, out = cli("report", str(tmp_path / "run"), "--format", "html", "--out", "-")
+    assert code == 0 and "Run DONE: mariadb-promote-survivor on sim-mariadb" in out and "table class=\"canaries\"" not in out
