@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -324,7 +324,7 @@ class _Drill:
         else:
             summary = "; ".join(reasons) + f" ({figures})"
             end = outcome.end if not runbook_ok else "not-recovered"
-        return RunOutcome(outcome.run_id, outcome.run_dir, end, passed, summary, outcome.plan)
+        return RunOutcome(outcome.run_id, outcome.run_dir, end, passed, summary, outcome.plan, outcome.left)
 
     def _wait_settled(self, backend: Any) -> float | None:
         started = time.monotonic()
@@ -390,62 +390,54 @@ def run_drill(request: DrillRequest) -> RunOutcome:
 
 
 def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOutcome:
-    """Bring the cluster back to full health after the drill (start what the fault stopped,
-    then the rejoin runbook, as its own run under `restore/`), journaled in the drill's journal."""
+    """Bring the cluster back to full health after the drill: start what the fault stopped, then
+    the rejoin runbook as its own run under `restore/`, whose journal records what was started,
+    the restore and how long it took. The drill's own journal ended with the drill."""
     import shutil
 
     from drengine.backends import open_backend
     from drengine.runbook import load_runbook
 
-    journal = JournalWriter(outcome.run_dir)
-
-    def show(entry: Entry) -> None:
-        for listener in request.listeners:
-            listener(entry)
-
-    journal.after_append = show
+    started = time.monotonic()
+    backend = open_backend(request.cluster, request.inventory, outcome.run_dir)
     try:
-        started = time.monotonic()
-        backend = open_backend(request.cluster, request.inventory, outcome.run_dir)
-        try:
-            brought = kit.bring_back(request.cluster, backend, request.fault, outcome.run_dir)
-        finally:
-            backend.close()
-        if brought is None:
-            journal.append(Event.NOTE, text=f"restore: not available for {request.cluster.kind} drills yet; "
-                                            f"bring the cluster back by hand before the next drill")
-            return outcome
-        journal.append(Event.NOTE, text=f"restore: {brought.text}; then {brought.runbook}")
-        restore_dir = outcome.run_dir / "restore"
-        state = outcome.run_dir / "sim-state.json"
-        if state.exists():  # a simulated cluster continues from where the drill left it
-            restore_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(state, restore_dir / "sim-state.json")
-        saved = {k: os.environ.get(k) for k in brought.env}
-        os.environ.update(brought.env)
-        try:
-            rejoined = start_run(RunRequest(
-                runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
-                mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
-                argv=request.argv,
-            ))
-            ok, summary = rejoined.success, rejoined.summary
-        except DrengineError as exc:
-            ok, summary = False, str(exc)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        journal.append(Event.NOTE, text=f"restore {'done' if ok else 'FAILED'}: {summary} (journal {restore_dir})")
+        brought = kit.bring_back(request.cluster, backend, request.fault, outcome.run_dir)
+    finally:
+        backend.close()
+    if brought is None:
+        return replace(outcome, summary=f"{outcome.summary}; restore: not available for {request.cluster.kind} drills "
+                                        f"yet: bring the cluster back by hand before the next drill")
+    restore_dir = outcome.run_dir / "restore"
+    state = outcome.run_dir / "sim-state.json"
+    if state.exists():  # a simulated cluster continues from where the drill left it
+        restore_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(state, restore_dir / "sim-state.json")
+
+    def around(journal: JournalWriter, backend: Any, walk: Callable[[], RunOutcome]) -> RunOutcome:
+        journal.append(Event.NOTE, text=f"restore after drill {outcome.run_id}: {brought.text}; then {brought.runbook}",
+                       drill_run=str(outcome.run_dir))
+        rejoined = walk()
         journal.append(Event.MEASUREMENT, name="restore_seconds", value=round(time.monotonic() - started, 3), unit="s",
                        text="start of the restore to the cluster rejoined")
-        journal.append(Event.MEASUREMENT, name="restored", value=1 if ok else 0, unit="")
-        if not ok:
-            return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end, outcome.success,
-                              f"{outcome.summary}; restore FAILED: {summary}", outcome.plan)
-        return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end, outcome.success,
-                          f"{outcome.summary}; restored: {summary}", outcome.plan)
+        journal.append(Event.MEASUREMENT, name="restored", value=1 if rejoined.success else 0, unit="")
+        return rejoined
+
+    saved = {k: os.environ.get(k) for k in brought.env}
+    os.environ.update(brought.env)
+    try:
+        rejoined = start_run(RunRequest(
+            runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
+            mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
+            argv=request.argv, around_walk=around,
+        ))
+        ok, summary = rejoined.success, rejoined.summary
+    except DrengineError as exc:
+        ok, summary = False, str(exc)
     finally:
-        journal.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    said = f"restored: {summary}" if ok else f"restore FAILED: {summary}"
+    return replace(outcome, summary=f"{outcome.summary}; {said} (journal {restore_dir})")

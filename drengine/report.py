@@ -68,6 +68,15 @@ def fault_words(record: RunRecord) -> str:
     return f"{record.fault.name} on {members}: {record.fault.description}{settled}"
 
 
+def restore_words(record: RunRecord) -> str:
+    r = record.restore
+    if r is None:
+        return ""
+    state = "done" if r.success else ("unfinished" if r.finished is None else "FAILED")
+    took = r.figure("restore_seconds")
+    return f"{state}: {r.runbook}: {r.summary}" + (f" (took {seconds(took)}; journal restore/)" if took is not None else "")
+
+
 def canary_lines(record: RunRecord) -> list[tuple[str, str, str]]:
     """(what, how many, what it means) for each canary figure."""
     c = record.canaries
@@ -201,6 +210,7 @@ def markdown(run_dir: Path) -> str:
               f"| cluster | `{record.cluster}` ({record.kind}{', simulated' if record.simulated else ''}) |",
               f"| mode | {record.mode}, gates answered by the {record.policy} policy |",
               f"| result | {_md(record.end)}: {_md(record.summary)} |",
+              *([f"| restore | {_md(restore_words(record))} |"] if record.restore else []),
               f"| run | `{record.run_id}`; {record.integrity} |", ""]
     if record.objectives:
         lines += ["## Objectives", "", "| figure | measured | objective | result |", "|---|---|---|---|"]
@@ -257,7 +267,7 @@ def html(run_dir: Path) -> str:
         r=record, title=headline(record), reasons=verdict_reasons(record),
         verdict_class="passed" if record.success else ("unfinished" if record.finished is None else "failed"),
         started_utc=utc(record.started), started_local=local(record.started), took=seconds(record.seconds),
-        fault=fault_words(record), objectives=[objective_row(j) for j in record.objectives],
+        fault=fault_words(record), restore=restore_words(record), objectives=[objective_row(j) for j in record.objectives],
         canaries=canary_lines(record) if record.is_drill else [], steps=step_rows(record),
         timeline=Markup(timeline_svg(record)), events=event_rows(record),
         generated=utc(time.time()),

@@ -141,6 +141,7 @@ class RunRecord:
     risks: list[Risk] = field(default_factory=list)
     statements: list[tuple[str, str, str]] = field(default_factory=list)  # (step, target, text)
     notifications: list[dict[str, Any]] = field(default_factory=list)  # from notifications.jsonl, beside the journal
+    restore: RunRecord | None = None  # `drill --restore`: the restore's own run, under restore/
 
     @property
     def is_drill(self) -> bool:
@@ -227,6 +228,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
     record = RunRecord(run_dir=journal.parent, entries=entries, integrity=integrity, integrity_ok=ok,
                        notifications=_notifications(journal.parent))
     _read_start_and_end(record, entries)
+    if (journal.parent / "restore" / "journal.jsonl").is_file():
+        record.restore = read_run(journal.parent / "restore")
     record.steps = _spans(entries)
     record.risks = _risks(entries)
     for e in entries:

@@ -181,7 +181,7 @@ def test_restore_rejoins_the_old_primary(tmp_path: Path, fault: str) -> None:
     code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb-healthy", "--fault", fault,
                     "--restore", "--run-dir", str(run_dir))
     assert code == 0, out
-    assert measurement(run_dir, "restored") == 1
+    assert measurement(run_dir / "restore", "restored") == 1
     from drengine.datastores.mariadb.sim import SimCluster
 
     sim = SimCluster.model_validate_json((run_dir / "restore" / "sim-state.json").read_text())
@@ -194,7 +194,8 @@ def test_restore_refuses_an_old_primary_with_unreplicated_writes(tmp_path: Path)
     code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb-healthy", "--fault",
                     "cut-replication", "--restore", "--run-dir", str(run_dir))
     assert code == 0, out  # the drill itself passed: the loss was the deliberate, measured one
-    assert measurement(run_dir, "restored") == 0
+    assert measurement(run_dir / "restore", "restored") == 0
+    assert "| restore | FAILED: mariadb-rejoin:" in (run_dir / "report.md").read_text()
     assert "restore FAILED" in out and "errant transactions: db1 has 10 transaction(s)" in out
 
 
@@ -203,7 +204,7 @@ def test_ceph_drill_restore_puts_min_size_back(tmp_path: Path) -> None:
     code, out = cli("drill", "ceph-degrade", "-i", str(ROOT / "inventory" / "simulated-ceph.yaml"),
                     "-c", "sim-ceph-healthy", "--fault", "kill-osds", "--restore", "--run-dir", str(run_dir))
     assert code == 0, out
-    assert measurement(run_dir, "restored") == 1
+    assert measurement(run_dir / "restore", "restored") == 1
     restored = [e.data["text"] for e in of_type(run_dir / "restore", "statement_sent")]
     assert any('"var": "min_size"' in s and '"val": "2"' in s for s in restored), restored
     assert '{"prefix": "osd unset", "key": "noout"}' in restored
