@@ -51,12 +51,13 @@ def headline(record: RunRecord) -> str:
 
 
 def verdict_reasons(record: RunRecord) -> list[str]:
-    """Why it passed or failed, most important first."""
+    """Why it passed or failed, most important first; then what is left to do."""
+    left = [f"left to do: {item}" for item in record.left]
     if record.verdict is not None:
         if record.verdict.passed:
             return [f"the runbook succeeded ({record.verdict.runbook_end}) and every objective set was met"]
-        return record.verdict.reasons or [record.summary]
-    return [record.summary]
+        return (record.verdict.reasons or [record.summary]) + left
+    return [record.summary] + left
 
 
 def fault_words(record: RunRecord) -> str:
@@ -152,6 +153,12 @@ def _detail(e: Entry) -> str:
         text = f"{d.get('name')} = {d.get('value')} {d.get('unit', '')}"
     elif t is Event.DRILL_VERDICT:
         text = str(d.get("text", d.get("verdict", "")))
+    elif t is Event.GOAL_CHECKED:
+        text = f"{'goal holds' if d.get('holds') else 'goal does NOT hold'}: {d.get('summary', '')}"
+    elif t is Event.OBSERVED_AGAIN:
+        text = f"observed again from {d.get('start', 'the start')}: {d.get('reason', '')}"
+    elif t is Event.STEP_INTERRUPTED:
+        text = f"interrupted, effect unknown: {d.get('summary', '')}"
     else:
         text = d.get("text", "")
     return str(text).replace("\n", " ")

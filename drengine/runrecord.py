@@ -134,6 +134,7 @@ class RunRecord:
     end: str = "unfinished"
     success: bool = False
     summary: str = "the run was interrupted (resume it with `drengine run --resume RUN_DIR`)"
+    left: list[str] = field(default_factory=list)  # what the goal check said is left to do
     steps: list[StepSpan] = field(default_factory=list)
     fault: Fault | None = None
     measurements: dict[str, Measurement] = field(default_factory=dict)
@@ -299,6 +300,7 @@ def _read_start_and_end(record: RunRecord, entries: list[Entry]) -> None:
         record.end = str(f.data.get("end", "?"))
         record.success = bool(f.data.get("success"))
         record.summary = str(f.data.get("summary", ""))
+        record.left = [str(item) for item in f.data.get("left") or []]
 
 
 def _spans(entries: list[Entry]) -> list[StepSpan]:
@@ -352,6 +354,8 @@ def _risks(entries: list[Entry]) -> list[Risk]:
             level = str(question.data.get("level", ""))
             how = _how(str(d.get("policy", "")), str(d.get("reason", "")), level, False)
             for risk in question.data.get("risks") or []:
+                if any(r.step == d.get("step") and r.risk == risk and r.who == d.get("who") for r in risks):
+                    continue  # the same approval standing after the cluster was observed again
                 risks.append(Risk(str(d.get("step")), str(risk), str(d.get("who", "?")), how, e.ts, False))
         elif e.type is Event.OVERRIDE:
             answer = answered.get(str(d.get("step")))

@@ -173,6 +173,9 @@ def test_ceph_kill_osds_drill(tmp_path: Path) -> None:
     assert int(measurement(run_dir, "canaries_failed")) > 0  # I/O blocked until min_size was lowered  # type: ignore[call-overload]
     statements = [e.data["text"] for e in of_type(run_dir, "statement_sent")]
     assert any('"var": "min_size"' in s and '"val": "1"' in s for s in statements), statements
+    risks = (run_dir / "report.md").read_text().split("## Risks accepted")[1].split("##")[0]
+    assert "- lower-min-size: writes to pool" in risks and "approved by the drill policy (drill target)" in risks
+    assert "kill-osds on osd.1, osd.2" in (run_dir / "report.md").read_text()
 
 
 @pytest.mark.parametrize("fault", ["kill-primary", "hang-primary"])
