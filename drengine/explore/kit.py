@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drengine.errors import InputError
-from drengine.explore.scenario import MemberSpec, Prelude
+from drengine.explore.scenario import MemberSpec, Prelude, WorldChange
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -82,6 +82,9 @@ class Watch:
     def at_end(self, model: Any, ledger: Ledger, success: bool) -> list[Violation]:
         return []
 
+    def prelude(self, before: Any, after: Any) -> None:
+        """The simulator state before and after the scenario's prelude run (if it has one)."""
+
 
 class Kit:
     """Base of a datastore's explore kit."""
@@ -100,6 +103,12 @@ class Kit:
 
     def prelude(self, runbook: str) -> Prelude | None:
         return None
+
+    def after_prelude(self, runbook: str, situation: Situation) -> SearchStrategy[list[WorldChange]]:
+        """How the world changes between the prelude run and the explored one."""
+        from hypothesis import strategies as st
+
+        return st.just([])
 
     def model(self, backend: Any) -> Any:
         """The live simulator state of an open backend."""
@@ -121,9 +130,10 @@ class Kit:
         """Apply a fault operation through the backend (it saves its state)."""
         getattr(backend, op)(member)
 
-    def goal(self, runbook: str, model: Any) -> str | None:
+    def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
         """None when the runbook's goal holds in this final state, else why not. Computed
-        from the simulator's state, independently of the runbook's goal action."""
+        from the simulator's state, independently of the runbook's goal action (`watch` is
+        the scenario's, for what it saw before: the state before a prelude run)."""
         raise NotImplementedError
 
     def watch(self, runbook: str) -> Watch:

@@ -13,9 +13,11 @@ directory exactly as a SIGKILL at that boundary would.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,22 @@ class ScriptedGates:
         return GateAnswer(Answer(scripted), WHO, self.name, f"scripted {scripted}", when=when)
 
 
+@contextlib.contextmanager
+def _prelude_input(name: str, run_dir: Path) -> Iterator[None]:
+    """Give the prelude's run directory to the explored run as the runbook input `name`
+    (ceph-restore reads its degrade run from $DRENGINE_DEGRADE_RUN)."""
+    variable = f"DRENGINE_{name.upper()}"
+    before = os.environ.get(variable)
+    os.environ[variable] = str(run_dir)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[variable]
+        else:
+            os.environ[variable] = before
+
+
 class ScenarioRun:
     """One scenario, from its first run to its last resume."""
 
@@ -98,6 +116,7 @@ class ScenarioRun:
         self.kit = runner.kit
         self.scenario = scenario
         self.run_dir = run_dir
+        self.prelude_dir = run_dir.parent / "prelude"
         self.clock = SimulatedClock()
         self.ledger = Ledger()
         self.watch: Watch = runner.kit.watch(scenario.runbook)
@@ -171,6 +190,12 @@ class ScenarioRun:
         runner.write_state(self.scenario.state)
         if self.scenario.prelude is not None:
             self._prelude()
+            if self.scenario.prelude.input:
+                with _prelude_input(self.scenario.prelude.input, self.prelude_dir):
+                    return self._segments()
+        return self._segments()
+
+    def _segments(self) -> Result:
         end = "error"
         while True:
             self.segment_events, self.dead, self.segment_seen = 0, False, []
@@ -224,7 +249,6 @@ class ScenarioRun:
                 runbook=runner.runbook, inventory=runner.inventory, cluster=runner.cluster, mode=Mode.RUN,
                 gates=self.gates, run_dir=self.run_dir, lock_dir=runner.locks, listeners=[self.on_event],
                 around_walk=self.around, clock=self.clock, durable=runner.durable,
-                **runner.inputs_for(self.scenario),
             ))
         return resume_run(self.run_dir, self.gates, [self.on_event], lock_dir=runner.locks, clock=self.clock,
                           around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory))
@@ -261,14 +285,26 @@ class ScenarioRun:
         from drengine.gates import FlagPolicy
 
         runbook = self.runner.prelude_runbook(prelude.runbook)
+        before = self.runner.final_model()
         try:
             start_run(RunRequest(
                 runbook=runbook, inventory=self.runner.inventory, cluster=self.runner.cluster, mode=Mode.RUN,
-                gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=self.run_dir.parent / "prelude",
+                gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=self.prelude_dir,
                 lock_dir=self.runner.locks, clock=self.clock, durable=self.runner.durable,
             ))
         except DrengineError:
             pass  # the explored run meets whatever the prelude left behind
+        self.watch.prelude(before, self.runner.final_model())
+        changes = self.changes_at("prelude", 0)
+        if changes:
+            from drengine.backends import open_backend
+
+            backend = open_backend(self.runner.cluster, self.runner.inventory, self.prelude_dir)
+            try:
+                for change in changes:
+                    self.apply(change, backend)
+            finally:
+                backend.close()
 
     # -- the verdict ----------------------------------------------------------------------------
     def _judge(self, end: str) -> Result:
@@ -286,7 +322,8 @@ class ScenarioRun:
         model = self.runner.final_model()
         if success:
             # Judged on the state the engine's goal check saw: the world may change after it.
-            why = self.kit.goal(self.scenario.runbook, self.goal_state if self.goal_state is not None else model)
+            why = self.kit.goal(self.scenario.runbook, self.goal_state if self.goal_state is not None else model,
+                                self.watch)
             if why is not None:
                 found.append(Violation("goal.success-implies-goal",
                                        f"the run ended {last.data.get('end') if last else '?'} with success, but in the "
@@ -335,9 +372,6 @@ class Runner:
         if name not in self._preludes:
             self._preludes[name] = load_runbook(name)
         return self._preludes[name]
-
-    def inputs_for(self, scenario: Scenario) -> dict[str, Any]:
-        return {}
 
     def use_members(self, members: list[MemberSpec]) -> None:
         key = tuple(members)

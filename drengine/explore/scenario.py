@@ -39,11 +39,12 @@ class WorldChange(Strict):
     when: `gate`: while the `index`-th gate asked in the scenario (0-based) waits for its
     answer; `event`: right after the `index`-th journal event of the scenario (1-based, all
     segments counted), a member flapping behind the engine's back; `crash`: while the engine
-    is dead after its `index`-th kill (1-based), before it is resumed. The simulated clock
-    moves on by `advance` seconds at the same time.
+    is dead after its `index`-th kill (1-based), before it is resumed; `prelude`: after the
+    prelude run, before the explored one (the OSDs back before ceph-restore). The simulated
+    clock moves on by `advance` seconds at the same time.
     """
 
-    when: Literal["gate", "event", "crash"]
+    when: Literal["gate", "event", "crash", "prelude"]
     index: int = Field(ge=0)
     op: str
     member: str
@@ -51,7 +52,8 @@ class WorldChange(Strict):
 
     def describe(self) -> str:
         where = {"gate": f"while gate #{self.index} waits", "event": f"right after journal event #{self.index}",
-                 "crash": f"while the engine is dead after kill #{self.index}"}[self.when]
+                 "crash": f"while the engine is dead after kill #{self.index}",
+                 "prelude": "after the prelude run"}[self.when]
         later = f", {self.advance:g} s later" if self.advance else ""
         return f"{self.op} {self.member} {where}{later}"
 

@@ -55,9 +55,11 @@ def scenarios(kit: Kit, runbook: str) -> st.SearchStrategy[Scenario]:
         answers = draw(st.lists(st.sampled_from(ANSWERS), max_size=6))
         crashes = draw(st.lists(st.integers(0, 60), max_size=3))
         changes = draw(st.lists(_change(kit, names), max_size=3)) if kit.ops else []
+        prelude = kit.prelude(runbook)
+        if prelude is not None:
+            changes = draw(kit.after_prelude(runbook, situation)) + changes
         return Scenario(runbook=runbook, kind=kit.kind, label=situation.label, members=situation.members,
-                        state=situation.state, prelude=kit.prelude(runbook), answers=answers, crashes=crashes,
-                        changes=changes)
+                        state=situation.state, prelude=prelude, answers=answers, crashes=crashes, changes=changes)
 
     return build()
 

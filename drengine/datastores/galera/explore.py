@@ -145,7 +145,7 @@ class GaleraKit(Kit):
         return {"kill": n.process in ("running", "hung"), "hang": n.process == "running",
                 "resume": n.process == "hung"}.get(op, True)
 
-    def goal(self, runbook: str, model: Any) -> str | None:
+    def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
         return primary_component_goal(model)
 
     def watch(self, runbook: str) -> Watch:

@@ -217,7 +217,7 @@ class MariaDBKit(Kit):
         s: SimServer = model.server(member)
         return {"kill": s.alive, "hang": s.alive and not s.hung, "revive": not s.alive or s.hung}.get(op, True)
 
-    def goal(self, runbook: str, model: Any) -> str | None:
+    def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
         return replication_goal(model)
 
     def watch(self, runbook: str) -> Watch:
