@@ -32,7 +32,7 @@ from drengine.errors import (
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, Inventory, load_inventory
-from drengine.journal import Entry, Event, JournalWriter, read_entries, verify
+from drengine.journal import Entry, Event, JournalWriter, verified_entries
 from drengine.lock import Acquired, ClusterLock
 from drengine.runbook import Runbook, StepSpec, load_runbook
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, Statement, StepResult
@@ -726,10 +726,11 @@ class ResumePoint:
     mutated: bool  # a mutating step started before: decisions after it are the steps' own to refresh
 
 
-def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePoint:
-    """Replay the journal's step outcomes through the runbook's state machine."""
-    verify(run_dir)
-    entries = list(read_entries(run_dir / "journal.jsonl"))
+def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: list[Entry] | None = None) -> ResumePoint:
+    """Replay the journal's step outcomes through the runbook's state machine (`entries`: the
+    journal's events, already verified by the caller)."""
+    if entries is None:
+        entries = verified_entries(run_dir)
     starts = [e for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
@@ -768,10 +769,10 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
-        verify(run_dir)
+        entries = verified_entries(run_dir)
     except JournalCorrupt as exc:
         raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
-    starts = [e.data for e in read_entries(run_dir / "journal.jsonl") if e.type is Event.RUN_STARTED]
+    starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
     started = starts[0]
@@ -783,7 +784,7 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
             f"cannot resume: runbook {runbook.path} changed since the run started (sha256 was "
             f"{started['runbook_sha256'][:12]}, now {runbook.digest[:12]}); restore it or start a new run"
         )
-    point = find_resume_point(run_dir, runbook)
+    point = find_resume_point(run_dir, runbook, entries)
     if point.finished:
         raise InputError(f"{run_dir}: this run already finished; start a new run instead of resuming")
     if started["mode"] == Mode.PLAN.value:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from drengine.errors import JournalCorrupt
 from drengine.explore.kit import Violation
-from drengine.journal import Entry, Event, read_entries, verify
+from drengine.journal import Entry, Event, verified_entries
 from drengine.runbook import Runbook
 from drengine.steps import Effect, GateLevel
 
@@ -25,10 +25,9 @@ RESUMABLE = ("stopped", "crashed", "interrupted")
 
 def journal_entries(run_dir: Path) -> tuple[list[Entry], list[Violation]]:
     try:
-        verify(run_dir)
+        return verified_entries(run_dir), []
     except JournalCorrupt as exc:
         return [], [Violation("journal.verifies", str(exc))]
-    return list(read_entries(run_dir / "journal.jsonl")), []
 
 
 def _where(entry: Entry) -> str:

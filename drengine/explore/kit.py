@@ -168,6 +168,28 @@ def mostly(common: Any, *rare: Any, percent: int = 75) -> SearchStrategy[Any]:
                                   rare[(v - percent) * len(rare) // (100 - percent)])
 
 
+def pick(digit: int, common: Any, *rare: Any, percent: int = 75) -> Any:
+    """A value from one base-100 digit: `common` for digits below `percent`, else one of `rare`
+    (0 is always `common`: packed digits shrink towards the usual case)."""
+    if digit < percent or not rare:
+        return common
+    return rare[(digit - percent) * len(rare) // (100 - percent)]
+
+
+def portion(digit: int, top: int) -> int:
+    """A number from 0 to `top` from one base-100 digit (0 for 0)."""
+    return digit * (top + 1) // 100
+
+
+def digits(count: int) -> SearchStrategy[list[int]]:
+    """`count` base-100 digits from ONE draw: hypothesis spends most of a scenario's generation
+    time per draw, so a record (a server, a node) is one draw, decoded with `pick`/`portion`.
+    Shrinking the number shrinks the digits towards 0, the usual case."""
+    from hypothesis import strategies as st
+
+    return st.integers(0, 100 ** count - 1).map(lambda v: [(v // 100 ** i) % 100 for i in range(count)])
+
+
 def kit_for(kind: str) -> Kit:
     """The explore kit of a datastore kind (`drengine/datastores/<kind>/explore.py`)."""
     try:

@@ -24,37 +24,52 @@ from hypothesis import strategies as st
 from hypothesis.reporting import with_reporter
 
 from drengine.engine import FRESH_FOR
-from drengine.explore.kit import Kit, Situation, Violation
+from drengine.explore.kit import Kit, Situation, Violation, digits, pick, portion
 from drengine.explore.runner import Result, Runner
 from drengine.explore.scenario import Scenario, WorldChange, write
 
 ANSWERS = ("proceed", "skip", "retry", "abort", "stop")
 
 
-@st.composite
-def _change(draw: st.DrawFn, kit: Kit, members: list[str]) -> WorldChange:
-    when = draw(st.sampled_from(["gate", "crash", "event"] if kit.flaps else ["gate", "crash"]))
-    member = draw(st.sampled_from(members))
+def _change(d: list[int], kit: Kit, members: list[str]) -> WorldChange | None:
+    """One world change from six digits (None when the first says there is none)."""
+    when = pick(d[0], None, "gate", "crash", *(["event"] if kit.flaps else []), percent=40)
+    if when is None or not kit.ops:
+        return None
+    member = members[portion(d[1], len(members) - 1)]
     if when == "event":
-        return WorldChange(when="event", index=draw(st.integers(1, 60)), op=draw(st.sampled_from(kit.flaps)),
-                           member=member)
+        return WorldChange(when="event", index=1 + portion(d[2], 59), op=kit.flaps[d[3] * len(kit.flaps) // 100], member=member)
     # A change while a gate waits or while the engine is dead takes time: past the engine's
     # freshness limit, so what it decided before must be observed again.
-    advance = draw(st.sampled_from([2 * FRESH_FOR, 60.0, 3600.0]))
-    index = draw(st.integers(0, 6) if when == "gate" else st.integers(1, 3))
-    return WorldChange(when=when, index=index, op=draw(st.sampled_from(kit.ops)), member=member, advance=advance)
+    advance = pick(d[4], 2 * FRESH_FOR, 60.0, 3600.0, percent=50)
+    index = portion(d[2], 6) if when == "gate" else 1 + portion(d[2], 2)
+    return WorldChange(when=when, index=index, op=kit.ops[d[3] * len(kit.ops) // 100], member=member, advance=advance)
+
+
+ANSWER_DIGITS = digits(6)
+CRASH_DIGITS = digits(3)
+CHANGE_DIGITS = digits(18)
 
 
 def scenarios(kit: Kit, runbook: str) -> st.SearchStrategy[Scenario]:
-    """Every dimension of a scenario; each one shrinks towards "nothing unusual happens"."""
+    """Every dimension of a scenario; each one shrinks towards "nothing unusual happens". The
+    answers, kills and world changes are packed into one draw each (see kit.digits)."""
 
     @st.composite
     def build(draw: st.DrawFn) -> Scenario:
         situation: Situation = draw(kit.situations(runbook))
         names = [m.name for m in situation.members]
-        answers = draw(st.lists(st.sampled_from(ANSWERS), max_size=6))
-        crashes = draw(st.lists(st.integers(0, 60), max_size=3))
-        changes = draw(st.lists(_change(kit, names), max_size=3)) if kit.ops else []
+        answers = []
+        for d in draw(ANSWER_DIGITS):
+            answer = pick(d, None, *ANSWERS, percent=45)
+            if answer is None:
+                break
+            answers.append(answer)
+        crashes = [0 if d < 45 else 1 + (d - 45) * 40 // 55 for d in draw(CRASH_DIGITS)]
+        while crashes and not crashes[-1]:
+            crashes.pop()
+        packed = draw(CHANGE_DIGITS)
+        changes = [c for c in (_change(packed[i:i + 6], kit, names) for i in range(0, 18, 6)) if c is not None]
         prelude = kit.prelude(runbook)
         if prelude is not None:
             changes = draw(kit.after_prelude(runbook, situation)) + changes
@@ -125,16 +140,17 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
     over = [False]
 
     def check(scenario: Scenario) -> None:
-        key = _key(scenario)
-        if key not in failed_keys:
-            if over[0] or (budget is not None and time.perf_counter() - started > budget):
-                over[0] = True
-                return
-            if not failed:
-                report.explored += 1
+        spent = over[0] or (budget is not None and time.perf_counter() - started > budget)
+        seen = spent and _key(scenario) in failed_keys  # hashed only when it matters: it costs
+        if spent and not seen:
+            over[0] = True
+            return
+        fresh = not seen and not failed
+        if fresh:
+            report.explored += 1
         result = runner.run(scenario)
         report.runs += 1
-        if key not in failed_keys and not failed:
+        if fresh:
             report.ends[result.end] += 1
             report.kills += result.kills
             report.resumes += result.segments - 1
@@ -149,7 +165,7 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
         if violations:
             invariant = sorted(v.invariant for v in violations)[0]
             failed[invariant] = result
-            failed_keys.add(key)
+            failed_keys.add(_key(scenario))
             raise _violation_type(invariant)("; ".join(v.line() for v in violations))
 
     test = settings(

@@ -21,26 +21,14 @@ from typing import Any
 from hypothesis import strategies as st
 
 from drengine.datastores.ceph.sim import READ_ONLY_PREFIXES
-from drengine.datastores.ceph.simcluster import CephSim, SimState, UnfoundObject, _add_pool, _b64, _cluster
-from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, mostly
+from drengine.datastores.ceph.simcluster import CephSim, SimMon, SimState, UnfoundObject, _add_pool, _b64, _cluster
+from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, mostly, pick
 from drengine.explore.scenario import MemberSpec, Prelude, WorldChange
 from drengine.journal import Entry
 
-OSDS = mostly(3, 4, 5, 6, percent=55)
-CLASSES = mostly("hdd", "mixed", percent=75)
-POOLS = mostly(1, 2, 3, percent=60)
-SIZE = mostly(3, 2, percent=80)
-MIN_SIZE = mostly(2, 1, percent=80)
-ON_CLASS = mostly(False, True, percent=70)
-OBJECTS = mostly(2, 0, 1, 3, percent=70)
-DOWN = mostly(True, False, percent=45)
-LONG_DOWN = mostly(False, True, percent=80)
-PRESET = mostly((), ("noout",), ("norebalance",), ("norecover",), percent=80)
-UNFOUND = mostly(False, True, percent=85)
-MONS_DOWN = mostly(0, 1, 2, percent=70)
-QUORUM_MONS_DOWN = mostly(2, 1, 0, 3, percent=70)
-MON_COUNT = mostly(3, 5, percent=80)
-BACK_AFTER = mostly("all", "none", "some", percent=70)
+CLUSTER = digits(7)
+POOL = digits(5)
+DOWN = digits(6)  # one digit per OSD
 
 
 def _members(state: SimState) -> list[MemberSpec]:
@@ -61,43 +49,45 @@ def _unfound(sim: CephSim, pool: str) -> None:
 
 
 @st.composite
-def osds_lost(draw: st.DrawFn, mons_down: st.SearchStrategy[int] = MONS_DOWN) -> Situation:
-    count = draw(OSDS)
-    classes = ["hdd"] * count if draw(CLASSES) == "hdd" else ["ssd" if i % 2 else "hdd" for i in range(count)]
+def osds_lost(draw: st.DrawFn, quorum: bool = False) -> Situation:
+    c = draw(CLUSTER)  # one draw for the cluster, one per pool, one for the OSDs down (see kit.digits)
+    count = pick(c[0], 3, 4, 5, 6, percent=55)
+    mixed = pick(c[1], False, True, percent=75)
+    classes = ["ssd" if mixed and i % 2 else "hdd" for i in range(count)]
     sim = _cluster(count, hosts=[f"ceph{i + 1}" for i in range(count)], classes=classes)
-    mon_count = draw(MON_COUNT)
+    mon_count = pick(c[2], 3, 5, percent=80)
     if mon_count != len(sim.state.mons):
-        from drengine.datastores.ceph.simcluster import SimMon
-
         names = [chr(ord("a") + i) for i in range(mon_count)]
         sim.state.mons = [SimMon(name=n, port=3300 + i, monmap=list(names)) for i, n in enumerate(names)]
     pools = []
-    for i in range(draw(POOLS)):
-        size = min(draw(SIZE), count)
-        min_size = min(draw(MIN_SIZE), size)
+    for i in range(pick(c[3], 1, 2, 3, percent=60)):
+        d = draw(POOL)
+        size = min(pick(d[0], 3, 2, percent=80), count)
+        min_size = min(pick(d[1], 2, 1, percent=80), size)
         device = None
-        if draw(ON_CLASS) and len(set(classes)) > 1:
+        if pick(d[2], False, True, percent=70) and mixed:
             device = classes[i % 2]
             size = min(size, classes.count(device))
             min_size = min(min_size, size)
         name = ["rbd", "volumes", "backups"][i]
-        _add_pool(sim, name, size=size, min_size=min_size, pg_num=4, device_class=device, rule=i, objects=draw(OBJECTS))
+        _add_pool(sim, name, size=size, min_size=min_size, pg_num=4, device_class=device, rule=i,
+                  objects=pick(d[3], 2, 0, 1, 3, percent=70))
         pools.append(name)
-    if draw(UNFOUND) and count >= 3:
+    if pick(c[4], False, True, percent=85) and count >= 3:
         _unfound(sim, pools[0])
-    sim.state.flags = sorted({*sim.state.flags, *draw(PRESET)})
-    down = [o.id for o in sim.state.osds if draw(DOWN)]
+    sim.state.flags = sorted({*sim.state.flags, *pick(c[5], (), ("noout",), ("norebalance",), ("norecover",), percent=80)})
+    d = draw(DOWN)
+    down = [o.id for o in sim.state.osds if pick(d[o.id], True, False, percent=45)]
     sim.kill_osds(down)
-    if down and draw(LONG_DOWN):
+    if down and pick(c[6] % 10, False, True, percent=8):
         sim.elapse(700.0)  # past mon_osd_down_out_interval: marked out unless noout
-    lost = draw(mons_down)
+    lost = pick(c[6] // 10, 2, 1, 0, 3, percent=7) if quorum else pick(c[6] // 10, 0, 1, 2, percent=7)
     sim.kill_mons([m.name for m in sim.state.mons[len(sim.state.mons) - min(lost, len(sim.state.mons)):]])
     sim.close()
     label = (f"{count} OSDs ({'/'.join(sorted(set(classes)))}), pools {', '.join(pools)}, "
              f"down {', '.join(f'osd.{i}' for i in down) or 'none'}, flags {', '.join(sim.state.flags) or 'none'}, "
              f"{lost} of {mon_count} monitors down")
-    state = json.loads(sim.to_json())
-    return Situation(label, _members(sim.state), state)
+    return Situation(label, _members(sim.state), json.loads(sim.to_json()))
 
 
 def _sim(model: Any) -> CephSim:
@@ -129,7 +119,8 @@ def quorums(model: Any) -> list[list[str]]:
 class CephWatch(Watch):
     def __init__(self, runbook: str) -> None:
         self.runbook = runbook
-        self.before: CephSim | None = None
+        self.sizes: dict[int, int] | None = None  # min_size per pool at the last event
+        self.peered: set[int] = set()  # pools inactive for want of copies when the last step started
         self.original: SimState | None = None  # before the prelude's degrade run
         self.degraded: SimState | None = None  # after it
 
@@ -140,22 +131,25 @@ class CephWatch(Watch):
         if model is None:
             return []
         now = _sim(model)
-        before, self.before = self.before, _copy(now)
+        sizes = {p.id: p.min_size for p in now.state.pools}
+        before, self.sizes = self.sizes, sizes
+        if entry.type.value == "step_started":
+            # Which pools are inactive for want of copies, just before a step acts (looking at the
+            # PGs costs: once per step, not per event).
+            self.peered = peered_pools(now)
         found = []
         if len(quorums(now)) > 1:
             found.append(Violation("ceph.one-monitor-quorum",
                                    "two monitor quorums: " + " | ".join(", ".join(q) for q in quorums(now))))
         if before is None:
             return found
-        lowered = [p for p in now.state.pools
-                   if p.min_size < next((b.min_size for b in before.state.pools if b.id == p.id), p.min_size)]
+        lowered = [p for p in now.state.pools if p.min_size < before.get(p.id, p.min_size)]
         if lowered and self.runbook != "ceph-restore":
-            blocked = peered_pools(before)
             for pool in lowered:
-                if pool.id not in blocked and not ledger.accepts(pool.name):
+                if pool.id not in self.peered and not ledger.accepts(pool.name):
                     found.append(Violation("ceph.min-size-only-where-blocked",
                                            f"min_size of pool {pool.name} was lowered to {pool.min_size} although none "
-                                           f"of its PGs was inactive for want of copies"))
+                                           f"of its PGs was inactive for want of copies when the step started"))
         found += self._restore_keeps_the_operators(now)
         return found
 
@@ -201,9 +195,7 @@ class CephKit(Kit):
     timeouts = {"connect": 1, "read": 2, "catch_up": 5}
 
     def situations(self, runbook: str) -> st.SearchStrategy[Situation]:
-        if runbook == "ceph-mon-quorum":
-            return osds_lost(QUORUM_MONS_DOWN)
-        return osds_lost()
+        return osds_lost(quorum=runbook == "ceph-mon-quorum")
 
     def prelude(self, runbook: str) -> Prelude | None:
         return Prelude(runbook="ceph-degrade", input="degrade_run") if runbook == "ceph-restore" else None
@@ -217,7 +209,7 @@ class CephKit(Kit):
             chosen = down if which == "all" else ([] if which == "none" else down[::2])
             return [WorldChange(when="prelude", index=0, op="start", member=m, advance=60.0) for m in chosen]
 
-        return BACK_AFTER.map(back)
+        return mostly("all", "none", "some", percent=70).map(back)
 
     def model(self, backend: Any) -> Any:
         return backend.sim

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -163,6 +164,7 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode())
 
 
+@lru_cache(maxsize=65536)  # pure, and computed for every PG and OSD at every look: once is enough
 def _score(pool: int, seed: int, osd: int) -> int:
     """Rendezvous hashing standing in for CRUSH: stable, spreads PGs, keeps down-but-in OSDs mapped."""
     return int.from_bytes(hashlib.sha256(f"{pool}.{seed}.{osd}".encode()).digest()[:8], "big")

@@ -13,26 +13,21 @@ simulator's own nodes:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
 
 from drengine.datastores.galera.sim import SimGalera, SimNode
-from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, mostly
+from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
 
 HISTORY = "6d3c7a8e-1b2c-4d5e-9f00-000000000001"
 OTHER_HISTORY = "6d3c7a8e-1b2c-4d5e-9f00-0000000000ff"
 
-COUNT = mostly(3, 2, 4, 5, percent=60)
-PROCESS = mostly("killed", "running", "stopped", "hung", percent=40)
-AHEAD = mostly(0, 1, 3, 8, percent=50)
-SIDE = mostly(0, 1, percent=85)
-HISTORY_OF = mostly(HISTORY, OTHER_HISTORY, percent=92)
-GRASTATE_KNOWN = mostly(False, True, percent=85)  # a killed node's grastate.dat says -1
-LAST_PRIMARY = mostly("all", "subset", percent=70)
-GCACHE = mostly(0, 50, 200, percent=70)
+CLUSTER = digits(3)
+NODE = digits(5)
 
 
 def _member(i: int) -> MemberSpec:
@@ -41,33 +36,30 @@ def _member(i: int) -> MemberSpec:
 
 @st.composite
 def quorum_lost(draw: st.DrawFn) -> Situation:
-    count = draw(COUNT)
-    base = 100
+    c = draw(CLUSTER)
+    count = pick(c[0], 3, 2, 4, 5, percent=60)
     nodes = []
     for i in range(count):
         m = _member(i)
-        process = draw(PROCESS)
-        seqno = base + draw(AHEAD)
-        uuid = draw(HISTORY_OF)
-        grastate = seqno if process == "stopped" or (process == "killed" and draw(GRASTATE_KNOWN)) else -1
+        d = draw(NODE)  # one draw per node (see kit.digits)
+        process = pick(d[0], "killed", "running", "stopped", "hung", percent=40)
+        seqno = 100 + pick(d[1], 0, 1, 3, 8, percent=50)
+        uuid = pick(d[2], HISTORY, OTHER_HISTORY, percent=92)
+        known = pick(d[3], False, True, percent=85)  # a killed node's grastate.dat says -1
+        grastate = seqno if process == "stopped" or (process == "killed" and known) else -1
         nodes.append(SimNode(name=m.name, address=m.address, port=m.port, process=process, seqno=seqno, uuid=uuid,
-                             grastate_seqno=grastate, side=draw(SIDE), primary=False))
+                             grastate_seqno=grastate, side=pick(d[4], 0, 1, percent=85), primary=False))
     stopped = [n for n in nodes if n.process == "stopped"]
     if stopped:  # Galera marks safe_to_bootstrap on the last node to leave cleanly
         max(stopped, key=lambda n: n.seqno).safe_to_bootstrap = True
     last = [n.name for n in nodes]
-    if draw(LAST_PRIMARY) == "subset":
+    if pick(c[1], "all", "subset", percent=70) == "subset":
         last = [n.name for n in nodes if n.process == "running" or n.name == nodes[0].name]
-    sim = SimGalera(nodes=nodes, state_uuid=HISTORY, last_primary=last, gcache_low=draw(GCACHE))
+    sim = SimGalera(nodes=nodes, state_uuid=HISTORY, last_primary=last, gcache_low=pick(c[2], 0, 50, 200, percent=70))
     sim.settle()  # running nodes holding a majority of the last Primary component are Primary
     label = ", ".join(f"{n.name} {n.process} {n.seqno}{'*' if n.uuid != HISTORY else ''}"
                       f"{' side ' + str(n.side) if n.side else ''}{' Primary' if n.primary else ''}" for n in sim.nodes)
     return Situation(label, [_member(i) for i in range(count)], sim.model_dump(mode="json"))
-
-
-def readable(n: SimNode) -> bool:
-    """Its position can be read: it answers (running), or its data is on disk (stopped, killed)."""
-    return n.process != "hung"
 
 
 def components(sim: SimGalera) -> dict[int, list[SimNode]]:
@@ -78,38 +70,46 @@ def components(sim: SimGalera) -> dict[int, list[SimNode]]:
     return sides
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What the watch keeps of the last event (a copy of the whole model costs too much)."""
+
+    primary: bool  # some Primary component existed
+    nodes: tuple[tuple[str, str, str, int], ...]  # name, process, history, seqno
+
+
 class GaleraWatch(Watch):
     def __init__(self) -> None:
-        self.before: SimGalera | None = None
+        self.before: Seen | None = None
 
     def after_event(self, entry: Entry, model: Any, ledger: Ledger) -> list[Violation]:
         if model is None:
             return []
         sim: SimGalera = model
-        before, self.before = self.before, sim.model_copy(deep=True)
-        found = []
         primary = components(sim)
+        before = self.before
+        self.before = Seen(bool(primary), tuple((n.name, n.process, n.uuid, n.seqno) for n in sim.nodes))
+        found = []
         if len(primary) > 1 and not ledger.accepts("split") and not ledger.overrides:
             shown = " | ".join(", ".join(n.name for n in side) for side in primary.values())
             found.append(Violation("galera.one-primary-component", f"{len(primary)} Primary components: {shown}"))
-        if before is not None and not components(before) and primary:
+        if before is not None and not before.primary and primary:
             found += self._bootstrapped(before, [n for side in primary.values() for n in side], ledger)
         return found
 
-    def _bootstrapped(self, before: SimGalera, now: list[SimNode], ledger: Ledger) -> list[Violation]:
-        """A Primary component appeared: its position must be the highest one that could be read."""
+    def _bootstrapped(self, before: Seen, now: list[SimNode], ledger: Ledger) -> list[Violation]:
+        """A Primary component appeared: its position must be the highest one that could be read
+        (a node's position can be read unless it is hung: running, or on disk)."""
         have = max(n.seqno for n in now)
         history = now[0].uuid
         found = []
-        for n in before.nodes:
-            if not readable(n) or n.uuid != history or n.seqno <= have:
-                continue
-            if ledger.accepts(n.name):
+        for name, process, uuid, seqno in before.nodes:
+            if process == "hung" or uuid != history or seqno <= have or ledger.accepts(name):
                 continue
             found.append(Violation("galera.bootstrap-most-advanced",
                                    f"a Primary component was bootstrapped at seqno {have} ({', '.join(m.name for m in now)}) "
-                                   f"while {n.name} ({n.process}) held seqno {n.seqno} of the same history, and no "
-                                   f"approved risk named {n.name}"))
+                                   f"while {name} ({process}) held seqno {seqno} of the same history, and no "
+                                   f"approved risk named {name}"))
         return found
 
 

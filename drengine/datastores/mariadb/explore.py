@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from drengine.datastores.mariadb.sim import SimCluster, SimServer, Txn
-from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, mostly
+from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick, portion
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
 
@@ -38,28 +38,25 @@ def _member(i: int) -> MemberSpec:
     return MemberSpec(name=f"db{i + 1}", address=f"127.0.1.{11 + i}", port=3306)
 
 
-# Strategies built once: building them inside every draw costs more than the draws.
-ERRANT = mostly(0, 1, 2)
-REPLICA_PROCESS = mostly("alive", "dead", "hung", percent=80)
-THREADS = mostly("running", "sql-stopped", "io-stopped", "stopped")
-BINLOG = mostly("on", "log_slave_updates-off", "binlog-off", percent=85)
-LAG = mostly(0, 1, 3)
-PRIMARY_PROCESS = mostly("dead", "hung", "alive", percent=70)
-OLD_ERRANT = mostly(0, 1, 2, percent=60)
-OLD_PROCESS = mostly("alive", "dead", "hung", percent=70)
-OLD_WRITABLE = mostly(True, False, percent=60)
-NEW_PROCESS = mostly("alive", "dead", "hung", percent=85)
-COUNT = st.integers(2, 4)
+# One draw per server (see kit.digits): generation is most of the cost of a scenario otherwise.
+SERVER = digits(8)
+CLUSTER = digits(6)
 
 
 def _replica(draw: st.DrawFn, i: int, history: list[Txn], source: str | None) -> SimServer:
     """A replica of `source` holding a prefix of `history` (applied, then received), maybe with
     transactions of its own (errant), replication stopped, or its binary log settings off."""
     member = _member(i)
-    applied = draw(st.integers(0, len(history)))
-    received = draw(st.integers(0, len(history) - applied))
-    errant, process, threads = draw(ERRANT), draw(REPLICA_PROCESS), draw(THREADS)
-    binlog, lag = draw(BINLOG), draw(LAG)
+    d = draw(SERVER)
+    applied = len(history) - portion(d[0], len(history))  # usually everything
+    received = portion(d[1], len(history) - applied)
+    errant = pick(d[2], 0, 1, 2)
+    process = pick(d[3], "alive", "dead", "hung", percent=80)
+    threads = pick(d[4], "running", "sql-stopped", "io-stopped", "stopped")
+    binlog = pick(d[5], "on", "log_slave_updates-off", "binlog-off", percent=85)
+    lag = pick(d[6], 0, 1, 3)
+    if pick(d[7], False, True, percent=50):  # half the replicas are behind by some amount
+        applied = portion(d[0], len(history))
     mine = history[:applied]
     own = _txns(i + 1, len(mine) + 1, errant)
     replica = SimServer(
@@ -81,9 +78,10 @@ def _replica(draw: st.DrawFn, i: int, history: list[Txn], source: str | None) ->
 def primary_lost(draw: st.DrawFn) -> Situation:
     """db1 was the primary; it is dead (or hung, or alive after all); the replicas hold what
     they hold."""
-    count = draw(COUNT)
-    history = _txns(1, 1, draw(st.integers(0, 8)))
-    process = draw(PRIMARY_PROCESS)
+    d = draw(CLUSTER)
+    count = pick(d[0], 3, 2, 4, percent=50)
+    history = _txns(1, 1, pick(d[1], 3, 0, 1, 2, 5, 8, percent=40))
+    process = pick(d[2], "dead", "hung", "alive", percent=70)
     first = _member(0)
     primary = SimServer(name=first.name, address=first.address, port=first.port, server_id=1,
                         alive=process != "dead", hung=process == "hung", read_only=False, applied=history)
@@ -93,33 +91,35 @@ def primary_lost(draw: st.DrawFn) -> Situation:
                      SimCluster(servers=[primary, *replicas]).model_dump(mode="json"))
 
 
-SOURCES = mostly("db2", "db1", None)
-
-
 @st.composite
 def failed_over(draw: st.DrawFn) -> Situation:
     """db2 was promoted after db1 died; db1 is back (writable or not, with or without writes
     nobody else has), the others follow db2 (or still db1, or nobody)."""
-    count = draw(COUNT)
-    base = _txns(1, 1, draw(st.integers(0, 6)))
-    after = _txns(2, len(base) + 1, draw(st.integers(0, 4)))
-    errant, old_process, old_writable = draw(OLD_ERRANT), draw(OLD_PROCESS), draw(OLD_WRITABLE)
+    d = draw(CLUSTER)
+    count = pick(d[0], 3, 2, 4, percent=50)
+    base = _txns(1, 1, pick(d[1], 3, 0, 1, 6, percent=50))
+    after = _txns(2, len(base) + 1, pick(d[2], 2, 0, 4, percent=50))
+    errant = pick(d[3], 0, 1, 2, percent=60)
+    old_process = pick(d[4], "alive", "dead", "hung", percent=70)
+    old_writable, new_process = pick(d[5] % 10, True, False, percent=6), pick(d[5] // 10, "alive", "dead", "hung", percent=8)
     first, second = _member(0), _member(1)
     old = SimServer(name=first.name, address=first.address, port=first.port, server_id=1,
                     alive=old_process != "dead", hung=old_process == "hung", read_only=not old_writable,
                     applied=base + _txns(1, len(base) + 1, errant))
-    new_process = draw(NEW_PROCESS)
     new = SimServer(name=second.name, address=second.address, port=second.port, server_id=2,
                     alive=new_process != "dead", hung=new_process == "hung", read_only=False,
                     applied=base + after, slave_pos=_position(base))
     others = []
     for i in range(2, count):
-        source = draw(SOURCES)
+        source = pick(draw(SOURCE), second.name, first.name, None)
         others.append(_replica(draw, i, base + after if source == second.name else base, source))
     label = (f"failed over to db2 ({new_process}); old primary db1 {old_process}"
              f"{', writable' if old_writable else ''}{f', {errant} errant' if errant else ''}; {count} servers")
     return Situation(label, [_member(i) for i in range(count)],
                      SimCluster(servers=[old, new, *others]).model_dump(mode="json"))
+
+
+SOURCE = st.integers(0, 99)
 
 
 def accepts_writes(s: SimServer) -> bool:
