@@ -2,7 +2,7 @@
 
 Every error is caught once here and turned into one clear message and a documented exit
 code (0 done, 1 failed or cannot recover, 2 invalid input, 3 stopped at a gate or by the
-operator, 4 lock held). `--debug` shows the traceback.
+operator, 4 cluster lock held, unavailable or lost). `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def _progress(entry: Any) -> None:
         _out(f"lock: {d['text']} (was {d['previous']})")
     elif t == "lock_taken" and d.get("previous"):
         _out(f"lock: {d['text']} (was {d['previous']})")
+    elif t == "lock_lost":
+        _out(f"   LOCK LOST before step {d['step']}: nothing further is sent")
     elif t == "step_started":
         _out(f"-> {d['step']}: {d['summary']}")
         if d["effect"] == "mutate":
@@ -133,7 +135,8 @@ def main(debug: bool) -> None:
     """drengine: disaster-recovery runbooks for MariaDB, Galera, MongoDB, Ceph and Elasticsearch.
 
     Exit codes: 0 done, 1 runbook failed or cannot recover, 2 invalid input or usage,
-    3 stopped at a gate or by the operator, 4 cluster lock held by another run.
+    3 stopped at a gate or by the operator, 4 cluster lock held by another run, unavailable
+    (etcd down: see --lock local) or lost during the run.
     """
     DEBUG["on"] = debug
 
@@ -207,24 +210,35 @@ def _report_outcome(outcome: Any) -> NoReturn:
 @click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good (it will not come back).")
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Resume the interrupted run in this directory.")
-@click.option("--break-lock", is_flag=True, help="Take the cluster lock from another run (journaled).")
+@click.option("--break-lock", is_flag=True,
+              help="Take the cluster lock from the run holding it (journaled; that run stops at its next step boundary).")
+@click.option("--lock", "lock_choice", type=click.Choice(["local"]), default=None,
+              help="Break glass when etcd is down: take only this machine's lock instead of the inventory's etcd lock "
+                   "(needs --reason; journaled as a dangerous gate).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
         overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], run_dir: str | None,
-        resume_dir: str | None, break_lock: bool) -> None:
+        resume_dir: str | None, break_lock: bool, lock_choice: str | None) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it."""
     from drengine.engine import resume_run, start_run
     from drengine.steps import Mode
 
     gates = _gates(yes, accept_data_loss, overrides, reason)
+    local_lock_reason = None
+    if lock_choice == "local":
+        if not reason.strip():
+            raise click.UsageError('--lock local skips the team lock (break glass): say why with --reason "..." '
+                                   "(it is journaled)")
+        local_lock_reason = reason.strip()
     if resume_dir:
         if runbook or inventory or cluster:
             raise click.UsageError("--resume takes the runbook, inventory and cluster from the journal; give only RUN_DIR")
-        outcome = resume_run(Path(resume_dir), gates, [_progress], break_lock=break_lock, argv=sys.argv[1:])
+        outcome = resume_run(Path(resume_dir), gates, [_progress], break_lock=break_lock, argv=sys.argv[1:],
+                             local_lock_reason=local_lock_reason)
         _report_outcome(outcome)
     if not (runbook and inventory and cluster):
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
-                       run_dir=Path(run_dir) if run_dir else None)
+                       run_dir=Path(run_dir) if run_dir else None, local_lock_reason=local_lock_reason)
     _report_outcome(start_run(request))
 
 
@@ -466,7 +480,8 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
     """Start a lab cluster and write its inventory.
 
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
-    serve the simulators over the real protocols (no such servers can be installed here)."""
+    serve the simulators over the real protocols (no such servers can be installed here);
+    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it."""
     from drengine.lab import start_lab
 
     summary = start_lab(kind, lab_dir, inventory_out, scenario)

@@ -19,23 +19,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import wait_until
 from drengine.errors import (
     CommandFailed,
     ConnectError,
     DrengineError,
     InputError,
     JournalCorrupt,
+    LockLost,
     OperatorStop,
     StepFailed,
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest
-from drengine.inventory import Cluster, Inventory, load_inventory
+from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, read_entries, verify
-from drengine.lock import Acquired, ClusterLock
+from drengine.lock import HeldLock, RunState, open_lock
+from drengine.lock import me as lock_holder
+from drengine.lock.registry import RunPublisher
 from drengine.runbook import Runbook, StepSpec, load_runbook
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, Statement, StepResult
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
+HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
+HOLD_SECONDS = 120.0
+LOCK_GATE = "cluster-lock"  # the gate `--lock local` answers, journaled like a runbook step's
 
 
 @dataclass
@@ -59,6 +66,8 @@ class RunRequest:
     runs_root: Path = Path("runs")
     break_lock: bool = False
     lock_dir: Path | None = None
+    # Break glass (`--lock local --reason ...`): the operator's reason for taking only this machine's lock.
+    local_lock_reason: str | None = None
     operator_said_gone: tuple[str, ...] = ()
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
@@ -97,6 +106,29 @@ def _crash_hook() -> Callable[[Entry], None] | None:
     return hook
 
 
+def _hold_hook() -> Callable[[Entry], None] | None:
+    """Test-only: stop this run right after a journal event, still holding its lock, until a file
+    appears. Format: `TYPE:STEP:PATH`; PATH.reached is created when the point is reached."""
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return None
+    kind, step, path = spec.split(":", 2)
+    release = Path(path)
+
+    def hook(entry: Entry) -> None:
+        if entry.type.value == kind and (not step or entry.data.get("step") == step):
+            Path(f"{path}.reached").write_text(str(os.getpid()))
+            wait_until(release.exists, HOLD_SECONDS, interval=0.02)
+
+    return hook
+
+
+def _test_hooks(journal: JournalWriter) -> None:
+    for hook in (_crash_hook(), _hold_hook()):
+        if hook is not None:
+            _listen(journal, hook)
+
+
 def _run_with_deadline(fn: Callable[[], StepResult], seconds: float, what: str) -> StepResult:
     """Bound a step by its timeout. The worker is a daemon thread: if it is stuck in I/O past
     the deadline the run moves on (the connectors' own timeouts end it eventually)."""
@@ -123,8 +155,10 @@ def _run_with_deadline(fn: Callable[[], StepResult], seconds: float, what: str) 
 
 
 class Engine:
-    def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str) -> None:
+    def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str,
+                 lock: HeldLock | None = None) -> None:
         self.request = request
+        self.lock = lock
         self.runbook = request.runbook
         self.journal = journal
         self.run_id = run_id
@@ -156,6 +190,16 @@ class Engine:
             result=result,
         )
 
+    def _check_lock(self, step: str) -> None:
+        """At every step boundary: a run whose lock was lost (lease expired, lock broken) sends nothing further."""
+        if self.lock is None:
+            return
+        try:
+            self.lock.check()
+        except LockLost as lost:
+            self.journal.append(Event.LOCK_LOST, step=step, lock=self.lock.where, backend=self.lock.backend, text=str(lost))
+            raise
+
     # -- the walk --------------------------------------------------------------------------
     def walk(self, start: str, in_flight: str | None = None) -> RunOutcome:
         model = _Machine()
@@ -163,6 +207,7 @@ class Engine:
         reconcile = in_flight
         while not self.runbook.is_end(model.state):
             step = self.runbook.steps[model.state]
+            self._check_lock(step.id)
             result = self._step(step, reconcile=(reconcile == step.id))
             reconcile = None
             transitions = self.runbook.transitions_of(step)
@@ -240,6 +285,7 @@ class Engine:
                 raise OperatorStop(f"aborted by {answer.who} at step {step.id}; nothing further was changed")
             proposal = action.propose(self.ctx)  # retry: look again, decide again, ask again
             level = self._gate_level(step, action, proposal)
+        self._check_lock(step.id)  # a gate can wait for hours: look again right before sending anything
         self.journal.append(
             Event.STEP_STARTED, step=step.id, action=step.action, effect=effect.value, attempt=attempt,
             summary=proposal.summary, reason=proposal.reason,
@@ -362,23 +408,57 @@ def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, jour
         raise
 
 
-def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Acquired:
-    lock_dir = request.lock_dir or (Path(request.inventory.lock_dir) if request.inventory.lock_dir else None)
-    lock = ClusterLock(request.cluster.name, lock_dir)
+def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> HeldLock:
+    settings = request.inventory.lock_for(request.cluster)
+    if request.local_lock_reason is not None:
+        settings = _lock_break_glass(request, journal, settings, request.local_lock_reason)
+    backend = open_lock(settings, request.cluster.name, request.lock_dir)
+    held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
+    previous = held.replaced
+    if previous is not None and held.replaced_alive is not False:
+        journal.append(Event.LOCK_BROKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
+                       previous_alive=held.replaced_alive, text="lock broken by --break-lock")
+    elif previous is not None:
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
+                       previous_alive=False, text="previous holder is gone; lock taken over")
+    else:
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend)
+    for note in held.notes:
+        journal.append(Event.NOTE, text=note)
+    return held
+
+
+def _lock_break_glass(request: RunRequest, journal: JournalWriter, settings: LocalLockSettings | EtcdLockSettings,
+                      reason: str) -> LocalLockSettings | EtcdLockSettings:
+    """`--lock local --reason ...`: the team lock is skipped (etcd down); journaled as a dangerous gate."""
     from drengine.gates import operator_name
 
-    acquired = lock.acquire(run_id, operator_name(), break_lock=request.break_lock)
-    if acquired.replaced is not None:
-        gone = acquired.replaced_alive is False
-        journal.append(
-            Event.LOCK_BROKEN if not gone else Event.LOCK_TAKEN,
-            lock=str(acquired.path), previous=acquired.replaced.describe(),
-            previous_alive=acquired.replaced_alive,
-            text=("previous holder is gone; lock taken over" if gone else "lock broken by --break-lock"),
-        )
-    else:
-        journal.append(Event.LOCK_TAKEN, lock=str(acquired.path))
-    return acquired
+    if settings.backend == "local":
+        journal.append(Event.NOTE, text="--lock local: this cluster's lock is already the local one; nothing is skipped")
+        return settings
+    cluster = request.cluster.name
+    who = operator_name()
+    risk = (f"the team lock on etcd is not taken: someone may be recovering {cluster} from another machine right now, "
+            f"and two recoveries at once can undo each other's steps or cause a split brain")
+    summary = "take only this machine's lock instead of the team lock on etcd (--lock local)"
+    journal.append(Event.GATE_ASKED, step=LOCK_GATE, level="dangerous", override=True, summary=summary, reason=reason,
+                   risks=[risk], statements=[])
+    journal.append(Event.GATE_ANSWERED, step=LOCK_GATE, answer="proceed", who=who, policy="--lock local",
+                   reason=reason, when=time.time())
+    journal.append(Event.OVERRIDE, step=LOCK_GATE, who=who, reason=reason, risk=risk,
+                   refused=f"the team lock ({', '.join(settings.endpoints)})")
+    return LocalLockSettings(backend="local", dir=request.inventory.lock_dir)
+
+
+def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, run_id: str) -> None:
+    """Keep the run registry beside the lock up to date from the journal."""
+    now = time.time()
+    state = RunState(
+        cluster=request.cluster.name, run_id=run_id, runbook=request.runbook.name, mode=request.mode.value,
+        user=held.holder.user, host=held.holder.host, pid=held.holder.pid, run_dir=held.holder.run_dir,
+        started=now, updated=now,
+    )
+    _listen(journal, RunPublisher(held, state))
 
 
 def start_run(request: RunRequest) -> RunOutcome:
@@ -389,13 +469,12 @@ def start_run(request: RunRequest) -> RunOutcome:
     journal = JournalWriter(run_dir)
     for listener in request.listeners:
         _listen(journal, listener)
-    hook = _crash_hook()
-    if hook:
-        _listen(journal, hook)
-    acquired = None
+    held = None
     try:
         if request.mode is not Mode.PLAN:
-            acquired = _take_lock(request, journal, run_id)
+            held = _take_lock(request, journal, run_id)
+            _publish_runs(request, journal, held, run_id)
+        _test_hooks(journal)
         from drengine.gates import operator_name
 
         journal.append(
@@ -408,7 +487,7 @@ def start_run(request: RunRequest) -> RunOutcome:
         )
         backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal)
         try:
-            engine = Engine(request, backend, journal, run_id)
+            engine = Engine(request, backend, journal, run_id, lock=held)
             around = request.around_walk
 
             def walk() -> RunOutcome:
@@ -420,8 +499,8 @@ def start_run(request: RunRequest) -> RunOutcome:
         finally:
             backend.close()
     finally:
-        if acquired is not None:
-            ClusterLock(request.cluster.name, acquired.path.parent).release(run_id)
+        if held is not None:
+            held.release()
         journal.close()
 
 
@@ -439,7 +518,7 @@ def _listen(journal: JournalWriter, listener: Callable[[Entry], None]) -> None:
 def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOutcome]) -> RunOutcome:
     try:
         outcome = walk()
-    except OperatorStop as stop:
+    except (OperatorStop, LockLost) as stop:
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(stop), step=engine._current_step)
         raise
     except DrengineError as exc:
@@ -492,7 +571,8 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePo
 
 
 def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry], None]],
-               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None) -> RunOutcome:
+               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
+               local_lock_reason: str | None = None) -> RunOutcome:
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
@@ -518,31 +598,30 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     cluster = inventory.cluster(started["cluster"])
     request = RunRequest(
         runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
-        run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir,
+        run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir, local_lock_reason=local_lock_reason,
         operator_said_gone=tuple(started.get("gone_for_good", [])), listeners=listeners, argv=argv or [],
     )
     journal = JournalWriter(run_dir)
     for listener in listeners:
         _listen(journal, listener)
-    hook = _crash_hook()
-    if hook:
-        _listen(journal, hook)
     run_id = started["run_id"]
-    acquired = None
+    held = None
     try:
-        acquired = _take_lock(request, journal, run_id)
+        held = _take_lock(request, journal, run_id)
+        _publish_runs(request, journal, held, run_id)
+        _test_hooks(journal)
         from drengine.gates import operator_name
 
         journal.append(Event.RUN_RESUMED, run_id=run_id, state=point.state, in_flight=point.in_flight,
                        operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=argv or [])
         backend = _open_or_journal(cluster, run_dir, inventory, journal)
         try:
-            engine = Engine(request, backend, journal, run_id)
+            engine = Engine(request, backend, journal, run_id, lock=held)
             engine.facts.update(point.facts)
             return _finish_run(engine, journal, lambda: engine.walk(point.state, in_flight=point.in_flight))
         finally:
             backend.close()
     finally:
-        if acquired is not None:
-            ClusterLock(cluster.name, acquired.path.parent).release(run_id)
+        if held is not None:
+            held.release()
         journal.close()
