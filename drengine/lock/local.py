@@ -8,8 +8,9 @@ second process lock a new file of the same name); a release empties it instead.
 
 `--break-lock` cannot take a kernel lock from a live process: it puts a new, already locked
 file in place (rename) after checking, under a guard lock, that the file is still the one
-whose holder it named, so of several breakers exactly one wins. The broken holder sees that
-its file was replaced at its next step boundary and stops.
+whose holder it named. Breakers are serialised by that guard, so of several that saw the same
+holder exactly one wins; a broken holder sees that its file was replaced at its next step
+boundary and stops.
 """
 
 from __future__ import annotations
