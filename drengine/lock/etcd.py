@@ -22,9 +22,11 @@ request, the message says what each member answered and how to break glass.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -42,6 +44,8 @@ T = TypeVar("T")
 TRIES = 5  # a key can vanish (lease expired) between a failed create and the read of its holder
 FINISHED_KEPT_SECONDS = 30 * 86400
 RENEWALS_PER_TTL = 3
+BREAK_NOTICE_SECONDS = 86400  # how long a broken run can learn who broke its lock
+DOWN_WORDS = ("refuses connections", "did not answer", "cannot be reached", "does not resolve")
 
 
 class Unreachable(Exception):
@@ -73,12 +77,18 @@ def _words(exc: BaseException, timeout: float) -> str:
         detail = _error_text(exc.detail_text) if exc.detail_text and "timed out" not in exc.detail_text else ""
         return f"did not answer within {timeout:g} s" + (f" ({detail})" if detail else "")
     if isinstance(exc, exceptions.ConnectionFailedError):
-        if exc.detail_text and "Connection refused" in exc.detail_text:
+        detail = exc.detail_text or ""
+        tls = re.search(r"\[SSL: [A-Z_]+\] ([^(')]+)", detail)
+        if tls:
+            return f"fails the TLS handshake ({tls.group(1).strip()}; check `tls:` in the inventory's `lock:`)"
+        if "Connection refused" in detail:
             return "refuses connections (etcd not running there?)"
-        if exc.detail_text and ("HTTPConnectionPool" in exc.detail_text or "HTTPSConnectionPool" in exc.detail_text):
-            reason = exc.detail_text.rsplit(":", 1)[-1].strip(" )'\"")
-            return f"cannot be reached ({reason})"
-        return f"is unavailable ({_error_text(exc.detail_text) or text})"
+        if "Name or service not known" in detail or "name resolution" in detail:
+            return "has a name that does not resolve (DNS)"
+        if "ConnectionPool" in detail:
+            reason = re.search(r"\] ([^'\"]+)", detail)
+            return f"cannot be reached ({reason.group(1).strip() if reason else detail[-120:]})"
+        return f"is unavailable ({_error_text(detail) or text})"
     if isinstance(exc, ValueError):
         return "answered something that is not etcd's v3 gateway"
     return _error_text(getattr(exc, "detail_text", None)) or text or type(exc).__name__
@@ -96,15 +106,22 @@ class Gateway:
         self._password: str | None = None
 
     def _client(self, url: str) -> Etcd3Client:
+        import requests
         from etcd3gw.client import Etcd3Client
 
         parts = urlsplit(url)
         tls = self.settings.tls
-        return Etcd3Client(
-            host=parts.hostname or "", port=parts.port or 2379, protocol=parts.scheme,
-            ca_cert=tls.ca_file if tls else None, cert_cert=tls.cert_file if tls else None,
-            cert_key=tls.key_file if tls else None, timeout=self.settings.timeout, api_path="/v3/",
-        )
+        session = requests.Session()
+        # Environment settings are ignored: REQUESTS_CA_BUNDLE would silently replace the inventory's
+        # CA file (requests lets it win over a session's `verify`), and a proxy has no place between
+        # drengine and its lock service.
+        session.trust_env = False
+        if tls is not None and tls.ca_file:
+            session.verify = str(Path(tls.ca_file).expanduser())
+        if tls is not None and tls.cert_file and tls.key_file:
+            session.cert = (str(Path(tls.cert_file).expanduser()), str(Path(tls.key_file).expanduser()))
+        return Etcd3Client(host=parts.hostname or "", port=parts.port or 2379, protocol=parts.scheme,
+                           timeout=self.settings.timeout, api_path="/v3/", session=session)
 
     def call(self, request: Callable[[Etcd3Client], T]) -> T:
         """Send one request to the first member that serves it; raise Unreachable when none does."""
@@ -228,10 +245,10 @@ class EtcdLock(LockBackend):
         members, leaderless = self.gateway.diagnose()
         if leaderless:
             verdict = "etcd has lost its quorum (the members that answer have no leader; most members must be up to grant a lock)"
-        elif all("answers and has a leader" not in line for line in members):
+        elif all(any(word in line for word in DOWN_WORDS) for line in members):
             verdict = "no etcd member answers"
         else:
-            verdict = f"no etcd member could serve the request ({'; '.join(exc.failures)})"
+            verdict = "etcd could not serve the request"
         return (
             f"cannot {doing} for cluster {self.cluster}: {verdict}. Members: {'; '.join(members)}. "
             f"Without the team lock, drengine cannot make sure that nobody else is recovering {self.cluster} "
@@ -292,10 +309,33 @@ class EtcdLock(LockBackend):
                     f"cluster {self.cluster}'s lock changed hands while --break-lock was taking it: it is now held by "
                     f"{_holder(now).describe() if now else 'nobody'}. Look at that run before breaking its lock"
                 )
-            self._revoke(current.lease)  # the broken run finds its lease gone at its next renewal
+            self._leave_break_notice(current.lease, mine)
+            self._revoke(current.lease)  # the broken run finds its lease gone at its next look
             return self._held(mine, sent, replaced=current)
         self._revoke(lease)
         raise LockHeld(f"the lock key {self.lock_key} kept changing while drengine tried to take it; try again")
+
+    def _break_notice_key(self, lease: int) -> str:
+        return f"{self.lock_key}-broken/{lease:x}"
+
+    def _leave_break_notice(self, broken_lease: int, breaker: Holder) -> None:
+        """Tell the broken run who broke its lock, even after the breaker has finished (best effort)."""
+        from etcd3gw import exceptions
+
+        key = self._break_notice_key(broken_lease)
+        try:
+            notice = self.gateway.call(lambda c: c.lease(ttl=BREAK_NOTICE_SECONDS))
+            self.gateway.call(lambda c: c.put(key, breaker.model_dump_json(), lease=notice))
+        except (Unreachable, exceptions.Etcd3Exception):
+            pass
+
+    def breaker_of(self, gateway: Gateway, lease: int) -> Holder | None:
+        """Who broke the lock held under `lease`, if someone did."""
+        values = gateway.call(lambda c: c.get(self._break_notice_key(lease)))
+        try:
+            return Holder.model_validate_json(values[0]) if values else None
+        except (ValueError, ValidationError):
+            return None
 
     def _held(self, mine: Holder, sent: float, replaced: Holder | None = None) -> EtcdHeld:
         notes = []
@@ -395,7 +435,8 @@ class EtcdHeld(HeldLock):
             error = self._last_error
         if silent >= self.settings.lease_ttl:
             return (f"etcd has not confirmed the lease for {silent:.0f} s, longer than its {self.settings.lease_ttl} s "
-                    f"lifetime ({error or 'no answer'}), so it may have expired and another run may hold the lock")
+                    f"lifetime ({error or 'no answer'}), so it may have expired and another run may hold the lock. "
+                    f"If etcd itself is down, break glass when you resume: add --lock local --reason \"...\"")
         return None
 
     def _look(self, gateway: Gateway) -> None:
@@ -407,19 +448,26 @@ class EtcdHeld(HeldLock):
             answer = gateway.call(lambda c: c.post(c.get_url("/kv/range"), json={"key": _encode(self.lock.lock_key)}))
         except (Unreachable, exceptions.Etcd3Exception):
             return
-        self._judge(answer, ttl=1)
+        self._judge(gateway, answer, ttl=1)
 
-    def _judge(self, answer: Any, ttl: int) -> bool:
+    def _judge(self, gateway: Gateway, answer: Any, ttl: int) -> bool:
         """Whether the lock key (a range answer) is still ours; records why not."""
+        from etcd3gw import exceptions
+
         kvs = answer.get("kvs") or []
         current = _holder(kvs[0]) if kvs else None
-        if current is not None and current.lease != self.holder.lease:
-            self._set_lost(f"--break-lock gave it to {current.describe()}")
-        elif ttl <= 0 or current is None:
-            self._set_lost(f"its etcd lease expired (etcd heard nothing from this run for {self.settings.lease_ttl} s) "
-                           f"or was revoked")
-        else:
+        if current is not None and current.lease == self.holder.lease and ttl > 0:
             return True
+        try:
+            breaker = self.lock.breaker_of(gateway, self.holder.lease)
+        except (Unreachable, exceptions.Etcd3Exception):
+            breaker = None
+        if breaker is not None:
+            self._set_lost(f"--break-lock gave it to {breaker.describe()}")
+        elif current is not None and current.lease != self.holder.lease:
+            self._set_lost(f"it is now held by {current.describe()}")
+        else:
+            self._set_lost(f"its etcd lease expired (etcd heard nothing from this run for {self.settings.lease_ttl} s)")
         return False
 
     def publish(self, state: RunState) -> None:
@@ -462,7 +510,7 @@ class EtcdHeld(HeldLock):
             with self._mutex:
                 self._last_error = _error_text(exc.detail_text) or str(exc)
             return
-        if self._judge(answer, ttl):
+        if self._judge(self._gateway, answer, ttl):
             with self._mutex:
                 self._confirmed_at = sent
                 self._last_error = ""
