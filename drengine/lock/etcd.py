@@ -45,6 +45,7 @@ TRIES = 5  # a key can vanish (lease expired) between a failed create and the re
 FINISHED_KEPT_SECONDS = 30 * 86400
 RENEWALS_PER_TTL = 3
 BREAK_NOTICE_SECONDS = 86400  # how long a broken run can learn who broke its lock
+PASS_PAUSE = 0.2
 DOWN_WORDS = ("refuses connections", "did not answer", "cannot be reached", "does not resolve")
 
 
@@ -123,8 +124,21 @@ class Gateway:
         return Etcd3Client(host=parts.hostname or "", port=parts.port or 2379, protocol=parts.scheme,
                            timeout=self.settings.timeout, api_path="/v3/", session=session)
 
-    def call(self, request: Callable[[Etcd3Client], T]) -> T:
-        """Send one request to the first member that serves it; raise Unreachable when none does."""
+    def call(self, request: Callable[[Etcd3Client], T], patience: float = 0.0) -> T:
+        """Send one request to the first member that serves it; raise Unreachable when none does.
+
+        With `patience`, passes over the members are repeated for that many seconds: electing a new
+        leader after one dies takes etcd a second or two, during which nobody serves writes."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return self._one_pass(request)
+            except Unreachable:
+                if time.monotonic() + PASS_PAUSE >= deadline:
+                    raise
+            time.sleep(PASS_PAUSE)
+
+    def _one_pass(self, request: Callable[[Etcd3Client], T]) -> T:
         from etcd3gw import exceptions
 
         failures = []
@@ -229,10 +243,12 @@ class EtcdLock(LockBackend):
 
     # -- requests, with etcd's unavailability turned into the operator's message --------------
     def call(self, request: Callable[[Etcd3Client], T], doing: str) -> T:
+        """A request while the operator waits: etcd gets `lease_ttl` seconds to serve it (a leader
+        election), the time a dead holder's lock takes to free itself anyway."""
         from etcd3gw import exceptions
 
         try:
-            return self.gateway.call(request)
+            return self.gateway.call(request, patience=self.settings.lease_ttl)
         except Unreachable as exc:
             raise LockUnavailable(self._unavailable(doing, exc)) from None
         except exceptions.Etcd3Exception as exc:
