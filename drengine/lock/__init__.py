@@ -110,8 +110,8 @@ class HeldLock(ABC):
         if why is not None:
             raise LockLost(
                 f"the cluster lock was lost: {why}. The run stops here and sends nothing further, because "
-                f"another run may now hold the lock. Check who does (the registry, or the journal of the other run), "
-                f"then resume this run with `drengine run --resume {self.holder.run_dir}` once it is safe"
+                f"another run may now hold the lock. Check who does (the registry, or the other run's journal), "
+                f"then resume this run once it is safe"
             )
 
     @abstractmethod
