@@ -21,7 +21,7 @@ import pytest
 from helpers import cli, of_type
 
 from drengine.datastores.ceph import lab as ceph_lab
-from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV, RUNS_DIR_ENV
+from drengine.datastores.ceph.actions.restore import DEGRADE_RUN_ENV, RUNS_DIR_ENV
 from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory

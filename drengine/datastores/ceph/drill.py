@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV
+from drengine.datastores.ceph.actions.restore import DEGRADE_RUN_ENV
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError
 from drengine.faults import signal_member, start_member
