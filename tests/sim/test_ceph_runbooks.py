@@ -13,7 +13,8 @@ import pytest
 from helpers import cli, cli_subprocess, of_type
 
 from drengine.datastores.ceph.actions.restore import DEGRADE_RUN_ENV, RUNS_DIR_ENV
-from drengine.datastores.ceph.simcluster import CephSim, scenario
+from drengine.datastores.ceph.scenarios import scenario
+from drengine.datastores.ceph.simcluster import CephSim
 
 INVENTORY = """\
 clusters:

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from drengine.datastores.ceph.connector import CephAPI, observe
-from drengine.datastores.ceph.simcluster import SCENARIOS, CephSim, scenario
+from drengine.datastores.ceph.scenarios import SCENARIOS, scenario
+from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 
 pytestmark = pytest.mark.sim

@@ -23,7 +23,8 @@ from drengine.datastores.ceph.decisions import (
 from drengine.datastores.ceph.degrade_record import DegradeRun, default_min_size, merge_degrade_runs, read_degrade_run
 from drengine.datastores.ceph.explain import explain_health
 from drengine.datastores.ceph.facts import PoolMinSize
-from drengine.datastores.ceph.simcluster import CephSim, scenario
+from drengine.datastores.ceph.scenarios import scenario
+from drengine.datastores.ceph.simcluster import CephSim
 from drengine.journal import Event, JournalWriter
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from drengine.datastores.ceph.backend import CephBackend, HostMonitorControl, MonProbe, mon_id
 from drengine.datastores.ceph.connector import JsonDoc
-from drengine.datastores.ceph.simcluster import CephSim, scenario
+from drengine.datastores.ceph.scenarios import scenario
+from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import InputError
 from drengine.inventory import Cluster
 
