@@ -10,7 +10,6 @@ health check and how to write and read canaries, for real clusters and simulator
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,11 +36,11 @@ class Fault:
 @dataclass
 class Restore:
     """How a kit brings the cluster back after a drill: what it started, the runbook that
-    finishes the job, and environment the runbook reads (e.g. where the degrade run is)."""
+    finishes the job, and that runbook's inputs (e.g. which degrade run it undoes)."""
 
     text: str
     runbook: str
-    env: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -324,23 +323,15 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
         if state.exists():  # a simulated cluster continues from where the drill left it
             restore_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(state, restore_dir / "sim-state.json")
-        saved = {k: os.environ.get(k) for k in brought.env}
-        os.environ.update(brought.env)
         try:
             rejoined = start_run(RunRequest(
                 runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
                 mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
-                argv=request.argv,
+                argv=request.argv, inputs=brought.inputs,
             ))
             ok, summary = rejoined.success, rejoined.summary
         except DrengineError as exc:
             ok, summary = False, str(exc)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         journal.append(Event.NOTE, text=f"restore {'done' if ok else 'FAILED'}: {summary} (journal {restore_dir})")
         journal.append(Event.MEASUREMENT, name="restore_seconds", value=round(time.monotonic() - started, 3), unit="s",
                        text="start of the restore to the cluster rejoined")

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest
 from drengine.inventory import Cluster, Inventory, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, read_entries, verify
 from drengine.lock import Acquired, ClusterLock
-from drengine.runbook import Runbook, StepSpec, load_runbook
-from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, Statement, StepResult
+from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
+from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 
@@ -60,6 +60,8 @@ class RunRequest:
     break_lock: bool = False
     lock_dir: Path | None = None
     operator_said_gone: tuple[str, ...] = ()
+    # The runbook's inputs (`--input NAME=VALUE`); start_run adds the declared defaults.
+    inputs: dict[str, str] = field(default_factory=dict)
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
@@ -143,6 +145,7 @@ class Engine:
             backend=backend,
             record_statement=self._record_statement,
             operator_said_gone=request.operator_said_gone,
+            inputs=RunInputs(self.runbook.name, frozenset(self.runbook.spec.inputs), dict(request.inputs)),
         )
 
     # -- journal helpers -------------------------------------------------------------------
@@ -382,6 +385,7 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Acqu
 
 
 def start_run(request: RunRequest) -> RunOutcome:
+    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs))
     run_id = new_run_id(request.cluster.name)
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
@@ -405,6 +409,7 @@ def start_run(request: RunRequest) -> RunOutcome:
             kind=request.cluster.kind, simulated=request.cluster.simulated is not None,
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
+            inputs=request.inputs,
         )
         backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal)
         try:
@@ -519,7 +524,8 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     request = RunRequest(
         runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
         run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir,
-        operator_said_gone=tuple(started.get("gone_for_good", [])), listeners=listeners, argv=argv or [],
+        operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
+        listeners=listeners, argv=argv or [],
     )
     journal = JournalWriter(run_dir)
     for listener in listeners:

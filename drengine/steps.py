@@ -10,7 +10,7 @@ took effect; `took_effect` tells a resumed run whether an interrupted step had f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -183,6 +183,22 @@ B = TypeVar("B")
 P = TypeVar("P", bound=StepParams)
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """The run's inputs (`--input NAME=VALUE`, or the runbook's defaults), as the runbook declared them."""
+
+    runbook: str = ""
+    declared: frozenset[str] = frozenset()
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        """The input's value, None when it is optional and was not given."""
+        if name not in self.declared:
+            raise StepFailed(f"this step reads the input {name!r}, which runbook {self.runbook or '(none)'} does not "
+                             f"declare under `inputs:`")
+        return self.values.get(name)
+
+
 @dataclass
 class RunContext(Generic[B]):
     """Everything a step may use: one object instead of eight arguments. `backend` is the
@@ -196,6 +212,7 @@ class RunContext(Generic[B]):
     record_statement: Callable[[Statement, str], None]
     clock: Clock = SYSTEM
     operator_said_gone: tuple[str, ...] = ()
+    inputs: RunInputs = field(default_factory=RunInputs)
 
     def wait_until(self, check: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
         """Poll `check` until it is true or `seconds` have passed (on the run's clock)."""
@@ -215,6 +232,8 @@ class Action(Generic[B, P]):
     effect: ClassVar[Effect]
     Params: ClassVar[type[StepParams]] = NoParams
     description: ClassVar[str] = ""
+    # The runbook inputs this action reads from `ctx.inputs`: a runbook naming it must declare them.
+    inputs: ClassVar[tuple[str, ...]] = ()
     # Custom outcomes (besides ok, failed, skipped) a runbook must map under `branches:`.
     outcomes: ClassVar[tuple[str, ...]] = ()
     # The least gate this action needs; mutating actions default to CONFIRM. An action that only

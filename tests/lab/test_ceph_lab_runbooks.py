@@ -21,7 +21,6 @@ import pytest
 from helpers import cli, of_type
 
 from drengine.datastores.ceph import lab as ceph_lab
-from drengine.datastores.ceph.actions.restore import DEGRADE_RUN_ENV, RUNS_DIR_ENV
 from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
@@ -70,6 +69,8 @@ class Lab:
         return result
 
     def run(self, runbook: str, *flags: str) -> tuple[int, str, Path]:
+        if runbook == "ceph-restore":
+            flags = (*flags, "--input", f"runs_dir={self.runs}")  # the degrade runs of this lab, and only those
         self.count += 1
         run_dir = self.runs / f"{self.count:02d}-{runbook}"
         started = time.monotonic()
@@ -92,14 +93,6 @@ def _port_base() -> int:
             raise
         return base
     pytest.skip("no free ports for the Ceph monitors")
-
-
-@pytest.fixture(autouse=True)
-def _runs_here(monkeypatch: pytest.MonkeyPatch, lab: Lab) -> Iterator[None]:
-    # ceph-restore finds the degrade runs of this lab, and only those.
-    monkeypatch.setenv(RUNS_DIR_ENV, str(lab.runs))
-    monkeypatch.delenv(DEGRADE_RUN_ENV, raising=False)
-    yield
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drengine.datastores.ceph.actions.restore import DEGRADE_RUN_ENV
+from drengine.datastores.ceph.actions.restore import DEGRADE_RUN_INPUT
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError
 from drengine.faults import signal_member, start_member
@@ -77,7 +77,7 @@ class CephKit:
             assert self.inventory is not None
             text = "; ".join(f"started {v}: {start_member(self.inventory, cluster, cluster.member(v))}" for v in victims)
         # ceph-restore puts back exactly what this drill's degrade run changed.
-        return Restore(text, "ceph-restore", {DEGRADE_RUN_ENV: str(run_dir)})
+        return Restore(text, "ceph-restore", {DEGRADE_RUN_INPUT: str(run_dir)})
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()

@@ -7,7 +7,6 @@ and verify HEALTH_OK or explain what remains.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
@@ -15,33 +14,28 @@ from pydantic import Field
 from drengine.datastores.ceph.actions.common import Ctx, flag_cmd, min_size_cmd, mon_statement, send, snapshot
 from drengine.datastores.ceph.backend import CephBackend
 from drengine.datastores.ceph.decisions import decide_restore_min_size, decide_unset
-from drengine.datastores.ceph.degrade_record import find_degrade_runs, merge_degrade_runs, read_degrade_run
+from drengine.datastores.ceph.degrade_record import DegradeRun, find_degrade_runs, merge_degrade_runs, read_degrade_run
 from drengine.datastores.ceph.explain import explain_health, health_summary, osd_names
 from drengine.datastores.ceph.facts import DegradeRecord, MinSizeChanges
 from drengine.errors import JournalCorrupt
 from drengine.steps import Action, Effect, Mode, NoParams, Proposal, Refusal, StepParams, StepResult, register
 
-DEGRADE_RUN_ENV = "DRENGINE_DEGRADE_RUN"
-RUNS_DIR_ENV = "DRENGINE_RUNS_DIR"
-
-
-class FindParams(StepParams):
-    degrade_run: str | None = Field(default=None, description=f"the degrade run's directory; default ${DEGRADE_RUN_ENV}, "
-                                    f"else every unrestored ceph-degrade run of this cluster under the runs directory")
-    runs_dir: str | None = Field(default=None, description=f"where run directories live; default ${RUNS_DIR_ENV}, else ./runs")
+# The runbook inputs ceph.find_degrade_record reads (declared under `inputs:` in ceph-restore).
+DEGRADE_RUN_INPUT = "degrade_run"
+RUNS_DIR_INPUT = "runs_dir"
 
 
 @register
-class FindDegradeRecord(Action[CephBackend, FindParams]):
+class FindDegradeRecord(Action[CephBackend, NoParams]):
     name = "ceph.find_degrade_record"
     effect = Effect.CHECK
-    Params = FindParams
+    inputs = (DEGRADE_RUN_INPUT, RUNS_DIR_INPUT)
     description = "Read back from the ceph-degrade journal(s) which flags and min_size drengine changed"
 
-    def _where(self, ctx: Ctx) -> tuple[Path | None, Path]:
-        p = self.params
-        single = p.degrade_run or os.environ.get(DEGRADE_RUN_ENV)
-        runs = p.runs_dir or os.environ.get(RUNS_DIR_ENV) or "runs"
+    @staticmethod
+    def _where(ctx: Ctx) -> tuple[Path | None, Path]:
+        single = ctx.inputs.get(DEGRADE_RUN_INPUT)
+        runs = ctx.inputs.get(RUNS_DIR_INPUT) or "runs"
         return (Path(single) if single else None), Path(runs)
 
     def propose(self, ctx: Ctx) -> Proposal:
@@ -54,15 +48,10 @@ class FindDegradeRecord(Action[CephBackend, FindParams]):
         snap = snapshot(ctx)
         try:
             if single is not None:
-                run_dir = single.parent if single.name == "journal.jsonl" else single
-                if not (run_dir / "journal.jsonl").is_file():
-                    return self._nothing(f"{run_dir} holds no journal.jsonl",
-                                         f"a ceph-degrade run directory ({DEGRADE_RUN_ENV} or degrade_run)")
-                one = read_degrade_run(run_dir, ctx.cluster.name)
-                if one is None:
-                    return self._nothing(f"{run_dir} is not a ceph-degrade run of cluster {ctx.cluster.name}",
-                                         f"the directory of a ceph-degrade run on {ctx.cluster.name}")
-                runs = [one]
+                found = self._named_run(single, ctx.cluster.name)
+                if isinstance(found, StepResult):
+                    return found
+                runs = [found]
             else:
                 runs = find_degrade_runs(runs_dir, ctx.cluster.name) if runs_dir.is_dir() else []
         except JournalCorrupt as exc:
@@ -71,13 +60,15 @@ class FindDegradeRecord(Action[CephBackend, FindParams]):
                 expected="an intact, hash-chained journal of the ceph-degrade run",
                 why="drengine restores only what its journal proves it changed; an edited journal could make it unset "
                     "flags or change min_size that someone else set",
-                next_steps=f"point {DEGRADE_RUN_ENV} at an intact degrade run, or restore by hand from the journal; "
-                           f"or override to go on with nothing to restore (only waiting for recovery and checking health)",
+                next_steps=f"rerun with --input {DEGRADE_RUN_INPUT}=RUN_DIR naming an intact degrade run, or restore by "
+                           f"hand from the journal; or override to go on with nothing to restore (only waiting for "
+                           f"recovery and checking health)",
                 risk_if_overridden="flags and min_size drengine lowered stay as they are until restored by hand",
             ), facts={"degrade_record": DegradeRecord()})
         if not runs:
             return self._nothing(f"no unrestored ceph-degrade run of {ctx.cluster.name} under {runs_dir}/",
-                                 f"the journal of the ceph-degrade run (set {DEGRADE_RUN_ENV}=RUN_DIR or {RUNS_DIR_ENV})")
+                                 f"the journal of the ceph-degrade run (--input {DEGRADE_RUN_INPUT}=RUN_DIR, or "
+                                 f"--input {RUNS_DIR_INPUT}=DIR where the runs are kept)")
         record = merge_degrade_runs(runs, snap)
         evidence = [f"degrade run {r.run_dir} ({r.finished}): flags set {', '.join(r.flags) or 'none'}; min_size "
                     + (", ".join(f"{c.pool} {c.old} -> {c.new}" for c in r.min_size) or "unchanged") for r in runs]
@@ -86,14 +77,27 @@ class FindDegradeRecord(Action[CephBackend, FindParams]):
                    f"min_size to restore: " + (", ".join(f"{c.pool} -> {c.old}" for c in record.min_size) or "none"))
         return StepResult(ok=True, summary=summary, facts={"degrade_record": record}, evidence=evidence)
 
+    def _named_run(self, given: Path, cluster: str) -> DegradeRun | StepResult:
+        """The degrade run the operator named (its directory or its journal), or why it is not one."""
+        run_dir = given.parent if given.name == "journal.jsonl" else given
+        if not (run_dir / "journal.jsonl").is_file():
+            return self._nothing(f"{run_dir} holds no journal.jsonl",
+                                 f"the directory of a ceph-degrade run (--input {DEGRADE_RUN_INPUT}=RUN_DIR)")
+        found = read_degrade_run(run_dir, cluster)
+        if found is None:
+            return self._nothing(f"{run_dir} is not a ceph-degrade run of cluster {cluster}",
+                                 f"the directory of a ceph-degrade run on {cluster}")
+        return found
+
     @staticmethod
     def _nothing(observed: str, expected: str) -> StepResult:
         return StepResult(ok=False, summary=f"no record of what ceph-degrade changed: {observed}", refusal=Refusal(
             observed=observed,
             expected=expected,
             why="without it drengine cannot tell the flags and min_size it changed from those an operator set on purpose",
-            next_steps=f"set {DEGRADE_RUN_ENV} to the degrade run's directory (or {RUNS_DIR_ENV} to where runs are kept) "
-                       f"and rerun; or override to go on with nothing to restore (wait for recovery, check health)",
+            next_steps=f"rerun with --input {DEGRADE_RUN_INPUT}=RUN_DIR naming the degrade run (or --input "
+                       f"{RUNS_DIR_INPUT}=DIR where runs are kept); or override to go on with nothing to restore "
+                       f"(wait for recovery, check health)",
             risk_if_overridden="flags and min_size lowered by an earlier degrade stay as they are until restored by hand",
         ), facts={"degrade_record": DegradeRecord()})
 
