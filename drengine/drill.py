@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,10 +53,13 @@ class Injected:
 
 
 class DrillKit(Protocol):
-    """What a datastore brings to drills. `backend` is the runbook's connector (real or simulated)."""
+    """What a datastore brings to drills. `backend` is the runbook's connector (real or simulated);
+    faults are injected through it (`drengine.faults.FaultTarget`), never by looking inside a
+    simulator. A kit is a value: what one drill learns stays in the drill."""
 
-    faults: dict[str, Fault]
-    inventory: Inventory | None
+    @property
+    def faults(self) -> Mapping[str, Fault]: ...
+
     # Simulated clusters have no clock of their own: canaries are written at each journal event
     # instead of on a timer, which keeps sim drills deterministic.
 
@@ -66,7 +69,9 @@ class DrillKit(Protocol):
 
     def write_canary(self, cluster: Cluster, backend: Any, key: str) -> bool: ...
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]: ...
+    def read_canaries(self, cluster: Cluster, backend: Any, keys: Sequence[str]) -> set[str]:
+        """Which of these acknowledged canaries can be read back now."""
+        ...
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None: ...
 
@@ -225,7 +230,9 @@ class _Drill:
             if self._writer is not None:
                 self._writer.join(5)
             # Count before the clean-up: a continued (SIGCONT) old primary must not be read from.
-            present = self.kit.read_canaries(cluster, backend)
+            with self.canaries.lock:
+                acked = [k for k, _ in self.canaries.acked]
+            present = self.kit.read_canaries(cluster, backend, acked)
         finally:
             self._stop.set()
             cleanup = self.kit.cleanup(cluster, backend, self.request.fault)
@@ -276,7 +283,10 @@ class _Drill:
 def run_drill(request: DrillRequest) -> RunOutcome:
     kit = kit_for(request.cluster.kind)
     check_target(request.cluster, request.inventory, kit, request.fault)
-    kit.inventory = request.inventory
+    if hasattr(kit, "inventory"):
+        # Until every kit injects its faults through its backend, the ones that signal members
+        # themselves read the inventory from here; kits that are values (Ceph) have no such field.
+        kit.inventory = request.inventory
     drill = _Drill(request, kit)
     run_request = RunRequest(
         runbook=request.runbook, inventory=request.inventory, cluster=request.cluster, mode=Mode.DRILL,

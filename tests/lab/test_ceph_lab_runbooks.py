@@ -126,6 +126,30 @@ def mon_sent(run_dir: Path) -> list[str]:
     return [e.data["text"] for e in of_type(run_dir, "statement_sent") if e.data["language"] == "ceph-mon"]
 
 
+def test_backend_hangs_and_resumes_an_osd(lab: Lab) -> None:
+    """Fault injection is a backend operation: the real backend stops and continues an OSD's
+    daemon through its pid file, as the simulated one changes its model."""
+    from drengine.datastores.ceph.backend import CephBackend
+    from drengine.lab.procs import process_state
+
+    inventory = load_inventory(lab.inventory)
+    member = lab.cluster.member("osd.2")
+    assert member.pid_file is not None
+    pid = int(Path(member.pid_file).read_text().strip())
+    backend = CephBackend(lab.cluster, inventory)
+    try:
+        done = backend.hang("osd.2")
+        assert done == f"kill -STOP {pid} (osd.2, pid file {member.pid_file})"
+        assert process_state(pid) == "T"
+        assert backend.resume("osd.2").startswith(f"kill -CONT {pid} ")
+        assert wait_until(lambda: process_state(pid) in ("S", "R"), 5.0)
+    finally:
+        if process_state(pid) == "T":
+            backend.resume("osd.2")
+        backend.close()
+    lab.wait_for("every PG active+clean after the hang", lambda s: s.all_active_clean and not s.down_osds)
+
+
 def test_one_osd_killed_only_flags(lab: Lab) -> None:
     ceph_lab.kill_osds(lab.dir, [2])
     lab.wait_for("osd.2 down and every PG active+undersized",

@@ -2,9 +2,10 @@
 
 It wraps one `CephAPI` (the librados `CephConnector` for a real cluster, the simulator for a
 simulated one, see `drengine.datastores.ceph.sim`) and adds what every Ceph step needs on top:
-one `observe()` for a snapshot, a description for messages, and `monitors`, the
+one `observe()` for a snapshot, a description for messages, `monitors`, the
 `MonitorControl` for monitor surgery on the monitors' hosts (admin socket, service
-templates, ceph-mon and monmaptool), which librados cannot do. The connector's time
+templates, ceph-mon and monmaptool), which librados cannot do, and the drills' fault
+injection (`kill`, `hang`, `resume`, `start` of a member: `drengine.faults.FaultTarget`). The connector's time
 bounds come from the inventory: `timeouts.connect` bounds reaching a monitor quorum,
 `timeouts.read` each monitor command and object operation.
 """
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
 from drengine.errors import ConnectError, InputError, StepFailed
+from drengine.faults import MemberFaults
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
 from drengine.transport import HostTransport, LocalTransport, ShellCommand, command_text, render_template, transport_for
 
@@ -40,6 +42,7 @@ class CephBackend:
             )
         self.api: CephAPI = api
         self.monitors: MonitorControl = HostMonitorControl(cluster, inventory)
+        self._faults = MemberFaults(inventory, cluster)
 
     def reconnect(self) -> None:
         """Drop the connection; the next call connects afresh (after monitor surgery, say)."""
@@ -70,6 +73,20 @@ class CephBackend:
 
     def read_object(self, pool: str, name: str) -> bytes:
         return self.api.read_object(pool, name)
+
+    # -- fault injection (drills): the member's daemon, through its pid file and start template
+
+    def kill(self, member: str) -> str:
+        return self._faults.kill(member)
+
+    def hang(self, member: str) -> str:
+        return self._faults.hang(member)
+
+    def resume(self, member: str) -> str:
+        return self._faults.resume(member)
+
+    def start(self, member: str) -> str:
+        return self._faults.start(member)
 
     def close(self) -> None:
         try:

@@ -9,7 +9,7 @@ change it and on close, atomically, so a crash never leaves half a state file be
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,32 @@ class SimCephBackend(CephBackend):
         finally:
             self.save()
 
+    # -- fault injection (drills): the model's OSDs and monitors, by member name
+
+    def kill(self, member: str) -> str:
+        return self._fault(member, "SIGKILL", self.sim.kill_osds, self.sim.kill_mons)
+
+    def hang(self, member: str) -> str:
+        return self._fault(member, "SIGSTOP", self.sim.hang_osds, lambda names: self.sim.hang_mon(names[0]))
+
+    def resume(self, member: str) -> str:
+        return self._fault(member, "SIGCONT", self.sim.resume_osds, lambda names: self.sim.resume_mon(names[0]))
+
+    def start(self, member: str) -> str:
+        return self._fault(member, "start", self.sim.start_osds, lambda names: self.sim.start_mon(names[0]))
+
+    def _fault(self, member: str, what: str, on_osds: Callable[[list[int]], None],
+               on_mons: Callable[[list[str]], None]) -> str:
+        kind, _, ident = member.partition(".")
+        if kind == "osd" and ident.isdigit():
+            on_osds([int(ident)])
+        elif kind == "mon" and ident:
+            on_mons([ident])
+        else:
+            raise InputError(f"the Ceph simulator has no daemon {member!r} to {what}; it simulates osd.N and mon.X")
+        self.save()
+        return f"simulated {what} of {member}"
+
     def close(self) -> None:
         try:
             super().close()
@@ -120,6 +146,9 @@ class SimMonitorControl(HostMonitorControl):
 
     def probe(self, member: str) -> MonProbe:
         mon = self.backend.sim.mon(self._known(member))
+        if mon.hung:
+            return MonProbe(name=mon.name, running=False,
+                            error=f"(simulated) the admin socket does not answer: {member} is stopped (SIGSTOP)")
         if not mon.up:
             return MonProbe(name=mon.name, running=False, error=f"(simulated) no admin socket: {member} is not running")
         quorum = self.backend.sim.quorum()

@@ -307,43 +307,85 @@ class CephSim:
     def kill_osds(self, ids: list[int]) -> None:
         for i in ids:
             osd = self.osd(i)
+            osd.hung = False  # a stopped process killed is gone all the same
+            self._mark_down(osd)
+        self._settle()
+
+    def hang_osds(self, ids: list[int]) -> None:
+        """SIGSTOP: its peers stop hearing it and the monitors mark it down (at once here; a real
+        cluster waits osd_heartbeat_grace), and it keeps its store locked."""
+        for i in ids:
+            osd = self.osd(i)
             if osd.up:
-                osd.up = False
-                osd.down_since = self.state.clock
-                self.state.epoch += 1
+                osd.hung = True
+                self._mark_down(osd)
+        self._settle()
+
+    def resume_osds(self, ids: list[int]) -> None:
+        """SIGCONT: a hung OSD notices it was marked down and boots again."""
+        for i in ids:
+            osd = self.osd(i)
+            if osd.hung:
+                osd.hung = False
+                self._boot(osd)
         self._settle()
 
     def start_osds(self, ids: list[int]) -> None:
         for i in ids:
             osd = self.osd(i)
-            if not osd.up and "noup" not in self.state.flags:
-                osd.up = True
-                osd.down_since = None
-                osd.lost = False
-                if not osd.in_ and "noin" not in self.state.flags:
-                    osd.in_ = True  # a booting OSD that was auto-marked out comes back in
-                self.state.epoch += 1
+            if not osd.hung:  # a hung one still holds its store: a second daemon cannot start on it
+                self._boot(osd)
         self._settle()
+
+    def _mark_down(self, osd: SimOsd) -> None:
+        if osd.up:
+            osd.up = False
+            osd.down_since = self.state.clock
+            self.state.epoch += 1
+
+    def _boot(self, osd: SimOsd) -> None:
+        if not osd.up and "noup" not in self.state.flags:
+            osd.up = True
+            osd.down_since = None
+            osd.lost = False
+            if not osd.in_ and "noin" not in self.state.flags:
+                osd.in_ = True  # a booting OSD that was auto-marked out comes back in
+            self.state.epoch += 1
 
     def kill_mons(self, names: list[str]) -> None:
         for name in names:
-            self.mon(name).up = False
+            mon = self.mon(name)
+            mon.up, mon.hung = False, False
+
+    def hang_mon(self, name: str) -> None:
+        mon = self.mon(name)
+        if mon.up:
+            mon.up, mon.hung = False, True
+
+    def resume_mon(self, name: str) -> None:
+        mon = self.mon(name)
+        if mon.hung:
+            mon.up, mon.hung = True, False
 
     def start_mon(self, name: str) -> None:
-        self.mon(name).up = True
+        mon = self.mon(name)
+        if not mon.hung:
+            mon.up = True
 
     def extract_monmap(self, name: str) -> list[str]:
         """`ceph-mon -i NAME --extract-monmap`: the monitor must be stopped, as on a real host."""
         mon = self.mon(name)
-        if mon.up:
-            raise CommandFailed(f"mon.{mon.name} is running; stop it before extracting its monmap (store is locked)")
+        if mon.up or mon.hung:
+            raise CommandFailed(f"mon.{mon.name} is running{' (stopped by SIGSTOP)' if mon.hung else ''}; stop it "
+                                f"before extracting its monmap (store is locked)")
         return list(mon.monmap)
 
     def inject_monmap(self, name: str, members: list[str]) -> None:
         """`monmaptool --rm` + `ceph-mon -i NAME --inject-monmap`: this monitor now believes in `members`."""
         mon = self.mon(name)
-        if mon.up:
-            raise CommandFailed(f"mon.{mon.name} is running; stop it before injecting a monmap (store is locked)")
+        if mon.up or mon.hung:
+            raise CommandFailed(f"mon.{mon.name} is running{' (stopped by SIGSTOP)' if mon.hung else ''}; stop it "
+                                f"before injecting a monmap (store is locked)")
         unknown = [m for m in members if m not in {x.name for x in self.state.mons}]
         if unknown or mon.name not in members:
             raise CommandFailed(f"monmap for mon.{mon.name} must list mon.{mon.name} and only known monitors; got {members}")

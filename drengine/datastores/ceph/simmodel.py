@@ -26,6 +26,8 @@ class SimMon(State):
     name: str
     port: int
     up: bool = True
+    # Stopped (SIGSTOP), not dead: out of the quorum until resumed; a start finds its store locked.
+    hung: bool = False
     # Each monitor keeps its own copy of the monmap (epoch, members): monmap surgery edits one copy.
     monmap_epoch: int = 1
     monmap: list[str] = Field(default_factory=list)
@@ -38,6 +40,8 @@ class SimOsd(State):
     up: bool = True
     in_: bool = Field(default=True, alias="in")
     lost: bool = False
+    # Stopped (SIGSTOP): marked down like a dead OSD, back by itself once resumed; a start finds its store locked.
+    hung: bool = False
     down_since: float | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
