@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import SYSTEM, Clock, SimulatedClock
 from drengine.errors import (
     CommandFailed,
     ConnectError,
@@ -64,8 +65,18 @@ class RunRequest:
     inputs: dict[str, str] = field(default_factory=dict)
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    # The run's time (waits, retries, simulators); None: simulated time for a simulated cluster, else the system's.
+    clock: Clock | None = None
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
+
+
+def run_clock(request: RunRequest) -> Clock:
+    """The request's clock, else: a simulated cluster runs on simulated time (its waits and
+    retries cost no real time, as its twin's own changes take none), a real one on the system's."""
+    if request.clock is not None:
+        return request.clock
+    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -145,6 +156,7 @@ class Engine:
             backend=backend,
             record_statement=self._record_statement,
             operator_said_gone=request.operator_said_gone,
+            clock=request.clock or SYSTEM,
             inputs=RunInputs(self.runbook.name, frozenset(self.runbook.spec.inputs), dict(request.inputs)),
         )
 
@@ -351,15 +363,16 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
-def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory) -> Any:
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock) -> Any:
     from drengine.backends import open_backend
 
-    return open_backend(cluster, inventory, run_dir)
+    return open_backend(cluster, inventory, run_dir, clock)
 
 
-def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter) -> Any:
+def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
+                     clock: Clock = SYSTEM) -> Any:
     try:
-        return _open_backend(cluster, run_dir, inventory)
+        return _open_backend(cluster, run_dir, inventory, clock)
     except DrengineError as exc:
         journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
         raise
@@ -385,7 +398,7 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Acqu
 
 
 def start_run(request: RunRequest) -> RunOutcome:
-    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs))
+    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs), clock=run_clock(request))
     run_id = new_run_id(request.cluster.name)
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
@@ -411,7 +424,7 @@ def start_run(request: RunRequest) -> RunOutcome:
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
             inputs=request.inputs,
         )
-        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal)
+        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, request.clock or SYSTEM)
         try:
             engine = Engine(request, backend, journal, run_id)
             around = request.around_walk
@@ -527,6 +540,7 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
         listeners=listeners, argv=argv or [],
     )
+    request = replace(request, clock=run_clock(request))
     journal = JournalWriter(run_dir)
     for listener in listeners:
         _listen(journal, listener)
@@ -541,7 +555,7 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
 
         journal.append(Event.RUN_RESUMED, run_id=run_id, state=point.state, in_flight=point.in_flight,
                        operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=argv or [])
-        backend = _open_or_journal(cluster, run_dir, inventory, journal)
+        backend = _open_or_journal(cluster, run_dir, inventory, journal, request.clock or SYSTEM)
         try:
             engine = Engine(request, backend, journal, run_id)
             engine.facts.update(point.facts)

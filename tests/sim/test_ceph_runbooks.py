@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 from helpers import cli, cli_subprocess, of_type
 
+from drengine.clock import SimulatedClock
 from drengine.datastores.ceph.scenarios import scenario
 from drengine.datastores.ceph.simcluster import CephSim
+from drengine.engine import RunRequest, start_run
+from drengine.gates import FlagPolicy
+from drengine.inventory import load_inventory
+from drengine.runbook import load_runbook
+from drengine.steps import Mode
 
 INVENTORY = """\
 clusters:
@@ -383,3 +390,55 @@ def test_down_pgs_wait_for_a_gone_osd_then_lost_min_size_and_unfound(tmp_path: P
     model.write_object("drengine", "after", b"served", timeout=1)
     with pytest.raises(Exception, match="does not exist"):
         model.read_object("drengine", "only-on-osd0")  # the data only osd.0 had is gone, as the gate said
+
+
+def _request(sim: Sim, runbook: str, run_dir: Path, clock: SimulatedClock, **inputs: str) -> RunRequest:
+    inventory = load_inventory(sim.inventory)
+    return RunRequest(runbook=load_runbook(f"runbooks/{runbook}.yaml"), inventory=inventory,
+                      cluster=inventory.cluster("sim"), mode=Mode.RUN,
+                      gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=run_dir, clock=clock, inputs=inputs)
+
+
+def test_runbooks_on_the_simulator_take_time_from_the_runs_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explorer drives the Ceph runbooks on a SimulatedClock: every bounded wait passes on
+    that clock, the simulator's time follows it, and nothing really sleeps."""
+
+    def no_sleeping(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s of real time in the simulated path")
+
+    monkeypatch.setattr(time, "sleep", no_sleeping)
+    sim = Sim(tmp_path, "two-osds-down")
+    clock = SimulatedClock()
+    started = time.monotonic()
+    degraded = start_run(_request(sim, "ceph-degrade", tmp_path / "runs" / "degrade", clock))
+    assert degraded.success, degraded.summary
+    # The OSDs stay down: ceph-restore waits its whole recovery_timeout (120 s) on the run's clock.
+    before = clock.now()
+    restored = start_run(_request(sim, "ceph-restore", tmp_path / "restore", clock, runs_dir=str(tmp_path / "runs")))
+    assert not restored.success and "osd.1, osd.2 still down" in restored.summary
+    assert clock.now() - before >= 120.0
+    assert time.monotonic() - started < 30.0
+    # The model's time moved with the clock (noout, set by the degrade, kept the OSDs in).
+    model = sim.model()
+    assert model.state.clock >= 120.0 and all(o.in_ for o in model.state.osds)
+
+
+def test_the_simulators_time_follows_the_clock_across_processes(tmp_path: Path) -> None:
+    """Ten simulated minutes with an OSD down and no noout: the monitors mark it out, as
+    mon_osd_down_out_interval says, and the state file keeps the model's time for the next run."""
+    from drengine.datastores.ceph.sim import SimCephBackend
+
+    sim = Sim(tmp_path, "one-osd-down")
+    cluster = load_inventory(sim.inventory).cluster("sim")
+    clock = SimulatedClock()
+    backend = SimCephBackend.open(cluster, sim.state, clock=clock)
+    assert backend.observe().status.num_in_osds == 3
+    clock.advance(599.0)
+    assert backend.observe().status.num_in_osds == 3
+    backend.close()
+    later = SimulatedClock(start=5000.0)  # another process: its clock starts elsewhere
+    backend = SimCephBackend.open(cluster, sim.state, clock=later)
+    later.advance(2.0)
+    snap = backend.observe()
+    assert snap.status.num_in_osds == 2 and sim.model().state.clock == pytest.approx(601.0)
+    backend.close()

@@ -15,8 +15,11 @@ Model, in the words of the real system:
   when only down (not lost) OSDs hold the latest data it is `down`.
 - Recovery and backfill complete instantly between two calls, unless `norecover` /
   `nobackfill` hold them (then `recovery_wait` / `backfill_wait`).
-- The clock is logical: `elapse()` advances it, which marks long-down OSDs out unless
-  `noout` is set. Nothing sleeps and nothing runs in the background.
+- Time comes from the injected `Clock` (a `SimulatedClock` unless told otherwise): what has
+  passed on it since the last call is applied first (long-down OSDs are marked out unless
+  `noout` is set); `elapse()` moves the model's time by hand. The model's time is kept in
+  the state file, so a later process continues it. Nothing sleeps and nothing runs in the
+  background.
 
 Differences from a real cluster, on purpose: state changes are immediate (a real cluster
 needs seconds to mark an OSD down and repeer); health checks on inactive PGs appear at once
@@ -29,6 +32,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from drengine.clock import Clock, SimulatedClock
 from drengine.datastores.ceph.connector import JsonDoc
 from drengine.datastores.ceph.simcommands import MON_COMMANDS, list_unfound, mark_unfound_lost, pg_stat
 from drengine.datastores.ceph.simmodel import (
@@ -54,10 +58,13 @@ class CephSim:
     reported at once, never waited for.
     """
 
-    def __init__(self, state: SimState, connect_timeout: float = 2.0, op_timeout: float = 5.0) -> None:
+    def __init__(self, state: SimState, connect_timeout: float = 2.0, op_timeout: float = 5.0,
+                 clock: Clock | None = None) -> None:
         self.state = state
         self.connect_timeout = connect_timeout
         self.op_timeout = op_timeout
+        self.clock: Clock = clock or SimulatedClock()
+        self._seen = self.clock.now()
         self._connected = False
 
     # ------------------------------------------------------------------ serialisation
@@ -66,12 +73,13 @@ class CephSim:
         return self.state.model_dump_json(by_alias=True, indent=1)
 
     @classmethod
-    def from_json(cls, text: str, connect_timeout: float = 2.0, op_timeout: float = 5.0) -> CephSim:
+    def from_json(cls, text: str, connect_timeout: float = 2.0, op_timeout: float = 5.0,
+                  clock: Clock | None = None) -> CephSim:
         try:
             state = SimState.model_validate_json(text)
         except ValueError as exc:
             raise InputError(f"the simulated Ceph state is not valid: {exc}") from None
-        return cls(state, connect_timeout, op_timeout)
+        return cls(state, connect_timeout, op_timeout, clock)
 
     # ------------------------------------------------------------------ lookups
 
@@ -150,7 +158,9 @@ class CephSim:
         return candidates[: pool.size]
 
     def _settle(self) -> None:
-        """Apply what a real cluster does by itself between two looks: found objects, recovery, backfill."""
+        """Apply what a real cluster does by itself between two looks: time passing (auto-out),
+        found objects, recovery, backfill."""
+        self._catch_up()
         for pg in self.state.pgs:
             pool = self._pool_by_id(pg.pool)
             acting = [o for o in self.mapping(pool, pg) if self.osd(o).up]
@@ -227,6 +237,7 @@ class CephSim:
     # ------------------------------------------------------------------ CephAPI
 
     def mon_command(self, cmd: Mapping[str, Any]) -> JsonDoc:
+        self._catch_up()  # what happened while time passed comes first
         self._require_quorum()
         prefix = str(cmd.get("prefix", ""))
         handler = MON_COMMANDS.get(prefix)
@@ -237,6 +248,7 @@ class CephSim:
         return result
 
     def pg_command(self, pgid: str, cmd: Mapping[str, Any]) -> JsonDoc:
+        self._catch_up()
         self._require_quorum()  # the client must reach the monitors once to learn the PG's primary
         self._settle()
         pg = self._pg(pgid)
@@ -305,6 +317,7 @@ class CephSim:
     # ------------------------------------------------------------------ faults (what a drill does to the lab)
 
     def kill_osds(self, ids: list[int]) -> None:
+        self._catch_up()
         for i in ids:
             osd = self.osd(i)
             osd.hung = False  # a stopped process killed is gone all the same
@@ -314,6 +327,7 @@ class CephSim:
     def hang_osds(self, ids: list[int]) -> None:
         """SIGSTOP: its peers stop hearing it and the monitors mark it down (at once here; a real
         cluster waits osd_heartbeat_grace), and it keeps its store locked."""
+        self._catch_up()
         for i in ids:
             osd = self.osd(i)
             if osd.up:
@@ -323,6 +337,7 @@ class CephSim:
 
     def resume_osds(self, ids: list[int]) -> None:
         """SIGCONT: a hung OSD notices it was marked down and boots again."""
+        self._catch_up()
         for i in ids:
             osd = self.osd(i)
             if osd.hung:
@@ -331,6 +346,7 @@ class CephSim:
         self._settle()
 
     def start_osds(self, ids: list[int]) -> None:
+        self._catch_up()
         for i in ids:
             osd = self.osd(i)
             if not osd.hung:  # a hung one still holds its store: a second daemon cannot start on it
@@ -392,8 +408,24 @@ class CephSim:
         mon.monmap = list(members)
         mon.monmap_epoch += 1
 
+    def follow(self, clock: Clock) -> None:
+        """From now on the model's time comes from `clock` (the run's)."""
+        self._catch_up()
+        self.clock, self._seen = clock, clock.now()
+
     def elapse(self, seconds: float) -> None:
-        """Advance the logical clock: down OSDs past mon_osd_down_out_interval are marked out unless `noout`."""
+        """Move the model's time by hand (the clock moves it by itself)."""
+        self._advance(seconds)
+        self._settle()
+
+    def _catch_up(self) -> None:
+        now = self.clock.now()
+        passed, self._seen = now - self._seen, now
+        if passed > 0:
+            self._advance(passed)
+
+    def _advance(self, seconds: float) -> None:
+        """Time passes: down OSDs past mon_osd_down_out_interval are marked out unless `noout`."""
         self.state.clock += seconds
         if "noout" in self.state.flags:
             return
@@ -401,4 +433,3 @@ class CephSim:
             if not osd.up and osd.in_ and osd.down_since is not None and self.state.clock - osd.down_since >= DOWN_OUT_INTERVAL:
                 osd.in_ = False
                 self.state.epoch += 1
-        self._settle()

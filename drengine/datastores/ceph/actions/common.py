@@ -5,7 +5,7 @@ journaling it, and looking at the cluster (once, or until no PG is still peering
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from drengine.datastores.ceph.backend import CephBackend, MonitorControl
@@ -76,15 +76,22 @@ def transient_pgs(snap: CephSnapshot) -> list[PgInfo]:
     return [pg for pg in snap.inactive_pgs if pg.states & TRANSIENT_STATES and "peered" not in pg.states]
 
 
+def look_until(ctx: Ctx, done: Callable[[CephSnapshot], bool], seconds: float, poll: float) -> CephSnapshot:
+    """Observe until `done(snapshot)` or `seconds` have passed on the run's clock (a plan looks
+    once and never waits); returns the last snapshot."""
+    last: list[CephSnapshot] = []
+
+    def look() -> bool:
+        last[:] = [ctx.backend.observe()]
+        return done(last[0])
+
+    ctx.wait_until(look, 0.0 if ctx.mode is Mode.PLAN else seconds, interval=poll)
+    return last[0]
+
+
 def settled_snapshot(ctx: Ctx, settle: float = SETTLE_SECONDS, poll: float = 0.5) -> CephSnapshot:
     """Look until no inactive PG is still peering, at most `settle` seconds; then decide on what is seen."""
-    backend = ctx.backend
-    started = backend.clock()
-    snap = backend.observe()
-    while transient_pgs(snap) and backend.clock() - started < settle and ctx.mode is not Mode.PLAN:
-        backend.sleep(poll)
-        snap = backend.observe()
-    return snap
+    return look_until(ctx, lambda snap: not transient_pgs(snap), settle, poll)
 
 
 def lost_osds(ctx: Ctx) -> set[int]:

@@ -9,11 +9,11 @@ ceph-restore can put back exactly what this runbook changed.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from pydantic import Field
 
+from drengine.clock import Deadline
 from drengine.datastores.ceph.actions.common import (
     Ctx,
     flag_cmd,
@@ -209,40 +209,44 @@ class VerifyIo(Action[CephBackend, IoParams]):
                         reason="a write acknowledged and read back is what applications need; PG states alone do not prove it",
                         statements=stmts, evidence=notes, nothing_to_do=not pools)
 
+    def _write(self, ctx: Ctx, pool: str, data: bytes, deadline: Deadline) -> None:
+        """Write the test object until it is acknowledged, each try bounded, all of them by the deadline."""
+        last: list[Exception] = []
+
+        def acknowledged() -> bool:
+            attempt = max(1.0, min(deadline.remaining(), ctx.cluster.timeouts.read))
+            try:
+                ctx.backend.write_object(pool, IO_CHECK_OBJECT, data, timeout=attempt)
+            except ConnectError as exc:  # ProbeTimeout included: the PG still blocks
+                last[:] = [exc]
+                return False
+            ctx.sent(Statement(pool, f"rados -p {pool} put {IO_CHECK_OBJECT} <{len(data)} bytes>", "rados"))
+            return True
+
+        if not ctx.wait_until(acknowledged, max(0.0, deadline.remaining()), interval=self.params.poll):
+            snap = snapshot(ctx)
+            raise StepFailed(
+                f"client I/O on pool {pool} is still blocked after {self.params.io_timeout:g} s "
+                f"({last[0] if last else 'no try finished in time'}). Observed now: {health_summary(snap)}. Expected: "
+                f"every PG of {pool} active. See the explanation below; bring the OSDs back, or lower min_size / "
+                f"declare OSDs gone (--gone osd.N) and rerun. Details: " + " | ".join(explain_health(snap))
+            )
+
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        params = self.params
-        backend = ctx.backend
         pools, notes = self._pools(ctx, snapshot(ctx))
-        started = ctx.backend.clock()
-        deadline = started + params.io_timeout
+        started = ctx.clock.now()
+        deadline = Deadline(self.params.io_timeout, ctx.clock)
         evidence = list(notes)
         for pool in pools:
-            data = f"drengine I/O check at {time.time():.3f}\n".encode()
-            last: Exception | None = None
-            while True:
-                attempt = max(1.0, min(deadline - ctx.backend.clock(), ctx.cluster.timeouts.read))
-                try:
-                    backend.write_object(pool, IO_CHECK_OBJECT, data, timeout=attempt)
-                    ctx.sent(Statement(pool, f"rados -p {pool} put {IO_CHECK_OBJECT} <{len(data)} bytes>", "rados"))
-                    break
-                except ConnectError as exc:  # ProbeTimeout included: the PG still blocks
-                    last = exc
-                if ctx.backend.clock() >= deadline:
-                    snap = snapshot(ctx)
-                    raise StepFailed(
-                        f"client I/O on pool {pool} is still blocked after {params.io_timeout:g} s ({last}). "
-                        f"Observed now: {health_summary(snap)}. Expected: every PG of {pool} active. "
-                        f"See the explanation below; bring the OSDs back, or lower min_size / declare OSDs gone "
-                        f"(--gone osd.N) and rerun. Details: " + " | ".join(explain_health(snap))
-                    )
-                ctx.backend.sleep(params.poll)
-            read = backend.read_object(pool, IO_CHECK_OBJECT)
+            data = f"drengine I/O check at {ctx.clock.wall():.3f}\n".encode()
+            self._write(ctx, pool, data, deadline)
+            read = ctx.backend.read_object(pool, IO_CHECK_OBJECT)
             ctx.sent(Statement(pool, f"rados -p {pool} get {IO_CHECK_OBJECT} -", "rados"), result=f"{len(read)} bytes")
             if read != data:
                 raise StepFailed(f"pool {pool}: read back {len(read)} bytes that differ from the {len(data)} bytes just "
                                  f"written to {IO_CHECK_OBJECT}; the pool does not serve consistent I/O")
             evidence.append(f"pool {pool}: wrote and read back {IO_CHECK_OBJECT} ({len(data)} bytes)")
-        seconds = ctx.backend.clock() - started
+        seconds = ctx.clock.now() - started
         # One object lands in one PG: the pool serves only if none of its PGs is still inactive.
         after = settled_snapshot(ctx)
         names = {p.id: p.name for p in after.pools}

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from drengine.datastores.ceph.actions.common import Ctx, mon_statement, monitors, snapshot
 from drengine.datastores.ceph.backend import CephBackend, mon_id
+from drengine.datastores.ceph.connector import CephSnapshot
 from drengine.datastores.ceph.decisions import decide_mon_surgery
 from drengine.datastores.ceph.explain import explain_health
 from drengine.datastores.ceph.facts import MonSurgery
@@ -149,23 +150,29 @@ class VerifyQuorum(Action[CephBackend, QuorumParams]):
         s = ctx.facts.maybe("mon_surgery", MonSurgery)
         wanted = sorted(mon_id(m) for m in s.survivors) if s else []
         backend = ctx.backend
-        started = backend.clock()
-        last = ""
-        while True:
+        started = ctx.clock.now()
+        last: list[str] = [""]
+        answered: list[CephSnapshot] = []
+
+        def quorate() -> bool:
             try:
                 snap = backend.observe()
-                if not wanted or sorted(snap.status.quorum_names) == wanted:
-                    conf = ctx.cluster.ceph.conf_file if ctx.cluster.ceph else "ceph.conf"
-                    note = (f"; clients still list the removed monitors in `mon host` of {conf}: rewrite it to "
-                            f"{', '.join(wanted)} so they stop trying dead ones") if s else ""
-                    return StepResult(ok=True, summary=f"quorum {', '.join(snap.status.quorum_names)} answers after "
-                                      f"{backend.clock() - started:.1f} s{note}", evidence=explain_health(snap))
-                last = f"quorum is {', '.join(snap.status.quorum_names)}, expected {', '.join(wanted)}"
             except ConnectError as exc:
-                last = str(exc)
+                last[0] = str(exc)
                 backend.reconnect()
-            if backend.clock() - started >= p.quorum_timeout or ctx.mode is Mode.PLAN:
-                break
-            backend.sleep(p.poll)
-        raise StepFailed(f"no quorum of {', '.join(wanted) or 'the monitors'} within {p.quorum_timeout:g} s: {last}. "
+                return False
+            if not wanted or sorted(snap.status.quorum_names) == wanted:
+                answered.append(snap)
+                return True
+            last[0] = f"quorum is {', '.join(snap.status.quorum_names)}, expected {', '.join(wanted)}"
+            return False
+
+        if ctx.wait_until(quorate, 0.0 if ctx.mode is Mode.PLAN else p.quorum_timeout, interval=p.poll):
+            snap = answered[0]
+            conf = ctx.cluster.ceph.conf_file if ctx.cluster.ceph else "ceph.conf"
+            note = (f"; clients still list the removed monitors in `mon host` of {conf}: rewrite it to "
+                    f"{', '.join(wanted)} so they stop trying dead ones") if s else ""
+            return StepResult(ok=True, summary=f"quorum {', '.join(snap.status.quorum_names)} answers after "
+                              f"{ctx.clock.now() - started:.1f} s{note}", evidence=explain_health(snap))
+        raise StepFailed(f"no quorum of {', '.join(wanted) or 'the monitors'} within {p.quorum_timeout:g} s: {last[0]}. "
                          f"Check the monitors' logs; the original monmaps are kept beside their stores")

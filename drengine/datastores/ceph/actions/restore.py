@@ -11,14 +11,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from drengine.datastores.ceph.actions.common import Ctx, flag_cmd, min_size_cmd, mon_statement, send, snapshot
+from drengine.datastores.ceph.actions.common import Ctx, flag_cmd, look_until, min_size_cmd, mon_statement, send, snapshot
 from drengine.datastores.ceph.backend import CephBackend
 from drengine.datastores.ceph.decisions import decide_restore_min_size, decide_unset
 from drengine.datastores.ceph.degrade_record import DegradeRun, find_degrade_runs, merge_degrade_runs, read_degrade_run
 from drengine.datastores.ceph.explain import explain_health, health_summary, osd_names
 from drengine.datastores.ceph.facts import DegradeRecord, MinSizeChanges
 from drengine.errors import JournalCorrupt
-from drengine.steps import Action, Effect, Mode, NoParams, Proposal, Refusal, StepParams, StepResult, register
+from drengine.steps import Action, Effect, NoParams, Proposal, Refusal, StepParams, StepResult, register
 
 # The runbook inputs ceph.find_degrade_record reads (declared under `inputs:` in ceph-restore).
 DEGRADE_RUN_INPUT = "degrade_run"
@@ -121,15 +121,11 @@ class WaitForRecovery(Action[CephBackend, WaitParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         p = self.params
-        started = ctx.backend.clock()
-        while True:
-            snap = snapshot(ctx)
-            if snap.all_active_clean and not snap.inactive_pgs:
-                waited = ctx.backend.clock() - started
-                return StepResult(ok=True, summary=f"every PG is active+clean after {waited:.1f} s", evidence=explain_health(snap))
-            if ctx.backend.clock() - started >= p.recovery_timeout or ctx.mode is Mode.PLAN:
-                break
-            ctx.backend.sleep(p.poll)
+        started = ctx.clock.now()
+        snap = look_until(ctx, lambda s: s.all_active_clean and not s.inactive_pgs, p.recovery_timeout, p.poll)
+        if snap.all_active_clean and not snap.inactive_pgs:
+            waited = ctx.clock.now() - started
+            return StepResult(ok=True, summary=f"every PG is active+clean after {waited:.1f} s", evidence=explain_health(snap))
         unclean = [pg for pg in snap.pgs if not pg.clean]
         down = snap.down_osds
         advice = (f"{osd_names(o.id for o in down)} still down: start them again (or replace them), then rerun ceph-restore"
@@ -209,15 +205,10 @@ class VerifyHealth(Action[CephBackend, HealthParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         p = self.params
-        started = ctx.backend.clock()
-        while True:
-            # `status` lags `pg ls` by a few seconds after recovery: give it a bounded while.
-            snap = snapshot(ctx)
-            if snap.status.health == "HEALTH_OK":
-                return StepResult(ok=True, summary="HEALTH_OK: " + health_summary(snap), evidence=explain_health(snap))
-            if ctx.backend.clock() - started >= p.settle_timeout or ctx.mode is Mode.PLAN:
-                break
-            ctx.backend.sleep(p.poll)
+        # `status` lags `pg ls` by a few seconds after recovery: give it a bounded while.
+        snap = look_until(ctx, lambda s: s.status.health == "HEALTH_OK", p.settle_timeout, p.poll)
+        if snap.status.health == "HEALTH_OK":
+            return StepResult(ok=True, summary="HEALTH_OK: " + health_summary(snap), evidence=explain_health(snap))
         checks = "; ".join(f"{c.code}: {c.summary}" for c in snap.status.checks) or "no check listed"
         return StepResult(ok=False, outcome="not-ok",
                           summary=f"health is {snap.status.health}, expected HEALTH_OK; what remains: {checks}",
