@@ -27,6 +27,8 @@ steps:
   - id: find
     action: ceph.find_degrade_record
     next: done
+goal:
+  action: ceph.goal_restored
 """
 
 
