@@ -70,7 +70,8 @@ class CephKit:
         return [m.name for m in cluster.members if m.role == "osd"][-2:]
 
     def inject(self, cluster: Cluster, backend: CephBackend, fault: str) -> Injected:
-        return Injected("; ".join(backend.kill(victim) for victim in self._victims(cluster)))
+        victims = self._victims(cluster)
+        return Injected("; ".join(backend.kill(victim) for victim in victims), members=victims)
 
     def settled(self, cluster: Cluster, backend: CephBackend, fault: str) -> bool:
         down = {f"osd.{o.id}" for o in backend.observe().down_osds}
