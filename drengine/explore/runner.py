@@ -13,11 +13,9 @@ directory exactly as a SIGKILL at that boundary would.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,22 +88,6 @@ class ScriptedGates:
             # Nobody at a terminal and no flag: the run stops here; a refused check stands.
             raise OperatorStop(f"stopped at step {request.step}: no answer (scripted)", who="nobody")
         return GateAnswer(Answer(scripted), WHO, self.name, f"scripted {scripted}", when=when)
-
-
-@contextlib.contextmanager
-def _prelude_input(name: str, run_dir: Path) -> Iterator[None]:
-    """Give the prelude's run directory to the explored run as the runbook input `name`
-    (ceph-restore reads its degrade run from $DRENGINE_DEGRADE_RUN)."""
-    variable = f"DRENGINE_{name.upper()}"
-    before = os.environ.get(variable)
-    os.environ[variable] = str(run_dir)
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[variable]
-        else:
-            os.environ[variable] = before
 
 
 class ScenarioRun:
@@ -190,9 +172,6 @@ class ScenarioRun:
         runner.write_state(self.scenario.state)
         if self.scenario.prelude is not None:
             self._prelude()
-            if self.scenario.prelude.input:
-                with _prelude_input(self.scenario.prelude.input, self.prelude_dir):
-                    return self._segments()
         return self._segments()
 
     def _segments(self) -> Result:
@@ -248,7 +227,7 @@ class ScenarioRun:
             return start_run(RunRequest(
                 runbook=runner.runbook, inventory=runner.inventory, cluster=runner.cluster, mode=Mode.RUN,
                 gates=self.gates, run_dir=self.run_dir, lock_dir=runner.locks, listeners=[self.on_event],
-                around_walk=self.around, clock=self.clock, durable=runner.durable,
+                around_walk=self.around, clock=self.clock, durable=runner.durable, inputs=self._inputs(),
             ))
         return resume_run(self.run_dir, self.gates, [self.on_event], lock_dir=runner.locks, clock=self.clock,
                           around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory))
@@ -258,6 +237,11 @@ class ScenarioRun:
         takes it over. In-process the holder is still alive, so the lock is taken away here."""
         for path in self.runner.locks.glob("*.lock"):
             path.unlink()
+
+    def _inputs(self) -> dict[str, str]:
+        """The runbook inputs: the prelude's run directory, where the runbook asks for it."""
+        prelude = self.scenario.prelude
+        return {prelude.input: str(self.prelude_dir)} if prelude is not None and prelude.input else {}
 
     def _while_dead(self) -> None:
         changes = self.changes_at("crash", self.kills)

@@ -20,8 +20,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from drengine.datastores.ceph.scenarios import _add_pool, _cluster
 from drengine.datastores.ceph.sim import READ_ONLY_PREFIXES
-from drengine.datastores.ceph.simcluster import CephSim, SimMon, SimState, UnfoundObject, _add_pool, _b64, _cluster
+from drengine.datastores.ceph.simcluster import CephSim
+from drengine.datastores.ceph.simmodel import SimMon, SimState, UnfoundObject, b64
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, mostly, pick
 from drengine.explore.scenario import MemberSpec, Prelude, WorldChange
 from drengine.journal import Entry
@@ -43,7 +45,7 @@ def _unfound(sim: CephSim, pool: str) -> None:
     for pg in sim.state.pgs:
         if pg.pool != target.id or 0 not in pg.copies or len(pg.copies) < 2 or not pg.objects:
             continue
-        pg.unfound[sorted(pg.objects)[0]] = UnfoundObject(osd=0, previous=_b64(b"the older version\n"))
+        pg.unfound[sorted(pg.objects)[0]] = UnfoundObject(osd=0, previous=b64(b"the older version\n"))
         pg.copies = [o for o in pg.copies if o != 0]
     sim.kill_osds([0])
 
@@ -77,12 +79,18 @@ def osds_lost(draw: st.DrawFn, quorum: bool = False) -> Situation:
         _unfound(sim, pools[0])
     sim.state.flags = sorted({*sim.state.flags, *pick(c[5], (), ("noout",), ("norebalance",), ("norecover",), percent=80)})
     d = draw(DOWN)
-    down = [o.id for o in sim.state.osds if pick(d[o.id], True, False, percent=45)]
-    sim.kill_osds(down)
+    down = [o.id for o in sim.state.osds if pick(d[o.id], False, True, percent=70)]
+    hung = [i for i in down if d[i] >= 96]  # now and then stopped (SIGSTOP) rather than dead
+    sim.kill_osds([i for i in down if i not in hung])
+    sim.hang_osds(hung)
     if down and pick(c[6] % 10, False, True, percent=8):
         sim.elapse(700.0)  # past mon_osd_down_out_interval: marked out unless noout
     lost = pick(c[6] // 10, 2, 1, 0, 3, percent=7) if quorum else pick(c[6] // 10, 0, 1, 2, percent=7)
-    sim.kill_mons([m.name for m in sim.state.mons[len(sim.state.mons) - min(lost, len(sim.state.mons)):]])
+    gone = [m.name for m in sim.state.mons[len(sim.state.mons) - min(lost, len(sim.state.mons)):]]
+    if gone and pick(c[5] // 10 if c[5] >= 80 else 0, False, True, percent=7):
+        sim.hang_mon(gone[0])  # one of the lost monitors is stopped, not dead: it may come back
+        gone = gone[1:]
+    sim.kill_mons(gone)
     sim.close()
     label = (f"{count} OSDs ({'/'.join(sorted(set(classes)))}), pools {', '.join(pools)}, "
              f"down {', '.join(f'osd.{i}' for i in down) or 'none'}, flags {', '.join(sim.state.flags) or 'none'}, "
@@ -107,11 +115,12 @@ def peered_pools(model: Any) -> set[int]:
 
 
 def quorums(model: Any) -> list[list[str]]:
-    """Running monitors grouped by the monmap they hold, where they are a majority of it."""
+    """Monitors that run or may run again (stopped by SIGSTOP), grouped by the monmap they hold,
+    where they are a majority of it: each group is a quorum now or once its hung members resume."""
     sim = _sim(model)
     groups: dict[tuple[str, ...], list[str]] = {}
     for mon in sim.state.mons:
-        if mon.up:
+        if mon.up or mon.hung:
             groups.setdefault(tuple(mon.monmap), []).append(mon.name)
     return [names for monmap, names in groups.items() if 2 * len([n for n in names if n in monmap]) > len(monmap)]
 
@@ -190,8 +199,8 @@ def serving(model: Any) -> str | None:
 class CephKit(Kit):
     kind = "ceph"
     runbooks = ("ceph-degrade", "ceph-restore", "ceph-mon-quorum")
-    ops = ("kill", "start")
-    flaps = ("kill",)
+    ops = ("kill", "hang", "resume", "start")
+    flaps = ("kill", "hang")
     timeouts = {"connect": 1, "read": 2, "catch_up": 5}
 
     def situations(self, runbook: str) -> st.SearchStrategy[Situation]:
@@ -204,10 +213,12 @@ class CephKit(Kit):
         """The OSDs and monitors come back after the degrade run (all of them, usually)."""
         state = SimState.model_validate(situation.state)
         down = [f"osd.{o.id}" for o in state.osds if not o.up] + [f"mon.{m.name}" for m in state.mons if not m.up]
+        stopped = {f"osd.{o.id}" for o in state.osds if o.hung} | {f"mon.{m.name}" for m in state.mons if m.hung}
 
         def back(which: str) -> list[WorldChange]:
             chosen = down if which == "all" else ([] if which == "none" else down[::2])
-            return [WorldChange(when="prelude", index=0, op="start", member=m, advance=60.0) for m in chosen]
+            return [WorldChange(when="prelude", index=0, op="resume" if m in stopped else "start", member=m, advance=60.0)
+                    for m in chosen]
 
         return mostly("all", "none", "some", percent=70).map(back)
 
@@ -223,19 +234,9 @@ class CephKit(Kit):
     def applies(self, model: Any, op: str, member: str) -> bool:
         sim = _sim(model)
         kind, _, name = member.partition(".")
-        up = sim.osd(int(name)).up if kind == "osd" else sim.mon(name).up
-        return up if op == "kill" else not up
-
-    def change(self, backend: Any, op: str, member: str) -> None:
-        sim: CephSim = backend.sim
-        kind, _, name = member.partition(".")
-        if kind == "osd":
-            (sim.kill_osds if op == "kill" else sim.start_osds)([int(name)])
-        elif op == "kill":
-            sim.kill_mons([name])
-        else:
-            sim.start_mon(name)
-        backend.save()
+        daemon = sim.osd(int(name)) if kind == "osd" else sim.mon(name)
+        up, hung = daemon.up and not daemon.hung, daemon.hung
+        return {"kill": up or hung, "hang": up, "resume": hung, "start": not up and not hung}.get(op, True)
 
     def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
         if runbook == "ceph-mon-quorum":
