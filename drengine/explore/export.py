@@ -25,11 +25,13 @@ def export(scenario: Scenario, result: Result, into: Path) -> list[str]:
     into = into.resolve()
     state = into / "sim-state.json"
     kit = kit_for(scenario.kind)
+    hosts = kit.hosts(into)
     cluster = kit.inventory(CLUSTER, scenario.members)
     cluster["simulated"] = {**cluster["simulated"], "state_file": str(state)}
     inventory = into / "inventory.yaml"
     atomic_write(state, json.dumps(scenario.state))
-    atomic_write(inventory, yaml.safe_dump({"clusters": {CLUSTER: cluster}}, sort_keys=False))
+    atomic_write(inventory, yaml.safe_dump({**({"hosts": hosts} if hosts else {}), "clusters": {CLUSTER: cluster}},
+                                           sort_keys=False))
     run_dir = into / "run"
     flags_only = all(a == "proceed" for a in scenario.answers)
     flags = "--yes --accept-data-loss" if flags_only else "(at a terminal, no flags)"

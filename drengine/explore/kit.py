@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drengine.errors import InputError
@@ -50,6 +51,8 @@ class Ledger:
     overrides: list[str] = field(default_factory=list)  # steps whose refused check was overridden
     step: str = ""  # the step of the last event
     events: int = 0  # journal events seen in the scenario (all segments)
+    skipped: list[str] = field(default_factory=list)  # steps the operator skipped at their gate
+    ended: str = ""  # the end of the last run_finished
     _asked: dict[str, Any] = field(default_factory=dict)
 
     def see(self, entry: Entry) -> None:
@@ -57,7 +60,11 @@ class Ledger:
         data = entry.data
         self.step = str(data.get("step", self.step))
         kind = entry.type.value
-        if kind == "gate_asked":
+        if kind == "step_finished" and data.get("outcome") == "skipped":
+            self.skipped.append(str(data.get("step")))
+        elif kind == "run_finished":
+            self.ended = str(data.get("end", ""))
+        elif kind == "gate_asked":
             self._asked[data["step"]] = data
         elif kind == "gate_answered" and data.get("answer") == "proceed":
             asked = self._asked.get(data["step"]) or {}
@@ -122,6 +129,9 @@ class Kit:
         """A copy of the live state, kept as it is now (the state the goal check saw)."""
         return model.model_copy(deep=True)
 
+    def attach(self, backend: Any, clock: Any) -> None:
+        """A simulated backend was opened for the scenario (its clock is the run's)."""
+
     def applies(self, model: Any, op: str, member: str) -> bool:
         """Does `op` change anything on `member` now (a hung member cannot be hung again)?"""
         return True
@@ -148,6 +158,11 @@ class Kit:
         set a state (start a thread, set a flag) may be sent again when the state is not there
         any more; those that throw something away or add something may not."""
         return self.mutating(language, text)
+
+    def hosts(self, work: Path) -> dict[str, Any]:
+        """Inventory hosts the generated clusters' members run on (`work`: a directory the
+        explorer owns, for the members' directories)."""
+        return {}
 
     def inventory(self, name: str, members: list[MemberSpec]) -> dict[str, Any]:
         """The inventory cluster for a generated situation (the state file is the run's)."""

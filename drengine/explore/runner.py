@@ -160,6 +160,7 @@ class ScenarioRun:
             raise Killed(entry.seq)
 
     def around(self, journal: JournalWriter, backend: Any, walk: Callable[[], RunOutcome]) -> RunOutcome:
+        self.kit.attach(backend, self.clock)
         self.backend = backend
         try:
             return walk()
@@ -249,7 +250,8 @@ class ScenarioRun:
             return
         from drengine.backends import open_backend
 
-        backend = open_backend(self.runner.cluster, self.runner.inventory, self.run_dir)
+        backend = open_backend(self.runner.cluster, self.runner.inventory, self.run_dir, self.clock)
+        self.kit.attach(backend, self.clock)
         try:
             for change in changes:
                 self.apply(change, backend)
@@ -283,7 +285,8 @@ class ScenarioRun:
         if changes:
             from drengine.backends import open_backend
 
-            backend = open_backend(self.runner.cluster, self.runner.inventory, self.prelude_dir)
+            backend = open_backend(self.runner.cluster, self.runner.inventory, self.prelude_dir, self.clock)
+            self.kit.attach(backend, self.clock)
             try:
                 for change in changes:
                     self.apply(change, backend)
@@ -361,10 +364,12 @@ class Runner:
         key = tuple(members)
         if key not in self._inventories:
             path = self.work / f"inventory-{len(self._inventories)}.yaml"
+            hosts = self.kit.hosts(self.work)
             cluster = self.kit.inventory(CLUSTER, members)
             cluster["simulated"] = {**cluster["simulated"], "state_file": str(self.state_file)}
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump({"lock_dir": str(self.locks), "clusters": {CLUSTER: cluster}}))
+            path.write_text(yaml.safe_dump({"lock_dir": str(self.locks), "clusters": {CLUSTER: cluster},
+                                            **({"hosts": hosts} if hosts else {})}))
             inventory = load_inventory(path)
             self._inventories[key] = (inventory, inventory.cluster(CLUSTER))
         self.inventory, self.cluster = self._inventories[key]
