@@ -147,8 +147,11 @@ def check_target(cluster: Cluster, inventory: Inventory, kit: DrillKit, fault: s
             f"purpose, so the inventory must say `drill_target: true` for it (only for labs and staging)"
         )
     if fault not in kit.faults:
+        from drengine.suggest import did_you_mean
+
         raise InputError(
-            f"unknown fault {fault!r} for {cluster.kind} clusters; known faults: {', '.join(sorted(kit.faults))}"
+            f"unknown fault {fault!r} for {cluster.kind} clusters.{did_you_mean(fault, kit.faults)} "
+            f"Known faults: {', '.join(sorted(kit.faults))}"
         )
 
 

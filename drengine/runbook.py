@@ -241,8 +241,11 @@ def resolve_runbook(name_or_path: str, directory: Path | None = None) -> Path:
     folder = directory or runbook_dir()
     candidate = folder / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-        raise InputError(f"no runbook named {name_or_path!r} in {folder}; known runbooks: {known}")
+        from drengine.suggest import did_you_mean
+
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise InputError(f"no runbook named {name_or_path!r} in {folder}.{did_you_mean(name_or_path, names)} "
+                         f"Known runbooks: {', '.join(names) or 'none'}")
     return candidate
 
 

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from drengine.errors import InputError
-from drengine.lab.procs import DEFAULT_LAB_DIR, LabDir, is_ours
+from drengine.lab.procs import DEFAULT_LAB_DIR, LabDir, check_lab_dir, is_ours
 
 
 def lab_kinds() -> tuple[str, ...]:
@@ -17,12 +17,45 @@ def lab_kinds() -> tuple[str, ...]:
     return ("ssh", *(kind for kind, store in registry().items() if store.lab))
 
 
+def simulated_labs() -> list[str]:
+    from drengine.datastores import registry
+
+    return [k for k, s in registry().items() if s.simulated_lab]
+
+
+def lab_scenarios(kind: str) -> list[str]:
+    """The situations a simulated lab can be started in (`--scenario`); none for the real labs."""
+    from drengine.datastores import datastore
+
+    if kind not in simulated_labs():
+        return []
+    store = datastore(kind)
+    assert store.lab is not None
+    names: list[str] = store.load(store.lab).scenarios()
+    return names
+
+
+def check_scenario(kind: str, scenario: str | None) -> None:
+    """`--scenario` is checked before anything starts: a typo must not leave a dead server behind."""
+    if scenario is None:
+        return
+    simulated = simulated_labs()
+    if kind not in simulated:
+        raise InputError(f"--scenario applies to the simulated labs ({', '.join(simulated)}), not {kind}")
+    known = lab_scenarios(kind)
+    if scenario not in known:
+        from drengine.suggest import did_you_mean
+
+        raise InputError(f"no {kind} lab scenario named {scenario!r}.{did_you_mean(scenario, known)} "
+                         f"Scenarios: {', '.join(known)}")
+
+
 def lab_dir(path: str | None) -> LabDir:
     return LabDir(path or os.environ.get("DRENGINE_LAB_DIR", DEFAULT_LAB_DIR))
 
 
 def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | None = None) -> str:
-    from drengine.datastores import datastore, registry
+    from drengine.datastores import datastore
 
     module: Any
     if kind == "ssh":
@@ -32,11 +65,11 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
         if store.lab is None:
             raise InputError(f"the {kind} lab is not available in this version")
         module = store.load(store.lab)
+    check_scenario(kind, scenario)
     lab = lab_dir(path)
+    # Before anything starts: the directory can be made, and the daemons' user can reach it.
+    check_lab_dir(lab.root, getattr(module, "RUNS_AS", None))
     if scenario is not None:
-        simulated = [k for k, s in registry().items() if s.simulated_lab]
-        if kind not in simulated:
-            raise InputError(f"--scenario applies to the simulated labs ({', '.join(simulated)}), not {kind}")
         module.up(lab, inventory_out=inventory_out, scenario=scenario)
     elif kind == "galera":
         # Galera's runbook reads grastate.dat and starts nodes over the nodes' hosts: the lab

@@ -214,3 +214,63 @@ def merge_inventory(path: str | Path, hosts: dict[str, Any], clusters: dict[str,
     tmp = target.with_suffix(".tmp")
     tmp.write_text("# Written by `drengine lab up`; lab services on loopback.\n" + yaml.safe_dump(current, sort_keys=False))
     os.replace(tmp, target)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a daemon could listen on the port now, checked the way daemons bind it: with
+    SO_REUSEADDR, so a port whose old connections sit in TIME_WAIT (a lab just stopped) is free."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _lets_through(st: os.stat_result, uid: int, gids: set[int]) -> bool:
+    import stat
+
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def check_lab_dir(root: Path, runs_as: str | None = None) -> None:
+    """Before anything starts: the lab directory can be created here, and the user the daemons
+    run as (mysql for MariaDB) can reach it through every parent. Says what to change."""
+    import getpass
+    import grp
+    import pwd
+    import stat
+
+    root = root.resolve()
+    existing = next(p for p in [root, *root.parents] if p.exists())
+    if not existing.is_dir():
+        raise LabError(f"the lab directory {root} cannot be made: {existing} is a file, not a directory; choose another --dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LabError(f"the lab directory {root} cannot be made: {existing} is not writable by {getpass.getuser()} "
+                       f"(mode {stat.filemode(existing.stat().st_mode)}); choose another --dir (e.g. {DEFAULT_LAB_DIR}) "
+                       f"or make {existing} writable")
+    if runs_as is None:
+        return
+    try:
+        account = pwd.getpwnam(runs_as)
+    except KeyError:
+        raise LabError(f"the lab's daemons run as user {runs_as!r}, which does not exist here; install the datastore's "
+                       f"package (it creates the user)") from None
+    gids = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if runs_as in g.gr_mem}
+    for parent in [existing, *existing.parents]:
+        st = parent.stat()
+        if not _lets_through(st, account.pw_uid, gids):
+            raise LabError(
+                f"the lab's daemons run as {runs_as}, who cannot reach {root}: {parent} (mode "
+                f"{stat.filemode(st.st_mode)}, owner {pwd.getpwuid(st.st_uid).pw_name}) does not let {runs_as} through. "
+                f"Choose a --dir whose parents everyone may enter (e.g. {DEFAULT_LAB_DIR}), or `chmod o+x {parent}`"
+            )

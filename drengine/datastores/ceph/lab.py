@@ -16,7 +16,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,16 @@ from typing import Any
 
 from drengine.datastores.ceph.connector import CephConnector, parse_pgs
 from drengine.errors import ConnectError
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
+from drengine.lab.procs import (
+    LabDir,
+    LabError,
+    LabProcess,
+    is_ours,
+    merge_inventory,
+    port_free,
+    signal_process,
+    wait_until,
+)
 
 CLUSTER_NAME = "lab-ceph"
 KIND = "ceph"
@@ -219,15 +227,14 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
 
 
 def _check_ports_free(port_base: int) -> None:
+    # Checked as ceph-mon binds (SO_REUSEADDR): ports left in TIME_WAIT by a lab just stopped are free.
     for m in MONS:
         port = mon_port(port_base, m)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError as exc:
-                raise LabError(
-                    f"port {port} on 127.0.0.1 for mon.{m} is not free ({exc.strerror}); stop what uses it or pick another port base"
-                ) from None
+        if not port_free(port):
+            raise LabError(
+                f"port {port} on 127.0.0.1 for mon.{m} is in use (something listens on it); stop what uses it "
+                f"(`drengine lab status`, `ss -ltnp 'sport = :{port}'`) or pick another port base"
+            )
 
 
 def _create_osds(lab: LabDir, api: CephConnector, conf: Path) -> None:

@@ -47,6 +47,7 @@ MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 RUN_AS = "mysql"
+RUNS_AS = RUN_AS  # read by `drengine lab up` to check the lab directory before anything starts
 # Default failure detection takes about 6 s; these bring it to about 3 s. keepalive_period
 # must stay below a third of suspect_timeout or mariadbd refuses to start.
 FAST_FAILURE_DETECTION = (

@@ -20,6 +20,7 @@ KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
 PORT_BASE = 33061
 CLUSTER = "lab-mariadb"
+RUNS_AS = "mysql"  # mariadbd drops to this user: it must reach the lab directory
 
 
 def _dir(lab: LabDir) -> Path:
@@ -119,11 +120,14 @@ def _install(lab: LabDir, name: str, index: int) -> None:
     mysql = pwd.getpwnam("mysql")
     for p in (base, base / "data", base / "tmp"):
         os.chown(p, mysql.pw_uid, mysql.pw_gid)
-    subprocess.run(
+    done = subprocess.run(
         ["mariadb-install-db", f"--defaults-file={cnf}", "--auth-root-authentication-method=normal",
          "--skip-test-db", "--user=mysql"],
-        check=True, capture_output=True, timeout=120,
+        check=False, capture_output=True, text=True, timeout=120,
     )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise LabError(f"mariadb-install-db failed for {name} in {base} (exit {done.returncode}): {' | '.join(tail)}")
 
 
 def _bootstrap_users(lab: LabDir, name: str) -> None:

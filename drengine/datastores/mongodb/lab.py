@@ -9,15 +9,28 @@ from drengine.lab.procs import LabDir
 from drengine.lab.simulated import cluster_fragment, serve, write
 
 PORT_BASE = 27117
-SIZES = {"healthy-3": 3, "majority-lost-5": 5, "partition-primary-alive": 5, "hung-member": 3, "arbiter-and-priority0": 5}
+SIZES = {"healthy-3": 3, "healthy-5": 5, "majority-lost-5": 5, "partition-primary-alive": 5, "hung-member": 3,
+         "arbiter-and-priority0": 5}
+DEFAULT_SCENARIO = "majority-lost-5"
 
 
-def up(lab: LabDir, inventory_out: str | None = None, scenario: str = "majority-lost-5") -> dict[str, Any]:
+def scenarios() -> list[str]:
+    """The situations `--scenario` can start the served replica set in."""
+    from drengine.datastores.mongodb.simcluster import SCENARIOS
+
+    return sorted(SCENARIOS)
+
+
+def up(lab: LabDir, inventory_out: str | None = None, scenario: str = DEFAULT_SCENARIO) -> dict[str, Any]:
     size = SIZES.get(scenario, 3)
     ports = [PORT_BASE + i for i in range(size)]
     state = lab.path("mongodb") / "state.json"
+    # A new lab starts from the scenario asked for, never from what an earlier lab left behind.
+    lab.stop_kind("mongodb")
+    state.unlink(missing_ok=True)
     serve(lab, "mongodb", "drengine.datastores.mongodb.wire",
-          ["--scenario", scenario, "--port-base", str(PORT_BASE), "--state", str(state)], ports, ready_lines=size)
+          ["--scenario", scenario, "--port-base", str(PORT_BASE), "--state", str(state)], ports, ready_lines=size,
+          ready_prefix="member ")
     members = [{"name": f"m{i}", "address": "127.0.0.1", "port": port} for i, port in enumerate(ports)]
     fragment = cluster_fragment("mongodb", members, {"connect": 0.5, "read": 1.0})
     write(inventory_out, "lab-mongodb", fragment)
