@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from drengine.errors import DrengineError
+from drengine.errors import DrengineError, InputError
 
 DEFAULT_LAB_DIR = "/tmp/drengine-lab"
 
@@ -253,9 +253,9 @@ def check_lab_dir(root: Path, runs_as: str | None = None) -> None:
     root = root.resolve()
     existing = next(p for p in [root, *root.parents] if p.exists())
     if not existing.is_dir():
-        raise LabError(f"the lab directory {root} cannot be made: {existing} is a file, not a directory; choose another --dir")
+        raise InputError(f"the lab directory {root} cannot be made: {existing} is a file, not a directory; choose another --dir")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise LabError(f"the lab directory {root} cannot be made: {existing} is not writable by {getpass.getuser()} "
+        raise InputError(f"the lab directory {root} cannot be made: {existing} is not writable by {getpass.getuser()} "
                        f"(mode {stat.filemode(existing.stat().st_mode)}); choose another --dir (e.g. {DEFAULT_LAB_DIR}) "
                        f"or make {existing} writable")
     if runs_as is None:
@@ -263,13 +263,13 @@ def check_lab_dir(root: Path, runs_as: str | None = None) -> None:
     try:
         account = pwd.getpwnam(runs_as)
     except KeyError:
-        raise LabError(f"the lab's daemons run as user {runs_as!r}, which does not exist here; install the datastore's "
+        raise InputError(f"the lab's daemons run as user {runs_as!r}, which does not exist here; install the datastore's "
                        f"package (it creates the user)") from None
     gids = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if runs_as in g.gr_mem}
     for parent in [existing, *existing.parents]:
         st = parent.stat()
         if not _lets_through(st, account.pw_uid, gids):
-            raise LabError(
+            raise InputError(
                 f"the lab's daemons run as {runs_as}, who cannot reach {root}: {parent} (mode "
                 f"{stat.filemode(st.st_mode)}, owner {pwd.getpwuid(st.st_uid).pw_name}) does not let {runs_as} through. "
                 f"Choose a --dir whose parents everyone may enter (e.g. {DEFAULT_LAB_DIR}), or `chmod o+x {parent}`"
