@@ -116,8 +116,12 @@ class Screen:
     """What one invocation shows besides the journal lines: a live elapsed timer under the step
     that is running (terminal only), and the evidence steps recorded, for `d` at a later gate."""
 
+    # A step that ends sooner shows no timer at all (no flicker on fast steps).
+    TIMER_AFTER = 0.5
+
     def __init__(self) -> None:
         self._live: Any = None
+        self._pending: threading.Timer | None = None
         self._guard = threading.Lock()
         self.evidence: dict[str, list[str]] = {}
 
@@ -125,11 +129,20 @@ class Screen:
         console = _console()
         if not console.is_terminal:
             return
+        with self._guard:
+            self._stop()
+            elapsed = _Elapsed(label)
+            self._pending = threading.Timer(self.TIMER_AFTER, self._show, args=(elapsed,))
+            self._pending.daemon = True
+            self._pending.start()
+
+    def _show(self, elapsed: _Elapsed) -> None:
         from rich.live import Live
 
         with self._guard:
-            self._stop()
-            self._live = Live(_Elapsed(label), console=console, refresh_per_second=4, transient=True,
+            if self._pending is None or self._live is not None:
+                return  # the step ended meanwhile
+            self._live = Live(elapsed, console=_console(), refresh_per_second=4, transient=True,
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
 
@@ -138,6 +151,9 @@ class Screen:
             self._stop()
 
     def _stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         if self._live is not None:
             self._live.stop()
             self._live = None

@@ -15,11 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drengine.engine import RESUMABLE_ENDS
 from drengine.errors import DrengineError, InputError
 from drengine.journal import JOURNAL_FILE, Entry, Event, read_entries, verify
-
-# Ends after which the engine resumes a run (the others finished, well or badly).
-RESUMABLE_ENDS = frozenset({"stopped", "crashed", "interrupted"})
 
 
 class Model(BaseModel):
@@ -115,7 +113,8 @@ def summarize(run_dir: Path, lock_dir: Path | None = None) -> tuple[RunSummary, 
         result = str(finish.data.get("end", ""))
         success: bool | None = bool(finish.data.get("success"))
         summary = str(finish.data.get("summary", ""))
-        open_ended = result in RESUMABLE_ENDS
+        # The engine says so in the end event; older journals are judged by the end's name, as the engine does.
+        open_ended = bool(finish.data.get("resumable", result in RESUMABLE_ENDS))
     elif _still_running(str(d.get("cluster", "")), run_id, lock_dir) and mode != "plan":
         result, success, summary, open_ended = "running", None, "in progress (it holds the cluster lock)", False
     else:
