@@ -1026,13 +1026,22 @@ def status(inventory: str, cluster: str | None, as_json: bool) -> None:
 
     inv = load_inventory(inventory)
     fleet = probe_fleet(inv, [cluster] if cluster else None)
-    code = ExitCode.FAILED if fleet.needs_action else ExitCode.DONE
+    code = ExitCode.INVALID_INPUT if fleet.bad_input else ExitCode.FAILED if fleet.needs_action else ExitCode.DONE
+    try:
+        _show_fleet(fleet, as_json, code)
+    finally:
+        # Shown first, then the connections are closed (bounded: a hung member does not hold us up).
+        fleet.wait_closed(max((c.timeouts.connect for c in inv.clusters.values()), default=1.0) + 1.0)
+    raise SystemExit(code)
+
+
+def _show_fleet(fleet: Any, as_json: bool, code: int) -> None:
     if as_json:
         document = fleet.model_dump(mode="json")
         document["needs_action"] = fleet.needs_action
         document["exit_code"] = int(code)
         _json(document)
-        raise SystemExit(code)
+        return
     for each in fleet.clusters:
         _show_cluster(each)
     counts: dict[str, int] = {}
@@ -1041,7 +1050,6 @@ def status(inventory: str, cluster: str | None, as_json: bool) -> None:
     words = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: list(VERDICT_STYLES).index(kv[0])))
     _out(f"{len(fleet.clusters)} cluster(s) in {fleet.seconds:.2f} s: {words}"
          + (". Nothing needs action." if not fleet.needs_action else ". Act on the ones not HEALTHY (above)."))
-    raise SystemExit(code)
 
 
 # -- runs: what has been done, and what can be resumed ---------------------------------------------

@@ -25,7 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster, Inventory
@@ -113,16 +113,29 @@ class ClusterStatus(Model):
     advice: list[Advice] = Field(default_factory=list)
     run_in_progress: str = ""
     seconds: float = 0.0
+    bad_input: str = ""  # the inventory entry itself is wrong (unknown scenario, unreadable secret): exit 2
 
 
 class FleetStatus(Model):
     inventory: str
     clusters: list[ClusterStatus]
     seconds: float
+    _probes: list[threading.Thread] = PrivateAttr(default_factory=list)
 
     @property
     def needs_action(self) -> bool:
         return any(c.verdict.needs_action for c in self.clusters)
+
+    @property
+    def bad_input(self) -> bool:
+        return any(c.bad_input for c in self.clusters)
+
+    def wait_closed(self, timeout: float) -> None:
+        """Let the probes close their connections (after the answer was shown): a caller that
+        goes on at once, e.g. to stop a server, must not leave half-closed connections behind."""
+        deadline = time.monotonic() + timeout
+        for probe in self._probes:
+            probe.join(max(deadline - time.monotonic(), 0.0))
 
 
 # -- helpers for the datastores' status modules ----------------------------------------------------
@@ -241,12 +254,15 @@ def probe_fleet(inventory: Inventory, names: Sequence[str] | None = None,
     clusters = [inventory.cluster(n) for n in names] if names else list(inventory.clusters.values())
     started = clock()
     futures: dict[str, Future[ClusterStatus]] = {}
+    probes: list[threading.Thread] = []
     for cluster in clusters:
         fut: Future[ClusterStatus] = Future()
         futures[cluster.name] = fut
         # Daemon threads: a member that hangs past every timeout must not keep drengine from exiting.
-        threading.Thread(target=_probe_into, args=(cluster, inventory, fut), daemon=True,
-                         name=f"status-{cluster.name}").start()
+        probe = threading.Thread(target=_probe_into, args=(cluster, inventory, fut), daemon=True,
+                                 name=f"status-{cluster.name}")
+        probe.start()
+        probes.append(probe)
     answers: list[ClusterStatus] = []
     for cluster in clusters:
         fut = futures[cluster.name]
@@ -256,7 +272,9 @@ def probe_fleet(inventory: Inventory, names: Sequence[str] | None = None,
         except TimeoutError:
             answers.append(_unanswered(cluster, inventory, f"no answer within {budget(cluster):g} s "
                                                            f"(connect + read timeouts + {GRACE_SECONDS:g} s)", started))
-    return FleetStatus(inventory=inventory.path, clusters=answers, seconds=round(clock() - started, 3))
+    fleet = FleetStatus(inventory=inventory.path, clusters=answers, seconds=round(clock() - started, 3))
+    fleet._probes = probes
+    return fleet
 
 
 def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatus]) -> None:
@@ -267,9 +285,10 @@ def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatu
     try:
         probe_cluster(cluster, inventory, answer)
     except InputError as exc:
-        # Bad input (an unknown scenario, an unreadable secret) is the caller's to report: exit 2.
-        if not fut.done():
-            fut.set_exception(exc)
+        # Bad input (an unknown scenario, an unreadable secret) in one cluster's entry: the others
+        # are still shown, and the exit code says the inventory needs fixing.
+        status = _unanswered(cluster, inventory, f"bad input: {exc}", time.monotonic())
+        answer(status.model_copy(update={"bad_input": str(exc), "headline": f"cannot be asked: {exc}"}))
     except Exception as exc:  # noqa: BLE001 - one cluster's bug must not hide the others' answers
         answer(_unanswered(cluster, inventory, f"internal error: {type(exc).__name__}: {exc}", time.monotonic()))
 

@@ -212,3 +212,25 @@ def test_elasticsearch_served_lab(tmp_path: Path) -> None:
         assert f"$ drengine plan elasticsearch-reallocate -i {inventory} -c lab-elasticsearch" in out
     finally:
         cli("lab", "down", "--dir", lab)
+
+
+def test_ceph_lab_starts_again_right_after_down(ceph_lab: tuple[LabDir, Path]) -> None:
+    """The monitors' ports sit in TIME_WAIT after `down`; the lab checks them as ceph-mon binds
+    them (SO_REUSEADDR), so it starts again at once instead of failing for a minute."""
+    import socket
+
+    from drengine.datastores.ceph import lab as ceph_lab_module
+
+    lab, inventory = ceph_lab
+    ceph_lab_module.down(lab)
+    with socket.socket() as plain:
+        try:
+            plain.bind(("127.0.0.1", 3370))
+            in_time_wait = False
+        except OSError:
+            in_time_wait = True  # what made the old check refuse
+    started = time.monotonic()
+    ceph_lab_module.up(lab, port_base=3370, inventory_out=inventory)
+    print(f"monitor port in TIME_WAIT after down: {in_time_wait}; up again in {time.monotonic() - started:.1f} s")
+    code, out = status(inventory, ceph_lab_module.CLUSTER_NAME)
+    assert code == 0, out

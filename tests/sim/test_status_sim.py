@@ -81,6 +81,17 @@ def test_fleet_view_and_bad_input() -> None:
     assert code == 2 and "Did you mean 'sim-mariadb-healthy'" in out
 
 
+def test_one_bad_cluster_entry_does_not_hide_the_others(tmp_path: Path) -> None:
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text((ROOT / "inventory/simulated.yaml").read_text().replace("scenario: healthy", "scenario: nonsense"))
+    code, doc = status_doc(str(inventory))
+    assert code == 2
+    verdicts = {c["cluster"]: c for c in doc["clusters"]}
+    assert verdicts["sim-mariadb"]["verdict"] == "down"
+    assert verdicts["sim-mariadb-healthy"]["verdict"] == "unknown"
+    assert "unknown MariaDB scenario 'nonsense'" in verdicts["sim-mariadb-healthy"]["bad_input"]
+
+
 def test_status_never_changes_a_simulation(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     inventory = tmp_path / "inv.yaml"
