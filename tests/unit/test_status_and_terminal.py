@@ -219,3 +219,11 @@ def test_completion_of_runbooks_clusters_members_and_faults() -> None:
     script = subprocess.run([sys.executable, "-m", "drengine.cli", "completion", "bash"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60, check=False, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert script.returncode == 0 and "_DRENGINE_COMPLETE" in script.stdout
+
+
+def test_ceph_timeout_after_status_is_not_called_a_lost_quorum() -> None:
+    from drengine.datastores.ceph.status import _quorum_answered
+
+    assert _quorum_answered('monitor command {"format": "json", "prefix": "pg ls"} got no answer within 5 s')
+    assert not _quorum_answered('monitor command {"format": "json", "prefix": "status"} got no answer within 5 s')
+    assert not _quorum_answered("no Ceph monitor quorum answered within 1 s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from drengine.datastores.ceph.actions import OPERATOR_FLAGS, default_min_size, explain_health, health_summary
 from drengine.datastores.ceph.backend import CephBackend, mon_id
@@ -23,8 +24,28 @@ def assess(cluster: Cluster, backend: CephBackend) -> Reading:
     try:
         snap = backend.observe()
     except ConnectError as exc:
-        return without_quorum(cluster, str(exc), [_mon_alive(cluster, backend, m) for m in _mons(cluster)])
+        if _quorum_answered(str(exc)):
+            return partly_read(cluster, str(exc))
+        mons = _mons(cluster)
+        with ThreadPoolExecutor(max_workers=max(len(mons), 1), thread_name_prefix="mon-probe") as pool:
+            alive = list(pool.map(lambda m: _mon_alive(cluster, backend, m), mons))
+        return without_quorum(cluster, str(exc), alive)
     return read_snapshot(cluster, snap)
+
+
+def _quorum_answered(error: str) -> bool:
+    """`observe` asks `status` first: a later command that timed out means a quorum did answer
+    (a PG listing waits for a manager, for instance)."""
+    return "monitor command" in error and '"prefix": "status"' not in error
+
+
+def partly_read(cluster: Cluster, error: str) -> Reading:
+    rows = [MemberStatus(name=m.name, role=m.role or "", state=MemberState.UNKNOWN, error="not read") for m in cluster.members]
+    return Reading(verdict=Verdict.UNKNOWN, members=rows, evidence=[error],
+                   headline="the monitors answer, but the rest of the cluster could not be read in time "
+                            "(PG listings need a running manager)",
+                   advice=[Advice(why="check the manager (`ceph -s`: mgr), then ask again; raise timeouts.read if "
+                                      "the cluster is only slow")])
 
 
 def _mons(cluster: Cluster) -> list[Member]:
