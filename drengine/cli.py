@@ -2,7 +2,7 @@
 
 Every error is caught once here and turned into one clear message and a documented exit
 code (0 done, 1 failed or cannot recover, 2 invalid input, 3 stopped at a gate or by the
-operator, 4 lock held). `--debug` shows the traceback.
+operator, 4 cluster lock held, unavailable or lost). `--debug` shows the traceback.
 
 Output goes through rich: colour and emphasis only when the stream is a terminal (and
 NO_COLOR is not set), plain text otherwise, so logs and pipes stay clean. Every line passes
@@ -249,12 +249,16 @@ def _progress(entry: Any) -> None:
     t, d = entry.type.value, entry.data
     if t == "run_started":
         _out(f"run {d['run_id']}: {d['runbook']} on {d['cluster']} ({d['mode']}{', simulated' if d['simulated'] else ''})")
+        for name, value in (d.get("inputs") or {}).items():
+            _out(f"   input {name} = {value}")
     elif t == "run_resumed":
         _out(f"resuming run {d['run_id']} at {d['state']}" + (f" (step {d['in_flight']} was in flight)" if d["in_flight"] else ""))
     elif t == "lock_broken":
         _out(f"lock: {d['text']} (was {d['previous']})")
     elif t == "lock_taken" and d.get("previous"):
         _out(f"lock: {d['text']} (was {d['previous']})")
+    elif t == "lock_lost":
+        _out(f"   LOCK LOST before step {d['step']}: nothing further is sent")
     elif t == "step_started":
         _out(f"-> {d['step']}: {d['summary']}")
         if d["effect"] == "mutate":
@@ -396,8 +400,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     Exit codes: 0 done, 1 runbook failed or cannot recover (for `status`: a cluster needs
     action), 2 invalid input or usage, 3 stopped at a gate or by the operator, 4 cluster lock
-    held by another run. Colour only at a terminal; NO_COLOR turns it off. Shell completion:
-    `drengine completion --help`.
+    held by another run, unavailable (etcd down: see --lock local) or lost during the run.
+    Colour only at a terminal; NO_COLOR turns it off. Shell completion: `drengine completion --help`.
     """
     DEBUG["on"] = debug
     _help_if_bare(ctx)
@@ -432,6 +436,22 @@ def _check_overrides(rb: Any, flags: Any) -> None:
 
             raise InputError(f"--override {step}: runbook {rb.name} has no safety check named {step!r}."
                              f"{did_you_mean(step, checks)} Its checks are: {', '.join(checks) or 'none'}")
+
+
+def _inputs(given: tuple[str, ...]) -> dict[str, str]:
+    """`--input NAME=VALUE`, each name once; the runbook checks the names when the run starts."""
+    values: dict[str, str] = {}
+    for raw in given:
+        name, sep, value = raw.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--input {raw!r}: expected NAME=VALUE (e.g. --input degrade_run=runs/RUN_ID)")
+        if name.strip() in values:
+            raise click.UsageError(f"--input {name.strip()} is given twice; give each input once")
+        values[name.strip()] = value
+    return values
+
+
+_INPUT_HELP = "A runbook input, NAME=VALUE (repeatable; `drengine runbook show RUNBOOK` lists them)."
 
 
 def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, quiet: bool = False, **kw: Any) -> Any:
@@ -499,12 +519,17 @@ def _report_outcome(outcome: Any) -> NoReturn:
 @click.option("--reason", default="", help="Why: recorded in the journal with every gate answer.")
 @click.option("--gone", multiple=True, metavar="MEMBER", shell_complete=_complete_members,
               help="Declare a member gone for good (it will not come back).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=_INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Resume the interrupted run in this directory.")
-@click.option("--break-lock", is_flag=True, help="Take the cluster lock from another run (journaled).")
+@click.option("--break-lock", is_flag=True,
+              help="Take the cluster lock from the run holding it (journaled; that run stops at its next step boundary).")
+@click.option("--lock", "lock_choice", type=click.Choice(["local"]), default=None,
+              help="Break glass when etcd is down: take only this machine's lock instead of the inventory's etcd lock "
+                   "(needs --reason; journaled as a dangerous gate).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
-        overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], run_dir: str | None,
-        resume_dir: str | None, break_lock: bool) -> None:
+        overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
+        resume_dir: str | None, break_lock: bool, lock_choice: str | None) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it.
 
     At a terminal each gate asks: p(roceed) or y, s(kip), r(etry), a(bort), d(etails: the
@@ -514,20 +539,28 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
     from drengine.steps import Mode
 
     gates = _gates(yes, accept_data_loss, overrides, reason)
+    local_lock_reason = None
+    if lock_choice == "local":
+        if not reason.strip():
+            raise click.UsageError('--lock local skips the team lock (break glass): say why with --reason "..." '
+                                   "(it is journaled)")
+        local_lock_reason = reason.strip()
     if resume_dir:
-        if runbook or inventory or cluster:
-            raise click.UsageError("--resume takes the runbook, inventory and cluster from the journal; give only RUN_DIR")
+        if runbook or inventory or cluster or inputs:
+            raise click.UsageError("--resume takes the runbook, inventory, cluster and inputs from the journal; "
+                                   "give only RUN_DIR")
         notifier = _notifier(_resumed_inventory_notify(Path(resume_dir)), resume_dir, run_dir=Path(resume_dir))
         try:
             outcome = resume_run(Path(resume_dir), gates, [SCREEN.listen, *([notifier.on_event] if notifier else [])],
-                                 break_lock=break_lock, argv=sys.argv[1:])
+                                 break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason)
         finally:
             _close_notifier(notifier)
         _report_outcome(outcome)
     if not (runbook and inventory and cluster):
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
-                       run_dir=Path(run_dir) if run_dir else None)
+                       run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs),
+                       local_lock_reason=local_lock_reason)
     notifier = _notifier(request.inventory.notify, inventory, run_dir=request.run_dir)
     if notifier is not None:
         request.listeners.append(notifier.on_event)
@@ -556,9 +589,11 @@ def _resumed_inventory_notify(run_dir: Path) -> list[Any]:
 @_inventory_option()
 @_cluster_option()
 @click.option("--gone", multiple=True, metavar="MEMBER", shell_complete=_complete_members, help="Declare a member gone for good.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=_INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for the plan's journal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON document (for automation).")
-def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_dir: str | None, as_json: bool) -> None:
+def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], inputs: tuple[str, ...],
+         run_dir: str | None, as_json: bool) -> None:
     """Dry run: probe read-only, then show every step with the exact statements it would send.
 
     Exit 0 when a recovery path exists, 1 when the runbook would fail (and why). Nothing is changed."""
@@ -567,7 +602,7 @@ def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_
     from drengine.steps import Mode
 
     request = _request(runbook, inventory, cluster, Mode.PLAN, FlagPolicy(yes=True, accept_data_loss=True),
-                       quiet=as_json, gone=gone, run_dir=Path(run_dir) if run_dir else None)
+                       quiet=as_json, gone=gone, run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs))
     outcome = start_run(request)
     code = ExitCode.DONE if outcome.success else ExitCode.FAILED
     if as_json:
@@ -823,6 +858,9 @@ def runbook_show(name: str, fmt: str) -> None:
     _out(f"{rb.name} ({rb.spec.kind}): {rb.spec.summary}")
     if rb.spec.description:
         _out(rb.spec.description.rstrip())
+    for name, spec in rb.spec.inputs.items():
+        need = "required" if spec.required else (f"default {spec.default}" if spec.default is not None else "optional")
+        _out(f"input {name} ({need}): {spec.description}")
     _out(f"start: {rb.spec.start}")
     for row in describe(rb):
         _out(f"  {row['id']}: {row['title']}  [{row['action']}, {row['effect']}, gate: {row['gate']}]")
@@ -915,7 +953,8 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
     """Start a lab cluster and write its inventory.
 
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
-    serve the simulators over the real protocols (no such servers can be installed here).
+    serve the simulators over the real protocols (no such servers can be installed here);
+    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it.
     The scenario and the lab directory are checked before anything starts."""
     from drengine.lab import start_lab
 
@@ -980,8 +1019,8 @@ def _show_cluster(status: Any) -> None:
     head.append(f"  [{status.seconds:.2f} s]", style="dim")
     console.print(head)
     _out(f"  {status.headline}")
-    if status.run_in_progress:
-        _out(f"  run in progress: {status.run_in_progress}", style="yellow")
+    if status.runs_registry:
+        _out(f"  runs: {status.runs_registry}", style="yellow")
     table = Table(box=None, pad_edge=False, padding=(0, 2), show_edge=False, header_style="bold")
     for column in ("member", "role", "state", "position", "lag", "error / note"):
         table.add_column(column, overflow="fold")
@@ -1060,46 +1099,88 @@ def _runs_dir_option() -> Callable[[FC], FC]:
                         help="Directory holding the run directories.")
 
 
+def _registry_options(fn: FC) -> FC:
+    fn = click.option("-c", "--cluster", default=None, shell_complete=_complete_clusters,
+                      help="With -i: only this cluster's runs.")(fn)
+    fn = click.option("-i", "--inventory", type=click.Path(), default=None,
+                      help="Also show the run registry of the inventory's clusters: who holds each lock and what "
+                           "each run is doing, on every machine of the team (etcd lock) or this one (local).")(fn)
+    return fn
+
+
 @main.group("runs", invoke_without_command=True)
 @_runs_dir_option()
+@_registry_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
 @click.pass_context
-def runs_group(ctx: click.Context, runs_dir: str, as_json: bool) -> None:
+def runs_group(ctx: click.Context, runs_dir: str, inventory: str | None, cluster: str | None, as_json: bool) -> None:
     """Past and current runs: `runs list` (the default) and `runs show RUN`."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(runs_list, runs_dir=runs_dir, as_json=as_json)
+        ctx.invoke(runs_list, runs_dir=runs_dir, inventory=inventory, cluster=cluster, as_json=as_json)
 
 
 @runs_group.command("list")
 @_runs_dir_option()
+@_registry_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
-def runs_list(runs_dir: str, as_json: bool) -> None:
-    """Every run, newest first: id, cluster, runbook, mode, operator, start, duration, result,
-    and the command to resume the ones that can be resumed."""
+def runs_list(runs_dir: str, inventory: str | None, cluster: str | None, as_json: bool) -> None:
+    """Every run under the runs directory, newest first: id, cluster, runbook, mode, operator,
+    start, duration, result, and the command to resume the ones that can be resumed. With -i,
+    also what the run registry says: who holds each cluster's lock and what each run is doing."""
     from rich.table import Table
 
     from drengine.runs import list_runs
 
-    runs = list_runs(Path(runs_dir))
+    if cluster and not inventory:
+        raise click.UsageError("-c CLUSTER needs -i INVENTORY (it picks the run registry of that cluster)")
+    runs = list_runs(Path(runs_dir)) if not inventory or Path(runs_dir).is_dir() else []
+    registry = _registry(inventory, cluster) if inventory else []
     if as_json:
-        _json([r.model_dump(mode="json") | {"started_text": r.started_text} for r in runs])
+        _json({"runs_dir": runs_dir, "runs": [r.model_dump(mode="json") | {"started_text": r.started_text} for r in runs],
+               "registry": [c.model_dump(mode="json") for c in registry]})
         return
-    if not runs:
+    if runs:
+        table = Table(box=None, padding=(0, 2), header_style="bold")
+        for column in ("run", "cluster", "runbook", "mode", "operator", "started", "took", "result", "resumable"):
+            table.add_column(column)
+        for r in runs:
+            took = f"{r.duration_seconds:.1f} s" if r.duration_seconds is not None else "-"
+            table.add_row(r.id, r.cluster, r.runbook, r.mode, r.operator, r.started_text, took, r.result,
+                          "yes" if r.resumable else "no")
+        _print_table(table, indent=0)
+        for r in runs:
+            if r.resumable:
+                _out(f"resume {r.id}: $ {r.resume_command}")
+            if r.journal != "intact":
+                _out(f"{r.id}: journal {r.journal}")
+    elif not inventory:
         _out(f"{runs_dir}: no runs yet")
+    for entry in registry:
+        _show_registry(entry)
+
+
+def _registry(inventory: str, cluster: str | None) -> list[Any]:
+    from drengine.inventory import load_inventory
+    from drengine.lock.registry import list_runs as registry_runs
+
+    return registry_runs(load_inventory(inventory), cluster)
+
+
+def _show_registry(entry: Any) -> None:
+    _out(f"{entry.cluster}: lock {entry.backend} ({entry.where})", style="bold")
+    if entry.problem:
+        _out(f"  the registry could not be read: {entry.problem}", style="red")
         return
-    table = Table(box=None, padding=(0, 2), header_style="bold")
-    for column in ("run", "cluster", "runbook", "mode", "operator", "started", "took", "result", "resumable"):
-        table.add_column(column)
-    for r in runs:
-        took = f"{r.duration_seconds:.1f} s" if r.duration_seconds is not None else "-"
-        table.add_row(r.id, r.cluster, r.runbook, r.mode, r.operator, r.started_text, took, r.result,
-                      "yes" if r.resumable else "no")
-    _print_table(table, indent=0)
-    for r in runs:
-        if r.resumable:
-            _out(f"resume {r.id}: $ {r.resume_command}")
-        if r.journal != "intact":
-            _out(f"{r.id}: journal {r.journal}")
+    _out(f"  held by {entry.holder.describe()}" if entry.holder else "  lock free")
+    for view in entry.runs[:10]:
+        run = view.run
+        where = f", waiting at gate {run.gate}" if run.gate else (f", at step {run.step}" if run.step and not run.finished else "")
+        end = f": {run.end}{' (' + run.summary + ')' if run.summary else ''}" if run.finished else ""
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run.started)) if run.started else "-"
+        _out(f"  {run.run_id}  {run.runbook} ({run.mode}) by {run.user}@{run.host}, started {when}: "
+             f"{view.status.value}{where}{end}")
+        if view.status.value.endswith("(resumable)") and run.run_dir:
+            _out(f"    $ drengine run --resume {run.run_dir}")
 
 
 @runs_group.command("show")

@@ -83,11 +83,23 @@ def journals(runs_dir: Path) -> list[Path]:
     return sorted(runs_dir.glob(f"**/{JOURNAL_FILE}"))
 
 
-def _still_running(cluster: str, run_id: str, lock_dir: Path | None) -> bool:
-    from drengine.lock import ClusterLock, holder_alive
+def _still_running(started: dict[str, Any], run_id: str, lock_dir: Path | None) -> bool:
+    """Whether the run holds its cluster's lock now (the lock of the inventory it ran with)."""
+    from drengine.inventory import LocalLockSettings, load_inventory
+    from drengine.lock import open_lock
 
-    holder = ClusterLock(cluster, lock_dir).read()
-    return holder is not None and holder.run_id == run_id and holder_alive(holder) is not False
+    cluster = str(started.get("cluster", ""))
+    settings: Any = LocalLockSettings(backend="local")
+    try:
+        inventory = load_inventory(str(started.get("inventory", "")))
+        settings = inventory.lock_for(inventory.cluster(cluster))
+    except DrengineError:
+        pass  # the inventory moved or changed: look at the local lock
+    try:
+        holder = open_lock(settings, cluster, lock_dir).holder()
+    except DrengineError:
+        return False
+    return holder is not None and holder.run_id == run_id
 
 
 def summarize(run_dir: Path, lock_dir: Path | None = None) -> tuple[RunSummary, list[Entry]]:
@@ -115,7 +127,7 @@ def summarize(run_dir: Path, lock_dir: Path | None = None) -> tuple[RunSummary, 
         summary = str(finish.data.get("summary", ""))
         # The engine says so in the end event; older journals are judged by the end's name, as the engine does.
         open_ended = bool(finish.data.get("resumable", result in RESUMABLE_ENDS))
-    elif _still_running(str(d.get("cluster", "")), run_id, lock_dir) and mode != "plan":
+    elif mode != "plan" and _still_running(d, run_id, lock_dir):
         result, success, summary, open_ended = "running", None, "in progress (it holds the cluster lock)", False
     else:
         result, success, open_ended = "interrupted", None, True

@@ -111,7 +111,7 @@ class ClusterStatus(Model):
     members: list[MemberStatus] = Field(default_factory=list)
     proxies: list[ProxyStatus] = Field(default_factory=list)
     advice: list[Advice] = Field(default_factory=list)
-    run_in_progress: str = ""
+    runs_registry: str = ""
     seconds: float = 0.0
     bad_input: str = ""  # the inventory entry itself is wrong (unknown scenario, unreadable secret): exit 2
 
@@ -209,7 +209,7 @@ def _finish(cluster: Cluster, inventory: Inventory, reading: Reading, started: f
         simulated=cluster.simulated.scenario if cluster.simulated else None,
         verdict=reading.verdict, headline=reading.headline, evidence=reading.evidence, facts=reading.facts,
         members=reading.members, proxies=reading.proxies, advice=advice,
-        run_in_progress=run_in_progress(cluster, inventory), seconds=round(time.monotonic() - started, 3),
+        runs_registry=registry_words(cluster, inventory), seconds=round(time.monotonic() - started, 3),
     )
 
 
@@ -296,15 +296,25 @@ def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatu
 # -- runs in progress ------------------------------------------------------------------------------
 
 
-def run_in_progress(cluster: Cluster, inventory: Inventory) -> str:
-    """The run holding the cluster's lock, if any (the local lock until a shared registry exists)."""
-    from drengine.lock import ClusterLock, holder_alive
+def registry_words(cluster: Cluster, inventory: Inventory) -> str:
+    """What the run registry says about the cluster: the run holding its lock (and where it is),
+    and an interrupted run that can be resumed. Read from the cluster's lock backend (a local
+    file, or etcd for a team), so every machine sees the same."""
+    from drengine.lock.registry import RunStatus, cluster_runs
 
-    lock_dir = Path(inventory.lock_dir) if inventory.lock_dir else None
-    holder = ClusterLock(cluster.name, lock_dir).read()
-    if holder is None:
-        return ""
-    alive = holder_alive(holder)
-    if alive is False:
-        return f"stale lock: {holder.describe()} is gone (the next run takes the lock over)"
-    return f"{holder.describe()} holds the cluster lock" + ("" if alive else " (on another host)")
+    runs = cluster_runs(inventory, cluster.name)
+    if runs.problem:
+        return f"the run registry ({runs.backend}, {runs.where}) could not be read: {runs.problem}"
+    words = []
+    if runs.holder is not None:
+        words.append(f"{runs.holder.describe()} holds the cluster lock")
+    for view in runs.runs:
+        run = view.run
+        if view.holds_lock:
+            where = f"waiting at gate {run.gate}" if run.gate else f"at step {run.step or '?'}"
+            words.append(f"{run.runbook} ({run.mode}) by {run.user}@{run.host} is {where}")
+        elif view.status in (RunStatus.INTERRUPTED, RunStatus.STOPPED):
+            words.append(f"run {run.run_id} ({run.runbook}) is {view.status.value}: "
+                         f"drengine run --resume {run.run_dir}")
+            break  # the newest one is enough here; `drengine runs list -i` shows them all
+    return "; ".join(words)

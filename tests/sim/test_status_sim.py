@@ -148,7 +148,7 @@ def test_runs_list_and_show(tmp_path: Path) -> None:
     assert code == 1
     code, out = cli("runs", "list", "--runs-dir", str(runs), "--json")
     assert code == 0
-    found = {Path(r["run_dir"]).name: r for r in json.loads(out)}
+    found = {Path(r["run_dir"]).name: r for r in json.loads(out)["runs"]}
     assert found["a-plan"]["mode"] == "plan" and found["a-plan"]["result"] == "done" and not found["a-plan"]["resumable"]
     stopped = found["b-stopped"]
     assert stopped["result"] == "stopped" and stopped["resumable"] is True
@@ -179,7 +179,7 @@ def test_a_killed_run_is_interrupted_and_resumable(tmp_path: Path) -> None:
     last = json.loads(kept[-1])
     (run_dir / "journal.head").write_text(f"{last['seq']:012d} {last['hash']}\n")
     code, out = cli("runs", "list", "--runs-dir", str(tmp_path / "runs"), "--json")
-    run = json.loads(out)[0]
+    run = json.loads(out)["runs"][0]
     assert run["result"] == "interrupted" and run["resumable"] and run["journal"] == "intact"
 
 
@@ -242,3 +242,23 @@ def test_lab_directory_checked_up_front() -> None:
         check_lab_dir(closed / "lab", "mysql")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_registry_in_runs_list_and_status(tmp_path: Path) -> None:
+    """A run stopped at a gate is in the cluster's run registry: `runs list -i` and `status` say it
+    can be resumed, with the command."""
+    run_dir = tmp_path / "runs" / "stopped"
+    code, _ = cli("run", "mariadb-promote-survivor", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb",
+                  "--run-dir", str(run_dir))
+    assert code == 3
+    code, out = cli("runs", "list", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb", "--runs-dir",
+                    str(tmp_path / "runs"))
+    assert code == 0, out
+    assert "sim-mariadb: lock local" in out and "lock free" in out
+    assert "stopped (resumable)" in out and f"$ drengine run --resume {run_dir.resolve()}" in out
+    code, out = cli("runs", "list", "-i", "inventory/simulated.yaml", "--json", "--runs-dir", str(tmp_path / "nothing"))
+    registry = {c["cluster"]: c for c in json.loads(out)["registry"]}
+    assert registry["sim-mariadb"]["runs"][0]["status"] == "stopped (resumable)"
+    assert registry["sim-mariadb-healthy"]["runs"] == []
+    code, doc = status_doc("inventory/simulated.yaml", "-c", "sim-mariadb")
+    assert "is stopped (resumable): drengine run --resume" in doc["clusters"][0]["runs_registry"]

@@ -12,9 +12,10 @@ import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from drengine.datastores.ceph.actions import OPERATOR_FLAGS, default_min_size, explain_health, health_summary
 from drengine.datastores.ceph.backend import CephBackend, mon_id
 from drengine.datastores.ceph.connector import CephSnapshot
+from drengine.datastores.ceph.degrade_record import default_min_size
+from drengine.datastores.ceph.explain import OPERATOR_FLAGS, explain_health, health_summary
 from drengine.errors import ConnectError
 from drengine.inventory import Cluster, Member
 from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict
