@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import cli
+from helpers import cli, cli_subprocess
 
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir, wait_until
@@ -28,6 +28,14 @@ def status(inventory: Path | str, cluster: str, *extra: str) -> tuple[int, str]:
 def status_json(inventory: Path | str, cluster: str) -> tuple[int, dict[str, Any]]:
     code, out = status(inventory, cluster, "--json")
     return code, json.loads(out)["clusters"][0]
+
+
+def status_process(inventory: Path, cluster: str) -> tuple[int, str]:
+    """`drengine status` as the operator runs it: its own process, whose connections end with it
+    (in-process, pymongo's monitors close theirs a moment later, and a lab restarted at once would
+    find its ports still held by the closing connections)."""
+    done = cli_subprocess("status", "-i", str(inventory), "-c", cluster)
+    return done.returncode, done.stdout + done.stderr
 
 
 def member(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -176,13 +184,13 @@ def test_mongodb_served_lab(tmp_path: Path) -> None:
     try:
         code, out = cli("lab", "up", "mongodb", "--scenario", "healthy-3", "--dir", lab, "--inventory-out", str(inventory))
         assert code == 0, out
-        code, out = status(inventory, "lab-mongodb")
+        code, out = status_process(inventory, "lab-mongodb")
         assert code == 0, out
         assert "m0 is PRIMARY; every other member is healthy" in out
         code, out = cli("lab", "up", "mongodb", "--scenario", "majority-lost-5", "--dir", lab, "--inventory-out",
                         str(inventory))
         assert code == 0, out
-        code, out = status(inventory, "lab-mongodb")
+        code, out = status_process(inventory, "lab-mongodb")
         assert code == 1, out
         assert "the majority is lost and no member is PRIMARY (2 of 5 answer)" in out
         assert "Most advanced survivor: m1" in out and "Connection refused" in out
