@@ -734,7 +734,7 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, rto: float | N
 
 @drill_group.command("history")
 @click.option("-c", "--cluster", help="Only the drills of this cluster.")
-@click.option("--runs", "runs_dir", type=click.Path(), default="runs", show_default=True,
+@click.option("--runs", "--runs-dir", "runs_dir", type=click.Path(), default="runs", show_default=True,
               help="Directory holding the run directories (each with its journal).")
 @click.option("--last", type=int, default=5, show_default=True,
               help="Compare each drill with the median of this many drills before it (same cluster, runbook and fault).")
@@ -1095,8 +1095,8 @@ def _show_fleet(fleet: Any, as_json: bool, code: int) -> None:
 
 
 def _runs_dir_option() -> Callable[[FC], FC]:
-    return click.option("--runs-dir", type=click.Path(), default="runs", show_default=True,
-                        help="Directory holding the run directories.")
+    return click.option("--runs-dir", type=click.Path(), default=None,
+                        help="Directory holding the run directories (default: runs).")
 
 
 def _registry_options(fn: FC) -> FC:
@@ -1113,7 +1113,7 @@ def _registry_options(fn: FC) -> FC:
 @_registry_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
 @click.pass_context
-def runs_group(ctx: click.Context, runs_dir: str, inventory: str | None, cluster: str | None, as_json: bool) -> None:
+def runs_group(ctx: click.Context, runs_dir: str | None, inventory: str | None, cluster: str | None, as_json: bool) -> None:
     """Past and current runs: `runs list` (the default) and `runs show RUN`."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(runs_list, runs_dir=runs_dir, inventory=inventory, cluster=cluster, as_json=as_json)
@@ -1123,7 +1123,7 @@ def runs_group(ctx: click.Context, runs_dir: str, inventory: str | None, cluster
 @_runs_dir_option()
 @_registry_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
-def runs_list(runs_dir: str, inventory: str | None, cluster: str | None, as_json: bool) -> None:
+def runs_list(runs_dir: str | None, inventory: str | None, cluster: str | None, as_json: bool) -> None:
     """Every run under the runs directory, newest first: id, cluster, runbook, mode, operator,
     start, duration, result, and the command to resume the ones that can be resumed. With -i,
     also what the run registry says: who holds each cluster's lock and what each run is doing."""
@@ -1133,10 +1133,12 @@ def runs_list(runs_dir: str, inventory: str | None, cluster: str | None, as_json
 
     if cluster and not inventory:
         raise click.UsageError("-c CLUSTER needs -i INVENTORY (it picks the run registry of that cluster)")
-    runs = list_runs(Path(runs_dir)) if not inventory or Path(runs_dir).is_dir() else []
+    # No runs/ yet is normal on a fresh machine; a directory named on purpose must exist.
+    folder = Path(runs_dir or "runs")
+    runs = list_runs(folder) if runs_dir is not None and not inventory or folder.is_dir() else []
     registry = _registry(inventory, cluster) if inventory else []
     if as_json:
-        _json({"runs_dir": runs_dir, "runs": [r.model_dump(mode="json") | {"started_text": r.started_text} for r in runs],
+        _json({"runs_dir": str(folder), "runs": [r.model_dump(mode="json") | {"started_text": r.started_text} for r in runs],
                "registry": [c.model_dump(mode="json") for c in registry]})
         return
     if runs:
@@ -1154,7 +1156,7 @@ def runs_list(runs_dir: str, inventory: str | None, cluster: str | None, as_json
             if r.journal != "intact":
                 _out(f"{r.id}: journal {r.journal}")
     elif not inventory:
-        _out(f"{runs_dir}: no runs yet")
+        _out(f"{folder}: no runs yet")
     for entry in registry:
         _show_registry(entry)
 
@@ -1187,12 +1189,12 @@ def _show_registry(entry: Any) -> None:
 @click.argument("run", shell_complete=_complete_runs)
 @_runs_dir_option()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
-def runs_show(run: str, runs_dir: str, as_json: bool) -> None:
+def runs_show(run: str, runs_dir: str | None, as_json: bool) -> None:
     """One run: who ran what, where and when, each step's outcome, the gates and who answered
     them, overrides, and how to resume it. RUN is a run id, the start of one, or a run directory."""
     from drengine.runs import find_run, show_run
 
-    detail = show_run(find_run(Path(runs_dir), run))
+    detail = show_run(find_run(Path(runs_dir or "runs"), run))
     if as_json:
         _json(detail.model_dump(mode="json"))
         return
