@@ -227,3 +227,29 @@ def test_ceph_timeout_after_status_is_not_called_a_lost_quorum() -> None:
     assert _quorum_answered('monitor command {"format": "json", "prefix": "pg ls"} got no answer within 5 s')
     assert not _quorum_answered('monitor command {"format": "json", "prefix": "status"} got no answer within 5 s')
     assert not _quorum_answered("no Ceph monitor quorum answered within 1 s")
+
+
+def test_long_documents_are_folded_at_the_gate_and_whole_under_d() -> None:
+    from click.testing import CliRunner
+
+    from drengine.cli import Screen, TextTerminal
+    from drengine.steps import Statement
+
+    document = '{"replSetReconfig": {"_id": "rs0", "members": [' + ", ".join(
+        f'{{"_id": {i}, "host": "10.0.0.{i}:27017", "priority": 1, "votes": 1}}' for i in range(20)) + "]}, \"force\": true}"
+    request = GateRequest(step="force-reconfig", title="force", cluster="c1", level=GateLevel.DANGEROUS,
+                          proposal=Proposal(summary="force a config", statements=[Statement("m1", document, "mongo")]))
+    screen = Screen()
+    screen.evidence["observe"] = ["m0 127.0.0.1:27017: UNREACHABLE (refused)", "m1 127.0.0.1:27018: SECONDARY"]
+    terminal = TextTerminal(screen)
+    runner = CliRunner()
+    with runner.isolation() as streams:
+        terminal.show_gate(request)
+        shown_gate = streams[0].getvalue().decode()
+    with runner.isolation() as streams:
+        terminal.show_details(request)
+        details = streams[0].getvalue().decode()
+    assert "DANGEROUS GATE (data may be lost): step force-reconfig" in shown_gate
+    assert document not in shown_gate and "more characters: answer d to see the whole statement" in shown_gate
+    assert document in details
+    assert "from step observe:" in details and "m0 127.0.0.1:27017: UNREACHABLE (refused)" in details
