@@ -126,8 +126,28 @@ def _progress(entry: Any) -> None:
             _out(f"    {line}")
 
 
+RUNBOOK_DIRS = "drengine.runbook_dirs"
+
+
+def _add_runbook_dirs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    # ctx.meta is shared by the whole command chain: global and per-command --runbooks add up, in order.
+    ctx.meta.setdefault(RUNBOOK_DIRS, []).extend(value)
+
+
+runbooks_option = click.option(
+    "--runbooks", multiple=True, metavar="DIR", expose_value=False, callback=_add_runbook_dirs,
+    help="Also look for runbooks in DIR (repeatable; searched first, then $DRENGINE_RUNBOOKS, then the built-ins).")
+
+
+def _runbooks() -> Any:
+    from drengine.runbook import RunbookSearch
+
+    return RunbookSearch(click.get_current_context().meta.get(RUNBOOK_DIRS, []))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@runbooks_option
 @click.version_option(package_name="drengine")
 def main(debug: bool) -> None:
     """drengine: disaster-recovery runbooks for MariaDB, Galera, MongoDB, Ceph and Elasticsearch.
@@ -170,9 +190,7 @@ def _check_overrides(rb: Any, flags: Any) -> None:
 def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, **kw: Any) -> Any:
     from drengine.engine import RunRequest
     from drengine.inventory import load_inventory
-    from drengine.runbook import load_runbook
-
-    rb = load_runbook(runbook)
+    rb = _runbooks().load(runbook)
     inv = load_inventory(inventory)
     cl = inv.cluster(cluster)
     _check_kind(rb, cl)
@@ -197,6 +215,7 @@ def _report_outcome(outcome: Any) -> NoReturn:
 
 @main.command()
 @click.argument("runbook", required=False)
+@runbooks_option
 @click.option("-i", "--inventory", type=click.Path(), help="Inventory YAML file.")
 @click.option("-c", "--cluster", help="Cluster name in the inventory.")
 @click.option("--yes", is_flag=True, help="Approve ordinary confirmation gates.")
@@ -230,6 +249,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
 
 @main.command()
 @click.argument("runbook")
+@runbooks_option
 @click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
 @click.option("-c", "--cluster", required=True, help="Cluster name in the inventory.")
 @click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good.")
@@ -290,6 +310,7 @@ def drill_group() -> None:
 
 @drill_group.command("run", cls=_DrillCommand)
 @click.argument("runbook")
+@runbooks_option
 @click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
 @click.option("-c", "--cluster", required=True, help="Cluster (must be marked `drill_target: true`).")
 @click.option("--fault", required=True, help="The fault to inject (see below).")
@@ -311,18 +332,18 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str |
     from drengine.drill import DrillRequest, run_drill
     from drengine.inventory import load_inventory
     from drengine.report import write_all
-    from drengine.runbook import load_runbook
 
     if canary_interval <= 0 or recovery_timeout <= 0:
         raise click.UsageError("--canary-interval and --recovery-timeout must be positive")
-    rb = load_runbook(runbook)
+    search = _runbooks()
+    rb = search.load(runbook)
     inv = load_inventory(inventory)
     cl = inv.cluster(cluster)
     _check_kind(rb, cl)
     outcome = run_drill(DrillRequest(
         runbook=rb, inventory=inv, cluster=cl, fault=fault, run_dir=Path(run_dir) if run_dir else None,
         canary_interval=canary_interval, recovery_timeout=recovery_timeout, listeners=[_progress], argv=sys.argv[1:],
-        restore=restore,
+        restore=restore, runbooks=search,
     ))
     _out("")
     _out(f"{'DRILL PASSED' if outcome.success else 'DRILL FAILED'}: {outcome.summary}")
@@ -376,33 +397,41 @@ def runbook_group() -> None:
 
 
 @runbook_group.command("list")
+@runbooks_option
 def runbook_list() -> None:
+    """The runbooks found (--runbooks folders, then $DRENGINE_RUNBOOKS, then the built-ins), each
+    with the folder it came from; a name found twice is taken from the first folder."""
     from drengine.runbook import list_runbooks
 
     bad = 0
-    for name, rb in list_runbooks():
+    for found, rb in list_runbooks(_runbooks()):
         if isinstance(rb, InputError):
             bad += 1
-            _out(f"{name}: INVALID: {rb}")
+            _out(f"{found.name}: INVALID: {rb}")
             for p in rb.problems:
                 _out(f"    {p}")
         else:
-            _out(f"{name:32} {rb.spec.kind:14} {rb.spec.summary}")
+            _out(f"{found.name:32} {rb.spec.kind:14} {rb.spec.summary}")
+        _out(f"{'':32} from {found.folder.describe()}")
+        for hidden in found.shadows:
+            _out(f"{'':32} shadows the copy in {hidden.folder.describe()}")
     if bad:
         raise SystemExit(ExitCode.INVALID_INPUT)
 
 
 @runbook_group.command("show")
 @click.argument("name")
+@runbooks_option
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid"]), default="text")
 def runbook_show(name: str, fmt: str) -> None:
-    from drengine.runbook import describe, load_runbook
+    from drengine.runbook import describe
 
-    rb = load_runbook(name)
+    rb = _runbooks().load(name)
     if fmt == "mermaid":
         _out(rb.mermaid().rstrip())
         return
     _out(f"{rb.name} ({rb.spec.kind}): {rb.spec.summary}")
+    _out(f"file: {rb.path}")
     if rb.spec.description:
         _out(rb.spec.description.rstrip())
     _out(f"start: {rb.spec.start}")

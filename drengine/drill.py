@@ -24,7 +24,7 @@ from drengine.errors import DrengineError, InputError
 from drengine.gates import DrillPolicy
 from drengine.inventory import Cluster, Inventory
 from drengine.journal import Entry, Event, JournalWriter
-from drengine.runbook import Runbook
+from drengine.runbook import Runbook, RunbookSearch
 from drengine.steps import Mode
 
 
@@ -138,6 +138,8 @@ class DrillRequest:
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     clock: Callable[[], float] = time.time
+    # Where the restore runbook is looked up: the same search path as the drill's own runbook.
+    runbooks: RunbookSearch | None = None
 
 
 def check_target(cluster: Cluster, inventory: Inventory, kit: DrillKit, fault: str) -> None:
@@ -328,7 +330,7 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
         os.environ.update(brought.env)
         try:
             rejoined = start_run(RunRequest(
-                runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
+                runbook=load_runbook(brought.runbook, request.runbooks), inventory=request.inventory, cluster=request.cluster,
                 mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
                 argv=request.argv,
             ))

@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +24,6 @@ StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 Outcome = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
 ParamValue = str | int | float | bool | list[str]
 
-RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "runbooks"
 DEFAULT_ENDS = {"done": True, "failed": False}
 
 
@@ -216,9 +218,92 @@ def _walk(start: str, edges: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def load_runbook(name_or_path: str, directory: Path | None = None) -> Runbook:
-    """Load a runbook by name (from the runbooks directory) or by file path."""
-    path = resolve_runbook(name_or_path, directory)
+ENV_VAR = "DRENGINE_RUNBOOKS"
+BUILT_IN = "built-in"
+
+
+def builtin_runbooks() -> Path:
+    """The runbooks shipped with drengine: installed, they are package data (`drengine/runbooks/`,
+    mapped from the top-level runbooks/ folder at build time); in a source checkout run with
+    PYTHONPATH, that folder itself, beside the package."""
+    shipped = resources.files("drengine") / "runbooks"
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parent.parent / "runbooks"
+
+
+@dataclass(frozen=True)
+class RunbookFolder:
+    """One folder of the search path and where it was named."""
+
+    path: Path
+    origin: str  # "--runbooks", "DRENGINE_RUNBOOKS" or "built-in"
+
+    def describe(self) -> str:
+        return f"{self.origin} {self.path}" if self.origin != BUILT_IN else f"{BUILT_IN} ({self.path})"
+
+
+@dataclass(frozen=True)
+class FoundRunbook:
+    """A runbook file found on the search path; `shadows` are later copies of the same name it hides."""
+
+    name: str
+    path: Path
+    folder: RunbookFolder
+    shadows: tuple[FoundRunbook, ...] = ()
+
+
+class RunbookSearch:
+    """Where runbooks are looked up by name: every `--runbooks DIR` in the order given, then the
+    folders of $DRENGINE_RUNBOOKS (separated by os.pathsep), then the built-in runbooks. The first
+    folder holding NAME.yaml wins, so an operator's copy of a built-in runbook replaces it."""
+
+    def __init__(self, dirs: Sequence[str | Path] = (), environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        folders = [_folder(d, "--runbooks") for d in dirs]
+        folders += [_folder(d, ENV_VAR) for d in env.get(ENV_VAR, "").split(os.pathsep) if d.strip()]
+        folders.append(RunbookFolder(builtin_runbooks(), BUILT_IN))
+        self.folders = folders
+
+    def found(self) -> list[FoundRunbook]:
+        """Every runbook name once, by name, with the copies it shadows."""
+        copies: dict[str, list[FoundRunbook]] = {}
+        for folder in self.folders:
+            for path in sorted(folder.path.glob("*.yaml")):
+                copies.setdefault(path.stem, []).append(FoundRunbook(path.stem, path, folder))
+        return [FoundRunbook(name, first.path, first.folder, tuple(rest))
+                for name, (first, *rest) in sorted(copies.items())]
+
+    def resolve(self, name_or_path: str) -> Path:
+        if _is_path(name_or_path):
+            return Path(name_or_path)
+        for folder in self.folders:
+            candidate = folder.path / f"{name_or_path}.yaml"
+            if candidate.is_file():
+                return candidate
+        known = ", ".join(f.name for f in self.found()) or "none"
+        where = "; ".join(f.describe() for f in self.folders)
+        raise InputError(f"no runbook named {name_or_path!r} in {where}; known runbooks: {known}")
+
+    def load(self, name_or_path: str) -> Runbook:
+        return load_runbook(name_or_path, self)
+
+
+def _folder(directory: str | Path, origin: str) -> RunbookFolder:
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise InputError(f"{origin} names {str(directory)!r}, which is not a directory; "
+                         f"give a directory holding runbook YAML files (NAME.yaml)")
+    return RunbookFolder(path.resolve(), origin)
+
+
+def _is_path(name_or_path: str) -> bool:
+    return Path(name_or_path).suffix in (".yaml", ".yml") or "/" in name_or_path
+
+
+def load_runbook(name_or_path: str, search: RunbookSearch | None = None) -> Runbook:
+    """Load a runbook by name (from the search path) or by file path."""
+    path = Path(name_or_path) if _is_path(name_or_path) else (search or RunbookSearch()).resolve(name_or_path)
     source = load_yaml(path)
     if source.data is None:
         raise InputError(f"{path}:1: the runbook is empty")
@@ -230,30 +315,13 @@ def load_runbook(name_or_path: str, directory: Path | None = None) -> Runbook:
     return Runbook(spec, str(path), digest)
 
 
-def runbook_dir() -> Path:
-    return Path(os.environ.get("DRENGINE_RUNBOOKS", RUNBOOK_DIR))
-
-
-def resolve_runbook(name_or_path: str, directory: Path | None = None) -> Path:
-    as_path = Path(name_or_path)
-    if as_path.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        return as_path
-    folder = directory or runbook_dir()
-    candidate = folder / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-        raise InputError(f"no runbook named {name_or_path!r} in {folder}; known runbooks: {known}")
-    return candidate
-
-
-def list_runbooks(directory: Path | None = None) -> list[tuple[str, Runbook | InputError]]:
-    folder = directory or runbook_dir()
-    out: list[tuple[str, Runbook | InputError]] = []
-    for path in sorted(folder.glob("*.yaml")):
+def list_runbooks(search: RunbookSearch | None = None) -> list[tuple[FoundRunbook, Runbook | InputError]]:
+    out: list[tuple[FoundRunbook, Runbook | InputError]] = []
+    for found in (search or RunbookSearch()).found():
         try:
-            out.append((path.stem, load_runbook(str(path))))
+            out.append((found, load_runbook(str(found.path))))
         except InputError as exc:
-            out.append((path.stem, exc))
+            out.append((found, exc))
     return out
 
 

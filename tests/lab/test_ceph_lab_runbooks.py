@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import cli, of_type
 
 from drengine.datastores.ceph import lab as ceph_lab
 from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV, RUNS_DIR_ENV
@@ -26,6 +25,7 @@ from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, obse
 from drengine.errors import DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
 from drengine.lab.procs import LabDir, is_ours, wait_until
+from tests.helpers import cli, of_type
 
 pytestmark = pytest.mark.lab
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import cli, cli_subprocess, of_type
 
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir, wait_until
+from tests.helpers import cli, cli_subprocess, of_type
 
 
 @pytest.fixture

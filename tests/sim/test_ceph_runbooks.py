@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import cli, cli_subprocess, of_type
 
 from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV, RUNS_DIR_ENV
 from drengine.datastores.ceph.simcluster import CephSim, scenario
+from tests.helpers import cli, cli_subprocess, of_type
 
 INVENTORY = """\
 clusters:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import xmlschema
-from helpers import ROOT, cli, of_type
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import ROOT, cli, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
 

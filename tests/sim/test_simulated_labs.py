@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import cli
-
 from drengine.lab.procs import LabDir, is_ours
+from tests.helpers import cli
 
 
 def test_mongodb_lab_recovers_with_the_real_client(tmp_path: Path) -> None:

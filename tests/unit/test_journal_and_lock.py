@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import cli
 
 from drengine.errors import JournalCorrupt, LockHeld
 from drengine.journal import Event, JournalWriter, verify
 from drengine.lock import ClusterLock
 from drengine.redact import REDACTOR
+from tests.helpers import cli
 
 
 def journal(tmp_path: Path, n: int = 5) -> Path:
