@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from drengine.clock import wait_until
 from drengine.datastores import datastore, kinds
 from drengine.engine import RunOutcome, RunRequest, start_run
 from drengine.errors import DrengineError, InputError
@@ -251,29 +252,26 @@ class _Drill:
 
     def _wait_settled(self, backend: Any) -> float | None:
         started = time.monotonic()
-        while True:
+
+        def settled() -> bool:
             try:
-                if self.kit.settled(self.request.cluster, backend, self.request.fault):
-                    return round(time.monotonic() - started, 3)
+                return self.kit.settled(self.request.cluster, backend, self.request.fault)
             except DrengineError:
-                pass  # a probe failing is part of the fault: look again
-            if self.simulated or time.monotonic() - started > self.request.settle_timeout:
-                return None
-            time.sleep(0.25)
+                return False  # a probe failing is part of the fault: look again
+
+        # A simulator shows the fault at once or never: one look.
+        if wait_until(settled, 0.0 if self.simulated else self.request.settle_timeout, interval=0.25):
+            return round(time.monotonic() - started, 3)
+        return None
 
     def _wait_for_service(self) -> float | None:
-        deadline = time.monotonic() + self.request.recovery_timeout
-        while True:
-            found = self.first_ack_after_fault()
-            if found is not None:
-                return found
-            if self.simulated:
+        if self.simulated:
+            if self.first_ack_after_fault() is None:
                 self._write_one()
-                found = self.first_ack_after_fault()
-                return found
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(self.request.canary_interval)
+            return self.first_ack_after_fault()
+        wait_until(lambda: self.first_ack_after_fault() is not None, self.request.recovery_timeout,
+                   interval=self.request.canary_interval)
+        return self.first_ack_after_fault()
 
 
 def run_drill(request: DrillRequest) -> RunOutcome:

@@ -13,13 +13,14 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from drengine.clock import wait_until
 from drengine.errors import DrengineError
 
 DEFAULT_LAB_DIR = "/tmp/drengine-lab"
@@ -188,16 +189,6 @@ def signal_process(proc: LabProcess, sig: signal.Signals) -> None:
     if sig == signal.SIGKILL:
         wait_until(lambda: not is_ours(proc), 5.0)
         _reap(proc.pid)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def merge_inventory(path: str | Path, hosts: dict[str, Any], clusters: dict[str, Any]) -> None:

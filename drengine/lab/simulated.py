@@ -9,7 +9,8 @@ import socket
 import sys
 from typing import Any
 
-from drengine.lab.procs import LabDir, LabError, is_ours, merge_inventory, wait_until
+from drengine.clock import wait_until
+from drengine.lab.procs import LabDir, LabError, is_ours, merge_inventory
 
 
 def _port_free(port: int) -> bool:

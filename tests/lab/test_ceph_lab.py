@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from drengine.clock import wait_until
 from drengine.datastores.ceph import lab as ceph_lab
 from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import ConnectError, DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
-from drengine.lab.procs import LabDir, LabProcess, cmdline_of, is_ours, wait_until
+from drengine.lab.procs import LabDir, LabProcess, cmdline_of, is_ours
 from drengine.transport import render_template
 
 pytestmark = pytest.mark.lab

@@ -16,10 +16,11 @@ from typing import Any
 import pymysql
 import pytest
 
+from drengine.clock import wait_until
 from drengine.datastores.galera import lab as galera
 from drengine.inventory import Cluster, Host, Inventory, load_inventory
 from drengine.lab import ssh as ssh_lab
-from drengine.lab.procs import LabDir, is_ours, wait_until
+from drengine.lab.procs import LabDir, is_ours
 from drengine.transport import LocalTransport, render_template, transport_for
 
 pytestmark = pytest.mark.lab

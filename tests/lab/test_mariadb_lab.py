@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from drengine.clock import wait_until
 from drengine.datastores.mariadb import lab as lab_mariadb
-from drengine.lab.procs import LabDir, wait_until
+from drengine.lab.procs import LabDir
 from tests.helpers import cli, cli_subprocess, of_type
 
 

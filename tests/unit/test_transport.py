@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drengine.clock import wait_until
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 from drengine.inventory import Host, SSHSettings, Transport
 from drengine.transport import (
@@ -124,10 +125,7 @@ def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         LocalTransport("slowhost").run(command, timeout=0.5)
     assert time.monotonic() - started < 4
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 2
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(child), "the background child survived the timeout"
+    assert wait_until(lambda: not _alive(child), 2, interval=0.02), "the background child survived the timeout"
 
 
 def test_read_file(tmp_path: Path) -> None:

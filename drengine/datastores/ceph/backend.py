@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
 from drengine.errors import ConnectError, InputError, StepFailed
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
@@ -231,12 +232,9 @@ class HostMonitorControl:
         if not self.probe(member).running:
             return
         self._transport(m).run(self._template("stop", m), timeout=30.0).check()
-        deadline = time.monotonic() + self.wait
-        while self.probe(member).running:
-            if time.monotonic() >= deadline:
-                raise StepFailed(f"{member} still answers on its admin socket {self.wait:g} s after the stop command; "
-                                 f"its store stays locked, so its monmap cannot be edited. Stop it by hand and resume")
-            time.sleep(0.3)  # waiting for the daemon to exit, not a decision
+        if not wait_until(lambda: not self.probe(member).running, self.wait, interval=0.3):
+            raise StepFailed(f"{member} still answers on its admin socket {self.wait:g} s after the stop command; "
+                             f"its store stays locked, so its monmap cannot be edited. Stop it by hand and resume")
 
     def edit_monmap(self, member: str, remove: list[str]) -> list[str]:
         m = self.cluster.member(member)
@@ -252,12 +250,9 @@ class HostMonitorControl:
         if self.probe(member).running:
             return
         self._transport(m).run(self._template("start", m), timeout=30.0).check()
-        deadline = time.monotonic() + self.wait
-        while not self.probe(member).running:
-            if time.monotonic() >= deadline:
-                raise StepFailed(f"{member} does not answer on its admin socket {self.wait:g} s after the start command; "
-                                 f"check its log, start it by hand and resume")
-            time.sleep(0.3)
+        if not wait_until(lambda: self.probe(member).running, self.wait, interval=0.3):
+            raise StepFailed(f"{member} does not answer on its admin socket {self.wait:g} s after the start command; "
+                             f"check its log, start it by hand and resume")
 
     def close(self) -> None:
         for transport in self._transports.values():

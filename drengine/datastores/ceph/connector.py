@@ -27,6 +27,7 @@ from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drengine.clock import wait_until
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 
 JsonDoc = dict[str, Any] | list[Any]
@@ -208,15 +209,12 @@ class CephConnector:
         """
         ioctx = self._ioctx(pool)
         completion = ioctx.aio_write_full(name, data)
-        deadline = time.monotonic() + min(timeout, self.op_timeout + 1.0)
-        while not completion.is_complete():
-            if time.monotonic() >= deadline:
-                self._abandoned.append(completion)
-                raise ProbeTimeout(
-                    f"writing object {name!r} to pool {pool!r} was not acknowledged within {timeout:g} s: "
-                    f"its placement group is probably inactive (fewer copies up than the pool's min_size)"
-                )
-            time.sleep(0.02)  # I/O wait on librados, not a decision
+        if not wait_until(completion.is_complete, min(timeout, self.op_timeout + 1.0), interval=0.02):
+            self._abandoned.append(completion)
+            raise ProbeTimeout(
+                f"writing object {name!r} to pool {pool!r} was not acknowledged within {timeout:g} s: "
+                f"its placement group is probably inactive (fewer copies up than the pool's min_size)"
+            )
         ret = completion.get_return_value()
         if ret == -errno.ETIMEDOUT:
             raise ProbeTimeout(

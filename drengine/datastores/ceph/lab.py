@@ -19,15 +19,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephConnector, parse_pgs
 from drengine.errors import ConnectError
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
+from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
 
 CLUSTER_NAME = "lab-ceph"
 KIND = "ceph"
@@ -130,16 +130,21 @@ def lab_connector(lab: LabDir, connect_timeout: float = LAB_CONNECT_TIMEOUT, op_
 
 def _connect_when_quorate(lab: LabDir, timeout: float) -> CephConnector:
     """Monitors need several seconds to elect; retry short bounded connects until one succeeds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    connected: list[CephConnector] = []
+
+    def connects() -> bool:
         api = lab_connector(lab, connect_timeout=3.0)
         try:
             api.connect()
-            return api
         except ConnectError:
             api.close()
-            if time.monotonic() >= deadline:
-                raise LabError(f"the lab monitors did not form a quorum within {timeout:g} s; see {_root(lab)}/log") from None
+            return False
+        connected.append(api)
+        return True
+
+    if not wait_until(connects, timeout, interval=0.0):
+        raise LabError(f"the lab monitors did not form a quorum within {timeout:g} s; see {_root(lab)}/log")
+    return connected[0]
 
 
 def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import wait_until
 from drengine.lab.procs import (
     DEFAULT_LAB_DIR,
     LabDir,
@@ -36,7 +37,6 @@ from drengine.lab.procs import (
     is_ours,
     merge_inventory,
     signal_process,
-    wait_until,
 )
 from drengine.lab.ssh import lab_lock  # the one lab.json lock (procs.py has none)
 

@@ -10,11 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
+from drengine.clock import wait_until
+from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
 
 KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
@@ -259,10 +259,6 @@ def resume(lab: LabDir, name: str) -> None:
 def is_running(lab: LabDir, name: str) -> bool:
     proc = lab.find(KIND, name)
     return proc is not None and is_ours(proc)
-
-
-def settle(seconds: float) -> None:
-    time.sleep(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
