@@ -363,9 +363,10 @@ def drill_schedule(drills_file: str, fmt: str, out_dir: str | None) -> None:
     spec = load_drills(drills_file)
     files = systemd_units(spec) if fmt == "systemd" else {"drengine-drills.crontab": crontab(spec)}
     if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        from drengine.files import atomic_write
+
         for name, text in files.items():
-            (Path(out_dir) / name).write_text(text)
+            atomic_write(Path(out_dir) / name, text)
             _out(f"wrote {Path(out_dir) / name}")
         return
     for name, text in files.items():

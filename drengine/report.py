@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from drengine.files import atomic_write
 from drengine.journal import Entry, Event, read_entries, resolve_journal, verify
 
 
@@ -84,7 +85,7 @@ def _detail(e: Entry) -> str:
 
 def write_markdown(run_dir: Path) -> Path:
     out = Path(run_dir) / "report.md"
-    out.write_text(markdown(Path(run_dir)))
+    atomic_write(out, markdown(Path(run_dir)))
     return out
 
 
@@ -239,11 +240,6 @@ def write_all(run_dir: Path, textfile: Path | None = None) -> list[Path]:
                run_dir / "junit.xml": junit(run_dir), run_dir / "drill.prom": prometheus(run_dir)}
     if textfile is not None:
         outputs[textfile] = outputs[run_dir / "drill.prom"]
-    paths = []
     for path, text in outputs.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)  # atomic: the textfile collector must never read half a file
-        paths.append(path)
-    return paths
+        atomic_write(path, text)  # the textfile collector must never read half a file
+    return list(outputs)

@@ -22,6 +22,7 @@ import yaml
 
 from drengine.clock import wait_until
 from drengine.errors import DrengineError
+from drengine.files import atomic_write
 
 DEFAULT_LAB_DIR = "/tmp/drengine-lab"
 
@@ -98,10 +99,7 @@ class LabDir:
         return [LabProcess(**p) for p in raw.get("processes", [])]
 
     def _save(self, procs: list[LabProcess]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"processes": [asdict(p) for p in procs]}, indent=1))
-        os.replace(tmp, self.state_file)
+        atomic_write(self.state_file, json.dumps({"processes": [asdict(p) for p in procs]}, indent=1))
 
     def record(self, proc: LabProcess) -> None:
         procs = [p for p in self.processes() if not (p.kind == proc.kind and p.name == proc.name)]
@@ -201,7 +199,4 @@ def merge_inventory(path: str | Path, hosts: dict[str, Any], clusters: dict[str,
     current.setdefault("clusters", {}).update(clusters)
     if not current["hosts"]:
         del current["hosts"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("# Written by `drengine lab up`; lab services on loopback.\n" + yaml.safe_dump(current, sort_keys=False))
-    os.replace(tmp, target)
+    atomic_write(target, "# Written by `drengine lab up`; lab services on loopback.\n" + yaml.safe_dump(current, sort_keys=False))

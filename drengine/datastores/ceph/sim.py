@@ -8,16 +8,15 @@ change it and on close, atomically, so a crash never leaves half a state file be
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from drengine.datastores.ceph.backend import CephBackend, HostMonitorControl, MonProbe, mon_id
 from drengine.datastores.ceph.connector import JsonDoc
-from drengine.datastores.ceph.simcluster import CephSim, scenario
-from drengine.errors import InputError
+from drengine.datastores.ceph.simcluster import SCENARIOS, CephSim
 from drengine.inventory import Cluster
+from drengine.simstate import load_or_build, save_state
 
 # Monitor and PG commands that only look: everything else may change the model.
 READ_ONLY_PREFIXES = frozenset(
@@ -82,25 +81,13 @@ class SimCephBackend(CephBackend):
 
 def load_sim(cluster: Cluster, state_file: Path) -> CephSim:
     """The simulated cluster of this inventory entry: from its state file, else a fresh scenario."""
-    connect, read = cluster.timeouts.connect, cluster.timeouts.read
-    if state_file.exists():
-        try:
-            text = state_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"{state_file}: cannot read the simulated Ceph state ({exc.strerror})") from None
-        return CephSim.from_json(text, connect_timeout=connect, op_timeout=read)
-    if cluster.simulated is None:
-        raise InputError(f"cluster {cluster.name} is not marked `simulated:` in the inventory; no scenario to build")
-    sim = scenario(cluster.simulated.scenario)
-    sim.connect_timeout, sim.op_timeout = connect, read
+    sim = load_or_build(cluster, state_file, CephSim.from_json, SCENARIOS, "Ceph")
+    sim.connect_timeout, sim.op_timeout = cluster.timeouts.connect, cluster.timeouts.read
     return sim
 
 
 def save_sim(sim: CephSim, state_file: Path) -> None:
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_file.with_name(state_file.name + ".tmp")
-    tmp.write_text(sim.to_json(), encoding="utf-8")
-    os.replace(tmp, state_file)
+    save_state(sim.to_json(), state_file)
 
 
 class SimMonitorControl(HostMonitorControl):
