@@ -1,21 +1,12 @@
-"""Process faults on a member's host, injected over the host transport (SSH, or local for
-members on this machine): SIGKILL for a crash, SIGSTOP for a hang and SIGCONT to end it."""
+"""Process faults on a member's host, injected over its host transport (see
+`transport.member_transport` for how the host is found): SIGKILL for a crash, SIGSTOP for a
+hang and SIGCONT to end it; and starting a member again with the inventory's service template."""
 
 from __future__ import annotations
 
 from drengine.errors import InputError
-from drengine.inventory import Cluster, Inventory, Member, Transport
-
-
-def _transport(inventory: Inventory, member: Member):  # type: ignore[no-untyped-def]
-    from drengine.transport import LocalTransport, transport_for
-
-    if member.host is None:
-        return LocalTransport(name="localhost", command_timeout=10)
-    host = inventory.hosts[member.host]
-    if host.transport is Transport.LOCAL:
-        return LocalTransport(name=member.host, command_timeout=10)
-    return transport_for(host, member.host)
+from drengine.inventory import Cluster, Inventory, Member
+from drengine.transport import member_transport
 
 
 def start_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 120.0) -> str:
@@ -27,7 +18,7 @@ def start_member(inventory: Inventory, cluster: Cluster, member: Member, timeout
                          f"start {member.name}")
     command = render_template(cluster.service.start, name=member.name, address=member.address,
                               port=cluster.port_of(member), data_dir=member.data_dir or "")
-    transport = _transport(inventory, member)
+    transport = member_transport(inventory, cluster.name, member, f"start {member.name}")
     try:
         transport.run(command, timeout=timeout).check()
     finally:
@@ -42,7 +33,7 @@ def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal
             f"cluster {cluster.name}: member {member.name} has no pid_file in the inventory; drills need it to "
             f"signal the server process"
         )
-    transport = _transport(inventory, member)
+    transport = member_transport(inventory, cluster.name, member, f"signal the server process of {member.name}")
     try:
         pid = transport.read_file(member.pid_file).strip()
         if not pid.isdigit():

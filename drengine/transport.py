@@ -5,6 +5,9 @@ hostile name or path stays one argument) or a service template rendered by
 `render_template`, which quotes every substituted value. Every run is bounded: a dead
 host fails within its connect timeout, a hung command within its command timeout, and
 `run_on_hosts` fans out over a bounded pool so one hung host cannot stall the others.
+
+Which host runs a member is decided in one place, `member_transport`: the inventory host named
+by the member's `host:`; a member without one is refused, never guessed to be this machine.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 from drengine.errors import CommandFailed, ConnectError, DrengineError, InputError, ProbeTimeout
-from drengine.inventory import Host, Transport
+from drengine.inventory import Host, Inventory, Member, Transport
 from drengine.redact import REDACTOR
 
 if TYPE_CHECKING:  # paramiko is imported lazily: `drengine --help` must stay instant
@@ -536,6 +539,51 @@ def transport_for(host: Host, name: str | None = None) -> HostTransport:
     return SSHTransport(label, host)
 
 
+def member_transport(inventory: Inventory | None, cluster: str, member: Member, purpose: str) -> HostTransport:
+    """The one rule for reaching a member's host: the inventory host named by the member's `host:`,
+    over that host's transport (`local` is this machine, `ssh` another one). A member without
+    `host:` is refused, whatever its address: 127.0.0.1 may be a tunnel to another machine, and a
+    pid file read, or a service started, on the wrong machine hits the wrong server. `purpose`
+    says what could not be done, for the message."""
+    if member.host is None:
+        raise ConnectError(
+            f"cluster {cluster}: member {member.name} has no `host:` in the inventory, so drengine cannot {purpose}: "
+            f"it never guesses which machine runs a member (an address such as 127.0.0.1 may be a tunnel). "
+            f"Add `host: NAME` to the member, and NAME under `hosts:` with `transport: local` (this machine) "
+            f"or `transport: ssh`"
+        )
+    host = inventory.hosts.get(member.host) if inventory is not None else None
+    if host is None:
+        raise ConnectError(f"cluster {cluster}: member {member.name} runs on host {member.host!r}, which the inventory "
+                           f"does not define under `hosts:`; drengine cannot {purpose}")
+    return transport_for(host, member.host)
+
+
+class MemberHosts:
+    """The transports to a cluster's member hosts, opened once per host on first use (by the rule of
+    `member_transport`) and closed together; safe to share between threads."""
+
+    def __init__(self, inventory: Inventory | None, cluster: str) -> None:
+        self.inventory = inventory
+        self.cluster = cluster
+        self._open: dict[str, HostTransport] = {}
+        self._lock = threading.Lock()
+
+    def of(self, member: Member, purpose: str) -> HostTransport:
+        with self._lock:
+            transport = self._open.get(member.host or "")
+            if transport is None:
+                transport = member_transport(self.inventory, self.cluster, member, purpose)
+                self._open[member.host or ""] = transport
+            return transport
+
+    def close(self) -> None:
+        with self._lock:
+            for transport in self._open.values():
+                transport.close()
+            self._open.clear()
+
+
 def _budget(target: Host | HostTransport, timeout: float | None) -> float:
     if isinstance(target, Host):
         return target.ssh.connect_timeout + (timeout if timeout is not None else target.ssh.command_timeout)
@@ -604,10 +652,12 @@ __all__ = [
     "CommandResult",
     "HostTransport",
     "LocalTransport",
+    "MemberHosts",
     "SSHTransport",
     "ShellCommand",
     "command_text",
     "fingerprint",
+    "member_transport",
     "render_template",
     "run_on_hosts",
     "transport_for",

@@ -13,12 +13,15 @@ from hypothesis import strategies as st
 
 from drengine.clock import wait_until
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
-from drengine.inventory import Host, SSHSettings, Transport
+from drengine.faults import signal_member
+from drengine.inventory import Cluster, Host, Inventory, Member, SSHSettings, Transport
 from drengine.transport import (
     LocalTransport,
+    MemberHosts,
     ShellCommand,
     SSHTransport,
     command_text,
+    member_transport,
     render_template,
     run_on_hosts,
     transport_for,
@@ -141,6 +144,51 @@ def test_transport_for_picks_by_inventory() -> None:
     assert isinstance(local, LocalTransport) and local.name == "here"
     remote = transport_for(Host(address="127.0.0.9", ssh=SSHSettings(port=2222)), "there")
     assert isinstance(remote, SSHTransport) and remote.target == "root@127.0.0.9:2222"
+
+
+def _inventory(pid_file: str) -> tuple[Inventory, Cluster]:
+    cluster = Cluster(name="db", kind="mariadb", members=[
+        Member(name="here", host="this", pid_file=pid_file),
+        Member(name="loopback", address="127.0.0.1", pid_file=pid_file),
+        Member(name="elsewhere", host="far", pid_file=pid_file),
+    ])
+    inventory = Inventory(hosts={"this": Host(address="127.0.0.1", transport=Transport.LOCAL),
+                                 "far": Host(address="10.9.9.9")}, clusters={"db": cluster})
+    return inventory, cluster
+
+
+def test_a_member_host_is_the_one_its_inventory_names_never_a_guess(tmp_path: Path) -> None:
+    inventory, cluster = _inventory(str(tmp_path / "pid"))
+    here = member_transport(inventory, "db", cluster.member("here"), "signal it")
+    assert isinstance(here, LocalTransport) and here.name == "this"
+    assert isinstance(member_transport(inventory, "db", cluster.member("elsewhere"), "signal it"), SSHTransport)
+    # 127.0.0.1 without `host:` may be a tunnel to another machine: refused, naming the member and the field.
+    with pytest.raises(ConnectError, match=r"cluster db: member loopback has no `host:` in the inventory, so drengine "
+                                           r"cannot signal it: .*Add `host: NAME` to the member"):
+        member_transport(inventory, "db", cluster.member("loopback"), "signal it")
+    with pytest.raises(ConnectError, match="runs on host 'this', which the inventory does not define under `hosts:`"):
+        member_transport(None, "db", cluster.member("here"), "signal it")
+    hosts = MemberHosts(inventory, "db")
+    assert hosts.of(cluster.member("here"), "x") is hosts.of(cluster.member("here"), "y")
+    hosts.close()
+
+
+def test_a_drill_fault_never_signals_a_local_pid_for_a_member_without_host(tmp_path: Path) -> None:
+    import subprocess
+
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        pid_file = tmp_path / "mysqld.pid"
+        pid_file.write_text(f"{bystander.pid}\n")
+        inventory, cluster = _inventory(str(pid_file))
+        with pytest.raises(ConnectError, match="member loopback has no `host:`"):
+            signal_member(inventory, cluster, cluster.member("loopback"), "KILL")
+        assert bystander.poll() is None, "a process on this machine was signalled for a member with no host"
+        assert signal_member(inventory, cluster, cluster.member("here"), "KILL").startswith(f"kill -KILL {bystander.pid}")
+        assert bystander.wait(timeout=5) == -9
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_fan_out_keeps_every_host_and_bounds_a_slow_one() -> None:

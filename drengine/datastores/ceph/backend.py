@@ -22,7 +22,7 @@ from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
 from drengine.errors import ConnectError, InputError, StepFailed
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
-from drengine.transport import HostTransport, LocalTransport, ShellCommand, command_text, render_template, transport_for
+from drengine.transport import HostTransport, MemberHosts, ShellCommand, command_text, render_template
 
 
 class CephBackend:
@@ -159,15 +159,15 @@ def parse_mon_status(name: str, text: str) -> MonProbe:
 
 
 class HostMonitorControl:
-    """Monitor surgery on the monitors' hosts: over SSH for members with an inventory `host`,
-    on this machine for members without one (the lab). Stop and start use the inventory's
-    service templates, so what is run is what the operator configured."""
+    """Monitor surgery on the monitors' hosts, each reached by the inventory's rule
+    (`transport.member_transport`). Stop and start use the inventory's service templates, so
+    what is run is what the operator configured."""
 
     def __init__(self, cluster: Cluster, inventory: Inventory | None, wait: float = 15.0) -> None:
         self.cluster = cluster
         self.inventory = inventory
         self.wait = wait
-        self._transports: dict[str, HostTransport] = {}
+        self._hosts = MemberHosts(inventory, cluster.name)
         options = cluster.ceph or CephOptions()
         self.conf_file = options.conf_file
 
@@ -175,13 +175,7 @@ class HostMonitorControl:
         return [m.name for m in self.cluster.members if m.role == "mon" or m.name.startswith("mon.")]
 
     def _transport(self, member: Member) -> HostTransport:
-        key = member.host or ""
-        if key not in self._transports:
-            if member.host is None or self.inventory is None:
-                self._transports[key] = LocalTransport("localhost", command_timeout=60.0)
-            else:
-                self._transports[key] = transport_for(self.inventory.hosts[member.host], member.host)
-        return self._transports[key]
+        return self._hosts.of(member, f"reach the host of {member.name} for monitor surgery")
 
     def _template(self, which: str, member: Member) -> ShellCommand:
         template = getattr(self.cluster.service, which)
@@ -255,6 +249,4 @@ class HostMonitorControl:
                              f"check its log, start it by hand and resume")
 
     def close(self) -> None:
-        for transport in self._transports.values():
-            transport.close()
-        self._transports.clear()
+        self._hosts.close()

@@ -27,7 +27,7 @@ from typing import Any
 from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephConnector, parse_pgs
 from drengine.errors import ConnectError
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
+from drengine.lab.procs import LOCAL_HOST, LOCAL_HOSTS, LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
 
 CLUSTER_NAME = "lab-ceph"
 KIND = "ceph"
@@ -219,7 +219,7 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
         raise
     fragment = inventory_fragment(lab, port_base)
     if inventory_out is not None:
-        merge_inventory(inventory_out, {}, {CLUSTER_NAME: fragment})
+        merge_inventory(inventory_out, LOCAL_HOSTS, {CLUSTER_NAME: fragment})
     return fragment
 
 
@@ -298,16 +298,17 @@ def inventory_fragment(lab: LabDir, port_base: int = 3300) -> dict[str, Any]:
             "address": "127.0.0.1",
             "port": mon_port(port_base, m),
             "role": "mon",
+            "host": LOCAL_HOST,
             "data_dir": f"{root}/mon/ceph-{m}",
             "pid_file": f"{root}/run/ceph-mon.{m}.pid",
         }
         for m in MONS
     ]
-    members.append({"name": f"mgr.{MGR}", "address": "127.0.0.1", "role": "mgr", "data_dir": f"{root}/mgr/ceph-{MGR}",
-                    "pid_file": f"{root}/run/ceph-mgr.{MGR}.pid"})
+    members.append({"name": f"mgr.{MGR}", "address": "127.0.0.1", "role": "mgr", "host": LOCAL_HOST,
+                    "data_dir": f"{root}/mgr/ceph-{MGR}", "pid_file": f"{root}/run/ceph-mgr.{MGR}.pid"})
     # pid_file lets drills signal a daemon through its host, as on a real cluster.
-    members += [{"name": f"osd.{i}", "address": "127.0.0.1", "role": "osd", "data_dir": f"{root}/osd/ceph-{i}",
-                 "pid_file": f"{root}/run/ceph-osd.{i}.pid"} for i in OSD_IDS]
+    members += [{"name": f"osd.{i}", "address": "127.0.0.1", "role": "osd", "host": LOCAL_HOST,
+                 "data_dir": f"{root}/osd/ceph-{i}", "pid_file": f"{root}/run/ceph-osd.{i}.pid"} for i in OSD_IDS]
     # {name} is the member name (mon.a, osd.0), which is also the daemon's --name; the start
     # command is the lab's own command line, detached because the daemon runs in the foreground.
     # No shell braces: drengine's template renderer reads `{...}` as placeholders.

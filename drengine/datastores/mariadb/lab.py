@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drengine.clock import wait_until
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
+from drengine.lab.procs import LOCAL_HOST, LOCAL_HOSTS, LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
 
 KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
@@ -166,8 +166,8 @@ def inventory_fragment(lab: LabDir) -> dict[str, Any]:
             "stop": f"{sys.executable} -m drengine.datastores.mariadb.lab stop-node {{name}} --lab-dir {lab.root}",
         },
         "members": [
-            {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "data_dir": str(_dir(lab) / n / "data"),
-             "pid_file": str(_dir(lab) / n / "mysqld.pid")}
+            {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "host": LOCAL_HOST,
+             "data_dir": str(_dir(lab) / n / "data"), "pid_file": str(_dir(lab) / n / "mysqld.pid")}
             for i, n in enumerate(NAMES)
         ],
     }
@@ -202,7 +202,7 @@ def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
     wait_replicated(lab)
     fragment = inventory_fragment(lab)
     if inventory_out:
-        merge_inventory(inventory_out, {}, {CLUSTER: fragment})
+        merge_inventory(inventory_out, LOCAL_HOSTS, {CLUSTER: fragment})
     return fragment
 
 
