@@ -6,18 +6,12 @@ from __future__ import annotations
 
 from drengine.errors import InputError
 from drengine.inventory import Cluster, Inventory, Member
-from drengine.transport import member_transport
+from drengine.transport import command_text, member_transport, render_service
 
 
 def start_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 120.0) -> str:
     """Start a member's server with the inventory's `service.start` template, over its host."""
-    from drengine.transport import command_text, render_template
-
-    if not cluster.service.start:
-        raise InputError(f"cluster {cluster.name} has no `service: start:` template in the inventory; drengine cannot "
-                         f"start {member.name}")
-    command = render_template(cluster.service.start, name=member.name, address=member.address,
-                              port=cluster.port_of(member), data_dir=member.data_dir or "")
+    command = render_service(cluster, member, "start")
     transport = member_transport(inventory, cluster.name, member, f"start {member.name}")
     try:
         transport.run(command, timeout=timeout).check()

@@ -27,10 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
 
 from drengine.errors import CommandFailed, ConnectError, DrengineError, InputError, ProbeTimeout
-from drengine.inventory import Host, Inventory, Member, Transport
+from drengine.inventory import Cluster, Host, Inventory, Member, Transport
 from drengine.redact import REDACTOR
 
 if TYPE_CHECKING:  # paramiko is imported lazily: `drengine --help` must stay instant
@@ -155,6 +155,33 @@ def render_template(template: str, **values: str | int) -> ShellCommand:
     if state:
         raise InputError(f"service template {template!r} has an unterminated {state} quote")
     return ShellCommand("".join(out))
+
+
+ServiceAction = Literal["start", "stop", "bootstrap", "recover", "status"]
+
+
+def render_service(cluster: Cluster, member: Member, action: ServiceAction, default: str | None = None,
+                   example: str = "") -> ShellCommand:
+    """The exact shell command a service action sends for this member: the inventory's
+    `service: ACTION:` template (else `default`, the datastore's packaged command) rendered with
+    {name}, {address}, {port} and {data_dir} (the member's, else the datastore's default data
+    directory), each value shell-quoted. `example` shows the operator a template to add."""
+    from drengine.datastores import datastore
+
+    template: str | None = getattr(cluster.service, action) or default
+    if template is None:
+        hint = f" (e.g. `{example}`)" if example else ""
+        raise InputError(f"cluster {cluster.name} has no `service: {action}:` command in the inventory; drengine "
+                         f"needs it to {action} {member.name}{hint}")
+    values: dict[str, str | int] = {"name": member.name, "address": member.address, "port": cluster.port_of(member)}
+    data_dir = member.data_dir or datastore(cluster.kind).default_data_dir
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    elif "{data_dir}" in template:
+        raise InputError(f"cluster {cluster.name}: the `service: {action}:` template uses {{data_dir}}, but member "
+                         f"{member.name} has no `data_dir:` in the inventory and {cluster.kind} has no default one; "
+                         f"add `data_dir:` to the member")
+    return render_template(template, **values)
 
 
 def command_text(command: Command) -> str:
@@ -658,6 +685,7 @@ __all__ = [
     "command_text",
     "fingerprint",
     "member_transport",
+    "render_service",
     "render_template",
     "run_on_hosts",
     "transport_for",

@@ -31,6 +31,8 @@ class Datastore:
     lab: str | None = "lab"  # module with `up(lab, inventory_out=...)`
     # The lab serves the simulator over the real protocol; `--scenario` picks its situation.
     simulated_lab: bool = False
+    # {data_dir} of service templates for a member without `data_dir:` (the packages' default).
+    default_data_dir: str | None = None
 
     def load(self, ref: str) -> Any:
         module, _, name = ref.partition(":")

@@ -22,6 +22,7 @@ from drengine.transport import (
     SSHTransport,
     command_text,
     member_transport,
+    render_service,
     render_template,
     run_on_hosts,
     transport_for,
@@ -189,6 +190,23 @@ def test_a_drill_fault_never_signals_a_local_pid_for_a_member_without_host(tmp_p
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_one_service_renderer_with_the_datastores_data_dir_default() -> None:
+    template = {"start": "start {name} --port {port} --datadir {data_dir}", "stop": "stop {name}"}
+    mariadb = Cluster.model_validate({"name": "m", "kind": "mariadb", "service": template,
+                                      "members": [{"name": "db1", "port": 3307}, {"name": "db2", "data_dir": "/srv/d b"}]})
+    assert render_service(mariadb, mariadb.member("db1"), "start").text == "start db1 --port 3307 --datadir /var/lib/mysql"
+    assert render_service(mariadb, mariadb.member("db2"), "start").text == "start db2 --port 3306 --datadir '/srv/d b'"
+    assert render_service(mariadb, mariadb.member("db1"), "status", default="systemctl is-active {name}").text == \
+        "systemctl is-active db1"
+    with pytest.raises(InputError, match=r"cluster m has no `service: recover:` command in the inventory; drengine needs "
+                                         r"it to recover db1 \(e.g. `galera_recovery`\)"):
+        render_service(mariadb, mariadb.member("db1"), "recover", example="galera_recovery")
+    ceph = Cluster.model_validate({"name": "c", "kind": "ceph", "service": template, "members": [{"name": "osd.0"}]})
+    assert render_service(ceph, ceph.member("osd.0"), "stop").text == "stop osd.0"
+    with pytest.raises(InputError, match=r"uses \{data_dir\}, but member osd.0 has no `data_dir:` in the inventory"):
+        render_service(ceph, ceph.member("osd.0"), "start")
 
 
 def test_fan_out_keeps_every_host_and_bounds_a_slow_one() -> None:

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
-from drengine.errors import ConnectError, InputError, StepFailed
+from drengine.errors import ConnectError, StepFailed
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
-from drengine.transport import HostTransport, MemberHosts, ShellCommand, command_text, render_template
+from drengine.transport import HostTransport, MemberHosts, ServiceAction, ShellCommand, command_text, render_service
 
 
 class CephBackend:
@@ -177,15 +177,8 @@ class HostMonitorControl:
     def _transport(self, member: Member) -> HostTransport:
         return self._hosts.of(member, f"reach the host of {member.name} for monitor surgery")
 
-    def _template(self, which: str, member: Member) -> ShellCommand:
-        template = getattr(self.cluster.service, which)
-        if not template:
-            raise InputError(
-                f"cluster {self.cluster.name} has no `service: {which}:` command in the inventory; monitor surgery "
-                f"needs it to {which} {member.name} (e.g. `systemctl {which} ceph-mon@{{name}}`)"
-            )
-        return render_template(template, name=member.name, address=member.address, port=self.cluster.port_of(member),
-                               data_dir=member.data_dir or "")
+    def _template(self, which: ServiceAction, member: Member) -> ShellCommand:
+        return render_service(self.cluster, member, which, example=f"systemctl {which} ceph-mon@{{name}}")
 
     def probe(self, member: str) -> MonProbe:
         m = self.cluster.member(member)

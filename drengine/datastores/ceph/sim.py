@@ -17,6 +17,7 @@ from drengine.datastores.ceph.connector import JsonDoc
 from drengine.datastores.ceph.simcluster import SCENARIOS, CephSim
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
+from drengine.transport import ServiceAction
 
 # Monitor and PG commands that only look: everything else may change the model.
 READ_ONLY_PREFIXES = frozenset(
@@ -118,7 +119,7 @@ class SimMonitorControl(HostMonitorControl):
     def start_command(self, member: str) -> str:
         return self._shown("start", member)
 
-    def _shown(self, which: str, member: str) -> str:
+    def _shown(self, which: ServiceAction, member: str) -> str:
         if getattr(self.cluster.service, which):
             return self._template(which, self.cluster.member(member)).text
         return f"systemctl {which} ceph-mon@{mon_id(member)}"

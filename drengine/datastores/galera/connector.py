@@ -22,11 +22,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from drengine import transport
+from drengine.datastores.galera import DATASTORE
 from drengine.datastores.mariadb.connector import Sql
 from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, Statement, fact
-from drengine.transport import CommandResult, HostTransport, MemberHosts, ShellCommand, render_template
+from drengine.transport import CommandResult, HostTransport, MemberHosts, ServiceAction, ShellCommand, render_template
 
 if TYPE_CHECKING:
     import pymysql
@@ -40,6 +42,7 @@ __all__ = [
     "Grastate",
     "NodeView",
     "Recovered",
+    "ServiceAction",
     "grastate_path",
     "grastate_statement",
     "parse_grastate",
@@ -50,7 +53,7 @@ __all__ = [
 
 SYNC_WAIT_OFF = "SET SESSION wsrep_sync_wait=0"
 STATUS_SQL = "SHOW GLOBAL STATUS LIKE 'wsrep_%'"
-DEFAULT_DATA_DIR = "/var/lib/mysql"
+DEFAULT_DATA_DIR = DATASTORE.default_data_dir or "/var/lib/mysql"
 # Defaults for systemd hosts with the Debian/RHEL packages: the unit's ExecStartPre runs
 # galera_recovery, so a plain start of a crashed node rejoins by IST when it can.
 DEFAULT_SERVICE: dict[str, str] = {
@@ -60,7 +63,6 @@ DEFAULT_SERVICE: dict[str, str] = {
     "recover": "galera_recovery",
     "status": "systemctl is-active --quiet mariadb",
 }
-ServiceAction = Literal["start", "stop", "bootstrap", "recover", "status"]
 
 # `mariadbd --wsrep-recover` logs `WSREP: Recovered position: uuid:seqno`; galera_recovery
 # prints `--wsrep_start_position=uuid:seqno`.
@@ -187,20 +189,10 @@ def grastate_path(member: Member) -> str:
     return data_dir_of(member).rstrip("/") + "/grastate.dat"
 
 
-def service_template(cluster: Cluster, action: ServiceAction) -> str:
-    template: str | None = getattr(cluster.service, action)
-    return template if template is not None else DEFAULT_SERVICE[action]
-
-
 def render_service(cluster: Cluster, member: Member, action: ServiceAction) -> ShellCommand:
-    """The exact shell command a service action sends for this member (values shell-quoted)."""
-    return render_template(
-        service_template(cluster, action),
-        name=member.name,
-        address=member.address,
-        port=cluster.port_of(member),
-        data_dir=data_dir_of(member),
-    )
+    """The exact shell command a service action sends for this member: the inventory's template,
+    else the packaged systemd default (the one renderer, `transport.render_service`)."""
+    return transport.render_service(cluster, member, action, default=DEFAULT_SERVICE[action])
 
 
 def safe_to_bootstrap_command(member: Member) -> ShellCommand:
