@@ -78,52 +78,16 @@ class TextTerminal:
 
 
 def _progress(entry: Any) -> None:
-    """Show the run as it is journaled."""
-    t, d = entry.type.value, entry.data
-    if t == "run_started":
-        _out(f"run {d['run_id']}: {d['runbook']} on {d['cluster']} ({d['mode']}{', simulated' if d['simulated'] else ''})")
-    elif t == "run_resumed":
-        _out(f"resuming run {d['run_id']} at {d['state']}" + (f" (step {d['in_flight']} was in flight)" if d["in_flight"] else ""))
-    elif t == "lock_broken":
-        _out(f"lock: {d['text']} (was {d['previous']})")
-    elif t == "lock_taken" and d.get("previous"):
-        _out(f"lock: {d['text']} (was {d['previous']})")
-    elif t == "step_started":
-        _out(f"-> {d['step']}: {d['summary']}")
-        if d["effect"] == "mutate":
-            for s in d["statements"]:
-                _out(f"     {s}")
-    elif t == "step_finished":
-        mark = "ok" if d["ok"] else "FAILED"
-        _out(f"   {d['step']} {mark} [{d['outcome']}]: {d['summary']}")
-        if not d["ok"] or d.get("effect") in ("read", "check"):
-            for line in d.get("evidence") or []:
-                _out(f"     {line}")
-        for line in d.get("refusal") or []:
-            _out(f"     {line}")
-    elif t == "step_reconciled":
-        _out(f"   {d['step']}: {d['summary']}")
-    elif t == "override":
-        _out(f"   OVERRIDE by {d['who']} at {d['step']}: risk accepted: {d['risk']}")
-    elif t == "gate_answered" and d["answer"] != "stopped":
-        _out(f"   gate {d['step']}: {d['answer']} by {d['who']} ({d['policy']}{': ' + d['reason'] if d['reason'] else ''})")
-    elif t == "note":
-        _out(f"   note: {d['text']}")
-    elif t == "measurement":
-        _out(f"   measured {d['name']}: {d['value']} {d.get('unit', '')}")
-    elif t == "plan_step":
-        ran = "observed" if d["ran"] else ("WOULD RUN" if d["effect"] == "mutate" else "would check")
-        if d.get("nothing_to_do"):
-            ran = "nothing to do"
-        _out(f"{d['step']} [{d['effect']}, gate: {d['gate']}] {ran}: {d['summary']}")
-        if d["reason"]:
-            _out(f"    why: {d['reason']}")
-        for r in d["risks"]:
-            _out(f"    RISK: {r}")
-        for s in d["statements"]:
-            _out(f"    {s}")
-        for line in d.get("refusal") or []:
-            _out(f"    {line}")
+    """Show the run as it is journaled, in the words of the one event renderer."""
+    from drengine.events import describe
+
+    text = describe(entry)
+    if not text.live:
+        return
+    indent = "   " if text.nested else ""
+    _out(indent + text.line)
+    for line in text.details:
+        _out(f"     {line}")
 
 
 RUNBOOK_DIRS = "drengine.runbook_dirs"

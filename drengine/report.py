@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from drengine.events import describe
 from drengine.files import atomic_write
 from drengine.journal import Entry, Event, read_entries, resolve_journal, verify
 
@@ -58,29 +59,7 @@ def markdown(run_dir: Path) -> str:
 
 
 def _detail(e: Entry) -> str:
-    d = e.data
-    t = e.type
-    if t is Event.STEP_STARTED:
-        text = d.get("summary", "")
-    elif t is Event.STEP_FINISHED:
-        text = f"{'ok' if d.get('ok') else 'FAILED'} [{d.get('outcome')}]: {d.get('summary', '')}"
-    elif t is Event.GATE_ANSWERED:
-        text = f"{d.get('answer')} by {d.get('who')} ({d.get('policy')}) {d.get('reason', '')}"
-    elif t is Event.GATE_ASKED:
-        text = f"{d.get('level')}: {d.get('summary', '')}"
-    elif t is Event.STATEMENT_SENT:
-        text = f"[{d.get('target')}] {d.get('text')}"
-    elif t is Event.PLAN_STEP:
-        text = f"{'observed' if d.get('ran') else 'would run'}: {d.get('summary', '')}"
-    elif t is Event.RUN_FINISHED:
-        text = f"{d.get('end')}: {d.get('summary', '')}"
-    elif t is Event.OVERRIDE:
-        text = f"by {d.get('who')}: {d.get('risk')}"
-    elif t is Event.MEASUREMENT:
-        text = f"{d.get('name')} = {d.get('value')} {d.get('unit', '')}"
-    else:
-        text = d.get("text", "")
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return describe(e).line.replace("|", "\\|").replace("\n", " ")
 
 
 def write_markdown(run_dir: Path) -> Path:
