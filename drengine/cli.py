@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from drengine.errors import DrengineError, ExitCode, InputError, StepInterrupted
-from drengine.lab import lab_kinds
+from drengine.lab import lab_kinds, node_kinds, served_kinds
 
 DEBUG = {"on": False}
 
@@ -508,6 +508,74 @@ def _where_the_run_is(exc: DrengineError) -> None:
     if exc.resumable:
         _err(f"resume: drengine run --resume {exc.run_dir}   (add --yes / --accept-data-loss as the gates need)")
     _err(f"journal: drengine journal show {exc.run_dir}")
+
+
+LAB_DIR_OPTION = click.option("--dir", "--lab-dir", "lab_dir", type=click.Path(), default=None,
+                              help="Lab directory (default $DRENGINE_LAB_DIR or /tmp/drengine-lab).")
+
+
+@lab_group.group("node", hidden=True)
+def lab_node() -> None:
+    """One lab node: what the lab inventories' service templates run, so that drengine starts and
+    stops lab servers the way it starts and stops real ones."""
+
+
+@lab_node.command("start")
+@click.argument("kind", type=click.Choice(node_kinds()))
+@click.argument("name")
+@LAB_DIR_OPTION
+@click.option("--bootstrap", is_flag=True, help="Galera: start a new Primary component (--wsrep-new-cluster).")
+@click.option("--start-position", metavar="UUID:SEQNO", help="Galera: position from --wsrep-recover (rejoin by IST).")
+@click.option("--no-recover", is_flag=True, help="Galera: do not run --wsrep-recover first when grastate.dat has seqno -1.")
+@click.option("--timeout", type=float, help="Galera: seconds to wait until the node is Synced.")
+def lab_node_start(kind: str, name: str, lab_dir: str | None, bootstrap: bool, start_position: str | None,
+                   no_recover: bool, timeout: float | None) -> None:
+    """Start one lab node detached (recorded in the lab, so `lab down` stops it)."""
+    from drengine.lab import node_start
+    from drengine.lab.procs import NodeStart
+
+    _out(node_start(kind, lab_dir, name, NodeStart(bootstrap, start_position, not no_recover, timeout)))
+
+
+@lab_node.command("stop")
+@click.argument("kind", type=click.Choice(node_kinds()))
+@click.argument("name")
+@LAB_DIR_OPTION
+def lab_node_stop(kind: str, name: str, lab_dir: str | None) -> None:
+    """Stop one lab node by its PID."""
+    from drengine.lab import node_stop
+
+    _out(node_stop(kind, lab_dir, name))
+
+
+@lab_node.command("status")
+@click.argument("kind", type=click.Choice(node_kinds()))
+@click.argument("name")
+@LAB_DIR_OPTION
+def lab_node_status(kind: str, name: str, lab_dir: str | None) -> None:
+    """Exit 0 when the node runs, 3 (the LSB init scripts' "not running") when it does not."""
+    from drengine.lab import node_status
+
+    running, text = node_status(kind, lab_dir, name)
+    _out(text)
+    if not running:
+        raise SystemExit(3)
+
+
+@lab_group.command("serve", hidden=True)
+@click.argument("kind", type=click.Choice(served_kinds()))
+@click.option("--scenario", help="The situation the served cluster starts in (when --state does not exist yet).")
+@click.option("--port", type=int, help="The (first) port to listen on, on 127.0.0.1.")
+@click.option("--state", type=click.Path(), help="State file: loaded when it exists, written back when serving stops.")
+def lab_serve(kind: str, scenario: str | None, port: int | None, state: str | None) -> None:
+    """Serve a simulator over its real protocol until SIGTERM (`lab down`) or Ctrl-C."""
+    from drengine.lab import serve_simulator
+    from drengine.lab.simulated import serve_until_stopped
+
+    served = serve_simulator(kind, scenario, port, Path(state) if state else None)
+    for line in served.endpoints:
+        _out(line)
+    serve_until_stopped(served.stop)
 
 
 def run_cli(argv: list[str] | None = None) -> int:

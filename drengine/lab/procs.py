@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +35,36 @@ LOCAL_HOSTS: dict[str, Any] = {LOCAL_HOST: {"address": "127.0.0.1", "transport":
 
 class LabError(DrengineError):
     """A lab service could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class NodeStart:
+    """How `drengine lab node start` starts one node; only the Galera lab takes these options."""
+
+    bootstrap: bool = False  # a new Primary component (--wsrep-new-cluster)
+    start_position: str | None = None  # uuid:seqno from --wsrep-recover (rejoin by IST)
+    recover: bool = True  # run --wsrep-recover first when grastate.dat has seqno -1
+    timeout: float | None = None  # seconds to wait for the node (None: the lab's default)
+
+    def given(self) -> list[str]:
+        """The options that differ from a plain start, as command-line flags."""
+        flags = {"--bootstrap": self.bootstrap, "--start-position": self.start_position is not None,
+                 "--no-recover": not self.recover, "--timeout": self.timeout is not None}
+        return [flag for flag, on in flags.items() if on]
+
+
+def template_literal(text: str) -> str:
+    """A constant inside a service template: shell-quoted, braces doubled (templates are formatted)."""
+    return shlex.quote(text).replace("{", "{{").replace("}", "}}")
+
+
+def drengine_command(*words: str) -> str:
+    """The start of a lab service template that runs this drengine (`python -m drengine WORDS`)
+    through any host transport on this machine. SSH logins do not inherit our environment, so the
+    folder holding the drengine package is put on PYTHONPATH (harmless where it is installed)."""
+    package_parent = Path(__file__).resolve().parents[2]
+    return " ".join([f"PYTHONPATH={template_literal(str(package_parent))}", template_literal(sys.executable),
+                     "-m", "drengine", *map(template_literal, words)])
 
 
 @dataclass

@@ -5,8 +5,12 @@ client exactly as it would a real cluster."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from drengine.clock import wait_until
@@ -18,14 +22,35 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def serve(lab: LabDir, kind: str, module: str, args: list[str], ports: list[int], ready_lines: int = 1) -> None:
+@dataclass(frozen=True)
+class Served:
+    """A simulator served over its real protocol by `drengine lab serve KIND`."""
+
+    endpoints: list[str]  # one line per endpoint, printed once it listens (`serve` counts them)
+    stop: Callable[[], None]  # stop serving and write the state back
+
+
+def serve_until_stopped(stop: Callable[[], None]) -> None:
+    """Keep serving until `drengine lab down` (SIGTERM) or Ctrl-C, then stop: the state file is
+    written back either way."""
+    done = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        done.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop()
+
+
+def serve(lab: LabDir, kind: str, args: list[str], ports: list[int], ready_lines: int = 1) -> None:
     taken = [p for p in ports if not _port_free(p)]
     if taken:
         raise LabError(f"the {kind} lab needs 127.0.0.1 ports {ports}, but {taken} are in use; "
                        f"stop what uses them or `drengine lab down {kind}`")
     lab.stop_kind(kind)
     folder = lab.path(kind)
-    proc = lab.spawn(kind, f"{kind}-sim", [sys.executable, "-m", module, *args], folder / "server.log")
+    proc = lab.spawn(kind, f"{kind}-sim", [sys.executable, "-m", "drengine", "lab", "serve", kind, *args], folder / "server.log")
     log = folder / "server.log"
 
     def ready() -> bool:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +26,19 @@ from typing import Any
 from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephConnector, parse_pgs
 from drengine.errors import ConnectError
-from drengine.lab.procs import LOCAL_HOST, LOCAL_HOSTS, LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
+from drengine.lab.procs import (
+    LOCAL_HOST,
+    LOCAL_HOSTS,
+    LabDir,
+    LabError,
+    LabProcess,
+    NodeStart,
+    drengine_command,
+    is_ours,
+    merge_inventory,
+    signal_process,
+    template_literal,
+)
 
 CLUSTER_NAME = "lab-ceph"
 KIND = "ceph"
@@ -315,7 +326,7 @@ def inventory_fragment(lab: LabDir, port_base: int = 3300) -> dict[str, Any]:
     qroot = shlex.quote(str(root))
     # The lab's own entry point starts the daemon detached and records its PID, so that
     # `drengine lab down` stops a daemon that a runbook or a drill started again.
-    start = f"{shlex.quote(sys.executable)} -m drengine.datastores.ceph.lab start-daemon {{name}} --lab-dir {shlex.quote(str(lab.root))}"
+    start = f"{drengine_command('lab', 'node', 'start', KIND)} {{name}} --lab-dir {template_literal(str(lab.root))}"
     # The daemon's own pid file names exactly the process to stop (no pattern matching).
     stop = f'n={{name}}; kill -TERM "$(cat {qroot}/run/ceph-"$n".pid)"'
     return {
@@ -390,23 +401,10 @@ def start_daemon(lab: LabDir, name: str) -> LabProcess:
     return _spawn(lab, proc.name, proc.argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m drengine.datastores.ceph.lab start-daemon NAME --lab-dir DIR`: the lab inventory's start template."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m drengine.datastores.ceph.lab")
-    parser.add_argument("action", choices=["start-daemon"])
-    parser.add_argument("name")
-    parser.add_argument("--lab-dir", required=True)
-    args = parser.parse_args(argv)
-    try:
-        proc = start_daemon(LabDir(args.lab_dir), args.name)
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.name} running (pid {proc.pid})")
-    return 0
+# What the lab inventory's start template runs (`drengine lab node start ceph NAME`).
+NODE_OPTIONS: frozenset[str] = frozenset()
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def node_start(lab: LabDir, name: str, how: NodeStart) -> str:
+    proc = start_daemon(lab, name)
+    return f"{name} running (pid {proc.pid})"

@@ -9,12 +9,23 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from drengine.clock import wait_until
-from drengine.lab.procs import LOCAL_HOST, LOCAL_HOSTS, LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process
+from drengine.lab.procs import (
+    LOCAL_HOST,
+    LOCAL_HOSTS,
+    LabDir,
+    LabError,
+    LabProcess,
+    NodeStart,
+    drengine_command,
+    is_ours,
+    merge_inventory,
+    signal_process,
+    template_literal,
+)
 
 KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
@@ -162,8 +173,8 @@ def inventory_fragment(lab: LabDir) -> dict[str, Any]:
         "replication": {"user": "repl", "password": {"file": str(_dir(lab) / "repl.password")}},
         "timeouts": {"connect": 1.0, "read": 1.5, "catch_up": 20.0},
         "service": {
-            "start": f"{sys.executable} -m drengine.datastores.mariadb.lab start-node {{name}} --lab-dir {lab.root}",
-            "stop": f"{sys.executable} -m drengine.datastores.mariadb.lab stop-node {{name}} --lab-dir {lab.root}",
+            action: f"{drengine_command('lab', 'node', action, KIND)} {{name}} --lab-dir {template_literal(str(lab.root))}"
+            for action in ("start", "stop")
         },
         "members": [
             {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "host": LOCAL_HOST,
@@ -261,34 +272,27 @@ def is_running(lab: LabDir, name: str) -> bool:
     return proc is not None and is_ours(proc)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m drengine.datastores.mariadb.lab start-node|stop-node NAME --lab-dir DIR`: what the lab
-    inventory's service templates run, so drengine can start and stop lab servers like real ones."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m drengine.datastores.mariadb.lab")
-    parser.add_argument("action", choices=["start-node", "stop-node"])
-    parser.add_argument("name", choices=list(NAMES))
-    parser.add_argument("--lab-dir", required=True)
-    args = parser.parse_args(argv)
-    lab = LabDir(args.lab_dir)
-    try:
-        if args.action == "start-node":
-            if is_running(lab, args.name):
-                print(f"{args.name} is already running")
-                return 0
-            proc = start_server(lab, args.name)
-            print(f"{args.name} started (pid {proc.pid})")
-        else:
-            found = lab.find(KIND, args.name)
-            if found is not None:
-                lab.stop(found)
-            print(f"{args.name} stopped")
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+# What the lab inventory's service templates run (`drengine lab node start|stop mariadb NAME`),
+# so drengine starts and stops lab servers like real ones.
+NODE_OPTIONS: frozenset[str] = frozenset()
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _known(name: str) -> None:
+    if name not in NAMES:
+        raise LabError(f"the MariaDB lab has no server {name!r}; its servers are {', '.join(NAMES)}")
+
+
+def node_start(lab: LabDir, name: str, how: NodeStart) -> str:
+    _known(name)
+    if is_running(lab, name):
+        return f"{name} is already running"
+    proc = start_server(lab, name)
+    return f"{name} started (pid {proc.pid})"
+
+
+def node_stop(lab: LabDir, name: str) -> str:
+    _known(name)
+    found = lab.find(KIND, name)
+    if found is not None:
+        lab.stop(found)
+    return f"{name} stopped"
