@@ -131,30 +131,13 @@ class Runbook:
 
 
 def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
-    problems: list[str] = []
-    index = {s.id: i for i, s in enumerate(spec.steps)}
-    ends = spec.ends
-    if "failed" not in ends:
-        problems.append(f"{source.where(('ends',))}: ends must include `failed` (where unmapped failures go)")
-    seen: set[str] = set()
-    for i, step in enumerate(spec.steps):
-        if step.id in seen:
-            problems.append(f"{source.where(('steps', i, 'id'))}: step id {step.id!r} is used twice")
-        if step.id in ends:
-            problems.append(f"{source.where(('steps', i, 'id'))}: {step.id!r} is both a step and an end")
-        seen.add(step.id)
-    known = set(index) | set(ends)
-    if spec.start not in index:
-        problems.append(f"{source.where(('start',))}: start names {spec.start!r}, which is not a step; steps: {sorted(index)}")
+    """Every problem of a runbook's shape, each as FILE:LINE: ids, targets, actions and their
+    parameters and outcomes, the goal, then whether every step is reachable and can end."""
     actions = load_actions(spec.kind)
+    known = {s.id for s in spec.steps} | set(spec.ends)
+    problems = _check_ids(spec, source)
     for i, step in enumerate(spec.steps):
-        targets = ([("next", step.next)] if step.next else []) + [(f"branches.{k}", v) for k, v in step.branches.items()]
-        for label, target in targets:
-            if target not in known:
-                loc: tuple[str | int, ...] = ("steps", i, *label.split("."))
-                problems.append(
-                    f"{source.where(loc)}: step {step.id} goes to {target!r}, which is neither a step nor an end"
-                )
+        problems += _check_targets(i, step, known, source)
         action = actions.get(step.action)
         if action is None:
             close = sorted(a for a in actions if a.split(".")[0] == step.action.split(".")[0])
@@ -163,59 +146,94 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
                 f"known actions of this kind: {', '.join(close) or 'none'}"
             )
             continue
-        if action.least_gate() > GateLevel.NONE and step.gate == "none" and "gate" in (source.data["steps"][i] or {}):
-            problems.append(
-                f"{source.where(('steps', i, 'gate'))}: step {step.id} changes the cluster ({step.action}); "
-                f"mutating steps are always gated, so `gate: none` is not allowed (use confirm or dangerous)"
-            )
-        if step.retries and action.effect is Effect.MUTATE and not action.repeatable:
-            problems.append(
-                f"{source.where(('steps', i, 'retries'))}: step {step.id} changes the cluster ({step.action}) and its "
-                f"action does not declare that running it again is safe; a retry would run beside an attempt whose "
-                f"effect is unknown. Remove `retries` (a failed run is resumed instead, which checks what took effect)"
-            )
-        try:
-            action.Params.model_validate(step.params)
-        except ValidationError as exc:
-            for err in exc.errors():
-                ploc: tuple[str | int, ...] = ("steps", i, "params", *err["loc"])
-                problems.append(f"{source.where(ploc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
-        extra = set(step.branches) - set(getattr(action, "outcomes", ())) - {"ok", "failed", "skipped"}
-        for outcome in sorted(extra):
-            problems.append(
-                f"{source.where(('steps', i, 'branches', outcome))}: action {step.action} never reports outcome {outcome!r}; "
-                f"it reports: ok, failed, skipped{''.join(', ' + o for o in getattr(action, 'outcomes', ()))}"
-            )
-        for outcome in getattr(action, "outcomes", ()):
-            if outcome not in step.branches:
-                problems.append(
-                    f"{source.where(('steps', i))}: step {step.id}: action {step.action} may report outcome "
-                    f"{outcome!r}; map it under `branches:`"
-                )
-        if step.next is None and "ok" not in step.branches and not getattr(action, "outcomes", ()):
-            problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
+        problems += _check_step_action(i, step, action, source)
     if problems:
         return problems
-    problems += _check_goal(spec, source, actions)
-    # Reachability: from start forwards, and every state must reach an end.
-    edges: dict[str, set[str]] = {s.id: set() for s in spec.steps}
-    runbook = Runbook(spec, source.path, "")
-    for step in spec.steps:
-        edges[step.id] = set(runbook.transitions_of(step).values())
-    reached = _walk(spec.start, edges)
+    return _check_goal(spec, source, actions) + _check_reachable(spec, source, known)
+
+
+def _check_ids(spec: RunbookSpec, source: Source) -> list[str]:
+    problems: list[str] = []
+    if "failed" not in spec.ends:
+        problems.append(f"{source.where(('ends',))}: ends must include `failed` (where unmapped failures go)")
+    seen: set[str] = set()
     for i, step in enumerate(spec.steps):
-        if step.id not in reached:
-            problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} cannot be reached from start {spec.start}")
+        if step.id in seen:
+            problems.append(f"{source.where(('steps', i, 'id'))}: step id {step.id!r} is used twice")
+        if step.id in spec.ends:
+            problems.append(f"{source.where(('steps', i, 'id'))}: {step.id!r} is both a step and an end")
+        seen.add(step.id)
+    if spec.start not in seen:
+        problems.append(f"{source.where(('start',))}: start names {spec.start!r}, which is not a step; steps: {sorted(seen)}")
+    return problems
+
+
+def _check_targets(i: int, step: StepSpec, known: set[str], source: Source) -> list[str]:
+    targets = ([("next", step.next)] if step.next else []) + [(f"branches.{k}", v) for k, v in step.branches.items()]
+    problems: list[str] = []
+    for label, target in targets:
+        if target not in known:
+            loc: tuple[str | int, ...] = ("steps", i, *label.split("."))
+            problems.append(f"{source.where(loc)}: step {step.id} goes to {target!r}, which is neither a step nor an end")
+    return problems
+
+
+def _check_step_action(i: int, step: StepSpec, action: type[Action[Any, Any]], source: Source) -> list[str]:
+    """What the step's action says about the step: gate, retries, parameters, outcomes."""
+    problems: list[str] = []
+    if action.least_gate() > GateLevel.NONE and step.gate == "none" and "gate" in (source.data["steps"][i] or {}):
+        problems.append(
+            f"{source.where(('steps', i, 'gate'))}: step {step.id} changes the cluster ({step.action}); "
+            f"mutating steps are always gated, so `gate: none` is not allowed (use confirm or dangerous)"
+        )
+    if step.retries and action.effect is Effect.MUTATE and not action.repeatable:
+        problems.append(
+            f"{source.where(('steps', i, 'retries'))}: step {step.id} changes the cluster ({step.action}) and its "
+            f"action does not declare that running it again is safe; a retry would run beside an attempt whose "
+            f"effect is unknown. Remove `retries` (a failed run is resumed instead, which checks what took effect)"
+        )
+    try:
+        action.Params.model_validate(step.params)
+    except ValidationError as exc:
+        for err in exc.errors():
+            ploc: tuple[str | int, ...] = ("steps", i, "params", *err["loc"])
+            problems.append(f"{source.where(ploc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
+    return problems + _check_outcomes(i, step, action, source)
+
+
+def _check_outcomes(i: int, step: StepSpec, action: type[Action[Any, Any]], source: Source) -> list[str]:
+    outcomes: tuple[str, ...] = tuple(getattr(action, "outcomes", ()))
+    problems = [
+        f"{source.where(('steps', i, 'branches', outcome))}: action {step.action} never reports outcome {outcome!r}; "
+        f"it reports: ok, failed, skipped{''.join(', ' + o for o in outcomes)}"
+        for outcome in sorted(set(step.branches) - set(outcomes) - {"ok", "failed", "skipped"})
+    ]
+    problems += [
+        f"{source.where(('steps', i))}: step {step.id}: action {step.action} may report outcome {outcome!r}; "
+        f"map it under `branches:`"
+        for outcome in outcomes if outcome not in step.branches
+    ]
+    if step.next is None and "ok" not in step.branches and not outcomes:
+        problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
+    return problems
+
+
+def _check_reachable(spec: RunbookSpec, source: Source, known: set[str]) -> list[str]:
+    """From start forwards every step is reached, and from every step an end can be reached."""
+    runbook = Runbook(spec, source.path, "")
+    edges = {step.id: set(runbook.transitions_of(step).values()) for step in spec.steps}
+    reached = _walk(spec.start, edges)
     reverse: dict[str, set[str]] = {state: set() for state in known}
     for src, dests in edges.items():
         for dest in dests:
             reverse[dest].add(src)
     can_end: set[str] = set()
-    for end in ends:
+    for end in spec.ends:
         can_end |= _walk(end, reverse)
-    for i, step in enumerate(spec.steps):
-        if step.id not in can_end:
-            problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)")
+    problems = [f"{source.where(('steps', i, 'id'))}: step {step.id} cannot be reached from start {spec.start}"
+                for i, step in enumerate(spec.steps) if step.id not in reached]
+    problems += [f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)"
+                 for i, step in enumerate(spec.steps) if step.id not in can_end]
     return problems
 
 
