@@ -586,7 +586,7 @@ def member_transport(inventory: Inventory | None, cluster: str, member: Member, 
     return transport_for(host, member.host)
 
 
-class MemberHosts:
+class MemberTransports:
     """The transports to a cluster's member hosts, opened once per host on first use (by the rule of
     `member_transport`) and closed together; safe to share between threads."""
 
@@ -679,7 +679,7 @@ __all__ = [
     "CommandResult",
     "HostTransport",
     "LocalTransport",
-    "MemberHosts",
+    "MemberTransports",
     "SSHTransport",
     "ShellCommand",
     "command_text",

@@ -29,7 +29,7 @@ from drengine.files import atomic_write
 DEFAULT_LAB_DIR = "/tmp/drengine-lab"
 # The inventory host of lab members that run on this machine: drengine reaches a member's host
 # only through a host the inventory names (see transport.member_transport), labs included.
-LOCAL_HOST = "localhost"
+LOCAL_HOST = "lab-local"
 LOCAL_HOSTS: dict[str, Any] = {LOCAL_HOST: {"address": "127.0.0.1", "transport": "local"}}
 
 

@@ -17,7 +17,7 @@ from drengine.faults import signal_member
 from drengine.inventory import Cluster, Host, Inventory, Member, SSHSettings, Transport
 from drengine.transport import (
     LocalTransport,
-    MemberHosts,
+    MemberTransports,
     ShellCommand,
     SSHTransport,
     command_text,
@@ -169,7 +169,7 @@ def test_a_member_host_is_the_one_its_inventory_names_never_a_guess(tmp_path: Pa
         member_transport(inventory, "db", cluster.member("loopback"), "signal it")
     with pytest.raises(ConnectError, match="runs on host 'this', which the inventory does not define under `hosts:`"):
         member_transport(None, "db", cluster.member("here"), "signal it")
-    hosts = MemberHosts(inventory, "db")
+    hosts = MemberTransports(inventory, "db")
     assert hosts.of(cluster.member("here"), "x") is hosts.of(cluster.member("here"), "y")
     hosts.close()
 

@@ -22,7 +22,7 @@ from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
 from drengine.errors import ConnectError, StepFailed
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
-from drengine.transport import HostTransport, MemberHosts, ServiceAction, ShellCommand, command_text, render_service
+from drengine.transport import HostTransport, MemberTransports, ServiceAction, ShellCommand, command_text, render_service
 
 
 class CephBackend:
@@ -167,7 +167,7 @@ class HostMonitorControl:
         self.cluster = cluster
         self.inventory = inventory
         self.wait = wait
-        self._hosts = MemberHosts(inventory, cluster.name)
+        self._hosts = MemberTransports(inventory, cluster.name)
         options = cluster.ceph or CephOptions()
         self.conf_file = options.conf_file
 

@@ -28,7 +28,7 @@ from drengine.datastores.mariadb.connector import Sql
 from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, Statement, fact
-from drengine.transport import CommandResult, HostTransport, MemberHosts, ServiceAction, ShellCommand, render_template
+from drengine.transport import CommandResult, HostTransport, MemberTransports, ServiceAction, ShellCommand, render_template
 
 if TYPE_CHECKING:
     import pymysql
@@ -278,7 +278,7 @@ class GaleraBackend:
         cred = cluster.credentials
         self._user = cred.user
         self._password = cred.password.resolve(f"{inventory.path}: cluster {cluster.name} credentials") if cred.password else ""
-        self._hosts = MemberHosts(inventory, cluster.name)
+        self._hosts = MemberTransports(inventory, cluster.name)
         # One connection per member, reused: opening one costs 20-25 ms against a Galera node,
         # which would dominate a survivor bootstrap (a probe, a statement, a poll, three writes).
         self._conns: dict[str, Any] = {}
