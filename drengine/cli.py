@@ -11,12 +11,15 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from drengine.errors import DrengineError, ExitCode, InputError, StepInterrupted
 from drengine.lab import lab_kinds, node_kinds, served_kinds
+
+if TYPE_CHECKING:  # imported when used: `drengine --help` must stay instant
+    from drengine.runbook import RunbookSearch
 
 DEBUG = {"on": False}
 
@@ -108,7 +111,7 @@ runbooks_option = click.option(
     help="Also look for runbooks in DIR (repeatable; searched first, then $DRENGINE_RUNBOOKS, then the built-ins).")
 
 
-def _runbooks() -> Any:
+def _runbooks() -> RunbookSearch:
     from drengine.runbook import RunbookSearch
 
     return RunbookSearch(click.get_current_context().meta.get(RUNBOOK_DIRS, []))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from drengine.errors import InputError
@@ -71,13 +72,14 @@ def stop_lab(kind: str | None, path: str | None) -> list[str]:
     return [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
 
 
-def _module(kind: str) -> Any:
+def _module(kind: str) -> ModuleType:
     from drengine.datastores import datastore
 
     store = datastore(kind)
     if store.lab is None:
         raise InputError(f"the {kind} lab is not available in this version")
-    return store.load(store.lab)
+    module: ModuleType = store.load(store.lab)
+    return module
 
 
 def node_kinds() -> tuple[str, ...]:
