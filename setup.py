@@ -7,6 +7,5 @@ from setuptools import find_packages, setup
 
 setup(
     packages=[*find_packages(include=["drengine", "drengine.*"]), "drengine.runbooks"],
-    package_dir={"drengine.runbooks": "runbooks"},
-    package_data={"drengine.runbooks": ["*.yaml"]},
+    package_dir={"drengine.runbooks": "runbooks"},  # package data (*.yaml): pyproject.toml
 )

@@ -83,6 +83,13 @@ def _measurement(d: Data) -> EventText:
     return EventText(f"measured {d.get('name')}: {d.get('value')} {d.get('unit', '')}".rstrip(), nested=True)
 
 
+def _drill_verdict(d: Data) -> EventText:
+    objectives = d.get("objectives")
+    judged = tuple(f"{o.get('label')}: {o.get('text')}" for o in objectives if isinstance(o, Mapping)) \
+        if isinstance(objectives, list) else ()
+    return EventText(f"drill verdict: {d.get('text', d.get('verdict', ''))}", judged, nested=True)
+
+
 RENDERERS: dict[Event, Callable[[Data], EventText]] = {
     Event.RUN_STARTED: _run_started,
     Event.RUN_RESUMED: _run_resumed,
@@ -105,6 +112,9 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
     Event.PLAN_STEP: _plan_step,
     Event.MEASUREMENT: _measurement,
     Event.NOTE: lambda d: EventText(f"note: {d.get('text', '')}", nested=True),
+    Event.FAULT_INJECTED: lambda d: EventText(f"FAULT on {', '.join(_lines(d.get('members')) or ('?',))}: {d.get('text', '')}",
+                                              nested=True),
+    Event.DRILL_VERDICT: _drill_verdict,
     Event.RUN_FINISHED: lambda d: EventText(f"{d.get('end')}: {d.get('summary', '')}", live=False),
 }
 

@@ -59,6 +59,9 @@ def test_a_plain_install_lists_every_builtin_runbook_from_another_directory(tmp_
     assert names == BUILT_INS and len(names) == 9
     shipped = Path(purelib) / "drengine" / "runbooks"
     assert listed.stdout.count(f"from {BUILT_IN} ({shipped})") == 9
+    # The other package data: the report templates.
+    templates = sorted(p.name for p in (ROOT / "drengine" / "templates").glob("*.j2"))
+    assert templates and sorted(p.name for p in (Path(purelib) / "drengine" / "templates").glob("*.j2")) == templates
 
 
 def _copy(runbook: str, folder: Path, summary: str) -> Path:

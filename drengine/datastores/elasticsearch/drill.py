@@ -77,9 +77,9 @@ class ElasticKit:
         if cluster.simulated is not None:
             backend.server.write(lambda model: model.kill_node(victim))
             backend.save()
-            return Injected(f"simulated node {victim} killed")
+            return Injected(f"simulated node {victim} killed", members=[victim])
         assert self.inventory is not None
-        return Injected(signal_member(self.inventory, cluster, cluster.member(victim), "KILL"))
+        return Injected(signal_member(self.inventory, cluster, cluster.member(victim), "KILL"), members=[victim])
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         return None

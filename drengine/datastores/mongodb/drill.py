@@ -83,9 +83,9 @@ class MongoKit:
                 for name in victims:
                     model.kill(backend.member_ids[name])
             backend.save()
-            return Injected(f"simulated members {', '.join(victims)} killed (the primary first)")
+            return Injected(f"simulated members {', '.join(victims)} killed (the primary first)", members=list(victims))
         assert self.inventory is not None
-        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims))
+        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims), members=list(victims))
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         return ("the killed members were removed from the set by the forced reconfiguration: keep them down until "
