@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # paramiko is imported lazily: `drengine --help` must stay in
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 # Grace on top of each host's own timeouts before run_on_hosts gives up waiting for it.
 FANOUT_GRACE_SECONDS = 5.0
+# After a remote command's exit status, how long to wait for the output's end (channel EOF).
+EOF_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -489,6 +491,7 @@ class SSHTransport:
         try:
             chan = transport.open_session(timeout=min(limit, self.settings.connect_timeout))
             chan.exec_command(shown)
+            exited_at: float | None = None
             while True:
                 got = False
                 while chan.recv_ready():
@@ -498,11 +501,17 @@ class SSHTransport:
                     got = True
                     truncated |= _append(err, chan.recv_stderr(65536))
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break  # the server sends all data before the exit status, in order
+                    # OpenSSH may send the exit status before the last of stderr; its EOF comes once
+                    # both streams are drained. A background child still holding them must not keep
+                    # us here, so the EOF is awaited only briefly.
+                    exited_at = exited_at if exited_at is not None else time.monotonic()
+                    if chan.eof_received or time.monotonic() - exited_at >= EOF_GRACE_SECONDS:
+                        break
                 if abandoned.is_set() or time.monotonic() >= deadline:
                     raise TimeoutError
                 if not got:
-                    chan.status_event.wait(0.02)
+                    # Once the exit status is in, status_event stays set: pause instead of spinning.
+                    (time.sleep if exited_at is not None else chan.status_event.wait)(0.02)
             if abandoned.is_set():
                 raise TimeoutError  # the watchdog's close also marks the channel as finished
             status = chan.recv_exit_status()
