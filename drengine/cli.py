@@ -159,6 +159,22 @@ def _check_overrides(rb: Any, flags: Any) -> None:
                              f"its checks are: {', '.join(checks) or 'none'}")
 
 
+def _inputs(given: tuple[str, ...]) -> dict[str, str]:
+    """`--input NAME=VALUE`, each name once; the runbook checks the names when the run starts."""
+    values: dict[str, str] = {}
+    for raw in given:
+        name, sep, value = raw.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--input {raw!r}: expected NAME=VALUE (e.g. --input degrade_run=runs/RUN_ID)")
+        if name.strip() in values:
+            raise click.UsageError(f"--input {name.strip()} is given twice; give each input once")
+        values[name.strip()] = value
+    return values
+
+
+_INPUT_HELP = "A runbook input, NAME=VALUE (repeatable; `drengine runbook show RUNBOOK` lists them)."
+
+
 def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, **kw: Any) -> Any:
     from drengine.engine import RunRequest
     from drengine.inventory import load_inventory
@@ -222,11 +238,12 @@ def _report_outcome(outcome: Any) -> NoReturn:
               help="Break glass: override the failed safety check of STEP (needs --accept-data-loss or a typed confirmation).")
 @click.option("--reason", default="", help="Why: recorded in the journal with every gate answer.")
 @click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good (it will not come back).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=_INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Resume the interrupted run in this directory.")
 @click.option("--break-lock", is_flag=True, help="Take the cluster lock from another run (journaled).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
-        overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], run_dir: str | None,
+        overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
         resume_dir: str | None, break_lock: bool) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it."""
     from drengine.engine import resume_run, start_run
@@ -234,8 +251,9 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
 
     gates = _gates(yes, accept_data_loss, overrides, reason)
     if resume_dir:
-        if runbook or inventory or cluster:
-            raise click.UsageError("--resume takes the runbook, inventory and cluster from the journal; give only RUN_DIR")
+        if runbook or inventory or cluster or inputs:
+            raise click.UsageError("--resume takes the runbook, inventory, cluster and inputs from the journal; "
+                                   "give only RUN_DIR")
         notifier = _notifier(_resumed_inventory_notify(Path(resume_dir)), resume_dir, run_dir=Path(resume_dir))
         try:
             outcome = resume_run(Path(resume_dir), gates, [_progress, *([notifier.on_event] if notifier else [])],
@@ -246,7 +264,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
     if not (runbook and inventory and cluster):
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
-                       run_dir=Path(run_dir) if run_dir else None)
+                       run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs))
     notifier = _notifier(request.inventory.notify, inventory, run_dir=request.run_dir)
     if notifier is not None:
         request.listeners.append(notifier.on_event)
@@ -276,8 +294,10 @@ def _resumed_inventory_notify(run_dir: Path) -> list[Any]:
 @click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
 @click.option("-c", "--cluster", required=True, help="Cluster name in the inventory.")
 @click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=_INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for the plan's journal.")
-def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_dir: str | None) -> None:
+def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], inputs: tuple[str, ...],
+         run_dir: str | None) -> None:
     """Dry run: probe read-only, then show every step with the exact statements it would send.
 
     Exit 0 when a recovery path exists, 1 when the runbook would fail (and why)."""
@@ -286,7 +306,7 @@ def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_
     from drengine.steps import Mode
 
     request = _request(runbook, inventory, cluster, Mode.PLAN, FlagPolicy(yes=True, accept_data_loss=True),
-                       gone=gone, run_dir=Path(run_dir) if run_dir else None)
+                       gone=gone, run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs))
     outcome = start_run(request)
     _out("")
     if outcome.success:
@@ -523,6 +543,9 @@ def runbook_show(name: str, fmt: str) -> None:
     _out(f"file: {rb.path}")
     if rb.spec.description:
         _out(rb.spec.description.rstrip())
+    for name, spec in rb.spec.inputs.items():
+        need = "required" if spec.required else (f"default {spec.default}" if spec.default is not None else "optional")
+        _out(f"input {name} ({need}): {spec.description}")
     _out(f"start: {rb.spec.start}")
     for row in describe(rb):
         _out(f"  {row['id']}: {row['title']}  [{row['action']}, {row['effect']}, gate: {row['gate']}]")

@@ -33,8 +33,10 @@ def _lines(value: object) -> tuple[str, ...]:
 
 
 def _run_started(d: Data) -> EventText:
+    inputs = d.get("inputs")
+    given = tuple(f"input {name} = {value}" for name, value in inputs.items()) if isinstance(inputs, Mapping) else ()
     return EventText(f"run {d.get('run_id')}: {d.get('runbook')} on {d.get('cluster')} "
-                     f"({d.get('mode')}{', simulated' if d.get('simulated') else ''})")
+                     f"({d.get('mode')}{', simulated' if d.get('simulated') else ''})", given)
 
 
 def _run_resumed(d: Data) -> EventText:

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from transitions import Machine
 
 from drengine.datastores import check_kind
@@ -22,6 +22,7 @@ from drengine.yamlsrc import Source, load_yaml, validate
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 Outcome = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
+InputName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 ParamValue = str | int | float | bool | list[str]
 
 DEFAULT_ENDS = {"done": True, "failed": False}
@@ -48,6 +49,21 @@ class StepSpec(Strict):
         return {"none": GateLevel.NONE, "confirm": GateLevel.CONFIRM, "dangerous": GateLevel.DANGEROUS}[self.gate]
 
 
+class InputSpec(Strict):
+    """A value the operator gives a run on the command line (`--input NAME=VALUE`): journaled
+    with the run's start, given back on resume, read by steps through `ctx.inputs`."""
+
+    description: str = Field(min_length=1)
+    required: bool = False
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _required_or_default(self) -> InputSpec:
+        if self.required and self.default is not None:
+            raise ValueError("an input with a default is not required: give `required: true` or a `default:`, not both")
+        return self
+
+
 class GoalSpec(Strict):
     """What must hold at the end for the run to say DONE, checked on a fresh observation."""
 
@@ -67,6 +83,7 @@ class RunbookSpec(Strict):
     _kind = field_validator("kind")(check_kind)
     summary: str
     description: str = ""
+    inputs: dict[InputName, InputSpec] = Field(default_factory=dict)
     start: StepId
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
     goal: GoalSpec | None = Field(default=None, description="checked on a fresh observation before a run says DONE")
@@ -146,7 +163,7 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
                 f"known actions of this kind: {', '.join(close) or 'none'}"
             )
             continue
-        problems += _check_step_action(i, step, action, source)
+        problems += _check_inputs(i, step, action, spec, source) + _check_step_action(i, step, action, source)
     if problems:
         return problems
     return _check_goal(spec, source, actions) + _check_reachable(spec, source, known)
@@ -176,6 +193,14 @@ def _check_targets(i: int, step: StepSpec, known: set[str], source: Source) -> l
             loc: tuple[str | int, ...] = ("steps", i, *label.split("."))
             problems.append(f"{source.where(loc)}: step {step.id} goes to {target!r}, which is neither a step nor an end")
     return problems
+
+
+def _check_inputs(i: int, step: StepSpec, action: type[Action[Any, Any]], spec: RunbookSpec, source: Source) -> list[str]:
+    return [
+        f"{source.where(('steps', i, 'action'))}: step {step.id} ({step.action}) reads the input {name!r}; "
+        f"declare it under `inputs:` (with a description, and `required: true` or a `default:`)"
+        for name in action.inputs if name not in spec.inputs
+    ]
 
 
 def _check_step_action(i: int, step: StepSpec, action: type[Action[Any, Any]], source: Source) -> list[str]:
@@ -235,6 +260,23 @@ def _check_reachable(spec: RunbookSpec, source: Source, known: set[str]) -> list
     problems += [f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)"
                  for i, step in enumerate(spec.steps) if step.id not in can_end]
     return problems
+
+
+def resolve_inputs(runbook: Runbook, given: Mapping[str, str]) -> dict[str, str]:
+    """The run's inputs: what the operator gave, then the declared defaults. An input the
+    runbook does not declare, or a required one not given, is an input error (exit 2)."""
+    declared = runbook.spec.inputs
+    known = ", ".join(f"{n}{' (required)' if s.required else ''}" for n, s in declared.items()) or "none"
+    for name in given:
+        if name not in declared:
+            raise InputError(f"--input {name}: runbook {runbook.name} has no input named {name!r}; its inputs: {known}")
+    missing = [n for n, s in declared.items() if s.required and n not in given]
+    if missing:
+        raise InputError(f"runbook {runbook.name} needs " + "; ".join(
+            f"--input {n}=VALUE ({declared[n].description})" for n in missing))
+    values = {n: s.default for n, s in declared.items() if s.default is not None}
+    values.update(given)
+    return values
 
 
 def _check_goal(spec: RunbookSpec, source: Source, actions: dict[str, type[Action[Any, Any]]]) -> list[str]:

@@ -33,6 +33,8 @@ class Datastore:
     simulated_lab: bool = False
     # {data_dir} of service templates for a member without `data_dir:` (the packages' default).
     default_data_dir: str | None = None
+    # Its connector and simulator take the run's Clock (`clock=`); the others keep their own time.
+    takes_clock: bool = False
 
     def load(self, ref: str) -> Any:
         module, _, name = ref.partition(":")

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import xmlschema
-from helpers import ROOT, cli, of_type
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import ROOT, cli, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from browser import Page, needs_chromium
-from helpers import ROOT, cli, of_type
+
+from tests.helpers import ROOT, cli, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
 

@@ -4,6 +4,7 @@ over their hosts)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class MongoKit:
             self._primary = None
             return False
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: Any, keys: Sequence[str] = ()) -> set[str]:
         target = self._find_primary(backend)
         if target is None:
             return set()
