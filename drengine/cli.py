@@ -2,7 +2,7 @@
 
 Every error is caught once here and turned into one clear message and a documented exit
 code (0 done, 1 failed or cannot recover, 2 invalid input, 3 stopped at a gate or by the
-operator, 4 lock held). `--debug` shows the traceback.
+operator, 4 cluster lock held, unavailable or lost). `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def main(debug: bool) -> None:
     """drengine: disaster-recovery runbooks for MariaDB, Galera, MongoDB, Ceph and Elasticsearch.
 
     Exit codes: 0 done, 1 runbook failed or cannot recover, 2 invalid input or usage,
-    3 stopped at a gate or by the operator, 4 cluster lock held by another run.
+    3 stopped at a gate or by the operator, 4 cluster lock held by another run, unavailable
+    (etcd down: see --lock local) or lost during the run.
     """
     DEBUG["on"] = debug
 
@@ -241,15 +242,25 @@ def _report_outcome(outcome: Any) -> NoReturn:
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=_INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Resume the interrupted run in this directory.")
-@click.option("--break-lock", is_flag=True, help="Take the cluster lock from another run (journaled).")
+@click.option("--break-lock", is_flag=True,
+              help="Take the cluster lock from the run holding it (journaled; that run stops at its next step boundary).")
+@click.option("--lock", "lock_choice", type=click.Choice(["local"]), default=None,
+              help="Break glass when etcd is down: take only this machine's lock instead of the inventory's etcd lock "
+                   "(needs --reason; journaled as a dangerous gate).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
         overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
-        resume_dir: str | None, break_lock: bool) -> None:
+        resume_dir: str | None, break_lock: bool, lock_choice: str | None) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it."""
     from drengine.engine import resume_run, start_run
     from drengine.steps import Mode
 
     gates = _gates(yes, accept_data_loss, overrides, reason)
+    local_lock_reason = None
+    if lock_choice == "local":
+        if not reason.strip():
+            raise click.UsageError('--lock local skips the team lock (break glass): say why with --reason "..." '
+                                   "(it is journaled)")
+        local_lock_reason = reason.strip()
     if resume_dir:
         if runbook or inventory or cluster or inputs:
             raise click.UsageError("--resume takes the runbook, inventory, cluster and inputs from the journal; "
@@ -257,14 +268,15 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
         notifier = _notifier(_resumed_inventory_notify(Path(resume_dir)), resume_dir, run_dir=Path(resume_dir))
         try:
             outcome = resume_run(Path(resume_dir), gates, [_progress, *([notifier.on_event] if notifier else [])],
-                                 break_lock=break_lock, argv=sys.argv[1:])
+                                 break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason)
         finally:
             _close_notifier(notifier)
         _report_outcome(outcome)
     if not (runbook and inventory and cluster):
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
-                       run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs))
+                       run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs),
+                       local_lock_reason=local_lock_reason)
     notifier = _notifier(request.inventory.notify, inventory, run_dir=request.run_dir)
     if notifier is not None:
         request.listeners.append(notifier.on_event)
@@ -621,7 +633,8 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
     """Start a lab cluster and write its inventory.
 
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
-    serve the simulators over the real protocols (no such servers can be installed here)."""
+    serve the simulators over the real protocols (no such servers can be installed here);
+    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it."""
     from drengine.lab import start_lab
 
     summary = start_lab(kind, lab_dir, inventory_out, scenario)

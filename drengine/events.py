@@ -97,6 +97,7 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
     Event.RUN_RESUMED: _run_resumed,
     Event.LOCK_TAKEN: _lock,
     Event.LOCK_BROKEN: _lock,
+    Event.LOCK_LOST: lambda d: EventText(f"LOCK LOST before step {d.get('step')}: nothing further is sent", nested=True),
     Event.STEP_STARTED: _step_started,
     Event.STATEMENT_SENT: lambda d: EventText(f"[{d.get('target')}] {d.get('text')}", live=False, nested=True),
     Event.STEP_FINISHED: _step_finished,

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import Page, needs_chromium
 
+from tests.browser import Page, needs_chromium
 from tests.helpers import ROOT, cli, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
