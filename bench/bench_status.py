@@ -77,8 +77,8 @@ def main() -> None:
             verdicts[c.verdict.value] = verdicts.get(c.verdict.value, 0) + 1
         hung_seen = sum(1 for c in result.clusters for m in c.members if m.state.value == "hung")
         started = time.monotonic()
-        for c in list(inv.clusters.values())[:10]:
-            probe_cluster(c, inv)
+        for cluster in list(inv.clusters.values())[:10]:
+            probe_cluster(cluster, inv)
         serial = (time.monotonic() - started) * CLUSTERS / 10
     budget = READ + 1.0
     best, median = min(fleet), statistics.median(fleet)

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from drengine.errors import DrengineError, ExitCode, InputError, StepInterrupted
-from drengine.lab import lab_kinds
+from drengine.lab import lab_kinds, node_kinds, served_kinds
+
+if TYPE_CHECKING:  # imported when used: `drengine --help` must stay instant
+    from drengine.runbook import RunbookSearch
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -245,69 +248,35 @@ class TextTerminal:
 
 
 def _progress(entry: Any) -> None:
-    """Show the run as it is journaled."""
-    t, d = entry.type.value, entry.data
-    if t == "run_started":
-        _out(f"run {d['run_id']}: {d['runbook']} on {d['cluster']} ({d['mode']}{', simulated' if d['simulated'] else ''})")
-        for name, value in (d.get("inputs") or {}).items():
-            _out(f"   input {name} = {value}")
-    elif t == "run_resumed":
-        _out(f"resuming run {d['run_id']} at {d['state']}" + (f" (step {d['in_flight']} was in flight)" if d["in_flight"] else ""))
-    elif t == "lock_broken":
-        _out(f"lock: {d['text']} (was {d['previous']})")
-    elif t == "lock_taken" and d.get("previous"):
-        _out(f"lock: {d['text']} (was {d['previous']})")
-    elif t == "lock_lost":
-        _out(f"   LOCK LOST before step {d['step']}: nothing further is sent")
-    elif t == "step_started":
-        _out(f"-> {d['step']}: {d['summary']}")
-        if d["effect"] == "mutate":
-            for s in d["statements"]:
-                _out(f"     {s}")
-    elif t == "step_finished":
-        mark = "ok" if d["ok"] else "FAILED"
-        _out(f"   {d['step']} {mark} [{d['outcome']}]: {d['summary']}")
-        if not d["ok"] or d.get("effect") in ("read", "check"):
-            for line in d.get("evidence") or []:
-                _out(f"     {line}")
-        for line in d.get("refusal") or []:
-            _out(f"     {line}")
-    elif t == "step_reconciled":
-        _out(f"   {d['step']}: {d['summary']}")
-    elif t == "step_interrupted":
-        _out(f"   {d['step']} INTERRUPTED (effect unknown): {d['summary']}")
-    elif t == "observed_again":
-        _out(f"   observing again from {d['start']}: {d['reason']}")
-    elif t == "decision_changed":
-        _out(f"   {d['step']}: the decision changed: {d['text']}")
-    elif t == "goal_checked":
-        _out(f"   goal {'holds' if d['holds'] else 'DOES NOT hold'}: {d['summary']}")
-    elif t == "override":
-        _out(f"   OVERRIDE by {d['who']} at {d['step']}: risk accepted: {d['risk']}")
-    elif t == "gate_answered" and d["answer"] != "stopped":
-        _out(f"   gate {d['step']}: {d['answer']} by {d['who']} ({d['policy']}{': ' + d['reason'] if d['reason'] else ''})")
-    elif t == "note":
-        _out(f"   note: {d['text']}")
-    elif t == "measurement":
-        _out(f"   measured {d['name']}: {d['value']} {d.get('unit', '')}")
-    elif t == "fault_injected":
-        _out(f"   FAULT on {', '.join(d.get('members') or ['?'])}: {d['text']}")
-    elif t == "drill_verdict":
-        for objective in d.get("objectives") or []:
-            _out(f"   {objective['label']}: {objective['text']}")
-    elif t == "plan_step":
-        ran = "observed" if d["ran"] else ("WOULD RUN" if d["effect"] == "mutate" else "would check")
-        if d.get("nothing_to_do"):
-            ran = "nothing to do"
-        _out(f"{d['step']} [{d['effect']}, gate: {d['gate']}] {ran}: {d['summary']}")
-        if d["reason"]:
-            _out(f"    why: {d['reason']}")
-        for r in d["risks"]:
-            _out(f"    RISK: {r}")
-        for s in d["statements"]:
-            _out(f"    {s}")
-        for line in d.get("refusal") or []:
-            _out(f"    {line}")
+    """Show the run as it is journaled, in the words of the one event renderer."""
+    from drengine.events import describe
+
+    text = describe(entry)
+    if not text.live:
+        return
+    indent = "   " if text.nested else ""
+    _out(indent + text.line)
+    for line in text.details:
+        _out(f"     {line}")
+
+
+RUNBOOK_DIRS = "drengine.runbook_dirs"
+
+
+def _add_runbook_dirs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    # ctx.meta is shared by the whole command chain: global and per-command --runbooks add up, in order.
+    ctx.meta.setdefault(RUNBOOK_DIRS, []).extend(value)
+
+
+runbooks_option = click.option(
+    "--runbooks", multiple=True, metavar="DIR", expose_value=False, callback=_add_runbook_dirs,
+    help="Also look for runbooks in DIR (repeatable; searched first, then $DRENGINE_RUNBOOKS, then the built-ins).")
+
+
+def _runbooks() -> RunbookSearch:
+    from drengine.runbook import RunbookSearch
+
+    return RunbookSearch(click.get_current_context().meta.get(RUNBOOK_DIRS, []))
 
 
 def _help_if_bare(ctx: click.Context) -> None:
@@ -327,9 +296,13 @@ def _starting(names: list[str], incomplete: str) -> list[CompletionItem]:
 
 
 def _complete_runbooks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from drengine.runbook import runbook_dir
+    from drengine.runbook import RunbookSearch
 
-    return _starting([p.stem for p in runbook_dir().glob("*.yaml")], incomplete)
+    try:
+        found = RunbookSearch(ctx.meta.get(RUNBOOK_DIRS, [])).found()
+    except InputError:
+        return []  # a --runbooks folder that does not exist: nothing to offer
+    return _starting([f.name for f in found], incomplete)
 
 
 def _raw_inventory(ctx: click.Context) -> dict[str, Any]:
@@ -390,6 +363,7 @@ def _cluster_option(required: bool = True, text: str = "Cluster name in the inve
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@runbooks_option
 @click.version_option(package_name="drengine")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -457,9 +431,7 @@ _INPUT_HELP = "A runbook input, NAME=VALUE (repeatable; `drengine runbook show R
 def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, quiet: bool = False, **kw: Any) -> Any:
     from drengine.engine import RunRequest
     from drengine.inventory import load_inventory
-    from drengine.runbook import load_runbook
-
-    rb = load_runbook(runbook)
+    rb = _runbooks().load(runbook)
     inv = load_inventory(inventory)
     cl = inv.cluster(cluster)
     _check_kind(rb, cl)
@@ -510,6 +482,7 @@ def _report_outcome(outcome: Any) -> NoReturn:
 
 @main.command()
 @click.argument("runbook", required=False, shell_complete=_complete_runbooks)
+@runbooks_option
 @_inventory_option(required=False)
 @_cluster_option(required=False)
 @click.option("--yes", is_flag=True, help="Approve ordinary confirmation gates.")
@@ -586,6 +559,7 @@ def _resumed_inventory_notify(run_dir: Path) -> list[Any]:
 
 @main.command()
 @click.argument("runbook", shell_complete=_complete_runbooks)
+@runbooks_option
 @_inventory_option()
 @_cluster_option()
 @click.option("--gone", multiple=True, metavar="MEMBER", shell_complete=_complete_members, help="Declare a member gone for good.")
@@ -664,6 +638,7 @@ def drill_group(ctx: click.Context) -> None:
 
 @drill_group.command("run", cls=_DrillCommand)
 @click.argument("runbook", shell_complete=_complete_runbooks)
+@runbooks_option
 @_inventory_option()
 @_cluster_option(text="Cluster (must be marked `drill_target: true`).")
 @click.option("--fault", required=True, shell_complete=_complete_faults, help="The fault to inject (see below).")
@@ -695,7 +670,6 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, rto: float | N
     from drengine.inventory import load_inventory
     from drengine.objectives import Objectives
     from drengine.report import write_all
-    from drengine.runbook import load_runbook
 
     if canary_interval <= 0 or recovery_timeout <= 0:
         raise click.UsageError("--canary-interval and --recovery-timeout must be positive")
@@ -703,7 +677,8 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, rto: float | N
         raise click.UsageError(f"--rto {rto:g}: a recovery-time objective is a number of seconds above 0")
     if max_lost_writes is not None and max_lost_writes < 0:
         raise click.UsageError(f"--max-lost-writes {max_lost_writes}: expected 0 or more writes")
-    rb = load_runbook(runbook)
+    search = _runbooks()
+    rb = search.load(runbook)
     inv = load_inventory(inventory)
     cl = inv.cluster(cluster)
     _check_kind(rb, cl)
@@ -721,7 +696,7 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, rto: float | N
         outcome = run_drill(DrillRequest(
             runbook=rb, inventory=inv, cluster=cl, fault=fault, run_dir=Path(run_dir) if run_dir else None,
             canary_interval=canary_interval, recovery_timeout=recovery_timeout, listeners=[SCREEN.listen], argv=sys.argv[1:],
-            restore=restore, objectives=objectives, notifier=notifier,
+            restore=restore, objectives=objectives, notifier=notifier, runbooks=search,
         ))
     finally:
         _close_notifier(notifier)
@@ -782,9 +757,10 @@ def drill_schedule(drills_file: str, fmt: str, out_dir: str | None) -> None:
     spec = load_drills(drills_file)
     files = systemd_units(spec) if fmt == "systemd" else {"drengine-drills.crontab": crontab(spec)}
     if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        from drengine.files import atomic_write
+
         for name, text in files.items():
-            (Path(out_dir) / name).write_text(text)
+            atomic_write(Path(out_dir) / name, text)
             _out(f"wrote {Path(out_dir) / name}")
         return
     for name, text in files.items():
@@ -820,42 +796,52 @@ def runbook_group(ctx: click.Context) -> None:
 
 
 @runbook_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: every runbook, its datastore and summary.")
+@runbooks_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: every runbook, its datastore, summary and folder.")
 def runbook_list(as_json: bool) -> None:
-    """List the runbooks with their datastore and what each does (exit 2 if one is invalid)."""
+    """The runbooks found (--runbooks folders, then $DRENGINE_RUNBOOKS, then the built-ins), each
+    with the folder it came from; a name found twice is taken from the first folder (exit 2 if one
+    is invalid)."""
     from drengine.runbook import list_runbooks
 
-    found = list_runbooks()
-    bad = sum(1 for _, rb in found if isinstance(rb, InputError))
+    found_all = list_runbooks(_runbooks())
+    bad = sum(1 for _, rb in found_all if isinstance(rb, InputError))
     if as_json:
-        _json([{"name": name, "valid": False, "error": str(rb), "problems": rb.problems} if isinstance(rb, InputError)
-               else {"name": name, "valid": True, "kind": rb.spec.kind, "summary": rb.spec.summary, "path": rb.path}
-               for name, rb in found])
+        _json([{"name": found.name, "folder": found.folder.describe(), "path": str(found.path),
+                "shadows": [str(s.path) for s in found.shadows]}
+               | ({"valid": False, "error": str(rb), "problems": rb.problems} if isinstance(rb, InputError)
+                  else {"valid": True, "kind": rb.spec.kind, "summary": rb.spec.summary})
+               for found, rb in found_all])
     else:
-        for name, rb in found:
+        for found, rb in found_all:
             if isinstance(rb, InputError):
-                _out(f"{name}: INVALID: {rb}")
+                _out(f"{found.name}: INVALID: {rb}")
                 for p in rb.problems:
                     _out(f"    {p}")
             else:
-                _out(f"{name:32} {rb.spec.kind:14} {rb.spec.summary}")
+                _out(f"{found.name:32} {rb.spec.kind:14} {rb.spec.summary}")
+            _out(f"{'':32} from {found.folder.describe()}", style="dim")
+            for hidden in found.shadows:
+                _out(f"{'':32} shadows the copy in {hidden.folder.describe()}")
     if bad:
         raise SystemExit(ExitCode.INVALID_INPUT)
 
 
 @runbook_group.command("show")
 @click.argument("name", shell_complete=_complete_runbooks)
+@runbooks_option
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid"]), default="text",
               help="text: steps, gates and transitions; mermaid: the state machine as a diagram.")
 def runbook_show(name: str, fmt: str) -> None:
     """Show a runbook: its steps, what each does, its gate and where each outcome leads."""
-    from drengine.runbook import describe, load_runbook
+    from drengine.runbook import describe
 
-    rb = load_runbook(name)
+    rb = _runbooks().load(name)
     if fmt == "mermaid":
         _out(rb.mermaid().rstrip())
         return
     _out(f"{rb.name} ({rb.spec.kind}): {rb.spec.summary}")
+    _out(f"file: {rb.path}")
     if rb.spec.description:
         _out(rb.spec.description.rstrip())
     for name, spec in rb.spec.inputs.items():
@@ -1251,6 +1237,74 @@ def _where_the_run_is(exc: DrengineError) -> None:
     if exc.resumable:
         _err(f"resume: drengine run --resume {exc.run_dir}   (add --yes / --accept-data-loss as the gates need)")
     _err(f"journal: drengine journal show {exc.run_dir}")
+
+
+LAB_DIR_OPTION = click.option("--dir", "--lab-dir", "lab_dir", type=click.Path(), default=None,
+                              help="Lab directory (default $DRENGINE_LAB_DIR or /tmp/drengine-lab).")
+
+
+@lab_group.group("node", hidden=True)
+def lab_node() -> None:
+    """One lab node: what the lab inventories' service templates run, so that drengine starts and
+    stops lab servers the way it starts and stops real ones."""
+
+
+@lab_node.command("start")
+@click.argument("kind", type=click.Choice(node_kinds()))
+@click.argument("name")
+@LAB_DIR_OPTION
+@click.option("--bootstrap", is_flag=True, help="Galera: start a new Primary component (--wsrep-new-cluster).")
+@click.option("--start-position", metavar="UUID:SEQNO", help="Galera: position from --wsrep-recover (rejoin by IST).")
+@click.option("--no-recover", is_flag=True, help="Galera: do not run --wsrep-recover first when grastate.dat has seqno -1.")
+@click.option("--timeout", type=float, help="Galera: seconds to wait until the node is Synced.")
+def lab_node_start(kind: str, name: str, lab_dir: str | None, bootstrap: bool, start_position: str | None,
+                   no_recover: bool, timeout: float | None) -> None:
+    """Start one lab node detached (recorded in the lab, so `lab down` stops it)."""
+    from drengine.lab import node_start
+    from drengine.lab.procs import NodeStart
+
+    _out(node_start(kind, lab_dir, name, NodeStart(bootstrap, start_position, not no_recover, timeout)))
+
+
+@lab_node.command("stop")
+@click.argument("kind", type=click.Choice(node_kinds()))
+@click.argument("name")
+@LAB_DIR_OPTION
+def lab_node_stop(kind: str, name: str, lab_dir: str | None) -> None:
+    """Stop one lab node by its PID."""
+    from drengine.lab import node_stop
+
+    _out(node_stop(kind, lab_dir, name))
+
+
+@lab_node.command("status")
+@click.argument("kind", type=click.Choice(node_kinds()))
+@click.argument("name")
+@LAB_DIR_OPTION
+def lab_node_status(kind: str, name: str, lab_dir: str | None) -> None:
+    """Exit 0 when the node runs, 3 (the LSB init scripts' "not running") when it does not."""
+    from drengine.lab import node_status
+
+    running, text = node_status(kind, lab_dir, name)
+    _out(text)
+    if not running:
+        raise SystemExit(3)
+
+
+@lab_group.command("serve", hidden=True)
+@click.argument("kind", type=click.Choice(served_kinds()))
+@click.option("--scenario", help="The situation the served cluster starts in (when --state does not exist yet).")
+@click.option("--port", type=int, help="The (first) port to listen on, on 127.0.0.1.")
+@click.option("--state", type=click.Path(), help="State file: loaded when it exists, written back when serving stops.")
+def lab_serve(kind: str, scenario: str | None, port: int | None, state: str | None) -> None:
+    """Serve a simulator over its real protocol until SIGTERM (`lab down`) or Ctrl-C."""
+    from drengine.lab import serve_simulator
+    from drengine.lab.simulated import serve_until_stopped
+
+    served = serve_simulator(kind, scenario, port, Path(state) if state else None)
+    for line in served.endpoints:
+        _out(line)
+    serve_until_stopped(served.stop)
 
 
 def run_cli(argv: list[str] | None = None) -> int:

@@ -5,20 +5,46 @@ client exactly as it would a real cluster."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from drengine.lab.procs import LabDir, LabError, is_ours, merge_inventory, port_free, wait_until
+from drengine.clock import wait_until
+from drengine.lab.procs import LabDir, LabError, is_ours, merge_inventory, port_free
 
 # After the server said it listens, it must still be alive this long later: a server that dies
-# right after printing (a bad state file) must not be reported as up.
+# right after printing must not be reported as up.
 ALIVE_AFTER_READY = 0.3
 
 
-def serve(lab: LabDir, kind: str, module: str, args: list[str], ports: list[int], ready_lines: int = 1,
-          ready_prefix: str = "") -> None:
+@dataclass(frozen=True)
+class Served:
+    """A simulator served over its real protocol by `drengine lab serve KIND`."""
+
+    endpoints: list[str]  # one line per endpoint, printed once it listens (`serve` counts them)
+    stop: Callable[[], None]  # stop serving and write the state back
+
+
+def serve_until_stopped(stop: Callable[[], None]) -> None:
+    """Keep serving until `drengine lab down` (SIGTERM) or Ctrl-C, then stop: the state file is
+    written back either way."""
+    done = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        done.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop()
+
+
+def serve(lab: LabDir, kind: str, args: list[str], ports: list[int], ready_lines: int = 1, ready_prefix: str = "") -> None:
     lab.stop_kind(kind)
+    # Checked as the simulators bind (SO_REUSEADDR): ports left in TIME_WAIT by a lab just stopped are free.
     taken = [p for p in ports if not port_free(p)]
     if taken:
         raise LabError(f"the {kind} lab needs 127.0.0.1 ports {ports}, but {taken} are in use; "
@@ -26,7 +52,7 @@ def serve(lab: LabDir, kind: str, module: str, args: list[str], ports: list[int]
     folder = lab.path(kind)
     log = folder / "server.log"
     log.unlink(missing_ok=True)  # readiness is read from this start's lines only
-    proc = lab.spawn(kind, f"{kind}-sim", [sys.executable, "-m", module, *args], log)
+    proc = lab.spawn(kind, f"{kind}-sim", [sys.executable, "-m", "drengine", "lab", "serve", kind, *args], log)
 
     def ready() -> bool:
         # The server prints one line per endpoint once it listens (killed members' ports stay closed);

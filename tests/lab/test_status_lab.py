@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import cli, cli_subprocess
 
+from drengine.clock import wait_until
 from drengine.datastores.mariadb import lab as lab_mariadb
-from drengine.lab.procs import LabDir, wait_until
+from drengine.lab.procs import LabDir
+from tests.helpers import cli, cli_subprocess
 
 
 def status(inventory: Path | str, cluster: str, *extra: str) -> tuple[int, str]:
@@ -169,7 +170,7 @@ def test_ceph_lab_healthy_then_two_osds_killed(ceph_lab: tuple[LabDir, Path]) ->
     ceph_lab_module.kill_osds(lab, [1, 2])
 
     def blocked() -> bool:
-        return status_json(inventory, name)[1]["verdict"] == "down"
+        return bool(status_json(inventory, name)[1]["verdict"] == "down")
 
     assert wait_until(blocked, 60, interval=1.0)
     code, out = status(inventory, name)

@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import cli, cli_subprocess, events, of_type
 
 from drengine.datastores.mariadb.sim import SimCluster
+from tests.helpers import cli, cli_subprocess, events, of_type
 
 INVENTORY = """\
 clusters:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, cli
 
 from drengine.errors import InputError
 from drengine.inventory import load_inventory
 from drengine.lab.procs import LabDir, LabError, check_lab_dir, port_free
 from drengine.lab.simulated import serve
 from drengine.status import probe_fleet
+from tests.helpers import ROOT, cli
 
 CASES = [
     ("simulated.yaml", "sim-mariadb", "down", "mariadb-promote-survivor", "Most advanced replica: db2"),
@@ -202,7 +202,8 @@ def test_a_server_that_dies_at_start_is_reported(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     with pytest.raises(LabError, match="exited at start"):
-        serve(lab, "mongodb", "json.tool", [str(tmp_path / "missing.json")], [free], ready_prefix="member ")
+        # `drengine lab serve` refuses the scenario and exits after printing its error.
+        serve(lab, "mongodb", ["--scenario", "nonsense", "--port", str(free)], [free], ready_prefix="member ")
     assert not any(p.kind == "mongodb" for p in lab.processes())
 
 

@@ -8,9 +8,11 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import ROOT
+
+from tests.helpers import ROOT
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -38,7 +40,7 @@ def colours(text: str) -> list[str]:
     return found
 
 
-def spawn(*args: str, env: dict[str, str] | None = None) -> pexpect.spawn:
+def spawn(*args: str, env: dict[str, str] | None = None) -> Any:
     base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     base.update({"TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50", "PYTHONPATH": str(ROOT)})
     return pexpect.spawn(sys.executable, ["-m", "drengine.cli", *args], env={**base, **(env or {})}, cwd=str(ROOT),

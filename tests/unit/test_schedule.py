@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli
 
 from drengine.schedule import check_cron, on_calendar
+from tests.helpers import ROOT, cli
 
 
 @pytest.mark.parametrize("cron,calendar", [

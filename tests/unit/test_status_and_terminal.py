@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 import pytest
-from helpers import ROOT, cli
 
 from drengine.cli import main
 from drengine.datastores.mariadb.connector import Channel, ClusterView, ServerView
@@ -20,6 +19,7 @@ from drengine.gates import Answer, GateRequest, parse_answer
 from drengine.status import MemberState, Verdict, classify_error
 from drengine.steps import GateLevel, Proposal, Refusal
 from drengine.suggest import close_names, did_you_mean
+from tests.helpers import ROOT, cli
 
 REFUSED = "cannot connect: error 2003: Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)"
 HUNG = "no answer within the read timeout of 1.5 s (hung or overloaded server?)"
