@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import cli
 
 from drengine.datastores.mariadb import actions as mariadb_actions
 from drengine.datastores.mariadb.sim import SimCluster, scenario_lagging
@@ -17,6 +16,7 @@ from drengine.explore.runner import Runner
 from drengine.explore.scenario import MemberSpec, Scenario, WorldChange, load
 from drengine.explore.search import explore
 from drengine.inventory import load_inventory
+from tests.helpers import cli
 
 CASES = Path(__file__).parent / "explore_cases"
 RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-survivor", "mongodb-force-primary",

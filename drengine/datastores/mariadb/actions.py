@@ -108,6 +108,29 @@ def _errant_against(other: ServerView, best: ServerView) -> dict[tuple[int, int]
     return {key: seq for key, seq in _holdings(other).items() if seq > mine.get(key, 0)}
 
 
+def _lost_elsewhere(view: ClusterView, best: ServerView) -> list[str]:
+    """What every server that answers holds and `best` lacks, replica or not: a read-only old
+    primary back without replication (or one the operator overrode the check for) may too."""
+    best_rec = _received(best)
+    risks: list[str] = []
+    for other in (s for s in view.servers if s.reachable):
+        if other is best:
+            continue
+        ahead = gtid.missing(best_rec, _received(other))
+        if ahead:
+            gaps = ", ".join(f"{n} in domain {d}" for d, n in sorted(ahead.items()))
+            risks.append(f"{other.name} has transactions {best.name} lacks ({gaps}); they would be lost or make "
+                         f"{other.name} fail to follow the new primary")
+            continue
+        errant = _errant_against(other, best)
+        if errant:
+            shown = ", ".join(f"{d}-{server}-{seq}" for (d, server), seq in sorted(errant.items()))
+            risks.append(f"{other.name} has transactions {best.name} never had (errant GTIDs up to {shown}, written "
+                         f"on it or on a server only it followed); they would be lost, and {other.name} would stop "
+                         f"replicating from the new primary with a GTID strict-mode error")
+    return risks
+
+
 def choose_survivor(view: ClusterView) -> SurvivorDecision:
     """Pick the replica to promote: eligible (binary log and log_slave_updates on), then the
     highest received position domain by domain, then the highest applied position (what
@@ -141,24 +164,7 @@ def choose_survivor(view: ClusterView) -> SurvivorDecision:
     ranked = sorted(eligible, key=key, reverse=True)
     best = ranked[0]
     best_rec = _received(best)
-    risks: list[str] = []
-    # Every server that answers, replica or not: a read-only old primary back without replication
-    # (or one the operator overrode the check for) may hold what the survivor lacks.
-    for other in (s for s in view.servers if s.reachable):
-        if other is best:
-            continue
-        ahead = gtid.missing(best_rec, _received(other))
-        if ahead:
-            gaps = ", ".join(f"{n} in domain {d}" for d, n in sorted(ahead.items()))
-            risks.append(f"{other.name} has transactions {best.name} lacks ({gaps}); they would be lost or make "
-                         f"{other.name} fail to follow the new primary")
-            continue
-        errant = _errant_against(other, best)
-        if errant:
-            shown = ", ".join(f"{d}-{server}-{seq}" for (d, server), seq in sorted(errant.items()))
-            risks.append(f"{other.name} has transactions {best.name} never had (errant GTIDs up to {shown}, written "
-                         f"on it or on a server only it followed); they would be lost, and {other.name} would stop "
-                         f"replicating from the new primary with a GTID strict-mode error")
+    risks = _lost_elsewhere(view, best)
     for s in unreachable:
         risks.append(f"{s.name} could not be reached ({s.error}); if it received more than {best.name}, "
                      f"those transactions are lost")
