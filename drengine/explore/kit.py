@@ -197,12 +197,13 @@ def portion(digit: int, top: int) -> int:
 
 
 def digits(count: int) -> SearchStrategy[list[int]]:
-    """`count` base-100 digits from ONE draw: hypothesis spends most of a scenario's generation
+    """`count` digits (0-99) from ONE draw: hypothesis spends most of a scenario's generation
     time per draw, so a record (a server, a node) is one draw, decoded with `pick`/`portion`.
-    Shrinking the number shrinks the digits towards 0, the usual case."""
+    One byte per digit (a big integer would leave its high digits mostly 0: every dimension
+    must vary); shrinking the bytes shrinks the digits towards 0, the usual case."""
     from hypothesis import strategies as st
 
-    return st.integers(0, 100 ** count - 1).map(lambda v: [(v // 100 ** i) % 100 for i in range(count)])
+    return st.binary(min_size=count, max_size=count).map(lambda raw: [b * 100 // 256 for b in raw])
 
 
 def kit_for(kind: str) -> Kit:

@@ -93,10 +93,14 @@ def _old_primary(view: ClusterView) -> str:
 
 def _holdings(server: ServerView) -> gtid.State:
     """The last sequence number a server holds per (domain, originating server_id): its binary
-    log state, and what it received."""
+    log state, and each of its positions (current, slave, received) on its own: merged per
+    domain first, a local write on a replica without a binary log hid behind what it received
+    (found by the explorer)."""
     state = gtid.parse_state(server.gtid_binlog_state)
-    for d, g in _received(server).items():
-        state[(d, g.server)] = max(state.get((d, g.server), 0), g.seq)
+    positions = [server.gtid_current_pos, server.gtid_slave_pos, *(ch.gtid_io_pos for ch in server.channels)]
+    for text in positions:
+        for d, g in gtid.parse(text).items():
+            state[(d, g.server)] = max(state.get((d, g.server), 0), g.seq)
     return state
 
 
