@@ -150,7 +150,10 @@ class ScenarioRun:
             where = f"after event #{self.ledger.events} ({entry.type.value}, step {self.ledger.step or '-'})"
             self.violations.append(Violation(violation.invariant, violation.detail, violation.at or where))
         for change in self.changes_at("event", self.ledger.events):
-            if self.backend is not None and change.op in self.kit.flaps:
+            if change.op == "slow":
+                self.clock.advance(change.advance)  # the statement took this long: deadlines may pass
+                self.changed_in.add(self.segment)
+            elif self.backend is not None and change.op in self.kit.flaps:
                 self.apply(change)
         if self.crash_at and self.segment_events == self.crash_at:
             self.dead = True
@@ -199,8 +202,8 @@ class ScenarioRun:
                 end = "stopped" if isinstance(stop, OperatorStop) else "interrupted"
                 if not stop.resumable:
                     break
-                if not self.gates.remaining():
-                    break
+                if isinstance(stop, OperatorStop) and not self.gates.remaining():
+                    break  # the operator stopped and has nothing more to say; an interrupted step is resumed
             except InputError as exc:
                 if self.segment and not self._started_on_disk():
                     end = "never-started"  # killed before run_started: nothing was done, nothing to resume

@@ -38,7 +38,8 @@ class WorldChange(Strict):
 
     when: `gate`: while the `index`-th gate asked in the scenario (0-based) waits for its
     answer; `event`: right after the `index`-th journal event of the scenario (1-based, all
-    segments counted), a member flapping behind the engine's back; `crash`: while the engine
+    segments counted), a member flapping behind the engine's back (op `slow`: no fault, only
+    time: a slow member's statement outlasting its step's deadline); `crash`: while the engine
     is dead after its `index`-th kill (1-based), before it is resumed; `prelude`: after the
     prelude run, before the explored one (the OSDs back before ceph-restore). The simulated
     clock moves on by `advance` seconds at the same time.

@@ -29,6 +29,7 @@ from drengine.explore.runner import Result, Runner
 from drengine.explore.scenario import Scenario, WorldChange, write
 
 ANSWERS = ("proceed", "skip", "retry", "abort", "stop")
+SLOW = "slow"  # a world change that is only time: the member answers, late
 
 
 def _change(d: list[int], kit: Kit, members: list[str]) -> WorldChange | None:
@@ -38,7 +39,12 @@ def _change(d: list[int], kit: Kit, members: list[str]) -> WorldChange | None:
         return None
     member = members[portion(d[1], len(members) - 1)]
     if when == "event":
-        return WorldChange(when="event", index=1 + portion(d[2], 59), op=kit.flaps[d[3] * len(kit.flaps) // 100], member=member)
+        # Behind the engine's back: a member gone between two events, or a member so slow that the
+        # statement in flight outlasts its step's deadline (the run's clock jumps past it).
+        flaps = (*kit.flaps, SLOW)
+        op = flaps[d[3] * len(flaps) // 100]
+        advance = pick(d[4], 700.0, 90.0, 4000.0, percent=50) if op == SLOW else 0.0
+        return WorldChange(when="event", index=1 + portion(d[2], 59), op=op, member=member, advance=advance)
     # A change while a gate waits or while the engine is dead takes time: past the engine's
     # freshness limit, so what it decided before must be observed again.
     advance = pick(d[4], 2 * FRESH_FOR, 60.0, 3600.0, percent=50)

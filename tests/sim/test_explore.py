@@ -47,6 +47,15 @@ def test_every_counterexample_found_is_fixed(case: Path, tmp_path: Path) -> None
     assert not result.violations, [v.line() for v in result.violations]
 
 
+@pytest.mark.xfail(strict=True, reason="fencing the old primary before a promotion is another branch's work (mysql): "
+                                       "when it lands these pass; move them up to explore_cases/ and drop KNOWN")
+@pytest.mark.parametrize("case", sorted((CASES / "pending").glob("*.yaml")), ids=lambda p: p.stem)
+def test_counterexamples_whose_fix_is_elsewhere_are_still_violated(case: Path, tmp_path: Path) -> None:
+    scenario = load(case)
+    result = Runner(scenario.runbook, tmp_path, keep=True).run(scenario)
+    assert not result.violations, [v.line() for v in result.violations]
+
+
 def _least_advanced(view: object) -> mariadb_actions.SurvivorDecision:
     """A broken decision: promote the LEAST advanced eligible replica, and say nothing of it."""
     decision = ORIGINAL_CHOICE(view)  # type: ignore[arg-type]
