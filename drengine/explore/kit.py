@@ -53,6 +53,7 @@ class Ledger:
     events: int = 0  # journal events seen in the scenario (all segments)
     skipped: list[str] = field(default_factory=list)  # steps the operator skipped at their gate
     ended: str = ""  # the end of the last run_finished
+    told: str = ""  # what it said: its summary and what it left to do
     _asked: dict[str, Any] = field(default_factory=dict)
 
     def see(self, entry: Entry) -> None:
@@ -64,6 +65,7 @@ class Ledger:
             self.skipped.append(str(data.get("step")))
         elif kind == "run_finished":
             self.ended = str(data.get("end", ""))
+            self.told = " ".join([str(data.get("summary", "")), *map(str, data.get("left") or [])])
         elif kind == "gate_asked":
             self._asked[data["step"]] = data
         elif kind == "gate_answered" and data.get("answer") == "proceed":

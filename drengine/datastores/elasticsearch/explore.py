@@ -8,7 +8,8 @@ deciders behind them). The invariants, computed from the simulator's own shards:
 - a primary started on a copy that was not in sync (stale) or on no copy at all (empty)
   only in a step whose dangerous gate the operator approved;
 - a finished run (done or failed, both restore first) leaves every setting it changed as
-  it found it (allocation enable, delayed timeouts), unless the operator skipped the restore;
+  it found it (allocation enable, delayed timeouts), or names in its verdict the one it could
+  not put back, unless the operator skipped the restore;
 - the goal (success implies it): every primary assigned, those settings back.
 """
 
@@ -161,8 +162,13 @@ class ElasticWatch(Watch):
         # Both ends of the runbook restore first; a run stopped on the way has not finished.
         if ledger.ended not in ("done", "failed", "incomplete") or any("restore" in s for s in ledger.skipped):
             return []
-        left = self.restored(model)
-        return [Violation("elasticsearch.settings-restored", f"the run ended {ledger.ended}, but {left}")] if left else []
+        # A setting it could not put back (no master any more, say) must at least be named in its verdict.
+        now = _settings(model)
+        unsaid = [f"{key} is {now.get(key)!r}, was {value!r}" for key, value in (self.first or {}).items()
+                  if now.get(key) != value and key.split(" ", 1)[1] not in ledger.told]
+        return [Violation("elasticsearch.settings-restored",
+                          f"the run ended {ledger.ended} without putting back, or naming, {'; '.join(unsaid)}")] \
+            if unsaid else []
 
     def restored(self, model: Any) -> str | None:
         if self.first is None:
