@@ -99,6 +99,9 @@ class ScenarioRun:
         self.scenario = scenario
         self.run_dir = run_dir
         self.prelude_dir = run_dir.parent / "prelude"
+        # The scenario's own lock directory: the lock's run registry beside it would otherwise
+        # keep every scenario's record, and read them all at the end of each run.
+        self.locks = run_dir.parent / "locks"
         self.clock = SimulatedClock()
         self.ledger = Ledger()
         self.watch: Watch = runner.kit.watch(scenario.runbook)
@@ -230,16 +233,16 @@ class ScenarioRun:
         if self.segment == 0:
             return start_run(RunRequest(
                 runbook=runner.runbook, inventory=runner.inventory, cluster=runner.cluster, mode=Mode.RUN,
-                gates=self.gates, run_dir=self.run_dir, lock_dir=runner.locks, listeners=[self.on_event],
+                gates=self.gates, run_dir=self.run_dir, lock_dir=self.locks, listeners=[self.on_event],
                 around_walk=self.around, clock=self.clock, durable=runner.durable, inputs=self._inputs(),
             ))
-        return resume_run(self.run_dir, self.gates, [self.on_event], lock_dir=runner.locks, clock=self.clock,
+        return resume_run(self.run_dir, self.gates, [self.on_event], lock_dir=self.locks, clock=self.clock,
                           around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory))
 
     def _lock_of_the_dead(self) -> None:
         """A killed engine leaves its lock behind, held by a process that is gone: the resume
         takes it over. In-process the holder is still alive, so the lock is taken away here."""
-        for path in self.runner.locks.glob("*.lock"):
+        for path in self.locks.glob("*.lock"):
             path.unlink()
 
     def _inputs(self) -> dict[str, str]:
@@ -279,7 +282,7 @@ class ScenarioRun:
             start_run(RunRequest(
                 runbook=runbook, inventory=self.runner.inventory, cluster=self.runner.cluster, mode=Mode.RUN,
                 gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=self.prelude_dir,
-                lock_dir=self.runner.locks, clock=self.clock, durable=self.runner.durable,
+                lock_dir=self.locks, clock=self.clock, durable=self.runner.durable,
             ))
         except DrengineError:
             pass  # the explored run meets whatever the prelude left behind
