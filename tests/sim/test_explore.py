@@ -77,12 +77,13 @@ def test_a_broken_survivor_choice_is_caught_and_shrunk(tmp_path: Path, monkeypat
     assert "mariadb.promoted-holds-everything" in found, "\n".join(summary(report))
     minimal = found["mariadb.promoted-holds-everything"].result.scenario
     # Shrunk to the usual case in every dimension but the one that matters: the primary dead,
-    # two healthy replicas, one of them a single transaction behind; no answer, kill or change.
+    # two healthy replicas, one of them behind; no answer, kill or change.
     sim = SimCluster.model_validate(minimal.state)
     assert [s.alive for s in sim.servers] == [False, True, True], minimal.describe()
     replicas = sim.servers[1:]
     assert all(s.io_on and s.sql_on and not s.relay and s.log_slave_updates and not s.lag for s in replicas), minimal.state
-    assert sorted(len(s.applied) for s in replicas) == [len(sim.servers[0].applied) - 1, len(sim.servers[0].applied)]
+    behind, ahead = sorted(len(s.applied) for s in replicas)
+    assert ahead == len(sim.servers[0].applied) > behind, minimal.state
     assert not minimal.answers and not any(minimal.crashes) and not minimal.changes, minimal.describe()
 
 
