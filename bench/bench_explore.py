@@ -33,8 +33,8 @@ from drengine.explore.runner import Runner  # noqa: E402
 from drengine.explore.scenario import Scenario  # noqa: E402
 from drengine.explore.search import explore, scenarios  # noqa: E402
 
-RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-survivor", "ceph-degrade", "ceph-restore",
-            "ceph-mon-quorum"]
+RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-survivor", "mongodb-force-primary",
+            "mongodb-rejoin", "ceph-degrade", "ceph-restore", "ceph-mon-quorum", "elasticsearch-reallocate"]
 
 
 def generate(runner: Runner, count: int) -> tuple[list[Scenario], float]:
