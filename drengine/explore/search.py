@@ -117,6 +117,10 @@ class Report:
         return self.runs / self.seconds if self.seconds else 0.0
 
 
+class _BudgetSpent(BaseException):
+    """The budget ran out before any violation: hypothesis passes a BaseException through."""
+
+
 _VIOLATION_TYPES: dict[str, type[AssertionError]] = {}
 
 
@@ -147,10 +151,13 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
 
     def check(scenario: Scenario) -> None:
         spent = over[0] or (budget is not None and time.perf_counter() - started > budget)
+        if spent and not failed:
+            over[0] = True
+            raise _BudgetSpent  # nothing to shrink: stop generating at once
         seen = spent and _key(scenario) in failed_keys  # hashed only when it matters: it costs
         if spent and not seen:
             over[0] = True
-            return
+            return  # shrinking goes on with the scenarios seen to fail only
         fresh = not seen and not failed
         if fresh:
             report.explored += 1
@@ -183,7 +190,7 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
     with with_reporter(lambda _text: None):
         try:
             test()
-        except (AssertionError, BaseExceptionGroup):
+        except (AssertionError, BaseExceptionGroup, _BudgetSpent):
             pass  # the minimal failing scenario of each invariant is in `failed`
     report.seconds = time.perf_counter() - started
     report.out_of_budget = over[0]

@@ -168,3 +168,9 @@ def test_the_command_refuses_bad_input(tmp_path: Path) -> None:
     assert code == 2 and "no runbook named 'no-such-runbook'" in out, out
     code, out = cli("explore")
     assert code == 2 and "name the runbook" in out, out
+
+
+def test_a_budget_stops_the_generation(tmp_path: Path) -> None:
+    report = explore("mariadb-rejoin", tmp_path, count=100_000, seed=2, budget=1.0, ignore=KNOWN["mariadb-rejoin"])
+    assert report.out_of_budget and 0 < report.explored < 100_000
+    assert report.seconds < 20  # it stopped, rather than generating the rest of the 100 000
