@@ -36,6 +36,7 @@ from drengine.datastores.elasticsearch.connector import (
     put_index_settings_calls,
     reroute_call,
 )
+from drengine.errors import CommandFailed, ConnectError
 from drengine.steps import (
     Action,
     Effect,
@@ -683,6 +684,13 @@ class ShortenDelay(Action[ElasticAPI, NoParams]):
         return StepResult(ok=True, summary=f"delayed allocation set to 0 on {len(planned)} index(es) ({len(todo)} sent now)",
                           facts={"es_changed_delay": SettingChanges(changes=planned)})
 
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # The record of the old values, from the plan: without it the restore has nothing to put back
+        # (found by the explorer: killed after the settings call, resumed, the delays stayed at 0).
+        planned = _plan(ctx).shorten_delay
+        return StepResult(ok=True, summary=f"delayed allocation set to 0 on {len(planned)} index(es) (before the "
+                                           f"interruption)", facts={"es_changed_delay": SettingChanges(changes=planned)})
+
 
 @register
 class EnableAllocation(Action[ElasticAPI, NoParams]):
@@ -711,6 +719,15 @@ class EnableAllocation(Action[ElasticAPI, NoParams]):
         if ctx.backend.allocation_enable().value != "all":
             _send(ctx, put_cluster_settings_call(scope, {ENABLE_SETTING: "all"}))
         return StepResult(ok=True, summary=f"allocation enabled (was {change.old!r})",
+                          facts={"es_changed_enable": SettingChanges(changes=[change])})
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # The old value, from the plan: without it the restore has nothing to put back and the goal
+        # sees nothing to check (found by the explorer: killed right after the PUT, resumed, DONE
+        # with allocation left at 'all').
+        change = _plan(ctx).enable
+        assert change is not None
+        return StepResult(ok=True, summary=f"allocation enabled (was {change.old!r}; before the interruption)",
                           facts={"es_changed_enable": SettingChanges(changes=[change])})
 
 
@@ -798,6 +815,11 @@ class LowerReplicas(Action[ElasticAPI, NoParams]):
         return StepResult(ok=True, summary=f"replicas lowered on {len(changes)} index(es)",
                           facts={"es_changed_replicas": SettingChanges(changes=changes)})
 
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        changes = _plan(ctx).lower_replicas  # what was lowered, for the request to raise them again
+        return StepResult(ok=True, summary=f"replicas lowered on {len(changes)} index(es) (before the interruption)",
+                          facts={"es_changed_replicas": SettingChanges(changes=changes)})
+
 
 def _by_new(changes: Sequence[SettingChange]) -> list[tuple[str, list[str]]]:
     groups: dict[str, list[str]] = defaultdict(list)
@@ -848,8 +870,15 @@ class _AllocatePrimary(Action[ElasticAPI, NoParams]):
         todo = self._todo(ctx)
         for choice in todo:
             _send(ctx, reroute_call([primary_command(choice)]))
+        return self._done(ctx, "")
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # The health awaited next counts these shards as allocated only with this fact.
+        return self._done(ctx, " (before the interruption)")
+
+    def _done(self, ctx: Ctx, when: str) -> StepResult:
         planned = self._planned(ctx)
-        return StepResult(ok=True, summary=f"{self.kind} primary allocated for " + ", ".join(p.label for p in planned),
+        return StepResult(ok=True, summary=f"{self.kind} primary allocated for " + ", ".join(p.label for p in planned) + when,
                           facts={f"es_{self.kind}_done": PrimariesDone(done=planned)},
                           evidence=[f"LOST: {p.lost}" for p in planned])
 
@@ -998,8 +1027,18 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         changes, kept = self._changes(ctx)
         todo = self._differing(ctx, changes)
+        # Every setting is tried, and every one that could not be put back is named with the request
+        # that puts it back: found by the explorer, a restore refused at its first request (no master
+        # left) ended the run without a word of the other settings left changed.
+        refused: list[str] = []
         for call in restore_calls(todo):
-            _send(ctx, call)
+            try:
+                _send(ctx, call)
+            except (ConnectError, CommandFailed) as exc:
+                refused.append(f"`{call.statement().text}` ({str(exc).split(': ', 1)[-1][:160]})")
+        if refused:
+            return StepResult(ok=False, summary=f"{len(refused)} setting(s) this run changed could not be put back; "
+                                                f"send, once the cluster answers: " + "; ".join(refused))
         evidence = [f"{c.target} {c.key}: back to {c.old if c.old is not None else 'the default'}" for c in changes]
         evidence += [f"kept lowered: {c.target} {c.key} {c.old} -> {c.new}; once data nodes are back send: "
                      f"{s.text}" for c in kept for s in [restore_calls([c])[0].statement()]]
