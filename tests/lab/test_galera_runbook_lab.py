@@ -208,8 +208,8 @@ def test_hung_node_is_named_as_a_risk_and_left_alone(lab: Lab) -> None:
         assert "RISK: g3 did not answer (hung" in out
         # Only the dead node's saved position was read (grastate.dat, --wsrep-recover); nothing changed.
         reads = sent(run_dir)
-        assert [target for target, _ in reads] == ["g2", "g2"], reads
-        assert "--wsrep-recover" in reads[1][1], reads
+        assert reads and all(target == "g2" for target, _ in reads), reads
+        assert any("--wsrep-recover" in text for _, text in reads), reads
 
         started = time.monotonic()
         code, out, _ = lab.run("--yes", "--accept-data-loss", resume=run_dir)
