@@ -375,7 +375,9 @@ class Engine:
             # on a simulator); a test or the explorer makes a gate wait by advancing the run's clock.
             asked_at, asked_real = self.ctx.clock.now(), time.monotonic()
             answer = self._ask(step, action, proposal, level, change=change)
-            waited = max(self.ctx.clock.now() - asked_at, time.monotonic() - asked_real)
+            waited = self.ctx.clock.now() - asked_at
+            if answer.policy == "interactive":  # only a person's wait; policies answer at once, deterministically
+                waited = max(waited, time.monotonic() - asked_real)
             if answer.answer is Answer.SKIP:
                 self._skipped.append(f"{step.id} (by {answer.who})")
                 return StepResult(ok=True, summary=f"skipped by {answer.who}", outcome="skipped")

@@ -206,7 +206,10 @@ def test_hung_node_is_named_as_a_risk_and_left_alone(lab: Lab) -> None:
         code, out, run_dir = lab.run("--yes")
         assert code == 3, out  # a dangerous gate: g3's position is unknown
         assert "RISK: g3 did not answer (hung" in out
-        assert not sent(run_dir)
+        # Only the dead node's saved position was read (grastate.dat, --wsrep-recover); nothing changed.
+        reads = sent(run_dir)
+        assert reads and all(target == "g2" for target, _ in reads), reads
+        assert any("--wsrep-recover" in text for _, text in reads), reads
 
         started = time.monotonic()
         code, out, _ = lab.run("--yes", "--accept-data-loss", resume=run_dir)
