@@ -799,7 +799,7 @@ class Verify(Action[GaleraAPI, VerifyParams]):
                 continue
             def has_row(node: str = n.name) -> bool:
                 rows = api.query(node, HEARTBEAT_READ)
-                return bool(rows) and abs(float(rows[0][0]) - written) < 0.01
+                return bool(rows) and abs(float(str(rows[0][0])) - written) < 0.01
 
             if not ctx.wait_until(has_row, ctx.cluster.timeouts.catch_up, interval=0.05):
                 problems.append(f"{n.name} does not show the heartbeat written on {chosen}")

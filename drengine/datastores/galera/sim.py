@@ -20,23 +20,21 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 
 from drengine.datastores.galera.connector import (
     SYNC_WAIT_OFF,
     GaleraView,
-    Grastate,
     NodeView,
-    Recovered,
-    ServiceAction,
-    render_service,
     safe_to_bootstrap_command,
     view_from_status,
 )
-from drengine.datastores.mariadb.connector import Sql
-from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
+from drengine.datastores.galera.state import Grastate, Recovered
+from drengine.datastores.mysql_hosts import ServiceAction, render_service
+from drengine.datastores.mysql_pool import MemberDown, MemberHung, Row, Sql, StatementFailed
+from drengine.errors import CommandFailed, InputError
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
 from drengine.transport import CommandResult, ShellCommand, command_text
@@ -113,7 +111,7 @@ class SimGalera(BaseModel):
         """A committed writeset: every node of the Primary component applies it."""
         origin = self.node(on)
         if not (origin.alive and origin.primary):
-            raise CommandFailed(f"{on}: {ERR_1047}")
+            raise StatementFailed(f"{on}: {ERR_1047}", 1047)
         for n in self.component_of(origin):
             n.seqno += 1
             if key:
@@ -281,29 +279,31 @@ class SimGaleraBackend:
                                   f"(hung or overloaded)")
         if not n.alive:
             return NodeView(name=n.name, address=n.address, port=n.port, state="down",
-                            error="connection refused: nothing listens on the port (mariadbd not running) "
-                                  "(error 2003: Can't connect to MySQL server (111))")
+                            error="connection refused: nothing listens on the port (server not running)")
         return view_from_status(member, n.port, self._status(n))
 
     def _reachable(self, member: str) -> SimNode:
         n = self.sim.node(member)
         if n.process == "hung":
-            raise ProbeTimeout(f"{member}: no answer within the read timeout of {self.cluster.timeouts.read:g} s")
+            detail = (f"accepted the connection but gave no answer within the read timeout of "
+                      f"{self.cluster.timeouts.read:g} s (hung or overloaded)")
+            raise MemberHung(f"{member} ({n.address}:{n.port}): {detail}", detail)
         if not n.alive:
-            raise ConnectError(f"{member} ({n.address}:{n.port}): cannot connect: error 2003: Can't connect (111)")
+            detail = "connection refused: nothing listens on the port (server not running)"
+            raise MemberDown(f"{member} ({n.address}:{n.port}): {detail}", detail)
         return n
 
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None:
         self.query(member, sql, timeout)
 
-    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[tuple[Any, ...]]:
+    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[Row]:
         n = self._reachable(member)
         try:
             return self._interpret(n, sql)
         finally:
             self.save()
 
-    def _interpret(self, n: SimNode, sql: Sql) -> list[tuple[Any, ...]]:
+    def _interpret(self, n: SimNode, sql: Sql) -> list[Row]:
         text = " ".join(sql.template.split())
         upper = text.upper()
         m = _PROVIDER_OPTIONS.match(text)
@@ -318,7 +318,7 @@ class SimGaleraBackend:
         if text == SYNC_WAIT_OFF or _READ_ONLY_OK.match(text):
             return []
         if not n.primary:
-            raise CommandFailed(f"{n.name}: `{sql.shown()}` failed: {ERR_1047}")
+            raise StatementFailed(f"{n.name}: `{sql.shown()}` failed: {ERR_1047}", 1047)
         if upper.startswith(("CREATE DATABASE IF NOT EXISTS DRENGINE", "CREATE TABLE IF NOT EXISTS DRENGINE.")):
             return []
         if upper.startswith("REPLACE INTO DRENGINE.HEARTBEAT"):
@@ -327,7 +327,10 @@ class SimGaleraBackend:
         if upper.startswith("SELECT WRITTEN_AT FROM DRENGINE.HEARTBEAT"):
             key = str(sql.params[0])
             return [(n.rows[key],)] if key in n.rows else []
-        raise CommandFailed(f"{n.name}: the simulator does not understand `{sql.shown()}`")
+        if upper.startswith("SELECT ID FROM DRENGINE.HEARTBEAT WHERE ID LIKE"):
+            prefix = str(sql.params[0]).rstrip("%")
+            return [(key,) for key in n.rows if key.startswith(prefix)]
+        raise StatementFailed(f"{n.name}: the simulator does not understand `{sql.shown()}`")
 
     # -- hosts ---------------------------------------------------------------------------------------
     def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
@@ -416,18 +419,27 @@ class SimGaleraBackend:
     def close(self) -> None:
         self.save()
 
-    # -- faults, for drills and tests ---------------------------------------------------------------
-    def kill(self, member: str) -> None:
+    # -- drill faults (GaleraAPI) ---------------------------------------------------------------------
+    def kill(self, member: str) -> str:
         self.sim.kill(member)
         self.save()
+        return f"simulated SIGKILL of {member}"
 
-    def hang(self, member: str) -> None:
+    def hang(self, member: str) -> str:
         self.sim.hang(member)
         self.save()
+        return f"simulated SIGSTOP of {member}"
 
-    def resume(self, member: str) -> None:
+    def resume(self, member: str) -> str:
         n = self.sim.node(member)
-        if n.process == "hung":
-            n.process = "running"
-            self.sim.settle()
+        if n.process != "hung":
+            return f"{member}: nothing to wake: the simulated node is {n.process}"
+        n.process = "running"
+        self.sim.settle()
         self.save()
+        return f"simulated SIGCONT of {member}"
+
+    def start(self, member: str) -> str:
+        result = self.run_service("start", member)
+        result.check()
+        return result.command

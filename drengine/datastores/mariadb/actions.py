@@ -419,9 +419,7 @@ def _single(server: ServerView) -> ClusterView:
 
 
 def _probe_one(api: MariaDBAPI, name: str) -> ServerView:
-    probe = getattr(api, "probe", None)
-    server = probe(name) if probe is not None else api.observe().server(name)
-    assert isinstance(server, ServerView)
+    server = api.probe(name)
     if not server.reachable:
         raise StepFailed(
             f"{name} answered the first probe but is not reachable any more ({server.error}); check the server, "
@@ -432,9 +430,8 @@ def _probe_one(api: MariaDBAPI, name: str) -> ServerView:
 
 def _repoint_statements(ctx: Ctx, primary: NewPrimary, demote: bool = False) -> list[Sql]:
     api = ctx.backend
-    user = getattr(api, "replication_user", "repl")
-    password = getattr(api, "replication_password", "")
-    return [STOP_SLAVE, change_master(primary.address, primary.port, user, password, demote=demote), START_SLAVE]
+    return [STOP_SLAVE, change_master(primary.address, primary.port, api.replication_user, api.replication_password,
+                                      demote=demote), START_SLAVE]
 
 
 def _points_at(server: ServerView, primary: NewPrimary) -> bool:

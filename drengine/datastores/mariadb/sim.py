@@ -4,7 +4,7 @@ pymysql connector: the actions send the same SQL text, which the simulator inter
 Modelled: transactions with GTIDs per server, received (relay log) versus applied,
 replication threads, read_only, binary log settings, errant transactions, and the relay
 log trap (after both threads stop, starting the SQL thread discards the relay log).
-Faults: kill, hang, revive, lag. State is JSON in a file so a run can be resumed.
+Faults: kill, hang, resume, start, cut replication. State is JSON in a file so a run can be resumed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from drengine import gtid
 from drengine.datastores.mariadb.connector import Channel, ClusterView, ServerView, Sql
-from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
+from drengine.datastores.mysql_pool import MemberDown, MemberHung, Row, StatementFailed
+from drengine.errors import InputError
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
 
@@ -293,16 +293,17 @@ class SimMariaDBBackend:
                 name=s.name,
                 address=s.address,
                 port=s.port,
-                reachable=False,
-                error=f"cannot connect: error 2003: Can't connect to MySQL server on '{s.address}' (111)",
+                state="down",
+                error="connection refused: nothing listens on the port (server not running)",
             )
         if s.hung:
             return ServerView(
                 name=s.name,
                 address=s.address,
                 port=s.port,
-                reachable=False,
-                error=f"no answer within the read timeout of {t.read:g} s (hung or overloaded server?)",
+                state="hung",
+                error=f"accepted the connection but gave no answer within the read timeout of {t.read:g} s "
+                      f"(hung or overloaded)",
             )
         pos = gtid.render(s.position())
         channels = []
@@ -333,7 +334,6 @@ class SimMariaDBBackend:
             name=s.name,
             address=s.address,
             port=s.port,
-            reachable=True,
             server_id=s.server_id,
             read_only=s.read_only,
             log_bin=s.log_bin,
@@ -349,13 +349,12 @@ class SimMariaDBBackend:
     def _reachable(self, member: str) -> SimServer:
         s = self.sim.server(member)
         if not s.alive:
-            raise ConnectError(
-                f"{member} ({s.address}:{s.port}): cannot connect: error 2003: Can't connect (111)"
-            )
+            detail = "connection refused: nothing listens on the port (server not running)"
+            raise MemberDown(f"{member} ({s.address}:{s.port}): {detail}", detail)
         if s.hung:
-            raise ProbeTimeout(
-                f"{member}: no answer within the read timeout of {self.cluster.timeouts.read:g} s"
-            )
+            detail = (f"accepted the connection but gave no answer within the read timeout of "
+                      f"{self.cluster.timeouts.read:g} s (hung or overloaded)")
+            raise MemberHung(f"{member} ({s.address}:{s.port}): {detail}", detail)
         return s
 
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None:
@@ -363,7 +362,7 @@ class SimMariaDBBackend:
 
     def query(
         self, member: str, sql: Sql, timeout: float | None = None
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[Row]:
         s = self._reachable(member)
         self.sim.settle()
         try:
@@ -372,7 +371,7 @@ class SimMariaDBBackend:
             self.sim.settle()
             self.save()
 
-    def _interpret(self, s: SimServer, sql: Sql) -> list[tuple[Any, ...]]:
+    def _interpret(self, s: SimServer, sql: Sql) -> list[Row]:
         text = " ".join(sql.template.split())
         upper = text.upper()
         if upper == "STOP SLAVE":
@@ -381,7 +380,7 @@ class SimMariaDBBackend:
             return []
         if upper in ("START SLAVE", "START SLAVE SQL_THREAD"):
             if s.source is None:
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: `{sql.shown()}` failed: error 1200: Misconfigured slave: MASTER_HOST was not set"
                 )
             if not s.relay_valid:
@@ -400,7 +399,7 @@ class SimMariaDBBackend:
             return []
         if upper == "RESET SLAVE ALL":
             if s.io_on or s.sql_on:
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: error 1198: This operation cannot be performed as you have a running slave; run STOP SLAVE first"
                 )
             s.source, s.relay = None, []
@@ -411,13 +410,13 @@ class SimMariaDBBackend:
         m = _CHANGE_MASTER.match(text)
         if m:
             if s.io_on or s.sql_on:
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: error 1198: This operation cannot be performed as you have a running slave; run STOP SLAVE first"
                 )
             host, port = str(sql.params[0]), int(sql.params[1])
             src = self.sim.by_address(host, port)
             if src is None:
-                raise CommandFailed(f"{s.name}: no simulated server at {host}:{port}")
+                raise StatementFailed(f"{s.name}: no simulated server at {host}:{port}")
             s.source, s.relay = src.name, []
             if "MASTER_DEMOTE_TO_SLAVE=1" in upper:
                 s.slave_pos = gtid.render(s.position())
@@ -448,29 +447,46 @@ class SimMariaDBBackend:
                 and upper.startswith(("INSERT", "REPLACE", "UPDATE", "DELETE"))
                 and "DRENGINE." not in upper
             ):
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: error 1290: The MariaDB server is running with the --read-only option"
                 )
             key = str(sql.params[0]) if sql.params else ""
             self.sim.write(s.name, key=key if key.startswith("canary-") else "")
             return []
-        raise CommandFailed(
+        raise StatementFailed(
             f"{s.name}: the simulator does not understand `{sql.shown()}`"
         )
 
     def close(self) -> None:
         self.save()
 
-    # -- faults, for drills and tests ---------------------------------------------------------------
-    def kill(self, member: str) -> None:
+    # -- drill faults (MariaDBAPI) -----------------------------------------------------------------
+    def kill(self, member: str) -> str:
         self.sim.server(member).alive = False
         self.save()
+        return f"simulated SIGKILL of {member}"
 
-    def hang(self, member: str) -> None:
+    def hang(self, member: str) -> str:
         self.sim.server(member).hung = True
         self.save()
+        return f"simulated SIGSTOP of {member}"
 
-    def revive(self, member: str) -> None:
+    def resume(self, member: str) -> str:
+        s = self.sim.server(member)
+        if not s.alive or not s.hung:
+            return f"{member}: nothing to wake: the simulated server is {'running' if s.alive else 'not running'}"
+        s.hung = False
+        self.save()
+        return f"simulated SIGCONT of {member}"
+
+    def start(self, member: str) -> str:
         s = self.sim.server(member)
         s.alive, s.hung = True, False
         self.save()
+        return f"simulated start of {member}"
+
+    def cut_replication(self, member: str) -> str:
+        s = self._reachable(member)
+        s.io_on, s.relay_valid = False, False
+        self.save()
+        return f"STOP SLAVE IO_THREAD on {member}"
