@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from drengine.datastores.galera.state import Grastate, parse_grastate, parse_recovered
+from drengine.errors import CommandFailed
 from drengine.lab.procs import (
     DEFAULT_LAB_DIR,
     LabDir,
@@ -53,7 +55,6 @@ FAST_FAILURE_DETECTION = (
     "evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT3S;evs.inactive_check_period=PT0.5S"
 )
 SYNC_TIMEOUT = 90.0
-RECOVERED_RE = re.compile(r"Recovered position:?\s+([0-9a-f]{8}-[0-9a-f-]{27}):(-?\d+)")
 # AF_UNIX paths are limited to 107 bytes; a deep lab directory would make mariadbd fail obscurely.
 MAX_SOCKET_PATH = 100
 
@@ -65,13 +66,6 @@ class NodeSpec:
     galera_port: int  # gmcast (group communication)
     ist_port: int
     sst_port: int
-
-
-@dataclass(frozen=True)
-class Grastate:
-    uuid: str
-    seqno: int
-    safe_to_bootstrap: bool
 
 
 def node_specs(port_base: int = 3316) -> list[NodeSpec]:
@@ -300,19 +294,12 @@ def _log_tail(lab: LabDir, name: str, size: int = 2000) -> str:
 def read_grastate(lab: LabDir, name: str) -> Grastate:
     """The saved state in the node's grastate.dat (seqno -1 after a crash)."""
     path = data_dir(lab, name) / "grastate.dat"
-    fields: dict[str, str] = {}
     try:
-        for line in path.read_text().splitlines():
-            if ":" in line and not line.startswith("#"):
-                key, value = line.split(":", 1)
-                fields[key.strip()] = value.strip()
+        return parse_grastate(path.read_text(), name)
     except OSError as exc:
         raise LabError(f"cannot read {path}: {exc.strerror}") from None
-    return Grastate(
-        uuid=fields.get("uuid", ""),
-        seqno=int(fields.get("seqno", "-1")),
-        safe_to_bootstrap=fields.get("safe_to_bootstrap", "0") == "1",
-    )
+    except CommandFailed as exc:
+        raise LabError(str(exc)) from None
 
 
 def mark_safe_to_bootstrap(lab: LabDir, name: str) -> None:
@@ -346,11 +333,11 @@ def wsrep_recover(lab: LabDir, name: str, timeout: float = 120.0) -> tuple[str, 
 
 def parse_recovered_position(output: str, name: str = "node") -> tuple[str, int]:
     """Find `WSREP: Recovered position: uuid:seqno` in mariadbd --wsrep-recover output."""
-    matches = RECOVERED_RE.findall(output)
-    if not matches:
-        raise LabError(f"--wsrep-recover on {name} printed no `Recovered position`; output ends with:\n{output[-1500:]}")
-    uuid, seqno = matches[-1]
-    return uuid, int(seqno)
+    try:
+        found = parse_recovered(output, name)
+    except CommandFailed as exc:
+        raise LabError(str(exc)) from None
+    return found.uuid, found.seqno
 
 
 # --------------------------------------------------------------------------- start, stop, faults
