@@ -1,17 +1,20 @@
 """Drill kit for MariaDB replication: faults, health check and canaries (a row per canary
-in drengine.canary on the current primary)."""
+in drengine.canary on the current primary). The kit is a value: it keeps nothing between
+calls; faults are the backend's own operations (signals on the real hosts, the model's
+state in the simulator), and what the drill must know afterwards is observed again."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from types import MappingProxyType
 
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, Sql
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError, InputError
-from drengine.faults import signal_member, start_member
-from drengine.inventory import Cluster, Inventory
+from drengine.inventory import Cluster
 
 CANARY_DDL = [
     Sql("CREATE DATABASE IF NOT EXISTS drengine"),
@@ -19,31 +22,32 @@ CANARY_DDL = [
 ]
 UNREPLICATED = 10
 
+FAULTS = MappingProxyType({
+    "kill-primary": Fault("kill-primary", "SIGKILL the primary's server process"),
+    "hang-primary": Fault("hang-primary", "SIGSTOP the primary; it is woken (SIGCONT) after the runbook and nothing else "
+                                          "is done to it: the runbook's fencing must leave one writable primary"),
+    "lag-replica": Fault("lag-replica", "stop the last replica's IO thread, write canaries the others receive, "
+                                        "then kill the primary: the lagging replica must not win and must catch up"),
+    "cut-replication": Fault("cut-replication", f"stop every replica's IO thread, write {UNREPLICATED} canaries "
+                                                f"only the primary holds, then kill it: exactly those are lost"),
+})
+
 
 def _primary(view: ClusterView) -> str | None:
     writable = [s.name for s in view.servers if s.is_writable_primary]
     return writable[0] if len(writable) == 1 else None
 
 
+def _canary(key: str) -> Sql:
+    return Sql("INSERT INTO drengine.canary (id, written_at) VALUES (%s, %s)", (key, round(time.time(), 3)))
+
+
+@dataclass(frozen=True)
 class MariaDBKit:
-    faults = {
-        "kill-primary": Fault("kill-primary", "SIGKILL the primary's server process"),
-        "hang-primary": Fault("hang-primary", "SIGSTOP the primary (SIGCONT after the drill)"),
-        "lag-replica": Fault("lag-replica", "stop the last replica's IO thread, write canaries the others receive, "
-                                            "then kill the primary: the lagging replica must not win and must catch up"),
-        "cut-replication": Fault("cut-replication", f"stop every replica's IO thread, write {UNREPLICATED} canaries "
-                                                    f"only the primary holds, then kill it: exactly those are lost"),
-    }
+    faults: Mapping[str, Fault] = field(default_factory=lambda: FAULTS)
 
-    def __init__(self) -> None:
-        self._primary: str | None = None
-        self.inventory: Inventory | None = None
-
-    def _api(self, backend: Any) -> MariaDBAPI:
-        return cast(MariaDBAPI, backend)
-
-    def health(self, cluster: Cluster, backend: Any) -> list[str]:
-        view = self._api(backend).observe()
+    def health(self, cluster: Cluster, backend: MariaDBAPI) -> list[str]:
+        view = backend.observe()
         problems = [f"{s.name} unreachable ({s.error})" for s in view.servers if not s.reachable]
         primary = _primary(view)
         if primary is None:
@@ -57,38 +61,29 @@ class MariaDBKit:
             if not follows or follows[0].io_running != "Yes" or follows[0].sql_running != "Yes":
                 problems.append(f"{s.name} does not replicate from {primary} with both threads running")
         if not problems:
-            self._primary = primary
             for sql in CANARY_DDL:
-                self._api(backend).execute(primary, sql)
+                backend.execute(primary, sql)
         return problems
 
-    def _rediscover(self, backend: Any) -> str | None:
-        self._primary = _primary(self._api(backend).observe())
-        return self._primary
-
-    def write_canary(self, cluster: Cluster, backend: Any, key: str) -> bool:
-        api = self._api(backend)
-        target = self._primary or self._rediscover(backend)
+    def write_canary(self, cluster: Cluster, backend: MariaDBAPI, key: str) -> bool:
+        target = _primary(backend.observe())
         if target is None:
             return False
-        insert = Sql("INSERT INTO drengine.canary (id, written_at) VALUES (%s, %s)", (key, round(time.time(), 3)))
         try:
-            api.execute(target, insert, timeout=None)
-            return True
+            backend.execute(target, _canary(key))
         except DrengineError:
-            self._primary = None  # look for the (new) primary on the next write
             return False
+        return True
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]:
-        target = self._rediscover(backend)
+    def read_canaries(self, cluster: Cluster, backend: MariaDBAPI) -> set[str]:
+        target = _primary(backend.observe())
         if target is None:
             return set()
-        rows = self._api(backend).query(target, Sql("SELECT id FROM drengine.canary"))
+        rows = backend.query(target, Sql("SELECT id FROM drengine.canary"))
         return {str(r[0]) for r in rows}
 
-    def inject(self, cluster: Cluster, backend: Any, fault: str) -> Injected:
-        api = self._api(backend)
-        primary = self._primary or self._rediscover(backend)
+    def inject(self, cluster: Cluster, backend: MariaDBAPI, fault: str) -> Injected:
+        primary = _primary(backend.observe())
         if primary is None:
             raise InputError(
                 "the drill found no single writable primary to inject the fault on (it was healthy a moment ago); "
@@ -100,70 +95,43 @@ class MariaDBKit:
         if fault in ("lag-replica", "cut-replication"):
             # Canaries acknowledged so far must be on the replicas before replication is cut,
             # or the loss would be larger than the known, deliberate one.
-            pos = str(api.query(primary, Sql("SELECT @@gtid_binlog_pos"))[0][0])
+            pos = str(backend.query(primary, Sql("SELECT @@gtid_binlog_pos"))[0][0])
             for r in replicas:
-                api.query(r, Sql("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, 10)), timeout=10)
-        if fault == "lag-replica":
-            api.execute(replicas[-1], Sql("STOP SLAVE IO_THREAD"))
-            notes.append(f"STOP SLAVE IO_THREAD on {replicas[-1]}")
-        if fault == "cut-replication":
-            for r in replicas:
-                api.execute(r, Sql("STOP SLAVE IO_THREAD"))
-            notes.append(f"STOP SLAVE IO_THREAD on {', '.join(replicas)}")
-        if fault in ("lag-replica", "cut-replication"):
+                backend.query(r, Sql("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, 10)), timeout=10)
+            cut = replicas[-1:] if fault == "lag-replica" else replicas
+            notes += [backend.cut_replication(r) for r in cut]
             for i in range(UNREPLICATED):
                 key = f"canary-fault-{i:03d}"
-                if self.write_canary(cluster, backend, key):
+                try:
+                    backend.execute(primary, _canary(key))
                     acked.append(key)
+                except DrengineError:
+                    continue
             notes.append(f"{len(acked)} canaries written on {primary} after that")
-        self._primary = None
-        notes.append(self._stop_member(cluster, backend, primary, "STOP" if fault == "hang-primary" else "KILL"))
-        self._victim = primary
+        notes.append(backend.hang(primary) if fault == "hang-primary" else backend.kill(primary))
         return Injected("; ".join(notes), acked)
-
-    def _stop_member(self, cluster: Cluster, backend: Any, name: str, signal_name: str) -> str:
-        if cluster.simulated is not None:
-            if signal_name == "KILL":
-                backend.kill(name)
-            elif signal_name == "STOP":
-                backend.hang(name)
-            else:
-                backend.revive(name)
-            return f"simulated SIG{signal_name} of {name}"
-        assert self.inventory is not None
-        return signal_member(self.inventory, cluster, cluster.member(name), signal_name)
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()
 
-    def settled(self, cluster: Cluster, backend: Any, fault: str) -> bool:
-        view = self._api(backend).observe()
+    def settled(self, cluster: Cluster, backend: MariaDBAPI, fault: str) -> bool:
+        view = backend.observe()
         writable = [s for s in view.servers if s.is_writable_primary]
         receiving = [s for s in view.servers if s.reachable and any(ch.io_running == "Yes" for ch in s.channels)]
         return not writable and not receiving
 
-    def bring_back(self, cluster: Cluster, backend: Any, fault: str, run_dir: Path) -> Restore | None:
-        victim = self._victim
-        if fault == "hang-primary":
-            return Restore(f"{victim} was continued and fenced read-only", "mariadb-rejoin")
-        if cluster.simulated is not None:
-            backend.revive(victim)
-            return Restore(f"simulated restart of {victim}", "mariadb-rejoin")
-        assert self.inventory is not None
-        return Restore(f"started {victim}: {start_member(self.inventory, cluster, cluster.member(victim))}", "mariadb-rejoin")
+    def bring_back(self, cluster: Cluster, backend: MariaDBAPI, fault: str, run_dir: Path) -> Restore | None:
+        """Start every server that is down (the killed primary, or one the runbook fenced by
+        stopping it), then mariadb-rejoin makes the returned ones replicas."""
+        down = [s.name for s in backend.observe().servers if s.state == "down"]
+        started = [f"started {name}: {backend.start(name)}" for name in down]
+        return Restore("; ".join(started) or "nothing was down", "mariadb-rejoin")
 
-    def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
+    def cleanup(self, cluster: Cluster, backend: MariaDBAPI, fault: str) -> str | None:
         if fault != "hang-primary":
             return None
-        text = self._stop_member(cluster, backend, self._victim, "CONT")
-        # The continued old primary still believes it is the primary: fence it at once.
-        for _ in range(20):
-            try:
-                self._api(backend).execute(self._victim, Sql("SET GLOBAL read_only=1"))
-                return f"{text}; {self._victim} set read_only=1 (fenced); rejoin it with mariadb-rejoin"
-            except DrengineError:
-                time.sleep(0.1)
-        return f"{text}; WARNING: could not set read_only=1 on {self._victim}: it may take writes (split brain)"
+        # Wake what the fault froze, and nothing else: the runbook's fencing is what is tested.
+        return "; ".join(backend.resume(m.name) for m in cluster.members)
 
 
 KIT = MariaDBKit()

@@ -20,6 +20,7 @@ KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
 PORT_BASE = 33061
 CLUSTER = "lab-mariadb"
+HOST = "lab-local"  # the inventory host of every lab server: this machine
 
 
 def _dir(lab: LabDir) -> Path:
@@ -166,11 +167,15 @@ def inventory_fragment(lab: LabDir) -> dict[str, Any]:
             "stop": f"{sys.executable} -m drengine.datastores.mariadb.lab stop-node {{name}} --lab-dir {lab.root}",
         },
         "members": [
-            {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "data_dir": str(_dir(lab) / n / "data"),
-             "pid_file": str(_dir(lab) / n / "mysqld.pid")}
+            {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "host": HOST,
+             "data_dir": str(_dir(lab) / n / "data"), "pid_file": str(_dir(lab) / n / "mysqld.pid")}
             for i, n in enumerate(NAMES)
         ],
     }
+
+
+def inventory_hosts() -> dict[str, Any]:
+    return {HOST: {"address": "127.0.0.1", "transport": "local"}}
 
 
 def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, Any]:
@@ -202,7 +207,7 @@ def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
     wait_replicated(lab)
     fragment = inventory_fragment(lab)
     if inventory_out:
-        merge_inventory(inventory_out, {}, {CLUSTER: fragment})
+        merge_inventory(inventory_out, inventory_hosts(), {CLUSTER: fragment})
     return fragment
 
 
