@@ -23,7 +23,11 @@ from drengine.inventory import Cluster, Member
 from drengine.steps import Statement
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import pymysql
+
+    Connection: TypeAlias = pymysql.connections.Connection[pymysql.cursors.Cursor]
 
 MemberState = Literal["up", "down", "hung", "unreachable"]
 Value = str | int | float
@@ -204,7 +208,7 @@ class MySQLPool:
         self.cluster = cluster
         self._user = user
         self._password = password
-        self._idle: dict[str, pymysql.connections.Connection[pymysql.cursors.Cursor]] = {}
+        self._idle: dict[str, Connection] = {}
         self._guard = threading.Lock()
 
     def where(self, member: Member) -> str:
@@ -217,24 +221,17 @@ class MySQLPool:
         t = self.cluster.timeouts
         limit = read_timeout or t.read
         with self._session(member, read_timeout) as conn:
-            shown = ""
+            current: list[str] = []
             try:
-                with conn.cursor() as cur:
-                    result = Result((), [])
-                    for sql in statements:
-                        shown = sql.shown()
-                        cur.execute(sql.template, sql.params or None)
-                        columns = tuple(str(d[0]) for d in cur.description or ())
-                        result = Result(columns, [tuple(r) for r in cur.fetchall() or ()])
-                    return result
+                return _execute(conn, statements, current)
             except (pymysql.err.MySQLError, OSError) as exc:
                 failure = classify(exc, t.connect, limit)
                 if failure.state != "up":
                     _close(conn)
-                raise_failure(failure, self.where(member), shown)
+                raise_failure(failure, self.where(member), "".join(current))
 
     @contextlib.contextmanager
-    def _session(self, member: Member, read_timeout: float | None) -> Iterator[pymysql.connections.Connection[pymysql.cursors.Cursor]]:
+    def _session(self, member: Member, read_timeout: float | None) -> Iterator[Connection]:
         conn = self._reuse(member) if read_timeout is None else None
         if conn is None:
             conn = self._connect(member, read_timeout)
@@ -250,7 +247,7 @@ class MySQLPool:
             else:
                 _close(conn)
 
-    def _reuse(self, member: Member) -> pymysql.connections.Connection[pymysql.cursors.Cursor] | None:
+    def _reuse(self, member: Member) -> Connection | None:
         import pymysql
 
         with self._guard:
@@ -268,18 +265,38 @@ class MySQLPool:
                 raise_failure(failure, self.where(member))
             return None  # closed under us (restart, kill): connect again and see
 
-    def _connect(self, member: Member, read_timeout: float | None) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+    def _connect(self, member: Member, read_timeout: float | None) -> Connection:
+        return self._open(member.address, self.cluster.port_of(member), read_timeout, self.where(member))
+
+    def _open(self, address: str, port: int, read_timeout: float | None, where: str) -> Connection:
         import pymysql
 
         t = self.cluster.timeouts
         limit = read_timeout or t.read
         try:
             return pymysql.connect(
-                host=member.address, port=self.cluster.port_of(member), user=self._user, password=self._password,
+                host=address, port=port, user=self._user, password=self._password,
                 connect_timeout=t.connect, read_timeout=limit, write_timeout=t.read, autocommit=True,
             )
         except (pymysql.err.MySQLError, OSError) as exc:
-            raise_failure(classify(exc, t.connect, limit), self.where(member))
+            raise_failure(classify(exc, t.connect, limit), where)
+
+    def run_at(self, address: str, port: int, statements: Sequence[Sql], where: str,
+               read_timeout: float | None = None) -> Result:
+        """Send statements on a connection of their own to an address that is not a member (a
+        proxy's frontend): never kept, since a proxy picks the server once per connection."""
+        import pymysql
+
+        t = self.cluster.timeouts
+        limit = read_timeout or t.read
+        conn = self._open(address, port, read_timeout, where)
+        current: list[str] = []
+        try:
+            return _execute(conn, statements, current)
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise_failure(classify(exc, t.connect, limit), where, "".join(current))
+        finally:
+            _close(conn)
 
     def close(self) -> None:
         with self._guard:
@@ -288,7 +305,19 @@ class MySQLPool:
             _close(conn)
 
 
-def _close(conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:
+def _execute(conn: Connection, statements: Sequence[Sql], current: list[str]) -> Result:
+    """Send the statements in order; `current` names the one being sent, for the error message."""
+    with conn.cursor() as cur:
+        result = Result((), [])
+        for sql in statements:
+            current[:] = [sql.shown()]
+            cur.execute(sql.template, sql.params or None)
+            columns = tuple(str(d[0]) for d in cur.description or ())
+            result = Result(columns, [tuple(r) for r in cur.fetchall() or ()])
+        return result
+
+
+def _close(conn: Connection) -> None:
     # Closing a broken connection must not mask the real error.
     with contextlib.suppress(Exception):
         conn.close()

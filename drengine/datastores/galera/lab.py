@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from drengine.datastores.galera.state import Grastate, parse_grastate, parse_recovered
 from drengine.errors import CommandFailed
@@ -41,6 +41,9 @@ from drengine.lab.procs import (
     wait_until,
 )
 from drengine.lab.ssh import lab_lock  # the one lab.json lock (procs.py has none)
+
+if TYPE_CHECKING:
+    from drengine.datastores.mysql_pool import Connection
 
 KIND = "galera"
 CLUSTER = "lab-galera"
@@ -203,7 +206,7 @@ def _install_db(lab: LabDir, name: str) -> None:
 # --------------------------------------------------------------------------- probes
 
 
-def _connect(spec: NodeSpec, password: str | None, timeout: float = 2.0) -> Any:
+def _connect(spec: NodeSpec, password: str | None, timeout: float = 2.0) -> Connection:
     import pymysql
 
     # A SIGSTOPped node still completes the TCP handshake: only read/write timeouts bound a probe.
@@ -219,7 +222,7 @@ def _connect(spec: NodeSpec, password: str | None, timeout: float = 2.0) -> Any:
     )
 
 
-def connect(lab: LabDir, name: str, timeout: float = 2.0) -> Any:
+def connect(lab: LabDir, name: str, timeout: float = 2.0) -> Connection:
     """A pymysql connection to a node as the lab's root user (caller closes it)."""
     return _connect(spec_of(lab, name), _password(lab), timeout)
 
@@ -488,7 +491,7 @@ def up(
     inventory_out: str | Path | None = None,
     port_base: int = 3316,
     hosts: list[str] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Start the three-node cluster, wait until all are Synced in one component of size 3,
     and write the `lab-galera` cluster into the inventory. Returns the cluster entry and timings.
     """
@@ -541,7 +544,7 @@ def up(
 
     members = []
     for i, spec in enumerate(specs):
-        member: dict[str, Any] = {
+        member: dict[str, object] = {
             "name": spec.name,
             "address": "127.0.0.1",
             "port": spec.port,

@@ -12,9 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
+
+if TYPE_CHECKING:
+    from drengine.datastores.mysql_pool import Connection
 
 KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
@@ -68,18 +71,18 @@ def _socket(lab: LabDir, name: str) -> str:
     return str(_dir(lab) / name / "mysqld.sock")
 
 
-def _admin(lab: LabDir, name: str, timeout: float = 5.0) -> Any:
+def _admin(lab: LabDir, name: str, timeout: float = 5.0) -> Connection:
     import pymysql
 
     return pymysql.connect(unix_socket=_socket(lab, name), user="root", password=_password(lab, "root"),
                            connect_timeout=timeout, read_timeout=30, autocommit=True)
 
 
-def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[Any, ...]]:
+def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[object, ...]]:
     """Run statements as root over the server's socket; return the last result set."""
     conn = _admin(lab, name)
     try:
-        rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[object, ...]] = []
         with conn.cursor() as cur:
             for s in statements:
                 cur.execute(s)
@@ -155,7 +158,7 @@ def replicate(lab: LabDir, replica: str, primary: str) -> None:
         "START SLAVE")
 
 
-def inventory_fragment(lab: LabDir) -> dict[str, Any]:
+def inventory_fragment(lab: LabDir) -> dict[str, object]:
     return {
         "kind": "mariadb",
         "drill_target": True,
@@ -174,11 +177,11 @@ def inventory_fragment(lab: LabDir) -> dict[str, Any]:
     }
 
 
-def inventory_hosts() -> dict[str, Any]:
+def inventory_hosts() -> dict[str, object]:
     return {HOST: {"address": "127.0.0.1", "transport": "local"}}
 
 
-def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, Any]:
+def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, object]:
     """Start db1 (primary), db2 and db3 (replicas) and wait for replication to run."""
     down(lab)
     try:
@@ -188,7 +191,7 @@ def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, Any]:
         raise
 
 
-def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
+def _up(lab: LabDir, inventory_out: str | None) -> dict[str, object]:
     for i, name in enumerate(NAMES):
         _install(lab, name, i)
     for name in NAMES:
