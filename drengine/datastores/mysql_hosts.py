@@ -71,6 +71,24 @@ def kill_command(member: Member, signal_name: str) -> str:
     return f"kill -{signal_name} $(cat {member.pid_file or '<no pid_file in the inventory>'})"
 
 
+def require_host(member: Member) -> str:
+    """The member's inventory host; a member without one is never guessed to be this machine."""
+    if member.host is None:
+        raise ConnectError(
+            f"{member.name}: the inventory names no host for this member, so drengine cannot run commands on it "
+            f"(service templates, pid file, signals). Add `host: NAME` to the member and NAME under `hosts:` with "
+            f"`transport: local` (this machine) or `transport: ssh`"
+        )
+    return member.host
+
+
+def require_pid_file(cluster: Cluster, member: Member) -> str:
+    if member.pid_file is None:
+        raise InputError(f"cluster {cluster.name}: member {member.name} has no pid_file in the inventory; "
+                         f"drengine needs it to find and signal the server process")
+    return member.pid_file
+
+
 class MemberHosts:
     """One transport per inventory host, opened on first use and kept for the run."""
 
@@ -82,17 +100,14 @@ class MemberHosts:
         self._lock = threading.Lock()
 
     def transport(self, member: Member) -> HostTransport:
-        if member.host is None:
-            raise ConnectError(
-                f"{member.name}: the inventory names no host for this member, so drengine cannot run commands on it "
-                f"(service templates, pid file, signals). Add `host: NAME` to the member and NAME under `hosts:` with "
-                f"`transport: local` (this machine) or `transport: ssh`"
-            )
+        return self.host_transport(require_host(member))
+
+    def host_transport(self, name: str) -> HostTransport:
         with self._lock:
-            transport = self._transports.get(member.host)
+            transport = self._transports.get(name)
             if transport is None:
-                transport = transport_for(self.inventory.hosts[member.host], member.host)
-                self._transports[member.host] = transport
+                transport = transport_for(self.inventory.hosts[name], name)
+                self._transports[name] = transport
             return transport
 
     def run_service(self, action: ServiceAction, member: Member, timeout: float | None = None) -> CommandResult:
@@ -100,16 +115,14 @@ class MemberHosts:
 
     def process(self, member: Member) -> ServerProcess:
         """Read the pid file on the member's host, then /proc/PID/stat (a zombie counts as gone)."""
-        if member.pid_file is None:
-            raise InputError(f"cluster {self.cluster.name}: member {member.name} has no pid_file in the inventory; "
-                             f"drengine needs it to find and signal the server process")
+        pid_file = require_pid_file(self.cluster, member)
         transport = self.transport(member)
         try:
-            text = transport.read_file(member.pid_file).strip()
+            text = transport.read_file(pid_file).strip()
         except CommandFailed:
-            return ServerProcess(None, False, note=f"no pid file at {member.pid_file} (the server removes it when it stops)")
+            return ServerProcess(None, False, note=f"no pid file at {pid_file} (the server removes it when it stops)")
         if not text.isdigit():
-            raise CommandFailed(f"{member.name}: pid file {member.pid_file} holds {text[:20]!r}, expected a process id")
+            raise CommandFailed(f"{member.name}: pid file {pid_file} holds {text[:20]!r}, expected a process id")
         pid = int(text)
         stat = transport.run(["cat", f"/proc/{pid}/stat"], timeout=self.cluster.timeouts.read + 5)
         if not stat.ok or ")" not in stat.stdout:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from drengine.datastores.galera.state import (
@@ -27,12 +28,15 @@ from drengine.datastores.mysql_hosts import (
     DEFAULT_DATA_DIR,
     DEFAULT_SERVICE,
     MemberHosts,
+    ServerProcess,
     ServiceAction,
     data_dir_of,
     render_service,
 )
 from drengine.datastores.mysql_pool import MemberState, MySQLPool, Row, Sql, StatementFailed, detail_of, state_of
+from drengine.datastores.mysql_traffic import Proxies, TrafficAPI
 from drengine.errors import ConnectError
+from drengine.haproxy import ProxyView
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, Statement, fact
 from drengine.transport import CommandResult, ShellCommand, render_template
@@ -137,10 +141,9 @@ def safe_to_bootstrap_command(member: Member) -> ShellCommand:
 # -- the interface the actions use ------------------------------------------------------------------
 
 
-class GaleraAPI(Protocol):
-    """What the Galera actions and drills use; the real connector and the simulator both provide it."""
-
-    cluster: Cluster
+class GaleraAPI(TrafficAPI, Protocol):
+    """What the Galera actions and drills use; the real connector and the simulator both provide
+    it (with the fencing and proxy operations of TrafficAPI)."""
 
     def observe(self) -> GaleraView: ...
 
@@ -220,6 +223,7 @@ class GaleraBackend:
         # which would dominate a survivor bootstrap (a probe, a statement, a poll, three writes).
         self.pool = MySQLPool(cluster, cred.user, password)
         self.hosts = MemberHosts(cluster, inventory)
+        self.proxies = Proxies(cluster, inventory, self.hosts, self.pool)
 
     # -- SQL --------------------------------------------------------------------------------------
     def observe(self) -> GaleraView:
@@ -314,6 +318,19 @@ class GaleraBackend:
     def start(self, member: str) -> str:
         return self.hosts.start(self.cluster.member(member))
 
+    # -- processes and proxies (TrafficAPI) -------------------------------------------------------
+    def server_process(self, member: str) -> ServerProcess:
+        return self.hosts.process(self.cluster.member(member))
+
+    def proxy_views(self) -> list[ProxyView]:
+        return self.proxies.views()
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self.proxies.command(proxy, command)
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        return self.proxies.through_frontend(proxy, statements, read_timeout)
+
     def close(self) -> None:
         self.pool.close()
         self.hosts.close()
@@ -321,3 +338,7 @@ class GaleraBackend:
 
 def grastate_statement(member: Member) -> Statement:
     return Statement(member.name, f"cat -- {grastate_path(member)}", language="shell")
+
+
+def _conforms(backend: GaleraBackend) -> GaleraAPI:
+    return backend  # mypy checks here that the connector provides everything the actions use

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -26,15 +26,18 @@ from pydantic import BaseModel
 
 from drengine.datastores.galera.connector import (
     SYNC_WAIT_OFF,
+    GaleraAPI,
     GaleraView,
     NodeView,
     safe_to_bootstrap_command,
     view_from_status,
 )
 from drengine.datastores.galera.state import Grastate, Recovered
-from drengine.datastores.mysql_hosts import ServiceAction, render_service
-from drengine.datastores.mysql_pool import MemberDown, MemberHung, Row, Sql, StatementFailed
+from drengine.datastores.mysql_hosts import ServerProcess, ServiceAction, render_service
+from drengine.datastores.mysql_pool import MemberDown, MemberHung, MemberUnreachable, Row, Sql, StatementFailed
+from drengine.datastores.mysql_traffic import proxy_of
 from drengine.errors import CommandFailed, InputError
+from drengine.haproxy import ProxyView, SimProxy, sim_proxies
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
 from drengine.transport import CommandResult, ShellCommand, command_text
@@ -56,6 +59,7 @@ class SimNode(BaseModel):
     primary: bool = False
     rows: dict[str, float] = {}  # drengine.heartbeat
     joined_by: str = ""
+    read_only: bool = False
 
     @property
     def alive(self) -> bool:
@@ -67,6 +71,11 @@ class SimGalera(BaseModel):
     state_uuid: str
     last_primary: list[str]  # members of the last Primary component (the quorum rule counts against it)
     gcache_low: int = 0  # the oldest seqno a donor can still send by IST
+    proxies: list[SimProxy] = []
+
+    def writer(self) -> str | None:
+        """The node the proxies' write backends point at when built: the first Primary one."""
+        return next((n.name for n in self.nodes if n.alive and n.primary), None)
 
     def node(self, name: str) -> SimNode:
         for n in self.nodes:
@@ -123,7 +132,7 @@ class SimGalera(BaseModel):
 
     def kill(self, name: str) -> None:
         n = self.node(name)
-        n.process, n.primary, n.grastate_seqno = "killed", False, -1
+        n.process, n.primary, n.grastate_seqno, n.read_only = "killed", False, -1, False
         self.settle()
 
     def hang(self, name: str) -> None:
@@ -133,7 +142,7 @@ class SimGalera(BaseModel):
     def stop(self, name: str) -> None:
         n = self.node(name)
         last = [m for m in self.component_of(n) if m.primary]
-        n.process, n.grastate_seqno = "stopped", n.seqno
+        n.process, n.grastate_seqno, n.read_only = "stopped", n.seqno, False
         # Galera marks safe_to_bootstrap only on the last node to leave the Primary component.
         n.safe_to_bootstrap = last == [n]
         if n.name in self.last_primary and last and len(last) > 1:
@@ -244,6 +253,7 @@ class SimGaleraBackend:
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimGaleraBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimGalera, SCENARIOS, "Galera"), state_file)
+        backend.sim.proxies = sim_proxies(cluster, backend.sim.writer() or cluster.members[0].name, backend.sim.proxies)
         backend.save()
         return backend
 
@@ -315,6 +325,15 @@ class SimGaleraBackend:
                 n.safe_to_bootstrap = True
                 self.sim.last_primary = [o.name for o in self.sim.component_of(n)]
             return []
+        if upper == "SET GLOBAL READ_ONLY=1":
+            n.read_only = True
+            return []
+        if upper == "SELECT @@READ_ONLY, @@GTID_BINLOG_POS":
+            return [(int(n.read_only), "")]
+        if upper.startswith("SELECT @@HOSTNAME, @@PORT, @@SERVER_ID"):
+            return [(n.address, n.port, 1)]  # Galera nodes often share a server_id
+        if upper.startswith("SELECT ID FROM INFORMATION_SCHEMA.PROCESSLIST"):
+            return []  # no client sessions are modelled
         if text == SYNC_WAIT_OFF or _READ_ONLY_OK.match(text):
             return []
         if not n.primary:
@@ -419,6 +438,37 @@ class SimGaleraBackend:
     def close(self) -> None:
         self.save()
 
+    # -- processes and proxies (TrafficAPI) ------------------------------------------------------------
+    def server_process(self, member: str) -> ServerProcess:
+        n = self.sim.node(member)
+        if n.process in ("stopped", "killed"):
+            return ServerProcess(None, False, note=f"no pid file (the simulated node is {n.process})")
+        return ServerProcess(20000 + self.sim.nodes.index(n), True, "mariadbd",
+                             "stopped (SIGSTOP)" if n.process == "hung" else "", stopped=n.process == "hung")
+
+    def _proxy(self, name: str) -> SimProxy:
+        return next(p for p in self.sim.proxies if p.name == name)
+
+    def proxy_views(self) -> list[ProxyView]:
+        # HAProxy's TCP checks pass on a hung node: the kernel still completes the handshake.
+        health = {n.name: "up" if n.process in ("running", "hung") else "down" for n in self.sim.nodes}
+        return [self._proxy(p.name).view(p, health) for p in self.cluster.proxies]
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self._proxy(proxy).apply(proxy_of(self.cluster, proxy), command)
+        self.save()
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        up = {n.name: n.process in ("running", "hung") for n in self.sim.nodes}
+        writer = self._proxy(proxy).writer(proxy_of(self.cluster, proxy), up)
+        if writer is None:
+            detail = "HAProxy closed the connection: no server of its write backend is ready and up"
+            raise MemberUnreachable(f"proxy {proxy} frontend: {detail}", detail)
+        rows: list[Row] = []
+        for sql in statements:
+            rows = self.query(writer, sql, read_timeout)
+        return rows
+
     # -- drill faults (GaleraAPI) ---------------------------------------------------------------------
     def kill(self, member: str) -> str:
         self.sim.kill(member)
@@ -443,3 +493,7 @@ class SimGaleraBackend:
         result = self.run_service("start", member)
         result.check()
         return result.command
+
+
+def _conforms(backend: SimGaleraBackend) -> GaleraAPI:
+    return backend  # mypy checks here that the simulator provides everything the actions use

@@ -9,6 +9,8 @@ from pydantic import Field
 
 from drengine import gtid
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL, ClusterView, MariaDBAPI, ServerView, Sql
+from drengine.datastores.mysql_fencing import Fencing
+from drengine.datastores.mysql_steps import split_brain_risks
 from drengine.errors import StepFailed
 from drengine.steps import (
     Action,
@@ -276,7 +278,7 @@ class Observe(Action[MariaDBAPI, NoParams]):
 class CheckNoPrimary(Action[MariaDBAPI, NoParams]):
     name = "mariadb.check_no_primary"
     effect = Effect.CHECK
-    description = "Refuse while a writable primary is reachable or the replicas still receive from one"
+    description = "Refuse while a writable primary answers; a silent one that replicas still follow is fenced later"
 
     def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check that no primary is alive")
@@ -291,23 +293,18 @@ class CheckNoPrimary(Action[MariaDBAPI, NoParams]):
                 expected="no reachable writable primary (the primary is dead or unreachable)",
                 why="promoting a replica while the primary still takes writes makes two primaries: "
                     "the data written on each side diverges (split brain)",
-                next_steps="if the primary is healthy there is nothing to recover; if it must be replaced, stop it "
-                           "(or fence it) first and rerun; or override this check",
-                risk_if_overridden=f"{names} keeps accepting writes that the new primary will never have",
+                next_steps="if the primary is healthy there is nothing to recover; if it must be replaced, override "
+                           "this check: drengine then fences it (read-only and its clients cut, or stopped, or killed, "
+                           "or out of the proxies) before it promotes a replica",
+                risk_if_overridden=f"{names} is fenced and replaced; writes it took that no replica received are lost",
             ), evidence=_view_lines(view))
         receiving = [s for s in view.servers if s.reachable and any(ch.io_running == "Yes" for ch in s.channels)]
         if receiving:
             names = ", ".join(s.name for s in receiving)
-            return StepResult(ok=False, summary=f"{names} still receive from their primary (Slave_IO_Running: Yes)",
-                              refusal=Refusal(
-                observed=f"{names} show Slave_IO_Running: Yes: their primary is alive from where they stand",
-                expected="replication IO threads not connected (Connecting or No) because the primary is gone",
-                why="drengine cannot reach the primary but the replicas can: this looks like a network partition "
-                    "between drengine and the primary, not a dead primary",
-                next_steps="check the primary from another place; wait slave_net_timeout for the replicas to notice "
-                           "a hung primary; or override this check",
-                risk_if_overridden="if the primary is alive, applications still writing to it diverge from the new primary",
-            ), evidence=_view_lines(view))
+            # Not a refusal: the silent primary is fenced behind a dangerous gate before anything is promoted.
+            return StepResult(ok=True, summary=f"no writable primary answers drengine, but {names} still receive(s) from "
+                                               f"one (Slave_IO_Running: Yes): it is hung or partitioned from drengine, "
+                                               f"and is fenced before any promotion")
         # No evidence on success: the observe step just showed the same servers.
         return StepResult(ok=True, summary="no writable primary is reachable and no replica receives from one")
 
@@ -350,12 +347,21 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         p = self.params
         return p.catch_up_timeout or ctx.cluster.timeouts.catch_up
 
+    def _catch_up_to(self, ctx: Ctx, decision: SurvivorDecision) -> str:
+        """What the survivor must apply first: what it received, and everything an old primary
+        fenced read-only (still running, still replicating) had written."""
+        fencing = ctx.facts.maybe("fencing", Fencing)
+        fenced = fencing.of(decision.old_primary) if fencing is not None else None
+        final = fenced.final_position if fenced is not None else ""
+        return gtid.render(gtid.merge_max(gtid.parse(decision.catch_up_to), gtid.parse(final)))
+
     def _statements(self, ctx: Ctx, decision: SurvivorDecision, server: ServerView | None) -> list[Sql]:
         stmts: list[Sql] = []
-        if decision.catch_up_to:
+        catch_up = self._catch_up_to(ctx, decision)
+        if catch_up:
             if server is None or any(ch.sql_running != "Yes" for ch in server.channels):
                 stmts.append(START_SQL_THREAD)
-            stmts.append(gtid_wait(decision.catch_up_to, self._timeout(ctx)))
+            stmts.append(gtid_wait(catch_up, self._timeout(ctx)))
         return [*stmts, STOP_SLAVE, RESET_SLAVE_ALL, READ_WRITE]
 
     def propose(self, ctx: Ctx) -> Proposal:
@@ -364,12 +370,16 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         view = ctx.facts.get("view", ClusterView)
         server = view.server(decision.chosen)
         stmts = self._statements(ctx, decision, server)
+        fencing = ctx.facts.maybe("fencing", Fencing)
+        old = [s for s in view.servers if s.name == decision.old_primary]
+        risks = decision.risks + split_brain_risks(fencing, [(s.name, s.state, s.error) for s in old])
         return Proposal(
             summary=f"promote {decision.chosen} to primary",
             reason=decision.reason,
             statements=[s.on(decision.chosen) for s in stmts],
-            gate=GateLevel.DANGEROUS if decision.risks else GateLevel.CONFIRM,
-            risks=decision.risks,
+            gate=GateLevel.DANGEROUS if risks else GateLevel.CONFIRM,
+            risks=risks,
+            evidence=fencing.lines() if fencing is not None else [],
         )
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
@@ -384,16 +394,17 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         assert name is not None
         api = ctx.backend
         server = _probe_one(api, name)
-        if server.channels and decision.catch_up_to:
+        catch_up = self._catch_up_to(ctx, decision)
+        if server.channels and catch_up:
             if any(ch.sql_running != "Yes" for ch in server.channels):
                 # Start only the SQL thread: stopping or restarting the IO thread would discard the relay log.
                 _send(ctx, name, START_SQL_THREAD)
-            wait = gtid_wait(decision.catch_up_to, self._timeout(ctx))
+            wait = gtid_wait(catch_up, self._timeout(ctx))
             rows = api.query(name, wait, timeout=self._timeout(ctx))
             ctx.sent(wait.on(name), result=str(rows[0][0] if rows else None))
             if not rows or rows[0][0] != 0:
                 raise StepFailed(
-                    f"{name} did not apply its relay log up to {decision.catch_up_to} within {self._timeout(ctx):g} s; "
+                    f"{name} did not apply its relay log up to {catch_up} within {self._timeout(ctx):g} s; "
                     f"not promoting (stopping replication now would throw those transactions away). Check "
                     f"Last_SQL_Error on {name}, then resume the run or raise catch_up_timeout"
                 )
@@ -658,3 +669,7 @@ class Rejoin(Action[MariaDBAPI, NoParams]):
             _make_replica(ctx, stray.name, server, primary, demote=True)
             done.append(stray.name)
         return StepResult(ok=True, summary=f"{', '.join(done) or 'nothing'} now replicate(s) from {primary.name}")
+
+
+# The fencing and traffic steps live beside these (importing them registers them).
+from drengine.datastores.mariadb import traffic as _traffic  # noqa: E402,F401

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
-from drengine.datastores.mysql_hosts import MemberHosts
+from drengine.datastores.mysql_hosts import MemberHosts, ServerProcess, ServiceAction, render_service
 from drengine.datastores.mysql_pool import (
     MemberState,
     MySQLPool,
@@ -18,9 +19,12 @@ from drengine.datastores.mysql_pool import (
     detail_of,
     state_of,
 )
+from drengine.datastores.mysql_traffic import Proxies, TrafficAPI
 from drengine.errors import ConnectError
+from drengine.haproxy import ProxyView
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, fact
+from drengine.transport import CommandResult, ShellCommand
 
 __all__ = ["HEARTBEAT_DDL", "Channel", "ClusterView", "MariaDBAPI", "MariaDBBackend", "ServerView", "Sql"]
 
@@ -92,11 +96,11 @@ class ClusterView(Fact):
         raise KeyError(name)
 
 
-class MariaDBAPI(Protocol):
+class MariaDBAPI(TrafficAPI, Protocol):
     """What the MariaDB actions and drills use; the real connector and the simulator both
-    provide it. The fault operations return what they did, in words an operator can repeat."""
+    provide it (with the fencing and proxy operations of TrafficAPI). The fault operations
+    return what they did, in words an operator can repeat."""
 
-    cluster: Cluster
     replication_user: str
     replication_password: str
 
@@ -176,6 +180,7 @@ class MariaDBBackend:
         )
         self.pool = MySQLPool(cluster, cred.user, password)
         self.hosts = MemberHosts(cluster, inventory)
+        self.proxies = Proxies(cluster, inventory, self.hosts, self.pool)
 
     def observe(self) -> ClusterView:
         members = self.cluster.members
@@ -255,6 +260,29 @@ class MariaDBBackend:
         self.execute(member, STOP_IO_THREAD)
         return f"{STOP_IO_THREAD.shown()} on {member}"
 
+    # -- hosts and proxies (TrafficAPI) ---------------------------------------------------------
+    def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
+        return render_service(self.cluster, self.cluster.member(member), action)
+
+    def run_service(self, action: ServiceAction, member: str, timeout: float | None = None) -> CommandResult:
+        return self.hosts.run_service(action, self.cluster.member(member), timeout)
+
+    def server_process(self, member: str) -> ServerProcess:
+        return self.hosts.process(self.cluster.member(member))
+
+    def proxy_views(self) -> list[ProxyView]:
+        return self.proxies.views()
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self.proxies.command(proxy, command)
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        return self.proxies.through_frontend(proxy, statements, read_timeout)
+
     def close(self) -> None:
         self.pool.close()
         self.hosts.close()
+
+
+def _conforms(backend: MariaDBBackend) -> MariaDBAPI:
+    return backend  # mypy checks here that the connector provides everything the actions use

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from drengine import gtid
-from drengine.datastores.mariadb.connector import Channel, ClusterView, ServerView, Sql
-from drengine.datastores.mysql_pool import MemberDown, MemberHung, Row, StatementFailed
+from drengine.datastores.mariadb.connector import Channel, ClusterView, MariaDBAPI, ServerView, Sql
+from drengine.datastores.mysql_hosts import ServerProcess, ServiceAction, render_service
+from drengine.datastores.mysql_pool import MemberDown, MemberHung, MemberUnreachable, Row, StatementFailed
+from drengine.datastores.mysql_traffic import proxy_of
 from drengine.errors import InputError
+from drengine.haproxy import ProxyView, SimProxy, sim_proxies
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
+from drengine.transport import CommandResult, ShellCommand, command_text
 
 
 class Txn(BaseModel):
@@ -63,12 +67,19 @@ class SimServer(BaseModel):
 
 class SimCluster(BaseModel):
     servers: list[SimServer]
+    proxies: list[SimProxy] = []
+    last_gtid: str = ""  # @@last_gtid of the statement just interpreted (one session at a time)
 
     def server(self, name: str) -> SimServer:
         for s in self.servers:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def writer(self) -> str | None:
+        """The writable server the others follow (where the proxies point when built)."""
+        writable = [s for s in self.servers if s.alive and not s.read_only and s.source is None]
+        return max(writable, key=lambda w: sum(1 for o in self.servers if o.source == w.name)).name if writable else None
 
     def by_address(self, host: str, port: int) -> SimServer | None:
         for s in self.servers:
@@ -83,6 +94,7 @@ class SimCluster(BaseModel):
         seq = max((g.seq for g in s.position().values()), default=0) + 1
         txn = Txn(gtid=f"0-{s.server_id}-{seq}", key=key)
         s.applied.append(txn)
+        self.last_gtid = txn.gtid
         return txn
 
     def settle(self) -> None:
@@ -261,6 +273,7 @@ class SimMariaDBBackend:
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimMariaDBBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimCluster, SCENARIOS, "MariaDB"), state_file)
+        backend.sim.proxies = sim_proxies(cluster, backend.sim.writer(), backend.sim.proxies)
         if cluster.replication is not None:
             # Resolved like the real connector does, so simulation proves secrets stay masked.
             backend.replication_user = cluster.replication.user
@@ -437,6 +450,13 @@ class SimMariaDBBackend:
                     else -1,
                 )
             ]
+        if upper == "SELECT @@READ_ONLY, @@GTID_BINLOG_POS":
+            return [(int(s.read_only), gtid.render(s.position()))]
+        if upper.startswith("SELECT @@HOSTNAME, @@PORT, @@SERVER_ID"):
+            row: Row = (s.address, s.port, s.server_id)
+            return [(*row, self.sim.last_gtid)] if "@@LAST_GTID" in upper else [row]
+        if upper.startswith("SELECT ID FROM INFORMATION_SCHEMA.PROCESSLIST"):
+            return []  # no client sessions are modelled
         if upper == "SELECT @@GTID_BINLOG_POS":
             return [(gtid.render(s.position()),)]
         if upper.startswith("SELECT ID FROM DRENGINE.CANARY"):
@@ -460,6 +480,50 @@ class SimMariaDBBackend:
     def close(self) -> None:
         self.save()
 
+    # -- hosts and proxies (TrafficAPI) ------------------------------------------------------------
+    def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
+        return render_service(self.cluster, self.cluster.member(member), action)
+
+    def run_service(self, action: ServiceAction, member: str, timeout: float | None = None) -> CommandResult:
+        command = command_text(self.service_command(action, member))
+        s = self.sim.server(member)
+        if action == "stop":
+            s.alive, s.hung = False, False  # a service stop continues a stopped process first
+        elif action == "start":
+            s.alive, s.hung, s.read_only = True, False, True
+        elif action != "status":
+            return CommandResult(member, command, 127, "", f"the simulator has no {action} for MariaDB\n", 0.0)
+        self.save()
+        return CommandResult(member, command, 0 if s.alive or action != "status" else 3, "", "", 0.0)
+
+    def server_process(self, member: str) -> ServerProcess:
+        s = self.sim.server(member)
+        if not s.alive:
+            return ServerProcess(None, False, note="no pid file (the simulated server is not running)")
+        return ServerProcess(10000 + s.server_id, True, "mariadbd", "stopped (SIGSTOP)" if s.hung else "", stopped=s.hung)
+
+    def _proxy(self, name: str) -> SimProxy:
+        return next(p for p in self.sim.proxies if p.name == name)
+
+    def proxy_views(self) -> list[ProxyView]:
+        # HAProxy's TCP checks pass on a hung server: the kernel still completes the handshake.
+        health = {s.name: "up" if s.alive else "down" for s in self.sim.servers}
+        return [self._proxy(p.name).view(p, health) for p in self.cluster.proxies]
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self._proxy(proxy).apply(proxy_of(self.cluster, proxy), command)
+        self.save()
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        writer = self._proxy(proxy).writer(proxy_of(self.cluster, proxy), {s.name: s.alive for s in self.sim.servers})
+        if writer is None:
+            detail = "HAProxy closed the connection: no server of its write backend is ready and up"
+            raise MemberUnreachable(f"proxy {proxy} frontend: {detail}", detail)
+        rows: list[Row] = []
+        for sql in statements:
+            rows = self.query(writer, sql, read_timeout)
+        return rows
+
     # -- drill faults (MariaDBAPI) -----------------------------------------------------------------
     def kill(self, member: str) -> str:
         self.sim.server(member).alive = False
@@ -481,7 +545,9 @@ class SimMariaDBBackend:
 
     def start(self, member: str) -> str:
         s = self.sim.server(member)
-        s.alive, s.hung = True, False
+        # A restarted server reads read_only=1 from its configuration (as in the lab): an old
+        # primary must not come back writable before it is rejoined.
+        s.alive, s.hung, s.read_only = True, False, True
         self.save()
         return f"simulated start of {member}"
 
@@ -490,3 +556,7 @@ class SimMariaDBBackend:
         s.io_on, s.relay_valid = False, False
         self.save()
         return f"STOP SLAVE IO_THREAD on {member}"
+
+
+def _conforms(backend: SimMariaDBBackend) -> MariaDBAPI:
+    return backend  # mypy checks here that the simulator provides everything the actions use
