@@ -88,6 +88,12 @@ class DrillKit(Protocol):
         """Members the fault removes for good (the runbook is told, as an operator would with --gone)."""
         ...
 
+    def check_after(self, cluster: Cluster, backend: Any, fault: str) -> list[str]:
+        """After the clean-up (a hung member woken, nothing else done to it): what the runbook
+        failed to leave true, e.g. two writable primaries or a proxy sending writes elsewhere.
+        Any problem fails the drill: a drill never does a runbook's work."""
+        ...
+
 
 def kit_for(kind: str) -> DrillKit:
     store = datastore(kind)
@@ -234,6 +240,9 @@ class _Drill:
             cleanup = self.kit.cleanup(cluster, backend, self.request.fault)
             if cleanup:
                 journal.append(Event.NOTE, text=f"after the drill: {cleanup}")
+        aftermath = self.kit.check_after(cluster, backend, self.request.fault)
+        journal.append(Event.NOTE, text="check after the drill: " + ("; ".join(aftermath) or "as the runbook left it"),
+                       problems=aftermath)
         lost = sorted(k for k in acked_before_fault if k not in present)
         acked_after = [k for k, t in self.canaries.acked if t >= self.fault_at]
         lost_after = sorted(k for k in acked_after if k not in present)
@@ -244,8 +253,10 @@ class _Drill:
                        text="acknowledged canaries missing after recovery", lost=lost + lost_after)
         journal.append(Event.MEASUREMENT, name="canaries_acknowledged", value=len(self.canaries.acked), unit="writes")
         journal.append(Event.MEASUREMENT, name="canaries_failed", value=len(self.canaries.failed), unit="writes")
-        success = outcome.success and rto is not None
+        success = outcome.success and rto is not None and not aftermath
         summary = outcome.summary if rto is not None else f"{outcome.summary}; but no canary write succeeded afterwards"
+        if aftermath:
+            summary += "; but after the drill: " + "; ".join(aftermath)
         summary += f" (recovery {rto if rto is not None else 'never'} s, lost writes {len(lost) + len(lost_after)})"
         return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end if success else "failed", success, summary, outcome.plan)
 

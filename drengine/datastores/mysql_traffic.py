@@ -16,7 +16,7 @@ from typing import Protocol
 
 from drengine.datastores.mysql_hosts import MemberHosts, ServerProcess, ServiceAction
 from drengine.datastores.mysql_pool import MySQLPool, Row, Sql
-from drengine.errors import InputError
+from drengine.errors import DrengineError, InputError
 from drengine.haproxy import (
     AdminState,
     HAProxyAPI,
@@ -204,11 +204,42 @@ def _identity(row: Row) -> str:
     return f"{row[0]}:{row[1]} server_id {row[2]}"
 
 
-def write_through(api: TrafficAPI, proxy: str, write: Sql, known: dict[str, str], with_gtid: bool) -> LandedOn:
-    """Write through the proxy's frontend, then ask the same connection who it is."""
-    statements = [write, Sql("SELECT @@hostname, @@port, @@server_id, @@last_gtid")] if with_gtid else [write, IDENTITY]
+def write_through(api: TrafficAPI, proxy: str, write: Sql | None, known: dict[str, str], with_gtid: bool) -> LandedOn:
+    """Write through the proxy's frontend (if `write`), then ask the same connection who it is."""
+    ask = Sql("SELECT @@hostname, @@port, @@server_id, @@last_gtid") if with_gtid else IDENTITY
+    statements = [write, ask] if write is not None else [ask]
     rows = api.through_frontend(proxy, statements)
     row = rows[0] if rows else ("?", "?", "?")
     identity = _identity(row)
     member = next((m for m, i in known.items() if i == identity), "")
     return LandedOn(proxy=proxy, member=member, identity=identity, gtid=str(row[3] or "") if with_gtid and len(row) > 3 else "")
+
+
+def traffic_problems(api: TrafficAPI, writers: set[str]) -> list[str]:
+    """What keeps the proxies from sending writes to `writers` only (for drills): an unreachable
+    runtime API, a write backend with another server ready, or a canary landing elsewhere."""
+    problems = []
+    for view in api.proxy_views():
+        ready = set(view.ready_writers())
+        if view.error:
+            problems.append(view.describe())
+        elif not ready or ready - writers:
+            problems.append(f"proxy {view.proxy} sends writes to {', '.join(sorted(ready)) or 'no server'}, expected "
+                            f"{' or '.join(sorted(writers)) or 'a writable member'}")
+    known = identities(api, sorted(writers))
+    for proxy in api.cluster.proxies:
+        if proxy.frontend is None:
+            continue
+        try:
+            landed = write_through(api, proxy.name, None, known, with_gtid=False)
+        except DrengineError as exc:
+            problems.append(f"proxy {proxy.name}: no connection through its frontend: {exc}")
+            continue
+        if landed.member not in writers:
+            problems.append(f"proxy {proxy.name}: a connection through its frontend reached {landed.identity}, "
+                            f"not {' or '.join(sorted(writers))}")
+    return problems
+
+
+def frontends(cluster: Cluster) -> list[str]:
+    return [p.name for p in cluster.proxies if p.frontend is not None]

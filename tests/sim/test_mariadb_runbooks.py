@@ -97,10 +97,10 @@ def test_primary_alive_is_refused_with_override_named(tmp_path: Path) -> None:
 def test_override_is_journaled_with_the_risk(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, "primary-alive", "--yes", "--override", "check-no-primary", "--accept-data-loss",
                              "--reason", "db1 is fenced at the load balancer")
-    # The override is honoured, but the verdict comes from the final observation: db1 is still
-    # writable beside the new primary, so the run is not DONE, whatever the operator said.
+    # The override is honoured and db1 is fenced before the promotion (read-only: no split brain), but
+    # the verdict comes from the final observation: db1 follows nobody yet, so the run is not DONE.
     assert code == 1, out
-    assert "INCOMPLETE" in out and "2 writable primaries (db1, db2): split brain" in out
+    assert "INCOMPLETE" in out and "db1 follows nobody (read_only=1); run mariadb-rejoin" in out
     assert "overridden: check-no-primary" in out
     overrides = of_type(run_dir, "override")
     assert len(overrides) == 1

@@ -91,6 +91,9 @@ class CephKit:
         assert self.inventory is not None
         return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims))
 
+    def check_after(self, cluster: Cluster, backend: Any, fault: str) -> list[str]:
+        return []
+
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         return (f"{', '.join(self._victims(cluster))} are still down and min_size is lowered: start them, then run "
                 f"ceph-restore")

@@ -28,6 +28,8 @@ from drengine.datastores.galera.connector import (
     safe_to_bootstrap_command,
 )
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL, Sql
+from drengine.datastores.mysql_fencing import Fencing
+from drengine.datastores.mysql_steps import Target, split_brain_risks
 from drengine.errors import CommandFailed, ConnectError, DrengineError, StepFailed
 from drengine.steps import (
     Action,
@@ -547,8 +549,21 @@ def _chosen(ctx: Ctx) -> tuple[BootstrapDecision, str]:
     return decision, decision.chosen
 
 
-def _bootstrap_gate(decision: BootstrapDecision) -> GateLevel:
-    return GateLevel.DANGEROUS if decision.risks else GateLevel.CONFIRM
+def _bootstrap_risks(ctx: Ctx, decision: BootstrapDecision) -> list[str]:
+    """The decision's risks, and a split brain for every other node neither confirmed dead nor fenced."""
+    view = ctx.facts.get("view", GaleraView)
+    silent: list[Target] = [(n.name, n.state, n.error) for n in view.nodes
+                            if n.name != decision.chosen and n.state in ("hung", "unreachable")]
+    return decision.risks + split_brain_risks(ctx.facts.maybe("fencing", Fencing), silent)
+
+
+def _bootstrap_gate(risks: list[str]) -> GateLevel:
+    return GateLevel.DANGEROUS if risks else GateLevel.CONFIRM
+
+
+def _fencing_evidence(ctx: Ctx) -> list[str]:
+    fencing = ctx.facts.maybe("fencing", Fencing)
+    return fencing.lines() if fencing is not None else []
 
 
 @register
@@ -559,10 +574,11 @@ class BootstrapRunning(Action[GaleraAPI, NoParams]):
 
     def propose(self, ctx: Ctx) -> Proposal:
         decision, chosen = _chosen(ctx)
+        risks = _bootstrap_risks(ctx, decision)
         return Proposal(
             summary=f"bootstrap a Primary component on {chosen} (running, at {decision.position})",
             reason=decision.reason, statements=[PC_BOOTSTRAP.on(chosen)],
-            gate=_bootstrap_gate(decision), risks=decision.risks,
+            gate=_bootstrap_gate(risks), risks=risks, evidence=_fencing_evidence(ctx),
         )
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
@@ -609,9 +625,10 @@ class BootstrapStart(Action[GaleraAPI, ServiceParams]):
             reason += (". Its grastate.dat says safe_to_bootstrap: 0 (Galera sets 1 only on the last node to leave "
                        "cleanly); after a crash an operator sets it on the node chosen, or the start refuses")
         stmts.append(_shell(chosen, command_text(api.service_command("bootstrap", chosen))))
+        risks = _bootstrap_risks(ctx, decision)
         return Proposal(
             summary=f"bootstrap-start {chosen} as a new cluster from its position {decision.position}",
-            reason=reason, statements=stmts, gate=_bootstrap_gate(decision), risks=decision.risks,
+            reason=reason, statements=stmts, gate=_bootstrap_gate(risks), risks=risks, evidence=_fencing_evidence(ctx),
         )
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
@@ -814,3 +831,7 @@ class Verify(Action[GaleraAPI, VerifyParams]):
             summary += (f". Not back: {'; '.join(f'{n.name} ({n.state})' for n in silent)}: the cluster serves with "
                         f"{len(up)} of {len(view.nodes)} nodes; bring them back and they rejoin by themselves")
         return StepResult(ok=True, summary=summary, evidence=evidence)
+
+
+# The fencing and traffic steps live beside these (importing them registers them).
+from drengine.datastores.galera import traffic as _traffic  # noqa: E402,F401

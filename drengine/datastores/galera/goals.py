@@ -1,5 +1,6 @@
 """The goal of the Galera runbook, checked on a fresh observation before a run says DONE:
-one Primary component, and every node that answers is in it and synced."""
+one Primary component, every node that answers is in it and synced, and every proxy in the
+inventory sends writes only to nodes of that component."""
 
 from __future__ import annotations
 
@@ -57,4 +58,14 @@ class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
         # A node that was just started may still be joining (Joiner, Donor): give it a moment.
         ctx.wait_until(holds, seconds=10.0, interval=0.5)
         ok, summary, left, view = found[-1]
+        if ok and ctx.cluster.proxies:
+            primary = {n.name for n in view.nodes if n.is_primary}
+            traffic = [f"proxy {v.proxy} sends writes to {', '.join(sorted(set(v.ready_writers()) - primary)) or 'no node'}, "
+                       f"expected only nodes of the Primary component" if not v.error else v.describe()
+                       for v in ctx.backend.proxy_views()
+                       if v.error or not v.ready_writers() or set(v.ready_writers()) - primary]
+            if traffic:
+                ok, summary, left = False, summary + "; but " + "; ".join(traffic), traffic
+            else:
+                summary += "; the proxies send writes only to it"
         return StepResult(ok=ok, summary=summary, evidence=[*_evidence(view), *(f"LEFT: {x}" for x in left)])

@@ -1,7 +1,9 @@
-"""Drill kit for MariaDB replication: faults, health check and canaries (a row per canary
-in drengine.canary on the current primary). The kit is a value: it keeps nothing between
-calls; faults are the backend's own operations (signals on the real hosts, the model's
-state in the simulator), and what the drill must know afterwards is observed again."""
+"""Drill kit for MariaDB replication: faults, health check and canaries (a row per canary in
+drengine.canary). Canaries go through the first proxy's write frontend when the inventory
+has one, as the application's writes do, so the recovery time is the application's; else
+straight to the current primary. The kit is a value: it keeps nothing between calls; faults
+are the backend's own operations (signals on the real hosts, the model's state in the
+simulator), and what the drill must know afterwards is observed again."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, Sql
+from drengine.datastores.mysql_traffic import frontends, traffic_problems
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster
@@ -21,6 +24,8 @@ CANARY_DDL = [
     Sql("CREATE TABLE IF NOT EXISTS drengine.canary (id VARCHAR(64) PRIMARY KEY, written_at DOUBLE NOT NULL)"),
 ]
 UNREPLICATED = 10
+# How long a canary waits for an answer: an application that waits longer sees the outage later.
+CANARY_TIMEOUT = 0.5
 
 FAULTS = MappingProxyType({
     "kill-primary": Fault("kill-primary", "SIGKILL the primary's server process"),
@@ -63,13 +68,18 @@ class MariaDBKit:
         if not problems:
             for sql in CANARY_DDL:
                 backend.execute(primary, sql)
+            problems += traffic_problems(backend, {primary})
         return problems
 
     def write_canary(self, cluster: Cluster, backend: MariaDBAPI, key: str) -> bool:
-        target = _primary(backend.observe())
-        if target is None:
-            return False
         try:
+            through = frontends(cluster)
+            if through:
+                backend.through_frontend(through[0], [_canary(key)], read_timeout=CANARY_TIMEOUT)
+                return True
+            target = _primary(backend.observe())
+            if target is None:
+                return False
             backend.execute(target, _canary(key))
         except DrengineError:
             return False
@@ -132,6 +142,14 @@ class MariaDBKit:
             return None
         # Wake what the fault froze, and nothing else: the runbook's fencing is what is tested.
         return "; ".join(backend.resume(m.name) for m in cluster.members)
+
+    def check_after(self, cluster: Cluster, backend: MariaDBAPI, fault: str) -> list[str]:
+        """Exactly one writable member, and the proxies send writes to it alone."""
+        writable = [s.name for s in backend.observe().servers if s.is_writable_primary]
+        if len(writable) != 1:
+            return [f"{len(writable)} writable members after the drill ({', '.join(writable) or 'none'})"
+                    + (": split brain, the runbook did not fence the old primary" if writable else "")]
+        return traffic_problems(backend, set(writable))
 
 
 KIT = MariaDBKit()

@@ -1,10 +1,12 @@
 """The goal of the MariaDB runbooks, checked on a fresh observation before a run says DONE:
-exactly one writable primary, and every other reachable server replicates from it."""
+exactly one writable primary, every other reachable server replicates from it, and every
+proxy in the inventory sends writes to it alone."""
 
 from __future__ import annotations
 
 from drengine.datastores.mariadb.actions import NewPrimary, _follows, _view_lines, writable_primaries
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
+from drengine.haproxy import ProxyView
 from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
 
 Ctx = RunContext[MariaDBAPI]
@@ -55,6 +57,20 @@ def replication_goal(view: ClusterView) -> tuple[bool, str, list[str]]:
     return True, summary, []
 
 
+def traffic_goal(views: list[ProxyView], primary: str) -> list[str]:
+    """What is left for the proxies to send writes to `primary` alone."""
+    left = []
+    for view in views:
+        if view.error:
+            left.append(f"{view.describe()}; check that HAProxy runs and its runtime API answers")
+            continue
+        writers = view.ready_writers()
+        if set(writers) != {primary}:
+            left.append(f"proxy {view.proxy} sends writes to {', '.join(writers) or 'no server'}, not to {primary} "
+                        f"alone; rerun with the switch-traffic step or set the servers' states by hand")
+    return left
+
+
 @register
 class ReplicationGoal(Action[MariaDBAPI, NoParams]):
     name = "mariadb.goal_replication"
@@ -75,4 +91,13 @@ class ReplicationGoal(Action[MariaDBAPI, NoParams]):
         # A replica repointed a moment ago may still be connecting: give it a few seconds.
         ctx.wait_until(holds, seconds=min(5.0, ctx.cluster.timeouts.catch_up), interval=0.2)
         ok, summary, left, view = found[-1]
+        primaries = writable_primaries(view)
+        if ctx.cluster.proxies and len(primaries) == 1:
+            views = ctx.backend.proxy_views()
+            traffic = traffic_goal(views, primaries[0].name)
+            left = [*left, *traffic]
+            if traffic:
+                ok, summary = False, summary + "; but " + "; ".join(traffic)
+            else:
+                summary += f"; the proxies send writes to {primaries[0].name} alone"
         return StepResult(ok=ok, summary=summary, evidence=[*_view_lines(view), *(f"LEFT: {x}" for x in left)])
