@@ -24,8 +24,10 @@ from drengine.steps import Fact, Statement, fact
 from drengine.transport import HostTransport, ShellCommand, command_text, render_template
 
 AdminState = Literal["ready", "drain", "maint"]
-# srv_admin_state bits (HAProxy's SRV_ADMF_*): forced/inherited/config/resolution/hostname maint, forced/inherited drain.
-MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
+# srv_admin_state bits (HAProxy's SRV_ADMF_*): forced, inherited, resolution and hostname maintenance; forced
+# and inherited drain. 0x04 (CMAINT) only records `disabled` in the configuration: it stays set once the
+# server is made ready, and is not part of HAProxy's own SRV_ADMF_MAINT mask.
+MAINT_BITS = 0x01 | 0x02 | 0x20 | 0x40
 DRAIN_BITS = 0x08 | 0x10
 HEALTH = {"0": "down", "1": "starting", "2": "up", "3": "stopping"}
 ADMIN_STATES: dict[str, AdminState] = {"ready": "ready", "drain": "drain", "maint": "maint"}

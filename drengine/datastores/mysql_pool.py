@@ -58,6 +58,13 @@ class Sql:
         return Statement(target=target, text=self.shown(), language="sql")
 
 
+# drengine's own table for verification writes and canaries, on MariaDB replication and Galera alike.
+HEARTBEAT_DDL = [
+    Sql("CREATE DATABASE IF NOT EXISTS drengine"),
+    Sql("CREATE TABLE IF NOT EXISTS drengine.heartbeat (id VARCHAR(64) PRIMARY KEY, written_at DOUBLE NOT NULL)"),
+]
+
+
 def _literal(value: Value) -> str:
     if isinstance(value, (int, float)):
         return str(value)

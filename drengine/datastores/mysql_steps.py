@@ -9,7 +9,7 @@ import time
 
 from drengine.clock import Clock
 from drengine.datastores.mysql_fencing import Fencing, fence_member, fence_risk, fence_statements, needs_fencing
-from drengine.datastores.mysql_pool import MemberState, Sql
+from drengine.datastores.mysql_pool import HEARTBEAT_DDL, MemberState, Sql
 from drengine.datastores.mysql_traffic import (
     TRAFFIC_CHECK,
     LandedOn,
@@ -97,6 +97,7 @@ def traffic_proposal(api: TrafficAPI, primary: str, out: frozenset[str], views: 
                                 "configured to", nothing_to_do=True)
     changes = switch_changes(api.cluster, views, primary, out)
     statements = change_statements(api.cluster, changes)
+    statements += [ddl.on(primary) for ddl in HEARTBEAT_DDL]
     for proxy in api.cluster.proxies:
         if proxy.frontend is not None:
             statements.append(Statement(f"proxy {proxy.name} frontend {proxy.frontend.address}:{proxy.frontend.port}",
@@ -131,6 +132,9 @@ def switch_traffic(api: TrafficAPI, primary: str, out: frozenset[str], record: S
 
 def prove_writes(api: TrafficAPI, primary: str, record: Statements, with_gtid: bool, done: str) -> StepResult:
     """A canary through each write frontend must land on `primary` (its identity, asked directly, matches)."""
+    for ddl in HEARTBEAT_DDL:  # the canary's table, made by drengine's own account on the primary
+        api.execute(primary, ddl)
+        record(ddl.on(primary), "ok")
     views = api.proxy_views()
     evidence = [v.describe() for v in views]
     problems = [f"{v.proxy}: still sends writes to {', '.join(w for w in v.ready_writers() if w != primary)}"

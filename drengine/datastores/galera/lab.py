@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from drengine.datastores.galera.state import Grastate, parse_grastate, parse_recovered
 from drengine.errors import CommandFailed
+from drengine.lab import haproxy
 from drengine.lab.procs import (
     DEFAULT_LAB_DIR,
     LabDir,
@@ -58,6 +59,8 @@ FAST_FAILURE_DETECTION = (
     "evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT3S;evs.inactive_check_period=PT0.5S"
 )
 SYNC_TIMEOUT = 90.0
+APP_USER = "app"  # what applications (and drill canaries) use through the proxy
+PROXY_PORT_OFFSET = 100  # HAProxy's write and read frontends: the first node's port + 100 and + 101
 # AF_UNIX paths are limited to 107 bytes; a deep lab directory would make mariadbd fail obscurely.
 MAX_SOCKET_PATH = 100
 
@@ -96,6 +99,10 @@ def data_dir(lab: LabDir, name: str) -> Path:
 
 def password_file(lab: LabDir) -> Path:
     return galera_dir(lab) / "root.password"
+
+
+def app_password_file(lab: LabDir) -> Path:
+    return galera_dir(lab) / f"{APP_USER}.password"
 
 
 def _state_file(lab: LabDir) -> Path:
@@ -408,6 +415,11 @@ def hang_node(lab: LabDir, name: str) -> None:
     signal_process(_running(lab, name), signal.SIGSTOP)
 
 
+def is_running(lab: LabDir, name: str) -> bool:
+    proc = lab.find(KIND, name)
+    return proc is not None and is_ours(proc)
+
+
 def continue_node(lab: LabDir, name: str) -> None:
     signal_process(_running(lab, name), signal.SIGCONT)
 
@@ -470,7 +482,7 @@ def service_templates(lab: LabDir) -> dict[str, str]:
     }
 
 
-def _set_root_password(spec: NodeSpec, password: str) -> None:
+def _set_root_password(spec: NodeSpec, password: str, app_password: str) -> None:
     conn = _connect(spec, None, timeout=5.0)
     try:
         with conn.cursor() as cur:
@@ -482,6 +494,9 @@ def _set_root_password(spec: NodeSpec, password: str) -> None:
             cur.execute("SELECT Host FROM mysql.global_priv WHERE User = 'root' AND Host IN ('localhost', '127.0.0.1', '::1')")
             for (host,) in cur.fetchall():
                 cur.execute("ALTER USER 'root'@%s IDENTIFIED BY %s", (host, password))
+            cur.execute(f"CREATE USER IF NOT EXISTS '{APP_USER}'@'127.0.0.1' IDENTIFIED BY %s", (app_password,))
+            cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON drengine.* TO '{APP_USER}'@'127.0.0.1'")
+            cur.execute(f"CREATE USER IF NOT EXISTS '{haproxy.CHECK_USER}'@'127.0.0.1'")
     finally:
         conn.close()
 
@@ -515,6 +530,10 @@ def up(
             fh.write(secrets.token_urlsafe(18) + "\n")
     os.chmod(pw_file, 0o600)
     password = _password(lab)
+    app_file = app_password_file(lab)
+    if not app_file.exists():
+        app_file.write_text(secrets.token_urlsafe(18) + "\n")
+    os.chmod(app_file, 0o600)
 
     for spec in specs:
         data_dir(lab, spec.name).mkdir(parents=True, exist_ok=True)
@@ -532,7 +551,7 @@ def up(
             f"Galera node {first.name} did not come up as a new cluster; its log ends with:\n{_log_tail(lab, first.name)}"
         )
     if not _password_set(first, password):
-        _set_root_password(first, password)
+        _set_root_password(first, password, app_file.read_text().strip())
     wait_synced(lab, first.name)
     bootstrapped = time.monotonic()
     # Joiners one after the other: the one donor serves a single rsync SST at a time anyway.
@@ -540,6 +559,9 @@ def up(
         start_node(lab, spec.name)
     for spec in specs:
         wait_synced(lab, spec.name, cluster_size=len(specs))
+    proxy = lab_proxy(lab, specs)
+    haproxy.start(lab, proxy)
+    haproxy.wait_up(proxy, first.name)
     finished = time.monotonic()
 
     members = []
@@ -561,6 +583,7 @@ def up(
         "credentials": {"user": "root", "password": {"file": str(pw_file)}},
         "timeouts": {"connect": 2.0, "read": 5.0, "catch_up": 30.0},
         "service": service_templates(lab),
+        "proxies": [proxy.inventory({"user": APP_USER, "password": {"file": str(app_file)}})],
     }
     if inventory_out is not None:
         merge_inventory(inventory_out, {}, {CLUSTER: cluster})
@@ -574,6 +597,13 @@ def up(
             "total": round(finished - started, 3),
         },
     }
+
+
+def lab_proxy(lab: LabDir, specs: list[NodeSpec]) -> haproxy.LabProxy:
+    first = specs[0].port
+    return haproxy.LabProxy(kind=KIND, directory=galera_dir(lab) / "haproxy",
+                            members=tuple((s.name, s.port) for s in specs), primary=specs[0].name,
+                            write_port=first + PROXY_PORT_OFFSET, read_port=first + PROXY_PORT_OFFSET + 1)
 
 
 def _bootstrap_ready(lab: LabDir, spec: NodeSpec) -> bool:

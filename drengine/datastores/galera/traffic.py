@@ -25,13 +25,13 @@ from drengine.steps import Action, Effect, NoParams, Proposal, StepResult, regis
 def _targets(ctx: Ctx) -> list[Target]:
     """Nodes other than the chosen one that could still take writes or form a component of their
     own: any node that does not answer (unless refused: not running), and nodes that answer from
-    a group other than the chosen node's. Each as a fresh probe sees it now."""
+    a group other than the chosen node's; as this run's observation saw them (the engine
+    observes again from the start when a gate waited, on retry and on resume)."""
     _, chosen = _chosen(ctx)
     view = ctx.facts.get("view", GaleraView)
     group = next((g for g in components(view) if chosen in g), [chosen])
-    wanted = [n.name for n in view.nodes if n.name != chosen and (n.state != "up" or n.name not in group)]
-    probes = [ctx.backend.probe(name) for name in wanted]
-    return [(n.name, n.state, n.error) for n in probes if n.state != "up" or n.name not in group]
+    return [(n.name, n.state, n.error) for n in view.nodes
+            if n.name != chosen and (n.state != "up" or n.name not in group)]
 
 
 @register

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from drengine.datastores.mysql_hosts import MemberHosts, ServerProcess, ServiceAction, render_service
 from drengine.datastores.mysql_pool import (
+    HEARTBEAT_DDL,
     MemberState,
     MySQLPool,
     Row,
@@ -152,11 +153,6 @@ def _channel(row: dict[str, object]) -> Channel:
     )
 
 
-# drengine's own table for verification writes, on MariaDB replication and Galera alike.
-HEARTBEAT_DDL = [
-    Sql("CREATE DATABASE IF NOT EXISTS drengine"),
-    Sql("CREATE TABLE IF NOT EXISTS drengine.heartbeat (id VARCHAR(64) PRIMARY KEY, written_at DOUBLE NOT NULL)"),
-]
 
 VARIABLES_SQL = (
     "SELECT @@server_id, @@read_only, @@log_bin, @@log_slave_updates, @@gtid_strict_mode, "

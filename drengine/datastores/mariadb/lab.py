@@ -1,5 +1,6 @@
 """Lab: three real MariaDB servers on loopback with GTID replication (db1 primary, db2 and
-db3 replicas), started and stopped by PID; plus the faults drills and tests inject."""
+db3 replicas) behind a real HAProxy (write frontend on 127.0.0.1:33070, runtime API on a unix
+socket), started and stopped by PID; plus the faults drills and tests inject."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drengine.lab import haproxy
 from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ NAMES = ("db1", "db2", "db3")
 PORT_BASE = 33061
 CLUSTER = "lab-mariadb"
 HOST = "lab-local"  # the inventory host of every lab server: this machine
+WRITE_PORT, READ_PORT = 33070, 33071  # HAProxy's frontends
+APP_USER = "app"  # what applications (and drill canaries) use through the proxy: no READ ONLY ADMIN
 
 
 def _dir(lab: LabDir) -> Path:
@@ -145,6 +149,11 @@ def _bootstrap_users(lab: LabDir, name: str) -> None:
             cur.execute("GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION")
             cur.execute("CREATE USER repl@'127.0.0.1' IDENTIFIED BY %s", (repl_pw,))
             cur.execute("GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'")
+            # An application account: read_only=1 stops its writes (it lacks READ ONLY ADMIN, which
+            # ALL PRIVILEGES includes), so a fenced old primary refuses what the application sends.
+            cur.execute(f"CREATE USER {APP_USER}@'127.0.0.1' IDENTIFIED BY %s", (_password(lab, APP_USER),))
+            cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON drengine.* TO {APP_USER}@'127.0.0.1'")
+            cur.execute(f"CREATE USER {haproxy.CHECK_USER}@'127.0.0.1'")
             cur.execute("RESET MASTER")
     finally:
         conn.close()
@@ -158,7 +167,14 @@ def replicate(lab: LabDir, replica: str, primary: str) -> None:
         "START SLAVE")
 
 
+def lab_proxy(lab: LabDir) -> haproxy.LabProxy:
+    return haproxy.LabProxy(kind=KIND, directory=_dir(lab) / "haproxy",
+                            members=tuple((n, PORT_BASE + i) for i, n in enumerate(NAMES)), primary=NAMES[0],
+                            write_port=WRITE_PORT, read_port=READ_PORT)
+
+
 def inventory_fragment(lab: LabDir) -> dict[str, object]:
+    app: dict[str, object] = {"user": APP_USER, "password": {"file": str(_dir(lab) / f"{APP_USER}.password")}}
     return {
         "kind": "mariadb",
         "drill_target": True,
@@ -174,6 +190,7 @@ def inventory_fragment(lab: LabDir) -> dict[str, object]:
              "data_dir": str(_dir(lab) / n / "data"), "pid_file": str(_dir(lab) / n / "mysqld.pid")}
             for i, n in enumerate(NAMES)
         ],
+        "proxies": [lab_proxy(lab).inventory(app)],
     }
 
 
@@ -208,6 +225,9 @@ def _up(lab: LabDir, inventory_out: str | None) -> dict[str, object]:
     for name in NAMES[1:]:
         replicate(lab, name, NAMES[0])
     wait_replicated(lab)
+    proxy = lab_proxy(lab)
+    haproxy.start(lab, proxy)
+    haproxy.wait_up(proxy, NAMES[0])
     fragment = inventory_fragment(lab)
     if inventory_out:
         merge_inventory(inventory_out, inventory_hosts(), {CLUSTER: fragment})

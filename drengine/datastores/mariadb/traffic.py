@@ -25,14 +25,13 @@ from drengine.steps import Action, Effect, NoParams, Proposal, StepParams, StepR
 
 def _targets(ctx: Ctx) -> list[Target]:
     """The old primary (the server the replicas followed) and any other writable server that is
-    not the chosen survivor, each as a fresh probe sees it now."""
+    not the chosen survivor, as this run's observation saw them. That observation is fresh: the
+    engine observes again from the start when a gate waited, on retry and on resume; probing a
+    hung server once more would only cost another read timeout before the fence."""
     decision = ctx.facts.get("survivor", SurvivorDecision)
     view = ctx.facts.get("view", ClusterView)
-    names = [m.name for m in ctx.cluster.members]
-    wanted = [decision.old_primary] if decision.old_primary in names else []
-    wanted += [s.name for s in view.servers if s.is_writable_primary and s.name not in wanted and s.name != decision.chosen]
-    probes = [ctx.backend.probe(name) for name in wanted]
-    return [(s.name, s.state, s.error) for s in probes]
+    wanted = {decision.old_primary} | {s.name for s in view.servers if s.is_writable_primary}
+    return [(s.name, s.state, s.error) for s in view.servers if s.name in wanted and s.name != decision.chosen]
 
 
 class FenceParams(StepParams):
