@@ -15,11 +15,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from drengine.clock import SYSTEM, Clock, Deadline
+from drengine.clock import SYSTEM, Clock, Deadline, SimulatedClock
 from drengine.errors import (
     CommandFailed,
     ConnectError,
@@ -34,8 +34,8 @@ from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator
 from drengine.inventory import Cluster, Inventory, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, read_entries, verify
 from drengine.lock import Acquired, ClusterLock
-from drengine.runbook import Runbook, StepSpec, load_runbook
-from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, Statement, StepResult
+from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
+from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 
@@ -68,11 +68,22 @@ class RunRequest:
     break_lock: bool = False
     lock_dir: Path | None = None
     operator_said_gone: tuple[str, ...] = ()
+    # The runbook's inputs (`--input NAME=VALUE`); start_run adds the declared defaults.
+    inputs: dict[str, str] = field(default_factory=dict)
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    # The run's time (waits, retries, simulators); None: simulated time for a simulated cluster, else the system's.
+    clock: Clock | None = None
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
-    clock: Clock = SYSTEM
+
+
+def run_clock(request: RunRequest) -> Clock:
+    """The request's clock, else: a simulated cluster runs on simulated time (its waits and
+    retries cost no real time, as its twin's own changes take none), a real one on the system's."""
+    if request.clock is not None:
+        return request.clock
+    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -178,6 +189,7 @@ class Engine:
             record_statement=self._record_statement,
             clock=clock,
             operator_said_gone=request.operator_said_gone,
+            inputs=RunInputs(self.runbook.name, frozenset(self.runbook.spec.inputs), dict(request.inputs)),
         )
 
     # -- journal helpers -------------------------------------------------------------------
@@ -574,15 +586,16 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
-def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory) -> Any:
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock) -> Any:
     from drengine.backends import open_backend
 
-    return open_backend(cluster, inventory, run_dir)
+    return open_backend(cluster, inventory, run_dir, clock)
 
 
-def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter) -> Any:
+def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
+                     clock: Clock = SYSTEM) -> Any:
     try:
-        return _open_backend(cluster, run_dir, inventory)
+        return _open_backend(cluster, run_dir, inventory, clock)
     except DrengineError as exc:
         journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
         raise
@@ -606,6 +619,8 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Acqu
 
 
 def start_run(request: RunRequest) -> RunOutcome:
+    clock = run_clock(request)
+    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs), clock=clock)
     run_id = new_run_id(request.cluster.name)
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
@@ -624,10 +639,11 @@ def start_run(request: RunRequest) -> RunOutcome:
             kind=request.cluster.kind, simulated=request.cluster.simulated is not None,
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
+            inputs=request.inputs,
         )
-        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal)
+        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, clock)
         try:
-            engine = Engine(request, backend, journal, run_id, clock=request.clock)
+            engine = Engine(request, backend, journal, run_id, clock=clock)
             around = request.around_walk
             started = engine
 
@@ -783,8 +799,11 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     request = RunRequest(
         runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
         run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir,
-        operator_said_gone=tuple(started.get("gone_for_good", [])), listeners=listeners, argv=argv or [],
+        operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
+        listeners=listeners, argv=argv or [],
     )
+    clock = run_clock(request)
+    request = replace(request, clock=clock)
     journal = JournalWriter(run_dir)
     _attach_listeners(journal, listeners)
     run_id = started["run_id"]
@@ -802,9 +821,9 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
             journal.append(Event.OBSERVED_AGAIN, step=point.state, start=state,
                            reason="resume: nothing has been changed yet, so the cluster is observed and the "
                                   "decisions are made again from the start")
-        backend = _open_or_journal(cluster, run_dir, inventory, journal)
+        backend = _open_or_journal(cluster, run_dir, inventory, journal, clock)
         try:
-            engine = Engine(request, backend, journal, run_id, mutated=point.mutated)
+            engine = Engine(request, backend, journal, run_id, clock=clock, mutated=point.mutated)
             engine.facts.update(point.facts)
             resumed = engine
             return _finish_run(engine, journal, lambda: resumed.walk(state, in_flight=point.in_flight))

@@ -1,7 +1,15 @@
 """Process faults on a member's host, injected over the host transport (SSH, or local for
-members on this machine): SIGKILL for a crash, SIGSTOP for a hang and SIGCONT to end it."""
+members on this machine): SIGKILL for a crash, SIGSTOP for a hang and SIGCONT to end it.
+
+Fault injection is a backend operation (`FaultTarget`): drill kits call `kill`, `hang`,
+`resume` and `start` on the backend they are given, real or simulated, and never look
+inside a simulator. Real backends implement them with `MemberFaults`; simulated twins
+change their model.
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from drengine.errors import InputError
 from drengine.inventory import Cluster, Inventory, Member, Transport
@@ -53,3 +61,52 @@ def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal
         return f"kill -{signal_name} {pid} ({member.name}, pid file {member.pid_file})"
     finally:
         transport.close()
+
+
+class FaultTarget(Protocol):
+    """What a backend offers drills: each call takes a member name and returns what was done,
+    in words (the command run, or the simulated change), for the drill's journal."""
+
+    def kill(self, member: str) -> str:
+        """SIGKILL the member's server: a crash."""
+        ...
+
+    def hang(self, member: str) -> str:
+        """SIGSTOP the member's server: a hang (it still holds its files and ports)."""
+        ...
+
+    def resume(self, member: str) -> str:
+        """SIGCONT a hung member's server."""
+        ...
+
+    def start(self, member: str) -> str:
+        """Start a killed member's server again (the inventory's `service.start`)."""
+        ...
+
+
+class MemberFaults:
+    """`FaultTarget` for real members: signals through the member's pid file and the start
+    template, over the member's host transport."""
+
+    def __init__(self, inventory: Inventory | None, cluster: Cluster) -> None:
+        self.inventory = inventory
+        self.cluster = cluster
+
+    def _inventory(self, what: str, member: str) -> Inventory:
+        if self.inventory is None:
+            raise InputError(f"cannot {what} {member} of cluster {self.cluster.name}: this connector was opened "
+                             f"without its inventory, which says on which host the member runs")
+        return self.inventory
+
+    def kill(self, member: str) -> str:
+        return signal_member(self._inventory("kill", member), self.cluster, self.cluster.member(member), "KILL")
+
+    def hang(self, member: str) -> str:
+        return signal_member(self._inventory("hang", member), self.cluster, self.cluster.member(member), "STOP")
+
+    def resume(self, member: str) -> str:
+        return signal_member(self._inventory("resume", member), self.cluster, self.cluster.member(member), "CONT")
+
+    def start(self, member: str) -> str:
+        inventory = self._inventory("start", member)
+        return f"started {member}: {start_member(inventory, self.cluster, self.cluster.member(member))}"

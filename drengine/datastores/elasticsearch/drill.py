@@ -4,6 +4,7 @@ replica, and node faults (the simulated cluster's model, or the node's process o
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class ElasticKit:
         self.written.append(key)
         return True
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: Any, keys: Sequence[str] = ()) -> set[str]:
         present = set()
         for key in self.written:
             _, get = canary_calls(CANARY_INDEX, key, {})
@@ -77,9 +78,9 @@ class ElasticKit:
         if cluster.simulated is not None:
             backend.server.write(lambda model: model.kill_node(victim))
             backend.save()
-            return Injected(f"simulated node {victim} killed")
+            return Injected(f"simulated node {victim} killed", members=[victim])
         assert self.inventory is not None
-        return Injected(signal_member(self.inventory, cluster, cluster.member(victim), "KILL"))
+        return Injected(signal_member(self.inventory, cluster, cluster.member(victim), "KILL"), members=[victim])
 
     def check_after(self, cluster: Cluster, backend: Any, fault: str) -> list[str]:
         return []

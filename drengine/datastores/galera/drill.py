@@ -7,7 +7,7 @@ keeps nothing between calls; what it must know is observed again."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -78,7 +78,7 @@ class GaleraKit:
             return False
         return True
 
-    def read_canaries(self, cluster: Cluster, backend: GaleraAPI) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: GaleraAPI, keys: Sequence[str] = ()) -> set[str]:
         nodes = _writable(backend.observe())
         if not nodes:
             return set()
@@ -97,8 +97,8 @@ class GaleraKit:
     def inject(self, cluster: Cluster, backend: GaleraAPI, fault: str) -> Injected:
         victims = _victims(cluster, fault)
         if fault == "hang-two-nodes":
-            return Injected("; ".join(backend.hang(name) for name in victims))
-        return Injected("; ".join(backend.kill(name) for name in victims))
+            return Injected("; ".join(backend.hang(name) for name in victims), members=victims)
+        return Injected("; ".join(backend.kill(name) for name in victims), members=victims)
 
     def cleanup(self, cluster: Cluster, backend: GaleraAPI, fault: str) -> str | None:
         if fault != "hang-two-nodes":

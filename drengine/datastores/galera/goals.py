@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from drengine.datastores.galera.actions import _evidence, components
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView
-from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
+from drengine.haproxy import ProxyView
+from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 
 Ctx = RunContext[GaleraAPI]
 
@@ -38,6 +39,20 @@ def primary_component_goal(view: GaleraView) -> tuple[bool, str, list[str]]:
     return True, summary, []
 
 
+def traffic_goal(view: GaleraView, proxies: list[ProxyView]) -> list[str]:
+    """What is left for the proxies to send writes only to nodes of the Primary component."""
+    primary = {n.name for n in view.nodes if n.is_primary}
+    left = []
+    for proxy in proxies:
+        writers = set(proxy.ready_writers())
+        if proxy.error:
+            left.append(proxy.describe())
+        elif not writers or writers - primary:
+            left.append(f"proxy {proxy.proxy} sends writes to {', '.join(sorted(writers)) or 'no node'}, expected only "
+                        f"nodes of the Primary component ({', '.join(sorted(primary))})")
+    return left
+
+
 @register
 class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
     name = "galera.goal_primary_component"
@@ -48,24 +63,16 @@ class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
         return Proposal(summary="observe every node: one Primary component, every answering node Synced in it")
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        found: list[tuple[bool, str, list[str], GaleraView]] = []
-
-        def holds() -> bool:
+        def look() -> GoalLook:
             view = ctx.backend.observe()
-            found.append((*primary_component_goal(view), view))
-            return found[-1][0]
+            holds, summary, left = primary_component_goal(view)
+            if holds and ctx.cluster.proxies:
+                traffic = traffic_goal(view, ctx.backend.proxy_views())
+                if traffic:
+                    holds, summary, left = False, summary + "; but " + "; ".join(traffic), traffic
+                else:
+                    summary += "; the proxies send writes only to it"
+            return GoalLook(holds, summary, left, _evidence(view))
 
         # A node that was just started may still be joining (Joiner, Donor): give it a moment.
-        ctx.wait_until(holds, seconds=10.0, interval=0.5)
-        ok, summary, left, view = found[-1]
-        if ok and ctx.cluster.proxies:
-            primary = {n.name for n in view.nodes if n.is_primary}
-            traffic = [f"proxy {v.proxy} sends writes to {', '.join(sorted(set(v.ready_writers()) - primary)) or 'no node'}, "
-                       f"expected only nodes of the Primary component" if not v.error else v.describe()
-                       for v in ctx.backend.proxy_views()
-                       if v.error or not v.ready_writers() or set(v.ready_writers()) - primary]
-            if traffic:
-                ok, summary, left = False, summary + "; but " + "; ".join(traffic), traffic
-            else:
-                summary += "; the proxies send writes only to it"
-        return StepResult(ok=ok, summary=summary, evidence=[*_evidence(view), *(f"LEFT: {x}" for x in left)])
+        return judge_goal(ctx, look, seconds=10.0)

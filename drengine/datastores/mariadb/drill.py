@@ -8,7 +8,7 @@ simulator), and what the drill must know afterwards is observed again."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -85,7 +85,7 @@ class MariaDBKit:
             return False
         return True
 
-    def read_canaries(self, cluster: Cluster, backend: MariaDBAPI) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: MariaDBAPI, keys: Sequence[str] = ()) -> set[str]:
         target = _primary(backend.observe())
         if target is None:
             return set()
@@ -119,7 +119,7 @@ class MariaDBKit:
                     continue
             notes.append(f"{len(acked)} canaries written on {primary} after that")
         notes.append(backend.hang(primary) if fault == "hang-primary" else backend.kill(primary))
-        return Injected("; ".join(notes), acked)
+        return Injected("; ".join(notes), acked, members=[primary])
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()

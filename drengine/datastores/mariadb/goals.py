@@ -7,7 +7,7 @@ from __future__ import annotations
 from drengine.datastores.mariadb.actions import NewPrimary, _follows, _view_lines, writable_primaries
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
 from drengine.haproxy import ProxyView
-from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
+from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 
 Ctx = RunContext[MariaDBAPI]
 
@@ -81,23 +81,17 @@ class ReplicationGoal(Action[MariaDBAPI, NoParams]):
         return Proposal(summary="observe every server: one writable primary, the others replicate from it")
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        found: list[tuple[bool, str, list[str], ClusterView]] = []
-
-        def holds() -> bool:
+        def look() -> GoalLook:
             view = ctx.backend.observe()
-            found.append((*replication_goal(view), view))
-            return found[-1][0]
+            holds, summary, left = replication_goal(view)
+            primaries = writable_primaries(view)
+            if ctx.cluster.proxies and len(primaries) == 1:
+                traffic = traffic_goal(ctx.backend.proxy_views(), primaries[0].name)
+                if traffic:
+                    holds, summary, left = False, summary + "; but " + "; ".join(traffic), [*left, *traffic]
+                else:
+                    summary += f"; the proxies send writes to {primaries[0].name} alone"
+            return GoalLook(holds, summary, left, _view_lines(view))
 
         # A replica repointed a moment ago may still be connecting: give it a few seconds.
-        ctx.wait_until(holds, seconds=min(5.0, ctx.cluster.timeouts.catch_up), interval=0.2)
-        ok, summary, left, view = found[-1]
-        primaries = writable_primaries(view)
-        if ctx.cluster.proxies and len(primaries) == 1:
-            views = ctx.backend.proxy_views()
-            traffic = traffic_goal(views, primaries[0].name)
-            left = [*left, *traffic]
-            if traffic:
-                ok, summary = False, summary + "; but " + "; ".join(traffic)
-            else:
-                summary += f"; the proxies send writes to {primaries[0].name} alone"
-        return StepResult(ok=ok, summary=summary, evidence=[*_view_lines(view), *(f"LEFT: {x}" for x in left)])
+        return judge_goal(ctx, look, seconds=min(5.0, ctx.cluster.timeouts.catch_up), interval=0.2)

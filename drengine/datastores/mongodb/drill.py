@@ -4,6 +4,7 @@ over their hosts)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class MongoKit:
             self._primary = None
             return False
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: Any, keys: Sequence[str] = ()) -> set[str]:
         target = self._find_primary(backend)
         if target is None:
             return set()
@@ -83,9 +84,9 @@ class MongoKit:
                 for name in victims:
                     model.kill(backend.member_ids[name])
             backend.save()
-            return Injected(f"simulated members {', '.join(victims)} killed (the primary first)")
+            return Injected(f"simulated members {', '.join(victims)} killed (the primary first)", members=list(victims))
         assert self.inventory is not None
-        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims))
+        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims), members=list(victims))
 
     def check_after(self, cluster: Cluster, backend: Any, fault: str) -> list[str]:
         return []
