@@ -86,6 +86,10 @@ class Fencing(Fact):
     def lines(self) -> list[str]:
         return [line for m in self.members for line in [f"{m.member}: {m.how()}"] + [a.line() for a in m.attempts]]
 
+    def summary(self) -> str:
+        """Which fences succeeded, member by member, with what was run (for the next gate)."""
+        return "; ".join(f"{m.member} {m.how()}" for m in self.members)
+
 
 # -- what each method would send -----------------------------------------------------------------------
 

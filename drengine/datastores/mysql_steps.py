@@ -63,8 +63,7 @@ def fence_targets(api: TrafficAPI, targets: list[Target], record: Statements, cl
         fence_member(api, api.cluster.member(name), state, record, clock, timeout)
         for name, state, _ in targets if needs_fencing(state)
     ])
-    fenced = [f"{m.member} {m.how()}" for m in fencing.members if m.safe]
-    summary = "; ".join(fenced) or "nothing fenced"
+    summary = "; ".join(f"{m.member} {m.how()}" for m in fencing.members if m.safe) or "nothing fenced"
     if fencing.unsafe:
         summary = (f"NOT FENCED: {', '.join(fencing.unsafe)} (every method failed or did not apply); "
                    f"the next step is held at a dangerous gate (split brain). " + summary)

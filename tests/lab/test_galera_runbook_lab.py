@@ -214,7 +214,8 @@ def test_hung_node_is_fenced_behind_the_dangerous_gate_then_rejoins(lab: Lab) ->
         fence = next(e for e in of_type(run_dir, "step_finished") if e.data["step"] == "fence-others")
         assert any(line.startswith("g3: service: FENCED") for line in fence.data["evidence"]), fence.data["evidence"]
         for node in ("g1", "g2"):
-            assert lab.status(node)["wsrep_cluster_status"] == "Primary"
+            assert galera.is_running(lab.dir, node), out
+            assert lab.status(node)["wsrep_cluster_status"] == "Primary", out
             assert ("before the hang",) in lab.query(node, "SELECT note FROM drill.writes")
     finally:
         if galera.is_running(lab.dir, "g3"):

@@ -129,6 +129,7 @@ def test_hung_primary_is_fenced_behind_a_dangerous_gate(tmp_path: Path) -> None:
     assert "db1: signal: NOT NEEDED: already fenced by service" in fence.data["evidence"]
     promote = next(e for e in of_type(run_dir, "gate_asked") if e.data["step"] == "promote")
     assert promote.data["level"] == "confirm"  # fenced: the promotion itself is an ordinary gate
+    assert "Fencing: db1 fenced by service: `systemctl stop mariadb` exited 0" in promote.data["reason"]
     writers = [v for v in state(run_dir).proxies[0].admin["mariadb_write"].items() if v[1] == "ready"]
     assert writers == [("db2", "ready")]
 

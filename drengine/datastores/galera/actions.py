@@ -29,6 +29,7 @@ from drengine.datastores.galera.connector import (
 )
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL, Sql
 from drengine.datastores.mysql_fencing import Fencing
+from drengine.datastores.mysql_pool import StatementFailed
 from drengine.datastores.mysql_steps import Target, split_brain_risks
 from drengine.errors import CommandFailed, ConnectError, DrengineError, StepFailed
 from drengine.steps import (
@@ -348,6 +349,7 @@ def _decided(branch: Branch, best: Candidate, ranked: list[Candidate], reason: s
 # -- statements --------------------------------------------------------------------------------------
 
 PC_BOOTSTRAP = Sql("SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
+ER_WRONG_ARGUMENTS = 1210  # what a node answers to pc.bootstrap while its group view is changing
 HEARTBEAT_ID = "galera-recovery"
 
 
@@ -561,6 +563,11 @@ def _bootstrap_gate(risks: list[str]) -> GateLevel:
     return GateLevel.DANGEROUS if risks else GateLevel.CONFIRM
 
 
+def _fencing_words(ctx: Ctx) -> str:
+    fencing = ctx.facts.maybe("fencing", Fencing)
+    return f". Fencing: {fencing.summary()}" if fencing is not None and fencing.members else ""
+
+
 def _fencing_evidence(ctx: Ctx) -> list[str]:
     fencing = ctx.facts.maybe("fencing", Fencing)
     return fencing.lines() if fencing is not None else []
@@ -577,7 +584,7 @@ class BootstrapRunning(Action[GaleraAPI, NoParams]):
         risks = _bootstrap_risks(ctx, decision)
         return Proposal(
             summary=f"bootstrap a Primary component on {chosen} (running, at {decision.position})",
-            reason=decision.reason, statements=[PC_BOOTSTRAP.on(chosen)],
+            reason=decision.reason + _fencing_words(ctx), statements=[PC_BOOTSTRAP.on(chosen)],
             gate=_bootstrap_gate(risks), risks=risks, evidence=_fencing_evidence(ctx),
         )
 
@@ -593,7 +600,7 @@ class BootstrapRunning(Action[GaleraAPI, NoParams]):
             raise StepFailed(f"{chosen} no longer answers ({node.state}: {node.error}); nothing was sent. Observe again "
                              f"(rerun the runbook): if it went down, every node may now be down")
         if not node.is_primary:
-            _send(ctx, chosen, PC_BOOTSTRAP)
+            self._bootstrap(ctx, chosen)
         last: list[NodeView] = [node]
 
         def primary() -> bool:
@@ -605,6 +612,30 @@ class BootstrapRunning(Action[GaleraAPI, NoParams]):
                              f"{last[0].describe()}. Look at its error log; then resume the run")
         return StepResult(ok=True, summary=f"{chosen} is Primary (component size {last[0].cluster_size})",
                           evidence=[last[0].describe()])
+
+
+    def _bootstrap(self, ctx: Ctx, chosen: str) -> None:
+        """Send pc.bootstrap=YES. While its group membership is changing (nodes just fenced leave
+        it, or woken ones knock) Galera refuses it with error 1210; it is sent again once the
+        view has settled, within the cluster's catch-up time."""
+        refused: list[str] = []
+
+        def sent() -> bool:
+            if refused and ctx.backend.probe(chosen).is_primary:
+                return True
+            try:
+                _send(ctx, chosen, PC_BOOTSTRAP)
+                return True
+            except StatementFailed as exc:
+                if exc.errno != ER_WRONG_ARGUMENTS:
+                    raise
+                refused.append(str(exc))
+                ctx.sent(PC_BOOTSTRAP.on(chosen), result="refused while the group view changes (error 1210); again")
+                return False
+
+        if not ctx.wait_until(sent, ctx.cluster.timeouts.catch_up, interval=0.2):
+            raise StepFailed(f"{chosen} kept refusing pc.bootstrap=YES for {ctx.cluster.timeouts.catch_up:g} s "
+                             f"({refused[-1]}); look at its error log (a group view that does not settle), then resume")
 
 
 @register
@@ -628,7 +659,7 @@ class BootstrapStart(Action[GaleraAPI, ServiceParams]):
         risks = _bootstrap_risks(ctx, decision)
         return Proposal(
             summary=f"bootstrap-start {chosen} as a new cluster from its position {decision.position}",
-            reason=reason, statements=stmts, gate=_bootstrap_gate(risks), risks=risks, evidence=_fencing_evidence(ctx),
+            reason=reason + _fencing_words(ctx), statements=stmts, gate=_bootstrap_gate(risks), risks=risks, evidence=_fencing_evidence(ctx),
         )
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:

@@ -375,7 +375,7 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         risks = decision.risks + split_brain_risks(fencing, [(s.name, s.state, s.error) for s in old])
         return Proposal(
             summary=f"promote {decision.chosen} to primary",
-            reason=decision.reason,
+            reason=decision.reason + (f". Fencing: {fencing.summary()}" if fencing is not None and fencing.members else ""),
             statements=[s.on(decision.chosen) for s in stmts],
             gate=GateLevel.DANGEROUS if risks else GateLevel.CONFIRM,
             risks=risks,
