@@ -47,6 +47,7 @@ class Canaries:
         self.password = (lab.root / "mariadb" / "app.password").read_text().strip()
         self.interval = interval
         self.acked: list[float] = []
+        self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._seq = 0
@@ -66,7 +67,7 @@ class Canaries:
                 conn.close()
             self.acked.append(time.monotonic())
         except Exception:  # noqa: BLE001 - a failed canary is the outage being measured
-            pass
+            self.failed += 1
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

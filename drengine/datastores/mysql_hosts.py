@@ -2,10 +2,9 @@
 templates, read the server's pid file and signal the process it names. Drill faults (kill,
 hang, resume, start) and the host fences (service, signal) are built from these.
 
-How a member's host is reached: a member with `host:` uses that inventory host's transport
-(`transport: local` for this machine, `ssh` otherwise). A member without `host:` is never
-guessed to be this machine, even on 127.0.0.1: host operations on it fail with a message
-saying how to name its host.
+How a member's host is reached: `transport.member_transport`, the one rule (a member without
+`host:` is refused, whatever its address). Service commands are rendered by the one renderer,
+`transport.render_service`, with the packaged systemd commands as defaults.
 
 A pid file can outlive its process and the pid be reused: a process is only signalled when
 /proc on its host shows the server's program under that pid (`mariadbd` or `mysqld`).
@@ -13,16 +12,24 @@ A pid file can outlive its process and the pid be reused: a process is only sign
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import Literal
 
+from drengine import transport as transports
 from drengine.clock import SYSTEM, Clock, wait_until
-from drengine.errors import CommandFailed, ConnectError, InputError
+from drengine.errors import CommandFailed, InputError
 from drengine.inventory import Cluster, Inventory, Member
-from drengine.transport import CommandResult, HostTransport, ShellCommand, command_text, render_template, transport_for
+from drengine.transport import (
+    CommandResult,
+    HostTransport,
+    MemberTransports,
+    ServiceAction,
+    ShellCommand,
+    command_text,
+    transport_for,
+)
 
-ServiceAction = Literal["start", "stop", "bootstrap", "recover", "status"]
+__all__ = ["DEFAULT_DATA_DIR", "DEFAULT_SERVICE", "MemberHosts", "ServerProcess", "ServiceAction", "render_service"]
+
 SERVER_PROGRAMS = ("mariadbd", "mysqld")
 DEFAULT_DATA_DIR = "/var/lib/mysql"
 # Defaults for systemd hosts with the Debian/RHEL packages.
@@ -55,31 +62,15 @@ def data_dir_of(member: Member) -> str:
     return member.data_dir or DEFAULT_DATA_DIR
 
 
-def service_template(cluster: Cluster, action: ServiceAction) -> str:
-    template: str | None = getattr(cluster.service, action)
-    return template if template is not None else DEFAULT_SERVICE[action]
-
-
 def render_service(cluster: Cluster, member: Member, action: ServiceAction) -> ShellCommand:
-    """The exact shell command a service action sends for this member (values shell-quoted)."""
-    return render_template(service_template(cluster, action), name=member.name, address=member.address,
-                           port=cluster.port_of(member), data_dir=data_dir_of(member))
+    """The exact shell command a service action sends for this member: the inventory's template,
+    else the packaged systemd command (values shell-quoted)."""
+    return transports.render_service(cluster, member, action, default=DEFAULT_SERVICE[action])
 
 
 def kill_command(member: Member, signal_name: str) -> str:
     """How an operator would send the signal by hand (shown in plans and gates)."""
     return f"kill -{signal_name} $(cat {member.pid_file or '<no pid_file in the inventory>'})"
-
-
-def require_host(member: Member) -> str:
-    """The member's inventory host; a member without one is never guessed to be this machine."""
-    if member.host is None:
-        raise ConnectError(
-            f"{member.name}: the inventory names no host for this member, so drengine cannot run commands on it "
-            f"(service templates, pid file, signals). Add `host: NAME` to the member and NAME under `hosts:` with "
-            f"`transport: local` (this machine) or `transport: ssh`"
-        )
-    return member.host
 
 
 def require_pid_file(cluster: Cluster, member: Member) -> str:
@@ -96,19 +87,17 @@ class MemberHosts:
         self.cluster = cluster
         self.inventory = inventory
         self.clock = clock
-        self._transports: dict[str, HostTransport] = {}
-        self._lock = threading.Lock()
+        self._members = MemberTransports(inventory, cluster.name)
+        self._others: dict[str, HostTransport] = {}
 
     def transport(self, member: Member) -> HostTransport:
-        return self.host_transport(require_host(member))
+        return self._members.of(member, f"run commands on {member.name} (service templates, pid file, signals)")
 
     def host_transport(self, name: str) -> HostTransport:
-        with self._lock:
-            transport = self._transports.get(name)
-            if transport is None:
-                transport = transport_for(self.inventory.hosts[name], name)
-                self._transports[name] = transport
-            return transport
+        """A host named for something that is not a member (a proxy's runtime API)."""
+        if name not in self._others:
+            self._others[name] = transport_for(self.inventory.hosts[name], name)
+        return self._others[name]
 
     def run_service(self, action: ServiceAction, member: Member, timeout: float | None = None) -> CommandResult:
         return self.transport(member).run(render_service(self.cluster, member, action), timeout=timeout)
@@ -161,7 +150,7 @@ class MemberHosts:
         return command_text(command)
 
     def close(self) -> None:
-        with self._lock:
-            for transport in self._transports.values():
-                transport.close()
-            self._transports.clear()
+        self._members.close()
+        for other in self._others.values():
+            other.close()
+        self._others.clear()

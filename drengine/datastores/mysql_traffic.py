@@ -26,6 +26,7 @@ from drengine.haproxy import (
     statement,
 )
 from drengine.inventory import Cluster, Inventory, Proxy
+from drengine.status import ProxyStatus
 from drengine.steps import Fact, Statement, fact
 from drengine.transport import CommandResult, ShellCommand
 
@@ -243,3 +244,18 @@ def traffic_problems(api: TrafficAPI, writers: set[str]) -> list[str]:
 
 def frontends(cluster: Cluster) -> list[str]:
     return [p.name for p in cluster.proxies if p.frontend is not None]
+
+
+def proxy_statuses(views: list[ProxyView]) -> list[ProxyStatus]:
+    """Where each proxy sends writes, for `drengine status`."""
+    out = []
+    for view in views:
+        if view.error:
+            out.append(ProxyStatus(name=view.proxy, state="unreachable", error=view.error))
+            continue
+        writers = sorted(set(view.ready_writers()))
+        state = "writes to one server" if len(writers) == 1 else (
+            "no server takes writes" if not writers else f"writes to {len(writers)} servers")
+        out.append(ProxyStatus(name=view.proxy, state=state, points_to=", ".join(writers),
+                               error="" if len(writers) == 1 else view.describe()))
+    return out

@@ -13,7 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, wait_until
+from drengine.clock import wait_until
+from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours
 
 HAPROXY = "/usr/sbin/haproxy"
 CHECK_USER = "haproxy_check"  # a password-less account without privileges, for `option mysql-check`

@@ -162,7 +162,7 @@ def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(
     assert refused.value.status == 400
     assert "accept_data_loss" in refused.value.reason
 
-    command["allocate_stale_primary"]["accept_data_loss"] = True  # type: ignore[index]
+    command["allocate_stale_primary"]["accept_data_loss"] = True
     assert cluster.reroute([command])["acknowledged"] is True
     assert cluster.health("orders")["status"] in ("green", "yellow")
     assert cluster.count("orders")["count"] == 5
@@ -230,7 +230,8 @@ def test_same_shard_decider_names_the_copy_already_there(clock: FakeClock) -> No
     primary_node = node_of(cluster, index, shard, True)
     reasons = deciders_of(cluster.explain(index, shard, False), primary_node)
     assert reasons["same_shard"].startswith(f"a copy of this shard is already allocated to this node [[{index}][{shard}], node[")
-    assert group.primary().allocation_id in reasons["same_shard"]
+    allocation_id = group.primary().allocation_id
+    assert allocation_id is not None and allocation_id in reasons["same_shard"]
 
 
 def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: FakeClock) -> None:

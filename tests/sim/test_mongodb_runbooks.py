@@ -11,9 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import cli, cli_subprocess, of_type
-
 from drengine.datastores.mongodb.simcluster import MemberState, SimulatedReplicaSet, build_scenario
+from tests.helpers import cli, cli_subprocess, of_type
 
 CONNECT, READ = 0.5, 1.0
 

@@ -10,7 +10,6 @@ every request that may change it and when the backend closes.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from typing import Any
 from drengine.datastores.elasticsearch.connector import ElasticBackend, HttpCall
 from drengine.datastores.elasticsearch.rest import SimServer
 from drengine.datastores.elasticsearch.simcluster import SCENARIOS, EsCluster
-from drengine.errors import InputError
 from drengine.inventory import Cluster
+from drengine.simstate import load_or_build, save_state
 
 
 class SimElasticBackend(ElasticBackend):
@@ -47,8 +46,7 @@ class SimElasticBackend(ElasticBackend):
 
     def save(self) -> None:
         # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.
-        text = self.server.read(lambda model: model.state.model_dump_json())
-        write_state(text, self.state_file)
+        save_state(self.server.read(lambda model: model.state.model_dump_json()), self.state_file)
 
     def close(self) -> None:
         try:
@@ -59,28 +57,13 @@ class SimElasticBackend(ElasticBackend):
                 self.server.stop()
 
 
+def parse_model(text: str) -> EsCluster:
+    return EsCluster.from_json(json.loads(text), clock=time.time)
+
+
 def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
-    if state_file.exists():
-        try:
-            return EsCluster.from_json(json.loads(state_file.read_text(encoding="utf-8")), clock=time.time)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{state_file}: cannot load the simulated cluster's state ({exc}); "
-                             f"delete the file to start the scenario afresh") from None
-    scenario = cluster.simulated.scenario if cluster.simulated else ""
-    factory = SCENARIOS.get(scenario)
-    if factory is None:
-        raise InputError(f"cluster {cluster.name}: unknown Elasticsearch scenario {scenario!r}; "
-                         f"known scenarios: {', '.join(sorted(SCENARIOS))}")
-    return factory(clock=time.time)
+    return load_or_build(cluster, state_file, parse_model, SCENARIOS, "Elasticsearch")
 
 
 def save_model(state: dict[str, Any], state_file: Path) -> None:
-    write_state(json.dumps(state), state_file)
-
-
-def write_state(text: str, state_file: Path) -> None:
-    """Write atomically: a crash mid-write must not leave a half state file behind."""
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_file.with_name(state_file.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, state_file)
+    save_state(json.dumps(state), state_file)

@@ -12,14 +12,17 @@ from the same cluster.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from drengine.datastores.mongodb.connector import MongoBackend
-from drengine.datastores.mongodb.simcluster import SimulatedReplicaSet, UnknownScenario, build_scenario
+from drengine.datastores.mongodb.simcluster import SCENARIOS, SimulatedReplicaSet, build_scenario
 from drengine.datastores.mongodb.wire import WireCluster
 from drengine.errors import InputError
 from drengine.inventory import Cluster
+from drengine.simstate import load_or_build, save_state
 
 # Commands after which the model may have changed (and the state file must follow).
 READ_ONLY = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find",
@@ -39,13 +42,7 @@ class SimMongoBackend(MongoBackend):
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimMongoBackend:
         assert cluster.simulated is not None
-        if state_file.exists():
-            model = SimulatedReplicaSet.from_json(state_file.read_text())
-        else:
-            try:
-                model = build_scenario(cluster.simulated.scenario)
-            except UnknownScenario as exc:
-                raise InputError(f"cluster {cluster.name}: {exc}") from None
+        model = load_or_build(cluster, state_file, SimulatedReplicaSet.from_json, scenario_factories(), "MongoDB")
         ids = model.member_ids()
         if len(ids) != len(cluster.members):
             raise InputError(
@@ -58,12 +55,7 @@ class SimMongoBackend(MongoBackend):
         return backend
 
     def save(self) -> None:
-        if self.state_file is None:
-            return
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(self.wire.snapshot_json())
-        tmp.replace(self.state_file)
+        save_state(self.wire.snapshot_json(), self.state_file)
 
     def command(self, member: str, text: str) -> dict[str, Any]:
         try:
@@ -78,6 +70,10 @@ class SimMongoBackend(MongoBackend):
         finally:
             self.save()
             self.wire.stop()
+
+
+def scenario_factories() -> dict[str, Callable[[], SimulatedReplicaSet]]:
+    return {name: partial(build_scenario, name) for name in SCENARIOS}
 
 
 def _serve(model: SimulatedReplicaSet) -> WireCluster:
