@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from drengine.datastores.galera.actions import DiskPosition, assess_primary, choose_bootstrap_node, components
 from drengine.datastores.galera.connector import (
     GaleraView,
     NodeView,
@@ -14,6 +13,7 @@ from drengine.datastores.galera.connector import (
     render_service,
     safe_to_bootstrap_command,
 )
+from drengine.datastores.galera.decisions import DiskPosition, assess_primary, choose_bootstrap_node, components
 from drengine.errors import CommandFailed, InputError
 from drengine.inventory import Cluster
 

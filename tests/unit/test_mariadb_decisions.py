@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from drengine.datastores.mariadb.actions import choose_survivor, plan_rejoin
 from drengine.datastores.mariadb.connector import Channel, ClusterView, ServerView
+from drengine.datastores.mariadb.decisions import choose_survivor, plan_rejoin
 
 
 def replica(name: str, port: int, received: str, applied: str | None = None, **kw: object) -> ServerView:

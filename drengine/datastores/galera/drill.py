@@ -13,10 +13,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from drengine.clock import wait_until
-from drengine.datastores.galera.actions import components
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView
+from drengine.datastores.galera.decisions import components
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL
-from drengine.datastores.mariadb.drill import CANARY_TIMEOUT
+from drengine.datastores.mariadb.drill import CANARY_TIMEOUT, canaries_through
 from drengine.datastores.mysql_pool import Sql
 from drengine.datastores.mysql_traffic import frontends, traffic_problems
 from drengine.drill import Fault, Injected, Restore
@@ -96,9 +96,8 @@ class GaleraKit:
 
     def inject(self, cluster: Cluster, backend: GaleraAPI, fault: str) -> Injected:
         victims = _victims(cluster, fault)
-        if fault == "hang-two-nodes":
-            return Injected("; ".join(backend.hang(name) for name in victims), members=victims)
-        return Injected("; ".join(backend.kill(name) for name in victims), members=victims)
+        done = [backend.hang(name) if fault == "hang-two-nodes" else backend.kill(name) for name in victims]
+        return Injected("; ".join([*done, *canaries_through(cluster)]), members=victims)
 
     def cleanup(self, cluster: Cluster, backend: GaleraAPI, fault: str) -> str | None:
         if fault != "hang-two-nodes":

@@ -4,8 +4,9 @@ inventory sends writes only to nodes of that component."""
 
 from __future__ import annotations
 
-from drengine.datastores.galera.actions import _evidence, components
+from drengine.datastores.galera.actions import _evidence
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView
+from drengine.datastores.galera.decisions import components
 from drengine.haproxy import ProxyView
 from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 

@@ -5,8 +5,8 @@ the runbook's own (`assess_primary`, `choose_bootstrap_node`)."""
 
 from __future__ import annotations
 
-from drengine.datastores.galera.actions import assess_primary, choose_bootstrap_node
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView, NodeView
+from drengine.datastores.galera.decisions import assess_primary, choose_bootstrap_node
 from drengine.datastores.mysql_traffic import proxy_statuses
 from drengine.inventory import Cluster
 from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, state_words

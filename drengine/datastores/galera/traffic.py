@@ -5,8 +5,9 @@ that rejoined back in the proxies. The step bodies are shared with MariaDB (mysq
 
 from __future__ import annotations
 
-from drengine.datastores.galera.actions import Ctx, _chosen, components
+from drengine.datastores.galera.actions import Ctx, _chosen
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView, NodeView
+from drengine.datastores.galera.decisions import components
 from drengine.datastores.mariadb.traffic import FenceParams
 from drengine.datastores.mysql_fencing import FenceAttempt, Fencing, MemberFence
 from drengine.datastores.mysql_steps import (

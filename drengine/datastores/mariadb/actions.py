@@ -1,5 +1,6 @@
-"""MariaDB (asynchronous GTID replication): the pure decisions (which survivor to promote,
-which returned server may rejoin) and the steps the MariaDB runbooks name."""
+"""MariaDB (asynchronous GTID replication): the steps the MariaDB runbooks name (observe,
+refuse, choose, promote, repoint, verify, rejoin). The decisions they act on are pure
+functions in mariadb/decisions.py; fencing and traffic steps in mariadb/traffic.py."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ from pydantic import Field
 
 from drengine import gtid
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL, ClusterView, MariaDBAPI, ServerView, Sql
+from drengine.datastores.mariadb.decisions import (
+    Candidate,
+    NewPrimary,
+    RejoinDecision,
+    Stray,
+    SurvivorDecision,
+    choose_survivor,
+    plan_rejoin,
+    writable_primaries,
+)
 from drengine.datastores.mysql_fencing import Fencing
 from drengine.datastores.mysql_steps import split_brain_risks
 from drengine.errors import StepFailed
 from drengine.steps import (
     Action,
     Effect,
-    Fact,
     GateLevel,
     NoParams,
     Proposal,
@@ -24,177 +34,11 @@ from drengine.steps import (
     Statement,
     StepParams,
     StepResult,
-    fact,
     register,
 )
 
-# -- facts -----------------------------------------------------------------------------------------
-
-
-@fact
-class Candidate(Fact):
-    name: str
-    received: str
-    applied: str
-    eligible: bool
-    note: str = ""
-
-
-@fact
-class SurvivorDecision(Fact):
-    chosen: str | None
-    reason: str
-    ranking: list[Candidate] = []
-    risks: list[str] = []
-    catch_up_to: str = ""  # the chosen replica's received position, to apply before promotion
-    old_primary: str = ""
-
-
-@fact
-class NewPrimary(Fact):
-    name: str
-    address: str
-    port: int
-
-
-@fact
-class Stray(Fact):
-    name: str
-    errant: dict[int, int] = {}  # domain -> transactions the primary lacks
-    errant_pos: str = ""
-
-
-@fact
-class RejoinDecision(Fact):
-    primary: str | None
-    reason: str
-    strays: list[Stray] = []
-
-
-# -- pure decisions --------------------------------------------------------------------------------
-
-
-def _received(server: ServerView) -> gtid.Position:
-    io = gtid.parse(server.channels[0].gtid_io_pos) if server.channels else {}
-    return gtid.merge_max(io, gtid.parse(server.gtid_current_pos), gtid.parse(server.gtid_slave_pos))
-
-
-def _applied(server: ServerView) -> gtid.Position:
-    return gtid.merge_max(gtid.parse(server.gtid_slave_pos), gtid.parse(server.gtid_current_pos))
-
-
-def _old_primary(view: ClusterView) -> str:
-    for server in view.servers:
-        for ch in server.channels:
-            for other in view.servers:
-                if (other.address, other.port) == (ch.master_host, ch.master_port) or other.name == ch.master_host:
-                    return other.name
-            return f"{ch.master_host}:{ch.master_port}"
-    return ""
-
-
-def choose_survivor(view: ClusterView) -> SurvivorDecision:
-    """Pick the replica to promote: eligible (binary log and log_slave_updates on), then the
-    highest received position domain by domain, then the highest applied position (what
-    MaxScale and orchestrator do). Say why, and name every way data could be lost."""
-    old = _old_primary(view)
-    replicas = [s for s in view.servers if s.reachable and s.channels]
-    rows: list[Candidate] = []
-    eligible: list[ServerView] = []
-    for s in replicas:
-        note = ""
-        if not s.log_bin:
-            note = "binary log off: the other replicas could not follow it by GTID"
-        elif not s.log_slave_updates:
-            note = "log_slave_updates off: its binary log lacks the replicated transactions"
-        rows.append(Candidate(name=s.name, received=gtid.render(_received(s)), applied=gtid.render(_applied(s)),
-                              eligible=not note, note=note))
-        if not note:
-            eligible.append(s)
-    unreachable = [s for s in view.servers if not s.reachable and s.name != old]
-    if not eligible:
-        seen = ", ".join(f"{s.name} ({'unreachable: ' + s.error if not s.reachable else 'no replication configured'})"
-                         for s in view.servers) or "no members"
-        why = "no reachable replica can be promoted"
-        if replicas:
-            why += " (" + "; ".join(f"{r.name}: {r.note}" for r in rows if r.note) + ")"
-        return SurvivorDecision(chosen=None, reason=f"{why}. Observed: {seen}.", ranking=rows, old_primary=old)
-    def key(s: ServerView) -> tuple[int, int, int, int]:
-        rec = _received(s)
-        dominates = sum(1 for o in eligible if gtid.covers(rec, _received(o)))
-        return (dominates, gtid.total(rec), gtid.total(_applied(s)), -view.servers.index(s))
-    ranked = sorted(eligible, key=key, reverse=True)
-    best = ranked[0]
-    best_rec = _received(best)
-    risks: list[str] = []
-    for other in replicas:
-        if other is best:
-            continue
-        ahead = gtid.missing(best_rec, _received(other))
-        if ahead:
-            gaps = ", ".join(f"{n} in domain {d}" for d, n in sorted(ahead.items()))
-            risks.append(f"{other.name} has transactions {best.name} lacks ({gaps}); they would be lost or make "
-                         f"{other.name} fail to follow the new primary")
-    for s in unreachable:
-        risks.append(f"{s.name} could not be reached ({s.error}); if it received more than {best.name}, "
-                     f"those transactions are lost")
-    applied = _applied(best)
-    behind = gtid.missing(applied, best_rec)
-    others = [r for r in ranked[1:]]
-    reason = f"{best.name} has received the most from {old or 'the old primary'}: {gtid.render(best_rec) or 'nothing'}"
-    if others:
-        reason += "; " + ", ".join(f"{o.name} received {gtid.render(_received(o)) or 'nothing'}" for o in others)
-    if behind:
-        reason += (f". It has not applied everything it received yet (applied {gtid.render(applied) or 'nothing'}): "
-                   f"it will apply its relay log first, or those transactions would be thrown away")
-    excluded = [r for r in rows if not r.eligible]
-    if excluded:
-        reason += ". Not eligible: " + "; ".join(f"{r.name} ({r.note})" for r in excluded)
-    return SurvivorDecision(
-        chosen=best.name, reason=reason, ranking=rows, risks=risks,
-        catch_up_to=gtid.render(best_rec) if behind else "", old_primary=old,
-    )
-
-
-def writable_primaries(view: ClusterView) -> list[ServerView]:
-    return [s for s in view.servers if s.is_writable_primary]
-
-
-def plan_rejoin(view: ClusterView) -> RejoinDecision:
-    """Find the current primary (the writable server the replicas follow) and the servers
-    that do not follow it; flag those holding transactions the primary lacks (errant GTIDs)."""
-    writable = writable_primaries(view)
-    followed: dict[str, int] = {}
-    for s in view.servers:
-        for ch in s.channels:
-            for w in writable:
-                if (w.address, w.port) == (ch.master_host, ch.master_port):
-                    followed[w.name] = followed.get(w.name, 0) + 1
-    if not writable:
-        return RejoinDecision(primary=None, reason="no reachable server is a writable primary (read_only=0, no replication); "
-                              "promote one first (mariadb-promote-survivor)")
-    if len(writable) > 1 and len(followed) != 1:
-        names = ", ".join(w.name for w in writable)
-        return RejoinDecision(primary=None, reason=f"several writable servers ({names}) and the replicas do not tell which "
-                              f"one is the primary; decide by hand which one keeps its data")
-    primary = next(w for w in writable if not followed or w.name in followed)
-    pstate = gtid.parse_state(primary.gtid_binlog_state)
-    strays = []
-    for s in view.servers:
-        if s is primary or not s.reachable:
-            continue
-        if any((ch.master_host, ch.master_port) == (primary.address, primary.port) for ch in s.channels):
-            continue
-        own = gtid.merge_max(gtid.parse(s.gtid_binlog_pos), gtid.parse(s.gtid_current_pos))
-        errant = gtid.errant(own, pstate)
-        strays.append(Stray(name=s.name, errant=errant, errant_pos=gtid.render(own) if errant else ""))
-    if not strays:
-        reason = f"every reachable server already follows {primary.name}"
-    else:
-        reason = f"{primary.name} is the primary ({followed.get(primary.name, 0)} replica(s) follow it); " + \
-            ", ".join(s.name for s in strays) + " do(es) not follow it"
-    return RejoinDecision(primary=primary.name, reason=reason, strays=strays)
-
+__all__ = ["Candidate", "NewPrimary", "RejoinDecision", "Stray", "SurvivorDecision", "choose_survivor", "plan_rejoin",
+           "writable_primaries"]
 
 # -- statements --------------------------------------------------------------------------------------
 

@@ -43,6 +43,14 @@ def _primary(view: ClusterView) -> str | None:
     return writable[0] if len(writable) == 1 else None
 
 
+def canaries_through(cluster: Cluster) -> list[str]:
+    """Where the canaries go, for the journal: the recovery time is measured there."""
+    for proxy in cluster.proxies:
+        if proxy.frontend is not None:
+            return [f"canaries through proxy {proxy.name}'s write frontend {proxy.frontend.address}:{proxy.frontend.port}"]
+    return ["canaries written on the writable primary (no proxy frontend in the inventory)"]
+
+
 def _canary(key: str) -> Sql:
     return Sql("INSERT INTO drengine.canary (id, written_at) VALUES (%s, %s)", (key, round(time.time(), 3)))
 
@@ -119,6 +127,7 @@ class MariaDBKit:
                     continue
             notes.append(f"{len(acked)} canaries written on {primary} after that")
         notes.append(backend.hang(primary) if fault == "hang-primary" else backend.kill(primary))
+        notes += canaries_through(cluster)
         return Injected("; ".join(notes), acked, members=[primary])
 
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:

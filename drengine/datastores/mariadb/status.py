@@ -4,10 +4,10 @@ The reading is a pure function of the view; the decisions it quotes are the runb
 
 from __future__ import annotations
 
-from drengine.datastores.mariadb.actions import choose_survivor, writable_primaries
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
-from drengine.inventory import Cluster
+from drengine.datastores.mariadb.decisions import choose_survivor, writable_primaries
 from drengine.datastores.mysql_traffic import proxy_statuses
+from drengine.inventory import Cluster
 from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, state_words
 
 # Replicas further behind than this are reported as lagging (the cluster stays healthy).
