@@ -151,8 +151,12 @@ class ChooseBootstrap(Action[GaleraAPI, NoParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", GaleraView)
         check = ctx.facts.maybe("primary_check", PrimaryCheck)
-        decision = choose_bootstrap_node(view, overridden=bool(check and check.blocked), gone=_gone(ctx))
+        down_disk = self._down_positions(ctx, view)
+        decision = choose_bootstrap_node(view, overridden=bool(check and check.blocked), gone=_gone(ctx),
+                                         down_disk=down_disk)
         evidence = [f"{c.name}: {c.source} {c.seqno} (state {c.uuid})" for c in decision.ranking]
+        evidence += [f"{p.name} (down): {p.uuid}:{p.seqno} from {p.source}" if p.known else
+                     f"{p.name} (down): position unknown: {p.error or 'still running'}" for p in down_disk]
         evidence += [f"RISK: {r}" for r in decision.risks]
         if decision.branch == "all-down":
             return StepResult(ok=True, outcome="all-down", summary=decision.reason, facts={"decision": decision},
@@ -162,6 +166,21 @@ class ChooseBootstrap(Action[GaleraAPI, NoParams]):
                               facts={"decision": decision}, evidence=evidence)
         return StepResult(ok=True, outcome="running", summary=_chose(decision), facts={"decision": decision},
                           evidence=evidence)
+
+    def _down_positions(self, ctx: Ctx, view: GaleraView) -> list[DiskPosition]:
+        """With a node still running (the running branch), what the nodes that are down saved on
+        disk: one of them may be further on than every running node."""
+        if not any(n.state == "up" and not n.is_primary for n in view.nodes):
+            return []
+        reader = ReadPositions(ServiceParams())
+        down = [n.name for n in view.nodes if n.state == "down" and n.name not in _gone(ctx)]
+        positions = []
+        for name in down:
+            position, sent = reader._read_one(ctx, name, reader.params.service_timeout)
+            for statement, outcome in sent:
+                ctx.sent(statement, result=outcome)
+            positions.append(position)
+        return positions
 
 
 @register

@@ -215,8 +215,7 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         server = view.server(decision.chosen)
         stmts = self._statements(ctx, decision, server)
         fencing = ctx.facts.maybe("fencing", Fencing)
-        old = [s for s in view.servers if s.name == decision.old_primary]
-        risks = decision.risks + split_brain_risks(fencing, [(s.name, s.state, s.error) for s in old])
+        risks = decision.risks + self._old_primary_risks(ctx, decision, fencing)
         return Proposal(
             summary=f"promote {decision.chosen} to primary",
             reason=decision.reason + (f". Fencing: {fencing.summary()}" if fencing is not None and fencing.members else ""),
@@ -225,6 +224,19 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
             risks=risks,
             evidence=fencing.lines() if fencing is not None else [],
         )
+
+    def _old_primary_risks(self, ctx: Ctx, decision: SurvivorDecision, fencing: Fencing | None) -> list[str]:
+        """The old primary as it is now (not as first observed: it may have come back while the run
+        waited, or while drengine was down before a resume): writable again, or neither confirmed
+        dead nor fenced, it is a split brain the gate must name."""
+        if decision.old_primary not in {m.name for m in ctx.cluster.members}:
+            return []
+        now = ctx.backend.probe(decision.old_primary)
+        if now.is_writable_primary:
+            return [f"split brain: {now.name} answers again and takes writes (read_only=0, no replication); promoting "
+                    f"{decision.chosen} makes two primaries. Stop here and run the runbook again: it refuses while a "
+                    f"primary answers, and fences it if you override"]
+        return split_brain_risks(fencing, [(now.name, now.state, now.error)])
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         decision = ctx.facts.get("survivor", SurvivorDecision)

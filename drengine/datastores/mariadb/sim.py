@@ -124,13 +124,24 @@ class SimCluster(BaseModel):
             s.relay.extend(new)
         if s.sql_on and s.relay:
             mine = s.position()
-            for t in s.relay:
+            applied = {t.gtid for t in s.applied}
+            left: list[Txn] = []
+            for i, t in enumerate(s.relay):
                 g = gtid.parse(t.gtid)
                 if gtid.covers(mine, g):
+                    if t.gtid not in applied:
+                        # gtid_strict_mode: a transaction whose sequence number is not past this server's
+                        # own (an errant write took it) stops the SQL thread (error 1950), it is not skipped.
+                        s.sql_on, left = False, s.relay[i:]
+                        s.sql_error, s.sql_error_text = 1950, (
+                            f"An attempt was made to binlog GTID {t.gtid} which would create an out-of-order "
+                            f"sequence number with existing GTID {gtid.render(mine)}, and gtid strict mode is enabled")
+                        break
                     continue
                 s.applied.append(t)
+                applied.add(t.gtid)
                 mine = s.position()
-            s.relay = []
+            s.relay = left
             s.slave_pos = gtid.render(
                 gtid.merge_max(gtid.parse(s.slave_pos), s.position())
             )
@@ -557,6 +568,14 @@ class SimMariaDBBackend:
         s.alive, s.hung, s.read_only = True, False, True
         self.save()
         return f"simulated start of {member}"
+
+    def revive(self, member: str) -> str:
+        """A world change (for the explorer, not a drill fault): the server is back as it was, by
+        itself (its service manager restarted it, or its hang ended), read_only as before."""
+        s = self.sim.server(member)
+        s.alive, s.hung = True, False
+        self.save()
+        return f"simulated return of {member} as it was"
 
     def cut_replication(self, member: str) -> str:
         s = self._reachable(member)
