@@ -206,7 +206,10 @@ def test_hung_node_is_fenced_behind_the_dangerous_gate_then_rejoins(lab: Lab) ->
         code, out, run_dir = lab.run("--yes")
         assert code == 3, out  # a dangerous gate: g3 may be alive (split brain) and its position is unknown
         assert "stopped at step fence-others" in out and "split brain: g3 (hung" in out
-        assert not sent(run_dir)
+        # Only the dead node's saved position was read (grastate.dat, --wsrep-recover); nothing changed.
+        reads = sent(run_dir)
+        assert reads and all(target == "g2" for target, _ in reads), reads
+        assert any("--wsrep-recover" in text for _, text in reads), reads
 
         started = time.monotonic()
         code, out, _ = lab.run("--yes", "--accept-data-loss", resume=run_dir)
