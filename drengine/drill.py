@@ -95,6 +95,12 @@ class DrillKit(Protocol):
         """Members the fault removes for good (the runbook is told, as an operator would with --gone)."""
         ...
 
+    def check_after(self, cluster: Cluster, backend: Any, fault: str) -> list[str]:
+        """After the clean-up (a hung member woken, nothing else done to it): what the runbook
+        failed to leave true, e.g. two writable primaries or a proxy sending writes elsewhere.
+        Any problem fails the drill: a drill never does a runbook's work."""
+        ...
+
 
 def kit_for(kind: str) -> DrillKit:
     store = datastore(kind)
@@ -290,10 +296,13 @@ class _Drill:
             cleanup = self.kit.cleanup(cluster, backend, self.request.fault)
             if cleanup:
                 journal.append(Event.NOTE, text=f"after the drill: {cleanup}")
-        return self._measure_and_judge(journal, outcome, recovered_at, present)
+        aftermath = self.kit.check_after(cluster, backend, self.request.fault)
+        journal.append(Event.NOTE, text="check after the drill: " + ("; ".join(aftermath) or "as the runbook left it"),
+                       problems=aftermath)
+        return self._measure_and_judge(journal, outcome, recovered_at, present, aftermath)
 
     def _measure_and_judge(self, journal: JournalWriter, outcome: RunOutcome, recovered_at: float | None,
-                           present: set[str] | None) -> RunOutcome:
+                           present: set[str] | None, aftermath: Sequence[str] = ()) -> RunOutcome:
         assert self.fault_at is not None
         rto = None if recovered_at is None else round(recovered_at - self.fault_at, 3)
         count = count_canaries(self.canaries, self.fault_at, recovered_at, present)
@@ -313,10 +322,12 @@ class _Drill:
         judgements = judge(rto, lost, self.request.objectives)
         missed_now = missed(judgements)
         runbook_ok = outcome.success
-        passed = runbook_ok and rto is not None and not missed_now
+        passed = runbook_ok and rto is not None and not missed_now and not aftermath
         reasons = []
         if not runbook_ok:
             reasons.append(f"the runbook did not succeed ({outcome.end}: {outcome.summary})")
+        if aftermath:
+            reasons.append("after the drill: " + "; ".join(aftermath))
         if rto is None:
             reasons.append("no canary write succeeded after the runbook")
         if missed_now:
@@ -330,6 +341,9 @@ class _Drill:
         if passed:
             summary = f"{outcome.summary} ({figures})"
             end = outcome.end
+        elif runbook_ok and aftermath:
+            summary = "; ".join(reasons) + f" ({figures}); the runbook itself said: {outcome.summary}"
+            end = "left-unsafe"
         elif runbook_ok and rto is not None:
             summary = "; ".join(reasons) + f"; the runbook itself succeeded: {outcome.summary}"
             end = "objective-missed"

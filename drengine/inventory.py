@@ -149,6 +149,68 @@ class Simulated(Strict):
     state_file: str | None = None
 
 
+class FenceMethod(str, Enum):
+    """How an old primary (or a node left out of a bootstrap) is fenced, tried in the inventory's order."""
+
+    SQL = "sql"  # on a reachable member: read-only, client connections killed
+    SERVICE = "service"  # the stop template over the member's host transport, until its pid is gone
+    SIGNAL = "signal"  # SIGKILL by the member's pid file over its host transport (reaches a hung process)
+    PROXY = "proxy"  # out of every HAProxy backend that serves it
+
+
+DEFAULT_FENCING = (FenceMethod.SQL, FenceMethod.SERVICE, FenceMethod.SIGNAL, FenceMethod.PROXY)
+ProxyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
+                                 description="an HAProxy backend or server name")]
+
+
+class Endpoint(Strict):
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+    _addr = field_validator("address")(check_address)
+
+
+class ProxyRuntimeAPI(Strict):
+    """HAProxy's runtime API: a unix socket (`stats socket PATH level admin`) or a TCP stats socket."""
+
+    socket: str | None = Field(default=None, pattern=r"^/[^\x00\n]*$")
+    address: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    timeout: float = Field(default=2.0, gt=0, le=60)
+
+    _addr = field_validator("address")(lambda v: v if v is None else check_address(v))
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ProxyRuntimeAPI:
+        if (self.socket is None) == (self.address is None or self.port is None):
+            raise ValueError("the runtime API needs exactly one of `socket: PATH` or `address:` with `port:`")
+        return self
+
+
+class ProxyBackend(Strict):
+    name: ProxyName
+    role: str = Field(default="write", pattern=r"^(write|read)$",
+                      description="write: only the primary is ready; read: the members that serve reads")
+    servers: dict[Name, ProxyName] = Field(min_length=1, description="member name -> HAProxy server name")
+
+
+class Proxy(Strict):
+    """An HAProxy in front of the cluster, driven through its runtime API."""
+
+    name: Name
+    host: Name | None = Field(default=None, description="reach the runtime API over this inventory host (socat); "
+                                                         "none: from the machine drengine runs on")
+    api: ProxyRuntimeAPI
+    frontend: Endpoint | None = Field(default=None, description="the write frontend applications use (canaries)")
+    credentials: Credentials | None = Field(default=None, description="the account applications use through the "
+                                                                    "frontend; default: the cluster's")
+    backends: list[ProxyBackend] = Field(min_length=1)
+    standby: str = Field(default="maint", pattern=r"^(maint|drain)$",
+                         description="what the other members of a write backend become when traffic is switched")
+    rejoined: str = Field(default="maint", pattern=r"^(ready|maint)$",
+                          description="what a rejoined member becomes in the read backends")
+
+
 class CephOptions(Strict):
     conf_file: str = "/etc/ceph/ceph.conf"
     client_name: str = Field(default="client.admin", pattern=r"^client\.[A-Za-z0-9_.-]+$")
@@ -235,6 +297,9 @@ class Cluster(Strict):
     ceph: CephOptions | None = None
     # Members the operator declares gone for good (no waiting for them to come back).
     gone_for_good: list[Name] = Field(default_factory=list)
+    fencing: list[FenceMethod] | None = Field(default=None, description="fence methods in the order to try them; "
+                                                                       "default: sql, service, signal, proxy")
+    proxies: list[Proxy] = Field(default_factory=list)
     lock: LockSettings | None = Field(default=None, description="this cluster's lock; default the inventory's `lock:`")
 
     @model_validator(mode="after")
@@ -247,7 +312,18 @@ class Cluster(Strict):
         unknown = [g for g in self.gone_for_good if g not in seen]
         if unknown:
             raise ValueError(f"gone_for_good names {unknown}, which are not members of this cluster")
+        for proxy in self.proxies:
+            for backend in proxy.backends:
+                strangers = sorted(set(backend.servers) - seen)
+                if strangers:
+                    raise ValueError(f"proxy {proxy.name}, backend {backend.name}: servers are given for {strangers}, "
+                                     f"which are not members of this cluster (members: {sorted(seen)})")
+        if len({p.name for p in self.proxies}) != len(self.proxies):
+            raise ValueError("two proxies have the same name; each proxy needs a unique name")
         return self
+
+    def fence_methods(self) -> tuple[FenceMethod, ...]:
+        return tuple(self.fencing) if self.fencing is not None else DEFAULT_FENCING
 
     def member(self, name: str) -> Member:
         for m in self.members:
@@ -321,6 +397,10 @@ class Inventory(Strict):
     @model_validator(mode="after")
     def _hosts_exist(self) -> Inventory:
         for cluster in self.clusters.values():
+            for proxy in cluster.proxies:
+                if proxy.host is not None and proxy.host not in self.hosts:
+                    raise ValueError(f"cluster {cluster.name}: proxy {proxy.name} is reached over host {proxy.host!r}, "
+                                     f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}")
             for member in cluster.members:
                 if member.host is not None and member.host not in self.hosts:
                     raise ValueError(

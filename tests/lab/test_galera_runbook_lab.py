@@ -195,7 +195,7 @@ def test_all_killed_the_most_advanced_node_is_chosen(lab: Lab) -> None:
         assert ("after g1 died",) in lab.query(node, "SELECT note FROM drill.writes")
 
 
-def test_hung_node_is_named_as_a_risk_and_left_alone(lab: Lab) -> None:
+def test_hung_node_is_fenced_behind_the_dangerous_gate_then_rejoins(lab: Lab) -> None:
     lab.query("g1", "INSERT INTO drill.writes (note) VALUES ('before the hang')")
     galera.hang_node(lab.dir, "g3")
     try:
@@ -204,8 +204,8 @@ def test_hung_node_is_named_as_a_risk_and_left_alone(lab: Lab) -> None:
         lab.wait_status("g1", "wsrep_cluster_status", "non-Primary")
 
         code, out, run_dir = lab.run("--yes")
-        assert code == 3, out  # a dangerous gate: g3's position is unknown
-        assert "RISK: g3 did not answer (hung" in out
+        assert code == 3, out  # a dangerous gate: g3 may be alive (split brain) and its position is unknown
+        assert "stopped at step fence-others" in out and "split brain: g3 (hung" in out
         # Only the dead node's saved position was read (grastate.dat, --wsrep-recover); nothing changed.
         reads = sent(run_dir)
         assert reads and all(target == "g2" for target, _ in reads), reads
@@ -214,15 +214,58 @@ def test_hung_node_is_named_as_a_risk_and_left_alone(lab: Lab) -> None:
         started = time.monotonic()
         code, out, _ = lab.run("--yes", "--accept-data-loss", resume=run_dir)
         assert code == 0, out
-        assert time.monotonic() - started < 60  # every probe of the hung node is bounded by the read timeout
-        assert "left alone: g3 is hung" in out
-        assert "Not back: g3 (hung): the cluster serves with 2 of 3 nodes" in out
+        assert time.monotonic() - started < 90  # every probe of the hung node is bounded by the read timeout
+        fence = next(e for e in of_type(run_dir, "step_finished") if e.data["step"] == "fence-others")
+        assert any(line.startswith("g3: service: FENCED") for line in fence.data["evidence"]), fence.data["evidence"]
         for node in ("g1", "g2"):
-            assert lab.status(node)["wsrep_cluster_status"] == "Primary"
+            assert galera.is_running(lab.dir, node), out
+            assert lab.status(node)["wsrep_cluster_status"] == "Primary", out
             assert ("before the hang",) in lab.query(node, "SELECT note FROM drill.writes")
     finally:
-        galera.continue_node(lab.dir, "g3")
-    lab.wait_whole(timeout=30)  # once continued, the hung node rejoins by itself
+        if galera.is_running(lab.dir, "g3"):
+            galera.continue_node(lab.dir, "g3")
+    lab.wait_whole(timeout=60)  # fenced by its stop command, g3 was started again and rejoined
+
+
+def through_proxy(lab: Lab, sql_text: str) -> list[tuple[Any, ...]]:
+    import pymysql
+
+    password = galera.app_password_file(lab.dir).read_text().strip()
+    conn = pymysql.connect(host="127.0.0.1", port=PORT_BASE + galera.PROXY_PORT_OFFSET, user=galera.APP_USER,
+                           password=password, connect_timeout=2, read_timeout=3, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_text)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def test_other_nodes_hung_then_woken_leave_one_primary_component_behind_the_proxy(lab: Lab) -> None:
+    """Issue 13's second "done when": the other nodes hung, the run fences them, bootstraps the survivor
+    and points HAProxy at it; after they wake: one Primary component, writes through the proxy reach it."""
+    lab.wait_whole(90)
+    assert through_proxy(lab, "SELECT @@port") == [(PORT_BASE,)]
+    for node in ("g2", "g3"):
+        galera.hang_node(lab.dir, node)
+    try:
+        lab.wait_status("g1", "wsrep_cluster_status", "non-Primary")
+        code, out, run_dir = lab.run("--yes", "--accept-data-loss")
+        assert code == 0, out
+        fence = next(e for e in of_type(run_dir, "step_finished") if e.data["step"] == "fence-others")
+        for node in ("g2", "g3"):
+            assert any(line.startswith(f"{node}: service: FENCED") for line in fence.data["evidence"]), fence.data
+    finally:
+        for node in ("g2", "g3"):
+            if galera.is_running(lab.dir, node):
+                galera.continue_node(lab.dir, node)  # they wake up; nothing else is done to them
+    lab.wait_whole(60)
+    statuses = {n: lab.status(n) for n in NODES}
+    assert {s["wsrep_cluster_status"] for s in statuses.values()} == {"Primary"}
+    assert len({s["wsrep_cluster_state_uuid"] for s in statuses.values()}) == 1
+    assert through_proxy(lab, "SELECT @@port") == [(PORT_BASE,)]  # g1, the bootstrapped node
+    through_proxy(lab, "INSERT INTO drengine.heartbeat (id, written_at) VALUES ('after-wake', 1)")
+    assert lab.query("g1", "SELECT COUNT(*) FROM drengine.heartbeat WHERE id = 'after-wake'") == [(1,)]
 
 
 def test_drill_kill_two_nodes_on_the_lab(lab: Lab) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from drengine.clock import wait_until
 from drengine.datastores.mariadb import lab as lab_mariadb
@@ -115,24 +116,70 @@ def test_relay_log_received_but_unapplied_is_kept(lab: tuple[LabDir, str], tmp_p
     assert_promoted(lab_dir, "db2", "db3", 30)
 
 
-def test_hung_primary_is_not_a_stall(lab: tuple[LabDir, str], tmp_path: Path) -> None:
+def through_proxy(lab: LabDir, sql_text: str) -> list[tuple[object, ...]]:
+    """A statement through HAProxy's write frontend, as the application account."""
+    import pymysql
+
+    password = (lab.root / "mariadb" / "app.password").read_text().strip()
+    conn = pymysql.connect(host="127.0.0.1", port=lab_mariadb.WRITE_PORT, user="app", password=password,
+                           connect_timeout=2, read_timeout=3, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_text)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def writable(lab: LabDir) -> list[str]:
+    out = []
+    for name in lab_mariadb.NAMES:
+        if not lab_mariadb.is_running(lab, name):
+            continue
+        ro, channels = sql(lab, name, "SELECT @@read_only")[0][0], slave(lab, name)
+        if ro == 0 and not channels:
+            out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("fencing", [None, ["signal"]])
+def test_hung_primary_is_fenced_then_wakes_to_one_writable_primary(lab: tuple[LabDir, str], tmp_path: Path,
+                                                                   fencing: list[str] | None) -> None:
+    """Issue 13's first "done when": primary hung (SIGSTOP), run with --yes --accept-data-loss, then
+    the old primary wakes up: exactly one writable primary, and HAProxy's write frontend reaches it."""
     lab_dir, inventory = lab
+    if fencing is not None:
+        data = yaml.safe_load(Path(inventory).read_text())
+        data["clusters"]["lab-mariadb"]["fencing"] = fencing
+        Path(inventory).write_text(yaml.safe_dump(data, sort_keys=False))
     write_rows(lab_dir, 1, 5)
     lab_mariadb.wait_replicated(lab_dir)
+    assert through_proxy(lab_dir, "SELECT @@server_id") == [(1,)]
     lab_mariadb.hang(lab_dir, "db1")
     try:
-        # The replicas notice after slave_net_timeout (4 s in the lab) and start reconnecting.
-        assert wait_until(lambda: all(slave(lab_dir, n)["Slave_IO_Running"] != "Yes" for n in ("db2", "db3")), 20)
+        code, out = run(inventory, tmp_path / "r1", "--yes")
+        assert code == 3, out  # fencing a primary that may be alive is a dangerous gate: --yes is not enough
+        assert "split brain: db1 (hung" in out
+        assert not of_type(tmp_path / "r1", "statement_sent")
         started = time.monotonic()
-        code, out = run(inventory, tmp_path / "r", "--yes")
+        code, out = run(inventory, tmp_path / "r2", "--yes", "--accept-data-loss")
         took = time.monotonic() - started
         assert code == 0, out
-        assert "db1" in out and "no answer within" in out
-        new = "db2" if read_only(lab_dir, "db2") == 0 else "db3"
-        assert_promoted(lab_dir, new, "db3" if new == "db2" else "db2", 5)
-        assert took < 15, took
+        method = "signal" if fencing else "service"
+        fence = next(e for e in of_type(tmp_path / "r2", "step_finished") if e.data["step"] == "fence-old-primary")
+        assert any(line.startswith(f"db1: {method}: FENCED") for line in fence.data["evidence"]), fence.data["evidence"]
+        assert took < 20, took
     finally:
-        lab_mariadb.resume(lab_dir, "db1")
+        if lab_mariadb.is_running(lab_dir, "db1"):
+            lab_mariadb.resume(lab_dir, "db1")  # the old primary wakes up; nothing else is done to it
+    assert writable(lab_dir) in (["db2"], ["db3"])
+    new = writable(lab_dir)[0]
+    new_id = sql(lab_dir, new, "SELECT @@server_id")[0][0]
+    assert through_proxy(lab_dir, "SELECT @@server_id") == [(new_id,)]
+    through_proxy(lab_dir, "INSERT INTO drengine.heartbeat (id, written_at) VALUES ('after-wake', 1)")
+    assert sql(lab_dir, new, "SELECT COUNT(*) FROM drengine.heartbeat WHERE id = 'after-wake'") == [(1,)]
+    traffic = next(e for e in of_type(tmp_path / "r2", "step_finished") if e.data["step"] == "switch-traffic")
+    assert any(f"landed on {new}" in line and "GTID 0-" in line for line in traffic.data["evidence"]), traffic.data
 
 
 def positions(lab: LabDir) -> list[tuple[object, ...]]:
@@ -165,11 +212,16 @@ def test_primary_alive_refused_then_overridden(lab: tuple[LabDir, str], tmp_path
     assert positions(lab_dir) == before
     code, out = run(inventory, tmp_path / "r2", "--yes", "--override", "check-no-primary", "--accept-data-loss",
                     "--reason", "drill: db1 is fenced")
-    # Overridden, but db1 still answers writable beside db2: the final observation says split brain.
+    # Overridden: db1 is fenced by SQL before the promotion (read-only, its clients cut; db2 first
+    # applies everything db1 wrote); the final observation says db1 still needs rejoining.
     assert code == 1, out
-    assert "INCOMPLETE" in out and "split brain" in out
+    assert "INCOMPLETE" in out and "db1 follows nobody (read_only=1); run mariadb-rejoin" in out
     assert of_type(tmp_path / "r2", "override")[0].data["reason"] == "drill: db1 is fenced"
-    assert read_only(lab_dir, "db2") == 0
+    assert read_only(lab_dir, "db2") == 0 and read_only(lab_dir, "db1") == 1
+    assert writable(lab_dir) == ["db2"]
+    code, out = run(inventory, tmp_path / "r3", "--yes", runbook="mariadb-rejoin")
+    assert code == 0, out
+    assert through_proxy(lab_dir, "SELECT @@server_id") == [(2,)]
 
 
 def test_all_members_down_fails_clearly(lab: tuple[LabDir, str], tmp_path: Path) -> None:
@@ -179,7 +231,7 @@ def test_all_members_down_fails_clearly(lab: tuple[LabDir, str], tmp_path: Path)
     started = time.monotonic()
     code, out = run(inventory, tmp_path / "r", "--yes")
     assert code == 1
-    assert "no server answered" in out and "Can't connect" in out
+    assert "no server answered" in out and "db1: connection refused" in out
     assert time.monotonic() - started < 10
 
 
@@ -197,6 +249,9 @@ def test_rejoin_returned_old_primary(lab: tuple[LabDir, str], tmp_path: Path) ->
     s = slave(lab_dir, "db1")
     assert s["Master_Port"] == 33062 and s["Slave_SQL_Running"] == "Yes" and read_only(lab_dir, "db1") == 1
     assert wait_until(lambda: rows(lab_dir, "db1") == 6, 10)
+    # Back in the proxy as the lab inventory says: ready in the read backend, in maint for writes.
+    readmit = [e.data["text"] for e in of_type(tmp_path / "j", "statement_sent") if e.data["step"] == "readmit"]
+    assert any("set server mariadb_read/db1 state ready" in t for t in readmit), readmit
 
 
 CRASH_POINTS = [

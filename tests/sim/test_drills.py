@@ -47,10 +47,31 @@ def test_cut_replication_loses_exactly_the_unreplicated_writes(tmp_path: Path) -
     assert lost["lost"] == [f"canary-fault-{i:03d}" for i in range(10)]
 
 
-def test_hang_primary_is_continued_and_fenced(tmp_path: Path) -> None:
+def test_hang_primary_passes_on_the_runbooks_own_fencing(tmp_path: Path) -> None:
     code, out, run_dir = drill(tmp_path, "hang-primary")
     assert code == 0, out
-    assert any("SIGCONT" in e.data["text"] and "read_only=1 (fenced)" in e.data["text"] for e in of_type(run_dir, "note"))
+    notes = [e.data["text"] for e in of_type(run_dir, "note")]
+    # The runbook fenced db1 (its stop command); the drill found nothing left to wake, and checked.
+    assert "after the drill: db1: nothing to wake: the simulated server is not running; db2: nothing to wake" in "\n".join(notes)
+    assert "check after the drill: as the runbook left it" in notes
+    fence = next(e for e in of_type(run_dir, "step_finished") if e.data["step"] == "fence-old-primary")
+    assert any(line.startswith("db1: service: FENCED") for line in fence.data["evidence"])
+
+
+def test_hang_primary_fails_when_the_runbook_cannot_fence(tmp_path: Path) -> None:
+    """Only SQL fencing allowed: it cannot reach a hung primary, so the promotion goes ahead behind the
+    dangerous gate (the drill policy approves it); once woken, db1 is writable beside db2 and the
+    drill fails. The drill does not fence anything itself."""
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(Path(INVENTORY).read_text().replace("    members: *members\n    proxies: *proxies\n",
+                                                       "    members: *members\n    fencing: [sql]\n"))
+    run_dir = tmp_path / "d"
+    code, out = cli("drill", "mariadb-promote-survivor", "-i", str(inv), "-c", "sim-mariadb-healthy", "--fault",
+                    "hang-primary", "--run-dir", str(run_dir))
+    assert code == 1, out
+    assert "2 writable members after the drill (db1, db2): split brain, the runbook did not fence the old primary" in out
+    promote = next(e for e in of_type(run_dir, "gate_asked") if e.data["step"] == "promote")
+    assert promote.data["level"] == "dangerous" and any("split brain: db1" in r for r in promote.data["risks"])
 
 
 def test_refused_on_unhealthy_cluster(tmp_path: Path) -> None:
@@ -115,7 +136,7 @@ def test_reports_validate(tmp_path: Path) -> None:
     schema = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd"))
     schema.validate(str(run_dir / "junit.xml"))
     junit: Any = schema.to_dict(str(run_dir / "junit.xml"))
-    assert int(junit["@tests"]) == 6 and int(junit["@failures"]) == 0  # a case per step; no objective was set
+    assert int(junit["@tests"]) == 8 and int(junit["@failures"]) == 0  # a case per step; no objective was set
     families = {f.name: f for f in text_string_to_metric_families((run_dir / "drill.prom").read_text())}
     assert set(families) == {"drengine_drill_success", "drengine_drill_recovery_seconds", "drengine_drill_lost_writes",
                              "drengine_drill_canary_writes", "drengine_drill_last_run_timestamp_seconds"}
@@ -156,7 +177,7 @@ def test_mongodb_kill_majority_drill(tmp_path: Path) -> None:
     assert "must stay down" in out
 
 
-@pytest.mark.parametrize("fault", ["kill-two-nodes", "kill-all"])
+@pytest.mark.parametrize("fault", ["kill-two-nodes", "kill-all", "hang-two-nodes"])
 def test_galera_drills(tmp_path: Path, fault: str) -> None:
     run_dir = tmp_path / "galera"
     code, out = cli("drill", "galera-bootstrap-survivor", "-i", str(ROOT / "inventory" / "simulated-galera.yaml"),
@@ -164,6 +185,7 @@ def test_galera_drills(tmp_path: Path, fault: str) -> None:
     assert code == 0, out
     assert measurement(run_dir, "lost_writes") == 0
     assert "Primary and Synced in one component of size 3" in out
+    assert "check after the drill: as the runbook left it" in [e.data["text"] for e in of_type(run_dir, "note")]
 
 
 def test_ceph_kill_osds_drill(tmp_path: Path) -> None:

@@ -21,12 +21,8 @@ from tests.helpers import cli
 CASES = Path(__file__).parent / "explore_cases"
 RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-survivor", "mongodb-force-primary",
             "mongodb-rejoin", "ceph-degrade", "ceph-restore", "ceph-mon-quorum", "elasticsearch-reallocate"]
-# Violations known and being fixed on another branch (fencing of a hung old primary before a
-# promotion): counted, not shrunk. Remove once it is on main.
-KNOWN: dict[str, frozenset[str]] = {
-    "mariadb-promote-survivor": frozenset({"mariadb.one-writable-primary", "goal.success-implies-goal"}),
-    "mariadb-rejoin": frozenset({"mariadb.one-writable-primary", "goal.success-implies-goal"}),
-}
+# Violations known and being fixed elsewhere: counted, not shrunk.
+KNOWN: dict[str, frozenset[str]] = {}
 
 
 @pytest.mark.parametrize("runbook", RUNBOOKS)
@@ -47,15 +43,6 @@ def test_every_counterexample_found_is_fixed(case: Path, tmp_path: Path) -> None
     assert not result.violations, [v.line() for v in result.violations]
 
 
-@pytest.mark.xfail(strict=True, reason="fencing the old primary before a promotion is another branch's work (mysql): "
-                                       "when it lands these pass; move them up to explore_cases/ and drop KNOWN")
-@pytest.mark.parametrize("case", sorted((CASES / "pending").glob("*.yaml")), ids=lambda p: p.stem)
-def test_counterexamples_whose_fix_is_elsewhere_are_still_violated(case: Path, tmp_path: Path) -> None:
-    scenario = load(case)
-    result = Runner(scenario.runbook, tmp_path, keep=True).run(scenario)
-    assert not result.violations, [v.line() for v in result.violations]
-
-
 def _least_advanced(view: object) -> mariadb_actions.SurvivorDecision:
     """A broken decision: promote the LEAST advanced eligible replica, and say nothing of it."""
     decision = ORIGINAL_CHOICE(view)  # type: ignore[arg-type]
@@ -72,7 +59,7 @@ ORIGINAL_CHOICE = mariadb_actions.choose_survivor
 def test_a_broken_survivor_choice_is_caught_and_shrunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mariadb_actions, "choose_survivor", _least_advanced)
     report = explore("mariadb-promote-survivor", tmp_path, count=300, seed=0,
-                     ignore=KNOWN["mariadb-promote-survivor"])
+                     ignore=KNOWN.get("mariadb-promote-survivor", frozenset()))
     found = {f.invariant: f for f in report.found}
     assert "mariadb.promoted-holds-everything" in found, "\n".join(summary(report))
     minimal = found["mariadb.promoted-holds-everything"].result.scenario
@@ -154,7 +141,7 @@ def test_the_command_replays_a_case_and_exports_it_for_drengine_run(tmp_path: Pa
 
 def test_the_command_explores_and_says_nothing_was_violated(tmp_path: Path) -> None:
     code, out = cli("explore", "mariadb-rejoin", "--scenarios", "40", "--seed", "3", "--out", str(tmp_path),
-                    *[f"--ignore={name}" for name in KNOWN["mariadb-rejoin"]])
+                    *[f"--ignore={name}" for name in KNOWN.get("mariadb-rejoin", frozenset())])
     assert code == 0, out
     assert "explore mariadb-rejoin: 40 scenarios" in out and "no invariant violated" in out
 

@@ -48,7 +48,7 @@ def test_break_lock_stops_the_holder_at_its_next_step_boundary_and_it_can_resume
 
     code, out = first.let_go()
     assert code == 4, out
-    assert "LOCK LOST before step promote" in out and "--break-lock gave it to" in out
+    assert "LOCK LOST before step fence-old-primary" in out and "--break-lock gave it to" in out
     types = [e.type.value for e in of_type(tmp_path / "r1", "lock_lost") + of_type(tmp_path / "r1", "run_finished")]
     assert types == ["lock_lost", "run_finished"]
     started = [e.data["step"] for e in of_type(tmp_path / "r1", "step_started")]

@@ -13,6 +13,10 @@ from drengine.datastores.mariadb.sim import SimCluster
 from tests.helpers import cli, cli_subprocess, events, of_type
 
 INVENTORY = """\
+hosts:
+  h1: {{address: 127.0.1.11}}
+  h2: {{address: 127.0.1.12}}
+  h3: {{address: 127.0.1.13}}
 clusters:
   sim:
     kind: mariadb
@@ -21,9 +25,16 @@ clusters:
     timeouts: {{connect: 1, read: 2, catch_up: 5}}
     replication: {{user: repl, password: {{env: SIM_REPL_PASSWORD}}}}
     members:
-      - {{name: db1, address: 127.0.1.11, port: 3306}}
-      - {{name: db2, address: 127.0.1.12, port: 3306}}
-      - {{name: db3, address: 127.0.1.13, port: 3306}}
+      - {{name: db1, address: 127.0.1.11, port: 3306, host: h1, pid_file: /run/mysqld/mysqld.pid}}
+      - {{name: db2, address: 127.0.1.12, port: 3306, host: h2, pid_file: /run/mysqld/mysqld.pid}}
+      - {{name: db3, address: 127.0.1.13, port: 3306, host: h3, pid_file: /run/mysqld/mysqld.pid}}
+    proxies:
+      - name: haproxy1
+        api: {{socket: /run/haproxy/admin.sock}}
+        frontend: {{address: 127.0.1.10, port: 3306}}
+        backends:
+          - {{name: mariadb_write, servers: {{db1: db1, db2: db2, db3: db3}}}}
+          - {{name: mariadb_read, role: read, servers: {{db1: db1, db2: db2, db3: db3}}}}
 """
 
 
@@ -86,28 +97,47 @@ def test_primary_alive_is_refused_with_override_named(tmp_path: Path) -> None:
 def test_override_is_journaled_with_the_risk(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, "primary-alive", "--yes", "--override", "check-no-primary", "--accept-data-loss",
                              "--reason", "db1 is fenced at the load balancer")
-    # The override is honoured, but the verdict comes from the final observation: db1 is still
-    # writable beside the new primary, so the run is not DONE, whatever the operator said.
+    # The override is honoured and db1 is fenced before the promotion (read-only: no split brain), but
+    # the verdict comes from the final observation: db1 follows nobody yet, so the run is not DONE.
     assert code == 1, out
-    assert "INCOMPLETE" in out and "2 writable primaries (db1, db2): split brain" in out
+    assert "INCOMPLETE" in out and "db1 follows nobody (read_only=1); run mariadb-rejoin" in out
     assert "overridden: check-no-primary" in out
     overrides = of_type(run_dir, "override")
     assert len(overrides) == 1
     assert overrides[0].data["reason"] == "db1 is fenced at the load balancer"
-    assert "keeps accepting writes" in overrides[0].data["risk"]
+    assert "is fenced and replaced" in overrides[0].data["risk"]
+    sim = state(run_dir)
+    assert sim.server("db1").read_only and primary_of(sim) == ["db2"]  # the override fenced db1 by SQL first
+    fenced = [e.data for e in of_type(run_dir, "statement_sent") if e.data["step"] == "fence-old-primary"]
+    assert fenced[0]["target"] == "db1" and fenced[0]["text"] == "SET GLOBAL read_only=1"
 
 
-def test_hung_primary_does_not_stall(tmp_path: Path) -> None:
+def test_hung_primary_is_fenced_behind_a_dangerous_gate(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, "primary-hung", "--yes")
+    assert code == 3, out  # --yes does not approve fencing a primary that may be alive
+    assert "stopped at step fence-old-primary" in out and "split brain: db1 (hung" in out
+    assert primary_of(state(run_dir)) == [] and not of_type(run_dir, "statement_sent")
+    code, out, run_dir = run(tmp_path, "primary-hung", "--yes", "--accept-data-loss", name="run2")
     assert code == 0, out
     assert "no answer within the read timeout of 2 s" in out
-    assert primary_of(state(run_dir)) == ["db2"]
+    sim = state(run_dir)
+    assert primary_of(sim) == ["db2"]
+    assert not sim.server("db1").alive  # stopped by the service template: it cannot come back writable
+    fence = next(e for e in of_type(run_dir, "step_finished") if e.data["step"] == "fence-old-primary")
+    assert "db1: sql: SKIPPED: it did not answer the probe (hung); SQL cannot reach it" in fence.data["evidence"]
+    assert any(line.startswith("db1: service: FENCED:") for line in fence.data["evidence"])
+    assert "db1: signal: NOT NEEDED: already fenced by service" in fence.data["evidence"]
+    promote = next(e for e in of_type(run_dir, "gate_asked") if e.data["step"] == "promote")
+    assert promote.data["level"] == "confirm"  # fenced: the promotion itself is an ordinary gate
+    assert "Fencing: db1 fenced by service: `systemctl stop mariadb` exited 0" in promote.data["reason"]
+    writers = [v for v in state(run_dir).proxies[0].admin["mariadb_write"].items() if v[1] == "ready"]
+    assert writers == [("db2", "ready")]
 
 
 def test_all_replicas_down_fails_clearly(tmp_path: Path) -> None:
     code, out, _ = run(tmp_path, "all-replicas-down", "--yes")
     assert code == 1
-    assert "no server answered" in out and "db2: cannot connect" in out
+    assert "no server answered" in out and "db2: connection refused" in out
 
 
 def test_best_replica_without_binlog_is_skipped_behind_a_dangerous_gate(tmp_path: Path) -> None:
@@ -134,8 +164,9 @@ def test_stop_at_gate_changes_nothing_and_can_resume(tmp_path: Path) -> None:
 
 def test_interactive_break_glass_takes_typed_cluster_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("drengine.cli._is_interactive", lambda: True)
-    # The check refuses (db1 is alive): details, proceed, a wrong name, the right one, a reason; then two plain gates.
-    answers = "d\np\nwrong\nsim\ndb1 is fenced\np\n\np\n\n"
+    # The check refuses (db1 is alive): details, proceed, a wrong name, the right one, a reason; then the dangerous
+    # gate of fencing db1 (the cluster name again), and the plain gates of promote, repoint and switch-traffic.
+    answers = "d\np\nwrong\nsim\ndb1 is fenced\np\nsim\n\np\n\np\n\np\n\n"
     code, out = cli("run", "mariadb-promote-survivor", "-i", inventory(tmp_path, "primary-alive"), "-c", "sim",
                     "--run-dir", str(tmp_path / "i"), input=answers)
     assert code == 1, out  # db1 stays writable beside db2: INCOMPLETE, not DONE
@@ -143,7 +174,7 @@ def test_interactive_break_glass_takes_typed_cluster_name(tmp_path: Path, monkey
     assert "SAFETY CHECK REFUSED" in out and "That is not the cluster name." in out
     assert "exact statements:" in out and "[db2] RESET SLAVE ALL" in out
     gates = of_type(tmp_path / "i", "gate_answered")
-    assert [g.data["policy"] for g in gates] == ["interactive"] * 3
+    assert [g.data["policy"] for g in gates] == ["interactive"] * 5
     assert gates[0].data["reason"] == "db1 is fenced"
     assert of_type(tmp_path / "i", "override")[0].data["reason"] == "db1 is fenced"
 
@@ -227,6 +258,11 @@ def _crash_points(run_dir: Path) -> list[str]:
     return points
 
 
+def _mutates(data: dict[str, str]) -> bool:
+    """Statements that change the cluster (drengine's own schema aside: verify and the proxy canary)."""
+    return data["step"] != "verify" and "drengine" not in data["text"]
+
+
 def test_crash_at_every_boundary_then_resume(tmp_path: Path) -> None:
     """SIGKILL the engine after each journal event of the run (step boundaries and each
     statement inside mutating steps), resume, and check no mutating statement was sent twice
@@ -234,7 +270,7 @@ def test_crash_at_every_boundary_then_resume(tmp_path: Path) -> None:
     drengine's heartbeat row, so it may run again.)"""
     code, out, clean = run(tmp_path, "primary-dead-replica-lagging", "--yes", name="clean")
     assert code == 0, out
-    clean_sent = [(e.data["target"], e.data["text"]) for e in of_type(clean, "statement_sent") if e.data["step"] != "verify"]
+    clean_sent = [(e.data["target"], e.data["text"]) for e in of_type(clean, "statement_sent") if _mutates(e.data)]
     points = _crash_points(clean)
     assert len(points) > 15
     inv = inventory(tmp_path, "primary-dead-replica-lagging")
@@ -247,7 +283,7 @@ def test_crash_at_every_boundary_then_resume(tmp_path: Path) -> None:
         env.pop("DRENGINE_TEST_CRASH_AFTER")
         second = cli_subprocess("run", "--resume", str(run_dir), "--yes", env=env)
         assert second.returncode == 0, (point, second.stdout, second.stderr)
-        sent = [(e.data["target"], e.data["text"]) for e in of_type(run_dir, "statement_sent") if e.data["step"] != "verify"]
+        sent = [(e.data["target"], e.data["text"]) for e in of_type(run_dir, "statement_sent") if _mutates(e.data)]
         mutating = [s for s in sent if not s[1].startswith("SELECT")]
         assert len(mutating) == len(set(mutating)), (point, sent)
         assert [s for s in clean_sent if not s[1].startswith("SELECT")] == mutating, (point, sent)

@@ -166,7 +166,7 @@ def test_a_gate_that_waited_acts_on_what_is_true_now_and_asks_again_when_it_chan
 
     def db2_wakes(request: GateRequest) -> None:
         if request.step == "promote" and request.proposal.summary == "promote db3 to primary":
-            world.backend.revive("db2")
+            world.backend.resume("db2")
 
     # promote (db3, dangerous): the operator takes a minute and approves; promote again (db2): approve;
     # repoint: approve.
@@ -226,7 +226,7 @@ def test_retry_at_a_gate_observes_again(tmp_path: Path) -> None:
     world = World()
 
     def db2_wakes(request: GateRequest) -> None:
-        world.backend.revive("db2")
+        world.backend.resume("db2")
 
     gates = Scripted(["retry", "proceed", "proceed"], on_ask=db2_wakes)
     outcome = start_run(engine_request(tmp_path, run_dir, gates, SimulatedClock(), world=world))

@@ -67,7 +67,7 @@ def test_text_output_names_the_dead_primary_and_the_command() -> None:
     code, out = cli("status", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb")
     assert code == 1
     assert "sim-mariadb (mariadb, simulated: primary-dead-replica-lagging): DOWN" in out
-    assert "the primary db1 is down: dead" in out and "error 2003" in out
+    assert "the primary db1 is down: dead" in out and "connection refused" in out
     assert "$ drengine plan mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb" in out
     assert "\x1b[" not in out  # no colour off a terminal
 
@@ -263,3 +263,10 @@ def test_registry_in_runs_list_and_status(tmp_path: Path) -> None:
     assert registry["sim-mariadb-healthy"]["runs"] == []
     code, doc = status_doc("inventory/simulated.yaml", "-c", "sim-mariadb")
     assert "is stopped (resumable): drengine run --resume" in doc["clusters"][0]["runs_registry"]
+
+
+def test_status_shows_where_each_proxy_sends_writes() -> None:
+    code, out = cli("status", "-i", str(ROOT / "inventory" / "simulated.yaml"), "-c", "sim-mariadb-healthy", "--json")
+    assert code == 0, out
+    [cluster] = json.loads(out)["clusters"]
+    assert cluster["proxies"] == [{"name": "haproxy1", "state": "writes to one server", "points_to": "db1", "error": ""}]

@@ -65,11 +65,12 @@ def test_gates_answered_with_the_new_keys_in_colour(tmp_path: Path) -> None:
     child.sendline("yes")
     child.expect("Reason")
     child.sendline("pty test")
-    child.expect(loose("step repoint-replicas"))
-    child.expect(PROMPT)
-    child.sendline("y")
-    child.expect("Reason")
-    child.sendline("")
+    for step in ("repoint-replicas", "switch-traffic"):
+        child.expect(loose(f"step {step}"))
+        child.expect(PROMPT)
+        child.sendline("y")
+        child.expect("Reason")
+        child.sendline("")
     child.expect(["DONE", "FAILED"])
     rest = child.before + child.after
     child.expect(pexpect.EOF)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from drengine.datastores.galera.actions import DiskPosition, assess_primary, choose_bootstrap_node, components
 from drengine.datastores.galera.connector import (
     GaleraView,
     NodeView,
@@ -14,6 +13,7 @@ from drengine.datastores.galera.connector import (
     render_service,
     safe_to_bootstrap_command,
 )
+from drengine.datastores.galera.decisions import DiskPosition, assess_primary, choose_bootstrap_node, components
 from drengine.errors import CommandFailed, InputError
 from drengine.inventory import Cluster
 
@@ -245,15 +245,34 @@ def test_service_commands_quote_inventory_values() -> None:
 
 
 def test_probe_errors_say_what_state_the_node_is_in() -> None:
+    """The state comes from the exception's type, errno and the timeout that fired, as pymysql
+    raises them (the socket error kept as `original_exception` or as the context)."""
     import pymysql
 
-    from drengine.datastores.galera.connector import _classify
+    from drengine.datastores.mysql_pool import classify
 
-    refused = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)")
-    assert _classify(refused, 2, 5)[0] == "down"
-    no_syn = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '10.0.0.9' (timed out)")
-    assert _classify(no_syn, 2, 5) == ("unreachable", "no TCP answer within the connect timeout of 2 s (host down or partitioned?)")
-    stopped = pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query (timed out)")
-    assert _classify(stopped, 2, 5)[0] == "hung"
+    def wrapped(code: int, cause: OSError, kept: bool) -> pymysql.err.OperationalError:
+        try:
+            try:
+                raise cause
+            except OSError as exc:
+                error = pymysql.err.OperationalError(code, "some text that is not read")
+                if kept:
+                    error.original_exception = exc  # type: ignore[attr-defined]
+                    raise error from None
+                raise error  # noqa: B904 - pymysql raises its own error inside the except block
+        except pymysql.err.OperationalError as exc:
+            return exc
+
+    refused = wrapped(2003, ConnectionRefusedError(111, "Connection refused"), kept=True)
+    assert classify(refused, 2, 5).state == "down"
+    no_syn = wrapped(2003, TimeoutError("timed out"), kept=True)
+    assert classify(no_syn, 2, 5).detail == "no TCP answer within the connect timeout of 2 s (host down or partitioned?)"
+    assert classify(no_syn, 2, 5).state == "unreachable"
+    stopped = wrapped(2013, TimeoutError("timed out"), kept=False)
+    assert classify(stopped, 2, 5).state == "hung"
+    closed = pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query (timed out)")
+    assert classify(closed, 2, 5).state == "unreachable"  # the words "timed out" alone do not make it hung
     denied = pymysql.err.OperationalError(1045, "Access denied for user 'root'@'127.0.0.1'")
-    assert _classify(denied, 2, 5) == ("unreachable", "error 1045: Access denied for user 'root'@'127.0.0.1'")
+    assert classify(denied, 2, 5).state == "up" and classify(denied, 2, 5).errno == 1045
+

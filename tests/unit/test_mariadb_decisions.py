@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from drengine.datastores.mariadb.actions import choose_survivor, plan_rejoin
 from drengine.datastores.mariadb.connector import Channel, ClusterView, ServerView
+from drengine.datastores.mariadb.decisions import choose_survivor, plan_rejoin
 
 
 def replica(name: str, port: int, received: str, applied: str | None = None, **kw: object) -> ServerView:
     applied = applied if applied is not None else received
     return ServerView(
-        name=name, address="127.0.0.1", port=port, reachable=True, read_only=True, log_bin=True,
+        name=name, address="127.0.0.1", port=port, read_only=True, log_bin=True,
         log_slave_updates=True, gtid_binlog_pos=applied, gtid_slave_pos=applied, gtid_current_pos=applied,
         channels=[Channel(master_host="127.0.0.1", master_port=3001, io_running="Connecting", sql_running="Yes",
                           using_gtid="Slave_Pos", gtid_io_pos=received)],
@@ -18,7 +18,7 @@ def replica(name: str, port: int, received: str, applied: str | None = None, **k
 
 
 def dead(name: str, port: int) -> ServerView:
-    return ServerView(name=name, address="127.0.0.1", port=port, reachable=False, error="connection refused")
+    return ServerView(name=name, address="127.0.0.1", port=port, state="down", error="connection refused")
 
 
 def view(*servers: ServerView) -> ClusterView:
@@ -75,7 +75,7 @@ def test_no_replica_reachable_says_what_was_seen() -> None:
 
 
 def primary(name: str, port: int, pos: str, state: str = "") -> ServerView:
-    return ServerView(name=name, address="127.0.0.1", port=port, reachable=True, read_only=False, log_bin=True,
+    return ServerView(name=name, address="127.0.0.1", port=port, read_only=False, log_bin=True,
                       log_slave_updates=True, gtid_binlog_pos=pos, gtid_current_pos=pos, gtid_binlog_state=state or pos)
 
 

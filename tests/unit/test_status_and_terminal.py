@@ -26,20 +26,22 @@ HUNG = "no answer within the read timeout of 1.5 s (hung or overloaded server?)"
 
 
 def primary(name: str = "db1", pos: str = "0-1-100", port: int = 1) -> ServerView:
-    return ServerView(name=name, address="127.0.0.1", port=port, reachable=True, read_only=False, log_bin=True,
+    return ServerView(name=name, address="127.0.0.1", port=port, read_only=False, log_bin=True,
                       log_slave_updates=True, gtid_binlog_pos=pos, gtid_current_pos=pos)
 
 
 def replica(name: str, port: int, received: str, io: str = "Yes", source_port: int = 1, behind: int | None = 0) -> ServerView:
     ch = Channel(master_host="127.0.0.1", master_port=source_port, io_running=io, sql_running="Yes",
                  using_gtid="Slave_Pos", gtid_io_pos=received, seconds_behind_master=behind if io == "Yes" else None)
-    return ServerView(name=name, address="127.0.0.1", port=port, reachable=True, read_only=True, log_bin=True,
+    return ServerView(name=name, address="127.0.0.1", port=port, read_only=True, log_bin=True,
                       log_slave_updates=True, gtid_binlog_pos=received, gtid_slave_pos=received,
                       gtid_current_pos=received, channels=[ch])
 
 
 def down(name: str, port: int, error: str) -> ServerView:
-    return ServerView(name=name, address="127.0.0.1", port=port, reachable=False, error=error)
+    # The probe's own reading of the failure (by exception type and errno), as the connector gives it.
+    state = "hung" if error == HUNG else "down"
+    return ServerView(name=name, address="127.0.0.1", port=port, state=state, error=error)
 
 
 def view(*servers: ServerView) -> ClusterView:
@@ -79,7 +81,7 @@ def test_two_writable_primaries_are_a_split() -> None:
 
 
 def test_old_primary_back_read_only_is_degraded_with_rejoin() -> None:
-    old = down("db1", 1, "").model_copy(update={"reachable": True, "read_only": True, "gtid_current_pos": "0-1-100"})
+    old = down("db1", 1, "").model_copy(update={"state": "up", "read_only": True, "gtid_current_pos": "0-1-100"})
     reading = read_view(view(old, primary("db2", "0-1-100,0-2-3", 2), replica("db3", 3, "0-1-100,0-2-3", source_port=2)))
     assert reading.verdict is Verdict.DEGRADED
     assert any(a.runbook == "mariadb-rejoin" and "db1" in a.why for a in reading.advice)

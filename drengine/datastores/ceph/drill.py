@@ -85,6 +85,9 @@ class CephKit:
     def declares_gone(self, cluster: Cluster, fault: str) -> tuple[str, ...]:
         return ()
 
+    def check_after(self, cluster: Cluster, backend: CephBackend, fault: str) -> list[str]:
+        return []
+
     def cleanup(self, cluster: Cluster, backend: CephBackend, fault: str) -> str | None:
         return (f"{', '.join(self._victims(cluster))} are still down and min_size is lowered: start them, then run "
                 f"ceph-restore")

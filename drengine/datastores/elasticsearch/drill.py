@@ -82,6 +82,9 @@ class ElasticKit:
         assert self.inventory is not None
         return Injected(signal_member(self.inventory, cluster, cluster.member(victim), "KILL"), members=[victim])
 
+    def check_after(self, cluster: Cluster, backend: Any, fault: str) -> list[str]:
+        return []
+
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         return None
 

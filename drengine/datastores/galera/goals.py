@@ -1,10 +1,13 @@
 """The goal of the Galera runbook, checked on a fresh observation before a run says DONE:
-one Primary component, and every node that answers is in it and synced."""
+one Primary component, every node that answers is in it and synced, and every proxy in the
+inventory sends writes only to nodes of that component."""
 
 from __future__ import annotations
 
-from drengine.datastores.galera.actions import _evidence, components
+from drengine.datastores.galera.actions import _evidence
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView
+from drengine.datastores.galera.decisions import components
+from drengine.haproxy import ProxyView
 from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 
 Ctx = RunContext[GaleraAPI]
@@ -37,6 +40,20 @@ def primary_component_goal(view: GaleraView) -> tuple[bool, str, list[str]]:
     return True, summary, []
 
 
+def traffic_goal(view: GaleraView, proxies: list[ProxyView]) -> list[str]:
+    """What is left for the proxies to send writes only to nodes of the Primary component."""
+    primary = {n.name for n in view.nodes if n.is_primary}
+    left = []
+    for proxy in proxies:
+        writers = set(proxy.ready_writers())
+        if proxy.error:
+            left.append(proxy.describe())
+        elif not writers or writers - primary:
+            left.append(f"proxy {proxy.proxy} sends writes to {', '.join(sorted(writers)) or 'no node'}, expected only "
+                        f"nodes of the Primary component ({', '.join(sorted(primary))})")
+    return left
+
+
 @register
 class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
     name = "galera.goal_primary_component"
@@ -50,6 +67,12 @@ class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
         def look() -> GoalLook:
             view = ctx.backend.observe()
             holds, summary, left = primary_component_goal(view)
+            if holds and ctx.cluster.proxies:
+                traffic = traffic_goal(view, ctx.backend.proxy_views())
+                if traffic:
+                    holds, summary, left = False, summary + "; but " + "; ".join(traffic), traffic
+                else:
+                    summary += "; the proxies send writes only to it"
             return GoalLook(holds, summary, left, _evidence(view))
 
         # A node that was just started may still be joining (Joiner, Donor): give it a moment.

@@ -23,9 +23,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from drengine.clock import wait_until
+from drengine.datastores.galera.state import Grastate, parse_grastate, parse_recovered
+from drengine.errors import CommandFailed
+from drengine.lab import haproxy
 from drengine.lab.procs import (
     LabDir,
     LabError,
@@ -38,6 +41,9 @@ from drengine.lab.procs import (
     template_literal,
 )
 from drengine.lab.ssh import lab_lock  # the one lab.json lock (procs.py has none)
+
+if TYPE_CHECKING:
+    from drengine.datastores.mysql_pool import Connection
 
 KIND = "galera"
 CLUSTER = "lab-galera"
@@ -53,7 +59,8 @@ FAST_FAILURE_DETECTION = (
     "evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;evs.inactive_timeout=PT3S;evs.inactive_check_period=PT0.5S"
 )
 SYNC_TIMEOUT = 90.0
-RECOVERED_RE = re.compile(r"Recovered position:?\s+([0-9a-f]{8}-[0-9a-f-]{27}):(-?\d+)")
+APP_USER = "app"  # what applications (and drill canaries) use through the proxy
+PROXY_PORT_OFFSET = 100  # HAProxy's write and read frontends: the first node's port + 100 and + 101
 # AF_UNIX paths are limited to 107 bytes; a deep lab directory would make mariadbd fail obscurely.
 MAX_SOCKET_PATH = 100
 
@@ -65,13 +72,6 @@ class NodeSpec:
     galera_port: int  # gmcast (group communication)
     ist_port: int
     sst_port: int
-
-
-@dataclass(frozen=True)
-class Grastate:
-    uuid: str
-    seqno: int
-    safe_to_bootstrap: bool
 
 
 def node_specs(port_base: int = 3316) -> list[NodeSpec]:
@@ -99,6 +99,10 @@ def data_dir(lab: LabDir, name: str) -> Path:
 
 def password_file(lab: LabDir) -> Path:
     return galera_dir(lab) / "root.password"
+
+
+def app_password_file(lab: LabDir) -> Path:
+    return galera_dir(lab) / f"{APP_USER}.password"
 
 
 def _state_file(lab: LabDir) -> Path:
@@ -209,7 +213,7 @@ def _install_db(lab: LabDir, name: str) -> None:
 # --------------------------------------------------------------------------- probes
 
 
-def _connect(spec: NodeSpec, password: str | None, timeout: float = 2.0) -> Any:
+def _connect(spec: NodeSpec, password: str | None, timeout: float = 2.0) -> Connection:
     import pymysql
 
     # A SIGSTOPped node still completes the TCP handshake: only read/write timeouts bound a probe.
@@ -225,7 +229,7 @@ def _connect(spec: NodeSpec, password: str | None, timeout: float = 2.0) -> Any:
     )
 
 
-def connect(lab: LabDir, name: str, timeout: float = 2.0) -> Any:
+def connect(lab: LabDir, name: str, timeout: float = 2.0) -> Connection:
     """A pymysql connection to a node as the lab's root user (caller closes it)."""
     return _connect(spec_of(lab, name), _password(lab), timeout)
 
@@ -300,19 +304,12 @@ def _log_tail(lab: LabDir, name: str, size: int = 2000) -> str:
 def read_grastate(lab: LabDir, name: str) -> Grastate:
     """The saved state in the node's grastate.dat (seqno -1 after a crash)."""
     path = data_dir(lab, name) / "grastate.dat"
-    fields: dict[str, str] = {}
     try:
-        for line in path.read_text().splitlines():
-            if ":" in line and not line.startswith("#"):
-                key, value = line.split(":", 1)
-                fields[key.strip()] = value.strip()
+        return parse_grastate(path.read_text(), name)
     except OSError as exc:
         raise LabError(f"cannot read {path}: {exc.strerror}") from None
-    return Grastate(
-        uuid=fields.get("uuid", ""),
-        seqno=int(fields.get("seqno", "-1")),
-        safe_to_bootstrap=fields.get("safe_to_bootstrap", "0") == "1",
-    )
+    except CommandFailed as exc:
+        raise LabError(str(exc)) from None
 
 
 def mark_safe_to_bootstrap(lab: LabDir, name: str) -> None:
@@ -346,11 +343,11 @@ def wsrep_recover(lab: LabDir, name: str, timeout: float = 120.0) -> tuple[str, 
 
 def parse_recovered_position(output: str, name: str = "node") -> tuple[str, int]:
     """Find `WSREP: Recovered position: uuid:seqno` in mariadbd --wsrep-recover output."""
-    matches = RECOVERED_RE.findall(output)
-    if not matches:
-        raise LabError(f"--wsrep-recover on {name} printed no `Recovered position`; output ends with:\n{output[-1500:]}")
-    uuid, seqno = matches[-1]
-    return uuid, int(seqno)
+    try:
+        found = parse_recovered(output, name)
+    except CommandFailed as exc:
+        raise LabError(str(exc)) from None
+    return found.uuid, found.seqno
 
 
 # --------------------------------------------------------------------------- start, stop, faults
@@ -418,6 +415,11 @@ def hang_node(lab: LabDir, name: str) -> None:
     signal_process(_running(lab, name), signal.SIGSTOP)
 
 
+def is_running(lab: LabDir, name: str) -> bool:
+    proc = lab.find(KIND, name)
+    return proc is not None and is_ours(proc)
+
+
 def continue_node(lab: LabDir, name: str) -> None:
     signal_process(_running(lab, name), signal.SIGCONT)
 
@@ -477,7 +479,7 @@ def service_templates(lab: LabDir) -> dict[str, str]:
     }
 
 
-def _set_root_password(spec: NodeSpec, password: str) -> None:
+def _set_root_password(spec: NodeSpec, password: str, app_password: str) -> None:
     conn = _connect(spec, None, timeout=5.0)
     try:
         with conn.cursor() as cur:
@@ -489,6 +491,9 @@ def _set_root_password(spec: NodeSpec, password: str) -> None:
             cur.execute("SELECT Host FROM mysql.global_priv WHERE User = 'root' AND Host IN ('localhost', '127.0.0.1', '::1')")
             for (host,) in cur.fetchall():
                 cur.execute("ALTER USER 'root'@%s IDENTIFIED BY %s", (host, password))
+            cur.execute(f"CREATE USER IF NOT EXISTS '{APP_USER}'@'127.0.0.1' IDENTIFIED BY %s", (app_password,))
+            cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON drengine.* TO '{APP_USER}'@'127.0.0.1'")
+            cur.execute(f"CREATE USER IF NOT EXISTS '{haproxy.CHECK_USER}'@'127.0.0.1'")
     finally:
         conn.close()
 
@@ -498,7 +503,7 @@ def up(
     inventory_out: str | Path | None = None,
     port_base: int = 3316,
     hosts: list[str] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Start the three-node cluster, wait until all are Synced in one component of size 3,
     and write the `lab-galera` cluster into the inventory. Returns the cluster entry and timings.
     """
@@ -522,6 +527,10 @@ def up(
             fh.write(secrets.token_urlsafe(18) + "\n")
     os.chmod(pw_file, 0o600)
     password = _password(lab)
+    app_file = app_password_file(lab)
+    if not app_file.exists():
+        app_file.write_text(secrets.token_urlsafe(18) + "\n")
+    os.chmod(app_file, 0o600)
 
     for spec in specs:
         data_dir(lab, spec.name).mkdir(parents=True, exist_ok=True)
@@ -539,7 +548,7 @@ def up(
             f"Galera node {first.name} did not come up as a new cluster; its log ends with:\n{_log_tail(lab, first.name)}"
         )
     if not _password_set(first, password):
-        _set_root_password(first, password)
+        _set_root_password(first, password, app_file.read_text().strip())
     wait_synced(lab, first.name)
     bootstrapped = time.monotonic()
     # Joiners one after the other: the one donor serves a single rsync SST at a time anyway.
@@ -547,11 +556,14 @@ def up(
         start_node(lab, spec.name)
     for spec in specs:
         wait_synced(lab, spec.name, cluster_size=len(specs))
+    proxy = lab_proxy(lab, specs)
+    haproxy.start(lab, proxy)
+    haproxy.wait_up(proxy, first.name)
     finished = time.monotonic()
 
     members = []
     for i, spec in enumerate(specs):
-        member: dict[str, Any] = {
+        member: dict[str, object] = {
             "name": spec.name,
             "address": "127.0.0.1",
             "port": spec.port,
@@ -568,6 +580,7 @@ def up(
         "credentials": {"user": "root", "password": {"file": str(pw_file)}},
         "timeouts": {"connect": 2.0, "read": 5.0, "catch_up": 30.0},
         "service": service_templates(lab),
+        "proxies": [proxy.inventory({"user": APP_USER, "password": {"file": str(app_file)}})],
     }
     if inventory_out is not None:
         merge_inventory(inventory_out, {}, {CLUSTER: cluster})
@@ -581,6 +594,13 @@ def up(
             "total": round(finished - started, 3),
         },
     }
+
+
+def lab_proxy(lab: LabDir, specs: list[NodeSpec]) -> haproxy.LabProxy:
+    first = specs[0].port
+    return haproxy.LabProxy(kind=KIND, directory=galera_dir(lab) / "haproxy",
+                            members=tuple((s.name, s.port) for s in specs), primary=specs[0].name,
+                            write_port=first + PROXY_PORT_OFFSET, read_port=first + PROXY_PORT_OFFSET + 1)
 
 
 def _bootstrap_ready(lab: LabDir, spec: NodeSpec) -> bool:

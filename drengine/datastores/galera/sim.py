@@ -18,26 +18,27 @@ from __future__ import annotations
 import re
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 
 from drengine.datastores.galera.connector import (
     SYNC_WAIT_OFF,
+    GaleraAPI,
     GaleraView,
-    Grastate,
     NodeView,
-    Recovered,
-    ServiceAction,
-    render_service,
     safe_to_bootstrap_command,
     view_from_status,
 )
-from drengine.datastores.mariadb.connector import Sql
-from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
+from drengine.datastores.galera.state import Grastate, Recovered
+from drengine.datastores.mysql_hosts import ServerProcess, ServiceAction, render_service
+from drengine.datastores.mysql_pool import MemberDown, MemberHung, MemberUnreachable, Row, Sql, StatementFailed
+from drengine.datastores.mysql_traffic import proxy_of
+from drengine.errors import CommandFailed, InputError
+from drengine.haproxy import ProxyView, SimProxy, sim_proxies
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
 from drengine.transport import CommandResult, ShellCommand, command_text
@@ -59,6 +60,7 @@ class SimNode(BaseModel):
     primary: bool = False
     rows: dict[str, float] = {}  # drengine.heartbeat
     joined_by: str = ""
+    read_only: bool = False
 
     @property
     def alive(self) -> bool:
@@ -70,6 +72,11 @@ class SimGalera(BaseModel):
     state_uuid: str
     last_primary: list[str]  # members of the last Primary component (the quorum rule counts against it)
     gcache_low: int = 0  # the oldest seqno a donor can still send by IST
+    proxies: list[SimProxy] = []
+
+    def writer(self) -> str | None:
+        """The node the proxies' write backends point at when built: the first Primary one."""
+        return next((n.name for n in self.nodes if n.alive and n.primary), None)
 
     def node(self, name: str) -> SimNode:
         for n in self.nodes:
@@ -114,7 +121,7 @@ class SimGalera(BaseModel):
         """A committed writeset: every node of the Primary component applies it."""
         origin = self.node(on)
         if not (origin.alive and origin.primary):
-            raise CommandFailed(f"{on}: {ERR_1047}")
+            raise StatementFailed(f"{on}: {ERR_1047}", 1047)
         for n in self.component_of(origin):
             n.seqno += 1
             if key:
@@ -126,7 +133,7 @@ class SimGalera(BaseModel):
 
     def kill(self, name: str) -> None:
         n = self.node(name)
-        n.process, n.primary, n.grastate_seqno = "killed", False, -1
+        n.process, n.primary, n.grastate_seqno, n.read_only = "killed", False, -1, False
         self.settle()
 
     def hang(self, name: str) -> None:
@@ -136,7 +143,7 @@ class SimGalera(BaseModel):
     def stop(self, name: str) -> None:
         n = self.node(name)
         last = [m for m in self.component_of(n) if m.primary]
-        n.process, n.grastate_seqno = "stopped", n.seqno
+        n.process, n.grastate_seqno, n.read_only = "stopped", n.seqno, False
         # Galera marks safe_to_bootstrap only on the last node to leave the Primary component.
         n.safe_to_bootstrap = last == [n]
         if n.name in self.last_primary and last and len(last) > 1:
@@ -248,6 +255,7 @@ class SimGaleraBackend:
     def open(cls, cluster: Cluster, state_file: Path) -> SimGaleraBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimGalera.model_validate_json,
                                               {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "Galera"), state_file)
+        backend.sim.proxies = sim_proxies(cluster, backend.sim.writer() or cluster.members[0].name, backend.sim.proxies)
         backend.save()
         return backend
 
@@ -283,29 +291,31 @@ class SimGaleraBackend:
                                   f"(hung or overloaded)")
         if not n.alive:
             return NodeView(name=n.name, address=n.address, port=n.port, state="down",
-                            error="connection refused: nothing listens on the port (mariadbd not running) "
-                                  "(error 2003: Can't connect to MySQL server (111))")
+                            error="connection refused: nothing listens on the port (server not running)")
         return view_from_status(member, n.port, self._status(n))
 
     def _reachable(self, member: str) -> SimNode:
         n = self.sim.node(member)
         if n.process == "hung":
-            raise ProbeTimeout(f"{member}: no answer within the read timeout of {self.cluster.timeouts.read:g} s")
+            detail = (f"accepted the connection but gave no answer within the read timeout of "
+                      f"{self.cluster.timeouts.read:g} s (hung or overloaded)")
+            raise MemberHung(f"{member} ({n.address}:{n.port}): {detail}", detail)
         if not n.alive:
-            raise ConnectError(f"{member} ({n.address}:{n.port}): cannot connect: error 2003: Can't connect (111)")
+            detail = "connection refused: nothing listens on the port (server not running)"
+            raise MemberDown(f"{member} ({n.address}:{n.port}): {detail}", detail)
         return n
 
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None:
         self.query(member, sql, timeout)
 
-    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[tuple[Any, ...]]:
+    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[Row]:
         n = self._reachable(member)
         try:
             return self._interpret(n, sql)
         finally:
             self.save()
 
-    def _interpret(self, n: SimNode, sql: Sql) -> list[tuple[Any, ...]]:
+    def _interpret(self, n: SimNode, sql: Sql) -> list[Row]:
         text = " ".join(sql.template.split())
         upper = text.upper()
         m = _PROVIDER_OPTIONS.match(text)
@@ -317,10 +327,19 @@ class SimGaleraBackend:
                 n.safe_to_bootstrap = True
                 self.sim.last_primary = [o.name for o in self.sim.component_of(n)]
             return []
+        if upper == "SET GLOBAL READ_ONLY=1":
+            n.read_only = True
+            return []
+        if upper == "SELECT @@READ_ONLY, @@GTID_BINLOG_POS":
+            return [(int(n.read_only), "")]
+        if upper.startswith("SELECT @@HOSTNAME, @@PORT, @@SERVER_ID"):
+            return [(n.address, n.port, 1)]  # Galera nodes often share a server_id
+        if upper.startswith("SELECT ID FROM INFORMATION_SCHEMA.PROCESSLIST"):
+            return []  # no client sessions are modelled
         if text == SYNC_WAIT_OFF or _READ_ONLY_OK.match(text):
             return []
         if not n.primary:
-            raise CommandFailed(f"{n.name}: `{sql.shown()}` failed: {ERR_1047}")
+            raise StatementFailed(f"{n.name}: `{sql.shown()}` failed: {ERR_1047}", 1047)
         if upper.startswith(("CREATE DATABASE IF NOT EXISTS DRENGINE", "CREATE TABLE IF NOT EXISTS DRENGINE.")):
             return []
         if upper.startswith("REPLACE INTO DRENGINE.HEARTBEAT"):
@@ -329,7 +348,10 @@ class SimGaleraBackend:
         if upper.startswith("SELECT WRITTEN_AT FROM DRENGINE.HEARTBEAT"):
             key = str(sql.params[0])
             return [(n.rows[key],)] if key in n.rows else []
-        raise CommandFailed(f"{n.name}: the simulator does not understand `{sql.shown()}`")
+        if upper.startswith("SELECT ID FROM DRENGINE.HEARTBEAT WHERE ID LIKE"):
+            prefix = str(sql.params[0]).rstrip("%")
+            return [(key,) for key in n.rows if key.startswith(prefix)]
+        raise StatementFailed(f"{n.name}: the simulator does not understand `{sql.shown()}`")
 
     # -- hosts ---------------------------------------------------------------------------------------
     def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
@@ -418,18 +440,62 @@ class SimGaleraBackend:
     def close(self) -> None:
         self.save()
 
-    # -- faults, for drills and tests ---------------------------------------------------------------
-    def kill(self, member: str) -> None:
+    # -- processes and proxies (TrafficAPI) ------------------------------------------------------------
+    def server_process(self, member: str) -> ServerProcess:
+        n = self.sim.node(member)
+        if n.process in ("stopped", "killed"):
+            return ServerProcess(None, False, note=f"no pid file (the simulated node is {n.process})")
+        return ServerProcess(20000 + self.sim.nodes.index(n), True, "mariadbd",
+                             "stopped (SIGSTOP)" if n.process == "hung" else "", stopped=n.process == "hung")
+
+    def _proxy(self, name: str) -> SimProxy:
+        return next(p for p in self.sim.proxies if p.name == name)
+
+    def proxy_views(self) -> list[ProxyView]:
+        # HAProxy's TCP checks pass on a hung node: the kernel still completes the handshake.
+        health = {n.name: "up" if n.process in ("running", "hung") else "down" for n in self.sim.nodes}
+        return [self._proxy(p.name).view(p, health) for p in self.cluster.proxies]
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self._proxy(proxy).apply(proxy_of(self.cluster, proxy), command)
+        self.save()
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        up = {n.name: n.process in ("running", "hung") for n in self.sim.nodes}
+        writer = self._proxy(proxy).writer(proxy_of(self.cluster, proxy), up)
+        if writer is None:
+            detail = "HAProxy closed the connection: no server of its write backend is ready and up"
+            raise MemberUnreachable(f"proxy {proxy} frontend: {detail}", detail)
+        rows: list[Row] = []
+        for sql in statements:
+            rows = self.query(writer, sql, read_timeout)
+        return rows
+
+    # -- drill faults (GaleraAPI) ---------------------------------------------------------------------
+    def kill(self, member: str) -> str:
         self.sim.kill(member)
         self.save()
+        return f"simulated SIGKILL of {member}"
 
-    def hang(self, member: str) -> None:
+    def hang(self, member: str) -> str:
         self.sim.hang(member)
         self.save()
+        return f"simulated SIGSTOP of {member}"
 
-    def resume(self, member: str) -> None:
+    def resume(self, member: str) -> str:
         n = self.sim.node(member)
-        if n.process == "hung":
-            n.process = "running"
-            self.sim.settle()
+        if n.process != "hung":
+            return f"{member}: nothing to wake: the simulated node is {n.process}"
+        n.process = "running"
+        self.sim.settle()
         self.save()
+        return f"simulated SIGCONT of {member}"
+
+    def start(self, member: str) -> str:
+        result = self.run_service("start", member)
+        result.check()
+        return result.command
+
+
+def _conforms(backend: SimGaleraBackend) -> GaleraAPI:
+    return backend  # mypy checks here that the simulator provides everything the actions use

@@ -5,8 +5,9 @@ the runbook's own (`assess_primary`, `choose_bootstrap_node`)."""
 
 from __future__ import annotations
 
-from drengine.datastores.galera.actions import assess_primary, choose_bootstrap_node
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView, NodeView
+from drengine.datastores.galera.decisions import assess_primary, choose_bootstrap_node
+from drengine.datastores.mysql_traffic import proxy_statuses
 from drengine.inventory import Cluster
 from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, state_words
 
@@ -15,7 +16,10 @@ STATES = {"up": MemberState.REACHABLE, "down": MemberState.DEAD, "hung": MemberS
 
 
 def assess(cluster: Cluster, backend: GaleraAPI) -> Reading:
-    return read_view(backend.observe())
+    reading = read_view(backend.observe())
+    if not cluster.proxies:
+        return reading
+    return reading.model_copy(update={"proxies": proxy_statuses(backend.proxy_views())})
 
 
 def _row(n: NodeView, newest: int) -> MemberStatus:

@@ -1,5 +1,6 @@
-"""MariaDB (asynchronous GTID replication): the pure decisions (which survivor to promote,
-which returned server may rejoin) and the steps the MariaDB runbooks name."""
+"""MariaDB (asynchronous GTID replication): the steps the MariaDB runbooks name (observe,
+refuse, choose, promote, repoint, verify, rejoin). The decisions they act on are pure
+functions in mariadb/decisions.py; fencing and traffic steps in mariadb/traffic.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,22 @@ from pydantic import Field
 
 from drengine import gtid
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL, ClusterView, MariaDBAPI, ServerView, Sql
+from drengine.datastores.mariadb.decisions import (
+    Candidate,
+    NewPrimary,
+    RejoinDecision,
+    Stray,
+    SurvivorDecision,
+    choose_survivor,
+    plan_rejoin,
+    writable_primaries,
+)
+from drengine.datastores.mysql_fencing import Fencing
+from drengine.datastores.mysql_steps import split_brain_risks
 from drengine.errors import StepFailed
 from drengine.steps import (
     Action,
     Effect,
-    Fact,
     GateLevel,
     NoParams,
     Proposal,
@@ -22,213 +34,11 @@ from drengine.steps import (
     Statement,
     StepParams,
     StepResult,
-    fact,
     register,
 )
 
-# -- facts -----------------------------------------------------------------------------------------
-
-
-@fact
-class Candidate(Fact):
-    name: str
-    received: str
-    applied: str
-    eligible: bool
-    note: str = ""
-
-
-@fact
-class SurvivorDecision(Fact):
-    chosen: str | None
-    reason: str
-    ranking: list[Candidate] = []
-    risks: list[str] = []
-    catch_up_to: str = ""  # the chosen replica's received position, to apply before promotion
-    old_primary: str = ""
-
-
-@fact
-class NewPrimary(Fact):
-    name: str
-    address: str
-    port: int
-
-
-@fact
-class Stray(Fact):
-    name: str
-    errant: dict[int, int] = {}  # domain -> transactions the primary lacks
-    errant_pos: str = ""
-
-
-@fact
-class RejoinDecision(Fact):
-    primary: str | None
-    reason: str
-    strays: list[Stray] = []
-
-
-# -- pure decisions --------------------------------------------------------------------------------
-
-
-def _received(server: ServerView) -> gtid.Position:
-    io = gtid.parse(server.channels[0].gtid_io_pos) if server.channels else {}
-    return gtid.merge_max(io, gtid.parse(server.gtid_current_pos), gtid.parse(server.gtid_slave_pos))
-
-
-def _applied(server: ServerView) -> gtid.Position:
-    return gtid.merge_max(gtid.parse(server.gtid_slave_pos), gtid.parse(server.gtid_current_pos))
-
-
-def _old_primary(view: ClusterView) -> str:
-    for server in view.servers:
-        for ch in server.channels:
-            for other in view.servers:
-                if (other.address, other.port) == (ch.master_host, ch.master_port) or other.name == ch.master_host:
-                    return other.name
-            return f"{ch.master_host}:{ch.master_port}"
-    return ""
-
-
-def _holdings(server: ServerView) -> gtid.State:
-    """The last sequence number a server holds per (domain, originating server_id): its binary
-    log state, and each of its positions (current, slave, received) on its own: merged per
-    domain first, a local write on a replica without a binary log hid behind what it received
-    (found by the explorer)."""
-    state = gtid.parse_state(server.gtid_binlog_state)
-    positions = [server.gtid_current_pos, server.gtid_slave_pos, *(ch.gtid_io_pos for ch in server.channels)]
-    for text in positions:
-        for d, g in gtid.parse(text).items():
-            state[(d, g.server)] = max(state.get((d, g.server), 0), g.seq)
-    return state
-
-
-def _errant_against(other: ServerView, best: ServerView) -> dict[tuple[int, int], int]:
-    """Transactions `other` holds that `best` never had, even where `best` is further on in
-    the domain (found by the explorer: an errant transaction on a replica that is behind was
-    not named, and promoting the most advanced replica lost it silently)."""
-    mine = _holdings(best)
-    return {key: seq for key, seq in _holdings(other).items() if seq > mine.get(key, 0)}
-
-
-def _lost_elsewhere(view: ClusterView, best: ServerView) -> list[str]:
-    """What every server that answers holds and `best` lacks, replica or not: a read-only old
-    primary back without replication (or one the operator overrode the check for) may too."""
-    best_rec = _received(best)
-    risks: list[str] = []
-    for other in (s for s in view.servers if s.reachable):
-        if other is best:
-            continue
-        ahead = gtid.missing(best_rec, _received(other))
-        if ahead:
-            gaps = ", ".join(f"{n} in domain {d}" for d, n in sorted(ahead.items()))
-            risks.append(f"{other.name} has transactions {best.name} lacks ({gaps}); they would be lost or make "
-                         f"{other.name} fail to follow the new primary")
-            continue
-        errant = _errant_against(other, best)
-        if errant:
-            shown = ", ".join(f"{d}-{server}-{seq}" for (d, server), seq in sorted(errant.items()))
-            risks.append(f"{other.name} has transactions {best.name} never had (errant GTIDs up to {shown}, written "
-                         f"on it or on a server only it followed); they would be lost, and {other.name} would stop "
-                         f"replicating from the new primary with a GTID strict-mode error")
-    return risks
-
-
-def choose_survivor(view: ClusterView) -> SurvivorDecision:
-    """Pick the replica to promote: eligible (binary log and log_slave_updates on), then the
-    highest received position domain by domain, then the highest applied position (what
-    MaxScale and orchestrator do). Say why, and name every way data could be lost."""
-    old = _old_primary(view)
-    replicas = [s for s in view.servers if s.reachable and s.channels]
-    rows: list[Candidate] = []
-    eligible: list[ServerView] = []
-    for s in replicas:
-        note = ""
-        if not s.log_bin:
-            note = "binary log off: the other replicas could not follow it by GTID"
-        elif not s.log_slave_updates:
-            note = "log_slave_updates off: its binary log lacks the replicated transactions"
-        rows.append(Candidate(name=s.name, received=gtid.render(_received(s)), applied=gtid.render(_applied(s)),
-                              eligible=not note, note=note))
-        if not note:
-            eligible.append(s)
-    unreachable = [s for s in view.servers if not s.reachable and s.name != old]
-    if not eligible:
-        seen = ", ".join(f"{s.name} ({'unreachable: ' + s.error if not s.reachable else 'no replication configured'})"
-                         for s in view.servers) or "no members"
-        why = "no reachable replica can be promoted"
-        if replicas:
-            why += " (" + "; ".join(f"{r.name}: {r.note}" for r in rows if r.note) + ")"
-        return SurvivorDecision(chosen=None, reason=f"{why}. Observed: {seen}.", ranking=rows, old_primary=old)
-    def key(s: ServerView) -> tuple[int, int, int, int]:
-        rec = _received(s)
-        dominates = sum(1 for o in eligible if gtid.covers(rec, _received(o)))
-        return (dominates, gtid.total(rec), gtid.total(_applied(s)), -view.servers.index(s))
-    ranked = sorted(eligible, key=key, reverse=True)
-    best = ranked[0]
-    best_rec = _received(best)
-    risks = _lost_elsewhere(view, best)
-    for s in unreachable:
-        risks.append(f"{s.name} could not be reached ({s.error}); if it received more than {best.name}, "
-                     f"those transactions are lost")
-    applied = _applied(best)
-    behind = gtid.missing(applied, best_rec)
-    others = [r for r in ranked[1:]]
-    reason = f"{best.name} has received the most from {old or 'the old primary'}: {gtid.render(best_rec) or 'nothing'}"
-    if others:
-        reason += "; " + ", ".join(f"{o.name} received {gtid.render(_received(o)) or 'nothing'}" for o in others)
-    if behind:
-        reason += (f". It has not applied everything it received yet (applied {gtid.render(applied) or 'nothing'}): "
-                   f"it will apply its relay log first, or those transactions would be thrown away")
-    excluded = [r for r in rows if not r.eligible]
-    if excluded:
-        reason += ". Not eligible: " + "; ".join(f"{r.name} ({r.note})" for r in excluded)
-    return SurvivorDecision(
-        chosen=best.name, reason=reason, ranking=rows, risks=risks,
-        catch_up_to=gtid.render(best_rec) if behind else "", old_primary=old,
-    )
-
-
-def writable_primaries(view: ClusterView) -> list[ServerView]:
-    return [s for s in view.servers if s.is_writable_primary]
-
-
-def plan_rejoin(view: ClusterView) -> RejoinDecision:
-    """Find the current primary (the writable server the replicas follow) and the servers
-    that do not follow it; flag those holding transactions the primary lacks (errant GTIDs)."""
-    writable = writable_primaries(view)
-    followed: dict[str, int] = {}
-    for s in view.servers:
-        for ch in s.channels:
-            for w in writable:
-                if (w.address, w.port) == (ch.master_host, ch.master_port):
-                    followed[w.name] = followed.get(w.name, 0) + 1
-    if not writable:
-        return RejoinDecision(primary=None, reason="no reachable server is a writable primary (read_only=0, no replication); "
-                              "promote one first (mariadb-promote-survivor)")
-    if len(writable) > 1 and len(followed) != 1:
-        names = ", ".join(w.name for w in writable)
-        return RejoinDecision(primary=None, reason=f"several writable servers ({names}) and the replicas do not tell which "
-                              f"one is the primary; decide by hand which one keeps its data")
-    primary = next(w for w in writable if not followed or w.name in followed)
-    pstate = gtid.parse_state(primary.gtid_binlog_state)
-    strays = []
-    for s in view.servers:
-        if s is primary or not s.reachable:
-            continue
-        if any((ch.master_host, ch.master_port) == (primary.address, primary.port) for ch in s.channels):
-            continue
-        own = gtid.merge_max(gtid.parse(s.gtid_binlog_pos), gtid.parse(s.gtid_current_pos))
-        errant = gtid.errant(own, pstate)
-        strays.append(Stray(name=s.name, errant=errant, errant_pos=gtid.render(own) if errant else ""))
-    if not strays:
-        reason = f"every reachable server already follows {primary.name}"
-    else:
-        reason = f"{primary.name} is the primary ({followed.get(primary.name, 0)} replica(s) follow it); " + \
-            ", ".join(s.name for s in strays) + " do(es) not follow it"
-    return RejoinDecision(primary=primary.name, reason=reason, strays=strays)
-
+__all__ = ["Candidate", "NewPrimary", "RejoinDecision", "Stray", "SurvivorDecision", "choose_survivor", "plan_rejoin",
+           "writable_primaries"]
 
 # -- statements --------------------------------------------------------------------------------------
 
@@ -312,7 +122,7 @@ class Observe(Action[MariaDBAPI, NoParams]):
 class CheckNoPrimary(Action[MariaDBAPI, NoParams]):
     name = "mariadb.check_no_primary"
     effect = Effect.CHECK
-    description = "Refuse while a writable primary is reachable or the replicas still receive from one"
+    description = "Refuse while a writable primary answers; a silent one that replicas still follow is fenced later"
 
     def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check that no primary is alive")
@@ -327,23 +137,18 @@ class CheckNoPrimary(Action[MariaDBAPI, NoParams]):
                 expected="no reachable writable primary (the primary is dead or unreachable)",
                 why="promoting a replica while the primary still takes writes makes two primaries: "
                     "the data written on each side diverges (split brain)",
-                next_steps="if the primary is healthy there is nothing to recover; if it must be replaced, stop it "
-                           "(or fence it) first and rerun; or override this check",
-                risk_if_overridden=f"{names} keeps accepting writes that the new primary will never have",
+                next_steps="if the primary is healthy there is nothing to recover; if it must be replaced, override "
+                           "this check: drengine then fences it (read-only and its clients cut, or stopped, or killed, "
+                           "or out of the proxies) before it promotes a replica",
+                risk_if_overridden=f"{names} is fenced and replaced; writes it took that no replica received are lost",
             ), evidence=_view_lines(view))
         receiving = [s for s in view.servers if s.reachable and any(ch.io_running == "Yes" for ch in s.channels)]
         if receiving:
             names = ", ".join(s.name for s in receiving)
-            return StepResult(ok=False, summary=f"{names} still receive from their primary (Slave_IO_Running: Yes)",
-                              refusal=Refusal(
-                observed=f"{names} show Slave_IO_Running: Yes: their primary is alive from where they stand",
-                expected="replication IO threads not connected (Connecting or No) because the primary is gone",
-                why="drengine cannot reach the primary but the replicas can: this looks like a network partition "
-                    "between drengine and the primary, not a dead primary",
-                next_steps="check the primary from another place; wait slave_net_timeout for the replicas to notice "
-                           "a hung primary; or override this check",
-                risk_if_overridden="if the primary is alive, applications still writing to it diverge from the new primary",
-            ), evidence=_view_lines(view))
+            # Not a refusal: the silent primary is fenced behind a dangerous gate before anything is promoted.
+            return StepResult(ok=True, summary=f"no writable primary answers drengine, but {names} still receive(s) from "
+                                               f"one (Slave_IO_Running: Yes): it is hung or partitioned from drengine, "
+                                               f"and is fenced before any promotion")
         # No evidence on success: the observe step just showed the same servers.
         return StepResult(ok=True, summary="no writable primary is reachable and no replica receives from one")
 
@@ -386,12 +191,21 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         p = self.params
         return p.catch_up_timeout or ctx.cluster.timeouts.catch_up
 
+    def _catch_up_to(self, ctx: Ctx, decision: SurvivorDecision) -> str:
+        """What the survivor must apply first: what it received, and everything an old primary
+        fenced read-only (still running, still replicating) had written."""
+        fencing = ctx.facts.maybe("fencing", Fencing)
+        fenced = fencing.of(decision.old_primary) if fencing is not None else None
+        final = fenced.final_position if fenced is not None else ""
+        return gtid.render(gtid.merge_max(gtid.parse(decision.catch_up_to), gtid.parse(final)))
+
     def _statements(self, ctx: Ctx, decision: SurvivorDecision, server: ServerView | None) -> list[Sql]:
         stmts: list[Sql] = []
-        if decision.catch_up_to:
+        catch_up = self._catch_up_to(ctx, decision)
+        if catch_up:
             if server is None or any(ch.sql_running != "Yes" for ch in server.channels):
                 stmts.append(START_SQL_THREAD)
-            stmts.append(gtid_wait(decision.catch_up_to, self._timeout(ctx)))
+            stmts.append(gtid_wait(catch_up, self._timeout(ctx)))
         return [*stmts, STOP_SLAVE, RESET_SLAVE_ALL, READ_WRITE]
 
     def propose(self, ctx: Ctx) -> Proposal:
@@ -400,13 +214,29 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         view = ctx.facts.get("view", ClusterView)
         server = view.server(decision.chosen)
         stmts = self._statements(ctx, decision, server)
+        fencing = ctx.facts.maybe("fencing", Fencing)
+        risks = decision.risks + self._old_primary_risks(ctx, decision, fencing)
         return Proposal(
             summary=f"promote {decision.chosen} to primary",
-            reason=decision.reason,
+            reason=decision.reason + (f". Fencing: {fencing.summary()}" if fencing is not None and fencing.members else ""),
             statements=[s.on(decision.chosen) for s in stmts],
-            gate=GateLevel.DANGEROUS if decision.risks else GateLevel.CONFIRM,
-            risks=decision.risks,
+            gate=GateLevel.DANGEROUS if risks else GateLevel.CONFIRM,
+            risks=risks,
+            evidence=fencing.lines() if fencing is not None else [],
         )
+
+    def _old_primary_risks(self, ctx: Ctx, decision: SurvivorDecision, fencing: Fencing | None) -> list[str]:
+        """The old primary as it is now (not as first observed: it may have come back while the run
+        waited, or while drengine was down before a resume): writable again, or neither confirmed
+        dead nor fenced, it is a split brain the gate must name."""
+        if decision.old_primary not in {m.name for m in ctx.cluster.members}:
+            return []
+        now = ctx.backend.probe(decision.old_primary)
+        if now.is_writable_primary:
+            return [f"split brain: {now.name} answers again and takes writes (read_only=0, no replication); promoting "
+                    f"{decision.chosen} makes two primaries. Stop here and run the runbook again: it refuses while a "
+                    f"primary answers, and fences it if you override"]
+        return split_brain_risks(fencing, [(now.name, now.state, now.error)])
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         decision = ctx.facts.get("survivor", SurvivorDecision)
@@ -420,16 +250,17 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         assert name is not None
         api = ctx.backend
         server = _probe_one(api, name)
-        if server.channels and decision.catch_up_to:
+        catch_up = self._catch_up_to(ctx, decision)
+        if server.channels and catch_up:
             if any(ch.sql_running != "Yes" for ch in server.channels):
                 # Start only the SQL thread: stopping or restarting the IO thread would discard the relay log.
                 _send(ctx, name, START_SQL_THREAD)
-            wait = gtid_wait(decision.catch_up_to, self._timeout(ctx))
+            wait = gtid_wait(catch_up, self._timeout(ctx))
             rows = api.query(name, wait, timeout=self._timeout(ctx))
             ctx.sent(wait.on(name), result=str(rows[0][0] if rows else None))
             if not rows or rows[0][0] != 0:
                 raise StepFailed(
-                    f"{name} did not apply its relay log up to {decision.catch_up_to} within {self._timeout(ctx):g} s; "
+                    f"{name} did not apply its relay log up to {catch_up} within {self._timeout(ctx):g} s; "
                     f"not promoting (stopping replication now would throw those transactions away). Check "
                     f"Last_SQL_Error on {name}, then resume the run or raise catch_up_timeout"
                 )
@@ -455,9 +286,7 @@ def _single(server: ServerView) -> ClusterView:
 
 
 def _probe_one(api: MariaDBAPI, name: str) -> ServerView:
-    probe = getattr(api, "probe", None)
-    server = probe(name) if probe is not None else api.observe().server(name)
-    assert isinstance(server, ServerView)
+    server = api.probe(name)
     if not server.reachable:
         raise StepFailed(
             f"{name} answered the first probe but is not reachable any more ({server.error}); check the server, "
@@ -468,9 +297,8 @@ def _probe_one(api: MariaDBAPI, name: str) -> ServerView:
 
 def _repoint_statements(ctx: Ctx, primary: NewPrimary, demote: bool = False) -> list[Sql]:
     api = ctx.backend
-    user = getattr(api, "replication_user", "repl")
-    password = getattr(api, "replication_password", "")
-    return [STOP_SLAVE, change_master(primary.address, primary.port, user, password, demote=demote), START_SLAVE]
+    return [STOP_SLAVE, change_master(primary.address, primary.port, api.replication_user, api.replication_password,
+                                      demote=demote), START_SLAVE]
 
 
 def _points_at(server: ServerView, primary: NewPrimary) -> bool:
@@ -701,3 +529,7 @@ class Rejoin(Action[MariaDBAPI, NoParams]):
             _make_replica(ctx, stray.name, server, primary, demote=True)
             done.append(stray.name)
         return StepResult(ok=True, summary=f"{', '.join(done) or 'nothing'} now replicate(s) from {primary.name}")
+
+
+# The fencing and traffic steps live beside these (importing them registers them).
+from drengine.datastores.mariadb import traffic as _traffic  # noqa: E402,F401

@@ -1,49 +1,33 @@
-"""MariaDB connector (pymysql): probes every server in parallel into an immutable view, and
-sends statements one by one. Every connection has connect, read and write timeouts: a
-stopped (SIGSTOP) server still completes the TCP handshake, so only the read timeout saves
-a probe from hanging."""
+"""MariaDB connector: probes every server in parallel into an immutable view, sends
+statements one by one over the shared MySQL pool (which tells a dead server from a hung
+one), and injects drill faults on the servers' hosts (pid file and signals)."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
+from drengine.datastores.mysql_hosts import MemberHosts, ServerProcess, ServiceAction, render_service
+from drengine.datastores.mysql_pool import (
+    HEARTBEAT_DDL,
+    MemberState,
+    MySQLPool,
+    Row,
+    Sql,
+    StatementFailed,
+    detail_of,
+    state_of,
+)
+from drengine.datastores.mysql_traffic import Proxies, TrafficAPI
+from drengine.errors import ConnectError
+from drengine.haproxy import ProxyView
 from drengine.inventory import Cluster, Inventory, Member
-from drengine.steps import Fact, Statement, fact
+from drengine.steps import Fact, fact
+from drengine.transport import CommandResult, ShellCommand
 
-if TYPE_CHECKING:
-    import pymysql
-
-
-@dataclass(frozen=True)
-class Sql:
-    """A statement with its parameters. `shown()` is the exact text an operator could type,
-    with secret parameters masked."""
-
-    template: str
-    params: tuple[str | int | float, ...] = ()
-    secret: frozenset[int] = frozenset()
-
-    def shown(self) -> str:
-        if not self.params:
-            return self.template
-        shown = tuple("'***'" if i in self.secret else _literal(v) for i, v in enumerate(self.params))
-        return self.template % shown
-
-    def on(self, target: str) -> Statement:
-        return Statement(target=target, text=self.shown(), language="sql")
-
-
-def _literal(value: str | int | float) -> str:
-    if isinstance(value, (int, float)):
-        return str(value)
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+__all__ = ["HEARTBEAT_DDL", "Channel", "ClusterView", "MariaDBAPI", "MariaDBBackend", "ServerView", "Sql"]
 
 
 @fact
@@ -66,10 +50,14 @@ class Channel(Fact):
 
 @fact
 class ServerView(Fact):
+    """One server as a probe saw it. state: `up` (answered), `down` (connection refused: the
+    server is not running), `hung` (accepted the connection, then no answer within the read
+    timeout), `unreachable` (no TCP answer, or another failure: it may be alive elsewhere)."""
+
     name: str
     address: str
     port: int
-    reachable: bool
+    state: MemberState = "up"
     error: str = ""
     server_id: int = 0
     read_only: bool = True
@@ -82,6 +70,10 @@ class ServerView(Fact):
     gtid_binlog_state: str = ""
     channels: list[Channel] = []
     probe_seconds: float = 0.0
+
+    @property
+    def reachable(self) -> bool:
+        return self.state == "up"
 
     @property
     def is_replica(self) -> bool:
@@ -105,10 +97,13 @@ class ClusterView(Fact):
         raise KeyError(name)
 
 
-class MariaDBAPI(Protocol):
-    """What the MariaDB actions use; the real connector and the simulator both provide it."""
+class MariaDBAPI(TrafficAPI, Protocol):
+    """What the MariaDB actions and drills use; the real connector and the simulator both
+    provide it (with the fencing and proxy operations of TrafficAPI). The fault operations
+    return what they did, in words an operator can repeat."""
 
-    cluster: Cluster
+    replication_user: str
+    replication_password: str
 
     def observe(self) -> ClusterView: ...
 
@@ -116,115 +111,72 @@ class MariaDBAPI(Protocol):
 
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None: ...
 
-    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[tuple[Any, ...]]: ...
+    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[Row]: ...
+
+    # -- drill faults ---------------------------------------------------------------------------
+    def kill(self, member: str) -> str: ...
+
+    def hang(self, member: str) -> str: ...
+
+    def resume(self, member: str) -> str: ...
+
+    def start(self, member: str) -> str: ...
+
+    def cut_replication(self, member: str) -> str: ...
 
     def close(self) -> None: ...
 
 
-def _flag(value: Any) -> bool:
+def _flag(value: object) -> bool:
     return str(value).upper() in ("1", "ON", "YES", "TRUE")
 
 
-def _channel(row: dict[str, Any]) -> Channel:
+def _int(value: object) -> int:
+    return int(str(value)) if value not in (None, "") else 0
+
+
+def _channel(row: dict[str, object]) -> Channel:
     sbm = row.get("Seconds_Behind_Master")
     return Channel(
         connection_name=str(row.get("Connection_name") or ""),
         master_host=str(row.get("Master_Host") or ""),
-        master_port=int(row.get("Master_Port") or 0),
+        master_port=_int(row.get("Master_Port")),
         io_running=str(row.get("Slave_IO_Running") or "No"),
         sql_running=str(row.get("Slave_SQL_Running") or "No"),
         using_gtid=str(row.get("Using_Gtid") or "No"),
         gtid_io_pos=str(row.get("Gtid_IO_Pos") or ""),
-        last_io_errno=int(row.get("Last_IO_Errno") or 0),
+        last_io_errno=_int(row.get("Last_IO_Errno")),
         last_io_error=str(row.get("Last_IO_Error") or ""),
-        last_sql_errno=int(row.get("Last_SQL_Errno") or 0),
+        last_sql_errno=_int(row.get("Last_SQL_Errno")),
         last_sql_error=str(row.get("Last_SQL_Error") or ""),
-        seconds_behind_master=None if sbm is None else int(sbm),
+        seconds_behind_master=None if sbm is None else _int(sbm),
     )
 
 
-# drengine's own table for verification writes, on MariaDB replication and Galera alike.
-HEARTBEAT_DDL = [
-    Sql("CREATE DATABASE IF NOT EXISTS drengine"),
-    Sql("CREATE TABLE IF NOT EXISTS drengine.heartbeat (id VARCHAR(64) PRIMARY KEY, written_at DOUBLE NOT NULL)"),
-]
 
 VARIABLES_SQL = (
     "SELECT @@server_id, @@read_only, @@log_bin, @@log_slave_updates, @@gtid_strict_mode, "
     "@@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@gtid_binlog_state"
 )
+STOP_IO_THREAD = Sql("STOP SLAVE IO_THREAD")
 
 
 class MariaDBBackend:
+    """pymysql through the shared pool for SQL; the inventory's host transports for faults."""
+
     def __init__(self, cluster: Cluster, inventory: Inventory) -> None:
         self.cluster = cluster
         cred = cluster.credentials
         where = f"{inventory.path}: cluster {cluster.name} credentials"
-        self._user = cred.user
-        self._password = cred.password.resolve(where) if cred.password else ""
+        password = cred.password.resolve(where) if cred.password else ""
         repl = cluster.replication or cluster.credentials
         self.replication_user = repl.user
         self.replication_password = (
             repl.password.resolve(f"{inventory.path}: cluster {cluster.name} replication") if repl.password else ""
         )
-        # One idle connection per member, reused: a new MariaDB connection costs ~20 ms, more
-        # than the statements of a whole promotion.
-        self._idle: dict[str, Any] = {}
-        self._guard = threading.Lock()
-
-    @contextlib.contextmanager
-    def _session(self, member: Member, read_timeout: float | None = None) -> Iterator[Any]:
-        """A connection to the member: the idle one if it still answers a ping, else a new one.
-        Connections with a longer read timeout (server-side waits) are never kept."""
-        conn = None
-        if read_timeout is None:
-            with self._guard:
-                conn = self._idle.pop(member.name, None)
-            if conn is not None:
-                try:
-                    conn.ping(reconnect=False)
-                except Exception as exc:  # noqa: BLE001 - a dead or hung server; decide below
-                    _close(conn)
-                    conn = None
-                    detail = _describe_error(exc, self.cluster.timeouts.read)
-                    if "no answer within" in detail:
-                        # Hung: connecting again would cost another full timeout.
-                        raise ProbeTimeout(f"{member.name} ({member.address}:{self.cluster.port_of(member)}): {detail}") from None
-        if conn is None:
-            conn = self._connect(member, read_timeout)
-        healthy = False
-        try:
-            yield conn
-            healthy = True
-        finally:
-            if healthy and read_timeout is None:
-                with self._guard:
-                    previous = self._idle.pop(member.name, None)
-                    self._idle[member.name] = conn
-                if previous is not None:
-                    _close(previous)
-            else:
-                _close(conn)
-
-    # -- connections ------------------------------------------------------------------------
-    def _connect(self, member: Member, read_timeout: float | None = None) -> pymysql.connections.Connection[Any]:
-        import pymysql
-
-        t = self.cluster.timeouts
-        try:
-            return pymysql.connect(
-                host=member.address,
-                port=self.cluster.port_of(member),
-                user=self._user,
-                password=self._password,
-                connect_timeout=t.connect,
-                read_timeout=read_timeout or t.read,
-                write_timeout=t.read,
-                autocommit=True,
-                cursorclass=pymysql.cursors.DictCursor,
-            )
-        except pymysql.err.OperationalError as exc:
-            raise _connect_error(member, self.cluster, exc, t.connect, read_timeout or t.read) from None
+        self.pool = MySQLPool(cluster, cred.user, password)
+        self.hosts = MemberHosts(cluster, inventory)
+        self.proxies = Proxies(cluster, inventory, self.hosts, self.pool)
 
     def observe(self) -> ClusterView:
         members = self.cluster.members
@@ -232,13 +184,14 @@ class MariaDBBackend:
         try:
             futures = {pool.submit(self._probe, m): m for m in members}
             t = self.cluster.timeouts
-            done, _ = cf.wait(futures, timeout=t.connect + t.read + 1.0)
+            # Safety net on top of the pool's own timeouts (a ping, a connect, the statements).
+            done, _ = cf.wait(futures, timeout=t.connect + 2 * t.read + 1.0)
             views = []
             for fut, member in futures.items():
                 if fut in done:
                     views.append(fut.result())
                 else:
-                    views.append(_unreachable(member, self.cluster, f"no answer within {t.connect + t.read:g} s"))
+                    views.append(self._failed(member, "hung", f"no answer within {t.connect + 2 * t.read + 1:g} s"))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         return ClusterView(cluster=self.cluster.name, servers=views, observed_at=time.time())
@@ -246,25 +199,24 @@ class MariaDBBackend:
     def probe(self, member: str) -> ServerView:
         return self._probe(self.cluster.member(member))
 
+    def _failed(self, member: Member, state: MemberState, error: str) -> ServerView:
+        return ServerView(name=member.name, address=member.address, port=self.cluster.port_of(member), state=state,
+                          error=error)
+
     def _probe(self, member: Member) -> ServerView:
         started = time.monotonic()
         try:
-            with self._session(member) as conn, conn.cursor() as cur:
-                cur.execute(VARIABLES_SQL)
-                row = cur.fetchone() or {}
-                values = list(row.values())
-                cur.execute("SHOW ALL SLAVES STATUS")
-                channels = [_channel(r) for r in cur.fetchall()]
+            values = self.pool.run(member, [Sql(VARIABLES_SQL)]).rows[0]
+            channels = [_channel(r) for r in self.pool.run(member, [Sql("SHOW ALL SLAVES STATUS")]).dicts()]
         except ConnectError as exc:
-            return _unreachable(member, self.cluster, str(exc))
-        except Exception as exc:  # noqa: BLE001 - any failure of a probe makes the member unreachable
-            return _unreachable(member, self.cluster, _describe_error(exc, self.cluster.timeouts.read))
+            return self._failed(member, state_of(exc), detail_of(exc))
+        except StatementFailed as exc:
+            return self._failed(member, "unreachable", detail_of(exc))
         return ServerView(
             name=member.name,
             address=member.address,
             port=self.cluster.port_of(member),
-            reachable=True,
-            server_id=int(values[0]),
+            server_id=_int(values[0]),
             read_only=_flag(values[1]),
             log_bin=_flag(values[2]),
             log_slave_updates=_flag(values[3]),
@@ -280,53 +232,53 @@ class MariaDBBackend:
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None:
         self.query(member, sql, timeout)
 
-    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[tuple[Any, ...]]:
+    def query(self, member: str, sql: Sql, timeout: float | None = None) -> list[Row]:
+        read_timeout = timeout + self.cluster.timeouts.read if timeout else None
+        return self.pool.run(self.cluster.member(member), [sql], read_timeout).rows
+
+    # -- drill faults ---------------------------------------------------------------------------
+    def kill(self, member: str) -> str:
         target = self.cluster.member(member)
-        read_timeout = (timeout or 0) + self.cluster.timeouts.read if timeout else None
-        try:
-            with self._session(target, read_timeout) as conn, conn.cursor() as cur:
-                cur.execute(sql.template, sql.params or None)
-                rows = cur.fetchall() or []
-                return [tuple(r.values()) for r in rows]
-        except ConnectError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - turned into one clear error naming the statement
-            raise CommandFailed(
-                f"{member}: `{sql.shown()}` failed: {_describe_error(exc, read_timeout or self.cluster.timeouts.read)}"
-            ) from None
+        done = self.hosts.signal(target, "KILL")
+        self.hosts.wait_gone(target, 10.0)
+        return done
+
+    def hang(self, member: str) -> str:
+        return self.hosts.signal(self.cluster.member(member), "STOP")
+
+    def resume(self, member: str) -> str:
+        return self.hosts.resume(self.cluster.member(member))
+
+    def start(self, member: str) -> str:
+        return self.hosts.start(self.cluster.member(member))
+
+    def cut_replication(self, member: str) -> str:
+        self.execute(member, STOP_IO_THREAD)
+        return f"{STOP_IO_THREAD.shown()} on {member}"
+
+    # -- hosts and proxies (TrafficAPI) ---------------------------------------------------------
+    def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
+        return render_service(self.cluster, self.cluster.member(member), action)
+
+    def run_service(self, action: ServiceAction, member: str, timeout: float | None = None) -> CommandResult:
+        return self.hosts.run_service(action, self.cluster.member(member), timeout)
+
+    def server_process(self, member: str) -> ServerProcess:
+        return self.hosts.process(self.cluster.member(member))
+
+    def proxy_views(self) -> list[ProxyView]:
+        return self.proxies.views()
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self.proxies.command(proxy, command)
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        return self.proxies.through_frontend(proxy, statements, read_timeout)
 
     def close(self) -> None:
-        with self._guard:
-            idle, self._idle = list(self._idle.values()), {}
-        for conn in idle:
-            _close(conn)
+        self.pool.close()
+        self.hosts.close()
 
 
-def _close(conn: Any) -> None:
-    # Closing a broken connection must not mask the real error.
-    with contextlib.suppress(Exception):
-        conn.close()
-
-
-def _describe_error(exc: Exception, read_timeout: float) -> str:
-    text = str(exc)
-    if "timed out" in text.lower() or isinstance(exc, TimeoutError):
-        return f"no answer within the read timeout of {read_timeout:g} s (hung or overloaded server?)"
-    args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
-    if len(args) >= 2 and isinstance(args[0], int):
-        return f"error {args[0]}: {args[1]}"
-    return text or type(exc).__name__
-
-
-def _connect_error(member: Member, cluster: Cluster, exc: Exception, connect: float, read: float) -> ConnectError:
-    detail = _describe_error(exc, read)
-    where = f"{member.name} ({member.address}:{cluster.port_of(member)})"
-    if "no answer within" in detail:
-        return ProbeTimeout(f"{where}: {detail}")
-    return ConnectError(f"{where}: cannot connect: {detail}")
-
-
-def _unreachable(member: Member, cluster: Cluster, error: str) -> ServerView:
-    return ServerView(
-        name=member.name, address=member.address, port=cluster.port_of(member), reachable=False, error=error
-    )
+def _conforms(backend: MariaDBBackend) -> MariaDBAPI:
+    return backend  # mypy checks here that the connector provides everything the actions use

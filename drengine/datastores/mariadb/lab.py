@@ -1,5 +1,6 @@
 """Lab: three real MariaDB servers on loopback with GTID replication (db1 primary, db2 and
-db3 replicas), started and stopped by PID; plus the faults drills and tests inject."""
+db3 replicas) behind a real HAProxy (write frontend on 127.0.0.1:33070, runtime API on a unix
+socket), started and stopped by PID; plus the faults drills and tests inject."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from drengine.clock import wait_until
+from drengine.lab import haproxy
 from drengine.lab.procs import (
     LOCAL_HOST,
     LOCAL_HOSTS,
@@ -27,11 +29,16 @@ from drengine.lab.procs import (
     template_literal,
 )
 
+if TYPE_CHECKING:
+    from drengine.datastores.mysql_pool import Connection
+
 KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
 PORT_BASE = 33061
 CLUSTER = "lab-mariadb"
 RUNS_AS = "mysql"  # mariadbd drops to this user: it must reach the lab directory
+WRITE_PORT, READ_PORT = 33070, 33071  # HAProxy's frontends
+APP_USER = "app"  # what applications (and drill canaries) use through the proxy: no READ ONLY ADMIN
 
 
 def _dir(lab: LabDir) -> Path:
@@ -79,18 +86,18 @@ def _socket(lab: LabDir, name: str) -> str:
     return str(_dir(lab) / name / "mysqld.sock")
 
 
-def _admin(lab: LabDir, name: str, timeout: float = 5.0) -> Any:
+def _admin(lab: LabDir, name: str, timeout: float = 5.0) -> Connection:
     import pymysql
 
     return pymysql.connect(unix_socket=_socket(lab, name), user="root", password=_password(lab, "root"),
                            connect_timeout=timeout, read_timeout=30, autocommit=True)
 
 
-def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[Any, ...]]:
+def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[object, ...]]:
     """Run statements as root over the server's socket; return the last result set."""
     conn = _admin(lab, name)
     try:
-        rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[object, ...]] = []
         with conn.cursor() as cur:
             for s in statements:
                 cur.execute(s)
@@ -156,6 +163,11 @@ def _bootstrap_users(lab: LabDir, name: str) -> None:
             cur.execute("GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION")
             cur.execute("CREATE USER repl@'127.0.0.1' IDENTIFIED BY %s", (repl_pw,))
             cur.execute("GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'")
+            # An application account: read_only=1 stops its writes (it lacks READ ONLY ADMIN, which
+            # ALL PRIVILEGES includes), so a fenced old primary refuses what the application sends.
+            cur.execute(f"CREATE USER {APP_USER}@'127.0.0.1' IDENTIFIED BY %s", (_password(lab, APP_USER),))
+            cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON drengine.* TO {APP_USER}@'127.0.0.1'")
+            cur.execute(f"CREATE USER {haproxy.CHECK_USER}@'127.0.0.1'")
             cur.execute("RESET MASTER")
     finally:
         conn.close()
@@ -169,7 +181,14 @@ def replicate(lab: LabDir, replica: str, primary: str) -> None:
         "START SLAVE")
 
 
-def inventory_fragment(lab: LabDir) -> dict[str, Any]:
+def lab_proxy(lab: LabDir) -> haproxy.LabProxy:
+    return haproxy.LabProxy(kind=KIND, directory=_dir(lab) / "haproxy",
+                            members=tuple((n, PORT_BASE + i) for i, n in enumerate(NAMES)), primary=NAMES[0],
+                            write_port=WRITE_PORT, read_port=READ_PORT)
+
+
+def inventory_fragment(lab: LabDir) -> dict[str, object]:
+    app: dict[str, object] = {"user": APP_USER, "password": {"file": str(_dir(lab) / f"{APP_USER}.password")}}
     return {
         "kind": "mariadb",
         "drill_target": True,
@@ -185,10 +204,12 @@ def inventory_fragment(lab: LabDir) -> dict[str, Any]:
              "data_dir": str(_dir(lab) / n / "data"), "pid_file": str(_dir(lab) / n / "mysqld.pid")}
             for i, n in enumerate(NAMES)
         ],
+        "proxies": [lab_proxy(lab).inventory(app)],
     }
 
 
-def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, Any]:
+
+def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, object]:
     """Start db1 (primary), db2 and db3 (replicas) and wait for replication to run."""
     down(lab)
     try:
@@ -198,7 +219,7 @@ def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, Any]:
         raise
 
 
-def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
+def _up(lab: LabDir, inventory_out: str | None) -> dict[str, object]:
     for i, name in enumerate(NAMES):
         _install(lab, name, i)
     for name in NAMES:
@@ -215,6 +236,9 @@ def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
     for name in NAMES[1:]:
         replicate(lab, name, NAMES[0])
     wait_replicated(lab)
+    proxy = lab_proxy(lab)
+    haproxy.start(lab, proxy)
+    haproxy.wait_up(proxy, NAMES[0])
     fragment = inventory_fragment(lab)
     if inventory_out:
         merge_inventory(inventory_out, LOCAL_HOSTS, {CLUSTER: fragment})

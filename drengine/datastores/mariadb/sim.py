@@ -4,25 +4,29 @@ pymysql connector: the actions send the same SQL text, which the simulator inter
 Modelled: transactions with GTIDs per server, received (relay log) versus applied,
 replication threads, read_only, binary log settings, errant transactions, and the relay
 log trap (after both threads stop, starting the SQL thread discards the relay log).
-Faults: kill, hang, revive, lag. State is JSON in a file so a run can be resumed.
+Faults: kill, hang, resume, start, cut replication. State is JSON in a file so a run can be resumed.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from drengine import gtid
-from drengine.datastores.mariadb.connector import Channel, ClusterView, ServerView, Sql
-from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
+from drengine.datastores.mariadb.connector import Channel, ClusterView, MariaDBAPI, ServerView, Sql
+from drengine.datastores.mysql_hosts import ServerProcess, ServiceAction, render_service
+from drengine.datastores.mysql_pool import MemberDown, MemberHung, MemberUnreachable, Row, StatementFailed
+from drengine.datastores.mysql_traffic import proxy_of
+from drengine.errors import InputError
+from drengine.haproxy import ProxyView, SimProxy, sim_proxies
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
+from drengine.transport import CommandResult, ShellCommand, command_text
 
 
 class Txn(BaseModel):
@@ -67,12 +71,19 @@ class SimServer(BaseModel):
 
 class SimCluster(BaseModel):
     servers: list[SimServer]
+    proxies: list[SimProxy] = []
+    last_gtid: str = ""  # @@last_gtid of the statement just interpreted (one session at a time)
 
     def server(self, name: str) -> SimServer:
         for s in self.servers:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def writer(self) -> str | None:
+        """The writable server the others follow (where the proxies point when built)."""
+        writable = [s for s in self.servers if s.alive and not s.read_only and s.source is None]
+        return max(writable, key=lambda w: sum(1 for o in self.servers if o.source == w.name)).name if writable else None
 
     def by_address(self, host: str, port: int) -> SimServer | None:
         for s in self.servers:
@@ -87,6 +98,7 @@ class SimCluster(BaseModel):
         seq = max((g.seq for g in s.position().values()), default=0) + 1
         txn = Txn(gtid=f"0-{s.server_id}-{seq}", key=key)
         s.applied.append(txn)
+        self.last_gtid = txn.gtid
         return txn
 
     def settle(self) -> None:
@@ -277,6 +289,7 @@ class SimMariaDBBackend:
     def open(cls, cluster: Cluster, state_file: Path) -> SimMariaDBBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimCluster.model_validate_json,
                                               {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "MariaDB"), state_file)
+        backend.sim.proxies = sim_proxies(cluster, backend.sim.writer(), backend.sim.proxies)
         if cluster.replication is not None:
             # Resolved like the real connector does, so simulation proves secrets stay masked.
             backend.replication_user = cluster.replication.user
@@ -309,16 +322,17 @@ class SimMariaDBBackend:
                 name=s.name,
                 address=s.address,
                 port=s.port,
-                reachable=False,
-                error=f"cannot connect: error 2003: Can't connect to MySQL server on '{s.address}' (111)",
+                state="down",
+                error="connection refused: nothing listens on the port (server not running)",
             )
         if s.hung:
             return ServerView(
                 name=s.name,
                 address=s.address,
                 port=s.port,
-                reachable=False,
-                error=f"no answer within the read timeout of {t.read:g} s (hung or overloaded server?)",
+                state="hung",
+                error=f"accepted the connection but gave no answer within the read timeout of {t.read:g} s "
+                      f"(hung or overloaded)",
             )
         pos = gtid.render(s.position())
         channels = []
@@ -349,7 +363,6 @@ class SimMariaDBBackend:
             name=s.name,
             address=s.address,
             port=s.port,
-            reachable=True,
             server_id=s.server_id,
             read_only=s.read_only,
             log_bin=s.log_bin,
@@ -365,13 +378,12 @@ class SimMariaDBBackend:
     def _reachable(self, member: str) -> SimServer:
         s = self.sim.server(member)
         if not s.alive:
-            raise ConnectError(
-                f"{member} ({s.address}:{s.port}): cannot connect: error 2003: Can't connect (111)"
-            )
+            detail = "connection refused: nothing listens on the port (server not running)"
+            raise MemberDown(f"{member} ({s.address}:{s.port}): {detail}", detail)
         if s.hung:
-            raise ProbeTimeout(
-                f"{member}: no answer within the read timeout of {self.cluster.timeouts.read:g} s"
-            )
+            detail = (f"accepted the connection but gave no answer within the read timeout of "
+                      f"{self.cluster.timeouts.read:g} s (hung or overloaded)")
+            raise MemberHung(f"{member} ({s.address}:{s.port}): {detail}", detail)
         return s
 
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None:
@@ -379,7 +391,7 @@ class SimMariaDBBackend:
 
     def query(
         self, member: str, sql: Sql, timeout: float | None = None
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[Row]:
         s = self._reachable(member)
         self.sim.settle()
         try:
@@ -390,7 +402,7 @@ class SimMariaDBBackend:
             if s.latency:
                 time.sleep(s.latency)
 
-    def _interpret(self, s: SimServer, sql: Sql) -> list[tuple[Any, ...]]:
+    def _interpret(self, s: SimServer, sql: Sql) -> list[Row]:
         text = " ".join(sql.template.split())
         upper = text.upper()
         if upper == "STOP SLAVE":
@@ -399,7 +411,7 @@ class SimMariaDBBackend:
             return []
         if upper in ("START SLAVE", "START SLAVE SQL_THREAD"):
             if s.source is None:
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: `{sql.shown()}` failed: error 1200: Misconfigured slave: MASTER_HOST was not set"
                 )
             if not s.relay_valid:
@@ -418,7 +430,7 @@ class SimMariaDBBackend:
             return []
         if upper == "RESET SLAVE ALL":
             if s.io_on or s.sql_on:
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: error 1198: This operation cannot be performed as you have a running slave; run STOP SLAVE first"
                 )
             s.source, s.relay = None, []
@@ -429,13 +441,13 @@ class SimMariaDBBackend:
         m = _CHANGE_MASTER.match(text)
         if m:
             if s.io_on or s.sql_on:
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: error 1198: This operation cannot be performed as you have a running slave; run STOP SLAVE first"
                 )
             host, port = str(sql.params[0]), int(sql.params[1])
             src = self.sim.by_address(host, port)
             if src is None:
-                raise CommandFailed(f"{s.name}: no simulated server at {host}:{port}")
+                raise StatementFailed(f"{s.name}: no simulated server at {host}:{port}")
             s.source, s.relay = src.name, []
             if "MASTER_DEMOTE_TO_SLAVE=1" in upper:
                 s.slave_pos = gtid.render(s.position())
@@ -456,6 +468,13 @@ class SimMariaDBBackend:
                     else -1,
                 )
             ]
+        if upper == "SELECT @@READ_ONLY, @@GTID_BINLOG_POS":
+            return [(int(s.read_only), gtid.render(s.position()))]
+        if upper.startswith("SELECT @@HOSTNAME, @@PORT, @@SERVER_ID"):
+            row: Row = (s.address, s.port, s.server_id)
+            return [(*row, self.sim.last_gtid)] if "@@LAST_GTID" in upper else [row]
+        if upper.startswith("SELECT ID FROM INFORMATION_SCHEMA.PROCESSLIST"):
+            return []  # no client sessions are modelled
         if upper == "SELECT @@GTID_BINLOG_POS":
             return [(gtid.render(s.position()),)]
         if upper.startswith("SELECT ID FROM DRENGINE.CANARY"):
@@ -466,29 +485,104 @@ class SimMariaDBBackend:
                 and upper.startswith(("INSERT", "REPLACE", "UPDATE", "DELETE"))
                 and "DRENGINE." not in upper
             ):
-                raise CommandFailed(
+                raise StatementFailed(
                     f"{s.name}: error 1290: The MariaDB server is running with the --read-only option"
                 )
             key = str(sql.params[0]) if sql.params else ""
             self.sim.write(s.name, key=key if key.startswith("canary-") else "")
             return []
-        raise CommandFailed(
+        raise StatementFailed(
             f"{s.name}: the simulator does not understand `{sql.shown()}`"
         )
 
     def close(self) -> None:
         self.save()
 
-    # -- faults, for drills and tests ---------------------------------------------------------------
-    def kill(self, member: str) -> None:
+    # -- hosts and proxies (TrafficAPI) ------------------------------------------------------------
+    def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
+        return render_service(self.cluster, self.cluster.member(member), action)
+
+    def run_service(self, action: ServiceAction, member: str, timeout: float | None = None) -> CommandResult:
+        command = command_text(self.service_command(action, member))
+        s = self.sim.server(member)
+        if action == "stop":
+            s.alive, s.hung = False, False  # a service stop continues a stopped process first
+        elif action == "start":
+            s.alive, s.hung, s.read_only = True, False, True
+        elif action != "status":
+            return CommandResult(member, command, 127, "", f"the simulator has no {action} for MariaDB\n", 0.0)
+        self.save()
+        return CommandResult(member, command, 0 if s.alive or action != "status" else 3, "", "", 0.0)
+
+    def server_process(self, member: str) -> ServerProcess:
+        s = self.sim.server(member)
+        if not s.alive:
+            return ServerProcess(None, False, note="no pid file (the simulated server is not running)")
+        return ServerProcess(10000 + s.server_id, True, "mariadbd", "stopped (SIGSTOP)" if s.hung else "", stopped=s.hung)
+
+    def _proxy(self, name: str) -> SimProxy:
+        return next(p for p in self.sim.proxies if p.name == name)
+
+    def proxy_views(self) -> list[ProxyView]:
+        # HAProxy's TCP checks pass on a hung server: the kernel still completes the handshake.
+        health = {s.name: "up" if s.alive else "down" for s in self.sim.servers}
+        return [self._proxy(p.name).view(p, health) for p in self.cluster.proxies]
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self._proxy(proxy).apply(proxy_of(self.cluster, proxy), command)
+        self.save()
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        writer = self._proxy(proxy).writer(proxy_of(self.cluster, proxy), {s.name: s.alive for s in self.sim.servers})
+        if writer is None:
+            detail = "HAProxy closed the connection: no server of its write backend is ready and up"
+            raise MemberUnreachable(f"proxy {proxy} frontend: {detail}", detail)
+        rows: list[Row] = []
+        for sql in statements:
+            rows = self.query(writer, sql, read_timeout)
+        return rows
+
+    # -- drill faults (MariaDBAPI) -----------------------------------------------------------------
+    def kill(self, member: str) -> str:
         self.sim.server(member).alive = False
         self.save()
+        return f"simulated SIGKILL of {member}"
 
-    def hang(self, member: str) -> None:
+    def hang(self, member: str) -> str:
         self.sim.server(member).hung = True
         self.save()
+        return f"simulated SIGSTOP of {member}"
 
-    def revive(self, member: str) -> None:
+    def resume(self, member: str) -> str:
+        s = self.sim.server(member)
+        if not s.alive or not s.hung:
+            return f"{member}: nothing to wake: the simulated server is {'running' if s.alive else 'not running'}"
+        s.hung = False
+        self.save()
+        return f"simulated SIGCONT of {member}"
+
+    def start(self, member: str) -> str:
+        s = self.sim.server(member)
+        # A restarted server reads read_only=1 from its configuration (as in the lab): an old
+        # primary must not come back writable before it is rejoined.
+        s.alive, s.hung, s.read_only = True, False, True
+        self.save()
+        return f"simulated start of {member}"
+
+    def revive(self, member: str) -> str:
+        """A world change (for the explorer, not a drill fault): the server is back as it was, by
+        itself (its service manager restarted it, or its hang ended), read_only as before."""
         s = self.sim.server(member)
         s.alive, s.hung = True, False
         self.save()
+        return f"simulated return of {member} as it was"
+
+    def cut_replication(self, member: str) -> str:
+        s = self._reachable(member)
+        s.io_on, s.relay_valid = False, False
+        self.save()
+        return f"STOP SLAVE IO_THREAD on {member}"
+
+
+def _conforms(backend: SimMariaDBBackend) -> MariaDBAPI:
+    return backend  # mypy checks here that the simulator provides everything the actions use

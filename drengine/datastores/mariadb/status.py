@@ -4,17 +4,26 @@ The reading is a pure function of the view; the decisions it quotes are the runb
 
 from __future__ import annotations
 
-from drengine.datastores.mariadb.actions import choose_survivor, writable_primaries
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
+from drengine.datastores.mariadb.decisions import choose_survivor, writable_primaries
+from drengine.datastores.mysql_traffic import proxy_statuses
 from drengine.inventory import Cluster
-from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, classify_error, state_words
+from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, state_words
 
 # Replicas further behind than this are reported as lagging (the cluster stays healthy).
 LAG_WARN_SECONDS = 60
 
 
+# The probe already tells a dead server from a hung one (the pool reads the failure by type and errno).
+STATES = {"up": MemberState.REACHABLE, "down": MemberState.DEAD, "hung": MemberState.HUNG,
+          "unreachable": MemberState.UNREACHABLE}
+
+
 def assess(cluster: Cluster, backend: MariaDBAPI) -> Reading:
-    return read_view(backend.observe())
+    reading = read_view(backend.observe())
+    if not cluster.proxies:
+        return reading
+    return reading.model_copy(update={"proxies": proxy_statuses(backend.proxy_views())})
 
 
 def _source_of(view: ClusterView, server: ServerView) -> str:
@@ -41,7 +50,7 @@ def _old_primary(view: ClusterView) -> str:
 def _row(view: ClusterView, s: ServerView, old: str) -> MemberStatus:
     if not s.reachable:
         role = "primary (the replicas point at it)" if s.name == old else ""
-        return MemberStatus(name=s.name, role=role, state=classify_error(s.error), error=s.error)
+        return MemberStatus(name=s.name, role=role, state=STATES[s.state], error=s.error)
     if s.is_writable_primary:
         return MemberStatus(name=s.name, role="primary", state=MemberState.REACHABLE,
                             position=s.gtid_binlog_pos or s.gtid_current_pos or "-")
@@ -67,7 +76,7 @@ def _row(view: ClusterView, s: ServerView, old: str) -> MemberStatus:
 
 
 def _down_words(s: ServerView) -> str:
-    return f"{state_words(classify_error(s.error))}: {s.error}"
+    return f"{state_words(STATES[s.state])}: {s.error}"
 
 
 def read_view(view: ClusterView) -> Reading:
@@ -159,7 +168,7 @@ def _without_primary(view: ClusterView, old: str, rows: list[MemberStatus]) -> R
     if receiving:
         evidence.append(f"{', '.join(receiving)} still receive from {old or 'their primary'} (Slave_IO_Running: Yes): "
                         f"it may be alive and cut off from here, or hung and not yet noticed (slave_net_timeout); "
-                        f"the runbook refuses to promote until the replicas lose it too, or you override")
+                        f"the runbook fences it before promoting, behind a dangerous gate")
     decision = choose_survivor(view)
     for c in decision.ranking:
         evidence.append(f"{c.name}: received {c.received or '-'}, applied {c.applied or '-'}"

@@ -88,6 +88,9 @@ class MongoKit:
         assert self.inventory is not None
         return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims), members=list(victims))
 
+    def check_after(self, cluster: Cluster, backend: Any, fault: str) -> list[str]:
+        return []
+
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         return ("the killed members were removed from the set by the forced reconfiguration: keep them down until "
                 "their data is wiped, then add them back with mongodb-rejoin")
