@@ -36,7 +36,7 @@ from drengine.datastores.elasticsearch.connector import (  # noqa: E402
 )
 from drengine.datastores.elasticsearch.rest import SimServer  # noqa: E402
 from drengine.datastores.elasticsearch.sim import save_model  # noqa: E402
-from drengine.datastores.elasticsearch.simcluster import EsCluster, big  # noqa: E402
+from drengine.datastores.elasticsearch.simulator import EsCluster, big  # noqa: E402
 from tests.helpers import cli, of_type  # noqa: E402
 
 NODES = 5

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from drengine.datastores.elasticsearch.sim import save_model
-from drengine.datastores.elasticsearch.simcluster import ENABLE_SETTING, EsCluster, build_scenario
+from drengine.datastores.elasticsearch.simulator import EsCluster, build_scenario
+from drengine.datastores.elasticsearch.simulator.model import ENABLE_SETTING
 from tests.helpers import ROOT, cli, of_type
 
 pytestmark = pytest.mark.sim

@@ -9,38 +9,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drengine.datastores.elasticsearch.simcluster import (
-    ALL_COPIES_INVALID,
-    ALL_NODES_FORBIDDEN,
-    NO_COPIES,
-    SCENARIOS,
-    EsCluster,
-    SimApiError,
-    big,
-    build_scenario,
-    shard_for_doc,
-)
+from drengine.clock import SimulatedClock
+from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster, SimApiError, big, build_scenario
+from drengine.datastores.elasticsearch.simulator.explain import ALL_COPIES_INVALID, ALL_NODES_FORBIDDEN, NO_COPIES
+from drengine.datastores.elasticsearch.simulator.model import shard_for_doc
 
 pytestmark = pytest.mark.sim
 
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> SimulatedClock:
+    return SimulatedClock()
 
 
-def three_nodes(clock: FakeClock, **index_settings: str) -> EsCluster:
+def three_nodes(clock: SimulatedClock, **index_settings: str) -> EsCluster:
     cluster = EsCluster(clock=clock)
     for number in (1, 2, 3):
         cluster.add_node(f"node-{number}")
@@ -81,7 +62,7 @@ def deciders_of(explain: dict[str, object], node: str) -> dict[str, str]:
         ("retries-exhausted", "yellow"),
     ],
 )
-def test_every_named_scenario_starts_degraded(name: str, status: str, clock: FakeClock) -> None:
+def test_every_named_scenario_starts_degraded(name: str, status: str, clock: SimulatedClock) -> None:
     cluster = build_scenario(name, clock)
     health = cluster.health()
     assert health["status"] == status
@@ -89,7 +70,7 @@ def test_every_named_scenario_starts_degraded(name: str, status: str, clock: Fak
     assert name in SCENARIOS
 
 
-def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: FakeClock) -> None:
+def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: SimulatedClock) -> None:
     cluster = build_scenario("one-node-lost-3", clock)
     health = cluster.health()
     assert (health["number_of_nodes"], health["status"]) == (2, "yellow")
@@ -109,13 +90,13 @@ def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: 
     assert cluster.health()["status"] == "green"
 
 
-def test_delayed_timeout_zero_allocates_at_once(clock: FakeClock) -> None:
+def test_delayed_timeout_zero_allocates_at_once(clock: SimulatedClock) -> None:
     cluster = build_scenario("one-node-lost-3", clock)
     cluster.put_index_settings("_all", {"index": {"unassigned": {"node_left": {"delayed_timeout": "0"}}}})
     assert cluster.health()["status"] == "green"
 
 
-def test_node_returning_within_the_delay_brings_its_copies_back(clock: FakeClock) -> None:
+def test_node_returning_within_the_delay_brings_its_copies_back(clock: SimulatedClock) -> None:
     cluster = build_scenario("node-returns-within-delay", clock)
     lost = cluster.node("node-3")
     held = {(g.index, g.shard): g.stores[lost.id].allocation_id for g in cluster.groups() if lost.id in g.stores}
@@ -134,7 +115,7 @@ def test_node_returning_within_the_delay_brings_its_copies_back(clock: FakeClock
 # ---- promotion and data loss -------------------------------------------
 
 
-def test_losing_a_primary_promotes_an_in_sync_replica(clock: FakeClock) -> None:
+def test_losing_a_primary_promotes_an_in_sync_replica(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     for number in range(10):
         cluster.index_doc("orders", f"doc-{number}", {"n": number})
@@ -148,7 +129,7 @@ def test_losing_a_primary_promotes_an_in_sync_replica(clock: FakeClock) -> None:
     assert cluster.count("orders")["count"] == 10
 
 
-def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(clock: FakeClock) -> None:
+def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-stale-copy", clock)
     explain = cluster.explain("orders", 0, True)
     assert explain["can_allocate"] == "no_valid_shard_copy"
@@ -170,7 +151,7 @@ def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(
     assert cluster.get_doc("orders", "doc-3")[0] == 200
 
 
-def test_empty_primary_loses_the_whole_shard(clock: FakeClock) -> None:
+def test_empty_primary_loses_the_whole_shard(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-no-copy", clock)
     explain = cluster.explain("sessions", 0, True)
     assert explain["can_allocate"] == "no_valid_shard_copy"
@@ -185,7 +166,7 @@ def test_empty_primary_loses_the_whole_shard(clock: FakeClock) -> None:
     assert cluster.count("sessions")["count"] == 0
 
 
-def test_red_shard_recovers_when_the_node_with_its_copy_returns(clock: FakeClock) -> None:
+def test_red_shard_recovers_when_the_node_with_its_copy_returns(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-no-copy", clock)
     lost = next(node.name for node in cluster.state.nodes if not node.alive)
     assert cluster.health("sessions")["status"] == "red"
@@ -194,7 +175,7 @@ def test_red_shard_recovers_when_the_node_with_its_copy_returns(clock: FakeClock
     assert cluster.count("sessions")["count"] == 4
 
 
-def test_writes_while_a_replica_is_away_make_its_copy_stale(clock: FakeClock) -> None:
+def test_writes_while_a_replica_is_away_make_its_copy_stale(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     group = cluster.shard_group("orders", 1)
     replica_node = node_of(cluster, "orders", 1, False)
@@ -209,7 +190,7 @@ def test_writes_while_a_replica_is_away_make_its_copy_stale(clock: FakeClock) ->
 # ---- deciders -----------------------------------------------------------
 
 
-def test_enable_decider_blocks_replicas_and_explains_the_setting(clock: FakeClock) -> None:
+def test_enable_decider_blocks_replicas_and_explains_the_setting(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     explain = cluster.explain(*unassigned_replica(cluster), False)
     assert explain["can_allocate"] == "no"
@@ -223,7 +204,7 @@ def test_enable_decider_blocks_replicas_and_explains_the_setting(clock: FakeCloc
     assert cluster.health()["status"] == "green"
 
 
-def test_same_shard_decider_names_the_copy_already_there(clock: FakeClock) -> None:
+def test_same_shard_decider_names_the_copy_already_there(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     index, shard = unassigned_replica(cluster)
     group = cluster.shard_group(index, shard)
@@ -233,7 +214,7 @@ def test_same_shard_decider_names_the_copy_already_there(clock: FakeClock) -> No
     assert group.primary().allocation_id in reasons["same_shard"]
 
 
-def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: FakeClock) -> None:
+def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     cluster.return_node("node-3")  # its copies stay out: replica allocation is still disabled
     cluster.disk_full("node-3", 96.5)
@@ -251,7 +232,7 @@ def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: F
     assert any(d["decider"] == "disk_threshold" and d["decision"] == "NO" for d in decisions)
 
 
-def test_max_retry_decider_and_retry_failed(clock: FakeClock) -> None:
+def test_max_retry_decider_and_retry_failed(clock: SimulatedClock) -> None:
     cluster = build_scenario("retries-exhausted", clock)
     explain = cluster.explain("orders", 0, False)
     assert explain["unassigned_info"]["reason"] == "ALLOCATION_FAILED"
@@ -264,7 +245,7 @@ def test_max_retry_decider_and_retry_failed(clock: FakeClock) -> None:
     assert cluster.health()["status"] == "green"
 
 
-def test_manual_allocate_replica_ignores_disabled_allocation(clock: FakeClock) -> None:
+def test_manual_allocate_replica_ignores_disabled_allocation(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     index, shard = unassigned_replica(cluster)
     target = next(n for n in ("node-1", "node-2") if n != node_of(cluster, index, shard, True))
@@ -272,7 +253,7 @@ def test_manual_allocate_replica_ignores_disabled_allocation(clock: FakeClock) -
     assert node_of(cluster, index, shard, False) == target
 
 
-def test_awareness_keeps_copies_in_different_zones(clock: FakeClock) -> None:
+def test_awareness_keeps_copies_in_different_zones(clock: SimulatedClock) -> None:
     cluster = EsCluster(clock=clock)
     for number, zone in ((1, "a"), (2, "a"), (3, "b")):
         cluster.add_node(f"node-{number}", attributes={"zone": zone})
@@ -283,7 +264,7 @@ def test_awareness_keeps_copies_in_different_zones(clock: FakeClock) -> None:
         assert zones == {"a", "b"}
 
 
-def test_dry_run_changes_nothing(clock: FakeClock) -> None:
+def test_dry_run_changes_nothing(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-no-copy", clock)
     before = json.dumps(cluster.to_json(), sort_keys=True)
     result = cluster.reroute(
@@ -297,7 +278,7 @@ def test_dry_run_changes_nothing(clock: FakeClock) -> None:
 # ---- settings, replicas, master, persistence ---------------------------------
 
 
-def test_cluster_settings_null_removes_and_unknown_keys_are_refused(clock: FakeClock) -> None:
+def test_cluster_settings_null_removes_and_unknown_keys_are_refused(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     cluster.put_cluster_settings(persistent={"cluster": {"routing": {"allocation": {"enable": "none"}}}})
     assert cluster.get_cluster_settings()["persistent"] == {"cluster": {"routing": {"allocation": {"enable": "none"}}}}
@@ -310,7 +291,7 @@ def test_cluster_settings_null_removes_and_unknown_keys_are_refused(clock: FakeC
         cluster.put_cluster_settings(transient={"cluster.routing.allocation.enable": "sometimes"})
 
 
-def test_lowering_replicas_goes_green_on_fewer_nodes(clock: FakeClock) -> None:
+def test_lowering_replicas_goes_green_on_fewer_nodes(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock, **{"index.unassigned.node_left.delayed_timeout": "0"})
     cluster.put_index_settings("orders", {"number_of_replicas": 2})
     cluster.kill_node("node-3")
@@ -320,7 +301,7 @@ def test_lowering_replicas_goes_green_on_fewer_nodes(clock: FakeClock) -> None:
     assert cluster.get_index_settings("orders")["orders"]["settings"]["index"]["number_of_replicas"] == "1"
 
 
-def test_no_master_without_a_majority(clock: FakeClock) -> None:
+def test_no_master_without_a_majority(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     cluster.kill_node("node-1")
     cluster.kill_node("node-2")
@@ -329,7 +310,7 @@ def test_no_master_without_a_majority(clock: FakeClock) -> None:
     assert (refused.value.status, refused.value.error_type) == (503, "master_not_discovered_exception")
 
 
-def test_state_survives_a_json_round_trip(clock: FakeClock) -> None:
+def test_state_survives_a_json_round_trip(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-stale-copy", clock)
     restored = EsCluster.from_json(json.loads(json.dumps(cluster.to_json())), clock=clock)
     assert restored.health() == cluster.health()
@@ -337,7 +318,7 @@ def test_state_survives_a_json_round_trip(clock: FakeClock) -> None:
     assert restored.cat_shards() == cluster.cat_shards()
 
 
-def test_big_cluster_stays_fast(clock: FakeClock) -> None:
+def test_big_cluster_stays_fast(clock: SimulatedClock) -> None:
     started = time.perf_counter()
     cluster = big(500, 4, 5, 1, clock=clock)
     health = cluster.health()
@@ -357,7 +338,7 @@ ACTIONS = st.lists(st.tuples(st.sampled_from(["kill", "return", "write", "wait",
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions=ACTIONS)
 def test_allocation_invariants_hold_under_random_faults(actions: list[tuple[str, int]]) -> None:
-    clock = FakeClock()
+    clock = SimulatedClock()
     cluster = EsCluster(clock=clock)
     for number in range(1, 5):
         cluster.add_node(f"node-{number}")

@@ -13,23 +13,17 @@ from urllib.parse import urlsplit
 import pytest
 from elasticsearch import ApiError, BadRequestError, ConnectionTimeout, Elasticsearch, NotFoundError, TransportError
 
+from drengine.clock import SimulatedClock
 from drengine.datastores.elasticsearch.rest import SimServer
-from drengine.datastores.elasticsearch.simcluster import EsCluster, build_scenario
+from drengine.datastores.elasticsearch.simulator import EsCluster, build_scenario
 
 pytestmark = pytest.mark.sim
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> SimulatedClock:
+    return SimulatedClock()
 
 
 def serve(model: EsCluster) -> Iterator[tuple[SimServer, Elasticsearch]]:
@@ -43,12 +37,12 @@ def serve(model: EsCluster) -> Iterator[tuple[SimServer, Elasticsearch]]:
 
 
 @pytest.fixture
-def lost_node(clock: FakeClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
+def lost_node(clock: SimulatedClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
     yield from serve(build_scenario("one-node-lost-3", clock))
 
 
 @pytest.fixture
-def stale(clock: FakeClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
+def stale(clock: SimulatedClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
     yield from serve(build_scenario("red-stale-copy", clock))
 
 
@@ -96,12 +90,12 @@ def test_health_wait_times_out_with_408(lost_node: tuple[SimServer, Elasticsearc
     assert body["status"] == "yellow"
 
 
-def test_health_wait_wakes_when_the_delay_runs_out(lost_node: tuple[SimServer, Elasticsearch], clock: FakeClock) -> None:
+def test_health_wait_wakes_when_the_delay_runs_out(lost_node: tuple[SimServer, Elasticsearch], clock: SimulatedClock) -> None:
     server, client = lost_node
 
     def delay_expires() -> None:
         time.sleep(0.2)
-        server.with_model(lambda m: setattr(clock, "now", clock.now + 61))
+        server.with_model(lambda m: clock.advance(61))
 
     mover = threading.Thread(target=delay_expires)
     mover.start()
@@ -146,7 +140,7 @@ def test_explain_shapes(lost_node: tuple[SimServer, Elasticsearch]) -> None:
     assert first["current_state"] == "unassigned" and "note" in first
 
 
-def test_explain_without_unassigned_shards_is_a_bad_request(clock: FakeClock) -> None:
+def test_explain_without_unassigned_shards_is_a_bad_request(clock: SimulatedClock) -> None:
     model = EsCluster(clock=clock)
     model.add_node("node-1")
     model.create_index("orders", number_of_shards=1, number_of_replicas=0)
@@ -181,7 +175,7 @@ def test_stale_primary_through_reroute(stale: tuple[SimServer, Elasticsearch]) -
         client.get(index="orders", id="doc-8")
 
 
-def test_retry_failed_through_reroute(clock: FakeClock) -> None:
+def test_retry_failed_through_reroute(clock: SimulatedClock) -> None:
     for _, client in serve(build_scenario("retries-exhausted", clock)):
         explain = client.cluster.allocation_explain()
         assert explain["unassigned_info"]["failed_allocation_attempts"] == 5
@@ -189,7 +183,7 @@ def test_retry_failed_through_reroute(clock: FakeClock) -> None:
         assert client.cluster.health()["status"] == "green"
 
 
-def test_allocate_replica_refused_by_a_decider(clock: FakeClock) -> None:
+def test_allocate_replica_refused_by_a_decider(clock: SimulatedClock) -> None:
     for server, client in serve(build_scenario("allocation-disabled", clock)):
         row = next(r for r in client.cat.shards(format="json") if r["state"] == "UNASSIGNED")
         primary_node = next(
@@ -262,7 +256,7 @@ def test_hung_server_makes_the_client_time_out(lost_node: tuple[SimServer, Elast
         impatient.close()
 
 
-def test_stop_closes_the_socket_and_joins_threads(clock: FakeClock) -> None:
+def test_stop_closes_the_socket_and_joins_threads(clock: SimulatedClock) -> None:
     before = threading.active_count()
     server = SimServer(build_scenario("one-node-lost-3", clock))
     url = server.start()
@@ -292,7 +286,7 @@ def test_stop_closes_the_socket_and_joins_threads(clock: FakeClock) -> None:
     assert threading.active_count() <= before
 
 
-def test_persisted_state_serves_the_same_answers(stale: tuple[SimServer, Elasticsearch], clock: FakeClock) -> None:
+def test_persisted_state_serves_the_same_answers(stale: tuple[SimServer, Elasticsearch], clock: SimulatedClock) -> None:
     server, client = stale
     saved = json.loads(json.dumps(server.snapshot()))
     for _, again in serve(EsCluster.from_json(saved, clock=clock)):

@@ -4,7 +4,7 @@ Owns the HTTP surface only: routing, query/body parsing, the headers the
 official client insists on (``X-Elastic-Product``, compatible media types),
 error bodies, ``wait_for_status`` waiting, and a "hang" fault that accepts
 requests and never answers (to test client timeouts). Every model access
-happens under one lock; the model itself is ``drengine.datastores.elasticsearch.simcluster``.
+happens under one lock; the model itself is ``drengine.datastores.elasticsearch.simulator``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from drengine.datastores.elasticsearch.simcluster import (
-    SCENARIOS,
-    EsCluster,
-    JsonDict,
-    SimApiError,
-    build_scenario,
-    parse_time_value,
-)
+from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster, SimApiError, build_scenario
+from drengine.datastores.elasticsearch.simulator.model import JsonDict, parse_time_value
 
 T = TypeVar("T")
 HEALTH_POLL_SECONDS = 0.05

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import SYSTEM
 from drengine.datastores.elasticsearch.connector import ElasticBackend, HttpCall
 from drengine.datastores.elasticsearch.rest import SimServer
-from drengine.datastores.elasticsearch.simcluster import SCENARIOS, EsCluster
+from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster
 from drengine.errors import InputError
 from drengine.inventory import Cluster
 
@@ -62,7 +62,7 @@ class SimElasticBackend(ElasticBackend):
 def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
     if state_file.exists():
         try:
-            return EsCluster.from_json(json.loads(state_file.read_text(encoding="utf-8")), clock=time.time)
+            return EsCluster.from_json(json.loads(state_file.read_text(encoding="utf-8")), clock=SYSTEM)
         except (OSError, ValueError) as exc:
             raise InputError(f"{state_file}: cannot load the simulated cluster's state ({exc}); "
                              f"delete the file to start the scenario afresh") from None
@@ -71,7 +71,7 @@ def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
     if factory is None:
         raise InputError(f"cluster {cluster.name}: unknown Elasticsearch scenario {scenario!r}; "
                          f"known scenarios: {', '.join(sorted(SCENARIOS))}")
-    return factory(clock=time.time)
+    return factory(clock=SYSTEM)
 
 
 def save_model(state: dict[str, Any], state_file: Path) -> None:

@@ -1,0 +1,110 @@
+"""Documents: index into the primary and every started replica, get from the primary, count."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from drengine.datastores.elasticsearch.simulator.core import ClusterCore
+from drengine.datastores.elasticsearch.simulator.model import Doc, JsonDict, SimApiError, shard_for_doc
+
+
+class DocumentsApi(ClusterCore):
+    """The document APIs the drills and tests use."""
+
+    def index_doc(self, index: str, doc_id: str, source: Mapping[str, Any]) -> tuple[int, JsonDict]:
+        """Index into the primary and every started replica; absent in-sync copies become stale."""
+        self.require_master()
+        if index not in self.state.indices:
+            self.create_index(index)
+        meta = self.index(index)
+        group = meta.shards[shard_for_doc(doc_id, meta.number_of_shards)]
+        primary = group.primary_store()
+        if primary is None:
+            raise SimApiError(
+                503,
+                "unavailable_shards_exception",
+                f"[{index}][{group.shard}] primary shard is not active Timeout: [1m], request: [index {{[{index}][{doc_id}]}}]",
+            )
+        seq_no = primary.max_seq_no + 1
+        existing = primary.docs.get(doc_id)
+        doc = Doc(
+            seq_no=seq_no,
+            version=existing.version + 1 if existing else 1,
+            source=dict(source),
+        )
+        started = group.started()
+        for routing in started:
+            assert routing.node_id is not None
+            store = group.stores[routing.node_id]
+            store.docs[doc_id] = doc
+            store.max_seq_no = seq_no
+        live_ids = {r.allocation_id for r in started}
+        group.in_sync = [a for a in group.in_sync if a in live_ids]
+        self._changed()
+        body = {
+            "_index": index,
+            "_id": doc_id,
+            "_version": doc.version,
+            "result": "updated" if existing else "created",
+            "_shards": {
+                "total": len(group.routings),
+                "successful": len(started),
+                "failed": 0,
+            },
+            "_seq_no": seq_no,
+            "_primary_term": group.primary_term,
+        }
+        return (200 if existing else 201), body
+
+    def get_doc(self, index: str, doc_id: str) -> tuple[int, JsonDict]:
+        meta = self.index(index)
+        group = meta.shards[shard_for_doc(doc_id, meta.number_of_shards)]
+        primary = group.primary_store()
+        if primary is None:
+            raise SimApiError(
+                503,
+                "no_shard_available_action_exception",
+                f"No shard available for [get [{index}][{doc_id}]]",
+            )
+        doc = primary.docs.get(doc_id)
+        if doc is None:
+            return 404, {"_index": index, "_id": doc_id, "found": False}
+        return 200, {
+            "_index": index,
+            "_id": doc_id,
+            "_version": doc.version,
+            "_seq_no": doc.seq_no,
+            "_primary_term": group.primary_term,
+            "found": True,
+            "_source": doc.source,
+        }
+
+    def count(self, index: str | None = None) -> JsonDict:
+        metas = self.resolve_indices(index)
+        total = successful = documents = 0
+        for meta in metas:
+            for group in meta.shards:
+                total += 1
+                store = group.primary_store()
+                if store is not None:
+                    successful += 1
+                    documents += len(store.docs)
+        if total and not successful:
+            raise SimApiError(
+                503,
+                "search_phase_execution_exception",
+                "all shards failed",
+                phase="query",
+                grouped=True,
+                failed_shards=[],
+            )
+        return {
+            "count": documents,
+            "_shards": {
+                "total": total,
+                "successful": successful,
+                "skipped": 0,
+                "failed": total - successful,
+            },
+        }

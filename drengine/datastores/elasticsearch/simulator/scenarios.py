@@ -1,0 +1,168 @@
+"""Named situations of the simulated cluster (the inventories' `scenario:`), and `big` for benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from drengine.clock import SYSTEM, Clock
+from drengine.datastores.elasticsearch.simulator.cluster import EsCluster
+from drengine.datastores.elasticsearch.simulator.model import (
+    DEFAULT_MAX_RETRIES,
+    DELAYED_TIMEOUT_SETTING,
+    ENABLE_SETTING,
+)
+
+
+def _cluster(node_count: int, clock: Clock, *, name: str = "drengine-sim", prefix: str = "node-") -> EsCluster:
+    cluster = EsCluster(name, clock=clock)
+    for number in range(1, node_count + 1):
+        cluster.add_node(f"{prefix}{number}", attributes={"zone": f"zone-{(number - 1) % 3 + 1}"})
+    return cluster
+
+
+def _write_docs(cluster: EsCluster, index: str, count: int, start: int = 1) -> None:
+    for number in range(start, start + count):
+        cluster.index_doc(index, f"doc-{number}", {"n": number, "message": f"event {number}"})
+
+
+def scenario_one_node_lost(clock: Clock = SYSTEM) -> EsCluster:
+    """3 nodes, every index has a replica, node-3 is lost: yellow, replicas delayed (1m)."""
+    cluster = _cluster(3, clock)
+    for name, shards in (("orders", 3), ("customers", 2), ("logs-2024.06", 1)):
+        cluster.create_index(name, number_of_shards=shards, number_of_replicas=1)
+        _write_docs(cluster, name, 12)
+    cluster.kill_node("node-3")
+    return cluster
+
+
+def scenario_healthy(clock: Clock = SYSTEM) -> EsCluster:
+    """3 nodes, every index has a replica, green: the starting point of drills."""
+    cluster = _cluster(3, clock)
+    for name, shards in (("orders", 3), ("customers", 2), ("logs-2024.06", 1)):
+        cluster.create_index(name, number_of_shards=shards, number_of_replicas=1)
+        _write_docs(cluster, name, 12)
+    return cluster
+
+
+def scenario_red_stale_copy(clock: Clock = SYSTEM) -> EsCluster:
+    """`orders` lost its only in-sync copy with node-1; node-2 holds a stale copy missing the newest docs."""
+    cluster = _cluster(3, clock)
+    cluster.create_index("customers", number_of_shards=2, number_of_replicas=1)
+    _write_docs(cluster, "customers", 10)
+    cluster.create_index("orders", number_of_shards=1, number_of_replicas=1)
+    group = cluster.shard_group("orders", 0)
+    primary_node = cluster.node_by_id(group.primary().node_id or "")
+    replica_node = cluster.node_by_id(next(r.node_id for r in group.routings if not r.primary) or "")
+    _write_docs(cluster, "orders", 5)
+    # Replicas were held back for maintenance; the replica's node dropped out and
+    # missed writes 6-8 while away, so its copy is stale when it comes back.
+    cluster.disable_allocation("primaries")
+    cluster.kill_node(replica_node.name)
+    _write_docs(cluster, "orders", 3, start=6)
+    cluster.return_node(replica_node.name)
+    cluster.kill_node(primary_node.name)
+    cluster.put_cluster_settings(persistent={ENABLE_SETTING: None})
+    return cluster
+
+
+def scenario_red_no_copy(clock: Clock = SYSTEM) -> EsCluster:
+    """`sessions` had no replicas and its primary lived on node-3, which is gone: red, no copy anywhere."""
+    cluster = _cluster(3, clock)
+    cluster.create_index("orders", number_of_shards=2, number_of_replicas=1)
+    _write_docs(cluster, "orders", 6)
+    cluster.create_index("sessions", number_of_shards=1, number_of_replicas=0)
+    holder = cluster.node_by_id(cluster.shard_group("sessions", 0).primary().node_id or "")
+    _write_docs(cluster, "sessions", 4)
+    cluster.kill_node(holder.name)
+    return cluster
+
+
+def scenario_allocation_disabled(clock: Clock = SYSTEM) -> EsCluster:
+    """Allocation left at `primaries` after maintenance; node-3 lost: replicas stay unassigned."""
+    cluster = _cluster(3, clock)
+    for name in ("orders", "customers"):
+        cluster.create_index(
+            name,
+            number_of_shards=2,
+            number_of_replicas=1,
+            settings={DELAYED_TIMEOUT_SETTING: "0"},
+        )
+        _write_docs(cluster, name, 8)
+    cluster.disable_allocation("primaries")
+    cluster.kill_node("node-3")
+    return cluster
+
+
+def scenario_node_returns_within_delay(clock: Clock = SYSTEM) -> EsCluster:
+    """node-3 restarted (5m delayed timeout): yellow with delayed shards; `return_node("node-3")` heals it."""
+    cluster = _cluster(3, clock)
+    for name in ("orders", "customers"):
+        cluster.create_index(
+            name,
+            number_of_shards=3,
+            number_of_replicas=1,
+            settings={DELAYED_TIMEOUT_SETTING: "5m"},
+        )
+        _write_docs(cluster, name, 9)
+    cluster.kill_node("node-3")
+    return cluster
+
+
+def scenario_retries_exhausted(clock: Clock = SYSTEM) -> EsCluster:
+    """A replica of `orders` failed recovery 5 times (max_retries): needs `reroute?retry_failed=true`."""
+    cluster = _cluster(3, clock)
+    cluster.create_index(
+        "orders",
+        number_of_shards=1,
+        number_of_replicas=1,
+        settings={DELAYED_TIMEOUT_SETTING: "0"},
+    )
+    _write_docs(cluster, "orders", 5)
+    cluster.fail_recoveries("orders", 0, DEFAULT_MAX_RETRIES)
+    group = cluster.shard_group("orders", 0)
+    replica_holder = next(r.node_id for r in group.routings if not r.primary)
+    cluster.kill_node(cluster.node_by_id(replica_holder or "").name)
+    return cluster
+
+
+def big(
+    n_indices: int = 500,
+    shards_per_index: int = 4,
+    nodes: int = 5,
+    lose: int = 1,
+    *,
+    replicas: int = 1,
+    clock: Clock = SYSTEM,
+) -> EsCluster:
+    """A large cluster for benchmarks: every index with replicas, ``lose`` nodes gone."""
+    cluster = _cluster(nodes, clock)
+    for number in range(n_indices):
+        cluster.create_index(
+            f"index-{number:04d}",
+            number_of_shards=shards_per_index,
+            number_of_replicas=replicas,
+            allocate=False,
+        )
+    cluster.allocate()
+    for number in range(nodes - lose + 1, nodes + 1):
+        cluster.kill_node(f"node-{number}")
+    return cluster
+
+
+SCENARIOS: dict[str, Callable[..., EsCluster]] = {
+    "healthy-3": scenario_healthy,
+    "one-node-lost-3": scenario_one_node_lost,
+    "red-stale-copy": scenario_red_stale_copy,
+    "red-no-copy": scenario_red_no_copy,
+    "allocation-disabled": scenario_allocation_disabled,
+    "node-returns-within-delay": scenario_node_returns_within_delay,
+    "retries-exhausted": scenario_retries_exhausted,
+    "big": big,
+}
+
+
+def build_scenario(name: str, clock: Clock = SYSTEM) -> EsCluster:
+    factory = SCENARIOS.get(name)
+    if factory is None:
+        raise KeyError(f"unknown Elasticsearch scenario [{name}]; known: {', '.join(sorted(SCENARIOS))}")
+    return factory(clock=clock)

@@ -1,0 +1,229 @@
+"""Read-only APIs: cluster health, _cat/shards, _cat/nodes, nodes info and the root endpoint."""
+
+from __future__ import annotations
+
+from drengine.datastores.elasticsearch.simulator.core import ClusterCore
+from drengine.datastores.elasticsearch.simulator.model import (
+    STARTED,
+    IndexMeta,
+    JsonDict,
+    ShardGroup,
+    ShardRouting,
+    human_bytes,
+    iso_time,
+)
+
+
+class ReadViews(ClusterCore):
+    """Health and the cat and info APIs."""
+
+    def health(self, index: str | None = None, level: str = "cluster") -> JsonDict:
+        self.require_master()
+        metas = self.resolve_indices(index)
+        totals = {
+            "active_primary_shards": 0,
+            "active_shards": 0,
+            "unassigned_shards": 0,
+            "delayed_unassigned_shards": 0,
+        }
+        per_index: JsonDict = {}
+        worst = "green"
+        for meta in metas:
+            stats = self._index_health(meta, level == "shards")
+            for key in totals:
+                totals[key] += stats[key]
+            per_index[meta.name] = stats
+            worst = _worse(worst, stats["status"])
+        all_shards = totals["active_shards"] + totals["unassigned_shards"]
+        body: JsonDict = {
+            "cluster_name": self.state.cluster_name,
+            "status": worst,
+            "timed_out": False,
+            "number_of_nodes": len(self.live_nodes()),
+            "number_of_data_nodes": len(self.live_data_nodes()),
+            "active_primary_shards": totals["active_primary_shards"],
+            "active_shards": totals["active_shards"],
+            "relocating_shards": 0,
+            "initializing_shards": 0,
+            "unassigned_shards": totals["unassigned_shards"],
+            "unassigned_primary_shards": sum(s["unassigned_primary_shards"] for s in per_index.values()),
+            "delayed_unassigned_shards": totals["delayed_unassigned_shards"],
+            "number_of_pending_tasks": 0,
+            "number_of_in_flight_fetch": 0,
+            "task_max_waiting_in_queue_millis": 0,
+            "active_shards_percent_as_number": 100.0 if all_shards == 0 else 100.0 * totals["active_shards"] / all_shards,
+        }
+        if level in ("indices", "shards"):
+            for stats in per_index.values():
+                stats.pop("delayed_unassigned_shards", None)
+            body["indices"] = per_index
+        return body
+
+    def _index_health(self, meta: IndexMeta, with_shards: bool) -> JsonDict:
+        status = "green"
+        active_primaries = active = unassigned = unassigned_primaries = delayed = 0
+        shards: JsonDict = {}
+        for group in meta.shards:
+            group_status = "green"
+            group_active = group_unassigned = 0
+            for routing in group.routings:
+                if routing.state == STARTED:
+                    group_active += 1
+                    active_primaries += routing.primary
+                else:
+                    group_unassigned += 1
+                    unassigned_primaries += routing.primary
+                    delayed += self.is_delayed(meta, routing)
+                    group_status = _worse(group_status, "red" if routing.primary else "yellow")
+            active += group_active
+            unassigned += group_unassigned
+            status = _worse(status, group_status)
+            if with_shards:
+                shards[str(group.shard)] = {
+                    "status": group_status,
+                    "primary_active": group.primary().state == STARTED,
+                    "active_shards": group_active,
+                    "relocating_shards": 0,
+                    "initializing_shards": 0,
+                    "unassigned_shards": group_unassigned,
+                    "unassigned_primary_shards": int(group.primary().state != STARTED),
+                }
+        stats: JsonDict = {
+            "status": status,
+            "number_of_shards": meta.number_of_shards,
+            "number_of_replicas": meta.number_of_replicas,
+            "active_primary_shards": active_primaries,
+            "active_shards": active,
+            "relocating_shards": 0,
+            "initializing_shards": 0,
+            "unassigned_shards": unassigned,
+            "unassigned_primary_shards": unassigned_primaries,
+            "delayed_unassigned_shards": delayed,
+        }
+        if with_shards:
+            stats["shards"] = shards
+        return stats
+
+    def cat_shards(self, index: str | None = None) -> list[dict[str, str | None]]:
+        rows: list[dict[str, str | None]] = []
+        for meta in sorted(self.resolve_indices(index), key=lambda m: m.name):
+            for group in meta.shards:
+                for routing in sorted(group.routings, key=lambda r: not r.primary):
+                    rows.append(self._cat_shard_row(meta, group, routing))
+        return rows
+
+    def _cat_shard_row(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting) -> dict[str, str | None]:
+        store = group.stores.get(routing.node_id) if routing.node_id else None
+        node = self.node_by_id(routing.node_id) if routing.node_id else None
+        info = routing.unassigned
+        return {
+            "index": meta.name,
+            "shard": str(group.shard),
+            "prirep": "p" if routing.primary else "r",
+            "state": routing.state,
+            "docs": str(len(store.docs)) if store else None,
+            "store": human_bytes(store.size_in_bytes()) if store else None,
+            "dataset": human_bytes(store.size_in_bytes()) if store else None,
+            "ip": node.ip if node else None,
+            "id": node.id if node else None,
+            "node": node.name if node else None,
+            "unassigned.reason": info.reason if info else None,
+            "unassigned.at": iso_time(info.at) if info else None,
+            "unassigned.details": info.details if info else None,
+            "sync_id": None,
+        }
+
+    def cat_nodes(self) -> list[dict[str, str | None]]:
+        master = self.master()
+        rows: list[dict[str, str | None]] = []
+        for node in self.live_nodes():
+            rows.append(
+                {
+                    "ip": node.ip,
+                    "heap.percent": "35",
+                    "ram.percent": "70",
+                    "cpu": "3",
+                    "load_1m": "0.20",
+                    "load_5m": "0.25",
+                    "load_15m": "0.30",
+                    "node.role": "".join(sorted(_ROLE_LETTERS.get(role, "") for role in node.roles)),
+                    "master": "*" if master is not None and master.id == node.id else "-",
+                    "name": node.name,
+                    "id": node.id[:4],
+                    "disk.used_percent": f"{node.disk_used_percent:.2f}",
+                    "version": self.state.version,
+                    "shards": str(self._load.get(node.id, 0)),
+                }
+            )
+        return rows
+
+    def nodes_info(self) -> JsonDict:
+        nodes = {
+            node.id: {
+                "name": node.name,
+                "transport_address": node.transport_address,
+                "host": node.ip,
+                "ip": node.ip,
+                "version": self.state.version,
+                "build_flavor": "default",
+                "build_type": "docker",
+                "roles": node.roles,
+                "attributes": node.attributes,
+                "http": {
+                    "publish_address": f"{node.ip}:9200",
+                    "bound_address": [f"{node.ip}:9200"],
+                },
+            }
+            for node in self.live_nodes()
+        }
+        count = len(nodes)
+        return {
+            "_nodes": {"total": count, "successful": count, "failed": 0},
+            "cluster_name": self.state.cluster_name,
+            "nodes": nodes,
+        }
+
+    def root_info(self, node_name: str | None = None) -> JsonDict:
+        live = self.live_nodes()
+        name = node_name or (live[0].name if live else "sim-coordinator")
+        major = self.state.version.split(".")[0]
+        return {
+            "name": name,
+            "cluster_name": self.state.cluster_name,
+            "cluster_uuid": self.state.cluster_uuid,
+            "version": {
+                "number": self.state.version,
+                "build_flavor": "default",
+                "build_type": "docker",
+                "build_hash": "0000000000000000000000000000000000000000",
+                "build_date": "2025-01-01T00:00:00.000Z",
+                "build_snapshot": False,
+                "lucene_version": "10.2.2",
+                "minimum_wire_compatibility_version": "8.19.0" if major == "9" else "7.17.0",
+                "minimum_index_compatibility_version": "8.0.0" if major == "9" else "7.0.0",
+            },
+            "tagline": "You Know, for Search",
+        }
+
+
+_ROLE_LETTERS = {
+    "data": "d",
+    "data_content": "s",
+    "data_hot": "h",
+    "data_warm": "w",
+    "data_cold": "c",
+    "data_frozen": "f",
+    "ingest": "i",
+    "master": "m",
+    "ml": "l",
+    "remote_cluster_client": "r",
+    "transform": "t",
+    "voting_only": "v",
+}
+_STATUS_ORDER = {"green": 0, "yellow": 1, "red": 2}
+
+
+def _worse(left: str, right: str) -> str:
+    return left if _STATUS_ORDER[left] >= _STATUS_ORDER[right] else right
+
+
