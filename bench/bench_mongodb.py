@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from drengine.datastores.mongodb.simcluster import SimulatedReplicaSet, build_scenario  # noqa: E402
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario  # noqa: E402
 from drengine.datastores.mongodb.wire import WireCluster  # noqa: E402
 
 CONNECT, READ = 0.5, 1.0

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from helpers import cli, cli_subprocess, of_type
 
-from drengine.datastores.mongodb.simcluster import MemberState, SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator.model import MemberState
 
 CONNECT, READ = 0.5, 1.0
 

@@ -7,28 +7,26 @@ import random
 
 import pytest
 
-from drengine.datastores.mongodb.simcluster import (
+from drengine.clock import SimulatedClock
+from drengine.datastores.mongodb.simulator import SCENARIOS, SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator.model import (
     FORCE_VERSION_MIN_INCREMENT,
     FORCE_VERSION_RANDOM_SPAN,
-    SCENARIOS,
     InvalidReplicaSetConfig,
-    ManualClock,
     MemberConfig,
     MemberState,
     MemberUnavailable,
     NewReplicaSetConfigurationIncompatible,
     NodeNotFound,
     NotWritablePrimary,
-    SimulatedReplicaSet,
     UnknownScenario,
-    build_scenario,
 )
 
 pytestmark = pytest.mark.sim
 
 
-def scenario(name: str, seed: int = 7) -> tuple[SimulatedReplicaSet, ManualClock]:
-    clock = ManualClock()
+def scenario(name: str, seed: int = 7) -> tuple[SimulatedReplicaSet, SimulatedClock]:
+    clock = SimulatedClock()
     return build_scenario(name, clock=clock, rng=random.Random(seed)), clock
 
 
@@ -376,7 +374,7 @@ def test_hidden_and_arbiter_members_shape_hello() -> None:
         MemberConfig(id=2, host="c:1", priority=0, hidden=True),
         MemberConfig(id=3, host="d:1", priority=0, arbiter_only=True),
     ]
-    sim = SimulatedReplicaSet.initiate("rs1", members, clock=ManualClock(), rng=random.Random(1))
+    sim = SimulatedReplicaSet.initiate("rs1", members, clock=SimulatedClock(), rng=random.Random(1))
     hello = sim.hello(0)
     assert hello.is_writable_primary
     assert hello.hosts == ["a:1"]

@@ -25,7 +25,8 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from drengine.datastores.mongodb.simcluster import FORCE_VERSION_MIN_INCREMENT, build_scenario
+from drengine.datastores.mongodb.simulator import build_scenario
+from drengine.datastores.mongodb.simulator.model import FORCE_VERSION_MIN_INCREMENT
 from drengine.datastores.mongodb.wire import OP_QUERY, OP_REPLY, WireCluster
 
 pytestmark = pytest.mark.sim

@@ -1,6 +1,6 @@
 """The simulated twin of the MongoDB connector.
 
-It serves the in-memory replica set (`drengine.datastores.mongodb.simcluster`) as real mongod endpoints on
+It serves the in-memory replica set (`drengine.datastores.mongodb.simulator`) as real mongod endpoints on
 127.0.0.1 (`drengine.datastores.mongodb.wire`) and hands back a `MongoBackend` whose clients point at
 those ports, so the runbooks exercise the real pymongo code path. Inventory members are
 mapped to the scenario's members in order (the first inventory member is `_id` 0, and so
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from drengine.datastores.mongodb.connector import MongoBackend
-from drengine.datastores.mongodb.simcluster import SimulatedReplicaSet, UnknownScenario, build_scenario
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator.model import UnknownScenario
 from drengine.datastores.mongodb.wire import WireCluster
 from drengine.errors import InputError
 from drengine.inventory import Cluster

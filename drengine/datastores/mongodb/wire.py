@@ -38,20 +38,9 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
-from drengine.datastores.mongodb.simcluster import (
-    SCENARIOS,
-    BadValue,
-    Document,
-    HelloView,
-    InsertOutcome,
-    MemberStatusView,
-    OpTime,
-    Process,
-    ReplicaSetError,
-    SimulatedReplicaSet,
-    StatusView,
-    build_scenario,
-)
+from drengine.datastores.mongodb.simulator import SCENARIOS, SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator.model import BadValue, Document, OpTime, Process, ReplicaSetError
+from drengine.datastores.mongodb.simulator.views import HelloView, InsertOutcome, MemberStatusView, StatusView
 
 BsonDoc = dict[str, Any]
 

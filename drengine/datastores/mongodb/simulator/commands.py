@@ -1,0 +1,309 @@
+"""Commands that change or read data and configs: inserts with write concern, find and
+count, replSetReconfig (normal and forced), replSetFreeze and replSetStepDown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from pydantic import JsonValue
+
+from drengine.datastores.mongodb.simulator.config import config_from_document, validate_config
+from drengine.datastores.mongodb.simulator.elections import Elections
+from drengine.datastores.mongodb.simulator.model import (
+    FORCE_VERSION_MIN_INCREMENT,
+    FORCE_VERSION_RANDOM_SPAN,
+    UNINITIALISED_TERM,
+    BadValue,
+    Document,
+    ExceededTimeLimit,
+    MemberNode,
+    MemberState,
+    NewReplicaSetConfigurationIncompatible,
+    NodeNotFound,
+    NotPrimaryNoSecondaryOk,
+    NotPrimaryOrSecondary,
+    NotSecondary,
+    NotWritablePrimary,
+    NotYetInitialized,
+    ReplSetConfig,
+    UnknownReplWriteConcern,
+    WriteConcernW,
+)
+from drengine.datastores.mongodb.simulator.replication import _has_optime
+from drengine.datastores.mongodb.simulator.views import InsertOutcome, WriteConcernFailure, WriteError
+
+
+class Commands(Elections):
+    """The commands the wire layer serves."""
+
+    def insert(self, member_id: int, collection: str, doc: Document, w: WriteConcernW = None) -> InsertOutcome:
+        return self.insert_many(member_id, collection, [doc], w=w)
+
+    def insert_many(
+        self,
+        member_id: int,
+        collection: str,
+        docs: Sequence[Document],
+        *,
+        w: WriteConcernW = None,
+        ordered: bool = True,
+    ) -> InsertOutcome:
+        """Insert on the primary, replicate, then judge the write concern."""
+        node = self._answering_node(member_id)
+        if node.state is not MemberState.PRIMARY:
+            raise NotWritablePrimary("not primary")
+        taken = {_id_key(d) for d in node.documents(collection)}
+        errors: list[WriteError] = []
+        inserted = 0
+        for index, doc in enumerate(docs):
+            stored: Document = doc if "_id" in doc else {"_id": {"$oid": self._random_hex24()}, **doc}
+            key = _id_key(stored)
+            if key in taken:
+                errors.append(_duplicate_key_error(index, collection, stored))
+                if ordered:
+                    break
+                continue
+            self._append(node, "i", collection, stored)
+            taken.add(key)
+            inserted += 1
+        self._replicate_all()
+        self._advance_commit_points()
+        concern = self._judge_write_concern(node, w) if inserted else None
+        return InsertOutcome(inserted, node.last_optime, errors, concern)
+
+    def default_write_concern(self, member_id: int) -> int | str:
+        """MongoDB 5.0+ implicit default: majority, but w:1 when arbiters
+        would make a majority unreachable with one data-bearing voter down."""
+        config = self.get_config(member_id)
+        arbiters = sum(1 for m in config.members if m.arbiter_only and m.voter)
+        if arbiters and len(config.data_bearing_voters()) <= config.majority_vote_count():
+            return 1
+        return "majority"
+
+    def _judge_write_concern(self, primary: MemberNode, w: WriteConcernW) -> WriteConcernFailure | None:
+        assert primary.config is not None
+        wanted = self.default_write_concern(primary.member_id) if w is None else w
+        target = primary.last_optime
+        holders = [primary] + [p for p in self._peers_in_config(primary) if _has_optime(p, target)]
+        if wanted == "majority":
+            required = primary.config.write_majority_count()
+            acked = sum(1 for h in holders if self._counts_for_majority(primary.config, h))
+        elif isinstance(wanted, int):
+            required = wanted
+            acked = sum(1 for h in holders if self._is_data_bearing(h))
+        else:
+            raise UnknownReplWriteConcern(f"unrecognized write concern mode: {wanted}")
+        if acked >= required:
+            return None
+        # A real mongod would wait (forever without wtimeout); the simulator has
+        # no background replication, so the outcome is already decided.
+        return WriteConcernFailure(
+            code=64,
+            code_name="WriteConcernFailed",
+            message=(
+                f"waiting for replication timed out: {acked} of the {required} "
+                f"members needed for w:{wanted} acknowledged the write"
+            ),
+            acknowledged_by=acked,
+            required=required,
+        )
+
+    def find(
+        self,
+        member_id: int,
+        collection: str,
+        filter: Mapping[str, JsonValue] | None = None,
+        *,
+        secondary_ok: bool = True,
+    ) -> list[Document]:
+        """Documents whose top-level fields equal every field of `filter`."""
+        node = self._answering_node(member_id)
+        self._check_readable(node, secondary_ok)
+        wanted = dict(filter or {})
+        for key, value in wanted.items():
+            if key.startswith("$") or (isinstance(value, dict) and _is_operator_doc(value)):
+                raise BadValue(f"the simulator supports only equality filters, got {key!r}")
+        return [d for d in node.documents(collection) if _matches(d, wanted)]
+
+    def count(
+        self,
+        member_id: int,
+        collection: str,
+        filter: Mapping[str, JsonValue] | None = None,
+        *,
+        secondary_ok: bool = True,
+    ) -> int:
+        return len(self.find(member_id, collection, filter, secondary_ok=secondary_ok))
+
+    def _check_readable(self, node: MemberNode, secondary_ok: bool) -> None:
+        if node.state is MemberState.PRIMARY:
+            return
+        if node.state is MemberState.SECONDARY:
+            if not secondary_ok:
+                raise NotPrimaryNoSecondaryOk("not primary and secondaryOk=false")
+            return
+        raise NotPrimaryOrSecondary(f"node is not in primary or recovering state (state: {node.state.value})")
+
+    # admin commands
+
+    def get_config(self, member_id: int) -> ReplSetConfig:
+        node = self._answering_node(member_id)
+        if node.config is None:
+            raise NotYetInitialized("no replset config has been received")
+        return node.config
+
+    def reconfig(
+        self,
+        member_id: int,
+        new_config: ReplSetConfig | Mapping[str, object],
+        *,
+        force: bool = False,
+    ) -> ReplSetConfig:
+        """replSetReconfig; returns the config the member installed."""
+        node = self._answering_node(member_id)
+        if node.config is None:
+            raise NotYetInitialized("no replset config has been received")
+        current = node.config
+        config = (
+            new_config.model_copy(deep=True)
+            if isinstance(new_config, ReplSetConfig)
+            else config_from_document(new_config, current=current)
+        )
+        if config.set_name != current.set_name:
+            raise NewReplicaSetConfigurationIncompatible(
+                f"New and old configurations differ in replica set name; old was {current.set_name}, and new is {config.set_name}"
+            )
+        validate_config(config)
+        if config.member_with_host(node.host) is None:
+            raise NodeNotFound(
+                f"No host described in new configuration with {{version: {config.version}}} "
+                f"for replica set {config.set_name} maps to this node ({node.host})"
+            )
+        installed = self._forced(node, config) if force else self._agreed(node, config)
+        self._install_config(node, installed)
+        return installed
+
+    def _forced(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
+        assert node.config is not None
+        base = max(node.config.version, config.version)
+        jump = FORCE_VERSION_MIN_INCREMENT + self._rng.randrange(FORCE_VERSION_RANDOM_SPAN)
+        return config.model_copy(update={"version": base + jump, "term": UNINITIALISED_TERM})
+
+    def _agreed(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
+        current = node.config
+        assert current is not None
+        if node.state is not MemberState.PRIMARY:
+            raise NotWritablePrimary(
+                "New config is rejected :: caused by :: replSetReconfig should only be run "
+                f"on a writable PRIMARY. Current state {node.state.value};"
+            )
+        if config.version <= current.version:
+            raise NewReplicaSetConfigurationIncompatible(
+                f"New replica set configuration version must be greater than old, but "
+                f"{config.version} is not greater than {current.version} for replica set "
+                f"{config.set_name}"
+            )
+        _check_member_ids_stable(current, config)
+        _check_one_voter_change(current, config)
+        self._check_quorum(node, config)
+        return config.model_copy(update={"term": node.term})
+
+    def _check_quorum(self, node: MemberNode, config: ReplSetConfig) -> None:
+        votes = 0
+        for member in config.members:
+            peer = self.node_with_host(member.host)
+            if peer is node or (peer is not None and self.can_see(node, peer)):
+                votes += member.votes
+        if votes < config.majority_vote_count():
+            raise NodeNotFound(
+                "Quorum check failed because not enough voting nodes responded; required "
+                f"{config.majority_vote_count()} but only {votes} responded"
+            )
+
+    def freeze(self, member_id: int, seconds: float) -> None:
+        """replSetFreeze: do not stand for election for `seconds` (0 unfreezes)."""
+        node = self._answering_node(member_id)
+        if node.state is MemberState.PRIMARY:
+            raise NotSecondary("cannot freeze node when primary or running for election. state: Primary")
+        node.frozen_until = self._now() + seconds if seconds > 0 else 0.0
+
+    def step_down(self, member_id: int, seconds: float = 60.0, *, force: bool = False) -> None:
+        """replSetStepDown: stop being primary and stay out of elections for `seconds`."""
+        node = self._answering_node(member_id)
+        if node.state is not MemberState.PRIMARY:
+            raise NotWritablePrimary("not primary so can't step down")
+        self._replicate_all()
+        caught_up = [
+            p
+            for p in self._peers_in_config(node)
+            if p.state is MemberState.SECONDARY
+            and (entry := p.own_entry()) is not None
+            and entry.electable
+            and p.last_optime.key() >= node.last_optime.key()
+        ]
+        if not caught_up and not force:
+            raise ExceededTimeLimit("No electable secondaries caught up as of stepdown deadline")
+        node.state = MemberState.SECONDARY
+        node.frozen_until = self._now() + seconds
+
+    # views
+
+
+def _id_key(doc: Mapping[str, JsonValue]) -> str:
+    return json.dumps(doc.get("_id"), sort_keys=True)
+
+
+def _duplicate_key_error(index: int, collection: str, doc: Document) -> WriteError:
+    return WriteError(
+        index=index,
+        code=11000,
+        message=(
+            f"E11000 duplicate key error collection: {collection} index: _id_ dup key: {{ _id: {json.dumps(doc.get('_id'))} }}"
+        ),
+    )
+
+
+def _is_operator_doc(value: Mapping[str, JsonValue]) -> bool:
+    return any(key.startswith("$") for key in value) and not _is_extended_json(value)
+
+
+def _is_extended_json(value: Mapping[str, JsonValue]) -> bool:
+    # {"$oid": ...}, {"$date": ...} and friends are values, not query operators.
+    return len(value) == 1 and next(iter(value)) in {
+        "$oid",
+        "$date",
+        "$numberLong",
+        "$numberDecimal",
+        "$numberInt",
+        "$numberDouble",
+        "$binary",
+        "$uuid",
+        "$timestamp",
+    }
+
+
+def _matches(doc: Mapping[str, JsonValue], wanted: Mapping[str, JsonValue]) -> bool:
+    return all(key in doc and doc[key] == value for key, value in wanted.items())
+
+
+def _check_member_ids_stable(current: ReplSetConfig, new: ReplSetConfig) -> None:
+    for member in new.members:
+        old = current.member_with_host(member.host)
+        if old is not None and old.id != member.id:
+            raise NewReplicaSetConfigurationIncompatible(
+                f"New and old configurations both have members with host of {member.host} "
+                f"but in the new configuration the _id field is {member.id} and in the old "
+                f"configuration it is {old.id} for replica set {new.set_name}"
+            )
+
+
+def _check_one_voter_change(current: ReplSetConfig, new: ReplSetConfig) -> None:
+    old_voters = {m.host for m in current.members if m.voter}
+    new_voters = {m.host for m in new.members if m.voter}
+    if len(old_voters ^ new_voters) > 1:
+        raise NewReplicaSetConfigurationIncompatible(
+            "Non force replica set reconfig can only add or remove at most 1 voting member."
+        )
+
+

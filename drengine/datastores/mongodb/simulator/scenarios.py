@@ -1,0 +1,129 @@
+"""Named situations of the simulated replica set (the inventories' `scenario:`)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from drengine.clock import Clock
+from drengine.datastores.mongodb.simulator.model import MemberConfig, ReplSetSettings, UnknownScenario
+from drengine.datastores.mongodb.simulator.replset import SimulatedReplicaSet
+
+# --- named scenarios
+
+ScenarioFactory = Callable[[Clock | None, random.Random | None], SimulatedReplicaSet]
+
+
+def _members(count: int) -> list[MemberConfig]:
+    return [MemberConfig(id=i, host=f"mongo{i}.sim:27017") for i in range(count)]
+
+
+def _seed_orders(sim: SimulatedReplicaSet, first: int, count: int) -> None:
+    primary = sim.primaries()[0]
+    for number in range(first, first + count):
+        sim.insert(primary, "shop.orders", {"_id": number, "item": f"order-{number}"}, w=1)
+    sim.settle()
+
+
+def healthy_3(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """Three members, _id 0 primary, everything replicated."""
+    sim = SimulatedReplicaSet.initiate("rs0", _members(3), clock=clock, rng=rng)
+    _seed_orders(sim, 1, 3)
+    return sim
+
+
+def healthy_5(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """Five members, _id 0 primary, everything replicated: the starting point of drills."""
+    sim = SimulatedReplicaSet.initiate("rs0", _members(5), clock=clock, rng=rng)
+    _seed_orders(sim, 1, 3)
+    return sim
+
+
+def majority_lost_5(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """Five members; the primary (_id 2) and _id 3, 4 are killed.
+
+    Survivors _id 0 and _id 1 are both SECONDARY with no primary possible.
+    _id 1 holds orders 1-6; _id 0 lost its link to the primary before the
+    outage and holds only orders 1-3, so the freshest survivor is not the
+    lowest _id. chainingAllowed is false, so _id 0 cannot catch up from _id 1
+    while there is no primary.
+    """
+    members = _members(5)
+    members[2] = members[2].model_copy(update={"priority": 2.0})
+    rng = rng or random.Random()
+    settings = ReplSetSettings(chaining_allowed=False, replica_set_id=f"{rng.getrandbits(96):024x}")
+    sim = SimulatedReplicaSet.initiate("rs0", members, settings=settings, clock=clock, rng=rng)
+    _seed_orders(sim, 1, 3)
+    sim.partition([[1, 2, 3, 4]])
+    sim.settle()
+    _seed_orders(sim, 4, 3)
+    for member_id in (2, 3, 4):
+        sim.kill(member_id)
+    sim.heal()
+    sim.settle()
+    return sim
+
+
+def partition_primary_alive(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """Five members split [0, 1, 2] | [3, 4]; _id 0 is still PRIMARY.
+
+    Seen from _id 3 or _id 4 the majority looks lost (0, 1, 2 unreachable),
+    but a client that reaches every member sees exactly one PRIMARY, _id 0,
+    which keeps taking majority writes. Forcing a config on 3 or 4 here would
+    create a second primary.
+    """
+    sim = SimulatedReplicaSet.initiate("rs0", _members(5), clock=clock, rng=rng)
+    _seed_orders(sim, 1, 3)
+    sim.partition([[0, 1, 2], [3, 4]])
+    sim.settle()
+    for number in (4, 5):
+        sim.insert(0, "shop.orders", {"_id": number, "item": f"order-{number}"}, w="majority")
+    sim.settle()
+    return sim
+
+
+def hung_member(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """Three members; the former primary _id 0 is hung (accepts TCP, never
+    answers) and still believes it is primary; _id 1 was elected in its place."""
+    sim = SimulatedReplicaSet.initiate("rs0", _members(3), clock=clock, rng=rng)
+    _seed_orders(sim, 1, 3)
+    sim.hang(0)
+    sim.settle()
+    return sim
+
+
+def arbiter_and_priority0(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """Five members: 0, 1, 4 electable; 2 priority 0; 3 arbiter.
+
+    0, 1 and 4 are killed. The survivors are the priority-0 member _id 2
+    (holding every write) and the arbiter _id 3: no survivor can be elected
+    until a forced config gives _id 2 a priority above 0.
+    """
+    members = _members(5)
+    members[2] = members[2].model_copy(update={"priority": 0.0})
+    members[3] = members[3].model_copy(update={"priority": 0.0, "arbiter_only": True})
+    sim = SimulatedReplicaSet.initiate("rs0", members, clock=clock, rng=rng)
+    _seed_orders(sim, 1, 3)
+    for member_id in (0, 1, 4):
+        sim.kill(member_id)
+    sim.settle()
+    return sim
+
+
+SCENARIOS: dict[str, ScenarioFactory] = {
+    "healthy-3": healthy_3,
+    "healthy-5": healthy_5,
+    "majority-lost-5": majority_lost_5,
+    "partition-primary-alive": partition_primary_alive,
+    "hung-member": hung_member,
+    "arbiter-and-priority0": arbiter_and_priority0,
+}
+
+
+def build_scenario(name: str, *, clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    try:
+        factory = SCENARIOS[name]
+    except KeyError:
+        known = ", ".join(sorted(SCENARIOS))
+        raise UnknownScenario(f"no MongoDB scenario named {name!r}; known: {known}") from None
+    return factory(clock, rng)
