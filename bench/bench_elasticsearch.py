@@ -21,7 +21,7 @@ from elasticsearch import Elasticsearch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from drengine.datastores.elasticsearch.actions import shards_to_explain  # noqa: E402
+from drengine.datastores.elasticsearch.diagnosis import shards_to_explain  # noqa: E402
 from drengine.datastores.elasticsearch.connector import (  # noqa: E402
     DELAY_SETTING,
     HttpCall,

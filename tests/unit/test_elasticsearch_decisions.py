@@ -8,18 +8,20 @@ from collections.abc import Sequence
 import pytest
 
 from drengine.clock import SimulatedClock
-from drengine.datastores.elasticsearch.actions import (
+from drengine.datastores.elasticsearch.diagnosis import (
     Explanations,
+    explain_table,
+    shards_to_explain,
+    table_lines,
+    with_explanations,
+)
+from drengine.datastores.elasticsearch.planning import (
     PrimaryChoice,
     ReallocationPlan,
     SettingChange,
     expected_after,
-    explain_table,
     plan_reallocation,
     restore_calls,
-    shards_to_explain,
-    table_lines,
-    with_explanations,
 )
 from drengine.datastores.elasticsearch.connector import (
     DELAY_SETTING,
