@@ -8,6 +8,15 @@ from collections.abc import Sequence
 import pytest
 
 from drengine.clock import SimulatedClock
+from drengine.datastores.elasticsearch.connector import (
+    DELAY_SETTING,
+    EsView,
+    build_view,
+    chunk_indices,
+    parse_explanation,
+    put_cluster_settings_call,
+    reroute_call,
+)
 from drengine.datastores.elasticsearch.diagnosis import (
     Explanations,
     explain_table,
@@ -22,15 +31,6 @@ from drengine.datastores.elasticsearch.planning import (
     expected_after,
     plan_reallocation,
     restore_calls,
-)
-from drengine.datastores.elasticsearch.connector import (
-    DELAY_SETTING,
-    EsView,
-    build_view,
-    chunk_indices,
-    parse_explanation,
-    put_cluster_settings_call,
-    reroute_call,
 )
 from drengine.datastores.elasticsearch.simulator import EsCluster, big, build_scenario
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drengine.datastores.mongodb.actions import (
+from drengine.datastores.mongodb.decisions import (
     added_config,
     check_majority_lost,
     choose_survivor,
