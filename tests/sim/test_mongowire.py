@@ -27,7 +27,8 @@ from pymongo.write_concern import WriteConcern
 
 from drengine.datastores.mongodb.simulator import build_scenario
 from drengine.datastores.mongodb.simulator.model import FORCE_VERSION_MIN_INCREMENT
-from drengine.datastores.mongodb.wire import OP_QUERY, OP_REPLY, WireCluster
+from drengine.datastores.mongodb.wire import WireCluster
+from drengine.datastores.mongodb.wireproto import OP_QUERY, OP_REPLY
 
 pytestmark = pytest.mark.sim
 
