@@ -21,11 +21,9 @@ from elasticsearch import Elasticsearch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from drengine.datastores.elasticsearch.diagnosis import shards_to_explain  # noqa: E402
-from drengine.datastores.elasticsearch.connector import (  # noqa: E402
+from drengine.datastores.elasticsearch.calls import (  # noqa: E402
     DELAY_SETTING,
     HttpCall,
-    build_view,
     cat_shards_call,
     cluster_settings_call,
     explain_call,
@@ -34,6 +32,8 @@ from drengine.datastores.elasticsearch.connector import (  # noqa: E402
     nodes_call,
     put_index_settings_calls,
 )
+from drengine.datastores.elasticsearch.diagnosis import shards_to_explain  # noqa: E402
+from drengine.datastores.elasticsearch.esview import build_view  # noqa: E402
 from drengine.datastores.elasticsearch.rest import SimServer  # noqa: E402
 from drengine.datastores.elasticsearch.sim import save_model  # noqa: E402
 from drengine.datastores.elasticsearch.simulator import EsCluster, big  # noqa: E402

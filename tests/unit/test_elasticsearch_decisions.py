@@ -8,15 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from drengine.clock import SimulatedClock
-from drengine.datastores.elasticsearch.connector import (
-    DELAY_SETTING,
-    EsView,
-    build_view,
-    chunk_indices,
-    parse_explanation,
-    put_cluster_settings_call,
-    reroute_call,
-)
+from drengine.datastores.elasticsearch.calls import DELAY_SETTING, chunk_indices, put_cluster_settings_call, reroute_call
 from drengine.datastores.elasticsearch.diagnosis import (
     Explanations,
     explain_table,
@@ -24,6 +16,7 @@ from drengine.datastores.elasticsearch.diagnosis import (
     table_lines,
     with_explanations,
 )
+from drengine.datastores.elasticsearch.esview import EsView, build_view, parse_explanation
 from drengine.datastores.elasticsearch.planning import (
     PrimaryChoice,
     ReallocationPlan,

@@ -12,10 +12,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from drengine.datastores.elasticsearch import finishing, repairs  # noqa: F401 - their steps register
-from drengine.datastores.elasticsearch.connector import (
+from drengine.datastores.elasticsearch.calls import (
     ENABLE_SETTING,
-    ElasticAPI,
-    EsView,
     cat_shards_call,
     cluster_settings_call,
     explain_call,
@@ -23,6 +21,7 @@ from drengine.datastores.elasticsearch.connector import (
     index_settings_call,
     nodes_call,
 )
+from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.diagnosis import (
     SHOWN_ROWS,
     Explanations,
@@ -32,6 +31,7 @@ from drengine.datastores.elasticsearch.diagnosis import (
     table_lines,
     with_explanations,
 )
+from drengine.datastores.elasticsearch.esview import EsView
 from drengine.datastores.elasticsearch.planning import plan_reallocation
 from drengine.datastores.elasticsearch.stepkit import Ctx
 from drengine.steps import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from drengine.datastores.elasticsearch.connector import EsView, Explanation, ShardCopy
+from drengine.datastores.elasticsearch.esview import EsView, Explanation, ShardCopy
 from drengine.steps import Fact, fact
 
 SHOWN_ROWS = 30  # table rows printed at a gate; the journal keeps them all

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drengine.datastores.elasticsearch.connector import ElasticBackend, HttpCall, canary_calls
+from drengine.datastores.elasticsearch.calls import HttpCall, canary_calls
+from drengine.datastores.elasticsearch.connector import ElasticBackend
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError
 from drengine.faults import signal_member

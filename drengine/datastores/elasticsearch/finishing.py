@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from drengine.datastores.elasticsearch.connector import DELAY_SETTING, ElasticAPI, health_call
+from drengine.datastores.elasticsearch.calls import DELAY_SETTING, health_call
+from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.planning import (
     PrimariesDone,
     ReallocationPlan,

@@ -8,15 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drengine.datastores.elasticsearch.connector import (
+from drengine.datastores.elasticsearch.calls import (
     DELAY_SETTING,
     ENABLE_SETTING,
     REPLICAS_SETTING,
-    EsView,
-    Explanation,
     HttpCall,
-    IndexInfo,
-    ShardCopy,
     put_cluster_settings_call,
     put_index_settings_calls,
 )
@@ -28,6 +24,7 @@ from drengine.datastores.elasticsearch.diagnosis import (
     node_name,
     stale_copies,
 )
+from drengine.datastores.elasticsearch.esview import EsView, Explanation, IndexInfo, ShardCopy
 from drengine.steps import Fact, fact
 
 Status = Literal["green", "yellow", "red"]

@@ -8,15 +8,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import ClassVar, Literal, cast
 
-from drengine.datastores.elasticsearch.connector import (
+from drengine.datastores.elasticsearch.calls import (
     DELAY_SETTING,
     ENABLE_SETTING,
     REPLICAS_SETTING,
-    ElasticAPI,
     put_cluster_settings_call,
     put_index_settings_calls,
     reroute_call,
 )
+from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.planning import (
     PrimariesDone,
     PrimaryChoice,

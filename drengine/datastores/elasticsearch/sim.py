@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from drengine.clock import SYSTEM
-from drengine.datastores.elasticsearch.connector import ElasticBackend, HttpCall
+from drengine.datastores.elasticsearch.calls import HttpCall
+from drengine.datastores.elasticsearch.connector import ElasticBackend
 from drengine.datastores.elasticsearch.rest import SimServer
 from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster
 from drengine.errors import InputError

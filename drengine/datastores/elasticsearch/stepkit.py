@@ -3,7 +3,8 @@ journaling it, the plan fact, the copies unassigned right now."""
 
 from __future__ import annotations
 
-from drengine.datastores.elasticsearch.connector import ElasticAPI, HttpCall
+from drengine.datastores.elasticsearch.calls import HttpCall
+from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.planning import ReallocationPlan
 from drengine.steps import Proposal, RunContext
 
