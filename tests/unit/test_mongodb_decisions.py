@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drengine.datastores.mongodb.connector import MemberView, OpTimeView, PeerStatus, SetView, config_from_json
 from drengine.datastores.mongodb.decisions import (
     added_config,
     check_majority_lost,
@@ -15,6 +14,7 @@ from drengine.datastores.mongodb.decisions import (
     reconfig_text,
     survivors_of,
 )
+from drengine.datastores.mongodb.setview import MemberView, OpTimeView, PeerStatus, SetView, config_from_json
 
 
 def config_doc(members: list[dict[str, Any]], version: int = 1) -> str:

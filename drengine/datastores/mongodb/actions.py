@@ -13,12 +13,7 @@ import time
 from pydantic import BaseModel, Field
 
 from drengine.datastores.mongodb import rejoin  # noqa: F401 - its steps register
-from drengine.datastores.mongodb.connector import (
-    COUNT_CANARY,
-    MongoAPI,
-    SetView,
-    command_text,
-)
+from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.decisions import (
     SurvivorDecision,
     check_majority_lost,
@@ -30,6 +25,7 @@ from drengine.datastores.mongodb.decisions import (
     survivors_of,
     view_lines,
 )
+from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, command_text
 from drengine.datastores.mongodb.stepkit import Ctx, canary, forced_for
 from drengine.steps import (
     Action,

@@ -16,165 +16,38 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import json
 import socket
 import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import Field
-
+from drengine.datastores.mongodb.setview import (
+    COUNT_CANARY,
+    INVALID_REPLICA_SET_CONFIG,
+    NOT_YET_INITIALIZED,
+    STATE_NAMES,
+    MemberView,
+    PeerStatus,
+    ReplConfig,
+    SetView,
+    canary_insert_command,
+    config_from_json,
+    freeze_command,
+    optime_of,
+    peer_status,
+    reconfig_command,
+    step_down_command,
+)
 from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
 from drengine.inventory import Cluster, Inventory, Member
-from drengine.steps import Fact, fact
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-STATE_NAMES = {
-    0: "STARTUP",
-    1: "PRIMARY",
-    2: "SECONDARY",
-    3: "RECOVERING",
-    5: "STARTUP2",
-    6: "UNKNOWN",
-    7: "ARBITER",
-    8: "DOWN",
-    9: "ROLLBACK",
-    10: "REMOVED",
-}
-# Error codes a member answers replSetGetStatus with when it holds no usable config.
-NOT_YET_INITIALIZED = 94
-INVALID_REPLICA_SET_CONFIG = 93
 # Grace on top of connect + read before a probe thread is given up on.
 PROBE_GRACE_SECONDS = 0.5
 SELECTION_MARGIN_MS = 20
-
-
-# -- facts -------------------------------------------------------------------------------------------
-
-
-@fact
-class OpTimeView(Fact):
-    """An oplog position. MongoDB orders them by term, then timestamp."""
-
-    term: int = -1
-    seconds: int = 0
-    increment: int = 0
-
-    def key(self) -> tuple[int, int, int]:
-        return (self.term, self.seconds, self.increment)
-
-    def show(self) -> str:
-        return f"term {self.term}, ts {self.seconds}.{self.increment}"
-
-
-@fact
-class ConfigMember(Fact):
-    id: int
-    host: str
-    priority: float = 1.0
-    votes: int = 1
-    arbiter_only: bool = False
-    hidden: bool = False
-
-    @property
-    def electable(self) -> bool:
-        return self.priority > 0 and self.votes > 0 and not self.arbiter_only
-
-
-@fact
-class ReplConfig(Fact):
-    """A replica-set config as one member returned it; `document` is the whole config as
-    relaxed extended JSON, so settings (replicaSetId...) survive a forced reconfig untouched."""
-
-    set_name: str
-    version: int
-    term: int = -1
-    members: list[ConfigMember]
-    document: str
-
-    def member_with_host(self, host: str) -> ConfigMember | None:
-        return next((m for m in self.members if m.host == host), None)
-
-    def total_votes(self) -> int:
-        return sum(m.votes for m in self.members)
-
-    def majority(self) -> int:
-        return self.total_votes() // 2 + 1
-
-
-@fact
-class PeerStatus(Fact):
-    """One row of replSetGetStatus `members[]`, as the answering member sees that peer."""
-
-    id: int
-    host: str
-    healthy: bool
-    state: str
-    optime: OpTimeView | None = None
-    heartbeat_message: str = ""
-    is_self: bool = False
-
-
-@fact
-class MemberView(Fact):
-    name: str  # the inventory's name for the member
-    host: str  # address:port drengine connects to
-    reachable: bool
-    error: str = ""
-    me: str = ""  # its own host string in the replica-set config (hello.me)
-    state: str = ""  # PRIMARY, SECONDARY, ARBITER, STARTUP (no config), REMOVED...
-    is_writable_primary: bool = False
-    arbiter_only: bool = False
-    set_name: str = ""
-    set_version: int | None = None
-    term: int | None = None
-    optime: OpTimeView | None = None
-    config: ReplConfig | None = None
-    peers: list[PeerStatus] = Field(default_factory=list)
-    probe_seconds: float = 0.0
-
-    @property
-    def config_host(self) -> str:
-        return self.me or self.host
-
-
-@fact
-class SetView(Fact):
-    cluster: str
-    members: list[MemberView]
-    observed_at: float
-    probe_seconds: float = 0.0
-
-    def member(self, name: str) -> MemberView:
-        for m in self.members:
-            if m.name == name:
-                return m
-        raise KeyError(name)
-
-    def reachable(self) -> list[MemberView]:
-        return [m for m in self.members if m.reachable]
-
-    def newest_config(self) -> ReplConfig | None:
-        """The config with the highest version among the reachable members."""
-        configs = [m.config for m in self.members if m.reachable and m.config is not None]
-        return max(configs, key=lambda c: c.version) if configs else None
-
-    def name_of(self, config_host: str) -> str:
-        """The inventory name of the member a config entry names (its host string if unknown)."""
-        for m in self.members:
-            if m.reachable and m.me == config_host:
-                return m.name
-        for m in self.members:
-            if m.host == config_host:
-                return m.name
-        return config_host
-
-    def by_config_host(self, config_host: str) -> MemberView | None:
-        name = self.name_of(config_host)
-        return next((m for m in self.members if m.name == name), None)
 
 
 class MongoAPI(Protocol):
@@ -193,86 +66,6 @@ class MongoAPI(Protocol):
     def endpoint(self, member: str) -> str: ...
 
     def close(self) -> None: ...
-
-
-# -- pure helpers (no pymongo): documents <-> facts ---------------------------------------------------
-
-
-def optime_of(raw: Any) -> OpTimeView | None:
-    """`{ts: Timestamp, t: term}` (as BSON or relaxed extended JSON) -> OpTimeView."""
-    if not isinstance(raw, Mapping):
-        return None
-    ts = raw.get("ts")
-    term = raw.get("t", -1)
-    seconds = getattr(ts, "time", None)
-    inc = getattr(ts, "inc", None)
-    if seconds is None and isinstance(ts, Mapping):  # extended JSON {"$timestamp": {"t":, "i":}}
-        inner = ts.get("$timestamp", {})
-        seconds, inc = inner.get("t", 0), inner.get("i", 0)
-    return OpTimeView(term=int(term), seconds=int(seconds or 0), increment=int(inc or 0))
-
-
-def config_from_json(text: str) -> ReplConfig:
-    doc = json.loads(text)
-    members = [
-        ConfigMember(
-            id=int(m["_id"]),
-            host=str(m["host"]),
-            priority=float(m.get("priority", 0.0 if m.get("arbiterOnly") else 1.0)),
-            votes=int(m.get("votes", 1)),
-            arbiter_only=bool(m.get("arbiterOnly", False)),
-            hidden=bool(m.get("hidden", False)),
-        )
-        for m in doc.get("members", [])
-    ]
-    return ReplConfig(
-        set_name=str(doc.get("_id", "")),
-        version=int(doc.get("version", 0)),
-        term=int(doc.get("term", -1)),
-        members=members,
-        document=text,
-    )
-
-
-def command_text(document: Mapping[str, Any]) -> str:
-    """The exact text of a command document (relaxed extended JSON, keys in order)."""
-    return json.dumps(document, separators=(", ", ": "))
-
-
-CANARY_DB = "drengine"
-CANARY_COLLECTION = "canary"
-# Long enough for a healthy set, short enough that a set without a writable majority says so.
-CANARY_WTIMEOUT_MS = 5000
-
-
-def reconfig_command(config_document: str, force: bool) -> str:
-    """`{"replSetReconfig": <config>, "force": true}` (force only when asked)."""
-    cmd: dict[str, Any] = {"replSetReconfig": json.loads(config_document)}
-    if force:
-        cmd["force"] = True
-    return command_text(cmd)
-
-
-def freeze_command(seconds: int) -> str:
-    """replSetFreeze: the member does not stand for election for `seconds` (0 unfreezes)."""
-    return command_text({"replSetFreeze": seconds})
-
-
-def step_down_command(seconds: int) -> str:
-    return command_text({"replSetStepDown": seconds})
-
-
-def canary_insert_command(marker: str, written_at: float) -> str:
-    """A marker document in drengine's own collection, acknowledged by a majority."""
-    return command_text({
-        "insert": CANARY_COLLECTION,
-        "documents": [{"_id": marker, "written_at": round(written_at, 3), "by": "drengine verify"}],
-        "writeConcern": {"w": "majority", "wtimeout": CANARY_WTIMEOUT_MS},
-        "$db": CANARY_DB,
-    })
-
-
-COUNT_CANARY = command_text({"count": CANARY_COLLECTION, "$db": CANARY_DB})
 
 
 # -- the connector -------------------------------------------------------------------------------------
@@ -481,7 +274,7 @@ class MongoBackend:
             status = self._admin(name, "replSetGetStatus")
             state = STATE_NAMES.get(int(status.get("myState", 6)), "UNKNOWN")
             term = int(status["term"]) if "term" in status else None
-            peers = [_peer(row) for row in status.get("members", [])]
+            peers = [peer_status(row) for row in status.get("members", [])]
         except CommandFailed as exc:
             code = getattr(exc, "code", None)
             if code == INVALID_REPLICA_SET_CONFIG:
@@ -518,19 +311,6 @@ class MongoBackend:
             peers=peers,
             probe_seconds=round(time.monotonic() - started, 3),
         )
-
-
-def _peer(row: Mapping[str, Any]) -> PeerStatus:
-    return PeerStatus(
-        id=int(row.get("_id", -1)),
-        host=str(row.get("name", "")),
-        healthy=bool(row.get("health", 0)),
-        state=str(row.get("stateStr", "")),
-        # Arbiters keep no oplog: their rows have no optime.
-        optime=optime_of(row.get("optime")),
-        heartbeat_message=str(row.get("lastHeartbeatMessage", "")),
-        is_self=bool(row.get("self", False)),
-    )
 
 
 def _quiet_close(client: Any) -> None:

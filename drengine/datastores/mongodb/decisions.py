@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from drengine.datastores.mongodb.connector import MemberView, ReplConfig, SetView, reconfig_command
+from drengine.datastores.mongodb.setview import MemberView, ReplConfig, SetView, reconfig_command
 from drengine.steps import Fact, Refusal, fact
 
 DATA_STATES = ("PRIMARY", "SECONDARY")

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drengine.datastores.mongodb.connector import CANARY_COLLECTION, CANARY_DB, MongoBackend, command_text
+from drengine.datastores.mongodb.connector import MongoBackend
+from drengine.datastores.mongodb.setview import CANARY_COLLECTION, CANARY_DB, command_text
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError
 from drengine.faults import signal_member

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from drengine.datastores.mongodb.connector import MemberView, MongoAPI, ReplConfig, SetView, command_text
+from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.decisions import (
     RejoinDecision,
     added_config,
@@ -14,6 +14,7 @@ from drengine.datastores.mongodb.decisions import (
     reconfig_text,
     view_lines,
 )
+from drengine.datastores.mongodb.setview import MemberView, ReplConfig, SetView, command_text
 from drengine.datastores.mongodb.stepkit import Ctx
 from drengine.errors import StepFailed
 from drengine.steps import Action, Effect, NoParams, Proposal, Refusal, Statement, StepParams, StepResult, register

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from drengine.datastores.mongodb.connector import MongoAPI, ReplConfig, SetView, canary_insert_command
+from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.decisions import ForcedConfig, SurvivorDecision, forced_config, member_names, survivors_of
+from drengine.datastores.mongodb.setview import ReplConfig, SetView, canary_insert_command
 from drengine.errors import StepFailed
 from drengine.steps import RunContext
 
