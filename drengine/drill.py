@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,10 +54,12 @@ class Injected:
 
 
 class DrillKit(Protocol):
-    """What a datastore brings to drills. `backend` is the runbook's connector (real or simulated)."""
+    """What a datastore brings to drills. `backend` is the runbook's connector (real or simulated);
+    faults are backend operations (`kill`, `hang`, `resume`...), so a kit never looks inside a
+    simulator. A kit is a value: what one drill needs to remember lives in its backend."""
 
-    faults: dict[str, Fault]
-    inventory: Inventory | None
+    @property
+    def faults(self) -> Mapping[str, Fault]: ...
     # Simulated clusters have no clock of their own: canaries are written at each journal event
     # instead of on a timer, which keeps sim drills deterministic.
 
@@ -277,7 +279,8 @@ class _Drill:
 def run_drill(request: DrillRequest) -> RunOutcome:
     kit = kit_for(request.cluster.kind)
     check_target(request.cluster, request.inventory, kit, request.fault)
-    kit.inventory = request.inventory
+    if hasattr(kit, "inventory"):  # kits that still signal processes themselves need the inventory
+        setattr(kit, "inventory", request.inventory)  # noqa: B010
     drill = _Drill(request, kit)
     run_request = RunRequest(
         runbook=request.runbook, inventory=request.inventory, cluster=request.cluster, mode=Mode.DRILL,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import SYSTEM, Clock
 from drengine.errors import (
     CommandFailed,
     ConnectError,
@@ -64,6 +65,8 @@ class RunRequest:
     argv: list[str] = field(default_factory=list)
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
+    # The run's clock (steps' waits, and the simulator of a simulated cluster); None: the system's.
+    clock: Clock | None = None
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -142,6 +145,7 @@ class Engine:
             facts=self.facts,
             backend=backend,
             record_statement=self._record_statement,
+            clock=request.clock or SYSTEM,
             operator_said_gone=request.operator_said_gone,
         )
 
@@ -348,15 +352,16 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
-def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory) -> Any:
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock | None = None) -> Any:
     from drengine.backends import open_backend
 
-    return open_backend(cluster, inventory, run_dir)
+    return open_backend(cluster, inventory, run_dir, clock)
 
 
-def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter) -> Any:
+def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
+                     clock: Clock | None = None) -> Any:
     try:
-        return _open_backend(cluster, run_dir, inventory)
+        return _open_backend(cluster, run_dir, inventory, clock)
     except DrengineError as exc:
         journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
         raise
@@ -406,7 +411,7 @@ def start_run(request: RunRequest) -> RunOutcome:
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
         )
-        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal)
+        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, request.clock)
         try:
             engine = Engine(request, backend, journal, run_id)
             around = request.around_walk

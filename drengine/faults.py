@@ -53,3 +53,43 @@ def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal
         return f"kill -{signal_name} {pid} ({member.name}, pid file {member.pid_file})"
     finally:
         transport.close()
+
+
+def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str:
+    """End a fault: SIGCONT a stopped (hung) server process found by its pid file, or start a
+    server whose process is gone with the inventory's `service.start` template."""
+    if member.pid_file is not None:
+        transport = _transport(inventory, member)
+        try:
+            pid = transport.read_file(member.pid_file).strip() if transport.run(
+                ["test", "-f", member.pid_file], timeout=10).ok else ""
+            if pid.isdigit() and transport.run(["kill", "-0", pid], timeout=10).ok:
+                transport.run(["kill", "-CONT", pid], timeout=10).check()
+                return f"kill -CONT {pid} ({member.name}, pid file {member.pid_file})"
+        finally:
+            transport.close()
+    return start_member(inventory, cluster, member)
+
+
+class ProcessFaults:
+    """Fault injection on real members, as a backend operation: the member's server process
+    over its host transport (kill = SIGKILL, hang = SIGSTOP, resume = SIGCONT or start)."""
+
+    def __init__(self, inventory: Inventory | None, cluster: Cluster) -> None:
+        self._inventory = inventory
+        self._cluster = cluster
+
+    def _where(self) -> Inventory:
+        if self._inventory is None:
+            raise InputError(f"cluster {self._cluster.name}: faults on real members need the inventory (hosts, "
+                             f"pid files); this backend was opened without one")
+        return self._inventory
+
+    def kill(self, member: str) -> str:
+        return signal_member(self._where(), self._cluster, self._cluster.member(member), "KILL")
+
+    def hang(self, member: str) -> str:
+        return signal_member(self._where(), self._cluster, self._cluster.member(member), "STOP")
+
+    def resume(self, member: str) -> str:
+        return resume_member(self._where(), self._cluster, self._cluster.member(member))

@@ -147,3 +147,8 @@ def canary_calls(index: str, doc_id: str, document: Mapping[str, Any]) -> tuple[
             HttpCall("GET", path, what="read the canary document back"))
 
 
+
+def canary_ids_call(index: str, size: int = 10000) -> HttpCall:
+    """The ids of the documents of an index (drills count their canaries with it)."""
+    return HttpCall("GET", f"/{quote(index, safe='-_.')}/_search", _q(size=size, _source="false"),
+                    what="list the canary documents")

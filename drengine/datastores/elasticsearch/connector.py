@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
+from drengine.faults import ProcessFaults
 from drengine.inventory import Cluster, Inventory
 
 if TYPE_CHECKING:
@@ -88,6 +89,17 @@ class ElasticBackend:
             where = f"{inventory.path if inventory else 'inventory'}: cluster {cluster.name} credentials"
             self._auth = (cred.user, cred.password.resolve(where))
         self._client: Elasticsearch | None = None
+        self._faults = ProcessFaults(inventory, cluster)
+
+    # -- faults (drills): the node's process over its host ------------------------------------
+    def kill(self, member: str) -> str:
+        return self._faults.kill(member)
+
+    def hang(self, member: str) -> str:
+        return self._faults.hang(member)
+
+    def resume(self, member: str) -> str:
+        return self._faults.resume(member)
 
     # -- the client ----------------------------------------------------------------------------
     def _es(self) -> Elasticsearch:

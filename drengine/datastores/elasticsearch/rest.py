@@ -255,13 +255,13 @@ class SimServer:
     def read(self, action: Callable[[EsCluster], T]) -> T:
         """Run ``action`` under the lock after letting expired allocation delays take effect."""
         with self._condition:
-            self.model.allocate()
+            self.model.advance()
             return action(self.model)
 
     def write(self, action: Callable[[EsCluster], T]) -> T:
         """Run a mutating ``action`` under the lock and wake requests waiting for a health status."""
         with self._condition:
-            self.model.allocate()
+            self.model.advance()
             try:
                 return action(self.model)
             finally:
@@ -283,7 +283,7 @@ class SimServer:
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._condition:
             while True:
-                self.model.allocate()
+                self.model.advance()
                 body = observe(self.model)
                 remaining = deadline - time.monotonic()
                 if done(body) or remaining <= 0 or self._stopping.is_set():

@@ -282,6 +282,11 @@ def count_documents(server: SimServer, request: Request) -> Response:
     return ok(server.read(lambda m: m.count(request.params.get("index"))))
 
 
+def search_documents(server: SimServer, request: Request) -> Response:
+    size = int(request.query.get("size", "10"))
+    return ok(server.read(lambda m: m.search(request.params.get("index"), size)))
+
+
 def refresh_index(server: SimServer, request: Request) -> Response:
     count = server.read(lambda m: sum(len(meta.shards) for meta in m.resolve_indices(request.params.get("index"))))
     return ok({"_shards": {"total": count, "successful": count, "failed": 0}})
@@ -339,6 +344,7 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], Handler]] = [
     ),
     (frozenset({"PUT"}), re.compile(rf"/{_INDEX}/_settings"), put_index_settings),
     (frozenset({"GET", "POST"}), re.compile(rf"/{_INDEX}/_count"), count_documents),
+    (frozenset({"GET", "POST"}), re.compile(rf"/{_INDEX}/_search"), search_documents),
     (frozenset({"GET", "POST"}), re.compile(rf"/{_INDEX}/_refresh"), refresh_index),
     (frozenset({"POST"}), re.compile(r"/_refresh"), refresh_index),
     (

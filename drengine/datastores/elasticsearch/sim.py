@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from drengine.clock import SYSTEM
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores.elasticsearch.calls import HttpCall
 from drengine.datastores.elasticsearch.connector import ElasticBackend
 from drengine.datastores.elasticsearch.rest import SimServer
@@ -34,8 +34,10 @@ class SimElasticBackend(ElasticBackend):
         super().__init__(cluster, None, hosts=[url])
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path) -> SimElasticBackend:
-        return cls(cluster, load_model(cluster, state_file), state_file)
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimElasticBackend:
+        """The simulated cluster on `clock` (the run's clock: a simulated one moves only when the
+        run sleeps on it, so recoveries and delays take no real time)."""
+        return cls(cluster, load_model(cluster, state_file, clock), state_file)
 
     def send(self, call: HttpCall) -> Any:
         try:
@@ -45,6 +47,22 @@ class SimElasticBackend(ElasticBackend):
             # and a resumed run must see exactly what the cluster looks like now.
             if call.method != "GET":
                 self.save()
+
+    # -- faults: the simulated node ----------------------------------------------------------
+    def kill(self, member: str) -> str:
+        self.server.write(lambda model: model.kill_node(member))
+        self.save()
+        return f"simulated node {member} killed (it left the cluster)"
+
+    def hang(self, member: str) -> str:
+        self.server.write(lambda model: model.hang_node(member))
+        self.save()
+        return f"simulated node {member} hung (removed by the master once its follower checks time out)"
+
+    def resume(self, member: str) -> str:
+        self.server.write(lambda model: model.resume_node(member))
+        self.save()
+        return f"simulated node {member} running again"
 
     def save(self) -> None:
         # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.
@@ -60,10 +78,10 @@ class SimElasticBackend(ElasticBackend):
                 self.server.stop()
 
 
-def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
+def load_model(cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> EsCluster:
     if state_file.exists():
         try:
-            return EsCluster.from_json(json.loads(state_file.read_text(encoding="utf-8")), clock=SYSTEM)
+            return EsCluster.from_json(json.loads(state_file.read_text(encoding="utf-8")), clock=clock)
         except (OSError, ValueError) as exc:
             raise InputError(f"{state_file}: cannot load the simulated cluster's state ({exc}); "
                              f"delete the file to start the scenario afresh") from None
@@ -72,7 +90,7 @@ def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
     if factory is None:
         raise InputError(f"cluster {cluster.name}: unknown Elasticsearch scenario {scenario!r}; "
                          f"known scenarios: {', '.join(sorted(SCENARIOS))}")
-    return factory(clock=SYSTEM)
+    return factory(clock=clock)
 
 
 def save_model(state: dict[str, Any], state_file: Path) -> None:

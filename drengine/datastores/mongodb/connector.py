@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drengine.datastores.mongodb.setview import (
+    CANARY_COLLECTION,
+    CANARY_DB,
     COUNT_CANARY,
     INVALID_REPLICA_SET_CONFIG,
     NOT_YET_INITIALIZED,
@@ -32,6 +34,7 @@ from drengine.datastores.mongodb.setview import (
     ReplConfig,
     SetView,
     canary_insert_command,
+    command_text,
     config_from_json,
     freeze_command,
     optime_of,
@@ -39,7 +42,8 @@ from drengine.datastores.mongodb.setview import (
     reconfig_command,
     step_down_command,
 )
-from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
+from drengine.errors import CommandFailed, ConnectError, DrengineError, ProbeTimeout
+from drengine.faults import ProcessFaults
 from drengine.inventory import Cluster, Inventory, Member
 
 if TYPE_CHECKING:
@@ -96,6 +100,18 @@ class MongoBackend:
         self._clients: dict[str, MongoClient[dict[str, Any]]] = {}
         self._retired: list[MongoClient[dict[str, Any]]] = []
         self._lock = threading.Lock()
+        self._faults = ProcessFaults(inventory, cluster)
+        self._primary_hint: str | None = None
+
+    # -- faults (drills): the member's mongod process over its host ---------------------------
+    def kill(self, member: str) -> str:
+        return self._faults.kill(member)
+
+    def hang(self, member: str) -> str:
+        return self._faults.hang(member)
+
+    def resume(self, member: str) -> str:
+        return self._faults.resume(member)
 
     # -- clients ---------------------------------------------------------------------------
     def endpoint(self, member: str) -> str:
@@ -217,6 +233,32 @@ class MongoBackend:
 
     def count_canary(self, member: str) -> int:
         return int(self.command(member, COUNT_CANARY).get("n", 0))
+
+    def primary(self) -> str | None:
+        """The one member that answers as writable primary (None when there is none or two)."""
+        found = [m.name for m in self.observe().members if m.reachable and m.is_writable_primary]
+        self._primary_hint = found[0] if len(found) == 1 else None
+        return self._primary_hint
+
+    def write_canary(self, marker: str) -> None:
+        """A canary on the primary with w: majority (the primary last seen, else found again)."""
+        target = self._primary_hint or self.primary()
+        if target is None:
+            raise MongoCommandFailed(f"cluster {self.cluster.name}: no writable primary to write the canary on", None)
+        try:
+            self.insert_canary(target, marker)
+        except DrengineError:
+            self._primary_hint = None  # look for the primary again next time
+            raise
+
+    def canary_markers(self) -> set[str]:
+        """Every canary marker the primary holds (empty while there is no primary)."""
+        target = self.primary()
+        if target is None:
+            return set()
+        reply = self.command(target, command_text({"find": CANARY_COLLECTION, "filter": {}, "batchSize": 100000,
+                                                   "$db": CANARY_DB}))
+        return {str(doc["_id"]) for doc in reply.get("cursor", {}).get("firstBatch", [])}
 
     def get_config(self, member: str) -> ReplConfig:
         from bson import json_util

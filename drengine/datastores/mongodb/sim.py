@@ -15,6 +15,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores.mongodb.connector import MongoBackend
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
 from drengine.datastores.mongodb.simulator.model import UnknownScenario
@@ -38,13 +39,15 @@ class SimMongoBackend(MongoBackend):
         self.state_file = state_file
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path) -> SimMongoBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimMongoBackend:
+        """The simulated set on `clock` (the run's clock: a simulated one moves only when the run
+        sleeps on it, so heartbeats, elections and initial syncs take no real time)."""
         assert cluster.simulated is not None
         if state_file.exists():
-            model = SimulatedReplicaSet.from_json(state_file.read_text())
+            model = SimulatedReplicaSet.from_json(state_file.read_text(), clock=clock)
         else:
             try:
-                model = build_scenario(cluster.simulated.scenario)
+                model = build_scenario(cluster.simulated.scenario, clock=clock)
             except UnknownScenario as exc:
                 raise InputError(f"cluster {cluster.name}: {exc}") from None
         ids = model.member_ids()
@@ -65,6 +68,22 @@ class SimMongoBackend(MongoBackend):
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(self.wire.snapshot_json())
         tmp.replace(self.state_file)
+
+    # -- faults: the simulated member's process ---------------------------------------------
+    def kill(self, member: str) -> str:
+        self.wire.kill(self.member_ids[member])
+        self.save()
+        return f"simulated member {member} killed (its port refuses connections)"
+
+    def hang(self, member: str) -> str:
+        self.wire.hang(self.member_ids[member])
+        self.save()
+        return f"simulated member {member} hung (it accepts connections and never answers)"
+
+    def resume(self, member: str) -> str:
+        self.wire.revive(self.member_ids[member])
+        self.save()
+        return f"simulated member {member} running again"
 
     def command(self, member: str, text: str) -> dict[str, Any]:
         try:

@@ -1,4 +1,11 @@
-"""EsCluster: the simulated cluster, assembled from its parts, and its faults."""
+"""EsCluster: the simulated cluster, assembled from its parts, its faults, and time passing.
+
+A killed node's connections drop, so the master removes it at once; a hung node still holds
+its connections and is removed only after `cluster.fault_detection.follower_check.retry_count`
+consecutive follower checks have timed out (defaults: interval 1s, timeout 10s, retry_count 3;
+https://www.elastic.co/guide/en/elasticsearch/reference/8.4/modules-discovery-settings.html and
+https://www.elastic.co/guide/en/elasticsearch/reference/8.17/cluster-fault-detection.html).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,12 @@ from drengine.datastores.elasticsearch.simulator.model import ENABLE_SETTING
 from drengine.datastores.elasticsearch.simulator.reroute import RerouteCommands
 from drengine.datastores.elasticsearch.simulator.settings import SettingsApi
 from drengine.datastores.elasticsearch.simulator.views import ReadViews
+
+FOLLOWER_CHECK_INTERVAL = 1.0
+FOLLOWER_CHECK_TIMEOUT = 10.0
+FOLLOWER_CHECK_RETRIES = 3
+# A hung node fails each check at its timeout; the master removes it after the last retry.
+HUNG_NODE_REMOVED_AFTER = FOLLOWER_CHECK_RETRIES * (FOLLOWER_CHECK_INTERVAL + FOLLOWER_CHECK_TIMEOUT)
 
 
 class EsCluster(RerouteCommands, ExplainApi, SettingsApi, ReadViews, DocumentsApi):
@@ -31,10 +44,33 @@ class EsCluster(RerouteCommands, ExplainApi, SettingsApi, ReadViews, DocumentsAp
     def return_node(self, name: str) -> None:
         """The node rejoins with whatever copies it held; in-sync ones are reused."""
         node = self.node(name)
+        node.hung_since = None
         if node.alive:
             return
         node.alive = True
         self._changed()
+        self.allocate()
+
+    def hang_node(self, name: str) -> None:
+        """The node's process stops answering but keeps its connections: the master removes it
+        only when its follower checks have timed out (see `advance`)."""
+        node = self.node(name)
+        if node.alive and node.hung_since is None:
+            node.hung_since = self._now()
+
+    def resume_node(self, name: str) -> None:
+        """A hung node wakes up: still in the cluster if the master had not removed it yet,
+        otherwise it joins again like a returning node."""
+        self.return_node(name)
+
+    def advance(self) -> None:
+        """Let time pass up to the clock: hung nodes whose follower checks ran out are removed,
+        then the allocator places what it may."""
+        now = self._now()
+        for node in self.state.nodes:
+            if node.alive and node.hung_since is not None and now - node.hung_since >= HUNG_NODE_REMOVED_AFTER:
+                self.kill_node(node.name)
+                node.hung_since = now  # still hung: it rejoins only when resumed
         self.allocate()
 
     def disk_full(self, name: str, used_percent: float = 97.0) -> None:

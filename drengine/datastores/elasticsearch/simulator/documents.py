@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from drengine.datastores.elasticsearch.simulator.core import ClusterCore
-from drengine.datastores.elasticsearch.simulator.model import Doc, JsonDict, SimApiError, shard_for_doc
+from drengine.datastores.elasticsearch.simulator.model import Doc, JsonDict, SimApiError, StoreCopy, shard_for_doc
 
 
 class DocumentsApi(ClusterCore):
@@ -80,25 +80,37 @@ class DocumentsApi(ClusterCore):
             "_source": doc.source,
         }
 
-    def count(self, index: str | None = None) -> JsonDict:
-        metas = self.resolve_indices(index)
-        total = successful = documents = 0
-        for meta in metas:
+    def _searchable(self, index: str | None) -> tuple[int, list[tuple[str, StoreCopy]]]:
+        """(shards asked, (index, primary store) of the shards that can answer)."""
+        total = 0
+        stores: list[tuple[str, StoreCopy]] = []
+        for meta in self.resolve_indices(index):
             for group in meta.shards:
                 total += 1
                 store = group.primary_store()
                 if store is not None:
-                    successful += 1
-                    documents += len(store.docs)
-        if total and not successful:
-            raise SimApiError(
-                503,
-                "search_phase_execution_exception",
-                "all shards failed",
-                phase="query",
-                grouped=True,
-                failed_shards=[],
-            )
+                    stores.append((meta.name, store))
+        if total and not stores:
+            raise SimApiError(503, "search_phase_execution_exception", "all shards failed", phase="query",
+                              grouped=True, failed_shards=[])
+        return total, stores
+
+    def search(self, index: str | None = None, size: int = 10) -> JsonDict:
+        """A match_all search without _source: the ids of the first `size` documents."""
+        total, stores = self._searchable(index)
+        hits = [{"_index": name, "_id": doc_id, "_score": 1.0} for name, store in stores for doc_id in sorted(store.docs)]
+        return {
+            "took": 1,
+            "timed_out": False,
+            "_shards": {"total": total, "successful": len(stores), "skipped": 0, "failed": total - len(stores)},
+            "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": 1.0 if hits else None,
+                     "hits": hits[:size]},
+        }
+
+    def count(self, index: str | None = None) -> JsonDict:
+        total, stores = self._searchable(index)
+        successful = len(stores)
+        documents = sum(len(store.docs) for _, store in stores)
         return {
             "count": documents,
             "_shards": {

@@ -173,6 +173,7 @@ class SimNode(BaseModel):
     ip: str = "127.0.0.1"
     transport_port: int = 9300
     alive: bool = True
+    hung_since: float | None = None  # stopped answering (SIGSTOP, a frozen VM) at this time
 
     @property
     def transport_address(self) -> str:
