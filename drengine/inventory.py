@@ -146,6 +146,9 @@ class Member(Strict):
 class Simulated(Strict):
     scenario: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
     state_file: str | None = None
+    # Simulators that model time (heartbeats, elections, recoveries) run this many times faster
+    # than real time, unless the run gives them its own clock.
+    speed: float = Field(default=1.0, gt=0, le=100000)
 
 
 class CephOptions(Strict):

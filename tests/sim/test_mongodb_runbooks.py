@@ -24,7 +24,7 @@ hosts:
 clusters:
   sim:
     kind: mongodb
-    simulated: {{scenario: {scenario}{state}}}
+    simulated: {{scenario: {scenario}{state}, speed: 20}}
     drill_target: true
     timeouts: {{connect: {connect}, read: {read}}}
     members:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from drengine.clock import SYSTEM, Clock
+from drengine.clock import SYSTEM, Clock, clock_at_speed
 from drengine.datastores.elasticsearch.calls import HttpCall
 from drengine.datastores.elasticsearch.connector import ElasticBackend
 from drengine.datastores.elasticsearch.rest import SimServer
@@ -34,10 +34,12 @@ class SimElasticBackend(ElasticBackend):
         super().__init__(cluster, None, hosts=[url])
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimElasticBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimElasticBackend:
         """The simulated cluster on `clock` (the run's clock: a simulated one moves only when the
-        run sleeps on it, so recoveries and delays take no real time)."""
-        return cls(cluster, load_model(cluster, state_file, clock), state_file)
+        run sleeps on it, so recoveries and delays take no real time); without one, real time at
+        the inventory's `speed`."""
+        speed = cluster.simulated.speed if cluster.simulated else 1.0
+        return cls(cluster, load_model(cluster, state_file, clock or clock_at_speed(speed)), state_file)
 
     def send(self, call: HttpCall) -> Any:
         try:

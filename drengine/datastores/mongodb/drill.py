@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drengine.datastores.mongodb.connector import MongoBackend
+from drengine.datastores.mongodb.decisions import primaries_seen
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError
 from drengine.inventory import Cluster
@@ -53,7 +54,10 @@ class MongoKit:
         return [*others[: len(names) // 2], first]
 
     def settled(self, cluster: Cluster, backend: MongoBackend, fault: str) -> bool:
-        return not any(m.reachable and m.state == "PRIMARY" for m in backend.observe().members)
+        """No member answers as primary and none still believes in one (its heartbeats have
+        noticed the primary is gone)."""
+        view = backend.observe()
+        return not any(m.reachable and m.state == "PRIMARY" for m in view.members) and not primaries_seen(view)
 
     def bring_back(self, cluster: Cluster, backend: MongoBackend, fault: str, run_dir: Path) -> Restore | None:
         return None

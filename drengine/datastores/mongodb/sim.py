@@ -15,7 +15,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from drengine.clock import SYSTEM, Clock
+from drengine.clock import Clock, clock_at_speed
 from drengine.datastores.mongodb.connector import MongoBackend
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
 from drengine.datastores.mongodb.simulator.model import UnknownScenario
@@ -39,10 +39,12 @@ class SimMongoBackend(MongoBackend):
         self.state_file = state_file
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimMongoBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimMongoBackend:
         """The simulated set on `clock` (the run's clock: a simulated one moves only when the run
-        sleeps on it, so heartbeats, elections and initial syncs take no real time)."""
+        sleeps on it, so heartbeats, elections and initial syncs take no real time); without one,
+        real time at the inventory's `speed`."""
         assert cluster.simulated is not None
+        clock = clock or clock_at_speed(cluster.simulated.speed)
         if state_file.exists():
             model = SimulatedReplicaSet.from_json(state_file.read_text(), clock=clock)
         else:

@@ -31,9 +31,10 @@ from typing import Self
 
 from bson.errors import BSONError
 
+from drengine.clock import SimulatedClock
 from drengine.datastores.mongodb.simulator import SCENARIOS, SimulatedReplicaSet, build_scenario
 from drengine.datastores.mongodb.simulator.model import Process
-from drengine.datastores.mongodb.wirecommands import READ_ONLY_COMMANDS, CommandContext, run_command
+from drengine.datastores.mongodb.wirecommands import READ_ONLY_COMMANDS, CommandContext, Reply, Wait, run_command, step
 from drengine.datastores.mongodb.wireproto import (
     WAIT_SLICE_SECONDS,
     BsonDoc,
@@ -43,6 +44,11 @@ from drengine.datastores.mongodb.wireproto import (
     parse_request,
     read_message,
 )
+
+# An endless wait (a write without wtimeout) moves a simulated clock this far at most; then it
+# waits for the client (its own socket timeout) in real time.
+SIMULATED_IDLE_LIMIT = 600.0
+
 
 # --- sockets and threads
 
@@ -229,7 +235,7 @@ class WireCluster:
 
     def _after_change(self) -> None:
         if self._auto_settle:
-            self._model.settle()
+            self._model.advance()
         if self._running:
             self._sync_ports()
         self._changed.notify_all()
@@ -318,24 +324,62 @@ class WireCluster:
                 self._await_topology_change(connection, request.command)
                 if not self._wait_while_hung(connection):
                     return None
+            if self._auto_settle:
+                # Time-driven changes (heartbeats, elections, freeze expiry, lag) show on the next look.
+                self._model.advance()
             ctx = CommandContext(
                 self._model,
                 connection.member_id,
                 request.db,
                 connection.connection_id,
-                time.time(),
+                self._model.now(),
             )
             name = next(iter(request.command), "")
-            if not self._auto_settle:
-                return run_command(ctx, request.command)
-            if name in READ_ONLY_COMMANDS:
-                # Time-driven changes (freeze expiry, lag) show on the next look.
-                self._model.settle()
+            reply: Reply | None = run_command(ctx, request.command)
+            while isinstance(reply, Wait):
+                reply = self._wait_for(connection, ctx, reply)
+            if self._auto_settle and name not in READ_ONLY_COMMANDS:
+                self._after_change()
+            else:
                 self._changed.notify_all()
-                return run_command(ctx, request.command)
-            reply = run_command(ctx, request.command)
-            self._after_change()
             return reply
+
+    def _wait_for(self, connection: _Connection, ctx: CommandContext, wait: Wait) -> Reply | None:
+        """Drive a waiting command as model time passes; None when the connection must end."""
+        waited = 0.0
+        while self._running and not connection.closed:
+            self._model.advance()
+            self._changed.notify_all()
+            reply = step(ctx, wait.ready)
+            if reply is not None:
+                return reply
+            now = self._model.now()
+            if wait.deadline is not None and now >= wait.deadline:
+                return step(ctx, wait.expired)
+            if self._process(connection.member_id) is not Process.RUNNING:
+                return None  # killed or hung while waiting: no answer comes
+            pause = self._model.heartbeat_interval()
+            if wait.deadline is not None:
+                pause = min(pause, wait.deadline - now)
+            waited += self._pause(pause, bounded=wait.deadline is not None or waited < SIMULATED_IDLE_LIMIT)
+            if connection.peer_has_closed():
+                return None
+        return None
+
+    def _pause(self, seconds: float, *, bounded: bool) -> float:
+        """Let `seconds` of model time pass. On a simulated clock the wait moves the clock (the
+        client did wait that long); past SIMULATED_IDLE_LIMIT of an endless wait it stops
+        moving it and waits for the client instead. Otherwise: real time, lock released."""
+        clock = self._model.clock
+        if isinstance(clock, SimulatedClock) and bounded:
+            self._lock.release()
+            try:
+                clock.sleep(seconds)
+            finally:
+                self._lock.acquire()
+            return seconds
+        self._changed.wait(WAIT_SLICE_SECONDS)
+        return 0.0
 
     def _process(self, member_id: int) -> Process:
         return self._model.node(member_id).process
@@ -362,6 +406,7 @@ class WireCluster:
         while self._running and not connection.closed:
             if self._process(connection.member_id) is not Process.RUNNING:
                 return
+            self._model.advance()
             node = self._model.node(connection.member_id)
             if str(seen.get("processId")) != node.process_id or int(seen.get("counter", -1)) != node.topology_counter:
                 return

@@ -1,5 +1,12 @@
 """The commands the simulated mongod answers, each turned into a model call and its reply
-document; unknown commands and admin commands outside `admin` are refused as mongod refuses them."""
+document; unknown commands and admin commands outside `admin` are refused as mongod refuses them.
+
+Some commands wait, as mongod's do, in model time: a write for its write concern (until
+`wtimeout`, forever without one), a safe reconfig for the current config to be committed and
+then for the new one to reach a majority (until `maxTimeMS`, forever without it), a step-down
+for a secondary to catch up (`secondaryCatchUpPeriodSecs`). Their handlers return a `Wait`
+that the server drives (wire.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from typing import Any
 from bson.int64 import Int64
 
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
-from drengine.datastores.mongodb.simulator.model import BadValue, Document, ReplicaSetError
+from drengine.datastores.mongodb.simulator.model import STEP_DOWN_CATCH_UP_SECONDS, BadValue, Document, ReplicaSetError
 from drengine.datastores.mongodb.simulator.views import InsertOutcome
 from drengine.datastores.mongodb.wireproto import (
     ADMIN_ONLY,
@@ -39,7 +46,25 @@ class CommandContext:
     now: float
 
 
-CommandHandler = Callable[[CommandContext, BsonDoc], BsonDoc]
+@dataclass
+class Wait:
+    """A reply that is not ready yet: `ready` is asked again as model time passes (a reply, a
+    further wait, or None); past `deadline` (model time; None: never) `expired` answers."""
+
+    ready: Callable[[], BsonDoc | Wait | None]
+    deadline: float | None
+    expired: Callable[[], BsonDoc | Wait]
+
+
+Reply = BsonDoc | Wait
+CommandHandler = Callable[[CommandContext, BsonDoc], Reply]
+
+
+def _deadline(ctx: CommandContext, millis: Any) -> float | None:
+    """A model-time deadline `millis` from now; 0 or absent means none."""
+    if millis is None or float(millis) <= 0:
+        return None
+    return ctx.model.now() + float(millis) / 1000.0
 
 
 def _hello(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
@@ -81,12 +106,29 @@ def _repl_set_get_config(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
     return {"config": config_document(ctx.model, ctx.member_id), "ok": 1.0}
 
 
-def _repl_set_reconfig(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
+def _repl_set_reconfig(ctx: CommandContext, cmd: BsonDoc) -> Reply:
+    """Forced: installed at once. Safe: wait for the current config to be committed (308 when
+    maxTimeMS runs out first), install, then wait for a majority to hold the new config
+    (MaxTimeMSExpired 50). repl_set_commands.cpp; https://www.mongodb.com/docs/manual/reference/command/replSetReconfig/"""
     new_config = cmd["replSetReconfig"]
     if not isinstance(new_config, Mapping):
         raise BadValue("replSetReconfig needs a config document")
-    ctx.model.reconfig(ctx.member_id, new_config, force=bool(cmd.get("force", False)))
-    return {"ok": 1.0}
+    model, member = ctx.model, ctx.member_id
+    config = model.prepare_reconfig(member, new_config, force=bool(cmd.get("force", False)))
+    if cmd.get("force"):
+        return {"ok": 1.0}
+    deadline = _deadline(ctx, cmd.get("maxTimeMS"))
+
+    def install() -> Reply:
+        installed = model.install_agreed(member, config)
+        return Wait(ready=lambda: {"ok": 1.0} if model.config_propagated(member, installed.version) else None,
+                    deadline=deadline,
+                    expired=lambda: error_document(50, "MaxTimeMSExpired", "operation exceeded time limit"))
+
+    if model.config_committed(member):
+        return install()
+    return Wait(ready=lambda: install() if model.config_committed(member) else None, deadline=deadline,
+                expired=lambda: error_document(308, "CurrentConfigNotCommittedYet", model.uncommitted_reason(member)))
 
 
 def _repl_set_freeze(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
@@ -95,38 +137,62 @@ def _repl_set_freeze(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
     return {"info": "unfreezing", "ok": 1.0} if seconds == 0 else {"ok": 1.0}
 
 
-def _repl_set_step_down(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
+def _repl_set_step_down(ctx: CommandContext, cmd: BsonDoc) -> Reply:
+    """Wait up to secondaryCatchUpPeriodSecs (10 s) for an electable secondary to catch up, then
+    step down and hand it the election. https://www.mongodb.com/docs/manual/reference/command/replSetStepDown/"""
     seconds = float(cmd.get("replSetStepDown") or 60)
-    ctx.model.step_down(ctx.member_id, seconds, force=bool(cmd.get("force", False)))
-    return {"ok": 1.0}
+    catch_up = float(cmd.get("secondaryCatchUpPeriodSecs", STEP_DOWN_CATCH_UP_SECONDS))
+    force = bool(cmd.get("force", False))
+    model, member = ctx.model, ctx.member_id
+    if not model.hello(member).is_writable_primary:
+        model.step_down(member, seconds, force=force)  # answers NotWritablePrimary as mongod does
+
+    def done() -> BsonDoc:
+        model.do_step_down(member, seconds)
+        return {"ok": 1.0}
+
+    def expired() -> BsonDoc:
+        if force:
+            return done()
+        return error_document(262, "ExceededTimeLimit", "No electable secondaries caught up as of stepdown deadline")
+
+    return Wait(ready=lambda: done() if model.step_down_ready(member) else None,
+                deadline=model.now() + catch_up, expired=expired)
 
 
-def _insert(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
+def _insert(ctx: CommandContext, cmd: BsonDoc) -> Reply:
+    """Write, then wait for the write concern: until wtimeout (then writeConcernError 64,
+    errInfo.wtimeout true), forever without one. Shape: DRIVERS-967 / RUST-370 and
+    https://www.mongodb.com/docs/manual/reference/write-concern/#wtimeout"""
     namespace = f"{ctx.db}.{cmd['insert']}"
     docs = [to_model_document(d) for d in cmd.get("documents", [])]
-    concern = cmd.get("writeConcern") or {}
-    outcome = ctx.model.insert_many(
-        ctx.member_id,
-        namespace,
-        docs,
-        w=concern.get("w"),
-        ordered=bool(cmd.get("ordered", True)),
-    )
-    return _insert_reply(outcome, concern)
+    concern = dict(cmd.get("writeConcern") or {})
+    model, member = ctx.model, ctx.member_id
+    outcome = model.insert_many(member, namespace, docs, w=concern.get("w"), ordered=bool(cmd.get("ordered", True)))
+    if not outcome.inserted:
+        return _insert_reply(outcome, None)
+
+    def acknowledged() -> BsonDoc | None:
+        return _insert_reply(outcome, None) if model.write_concern_progress(member, outcome.optime,
+                                                                            concern.get("w")).satisfied else None
+
+    def timed_out() -> BsonDoc:
+        shown = dict(concern)
+        shown.setdefault("provenance", "clientSupplied" if "w" in concern else "implicitDefault")
+        return _insert_reply(outcome, {"code": 64, "codeName": "WriteConcernFailed",
+                                       "errmsg": "waiting for replication timed out",
+                                       "errInfo": {"wtimeout": True, "writeConcern": shown}})
+
+    return acknowledged() or Wait(ready=acknowledged, deadline=_deadline(ctx, concern.get("wtimeout")),
+                                  expired=timed_out)
 
 
-def _insert_reply(outcome: InsertOutcome, concern: Mapping[str, Any]) -> BsonDoc:
+def _insert_reply(outcome: InsertOutcome, concern_error: BsonDoc | None) -> BsonDoc:
     reply: BsonDoc = {"n": outcome.inserted}
     if outcome.write_errors:
         reply["writeErrors"] = [{"index": e.index, "code": e.code, "errmsg": e.message} for e in outcome.write_errors]
-    failure = outcome.write_concern_error
-    if failure is not None:
-        reply["writeConcernError"] = {
-            "code": failure.code,
-            "codeName": failure.code_name,
-            "errmsg": failure.message,
-            "errInfo": {"wtimeout": True, "writeConcern": dict(concern)},
-        }
+    if concern_error is not None:
+        reply["writeConcernError"] = concern_error
     reply["opTime"] = optime_doc(outcome.optime)
     reply["ok"] = 1.0
     return reply
@@ -252,7 +318,7 @@ def _topology_version(ctx: CommandContext) -> BsonDoc:
     return topology_version_of(ctx.model.hello(ctx.member_id))
 
 
-def run_command(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
+def run_command(ctx: CommandContext, cmd: BsonDoc) -> Reply:
     """Answer one command document the way mongod would."""
     if not cmd:
         return error_document(59, "CommandNotFound", "empty command document")
@@ -265,14 +331,26 @@ def run_command(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
     try:
         return handler(ctx, cmd)
     except ReplicaSetError as error:
-        reply = error_document(error.code, error.code_name, error.message)
-        if error.code in STATE_CHANGE_CODES:
-            # MongoDB 4.4+ attaches topologyVersion so that drivers can tell a
-            # stale "not primary" from news; without it pymongo forgets the
-            # server and waits for its monitor before the next command.
-            reply["topologyVersion"] = _topology_version(ctx)
-        return reply
+        return error_reply(ctx, error)
     except (KeyError, TypeError, ValueError) as error:
         return error_document(2, "BadValue", f"malformed {name} command: {error}")
+
+
+def error_reply(ctx: CommandContext, error: ReplicaSetError) -> BsonDoc:
+    reply = error_document(error.code, error.code_name, error.message)
+    if error.code in STATE_CHANGE_CODES:
+        # MongoDB 4.4+ attaches topologyVersion so that drivers can tell a
+        # stale "not primary" from news; without it pymongo forgets the
+        # server and waits for its monitor before the next command.
+        reply["topologyVersion"] = _topology_version(ctx)
+    return reply
+
+
+def step(ctx: CommandContext, turn: Callable[[], Reply | None]) -> Reply | None:
+    """One look at a waiting command, its refusals answered as mongod answers them."""
+    try:
+        return turn()
+    except ReplicaSetError as error:
+        return error_reply(ctx, error)
 
 

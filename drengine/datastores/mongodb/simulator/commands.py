@@ -15,6 +15,8 @@ from drengine.datastores.mongodb.simulator.model import (
     FORCE_VERSION_RANDOM_SPAN,
     UNINITIALISED_TERM,
     BadValue,
+    ConfigurationInProgress,
+    CurrentConfigNotCommittedYet,
     Document,
     ExceededTimeLimit,
     MemberNode,
@@ -26,12 +28,13 @@ from drengine.datastores.mongodb.simulator.model import (
     NotSecondary,
     NotWritablePrimary,
     NotYetInitialized,
+    OpTime,
     ReplSetConfig,
     UnknownReplWriteConcern,
     WriteConcernW,
 )
-from drengine.datastores.mongodb.simulator.replication import _has_optime
-from drengine.datastores.mongodb.simulator.views import InsertOutcome, WriteConcernFailure, WriteError
+from drengine.datastores.mongodb.simulator.replication import has_optime
+from drengine.datastores.mongodb.simulator.views import InsertOutcome, WriteConcernProgress, WriteError
 
 
 class Commands(Elections):
@@ -49,10 +52,12 @@ class Commands(Elections):
         w: WriteConcernW = None,
         ordered: bool = True,
     ) -> InsertOutcome:
-        """Insert on the primary, replicate, then judge the write concern."""
+        """Insert on the primary and replicate; the write concern is waited for by the caller
+        (`write_concern_progress`), as mongod waits for it after the write."""
         node = self._answering_node(member_id)
-        if node.state is not MemberState.PRIMARY:
+        if node.state is not MemberState.PRIMARY or node.catching_up:
             raise NotWritablePrimary("not primary")
+        self.write_concern_of(member_id, w)  # an unknown mode is refused before anything is written
         taken = {_id_key(d) for d in node.documents(collection)}
         errors: list[WriteError] = []
         inserted = 0
@@ -69,8 +74,7 @@ class Commands(Elections):
             inserted += 1
         self._replicate_all()
         self._advance_commit_points()
-        concern = self._judge_write_concern(node, w) if inserted else None
-        return InsertOutcome(inserted, node.last_optime, errors, concern)
+        return InsertOutcome(inserted, node.last_optime, errors)
 
     def default_write_concern(self, member_id: int) -> int | str:
         """MongoDB 5.0+ implicit default: majority, but w:1 when arbiters
@@ -81,33 +85,28 @@ class Commands(Elections):
             return 1
         return "majority"
 
-    def _judge_write_concern(self, primary: MemberNode, w: WriteConcernW) -> WriteConcernFailure | None:
+    def write_concern_of(self, member_id: int, w: WriteConcernW) -> int | str:
+        wanted = self.default_write_concern(member_id) if w is None else w
+        if wanted != "majority" and not isinstance(wanted, int):
+            raise UnknownReplWriteConcern(f"unrecognized write concern mode: {wanted}")
+        return wanted
+
+    def write_concern_progress(self, member_id: int, optime: OpTime, w: WriteConcernW) -> WriteConcernProgress:
+        """How many members (of those that count for `w`) hold `optime` now. "majority"
+        counts data-bearing voters (replica_set_config.cpp: when half or more of the voters are
+        arbiters, the majority is all data-bearing voters)."""
+        primary = self.node(member_id)
         assert primary.config is not None
-        wanted = self.default_write_concern(primary.member_id) if w is None else w
-        target = primary.last_optime
-        holders = [primary] + [p for p in self._peers_in_config(primary) if _has_optime(p, target)]
+        wanted = self.write_concern_of(member_id, w)
+        holders = [primary] + [p for p in self._peers_in_config(primary) if has_optime(p, optime)]
         if wanted == "majority":
             required = primary.config.write_majority_count()
             acked = sum(1 for h in holders if self._counts_for_majority(primary.config, h))
-        elif isinstance(wanted, int):
+        else:
+            assert isinstance(wanted, int)
             required = wanted
             acked = sum(1 for h in holders if self._is_data_bearing(h))
-        else:
-            raise UnknownReplWriteConcern(f"unrecognized write concern mode: {wanted}")
-        if acked >= required:
-            return None
-        # A real mongod would wait (forever without wtimeout); the simulator has
-        # no background replication, so the outcome is already decided.
-        return WriteConcernFailure(
-            code=64,
-            code_name="WriteConcernFailed",
-            message=(
-                f"waiting for replication timed out: {acked} of the {required} "
-                f"members needed for w:{wanted} acknowledged the write"
-            ),
-            acknowledged_by=acked,
-            required=required,
-        )
+        return WriteConcernProgress(wanted, acked, required)
 
     def find(
         self,
@@ -160,7 +159,18 @@ class Commands(Elections):
         *,
         force: bool = False,
     ) -> ReplSetConfig:
-        """replSetReconfig; returns the config the member installed."""
+        """replSetReconfig without waiting: a safe reconfig refuses at once (308) when the
+        current config is not committed. The wire layer waits instead, as mongod does."""
+        config = self.prepare_reconfig(member_id, new_config, force=force)
+        if force:
+            return config
+        if not self.config_committed(member_id):
+            raise CurrentConfigNotCommittedYet(self.uncommitted_reason(member_id))
+        return self.install_agreed(member_id, config)
+
+    def prepare_reconfig(self, member_id: int, new_config: ReplSetConfig | Mapping[str, object], *,
+                         force: bool = False) -> ReplSetConfig:
+        """Validate a new config; a forced one is installed at once (and returned)."""
         node = self._answering_node(member_id)
         if node.config is None:
             raise NotYetInitialized("no replset config has been received")
@@ -180,9 +190,60 @@ class Commands(Elections):
                 f"No host described in new configuration with {{version: {config.version}}} "
                 f"for replica set {config.set_name} maps to this node ({node.host})"
             )
-        installed = self._forced(node, config) if force else self._agreed(node, config)
+        if force:
+            forced = self._forced(node, config)
+            self._install_config(node, forced)
+            self.propagate_configs()
+            return forced
+        return self._agreed(node, config)
+
+    def config_committed(self, member_id: int) -> bool:
+        """The current config is on a majority of voters and this term's writes are
+        majority-committed (a forced config, term -1, skips the oplog part)."""
+        node = self.node(member_id)
+        config = node.config
+        if config is None:
+            return False
+        holders = [node] + [p for p in self._peers_in_config(node) if p.config is not None and _same_config(p.config, config)]
+        votes = sum(m.votes for m in config.members if m.voter and any(h.host == m.host for h in holders))
+        if votes < config.majority_vote_count():
+            return False
+        return config.term == UNINITIALISED_TERM or node.last_committed.term >= config.term
+
+    def uncommitted_reason(self, member_id: int) -> str:
+        node = self.node(member_id)
+        config = node.config
+        assert config is not None
+        return (f"New config is rejected :: caused by :: the current config (version {config.version}, term "
+                f"{config.term}) is not yet installed on a majority of voting members, or the writes of term "
+                f"{config.term} are not majority-committed yet")
+
+    def install_agreed(self, member_id: int, config: ReplSetConfig) -> ReplSetConfig:
+        """Install a validated safe reconfig on the primary; it propagates by heartbeat."""
+        node = self._answering_node(member_id)
+        installed = self._agreed(node, config)
+        installed = self._mark_newly_added(node, installed)
         self._install_config(node, installed)
+        self.propagate_configs()
         return installed
+
+    def config_propagated(self, member_id: int, version: int) -> bool:
+        """Whether a majority of voters hold a config at least as new as `version`."""
+        node = self.node(member_id)
+        config = node.config
+        if config is None:
+            return False
+        holders = {node.host} | {p.host for p in self._peers_in_config(node)
+                                  if p.config is not None and p.config.version >= version}
+        return sum(m.votes for m in config.members if m.voter and m.host in holders) >= config.majority_vote_count()
+
+    def _mark_newly_added(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
+        """A voting member the current config does not know joins as newlyAdded (SERVER-46344)."""
+        assert node.config is not None
+        known = {m.id for m in node.config.members}
+        members = [m.model_copy(update={"newly_added": True}) if m.id not in known and m.votes > 0 else m
+                   for m in config.members]
+        return config.model_copy(update={"members": members})
 
     def _forced(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
         assert node.config is not None
@@ -193,11 +254,15 @@ class Commands(Elections):
     def _agreed(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
         current = node.config
         assert current is not None
-        if node.state is not MemberState.PRIMARY:
+        if node.state is not MemberState.PRIMARY or node.catching_up:
             raise NotWritablePrimary(
                 "New config is rejected :: caused by :: replSetReconfig should only be run "
                 f"on a writable PRIMARY. Current state {node.state.value};"
             )
+        if any(m.newly_added for m in current.members) and self._newly_added_done(node):
+            # The primary is installing its own reconfig that drops newlyAdded.
+            raise ConfigurationInProgress("Cannot run replSetReconfig because the node is currently updating its "
+                                          "configuration")
         if config.version <= current.version:
             raise NewReplicaSetConfigurationIncompatible(
                 f"New replica set configuration version must be greater than old, but "
@@ -208,6 +273,12 @@ class Commands(Elections):
         _check_one_voter_change(current, config)
         self._check_quorum(node, config)
         return config.model_copy(update={"term": node.term})
+
+    def _newly_added_done(self, node: MemberNode) -> bool:
+        assert node.config is not None
+        return any(m.newly_added and self.node_with_host(m.host) is not None
+                   and (peer := self.node_with_host(m.host)) is not None and peer.state is MemberState.SECONDARY
+                   for m in node.config.members)
 
     def _check_quorum(self, node: MemberNode, config: ReplSetConfig) -> None:
         votes = 0
@@ -229,10 +300,19 @@ class Commands(Elections):
         node.frozen_until = self._now() + seconds if seconds > 0 else 0.0
 
     def step_down(self, member_id: int, seconds: float = 60.0, *, force: bool = False) -> None:
-        """replSetStepDown: stop being primary and stay out of elections for `seconds`."""
+        """replSetStepDown without waiting (the wire layer waits secondaryCatchUpPeriodSecs)."""
         node = self._answering_node(member_id)
         if node.state is not MemberState.PRIMARY:
             raise NotWritablePrimary("not primary so can't step down")
+        if not self.step_down_ready(member_id) and not force:
+            raise ExceededTimeLimit("No electable secondaries caught up as of stepdown deadline")
+        self.do_step_down(member_id, seconds)
+
+    def step_down_ready(self, member_id: int) -> bool:
+        """An electable secondary holds everything the primary has."""
+        return self._caught_up_successor(self.node(member_id)) is not None
+
+    def _caught_up_successor(self, node: MemberNode) -> MemberNode | None:
         self._replicate_all()
         caught_up = [
             p
@@ -240,14 +320,31 @@ class Commands(Elections):
             if p.state is MemberState.SECONDARY
             and (entry := p.own_entry()) is not None
             and entry.electable
+            and p.frozen_until <= self._now()
             and p.last_optime.key() >= node.last_optime.key()
         ]
-        if not caught_up and not force:
-            raise ExceededTimeLimit("No electable secondaries caught up as of stepdown deadline")
-        node.state = MemberState.SECONDARY
-        node.frozen_until = self._now() + seconds
+        return max(caught_up, key=lambda p: p.last_optime.key()) if caught_up else None
 
-    # views
+    def do_step_down(self, member_id: int, seconds: float) -> None:
+        """Step down and hand the election to a caught-up secondary (enableElectionHandoff)."""
+        node = self._answering_node(member_id)
+        if node.state is not MemberState.PRIMARY:
+            raise NotWritablePrimary("not primary so can't step down")
+        successor = self._caught_up_successor(node)
+        node.state = MemberState.SECONDARY
+        node.catching_up = False
+        node.frozen_until = self._now() + seconds
+        if successor is not None:
+            # The successor is asked to stand at once (replSetStepUp): the election takes
+            # milliseconds, not an election timeout.
+            successor.stand_now = True
+            self._run_elections(self._now())
+            self._finish_catch_ups()
+
+def _same_config(left: ReplSetConfig, right: ReplSetConfig) -> bool:
+    # A term of -1 (a forced config) is compared by version alone, as mongod compares them.
+    terms_match = left.term == right.term or UNINITIALISED_TERM in (left.term, right.term)
+    return left.version == right.version and terms_match
 
 
 def _id_key(doc: Mapping[str, JsonValue]) -> str:

@@ -51,6 +51,8 @@ def _member_from_document(raw: object) -> MemberConfig:
         votes=_int_field(raw, "votes", 1),
         arbiter_only=arbiter,
         hidden=bool(raw.get("hidden", False)),
+        # secondaryDelaySecs since 5.0; slaveDelay before (still accepted by 5.0 servers).
+        secondary_delay_secs=_int_field(raw, "secondaryDelaySecs", _int_field(raw, "slaveDelay", 0)),
     )
 
 
@@ -116,5 +118,10 @@ def _validate_member(member: MemberConfig) -> None:
         raise InvalidReplicaSetConfig(f"member {member.host}: priority must be 0 when hidden=true")
     if member.priority > 0 and member.arbiter_only:
         raise InvalidReplicaSetConfig(f"member {member.host}: arbiters must have priority 0")
+    if member.secondary_delay_secs < 0:
+        raise InvalidReplicaSetConfig(f"member {member.host}: secondaryDelaySecs cannot be negative")
+    if member.priority > 0 and member.secondary_delay_secs > 0:
+        # member_config.cpp: a delayed member must never become primary.
+        raise InvalidReplicaSetConfig(f"member {member.host}: priority must be 0 when secondaryDelaySecs is used")
 
 

@@ -1,5 +1,6 @@
 """The replica set's members and the faults injected into them (kill, hang, revive,
-partition, lag, wipe), lookups, and the oplog clock."""
+partition, lag, wipe), lookups, and model time: the injected clock plus the skew that
+`settle()` adds when it fast-forwards a scenario to its steady state."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Self
 
 from drengine.clock import SYSTEM, Clock
 from drengine.datastores.mongodb.simulator.model import (
+    ELECTION_TIMEOUT_OFFSET_FRACTION,
     NULL_OPTIME,
     Document,
     MemberNode,
@@ -36,6 +38,8 @@ class ReplicaSetCore:
         self.state = state
         self._clock: Clock = clock or SYSTEM
         self._rng = rng or random.Random()
+        # While a heartbeat round runs, its events happen at the round's time.
+        self._at: float | None = None
 
     # construction and persistence
 
@@ -101,12 +105,18 @@ class ReplicaSetCore:
         node.process = Process.RUNNING
 
     def _restart(self, node: MemberNode) -> None:
-        node.started_at = self._now()
+        now = self._now()
+        node.started_at = now
         node.process_id = self._random_hex24()
         node.topology_counter = 0
         node.topology_fingerprint = ""
         node.frozen_until = 0.0
         node.election_optime = None
+        node.peers = {}
+        node.catching_up = node.stand_now = False
+        node.sync_done_at = None
+        # A restarted member waits a whole election timeout before it may stand.
+        node.last_primary_contact = now
         node.state = self._state_after_config_change(node)
 
     def partition(self, groups: Sequence[Iterable[int]]) -> None:
@@ -143,11 +153,13 @@ class ReplicaSetCore:
         node.state = MemberState.STARTUP
 
     def rehost(self, member_id: int, host: str) -> None:
-        """Move a member to a new address, in every config copy that names it."""
+        """Move a member to a new address, in every config copy and heartbeat view that names it."""
         node = self.node(member_id)
         old = node.host
         node.host = host
         for holder in self.state.members:
+            if old in holder.peers:
+                holder.peers[host] = holder.peers.pop(old)
             if holder.config is None:
                 continue
             for member in holder.config.members:
@@ -164,7 +176,35 @@ class ReplicaSetCore:
 
     def _now(self) -> float:
         # Wall-clock seconds: optimes and dates in the state file stay meaningful across processes.
-        return self._clock.wall()
+        if self._at is not None:
+            return self._at
+        return self._clock.wall() + self.state.skew
+
+    def now(self) -> float:
+        """Model time (seconds since the epoch)."""
+        return self._now()
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def heartbeat_interval(self) -> float:
+        return self._heartbeat_interval()
+
+    def _heartbeat_interval(self) -> float:
+        configs = [n.config for n in self.state.members if n.config is not None]
+        return (configs[0].settings.heartbeat_interval_millis / 1000.0) if configs else 2.0
+
+    def _heartbeat_timeout(self, node: MemberNode) -> float:
+        return float(node.config.settings.heartbeat_timeout_secs) if node.config else 10.0
+
+    def _election_timeout(self, node: MemberNode) -> float:
+        base = node.config.settings.election_timeout_millis / 1000.0 if node.config else 10.0
+        return base + node.election_offset
+
+    def _new_election_offset(self, node: MemberNode) -> None:
+        base = node.config.settings.election_timeout_millis / 1000.0 if node.config else 10.0
+        node.election_offset = self._rng.uniform(0.0, base * ELECTION_TIMEOUT_OFFSET_FRACTION)
 
     def _next_timestamp(self) -> tuple[int, int]:
         seconds = int(self._now())
@@ -203,12 +243,6 @@ class ReplicaSetCore:
         entry = node.own_entry()
         return entry is not None and entry.data_bearing
 
-    def _known_primary(self, node: MemberNode) -> str | None:
-        if node.state is MemberState.PRIMARY:
-            return node.host
-        primaries = [p for p in self._peers_in_config(node) if p.state is MemberState.PRIMARY]
-        return max(primaries, key=lambda p: p.term).host if primaries else None
-
     # writes and reads
 
     def _state_after_config_change(self, node: MemberNode) -> MemberState:
@@ -227,5 +261,10 @@ class ReplicaSetCore:
         return MemberState.SECONDARY
 
     def _install_config(self, node: MemberNode, config: ReplSetConfig) -> None:
+        was_electable = bool((entry := node.own_entry()) and entry.electable)
         node.config = config
+        entry = node.own_entry()
+        if entry is not None and entry.electable and not was_electable:
+            # Newly electable: its election timer starts now.
+            node.last_primary_contact = self._now()
         node.state = self._state_after_config_change(node)

@@ -23,6 +23,15 @@ MAX_VOTING_MEMBERS = 7
 MAX_MEMBERS = 50
 UNINITIALISED_TERM = -1
 
+# Initial sync copies the data at this rate (the simulator's choice: real rates depend on
+# disks and network; what matters is that a large data set takes minutes to hours).
+INITIAL_SYNC_BYTES_PER_SECOND = 50 * 1024 * 1024
+# An election timeout is randomized by up to this fraction of electionTimeoutMillis so that
+# two candidates rarely stand at once (mongod's electionTimeoutOffsetLimitFraction, 0.15).
+ELECTION_TIMEOUT_OFFSET_FRACTION = 0.15
+# replSetStepDown waits this long for an electable secondary to catch up (its
+# secondaryCatchUpPeriodSecs, 10 s by default).
+STEP_DOWN_CATCH_UP_SECONDS = 10.0
 
 
 # --- errors: MongoDB's own codes, so the wire layer can answer as mongod does
@@ -72,6 +81,26 @@ class NotSecondary(ReplicaSetError):
 class ExceededTimeLimit(ReplicaSetError):
     code = 262
     code_name = "ExceededTimeLimit"
+
+
+class MaxTimeMSExpired(ReplicaSetError):
+    code = 50
+    code_name = "MaxTimeMSExpired"
+
+
+class ConfigurationInProgress(ReplicaSetError):
+    """Another reconfig is still being installed on this node (repl_set_commands.cpp)."""
+
+    code = 109
+    code_name = "ConfigurationInProgress"
+
+
+class CurrentConfigNotCommittedYet(ReplicaSetError):
+    """A safe reconfig waits for the current config to be committed first: installed on a
+    majority of voters, with this term's writes majority-committed (replication_coordinator_impl.cpp)."""
+
+    code = 308
+    code_name = "CurrentConfigNotCommittedYet"
 
 
 class NotPrimaryNoSecondaryOk(ReplicaSetError):
@@ -182,10 +211,15 @@ class MemberConfig(BaseModel):
     votes: int = 1
     arbiter_only: bool = False
     hidden: bool = False
+    secondary_delay_secs: int = 0
+    # Since 4.4 a voting member added by a reconfig is marked newlyAdded and does not count as
+    # a voter until its initial sync is done; the primary then removes the mark with a reconfig
+    # of its own (SERVER-46344, SERVER-46345). replSetGetConfig does not show it (SERVER-46353).
+    newly_added: bool = False
 
     @property
     def electable(self) -> bool:
-        return self.priority > 0 and not self.arbiter_only and self.votes > 0
+        return self.priority > 0 and not self.arbiter_only and self.voter
 
     @property
     def data_bearing(self) -> bool:
@@ -193,7 +227,7 @@ class MemberConfig(BaseModel):
 
     @property
     def voter(self) -> bool:
-        return self.votes > 0
+        return self.votes > 0 and not self.newly_added
 
 
 class ReplSetSettings(BaseModel):
@@ -271,7 +305,7 @@ def _member_document(member: MemberConfig) -> dict[str, object]:
         "hidden": member.hidden,
         "priority": float(member.priority),
         "tags": {},
-        "secondaryDelaySecs": 0,
+        "secondaryDelaySecs": member.secondary_delay_secs,
         "votes": member.votes,
     }
 
@@ -284,6 +318,19 @@ class OplogEntry(BaseModel):
     op: str  # "i" insert, "n" no-op (a new primary writes one)
     ns: str
     doc: Document
+
+
+class PeerSeen(BaseModel):
+    """One member's view of a peer, from the last heartbeat exchange."""
+
+    last_ok: float = float("-inf")  # when the peer last answered
+    refused: bool = False  # the last heartbeat was refused (the process is gone)
+    state: MemberState = MemberState.UNKNOWN
+    term: int = -1
+    optime: OpTime = NULL_OPTIME
+    optime_seconds: float = 0.0
+    config_version: int = -1
+    config_term: int = -1
 
 
 class MemberNode(BaseModel):
@@ -306,6 +353,14 @@ class MemberNode(BaseModel):
     process_id: str = "0" * 24
     topology_counter: int = 0
     topology_fingerprint: str = ""
+    # What this member learned of each peer by heartbeat (host -> last answer), as mongod's
+    # own view of the set: a peer that stopped answering stays "healthy" until it misses one.
+    peers: dict[str, PeerSeen] = {}
+    last_primary_contact: float = 0.0  # when it last heard from a primary (election timer)
+    election_offset: float = 0.0  # its random share of the election timeout, in seconds
+    stand_now: bool = False  # election handoff: a stepping-down primary asked it to stand
+    catching_up: bool = False  # a new primary copying what peers have before taking writes
+    sync_done_at: float | None = None  # initial sync in progress: when it completes
 
     @property
     def last_optime(self) -> OpTime:
@@ -329,5 +384,11 @@ class ReplicaSetState(BaseModel):
     members: list[MemberNode]
     partition: list[list[int]] = []
     last_timestamp: tuple[int, int] = (0, 0)
+    # Model time is the clock plus `skew`: `settle()` fast-forwards a scenario to a steady state
+    # by adding to it, so a scenario's past (the outage) lies before the clock's now.
+    skew: float = 0.0
+    last_round_at: float | None = None  # the last heartbeat round processed
+    # Data the oplog does not hold as documents (a scenario's "200 GB"), copied by initial sync.
+    bulk_data_bytes: int = 0
 
 

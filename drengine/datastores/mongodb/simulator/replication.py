@@ -1,17 +1,30 @@
 """Heartbeats, config propagation, initial sync, sync sources, oplog replication and the
-majority commit point."""
+majority commit point.
+
+Heartbeats run every `heartbeatIntervalMillis` (2 s by default) of model time; each member
+learns from them what its peers are (state, term, optime, config) and keeps that view until
+the next answer. A peer whose process is gone refuses the next heartbeat and is seen down
+at once; a hung or partitioned one is seen down only after `heartbeatTimeoutSecs` (10 s)
+without an answer (the documented defaults: https://www.mongodb.com/docs/manual/reference/replica-configuration/#settings).
+Replication itself is continuous: a secondary pulls from its sync source whenever the model
+advances, held back only by its `secondaryDelaySecs` or an injected lag.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from drengine.datastores.mongodb.simulator.core import ReplicaSetCore
 from drengine.datastores.mongodb.simulator.model import (
+    INITIAL_SYNC_BYTES_PER_SECOND,
     NULL_OPTIME,
     MemberNode,
     MemberState,
     OplogEntry,
     OpTime,
+    PeerSeen,
+    Process,
     ReplSetConfig,
 )
 
@@ -19,13 +32,40 @@ from drengine.datastores.mongodb.simulator.model import (
 class Replication(ReplicaSetCore):
     """How data and configs travel between members."""
 
-    def _exchange_heartbeats(self) -> None:
+    # -- heartbeats
+
+    def _exchange_heartbeats(self, at: float) -> None:
+        """One heartbeat from every running member to every member its config names."""
         for node in self._running():
             self._adopt_newer_config(node)
         for node in self._running():
-            for peer in self._peers_in_config(node):
-                if _config_set_name(peer) == _config_set_name(node):
-                    self._learn_term(node, peer.term)
+            self._heartbeat_peers(node, at)
+
+    def _heartbeat_peers(self, node: MemberNode, at: float) -> None:
+        if node.config is None:
+            node.peers = {}
+            return
+        hosts = {m.host for m in node.config.members if m.host != node.host}
+        node.peers = {h: seen for h, seen in node.peers.items() if h in hosts}
+        for host in hosts:
+            seen = node.peers.setdefault(host, PeerSeen())
+            peer = self.node_with_host(host)
+            if peer is None or peer.process is Process.KILLED:
+                seen.refused = True  # connection refused: down at once
+            elif self.can_see(node, peer):
+                self._heard_from(node, peer, seen, at)
+            # hung or partitioned: no answer; seen down once heartbeatTimeoutSecs pass
+
+    def _heard_from(self, node: MemberNode, peer: MemberNode, seen: PeerSeen, at: float) -> None:
+        seen.last_ok, seen.refused = at, False
+        seen.state, seen.term = peer.state, peer.term
+        seen.optime, seen.optime_seconds = peer.last_optime, peer.last_wall_seconds
+        seen.config_version = peer.config.version if peer.config else -1
+        seen.config_term = peer.config.term if peer.config else -1
+        if _config_set_name(peer) == _config_set_name(node):
+            self._learn_term(node, peer.term)
+            if peer.state is MemberState.PRIMARY and peer.term >= node.term:
+                node.last_primary_contact = at
 
     def _learn_term(self, node: MemberNode, term: int) -> None:
         # Heartbeats carry the term. A primary that hears of a higher term
@@ -33,6 +73,7 @@ class Replication(ReplicaSetCore):
         if term > node.term:
             if node.state is MemberState.PRIMARY:
                 node.state = MemberState.SECONDARY
+                node.catching_up = False
             node.term = term
 
     def _adopt_newer_config(self, node: MemberNode) -> None:
@@ -59,22 +100,59 @@ class Replication(ReplicaSetCore):
         node_knows_peer = node.config is not None and node.config.member_with_host(peer.host)
         return bool(peer_knows_node or node_knows_peer)
 
-    def _finish_initial_syncs(self) -> None:
+    def propagate_configs(self) -> None:
+        """A member that installs a new config heartbeats its peers at once (mongod restarts its
+        heartbeats on a config change), so the config travels without waiting for the round."""
+        for _ in range(2):
+            for node in self._running():
+                self._adopt_newer_config(node)
+
+    def sees_healthy(self, viewer: MemberNode, host: str) -> bool:
+        """Whether `viewer`, from its own heartbeats, takes the member at `host` for up."""
+        seen = viewer.peers.get(host)
+        if seen is None or seen.refused:
+            return False
+        return self._now() - seen.last_ok < self._heartbeat_timeout(viewer)
+
+    def primary_seen_by(self, viewer: MemberNode) -> str | None:
+        """The primary as `viewer` knows it: itself, or a healthy peer last seen PRIMARY."""
+        if viewer.state is MemberState.PRIMARY:
+            return viewer.host
+        found = [(seen.term, host) for host, seen in viewer.peers.items()
+                 if seen.state is MemberState.PRIMARY and self.sees_healthy(viewer, host)]
+        return max(found)[1] if found else None
+
+    # -- initial sync
+
+    def _finish_initial_syncs(self, at: float) -> None:
         for node in self._running():
             if node.state is not MemberState.STARTUP2:
+                node.sync_done_at = None
                 continue
             source = self._initial_sync_source(node)
-            if source is not None:
+            if source is None:
+                continue
+            if node.sync_done_at is None:
+                node.sync_done_at = at + self.initial_sync_seconds(source)
+            if at >= node.sync_done_at:
                 node.oplog = list(source.oplog)
                 node.term = max(node.term, source.term)
                 node.last_committed = source.last_committed
                 node.state = MemberState.SECONDARY
+                node.sync_done_at = None
+
+    def initial_sync_seconds(self, source: MemberNode) -> float:
+        """Copying everything takes time in proportion to the data size."""
+        size = self.state.bulk_data_bytes + sum(len(json.dumps(e.doc)) for e in source.oplog)
+        return size / INITIAL_SYNC_BYTES_PER_SECOND
 
     def _initial_sync_source(self, node: MemberNode) -> MemberNode | None:
         candidates = [p for p in self._peers_in_config(node) if p.state in (MemberState.PRIMARY, MemberState.SECONDARY)]
         primaries = [p for p in candidates if p.state is MemberState.PRIMARY]
         pool = primaries or candidates
         return max(pool, key=lambda p: p.last_optime.key()) if pool else None
+
+    # -- replication
 
     def sync_source(self, node: MemberNode) -> MemberNode | None:
         """Where a secondary pulls the oplog from (primary first; chaining if allowed)."""
@@ -119,11 +197,16 @@ class Replication(ReplicaSetCore):
 
     def _replication_limit(self, node: MemberNode, source: MemberNode) -> int:
         limit = len(source.oplog) - node.lag_ops
-        if node.lag_seconds > 0:
-            horizon = self._now() - node.lag_seconds
+        entry = node.own_entry()
+        # A delayed member applies an entry only once it is secondaryDelaySecs old.
+        delay = max(node.lag_seconds, float(entry.secondary_delay_secs) if entry else 0.0)
+        if delay > 0:
+            horizon = self._now() - delay
             while limit > len(node.oplog) and source.oplog[limit - 1].wall_seconds > horizon:
                 limit -= 1
         return limit
+
+    # -- the majority commit point
 
     def _advance_commit_points(self) -> None:
         for node in self._running():
@@ -151,9 +234,10 @@ class Replication(ReplicaSetCore):
                 str(part)
                 for part in (
                     node.state.value,
+                    node.catching_up,
                     node.config.version if node.config else "-",
                     node.config.term if node.config else "-",
-                    self._known_primary(node) or "-",
+                    self.primary_seen_by(node) or "-",
                 )
             )
             if fingerprint != node.topology_fingerprint:
@@ -174,12 +258,10 @@ def _common_prefix_length(mine: Sequence[OplogEntry], theirs: Sequence[OplogEntr
     return length
 
 
-def _has_optime(node: MemberNode, optime: OpTime) -> bool:
+def has_optime(node: MemberNode, optime: OpTime) -> bool:
     for entry in reversed(node.oplog):
         if entry.optime == optime:
             return True
         if entry.optime.key() < optime.key():
             return False
     return False
-
-

@@ -18,6 +18,8 @@ from drengine.datastores.mongodb.simulator.model import (
 )
 from drengine.datastores.mongodb.simulator.views import StatusViews
 
+SCENARIO_HISTORY_SECONDS = 3600.0
+
 
 class SimulatedReplicaSet(Commands, StatusViews):
     """A replica set whose members, faults and elections are all in memory."""
@@ -32,8 +34,10 @@ class SimulatedReplicaSet(Commands, StatusViews):
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> SimulatedReplicaSet:
-        """A freshly initiated set (replSetInitiate), settled to its first primary."""
-        sim = cls(ReplicaSetState(set_name=set_name, members=[]), clock=clock, rng=rng)
+        """A freshly initiated set (replSetInitiate), settled to its first primary. Its history
+        starts an hour before the clock, so that a scenario built on it (settled, faults and all)
+        ends before the clock's now (see scenarios.build_scenario)."""
+        sim = cls(ReplicaSetState(set_name=set_name, members=[], skew=-SCENARIO_HISTORY_SECONDS), clock=clock, rng=rng)
         config = ReplSetConfig(
             set_name=set_name,
             version=1,
@@ -53,5 +57,7 @@ class SimulatedReplicaSet(Commands, StatusViews):
                 process_id=sim._random_hex24(),
             )
             sim.state.members.append(node)
+            node.last_primary_contact = now
+            sim._new_election_offset(node)
         sim.settle()
         return sim

@@ -126,4 +126,8 @@ def build_scenario(name: str, *, clock: Clock | None = None, rng: random.Random 
     except KeyError:
         known = ", ".join(sorted(SCENARIOS))
         raise UnknownScenario(f"no MongoDB scenario named {name!r}; known: {known}") from None
-    return factory(clock, rng)
+    sim = factory(clock, rng)
+    # The scenario's outage lies in the past: from here on, model time is the clock's.
+    sim.state.skew = max(sim.state.skew, 0.0)
+    sim.advance()
+    return sim

@@ -31,12 +31,16 @@ class WriteError:
 
 
 @dataclass(frozen=True)
-class WriteConcernFailure:
-    code: int
-    code_name: str
-    message: str
+class WriteConcernProgress:
+    """How far a write has come towards its write concern."""
+
+    wanted: int | str
     acknowledged_by: int
     required: int
+
+    @property
+    def satisfied(self) -> bool:
+        return self.acknowledged_by >= self.required
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,6 @@ class InsertOutcome:
     inserted: int
     optime: OpTime
     write_errors: list[WriteError] = field(default_factory=list)
-    write_concern_error: WriteConcernFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ class StatusViews(Replication):
         visible = [m for m in config.members if not m.hidden]
         return HelloView(
             me=node.host,
-            is_writable_primary=node.state is MemberState.PRIMARY,
+            # A new primary still catching up answers as not yet writable.
+            is_writable_primary=node.state is MemberState.PRIMARY and not node.catching_up,
             secondary=node.state is MemberState.SECONDARY,
             arbiter_only=entry.arbiter_only,
             passive=entry.priority == 0 and not entry.arbiter_only,
@@ -132,7 +136,7 @@ class StatusViews(Replication):
             hosts=[m.host for m in visible if not m.arbiter_only and m.priority > 0],
             passives=[m.host for m in visible if not m.arbiter_only and m.priority == 0],
             arbiters=[m.host for m in visible if m.arbiter_only],
-            primary=self._known_primary(node),
+            primary=self.primary_seen_by(node),
             term=node.term,
             last_write=node.last_optime,
             last_write_seconds=node.last_wall_seconds,
@@ -197,28 +201,40 @@ class StatusViews(Replication):
         return entry.id if entry else -1
 
     def _member_status(self, viewer: MemberNode, member: MemberConfig) -> MemberStatusView:
+        """A row of replSetGetStatus: the viewer itself, or what its last heartbeat from that
+        member said (a member that stopped answering looks healthy until it misses one)."""
         assert viewer.config is not None
         subject = self.node_with_host(member.host)
-        is_self = subject is viewer
-        if subject is None or not (is_self or self.can_see(viewer, subject)):
+        if subject is viewer:
+            return self._row(viewer, member, viewer.state, viewer.last_optime, viewer.last_wall_seconds,
+                             viewer.config.version, viewer.config.term, is_self=True)
+        seen = viewer.peers.get(member.host)
+        if subject is None or seen is None or not self.sees_healthy(viewer, member.host):
             return self._unreachable_status(viewer, member, subject)
-        source = self.sync_source(subject)
+        return self._row(viewer, member, seen.state, seen.optime, seen.optime_seconds, seen.config_version,
+                         seen.config_term, is_self=False, subject=subject)
+
+    def _row(self, viewer: MemberNode, member: MemberConfig, state: MemberState, optime: OpTime, optime_seconds: float,
+             config_version: int, config_term: int, *, is_self: bool, subject: MemberNode | None = None) -> MemberStatusView:
+        assert viewer.config is not None
+        who = viewer if is_self else subject
+        source = self.sync_source(who) if who is not None else None
         return MemberStatusView(
             member_id=member.id,
             name=member.host,
             healthy=True,
-            state_code=subject.state.code,
-            state_str=subject.state.value,
-            uptime=int(self._now() - subject.started_at),
-            optime=None if member.arbiter_only else subject.last_optime,
-            optime_seconds=subject.last_wall_seconds,
+            state_code=state.code,
+            state_str=state.value,
+            uptime=int(self._now() - who.started_at) if who is not None else 0,
+            optime=None if member.arbiter_only else optime,
+            optime_seconds=optime_seconds,
             last_heartbeat_message="",
-            config_version=subject.config.version if subject.config else -1,
-            config_term=subject.config.term if subject.config else -1,
+            config_version=config_version,
+            config_term=config_term,
             is_self=is_self,
             sync_source_host=source.host if source else "",
             sync_source_id=self._member_id_in(viewer.config, source),
-            election_optime=subject.election_optime if subject.state is MemberState.PRIMARY else None,
+            election_optime=who.election_optime if who is not None and state is MemberState.PRIMARY else None,
         )
 
     def _unreachable_status(self, viewer: MemberNode, member: MemberConfig, subject: MemberNode | None) -> MemberStatusView:
