@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from drengine.errors import DrengineError, ExitCode, InputError
+from drengine.errors import DrengineError, ExitCode, InputError, StepInterrupted
 from drengine.lab import lab_kinds
 
 DEBUG = {"on": False}
@@ -49,6 +49,8 @@ class TextTerminal:
         else:
             level = "DANGEROUS GATE (data may be lost)" if request.level is GateLevel.DANGEROUS else "confirmation gate"
             _out(f"=== {level}: step {request.step}: {request.title} ===")
+            if request.change:
+                _out(f"  CHANGED since it was last shown: {request.change}")
             _out(f"  would: {p.summary}")
             if p.reason:
                 _out(f"  why: {p.reason}")
@@ -70,8 +72,11 @@ class TextTerminal:
             return str(click.prompt(text, default="", show_default=False, prompt_suffix=""))
         except (EOFError, click.Abort):
             from drengine.errors import OperatorStop
+            from drengine.gates import operator_name
 
-            raise OperatorStop("the terminal closed while a gate was waiting; nothing further was changed") from None
+            # click turns Ctrl-C and the end of input alike into Abort: either way the operator stopped here.
+            raise OperatorStop("interrupted at the gate by the operator (Ctrl-C or end of input); nothing further "
+                               "was changed", who=operator_name()) from None
 
     def say(self, text: str) -> None:
         _out(text)
@@ -103,6 +108,14 @@ def _progress(entry: Any) -> None:
             _out(f"     {line}")
     elif t == "step_reconciled":
         _out(f"   {d['step']}: {d['summary']}")
+    elif t == "step_interrupted":
+        _out(f"   {d['step']} INTERRUPTED (effect unknown): {d['summary']}")
+    elif t == "observed_again":
+        _out(f"   observing again from {d['start']}: {d['reason']}")
+    elif t == "decision_changed":
+        _out(f"   {d['step']}: the decision changed: {d['text']}")
+    elif t == "goal_checked":
+        _out(f"   goal {'holds' if d['holds'] else 'DOES NOT hold'}: {d['summary']}")
     elif t == "override":
         _out(f"   OVERRIDE by {d['who']} at {d['step']}: risk accepted: {d['risk']}")
     elif t == "gate_answered" and d["answer"] != "stopped":
@@ -184,10 +197,18 @@ def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, 
                       listeners=[_progress], argv=sys.argv[1:], **kw)
 
 
+def verdict_word(outcome: Any) -> str:
+    if outcome.success:
+        return "DONE"
+    return "INCOMPLETE" if outcome.end == "incomplete" else "FAILED"
+
+
 def _report_outcome(outcome: Any) -> NoReturn:
     _out("")
-    _out(f"{'DONE' if outcome.success else 'FAILED'}: {outcome.summary}")
-    _out(f"journal: {outcome.run_dir / 'journal.jsonl'}")
+    _out(f"{verdict_word(outcome)}: {outcome.summary}")
+    for line in outcome.left:
+        _out(f"  left to do: {line}")
+    _out(f"journal: {outcome.run_dir / 'journal.jsonl'}  (read it: drengine journal show {outcome.run_dir})")
     from drengine.report import write_markdown
 
     report = write_markdown(outcome.run_dir)
@@ -493,6 +514,16 @@ def lab_down(kind: str | None, lab_dir: str | None) -> None:
         _out(line)
 
 
+def _where_the_run_is(exc: DrengineError) -> None:
+    """Every stop of a run says where its journal is and how to go on."""
+    if exc.run_dir is None:
+        return
+    _err(f"run directory: {exc.run_dir}")
+    if exc.resumable:
+        _err(f"resume: drengine run --resume {exc.run_dir}   (add --yes / --accept-data-loss as the gates need)")
+    _err(f"journal: drengine journal show {exc.run_dir}")
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """The one error boundary."""
     try:
@@ -516,9 +547,10 @@ def run_cli(argv: list[str] | None = None) -> int:
     except DrengineError as exc:
         if DEBUG["on"]:
             traceback.print_exc()
-        _err(f"error: {exc}")
+        _err(f"{'INTERRUPTED' if isinstance(exc, StepInterrupted) else 'error'}: {exc}")
         for problem in getattr(exc, "problems", []):
             _err(f"  {problem}")
+        _where_the_run_is(exc)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         _err("interrupted: every event so far is in the journal; continue with `drengine run --resume RUN_DIR`")

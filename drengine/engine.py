@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drengine.clock import SYSTEM, Clock
+from drengine.clock import SYSTEM, Clock, Deadline
 from drengine.errors import (
     CommandFailed,
     ConnectError,
@@ -28,8 +28,9 @@ from drengine.errors import (
     JournalCorrupt,
     OperatorStop,
     StepFailed,
+    StepInterrupted,
 )
-from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest
+from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, Inventory, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, read_entries, verify
 from drengine.lock import Acquired, ClusterLock
@@ -39,14 +40,20 @@ from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, Run
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 
 
+# A gate answered later than this (seconds on the run's clock) approved a proposal that may no
+# longer hold: the cluster is observed again before the step acts.
+FRESH_FOR = 1.0
+
+
 @dataclass
 class RunOutcome:
     run_id: str
     run_dir: Path
-    end: str
+    end: str  # an end state of the runbook, or "incomplete" when its goal does not hold
     success: bool
     summary: str
     plan: list[dict[str, Any]] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # what the goal check says is left to do
 
 
 @dataclass
@@ -65,8 +72,9 @@ class RunRequest:
     argv: list[str] = field(default_factory=list)
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
-    # The run's clock (steps' waits, and the simulator of a simulated cluster); None: the system's.
-    clock: Clock | None = None
+    # The run's clock: steps' waits, and the simulator of a simulated cluster when it is not the
+    # system's (a simulated cluster on the system clock runs at its inventory's `speed`).
+    clock: Clock = SYSTEM
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -100,33 +108,50 @@ def _crash_hook() -> Callable[[Entry], None] | None:
     return hook
 
 
-def _run_with_deadline(fn: Callable[[], StepResult], seconds: float, what: str) -> StepResult:
-    """Bound a step by its timeout. The worker is a daemon thread: if it is stuck in I/O past
-    the deadline the run moves on (the connectors' own timeouts end it eventually)."""
-    box: dict[str, Any] = {}
+def decision_key(proposal: Proposal) -> tuple[str, tuple[str, ...]]:
+    """What an approval approved: the decision in words and the risks it carries. Exact
+    statements may differ (a position moved on) without the decision changing."""
+    return proposal.summary, tuple(sorted(proposal.risks))
 
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the engine's thread
-            box["error"] = exc
 
-    worker = threading.Thread(target=target, name=f"step-{what}", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise StepFailed(
-            f"step {what} did not finish within its timeout of {seconds:g} s; it may still take effect. "
-            f"Check the cluster, then resume the run (the step will be checked before anything is repeated)"
-        )
-    if "error" in box:
-        raise box["error"]
-    result: StepResult = box["result"]
-    return result
+@dataclass(frozen=True)
+class _Earlier:
+    """A proposal shown at a gate before: approved, or answered with retry."""
+
+    proposal: Proposal
+    level: GateLevel
+    approved: bool
+    who: str = ""
+    policy: str = ""
+    reason: str = ""
+
+    def change_to(self, now: Proposal, level: GateLevel) -> str:
+        verb = "approved" if self.approved else "proposed"
+        words = f"{verb}: {self.proposal.summary}"
+        if self.level != level:
+            words += f" ({self.level.name.lower()} gate)"
+        words += f"; now: {now.summary}" + (f" ({level.name.lower()} gate)" if self.level != level else "")
+        new = sorted(set(now.risks) - set(self.proposal.risks))
+        gone = sorted(set(self.proposal.risks) - set(now.risks))
+        if new:
+            words += "; new risk: " + "; ".join(new)
+        if gone:
+            words += "; risk gone: " + "; ".join(gone)
+        return words
+
+
+class _ObserveAgain(Exception):
+    """Nothing has been changed yet and what was decided may be stale: walk again from the
+    start, observing and deciding anew (an approval still stands if the decision is unchanged)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class Engine:
-    def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str) -> None:
+    def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str,
+                 clock: Clock = SYSTEM, mutated: bool = False) -> None:
         self.request = request
         self.runbook = request.runbook
         self.journal = journal
@@ -138,19 +163,32 @@ class Engine:
         self.plan: list[dict[str, Any]] = []
         self._current_step = ""
         self._last_summary = ""
-        self.ctx = RunContext(
+        # Has a mutating step started in this run (in this process or before a resume)? Until one
+        # has, a stale decision is refreshed by walking again from the start.
+        self._mutated = mutated
+        self._earlier: dict[str, _Earlier] = {}
+        self._skipped: list[str] = []
+        self._overridden: list[str] = []
+        self._first_failure = ""
+        self.worker_alive = False
+        self.ctx: RunContext[Any] = RunContext(
             inventory=request.inventory,
             cluster=request.cluster,
             mode=request.mode,
             facts=self.facts,
             backend=backend,
             record_statement=self._record_statement,
-            clock=request.clock or SYSTEM,
+            clock=clock,
             operator_said_gone=request.operator_said_gone,
         )
 
     # -- journal helpers -------------------------------------------------------------------
     def _record_statement(self, statement: Statement, result: str) -> None:
+        """Called by a step's worker after each statement it sent."""
+        if self.journal.finished:
+            # Cannot happen while the engine waits for its workers; if a worker outlived its run
+            # (the process is about to exit), the run's last entry already says a statement was in flight.
+            return
         self.journal.append(
             Event.STATEMENT_SENT,
             step=self._current_step,
@@ -163,28 +201,25 @@ class Engine:
     # -- the walk --------------------------------------------------------------------------
     def walk(self, start: str, in_flight: str | None = None) -> RunOutcome:
         model = _Machine()
-        self.runbook.machine(model, initial=start)
+        machine = self.runbook.machine(model, initial=start)
         reconcile = in_flight
         while not self.runbook.is_end(model.state):
             step = self.runbook.steps[model.state]
-            result = self._step(step, reconcile=(reconcile == step.id))
+            try:
+                result = self._step(step, reconcile=(reconcile == step.id))
+            except _ObserveAgain as again:
+                self.journal.append(Event.OBSERVED_AGAIN, step=step.id, reason=again.why, start=self.runbook.spec.start)
+                machine.set_state(self.runbook.spec.start, model)
+                reconcile = None
+                continue
             reconcile = None
-            transitions = self.runbook.transitions_of(step)
-            if result.outcome not in transitions:
+            if result.outcome not in machine.get_triggers(model.state):
                 raise StepFailed(
                     f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
                     f"add it under `branches:` in {self.runbook.path}"
                 )
             model.trigger(result.outcome)  # type: ignore[attr-defined]
-        end = self.runbook.spec.ends[model.state]
-        last = self._last_summary
-        if self._plan_overrides:
-            steps = ", ".join(self._plan_overrides)
-            flags = " ".join(f"--override {s}" for s in self._plan_overrides)
-            return RunOutcome(self.run_id, self.journal.run_dir, "failed", False,
-                              f"the run would stop at the failed safety check {steps}; the steps after it are shown as "
-                              f"they would go with `{flags} --accept-data-loss` (break glass)", self.plan)
-        return RunOutcome(self.run_id, self.journal.run_dir, model.state, end.success, end.summary or last, self.plan)
+        return self._verdict(model.state)
 
     def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
         self._current_step = step.id
@@ -195,18 +230,27 @@ class Engine:
             attempt += 1
             try:
                 result = self._attempt(step, action, attempt, reconcile)
+            except StepInterrupted as exc:
+                if cls.effect is Effect.MUTATE or getattr(exc, "by_operator", False):
+                    raise
+                result = self._failed(step, attempt, exc)
             except (ConnectError, CommandFailed, StepFailed) as exc:
-                result = StepResult(ok=False, summary=str(exc))
-                self.journal.append(
-                    Event.STEP_FINISHED, step=step.id, ok=False, outcome="failed", summary=str(exc),
-                    evidence=[], facts={}, attempt=attempt, error=type(exc).__name__,
-                )
+                result = self._failed(step, attempt, exc)
             reconcile = False
+            if not result.ok and not self._first_failure:
+                self._first_failure = f"step {step.id} failed: {result.summary}"
             if result.ok or result.refusal is not None or attempt > step.retries or self.mode is Mode.PLAN:
                 self._last_summary = result.summary
                 return result
             self.journal.append(Event.NOTE, step=step.id, text=f"attempt {attempt} failed; retrying in {step.retry_delay:g} s")
             self.ctx.clock.sleep(step.retry_delay)
+
+    def _failed(self, step: StepSpec, attempt: int, exc: Exception) -> StepResult:
+        self.journal.append(
+            Event.STEP_FINISHED, step=step.id, ok=False, outcome="failed", summary=str(exc),
+            evidence=[], facts={}, attempt=attempt, error=type(exc).__name__,
+        )
+        return StepResult(ok=False, summary=str(exc))
 
     def _gate_level(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> GateLevel:
         return max(step.gate_level(), type(action).least_gate(), proposal.gate)
@@ -231,29 +275,150 @@ class Engine:
             result = StepResult(ok=True, summary=f"nothing to do: {proposal.summary}")
             self._finish(step, result, attempt)
             return result
-        level = self._gate_level(step, action, proposal)
-        while level > GateLevel.NONE:
-            answer = self._ask(step, action, proposal, level)
-            if answer.answer is Answer.PROCEED:
-                break
-            if answer.answer is Answer.SKIP:
-                result = StepResult(ok=True, summary=f"skipped by {answer.who}", outcome="skipped")
-                self._finish(step, result, attempt)
-                return result
-            if answer.answer is Answer.ABORT:
-                raise OperatorStop(f"aborted by {answer.who} at step {step.id}; nothing further was changed")
-            proposal = action.propose(self.ctx)  # retry: look again, decide again, ask again
-            level = self._gate_level(step, action, proposal)
+        approved = self._approve(step, action, proposal)
+        if isinstance(approved, StepResult):
+            self._finish(step, approved, attempt)
+            return approved
+        proposal = approved
         self.journal.append(
             Event.STEP_STARTED, step=step.id, action=step.action, effect=effect.value, attempt=attempt,
             summary=proposal.summary, reason=proposal.reason,
             statements=[s.show() for s in proposal.statements], risks=proposal.risks,
         )
-        result = _run_with_deadline(lambda: action.run(self.ctx, proposal), step.timeout, step.id)
+        if effect is Effect.MUTATE:
+            self._mutated = True
+        try:
+            result = self._run_bounded(step, lambda: action.run(self.ctx, proposal))
+        except StepInterrupted as exc:
+            if effect is Effect.MUTATE:
+                self.journal.append(
+                    Event.STEP_INTERRUPTED, step=step.id, summary=str(exc), effect_known=False,
+                    by_operator=getattr(exc, "by_operator", False), worker_alive=self.worker_alive,
+                )
+            raise
         if not result.ok and result.refusal is not None:
             result = self._break_glass(step, action, proposal, result)
         self._finish(step, result, attempt)
         return result
+
+    def _approve(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> Proposal | StepResult:
+        """Ask the step's gate until the proposal to act on is approved (returned), skipped (a
+        result), or the run stops. What was approved is acted on only while it still holds: a
+        gate that waited is followed by a fresh observation, and a changed decision is asked again."""
+        level = self._gate_level(step, action, proposal)
+        earlier = self._earlier.pop(step.id, None)
+        while level > GateLevel.NONE:
+            if earlier is not None and earlier.approved and decision_key(earlier.proposal) == decision_key(proposal) \
+                    and level <= earlier.level:
+                self._journal_standing_approval(step, proposal, level, earlier)
+                return proposal
+            change = ""
+            if earlier is not None and (decision_key(earlier.proposal) != decision_key(proposal) or earlier.level != level):
+                change = earlier.change_to(proposal, level)
+                self.journal.append(
+                    Event.DECISION_CHANGED, step=step.id, before=earlier.proposal.summary, now=proposal.summary,
+                    risks_before=earlier.proposal.risks, risks_now=proposal.risks,
+                    level_before=earlier.level.name.lower(), level_now=level.name.lower(), approved=earlier.approved,
+                    text=change,
+                )
+            asked_at = self.ctx.clock.now()
+            answer = self._ask(step, action, proposal, level, change=change)
+            waited = self.ctx.clock.now() - asked_at
+            if answer.answer is Answer.SKIP:
+                self._skipped.append(f"{step.id} (by {answer.who})")
+                return StepResult(ok=True, summary=f"skipped by {answer.who}", outcome="skipped")
+            if answer.answer is Answer.ABORT:
+                raise OperatorStop(f"aborted by {answer.who} at step {step.id}; nothing further was changed", who=answer.who)
+            earlier = _Earlier(proposal, level, answer.answer is Answer.PROCEED, answer.who, answer.policy, answer.reason)
+            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR:
+                return proposal
+            # A retry, or an approval given after a wait: look at the cluster again before acting.
+            why = ("retry at the gate" if answer.answer is Answer.RETRY
+                   else f"the gate waited {waited:.0f} s for its answer")
+            if not self._mutated:
+                self._earlier[step.id] = earlier
+                raise _ObserveAgain(f"{why}; nothing has been changed yet, so the cluster is observed again from the start")
+            self.journal.append(Event.NOTE, step=step.id, text=f"{why}; observing again before acting")
+            proposal = action.propose(self.ctx)
+            level = self._gate_level(step, action, proposal)
+        return proposal
+
+    def _journal_standing_approval(self, step: StepSpec, proposal: Proposal, level: GateLevel, earlier: _Earlier) -> None:
+        self.journal.append(
+            Event.GATE_ASKED, step=step.id, level=level.name.lower(), override=False, summary=proposal.summary,
+            reason=proposal.reason, risks=proposal.risks, statements=[s.show() for s in proposal.statements],
+            change="", recheck=True,
+        )
+        self.journal.append(
+            Event.GATE_ANSWERED, step=step.id, answer=Answer.PROCEED.value, who=earlier.who, policy=earlier.policy,
+            reason=f"approved just before; unchanged after observing again ({earlier.reason or 'no reason given'})",
+            when=self.ctx.clock.wall(),
+        )
+
+    def _run_bounded(self, step: StepSpec, fn: Callable[[], StepResult]) -> StepResult:
+        """Run a step in a worker bounded by its timeout. At the deadline (or Ctrl-C) the step is
+        told to stop (it sends nothing more after its statement in flight), its connections are
+        interrupted, and the engine waits for the worker to end before anything else is journaled."""
+        ctx = self.ctx
+        ctx.cancel = threading.Event()
+        ctx.deadline = Deadline(step.timeout, ctx.clock)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the engine's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"step-{step.id}", daemon=True)
+        worker.start()
+        why, by_operator = "", False
+        try:
+            worker.join(step.timeout)
+            if worker.is_alive():
+                why = f"did not finish within its timeout of {step.timeout:g} s"
+        except KeyboardInterrupt:
+            why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
+        try:
+            if why:
+                ctx.cancel.set()
+                self._interrupt_connections()
+                self._wait_for(worker, step)
+                stop = StepInterrupted(
+                    f"step {step.id} {why}; the statement in flight may or may not have taken effect. "
+                    f"Resume the run: the step is checked against the cluster before anything is repeated"
+                )
+                stop.by_operator = by_operator  # type: ignore[attr-defined]
+                raise stop
+        finally:
+            ctx.deadline = None
+        if "error" in box:
+            raise box["error"]
+        result: StepResult = box["result"]
+        return result
+
+    def _interrupt_connections(self) -> None:
+        interrupt = getattr(self.ctx.backend, "interrupt", None)
+        if callable(interrupt):
+            try:
+                interrupt()
+            except Exception as exc:  # noqa: BLE001 - best effort: the connectors' own timeouts still bound the statement
+                self.journal.append(Event.NOTE, step=self._current_step, text=f"closing the step's connections failed: {exc}")
+
+    def _wait_for(self, worker: threading.Thread, step: StepSpec) -> None:
+        """Wait for the worker to end; its statement in flight is bounded by the connector's own
+        timeouts. A worker still alive after that keeps the lock held until the process exits."""
+        t = self.request.cluster.timeouts
+        grace = max(5.0, 2 * (t.connect + t.read) + 1)
+        try:
+            worker.join(grace)
+        except KeyboardInterrupt:
+            pass
+        if worker.is_alive():
+            self.worker_alive = True
+            self.journal.append(Event.NOTE, step=step.id,
+                                text=f"the statement in flight did not end within {grace:g} s after the deadline; the "
+                                     f"run ends and the process exits without sending anything more")
 
     def _finish(self, step: StepSpec, result: StepResult, attempt: int) -> None:
         for name, value in result.facts.items():
@@ -266,21 +431,21 @@ class Engine:
         )
 
     def _ask(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal, level: GateLevel,
-             refusal: Any = None) -> GateAnswer:
+             refusal: Any = None, change: str = "") -> GateAnswer:
         request = GateRequest(
             step=step.id, title=step.title or type(action).description, cluster=self.request.cluster.name,
-            level=level, proposal=proposal, refusal=refusal,
+            level=level, proposal=proposal, refusal=refusal, change=change,
         )
         self.journal.append(
             Event.GATE_ASKED, step=step.id, level=level.name.lower(), override=refusal is not None,
             summary=proposal.summary, reason=proposal.reason, risks=proposal.risks,
-            statements=[s.show() for s in proposal.statements],
+            statements=[s.show() for s in proposal.statements], change=change,
         )
         try:
             answer = self.request.gates.ask(request)
         except OperatorStop as stop:
-            self.journal.append(Event.GATE_ANSWERED, step=step.id, answer="stopped", who="nobody",
-                                policy=self.request.gates.name, reason=str(stop), when=time.time())
+            self.journal.append(Event.GATE_ANSWERED, step=step.id, answer="stopped", who=stop.who,
+                                policy=self.request.gates.name, reason=str(stop), when=self.ctx.clock.wall())
             raise
         self.journal.append(
             Event.GATE_ANSWERED, step=step.id, answer=answer.answer.value, who=answer.who,
@@ -302,7 +467,9 @@ class Engine:
         )
         try:
             answer = self._ask(step, action, override, GateLevel.DANGEROUS, refusal=result.refusal)
-        except OperatorStop:
+        except OperatorStop as stop:
+            if stop.who != "nobody":
+                raise
             # No one to ask and no flag: the refusal stands (the run fails, exit 1). Say how to override.
             self.journal.append(
                 Event.NOTE, step=step.id,
@@ -312,21 +479,78 @@ class Engine:
             return result
         if answer.answer is not Answer.PROCEED:
             if answer.answer is Answer.ABORT:
-                raise OperatorStop(f"aborted by {answer.who} at the failed check {step.id}")
+                raise OperatorStop(f"aborted by {answer.who} at the failed check {step.id}", who=answer.who)
             return result
         self.journal.append(
             Event.OVERRIDE, step=step.id, who=answer.who, reason=answer.reason,
             risk=result.refusal.risk_if_overridden, refused=result.summary,
         )
+        self._overridden.append(f"{step.id} (by {answer.who})")
         return StepResult(ok=True, summary=f"OVERRIDDEN by {answer.who}: {result.summary}",
                           facts=result.facts, evidence=result.evidence, outcome="ok")
+
+    # -- the verdict -----------------------------------------------------------------------
+    def _verdict(self, state: str) -> RunOutcome:
+        """Judge the run from the final observation, never from the path it took."""
+        end = self.runbook.spec.ends[state]
+        last = self._last_summary
+        if self._plan_overrides:
+            steps = ", ".join(self._plan_overrides)
+            flags = " ".join(f"--override {s}" for s in self._plan_overrides)
+            return RunOutcome(self.run_id, self.journal.run_dir, "failed", False,
+                              f"the run would stop at the failed safety check {steps}; the steps after it are shown as "
+                              f"they would go with `{flags} --accept-data-loss` (break glass)", self.plan)
+        if self.mode is Mode.PLAN:
+            return RunOutcome(self.run_id, self.journal.run_dir, state, end.success, end.summary or last, self.plan)
+        path = self._path_notes()
+        if not end.success:
+            summary = end.summary or last
+            if self._first_failure and self._first_failure not in summary:
+                summary = f"{self._first_failure}; then: {summary}" if summary and summary != self._first_failure.split(': ', 1)[-1] \
+                    else self._first_failure
+            return RunOutcome(self.run_id, self.journal.run_dir, state, False, summary + path, self.plan)
+        holds, goal_summary, left = self._check_goal()
+        if holds:
+            summary = (end.summary or last) + (f" (goal holds: {goal_summary})" if goal_summary else "")
+            return RunOutcome(self.run_id, self.journal.run_dir, state, True, summary + path, self.plan)
+        return RunOutcome(self.run_id, self.journal.run_dir, "incomplete", False,
+                          f"the runbook reached `{state}` but its goal does not hold now: {goal_summary}" + path,
+                          self.plan, left=left)
+
+    def _path_notes(self) -> str:
+        notes = []
+        if self._skipped:
+            notes.append("skipped: " + ", ".join(self._skipped))
+        if self._overridden:
+            notes.append("overridden: " + ", ".join(self._overridden))
+        return f" [{'; '.join(notes)}]" if notes else ""
+
+    def _check_goal(self) -> tuple[bool, str, list[str]]:
+        """Observe the cluster again and check the runbook's goal against it."""
+        goal = self.runbook.spec.goal
+        if goal is None:
+            return True, "", []
+        from drengine.steps import ACTIONS
+
+        self._current_step = "goal"
+        action = ACTIONS[goal.action].build(dict(goal.params))
+        try:
+            proposal = action.propose(self.ctx)
+            result = self._run_bounded(StepSpec(id="goal", action=goal.action, timeout=goal.timeout),
+                                       lambda: action.run(self.ctx, proposal))
+        except (ConnectError, CommandFailed, StepFailed, StepInterrupted) as exc:
+            result = StepResult(ok=False, summary=f"the goal could not be checked: {exc}")
+        left = [line[len("LEFT: "):] for line in result.evidence if line.startswith("LEFT: ")]
+        self.journal.append(Event.GOAL_CHECKED, action=goal.action, holds=result.ok, summary=result.summary,
+                            evidence=result.evidence, left=left)
+        return result.ok, result.summary, left
 
     def _plan_step(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> StepResult:
         effect = type(action).effect
         level = self._gate_level(step, action, proposal)
         executes = effect is not Effect.MUTATE and not self._mutated_in_plan
         if executes:
-            result = _run_with_deadline(lambda: action.run(self.ctx, proposal), step.timeout, step.id)
+            result = self._run_bounded(step, lambda: action.run(self.ctx, proposal))
             for name, value in result.facts.items():
                 self.facts.put(name, value)
         else:
@@ -352,6 +576,10 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
+def _simulator_clock(request: RunRequest) -> Clock | None:
+    return None if request.clock is SYSTEM else request.clock
+
+
 def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock | None = None) -> Any:
     from drengine.backends import open_backend
 
@@ -370,8 +598,6 @@ def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, jour
 def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Acquired:
     lock_dir = request.lock_dir or (Path(request.inventory.lock_dir) if request.inventory.lock_dir else None)
     lock = ClusterLock(request.cluster.name, lock_dir)
-    from drengine.gates import operator_name
-
     acquired = lock.acquire(run_id, operator_name(), break_lock=request.break_lock)
     if acquired.replaced is not None:
         gone = acquired.replaced_alive is False
@@ -392,17 +618,12 @@ def start_run(request: RunRequest) -> RunOutcome:
     if (run_dir / "journal.jsonl").exists():
         raise InputError(f"{run_dir} already holds a run journal; choose another --run-dir or resume it with --resume")
     journal = JournalWriter(run_dir)
-    for listener in request.listeners:
-        _listen(journal, listener)
-    hook = _crash_hook()
-    if hook:
-        _listen(journal, hook)
+    _attach_listeners(journal, request.listeners)
     acquired = None
+    engine: Engine | None = None
     try:
         if request.mode is not Mode.PLAN:
             acquired = _take_lock(request, journal, run_id)
-        from drengine.gates import operator_name
-
         journal.append(
             Event.RUN_STARTED, run_id=run_id, mode=request.mode.value, runbook=request.runbook.name,
             runbook_path=request.runbook.path, runbook_sha256=request.runbook.digest,
@@ -411,23 +632,43 @@ def start_run(request: RunRequest) -> RunOutcome:
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
         )
-        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, request.clock)
+        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, _simulator_clock(request))
         try:
-            engine = Engine(request, backend, journal, run_id)
+            engine = Engine(request, backend, journal, run_id, clock=request.clock)
             around = request.around_walk
+            started = engine
 
             def walk() -> RunOutcome:
-                return engine.walk(request.runbook.spec.start)
+                return started.walk(request.runbook.spec.start)
 
             if around is not None:
                 return _finish_run(engine, journal, lambda: around(journal, backend, walk))
             return _finish_run(engine, journal, walk)
         finally:
-            backend.close()
+            if engine is None or not engine.worker_alive:
+                backend.close()
+    except DrengineError as exc:
+        exc.run_dir = run_dir
+        raise
     finally:
-        if acquired is not None:
-            ClusterLock(request.cluster.name, acquired.path.parent).release(run_id)
+        _release(request.cluster.name, acquired, run_id, engine)
         journal.close()
+
+
+def _attach_listeners(journal: JournalWriter, listeners: list[Callable[[Entry], None]]) -> None:
+    for listener in listeners:
+        _listen(journal, listener)
+    hook = _crash_hook()
+    if hook:
+        _listen(journal, hook)
+
+
+def _release(cluster: str, acquired: Acquired | None, run_id: str, engine: Engine | None) -> None:
+    """Give the lock back, unless a worker of the run is still alive: then the lock stays held
+    until this process exits (a dead holder's lock is taken over by the next run)."""
+    if acquired is None or (engine is not None and engine.worker_alive):
+        return
+    ClusterLock(cluster, acquired.path.parent).release(run_id)
 
 
 def _listen(journal: JournalWriter, listener: Callable[[Entry], None]) -> None:
@@ -442,20 +683,42 @@ def _listen(journal: JournalWriter, listener: Callable[[Entry], None]) -> None:
 
 
 def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOutcome]) -> RunOutcome:
+    def step() -> str:
+        return engine._current_step  # read at the time of the failure
+
     try:
         outcome = walk()
-    except OperatorStop as stop:
-        journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(stop), step=engine._current_step)
+    except StepInterrupted as exc:
+        exc.resumable = True
+        journal.append(Event.RUN_FINISHED, end="interrupted", success=False, summary=str(exc), step=step(),
+                       resumable=True, worker_alive=engine.worker_alive)
         raise
+    except OperatorStop as stopped:
+        stopped.resumable = True
+        journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(stopped), step=step(),
+                       who=stopped.who, resumable=True)
+        raise
+    except KeyboardInterrupt:
+        who = operator_name()
+        interrupted = OperatorStop(f"interrupted by {who} (Ctrl-C) at step {step()}; every event so far is journaled",
+                                   who=who)
+        interrupted.resumable = True
+        journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(interrupted), step=step(),
+                       who=who, resumable=True)
+        raise interrupted from None
     except DrengineError as exc:
-        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=str(exc), step=engine._current_step)
+        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=str(exc), step=step())
         raise
     except BaseException as exc:
         journal.append(Event.RUN_FINISHED, end="crashed", success=False,
-                       summary=f"internal error: {type(exc).__name__}: {exc}", step=engine._current_step)
+                       summary=f"internal error: {type(exc).__name__}: {exc}", step=step(), resumable=True)
         raise
-    journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary)
+    journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
+                   left=outcome.left)
     return outcome
+
+
+RESUMABLE_ENDS = ("stopped", "crashed", "interrupted")
 
 
 @dataclass
@@ -465,9 +728,11 @@ class ResumePoint:
     in_flight: str | None
     facts: Facts
     finished: bool
+    mutated: bool  # a mutating step started before: decisions after it are the steps' own to refresh
 
 
 def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePoint:
+    """Replay the journal's step outcomes through the runbook's state machine."""
     verify(run_dir)
     entries = list(read_entries(run_dir / "journal.jsonl"))
     starts = [e for e in entries if e.type is Event.RUN_STARTED]
@@ -476,24 +741,25 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePo
     started = starts[0].data
     facts = Facts()
     rb = runbook or load_runbook(started["runbook_path"])
-    state = rb.spec.start
+    model = _Machine()
+    machine = rb.machine(model)
     in_flight: str | None = None
-    finished = False
+    finished = mutated = False
     for entry in entries:
         if entry.type is Event.STEP_STARTED:
             in_flight = entry.data["step"]
+            mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
         elif entry.type is Event.STEP_FINISHED:
             facts.load(entry.data.get("facts") or {})
-            step = rb.steps[entry.data["step"]]
-            state = rb.transitions_of(step).get(entry.data["outcome"], "failed")
+            machine.set_state(entry.data["step"], model)
+            model.trigger(entry.data["outcome"])  # type: ignore[attr-defined]
             in_flight = None
-        elif entry.type is Event.RUN_FINISHED and entry.data.get("end") not in ("stopped", "crashed"):
-            finished = True
+        elif entry.type is Event.OBSERVED_AGAIN:
+            machine.set_state(rb.spec.start, model)
         elif entry.type is Event.RUN_FINISHED:
-            finished = False
-    if in_flight is not None:
-        state = in_flight
-    return ResumePoint(started, state, in_flight, facts, finished)
+            finished = entry.data.get("end") not in RESUMABLE_ENDS
+    state = in_flight if in_flight is not None else model.state
+    return ResumePoint(started, state, in_flight, facts, finished, mutated)
 
 
 def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry], None]],
@@ -527,27 +793,34 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         operator_said_gone=tuple(started.get("gone_for_good", [])), listeners=listeners, argv=argv or [],
     )
     journal = JournalWriter(run_dir)
-    for listener in listeners:
-        _listen(journal, listener)
-    hook = _crash_hook()
-    if hook:
-        _listen(journal, hook)
+    _attach_listeners(journal, listeners)
     run_id = started["run_id"]
     acquired = None
+    engine: Engine | None = None
+    # Decisions journaled before the interruption may be stale. Until a mutating step has
+    # started, everything up to here only observed and decided: do it again from the start.
+    again = not point.mutated and point.in_flight is None
+    state = runbook.spec.start if again else point.state
     try:
         acquired = _take_lock(request, journal, run_id)
-        from drengine.gates import operator_name
-
-        journal.append(Event.RUN_RESUMED, run_id=run_id, state=point.state, in_flight=point.in_flight,
+        journal.append(Event.RUN_RESUMED, run_id=run_id, state=state, in_flight=point.in_flight,
                        operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=argv or [])
+        if again and point.state != state:
+            journal.append(Event.OBSERVED_AGAIN, step=point.state, start=state,
+                           reason="resume: nothing has been changed yet, so the cluster is observed and the "
+                                  "decisions are made again from the start")
         backend = _open_or_journal(cluster, run_dir, inventory, journal)
         try:
-            engine = Engine(request, backend, journal, run_id)
+            engine = Engine(request, backend, journal, run_id, mutated=point.mutated)
             engine.facts.update(point.facts)
-            return _finish_run(engine, journal, lambda: engine.walk(point.state, in_flight=point.in_flight))
+            resumed = engine
+            return _finish_run(engine, journal, lambda: resumed.walk(state, in_flight=point.in_flight))
         finally:
-            backend.close()
+            if engine is None or not engine.worker_alive:
+                backend.close()
+    except DrengineError as exc:
+        exc.run_dir = run_dir
+        raise
     finally:
-        if acquired is not None:
-            ClusterLock(cluster.name, acquired.path.parent).release(run_id)
+        _release(cluster.name, acquired, run_id, engine)
         journal.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -14,9 +15,12 @@ class ExitCode(IntEnum):
 
 
 class DrengineError(Exception):
-    """Base of every error the CLI turns into a message and an exit code."""
+    """Base of every error the CLI turns into a message and an exit code. An error that ends
+    a run carries the run's directory, so the CLI can say where the journal is and how to resume."""
 
     exit_code: ExitCode = ExitCode.FAILED
+    run_dir: Path | None = None
+    resumable: bool = False
 
 
 class InputError(DrengineError):
@@ -55,6 +59,17 @@ class OperatorStop(DrengineError):
     """The operator aborted, or a gate could not be answered (no terminal, no flag)."""
 
     exit_code = ExitCode.STOPPED
+
+    def __init__(self, message: str, who: str = "nobody") -> None:
+        super().__init__(message)
+        self.who = who  # who stopped it: the operator at the terminal, or nobody (no terminal, no flag)
+
+
+class StepInterrupted(DrengineError):
+    """A step passed its deadline or the operator interrupted it: what it sent is journaled,
+    whether its last statement took effect is unknown until resume looks again."""
+
+    exit_code = ExitCode.FAILED
 
 
 class LockHeld(DrengineError):

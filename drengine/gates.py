@@ -32,6 +32,9 @@ class GateRequest:
     proposal: Proposal
     refusal: Refusal | None = None  # set when the gate is a break-glass override of a failed check
     details: list[str] = field(default_factory=list)
+    # Set when this gate is asked again because the decision changed since it was last shown:
+    # "approved: promote db3; now: promote db2 ...".
+    change: str = ""
 
     @property
     def is_override(self) -> bool:
@@ -94,11 +97,12 @@ class FlagPolicy:
             "a dangerous gate (data may be lost)" if request.level is GateLevel.DANGEROUS else "a confirmation gate"
         )
         risks = "".join(f" RISK: {r}." for r in request.proposal.risks)
+        change = f" It changed since it was last shown ({request.change})." if request.change else ""
         return (
-            f"stopped at step {request.step}: it needs {kind} and there is no terminal to ask. "
+            f"stopped at step {request.step}: it needs {kind} and there is no terminal to ask.{change} "
             f"It would: {request.proposal.summary}.{risks} "
             f"Nothing further was changed. Review the plan (`drengine plan ...`), then rerun with "
-            f"{describe_needed(request)} or from a terminal; resume this run with `drengine run --resume RUN_DIR`."
+            f"{describe_needed(request)} or from a terminal."
         )
 
 

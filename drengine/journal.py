@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ class Event(str, Enum):
     STATEMENT_SENT = "statement_sent"
     STEP_FINISHED = "step_finished"
     STEP_RECONCILED = "step_reconciled"
+    STEP_INTERRUPTED = "step_interrupted"
+    DECISION_CHANGED = "decision_changed"
+    OBSERVED_AGAIN = "observed_again"
+    GOAL_CHECKED = "goal_checked"
     GATE_ASKED = "gate_asked"
     GATE_ANSWERED = "gate_answered"
     OVERRIDE = "override"
@@ -62,9 +67,14 @@ def _body(seq: int, ts: float, kind: str, data: dict[str, Any]) -> str:
     return json.dumps({"seq": seq, "ts": ts, "type": kind, "data": data}, sort_keys=True, separators=(",", ":"))
 
 
+class JournalClosed(RuntimeError):
+    """Something tried to journal after the run finished: a bug that must not pass silently."""
+
+
 class JournalWriter:
-    """Appends events to a run directory's journal. Not thread-safe by design: only the
-    engine's own thread writes, in order."""
+    """Appends events to a run directory's journal, one at a time (a step's worker thread
+    journals the statements it sends while the engine waits for it). After `run_finished`
+    the journal takes nothing more: nothing of a run may happen after the run has ended."""
 
     def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
         self.run_dir = run_dir
@@ -79,9 +89,22 @@ class JournalWriter:
         self._seq = entries[-1].seq if entries else 0
         self._prev = _last_hash(self.path) if entries else GENESIS
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+        self.finished = False
         _fsync_dir(run_dir)
 
     def append(self, event: Event, /, **data: Any) -> Entry:
+        with self._lock:
+            if self.finished:
+                raise JournalClosed(f"{self.path}: the run has finished; refusing to journal {event.value} after it")
+            entry = self._append(event, data)
+            if event is Event.RUN_FINISHED:
+                self.finished = True
+        if self.after_append is not None:
+            self.after_append(entry)
+        return entry
+
+    def _append(self, event: Event, data: dict[str, Any]) -> Entry:
         self._seq += 1
         ts = round(self._clock(), 6)
         clean = REDACTOR.deep(_jsonable(data))
@@ -96,10 +119,7 @@ class JournalWriter:
         os.fsync(self._fd)
         self._prev = digest
         _write_head(self.head_path, self._seq, digest)
-        entry = Entry(self._seq, ts, event, clean, self._seq)
-        if self.after_append is not None:
-            self.after_append(entry)
-        return entry
+        return Entry(self._seq, ts, event, clean, self._seq)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -14,7 +14,7 @@ from transitions import Machine
 
 from drengine.datastores import check_kind
 from drengine.errors import InputError
-from drengine.steps import ACTIONS, Action, GateLevel, load_actions
+from drengine.steps import ACTIONS, Action, Effect, GateLevel, load_actions
 from drengine.yamlsrc import Source, load_yaml, validate
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
@@ -46,6 +46,14 @@ class StepSpec(Strict):
         return {"none": GateLevel.NONE, "confirm": GateLevel.CONFIRM, "dangerous": GateLevel.DANGEROUS}[self.gate]
 
 
+class GoalSpec(Strict):
+    """What must hold at the end for the run to say DONE, checked on a fresh observation."""
+
+    action: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    timeout: float = Field(default=120.0, gt=0, le=86400)
+
+
 class EndSpec(Strict):
     success: bool
     summary: str = ""
@@ -59,6 +67,7 @@ class RunbookSpec(Strict):
     description: str = ""
     start: StepId
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
+    goal: GoalSpec | None = Field(default=None, description="checked on a fresh observation before a run says DONE")
     ends: dict[StepId, EndSpec] = Field(default_factory=lambda: {k: EndSpec(success=v) for k, v in DEFAULT_ENDS.items()})
 
 
@@ -91,36 +100,32 @@ class Runbook:
         table.update(step.branches)
         return table
 
-    def machine(self, model: object, initial: str | None = None) -> Machine:
-        states = [s.id for s in self.spec.steps] + list(self.spec.ends)
+    def _machine_args(self, initial: str | None) -> dict[str, Any]:
+        states = [s.id for s in self.spec.steps] + [{"name": end, "final": True} for end in self.spec.ends]
         transitions = [
             {"trigger": outcome, "source": step.id, "dest": dest}
             for step in self.spec.steps
             for outcome, dest in self.transitions_of(step).items()
         ]
-        return Machine(
-            model=model,
-            states=states,
-            transitions=transitions,
-            initial=initial or self.spec.start,
-            auto_transitions=False,
-            ignore_invalid_triggers=False,
-        )
+        return {"states": states, "transitions": transitions, "initial": initial or self.spec.start,
+                "auto_transitions": False, "ignore_invalid_triggers": False}
+
+    def machine(self, model: object, initial: str | None = None) -> Machine:
+        """The state machine the engine walks: `transitions` computes every next state."""
+        return Machine(model=model, **self._machine_args(initial))
 
     def mermaid(self) -> str:
-        ids = {state: f"s{i}" for i, state in enumerate([s.id for s in self.spec.steps] + list(self.spec.ends))}
-        lines = ["stateDiagram-v2"]
-        for state, ident in ids.items():
-            lines.append(f'    state "{state}" as {ident}')
-        lines.append(f"    [*] --> {ids[self.spec.start]}")
-        for step in self.spec.steps:
-            for outcome, dest in self.transitions_of(step).items():
-                if outcome == "skipped" and dest == step.next:
-                    continue
-                lines.append(f"    {ids[step.id]} --> {ids[dest]}: {outcome}")
-        for end in self.spec.ends:
-            lines.append(f"    {ids[end]} --> [*]")
-        return "\n".join(lines) + "\n"
+        """The state diagram, drawn by `transitions`' GraphMachine (its mermaid engine)."""
+        from transitions.extensions.diagrams import GraphMachine
+
+        class _Drawn:
+            pass
+
+        drawn = _Drawn()
+        GraphMachine(model=drawn, graph_engine="mermaid", title=self.name, show_state_attributes=False,
+                     **self._machine_args(None))
+        text: str = drawn.get_graph().draw(None)  # type: ignore[attr-defined]
+        return text if text.endswith("\n") else text + "\n"
 
 
 def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
@@ -161,6 +166,12 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
                 f"{source.where(('steps', i, 'gate'))}: step {step.id} changes the cluster ({step.action}); "
                 f"mutating steps are always gated, so `gate: none` is not allowed (use confirm or dangerous)"
             )
+        if step.retries and action.effect is Effect.MUTATE and not action.repeatable:
+            problems.append(
+                f"{source.where(('steps', i, 'retries'))}: step {step.id} changes the cluster ({step.action}) and its "
+                f"action does not declare that running it again is safe; a retry would run beside an attempt whose "
+                f"effect is unknown. Remove `retries` (a failed run is resumed instead, which checks what took effect)"
+            )
         try:
             action.Params.model_validate(step.params)
         except ValidationError as exc:
@@ -183,6 +194,7 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
             problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
     if problems:
         return problems
+    problems += _check_goal(spec, source, actions)
     # Reachability: from start forwards, and every state must reach an end.
     edges: dict[str, set[str]] = {s.id: set() for s in spec.steps}
     runbook = Runbook(spec, source.path, "")
@@ -203,6 +215,25 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
         if step.id not in can_end:
             problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)")
     return problems
+
+
+def _check_goal(spec: RunbookSpec, source: Source, actions: dict[str, type[Action[Any, Any]]]) -> list[str]:
+    if spec.goal is None:
+        if any(end.success for end in spec.ends.values()):
+            return [f"{source.where(('start',))}: runbook {spec.name} has a successful end but no `goal:`; name the "
+                    f"read-only action that checks, on a fresh observation, that the recovery holds "
+                    f"(a run says DONE only when it does)"]
+        return []
+    action = actions.get(spec.goal.action)
+    if action is None:
+        return [f"{source.where(('goal', 'action'))}: unknown goal action {spec.goal.action!r}"]
+    if action.effect is Effect.MUTATE:
+        return [f"{source.where(('goal', 'action'))}: the goal {spec.goal.action} changes the cluster; a goal only observes"]
+    try:
+        action.Params.model_validate(spec.goal.params)
+    except ValidationError as exc:
+        return [f"{source.where(('goal', 'params'))}: {err['msg']} ({'.'.join(map(str, err['loc']))})" for err in exc.errors()]
+    return []
 
 
 def _walk(start: str, edges: dict[str, set[str]]) -> set[str]:

@@ -10,6 +10,7 @@ took effect; `took_effect` tells a resumed run whether an interrupted step had f
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from drengine.clock import SYSTEM, Clock, wait_until
-from drengine.errors import InputError, StepFailed
+from drengine.clock import SYSTEM, Clock, Deadline, wait_until
+from drengine.errors import InputError, StepFailed, StepInterrupted
 
 if TYPE_CHECKING:
     from drengine.inventory import Cluster, Inventory
@@ -196,14 +197,34 @@ class RunContext(Generic[B]):
     record_statement: Callable[[Statement, str], None]
     clock: Clock = SYSTEM
     operator_said_gone: tuple[str, ...] = ()
+    # Set by the engine for the step being run: when its deadline passes or the operator
+    # interrupts, the step stops at its next statement or wait (nothing outlives its step).
+    cancel: threading.Event = field(default_factory=threading.Event)
+    deadline: Deadline | None = None
+
+    def check_deadline(self) -> None:
+        """Raise StepInterrupted when the step must stop (deadline passed, or interrupted)."""
+        if self.cancel.is_set():
+            raise StepInterrupted("the step was interrupted; it sends nothing more")
+        if self.deadline is not None and self.deadline.passed():
+            self.cancel.set()
+            raise StepInterrupted("the step passed its deadline; it sends nothing more")
 
     def wait_until(self, check: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
-        """Poll `check` until it is true or `seconds` have passed (on the run's clock)."""
-        return wait_until(check, seconds, interval, self.clock)
+        """Poll `check` until it is true or `seconds` have passed (on the run's clock); a step
+        that must stop (deadline, interruption) stops waiting."""
+
+        def checked() -> bool:
+            self.check_deadline()
+            return check()
+
+        return wait_until(checked, seconds, interval, self.clock)
 
     def sent(self, statement: Statement, result: str = "ok") -> None:
-        """Journal a statement that was just sent (the journal writes before the next one)."""
+        """Journal a statement that was just sent (the journal writes before the next one),
+        then stop the step if it must not send another."""
         self.record_statement(statement, result)
+        self.check_deadline()
 
 
 class Action(Generic[B, P]):
@@ -220,6 +241,9 @@ class Action(Generic[B, P]):
     # The least gate this action needs; mutating actions default to CONFIRM. An action that only
     # writes to drengine's own heartbeat table may lower it, in code, with a comment saying so.
     min_gate: ClassVar[GateLevel | None] = None
+    # A mutating action whose repetition is harmless (it only rewrites drengine's own heartbeat,
+    # or checks before each statement) may be retried by a runbook; others may not.
+    repeatable: ClassVar[bool] = False
 
     def __init__(self, params: P) -> None:
         self.params = params
@@ -277,4 +301,9 @@ def load_actions(kind: str | None = None) -> dict[str, type[Action[Any, Any]]]:
 
     for each in (kind,) if kind else kinds():
         importlib.import_module(f"drengine.datastores.{each}.actions")
+        try:
+            importlib.import_module(f"drengine.datastores.{each}.goals")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"drengine.datastores.{each}.goals":
+                raise
     return ACTIONS

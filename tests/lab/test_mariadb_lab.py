@@ -163,7 +163,9 @@ def test_primary_alive_refused_then_overridden(lab: tuple[LabDir, str], tmp_path
     assert positions(lab_dir) == before
     code, out = run(inventory, tmp_path / "r2", "--yes", "--override", "check-no-primary", "--accept-data-loss",
                     "--reason", "drill: db1 is fenced")
-    assert code == 0, out
+    # Overridden, but db1 still answers writable beside db2: the final observation says split brain.
+    assert code == 1, out
+    assert "INCOMPLETE" in out and "split brain" in out
     assert of_type(tmp_path / "r2", "override")[0].data["reason"] == "drill: db1 is fenced"
     assert read_only(lab_dir, "db2") == 0
 

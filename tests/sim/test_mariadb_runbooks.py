@@ -86,7 +86,11 @@ def test_primary_alive_is_refused_with_override_named(tmp_path: Path) -> None:
 def test_override_is_journaled_with_the_risk(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, "primary-alive", "--yes", "--override", "check-no-primary", "--accept-data-loss",
                              "--reason", "db1 is fenced at the load balancer")
-    assert code == 0, out
+    # The override is honoured, but the verdict comes from the final observation: db1 is still
+    # writable beside the new primary, so the run is not DONE, whatever the operator said.
+    assert code == 1, out
+    assert "INCOMPLETE" in out and "2 writable primaries (db1, db2): split brain" in out
+    assert "overridden: check-no-primary" in out
     overrides = of_type(run_dir, "override")
     assert len(overrides) == 1
     assert overrides[0].data["reason"] == "db1 is fenced at the load balancer"
@@ -134,7 +138,8 @@ def test_interactive_break_glass_takes_typed_cluster_name(tmp_path: Path, monkey
     answers = "d\np\nwrong\nsim\ndb1 is fenced\np\n\np\n\n"
     code, out = cli("run", "mariadb-promote-survivor", "-i", inventory(tmp_path, "primary-alive"), "-c", "sim",
                     "--run-dir", str(tmp_path / "i"), input=answers)
-    assert code == 0, out
+    assert code == 1, out  # db1 stays writable beside db2: INCOMPLETE, not DONE
+    assert "INCOMPLETE" in out and "split brain" in out
     assert "SAFETY CHECK REFUSED" in out and "That is not the cluster name." in out
     assert "exact statements:" in out and "[db2] RESET SLAVE ALL" in out
     gates = of_type(tmp_path / "i", "gate_answered")

@@ -92,6 +92,8 @@ RUNBOOK = """\
 name: t
 kind: mariadb
 summary: test
+goal:
+  action: mariadb.observe
 start: a
 steps:
   - id: a
@@ -107,7 +109,7 @@ def test_unknown_action_is_refused_with_line(tmp_path: Path) -> None:
     path = write(tmp_path, RUNBOOK.replace("mariadb.promote", "mariadb.promot"), "rb.yaml")
     code, out = cli("runbook", "show", path)
     assert code == 2
-    assert f"{path}:10: unknown action 'mariadb.promot'" in out
+    assert f"{path}:12: unknown action 'mariadb.promot'" in out
 
 
 def test_unreachable_step_and_dead_end(tmp_path: Path) -> None:
@@ -115,7 +117,7 @@ def test_unreachable_step_and_dead_end(tmp_path: Path) -> None:
     path = write(tmp_path, text, "rb.yaml")
     code, out = cli("runbook", "show", path)
     assert code == 2
-    assert f"{path}:12: step lost cannot be reached from start a" in out
+    assert f"{path}:14: step lost cannot be reached from start a" in out
 
 
 def test_loop_without_exit_is_refused(tmp_path: Path) -> None:
@@ -146,8 +148,9 @@ def test_shipped_runbooks_are_valid_and_render_mermaid() -> None:
     assert code == 0, out
     code, out = cli("runbook", "show", "mariadb-promote-survivor", "--format", "mermaid")
     assert code == 0
-    assert out.startswith("stateDiagram-v2")
-    assert 'state "promote" as' in out and "--> [*]" in out
+    assert "stateDiagram-v2" in out and "mariadb-promote-survivor" in out
+    assert 'state "promote" as promote' in out and "[*] --> observe" in out
+    assert "promote --> repoint-replicas: ok | skipped" in out and "promote --> failed: failed" in out
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -744,6 +744,8 @@ class VerifyParams(StepParams):
 class Verify(Action[GaleraAPI, VerifyParams]):
     name = "galera.verify"
     effect = Effect.MUTATE
+    # It only writes drengine's own heartbeat/canary and reads it back: running it again is harmless.
+    repeatable = True
     Params = VerifyParams
     # It only writes a row into drengine's own heartbeat table, so it needs no confirmation.
     min_gate = GateLevel.NONE

@@ -468,7 +468,9 @@ class Repoint(Action[MariaDBAPI, NoParams]):
     description = "Point every other reachable replica at the new primary (GTID, slave_pos)"
 
     def _targets(self, ctx: Ctx) -> tuple[list[str], list[str]]:
-        view = ctx.facts.get("view", ClusterView)
+        # What is true now, not what the first observation saw: a replica may have come back
+        # (or gone) since, e.g. while the run waited at a gate or before a resume.
+        view = ctx.backend.observe()
         primary = ctx.facts.get("new_primary", NewPrimary)
         decision = ctx.facts.maybe("survivor", SurvivorDecision)
         old = decision.old_primary if decision else ""
@@ -517,6 +519,8 @@ class Repoint(Action[MariaDBAPI, NoParams]):
 class VerifyReplication(Action[MariaDBAPI, NoParams]):
     name = "mariadb.verify_replication"
     effect = Effect.MUTATE
+    # It only writes drengine's own heartbeat/canary and reads it back: running it again is harmless.
+    repeatable = True
     # It only writes a row into drengine's own heartbeat table, so it needs no confirmation.
     min_gate = GateLevel.NONE
     description = "Write a heartbeat on the primary and wait for it on every replica"

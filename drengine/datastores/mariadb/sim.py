@@ -53,6 +53,9 @@ class SimServer(BaseModel):
     io_error: int = 0
     sql_error: int = 0
     sql_error_text: str = ""
+    # Seconds each statement takes to answer after it took effect (a slow server): lets tests
+    # kill drengine while a statement is in flight.
+    latency: float = 0.0
 
     def position(self) -> gtid.Position:
         return gtid.parse(",".join(t.gtid for t in self.applied))
@@ -371,6 +374,8 @@ class SimMariaDBBackend:
         finally:
             self.sim.settle()
             self.save()
+            if s.latency:
+                time.sleep(s.latency)
 
     def _interpret(self, s: SimServer, sql: Sql) -> list[tuple[Any, ...]]:
         text = " ".join(sql.template.split())

@@ -186,6 +186,8 @@ class VerifyParams(StepParams):
 class VerifyPrimary(Action[MongoAPI, VerifyParams]):
     name = "mongodb.verify_primary"
     effect = Effect.MUTATE
+    # It only writes drengine's own heartbeat/canary and reads it back: running it again is harmless.
+    repeatable = True
     # It only inserts a marker document into drengine's own canary collection: no confirmation.
     min_gate = GateLevel.NONE
     Params = VerifyParams

@@ -1,0 +1,92 @@
+"""The safety core on three real mariadbd processes: a resumed run acts on what is true now,
+and a step past its deadline sends nothing more and is finished by resume."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, cli, events, of_type
+from test_mariadb_lab import assert_promoted, rows, sql, write_rows
+
+from drengine.datastores.mariadb import lab as lab_mariadb
+from drengine.journal import verify
+from drengine.lab.procs import LabDir
+
+
+@pytest.fixture
+def lab() -> Iterator[tuple[LabDir, str]]:
+    root = tempfile.mkdtemp(prefix="drengine-safety-lab-")
+    os.chmod(root, 0o755)
+    lab = LabDir(root)
+    inventory = str(Path(root) / "inventory.yaml")
+    try:
+        lab_mariadb.up(lab, inventory_out=inventory)
+        yield lab, inventory
+    finally:
+        lab_mariadb.down(lab)
+
+
+def db2_ahead_of_db3(lab: LabDir) -> None:
+    write_rows(lab, 1, 10)
+    lab_mariadb.wait_replicated(lab)
+    sql(lab, "db3", "STOP SLAVE IO_THREAD")  # db3 receives nothing more
+    write_rows(lab, 11, 20)
+    lab_mariadb.wait_replicated(lab, replicas=("db2",))
+    lab_mariadb.kill(lab, "db1")
+
+
+def finished_last(run_dir: Path) -> None:
+    verify(run_dir)
+    assert events(run_dir)[-1].type.value == "run_finished"
+
+
+def test_resume_after_the_most_advanced_replica_wakes_up(lab: tuple[LabDir, str], tmp_path: Path) -> None:
+    lab_dir, inventory = lab
+    db2_ahead_of_db3(lab_dir)
+    run_dir = tmp_path / "r"
+    lab_mariadb.hang(lab_dir, "db2")
+    try:
+        code, out = cli("run", "mariadb-promote-survivor", "-i", inventory, "-c", "lab-mariadb",
+                        "--run-dir", str(run_dir), "--yes")
+        assert code == 3, out
+        asked = [e.data for e in of_type(run_dir, "gate_asked") if e.data["step"] == "promote"]
+        assert asked[-1]["summary"] == "promote db3 to primary" and asked[-1]["level"] == "dangerous"
+    finally:
+        lab_mariadb.resume(lab_dir, "db2")
+    code, out = cli("run", "--resume", str(run_dir), "--yes", "--accept-data-loss")
+    assert code == 0, out
+    assert "observed again" in out.lower() or of_type(run_dir, "observed_again")
+    assert_promoted(lab_dir, "db2", "db3", 30)  # db2 had all 30 rows: nothing lost
+    assert rows(lab_dir, "db2") == 30
+    finished_last(run_dir)
+
+
+def test_promote_past_a_tiny_deadline_is_finished_by_resume(lab: tuple[LabDir, str], tmp_path: Path) -> None:
+    lab_dir, inventory = lab
+    write_rows(lab_dir, 1, 5)
+    lab_mariadb.wait_replicated(lab_dir)
+    lab_mariadb.kill(lab_dir, "db1")
+    text = (ROOT / "runbooks" / "mariadb-promote-survivor.yaml").read_text()
+    runbook = tmp_path / "tiny.yaml"
+    runbook.write_text(text.replace("action: mariadb.promote\n    gate: confirm\n    timeout: 600",
+                                    "action: mariadb.promote\n    gate: confirm\n    timeout: 0.003"))
+    run_dir = tmp_path / "r"
+    code, out = cli("run", str(runbook), "-i", inventory, "-c", "lab-mariadb", "--run-dir", str(run_dir), "--yes")
+    attempts = 1
+    while code != 0 and attempts < 10:
+        assert code == 1 and "INTERRUPTED" in out, out
+        finished_last(run_dir)
+        assert of_type(run_dir, "run_finished")[-1].data["end"] == "interrupted"
+        code, out = cli("run", "--resume", str(run_dir), "--yes")
+        attempts += 1
+    assert code == 0, out
+    assert attempts > 1  # the deadline did interrupt the step at least once
+    finished_last(run_dir)
+    sent = [(e.data["target"], e.data["text"]) for e in of_type(run_dir, "statement_sent")
+            if e.data["step"] == "promote" and not e.data["text"].startswith("SELECT")]
+    assert len(sent) == len(set(sent)), sent
+    assert_promoted(lab_dir, "db2", "db3", 5)
