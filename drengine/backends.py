@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -18,5 +19,8 @@ def open_backend(cluster: Cluster, inventory: Inventory, run_dir: Path, clock: C
     if cluster.simulated is not None:
         state = Path(cluster.simulated.state_file) if cluster.simulated.state_file else run_dir / "sim-state.json"
         simulator = store.load(store.simulator)
-        return simulator.open(cluster, state) if clock is None else simulator.open(cluster, state, clock=clock)
+        # Only simulators that model time take a clock (their `open` has a `clock` parameter).
+        if clock is None or "clock" not in inspect.signature(simulator.open).parameters:
+            return simulator.open(cluster, state)
+        return simulator.open(cluster, state, clock=clock)
     return store.load(store.connector)(cluster, inventory)
