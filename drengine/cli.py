@@ -124,6 +124,11 @@ def _progress(entry: Any) -> None:
         _out(f"   note: {d['text']}")
     elif t == "measurement":
         _out(f"   measured {d['name']}: {d['value']} {d.get('unit', '')}")
+    elif t == "fault_injected":
+        _out(f"   FAULT on {', '.join(d.get('members') or ['?'])}: {d['text']}")
+    elif t == "drill_verdict":
+        for objective in d.get("objectives") or []:
+            _out(f"   {objective['label']}: {objective['text']}")
     elif t == "plan_step":
         ran = "observed" if d["ran"] else ("WOULD RUN" if d["effect"] == "mutate" else "would check")
         if d.get("nothing_to_do"):
@@ -197,6 +202,24 @@ def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, 
                       listeners=[_progress], argv=sys.argv[1:], **kw)
 
 
+def _notifier(targets: list[Any], where: str, run_dir: Path | None = None) -> Any:
+    """A notifier for the webhooks of the inventory (and drills file), or None when there are none."""
+    if not targets:
+        return None
+    from drengine.notify import Notifier
+
+    return Notifier(targets, where, run_dir=run_dir)
+
+
+def _close_notifier(notifier: Any) -> None:
+    """Let the last notifications go out (bounded by the webhooks' timeouts); say which failed."""
+    if notifier is None:
+        return
+    for failed in notifier.close():
+        _err(f"notification {failed.event} to {failed.target} failed: {failed.detail} "
+             f"(the recovery was not affected; see {notifier.run_dir}/notifications.jsonl)")
+
+
 def verdict_word(outcome: Any) -> str:
     if outcome.success:
         return "DONE"
@@ -240,13 +263,38 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
     if resume_dir:
         if runbook or inventory or cluster:
             raise click.UsageError("--resume takes the runbook, inventory and cluster from the journal; give only RUN_DIR")
-        outcome = resume_run(Path(resume_dir), gates, [_progress], break_lock=break_lock, argv=sys.argv[1:])
+        notifier = _notifier(_resumed_inventory_notify(Path(resume_dir)), resume_dir, run_dir=Path(resume_dir))
+        try:
+            outcome = resume_run(Path(resume_dir), gates, [_progress, *([notifier.on_event] if notifier else [])],
+                                 break_lock=break_lock, argv=sys.argv[1:])
+        finally:
+            _close_notifier(notifier)
         _report_outcome(outcome)
     if not (runbook and inventory and cluster):
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
                        run_dir=Path(run_dir) if run_dir else None)
-    _report_outcome(start_run(request))
+    notifier = _notifier(request.inventory.notify, inventory, run_dir=request.run_dir)
+    if notifier is not None:
+        request.listeners.append(notifier.on_event)
+        request.around_walk = notifier.around
+    try:
+        outcome = start_run(request)
+    finally:
+        _close_notifier(notifier)
+    _report_outcome(outcome)
+
+
+def _resumed_inventory_notify(run_dir: Path) -> list[Any]:
+    """The webhooks of the inventory the interrupted run used (none when it cannot be read)."""
+    from drengine.inventory import load_inventory
+    from drengine.journal import Event, read_entries
+
+    try:
+        started = next(e.data for e in read_entries(run_dir / "journal.jsonl") if e.type is Event.RUN_STARTED)
+        return list(load_inventory(started["inventory"]).notify)
+    except (DrengineError, OSError, StopIteration, KeyError):
+        return []  # resume_run itself says what is wrong with the run directory
 
 
 @main.command()
@@ -314,6 +362,12 @@ def drill_group() -> None:
 @click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
 @click.option("-c", "--cluster", required=True, help="Cluster (must be marked `drill_target: true`).")
 @click.option("--fault", required=True, help="The fault to inject (see below).")
+@click.option("--rto", type=float, default=None, metavar="SECONDS",
+              help="Recovery-time objective: the drill fails when writes are refused longer than this after the fault.")
+@click.option("--max-lost-writes", type=int, default=None, metavar="N",
+              help="Lost-writes objective: the drill fails when more acknowledged writes than this are missing.")
+@click.option("--drills", "drills_file", type=click.Path(), default=None,
+              help="Drills file: objectives of this cluster and drill (the flags above win), and webhooks to notify.")
 @click.option("--run-dir", type=click.Path(), help="Directory for the drill's journal and reports (default runs/<run-id>).")
 @click.option("--canary-interval", type=float, default=0.05, show_default=True, help="Seconds between canary writes.")
 @click.option("--recovery-timeout", type=float, default=120.0, show_default=True,
@@ -321,35 +375,94 @@ def drill_group() -> None:
 @click.option("--textfile", type=click.Path(), help="Also write the Prometheus text here (node-exporter textfile collector).")
 @click.option("--restore", is_flag=True,
               help="Afterwards bring the cluster back to full health (start what the fault stopped, run the rejoin runbook).")
-def drill(runbook: str, inventory: str, cluster: str, fault: str, run_dir: str | None, canary_interval: float,
-          recovery_timeout: float, textfile: str | None, restore: bool) -> None:
+def drill(runbook: str, inventory: str, cluster: str, fault: str, rto: float | None, max_lost_writes: int | None,
+          drills_file: str | None, run_dir: str | None, canary_interval: float, recovery_timeout: float,
+          textfile: str | None, restore: bool) -> None:
     """Break a drill-target cluster on purpose, recover it unattended with RUNBOOK, measure.
 
     Checks the cluster is healthy, writes canaries at a steady rate, injects --fault, runs the
     runbook with every gate approved by the drill policy, and measures the recovery time
-    (fault to first acknowledged write) and the lost writes. Reports: Markdown, HTML, JUnit XML
-    and Prometheus text, next to the journal."""
+    (fault to first acknowledged write) and the lost writes. The drill PASSES (exit 0) only
+    when the runbook succeeded and every objective set is met; otherwise exit 1, naming the
+    objective missed and by how much. Reports: Markdown, HTML, JUnit XML and Prometheus text,
+    next to the journal."""
     from drengine.drill import DrillRequest, run_drill
     from drengine.inventory import load_inventory
+    from drengine.objectives import Objectives
     from drengine.report import write_all
     from drengine.runbook import load_runbook
 
     if canary_interval <= 0 or recovery_timeout <= 0:
         raise click.UsageError("--canary-interval and --recovery-timeout must be positive")
+    if rto is not None and rto <= 0:
+        raise click.UsageError(f"--rto {rto:g}: a recovery-time objective is a number of seconds above 0")
+    if max_lost_writes is not None and max_lost_writes < 0:
+        raise click.UsageError(f"--max-lost-writes {max_lost_writes}: expected 0 or more writes")
     rb = load_runbook(runbook)
     inv = load_inventory(inventory)
     cl = inv.cluster(cluster)
     _check_kind(rb, cl)
-    outcome = run_drill(DrillRequest(
-        runbook=rb, inventory=inv, cluster=cl, fault=fault, run_dir=Path(run_dir) if run_dir else None,
-        canary_interval=canary_interval, recovery_timeout=recovery_timeout, listeners=[_progress], argv=sys.argv[1:],
-        restore=restore,
-    ))
+    targets = list(inv.notify)
+    objectives = Objectives()
+    if drills_file:
+        from drengine.schedule import load_drills
+
+        spec = load_drills(drills_file)
+        objectives = spec.objectives_for(cluster, runbook, fault)
+        targets += spec.notify
+    objectives = Objectives(rto=rto, lost_writes=max_lost_writes).over(objectives)
+    notifier = _notifier(targets, drills_file or inventory, run_dir=Path(run_dir) if run_dir else None)
+    try:
+        outcome = run_drill(DrillRequest(
+            runbook=rb, inventory=inv, cluster=cl, fault=fault, run_dir=Path(run_dir) if run_dir else None,
+            canary_interval=canary_interval, recovery_timeout=recovery_timeout, listeners=[_progress], argv=sys.argv[1:],
+            restore=restore, objectives=objectives, notifier=notifier,
+        ))
+    finally:
+        _close_notifier(notifier)
     _out("")
     _out(f"{'DRILL PASSED' if outcome.success else 'DRILL FAILED'}: {outcome.summary}")
     for path in write_all(outcome.run_dir, textfile=Path(textfile) if textfile else None):
         _out(f"report: {path}")
     raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)
+
+
+@drill_group.command("history")
+@click.option("-c", "--cluster", help="Only the drills of this cluster.")
+@click.option("--runs", "runs_dir", type=click.Path(), default="runs", show_default=True,
+              help="Directory holding the run directories (each with its journal).")
+@click.option("--last", type=int, default=5, show_default=True,
+              help="Compare each drill with the median of this many drills before it (same cluster, runbook and fault).")
+@click.option("--threshold", type=float, default=50.0, show_default=True, metavar="PERCENT",
+              help="Flag a regression when the RTO is up by more than this against that median.")
+@click.option("--html", "html_file", type=click.Path(), help="Also write an HTML page with a chart per figure.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per drill.")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when the latest drill of a series regressed.")
+def drill_history(cluster: str | None, runs_dir: str, last: int, threshold: float, html_file: str | None,
+                  as_json: bool, fail_on_regression: bool) -> None:
+    """Past drills: RTO and lost writes over time per cluster, runbook and fault, regressions flagged."""
+    from drengine.files import atomic_write
+    from drengine.history import history, history_html, history_lines
+
+    if last < 1 or threshold < 0:
+        raise click.UsageError("--last must be at least 1 and --threshold at least 0")
+    series = history(Path(runs_dir), cluster=cluster, last=last, threshold=threshold / 100)
+    if not series:
+        where = f" of cluster {cluster}" if cluster else ""
+        _out(f"no drills{where} under {runs_dir}: run `drengine drill ...` first (or point --runs at the runs directory)")
+        raise SystemExit(ExitCode.DONE)
+    if as_json:
+        for s in series:
+            for row in s.rows:
+                _out(json.dumps(row.as_dict()))
+    else:
+        for line in history_lines(series, last=last, threshold=threshold):
+            _out(line)
+    if html_file:
+        atomic_write(Path(html_file), history_html(series, last=last, threshold=threshold))
+        _out(f"history page: {html_file}")
+    if fail_on_regression and any(s.rows[-1].regressions for s in series):
+        raise SystemExit(ExitCode.FAILED)
 
 
 @drill_group.command("schedule")
@@ -464,12 +577,26 @@ def journal_show(path: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["markdown"]), default="markdown")
-def report(run_dir: str, fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "junit", "prom", "markdown"]), default="md",
+              show_default=True, help="Markdown, self-contained HTML, JUnit XML or Prometheus text.")
+@click.option("--out", "out_file", type=click.Path(),
+              help="Where to write it (default: next to the journal: report.md, report.html, junit.xml, drill.prom); "
+                   "`-` prints it.")
+def report(run_dir: str, fmt: str, out_file: str | None) -> None:
     """Write the report of a run from its journal alone."""
-    from drengine.report import write_markdown
+    from drengine.files import atomic_write
+    from drengine.journal import resolve_journal
+    from drengine.report import FORMATS, render
 
-    _out(str(write_markdown(Path(run_dir))))
+    fmt = "md" if fmt == "markdown" else fmt
+    journal = resolve_journal(run_dir)
+    text = render(journal.parent, fmt)
+    if out_file == "-":
+        _out(text.rstrip("\n"))
+        return
+    path = Path(out_file) if out_file else journal.parent / FORMATS[fmt]
+    atomic_write(path, text)
+    _out(str(path))
 
 
 @main.group("lab")

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,8 @@ from drengine.errors import DrengineError, InputError
 from drengine.gates import DrillPolicy
 from drengine.inventory import Cluster, Inventory
 from drengine.journal import Entry, Event, JournalWriter
+from drengine.notify import Notifier
+from drengine.objectives import Objectives, judge, missed, missed_summary
 from drengine.runbook import Runbook
 from drengine.steps import Mode
 
@@ -46,11 +48,13 @@ class Restore:
 
 @dataclass
 class Injected:
-    """What a fault did, and the canaries it wrote and had acknowledged on its way (they count
-    as acknowledged before the fault: e.g. writes the primary took after replication was cut)."""
+    """What a fault did, the members it hit, and the canaries it wrote and had acknowledged on
+    its way (they count as acknowledged before the fault: e.g. writes the primary took after
+    replication was cut)."""
 
     text: str
     acked: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
 
 
 class DrillKit(Protocol):
@@ -126,6 +130,37 @@ class Canaries:
             (self.acked if ok else self.failed).append((key, when))
 
 
+@dataclass(frozen=True)
+class CanaryCount:
+    """What the canaries measured, in the words of the report."""
+
+    sent: int
+    acknowledged: int
+    failed_before_fault: int
+    failed_during_outage: int  # refused between the fault and the first acknowledged write after it
+    failed_after_recovery: int
+    lost: list[str]
+
+    @property
+    def failed(self) -> int:
+        return self.failed_before_fault + self.failed_during_outage + self.failed_after_recovery
+
+
+def count_canaries(canaries: Canaries, fault_at: float, recovered_at: float | None, present: set[str] | None) -> CanaryCount:
+    """Sort every write attempt by when it happened against the outage; lost = acknowledged yet missing."""
+    with canaries.lock:
+        acked, failed = list(canaries.acked), list(canaries.failed)
+    end = recovered_at if recovered_at is not None else float("inf")
+    lost = [] if present is None else sorted(k for k, _ in acked if k not in present)
+    return CanaryCount(
+        sent=len(acked) + len(failed), acknowledged=len(acked),
+        failed_before_fault=sum(1 for _, t in failed if t < fault_at),
+        failed_during_outage=sum(1 for _, t in failed if fault_at <= t < end),
+        failed_after_recovery=sum(1 for _, t in failed if t >= end),
+        lost=lost,
+    )
+
+
 @dataclass
 class DrillRequest:
     runbook: Runbook
@@ -137,6 +172,8 @@ class DrillRequest:
     recovery_timeout: float = 120.0
     settle_timeout: float = 90.0
     restore: bool = False
+    objectives: Objectives = field(default_factory=Objectives)
+    notifier: Notifier | None = None
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     clock: Callable[[], float] = time.time
@@ -193,7 +230,10 @@ class _Drill:
     # -- the wrapped walk ------------------------------------------------------------------------------
     def around(self, journal: JournalWriter, backend: Any, walk: Callable[[], RunOutcome]) -> RunOutcome:
         cluster = self.request.cluster
-        self._backend = backend
+        if self.request.notifier is not None:
+            self.request.notifier.bind(journal)
+        journal.append(Event.NOTE, text="objectives: " + _objectives_words(self.request.objectives),
+                       objectives=self.request.objectives.model_dump())
         problems = self.kit.health(cluster, backend)
         journal.append(Event.NOTE, text="health check before the fault: " + ("healthy" if not problems else "; ".join(problems)),
                        healthy=not problems)
@@ -202,6 +242,7 @@ class _Drill:
                 f"drill refused: cluster {cluster.name} is not healthy before the fault ({'; '.join(problems)}); "
                 f"a drill measures recovery from a known good state, so fix the cluster (or restore it) first"
             )
+        self._backend = backend  # canaries from here on: the health check prepared where they go
         for _ in range(5):
             self._write_one()
         if not self.simulated:
@@ -214,13 +255,15 @@ class _Drill:
             self.fault_at = self.request.clock()
         for key in injected.acked:
             self.canaries.record(key, True, before)
-        journal.append(Event.NOTE, text=f"fault injected: {self.request.fault}: {injected.text}", fault=self.request.fault,
+        fault = self.kit.faults[self.request.fault]
+        journal.append(Event.FAULT_INJECTED, fault=self.request.fault, description=fault.description,
+                       members=injected.members, text=f"fault injected: {self.request.fault}: {injected.text}",
                        at=self.fault_at, canaries_written_during_fault=injected.acked)
         settled_in = self._wait_settled(backend)
         journal.append(Event.NOTE, text=(f"the cluster shows the fault after {settled_in:.2f} s" if settled_in is not None else
                                          f"the cluster did not show the fault within {self.request.settle_timeout:g} s; "
                                          f"the runbook runs anyway"), settled_seconds=settled_in)
-        acked_before_fault = [k for k, t in self.canaries.acked if t < self.fault_at]
+        present: set[str] | None = None
         try:
             outcome = walk()
             recovered_at = self._wait_for_service()
@@ -228,26 +271,62 @@ class _Drill:
             if self._writer is not None:
                 self._writer.join(5)
             # Count before the clean-up: a continued (SIGCONT) old primary must not be read from.
-            present = self.kit.read_canaries(cluster, backend)
+            try:
+                present = self.kit.read_canaries(cluster, backend)
+            except DrengineError as exc:
+                journal.append(Event.NOTE, text=f"the canaries could not be read back after the drill: {exc}")
         finally:
             self._stop.set()
             cleanup = self.kit.cleanup(cluster, backend, self.request.fault)
             if cleanup:
                 journal.append(Event.NOTE, text=f"after the drill: {cleanup}")
-        lost = sorted(k for k in acked_before_fault if k not in present)
-        acked_after = [k for k, t in self.canaries.acked if t >= self.fault_at]
-        lost_after = sorted(k for k in acked_after if k not in present)
+        return self._measure_and_judge(journal, outcome, recovered_at, present)
+
+    def _measure_and_judge(self, journal: JournalWriter, outcome: RunOutcome, recovered_at: float | None,
+                           present: set[str] | None) -> RunOutcome:
+        assert self.fault_at is not None
         rto = None if recovered_at is None else round(recovered_at - self.fault_at, 3)
+        count = count_canaries(self.canaries, self.fault_at, recovered_at, present)
+        lost = None if present is None else len(count.lost)
         journal.append(Event.MEASUREMENT, name="recovery_seconds", value=rto, unit="s",
                        text="fault to first acknowledged canary write")
-        journal.append(Event.MEASUREMENT, name="lost_writes", value=len(lost) + len(lost_after), unit="writes",
-                       text="acknowledged canaries missing after recovery", lost=lost + lost_after)
-        journal.append(Event.MEASUREMENT, name="canaries_acknowledged", value=len(self.canaries.acked), unit="writes")
-        journal.append(Event.MEASUREMENT, name="canaries_failed", value=len(self.canaries.failed), unit="writes")
-        success = outcome.success and rto is not None
-        summary = outcome.summary if rto is not None else f"{outcome.summary}; but no canary write succeeded afterwards"
-        summary += f" (recovery {rto if rto is not None else 'never'} s, lost writes {len(lost) + len(lost_after)})"
-        return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end if success else "failed", success, summary, outcome.plan)
+        journal.append(Event.MEASUREMENT, name="lost_writes", value=lost, unit="writes",
+                       text="acknowledged canaries missing after recovery", lost=count.lost)
+        journal.append(Event.MEASUREMENT, name="canaries_sent", value=count.sent, unit="writes",
+                       text="canary writes attempted, before, during and after the outage")
+        journal.append(Event.MEASUREMENT, name="canaries_acknowledged", value=count.acknowledged, unit="writes",
+                       text="canary writes the cluster acknowledged")
+        journal.append(Event.MEASUREMENT, name="canaries_failed", value=count.failed, unit="writes",
+                       text="canary writes refused or unanswered (expected during the outage; never counted as lost)",
+                       before_fault=count.failed_before_fault, during_outage=count.failed_during_outage,
+                       after_recovery=count.failed_after_recovery)
+        judgements = judge(rto, lost, self.request.objectives)
+        missed_now = missed(judgements)
+        runbook_ok = outcome.success
+        passed = runbook_ok and rto is not None and not missed_now
+        reasons = []
+        if not runbook_ok:
+            reasons.append(f"the runbook did not succeed ({outcome.end}: {outcome.summary})")
+        if rto is None:
+            reasons.append("no canary write succeeded after the runbook")
+        if missed_now:
+            reasons.append("objective missed: " + missed_summary(judgements))
+        journal.append(Event.DRILL_VERDICT, verdict="passed" if passed else "failed", fault=self.request.fault,
+                       runbook_end=outcome.end, runbook_success=runbook_ok, runbook_summary=outcome.summary,
+                       recovered=rto is not None, objectives=[j.as_dict() for j in judgements], reasons=reasons,
+                       text=("PASSED" if passed else "FAILED: " + "; ".join(reasons)))
+        figures = f"recovery {_figure(rto, 's', self.request.objectives.rto)}, " \
+                  f"lost writes {_figure(lost, '', self.request.objectives.lost_writes)}"
+        if passed:
+            summary = f"{outcome.summary} ({figures})"
+            end = outcome.end
+        elif runbook_ok and rto is not None:
+            summary = "; ".join(reasons) + f"; the runbook itself succeeded: {outcome.summary}"
+            end = "objective-missed"
+        else:
+            summary = "; ".join(reasons) + f" ({figures})"
+            end = outcome.end if not runbook_ok else "not-recovered"
+        return RunOutcome(outcome.run_id, outcome.run_dir, end, passed, summary, outcome.plan, outcome.left)
 
     def _wait_settled(self, backend: Any) -> float | None:
         started = time.monotonic()
@@ -277,6 +356,24 @@ class _Drill:
             time.sleep(self.request.canary_interval)
 
 
+def _figure(value: float | int | None, unit: str, objective: float | int | None) -> str:
+    shown = "never" if value is None else f"{value:g}{' ' + unit if unit else ''}"
+    if objective is None:
+        return shown
+    return f"{shown} (objective {objective:g}{' ' + unit if unit else ''})"
+
+
+def _objectives_words(objectives: Objectives) -> str:
+    if objectives.empty:
+        return "none set (the drill passes when the runbook succeeds and writes are acknowledged again)"
+    parts = []
+    if objectives.rto is not None:
+        parts.append(f"recovery within {objectives.rto:g} s")
+    if objectives.lost_writes is not None:
+        parts.append(f"at most {objectives.lost_writes} lost write(s)")
+    return ", ".join(parts)
+
+
 def run_drill(request: DrillRequest) -> RunOutcome:
     kit = kit_for(request.cluster.kind)
     check_target(request.cluster, request.inventory, kit, request.fault)
@@ -287,7 +384,7 @@ def run_drill(request: DrillRequest) -> RunOutcome:
         runbook=request.runbook, inventory=request.inventory, cluster=request.cluster, mode=Mode.DRILL,
         gates=DrillPolicy(), run_dir=request.run_dir,
         operator_said_gone=tuple(request.cluster.gone_for_good) + kit.declares_gone(request.cluster, request.fault),
-        listeners=[*request.listeners, drill.on_event],
+        listeners=[*request.listeners, drill.on_event, *([request.notifier.on_event] if request.notifier else [])],
         argv=request.argv, around_walk=drill.around,
     )
     outcome = start_run(run_request)
@@ -297,62 +394,54 @@ def run_drill(request: DrillRequest) -> RunOutcome:
 
 
 def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOutcome:
-    """Bring the cluster back to full health after the drill (start what the fault stopped,
-    then the rejoin runbook, as its own run under `restore/`), journaled in the drill's journal."""
+    """Bring the cluster back to full health after the drill: start what the fault stopped, then
+    the rejoin runbook as its own run under `restore/`, whose journal records what was started,
+    the restore and how long it took. The drill's own journal ended with the drill."""
     import shutil
 
     from drengine.backends import open_backend
     from drengine.runbook import load_runbook
 
-    journal = JournalWriter(outcome.run_dir)
-
-    def show(entry: Entry) -> None:
-        for listener in request.listeners:
-            listener(entry)
-
-    journal.after_append = show
+    started = time.monotonic()
+    backend = open_backend(request.cluster, request.inventory, outcome.run_dir)
     try:
-        started = time.monotonic()
-        backend = open_backend(request.cluster, request.inventory, outcome.run_dir)
-        try:
-            brought = kit.bring_back(request.cluster, backend, request.fault, outcome.run_dir)
-        finally:
-            backend.close()
-        if brought is None:
-            journal.append(Event.NOTE, text=f"restore: not available for {request.cluster.kind} drills yet; "
-                                            f"bring the cluster back by hand before the next drill")
-            return outcome
-        journal.append(Event.NOTE, text=f"restore: {brought.text}; then {brought.runbook}")
-        restore_dir = outcome.run_dir / "restore"
-        state = outcome.run_dir / "sim-state.json"
-        if state.exists():  # a simulated cluster continues from where the drill left it
-            restore_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(state, restore_dir / "sim-state.json")
-        saved = {k: os.environ.get(k) for k in brought.env}
-        os.environ.update(brought.env)
-        try:
-            rejoined = start_run(RunRequest(
-                runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
-                mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
-                argv=request.argv,
-            ))
-            ok, summary = rejoined.success, rejoined.summary
-        except DrengineError as exc:
-            ok, summary = False, str(exc)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        journal.append(Event.NOTE, text=f"restore {'done' if ok else 'FAILED'}: {summary} (journal {restore_dir})")
+        brought = kit.bring_back(request.cluster, backend, request.fault, outcome.run_dir)
+    finally:
+        backend.close()
+    if brought is None:
+        return replace(outcome, summary=f"{outcome.summary}; restore: not available for {request.cluster.kind} drills "
+                                        f"yet: bring the cluster back by hand before the next drill")
+    restore_dir = outcome.run_dir / "restore"
+    state = outcome.run_dir / "sim-state.json"
+    if state.exists():  # a simulated cluster continues from where the drill left it
+        restore_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(state, restore_dir / "sim-state.json")
+
+    def around(journal: JournalWriter, backend: Any, walk: Callable[[], RunOutcome]) -> RunOutcome:
+        journal.append(Event.NOTE, text=f"restore after drill {outcome.run_id}: {brought.text}; then {brought.runbook}",
+                       drill_run=str(outcome.run_dir))
+        rejoined = walk()
         journal.append(Event.MEASUREMENT, name="restore_seconds", value=round(time.monotonic() - started, 3), unit="s",
                        text="start of the restore to the cluster rejoined")
-        journal.append(Event.MEASUREMENT, name="restored", value=1 if ok else 0, unit="")
-        if not ok:
-            return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end, outcome.success,
-                              f"{outcome.summary}; restore FAILED: {summary}", outcome.plan)
-        return RunOutcome(outcome.run_id, outcome.run_dir, outcome.end, outcome.success,
-                          f"{outcome.summary}; restored: {summary}", outcome.plan)
+        journal.append(Event.MEASUREMENT, name="restored", value=1 if rejoined.success else 0, unit="")
+        return rejoined
+
+    saved = {k: os.environ.get(k) for k in brought.env}
+    os.environ.update(brought.env)
+    try:
+        rejoined = start_run(RunRequest(
+            runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
+            mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
+            argv=request.argv, around_walk=around,
+        ))
+        ok, summary = rejoined.success, rejoined.summary
+    except DrengineError as exc:
+        ok, summary = False, str(exc)
     finally:
-        journal.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    said = f"restored: {summary}" if ok else f"restore FAILED: {summary}"
+    return replace(outcome, summary=f"{outcome.summary}; {said} (journal {restore_dir})")

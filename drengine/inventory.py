@@ -13,7 +13,7 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -198,11 +198,47 @@ class Cluster(Strict):
         return member.port or datastore(self.kind).default_port
 
 
+class NotifyEvent(str, Enum):
+    GATE_WAITING = "gate_waiting"
+    RUN_FINISHED = "run_finished"
+    OBJECTIVE_MISSED = "objective_missed"
+
+
+class NotifyTarget(Strict):
+    """A webhook told when a gate waits, a run ends or a drill misses an objective
+    (`format: webhook`: drengine's JSON body; `format: slack`: a Slack-compatible incoming webhook).
+    Incoming-webhook URLs carry their token: give them as `url_secret: {env: VAR}` or `{file: PATH}`."""
+
+    name: Name
+    format: Literal["webhook", "slack"] = "webhook"
+    url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    url_secret: SecretRef | None = None
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NotifyEvent), min_length=1)
+    timeout: float = Field(default=3.0, gt=0, le=30, description="seconds; a notification never waits longer")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyTarget:
+        if (self.url is None) == (self.url_secret is None):
+            raise ValueError("a notify entry needs exactly one of `url: http(s)://...` or `url_secret: {env: VAR}`")
+        return self
+
+    def resolve_url(self, where: str) -> str:
+        if self.url is not None:
+            return self.url
+        assert self.url_secret is not None
+        value = self.url_secret.resolve(f"{where}: notify {self.name}")
+        if not value.startswith(("http://", "https://")):
+            raise InputError(f"{where}: notify {self.name}: the URL read from {self.url_secret.describe()} "
+                             f"does not start with http:// or https://")
+        return value
+
+
 class Inventory(Strict):
     path: str = ""
     hosts: dict[Name, Host] = Field(default_factory=dict)
     clusters: dict[Name, Cluster] = Field(default_factory=dict)
     lock_dir: str | None = None
+    notify: list[NotifyTarget] = Field(default_factory=list, description="webhooks told about gates and run ends")
 
     @model_validator(mode="before")
     @classmethod

@@ -46,6 +46,8 @@ class Event(str, Enum):
     OVERRIDE = "override"
     PLAN_STEP = "plan_step"
     MEASUREMENT = "measurement"
+    FAULT_INJECTED = "fault_injected"  # drills: the fault, on which members, when
+    DRILL_VERDICT = "drill_verdict"  # drills: runbook outcome and objectives, judged before run_finished
     NOTE = "note"
     RUN_FINISHED = "run_finished"
 

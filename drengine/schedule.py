@@ -1,6 +1,8 @@
-"""Scheduled drills: a drills file (YAML) lists drills with cron-style schedules, rendered
-as systemd timer and service units or crontab lines. No daemon of drengine's own: the
-system's scheduler runs `drengine drill`, which writes its journal and reports."""
+"""Scheduled drills: a drills file (YAML) lists drills with cron-style schedules and their
+recovery objectives (per drill, or per cluster for every drill of it) and the webhooks to
+notify, rendered as systemd timer and service units or crontab lines. No daemon of
+drengine's own: the system's scheduler runs `drengine drill`, which writes its journal and
+reports."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drengine.errors import InputError
+from drengine.inventory import NotifyTarget
+from drengine.objectives import Objectives
 from drengine.yamlsrc import load_yaml, validate
 
 FIELDS = [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)]
@@ -45,6 +49,7 @@ class Drill(BaseModel):
     schedule: str
     textfile: str | None = Field(default=None, pattern=r"^/[^\x00\n]+\.prom$",
                                  description="node-exporter textfile collector file to write")
+    objectives: Objectives | None = Field(default=None, description="over the cluster's objectives, figure by figure")
 
     @field_validator("schedule")
     @classmethod
@@ -53,19 +58,41 @@ class Drill(BaseModel):
         return value
 
 
+class ClusterDrills(BaseModel):
+    """What holds for every drill of one cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    objectives: Objectives = Objectives()
+
+
 class DrillsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str = ""
     workdir: str = Field(default="/var/lib/drengine", pattern=r"^/[^\x00\n]*$",
                          description="where drills run: runs/ (journals, reports) goes below it")
     drengine: str = Field(default="/usr/local/bin/drengine", pattern=r"^/[^\x00\n]*$")
+    clusters: dict[str, ClusterDrills] = Field(default_factory=dict, description="objectives per cluster")
+    notify: list[NotifyTarget] = Field(default_factory=list, description="webhooks told about gates, run ends, missed objectives")
     drills: list[Drill] = Field(min_length=1)
+
+    def objectives_for(self, cluster: str, runbook: str | None = None, fault: str | None = None) -> Objectives:
+        """The cluster's objectives, with those of the drill of this runbook and fault over them."""
+        base = self.clusters[cluster].objectives if cluster in self.clusters else Objectives()
+        for drill in self.drills:
+            if drill.cluster == cluster and drill.runbook == runbook and drill.fault == fault and drill.objectives:
+                return drill.objectives.over(base)
+        return base
+
+    def objectives_of(self, drill: Drill) -> Objectives:
+        base = self.clusters[drill.cluster].objectives if drill.cluster in self.clusters else Objectives()
+        return drill.objectives.over(base) if drill.objectives else base
 
 
 def load_drills(path: str | Path) -> DrillsFile:
     source = load_yaml(path)
     if source.data is None:
         raise InputError(f"{path}:1: the drills file is empty; expected `drills:` with at least one drill")
-    spec = validate(source, DrillsFile)
+    spec = validate(source, DrillsFile).model_copy(update={"path": str(Path(path).resolve())})
     names = [d.name for d in spec.drills]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -105,6 +132,13 @@ def on_calendar(expr: str) -> str:
 
 def drill_argv(spec: DrillsFile, drill: Drill) -> list[str]:
     argv = [spec.drengine, "drill", drill.runbook, "-i", drill.inventory, "-c", drill.cluster, "--fault", drill.fault]
+    objectives = spec.objectives_of(drill)
+    if objectives.rto is not None:
+        argv += ["--rto", f"{objectives.rto:g}"]
+    if objectives.lost_writes is not None:
+        argv += ["--max-lost-writes", str(objectives.lost_writes)]
+    if spec.notify:
+        argv += ["--drills", spec.path]  # the webhooks to notify are read from the drills file at run time
     if drill.textfile:
         argv += ["--textfile", drill.textfile]
     return argv

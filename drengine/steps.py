@@ -280,6 +280,30 @@ class Action(Generic[B, P]):
         return StepResult(ok=True, summary=f"(plan) {proposal.summary}")
 
 
+@dataclass(frozen=True)
+class GoalLook:
+    """One look at the cluster against a runbook's goal: does it hold, in words, what is left."""
+
+    holds: bool
+    summary: str
+    left: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+
+
+def judge_goal(ctx: RunContext[Any], look: Callable[[], GoalLook], seconds: float, interval: float = 0.5) -> StepResult:
+    """Look until the goal holds or `seconds` pass (a member started a moment ago may still be
+    joining); the verdict is the last look. `LEFT:` evidence lines become what is left to do."""
+    looks: list[GoalLook] = []
+
+    def holds() -> bool:
+        looks.append(look())
+        return looks[-1].holds
+
+    ctx.wait_until(holds, seconds, interval)
+    last = looks[-1]
+    return StepResult(ok=last.holds, summary=last.summary, evidence=[*last.evidence, *(f"LEFT: {x}" for x in last.left)])
+
+
 ACTIONS: dict[str, type[Action[Any, Any]]] = {}
 
 A = TypeVar("A", bound=type[Action[Any, Any]])

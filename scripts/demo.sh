@@ -21,23 +21,27 @@ $D journal verify "$out/recovery" || status=1
 
 echo
 echo "== 2. DR drills on the simulators =="
-drill() {  # runbook inventory cluster fault
+drill() {  # runbook inventory cluster fault [objectives...]
   echo "-- drill $1 on $3 ($4)"
-  if $D drill "$1" -i "$2" -c "$3" --fault "$4" --run-dir "$out/drill-$3-$4" > "$out/drill-$3-$4.log" 2>&1; then
+  if $D drill "$1" -i "$2" -c "$3" --fault "$4" "${@:5}" --run-dir "$out/drill-$3-$4" > "$out/drill-$3-$4.log" 2>&1; then
     tail -n 6 "$out/drill-$3-$4.log" | grep -E "DRILL|report:" | head -n 1
   else
     status=1; tail -n 20 "$out/drill-$3-$4.log"
   fi
 }
 mkdir -p "$out"
-drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy kill-primary
-drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy cut-replication
-drill elasticsearch-reallocate inventory/simulated-elasticsearch.yaml sim-es-healthy kill-node
-drill mongodb-force-primary inventory/simulated-mongodb.yaml sim-mongo-healthy kill-majority
-drill galera-bootstrap-survivor inventory/simulated-galera.yaml sim-galera-healthy kill-two-nodes
-drill ceph-degrade inventory/simulated-ceph.yaml sim-ceph-healthy kill-osds
+drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy kill-primary --rto 30 --max-lost-writes 0
+drill mariadb-promote-survivor inventory/simulated.yaml sim-mariadb-healthy cut-replication --rto 30 --max-lost-writes 10
+drill elasticsearch-reallocate inventory/simulated-elasticsearch.yaml sim-es-healthy kill-node --rto 30 --max-lost-writes 0
+drill mongodb-force-primary inventory/simulated-mongodb.yaml sim-mongo-healthy kill-majority --rto 30 --max-lost-writes 0
+drill galera-bootstrap-survivor inventory/simulated-galera.yaml sim-galera-healthy kill-two-nodes --rto 30 --max-lost-writes 0
+drill ceph-degrade inventory/simulated-ceph.yaml sim-ceph-healthy kill-osds --rto 30 --max-lost-writes 0
+
+echo
+echo "== 3. drill history (every drill under $out, regressions against the median of the last ones) =="
+$D drill history --runs "$out" --html "$out/history.html" || status=1
 
 echo
 echo "reports (open the .html files in a browser; .prom files are for the node-exporter textfile collector):"
-ls -1 "$out"/*/report.html "$out"/*/junit.xml "$out"/*/drill.prom 2>/dev/null
+ls -1 "$out"/*/report.html "$out"/*/junit.xml "$out"/*/drill.prom "$out/history.html" 2>/dev/null
 exit $status

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -34,8 +32,9 @@ def test_faults_recover_without_loss(tmp_path: Path, fault: str) -> None:
     assert measurement(run_dir, "lost_writes") == 0
     rto = measurement(run_dir, "recovery_seconds")
     assert isinstance(rto, float) and 0 <= rto < 5
-    notes = [e.data["text"] for e in of_type(run_dir, "note")]
-    assert any(n.startswith(f"fault injected: {fault}") for n in notes)
+    injected = of_type(run_dir, "fault_injected")[0].data
+    assert injected["fault"] == fault and injected["text"].startswith(f"fault injected: {fault}")
+    assert injected["members"] == ["db1"]  # the primary
 
 
 def test_cut_replication_loses_exactly_the_unreplicated_writes(tmp_path: Path) -> None:
@@ -89,17 +88,22 @@ class _StrictHTML(HTMLParser):
         self._in_title = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag not in ("meta", "br", "link"):
+        if tag not in ("meta", "br", "link", "line", "polyline", "circle"):
             self.stack.append(tag)
         self._in_title = tag == "title"
 
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        return  # <line .../> and friends in the SVG
+
     def handle_endtag(self, tag: str) -> None:
+        if tag in ("line", "polyline", "circle") and (not self.stack or self.stack[-1] != tag):
+            return
         assert self.stack and self.stack[-1] == tag, (self.stack, tag)
         self.stack.pop()
         self._in_title = False
 
     def handle_data(self, data: str) -> None:
-        if self._in_title:
+        if self._in_title and len(self.stack) == 3:  # html > head > title, not an SVG tooltip
             self.title += data
 
 
@@ -109,33 +113,24 @@ def test_reports_validate(tmp_path: Path) -> None:
     schema = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd"))
     schema.validate(str(run_dir / "junit.xml"))
     junit = schema.to_dict(str(run_dir / "junit.xml"))
-    assert int(junit["@tests"]) == 6 and int(junit["@failures"]) == 0
+    assert int(junit["@tests"]) == 6 and int(junit["@failures"]) == 0  # a case per step; no objective was set
     families = {f.name: f for f in text_string_to_metric_families((run_dir / "drill.prom").read_text())}
     assert set(families) == {"drengine_drill_success", "drengine_drill_recovery_seconds", "drengine_drill_lost_writes",
-                             "drengine_drill_last_run_timestamp_seconds"}
+                             "drengine_drill_canary_writes", "drengine_drill_last_run_timestamp_seconds"}
     lost = families["drengine_drill_lost_writes"].samples[0]
-    assert lost.value == 10 and lost.labels == {"cluster": "sim-mariadb-healthy", "runbook": "mariadb-promote-survivor"}
+    assert lost.value == 10 and lost.labels == {"cluster": "sim-mariadb-healthy", "runbook": "mariadb-promote-survivor",
+                                                "fault": "cut-replication"}
     assert families["drengine_drill_success"].samples[0].value == 1
+    canaries = {s.labels["outcome"]: s.value for s in families["drengine_drill_canary_writes"].samples}
+    assert canaries["lost"] == 10 and canaries["sent"] >= canaries["acknowledged"] > 0
     parser = _StrictHTML()
     page = (run_dir / "report.html").read_text()
     parser.feed(page)
     assert parser.stack == [] and parser.title.startswith("drengine ")
-    assert "lost_writes" in page and "<script" not in page
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by make test")
-def test_html_report_opens_in_headless_chromium(tmp_path: Path) -> None:
-    code, out, run_dir = drill(tmp_path, "kill-primary")
-    assert code == 0, out
-    profile = tmp_path / "profile"
-    result = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--dump-dom", (run_dir / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "<h1>drengine run" in result.stdout and "recovery_seconds" in result.stdout
+    assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    # figures are named in words, not by their journal field names
+    assert "recovery_seconds" not in page.split("Every journal event")[0]
+    assert "failed during the outage" in page and "lost writes" in page
 
 
 def test_elasticsearch_kill_node_drill_goes_green(tmp_path: Path) -> None:
@@ -155,7 +150,7 @@ def test_mongodb_kill_majority_drill(tmp_path: Path) -> None:
                     "-c", "sim-mongo-healthy", "--fault", "kill-majority", "--run-dir", str(run_dir))
     assert code == 0, out
     assert measurement(run_dir, "lost_writes") == 0
-    assert int(measurement(run_dir, "canaries_failed")) > 0  # writes failed while no majority was left  # type: ignore[call-overload]
+    assert int(measurement(run_dir, "canaries_failed")) > 0  # type: ignore[call-overload]  # no majority was left
     assert "must stay down" in out
 
 
@@ -178,6 +173,9 @@ def test_ceph_kill_osds_drill(tmp_path: Path) -> None:
     assert int(measurement(run_dir, "canaries_failed")) > 0  # I/O blocked until min_size was lowered  # type: ignore[call-overload]
     statements = [e.data["text"] for e in of_type(run_dir, "statement_sent")]
     assert any('"var": "min_size"' in s and '"val": "1"' in s for s in statements), statements
+    risks = (run_dir / "report.md").read_text().split("## Risks accepted")[1].split("##")[0]
+    assert "- lower-min-size: writes to pool" in risks and "approved by the drill policy (drill target)" in risks
+    assert "kill-osds on osd.1, osd.2" in (run_dir / "report.md").read_text()
 
 
 @pytest.mark.parametrize("fault", ["kill-primary", "hang-primary"])
@@ -186,7 +184,7 @@ def test_restore_rejoins_the_old_primary(tmp_path: Path, fault: str) -> None:
     code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb-healthy", "--fault", fault,
                     "--restore", "--run-dir", str(run_dir))
     assert code == 0, out
-    assert measurement(run_dir, "restored") == 1
+    assert measurement(run_dir / "restore", "restored") == 1
     from drengine.datastores.mariadb.sim import SimCluster
 
     sim = SimCluster.model_validate_json((run_dir / "restore" / "sim-state.json").read_text())
@@ -199,7 +197,8 @@ def test_restore_refuses_an_old_primary_with_unreplicated_writes(tmp_path: Path)
     code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb-healthy", "--fault",
                     "cut-replication", "--restore", "--run-dir", str(run_dir))
     assert code == 0, out  # the drill itself passed: the loss was the deliberate, measured one
-    assert measurement(run_dir, "restored") == 0
+    assert measurement(run_dir / "restore", "restored") == 0
+    assert "| restore | FAILED: mariadb-rejoin:" in (run_dir / "report.md").read_text()
     assert "restore FAILED" in out and "errant transactions: db1 has 10 transaction(s)" in out
 
 
@@ -208,7 +207,7 @@ def test_ceph_drill_restore_puts_min_size_back(tmp_path: Path) -> None:
     code, out = cli("drill", "ceph-degrade", "-i", str(ROOT / "inventory" / "simulated-ceph.yaml"),
                     "-c", "sim-ceph-healthy", "--fault", "kill-osds", "--restore", "--run-dir", str(run_dir))
     assert code == 0, out
-    assert measurement(run_dir, "restored") == 1
+    assert measurement(run_dir / "restore", "restored") == 1
     restored = [e.data["text"] for e in of_type(run_dir / "restore", "statement_sent")]
     assert any('"var": "min_size"' in s and '"val": "2"' in s for s in restored), restored
     assert '{"prefix": "osd unset", "key": "noout"}' in restored

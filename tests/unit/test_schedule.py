@@ -34,7 +34,8 @@ def test_systemd_units_for_the_lab_drills(tmp_path: Path) -> None:
     assert "OnCalendar=Mon..Fri *-*-* 3:30:00" in timer and "Persistent=true" in timer
     assert "Type=oneshot" in service and "WorkingDirectory=/var/lib/drengine" in service
     assert ("ExecStart=/usr/local/bin/drengine drill mariadb-promote-survivor -i /etc/drengine/lab.yaml -c lab-mariadb "
-            "--fault kill-primary --textfile /var/lib/node_exporter/textfile/drengine_mariadb.prom") in service
+            "--fault kill-primary --rto 30 --max-lost-writes 0 "
+            "--textfile /var/lib/node_exporter/textfile/drengine_mariadb.prom") in service
 
 
 def test_crontab_lines() -> None:
@@ -48,7 +49,7 @@ def test_bad_drills_file_names_the_line(tmp_path: Path) -> None:
     bad.write_text((ROOT / "drills" / "lab.yaml").read_text().replace('"30 3 * * 1-5"', '"30 25 * * 1-5"'))
     code, out = cli("drill", "schedule", "-f", str(bad))
     assert code == 2
-    assert f"{bad}:10: drills.0.schedule: hour field '25': values must lie between 0 and 23" in out
+    assert f"{bad}:21: drills.0.schedule: hour field '25': values must lie between 0 and 23" in out
 
 
 @pytest.mark.skipif(__import__("shutil").which("systemd-analyze") is None, reason="systemd-analyze not installed")
@@ -58,3 +59,34 @@ def test_systemd_accepts_the_calendar(cron: str) -> None:
 
     result = subprocess.run(["systemd-analyze", "calendar", on_calendar(cron)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_objectives_per_cluster_and_per_drill_are_rendered(tmp_path: Path) -> None:
+    code, out = cli("drill", "schedule", "-f", str(ROOT / "drills" / "lab.yaml"), "--format", "crontab")
+    assert code == 0, out
+    cut = next(line for line in out.splitlines() if "--fault cut-replication" in line)
+    assert "--rto 30 --max-lost-writes 10" in cut  # the cluster's RTO, the drill's own lost writes
+
+
+def test_notify_entries_make_the_drill_read_the_drills_file(tmp_path: Path) -> None:
+    drills = tmp_path / "drills.yaml"
+    drills.write_text((ROOT / "drills" / "lab.yaml").read_text().replace(
+        "# notify:\n#   - name: oncall-slack\n#     format: slack\n#     url_secret: {env: DRENGINE_SLACK_WEBHOOK}",
+        "notify:\n  - name: oncall-slack\n    format: slack\n    url_secret: {env: DRENGINE_SLACK_WEBHOOK}"))
+    code, out = cli("drill", "schedule", "-f", str(drills), "--format", "crontab")
+    assert code == 0, out
+    assert f"--drills {drills.resolve()}" in out
+
+
+@pytest.mark.parametrize("entry,problem", [
+    ("{name: x, url: 'ftp://a/b'}", "notify.0.url"),
+    ("{name: x}", "exactly one of `url: http(s)://...` or `url_secret: {env: VAR}`"),
+    ("{name: x, url: 'http://127.0.0.1/', timeout: 300}", "notify.0.timeout"),
+    ("{name: x, url: 'http://127.0.0.1/', events: [sometimes]}", "notify.0.events.0"),
+])
+def test_bad_notify_entries_name_the_line(tmp_path: Path, entry: str, problem: str) -> None:
+    drills = tmp_path / "drills.yaml"
+    drills.write_text(f"notify:\n  - {entry}\n" + (ROOT / "drills" / "lab.yaml").read_text())
+    code, out = cli("drill", "schedule", "-f", str(drills))
+    assert code == 2, out
+    assert f"{drills}:2" in out and problem in out, out

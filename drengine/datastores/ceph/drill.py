@@ -87,9 +87,9 @@ class CephKit:
         if cluster.simulated is not None:
             backend.sim.kill_osds([int(v.split(".")[1]) for v in victims])
             backend.save()
-            return Injected(f"simulated SIGKILL of {', '.join(victims)}")
+            return Injected(f"simulated SIGKILL of {', '.join(victims)}", members=list(victims))
         assert self.inventory is not None
-        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims))
+        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims), members=list(victims))
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         return (f"{', '.join(self._victims(cluster))} are still down and min_size is lowered: start them, then run "

@@ -65,7 +65,8 @@ class ElasticKit:
         return (self._victim(cluster),)
 
     def inject(self, cluster: Cluster, backend: ElasticBackend, fault: str) -> Injected:
-        return Injected(backend.kill(self._victim(cluster)))
+        victim = self._victim(cluster)
+        return Injected(backend.kill(victim), members=[victim])
 
     def cleanup(self, cluster: Cluster, backend: ElasticBackend, fault: str) -> str | None:
         return None

@@ -88,9 +88,9 @@ class GaleraKit:
         if cluster.simulated is not None:
             for name in victims:
                 backend.kill(name)
-            return Injected(f"simulated SIGKILL of {', '.join(victims)}")
+            return Injected(f"simulated SIGKILL of {', '.join(victims)}", members=list(victims))
         assert self.inventory is not None
-        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims))
+        return Injected("; ".join(signal_member(self.inventory, cluster, cluster.member(n), "KILL") for n in victims), members=list(victims))
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None:
         return None

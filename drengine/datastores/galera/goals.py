@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from drengine.datastores.galera.actions import _evidence, components
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView
-from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
+from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 
 Ctx = RunContext[GaleraAPI]
 
@@ -47,14 +47,10 @@ class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
         return Proposal(summary="observe every node: one Primary component, every answering node Synced in it")
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        found: list[tuple[bool, str, list[str], GaleraView]] = []
-
-        def holds() -> bool:
+        def look() -> GoalLook:
             view = ctx.backend.observe()
-            found.append((*primary_component_goal(view), view))
-            return found[-1][0]
+            holds, summary, left = primary_component_goal(view)
+            return GoalLook(holds, summary, left, _evidence(view))
 
         # A node that was just started may still be joining (Joiner, Donor): give it a moment.
-        ctx.wait_until(holds, seconds=10.0, interval=0.5)
-        ok, summary, left, view = found[-1]
-        return StepResult(ok=ok, summary=summary, evidence=[*_evidence(view), *(f"LEFT: {x}" for x in left)])
+        return judge_goal(ctx, look, seconds=10.0)

@@ -119,7 +119,7 @@ class MariaDBKit:
         self._primary = None
         notes.append(self._stop_member(cluster, backend, primary, "STOP" if fault == "hang-primary" else "KILL"))
         self._victim = primary
-        return Injected("; ".join(notes), acked)
+        return Injected("; ".join(notes), acked, members=[primary])
 
     def _stop_member(self, cluster: Cluster, backend: Any, name: str, signal_name: str) -> str:
         if cluster.simulated is not None:

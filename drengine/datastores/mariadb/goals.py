@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from drengine.datastores.mariadb.actions import NewPrimary, _follows, _view_lines, writable_primaries
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
-from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
+from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 
 Ctx = RunContext[MariaDBAPI]
 
@@ -65,14 +65,10 @@ class ReplicationGoal(Action[MariaDBAPI, NoParams]):
         return Proposal(summary="observe every server: one writable primary, the others replicate from it")
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        found: list[tuple[bool, str, list[str], ClusterView]] = []
-
-        def holds() -> bool:
+        def look() -> GoalLook:
             view = ctx.backend.observe()
-            found.append((*replication_goal(view), view))
-            return found[-1][0]
+            holds, summary, left = replication_goal(view)
+            return GoalLook(holds, summary, left, _view_lines(view))
 
         # A replica repointed a moment ago may still be connecting: give it a few seconds.
-        ctx.wait_until(holds, seconds=min(5.0, ctx.cluster.timeouts.catch_up), interval=0.2)
-        ok, summary, left, view = found[-1]
-        return StepResult(ok=ok, summary=summary, evidence=[*_view_lines(view), *(f"LEFT: {x}" for x in left)])
+        return judge_goal(ctx, look, seconds=min(5.0, ctx.cluster.timeouts.catch_up), interval=0.2)

@@ -66,8 +66,8 @@ class MongoKit:
         return ()
 
     def inject(self, cluster: Cluster, backend: MongoBackend, fault: str) -> Injected:
-        done = [backend.kill(name) for name in self.victims(cluster, backend.primary())]
-        return Injected("; ".join(done))
+        victims = self.victims(cluster, backend.primary())
+        return Injected("; ".join(backend.kill(name) for name in victims), members=victims)
 
     def cleanup(self, cluster: Cluster, backend: MongoBackend, fault: str) -> str | None:
         return ("the killed members were removed from the set by the forced reconfiguration: keep them down until "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.setview import SetView
-from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
+from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 
 Ctx = RunContext[MongoAPI]
 SERVING = ("PRIMARY", "SECONDARY", "ARBITER")
@@ -50,14 +50,9 @@ class OnePrimaryGoal(Action[MongoAPI, NoParams]):
         return Proposal(summary="observe every member: one writable primary, the members of its config serving")
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        found: list[tuple[bool, str, list[str], SetView]] = []
-
-        def holds() -> bool:
+        def look() -> GoalLook:
             view = ctx.backend.observe()
-            found.append((*one_primary_goal(view), view))
-            return found[-1][0]
+            holds, summary, left = one_primary_goal(view)
+            return GoalLook(holds, summary, left, [f"{m.name}: {m.state or ('unreachable: ' + m.error)}" for m in view.members])
 
-        ctx.wait_until(holds, seconds=10.0, interval=0.5)
-        ok, summary, left, view = found[-1]
-        evidence = [f"{m.name}: {m.state or ('unreachable: ' + m.error)}" for m in view.members]
-        return StepResult(ok=ok, summary=summary, evidence=[*evidence, *(f"LEFT: {x}" for x in left)])
+        return judge_goal(ctx, look, seconds=10.0)
