@@ -16,6 +16,7 @@ from drengine.datastores.mongodb import rejoin  # noqa: F401 - its steps registe
 from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.decisions import (
     SurvivorDecision,
+    acknowledging_members,
     check_majority_lost,
     choose_survivor,
     forced_config,
@@ -25,8 +26,9 @@ from drengine.datastores.mongodb.decisions import (
     survivors_of,
     view_lines,
 )
-from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, command_text
+from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, canary_failure, command_text
 from drengine.datastores.mongodb.stepkit import Ctx, canary, forced_for
+from drengine.errors import ProbeTimeout
 from drengine.steps import (
     Action,
     Effect,
@@ -102,22 +104,26 @@ class ChooseSurvivor(Action[MongoAPI, NoParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision = choose_survivor(ctx.facts.get("view", SetView))
         evidence = [f"{c.name}: optime {c.optime}, priority {c.priority:g}, votes {c.votes}"
+                    + (f", {c.kind}" if c.kind else "")
                     + ("" if c.eligible else f" (not a candidate: {c.note})") for c in decision.ranking]
         evidence += [f"RISK: {r}" for r in decision.risks]
         facts: dict[str, BaseModel] = {"survivor": decision}
         if decision.chosen is None:
             return StepResult(ok=False, summary=decision.reason, evidence=evidence, facts=facts)
         if decision.by_override:
-            return StepResult(ok=False, summary=f"only members configured never to be primary survive; "
-                              f"{decision.chosen} would be chosen", evidence=evidence, facts=facts, refusal=Refusal(
+            lifted = ", ".join(decision.lifted)
+            return StepResult(ok=False, summary=f"the most advanced survivor, {decision.chosen}, is configured never "
+                              f"to be primary", evidence=evidence, facts=facts, refusal=Refusal(
                 observed=decision.reason,
-                expected="a surviving data-bearing member with priority > 0 and a vote",
-                why="priority 0 marks a member that must never be primary (a backup, analytics or delayed "
-                    "member, or one in another data centre); promoting it may serve stale or partial data",
-                next_steps=f"bring back a member that may be primary and rerun; or override this check to promote "
-                           f"{decision.chosen} (its priority is raised to 1 in the forced config)",
-                risk_if_overridden=f"{decision.chosen} becomes primary although configured never to be; "
-                                   f"if it is delayed or behind, recent writes are lost",
+                expected="the most advanced data-bearing survivor may be primary as configured (priority > 0, a "
+                         "vote, not hidden, not delayed)",
+                why="such a config marks a member that must never be primary (a backup, analytics or delayed "
+                    "member, or one in another data centre); promoting it changes what the set was built for, and "
+                    "promoting a member that may be primary instead loses the writes only this one holds",
+                next_steps=f"bring back a member that may be primary and holds as much, then rerun; or override this "
+                           f"check to promote {decision.chosen} (the forced config changes {lifted})",
+                risk_if_overridden=f"{decision.chosen} becomes primary although configured never to be ({lifted}); "
+                                   + " ".join(decision.risks[-2:]),
             ))
         return StepResult(ok=True, summary=f"chose {decision.chosen}: {decision.reason}", evidence=evidence,
                           facts=facts)
@@ -241,13 +247,19 @@ class VerifyPrimary(Action[MongoAPI, VerifyParams]):
             return StepResult(ok=False, summary="; ".join(problems), evidence=lines)
         marker = f"recovery-check-{time.time():.3f}"
         insert = Statement(primary.name, canary(marker), language="mongodb")
-        reply = api.command(primary.name, insert.text)
-        ctx.sent(insert, result=str(reply.get("n", "?")))
-        failure = reply.get("writeConcernError") or (reply.get("writeErrors") or [None])[0]
-        if failure:
+        try:
+            reply = api.command(primary.name, insert.text)
+        except ProbeTimeout as exc:
+            ctx.sent(insert, result="no answer")
             return StepResult(ok=False, evidence=lines, summary=(
-                f"{primary.name} is primary but the canary write with w: majority failed: "
-                f"{failure.get('errmsg', failure)}; a majority of the new set cannot acknowledge writes yet"))
+                f"{primary.name} is primary but did not answer the canary write: {exc}. Check {primary.name} "
+                f"(a stopped process, a full disk, a frozen VM), then resume the run"))
+        ctx.sent(insert, result=str(reply.get("n", "?")))
+        failure = canary_failure(reply)
+        if failure:
+            return StepResult(ok=False, evidence=lines + acknowledging_members(now, primary), summary=(
+                f"{primary.name} is primary but {failure}; a majority of the new set cannot acknowledge writes "
+                f"yet"))
         count = api.command(primary.name, COUNT_CANARY)
         ctx.sent(Statement(primary.name, COUNT_CANARY, language="mongodb"), result=str(count.get("n", "?")))
         summary = (f"{primary.name} is the one writable primary (setVersion {old_version} -> {primary.set_version}); "

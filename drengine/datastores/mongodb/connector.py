@@ -33,6 +33,7 @@ from drengine.datastores.mongodb.setview import (
     PeerStatus,
     ReplConfig,
     SetView,
+    canary_failure,
     canary_insert_command,
     command_text,
     config_from_json,
@@ -97,7 +98,9 @@ class MongoBackend:
             where = f"{inventory.path}: cluster {cluster.name} credentials"
             self._user = cred.user
             self._password = cred.password.resolve(where)
-        self._clients: dict[str, MongoClient[dict[str, Any]]] = {}
+        # One client per member and socket timeout: commands the server holds (a write waiting for
+        # its wtimeout, a reconfig for its maxTimeMS) get a socket timeout longer than that wait.
+        self._clients: dict[tuple[str, float], MongoClient[dict[str, Any]]] = {}
         self._retired: list[MongoClient[dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._faults = ProcessFaults(inventory, cluster)
@@ -118,9 +121,9 @@ class MongoBackend:
         host, port = self._endpoints[member]
         return f"{host}:{port}"
 
-    def _client(self, member: str) -> MongoClient[dict[str, Any]]:
+    def _client(self, member: str, server_wait: float = 0.0) -> MongoClient[dict[str, Any]]:
         with self._lock:
-            client = self._clients.get(member)
+            client = self._clients.get((member, server_wait))
             if client is not None:
                 return client
             from pymongo import MongoClient
@@ -138,14 +141,14 @@ class MongoBackend:
                 # timeout fails on the wake-up at the timeout instead of sometimes one later.
                 serverSelectionTimeoutMS=max(1, int(t.connect * 1000) - SELECTION_MARGIN_MS),
                 connectTimeoutMS=int(t.connect * 1000),
-                socketTimeoutMS=int(t.read * 1000),
+                socketTimeoutMS=int((t.read + server_wait) * 1000),
                 # A recovery tool must not retry a reconfig behind the operator's back.
                 retryWrites=False,
                 retryReads=False,
                 appname="drengine",
                 **extra,
             )
-            self._clients[member] = client
+            self._clients[(member, server_wait)] = client
             return client
 
     def _tcp_check(self, member: str) -> None:
@@ -166,9 +169,8 @@ class MongoBackend:
         """Drop the client of a member that failed: a fresh client checks the server at once,
         where the old one would first wait out its monitor's back-off."""
         with self._lock:
-            client = self._clients.pop(member, None)
-            if client is not None:
-                self._retired.append(client)  # closed with the others in close()
+            for key in [k for k in self._clients if k[0] == member]:
+                self._retired.append(self._clients.pop(key))  # closed with the others in close()
 
     def close(self) -> None:
         """Close every client at once: pymongo may wait for a server that has gone away."""
@@ -193,14 +195,15 @@ class MongoBackend:
         doc: dict[str, Any] = json_util.loads(text)
         db = str(doc.pop("$db", "admin"))
         name = next(iter(doc), "?")
+        wait = server_wait(doc)
         try:
-            reply: dict[str, Any] = self._client(member).get_database(db).command(doc)
+            reply: dict[str, Any] = self._client(member, wait).get_database(db).command(doc)
         except Exception as exc:  # noqa: BLE001 - turned into one error naming member and command
-            raise self._failed(member, name, exc) from None
+            raise self._failed(member, name, exc, wait) from None
         return reply
 
-    def _failed(self, member: str, command: str, exc: Exception) -> Exception:
-        error = _command_error(member, self.endpoint(member), command, exc, self.cluster)
+    def _failed(self, member: str, command: str, exc: Exception, waited: float = 0.0) -> Exception:
+        error = _command_error(member, self.endpoint(member), command, exc, self.cluster, waited)
         if isinstance(error, ConnectError):
             self._forget(member)
         return error
@@ -225,10 +228,10 @@ class MongoBackend:
     def insert_canary(self, member: str, marker: str) -> dict[str, Any]:
         """Insert a marker with w: majority; CommandFailed when a majority did not acknowledge."""
         reply = self.command(member, canary_insert_command(marker, time.time()))
-        failure = reply.get("writeConcernError") or (reply.get("writeErrors") or [None])[0]
+        failure = canary_failure(reply)
         if failure:
-            raise MongoCommandFailed(f"{member} ({self.endpoint(member)}): the canary write with w: majority failed: "
-                                     f"{failure.get('errmsg', failure)}", failure.get("code"))
+            raise MongoCommandFailed(f"{member} ({self.endpoint(member)}): {failure}",
+                                     (reply.get("writeConcernError") or (reply.get("writeErrors") or [{}])[0]).get("code"))
         return reply
 
     def count_canary(self, member: str) -> int:
@@ -369,7 +372,17 @@ class MongoCommandFailed(CommandFailed):
         self.code = code
 
 
-def _command_error(member: str, endpoint: str, command: str, exc: Exception, cluster: Cluster) -> Exception:
+def server_wait(doc: Mapping[str, Any]) -> float:
+    """Seconds the server may hold this command before it answers: a write's wtimeout, a
+    command's maxTimeMS. The socket timeout must outlast it, or a slow majority would look like
+    a hung member."""
+    concern = doc.get("writeConcern")
+    wtimeout = concern.get("wtimeout", 0) if isinstance(concern, Mapping) else 0
+    return max(float(wtimeout or 0), float(doc.get("maxTimeMS", 0) or 0)) / 1000.0
+
+
+def _command_error(member: str, endpoint: str, command: str, exc: Exception, cluster: Cluster,
+                   waited: float = 0.0) -> Exception:
     from pymongo.errors import (
         AutoReconnect,
         ConnectionFailure,
@@ -382,6 +395,10 @@ def _command_error(member: str, endpoint: str, command: str, exc: Exception, clu
     where = f"{member} ({endpoint})"
     t = cluster.timeouts
     if isinstance(exc, NetworkTimeout):
+        if waited:
+            return ProbeTimeout(f"{where}: `{command}` got no answer within {waited + t.read:g} s: the server may hold "
+                                f"it {waited:g} s (its wtimeout or maxTimeMS) and then must answer, so the member "
+                                f"itself hangs, not just a slow majority")
         return ProbeTimeout(f"{where}: `{command}` got no answer within the read timeout of {t.read:g} s "
                             f"(hung or overloaded member?)")
     if isinstance(exc, ServerSelectionTimeoutError):

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from drengine.datastores.mongodb.setview import MemberView, ReplConfig, SetView, reconfig_command
+from drengine.datastores.mongodb.setview import ConfigMember, MemberView, ReplConfig, SetView, reconfig_command
 from drengine.steps import Fact, Refusal, fact
 
 DATA_STATES = ("PRIMARY", "SECONDARY")
@@ -27,6 +27,7 @@ class Candidate(Fact):
     votes: int
     eligible: bool
     note: str = ""
+    kind: str = ""  # hidden, delayed, non-voting, priority 0... as its config says
 
 
 @fact
@@ -36,7 +37,8 @@ class SurvivorDecision(Fact):
     reason: str
     ranking: list[Candidate] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
-    by_override: bool = False  # a priority-0 member, chosen only if the operator breaks glass
+    by_override: bool = False  # configured never to be primary: chosen only if the operator breaks glass
+    lifted: list[str] = Field(default_factory=list)  # what the forced config changes so it can be elected
 
 
 @fact
@@ -47,6 +49,7 @@ class ForcedConfig(Fact):
     kept: list[str]  # config hosts
     removed: list[str]
     diff: list[str]
+    arbiter_cost: str | None = None  # what an arbiter left among the voters costs
 
 
 @fact
@@ -131,27 +134,12 @@ def check_majority_lost(view: SetView) -> Refusal | None:
     return None
 
 
-def _config_entry(view: SetView, member: MemberView) -> Any:
-    config = view.newest_config()
-    return config.member_with_host(member.config_host) if config else None
-
-
-def choose_survivor(view: SetView) -> SurvivorDecision:
-    """The survivor with the highest optime (term, then timestamp). Never an arbiter (it holds
-    no data). A member with priority 0 (or no vote, or hidden) is configured never to be
-    primary: it is chosen only when no electable survivor exists, and then only by override."""
-    config = view.newest_config()
-    if config is None:
-        return SurvivorDecision(chosen=None, reason="no reachable member returned a replica-set config; "
-                                "nothing to choose from. Observed: " + observed(view))
+def _candidate_rows(view: SetView, config: ReplConfig) -> tuple[list[Candidate], list[tuple[MemberView, ConfigMember]]]:
+    """Every reachable member with why it can or cannot be promoted; and the data-bearing ones."""
     rows: list[Candidate] = []
-    data: list[tuple[MemberView, Any]] = []
-    for m in view.members:
+    data: list[tuple[MemberView, ConfigMember]] = []
+    for m in view.reachable():
         entry = config.member_with_host(m.config_host)
-        if not m.reachable:
-            continue
-        prio = entry.priority if entry else 0.0
-        votes = entry.votes if entry else 0
         note = ""
         if entry is None:
             note = "not in the current config"
@@ -160,56 +148,110 @@ def choose_survivor(view: SetView) -> SurvivorDecision:
         elif m.state not in DATA_STATES or m.optime is None:
             note = f"in state {m.state or 'unknown'}: its data is incomplete"
         rows.append(Candidate(name=m.name, host=m.config_host, optime=m.optime.show() if m.optime else "-",
-                              priority=prio, votes=votes, eligible=not note, note=note))
-        if not note:
+                              priority=entry.priority if entry else 0.0, votes=entry.votes if entry else 0,
+                              kind=entry.kind() if entry else "", eligible=not note, note=note))
+        if entry is not None and not note:
             data.append((m, entry))
+    return rows, data
+
+
+def _most_advanced(view: SetView, data: list[tuple[MemberView, ConfigMember]]) -> list[tuple[MemberView, ConfigMember]]:
+    """Most advanced first; among equals, a member that may be primary as configured, then the
+    inventory's order."""
+    order = {m.name: i for i, m in enumerate(view.members)}
+    return sorted(data, key=lambda pair: (_key(pair[0]), pair[1].may_be_primary, -order[pair[0].name]), reverse=True)
+
+
+def _key(member: MemberView) -> tuple[int, int, int]:
+    return member.optime.key() if member.optime else (-1, 0, 0)
+
+
+def choose_survivor(view: SetView) -> SurvivorDecision:
+    """The most advanced data-bearing survivor (optime: term, then timestamp); never an arbiter.
+    A member configured never to be primary (priority 0, no vote, hidden, delayed) is chosen
+    when it is the most advanced, the forced config then lifts what stops it, and the choice
+    needs an override: its config said it must not be primary, and the operator decides."""
+    config = view.newest_config()
+    if config is None:
+        return SurvivorDecision(chosen=None, reason="no reachable member returned a replica-set config; "
+                                "nothing to choose from. Observed: " + observed(view))
+    rows, data = _candidate_rows(view, config)
     if not data:
         return SurvivorDecision(chosen=None, ranking=rows, reason=(
             "no reachable member holds data that can be promoted ("
             + ("; ".join(f"{r.name}: {r.note}" for r in rows) or "no member answered") + ")"))
-    order = {m.name: i for i, m in enumerate(view.members)}
-    data.sort(key=lambda pair: (pair[0].optime.key() if pair[0].optime else (-1, 0, 0), -order[pair[0].name]),
-              reverse=True)
-    electable = [(m, e) for m, e in data if e.electable and not e.hidden]
+    ranked = _most_advanced(view, data)
+    chosen, entry = ranked[0]
+    risks = _unreachable_risk(view)
+    reason = _survivor_reason(chosen, entry, ranked, rows)
+    if entry.may_be_primary:
+        return SurvivorDecision(chosen=chosen.name, chosen_host=chosen.config_host, reason=reason, ranking=rows,
+                                risks=risks)
+    risks += _never_primary_risks(chosen, entry, ranked)
+    return SurvivorDecision(chosen=chosen.name, chosen_host=chosen.config_host, by_override=True, ranking=rows,
+                            risks=risks, reason=reason, lifted=lifted_settings(entry))
+
+
+def _unreachable_risk(view: SetView) -> list[str]:
     unreachable = [m.name for m in view.members if not m.reachable]
-    risks: list[str] = []
-    if unreachable:
-        risks.append(f"{', '.join(unreachable)} could not be reached: any writes they hold beyond the chosen "
-                     f"member's are lost when they are resynced")
-    best, _ = data[0]
-    assert best.optime is not None
-    if not electable:
-        why = ", ".join(f"{m.name} ({_why_not_electable(e)})" for m, e in data)
-        return SurvivorDecision(
-            chosen=best.name, chosen_host=best.config_host, by_override=True, ranking=rows, risks=risks,
-            reason=(f"no survivor may become primary as configured: {why}. {best.name} has the highest optime "
-                    f"({best.optime.show()}); if you override, the forced config gives it priority 1 and 1 vote"),
-        )
-    chosen, _ = electable[0]
+    if not unreachable:
+        return []
+    return [f"{', '.join(unreachable)} could not be reached: any writes they hold beyond the chosen member's are lost "
+            f"when they are resynced"]
+
+
+def _survivor_reason(chosen: MemberView, entry: ConfigMember, ranked: list[tuple[MemberView, ConfigMember]],
+                     rows: list[Candidate]) -> str:
     assert chosen.optime is not None
-    others = [f"{m.name} at {m.optime.show()}" for m, _ in data if m is not chosen and m.optime]
-    reason = f"{chosen.name} has the highest optime among the survivors that may be primary: {chosen.optime.show()}"
+    what = f" ({entry.kind()})" if entry.kind() else ""
+    reason = f"{chosen.name}{what} is the most advanced data-bearing survivor: {chosen.optime.show()}"
+    others = [f"{m.name}{f' ({e.kind()})' if e.kind() else ''} at {m.optime.show()}" for m, e in ranked[1:] if m.optime]
     if others:
         reason += "; " + ", ".join(others)
-    ahead = [(m, e) for m, e in data if m.optime and m.optime.key() > chosen.optime.key()]
-    for m, e in ahead:
-        risks.append(f"{m.name} ({_why_not_electable(e)}) holds writes up to {m.optime.show() if m.optime else '-'}, "
-                     f"beyond {chosen.name}: they are rolled back into its rollback/ directory")
+    behind_by_design = [m.name for m, e in ranked[1:] if e.secondary_delay_secs]
+    if behind_by_design and entry.secondary_delay_secs == 0:
+        reason += (f". {', '.join(behind_by_design)} lag(s) behind by design (secondaryDelaySecs): a delayed member "
+                   f"is never preferred to a current one that holds more")
+    if not entry.may_be_primary:
+        reason += (f". Its config says it must never be primary ({entry.kind()}); the forced config changes "
+                   f"{', '.join(lifted_settings(entry))} so that it can be")
     skipped = [r for r in rows if not r.eligible]
     if skipped:
         reason += ". Not candidates: " + "; ".join(f"{r.name} ({r.note})" for r in skipped)
-    return SurvivorDecision(chosen=chosen.name, chosen_host=chosen.config_host, reason=reason, ranking=rows,
-                            risks=risks)
+    return reason
 
 
-def _why_not_electable(entry: Any) -> str:
-    if entry.hidden:
-        return "hidden, priority 0"
-    if entry.votes == 0:
-        return "no vote, priority 0"
+def _never_primary_risks(chosen: MemberView, entry: ConfigMember,
+                         ranked: list[tuple[MemberView, ConfigMember]]) -> list[str]:
+    risks = []
+    current = [(m, e) for m, e in ranked[1:] if e.may_be_primary and m.optime]
+    for m, _ in current:
+        assert m.optime is not None and chosen.optime is not None
+        risks.append(f"{m.name} may be primary as configured but is behind ({m.optime.show()}, against "
+                     f"{chosen.optime.show()}): promoting it instead would lose the writes in between")
+    if entry.secondary_delay_secs:
+        prefer = ", ".join(m.name for m, e in ranked[1:] if e.secondary_delay_secs == 0) or "no current member"
+        risks.append(f"{chosen.name} is a delayed member (secondaryDelaySecs {entry.secondary_delay_secs}): it is "
+                     f"preferred to {prefer} only because it holds more; its own data lags the lost primary by up "
+                     f"to {entry.secondary_delay_secs} s of writes")
+    if entry.hidden or entry.priority <= 0:
+        risks.append(f"{chosen.name} was kept from being primary on purpose (a backup, analytics or remote member?): "
+                     f"clients that do not know it may not reach it, and its hardware may not carry the load")
+    return risks
+
+
+def lifted_settings(entry: ConfigMember) -> list[str]:
+    """What the forced config changes so that this member can be elected."""
+    changes = []
     if entry.priority <= 0:
-        return "priority 0"
-    return f"priority {entry.priority:g}"
+        changes.append(f"priority {entry.priority:g} -> 1")
+    if entry.votes != 1:
+        changes.append(f"votes {entry.votes} -> 1")
+    if entry.hidden:
+        changes.append("hidden -> false")
+    if entry.secondary_delay_secs:
+        changes.append(f"secondaryDelaySecs {entry.secondary_delay_secs} -> 0")
+    return changes
 
 
 def _member_words(m: dict[str, Any]) -> str:
@@ -218,13 +260,36 @@ def _member_words(m: dict[str, Any]) -> str:
         words += ", arbiter"
     if m.get("hidden"):
         words += ", hidden"
+    delay = int(m.get("secondaryDelaySecs", m.get("slaveDelay", 0)) or 0)
+    if delay:
+        words += f", secondaryDelaySecs {delay}"
     return words
+
+
+def _electable_copy(m: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The member's config entry changed so that it can be elected, and the changes in words."""
+    new = dict(m)
+    changes = []
+    if float(new.get("priority", 1.0)) <= 0:
+        new["priority"] = 1.0
+        changes.append(f"priority {float(m.get('priority', 0.0)):g} -> 1")
+    if int(new.get("votes", 1)) != 1:
+        new["votes"] = 1
+        changes.append(f"votes {int(m.get('votes', 0))} -> 1")
+    if new.get("hidden"):
+        new["hidden"] = False
+        changes.append("hidden -> false")
+    for key in ("secondaryDelaySecs", "slaveDelay"):
+        if int(new.get(key, 0) or 0):
+            changes.append(f"{key} {int(new[key])} -> 0")
+            new[key] = 0
+    return new, changes
 
 
 def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
                   names: dict[str, str] | None = None) -> ForcedConfig:
     """Keep only the survivors (config hosts); make sure the chosen one may be elected
-    (priority > 0, one vote, not hidden). Returns the new config and a readable diff."""
+    (priority > 0, one vote, not hidden, not delayed). Returns the new config and a readable diff."""
     names = names or {}
     doc: dict[str, Any] = json.loads(old_config.document)
 
@@ -232,12 +297,12 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
         name = names.get(host, host)
         return f"{name} ({host})" if name != host else host
 
+    if chosen not in survivors:
+        raise ValueError(f"the chosen member {chosen} is not among the survivors {survivors}")
     kept_docs: list[dict[str, Any]] = []
     diff: list[str] = []
     kept: list[str] = []
     removed: list[str] = []
-    if chosen not in survivors:
-        raise ValueError(f"the chosen member {chosen} is not among the survivors {survivors}")
     for m in doc.get("members", []):
         host = str(m["host"])
         if host not in survivors:
@@ -245,24 +310,11 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
             diff.append(f"- remove {label(host)}: {_member_words(m)}")
             continue
         kept.append(host)
-        new = dict(m)
+        new, changes = _electable_copy(m) if host == chosen else (dict(m), [])
+        line = f"  keep {label(host)}: {_member_words(new)}"
         if host == chosen:
-            changes = []
-            if float(new.get("priority", 1.0)) <= 0:
-                new["priority"] = 1.0
-                changes.append(f"priority {float(m.get('priority', 0.0)):g} -> 1")
-            if int(new.get("votes", 1)) != 1:
-                new["votes"] = 1
-                changes.append(f"votes {int(m.get('votes', 0))} -> 1")
-            if new.get("hidden"):
-                new["hidden"] = False
-                changes.append("hidden -> false")
-            line = f"  keep {label(host)}: {_member_words(new)}; chosen, to become primary"
-            if changes:
-                line += " (changed: " + ", ".join(changes) + ")"
-            diff.append(line)
-        else:
-            diff.append(f"  keep {label(host)}: {_member_words(new)}")
+            line += "; chosen, to become primary" + (" (changed: " + ", ".join(changes) + ")" if changes else "")
+        diff.append(line)
         kept_docs.append(new)
     doc["members"] = kept_docs
     # The server replaces the version with a large random jump; send one past the old.
@@ -272,7 +324,35 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
     votes = sum(int(m.get("votes", 1)) for m in kept_docs)
     diff.append(f"version {old_config.version} -> larger (a forced reconfig adds a large random increment); "
                 f"voting members {old_config.total_votes()} -> {votes}, majority {votes // 2 + 1}")
-    return ForcedConfig(document=json.dumps(doc), kept=kept, removed=removed, diff=diff)
+    return ForcedConfig(document=json.dumps(doc), kept=kept, removed=removed, diff=diff,
+                        arbiter_cost=arbiter_cost(kept_docs, names))
+
+
+def arbiter_cost(members: list[dict[str, Any]], names: dict[str, str] | None = None) -> str | None:
+    """What an arbiter among the voters costs, in the documented primary-secondary-arbiter terms
+    (https://www.mongodb.com/docs/manual/core/replica-set-arbiter/ and
+    https://www.mongodb.com/docs/manual/tutorial/mitigate-psa-performance-issues/); None without one."""
+    voters = [m for m in members if int(m.get("votes", 1)) > 0]
+    arbiters = [m for m in voters if m.get("arbiterOnly")]
+    if not arbiters:
+        return None
+    data = [m for m in voters if not m.get("arbiterOnly")]
+    majority = len(voters) // 2 + 1
+    # replica_set_config.cpp: w: "majority" counts data-bearing voters only.
+    needed = min(majority, len(data))
+    shown = ", ".join((names or {}).get(str(m["host"]), str(m["host"])) for m in arbiters)
+    if needed >= len(data) > 1:
+        return (f"an arbiter stays among the voters ({shown}): with {len(data)} data-bearing voters, w: majority "
+                f"needs all {needed} of them. While one of them is down the majority commit point stalls: "
+                f"w: majority writes wait, majority reads go stale, and the oplog and cache grow on the primary. "
+                f"Add a data-bearing member (mongodb-rejoin) soon")
+    if len(data) == 1:
+        return (f"an arbiter stays among the voters ({shown}) beside a single data-bearing member: a w: majority "
+                f"write is acknowledged by the primary alone, so every write lives on one copy until a "
+                f"data-bearing member is added back (mongodb-rejoin)")
+    return (f"an arbiter stays among the voters ({shown}): w: majority needs {needed} of the {len(data)} "
+            f"data-bearing voters; the majority commit point stalls if more than {len(data) - needed} of them "
+            f"go down")
 
 
 def reconfig_text(config_document: str, force: bool) -> str:
@@ -369,3 +449,21 @@ def member_names(view: SetView) -> dict[str, str]:
     return {m.host: view.name_of(m.host) for m in config.members} if config else {}
 
 
+
+
+def acknowledging_members(view: SetView, primary: MemberView) -> list[str]:
+    """Who w: majority waits for on the primary's config: its data-bearing voters, and how each looks."""
+    config = primary.config
+    if config is None:
+        return []
+    lines = []
+    for entry in config.members:
+        if entry.arbiter_only or entry.votes == 0:
+            continue
+        member = view.by_config_host(entry.host)
+        if member is None or not member.reachable:
+            lines.append(f"w: majority counts {entry.host}: UNREACHABLE")
+            continue
+        optime = member.optime.show() if member.optime else "-"
+        lines.append(f"w: majority counts {member.name}: {member.state or 'unknown'} at {optime}")
+    return lines

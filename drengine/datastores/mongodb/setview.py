@@ -55,10 +55,31 @@ class ConfigMember(Fact):
     votes: int = 1
     arbiter_only: bool = False
     hidden: bool = False
+    secondary_delay_secs: int = 0
 
     @property
     def electable(self) -> bool:
         return self.priority > 0 and self.votes > 0 and not self.arbiter_only
+
+    @property
+    def may_be_primary(self) -> bool:
+        """Configured so that it may become primary: electable, not hidden, not delayed."""
+        return self.electable and not self.hidden and self.secondary_delay_secs == 0
+
+    def kind(self) -> str:
+        """What its config makes it, in words ("" for an ordinary member)."""
+        words = []
+        if self.arbiter_only:
+            words.append("arbiter")
+        if self.hidden:
+            words.append("hidden")
+        if self.secondary_delay_secs:
+            words.append(f"delayed {self.secondary_delay_secs} s")
+        if self.votes == 0:
+            words.append("non-voting")
+        if self.priority <= 0 and not self.arbiter_only:
+            words.append("priority 0")
+        return ", ".join(words)
 
 
 @fact
@@ -181,6 +202,8 @@ def config_from_json(text: str) -> ReplConfig:
             votes=int(m.get("votes", 1)),
             arbiter_only=bool(m.get("arbiterOnly", False)),
             hidden=bool(m.get("hidden", False)),
+            # secondaryDelaySecs since 5.0, slaveDelay before.
+            secondary_delay_secs=int(m.get("secondaryDelaySecs", m.get("slaveDelay", 0)) or 0),
         )
         for m in doc.get("members", [])
     ]
@@ -201,7 +224,26 @@ def command_text(document: Mapping[str, Any]) -> str:
 CANARY_DB = "drengine"
 CANARY_COLLECTION = "canary"
 # Long enough for a healthy set, short enough that a set without a writable majority says so.
+# The connector's socket timeout for this write is wtimeout + the read timeout (server_wait).
 CANARY_WTIMEOUT_MS = 5000
+
+
+def canary_failure(reply: Mapping[str, Any]) -> str | None:
+    """Why a canary insert was not acknowledged, telling a slow or missing majority (the server
+    answered after wtimeout) from a refused write; None when it was acknowledged."""
+    concern = reply.get("writeConcernError")
+    if isinstance(concern, Mapping):
+        info = concern.get("errInfo") or {}
+        if isinstance(info, Mapping) and info.get("wtimeout"):
+            return (f"the canary write with w: majority failed: {concern.get('errmsg', concern)} after the wtimeout "
+                    f"of {CANARY_WTIMEOUT_MS / 1000:g} s: the primary answers, but a majority of the data-bearing "
+                    f"voters did not replicate the write in time (down, lagging or cut off); a slow majority, not a "
+                    f"hung member")
+        return f"the canary write with w: majority failed: {concern.get('errmsg', concern)}"
+    errors = reply.get("writeErrors") or []
+    if errors:
+        return f"the canary write failed: {errors[0].get('errmsg', errors[0])}"
+    return None
 
 
 def reconfig_command(config_document: str, force: bool) -> str:
