@@ -71,6 +71,45 @@ def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str
     return start_member(inventory, cluster, member)
 
 
+def stop_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 60.0) -> str:
+    """Stop a member's server with the inventory's `service.stop` template, over its host."""
+    command = stop_command(cluster, member)
+    transport = _transport(inventory, member)
+    try:
+        transport.run(command, timeout=timeout).check()
+    finally:
+        transport.close()
+    from drengine.transport import command_text
+
+    return command_text(command)
+
+
+def stop_command(cluster: Cluster, member: Member):  # type: ignore[no-untyped-def]
+    """The inventory's stop template rendered for this member (what an operator would type)."""
+    from drengine.transport import render_template
+
+    if not cluster.service.stop:
+        raise InputError(f"cluster {cluster.name} has no `service: stop:` template in the inventory; drengine cannot "
+                         f"stop {member.name}")
+    return render_template(cluster.service.stop, name=member.name, address=member.address,
+                           port=cluster.port_of(member), data_dir=member.data_dir or "")
+
+
+def process_gone(inventory: Inventory, member: Member) -> bool | None:
+    """Whether the process named by the member's pid file is gone (True), still there (False),
+    or unknown (None: no pid file in the inventory)."""
+    if member.pid_file is None:
+        return None
+    transport = _transport(inventory, member)
+    try:
+        if not transport.run(["test", "-f", member.pid_file], timeout=10).ok:
+            return True
+        pid = transport.read_file(member.pid_file).strip()
+        return not (pid.isdigit() and transport.run(["kill", "-0", pid], timeout=10).ok)
+    finally:
+        transport.close()
+
+
 class ProcessFaults:
     """Fault injection on real members, as a backend operation: the member's server process
     over its host transport (kill = SIGKILL, hang = SIGSTOP, resume = SIGCONT or start)."""
@@ -93,3 +132,9 @@ class ProcessFaults:
 
     def resume(self, member: str) -> str:
         return resume_member(self._where(), self._cluster, self._cluster.member(member))
+
+    def stop(self, member: str) -> str:
+        return stop_member(self._where(), self._cluster, self._cluster.member(member))
+
+    def gone(self, member: str) -> bool | None:
+        return process_gone(self._where(), self._cluster.member(member))

@@ -151,6 +151,19 @@ class Simulated(Strict):
     speed: float = Field(default=1.0, gt=0, le=100000)
 
 
+class FenceMethod(str, Enum):
+    """Ways to make sure a member about to be replaced can no longer take writes (fencing).
+    `sql`: the datastore's own commands on a member that answers (MariaDB: read_only and
+    KILL; MongoDB: replSetStepDown, then shutdown); `service`: the inventory's stop template
+    over the member's host; `signal`: SIGKILL by the member's pid file over its host (reaches a
+    hung process); `proxy`: out of every HAProxy backend that serves it."""
+
+    SQL = "sql"
+    SERVICE = "service"
+    SIGNAL = "signal"
+    PROXY = "proxy"
+
+
 class CephOptions(Strict):
     conf_file: str = "/etc/ceph/ceph.conf"
     client_name: str = Field(default="client.admin", pattern=r"^client\.[A-Za-z0-9_.-]+$")
@@ -171,6 +184,8 @@ class Cluster(Strict):
     drill_target: bool = Field(default=False, description="drills may break this cluster on purpose")
     service: ServiceControl = ServiceControl()
     ceph: CephOptions | None = None
+    # Fencing methods, tried in this order until one works, for each member a promotion replaces.
+    fence: list[FenceMethod] = Field(default_factory=lambda: list(FenceMethod), min_length=1)
     # Members the operator declares gone for good (no waiting for them to come back).
     gone_for_good: list[Name] = Field(default_factory=list)
 

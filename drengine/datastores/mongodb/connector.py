@@ -19,9 +19,11 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from drengine.clock import wait_until
+from drengine.datastores.mongodb.fencing import SHUTDOWN_WAIT_SECONDS, FenceAttempt, sql_statements
 from drengine.datastores.mongodb.setview import (
     CANARY_COLLECTION,
     CANARY_DB,
@@ -44,8 +46,10 @@ from drengine.datastores.mongodb.setview import (
     step_down_command,
 )
 from drengine.errors import CommandFailed, ConnectError, DrengineError, ProbeTimeout
-from drengine.faults import ProcessFaults
-from drengine.inventory import Cluster, Inventory, Member
+from drengine.faults import ProcessFaults, stop_command
+from drengine.inventory import Cluster, FenceMethod, Inventory, Member
+from drengine.steps import Statement
+from drengine.transport import command_text as command_text_of
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -69,6 +73,10 @@ class MongoAPI(Protocol):
     def get_config(self, member: str) -> ReplConfig: ...
 
     def endpoint(self, member: str) -> str: ...
+
+    def fence(self, member: str, method: FenceMethod) -> FenceAttempt: ...
+
+    def down(self, member: str) -> str | None: ...
 
     def close(self) -> None: ...
 
@@ -115,6 +123,65 @@ class MongoBackend:
 
     def resume(self, member: str) -> str:
         return self._faults.resume(member)
+
+    # -- fencing (before a forced reconfig removes a member) ------------------------------------
+    def fence(self, member: str, method: FenceMethod) -> FenceAttempt:
+        """Stop `member` by one method; ok once its port refuses connections (or its process is gone)."""
+        if method is FenceMethod.SQL:
+            return self._fence_sql(member)
+        where = self.cluster.member(member).host or "localhost"
+        if method is FenceMethod.SERVICE:
+            statement = Statement(where, command_text_of(stop_command(self.cluster, self.cluster.member(member))),
+                                  language="shell")
+            return self._fenced_by(member, statement, lambda: self._faults.stop(member))
+        if method is FenceMethod.SIGNAL:
+            return self._fenced_by(member, None, lambda: self._faults.kill(member))
+        return FenceAttempt(False, [], "no proxy serves MongoDB clients")
+
+    def _fenced_by(self, member: str, statement: Statement | None, act: Callable[[], str]) -> FenceAttempt:
+        where = self.cluster.member(member).host or "localhost"
+        try:
+            done = act()
+        except DrengineError as exc:
+            return FenceAttempt(False, [statement] if statement else [], str(exc))
+        shown = statement or Statement(where, done, language="shell")
+        return self._confirm_down(member, [shown])
+
+    def _fence_sql(self, member: str) -> FenceAttempt:
+        seen = self.probe(member)
+        if not seen.reachable:
+            return FenceAttempt(False, [], f"it does not answer ({seen.error})")
+        statements = sql_statements(member, seen.is_writable_primary)
+        for statement in statements:
+            try:
+                self.command(member, statement.text)
+            except ConnectError:
+                pass  # mongod closes its connections as it steps down or stops
+            except CommandFailed as exc:
+                return FenceAttempt(False, statements, str(exc))
+        return self._confirm_down(member, statements)
+
+    def _confirm_down(self, member: str, statements: list[Statement]) -> FenceAttempt:
+        if wait_until(lambda: self.down(member) is not None, SHUTDOWN_WAIT_SECONDS, 0.1):
+            return FenceAttempt(True, statements, f"down: {self.down(member)}")
+        return FenceAttempt(False, statements, f"still accepts connections {SHUTDOWN_WAIT_SECONDS:g} s later")
+
+    def down(self, member: str) -> str | None:
+        """Why the member is certainly down (its port refuses connections, or its pid file names no
+        process), or None when it may still run (it answers, hangs, or cannot be reached)."""
+        try:
+            self._tcp_check(member)
+        except ConnectError as exc:
+            if "refused" in str(exc).lower():
+                return "its port refuses connections"
+        except ProbeTimeout:
+            pass
+        entry = self.cluster.member(member)
+        try:
+            gone = entry.pid_file is not None and self._faults.gone(member)
+        except DrengineError:
+            gone = False  # the host cannot be asked: unknown, not down
+        return f"no process holds its pid file {entry.pid_file}" if gone else None
 
     # -- clients ---------------------------------------------------------------------------
     def endpoint(self, member: str) -> str:

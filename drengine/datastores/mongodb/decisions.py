@@ -286,6 +286,22 @@ def _electable_copy(m: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return new, changes
 
 
+def _kept_copy(m: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A kept member other than the chosen one. A delayed voter loses its vote: it acknowledges a
+    w: majority write only once its delay has passed, so in a small forced set every majority
+    write would wait for it (https://www.mongodb.com/docs/manual/core/replica-set-delayed-member/:
+    delayed members non-voting "will not count towards acknowledging write operations with
+    write concern majority")."""
+    new = dict(m)
+    delay = int(m.get("secondaryDelaySecs", m.get("slaveDelay", 0)) or 0)
+    if delay and int(m.get("votes", 1)) > 0:
+        new["votes"] = 0
+        new["priority"] = 0.0
+        return new, [f"votes {int(m.get('votes', 1))} -> 0: a delayed voter would hold every w: majority write "
+                     f"back by {delay} s"]
+    return new, []
+
+
 def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
                   names: dict[str, str] | None = None) -> ForcedConfig:
     """Keep only the survivors (config hosts); make sure the chosen one may be elected
@@ -310,10 +326,12 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
             diff.append(f"- remove {label(host)}: {_member_words(m)}")
             continue
         kept.append(host)
-        new, changes = _electable_copy(m) if host == chosen else (dict(m), [])
+        new, changes = _electable_copy(m) if host == chosen else _kept_copy(m)
         line = f"  keep {label(host)}: {_member_words(new)}"
         if host == chosen:
-            line += "; chosen, to become primary" + (" (changed: " + ", ".join(changes) + ")" if changes else "")
+            line += "; chosen, to become primary"
+        if changes:
+            line += " (changed: " + ", ".join(changes) + ")"
         diff.append(line)
         kept_docs.append(new)
     doc["members"] = kept_docs

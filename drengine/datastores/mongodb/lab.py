@@ -9,7 +9,8 @@ from drengine.lab.procs import LabDir
 from drengine.lab.simulated import cluster_fragment, serve, write
 
 PORT_BASE = 27117
-SIZES = {"healthy-3": 3, "majority-lost-5": 5, "partition-primary-alive": 5, "hung-member": 3, "arbiter-and-priority0": 5}
+SIZES = {"healthy-3": 3, "majority-lost-5": 5, "partition-primary-alive": 5, "hung-member": 3, "arbiter-and-priority0": 5,
+         "hidden-survivor": 5, "non-voting-survivor": 5, "delayed-survivor": 5, "lagging-survivor": 5, "hung-removed": 5}
 
 
 def up(lab: LabDir, inventory_out: str | None = None, scenario: str = "majority-lost-5") -> dict[str, Any]:

@@ -17,11 +17,15 @@ from typing import Any
 
 from drengine.clock import Clock, clock_at_speed
 from drengine.datastores.mongodb.connector import MongoBackend
+from drengine.datastores.mongodb.fencing import SHUTDOWN_WAIT_SECONDS, FenceAttempt
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
-from drengine.datastores.mongodb.simulator.model import UnknownScenario
+from drengine.datastores.mongodb.simulator.model import Process, UnknownScenario
 from drengine.datastores.mongodb.wire import WireCluster
 from drengine.errors import InputError
-from drengine.inventory import Cluster
+from drengine.faults import stop_command
+from drengine.inventory import Cluster, FenceMethod
+from drengine.steps import Statement
+from drengine.transport import command_text as command_text_of
 
 # Commands after which the model may have changed (and the state file must follow).
 READ_ONLY = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find",
@@ -86,6 +90,31 @@ class SimMongoBackend(MongoBackend):
         self.wire.revive(self.member_ids[member])
         self.save()
         return f"simulated member {member} running again"
+
+    # -- fencing: the simulated member's process, as the host transport would reach it ------------
+    def fence(self, member: str, method: FenceMethod) -> FenceAttempt:
+        if method is FenceMethod.SERVICE:
+            return self._fence_by_service(member)
+        if method is FenceMethod.SIGNAL:
+            entry = self.cluster.member(member)
+            statement = Statement(entry.host or "localhost", f"kill -KILL <pid in {entry.pid_file}>", language="shell")
+            self.wire.kill(self.member_ids[member])
+            self.save()
+            return FenceAttempt(True, [statement], "down: SIGKILL reaches even a stopped process")
+        return super().fence(member, method)
+
+    def _fence_by_service(self, member: str) -> FenceAttempt:
+        entry = self.cluster.member(member)
+        statement = Statement(entry.host or "localhost",
+                              command_text_of(stop_command(self.cluster, entry)), language="shell")
+        with self.wire.locked() as model:
+            hung = model.node(self.member_ids[member]).process is Process.HUNG
+        if hung:
+            return FenceAttempt(False, [statement], f"it did not stop within {SHUTDOWN_WAIT_SECONDS:g} s: a stopped "
+                                                     f"(hung) process ignores SIGTERM until it wakes")
+        self.wire.kill(self.member_ids[member])
+        self.save()
+        return FenceAttempt(True, [statement], "down: its service stopped")
 
     def command(self, member: str, text: str) -> dict[str, Any]:
         try:

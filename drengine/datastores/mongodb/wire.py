@@ -338,6 +338,8 @@ class WireCluster:
             reply: Reply | None = run_command(ctx, request.command)
             while isinstance(reply, Wait):
                 reply = self._wait_for(connection, ctx, reply)
+            if self._process(connection.member_id) is not Process.RUNNING:
+                reply = None  # shut down (or killed) while answering: the connection just closes
             if self._auto_settle and name not in READ_ONLY_COMMANDS:
                 self._after_change()
             else:

@@ -160,6 +160,13 @@ def _repl_set_step_down(ctx: CommandContext, cmd: BsonDoc) -> Reply:
                 deadline=model.now() + catch_up, expired=expired)
 
 
+def _shutdown(ctx: CommandContext, cmd: BsonDoc) -> Reply:
+    """mongod stops and closes the connection without a reply (the server drops it: wire.py).
+    https://www.mongodb.com/docs/manual/reference/command/shutdown/"""
+    ctx.model.shutdown(ctx.member_id, force=bool(cmd.get("force", False)))
+    return {"ok": 1.0}
+
+
 def _insert(ctx: CommandContext, cmd: BsonDoc) -> Reply:
     """Write, then wait for the write concern: until wtimeout (then writeConcernError 64,
     errInfo.wtimeout true), forever without one. Shape: DRIVERS-967 / RUST-370 and
@@ -290,6 +297,7 @@ COMMANDS: dict[str, CommandHandler] = {
     "replSetReconfig": _repl_set_reconfig,
     "replSetFreeze": _repl_set_freeze,
     "replSetStepDown": _repl_set_step_down,
+    "shutdown": _shutdown,
     "insert": _insert,
     "find": _find,
     "count": _count,

@@ -50,6 +50,7 @@ ADMIN_ONLY = frozenset(
         "replSetReconfig",
         "replSetFreeze",
         "replSetStepDown",
+        "shutdown",
     }
 )
 EXTENDED_JSON = json_util.RELAXED_JSON_OPTIONS

@@ -308,6 +308,14 @@ class Commands(Elections):
             raise ExceededTimeLimit("No electable secondaries caught up as of stepdown deadline")
         self.do_step_down(member_id, seconds)
 
+    def shutdown(self, member_id: int, *, force: bool = False) -> None:
+        """The shutdown command: a primary steps down first unless forced (then it just stops)."""
+        node = self._answering_node(member_id)
+        if node.state is MemberState.PRIMARY and not force and not self.step_down_ready(member_id):
+            raise ExceededTimeLimit("No electable secondaries caught up as of stepdown deadline; use force to shut "
+                                    "down anyway")
+        self.kill(member_id)
+
     def step_down_ready(self, member_id: int) -> bool:
         """An electable secondary holds everything the primary has."""
         return self._caught_up_successor(self.node(member_id)) is not None
