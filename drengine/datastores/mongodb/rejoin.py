@@ -5,16 +5,22 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from drengine.datastores.mongodb.connector import MongoAPI
+from drengine.datastores.mongodb.connector import MongoAPI, MongoCommandFailed
 from drengine.datastores.mongodb.decisions import (
     RejoinDecision,
     added_config,
     member_line,
     plan_rejoin,
-    reconfig_text,
     view_lines,
 )
-from drengine.datastores.mongodb.setview import MemberView, ReplConfig, SetView, command_text
+from drengine.datastores.mongodb.setview import (
+    RECONFIG_MAX_TIME_MS,
+    MemberView,
+    ReplConfig,
+    SetView,
+    command_text,
+    reconfig_command,
+)
 from drengine.datastores.mongodb.stepkit import Ctx
 from drengine.errors import StepFailed
 from drengine.steps import Action, Effect, NoParams, Proposal, Refusal, Statement, StepParams, StepResult, register
@@ -42,6 +48,15 @@ class PlanRejoin(Action[MongoAPI, NoParams]):
             return StepResult(ok=False, summary=decision.reason, facts=facts, evidence=view_lines(view))
         return StepResult(ok=True, summary=decision.reason, facts=facts)
 
+
+# mongod's answers while a safe reconfig cannot start yet (repl_set_commands.cpp,
+# replication_coordinator_impl.cpp): both clear by themselves within seconds.
+RECONFIG_NOT_YET = {
+    308: "its current config is not committed yet (a previous reconfig has not reached a majority of voters, or "
+         "the writes of its term are not majority-committed)",
+    109: "it is installing a config of its own (a newly added member finished its initial sync)",
+    50: "the new config did not reach a majority of voters within maxTimeMS",
+}
 
 ROLLBACK_REMINDER = ("if it ever held writes the set rolled back, they are in <dbPath>/rollback/: copy them "
                      "away before emptying the dbPath; they are not replayed automatically")
@@ -139,6 +154,8 @@ class CheckWiped(Action[MongoAPI, NoParams]):
 class AddMember(Action[MongoAPI, NoParams]):
     name = "mongodb.add_member"
     effect = Effect.MUTATE
+    # It checks the primary's config before sending, so a retry never adds the member twice.
+    repeatable = True
     description = "Add the member back by a normal reconfig on the primary (version + 1)"
 
     def _target(self, ctx: Ctx) -> tuple[RejoinDecision, ReplConfig]:
@@ -153,7 +170,7 @@ class AddMember(Action[MongoAPI, NoParams]):
     def propose(self, ctx: Ctx) -> Proposal:
         decision, config = self._target(ctx)
         assert decision.primary is not None
-        text = reconfig_text(added_config(config, decision.member_host), force=False)
+        text = reconfig_command(added_config(config, decision.member_host), False, RECONFIG_MAX_TIME_MS)
         return Proposal(
             summary=f"add {decision.member} ({decision.member_host}) to the set on {decision.primary}",
             reason=f"a normal reconfig (version {config.version} -> {config.version + 1}); the member then copies "
@@ -180,10 +197,18 @@ class AddMember(Action[MongoAPI, NoParams]):
             raise StepFailed(f"{decision.primary}'s config changed since it was observed (version {config.version} -> "
                              f"{now.version if now else 'none'}); rerun so the new config is built on the current one")
         statement = proposal.statements[0]
-        ctx.backend.command(decision.primary, statement.text)
+        try:
+            ctx.backend.command(decision.primary, statement.text)
+        except MongoCommandFailed as exc:
+            ctx.sent(statement, result=f"refused: code {exc.code}")
+            if exc.code in RECONFIG_NOT_YET:
+                return StepResult(ok=False, summary=f"{decision.primary} cannot take a new config yet: "
+                                  f"{RECONFIG_NOT_YET[exc.code]} ({exc}); the step is retried, or rerun in a while")
+            raise
         ctx.sent(statement)
         return StepResult(ok=True, summary=f"{decision.primary} accepted {decision.member} into the config "
-                                           f"(version {config.version + 1})")
+                                           f"(version {config.version + 1}); it joins as newlyAdded and gets its vote "
+                                           f"once its initial sync is done")
 
 
 class VerifyMemberParams(StepParams):

@@ -246,11 +246,18 @@ def canary_failure(reply: Mapping[str, Any]) -> str | None:
     return None
 
 
-def reconfig_command(config_document: str, force: bool) -> str:
-    """`{"replSetReconfig": <config>, "force": true}` (force only when asked)."""
+# A safe reconfig waits for the current config to be committed, then for the new one to reach a
+# majority; without maxTimeMS it may wait forever (replSetReconfig docs). Bounded here.
+RECONFIG_MAX_TIME_MS = 30000
+
+
+def reconfig_command(config_document: str, force: bool, max_time_ms: int | None = None) -> str:
+    """`{"replSetReconfig": <config>, "force": true}` (force only when asked; maxTimeMS when given)."""
     cmd: dict[str, Any] = {"replSetReconfig": json.loads(config_document)}
     if force:
         cmd["force"] = True
+    if max_time_ms:
+        cmd["maxTimeMS"] = max_time_ms
     return command_text(cmd)
 
 
