@@ -26,6 +26,7 @@ def three_nodes(clock: SimulatedClock, **index_settings: str) -> EsCluster:
     for number in (1, 2, 3):
         cluster.add_node(f"node-{number}")
     cluster.create_index("orders", number_of_shards=2, number_of_replicas=1, settings=index_settings or None)
+    cluster.settle()
     return cluster
 
 
@@ -84,15 +85,19 @@ def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: 
     assert "[1m]" in explain["allocate_explanation"]
 
     clock.advance(30)
+    cluster.settle()
     assert cluster.explain()["remaining_delay_in_millis"] == 30_000
     clock.advance(31)
+    cluster.settle()
     cluster.allocate()
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
 def test_delayed_timeout_zero_allocates_at_once(clock: SimulatedClock) -> None:
     cluster = build_scenario("one-node-lost-3", clock)
     cluster.put_index_settings("_all", {"index": {"unassigned": {"node_left": {"delayed_timeout": "0"}}}})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
@@ -101,9 +106,12 @@ def test_node_returning_within_the_delay_brings_its_copies_back(clock: Simulated
     lost = cluster.node("node-3")
     held = {(g.index, g.shard): g.stores[lost.id].allocation_id for g in cluster.groups() if lost.id in g.stores}
     clock.advance(120)  # well within the 5m delay
+    cluster.settle()
     cluster.allocate()
+    cluster.settle()
     assert cluster.health()["delayed_unassigned_shards"] == len(held) > 0
     cluster.return_node("node-3")
+    cluster.settle()
     assert cluster.health()["status"] == "green"
     for (index, shard), allocation_id in held.items():
         group = cluster.shard_group(index, shard)
@@ -123,6 +131,7 @@ def test_losing_a_primary_promotes_an_in_sync_replica(clock: SimulatedClock) -> 
     holder, term = node_of(cluster, "orders", 0, True), group.primary_term
     survivor = node_of(cluster, "orders", 0, False)
     cluster.kill_node(holder)
+    cluster.settle()
     assert node_of(cluster, "orders", 0, True) == survivor
     assert group.primary_term == term + 1
     assert cluster.health()["status"] == "yellow"
@@ -140,6 +149,7 @@ def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(
     command = {"allocate_stale_primary": {"index": "orders", "shard": 0, "node": stale["node_name"]}}
     with pytest.raises(SimApiError) as refused:
         cluster.reroute([command])
+        cluster.settle()
     assert refused.value.status == 400
     assert "accept_data_loss" in refused.value.reason
 
@@ -161,7 +171,9 @@ def test_empty_primary_loses_the_whole_shard(clock: SimulatedClock) -> None:
         cluster.reroute(
             [{"allocate_stale_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}]
         )
+        cluster.settle()
     cluster.reroute([{"allocate_empty_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}])
+    cluster.settle()
     assert cluster.health("sessions")["status"] == "green"
     assert cluster.count("sessions")["count"] == 0
 
@@ -171,6 +183,7 @@ def test_red_shard_recovers_when_the_node_with_its_copy_returns(clock: Simulated
     lost = next(node.name for node in cluster.state.nodes if not node.alive)
     assert cluster.health("sessions")["status"] == "red"
     cluster.return_node(lost)
+    cluster.settle()
     assert cluster.health("sessions")["status"] == "green"
     assert cluster.count("sessions")["count"] == 4
 
@@ -181,6 +194,7 @@ def test_writes_while_a_replica_is_away_make_its_copy_stale(clock: SimulatedCloc
     replica_node = node_of(cluster, "orders", 1, False)
     away_id = group.stores[cluster.node(replica_node).id].allocation_id
     cluster.kill_node(replica_node)
+    cluster.settle()
     assert away_id in group.in_sync  # nothing written yet: still a valid copy
     doc_id = next(f"d{n}" for n in range(100) if shard_for_doc(f"d{n}", 2) == 1)
     cluster.index_doc("orders", doc_id, {})
@@ -201,6 +215,7 @@ def test_enable_decider_blocks_replicas_and_explains_the_setting(clock: Simulate
         == "replica allocations are forbidden due to cluster setting [cluster.routing.allocation.enable=primaries]"
     )
     cluster.put_cluster_settings(persistent={"cluster.routing.allocation.enable": None})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
@@ -217,6 +232,7 @@ def test_same_shard_decider_names_the_copy_already_there(clock: SimulatedClock) 
 def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     cluster.return_node("node-3")  # its copies stay out: replica allocation is still disabled
+    cluster.settle()
     cluster.disk_full("node-3", 96.5)
     index, shard = unassigned_replica(cluster)
     explain = cluster.explain(index, shard, False)
@@ -227,6 +243,7 @@ def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: S
     command = {"allocate_replica": {"index": index, "shard": shard, "node": "node-3"}}
     with pytest.raises(SimApiError, match=r"is not allowed, reason: \[NO\(the node is above the high watermark"):
         cluster.reroute([command])
+        cluster.settle()
     explained = cluster.reroute([command], explain=True)
     decisions = explained["explanations"][0]["decisions"]
     assert any(d["decider"] == "disk_threshold" and d["decision"] == "NO" for d in decisions)
@@ -240,8 +257,10 @@ def test_max_retry_decider_and_retry_failed(clock: SimulatedClock) -> None:
     reasons = deciders_of(explain, explain["node_allocation_decisions"][0]["node_name"])
     assert reasons["max_retry"].startswith("shard has exceeded the maximum number of retries [5] on failed allocation attempts")
     cluster.reroute()
+    cluster.settle()
     assert cluster.health()["status"] == "yellow"
     cluster.reroute(retry_failed=True)
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
@@ -250,6 +269,7 @@ def test_manual_allocate_replica_ignores_disabled_allocation(clock: SimulatedClo
     index, shard = unassigned_replica(cluster)
     target = next(n for n in ("node-1", "node-2") if n != node_of(cluster, index, shard, True))
     cluster.reroute([{"allocate_replica": {"index": index, "shard": shard, "node": target}}])
+    cluster.settle()
     assert node_of(cluster, index, shard, False) == target
 
 
@@ -258,7 +278,9 @@ def test_awareness_keeps_copies_in_different_zones(clock: SimulatedClock) -> Non
     for number, zone in ((1, "a"), (2, "a"), (3, "b")):
         cluster.add_node(f"node-{number}", attributes={"zone": zone})
     cluster.put_cluster_settings(persistent={"cluster.routing.allocation.awareness.attributes": "zone"})
+    cluster.settle()
     cluster.create_index("orders", number_of_shards=3, number_of_replicas=1)
+    cluster.settle()
     for group in cluster.groups():
         zones = {cluster.node_by_id(r.node_id or "").attributes["zone"] for r in group.routings}
         assert zones == {"a", "b"}
@@ -281,22 +303,29 @@ def test_dry_run_changes_nothing(clock: SimulatedClock) -> None:
 def test_cluster_settings_null_removes_and_unknown_keys_are_refused(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     cluster.put_cluster_settings(persistent={"cluster": {"routing": {"allocation": {"enable": "none"}}}})
+    cluster.settle()
     assert cluster.get_cluster_settings()["persistent"] == {"cluster": {"routing": {"allocation": {"enable": "none"}}}}
     assert cluster.get_cluster_settings(flat=True)["persistent"] == {"cluster.routing.allocation.enable": "none"}
     cluster.put_cluster_settings(persistent={"cluster.routing.allocation.enable": None})
+    cluster.settle()
     assert cluster.get_cluster_settings()["persistent"] == {}
     with pytest.raises(SimApiError, match=r"persistent setting \[cluster.routing.alocation.enable\], not recognized"):
         cluster.put_cluster_settings(persistent={"cluster.routing.alocation.enable": "all"})
+        cluster.settle()
     with pytest.raises(SimApiError, match="Illegal allocation.enable value"):
         cluster.put_cluster_settings(transient={"cluster.routing.allocation.enable": "sometimes"})
+        cluster.settle()
 
 
 def test_lowering_replicas_goes_green_on_fewer_nodes(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock, **{"index.unassigned.node_left.delayed_timeout": "0"})
     cluster.put_index_settings("orders", {"number_of_replicas": 2})
+    cluster.settle()
     cluster.kill_node("node-3")
+    cluster.settle()
     assert cluster.health()["status"] == "yellow"
     cluster.put_index_settings("orders", {"index.number_of_replicas": 1})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
     assert cluster.get_index_settings("orders")["orders"]["settings"]["index"]["number_of_replicas"] == "1"
 
@@ -304,7 +333,9 @@ def test_lowering_replicas_goes_green_on_fewer_nodes(clock: SimulatedClock) -> N
 def test_no_master_without_a_majority(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     cluster.kill_node("node-1")
+    cluster.settle()
     cluster.kill_node("node-2")
+    cluster.settle()
     with pytest.raises(SimApiError) as refused:
         cluster.health()
     assert (refused.value.status, refused.value.error_type) == (503, "master_not_discovered_exception")
@@ -325,6 +356,7 @@ def test_big_cluster_stays_fast(clock: SimulatedClock) -> None:
     assert health["active_primary_shards"] == 2000
     assert health["unassigned_shards"] == health["delayed_unassigned_shards"] > 0
     cluster.put_index_settings("_all", {"index.unassigned.node_left.delayed_timeout": "0"})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
     assert len(cluster.cat_shards()) == 4000
     assert time.perf_counter() - started < 8
@@ -343,22 +375,28 @@ def test_allocation_invariants_hold_under_random_faults(actions: list[tuple[str,
     for number in range(1, 5):
         cluster.add_node(f"node-{number}")
     cluster.create_index("orders", number_of_shards=3, number_of_replicas=1)
+    cluster.settle()
     writes = 0
     for action, value in actions:
         name = f"node-{value + 1}"
         try:
             if action == "kill":
                 cluster.kill_node(name)
+                cluster.settle()
             elif action == "return":
                 cluster.return_node(name)
+                cluster.settle()
             elif action == "write":
                 writes += 1
                 cluster.index_doc("orders", f"doc-{writes}", {"n": writes})
             elif action == "wait":
                 clock.advance(45)
+                cluster.settle()
                 cluster.allocate()
+                cluster.settle()
             else:
                 cluster.put_index_settings("orders", {"number_of_replicas": value % 3})
+                cluster.settle()
         except SimApiError as error:
             assert error.status in (503,)
     for group in cluster.groups():

@@ -90,20 +90,33 @@ def test_health_wait_times_out_with_408(lost_node: tuple[SimServer, Elasticsearc
     assert body["status"] == "yellow"
 
 
-def test_health_wait_wakes_when_the_delay_runs_out(lost_node: tuple[SimServer, Elasticsearch], clock: SimulatedClock) -> None:
-    server, client = lost_node
-
-    def delay_expires() -> None:
-        time.sleep(0.2)
-        server.with_model(lambda m: clock.advance(61))
-
-    mover = threading.Thread(target=delay_expires)
-    mover.start()
+def test_health_wait_moves_a_simulated_clock_through_the_delay_and_the_recoveries(
+        lost_node: tuple[SimServer, Elasticsearch], clock: SimulatedClock) -> None:
+    """On a SimulatedClock the waiting request is what moves time: from the delay running out
+    (60 s) to the replicas' recoveries completing, and no further."""
+    _, client = lost_node
     started = time.monotonic()
-    health = client.cluster.health(wait_for_status="green", timeout="5s")
-    mover.join()
+    health = client.cluster.health(wait_for_status="green", timeout="5m")
     assert health["status"] == "green" and health["timed_out"] is False
+    assert 60 <= clock.now() < 120
     assert time.monotonic() - started < 3
+
+
+def test_health_wait_wakes_on_a_change_in_real_time() -> None:
+    from drengine.clock import SYSTEM
+
+    for server, client in serve(build_scenario("one-node-lost-3", SYSTEM)):
+        def shorten_delay(server: SimServer = server) -> None:
+            time.sleep(0.2)
+            server.with_model(lambda m: m.put_index_settings("_all", {"index.unassigned.node_left.delayed_timeout": "0"}))
+
+        mover = threading.Thread(target=shorten_delay)
+        mover.start()
+        started = time.monotonic()
+        health = client.cluster.health(wait_for_status="green", timeout="10s")
+        mover.join()
+        assert health["status"] == "green" and health["timed_out"] is False
+        assert time.monotonic() - started < 8
 
 
 def test_cat_shards_values_are_strings(lost_node: tuple[SimServer, Elasticsearch]) -> None:
@@ -180,7 +193,7 @@ def test_retry_failed_through_reroute(clock: SimulatedClock) -> None:
         explain = client.cluster.allocation_explain()
         assert explain["unassigned_info"]["failed_allocation_attempts"] == 5
         assert client.cluster.reroute(retry_failed=True, metric="none") == {"acknowledged": True}
-        assert client.cluster.health()["status"] == "green"
+        assert client.cluster.health(wait_for_status="green", timeout="1m")["status"] == "green"
 
 
 def test_allocate_replica_refused_by_a_decider(clock: SimulatedClock) -> None:
@@ -215,7 +228,7 @@ def test_settings_round_trip(lost_node: tuple[SimServer, Elasticsearch]) -> None
     client.indices.put_settings(index="_all", settings={"index.unassigned.node_left.delayed_timeout": "0"})
     settings = client.indices.get_settings(index="orders")["orders"]["settings"]["index"]
     assert settings["unassigned"]["node_left"]["delayed_timeout"] == "0"
-    assert client.cluster.health()["status"] == "green"
+    assert client.cluster.health(wait_for_status="green", timeout="1m")["status"] == "green"
     client.indices.put_settings(index="orders", settings={"index": {"number_of_replicas": 0}})
     flat = client.indices.get_settings(index="orders", flat_settings=True)["orders"]["settings"]
     assert flat["index.number_of_replicas"] == "0"

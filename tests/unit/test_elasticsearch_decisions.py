@@ -126,6 +126,7 @@ def test_replicas_are_lowered_when_the_remaining_data_nodes_cannot_hold_them() -
         model.add_node(name)
     model.create_index("wide", number_of_shards=2, number_of_replicas=2, settings={DELAY_SETTING: "0"})
     model.create_index("narrow", number_of_shards=1, number_of_replicas=1, settings={DELAY_SETTING: "0"})
+    model.settle()
     model.kill_node("node-3")
     plan = plan_reallocation(view_of(model), gone_nodes=("node-3",))
     assert plan.lower_replicas == [SettingChange(scope="index", target="wide", key="index.number_of_replicas",
@@ -140,6 +141,7 @@ def test_replicas_are_not_lowered_while_waiting_for_a_node_that_may_return() -> 
     for name in MEMBERS:
         model.add_node(name)
     model.create_index("wide", number_of_shards=1, number_of_replicas=2)
+    model.settle()
     model.kill_node("node-3")
     plan = plan_reallocation(view_of(model), gone_nodes=())
     assert not plan.lower_replicas and plan.expected_status == "yellow"

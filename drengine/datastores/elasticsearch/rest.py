@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from drengine.clock import SimulatedClock
 from drengine.datastores.elasticsearch.restapi import HEALTH_POLL_SECONDS, Request, Response, route
 from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster, SimApiError, build_scenario
 from drengine.datastores.elasticsearch.simulator.model import JsonDict
@@ -160,6 +161,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
 
+# The least a waiting request moves a SimulatedClock (so that a wait always ends).
+SIMULATED_STEP = 0.01
+
+
 class SimServer:
     """An Elasticsearch REST endpoint on 127.0.0.1 backed by an ``EsCluster``."""
 
@@ -280,15 +285,23 @@ class SimServer:
         done: Callable[[JsonDict], bool],
         timeout: float,
     ) -> JsonDict:
-        deadline = time.monotonic() + max(timeout, 0.0)
+        """Wait for `done` on the model's clock, as the server waits (`timeout` is the request's).
+        On a SimulatedClock nobody else moves time while the request waits: the server moves the
+        clock itself, from one model event (a recovery done, a delay run out) to the next."""
+        clock = self.model.clock
+        deadline = clock.now() + max(timeout, 0.0)
         with self._condition:
             while True:
                 self.model.advance()
                 body = observe(self.model)
-                remaining = deadline - time.monotonic()
+                remaining = deadline - clock.now()
                 if done(body) or remaining <= 0 or self._stopping.is_set():
                     return body
-                self._condition.wait(min(remaining, HEALTH_POLL_SECONDS))
+                if isinstance(clock, SimulatedClock):
+                    step = self.model.next_event()
+                    clock.advance(remaining if step is None else min(max(step, SIMULATED_STEP), remaining))
+                else:
+                    self._condition.wait(min(remaining, HEALTH_POLL_SECONDS))
 
     def next_doc_id(self) -> str:
         with self._condition:

@@ -269,7 +269,12 @@ def index_document(server: SimServer, request: Request) -> Response:
     index = request.params["index"]
     doc_id = request.params.get("id") or server.next_doc_id()
     source: JsonDict = request.body
-    status, body = server.write(lambda m: m.index_doc(index, doc_id, source))
+    timeout = request.query.get("timeout", "1m")
+    # A write waits up to `timeout` for its primary to be active, then fails with 503.
+    server.write(lambda m: m.ensure_index(index))
+    server.wait_for(lambda m: {"ready": m.primary_active_for(index, doc_id)}, lambda b: bool(b["ready"]),
+                    parse_time_value(timeout, "timeout"))
+    status, body = server.write(lambda m: m.index_doc(index, doc_id, source, timeout=timeout))
     return ok(body, status)
 
 
@@ -297,7 +302,11 @@ def create_index(server: SimServer, request: Request) -> Response:
     settings = body.get("settings", {})
     index = request.params["index"]
     server.write(lambda m: m.create_index(index, settings=settings))
-    return ok({"acknowledged": True, "shards_acknowledged": True, "index": index})
+    # wait_for_active_shards defaults to 1 (the primaries), for up to `timeout` (30s); the index
+    # is created either way, shards_acknowledged says whether they started in time.
+    body = server.wait_for(lambda m: {"ready": m.primaries_active(index)}, lambda b: bool(b["ready"]),
+                           parse_time_value(request.query.get("timeout", "30s"), "timeout"))
+    return ok({"acknowledged": True, "shards_acknowledged": bool(body["ready"]), "index": index})
 
 
 def index_exists(server: SimServer, request: Request) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from drengine.datastores.elasticsearch.simulator.documents import DocumentsApi
 from drengine.datastores.elasticsearch.simulator.explain import ExplainApi
 from drengine.datastores.elasticsearch.simulator.model import ENABLE_SETTING
+from drengine.datastores.elasticsearch.simulator.recovery import Recoveries
 from drengine.datastores.elasticsearch.simulator.reroute import RerouteCommands
 from drengine.datastores.elasticsearch.simulator.settings import SettingsApi
 from drengine.datastores.elasticsearch.simulator.views import ReadViews
@@ -23,11 +24,13 @@ FOLLOWER_CHECK_RETRIES = 3
 HUNG_NODE_REMOVED_AFTER = FOLLOWER_CHECK_RETRIES * (FOLLOWER_CHECK_INTERVAL + FOLLOWER_CHECK_TIMEOUT)
 
 
-class EsCluster(RerouteCommands, ExplainApi, SettingsApi, ReadViews, DocumentsApi):
+class EsCluster(Recoveries, RerouteCommands, ExplainApi, SettingsApi, ReadViews, DocumentsApi):
     """A simulated Elasticsearch cluster. Not thread-safe: serve it behind one lock."""
 
     def kill_node(self, name: str) -> None:
-        """The node leaves the cluster; its copies stay on its disk for a later return."""
+        """The node leaves the cluster; its copies stay on its disk for a later return. Copies
+        recovering from a primary on it fail with it (they are allocated again)."""
+        self.advance_recoveries()
         node = self.node(name)
         if not node.alive:
             return
@@ -38,6 +41,9 @@ class EsCluster(RerouteCommands, ExplainApi, SettingsApi, ReadViews, DocumentsAp
                     self._unassign(group, routing, "NODE_LEFT", f"node_left [{node.id}]")
                     if routing.primary:
                         self._promote_replica(group, routing)
+                elif routing.recovery is not None and routing.recovery.source_node == node.id:
+                    self._unassign(group, routing, "PRIMARY_FAILED", f"primary failed while replica initializing: "
+                                                                     f"node_left [{node.id}]")
         self._changed()
         self.allocate()
 
@@ -64,14 +70,29 @@ class EsCluster(RerouteCommands, ExplainApi, SettingsApi, ReadViews, DocumentsAp
         self.return_node(name)
 
     def advance(self) -> None:
-        """Let time pass up to the clock: hung nodes whose follower checks ran out are removed,
-        then the allocator places what it may."""
+        """Let time pass up to the clock: recoveries progress (and start what they make room
+        for), hung nodes whose follower checks ran out are removed, the allocator places what it may."""
+        self.advance_recoveries()
         now = self._now()
         for node in self.state.nodes:
             if node.alive and node.hung_since is not None and now - node.hung_since >= HUNG_NODE_REMOVED_AFTER:
                 self.kill_node(node.name)
                 node.hung_since = now  # still hung: it rejoins only when resumed
         self.allocate()
+
+    def next_event(self) -> float | None:
+        """Seconds until the model next changes by itself: a recovery completes, an allocation
+        delay runs out, the master removes a hung node (None: nothing is due)."""
+        now = self._now()
+        due = [self.next_recovery_event()]
+        for key in self._unassigned_keys:
+            meta = self.state.indices.get(key[0])
+            if meta is not None:
+                due.extend(self.remaining_delay(meta, r) or None for r in meta.shards[key[1]].unassigned())
+        due.extend(node.hung_since + HUNG_NODE_REMOVED_AFTER - now for node in self.state.nodes
+                   if node.alive and node.hung_since is not None)
+        found = [max(d, 0.0) for d in due if d is not None]
+        return min(found) if found else None
 
     def disk_full(self, name: str, used_percent: float = 97.0) -> None:
         self.node(name).disk_used_percent = used_percent

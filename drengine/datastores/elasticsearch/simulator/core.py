@@ -18,16 +18,15 @@ from drengine.datastores.elasticsearch.simulator.model import (
     INDEX_DYNAMIC_SETTINGS,
     REPLICAS_SETTING,
     SHARDS_SETTING,
-    STARTED,
     UNASSIGNED,
     ClusterState,
     IndexMeta,
     JsonDict,
+    Recovery,
     ShardGroup,
     ShardRouting,
     SimApiError,
     SimNode,
-    StoreCopy,
     UnassignedInfo,
     flatten_settings,
     illegal_argument,
@@ -55,6 +54,14 @@ class ClusterCore:
             self.state.cluster_uuid = self._new_id()
         self._load: dict[str, int] = {}
         self._unassigned_keys: set[tuple[str, int]] = set()
+        # Recoveries in flight, counted per node for the throttling decider.
+        self._incoming: dict[str, int] = {}
+        self._outgoing: dict[str, int] = {}
+        self._initial_primaries: dict[str, int] = {}
+        self._recovering_keys: set[tuple[str, int]] = set()  # shards with a copy initializing
+        self._at: float | None = None
+        # Scenarios start from a healthy cluster: while building one, copies start at once.
+        self._instant = False
         self._rebuild_indexes()
 
     def to_json(self) -> JsonDict:
@@ -70,12 +77,25 @@ class ClusterCore:
     def _rebuild_indexes(self) -> None:
         self._load = {node.id: 0 for node in self.state.nodes}
         self._unassigned_keys = set()
+        self._incoming, self._outgoing, self._initial_primaries = {}, {}, {}
+        self._recovering_keys = set()
         for group in self.groups():
             for routing in group.routings:
                 if routing.node_id is not None:
                     self._load[routing.node_id] = self._load.get(routing.node_id, 0) + 1
                 else:
                     self._unassigned_keys.add((group.index, group.shard))
+                if routing.recovery is not None and routing.node_id is not None:
+                    self._count_recovery(routing.node_id, routing.recovery, +1)
+                    self._recovering_keys.add((group.index, group.shard))
+
+    def _count_recovery(self, node_id: str, recovery: Recovery, step: int) -> None:
+        if recovery.type == "peer":
+            self._incoming[node_id] = self._incoming.get(node_id, 0) + step
+            if recovery.source_node is not None:
+                self._outgoing[recovery.source_node] = self._outgoing.get(recovery.source_node, 0) + step
+        else:
+            self._initial_primaries[node_id] = self._initial_primaries.get(node_id, 0) + step
 
     def _new_id(self) -> str:
         self.state.id_counter += 1
@@ -83,8 +103,15 @@ class ClusterCore:
         return base64.urlsafe_b64encode(digest).decode()[:22]
 
     def _now(self) -> float:
-        # Wall-clock seconds: timestamps in the state file stay meaningful across processes.
-        return self.clock.wall()
+        # Wall-clock seconds: timestamps in the state file stay meaningful across processes. While
+        # recoveries are being advanced, events happen at the time they complete.
+        if self._at is not None:
+            return self._at
+        return self.clock.wall() + self.state.skew
+
+    def now(self) -> float:
+        """Model time (seconds since the epoch)."""
+        return self._now()
 
     def allocate(self) -> None:
         """Place what the deciders allow: the allocator's (see allocator.py)."""
@@ -286,48 +313,6 @@ class ClusterCore:
                 f"unknown setting [{key}] please check that any required plugins are installed, or check the "
                 "breaking changes documentation for removed settings"
             )
-
-    def _assign(self, group: ShardGroup, routing: ShardRouting, node: SimNode, store: StoreCopy) -> None:
-        routing.state = STARTED
-        routing.node_id = node.id
-        routing.allocation_id = store.allocation_id
-        routing.unassigned = None
-        group.stores[node.id] = store
-        self._load[node.id] = self._load.get(node.id, 0) + 1
-
-    def _unassign(
-        self,
-        group: ShardGroup,
-        routing: ShardRouting,
-        reason: str,
-        details: str | None = None,
-        failed: UnassignedInfo | None = None,
-    ) -> None:
-        if routing.node_id is not None:
-            self._load[routing.node_id] -= 1
-        routing.state = UNASSIGNED
-        routing.node_id = None
-        routing.allocation_id = None
-        routing.unassigned = failed or UnassignedInfo(reason=reason, at=self._now(), details=details)
-        self._unassigned_keys.add((group.index, group.shard))
-
-    def _promote_replica(self, group: ShardGroup, lost_primary: ShardRouting) -> bool:
-        for candidate in group.routings:
-            if candidate.state == STARTED and not candidate.primary and candidate.allocation_id in group.in_sync:
-                candidate.primary, lost_primary.primary = True, False
-                group.primary_term += 1
-                return True
-        return False
-
-    def _prune_in_sync(self, group: ShardGroup, meta: IndexMeta) -> None:
-        # Forget departed copies only once enough live copies replace them.
-        limit = 1 + meta.number_of_replicas
-        routed = {r.allocation_id for r in group.routings if r.allocation_id}
-        for allocation_id in list(group.in_sync):
-            if len(group.in_sync) <= limit:
-                break
-            if allocation_id not in routed:
-                group.in_sync.remove(allocation_id)
 
     def _unassigned_document(self, meta: IndexMeta, routing: ShardRouting) -> JsonDict:
         info = routing.unassigned

@@ -248,3 +248,40 @@ def decide_awareness(
     return Decision("awareness", "YES", "node meets all awareness attribute requirements")
 
 
+
+
+@dataclass(frozen=True)
+class RecoveryLoad:
+    """Recoveries in flight on the nodes an allocation concerns, and the limits (settings)."""
+
+    incoming: int  # on the target node
+    outgoing: int  # on the node holding the primary (peer recoveries)
+    initial_primaries: int  # primaries recovering from a store on the target node
+    incoming_limit: int
+    outgoing_limit: int
+    primaries_limit: int
+    source_name: str = ""
+
+
+def decide_throttling(attempt: AllocationAttempt, load: RecoveryLoad) -> Decision:
+    """ThrottlingAllocationDecider: an allocation waits (THROTTLE) while the nodes it needs have
+    as many recoveries in flight as the cluster settings allow."""
+    if attempt.routing.primary:
+        if load.initial_primaries >= load.primaries_limit:
+            return Decision("throttling", "THROTTLE",
+                            f"reached the limit of ongoing initial primary recoveries [{load.initial_primaries}], cluster "
+                            f"setting [cluster.routing.allocation.node_initial_primaries_recoveries={load.primaries_limit}]")
+        return Decision("throttling", "YES", f"below primary recovery limit of [{load.primaries_limit}]")
+    if load.incoming >= load.incoming_limit:
+        return Decision("throttling", "THROTTLE",
+                        f"reached the limit of incoming shard recoveries [{load.incoming}], cluster setting "
+                        f"[cluster.routing.allocation.node_concurrent_incoming_recoveries={load.incoming_limit}] (can also "
+                        f"be set via [cluster.routing.allocation.node_concurrent_recoveries])")
+    if load.outgoing >= load.outgoing_limit:
+        return Decision("throttling", "THROTTLE",
+                        f"reached the limit of outgoing shard recoveries [{load.outgoing}] on the node [{load.source_name}] "
+                        f"which holds the primary, cluster setting "
+                        f"[cluster.routing.allocation.node_concurrent_outgoing_recoveries={load.outgoing_limit}] (can also "
+                        f"be set via [cluster.routing.allocation.node_concurrent_recoveries])")
+    return Decision("throttling", "YES", f"below shard recovery limit of outgoing: [{load.outgoing} < "
+                                         f"{load.outgoing_limit}] incoming: [{load.incoming} < {load.incoming_limit}]")

@@ -12,19 +12,36 @@ from drengine.datastores.elasticsearch.simulator.model import Doc, JsonDict, Sim
 class DocumentsApi(ClusterCore):
     """The document APIs the drills and tests use."""
 
-    def index_doc(self, index: str, doc_id: str, source: Mapping[str, Any]) -> tuple[int, JsonDict]:
-        """Index into the primary and every started replica; absent in-sync copies become stale."""
+    def ensure_index(self, index: str) -> None:
+        """A write to a missing index creates it (action.auto_create_index)."""
         self.require_master()
         if index not in self.state.indices:
             self.create_index(index)
+
+    def primary_active_for(self, index: str, doc_id: str) -> bool:
+        """Whether the primary a write of `doc_id` goes to is active (a write waits for it)."""
+        meta = self.state.indices.get(index)
+        if meta is None:
+            return True  # index_doc creates it
+        return meta.shards[shard_for_doc(doc_id, meta.number_of_shards)].primary_store() is not None
+
+    def primaries_active(self, index: str) -> bool:
+        meta = self.state.indices.get(index)
+        return meta is not None and all(group.primary_store() is not None for group in meta.shards)
+
+    def index_doc(self, index: str, doc_id: str, source: Mapping[str, Any], *, timeout: str = "1m") -> tuple[int, JsonDict]:
+        """Index into the primary and every started replica; absent in-sync copies become stale.
+        The caller has waited `timeout` for an inactive primary (the REST layer's business)."""
+        self.ensure_index(index)
         meta = self.index(index)
         group = meta.shards[shard_for_doc(doc_id, meta.number_of_shards)]
         primary = group.primary_store()
         if primary is None:
+            # TransportReplicationAction.retryBecauseUnavailable: "primary shard is not active Timeout: [..], request: [..]"
             raise SimApiError(
                 503,
                 "unavailable_shards_exception",
-                f"[{index}][{group.shard}] primary shard is not active Timeout: [1m], request: [index {{[{index}][{doc_id}]}}]",
+                f"[{index}][{group.shard}] primary shard is not active Timeout: [{timeout}], request: [index {{[{index}][{doc_id}]}}]",
             )
         seq_no = primary.max_seq_no + 1
         existing = primary.docs.get(doc_id)

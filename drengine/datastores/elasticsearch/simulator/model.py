@@ -17,6 +17,8 @@ JsonDict = dict[str, Any]
 
 STARTED: Literal["STARTED"] = "STARTED"
 UNASSIGNED: Literal["UNASSIGNED"] = "UNASSIGNED"
+INITIALIZING: Literal["INITIALIZING"] = "INITIALIZING"
+RoutingState = Literal["STARTED", "UNASSIGNED", "INITIALIZING"]
 
 DEFAULT_VERSION = "9.1.0"
 DEFAULT_DELAYED_TIMEOUT = "1m"
@@ -35,6 +37,16 @@ MAX_RETRIES_SETTING = "index.allocation.max_retries"
 REPLICAS_SETTING = "index.number_of_replicas"
 SHARDS_SETTING = "index.number_of_shards"
 
+CONCURRENT_RECOVERIES_SETTING = "cluster.routing.allocation.node_concurrent_recoveries"
+INCOMING_RECOVERIES_SETTING = "cluster.routing.allocation.node_concurrent_incoming_recoveries"
+OUTGOING_RECOVERIES_SETTING = "cluster.routing.allocation.node_concurrent_outgoing_recoveries"
+INITIAL_PRIMARIES_SETTING = "cluster.routing.allocation.node_initial_primaries_recoveries"
+MAX_BYTES_PER_SEC_SETTING = "indices.recovery.max_bytes_per_sec"
+# A copy recovered from the node's own disk is read far faster than one streamed over the
+# network under indices.recovery.max_bytes_per_sec (the simulator's choice of rate).
+LOCAL_STORE_BYTES_PER_SEC = 500 * 1024 * 1024
+RECOVERY_OVERHEAD_SECONDS = 0.2  # init, verify, translog and finalize stages
+
 CLUSTER_DEFAULTS: dict[str, str] = {
     ENABLE_SETTING: "all",
     LOW_WATERMARK_SETTING: "85%",
@@ -43,7 +55,14 @@ CLUSTER_DEFAULTS: dict[str, str] = {
     DISK_ENABLED_SETTING: "true",
     AWARENESS_SETTING: "",
     "cluster.routing.rebalance.enable": "all",
-    "cluster.routing.allocation.node_concurrent_recoveries": "2",
+    # Recovery throttling (ThrottlingAllocationDecider, RecoverySettings; documented defaults:
+    # https://www.elastic.co/guide/en/elasticsearch/reference/current/modules-cluster.html#cluster-shard-allocation-settings
+    # and .../recovery.html). node_concurrent_recoveries sets both the incoming and the outgoing limit.
+    CONCURRENT_RECOVERIES_SETTING: "2",
+    INCOMING_RECOVERIES_SETTING: "2",
+    OUTGOING_RECOVERIES_SETTING: "2",
+    INITIAL_PRIMARIES_SETTING: "4",
+    MAX_BYTES_PER_SEC_SETTING: "40mb",
 }
 INDEX_DYNAMIC_SETTINGS = frozenset(
     {
@@ -98,8 +117,12 @@ class StoreCopy(BaseModel):
     allocation_id: str
     docs: dict[str, Doc] = Field(default_factory=dict)
     max_seq_no: int = -1
+    # The size a scenario gives the copy (a realistic shard: gigabytes); else from the documents.
+    bytes: int | None = None
 
     def size_in_bytes(self) -> int:
+        if self.bytes is not None:
+            return self.bytes
         # A rough on-disk size so that cat shards shows something plausible.
         return 225 + 180 * len(self.docs)
 
@@ -113,12 +136,35 @@ class UnassignedInfo(BaseModel):
     last_allocation_status: str = "no_attempt"
 
 
+class Recovery(BaseModel):
+    """A copy being recovered onto its node: from the primary over the network (peer), from
+    the node's own disk (existing_store), or as a new empty shard (empty_store)."""
+
+    type: Literal["peer", "existing_store", "empty_store"]
+    allocation_id: str  # the id the copy has once started
+    started_at: float
+    bytes_total: int = 0
+    bytes_recovered: float = 0.0
+    files_total: int = 0
+    source_node: str | None = None  # node id of the primary (peer recoveries)
+    forced: bool = False  # allocate_stale_primary / allocate_empty_primary
+    done_at: float | None = None
+
+    def stage(self) -> str:
+        if self.done_at is not None:
+            return "done"
+        return "index" if self.bytes_recovered < self.bytes_total else "finalize"
+
+
 class ShardRouting(BaseModel):
     primary: bool
-    state: Literal["STARTED", "UNASSIGNED"] = "UNASSIGNED"
+    state: RoutingState = "UNASSIGNED"
     node_id: str | None = None
     allocation_id: str | None = None
+    # Kept while the copy initializes, as Elasticsearch keeps it (cluster health reads it).
     unassigned: UnassignedInfo | None = None
+    recovery: Recovery | None = None  # while INITIALIZING
+    last_recovery: Recovery | None = None  # the recovery that started it (for _cat/recovery)
 
 
 class ShardGroup(BaseModel):
@@ -134,6 +180,9 @@ class ShardGroup(BaseModel):
 
     def primary(self) -> ShardRouting:
         return next(r for r in self.routings if r.primary)
+
+    def initializing(self) -> list[ShardRouting]:
+        return [r for r in self.routings if r.state == INITIALIZING]
 
     def started(self) -> list[ShardRouting]:
         return [r for r in self.routings if r.state == STARTED]
@@ -196,6 +245,10 @@ class ClusterState(BaseModel):
     indices: dict[str, IndexMeta] = Field(default_factory=dict)
     persistent: dict[str, str] = Field(default_factory=dict)
     transient: dict[str, str] = Field(default_factory=dict)
+    # Model time is the clock plus `skew` (`settle()` fast-forwards a scenario's past);
+    # `recoveries_at` is the model time up to which recoveries have progressed.
+    skew: float = 0.0
+    recoveries_at: float | None = None
 
 
 # -------------------------------------------------------------- helpers ---
@@ -253,6 +306,20 @@ def human_bytes(size: int) -> str:
             return f"{int(value)}{unit}" if unit == "b" else f"{value:.1f}{unit}"
         value /= 1024
     return f"{size}b"
+
+
+def parse_bytes(value: str, setting: str) -> float:
+    """Bytes from an Elasticsearch byte size value ("40mb", "1gb", "512kb", "100b")."""
+    text = value.strip().lower()
+    for unit, factor in (("pb", 1024.0**5), ("tb", 1024.0**4), ("gb", 1024.0**3), ("mb", 1024.0**2), ("kb", 1024.0),
+                         ("b", 1.0)):
+        if text.endswith(unit):
+            try:
+                return float(text[: -len(unit)]) * factor
+            except ValueError:
+                break
+    raise illegal_argument(f"failed to parse setting [{setting}] with value [{value}] as a size in bytes: unit is "
+                           f"missing or unrecognized")
 
 
 def parse_watermark(value: str, setting: str) -> float:
