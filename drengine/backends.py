@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
-from drengine.clock import Clock
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores import datastore
 from drengine.inventory import Cluster, Inventory
 
 
-def open_backend(cluster: Cluster, inventory: Inventory, run_dir: Path, clock: Clock | None = None) -> Any:
+def open_backend(cluster: Cluster, inventory: Inventory, run_dir: Path, clock: Clock = SYSTEM) -> Any:
     """The real connector set for the cluster's kind, or its simulated twin when the
-    inventory marks the cluster as simulated (its state kept in the run directory). A
-    simulator given a clock runs on it (the run's clock, simulated in tests and exploration)."""
+    inventory marks the cluster as simulated (its state kept in the run directory). Datastores
+    that take the run's clock get it, so their waits and their simulators' time follow the run."""
     store = datastore(cluster.kind)
+    timed: dict[str, Any] = {"clock": clock} if store.takes_clock else {}
     if cluster.simulated is not None:
         state = Path(cluster.simulated.state_file) if cluster.simulated.state_file else run_dir / "sim-state.json"
-        simulator = store.load(store.simulator)
-        # Only simulators that model time take a clock (their `open` has a `clock` parameter).
-        if clock is None or "clock" not in inspect.signature(simulator.open).parameters:
-            return simulator.open(cluster, state)
-        return simulator.open(cluster, state, clock=clock)
-    return store.load(store.connector)(cluster, inventory)
+        return store.load(store.simulator).open(cluster, state, **timed)
+    return store.load(store.connector)(cluster, inventory, **timed)

@@ -2,7 +2,7 @@
 
 Every error is caught once here and turned into one clear message and a documented exit
 code (0 done, 1 failed or cannot recover, 2 invalid input, 3 stopped at a gate or by the
-operator, 4 lock held). `--debug` shows the traceback.
+operator, 4 cluster lock held, unavailable or lost). `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -87,12 +87,16 @@ def _progress(entry: Any) -> None:
     t, d = entry.type.value, entry.data
     if t == "run_started":
         _out(f"run {d['run_id']}: {d['runbook']} on {d['cluster']} ({d['mode']}{', simulated' if d['simulated'] else ''})")
+        for name, value in (d.get("inputs") or {}).items():
+            _out(f"   input {name} = {value}")
     elif t == "run_resumed":
         _out(f"resuming run {d['run_id']} at {d['state']}" + (f" (step {d['in_flight']} was in flight)" if d["in_flight"] else ""))
     elif t == "lock_broken":
         _out(f"lock: {d['text']} (was {d['previous']})")
     elif t == "lock_taken" and d.get("previous"):
         _out(f"lock: {d['text']} (was {d['previous']})")
+    elif t == "lock_lost":
+        _out(f"   LOCK LOST before step {d['step']}: nothing further is sent")
     elif t == "step_started":
         _out(f"-> {d['step']}: {d['summary']}")
         if d["effect"] == "mutate":
@@ -151,7 +155,8 @@ def main(debug: bool) -> None:
     """drengine: disaster-recovery runbooks for MariaDB, Galera, MongoDB, Ceph and Elasticsearch.
 
     Exit codes: 0 done, 1 runbook failed or cannot recover, 2 invalid input or usage,
-    3 stopped at a gate or by the operator, 4 cluster lock held by another run.
+    3 stopped at a gate or by the operator, 4 cluster lock held by another run, unavailable
+    (etcd down: see --lock local) or lost during the run.
     """
     DEBUG["on"] = debug
 
@@ -183,6 +188,22 @@ def _check_overrides(rb: Any, flags: Any) -> None:
         if step not in checks:
             raise InputError(f"--override {step}: runbook {rb.name} has no safety check named {step!r}; "
                              f"its checks are: {', '.join(checks) or 'none'}")
+
+
+def _inputs(given: tuple[str, ...]) -> dict[str, str]:
+    """`--input NAME=VALUE`, each name once; the runbook checks the names when the run starts."""
+    values: dict[str, str] = {}
+    for raw in given:
+        name, sep, value = raw.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--input {raw!r}: expected NAME=VALUE (e.g. --input degrade_run=runs/RUN_ID)")
+        if name.strip() in values:
+            raise click.UsageError(f"--input {name.strip()} is given twice; give each input once")
+        values[name.strip()] = value
+    return values
+
+
+_INPUT_HELP = "A runbook input, NAME=VALUE (repeatable; `drengine runbook show RUNBOOK` lists them)."
 
 
 def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, **kw: Any) -> Any:
@@ -249,31 +270,44 @@ def _report_outcome(outcome: Any) -> NoReturn:
               help="Break glass: override the failed safety check of STEP (needs --accept-data-loss or a typed confirmation).")
 @click.option("--reason", default="", help="Why: recorded in the journal with every gate answer.")
 @click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good (it will not come back).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=_INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Resume the interrupted run in this directory.")
-@click.option("--break-lock", is_flag=True, help="Take the cluster lock from another run (journaled).")
+@click.option("--break-lock", is_flag=True,
+              help="Take the cluster lock from the run holding it (journaled; that run stops at its next step boundary).")
+@click.option("--lock", "lock_choice", type=click.Choice(["local"]), default=None,
+              help="Break glass when etcd is down: take only this machine's lock instead of the inventory's etcd lock "
+                   "(needs --reason; journaled as a dangerous gate).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
-        overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], run_dir: str | None,
-        resume_dir: str | None, break_lock: bool) -> None:
+        overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
+        resume_dir: str | None, break_lock: bool, lock_choice: str | None) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it."""
     from drengine.engine import resume_run, start_run
     from drengine.steps import Mode
 
     gates = _gates(yes, accept_data_loss, overrides, reason)
+    local_lock_reason = None
+    if lock_choice == "local":
+        if not reason.strip():
+            raise click.UsageError('--lock local skips the team lock (break glass): say why with --reason "..." '
+                                   "(it is journaled)")
+        local_lock_reason = reason.strip()
     if resume_dir:
-        if runbook or inventory or cluster:
-            raise click.UsageError("--resume takes the runbook, inventory and cluster from the journal; give only RUN_DIR")
+        if runbook or inventory or cluster or inputs:
+            raise click.UsageError("--resume takes the runbook, inventory, cluster and inputs from the journal; "
+                                   "give only RUN_DIR")
         notifier = _notifier(_resumed_inventory_notify(Path(resume_dir)), resume_dir, run_dir=Path(resume_dir))
         try:
             outcome = resume_run(Path(resume_dir), gates, [_progress, *([notifier.on_event] if notifier else [])],
-                                 break_lock=break_lock, argv=sys.argv[1:])
+                                 break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason)
         finally:
             _close_notifier(notifier)
         _report_outcome(outcome)
     if not (runbook and inventory and cluster):
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
-                       run_dir=Path(run_dir) if run_dir else None)
+                       run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs),
+                       local_lock_reason=local_lock_reason)
     notifier = _notifier(request.inventory.notify, inventory, run_dir=request.run_dir)
     if notifier is not None:
         request.listeners.append(notifier.on_event)
@@ -302,8 +336,10 @@ def _resumed_inventory_notify(run_dir: Path) -> list[Any]:
 @click.option("-i", "--inventory", type=click.Path(), required=True, help="Inventory YAML file.")
 @click.option("-c", "--cluster", required=True, help="Cluster name in the inventory.")
 @click.option("--gone", multiple=True, metavar="MEMBER", help="Declare a member gone for good.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=_INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for the plan's journal.")
-def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_dir: str | None) -> None:
+def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], inputs: tuple[str, ...],
+         run_dir: str | None) -> None:
     """Dry run: probe read-only, then show every step with the exact statements it would send.
 
     Exit 0 when a recovery path exists, 1 when the runbook would fail (and why)."""
@@ -312,7 +348,7 @@ def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], run_
     from drengine.steps import Mode
 
     request = _request(runbook, inventory, cluster, Mode.PLAN, FlagPolicy(yes=True, accept_data_loss=True),
-                       gone=gone, run_dir=Path(run_dir) if run_dir else None)
+                       gone=gone, run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs))
     outcome = start_run(request)
     _out("")
     if outcome.success:
@@ -539,6 +575,9 @@ def runbook_show(name: str, fmt: str) -> None:
     _out(f"{rb.name} ({rb.spec.kind}): {rb.spec.summary}")
     if rb.spec.description:
         _out(rb.spec.description.rstrip())
+    for name, spec in rb.spec.inputs.items():
+        need = "required" if spec.required else (f"default {spec.default}" if spec.default is not None else "optional")
+        _out(f"input {name} ({need}): {spec.description}")
     _out(f"start: {rb.spec.start}")
     for row in describe(rb):
         _out(f"  {row['id']}: {row['title']}  [{row['action']}, {row['effect']}, gate: {row['gate']}]")
@@ -614,7 +653,8 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
     """Start a lab cluster and write its inventory.
 
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
-    serve the simulators over the real protocols (no such servers can be installed here)."""
+    serve the simulators over the real protocols (no such servers can be installed here);
+    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it."""
     from drengine.lab import start_lab
 
     summary = start_lab(kind, lab_dir, inventory_out, scenario)

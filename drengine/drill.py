@@ -10,10 +10,9 @@ health check and how to write and read canaries, for real clusters and simulator
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,11 +38,11 @@ class Fault:
 @dataclass
 class Restore:
     """How a kit brings the cluster back after a drill: what it started, the runbook that
-    finishes the job, and environment the runbook reads (e.g. where the degrade run is)."""
+    finishes the job, and that runbook's inputs (e.g. which degrade run it undoes)."""
 
     text: str
     runbook: str
-    env: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,11 +58,12 @@ class Injected:
 
 class DrillKit(Protocol):
     """What a datastore brings to drills. `backend` is the runbook's connector (real or simulated);
-    faults are backend operations (`kill`, `hang`, `resume`...), so a kit never looks inside a
-    simulator. A kit is a value: what one drill needs to remember lives in its backend."""
+    faults are injected through it (`drengine.faults.FaultTarget`), never by looking inside a
+    simulator. A kit is a value: what one drill learns stays in the drill."""
 
     @property
     def faults(self) -> Mapping[str, Fault]: ...
+
     # Simulated clusters have no clock of their own: canaries are written at each journal event
     # instead of on a timer, which keeps sim drills deterministic.
 
@@ -73,7 +73,9 @@ class DrillKit(Protocol):
 
     def write_canary(self, cluster: Cluster, backend: Any, key: str) -> bool: ...
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]: ...
+    def read_canaries(self, cluster: Cluster, backend: Any, keys: Sequence[str]) -> set[str]:
+        """Which of these acknowledged canaries can be read back now."""
+        ...
 
     def cleanup(self, cluster: Cluster, backend: Any, fault: str) -> str | None: ...
 
@@ -271,8 +273,10 @@ class _Drill:
             if self._writer is not None:
                 self._writer.join(5)
             # Count before the clean-up: a continued (SIGCONT) old primary must not be read from.
+            with self.canaries.lock:
+                acked = [k for k, _ in self.canaries.acked]
             try:
-                present = self.kit.read_canaries(cluster, backend)
+                present = self.kit.read_canaries(cluster, backend, acked)
             except DrengineError as exc:
                 journal.append(Event.NOTE, text=f"the canaries could not be read back after the drill: {exc}")
         finally:
@@ -377,8 +381,10 @@ def _objectives_words(objectives: Objectives) -> str:
 def run_drill(request: DrillRequest) -> RunOutcome:
     kit = kit_for(request.cluster.kind)
     check_target(request.cluster, request.inventory, kit, request.fault)
-    if hasattr(kit, "inventory"):  # kits that still signal processes themselves need the inventory
-        setattr(kit, "inventory", request.inventory)  # noqa: B010
+    if hasattr(kit, "inventory"):
+        # Until every kit injects its faults through its backend, the ones that signal members
+        # themselves read the inventory from here; kits that are values (Ceph) have no such field.
+        kit.inventory = request.inventory
     drill = _Drill(request, kit)
     run_request = RunRequest(
         runbook=request.runbook, inventory=request.inventory, cluster=request.cluster, mode=Mode.DRILL,
@@ -426,22 +432,14 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
         journal.append(Event.MEASUREMENT, name="restored", value=1 if rejoined.success else 0, unit="")
         return rejoined
 
-    saved = {k: os.environ.get(k) for k in brought.env}
-    os.environ.update(brought.env)
     try:
         rejoined = start_run(RunRequest(
             runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
             mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
-            argv=request.argv, around_walk=around,
+            argv=request.argv, around_walk=around, inputs=brought.inputs,
         ))
         ok, summary = rejoined.success, rejoined.summary
     except DrengineError as exc:
         ok, summary = False, str(exc)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     said = f"restored: {summary}" if ok else f"restore FAILED: {summary}"
     return replace(outcome, summary=f"{outcome.summary}; {said} (journal {restore_dir})")

@@ -15,29 +15,35 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from drengine.clock import SYSTEM, Clock, Deadline
+from drengine.clock import SYSTEM, Clock, Deadline, SimulatedClock, wait_until
 from drengine.errors import (
     CommandFailed,
     ConnectError,
     DrengineError,
     InputError,
     JournalCorrupt,
+    LockLost,
     OperatorStop,
     StepFailed,
     StepInterrupted,
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
-from drengine.inventory import Cluster, Inventory, load_inventory
+from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, read_entries, verify
-from drengine.lock import Acquired, ClusterLock
-from drengine.runbook import Runbook, StepSpec, load_runbook
-from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, Statement, StepResult
+from drengine.lock import HeldLock, RunState, open_lock
+from drengine.lock import me as lock_holder
+from drengine.lock.registry import RunPublisher
+from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
+from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
+HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
+HOLD_SECONDS = 120.0
+LOCK_GATE = "cluster-lock"  # the gate `--lock local` answers, journaled like a runbook step's
 
 
 # A gate answered later than this (seconds on the run's clock) approved a proposal that may no
@@ -67,14 +73,25 @@ class RunRequest:
     runs_root: Path = Path("runs")
     break_lock: bool = False
     lock_dir: Path | None = None
+    # Break glass (`--lock local --reason ...`): the operator's reason for taking only this machine's lock.
+    local_lock_reason: str | None = None
     operator_said_gone: tuple[str, ...] = ()
+    # The runbook's inputs (`--input NAME=VALUE`); start_run adds the declared defaults.
+    inputs: dict[str, str] = field(default_factory=dict)
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    # The run's time (waits, retries, simulators); None: simulated time for a simulated cluster, else the system's.
+    clock: Clock | None = None
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
-    # The run's clock: steps' waits, and the simulator of a simulated cluster when it is not the
-    # system's (a simulated cluster on the system clock runs at its inventory's `speed`).
-    clock: Clock = SYSTEM
+
+
+def run_clock(request: RunRequest) -> Clock:
+    """The request's clock, else: a simulated cluster runs on simulated time (its waits and
+    retries cost no real time, as its twin's own changes take none), a real one on the system's."""
+    if request.clock is not None:
+        return request.clock
+    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -104,6 +121,23 @@ def _crash_hook() -> Callable[[Entry], None] | None:
             seen[0] += 1
             if seen[0] == wanted:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _hold_hook() -> Callable[[Entry], None] | None:
+    """Test-only: stop this run right after a journal event, still holding its lock, until a file
+    appears. Format: `TYPE:STEP:PATH`; PATH.reached is created when the point is reached."""
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return None
+    kind, step, path = spec.split(":", 2)
+    release = Path(path)
+
+    def hook(entry: Entry) -> None:
+        if entry.type.value == kind and (not step or entry.data.get("step") == step):
+            Path(f"{path}.reached").write_text(str(os.getpid()))
+            wait_until(release.exists, HOLD_SECONDS, interval=0.02)
 
     return hook
 
@@ -151,8 +185,9 @@ class _ObserveAgain(Exception):
 
 class Engine:
     def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str,
-                 clock: Clock = SYSTEM, mutated: bool = False) -> None:
+                 clock: Clock = SYSTEM, mutated: bool = False, lock: HeldLock | None = None) -> None:
         self.request = request
+        self.lock = lock
         self.runbook = request.runbook
         self.journal = journal
         self.run_id = run_id
@@ -180,6 +215,7 @@ class Engine:
             record_statement=self._record_statement,
             clock=clock,
             operator_said_gone=request.operator_said_gone,
+            inputs=RunInputs(self.runbook.name, frozenset(self.runbook.spec.inputs), dict(request.inputs)),
         )
 
     # -- journal helpers -------------------------------------------------------------------
@@ -198,6 +234,16 @@ class Engine:
             result=result,
         )
 
+    def _check_lock(self, step: str) -> None:
+        """At every step boundary: a run whose lock was lost (lease expired, lock broken) sends nothing further."""
+        if self.lock is None:
+            return
+        try:
+            self.lock.check()
+        except LockLost as lost:
+            self.journal.append(Event.LOCK_LOST, step=step, lock=self.lock.where, backend=self.lock.backend, text=str(lost))
+            raise
+
     # -- the walk --------------------------------------------------------------------------
     def walk(self, start: str, in_flight: str | None = None) -> RunOutcome:
         model = _Machine()
@@ -205,6 +251,7 @@ class Engine:
         reconcile = in_flight
         while not self.runbook.is_end(model.state):
             step = self.runbook.steps[model.state]
+            self._check_lock(step.id)
             try:
                 result = self._step(step, reconcile=(reconcile == step.id))
             except _ObserveAgain as again:
@@ -280,6 +327,7 @@ class Engine:
             self._finish(step, approved, attempt)
             return approved
         proposal = approved
+        self._check_lock(step.id)  # a gate can wait for hours: look again right before sending anything
         self.journal.append(
             Event.STEP_STARTED, step=step.id, action=step.action, effect=effect.value, attempt=attempt,
             summary=proposal.summary, reason=proposal.reason,
@@ -576,18 +624,14 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
-def _simulator_clock(request: RunRequest) -> Clock | None:
-    return None if request.clock is SYSTEM else request.clock
-
-
-def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock | None = None) -> Any:
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock) -> Any:
     from drengine.backends import open_backend
 
     return open_backend(cluster, inventory, run_dir, clock)
 
 
 def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
-                     clock: Clock | None = None) -> Any:
+                     clock: Clock = SYSTEM) -> Any:
     try:
         return _open_backend(cluster, run_dir, inventory, clock)
     except DrengineError as exc:
@@ -595,35 +639,74 @@ def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, jour
         raise
 
 
-def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Acquired:
-    lock_dir = request.lock_dir or (Path(request.inventory.lock_dir) if request.inventory.lock_dir else None)
-    lock = ClusterLock(request.cluster.name, lock_dir)
-    acquired = lock.acquire(run_id, operator_name(), break_lock=request.break_lock)
-    if acquired.replaced is not None:
-        gone = acquired.replaced_alive is False
-        journal.append(
-            Event.LOCK_BROKEN if not gone else Event.LOCK_TAKEN,
-            lock=str(acquired.path), previous=acquired.replaced.describe(),
-            previous_alive=acquired.replaced_alive,
-            text=("previous holder is gone; lock taken over" if gone else "lock broken by --break-lock"),
-        )
+def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> HeldLock:
+    settings = request.inventory.lock_for(request.cluster)
+    if request.local_lock_reason is not None:
+        settings = _lock_break_glass(request, journal, settings, request.local_lock_reason)
+    backend = open_lock(settings, request.cluster.name, request.lock_dir)
+    held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
+    previous = held.replaced
+    if previous is not None and held.replaced_alive is not False:
+        journal.append(Event.LOCK_BROKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
+                       previous_alive=held.replaced_alive, text="lock broken by --break-lock")
+    elif previous is not None:
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
+                       previous_alive=False, text="previous holder is gone; lock taken over")
     else:
-        journal.append(Event.LOCK_TAKEN, lock=str(acquired.path))
-    return acquired
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend)
+    for note in held.notes:
+        journal.append(Event.NOTE, text=note)
+    _publish_runs(request, journal, held, run_id)
+    return held
+
+
+def _lock_break_glass(request: RunRequest, journal: JournalWriter, settings: LocalLockSettings | EtcdLockSettings,
+                      reason: str) -> LocalLockSettings | EtcdLockSettings:
+    """`--lock local --reason ...`: the team lock is skipped (etcd down); journaled as a dangerous gate."""
+    if settings.backend == "local":
+        journal.append(Event.NOTE, text="--lock local: this cluster's lock is already the local one; nothing is skipped")
+        return settings
+    cluster = request.cluster.name
+    who = operator_name()
+    risk = (f"the team lock on etcd is not taken: someone may be recovering {cluster} from another machine right now, "
+            f"and two recoveries at once can undo each other's steps or cause a split brain")
+    summary = "take only this machine's lock instead of the team lock on etcd (--lock local)"
+    journal.append(Event.GATE_ASKED, step=LOCK_GATE, level="dangerous", override=True, summary=summary, reason=reason,
+                   risks=[risk], statements=[])
+    journal.append(Event.GATE_ANSWERED, step=LOCK_GATE, answer="proceed", who=who, policy="--lock local",
+                   reason=reason, when=time.time())
+    journal.append(Event.OVERRIDE, step=LOCK_GATE, who=who, reason=reason, risk=risk,
+                   refused=f"the team lock ({', '.join(settings.endpoints)})")
+    return LocalLockSettings(backend="local", dir=request.inventory.lock_dir)
+
+
+def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, run_id: str) -> None:
+    """Keep the run registry beside the lock up to date from the journal."""
+    now = time.time()
+    state = RunState(
+        cluster=request.cluster.name, run_id=run_id, runbook=request.runbook.name, mode=request.mode.value,
+        user=held.holder.user, host=held.holder.host, pid=held.holder.pid, run_dir=held.holder.run_dir,
+        started=now, updated=now,
+    )
+    _listen(journal, RunPublisher(held, state))
 
 
 def start_run(request: RunRequest) -> RunOutcome:
+    clock = run_clock(request)
+    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs), clock=clock)
     run_id = new_run_id(request.cluster.name)
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
         raise InputError(f"{run_dir} already holds a run journal; choose another --run-dir or resume it with --resume")
     journal = JournalWriter(run_dir)
-    _attach_listeners(journal, request.listeners)
-    acquired = None
+    for listener in request.listeners:
+        _listen(journal, listener)
+    held = None
     engine: Engine | None = None
     try:
         if request.mode is not Mode.PLAN:
-            acquired = _take_lock(request, journal, run_id)
+            held = _take_lock(request, journal, run_id)
+        _test_hooks(journal)
         journal.append(
             Event.RUN_STARTED, run_id=run_id, mode=request.mode.value, runbook=request.runbook.name,
             runbook_path=request.runbook.path, runbook_sha256=request.runbook.digest,
@@ -631,10 +714,11 @@ def start_run(request: RunRequest) -> RunOutcome:
             kind=request.cluster.kind, simulated=request.cluster.simulated is not None,
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
+            inputs=request.inputs,
         )
-        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, _simulator_clock(request))
+        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, clock)
         try:
-            engine = Engine(request, backend, journal, run_id, clock=request.clock)
+            engine = Engine(request, backend, journal, run_id, clock=clock, lock=held)
             around = request.around_walk
             started = engine
 
@@ -651,24 +735,24 @@ def start_run(request: RunRequest) -> RunOutcome:
         exc.run_dir = run_dir
         raise
     finally:
-        _release(request.cluster.name, acquired, run_id, engine)
+        _release(held, engine)
         journal.close()
 
 
-def _attach_listeners(journal: JournalWriter, listeners: list[Callable[[Entry], None]]) -> None:
-    for listener in listeners:
-        _listen(journal, listener)
-    hook = _crash_hook()
-    if hook:
-        _listen(journal, hook)
+def _test_hooks(journal: JournalWriter) -> None:
+    """Attached after the lock's registry publisher, so that a run held by a test has published its state."""
+    for hook in (_crash_hook(), _hold_hook()):
+        if hook is not None:
+            _listen(journal, hook)
 
 
-def _release(cluster: str, acquired: Acquired | None, run_id: str, engine: Engine | None) -> None:
+def _release(held: HeldLock | None, engine: Engine | None) -> None:
     """Give the lock back, unless a worker of the run is still alive: then the lock stays held
-    until this process exits (a dead holder's lock is taken over by the next run)."""
-    if acquired is None or (engine is not None and engine.worker_alive):
+    until this process exits (a dead holder's lock is taken over by the next run: the kernel
+    frees a local lock, an etcd lease expires)."""
+    if held is None or (engine is not None and engine.worker_alive):
         return
-    ClusterLock(cluster, acquired.path.parent).release(run_id)
+    held.release()
 
 
 def _listen(journal: JournalWriter, listener: Callable[[Entry], None]) -> None:
@@ -697,6 +781,11 @@ def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOu
         stopped.resumable = True
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(stopped), step=step(),
                        who=stopped.who, resumable=True)
+        raise
+    except LockLost as lost:
+        lost.resumable = True
+        journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(lost), step=step(),
+                       resumable=True)
         raise
     except KeyboardInterrupt:
         who = operator_name()
@@ -763,7 +852,8 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePo
 
 
 def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry], None]],
-               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None) -> RunOutcome:
+               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
+               local_lock_reason: str | None = None) -> RunOutcome:
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
@@ -789,29 +879,34 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     cluster = inventory.cluster(started["cluster"])
     request = RunRequest(
         runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
-        run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir,
-        operator_said_gone=tuple(started.get("gone_for_good", [])), listeners=listeners, argv=argv or [],
+        run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir, local_lock_reason=local_lock_reason,
+        operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
+        listeners=listeners, argv=argv or [],
     )
+    clock = run_clock(request)
+    request = replace(request, clock=clock)
     journal = JournalWriter(run_dir)
-    _attach_listeners(journal, listeners)
+    for listener in listeners:
+        _listen(journal, listener)
     run_id = started["run_id"]
-    acquired = None
+    held = None
     engine: Engine | None = None
     # Decisions journaled before the interruption may be stale. Until a mutating step has
     # started, everything up to here only observed and decided: do it again from the start.
     again = not point.mutated and point.in_flight is None
     state = runbook.spec.start if again else point.state
     try:
-        acquired = _take_lock(request, journal, run_id)
+        held = _take_lock(request, journal, run_id)
+        _test_hooks(journal)
         journal.append(Event.RUN_RESUMED, run_id=run_id, state=state, in_flight=point.in_flight,
                        operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=argv or [])
         if again and point.state != state:
             journal.append(Event.OBSERVED_AGAIN, step=point.state, start=state,
                            reason="resume: nothing has been changed yet, so the cluster is observed and the "
                                   "decisions are made again from the start")
-        backend = _open_or_journal(cluster, run_dir, inventory, journal)
+        backend = _open_or_journal(cluster, run_dir, inventory, journal, clock)
         try:
-            engine = Engine(request, backend, journal, run_id, mutated=point.mutated)
+            engine = Engine(request, backend, journal, run_id, clock=clock, mutated=point.mutated, lock=held)
             engine.facts.update(point.facts)
             resumed = engine
             return _finish_run(engine, journal, lambda: resumed.walk(state, in_flight=point.in_flight))
@@ -822,5 +917,5 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         exc.run_dir = run_dir
         raise
     finally:
-        _release(cluster.name, acquired, run_id, engine)
+        _release(held, engine)
         journal.close()

@@ -11,7 +11,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # runbook failed or the cluster cannot be recovered this way
     INVALID_INPUT = 2  # bad inventory, runbook, flags
     STOPPED = 3  # stopped at a gate or by the operator
-    LOCKED = 4  # another run holds the cluster lock
+    LOCKED = 4  # the cluster lock is held by another run, cannot be taken (etcd down) or was lost
 
 
 class DrengineError(Exception):
@@ -74,6 +74,18 @@ class StepInterrupted(DrengineError):
 
 class LockHeld(DrengineError):
     """Another run holds the cluster lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class LockUnavailable(DrengineError):
+    """The lock service (etcd) cannot grant the cluster lock: unreachable or without quorum."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class LockLost(DrengineError):
+    """The run's lock was lost while it ran (lease expired or broken): it stops at the next step boundary."""
 
     exit_code = ExitCode.LOCKED
 

@@ -1,7 +1,15 @@
 """Process faults on a member's host, injected over the host transport (SSH, or local for
-members on this machine): SIGKILL for a crash, SIGSTOP for a hang and SIGCONT to end it."""
+members on this machine): SIGKILL for a crash, SIGSTOP for a hang and SIGCONT to end it.
+
+Fault injection is a backend operation (`FaultTarget`): drill kits call `kill`, `hang`,
+`resume` and `start` on the backend they are given, real or simulated, and never look
+inside a simulator. Real backends implement them with `MemberFaults`; simulated twins
+change their model.
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from drengine.errors import InputError
 from drengine.inventory import Cluster, Inventory, Member, Transport
@@ -53,6 +61,55 @@ def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal
         return f"kill -{signal_name} {pid} ({member.name}, pid file {member.pid_file})"
     finally:
         transport.close()
+
+
+class FaultTarget(Protocol):
+    """What a backend offers drills: each call takes a member name and returns what was done,
+    in words (the command run, or the simulated change), for the drill's journal."""
+
+    def kill(self, member: str) -> str:
+        """SIGKILL the member's server: a crash."""
+        ...
+
+    def hang(self, member: str) -> str:
+        """SIGSTOP the member's server: a hang (it still holds its files and ports)."""
+        ...
+
+    def resume(self, member: str) -> str:
+        """SIGCONT a hung member's server."""
+        ...
+
+    def start(self, member: str) -> str:
+        """Start a killed member's server again (the inventory's `service.start`)."""
+        ...
+
+
+class MemberFaults:
+    """`FaultTarget` for real members: signals through the member's pid file and the start
+    template, over the member's host transport."""
+
+    def __init__(self, inventory: Inventory | None, cluster: Cluster) -> None:
+        self.inventory = inventory
+        self.cluster = cluster
+
+    def _inventory(self, what: str, member: str) -> Inventory:
+        if self.inventory is None:
+            raise InputError(f"cannot {what} {member} of cluster {self.cluster.name}: this connector was opened "
+                             f"without its inventory, which says on which host the member runs")
+        return self.inventory
+
+    def kill(self, member: str) -> str:
+        return signal_member(self._inventory("kill", member), self.cluster, self.cluster.member(member), "KILL")
+
+    def hang(self, member: str) -> str:
+        return signal_member(self._inventory("hang", member), self.cluster, self.cluster.member(member), "STOP")
+
+    def resume(self, member: str) -> str:
+        return signal_member(self._inventory("resume", member), self.cluster, self.cluster.member(member), "CONT")
+
+    def start(self, member: str) -> str:
+        inventory = self._inventory("start", member)
+        return f"started {member}: {start_member(inventory, self.cluster, self.cluster.member(member))}"
 
 
 def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str:
@@ -110,31 +167,15 @@ def process_gone(inventory: Inventory, member: Member) -> bool | None:
         transport.close()
 
 
-class ProcessFaults:
-    """Fault injection on real members, as a backend operation: the member's server process
-    over its host transport (kill = SIGKILL, hang = SIGSTOP, resume = SIGCONT or start)."""
-
-    def __init__(self, inventory: Inventory | None, cluster: Cluster) -> None:
-        self._inventory = inventory
-        self._cluster = cluster
-
-    def _where(self) -> Inventory:
-        if self._inventory is None:
-            raise InputError(f"cluster {self._cluster.name}: faults on real members need the inventory (hosts, "
-                             f"pid files); this backend was opened without one")
-        return self._inventory
-
-    def kill(self, member: str) -> str:
-        return signal_member(self._where(), self._cluster, self._cluster.member(member), "KILL")
-
-    def hang(self, member: str) -> str:
-        return signal_member(self._where(), self._cluster, self._cluster.member(member), "STOP")
+class ProcessFaults(MemberFaults):
+    """`MemberFaults` plus what fencing needs: stop by the service template, whether the process
+    is gone; `resume` also starts a member whose process is gone (kill, then resume)."""
 
     def resume(self, member: str) -> str:
-        return resume_member(self._where(), self._cluster, self._cluster.member(member))
+        return resume_member(self._inventory("resume", member), self.cluster, self.cluster.member(member))
 
     def stop(self, member: str) -> str:
-        return stop_member(self._where(), self._cluster, self._cluster.member(member))
+        return stop_member(self._inventory("stop", member), self.cluster, self.cluster.member(member))
 
     def gone(self, member: str) -> bool | None:
-        return process_gone(self._where(), self._cluster.member(member))
+        return process_gone(self._inventory("check", member), self.cluster.member(member))

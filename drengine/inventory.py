@@ -14,8 +14,9 @@ import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drengine.datastores import check_kind
 from drengine.errors import InputError
@@ -170,6 +171,70 @@ class CephOptions(Strict):
     keyring: str | None = None
 
 
+class LocalLockSettings(Strict):
+    """One run per cluster on this machine: a kernel lock (flock) on a file in `dir`."""
+
+    backend: Literal["local"]
+    dir: str | None = Field(default=None, description="default $DRENGINE_LOCK_DIR, else ~/.local/state/drengine/locks")
+
+
+class EtcdTLS(Strict):
+    """Files for TLS to etcd: the CA that signed the members' certificates, and a client certificate."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> EtcdTLS:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both `cert_file` and `key_file`")
+        return self
+
+
+def check_endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError("expected an etcd client URL such as http://10.0.0.5:2379 or https://etcd1.example:2379")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        raise ValueError("the etcd client URL needs its port (etcd listens on 2379 by default)")
+    check_address(parts.hostname)
+    return value.rstrip("/")
+
+
+class EtcdLockSettings(Strict):
+    """One run per cluster across the team: a lease-backed key in etcd (v3, through its JSON gateway)."""
+
+    backend: Literal["etcd"]
+    endpoints: list[Annotated[str, AfterValidator(check_endpoint)]] = Field(min_length=1, max_length=15)
+    prefix: str = Field(default="/drengine", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$")
+    lease_ttl: int = Field(default=10, ge=2, le=600, description="seconds a lease outlives its last keep-alive")
+    timeout: float = Field(default=2.0, gt=0, le=60, description="seconds per request to one etcd member")
+    tls: EtcdTLS | None = None
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@-]{1,80}$")
+    password: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EtcdLockSettings:
+        if (self.user is None) != (self.password is None):
+            raise ValueError("etcd authentication needs both `user` and `password` (a secret reference), or neither")
+        if self.lease_ttl < 2 * self.timeout:
+            raise ValueError(
+                f"lease_ttl ({self.lease_ttl} s) must be at least twice the request timeout ({self.timeout:g} s), "
+                f"so that one slow keep-alive does not lose the lock"
+            )
+        schemes = {urlsplit(e).scheme for e in self.endpoints}
+        if self.tls is not None and schemes != {"https"}:
+            raise ValueError("`tls:` is set but not every endpoint is https://")
+        return self
+
+
+LockSettings = Annotated[LocalLockSettings | EtcdLockSettings, Field(discriminator="backend")]
+
 
 
 class Cluster(Strict):
@@ -188,6 +253,7 @@ class Cluster(Strict):
     fence: list[FenceMethod] = Field(default_factory=lambda: list(FenceMethod), min_length=1)
     # Members the operator declares gone for good (no waiting for them to come back).
     gone_for_good: list[Name] = Field(default_factory=list)
+    lock: LockSettings | None = Field(default=None, description="this cluster's lock; default the inventory's `lock:`")
 
     @model_validator(mode="after")
     def _unique_members(self) -> Cluster:
@@ -252,7 +318,8 @@ class Inventory(Strict):
     path: str = ""
     hosts: dict[Name, Host] = Field(default_factory=dict)
     clusters: dict[Name, Cluster] = Field(default_factory=dict)
-    lock_dir: str | None = None
+    lock_dir: str | None = None  # older spelling of `lock: {backend: local, dir: ...}`
+    lock: LockSettings | None = None
     notify: list[NotifyTarget] = Field(default_factory=list, description="webhooks told about gates and run ends")
 
     @model_validator(mode="before")
@@ -275,6 +342,10 @@ class Inventory(Strict):
                         f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}"
                     )
         return self
+
+    def lock_for(self, cluster: Cluster) -> LocalLockSettings | EtcdLockSettings:
+        """The lock a run on this cluster takes: the cluster's own, the inventory's, else the local default."""
+        return cluster.lock or self.lock or LocalLockSettings(backend="local", dir=self.lock_dir)
 
     def cluster(self, name: str) -> Cluster:
         if name not in self.clusters:

@@ -33,6 +33,7 @@ class Event(str, Enum):
     RUN_RESUMED = "run_resumed"
     LOCK_TAKEN = "lock_taken"
     LOCK_BROKEN = "lock_broken"
+    LOCK_LOST = "lock_lost"
     STEP_STARTED = "step_started"
     STATEMENT_SENT = "statement_sent"
     STEP_FINISHED = "step_finished"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from transitions import Machine
 
 from drengine.datastores import check_kind
@@ -19,6 +20,7 @@ from drengine.yamlsrc import Source, load_yaml, validate
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 Outcome = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
+InputName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 ParamValue = str | int | float | bool | list[str]
 
 RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "runbooks"
@@ -46,6 +48,21 @@ class StepSpec(Strict):
         return {"none": GateLevel.NONE, "confirm": GateLevel.CONFIRM, "dangerous": GateLevel.DANGEROUS}[self.gate]
 
 
+class InputSpec(Strict):
+    """A value the operator gives a run on the command line (`--input NAME=VALUE`): journaled
+    with the run's start, given back on resume, read by steps through `ctx.inputs`."""
+
+    description: str = Field(min_length=1)
+    required: bool = False
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _required_or_default(self) -> InputSpec:
+        if self.required and self.default is not None:
+            raise ValueError("an input with a default is not required: give `required: true` or a `default:`, not both")
+        return self
+
+
 class GoalSpec(Strict):
     """What must hold at the end for the run to say DONE, checked on a fresh observation."""
 
@@ -65,6 +82,7 @@ class RunbookSpec(Strict):
     _kind = field_validator("kind")(check_kind)
     summary: str
     description: str = ""
+    inputs: dict[InputName, InputSpec] = Field(default_factory=dict)
     start: StepId
     steps: list[StepSpec] = Field(min_length=1, max_length=200)
     goal: GoalSpec | None = Field(default=None, description="checked on a fresh observation before a run says DONE")
@@ -161,6 +179,12 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
                 f"known actions of this kind: {', '.join(close) or 'none'}"
             )
             continue
+        for name in action.inputs:
+            if name not in spec.inputs:
+                problems.append(
+                    f"{source.where(('steps', i, 'action'))}: step {step.id} ({step.action}) reads the input {name!r}; "
+                    f"declare it under `inputs:` (with a description, and `required: true` or a `default:`)"
+                )
         if action.least_gate() > GateLevel.NONE and step.gate == "none" and "gate" in (source.data["steps"][i] or {}):
             problems.append(
                 f"{source.where(('steps', i, 'gate'))}: step {step.id} changes the cluster ({step.action}); "
@@ -215,6 +239,23 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
         if step.id not in can_end:
             problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)")
     return problems
+
+
+def resolve_inputs(runbook: Runbook, given: Mapping[str, str]) -> dict[str, str]:
+    """The run's inputs: what the operator gave, then the declared defaults. An input the
+    runbook does not declare, or a required one not given, is an input error (exit 2)."""
+    declared = runbook.spec.inputs
+    known = ", ".join(f"{n}{' (required)' if s.required else ''}" for n, s in declared.items()) or "none"
+    for name in given:
+        if name not in declared:
+            raise InputError(f"--input {name}: runbook {runbook.name} has no input named {name!r}; its inputs: {known}")
+    missing = [n for n, s in declared.items() if s.required and n not in given]
+    if missing:
+        raise InputError(f"runbook {runbook.name} needs " + "; ".join(
+            f"--input {n}=VALUE ({declared[n].description})" for n in missing))
+    values = {n: s.default for n, s in declared.items() if s.default is not None}
+    values.update(given)
+    return values
 
 
 def _check_goal(spec: RunbookSpec, source: Source, actions: dict[str, type[Action[Any, Any]]]) -> list[str]:

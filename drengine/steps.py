@@ -11,7 +11,7 @@ took effect; `took_effect` tells a resumed run whether an interrupted step had f
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -184,6 +184,22 @@ B = TypeVar("B")
 P = TypeVar("P", bound=StepParams)
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """The run's inputs (`--input NAME=VALUE`, or the runbook's defaults), as the runbook declared them."""
+
+    runbook: str = ""
+    declared: frozenset[str] = frozenset()
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        """The input's value, None when it is optional and was not given."""
+        if name not in self.declared:
+            raise StepFailed(f"this step reads the input {name!r}, which runbook {self.runbook or '(none)'} does not "
+                             f"declare under `inputs:`")
+        return self.values.get(name)
+
+
 @dataclass
 class RunContext(Generic[B]):
     """Everything a step may use: one object instead of eight arguments. `backend` is the
@@ -197,6 +213,7 @@ class RunContext(Generic[B]):
     record_statement: Callable[[Statement, str], None]
     clock: Clock = SYSTEM
     operator_said_gone: tuple[str, ...] = ()
+    inputs: RunInputs = field(default_factory=RunInputs)
     # Set by the engine for the step being run: when its deadline passes or the operator
     # interrupts, the step stops at its next statement or wait (nothing outlives its step).
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -236,6 +253,8 @@ class Action(Generic[B, P]):
     effect: ClassVar[Effect]
     Params: ClassVar[type[StepParams]] = NoParams
     description: ClassVar[str] = ""
+    # The runbook inputs this action reads from `ctx.inputs`: a runbook naming it must declare them.
+    inputs: ClassVar[tuple[str, ...]] = ()
     # Custom outcomes (besides ok, failed, skipped) a runbook must map under `branches:`.
     outcomes: ClassVar[tuple[str, ...]] = ()
     # The least gate this action needs; mutating actions default to CONFIRM. An action that only

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Set up drengine on a fresh Debian 12 machine: the virtual environment (always) and, with
 # --services, the Debian packages the lab and the test suite need (MariaDB, Galera, Ceph,
-# OpenSSH server, python3-rados). Safe to run again: it skips what is already there.
+# OpenSSH server, python3-rados, etcd for the team lock). Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_services=0
 [ "${1:-}" = "--services" ] && want_services=1
 
-APT_PACKAGES="mariadb-server mariadb-client galera-4 rsync ceph-mon ceph-osd ceph-mgr ceph-common python3-rados openssh-server iproute2 procps chromium"
+APT_PACKAGES="mariadb-server mariadb-client galera-4 rsync ceph-mon ceph-osd ceph-mgr ceph-common python3-rados openssh-server iproute2 procps chromium etcd-server etcd-client"
 
 if [ "$want_services" = 1 ]; then
   missing=""

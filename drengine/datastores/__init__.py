@@ -31,6 +31,8 @@ class Datastore:
     lab: str | None = "lab"  # module with `up(lab, inventory_out=...)`
     # The lab serves the simulator over the real protocol; `--scenario` picks its situation.
     simulated_lab: bool = False
+    # Its connector and simulator take the run's Clock (`clock=`); the others keep their own time.
+    takes_clock: bool = False
 
     def load(self, ref: str) -> Any:
         module, _, name = ref.partition(":")

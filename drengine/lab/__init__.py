@@ -11,10 +11,10 @@ from drengine.lab.procs import DEFAULT_LAB_DIR, LabDir, is_ours
 
 
 def lab_kinds() -> tuple[str, ...]:
-    """The labs: SSH hosts, and every datastore that has one."""
+    """The labs: SSH hosts, etcd for the team lock, and every datastore that has one."""
     from drengine.datastores import registry
 
-    return ("ssh", *(kind for kind, store in registry().items() if store.lab))
+    return ("ssh", "etcd", *(kind for kind, store in registry().items() if store.lab))
 
 
 def lab_dir(path: str | None) -> LabDir:
@@ -27,6 +27,8 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
     module: Any
     if kind == "ssh":
         from drengine.lab import ssh as module
+    elif kind == "etcd":
+        from drengine.lab import etcd as module
     else:
         store = datastore(kind)
         if store.lab is None:

@@ -21,7 +21,6 @@ import pytest
 from helpers import cli, of_type
 
 from drengine.datastores.ceph import lab as ceph_lab
-from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV, RUNS_DIR_ENV
 from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
@@ -70,6 +69,8 @@ class Lab:
         return result
 
     def run(self, runbook: str, *flags: str) -> tuple[int, str, Path]:
+        if runbook == "ceph-restore":
+            flags = (*flags, "--input", f"runs_dir={self.runs}")  # the degrade runs of this lab, and only those
         self.count += 1
         run_dir = self.runs / f"{self.count:02d}-{runbook}"
         started = time.monotonic()
@@ -92,14 +93,6 @@ def _port_base() -> int:
             raise
         return base
     pytest.skip("no free ports for the Ceph monitors")
-
-
-@pytest.fixture(autouse=True)
-def _runs_here(monkeypatch: pytest.MonkeyPatch, lab: Lab) -> Iterator[None]:
-    # ceph-restore finds the degrade runs of this lab, and only those.
-    monkeypatch.setenv(RUNS_DIR_ENV, str(lab.runs))
-    monkeypatch.delenv(DEGRADE_RUN_ENV, raising=False)
-    yield
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +124,30 @@ def _pool_pgs(snap: CephSnapshot, pool: str = POOL) -> list[object]:
 
 def mon_sent(run_dir: Path) -> list[str]:
     return [e.data["text"] for e in of_type(run_dir, "statement_sent") if e.data["language"] == "ceph-mon"]
+
+
+def test_backend_hangs_and_resumes_an_osd(lab: Lab) -> None:
+    """Fault injection is a backend operation: the real backend stops and continues an OSD's
+    daemon through its pid file, as the simulated one changes its model."""
+    from drengine.datastores.ceph.backend import CephBackend
+    from drengine.lab.procs import process_state
+
+    inventory = load_inventory(lab.inventory)
+    member = lab.cluster.member("osd.2")
+    assert member.pid_file is not None
+    pid = int(Path(member.pid_file).read_text().strip())
+    backend = CephBackend(lab.cluster, inventory)
+    try:
+        done = backend.hang("osd.2")
+        assert done == f"kill -STOP {pid} (osd.2, pid file {member.pid_file})"
+        assert process_state(pid) == "T"
+        assert backend.resume("osd.2").startswith(f"kill -CONT {pid} ")
+        assert wait_until(lambda: process_state(pid) in ("S", "R"), 5.0)
+    finally:
+        if process_state(pid) == "T":
+            backend.resume("osd.2")
+        backend.close()
+    lab.wait_for("every PG active+clean after the hang", lambda s: s.all_active_clean and not s.down_osds)
 
 
 def test_one_osd_killed_only_flags(lab: Lab) -> None:

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
 from helpers import cli, cli_subprocess, of_type
 
-from drengine.datastores.ceph.actions import DEGRADE_RUN_ENV, RUNS_DIR_ENV
-from drengine.datastores.ceph.simcluster import CephSim, scenario
+from drengine.clock import SimulatedClock
+from drengine.datastores.ceph.scenarios import scenario
+from drengine.datastores.ceph.simcluster import CephSim
+from drengine.engine import RunRequest, start_run
+from drengine.gates import FlagPolicy
+from drengine.inventory import load_inventory
+from drengine.runbook import load_runbook
+from drengine.steps import Mode
 
 INVENTORY = """\
 clusters:
@@ -30,12 +36,6 @@ clusters:
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_named_degrade_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(DEGRADE_RUN_ENV, raising=False)
-    yield
-
-
 class Sim:
     """One simulated cluster kept in a state file across runs, with the runs under one folder."""
 
@@ -49,6 +49,8 @@ class Sim:
         self.scenario = scenario
 
     def run(self, runbook: str, *flags: str) -> tuple[int, str, Path]:
+        if runbook == "ceph-restore" and not any(f.startswith("runs_dir=") for f in flags):
+            flags = (*flags, "--input", f"runs_dir={self.runs}")  # the degrade runs of this test, and only those
         self.count += 1
         run_dir = self.runs / f"{self.count:02d}-{runbook}"
         code, out = cli("run", f"runbooks/{runbook}.yaml", "-i", str(self.inventory), "-c", "sim", "--run-dir", str(run_dir), *flags)
@@ -71,12 +73,7 @@ def mon_sent(run_dir: Path) -> list[str]:
     return [e.data["text"] for e in of_type(run_dir, "statement_sent") if e.data["language"] == "ceph-mon"]
 
 
-@pytest.fixture
-def runs_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))
-
-
-def test_one_osd_down_only_flags(tmp_path: Path, runs_env: None) -> None:
+def test_one_osd_down_only_flags(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "one-osd-down")
     code, out, run_dir = sim.run("ceph-degrade", "--yes")
     assert code == 0, out
@@ -92,7 +89,7 @@ def test_one_osd_down_only_flags(tmp_path: Path, runs_env: None) -> None:
     assert all(e.data["level"] != "dangerous" for e in of_type(run_dir, "gate_asked"))
 
 
-def test_two_osds_down_lowers_min_size_and_io_works(tmp_path: Path, runs_env: None) -> None:
+def test_two_osds_down_lowers_min_size_and_io_works(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "two-osds-down")
     code, out, run_dir = sim.run("ceph-degrade", "--yes")
     assert code == 3, out  # lowering min_size is a dangerous gate: --yes is not enough
@@ -120,7 +117,7 @@ def test_two_osds_down_lowers_min_size_and_io_works(tmp_path: Path, runs_env: No
     assert finished["set-flags"]["outcome"] == "ok"
 
 
-def test_several_pools_only_affected_ones_change(tmp_path: Path, runs_env: None) -> None:
+def test_several_pools_only_affected_ones_change(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "several-pools-some-affected", osds=6)
     code, out, run_dir = sim.run("ceph-degrade", "--yes", "--accept-data-loss")
     assert code == 0, out
@@ -133,7 +130,7 @@ def test_several_pools_only_affected_ones_change(tmp_path: Path, runs_env: None)
     assert "pool images (size 3, min_size 2): 8 PGs: 8 active+clean" in out
 
 
-def test_unfound_objects_need_the_osd_declared_gone(tmp_path: Path, runs_env: None) -> None:
+def test_unfound_objects_need_the_osd_declared_gone(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "unfound-objects")
     code, out, run_dir = sim.run("ceph-degrade", "--yes", "--accept-data-loss")
     assert code == 1, out
@@ -143,7 +140,7 @@ def test_unfound_objects_need_the_osd_declared_gone(tmp_path: Path, runs_env: No
     assert sum(len(pg.unfound) for pg in sim.model().state.pgs) == 3
 
 
-def test_unfound_objects_reverted_after_gone_osd_marked_out_and_lost(tmp_path: Path, runs_env: None) -> None:
+def test_unfound_objects_reverted_after_gone_osd_marked_out_and_lost(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "unfound-objects")
     code, out, run_dir = sim.run("ceph-degrade", "--yes", "--gone", "osd.0")
     assert code == 3, out  # marking lost is dangerous: --yes alone stops there
@@ -167,7 +164,7 @@ def test_unfound_objects_reverted_after_gone_osd_marked_out_and_lost(tmp_path: P
     assert lost_gate.data["level"] == "dangerous" and "unfound objects may be on it" in lost_gate.data["reason"]
 
 
-def test_restore_after_osds_return(tmp_path: Path, runs_env: None) -> None:
+def test_restore_after_osds_return(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "two-osds-down")
     model = sim.model()
     model.state.flags.append("noscrub")  # an operator's own flag: restore must leave it
@@ -198,7 +195,7 @@ def test_restore_after_osds_return(tmp_path: Path, runs_env: None) -> None:
     assert str(degrade_dir) in out
 
 
-def test_restore_to_health_ok_and_second_restore_changes_nothing(tmp_path: Path, runs_env: None) -> None:
+def test_restore_to_health_ok_and_second_restore_changes_nothing(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "two-osds-down")
     code, out, _ = sim.run("ceph-degrade", "--yes", "--accept-data-loss")
     assert code == 0, out
@@ -212,25 +209,75 @@ def test_restore_to_health_ok_and_second_restore_changes_nothing(tmp_path: Path,
     code, out, run_dir = sim.run("ceph-restore", "--yes")
     assert code == 1, out
     assert "no unrestored ceph-degrade run of sim" in out
-    assert f"{DEGRADE_RUN_ENV}" in out
+    assert "--input degrade_run=RUN_DIR" in out
     assert not mon_sent(run_dir)
 
 
-def test_restore_from_a_named_degrade_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_restore_from_a_named_degrade_run(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "two-osds-down")
     code, out, degrade_dir = sim.run("ceph-degrade", "--yes", "--accept-data-loss")
     assert code == 0, out
     model = sim.model()
     model.start_osds([1, 2])
     sim.change(model)
-    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "elsewhere"))
-    monkeypatch.setenv(DEGRADE_RUN_ENV, str(degrade_dir))
-    code, out, run_dir = sim.run("ceph-restore", "--yes")
+    code, out, run_dir = sim.run("ceph-restore", "--yes", "--input", f"runs_dir={tmp_path / 'elsewhere'}",
+                                 "--input", f"degrade_run={degrade_dir}")
     assert code == 0, out
+    assert sim.model().pool("drengine").min_size == 2 and not sim.model().state.flags
+    started = of_type(run_dir, "run_started")[0]
+    assert started.data["inputs"] == {"degrade_run": str(degrade_dir), "runs_dir": str(tmp_path / "elsewhere")}
+    assert f"input degrade_run = {degrade_dir}" in out
+
+
+def test_inputs_the_runbook_does_not_declare_or_needs_are_refused(tmp_path: Path) -> None:
+    sim = Sim(tmp_path, "healthy")
+    code, out = cli("plan", "runbooks/ceph-restore.yaml", "-i", str(sim.inventory), "-c", "sim", "--input", "degrade=x")
+    assert code == 2, out
+    assert ("--input degrade: runbook ceph-restore has no input named 'degrade'; its inputs: degrade_run, runs_dir"
+            in out)
+    code, out = cli("run", "runbooks/ceph-degrade.yaml", "-i", str(sim.inventory), "-c", "sim", "--input", "runs_dir")
+    assert code == 2 and "--input 'runs_dir': expected NAME=VALUE" in out, out
+    code, out = cli("run", "runbooks/ceph-degrade.yaml", "-i", str(sim.inventory), "-c", "sim", "--input", "a=1",
+                    "--input", "a=2")
+    assert code == 2 and "--input a is given twice" in out, out
+    # A runbook that requires an input: refused before anything runs, naming the input and the runbook.
+    required = tmp_path / "ceph-restore.yaml"
+    required.write_text(Path("runbooks/ceph-restore.yaml").read_text().replace(
+        "  degrade_run:\n", "  degrade_run:\n    required: true\n"))
+    code, out = cli("run", str(required), "-i", str(sim.inventory), "-c", "sim", "--yes", "--run-dir", str(tmp_path / "r"))
+    assert code == 2, out
+    assert "runbook ceph-restore needs --input degrade_run=VALUE (the directory (or journal.jsonl) of the" in out
+    assert not (tmp_path / "r" / "journal.jsonl").exists()
+    code, out = cli("run", "--resume", str(tmp_path / "r"), "--input", "degrade_run=x")
+    assert code == 2 and "--resume takes the runbook, inventory, cluster and inputs from the journal" in out, out
+
+
+def test_inputs_come_back_on_resume(tmp_path: Path) -> None:
+    """A restore killed right after it started resumes with the inputs it was given: the named
+    degrade run, and a runs_dir where no degrade run is (so only the input can find it)."""
+    sim = Sim(tmp_path, "two-osds-down")
+    code, out, degrade_dir = sim.run("ceph-degrade", "--yes", "--accept-data-loss")
+    assert code == 0, out
+    model = sim.model()
+    model.start_osds([1, 2])
+    sim.change(model)
+    run_dir = tmp_path / "restore"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRENGINE_")}
+    env["DRENGINE_LOCK_DIR"] = str(tmp_path / "locks")
+    crashed = cli_subprocess("run", "runbooks/ceph-restore.yaml", "-i", str(sim.inventory), "-c", "sim", "--yes",
+                             "--run-dir", str(run_dir), "--input", f"degrade_run={degrade_dir}",
+                             "--input", f"runs_dir={tmp_path / 'elsewhere'}",
+                             env={**env, "DRENGINE_TEST_CRASH_AFTER": "run_started"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert not of_type(run_dir, "step_started")
+    resumed = cli_subprocess("run", "--resume", str(run_dir), "--yes", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    found = [e for e in of_type(run_dir, "step_finished") if e.data["step"] == "find-record"][0]
+    assert found.data["ok"] and str(degrade_dir) in " ".join(found.data["evidence"])
     assert sim.model().pool("drengine").min_size == 2 and not sim.model().state.flags
 
 
-def test_plan_shows_the_commands_and_changes_nothing(tmp_path: Path, runs_env: None) -> None:
+def test_plan_shows_the_commands_and_changes_nothing(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "two-osds-down")
     before = sim.model().to_json() if sim.state.exists() else None
     code, out = cli("plan", "runbooks/ceph-degrade.yaml", "-i", str(sim.inventory), "-c", "sim", "--run-dir", str(tmp_path / "plan"))
@@ -242,7 +289,7 @@ def test_plan_shows_the_commands_and_changes_nothing(tmp_path: Path, runs_env: N
     assert before is None or before == model.to_json()
 
 
-def test_no_quorum_fails_with_what_to_do(tmp_path: Path, runs_env: None) -> None:
+def test_no_quorum_fails_with_what_to_do(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "mon-quorum-lost")
     code, out, run_dir = sim.run("ceph-degrade", "--yes")
     assert code == 1, out
@@ -251,7 +298,7 @@ def test_no_quorum_fails_with_what_to_do(tmp_path: Path, runs_env: None) -> None
     assert not of_type(run_dir, "statement_sent")
 
 
-def test_mon_quorum_restored_by_monmap_surgery(tmp_path: Path, runs_env: None) -> None:
+def test_mon_quorum_restored_by_monmap_surgery(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "mon-quorum-lost")
     code, out, run_dir = sim.run("ceph-mon-quorum", "--yes")
     assert code == 3, out  # the surgery is a dangerous gate
@@ -274,7 +321,7 @@ def test_mon_quorum_restored_by_monmap_surgery(tmp_path: Path, runs_env: None) -
     assert code == 0, out
 
 
-def test_mon_quorum_healthy_needs_no_surgery(tmp_path: Path, runs_env: None) -> None:
+def test_mon_quorum_healthy_needs_no_surgery(tmp_path: Path) -> None:
     sim = Sim(tmp_path, "healthy")
     code, out, run_dir = sim.run("ceph-mon-quorum", "--yes", "--accept-data-loss")
     assert code == 0, out
@@ -289,7 +336,6 @@ def test_crash_after_lowering_min_size_then_resume_and_restore(tmp_path: Path) -
     sim.change(model)
     run_dir = tmp_path / "runs" / "01-ceph-degrade"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRENGINE_")}
-    env[RUNS_DIR_ENV] = str(tmp_path / "runs")
     env["DRENGINE_LOCK_DIR"] = str(tmp_path / "locks")
     crashed = cli_subprocess("run", "runbooks/ceph-degrade.yaml", "-i", str(sim.inventory), "-c", "sim", "--run-dir",
                           str(run_dir), "--yes", "--accept-data-loss",
@@ -306,13 +352,14 @@ def test_crash_after_lowering_min_size_then_resume_and_restore(tmp_path: Path) -
     model.start_osds([1, 2])
     sim.change(model)
     restore = cli_subprocess("run", "runbooks/ceph-restore.yaml", "-i", str(sim.inventory), "-c", "sim", "--run-dir",
-                          str(tmp_path / "runs" / "02-ceph-restore"), "--yes", env=env)
+                          str(tmp_path / "runs" / "02-ceph-restore"), "--yes", "--input", f"runs_dir={tmp_path / 'runs'}",
+                          env=env)
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert sim.model().pool("drengine").min_size == 3
     assert not sim.model().state.flags
 
 
-def test_down_pgs_wait_for_a_gone_osd_then_lost_min_size_and_unfound(tmp_path: Path, runs_env: None) -> None:
+def test_down_pgs_wait_for_a_gone_osd_then_lost_min_size_and_unfound(tmp_path: Path) -> None:
     """PGs whose latest data sits only on a dead OSD are `down`: a lower min_size alone does not
     help. Declared gone, the OSD is marked out and lost, the PGs peer on what is left (short of
     copies: min_size lowered) and the objects no one has are given up."""
@@ -343,3 +390,55 @@ def test_down_pgs_wait_for_a_gone_osd_then_lost_min_size_and_unfound(tmp_path: P
     model.write_object("drengine", "after", b"served", timeout=1)
     with pytest.raises(Exception, match="does not exist"):
         model.read_object("drengine", "only-on-osd0")  # the data only osd.0 had is gone, as the gate said
+
+
+def _request(sim: Sim, runbook: str, run_dir: Path, clock: SimulatedClock, **inputs: str) -> RunRequest:
+    inventory = load_inventory(sim.inventory)
+    return RunRequest(runbook=load_runbook(f"runbooks/{runbook}.yaml"), inventory=inventory,
+                      cluster=inventory.cluster("sim"), mode=Mode.RUN,
+                      gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=run_dir, clock=clock, inputs=inputs)
+
+
+def test_runbooks_on_the_simulator_take_time_from_the_runs_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explorer drives the Ceph runbooks on a SimulatedClock: every bounded wait passes on
+    that clock, the simulator's time follows it, and nothing really sleeps."""
+
+    def no_sleeping(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s of real time in the simulated path")
+
+    monkeypatch.setattr(time, "sleep", no_sleeping)
+    sim = Sim(tmp_path, "two-osds-down")
+    clock = SimulatedClock()
+    started = time.monotonic()
+    degraded = start_run(_request(sim, "ceph-degrade", tmp_path / "runs" / "degrade", clock))
+    assert degraded.success, degraded.summary
+    # The OSDs stay down: ceph-restore waits its whole recovery_timeout (120 s) on the run's clock.
+    before = clock.now()
+    restored = start_run(_request(sim, "ceph-restore", tmp_path / "restore", clock, runs_dir=str(tmp_path / "runs")))
+    assert not restored.success and "osd.1, osd.2 still down" in restored.summary
+    assert clock.now() - before >= 120.0
+    assert time.monotonic() - started < 30.0
+    # The model's time moved with the clock (noout, set by the degrade, kept the OSDs in).
+    model = sim.model()
+    assert model.state.clock >= 120.0 and all(o.in_ for o in model.state.osds)
+
+
+def test_the_simulators_time_follows_the_clock_across_processes(tmp_path: Path) -> None:
+    """Ten simulated minutes with an OSD down and no noout: the monitors mark it out, as
+    mon_osd_down_out_interval says, and the state file keeps the model's time for the next run."""
+    from drengine.datastores.ceph.sim import SimCephBackend
+
+    sim = Sim(tmp_path, "one-osd-down")
+    cluster = load_inventory(sim.inventory).cluster("sim")
+    clock = SimulatedClock()
+    backend = SimCephBackend.open(cluster, sim.state, clock=clock)
+    assert backend.observe().status.num_in_osds == 3
+    clock.advance(599.0)
+    assert backend.observe().status.num_in_osds == 3
+    backend.close()
+    later = SimulatedClock(start=5000.0)  # another process: its clock starts elsewhere
+    backend = SimCephBackend.open(cluster, sim.state, clock=later)
+    later.advance(2.0)
+    snap = backend.observe()
+    assert snap.status.num_in_osds == 2 and sim.model().state.clock == pytest.approx(601.0)
+    backend.close()

@@ -4,12 +4,16 @@ plus what only a model can show quickly: unfound objects, flags, auto-out, monma
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from drengine.datastores.ceph.connector import CephAPI, observe
-from drengine.datastores.ceph.simcluster import SCENARIOS, CephSim, scenario
+from drengine.datastores.ceph.scenarios import SCENARIOS, scenario
+from drengine.datastores.ceph.sim import SimCephBackend
+from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
+from drengine.inventory import load_inventory
 
 pytestmark = pytest.mark.sim
 
@@ -221,3 +225,59 @@ def test_pg_command_needs_an_up_primary() -> None:
     sim.kill_osds([0, 1, 2])
     with pytest.raises(ProbeTimeout, match="primary OSD is down"):
         sim.pg_command(pgid, {"prefix": "query"})
+
+
+def _sim_backend(tmp_path: Path, name: str = "healthy") -> SimCephBackend:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "clusters:\n  sim:\n    kind: ceph\n"
+        f"    simulated: {{scenario: {name}, state_file: {tmp_path / 'state.json'}}}\n"
+        "    members:\n" + "".join(f"      - {{name: {m}}}\n" for m in ("mon.a", "mon.b", "mon.c", "osd.0", "osd.1", "osd.2"))
+    )
+    return SimCephBackend.open(load_inventory(inventory).cluster("sim"), tmp_path / "state.json")
+
+
+def test_backend_faults_kill_start_hang_resume_osds(tmp_path: Path) -> None:
+    """Drills inject faults through the backend by member name; the state file follows each one."""
+    backend = _sim_backend(tmp_path)
+    assert backend.kill("osd.2") == "simulated SIGKILL of osd.2"
+    assert [o.id for o in backend.observe().down_osds] == [2]
+    assert CephSim.from_json((tmp_path / "state.json").read_text()).osd(2).up is False  # saved at once
+    backend.start("osd.2")
+    assert backend.observe().down_osds == [] and backend.observe().all_active_clean
+
+    assert backend.hang("osd.1") == "simulated SIGSTOP of osd.1"
+    assert [o.id for o in backend.observe().down_osds] == [1]  # its peers stop hearing it: marked down
+    backend.start("osd.1")  # a second daemon cannot take the store a stopped one holds
+    assert [o.id for o in backend.observe().down_osds] == [1]
+    assert backend.resume("osd.1") == "simulated SIGCONT of osd.1"
+    assert backend.observe().down_osds == [] and backend.observe().all_active_clean
+    backend.close()
+
+
+def test_backend_faults_hang_monitors_and_refuse_unknown_members(tmp_path: Path) -> None:
+    backend = _sim_backend(tmp_path)
+    backend.hang("mon.b")
+    backend.hang("mon.c")
+    assert backend.sim.quorum() == []
+    probe = backend.monitors.probe("mon.b")
+    assert not probe.running and "stopped (SIGSTOP)" in probe.error
+    with pytest.raises(CommandFailed, match="stopped by SIGSTOP"):
+        backend.sim.extract_monmap("b")  # its store is still locked
+    backend.resume("mon.b")
+    assert backend.sim.quorum() == ["a", "b"]
+    with pytest.raises(InputError, match="no daemon 'mgr.x' to SIGKILL"):
+        backend.kill("mgr.x")
+    backend.close()
+
+
+def test_the_drill_kit_is_a_value() -> None:
+    import dataclasses
+
+    from drengine.datastores.ceph.drill import KIT, CephKit
+
+    assert KIT == CephKit()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        KIT.pool = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        KIT.faults["hang-osds"] = KIT.faults["kill-osds"]  # type: ignore[index]

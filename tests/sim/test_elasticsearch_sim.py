@@ -81,7 +81,10 @@ def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: 
     assert explain["configured_delay_in_millis"] == 60_000
     assert explain["remaining_delay_in_millis"] == 60_000
     assert explain["unassigned_info"]["reason"] == "NODE_LEFT"
-    assert explain["unassigned_info"]["delayed"] is True
+    assert "delayed" not in explain["unassigned_info"]  # only the cluster state's routing table has it
+    assert "configured_delay" not in explain and "remaining_delay" not in explain  # ?human=true only
+    human = cluster.explain(human=True)
+    assert (human["configured_delay"], human["remaining_delay"]) == ("1m", "1m")
     assert "[1m]" in explain["allocate_explanation"]
 
     clock.advance(30)

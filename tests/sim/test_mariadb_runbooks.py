@@ -199,16 +199,18 @@ def test_missing_secret_is_a_clear_input_error(tmp_path: Path, monkeypatch: pyte
 
 
 def test_lock_contention_names_the_holder(tmp_path: Path) -> None:
-    from drengine.lock import ClusterLock
+    from drengine.lock import me
+    from drengine.lock.local import LocalLock
 
-    lock = ClusterLock("sim", Path(os.environ["DRENGINE_LOCK_DIR"]))
-    lock.acquire("other-run", "alice")
+    held = LocalLock("sim", Path(os.environ["DRENGINE_LOCK_DIR"])).acquire(me("other-run", tmp_path / "other"))
     code, out, _ = run(tmp_path, "primary-dead-replica-lagging", "--yes")
     assert code == 4
-    assert "held by run other-run" in out and "--break-lock" in out
+    assert "locked by run other-run" in out and "--break-lock" in out
     code, out, run_dir = run(tmp_path, "primary-dead-replica-lagging", "--yes", "--break-lock", name="broken")
     assert code == 0, out
     assert of_type(run_dir, "lock_broken")[0].data["previous"].startswith("run other-run")
+    assert held.lost() is not None
+    held.release()
 
 
 def _crash_points(run_dir: Path) -> list[str]:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from drengine.datastores.ceph.actions import (
-    DegradeRun,
-    PoolMinSize,
+from drengine.datastores.ceph.connector import CephSnapshot, observe
+from drengine.datastores.ceph.decisions import (
     UnfoundSource,
     decide_flags,
     decide_lost,
@@ -18,15 +17,14 @@ from drengine.datastores.ceph.actions import (
     decide_restore_min_size,
     decide_unfound,
     decide_unset,
-    default_min_size,
-    explain_health,
     gone_osd_ids,
     io_check_pools,
-    merge_degrade_runs,
-    read_degrade_run,
 )
-from drengine.datastores.ceph.connector import CephSnapshot, observe
-from drengine.datastores.ceph.simcluster import CephSim, scenario
+from drengine.datastores.ceph.degrade_record import DegradeRun, default_min_size, merge_degrade_runs, read_degrade_run
+from drengine.datastores.ceph.explain import explain_health
+from drengine.datastores.ceph.facts import PoolMinSize
+from drengine.datastores.ceph.scenarios import scenario
+from drengine.datastores.ceph.simcluster import CephSim
 from drengine.journal import Event, JournalWriter
 
 
@@ -105,7 +103,7 @@ def test_unfound_waits_for_osds_not_marked_lost() -> None:
 
 
 def test_restore_waits_for_copies_and_unsets_only_drengines_flags() -> None:
-    from drengine.datastores.ceph.actions import DegradeRecord
+    from drengine.datastores.ceph.facts import DegradeRecord
 
     sim = scenario("two-osds-down")
     sim.pool("drengine").min_size = 1
@@ -150,8 +148,8 @@ def test_merge_keeps_the_oldest_min_size() -> None:
 
 
 def test_mon_surgery_keeps_the_survivors_of_the_newest_monmap() -> None:
-    from drengine.datastores.ceph.actions import decide_mon_surgery
     from drengine.datastores.ceph.backend import MonProbe
+    from drengine.datastores.ceph.decisions import decide_mon_surgery
 
     members = {"a": "mon.a", "b": "mon.b", "c": "mon.c"}
     probes = [MonProbe(name="a", running=True, state="probing", monmap_epoch=1, monmap=["a", "b", "c"]),
@@ -190,7 +188,7 @@ def _journal(run_dir: Path, runbook: str, cluster: str, finished: list[str]) -> 
 
 
 def test_restored_degrade_runs_are_not_restored_twice(tmp_path: Path) -> None:
-    from drengine.datastores.ceph.actions import find_degrade_runs
+    from drengine.datastores.ceph.degrade_record import find_degrade_runs
 
     _journal(tmp_path / "1", "ceph-degrade", "c", [])
     # A restore that put everything back but ended with health not OK still counts as done.
@@ -206,7 +204,7 @@ def test_restored_degrade_runs_are_not_restored_twice(tmp_path: Path) -> None:
 def test_a_damaged_journal_of_another_run_is_skipped(tmp_path: Path) -> None:
     import pytest
 
-    from drengine.datastores.ceph.actions import find_degrade_runs
+    from drengine.datastores.ceph.degrade_record import find_degrade_runs
     from drengine.errors import JournalCorrupt
 
     _journal(tmp_path / "1", "ceph-degrade", "c", [])
@@ -218,3 +216,16 @@ def test_a_damaged_journal_of_another_run_is_skipped(tmp_path: Path) -> None:
     journal.write_text(journal.read_text().replace("noout", "nodown"))
     with pytest.raises(JournalCorrupt):
         find_degrade_runs(tmp_path, "c")
+
+
+def test_facts_journaled_under_the_former_actions_module_still_load() -> None:
+    """A degrade run journaled before the Ceph actions were split names its facts by the old
+    module; the restore must still read them."""
+    from drengine.datastores.ceph.facts import FlagsSet
+    from drengine.steps import Facts
+
+    facts = Facts()
+    facts.load({"flags_set": {"model": "drengine.datastores.ceph.actions:FlagsSet",
+                              "value": {"wanted": ["noout"], "set_by_drengine": ["noout"], "already_set": []}}})
+    assert facts.get("flags_set", FlagsSet).set_by_drengine == ["noout"]
+    assert facts.dump()["flags_set"]["model"] == "drengine.datastores.ceph.facts:FlagsSet"

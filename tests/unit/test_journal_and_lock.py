@@ -1,19 +1,15 @@
-"""The journal detects any edited, removed, inserted or reordered line; the lock names its holder."""
+"""The journal detects any edited, removed, inserted or reordered line (the lock: test_lock_local.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers import cli
 
-from drengine.errors import JournalCorrupt, LockHeld
+from drengine.errors import JournalCorrupt
 from drengine.journal import Event, JournalWriter, verify
-from drengine.lock import ClusterLock
 from drengine.redact import REDACTOR
 
 
@@ -83,19 +79,3 @@ def test_secrets_are_redacted_before_disk(tmp_path: Path) -> None:
     assert "s3cr3t-pass" not in (tmp_path / "journal.jsonl").read_text()
     assert verify(tmp_path) == 1
 
-
-def test_lock_names_its_holder_and_frees_a_dead_one(tmp_path: Path) -> None:
-    lock = ClusterLock("c1", tmp_path)
-    lock.acquire("run-a", "alice")
-    with pytest.raises(LockHeld, match=r"held by run run-a \(pid \d+, user alice"):
-        lock.acquire("run-b", "bob")
-    taken = lock.acquire("run-c", "carol", break_lock=True)
-    assert taken.replaced is not None and taken.replaced.run_id == "run-a"
-    lock.release("run-c")
-    # A holder whose process is gone is detected and replaced without --break-lock.
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    dead_pid = int(child.stdout)
-    (tmp_path / "c1.lock").write_text(json.dumps({"run_id": "ghost", "pid": dead_pid, "user": "x", "host": os.uname().nodename,
-                                                   "started": 0.0, "pid_start": "1"}))
-    again = lock.acquire("run-d", "dave")
-    assert again.replaced is not None and again.replaced_alive is False

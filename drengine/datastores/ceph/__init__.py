@@ -3,4 +3,4 @@
 from drengine.datastores import Datastore
 
 DATASTORE = Datastore(kind="ceph", title="Ceph", default_port=3300,
-                      connector="backend:CephBackend", simulator="sim:SimCephBackend")
+                      connector="backend:CephBackend", simulator="sim:SimCephBackend", takes_clock=True)

@@ -2,24 +2,27 @@
 
 It wraps one `CephAPI` (the librados `CephConnector` for a real cluster, the simulator for a
 simulated one, see `drengine.datastores.ceph.sim`) and adds what every Ceph step needs on top:
-one `observe()` for a snapshot, a description for messages, and `monitors`, the
+one `observe()` for a snapshot, a description for messages, `monitors`, the
 `MonitorControl` for monitor surgery on the monitors' hosts (admin socket, service
-templates, ceph-mon and monmaptool), which librados cannot do. The connector's time
+templates, ceph-mon and monmaptool), which librados cannot do, and the drills' fault
+injection (`kill`, `hang`, `resume`, `start` of a member: `drengine.faults.FaultTarget`). The connector's time
 bounds come from the inventory: `timeouts.connect` bounds reaching a monitor quorum,
-`timeouts.read` each monitor command and object operation.
+`timeouts.read` each monitor command and object operation. Time (snapshots' timestamps, the
+waits for a monitor to stop or start) comes from the run's `Clock`.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
 from drengine.errors import ConnectError, InputError, StepFailed
+from drengine.faults import MemberFaults
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
 from drengine.transport import HostTransport, LocalTransport, ShellCommand, command_text, render_template, transport_for
 
@@ -27,8 +30,10 @@ from drengine.transport import HostTransport, LocalTransport, ShellCommand, comm
 class CephBackend:
     """What the Ceph actions talk to: the cluster's `CephAPI` plus snapshots."""
 
-    def __init__(self, cluster: Cluster, inventory: Inventory | None = None, api: CephAPI | None = None) -> None:
+    def __init__(self, cluster: Cluster, inventory: Inventory | None = None, api: CephAPI | None = None,
+                 clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
+        self.clock = clock
         if api is None:
             options = cluster.ceph or CephOptions()
             api = CephConnector(
@@ -37,27 +42,23 @@ class CephBackend:
                 connect_timeout=cluster.timeouts.connect,
                 op_timeout=cluster.timeouts.read,
                 keyring=options.keyring,
+                clock=clock,
             )
         self.api: CephAPI = api
-        self.monitors: MonitorControl = HostMonitorControl(cluster, inventory)
+        self.monitors: MonitorControl = HostMonitorControl(cluster, inventory, clock=clock)
+        self._faults = MemberFaults(inventory, cluster)
 
     def reconnect(self) -> None:
         """Drop the connection; the next call connects afresh (after monitor surgery, say)."""
         self.api.close()
 
-    def clock(self) -> float:
-        """Seconds for bounded waits: real time here; the simulator's twin uses its logical clock."""
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)  # waiting for the cluster between two looks, never inside a decision
-
     def describe(self) -> str:
         options = self.cluster.ceph or CephOptions()
         return f"Ceph cluster {self.cluster.name} ({options.conf_file})"
 
-    def observe(self, clock: Callable[[], float] = time.time) -> CephSnapshot:
-        return observe(self.api, clock)
+    def observe(self) -> CephSnapshot:
+        # Through this backend's own calls, so that a twin that must record what it answers (time passing) can.
+        return observe(self, self.clock.wall)
 
     def mon_command(self, cmd: Mapping[str, Any]) -> JsonDoc:
         return self.api.mon_command(cmd)
@@ -70,6 +71,20 @@ class CephBackend:
 
     def read_object(self, pool: str, name: str) -> bytes:
         return self.api.read_object(pool, name)
+
+    # -- fault injection (drills): the member's daemon, through its pid file and start template
+
+    def kill(self, member: str) -> str:
+        return self._faults.kill(member)
+
+    def hang(self, member: str) -> str:
+        return self._faults.hang(member)
+
+    def resume(self, member: str) -> str:
+        return self._faults.resume(member)
+
+    def start(self, member: str) -> str:
+        return self._faults.start(member)
 
     def close(self) -> None:
         try:
@@ -162,10 +177,11 @@ class HostMonitorControl:
     on this machine for members without one (the lab). Stop and start use the inventory's
     service templates, so what is run is what the operator configured."""
 
-    def __init__(self, cluster: Cluster, inventory: Inventory | None, wait: float = 15.0) -> None:
+    def __init__(self, cluster: Cluster, inventory: Inventory | None, wait: float = 15.0, clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
         self.inventory = inventory
         self.wait = wait
+        self.clock = clock
         self._transports: dict[str, HostTransport] = {}
         options = cluster.ceph or CephOptions()
         self.conf_file = options.conf_file
@@ -231,12 +247,9 @@ class HostMonitorControl:
         if not self.probe(member).running:
             return
         self._transport(m).run(self._template("stop", m), timeout=30.0).check()
-        deadline = time.monotonic() + self.wait
-        while self.probe(member).running:
-            if time.monotonic() >= deadline:
-                raise StepFailed(f"{member} still answers on its admin socket {self.wait:g} s after the stop command; "
-                                 f"its store stays locked, so its monmap cannot be edited. Stop it by hand and resume")
-            time.sleep(0.3)  # waiting for the daemon to exit, not a decision
+        if not wait_until(lambda: not self.probe(member).running, self.wait, interval=0.3, clock=self.clock):
+            raise StepFailed(f"{member} still answers on its admin socket {self.wait:g} s after the stop command; "
+                             f"its store stays locked, so its monmap cannot be edited. Stop it by hand and resume")
 
     def edit_monmap(self, member: str, remove: list[str]) -> list[str]:
         m = self.cluster.member(member)
@@ -252,12 +265,9 @@ class HostMonitorControl:
         if self.probe(member).running:
             return
         self._transport(m).run(self._template("start", m), timeout=30.0).check()
-        deadline = time.monotonic() + self.wait
-        while not self.probe(member).running:
-            if time.monotonic() >= deadline:
-                raise StepFailed(f"{member} does not answer on its admin socket {self.wait:g} s after the start command; "
-                                 f"check its log, start it by hand and resume")
-            time.sleep(0.3)
+        if not wait_until(lambda: self.probe(member).running, self.wait, interval=0.3, clock=self.clock):
+            raise StepFailed(f"{member} does not answer on its admin socket {self.wait:g} s after the start command; "
+                             f"check its log, start it by hand and resume")
 
     def close(self) -> None:
         for transport in self._transports.values():

@@ -27,6 +27,7 @@ from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 
 JsonDoc = dict[str, Any] | list[Any]
@@ -91,8 +92,10 @@ class CephConnector:
         connect_timeout: float = 2.0,
         op_timeout: float = 5.0,
         keyring: str | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.conf_file = conf_file
+        self.clock = clock
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.op_timeout = op_timeout
@@ -132,11 +135,11 @@ class CephConnector:
             cluster = rados.Rados(conffile=self.conf_file, name=name, conf=conf)
         except rados.Error as exc:
             raise InputError(f"cannot load the Ceph configuration {self.conf_file}: {exc}") from None
-        started = time.monotonic()
+        started = self.clock.now()
         try:
             cluster.connect()
         except rados.Error as exc:
-            elapsed = time.monotonic() - started
+            elapsed = self.clock.now() - started
             _shutdown(cluster)
             raise ConnectError(
                 f"no Ceph monitor quorum answered within {self.connect_timeout:g} s "
@@ -208,15 +211,13 @@ class CephConnector:
         """
         ioctx = self._ioctx(pool)
         completion = ioctx.aio_write_full(name, data)
-        deadline = time.monotonic() + min(timeout, self.op_timeout + 1.0)
-        while not completion.is_complete():
-            if time.monotonic() >= deadline:
-                self._abandoned.append(completion)
-                raise ProbeTimeout(
-                    f"writing object {name!r} to pool {pool!r} was not acknowledged within {timeout:g} s: "
-                    f"its placement group is probably inactive (fewer copies up than the pool's min_size)"
-                )
-            time.sleep(0.02)  # I/O wait on librados, not a decision
+        # Waiting on librados' completion, not a decision.
+        if not wait_until(completion.is_complete, min(timeout, self.op_timeout + 1.0), interval=0.02, clock=self.clock):
+            self._abandoned.append(completion)
+            raise ProbeTimeout(
+                f"writing object {name!r} to pool {pool!r} was not acknowledged within {timeout:g} s: "
+                f"its placement group is probably inactive (fewer copies up than the pool's min_size)"
+            )
         ret = completion.get_return_value()
         if ret == -errno.ETIMEDOUT:
             raise ProbeTimeout(

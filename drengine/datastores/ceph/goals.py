@@ -4,8 +4,9 @@ changes in place, and mon-quorum leaves a monitor quorum that answers."""
 
 from __future__ import annotations
 
-from drengine.datastores.ceph.actions import DegradeRecord, explain_health
 from drengine.datastores.ceph.backend import CephBackend
+from drengine.datastores.ceph.explain import explain_health
+from drengine.datastores.ceph.facts import DegradeRecord
 from drengine.errors import ConnectError
 from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
 

@@ -21,12 +21,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from drengine.datastores.ceph.connector import CephConnector, parse_pgs
-from drengine.errors import ConnectError
+from drengine.errors import ConnectError, ProbeTimeout
 from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
 
 CLUSTER_NAME = "lab-ceph"
@@ -273,13 +273,26 @@ def _mgr_pool_created(api: CephConnector) -> bool:
     return isinstance(pools, list) and MGR_POOL in pools
 
 
+def _not_yet_on_timeout(check: Callable[[], bool]) -> Callable[[], bool]:
+    """PG listings are answered by the manager, which may still be starting (slowly, on a loaded
+    machine): a command that times out means "not yet", not a failed lab."""
+
+    def checked() -> bool:
+        try:
+            return check()
+        except ProbeTimeout:
+            return False
+
+    return checked
+
+
 def _wait_active_clean(api: CephConnector, timeout: float) -> None:
-    if not wait_until(lambda: pool_pgs_active_clean(api), timeout, interval=0.25):
+    if not wait_until(_not_yet_on_timeout(lambda: pool_pgs_active_clean(api)), timeout, interval=0.25):
         raise LabError(f"pool {POOL!r} did not become active+clean within {timeout:g} s")
     # The manager creates its own pool a few seconds after it starts; wait for it too, so the
     # lab is handed over with every PG clean, not with one PG still `creating+peering`.
-    mgr_pool = wait_until(lambda: _mgr_pool_created(api), MGR_POOL_WAIT, interval=0.25)
-    if mgr_pool and not wait_until(lambda: _all_pgs_active_clean(api), timeout, interval=0.25):
+    mgr_pool = wait_until(_not_yet_on_timeout(lambda: _mgr_pool_created(api)), MGR_POOL_WAIT, interval=0.25)
+    if mgr_pool and not wait_until(_not_yet_on_timeout(lambda: _all_pgs_active_clean(api)), timeout, interval=0.25):
         raise LabError(f"the PGs of pool {MGR_POOL!r} did not become active+clean within {timeout:g} s")
 
 

@@ -3,19 +3,23 @@
 The simulated cluster is loaded from the state file when it exists (a resumed run, or a
 later runbook such as ceph-restore after ceph-degrade, continues with the cluster as it was
 left), else built from the inventory's scenario. It is saved after every call that may
-change it and on close, atomically, so a crash never leaves half a state file behind.
+change it (time passing included) and on close, atomically, so a crash never leaves half a
+state file behind. Its time is the run's `Clock`: on a `SimulatedClock` a bounded wait of a
+step costs no real time, and long-down OSDs are marked out on the way (unless noout is set).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from drengine.clock import Clock
 from drengine.datastores.ceph.backend import CephBackend, HostMonitorControl, MonProbe, mon_id
 from drengine.datastores.ceph.connector import JsonDoc
-from drengine.datastores.ceph.simcluster import CephSim, scenario
+from drengine.datastores.ceph.scenarios import scenario
+from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import InputError
 from drengine.inventory import Cluster
 
@@ -24,54 +28,74 @@ READ_ONLY_PREFIXES = frozenset(
     {"status", "health", "quorum_status", "mon dump", "osd dump", "osd tree", "pg ls", "pg ls-by-pool", "pg dump_stuck",
      "query", "list_unfound"}
 )
+T = TypeVar("T")
 
 
 class SimCephBackend(CephBackend):
     def __init__(self, cluster: Cluster, sim: CephSim, state_file: Path) -> None:
-        super().__init__(cluster, None, api=sim)
+        super().__init__(cluster, None, api=sim, clock=sim.clock)
         self.sim = sim
         self.state_file = state_file
         self.monitors = SimMonitorControl(cluster, self)
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path) -> SimCephBackend:
-        return cls(cluster, load_sim(cluster, state_file), state_file)
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimCephBackend:
+        """`clock` is the run's; without one the simulator keeps a `SimulatedClock` of its own."""
+        return cls(cluster, load_sim(cluster, state_file, clock), state_file)
 
     def describe(self) -> str:
         return f"simulated Ceph cluster {self.cluster.name} ({self.state_file})"
 
-    def clock(self) -> float:
-        return self.sim.state.clock
-
-    def sleep(self, seconds: float) -> None:
-        # Simulated time passes at once: a bounded wait costs no real time, and long-down OSDs
-        # are marked out on the way (unless noout is set), as a real cluster would.
-        self.sim.elapse(seconds)
-        self.save()
-
     def save(self) -> None:
         save_sim(self.sim, self.state_file)
 
-    def mon_command(self, cmd: Mapping[str, Any]) -> JsonDoc:
+    def _saving(self, changes: bool, call: Callable[[], T]) -> T:
+        """Run one call; save when it may change the model or time moved the model on. Saved even
+        when refused: the state file must always show the cluster as it is now."""
+        before = self.sim.state.clock
         try:
-            return super().mon_command(cmd)
+            return call()
         finally:
-            # Saved even when refused: the state file must always show the cluster as it is now.
-            if str(cmd.get("prefix", "")) not in READ_ONLY_PREFIXES:
+            if changes or self.sim.state.clock != before:
                 self.save()
+
+    def mon_command(self, cmd: Mapping[str, Any]) -> JsonDoc:
+        return self._saving(str(cmd.get("prefix", "")) not in READ_ONLY_PREFIXES, lambda: self.sim.mon_command(cmd))
 
     def pg_command(self, pgid: str, cmd: Mapping[str, Any]) -> JsonDoc:
-        try:
-            return super().pg_command(pgid, cmd)
-        finally:
-            if str(cmd.get("prefix", "")) not in READ_ONLY_PREFIXES:
-                self.save()
+        return self._saving(str(cmd.get("prefix", "")) not in READ_ONLY_PREFIXES, lambda: self.sim.pg_command(pgid, cmd))
 
     def write_object(self, pool: str, name: str, data: bytes, timeout: float) -> None:
-        try:
-            super().write_object(pool, name, data, timeout)
-        finally:
-            self.save()
+        self._saving(True, lambda: self.sim.write_object(pool, name, data, timeout))
+
+    def read_object(self, pool: str, name: str) -> bytes:
+        return self._saving(False, lambda: self.sim.read_object(pool, name))
+
+    # -- fault injection (drills): the model's OSDs and monitors, by member name
+
+    def kill(self, member: str) -> str:
+        return self._fault(member, "SIGKILL", self.sim.kill_osds, self.sim.kill_mons)
+
+    def hang(self, member: str) -> str:
+        return self._fault(member, "SIGSTOP", self.sim.hang_osds, lambda names: self.sim.hang_mon(names[0]))
+
+    def resume(self, member: str) -> str:
+        return self._fault(member, "SIGCONT", self.sim.resume_osds, lambda names: self.sim.resume_mon(names[0]))
+
+    def start(self, member: str) -> str:
+        return self._fault(member, "start", self.sim.start_osds, lambda names: self.sim.start_mon(names[0]))
+
+    def _fault(self, member: str, what: str, on_osds: Callable[[list[int]], None],
+               on_mons: Callable[[list[str]], None]) -> str:
+        kind, _, ident = member.partition(".")
+        if kind == "osd" and ident.isdigit():
+            on_osds([int(ident)])
+        elif kind == "mon" and ident:
+            on_mons([ident])
+        else:
+            raise InputError(f"the Ceph simulator has no daemon {member!r} to {what}; it simulates osd.N and mon.X")
+        self.save()
+        return f"simulated {what} of {member}"
 
     def close(self) -> None:
         try:
@@ -80,7 +104,7 @@ class SimCephBackend(CephBackend):
             self.save()
 
 
-def load_sim(cluster: Cluster, state_file: Path) -> CephSim:
+def load_sim(cluster: Cluster, state_file: Path, clock: Clock | None = None) -> CephSim:
     """The simulated cluster of this inventory entry: from its state file, else a fresh scenario."""
     connect, read = cluster.timeouts.connect, cluster.timeouts.read
     if state_file.exists():
@@ -88,11 +112,13 @@ def load_sim(cluster: Cluster, state_file: Path) -> CephSim:
             text = state_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{state_file}: cannot read the simulated Ceph state ({exc.strerror})") from None
-        return CephSim.from_json(text, connect_timeout=connect, op_timeout=read)
+        return CephSim.from_json(text, connect_timeout=connect, op_timeout=read, clock=clock)
     if cluster.simulated is None:
         raise InputError(f"cluster {cluster.name} is not marked `simulated:` in the inventory; no scenario to build")
     sim = scenario(cluster.simulated.scenario)
     sim.connect_timeout, sim.op_timeout = connect, read
+    if clock is not None:
+        sim.follow(clock)
     return sim
 
 
@@ -109,7 +135,7 @@ class SimMonitorControl(HostMonitorControl):
     started instead of running them."""
 
     def __init__(self, cluster: Cluster, backend: SimCephBackend) -> None:
-        super().__init__(cluster, None)
+        super().__init__(cluster, None, clock=backend.clock)
         self.backend = backend
 
     def _known(self, member: str) -> str:
@@ -119,6 +145,9 @@ class SimMonitorControl(HostMonitorControl):
 
     def probe(self, member: str) -> MonProbe:
         mon = self.backend.sim.mon(self._known(member))
+        if mon.hung:
+            return MonProbe(name=mon.name, running=False,
+                            error=f"(simulated) the admin socket does not answer: {member} is stopped (SIGSTOP)")
         if not mon.up:
             return MonProbe(name=mon.name, running=False, error=f"(simulated) no admin socket: {member} is not running")
         quorum = self.backend.sim.quorum()

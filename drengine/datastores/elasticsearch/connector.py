@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from drengine.clock import SYSTEM, Clock
 from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
 from drengine.faults import ProcessFaults
 from drengine.inventory import Cluster, Inventory
@@ -77,8 +78,10 @@ class ElasticAPI(Protocol):
 class ElasticBackend:
     """The real connector: every member's HTTP address is a node the client may use."""
 
-    def __init__(self, cluster: Cluster, inventory: Inventory | None = None, *, hosts: Sequence[str] | None = None) -> None:
+    def __init__(self, cluster: Cluster, inventory: Inventory | None = None, *, hosts: Sequence[str] | None = None,
+                 clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
+        self.clock = clock  # the run's
         # Several members may share one endpoint (a load balancer, or the lab's simulator).
         self.hosts = list(dict.fromkeys(hosts if hosts else
                                         [f"http://{m.address}:{cluster.port_of(m)}" for m in cluster.members]))
@@ -100,6 +103,9 @@ class ElasticBackend:
 
     def resume(self, member: str) -> str:
         return self._faults.resume(member)
+
+    def start(self, member: str) -> str:
+        return self._faults.start(member)
 
     # -- the client ----------------------------------------------------------------------------
     def _es(self) -> Elasticsearch:

@@ -5,7 +5,7 @@ node or the real node's process over its host alike."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +48,7 @@ class ElasticKit:
             return False
         return True
 
-    def read_canaries(self, cluster: Cluster, backend: ElasticBackend) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: ElasticBackend, keys: Sequence[str] = ()) -> set[str]:
         body = backend.send(canary_ids_call(CANARY_INDEX))
         return {str(hit["_id"]) for hit in body.get("hits", {}).get("hits", [])}
 

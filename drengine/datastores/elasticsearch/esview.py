@@ -40,7 +40,8 @@ class Health(Fact):
     def line(self) -> str:
         return (f"health {self.status}: {self.number_of_nodes} node(s) ({self.number_of_data_nodes} data), "
                 f"{self.active_shards} active shard copies ({self.active_shards_percent:.1f}%), "
-                f"{self.unassigned_shards} unassigned ({self.delayed_unassigned_shards} delayed)")
+                + (f"{self.initializing_shards} recovering, " if self.initializing_shards else "")
+                + f"{self.unassigned_shards} unassigned ({self.delayed_unassigned_shards} delayed)")
 
 
 @fact
@@ -248,6 +249,19 @@ def parse_index_settings(body: Mapping[str, Any]) -> list[IndexInfo]:
     return out
 
 
+def _millis_text(value: Any) -> str:
+    """A duration in milliseconds as Elasticsearch's TimeValue prints it ("4.9m", "30s", "250ms")."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    seconds = float(value) / 1000.0
+    if seconds < 1:
+        return f"{int(value)}ms"
+    for unit, factor in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= factor:
+            return f"{round(seconds / factor, 1):g}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_explanation(body: Mapping[str, Any]) -> Explanation:
     info = body.get("unassigned_info") or {}
     nodes = []
@@ -255,9 +269,11 @@ def parse_explanation(body: Mapping[str, Any]) -> Explanation:
         store_doc = row.get("store")
         store = None
         if isinstance(store_doc, Mapping):
-            # `found` is absent on some servers when a copy is there: only an explicit false means none.
+            # ShardStoreInfo.toXContent: `found: false` when the node has nothing; a primary's copy
+            # shows `in_sync` and `allocation_id`, a replica's `matching_size_in_bytes`.
             store = StoreInfo(
-                found=bool(store_doc.get("found", "allocation_id" in store_doc or "in_sync" in store_doc)),
+                found=store_doc.get("found") is not False and any(
+                    key in store_doc for key in ("allocation_id", "in_sync", "matching_size_in_bytes", "store_exception")),
                 in_sync=store_doc.get("in_sync"), allocation_id=store_doc.get("allocation_id"),
                 size_bytes=_int(store_doc.get("matching_size_in_bytes")),
                 exception=(str(store_doc["store_exception"]) if store_doc.get("store_exception") else None),
@@ -272,9 +288,12 @@ def parse_explanation(body: Mapping[str, Any]) -> Explanation:
         index=str(body.get("index", "")), shard=int(body.get("shard", 0)), primary=bool(body.get("primary", False)),
         can_allocate=str(body.get("can_allocate", "")), allocate_explanation=str(body.get("allocate_explanation", "")),
         reason=str(info.get("reason", "")), details=str(info.get("details", "")),
-        failed_attempts=int(info.get("failed_allocation_attempts", 0)), delayed=bool(info.get("delayed", False)),
-        remaining_delay=str(body.get("remaining_delay", "")), remaining_delay_ms=int(body.get("remaining_delay_in_millis", 0)),
-        configured_delay=str(body.get("configured_delay", "")), nodes=nodes,
+        failed_attempts=int(info.get("failed_allocation_attempts", 0)), delayed=str(body.get("can_allocate", "")) == "allocation_delayed",
+        # The strings are there only with ?human=true: rendered from the millis otherwise.
+        remaining_delay=str(body.get("remaining_delay") or _millis_text(body.get("remaining_delay_in_millis"))),
+        remaining_delay_ms=int(body.get("remaining_delay_in_millis", 0)),
+        configured_delay=str(body.get("configured_delay") or _millis_text(body.get("configured_delay_in_millis"))),
+        nodes=nodes,
     )
 
 

@@ -192,6 +192,7 @@ def allocation_explain(server: SimServer, request: Request) -> Response:
                 None if primary is None else bool(primary),
                 current_node=current_node,
                 include_yes_decisions=include_yes,
+                human=request.flag("human"),
             )
         )
     )

@@ -31,7 +31,7 @@ class SimElasticBackend(ElasticBackend):
         self.state_file = state_file
         self.server = SimServer(model, port=0)
         url = self.server.start()
-        super().__init__(cluster, None, hosts=[url])
+        super().__init__(cluster, None, hosts=[url], clock=model.clock)
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimElasticBackend:
@@ -65,6 +65,9 @@ class SimElasticBackend(ElasticBackend):
         self.server.write(lambda model: model.resume_node(member))
         self.save()
         return f"simulated node {member} running again"
+
+    def start(self, member: str) -> str:
+        return self.resume(member)
 
     def save(self) -> None:
         # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.

@@ -3,6 +3,7 @@ and node faults (two of three killed, or all of them), on the simulator or over 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class GaleraKit:
         self.written.append(key)
         return True
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: Any, keys: Sequence[str] = ()) -> set[str]:
         target = self._find(backend)
         if target is None:
             return set()

@@ -4,6 +4,7 @@ in drengine.canary on the current primary)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -79,7 +80,7 @@ class MariaDBKit:
             self._primary = None  # look for the (new) primary on the next write
             return False
 
-    def read_canaries(self, cluster: Cluster, backend: Any) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: Any, keys: Sequence[str] = ()) -> set[str]:
         target = self._rediscover(backend)
         if target is None:
             return set()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drengine.clock import wait_until
+from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.datastores.mongodb.fencing import SHUTDOWN_WAIT_SECONDS, FenceAttempt, sql_statements
 from drengine.datastores.mongodb.setview import (
     CANARY_COLLECTION,
@@ -93,8 +93,10 @@ class MongoBackend:
         cluster: Cluster,
         inventory: Inventory | None,
         endpoints: Mapping[str, tuple[str, int]] | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.cluster = cluster
+        self.clock = clock  # the run's: waits for a fenced member to go down
         self._endpoints = {
             m.name: (endpoints[m.name] if endpoints and m.name in endpoints else (m.address, cluster.port_of(m)))
             for m in cluster.members
@@ -123,6 +125,9 @@ class MongoBackend:
 
     def resume(self, member: str) -> str:
         return self._faults.resume(member)
+
+    def start(self, member: str) -> str:
+        return self._faults.start(member)
 
     # -- fencing (before a forced reconfig removes a member) ------------------------------------
     def fence(self, member: str, method: FenceMethod) -> FenceAttempt:
@@ -162,7 +167,7 @@ class MongoBackend:
         return self._confirm_down(member, statements)
 
     def _confirm_down(self, member: str, statements: list[Statement]) -> FenceAttempt:
-        if wait_until(lambda: self.down(member) is not None, SHUTDOWN_WAIT_SECONDS, 0.1):
+        if wait_until(lambda: self.down(member) is not None, SHUTDOWN_WAIT_SECONDS, 0.1, clock=self.clock):
             return FenceAttempt(True, statements, f"down: {self.down(member)}")
         return FenceAttempt(False, statements, f"still accepts connections {SHUTDOWN_WAIT_SECONDS:g} s later")
 

@@ -4,7 +4,7 @@ simulated member's process or the real member's mongod over its host alike."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class MongoKit:
             return False
         return True
 
-    def read_canaries(self, cluster: Cluster, backend: MongoBackend) -> set[str]:
+    def read_canaries(self, cluster: Cluster, backend: MongoBackend, keys: Sequence[str] = ()) -> set[str]:
         return backend.canary_markers()
 
     def victims(self, cluster: Cluster, primary: str | None) -> list[str]:

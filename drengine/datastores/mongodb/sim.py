@@ -36,7 +36,7 @@ class SimMongoBackend(MongoBackend):
     def __init__(self, cluster: Cluster, model: SimulatedReplicaSet, wire: WireCluster,
                  member_ids: dict[str, int], state_file: Path | None) -> None:
         addresses = wire.addresses()
-        super().__init__(cluster, None, {name: addresses[mid] for name, mid in member_ids.items()})
+        super().__init__(cluster, None, {name: addresses[mid] for name, mid in member_ids.items()}, clock=model.clock)
         self.model = model
         self.wire = wire
         self.member_ids = member_ids
@@ -90,6 +90,9 @@ class SimMongoBackend(MongoBackend):
         self.wire.revive(self.member_ids[member])
         self.save()
         return f"simulated member {member} running again"
+
+    def start(self, member: str) -> str:
+        return self.resume(member)
 
     # -- fencing: the simulated member's process, as the host transport would reach it ------------
     def fence(self, member: str, method: FenceMethod) -> FenceAttempt:

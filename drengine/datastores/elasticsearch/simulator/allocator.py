@@ -115,10 +115,19 @@ class Allocator(Routing):
             return True
         return not self._replica_slots() or self._outgoing.get(primary.node_id, 0) >= self._context().limits[1]
 
+    def _holder_throttled(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting,
+                          holders: list[SimNode]) -> bool:
+        """A node holding a copy of the shard would take it but for the recoveries in flight: the
+        replica is throttled there, not delayed (ReplicaShardAllocator.makeAllocationDecision)."""
+        passing = self._passing(meta, group, routing)
+        return any(n.id in passing for n in holders)
+
     def _waiting_status(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting) -> str:
         """The allocation status of a replica that cannot start now."""
         if group.primary_store() is None:
             return "no_attempt"
+        if self._holder_throttled(meta, group, routing, self._nodes_with_unrouted_copy(group)):
+            return "throttled"
         if self.is_delayed(meta, routing):
             return "allocation_delayed"
         return "throttled" if self._passing(meta, group, routing) else "no"
@@ -287,9 +296,13 @@ class Allocator(Routing):
             return
         while routing.state == UNASSIGNED:
             # A returning node's copy is reused even while the delay runs: that is what the delay waits for.
-            returning, status = self._takers(meta, group, routing, self._nodes_with_unrouted_copy(group))
+            holders = self._nodes_with_unrouted_copy(group)
+            returning, status = self._takers(meta, group, routing, holders)
             if returning:
                 target: SimNode | None = returning[0]
+            elif self._holder_throttled(meta, group, routing, holders):
+                self._set_status(routing, "throttled")
+                return
             elif self.is_delayed(meta, routing):
                 self._set_status(routing, "allocation_delayed")
                 return

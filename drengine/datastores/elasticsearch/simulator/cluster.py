@@ -72,6 +72,7 @@ class EsCluster(Recoveries, RerouteCommands, ExplainApi, SettingsApi, ReadViews,
     def advance(self) -> None:
         """Let time pass up to the clock: recoveries progress (and start what they make room
         for), hung nodes whose follower checks ran out are removed, the allocator places what it may."""
+        self._keep_time_monotonic()
         self.advance_recoveries()
         now = self._now()
         for node in self.state.nodes:
@@ -79,6 +80,12 @@ class EsCluster(Recoveries, RerouteCommands, ExplainApi, SettingsApi, ReadViews,
                 self.kill_node(node.name)
                 node.hung_since = now  # still hung: it rejoins only when resumed
         self.allocate()
+
+    def _keep_time_monotonic(self) -> None:
+        now = self._now()
+        if self.state.seen_at is not None and now < self.state.seen_at:
+            self.state.skew += self.state.seen_at - now
+        self.state.seen_at = max(now, self.state.seen_at or now)
 
     def next_event(self) -> float | None:
         """Seconds until the model next changes by itself: a recovery completes, an allocation

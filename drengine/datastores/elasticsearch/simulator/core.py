@@ -11,6 +11,7 @@ from typing import Any, Self
 
 from drengine.clock import SYSTEM, Clock
 from drengine.datastores.elasticsearch.simulator.model import (
+    ALLOCATION_STATUS_VALUES,
     CLUSTER_DEFAULTS,
     DEFAULT_DELAYED_TIMEOUT,
     DEFAULT_VERSION,
@@ -315,14 +316,31 @@ class ClusterCore:
             )
 
     def _unassigned_document(self, meta: IndexMeta, routing: ShardRouting) -> JsonDict:
+        """`unassigned_info` as the allocation explain API shows it
+        (ClusterAllocationExplanation.unassignedInfoToXContent: no `delayed` field; the status is
+        an AllocationDecision value)."""
         info = routing.unassigned
         assert info is not None
         document: JsonDict = {"reason": info.reason, "at": iso_time(info.at)}
         if info.failed_attempts:
             document["failed_allocation_attempts"] = info.failed_attempts
-        if self.is_delayed(meta, routing):
-            document["delayed"] = True
         if info.details:
             document["details"] = info.details
         document["last_allocation_status"] = info.last_allocation_status
+        return document
+
+    def _state_unassigned_document(self, meta: IndexMeta, routing: ShardRouting) -> JsonDict:
+        """`unassigned_info` as the cluster state's routing table shows it (UnassignedInfo.toXContent:
+        `failed_attempts`, `failed_nodes`, `delayed`, and the AllocationStatus value)."""
+        info = routing.unassigned
+        assert info is not None
+        document: JsonDict = {"reason": info.reason, "at": iso_time(info.at)}
+        if info.failed_attempts:
+            document["failed_attempts"] = info.failed_attempts
+        if info.failed_nodes:
+            document["failed_nodes"] = list(info.failed_nodes)
+        document["delayed"] = self.is_delayed(meta, routing)
+        if info.details:
+            document["details"] = info.details
+        document["allocation_status"] = ALLOCATION_STATUS_VALUES.get(info.last_allocation_status, "no_attempt")
         return document

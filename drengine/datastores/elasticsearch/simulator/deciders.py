@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drengine.datastores.elasticsearch.simulator.model import (
+    ALLOCATION_STATUS_VALUES,
     AWARENESS_SETTING,
     DEFAULT_MAX_RETRIES,
     DISK_ENABLED_SETTING,
@@ -20,6 +21,7 @@ from drengine.datastores.elasticsearch.simulator.model import (
     LOW_WATERMARK_SETTING,
     MAX_RETRIES_SETTING,
     STARTED,
+    UNASSIGNED,
     IndexMeta,
     JsonDict,
     ShardGroup,
@@ -66,8 +68,9 @@ class AllocationAttempt:
 
 def describe_routing(group: ShardGroup, routing: ShardRouting) -> str:
     role = "[P]" if routing.primary else "[R]"
-    if routing.state == STARTED:
-        return f"[{group.index}][{group.shard}], node[{routing.node_id}], {role}, s[STARTED], a[id={routing.allocation_id}], failed_attempts[0]"
+    if routing.state != UNASSIGNED:
+        return (f"[{group.index}][{group.shard}], node[{routing.node_id}], {role}, s[{routing.state}], "
+                f"a[id={routing.allocation_id}], failed_attempts[0]")
     info = routing.unassigned
     detail = f", unassigned_info[{describe_unassigned(info, False)}]" if info else ""
     return f"[{group.index}][{group.shard}], node[null], {role}, s[UNASSIGNED]{detail}"
@@ -82,9 +85,7 @@ def describe_unassigned(info: UnassignedInfo, delayed: bool) -> str:
     parts.append(f"delayed={'true' if delayed else 'false'}")
     if info.details:
         parts.append(f"details[{info.details}]")
-    status = {"no": "deciders_no", "no_valid_shard_copy": "no_valid_shard_copy"}.get(
-        info.last_allocation_status, info.last_allocation_status
-    )
+    status = ALLOCATION_STATUS_VALUES.get(info.last_allocation_status, info.last_allocation_status)
     parts.append(f"allocation_status[{status}]")
     return ", ".join(parts)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from drengine.datastores.elasticsearch.simulator.allocator import Allocator
 from drengine.datastores.elasticsearch.simulator.deciders import AllocationAttempt
 from drengine.datastores.elasticsearch.simulator.model import (
+    INITIALIZING,
     STARTED,
     UNASSIGNED,
     IndexMeta,
@@ -14,11 +15,24 @@ from drengine.datastores.elasticsearch.simulator.model import (
     ShardRouting,
     SimApiError,
     SimNode,
+    human_bytes,
     human_time,
     illegal_argument,
 )
 
+# Explanations.Allocation and Explanations.Rebalance (server/src/main/java/org/elasticsearch/cluster/
+# routing/allocation/Explanations.java).
 ALLOCATION_YES = "Elasticsearch can allocate the shard."
+THROTTLED = (
+    "Elasticsearch is currently busy with other activities. It expects to be able to allocate this shard when those "
+    "activities finish. Please wait."
+)
+ALREADY_BALANCED = (
+    "This shard is in a well-balanced location and satisfies all allocation rules so it will remain on this node. "
+    "Elasticsearch cannot improve the cluster balance by moving it to another node. If you expect this shard to be "
+    "rebalanced to another node, find the other node in the node-by-node explanation and address the reasons which "
+    "prevent Elasticsearch from rebalancing this shard there."
+)
 ALL_COPIES_INVALID = (
     "Elasticsearch can't allocate this shard because all the copies of its data in the cluster are "
     "stale or corrupt. Elasticsearch will allocate this shard when a node containing a good copy of "
@@ -73,6 +87,7 @@ class ExplainApi(Allocator):
         *,
         current_node: str | None = None,
         include_yes_decisions: bool = False,
+        human: bool = False,
     ) -> JsonDict:
         self.require_master()
         note = None
@@ -89,9 +104,9 @@ class ExplainApi(Allocator):
             meta = self.index(index)
             group = self.shard_group(index, shard)
             routing = self._pick_routing(group, primary, current_node)
-        body = self._explain_routing(meta, group, routing, include_yes_decisions)
+        body = self._explain_routing(meta, group, routing, include_yes_decisions, human)
         if note:
-            body["note"] = note
+            return {"note": note, **body}  # the note comes first
         return body
 
     def _first_unassigned(self) -> tuple[IndexMeta, ShardGroup, ShardRouting]:
@@ -130,15 +145,19 @@ class ExplainApi(Allocator):
         group: ShardGroup,
         routing: ShardRouting,
         include_yes: bool,
+        human: bool = False,
     ) -> JsonDict:
+        """ClusterAllocationExplanation.toXContentChunked: the shard, its unassigned_info (kept
+        while it initializes), its node, then the allocation decision."""
         body: JsonDict = {
             "index": meta.name,
             "shard": group.shard,
             "primary": routing.primary,
             "current_state": routing.state.lower(),
         }
-        if routing.state == STARTED:
-            assert routing.node_id is not None
+        if routing.unassigned is not None:
+            body["unassigned_info"] = self._unassigned_document(meta, routing)
+        if routing.node_id is not None:
             node = self.node_by_id(routing.node_id)
             body["current_node"] = {
                 "id": node.id,
@@ -146,55 +165,68 @@ class ExplainApi(Allocator):
                 "transport_address": node.transport_address,
                 "attributes": node.attributes,
                 "roles": node.roles,
-                "weight_ranking": 1,
             }
+        if routing.state == INITIALIZING:
+            assert routing.node_id is not None
+            body["explanation"] = (f"the shard is in the process of initializing on node "
+                                   f"[{self.node_by_id(routing.node_id).name}], wait until initialization has completed")
+            return body
+        if routing.state == STARTED:
+            body["current_node"]["weight_ranking"] = 1
             body.update(
                 {
                     "can_remain_on_current_node": "yes",
                     "can_rebalance_cluster": "yes",
                     "can_rebalance_to_other_node": "no",
-                    "rebalance_explanation": (
-                        "This shard is in a well-balanced location and satisfies all allocation rules so it will remain on "
-                        "this node. Elasticsearch cannot improve the cluster balance by moving it to another node."
-                    ),
+                    "rebalance_explanation": ALREADY_BALANCED,
                 }
             )
             return body
-        body["unassigned_info"] = self._unassigned_document(meta, routing)
+        body.update(self._unassigned_decision(meta, group, routing, include_yes, human))
+        return body
+
+    def _unassigned_decision(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting, include_yes: bool,
+                             human: bool) -> JsonDict:
+        """AllocateUnassignedDecision.toXContentChunked; the explanation texts are
+        Explanations.Allocation's."""
         existing_primary = routing.primary and bool(group.in_sync)
         if existing_primary and not self._in_sync_stores(group):
-            body["can_allocate"] = "no_valid_shard_copy"
-            stale_found = any(n.id in group.stores for n in self.live_data_nodes())
-            body["allocate_explanation"] = ALL_COPIES_INVALID if stale_found else NO_COPIES
-            body["node_allocation_decisions"] = [
-                self._store_only_decision(group, node, rank) for rank, node in enumerate(self.live_data_nodes(), 1)
-            ]
-            return body
-        decisions = self._node_decisions(meta, group, routing, existing_primary, include_yes)
-        any_yes = any(d["node_decision"] == "yes" for d in decisions)
-        if self.is_delayed(meta, routing):
+            rows = [self._store_only_decision(group, node) for node in self.live_data_nodes()]
+            stale_found = any("allocation_id" in row["store"] for row in rows)
+            return {"can_allocate": "no_valid_shard_copy", "allocate_explanation": ALL_COPIES_INVALID if stale_found
+                    else NO_COPIES, "node_allocation_decisions": rows}
+        # The gateway allocators (an existing primary's in-sync copies; a replica waiting for, or
+        # throttled on, a node with its data) do not rank nodes by weight; the balancer does.
+        holders = [] if routing.primary else self._nodes_with_unrouted_copy(group)
+        # ReplicaShardAllocator: a node holding data that would take the copy but for the
+        # recoveries in flight makes the decision THROTTLE, whatever other nodes could do.
+        holder_throttled = bool(holders) and self._holder_throttled(meta, group, routing, holders)
+        delayed = self.is_delayed(meta, routing) and not holder_throttled
+        gateway = existing_primary or holder_throttled or (delayed and bool(holders))
+        decisions = self._node_decisions(meta, group, routing, existing_primary, include_yes, ranked=not gateway, human=human)
+        verdicts = {d["node_decision"] for d in decisions}
+        body: JsonDict = {}
+        if holder_throttled:
+            body.update({"can_allocate": "throttled", "allocate_explanation": THROTTLED})
+        elif delayed:
             configured = self.delay_seconds(meta)
             remaining = self.remaining_delay(meta, routing)
-            template = DELAYED_WITH_ALTERNATIVE if any_yes else DELAYED_WITHOUT_ALTERNATIVE
-            body.update(
-                {
-                    "can_allocate": "allocation_delayed",
-                    "allocate_explanation": template.format(human_time(remaining)),
-                    "configured_delay": human_time(configured),
-                    "configured_delay_in_millis": int(configured * 1000),
-                    "remaining_delay": human_time(remaining),
-                    "remaining_delay_in_millis": int(remaining * 1000),
-                }
-            )
-        elif any_yes:
+            template = DELAYED_WITH_ALTERNATIVE if "yes" in verdicts else DELAYED_WITHOUT_ALTERNATIVE
+            body.update({"can_allocate": "allocation_delayed", "allocate_explanation": template.format(human_time(remaining))})
+            # builder.humanReadableField: the strings only with ?human=true.
+            if human:
+                body["configured_delay"] = human_time(configured)
+            body["configured_delay_in_millis"] = int(configured * 1000)
+            if human:
+                body["remaining_delay"] = human_time(remaining)
+            body["remaining_delay_in_millis"] = int(remaining * 1000)
+        elif "yes" in verdicts:
             body.update({"can_allocate": "yes", "allocate_explanation": ALLOCATION_YES})
+        elif "throttled" in verdicts:
+            body.update({"can_allocate": "throttled", "allocate_explanation": THROTTLED})
         else:
-            body.update(
-                {
-                    "can_allocate": "no",
-                    "allocate_explanation": EXISTING_STORES_FORBIDDEN if existing_primary else ALL_NODES_FORBIDDEN,
-                }
-            )
+            body.update({"can_allocate": "no",
+                         "allocate_explanation": EXISTING_STORES_FORBIDDEN if existing_primary else ALL_NODES_FORBIDDEN})
         body["node_allocation_decisions"] = decisions
         return body
 
@@ -207,25 +239,28 @@ class ExplainApi(Allocator):
             "roles": node.roles,
         }
 
-    def _store_document(self, group: ShardGroup, node: SimNode) -> JsonDict | None:
+    def _store_document(self, group: ShardGroup, node: SimNode, primary: bool, human: bool = False) -> JsonDict | None:
+        """NodeAllocationResult.ShardStoreInfo.toXContent: for a primary, `found: false` or the
+        copy's `in_sync` and `allocation_id` (never its size); for a replica, the bytes the copy
+        shares with the primary (`matching_size` only with ?human), on nodes holding data only."""
         store = group.stores.get(node.id)
+        if primary:
+            if store is None:
+                return {"found": False}
+            return {"in_sync": store.allocation_id in group.in_sync, "allocation_id": store.allocation_id}
         if store is None:
             return None
-        return {
-            "in_sync": store.allocation_id in group.in_sync,
-            "allocation_id": store.allocation_id,
-            "found": True,
-            "matching_size_in_bytes": store.size_in_bytes(),
-        }
+        primary_store = group.primary_store()
+        matching = min(store.size_in_bytes(), primary_store.size_in_bytes()) if primary_store is not None else 0
+        document: JsonDict = {}
+        if human:
+            document["matching_size"] = human_bytes(matching)
+        document["matching_size_in_bytes"] = matching
+        return document
 
-    def _store_only_decision(self, group: ShardGroup, node: SimNode, rank: int) -> JsonDict:
-        store = self._store_document(group, node) or {"found": False}
-        return {
-            **self._node_identity(node),
-            "node_decision": "no",
-            "weight_ranking": rank,
-            "store": store,
-        }
+    def _store_only_decision(self, group: ShardGroup, node: SimNode) -> JsonDict:
+        store = self._store_document(group, node, primary=True) or {"found": False}
+        return {**self._node_identity(node), "node_decision": "no", "store": store}
 
     def _node_decisions(
         self,
@@ -234,31 +269,34 @@ class ExplainApi(Allocator):
         routing: ShardRouting,
         existing_primary: bool,
         include_yes: bool,
+        *,
+        ranked: bool = True,
+        human: bool = False,
     ) -> list[JsonDict]:
         rows: list[tuple[int, int, str, JsonDict]] = []
         for node in self.live_data_nodes():
             verdicts = self.deciders(AllocationAttempt(meta, group, routing, node, existing_primary=existing_primary))
-            store = self._store_document(group, node)
+            store = self._store_document(group, node, routing.primary, human)
             # An existing primary can only go where an in-sync copy is; elsewhere the deciders are not consulted.
-            holds_copy = not existing_primary or (store is not None and bool(store["in_sync"]))
-            allowed = holds_copy and all(v.allows for v in verdicts)
+            holds_copy = not existing_primary or (store is not None and bool(store.get("in_sync")))
             if not holds_copy:
                 verdicts = []
-            row = {
-                **self._node_identity(node),
-                "node_decision": "yes" if allowed else "no",
-            }
+            decision = ("no" if not holds_copy or any(v.decision == "NO" for v in verdicts)
+                        else "throttled" if any(v.decision == "THROTTLE" for v in verdicts) else "yes")
+            row = {**self._node_identity(node), "node_decision": decision}
             if store is not None:
                 row["store"] = store
-            elif routing.primary:
-                row["store"] = {"found": False}
             shown = [v.as_json() for v in verdicts if include_yes or not v.allows]
             if shown:
                 row["deciders"] = shown
-            rows.append((0 if allowed else 1, self._load.get(node.id, 0), node.name, row))
+            order = {"yes": 0, "throttled": 1, "no": 2}[decision]
+            rows.append((order, self._load.get(node.id, 0), node.name, row))
         rows.sort(key=lambda item: item[:3])
         result = []
         for rank, (_, _, _, row) in enumerate(rows, 1):
-            row["weight_ranking"] = rank
+            if ranked:
+                # NodeAllocationResult.toXContent: the store, then weight_ranking, then the deciders.
+                row = {**{k: v for k, v in row.items() if k != "deciders"}, "weight_ranking": rank,
+                       **({"deciders": row["deciders"]} if "deciders" in row else {})}
             result.append(row)
         return result

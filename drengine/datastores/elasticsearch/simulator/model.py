@@ -127,6 +127,17 @@ class StoreCopy(BaseModel):
         return 225 + 180 * len(self.docs)
 
 
+# AllocationDecision values (explain) -> UnassignedInfo.AllocationStatus values (cluster state).
+ALLOCATION_STATUS_VALUES = {
+    "no": "deciders_no",
+    "throttled": "deciders_throttled",
+    "no_valid_shard_copy": "no_valid_shard_copy",
+    "awaiting_info": "fetching_shard_data",
+    "allocation_delayed": "delayed_allocation",
+    "no_attempt": "no_attempt",
+}
+
+
 class UnassignedInfo(BaseModel):
     reason: str
     at: float
@@ -249,6 +260,9 @@ class ClusterState(BaseModel):
     # `recoveries_at` is the model time up to which recoveries have progressed.
     skew: float = 0.0
     recoveries_at: float | None = None
+    # The latest model time a request saw: a process whose clock is behind it (another run, another
+    # speed) moves `skew` so that model time never runs backwards.
+    seen_at: float | None = None
 
 
 # -------------------------------------------------------------- helpers ---

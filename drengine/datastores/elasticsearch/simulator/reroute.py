@@ -305,7 +305,7 @@ class RerouteCommands(Allocator):
         if routing.allocation_id:
             document["allocation_id"] = {"id": routing.allocation_id}
         if routing.unassigned:
-            document["unassigned_info"] = self._unassigned_document(self.index(group.index), routing)
+            document["unassigned_info"] = self._state_unassigned_document(self.index(group.index), routing)
         return document
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from drengine.datastores.elasticsearch.simulator.core import ClusterCore
 from drengine.datastores.elasticsearch.simulator.model import (
+    INITIALIZING,
     STARTED,
+    UNASSIGNED,
     IndexMeta,
     JsonDict,
     ShardGroup,
@@ -20,12 +22,9 @@ class ReadViews(ClusterCore):
     def health(self, index: str | None = None, level: str = "cluster") -> JsonDict:
         self.require_master()
         metas = self.resolve_indices(index)
-        totals = {
-            "active_primary_shards": 0,
-            "active_shards": 0,
-            "unassigned_shards": 0,
-            "delayed_unassigned_shards": 0,
-        }
+        keys = ("active_primary_shards", "active_shards", "initializing_shards", "unassigned_shards",
+                "unassigned_primary_shards", "delayed_unassigned_shards")
+        totals = dict.fromkeys(keys, 0)
         per_index: JsonDict = {}
         worst = "green"
         for meta in metas:
@@ -34,7 +33,7 @@ class ReadViews(ClusterCore):
                 totals[key] += stats[key]
             per_index[meta.name] = stats
             worst = _worse(worst, stats["status"])
-        all_shards = totals["active_shards"] + totals["unassigned_shards"]
+        all_shards = totals["active_shards"] + totals["initializing_shards"] + totals["unassigned_shards"]
         body: JsonDict = {
             "cluster_name": self.state.cluster_name,
             "status": worst,
@@ -44,9 +43,9 @@ class ReadViews(ClusterCore):
             "active_primary_shards": totals["active_primary_shards"],
             "active_shards": totals["active_shards"],
             "relocating_shards": 0,
-            "initializing_shards": 0,
+            "initializing_shards": totals["initializing_shards"],
             "unassigned_shards": totals["unassigned_shards"],
-            "unassigned_primary_shards": sum(s["unassigned_primary_shards"] for s in per_index.values()),
+            "unassigned_primary_shards": totals["unassigned_primary_shards"],
             "delayed_unassigned_shards": totals["delayed_unassigned_shards"],
             "number_of_pending_tasks": 0,
             "number_of_in_flight_fetch": 0,
@@ -59,46 +58,59 @@ class ReadViews(ClusterCore):
             body["indices"] = per_index
         return body
 
+    @staticmethod
+    def _shard_status(group: ShardGroup) -> str:
+        """ClusterShardHealth: green when every copy is active, yellow when the primary is; an
+        inactive primary is yellow only while a new shard's first copy is being created (empty
+        store, never refused by the deciders, never failed), red otherwise (data unavailable).
+        https://github.com/elastic/elasticsearch/blob/main/server/src/main/java/org/elasticsearch/cluster/health/ClusterShardHealth.java
+        (getInactivePrimaryHealth)."""
+        primary = group.primary()
+        if primary.state == STARTED:
+            return "green" if all(r.state == STARTED for r in group.routings) else "yellow"
+        info = primary.unassigned
+        source = primary.recovery.type if primary.recovery is not None else ("existing_store" if group.in_sync else "empty_store")
+        fresh = info is None or (info.last_allocation_status != "no" and info.failed_attempts == 0)
+        return "yellow" if fresh and source == "empty_store" else "red"
+
     def _index_health(self, meta: IndexMeta, with_shards: bool) -> JsonDict:
         status = "green"
-        active_primaries = active = unassigned = unassigned_primaries = delayed = 0
+        counts = dict.fromkeys(("active_primary_shards", "active_shards", "initializing_shards", "unassigned_shards",
+                                "unassigned_primary_shards", "delayed_unassigned_shards"), 0)
         shards: JsonDict = {}
         for group in meta.shards:
-            group_status = "green"
-            group_active = group_unassigned = 0
-            for routing in group.routings:
-                if routing.state == STARTED:
-                    group_active += 1
-                    active_primaries += routing.primary
-                else:
-                    group_unassigned += 1
-                    unassigned_primaries += routing.primary
-                    delayed += self.is_delayed(meta, routing)
-                    group_status = _worse(group_status, "red" if routing.primary else "yellow")
-            active += group_active
-            unassigned += group_unassigned
+            group_status = self._shard_status(group)
+            active = sum(r.state == STARTED for r in group.routings)
+            initializing = sum(r.state == INITIALIZING for r in group.routings)
+            unassigned = [r for r in group.routings if r.state == UNASSIGNED]
+            counts["active_primary_shards"] += group.primary().state == STARTED
+            counts["active_shards"] += active
+            counts["initializing_shards"] += initializing
+            counts["unassigned_shards"] += len(unassigned)
+            counts["unassigned_primary_shards"] += sum(r.primary for r in unassigned)
+            counts["delayed_unassigned_shards"] += sum(self.is_delayed(meta, r) for r in unassigned)
             status = _worse(status, group_status)
             if with_shards:
                 shards[str(group.shard)] = {
                     "status": group_status,
                     "primary_active": group.primary().state == STARTED,
-                    "active_shards": group_active,
+                    "active_shards": active,
                     "relocating_shards": 0,
-                    "initializing_shards": 0,
-                    "unassigned_shards": group_unassigned,
-                    "unassigned_primary_shards": int(group.primary().state != STARTED),
+                    "initializing_shards": initializing,
+                    "unassigned_shards": len(unassigned),
+                    "unassigned_primary_shards": int(group.primary().state == UNASSIGNED),
                 }
         stats: JsonDict = {
             "status": status,
             "number_of_shards": meta.number_of_shards,
             "number_of_replicas": meta.number_of_replicas,
-            "active_primary_shards": active_primaries,
-            "active_shards": active,
+            "active_primary_shards": counts["active_primary_shards"],
+            "active_shards": counts["active_shards"],
             "relocating_shards": 0,
-            "initializing_shards": 0,
-            "unassigned_shards": unassigned,
-            "unassigned_primary_shards": unassigned_primaries,
-            "delayed_unassigned_shards": delayed,
+            "initializing_shards": counts["initializing_shards"],
+            "unassigned_shards": counts["unassigned_shards"],
+            "unassigned_primary_shards": counts["unassigned_primary_shards"],
+            "delayed_unassigned_shards": counts["delayed_unassigned_shards"],
         }
         if with_shards:
             stats["shards"] = shards
@@ -113,17 +125,19 @@ class ReadViews(ClusterCore):
         return rows
 
     def _cat_shard_row(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting) -> dict[str, str | None]:
-        store = group.stores.get(routing.node_id) if routing.node_id else None
+        store = group.stores.get(routing.node_id) if routing.node_id and routing.state == STARTED else None
         node = self.node_by_id(routing.node_id) if routing.node_id else None
         info = routing.unassigned
+        # A recovering copy shows what it has copied so far, and no document count yet.
+        recovered = human_bytes(int(routing.recovery.bytes_recovered)) if routing.recovery is not None else None
         return {
             "index": meta.name,
             "shard": str(group.shard),
             "prirep": "p" if routing.primary else "r",
             "state": routing.state,
             "docs": str(len(store.docs)) if store else None,
-            "store": human_bytes(store.size_in_bytes()) if store else None,
-            "dataset": human_bytes(store.size_in_bytes()) if store else None,
+            "store": human_bytes(store.size_in_bytes()) if store else recovered,
+            "dataset": human_bytes(store.size_in_bytes()) if store else recovered,
             "ip": node.ip if node else None,
             "id": node.id if node else None,
             "node": node.name if node else None,
