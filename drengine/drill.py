@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores import datastore, kinds
-from drengine.engine import RunOutcome, RunRequest, start_run
+from drengine.engine import RunOutcome, RunRequest, run_clock, start_run
 from drengine.errors import DrengineError, InputError
 from drengine.gates import DrillPolicy
 from drengine.inventory import Cluster, Inventory
@@ -204,6 +205,7 @@ class _Drill:
         self._writer: threading.Thread | None = None
         self._backend: Any = None
         self._writing = threading.Lock()
+        self.run_clock: Clock = SYSTEM  # the run's, set by run_drill
 
     # -- canaries ----------------------------------------------------------------------------------
     def _write_one(self) -> None:
@@ -333,17 +335,18 @@ class _Drill:
         return RunOutcome(outcome.run_id, outcome.run_dir, end, passed, summary, outcome.plan, outcome.left)
 
     def _wait_settled(self, backend: Any) -> float | None:
-        started = time.monotonic()
+        clock = self.run_clock
+        started = clock.now()
         while True:
             try:
                 if self.kit.settled(self.request.cluster, backend, self.request.fault):
-                    return round(time.monotonic() - started, 3)
+                    return round(clock.now() - started, 3)
             except DrengineError:
                 pass  # a probe failing is part of the fault: look again
             # Simulated clusters take time to show a fault too (heartbeats, follower checks).
-            if time.monotonic() - started > self.request.settle_timeout:
+            if clock.now() - started > self.request.settle_timeout:
                 return None
-            time.sleep(0.25)
+            clock.sleep(0.25)
 
     def _wait_for_service(self) -> float | None:
         deadline = time.monotonic() + self.request.recovery_timeout
@@ -393,6 +396,10 @@ def run_drill(request: DrillRequest) -> RunOutcome:
         listeners=[*request.listeners, drill.on_event, *([request.notifier.on_event] if request.notifier else [])],
         argv=request.argv, around_walk=drill.around,
     )
+    # The run's clock (simulated time for a simulated cluster): the wait for the fault to show
+    # sleeps on it, so that a simulator's failure detection (heartbeats, follower checks) runs.
+    run_request = replace(run_request, clock=run_clock(run_request))
+    drill.run_clock = run_request.clock or SYSTEM
     outcome = start_run(run_request)
     if request.restore:
         outcome = _restore(request, kit, outcome)

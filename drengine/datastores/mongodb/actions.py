@@ -278,7 +278,9 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
 
 class VerifyParams(StepParams):
     wait: float = Field(default=30.0, gt=0, le=3600, description="seconds to wait for the election")
-    poll: float = Field(default=0.5, gt=0, le=60)
+    # One heartbeat interval (settings.heartbeatIntervalMillis, 2 s): an election takes the
+    # election timeout (10 s) and more, and every look probes each member (a hung one costs its timeout).
+    poll: float = Field(default=2.0, gt=0, le=60)
 
 
 @register
