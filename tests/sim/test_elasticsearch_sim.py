@@ -152,12 +152,15 @@ def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(
     command = {"allocate_stale_primary": {"index": "orders", "shard": 0, "node": stale["node_name"]}}
     with pytest.raises(SimApiError) as refused:
         cluster.reroute([command])
-        cluster.settle()
     assert refused.value.status == 400
-    assert "accept_data_loss" in refused.value.reason
+    # AllocateStalePrimaryAllocationCommand warns about "an empty primary": Elasticsearch's own wording.
+    assert refused.value.reason == ("[allocate_stale_primary] allocating an empty primary for [orders][0] can result "
+                                    "in data loss. Please confirm by setting the accept_data_loss parameter to true")
 
     command["allocate_stale_primary"]["accept_data_loss"] = True  # type: ignore[index]
     assert cluster.reroute([command])["acknowledged"] is True
+    assert cluster.health("orders")["status"] == "red"  # an existing-store primary is red while it initializes
+    cluster.settle()
     assert cluster.health("orders")["status"] in ("green", "yellow")
     assert cluster.count("orders")["count"] == 5
     assert cluster.get_doc("orders", "doc-7")[0] == 404
@@ -170,12 +173,19 @@ def test_empty_primary_loses_the_whole_shard(clock: SimulatedClock) -> None:
     assert explain["can_allocate"] == "no_valid_shard_copy"
     assert explain["allocate_explanation"] == NO_COPIES
     assert all(d["store"] == {"found": False} for d in explain["node_allocation_decisions"])
-    with pytest.raises(SimApiError, match="No data for shard"):
-        cluster.reroute(
-            [{"allocate_stale_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}]
-        )
-        cluster.settle()
+    # Elasticsearch does not look at the target's store: the forced copy initializes, then its
+    # recovery fails (nothing to recover from) and the shard stays red with a failed attempt.
+    stale = {"allocate_stale_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}
+    assert cluster.reroute([stale], metric="none") == {"acknowledged": True}
+    cluster.settle()
+    explain = cluster.explain("sessions", 0, True)
+    assert explain["unassigned_info"]["reason"] == "ALLOCATION_FAILED"
+    assert explain["unassigned_info"]["failed_allocation_attempts"] == 1
+    assert "should exist, but doesn't" in explain["unassigned_info"]["details"]
+    assert cluster.health("sessions")["status"] == "red"
     cluster.reroute([{"allocate_empty_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}])
+    assert cluster.health("sessions")["status"] == "yellow"  # a new empty primary initializing
+    assert cluster.explain("sessions", 0, True)["unassigned_info"]["reason"] == "FORCED_EMPTY_PRIMARY"
     cluster.settle()
     assert cluster.health("sessions")["status"] == "green"
     assert cluster.count("sessions")["count"] == 0
@@ -296,7 +306,7 @@ def test_dry_run_changes_nothing(clock: SimulatedClock) -> None:
         [{"allocate_empty_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}], dry_run=True
     )
     shards = result["state"]["routing_table"]["indices"]["sessions"]["shards"]["0"]
-    assert shards[0]["state"] == "STARTED"
+    assert shards[0]["state"] == "INITIALIZING"
     assert json.dumps(cluster.to_json(), sort_keys=True) == before
 
 

@@ -121,8 +121,10 @@ def test_health_wait_wakes_on_a_change_in_real_time() -> None:
 
 def test_cat_shards_values_are_strings(lost_node: tuple[SimServer, Elasticsearch]) -> None:
     _, client = lost_node
-    rows = client.cat.shards(format="json")
-    assert {"index", "shard", "prirep", "state", "docs", "store", "ip", "node", "unassigned.reason"} <= set(rows[0])
+    # RestShardsAction's default columns; unassigned.reason only when asked for with `h`.
+    assert set(client.cat.shards(format="json")[0]) == {"index", "shard", "prirep", "state", "docs", "store", "dataset",
+                                                        "ip", "node"}
+    rows = client.cat.shards(format="json", h="index,shard,prirep,state,docs,store,ip,node,unassigned.reason")
     for row in rows:
         assert all(value is None or isinstance(value, str) for value in row.values())
     unassigned = [r for r in rows if r["state"] == "UNASSIGNED"]
@@ -182,7 +184,10 @@ def test_stale_primary_through_reroute(stale: tuple[SimServer, Elasticsearch]) -
     done = client.cluster.reroute(commands=[command], explain=True)
     assert done["explanations"][0]["command"] == "allocate_stale_primary"
     assert "routing_table" in done["state"]
-    assert client.cluster.health(index="orders")["status"] != "red"
+    assert done["explanations"][0]["decisions"] == [
+        {"decider": "allocate_stale_primary (allocation command)", "decision": "YES", "explanation": "ignore deciders"}]
+    assert client.cluster.health(index="orders")["status"] == "red"  # initializing from its store
+    assert client.cluster.health(index="orders", wait_for_status="yellow", timeout="1m")["status"] != "red"
     assert client.count(index="orders")["count"] == 5
     with pytest.raises(NotFoundError):
         client.get(index="orders", id="doc-8")
@@ -305,3 +310,56 @@ def test_persisted_state_serves_the_same_answers(stale: tuple[SimServer, Elastic
     for _, again in serve(EsCluster.from_json(saved, clock=clock)):
         assert again.cluster.health().body == client.cluster.health().body
         assert again.cat.shards(format="json").body == client.cat.shards(format="json").body
+
+
+def test_unknown_parameters_are_refused_with_a_suggestion(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    """BaseRestHandler.handleRequest refuses a parameter the handler does not declare, and
+    suggests the close ones (Lucene's Levenshtein similarity above 0.5)."""
+    server, _ = lost_node
+    status, _, body = raw_get(server.url, "/_cluster/health?wait_for_statu=green", "application/json")
+    error = json.loads(body)
+    assert status == 400 and error["error"]["type"] == "illegal_argument_exception"
+    assert error["error"]["reason"] == ("request [/_cluster/health] contains unrecognized parameter: [wait_for_statu] "
+                                        "-> did you mean any of [wait_for_status, wait_for_events, wait_for_nodes]?")
+    status, _, body = raw_get(server.url, "/_cat/shards?formt=json", "application/json")
+    assert json.loads(body)["error"]["reason"] == ("request [/_cat/shards] contains unrecognized parameter: [formt] -> "
+                                                   "did you mean [format]?")
+    status, _, body = raw_get(server.url, "/_cluster/health?pretty&human&filter_path=status", "application/json")
+    assert status == 200
+
+
+def test_cat_recovery_shows_copies_recovering_and_done(clock: SimulatedClock) -> None:
+    for server, client in serve(build_scenario("recoveries-in-flight", clock)):
+        assert client.cat.recovery(format="json", active_only=True) == []
+        client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": "all"})
+        active = client.cat.recovery(format="json", active_only=True)
+        assert active and all(r["stage"] != "done" for r in active)
+        assert {r["type"] for r in active} <= {"peer", "existing_store", "empty_store"}
+        row = active[0]
+        assert set(row) == {"index", "shard", "time", "type", "stage", "source_host", "source_node", "target_host",
+                            "target_node", "repository", "snapshot", "files", "files_recovered", "files_percent",
+                            "files_total", "bytes", "bytes_recovered", "bytes_percent", "bytes_total", "translog_ops",
+                            "translog_ops_recovered", "translog_ops_percent"}
+        assert all(isinstance(v, str) for v in row.values())
+        in_bytes = client.cat.recovery(format="json", active_only=True, bytes="b", h="i,s,b,br,bp")
+        assert set(in_bytes[0]) == {"index", "shard", "bytes", "bytes_recovered", "bytes_percent"}
+        assert int(in_bytes[0]["bytes"]) >= int(in_bytes[0]["bytes_recovered"])
+        client.cluster.health(wait_for_status="green", timeout="30m")
+        assert client.cat.recovery(format="json", active_only=True) == []
+        done = client.cat.recovery(format="json")
+        assert done and {r["stage"] for r in done} == {"done"}
+        assert server.read(lambda m: m.now()) > 0
+
+
+def test_no_master_waits_master_timeout_then_503(clock: SimulatedClock) -> None:
+    for server, client in serve(build_scenario("one-node-lost-3", clock)):
+        server.with_model(lambda m: [m.kill_node(n.name) for n in list(m.state.nodes) if n.alive][:1])
+        server.with_model(lambda m: [m.kill_node(n.name) for n in list(m.state.nodes) if n.alive][:1])
+        before = clock.now()
+        with pytest.raises(ApiError) as refused:
+            client.cluster.health(master_timeout="10s")
+        assert refused.value.meta.status == 503
+        assert refused.value.body["error"] == {
+            "root_cause": [{"type": "master_not_discovered_exception", "reason": None}],
+            "type": "master_not_discovered_exception", "reason": None}
+        assert clock.now() - before == pytest.approx(10, abs=0.1)

@@ -23,9 +23,16 @@ from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from drengine.clock import SimulatedClock
-from drengine.datastores.elasticsearch.restapi import HEALTH_POLL_SECONDS, Request, Response, route
+from drengine.datastores.elasticsearch.restapi import (
+    HEALTH_POLL_SECONDS,
+    Handler,
+    Request,
+    Response,
+    check_parameters,
+    route,
+)
 from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster, SimApiError, build_scenario
-from drengine.datastores.elasticsearch.simulator.model import JsonDict
+from drengine.datastores.elasticsearch.simulator.model import JsonDict, parse_time_value
 
 T = TypeVar("T")
 
@@ -92,7 +99,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _respond(self, raw: bytes) -> Response:
-        sim = self.server.sim
         try:
             self._check_compatibility()
             parts = urlsplit(self.path)
@@ -107,7 +113,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 body,
                 self.headers.get("Accept", ""),
             )
-            return handler(sim, request)
+            check_parameters(handler, request)
+            return self._handle(handler, request)
         except SimApiError as error:
             return Response(error.status, error.body())
         except json.JSONDecodeError as error:
@@ -124,6 +131,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 400,
                 SimApiError(400, "illegal_argument_exception", f"bad request: {error!r}").body(),
             )
+
+    def _handle(self, handler: Handler, request: Request) -> Response:
+        """Run the handler; with no master, wait the request's master_timeout (30s by default) for
+        one, as TransportMasterNodeAction does, then answer 503."""
+        sim = self.server.sim
+        try:
+            return handler(sim, request)
+        except SimApiError as error:
+            if error.error_type != "master_not_discovered_exception":
+                raise
+            timeout = parse_time_value(request.query.get("master_timeout", "30s"), "master_timeout")
+            found = sim.wait_for(lambda m: {"master": m.has_master()}, lambda b: bool(b["master"]), timeout)
+            if not found["master"]:
+                raise
+            return handler(sim, request)
 
     def _compat_version(self) -> str | None:
         found = re.search(

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from drengine.datastores.elasticsearch.simulator import SimApiError
-from drengine.datastores.elasticsearch.simulator.model import JsonDict, parse_time_value
+from drengine.datastores.elasticsearch.simulator.model import (
+    JsonDict,
+    human_bytes,
+    human_time,
+    iso_time,
+    parse_time_value,
+)
 
 if TYPE_CHECKING:
     from drengine.datastores.elasticsearch.rest import SimServer
@@ -42,6 +48,7 @@ CAT_ALIASES = {
     "dup": "disk.used_percent",
     "v": "version",
 }
+# RestShardsAction's default columns (the others only with `h`).
 DEFAULT_CAT_SHARD_COLUMNS = (
     "index",
     "shard",
@@ -49,9 +56,24 @@ DEFAULT_CAT_SHARD_COLUMNS = (
     "state",
     "docs",
     "store",
+    "dataset",
     "ip",
     "node",
 )
+# RestCatRecoveryAction.getTableWithHeader: its columns (all shown by default) and their aliases.
+CAT_RECOVERY_COLUMNS = (
+    "index", "shard", "time", "type", "stage", "source_host", "source_node", "target_host", "target_node",
+    "repository", "snapshot", "files", "files_recovered", "files_percent", "files_total", "bytes", "bytes_recovered",
+    "bytes_percent", "bytes_total", "translog_ops", "translog_ops_recovered", "translog_ops_percent",
+)
+CAT_RECOVERY_ALIASES = {
+    "i": "index", "idx": "index", "s": "shard", "sh": "shard", "start": "start_time", "start_millis": "start_time_millis",
+    "stop": "stop_time", "stop_millis": "stop_time_millis", "t": "time", "ti": "time", "ty": "type", "st": "stage",
+    "shost": "source_host", "snode": "source_node", "thost": "target_host", "tnode": "target_node", "rep": "repository",
+    "snap": "snapshot", "f": "files", "fr": "files_recovered", "fp": "files_percent", "tf": "files_total", "b": "bytes",
+    "br": "bytes_recovered", "bp": "bytes_percent", "tb": "bytes_total", "to": "translog_ops",
+    "tor": "translog_ops_recovered", "top": "translog_ops_percent",
+}
 DEFAULT_CAT_NODE_COLUMNS = (
     "ip",
     "heap.percent",
@@ -151,19 +173,65 @@ def nodes_match(count: int, expression: str) -> bool:
 
 def cat_shards(server: SimServer, request: Request) -> Response:
     rows = server.read(lambda m: m.cat_shards(request.params.get("index")))
-    return cat_response(request, rows, DEFAULT_CAT_SHARD_COLUMNS + ("unassigned.reason",))
+    return cat_response(request, rows, DEFAULT_CAT_SHARD_COLUMNS)
 
 
 def cat_nodes(server: SimServer, request: Request) -> Response:
     return cat_response(request, server.read(lambda m: m.cat_nodes()), DEFAULT_CAT_NODE_COLUMNS)
 
 
-def cat_response(request: Request, rows: list[dict[str, str | None]], defaults: tuple[str, ...]) -> Response:
+def _percent(done: float, total: float) -> str:
+    return f"{(100.0 * done / total) if total else (0.0 if done == 0 else 100.0):.1f}%"
+
+
+def _sized(value: int, unit: str | None) -> str:
+    """A byte count as _cat renders it: in `bytes=` units (whole numbers), else human-readable."""
+    if unit is None:
+        return human_bytes(value)
+    factors = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4, "pb": 1024**5}
+    if unit not in factors:
+        raise SimApiError(400, "illegal_argument_exception", f"failed to parse setting [bytes] with value [{unit}]")
+    return str(value // factors[unit])
+
+
+def _timed(seconds: float, unit: str | None) -> str:
+    if unit is None:
+        return human_time(seconds)
+    factors = {"nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    if unit not in factors:
+        raise SimApiError(400, "illegal_argument_exception", f"failed to parse setting [time] with value [{unit}]")
+    return str(int(seconds / factors[unit]))
+
+
+def cat_recovery(server: SimServer, request: Request) -> Response:
+    """GET _cat/recovery: one row per shard copy's recovery, ongoing or done (RestCatRecoveryAction)."""
+    rows = server.read(lambda m: m.cat_recovery(request.params.get("index"), request.flag("active_only")))
+    unit, time_unit = request.query.get("bytes"), request.query.get("time")
+    table = []
+    for row in rows:
+        table.append({
+            "index": row.index, "shard": str(row.shard), "start_time": iso_time(row.started_at),
+            "start_time_millis": str(int(row.started_at * 1000)),
+            "stop_time": iso_time(row.stopped_at) if row.stopped_at is not None else None,
+            "stop_time_millis": str(int(row.stopped_at * 1000)) if row.stopped_at is not None else None,
+            "time": _timed(row.seconds, time_unit), "type": row.type, "stage": row.stage,
+            "source_host": row.source_host or "n/a", "source_node": row.source_node or "n/a",
+            "target_host": row.target_host, "target_node": row.target_node, "repository": "n/a", "snapshot": "n/a",
+            "files": str(row.files), "files_recovered": str(row.files_recovered),
+            "files_percent": _percent(row.files_recovered, row.files), "files_total": str(row.files),
+            "bytes": _sized(row.bytes, unit), "bytes_recovered": _sized(row.bytes_recovered, unit),
+            "bytes_percent": _percent(row.bytes_recovered, row.bytes), "bytes_total": _sized(row.bytes, unit),
+            "translog_ops": "0", "translog_ops_recovered": "0", "translog_ops_percent": "100.0%",
+        })
+    return cat_response(request, table, CAT_RECOVERY_COLUMNS, CAT_RECOVERY_ALIASES)
+
+
+def cat_response(request: Request, rows: list[dict[str, str | None]], defaults: tuple[str, ...],
+                 aliases: dict[str, str] | None = None) -> Response:
+    names = CAT_ALIASES if aliases is None else aliases
     columns = (
-        [CAT_ALIASES.get(c.strip(), c.strip()) for c in request.query["h"].split(",")] if "h" in request.query else list(defaults)
+        [names.get(c.strip(), c.strip()) for c in request.query["h"].split(",")] if "h" in request.query else list(defaults)
     )
-    if "h" not in request.query and request.query.get("format") != "json":
-        columns = [c for c in columns if c != "unassigned.reason"]
     selected = [{column: row.get(column) for column in columns} for row in rows]
     if request.query.get("format") == "json":
         return ok(selected)
@@ -335,6 +403,7 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], Handler]] = [
     ),
     (frozenset({"GET"}), re.compile(r"/_cat/shards(?:/(?P<index>[^/]+))?"), cat_shards),
     (frozenset({"GET"}), re.compile(r"/_cat/nodes"), cat_nodes),
+    (frozenset({"GET"}), re.compile(r"/_cat/recovery(?:/(?P<index>[^/]+))?"), cat_recovery),
     (
         frozenset({"GET", "POST"}),
         re.compile(r"/_cluster/allocation/explain"),
@@ -393,3 +462,84 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
     )
 
 
+
+
+# ------------------------------------------------------------ parameters ---
+
+# BaseRestHandler: parameters every handler accepts (ALWAYS_SUPPORTED and RestResponse's
+# error_trace); each handler's own are those its REST spec declares (rest-api-spec/api/*.json).
+ALWAYS_SUPPORTED = frozenset({"format", "filter_path", "pretty", "human", "error_trace"})
+_CAT = frozenset({"format", "h", "help", "s", "v", "master_timeout"})
+_INDICES = frozenset({"index", "allow_no_indices", "expand_wildcards", "ignore_unavailable"})
+SUPPORTED_PARAMS: dict[Handler, frozenset[str]] = {
+    root: frozenset(),
+    cluster_health: frozenset({"index", "expand_wildcards", "level", "local", "master_timeout", "timeout",
+                               "wait_for_active_shards", "wait_for_events", "wait_for_nodes",
+                               "wait_for_no_initializing_shards", "wait_for_no_relocating_shards", "wait_for_status"}),
+    cat_shards: _CAT | {"index", "bytes", "time"},
+    cat_nodes: _CAT | {"bytes", "full_id", "include_unloaded_segments", "time"},
+    cat_recovery: _CAT | {"index", "active_only", "bytes", "detailed", "time"},
+    allocation_explain: frozenset({"include_disk_info", "include_yes_decisions", "master_timeout", "index", "shard",
+                                   "primary", "current_node"}),
+    get_cluster_settings: frozenset({"flat_settings", "include_defaults", "local", "master_timeout", "timeout"}),
+    put_cluster_settings: frozenset({"flat_settings", "master_timeout", "timeout"}),
+    cluster_reroute: frozenset({"dry_run", "explain", "metric", "retry_failed", "master_timeout", "timeout"}),
+    nodes_info: frozenset({"flat_settings", "timeout", "node_id", "metric"}),
+    get_index_settings: _INDICES | {"name", "flat_settings", "include_defaults", "local", "master_timeout"},
+    put_index_settings: _INDICES | {"flat_settings", "master_timeout", "preserve_existing", "reopen", "timeout"},
+    count_documents: _INDICES | {"analyzer", "analyze_wildcard", "default_operator", "df", "ignore_throttled", "lenient",
+                                 "min_score", "preference", "q", "routing", "terminate_after"},
+    search_documents: _INDICES | {"allow_partial_search_results", "analyzer", "analyze_wildcard", "batched_reduce_size",
+                                  "ccs_minimize_roundtrips", "default_operator", "df", "docvalue_fields", "explain",
+                                  "from", "ignore_throttled", "lenient", "max_concurrent_shard_requests",
+                                  "pre_filter_shard_size", "preference", "q", "request_cache", "rest_total_hits_as_int",
+                                  "routing", "scroll", "search_type", "seq_no_primary_term", "size", "sort", "_source",
+                                  "_source_excludes", "_source_includes", "stats", "stored_fields", "terminate_after",
+                                  "timeout", "track_scores", "track_total_hits", "typed_keys", "version"},
+    refresh_index: _INDICES,
+    index_document: frozenset({"index", "id", "if_primary_term", "if_seq_no", "op_type", "pipeline", "refresh",
+                               "require_alias", "routing", "timeout", "version", "version_type",
+                               "wait_for_active_shards"}),
+    get_document: frozenset({"index", "id", "preference", "realtime", "refresh", "routing", "_source",
+                             "_source_excludes", "_source_includes", "stored_fields", "version", "version_type"}),
+    create_index: frozenset({"index", "master_timeout", "timeout", "wait_for_active_shards"}),
+    index_exists: _INDICES | {"flat_settings", "include_defaults", "local"},
+    get_index: _INDICES | {"features", "flat_settings", "include_defaults", "local", "master_timeout"},
+    delete_index: _INDICES | {"master_timeout", "timeout"},
+}
+
+
+def _similarity(a: str, b: str) -> float:
+    """Lucene's LevenshteinDistance.getDistance: 1 - edits / the longer length."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    longest = max(len(a), len(b))
+    return 1.0 if longest == 0 else 1.0 - previous[-1] / longest
+
+
+def check_parameters(handler: Handler, request: Request) -> None:
+    """BaseRestHandler.handleRequest: an unknown query parameter is refused with 400, with
+    suggestions: "request [path] contains unrecognized parameter: [x] -> did you mean [y]?"."""
+    supported = SUPPORTED_PARAMS.get(handler)
+    if supported is None:
+        return
+    allowed = supported | ALWAYS_SUPPORTED
+    unknown = sorted(set(request.query) - allowed)
+    if not unknown:
+        return
+    parts = []
+    for name in unknown:
+        scored = sorted(((_similarity(name, c), c) for c in allowed if _similarity(name, c) > 0.5),
+                        key=lambda t: (-t[0], t[1]))
+        part = f"[{name}]"
+        if scored:
+            listed = "[" + ", ".join(c for _, c in scored) + "]"
+            part += f" -> did you mean {'any of ' if len(scored) > 1 else ''}{listed}?"
+        parts.append(part)
+    raise SimApiError(400, "illegal_argument_exception",
+                      f"request [{request.path}] contains unrecognized parameter{'s' if len(unknown) > 1 else ''}: "
+                      + ", ".join(parts))

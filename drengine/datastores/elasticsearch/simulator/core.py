@@ -188,7 +188,10 @@ class ClusterCore:
             raise SimApiError(
                 503,
                 "master_not_discovered_exception",
-                "no master node is elected: a majority of master-eligible nodes is down",
+                # MasterNotDiscoveredException has no message: `"reason": null`, status 503, once the
+                # request's master_timeout has run out (the REST layer waits it; shape as in
+                # https://github.com/elastic/elasticsearch/issues/34427).
+                None,
             )
 
     def delay_seconds(self, meta: IndexMeta) -> float:

@@ -77,7 +77,7 @@ ENABLE_VALUES = ("all", "primaries", "new_primaries", "none")
 class SimApiError(Exception):
     """An error the real server would answer with ``{"error": {...}, "status": N}``."""
 
-    def __init__(self, status: int, error_type: str, reason: str, **extra: Any) -> None:
+    def __init__(self, status: int, error_type: str, reason: str | None, **extra: Any) -> None:
         super().__init__(f"{error_type}: {reason}")
         self.status = status
         self.error_type = error_type

@@ -9,17 +9,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from drengine.datastores.elasticsearch.simulator.allocator import Allocator
-from drengine.datastores.elasticsearch.simulator.deciders import AllocationAttempt, Decision, decide_same_shard
+from drengine.datastores.elasticsearch.simulator.deciders import AllocationAttempt, Decision
 from drengine.datastores.elasticsearch.simulator.model import (
     STARTED,
     UNASSIGNED,
     IndexMeta,
     JsonDict,
+    Recovery,
     ShardGroup,
     ShardRouting,
     SimApiError,
     SimNode,
     StoreCopy,
+    UnassignedInfo,
     illegal_argument,
 )
 
@@ -115,16 +117,15 @@ class RerouteCommands(Allocator):
     def _command_node(self, args: Mapping[str, Any], key: str, name: str) -> SimNode:
         if key not in args:
             raise illegal_argument(f"[{name}] command missing the {key} parameter")
+        # DiscoveryNodes.resolveNode's message, rethrown as is; then explainOrThrowMissingRoutingNode.
         try:
             node = self.node(str(args[key]))
         except SimApiError:
-            raise illegal_argument(f"[{name}] failed to resolve [{args[key]}], no matching nodes") from None
+            raise illegal_argument(f"failed to resolve [{args[key]}], no matching nodes") from None
         if not node.alive:
-            raise illegal_argument(f"[{name}] failed to resolve [{args[key]}], no matching nodes")
+            raise illegal_argument(f"failed to resolve [{args[key]}], no matching nodes")
         if not node.is_data():
-            raise illegal_argument(
-                f"[{name}] allocation of [{args.get('index')}][{args.get('shard')}] on node {self._node_label(node)} is not allowed, reason: [NO(node does not hold the data role)]"
-            )
+            raise self._refused(name, f"allocation can only be done on data nodes, not [{args[key]}]")
         return node
 
     @staticmethod
@@ -160,39 +161,49 @@ class RerouteCommands(Allocator):
         return decisions
 
     def _command_allocate_primary(self, name: str, args: Mapping[str, Any]) -> list[Decision]:
+        """AllocateStalePrimaryAllocationCommand / AllocateEmptyPrimaryAllocationCommand.execute
+        (server/src/main/java/org/elasticsearch/cluster/routing/allocation/command/): neither
+        consults the deciders nor looks at the target's store. A stale primary is refused only for a
+        shard that was never active; forced onto a node without data it initializes, then fails its
+        recovery (routing.py). Both commands warn about "an empty primary" (the stale one's
+        warning is a copy of the empty one's in Elasticsearch's source)."""
         meta, group = self._command_target(args, name)
         node = self._command_node(args, "node", name)
         routing = group.primary()
         if routing.state != UNASSIGNED:
-            raise _CommandRefused(f"[{name}] primary [{meta.name}][{group.shard}] is already assigned", [])
+            raise self._refused(name, f"primary [{meta.name}][{group.shard}] is already assigned")
         stale = name == "allocate_stale_primary"
-        store = group.stores.get(node.id)
-        if stale and store is None:
-            raise _CommandRefused(
-                f"[{name}] No data for shard [{group.shard}] of index [{meta.name}] found on node [{node.name}]",
-                [],
-            )
-        if not args.get("accept_data_loss"):
-            kind = "a stale" if stale else "an empty"
-            raise _CommandRefused(
-                f"[{name}] allocating {kind} primary for [{meta.name}][{group.shard}] can result in data loss. "
-                "Please confirm by setting the accept_data_loss parameter to true",
-                [],
-            )
-        decision = decide_same_shard(AllocationAttempt(meta, group, routing, node, manual=True))
-        if not decision.allows:
-            raise _CommandRefused(
-                f"[{name}] allocation of [{meta.name}][{group.shard}] on node {self._node_label(node)} is not allowed, reason: [NO({decision.explanation})]",
-                [decision],
-            )
-        chosen = store if stale and store is not None else StoreCopy(allocation_id=self._new_id())
-        self._assign(group, routing, node, chosen)
-        # Every other copy is now stale: if a node with newer data returns, its data is discarded.
-        group.in_sync = [chosen.allocation_id]
-        group.primary_term += 1
-        for other_node in [n for n in list(group.stores) if n != node.id and n not in group.routed_nodes()]:
-            del group.stores[other_node]
-        return [Decision("allocate_primary", "YES", f"{name} accepted: data loss acknowledged")]
+        ever_active = bool(group.in_sync)  # recovery source EXISTING_STORE
+        data_loss = (f"allocating an empty primary for [{meta.name}][{group.shard}] can result in data loss. Please "
+                     f"confirm by setting the accept_data_loss parameter to true")
+        accepted = args.get("accept_data_loss") is True
+        if stale:
+            if not accepted:
+                raise self._refused(name, data_loss)
+            if not ever_active:
+                raise self._refused(name, f"trying to allocate an existing primary shard [{meta.name}][{group.shard}], while "
+                                          f"no such shard has ever been active")
+            store = group.stores.get(node.id)
+            recovery = Recovery(type="existing_store", forced=True, started_at=self._now(),
+                                allocation_id=store.allocation_id if store is not None else self._new_id(),
+                                bytes_total=store.size_in_bytes() if store is not None else 0,
+                                files_total=1 if store is not None else 0)
+        else:
+            if ever_active and not accepted:
+                raise self._refused(name, data_loss)
+            info = routing.unassigned
+            if info is not None and info.reason != "FORCED_EMPTY_PRIMARY":
+                routing.unassigned = UnassignedInfo(
+                    reason="FORCED_EMPTY_PRIMARY", at=self._now(), last_allocation_status=info.last_allocation_status,
+                    details=f"force empty allocation from previous reason {info.reason}, {info.details or 'null'}")
+            recovery = Recovery(type="empty_store", forced=True, started_at=self._now(), allocation_id=self._new_id())
+        self._initialize(meta, group, routing, node, recovery)
+        return [Decision(f"{name} (allocation command)", "YES", "ignore deciders")]
+
+    @staticmethod
+    def _refused(name: str, reason: str) -> _CommandRefused:
+        """explainOrThrowRejectedCommand: "[name] reason", or with ?explain a NO decision."""
+        return _CommandRefused(f"[{name}] {reason}", [Decision(f"{name} (allocation command)", "NO", reason)])
 
     def _command_move(self, args: Mapping[str, Any]) -> list[Decision]:
         name = "move"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from drengine.datastores.elasticsearch.simulator.core import ClusterCore
 from drengine.datastores.elasticsearch.simulator.model import (
     INITIALIZING,
@@ -14,6 +16,27 @@ from drengine.datastores.elasticsearch.simulator.model import (
     human_bytes,
     iso_time,
 )
+
+
+@dataclass(frozen=True)
+class RecoveryRow:
+    """One shard copy's recovery, in numbers (rendered by the REST layer)."""
+
+    index: str
+    shard: int
+    type: str
+    stage: str
+    started_at: float
+    stopped_at: float | None
+    seconds: float
+    source_host: str | None
+    source_node: str | None
+    target_host: str
+    target_node: str
+    files: int
+    files_recovered: int
+    bytes: int
+    bytes_recovered: int
 
 
 class ReadViews(ClusterCore):
@@ -146,6 +169,30 @@ class ReadViews(ClusterCore):
             "unassigned.details": info.details if info else None,
             "sync_id": None,
         }
+
+    def cat_recovery(self, index: str | None = None, active_only: bool = False) -> list[RecoveryRow]:
+        """The recoveries of every assigned copy: in flight, or the one that started it (as
+        _cat/recovery lists "ongoing and completed" ones). The REST layer renders bytes and times
+        (RestCatRecoveryAction); the recovery type is RecoverySource.Type in lower case."""
+        rows: list[RecoveryRow] = []
+        now = self._now()
+        for meta in sorted(self.resolve_indices(index), key=lambda m: m.name):
+            for group in meta.shards:
+                for routing in group.routings:
+                    recovery = routing.recovery or (routing.last_recovery if routing.state == STARTED else None)
+                    if recovery is None or routing.node_id is None or (active_only and recovery.done_at is not None):
+                        continue
+                    target = self.node_by_id(routing.node_id)
+                    source = self.node_by_id(recovery.source_node) if recovery.source_node else None
+                    rows.append(RecoveryRow(
+                        index=meta.name, shard=group.shard, type=recovery.type, stage=recovery.stage(),
+                        started_at=recovery.started_at, stopped_at=recovery.done_at,
+                        seconds=(recovery.done_at if recovery.done_at is not None else now) - recovery.started_at,
+                        source_host=source.ip if source else None, source_node=source.name if source else None,
+                        target_host=target.ip, target_node=target.name, files=recovery.files_total,
+                        files_recovered=recovery.files_total if recovery.done_at is not None else 0,
+                        bytes=recovery.bytes_total, bytes_recovered=int(recovery.bytes_recovered)))
+        return rows
 
     def cat_nodes(self) -> list[dict[str, str | None]]:
         master = self.master()
