@@ -106,6 +106,15 @@ def cat_shards_call() -> HttpCall:
     return HttpCall("GET", "/_cat/shards", _q(format="json", h=CAT_SHARD_COLUMNS), what="list every shard copy")
 
 
+RECOVERY_COLUMNS = "index,shard,type,stage,source_node,target_node,bytes_recovered,bytes_total"
+
+
+def recovery_call() -> HttpCall:
+    """The recoveries in flight, bytes as plain numbers (GET _cat/recovery, active_only)."""
+    return HttpCall("GET", "/_cat/recovery", _q(active_only=True, bytes="b", format="json", h=RECOVERY_COLUMNS),
+                    what="list the shard recoveries in flight")
+
+
 def cluster_settings_call() -> HttpCall:
     return HttpCall("GET", "/_cluster/settings", _q(flat_settings=True), what="read cluster settings")
 

@@ -31,6 +31,7 @@ from drengine.datastores.elasticsearch.calls import (
     health_call,
     index_settings_call,
     nodes_call,
+    recovery_call,
 )
 from drengine.datastores.elasticsearch.esview import (
     AllocationEnable,
@@ -38,6 +39,7 @@ from drengine.datastores.elasticsearch.esview import (
     Explanation,
     Health,
     IndexInfo,
+    RecoveryProgress,
     ShardCopy,
     build_view,
     parse_cat_shards,
@@ -45,6 +47,7 @@ from drengine.datastores.elasticsearch.esview import (
     parse_explanation,
     parse_health,
     parse_index_settings,
+    parse_recoveries,
 )
 
 # -- the connector ---------------------------------------------------------------------------------
@@ -69,6 +72,8 @@ class ElasticAPI(Protocol):
     def allocation_enable(self) -> AllocationEnable: ...
 
     def health(self, wait_for_status: str | None = None, timeout_s: float | None = None) -> Health: ...
+
+    def recoveries(self) -> RecoveryProgress: ...
 
     def canary(self, index: str, doc_id: str) -> bool: ...
 
@@ -181,6 +186,9 @@ class ElasticBackend:
 
     def shards(self) -> list[ShardCopy]:
         return parse_cat_shards(self.send(cat_shards_call()))
+
+    def recoveries(self) -> RecoveryProgress:
+        return parse_recoveries(self.send(recovery_call()))
 
     def index_settings(self) -> list[IndexInfo]:
         return parse_index_settings(self.send(index_settings_call()))

@@ -137,12 +137,21 @@ def no_deciders(expl: Explanation) -> dict[str, list[str]]:
     return found
 
 
-def stale_copies(expl: Explanation) -> list[tuple[str, int]]:
-    """Nodes holding an out-of-sync, uncorrupted copy, largest first. Elasticsearch does not say
-    how recent a stale copy is; the size of the copy is the best hint it gives."""
-    copies = [(n.node_name, n.store.size_bytes or 0) for n in expl.nodes
+def stale_copies(expl: Explanation) -> list[tuple[str, str]]:
+    """(node, what Elasticsearch shows of the copy) for every node holding an out-of-sync copy
+    it could read, by node name. For a primary, Elasticsearch shows a copy's `in_sync` and
+    `allocation_id` only (NodeAllocationResult.ShardStoreInfo): nothing says which copy is the
+    most recent, nor how large it is."""
+    copies = [(n.node_name, f"{n.node_name} (allocation id {n.store.allocation_id or 'unknown'}, in_sync false)")
+              for n in expl.nodes
               if n.store is not None and n.store.found and n.store.in_sync is not True and n.store.exception is None]
-    return sorted(copies, key=lambda c: (-c[1], c[0]))
+    return sorted(copies)
+
+
+def unreadable_copies(expl: Explanation) -> list[str]:
+    """Copies Elasticsearch could not read (`store_exception`): never candidates."""
+    return [f"{n.node_name} (allocation id {n.store.allocation_id or 'unknown'}, store exception: {n.store.exception})"
+            for n in expl.nodes if n.store is not None and n.store.exception is not None]
 
 
 DECIDER_WORDS = {
@@ -194,8 +203,9 @@ def explain_row(view: EsView, shard: ShardCopy, index: ExplanationIndex | None =
         why = f"{base}; no node holds an in-sync copy of its data"
         if stale:
             why += f" (a stale copy is on {', '.join(n for n, _ in stale)})"
+            where = stale[0][0] if len(stale) == 1 else f"one of {', '.join(n for n, _ in stale)} (the operator's choice)"
             fix = (f"the node with the in-sync copy coming back; or, losing the writes newer than that copy, "
-                   f"allocate_stale_primary on {stale[0][0]}; or a restore from a snapshot")
+                   f"allocate_stale_primary on {where}; or a restore from a snapshot")
         else:
             why += " and no copy at all is left"
             fix = ("a node holding a copy coming back; or a restore from a snapshot; or, losing every document "

@@ -215,6 +215,41 @@ def parse_cat_shards(rows: Sequence[Mapping[str, Any]]) -> list[ShardCopy]:
     ]
 
 
+@fact
+class RecoveryProgress(Fact):
+    """The recoveries in flight (one _cat/recovery?active_only=true), summed."""
+
+    count: int = 0
+    bytes_recovered: int = 0
+    bytes_total: int = 0
+    stages: dict[str, int] = {}
+    targets: list[str] = []
+
+    def line(self) -> str:
+        if not self.count:
+            return "no recovery in flight"
+        percent = 100.0 * self.bytes_recovered / self.bytes_total if self.bytes_total else 100.0
+        stages = ", ".join(f"{n} {stage}" for stage, n in sorted(self.stages.items()))
+        return (f"{self.count} recover{'y' if self.count == 1 else 'ies'} in flight ({stages}): "
+                f"{_gib(self.bytes_recovered)} of {_gib(self.bytes_total)} copied ({percent:.1f}%), "
+                f"onto {', '.join(self.targets)}")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.2f} GiB" if size >= 1024**3 else f"{size / 1024**2:.1f} MiB"
+
+
+def parse_recoveries(rows: Sequence[Mapping[str, Any]]) -> RecoveryProgress:
+    stages: dict[str, int] = {}
+    for r in rows:
+        stages[str(r.get("stage", "?"))] = stages.get(str(r.get("stage", "?")), 0) + 1
+    return RecoveryProgress(
+        count=len(rows), bytes_recovered=sum(_int(r.get("bytes_recovered")) or 0 for r in rows),
+        bytes_total=sum(_int(r.get("bytes_total")) or 0 for r in rows), stages=stages,
+        targets=sorted({str(r["target_node"]) for r in rows if r.get("target_node")}),
+    )
+
+
 def parse_cluster_settings(body: Mapping[str, Any]) -> AllocationEnable:
     scopes: tuple[Literal["transient"], Literal["persistent"]] = ("transient", "persistent")
     for scope in scopes:  # transient wins over persistent

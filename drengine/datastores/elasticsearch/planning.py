@@ -23,6 +23,7 @@ from drengine.datastores.elasticsearch.diagnosis import (
     no_deciders,
     node_name,
     stale_copies,
+    unreadable_copies,
 )
 from drengine.datastores.elasticsearch.esview import EsView, Explanation, IndexInfo, ShardCopy
 from drengine.steps import Fact, fact
@@ -55,9 +56,14 @@ class ReplicaAssignment(Fact):
 class PrimaryChoice(Fact):
     index: str
     shard: int
-    node: str
+    node: str  # "" while the operator has not chosen among several stale copies
     kind: Literal["stale", "empty"]
     lost: str
+    # Stale copies: every candidate, with what Elasticsearch shows of it; and copies it cannot read.
+    candidates: list[str] = []
+    candidate_nodes: list[str] = []
+    unreadable: list[str] = []
+    chosen_by: Literal["only copy", "operator", ""] = ""
 
     @property
     def label(self) -> str:
@@ -178,11 +184,16 @@ def _red_primary(draft: _Draft, view: EsView, shard: ShardCopy, expl: Explanatio
     """No valid copy: the stale copy, else an empty primary, each only behind a dangerous gate."""
     copies = stale_copies(expl)
     if copies:
-        node = copies[0][0]
-        lost = (f"{shard.label}: the copy on {node} is stale: every write acknowledged after it fell out "
-                f"of sync is lost (the in-sync copy was on {gone.words}); if that node comes back, its "
+        # Elasticsearch does not say which stale copy is the most recent: with one, it is that one;
+        # with several, the operator chooses (allocate-stale-primary reads the choice).
+        node = copies[0][0] if len(copies) == 1 else ""
+        lost = (f"{shard.label}: the copy on {node or 'the chosen node'} is stale: every write acknowledged after it "
+                f"fell out of sync is lost (the in-sync copy was on {gone.words}); if that node comes back, its "
                 f"newer copy is discarded")
-        draft.stale.append(PrimaryChoice(index=shard.index, shard=shard.shard, node=node, kind="stale", lost=lost))
+        draft.stale.append(PrimaryChoice(
+            index=shard.index, shard=shard.shard, node=node, kind="stale", lost=lost,
+            candidates=[text for _, text in copies], candidate_nodes=[n for n, _ in copies],
+            unreadable=unreadable_copies(expl), chosen_by="only copy" if node else ""))
     else:
         target = _least_loaded(view)
         if target is None:

@@ -27,6 +27,7 @@ from drengine.datastores.elasticsearch.planning import (
     primary_command,
 )
 from drengine.datastores.elasticsearch.stepkit import Ctx, nothing_to_do, plan_of, send, unassigned_now
+from drengine.errors import StepFailed
 from drengine.steps import Action, Effect, GateLevel, NoParams, Proposal, StepResult, register
 
 
@@ -191,6 +192,26 @@ def _by_new(changes: Sequence[SettingChange]) -> list[tuple[str, list[str]]]:
     return sorted(groups.items())
 
 
+STALE_COPY_INPUT = "stale_copy"
+
+
+def parse_stale_choice(text: str | None, undecided: Sequence[PrimaryChoice]) -> dict[str, str]:
+    """The operator's `--input stale_copy=...`: `index[shard]=node` pairs separated by commas, or
+    a bare node name when a single shard waits for the choice. Label -> node."""
+    if not text:
+        return {}
+    chosen: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        label, sep, node = part.partition("=")
+        if not sep:
+            if len(undecided) != 1:
+                raise StepFailed(f"--input {STALE_COPY_INPUT}={text!r}: several shards wait for a choice "
+                                 f"({', '.join(c.label for c in undecided)}); give index[shard]=node for each")
+            label, node = undecided[0].label, part
+        chosen[label.strip()] = node.strip()
+    return chosen
+
+
 class _AllocatePrimary(Action[ElasticAPI, NoParams]):
     kind: ClassVar[Literal["stale", "empty"]]
     effect = Effect.MUTATE
@@ -200,8 +221,12 @@ class _AllocatePrimary(Action[ElasticAPI, NoParams]):
         plan = plan_of(ctx)
         return plan.stale_primaries if self.kind == "stale" else plan.empty_primaries
 
+    def _choices(self, ctx: Ctx) -> list[PrimaryChoice]:
+        """The planned choices, with the operator's choice among several stale copies filled in."""
+        return self._planned(ctx)
+
     def _todo(self, ctx: Ctx) -> list[PrimaryChoice]:
-        planned = self._planned(ctx)
+        planned = self._choices(ctx)
         if not planned:
             return []
         # Looked at again right before asking: a node that came back makes this step unnecessary.
@@ -216,14 +241,25 @@ class _AllocatePrimary(Action[ElasticAPI, NoParams]):
         reason = (f"no in-sync copy of {', '.join(p.label for p in todo)} is left in the cluster. Waiting for the node "
                   f"that held it ({', '.join(plan_of(ctx).absent_members) or 'unknown'}) loses nothing if it can come back; "
                   f"restoring from a snapshot is the other way")
+        evidence = []
+        for p in todo:
+            if p.kind != "stale":
+                continue
+            how = ("the only stale copy Elasticsearch shows" if p.chosen_by == "only copy" else
+                   f"chosen by the operator (--input {STALE_COPY_INPUT}) among {len(p.candidates)} stale copies")
+            evidence.append(f"{p.label} on {p.node}: {how}")
+            evidence += [f"  candidate: {c}" for c in p.candidates]
+            evidence += [f"  not a candidate (unreadable): {c}" for c in p.unreadable]
         if self.kind == "stale":
-            reason += "; the stale copy chosen is the largest one found (Elasticsearch does not say which is most recent)"
+            reason += ("; Elasticsearch shows each stale copy's allocation id only: it does not say which one is the "
+                       "most recent")
         return Proposal(
             summary=f"allocate {article} primary for " + ", ".join(f"{p.label} on {p.node}" for p in todo),
             reason=reason,
             statements=[reroute_call([primary_command(p)]).statement() for p in todo],
             gate=GateLevel.DANGEROUS,
-            risks=[p.lost for p in todo],
+            risks=[p.lost.replace("the chosen node", p.node) for p in todo],
+            evidence=evidence,
         )
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
@@ -233,17 +269,45 @@ class _AllocatePrimary(Action[ElasticAPI, NoParams]):
         todo = self._todo(ctx)
         for choice in todo:
             send(ctx, reroute_call([primary_command(choice)]))
-        planned = self._planned(ctx)
+        planned = self._choices(ctx)
         return StepResult(ok=True, summary=f"{self.kind} primary allocated for " + ", ".join(p.label for p in planned),
                           facts={f"es_{self.kind}_done": PrimariesDone(done=planned)},
-                          evidence=[f"LOST: {p.lost}" for p in planned])
+                          evidence=[f"LOST: {p.lost.replace('the chosen node', p.node)}" for p in planned])
 
 
 @register
 class AllocateStalePrimary(_AllocatePrimary):
     name = "elasticsearch.allocate_stale_primary"
     kind: ClassVar[Literal["stale", "empty"]] = "stale"
-    description = "DATA LOSS: promote the most recent stale copy of a red shard to primary"
+    inputs = (STALE_COPY_INPUT,)
+    description = ("DATA LOSS: promote a stale copy of a red shard to primary (the only one, or the one the operator "
+                   "chose among several)")
+
+    def _choices(self, ctx: Ctx) -> list[PrimaryChoice]:
+        planned = self._planned(ctx)
+        undecided = [p for p in planned if not p.node]
+        if not undecided:
+            return planned
+        chosen = parse_stale_choice(ctx.inputs.get(STALE_COPY_INPUT), undecided)
+        resolved = []
+        for p in planned:
+            if p.node:
+                resolved.append(p)
+                continue
+            node = chosen.get(p.label)
+            if node is None:
+                raise StepFailed(
+                    f"{p.label}: Elasticsearch does not say which of its {len(p.candidates)} stale copies is the most "
+                    f"recent (it shows each copy's allocation id and in_sync: false, nothing more): "
+                    f"{'; '.join(p.candidates)}. Choose one, knowing what its node went through (which node left "
+                    f"last, its logs), and rerun with --input {STALE_COPY_INPUT}={p.label}=<node>; the choice is then "
+                    f"shown at this step's dangerous gate. Or bring back the node with the in-sync copy, or restore "
+                    f"the index from a snapshot")
+            if node not in p.candidate_nodes:
+                raise StepFailed(f"--input {STALE_COPY_INPUT}: {node!r} holds no stale copy of {p.label}; the "
+                                 f"candidates are {', '.join(p.candidate_nodes)}")
+            resolved.append(p.model_copy(update={"node": node, "chosen_by": "operator"}))
+        return resolved
 
 
 @register

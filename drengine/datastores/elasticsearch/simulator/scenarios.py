@@ -173,8 +173,9 @@ def big(
 def scenario_two_stale_copies(clock: Clock = SYSTEM) -> EsCluster:
     """`orders` (two replicas) lost its in-sync primary with node-1; node-2 and node-3 both hold a
     stale copy, node-3's staler (it left first). Elasticsearch shows both as `in_sync: false` with
-    their allocation ids and nothing else: it does not say which is fresher."""
-    cluster = _cluster(4, clock)
+    their allocation ids and nothing else: it does not say which is fresher. Five nodes, so that
+    a master stays elected while two are away."""
+    cluster = _cluster(5, clock)
     cluster.create_index("customers", number_of_shards=1, number_of_replicas=1)
     _write_docs(cluster, "customers", 4)
     cluster.create_index("orders", number_of_shards=1, number_of_replicas=2)
