@@ -181,7 +181,8 @@ def cat_nodes(server: SimServer, request: Request) -> Response:
 
 
 def _percent(done: float, total: float) -> str:
-    return f"{(100.0 * done / total) if total else (0.0 if done == 0 else 100.0):.1f}%"
+    # Nothing to copy counts as all copied ("0b", "100.0%" in the specification's CatRecoveryResponseExample2).
+    return f"{(100.0 * done / total) if total else 100.0:.1f}%"
 
 
 def _sized(value: int, unit: str | None) -> str:
@@ -229,10 +230,10 @@ def cat_recovery(server: SimServer, request: Request) -> Response:
 def cat_response(request: Request, rows: list[dict[str, str | None]], defaults: tuple[str, ...],
                  aliases: dict[str, str] | None = None) -> Response:
     names = CAT_ALIASES if aliases is None else aliases
-    columns = (
-        [names.get(c.strip(), c.strip()) for c in request.query["h"].split(",")] if "h" in request.query else list(defaults)
-    )
-    selected = [{column: row.get(column) for column in columns} for row in rows]
+    # RestTable.buildDisplayHeaders: a column asked for by an alias is shown under that alias.
+    shown = [c.strip() for c in request.query["h"].split(",")] if "h" in request.query else list(defaults)
+    columns = shown
+    selected = [{name: row.get(names.get(name, name)) for name in shown} for row in rows]
     if request.query.get("format") == "json":
         return ok(selected)
     table = [[value or "" for value in row.values()] for row in selected]

@@ -296,7 +296,10 @@ def _member_status_document(member: MemberStatusView, now: float) -> BsonDoc:
     doc["configVersion"] = member.config_version
     doc["configTerm"] = member.config_term
     if member.is_self:
+        # As in replSetGetStatus.txt's example: the member answering has `self` and an empty
+        # lastHeartbeatMessage, but no heartbeat times.
         doc["self"] = True
+        doc["lastHeartbeatMessage"] = ""
     return doc
 
 

@@ -160,7 +160,8 @@ def decide_max_retry(attempt: AllocationAttempt) -> Decision:
             "max_retry",
             "NO",
             f"shard has exceeded the maximum number of retries [{max_retries}] on failed allocation attempts - "
-            f"manually call [/_cluster/reroute?retry_failed=true] to retry, [unassigned_info[{describe_unassigned(info, False)}]]",
+            # MaxRetryAllocationDecider (8.x wording, as in the specification's ClusterAllocationExplainResponseExample2).
+            f"manually call [POST /_cluster/reroute?retry_failed] to retry, [unassigned_info[{describe_unassigned(info, False)}]]",
         )
     return Decision(
         "max_retry",

@@ -284,7 +284,9 @@ class ExplainApi(Allocator):
             decision = ("no" if not holds_copy or any(v.decision == "NO" for v in verdicts)
                         else "throttled" if any(v.decision == "THROTTLE" for v in verdicts) else "yes")
             row = {**self._node_identity(node), "node_decision": decision}
-            if store is not None:
+            # Store rows come from the gateway allocators: an existing primary's copies, a replica's
+            # data on a node; a new shard's primary is placed by the balancer, without them.
+            if store is not None and (existing_primary or not routing.primary):
                 row["store"] = store
             shown = [v.as_json() for v in verdicts if include_yes or not v.allows]
             if shown:
