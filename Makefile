@@ -24,8 +24,8 @@ test-lab: setup-services
 	.venv/bin/python -m pytest -q -m lab tests
 
 lint: setup
-	.venv/bin/ruff check drengine tests
-	.venv/bin/mypy drengine
+	.venv/bin/ruff check drengine tests bench
+	.venv/bin/mypy drengine tests
 
 bench: setup-services
 	.venv/bin/python bench/run_all.py

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import yaml
 
+from drengine.clock import wait_until
 from drengine.datastores.galera import lab as galera
 from drengine.inventory import Host, load_inventory
 from drengine.journal import read_entries
 from drengine.lab import ssh as ssh_lab
-from drengine.lab.procs import LabDir, wait_until
+from drengine.lab.procs import LabDir
 from drengine.transport import run_on_hosts, transport_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from drengine.clock import wait_until  # noqa: E402
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario  # noqa: E402
 from drengine.datastores.mongodb.wire import WireCluster  # noqa: E402
 
@@ -99,8 +100,7 @@ def minimal_script(state: Path, tcp_first: bool = False) -> float:
     config["version"] += 1
     admin = clients[best_id].admin
     admin.command({"replSetReconfig": config, "force": True})
-    while not admin.command("hello")["isWritablePrimary"]:
-        time.sleep(0.05)
+    assert wait_until(lambda: bool(admin.command("hello")["isWritablePrimary"]), 30), "no primary after the forced reconfig"
     db = clients[best_id]["drengine"]
     db.command({"insert": "canary", "documents": [{"_id": "x"}], "writeConcern": {"w": "majority", "wtimeout": 5000}})
     db.command({"count": "canary"})

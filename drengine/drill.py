@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from drengine.clock import SYSTEM, Clock
+from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.datastores import datastore, kinds
 from drengine.engine import RunOutcome, RunRequest, run_clock, start_run
 from drengine.errors import DrengineError, InputError
@@ -26,7 +26,7 @@ from drengine.inventory import Cluster, Inventory
 from drengine.journal import Entry, Event, JournalWriter
 from drengine.notify import Notifier
 from drengine.objectives import Objectives, judge, missed, missed_summary
-from drengine.runbook import Runbook
+from drengine.runbook import Runbook, RunbookSearch
 from drengine.steps import Mode
 
 
@@ -180,6 +180,8 @@ class DrillRequest:
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     clock: Callable[[], float] = time.time
+    # Where the restore runbook is looked up: the same search path as the drill's own runbook.
+    runbooks: RunbookSearch | None = None
 
 
 def check_target(cluster: Cluster, inventory: Inventory, kit: DrillKit, fault: str) -> None:
@@ -189,8 +191,11 @@ def check_target(cluster: Cluster, inventory: Inventory, kit: DrillKit, fault: s
             f"purpose, so the inventory must say `drill_target: true` for it (only for labs and staging)"
         )
     if fault not in kit.faults:
+        from drengine.suggest import did_you_mean
+
         raise InputError(
-            f"unknown fault {fault!r} for {cluster.kind} clusters; known faults: {', '.join(sorted(kit.faults))}"
+            f"unknown fault {fault!r} for {cluster.kind} clusters.{did_you_mean(fault, kit.faults)} "
+            f"Known faults: {', '.join(sorted(kit.faults))}"
         )
 
 
@@ -337,30 +342,27 @@ class _Drill:
     def _wait_settled(self, backend: Any) -> float | None:
         clock = self.run_clock
         started = clock.now()
-        while True:
+
+        def settled() -> bool:
             try:
-                if self.kit.settled(self.request.cluster, backend, self.request.fault):
-                    return round(clock.now() - started, 3)
+                return self.kit.settled(self.request.cluster, backend, self.request.fault)
             except DrengineError:
-                pass  # a probe failing is part of the fault: look again
-            # Simulated clusters take time to show a fault too (heartbeats, follower checks).
-            if clock.now() - started > self.request.settle_timeout:
-                return None
-            clock.sleep(0.25)
+                return False  # a probe failing is part of the fault: look again
+
+        # On the run's clock: a simulator's failure detection (heartbeats, follower checks) takes
+        # simulated time, which the wait lets pass; one that shows the fault at once is seen at the first look.
+        if wait_until(settled, self.request.settle_timeout, interval=0.25, clock=clock):
+            return round(clock.now() - started, 3)
+        return None
 
     def _wait_for_service(self) -> float | None:
-        deadline = time.monotonic() + self.request.recovery_timeout
-        while True:
-            found = self.first_ack_after_fault()
-            if found is not None:
-                return found
-            if self.simulated:
+        if self.simulated:
+            if self.first_ack_after_fault() is None:
                 self._write_one()
-                found = self.first_ack_after_fault()
-                return found
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(self.request.canary_interval)
+            return self.first_ack_after_fault()
+        wait_until(lambda: self.first_ack_after_fault() is not None, self.request.recovery_timeout,
+                   interval=self.request.canary_interval)
+        return self.first_ack_after_fault()
 
 
 def _figure(value: float | int | None, unit: str, objective: float | int | None) -> str:
@@ -441,8 +443,8 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
 
     try:
         rejoined = start_run(RunRequest(
-            runbook=load_runbook(brought.runbook), inventory=request.inventory, cluster=request.cluster,
-            mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
+            runbook=load_runbook(brought.runbook, request.runbooks), inventory=request.inventory,
+            cluster=request.cluster, mode=Mode.DRILL, gates=DrillPolicy(), run_dir=restore_dir, listeners=request.listeners,
             argv=request.argv, around_walk=around, inputs=brought.inputs,
         ))
         ok, summary = rejoined.success, rejoined.summary

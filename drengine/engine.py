@@ -369,9 +369,11 @@ class Engine:
                     level_before=earlier.level.name.lower(), level_now=level.name.lower(), approved=earlier.approved,
                     text=change,
                 )
-            asked_at = self.ctx.clock.now()
+            # A person answering takes real time even when the run's clock is simulated (training
+            # on a simulator); a test or the explorer makes a gate wait by advancing the run's clock.
+            asked_at, asked_real = self.ctx.clock.now(), time.monotonic()
             answer = self._ask(step, action, proposal, level, change=change)
-            waited = self.ctx.clock.now() - asked_at
+            waited = max(self.ctx.clock.now() - asked_at, time.monotonic() - asked_real)
             if answer.answer is Answer.SKIP:
                 self._skipped.append(f"{step.id} (by {answer.who})")
                 return StepResult(ok=True, summary=f"skipped by {answer.who}", outcome="skipped")

@@ -1,5 +1,6 @@
-"""Process faults on a member's host, injected over the host transport (SSH, or local for
-members on this machine): SIGKILL for a crash, SIGSTOP for a hang and SIGCONT to end it.
+"""Process faults on a member's host, injected over its host transport (see
+`transport.member_transport` for how the host is found): SIGKILL for a crash, SIGSTOP for a
+hang and SIGCONT to end it; and starting a member again with the inventory's service template.
 
 Fault injection is a backend operation (`FaultTarget`): drill kits call `kill`, `hang`,
 `resume` and `start` on the backend they are given, real or simulated, and never look
@@ -12,30 +13,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from drengine.errors import InputError
-from drengine.inventory import Cluster, Inventory, Member, Transport
-
-
-def _transport(inventory: Inventory, member: Member):  # type: ignore[no-untyped-def]
-    from drengine.transport import LocalTransport, transport_for
-
-    if member.host is None:
-        return LocalTransport(name="localhost", command_timeout=10)
-    host = inventory.hosts[member.host]
-    if host.transport is Transport.LOCAL:
-        return LocalTransport(name=member.host, command_timeout=10)
-    return transport_for(host, member.host)
+from drengine.inventory import Cluster, Inventory, Member
+from drengine.transport import ShellCommand, command_text, member_transport, render_service
 
 
 def start_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 120.0) -> str:
     """Start a member's server with the inventory's `service.start` template, over its host."""
-    from drengine.transport import command_text, render_template
-
-    if not cluster.service.start:
-        raise InputError(f"cluster {cluster.name} has no `service: start:` template in the inventory; drengine cannot "
-                         f"start {member.name}")
-    command = render_template(cluster.service.start, name=member.name, address=member.address,
-                              port=cluster.port_of(member), data_dir=member.data_dir or "")
-    transport = _transport(inventory, member)
+    command = render_service(cluster, member, "start")
+    transport = member_transport(inventory, cluster.name, member, f"start {member.name}")
     try:
         transport.run(command, timeout=timeout).check()
     finally:
@@ -50,7 +35,7 @@ def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal
             f"cluster {cluster.name}: member {member.name} has no pid_file in the inventory; drills need it to "
             f"signal the server process"
         )
-    transport = _transport(inventory, member)
+    transport = member_transport(inventory, cluster.name, member, f"signal the server process of {member.name}")
     try:
         pid = transport.read_file(member.pid_file).strip()
         if not pid.isdigit():
@@ -116,7 +101,7 @@ def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str
     """End a fault: SIGCONT a stopped (hung) server process found by its pid file, or start a
     server whose process is gone with the inventory's `service.start` template."""
     if member.pid_file is not None:
-        transport = _transport(inventory, member)
+        transport = member_transport(inventory, cluster.name, member, f"resume {member.name}")
         try:
             pid = transport.read_file(member.pid_file).strip() if transport.run(
                 ["test", "-f", member.pid_file], timeout=10).ok else ""
@@ -128,36 +113,28 @@ def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str
     return start_member(inventory, cluster, member)
 
 
+def stop_command(cluster: Cluster, member: Member) -> ShellCommand:
+    """The inventory's stop template rendered for this member (what an operator would type)."""
+    return render_service(cluster, member, "stop")
+
+
 def stop_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 60.0) -> str:
     """Stop a member's server with the inventory's `service.stop` template, over its host."""
     command = stop_command(cluster, member)
-    transport = _transport(inventory, member)
+    transport = member_transport(inventory, cluster.name, member, f"stop {member.name}")
     try:
         transport.run(command, timeout=timeout).check()
     finally:
         transport.close()
-    from drengine.transport import command_text
-
     return command_text(command)
 
 
-def stop_command(cluster: Cluster, member: Member):  # type: ignore[no-untyped-def]
-    """The inventory's stop template rendered for this member (what an operator would type)."""
-    from drengine.transport import render_template
-
-    if not cluster.service.stop:
-        raise InputError(f"cluster {cluster.name} has no `service: stop:` template in the inventory; drengine cannot "
-                         f"stop {member.name}")
-    return render_template(cluster.service.stop, name=member.name, address=member.address,
-                           port=cluster.port_of(member), data_dir=member.data_dir or "")
-
-
-def process_gone(inventory: Inventory, member: Member) -> bool | None:
+def process_gone(inventory: Inventory, cluster: Cluster, member: Member) -> bool | None:
     """Whether the process named by the member's pid file is gone (True), still there (False),
     or unknown (None: no pid file in the inventory)."""
     if member.pid_file is None:
         return None
-    transport = _transport(inventory, member)
+    transport = member_transport(inventory, cluster.name, member, f"check the server process of {member.name}")
     try:
         if not transport.run(["test", "-f", member.pid_file], timeout=10).ok:
             return True
@@ -178,4 +155,4 @@ class ProcessFaults(MemberFaults):
         return stop_member(self._inventory("stop", member), self.cluster, self.cluster.member(member))
 
     def gone(self, member: str) -> bool | None:
-        return process_gone(self._inventory("check", member), self.cluster.member(member))
+        return process_gone(self._inventory("check", member), self.cluster, self.cluster.member(member))

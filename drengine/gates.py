@@ -133,6 +133,60 @@ class Terminal(Protocol):
     def say(self, text: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One answer the operator can type at a gate: its key, its word, and what it means."""
+
+    key: str
+    word: str
+    answer: Answer | None  # None: show the details, then ask again
+    meaning: str
+
+
+GATE_CHOICES: tuple[Choice, ...] = (
+    Choice("p", "proceed", Answer.PROCEED, "do it"),
+    Choice("s", "skip", Answer.SKIP, "leave this step out and go on"),
+    Choice("r", "retry", Answer.RETRY, "look at the cluster again and propose afresh"),
+    Choice("a", "abort", Answer.ABORT, "stop the run here; it can be resumed"),
+    Choice("d", "details", None, "show the evidence per member and the full statements"),
+)
+YES = ("y", "yes")
+NO = ("n", "no")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a typed answer means: an answer, a request for details, or a problem to tell the operator."""
+
+    answer: Answer | None = None
+    details: bool = False
+    problem: str = ""
+
+
+def gate_prompt(request: GateRequest) -> str:
+    keys = ", ".join(f"[{c.key}]{c.word[1:]}" for c in GATE_CHOICES)
+    return f"{keys} (y = proceed)? "
+
+
+def parse_answer(raw: str, request: GateRequest) -> Parsed:
+    """Read an answer: a key, a word or an unambiguous start of one, `y`/`yes` for proceed, and
+    `n`/`no` where it has one meaning (at a break-glass override it means: do not override)."""
+    text = raw.strip().lower()
+    if text in YES:
+        return Parsed(Answer.PROCEED)
+    if text in NO:
+        if request.is_override:
+            return Parsed(Answer.SKIP)
+        return Parsed(problem=f"'{text}' could mean skip this step (s) or abort the run (a); answer s or a.")
+    found = [c for c in GATE_CHOICES if text and (text == c.key or c.word.startswith(text))]
+    if len(found) == 1:
+        return Parsed(found[0].answer, details=found[0].answer is None)
+    listed = "; ".join(f"{c.key} = {c.word} ({c.meaning})" for c in GATE_CHOICES)
+    if not text:
+        return Parsed(problem=f"Please answer: {listed}.")
+    return Parsed(problem=f"'{raw.strip()}' is not an answer here. {listed}.")
+
+
 @dataclass
 class InteractivePolicy:
     terminal: Terminal
@@ -142,15 +196,14 @@ class InteractivePolicy:
     def ask(self, request: GateRequest) -> GateAnswer:
         self.terminal.show_gate(request)
         while True:
-            raw = self.terminal.prompt("[p]roceed, [s]kip, [r]etry, [a]bort, [d]etails? ").strip().lower()
-            choice = {"p": Answer.PROCEED, "proceed": Answer.PROCEED, "s": Answer.SKIP, "skip": Answer.SKIP,
-                      "r": Answer.RETRY, "retry": Answer.RETRY, "a": Answer.ABORT, "abort": Answer.ABORT}.get(raw)
-            if raw in ("d", "details"):
+            parsed = parse_answer(self.terminal.prompt(gate_prompt(request)), request)
+            if parsed.details:
                 self.terminal.show_details(request)
                 continue
-            if choice is None:
-                self.terminal.say("Please answer p, s, r, a or d.")
+            if parsed.answer is None:
+                self.terminal.say(parsed.problem)
                 continue
+            choice = parsed.answer
             if choice is Answer.PROCEED and (request.level is GateLevel.DANGEROUS or request.is_override):
                 if not self._typed_cluster_name(request):
                     self.terminal.say("The name did not match; nothing was done.")

@@ -271,7 +271,11 @@ class Cluster(Strict):
         for m in self.members:
             if m.name == name:
                 return m
-        raise InputError(f"cluster {self.name} has no member named {name!r}; members: {[m.name for m in self.members]}")
+        from drengine.suggest import did_you_mean
+
+        names = [m.name for m in self.members]
+        raise InputError(f"cluster {self.name} has no member named {name!r}.{did_you_mean(name, names)} "
+                         f"Members: {', '.join(names)}")
 
     def port_of(self, member: Member) -> int:
         from drengine.datastores import datastore
@@ -349,8 +353,11 @@ class Inventory(Strict):
 
     def cluster(self, name: str) -> Cluster:
         if name not in self.clusters:
+            from drengine.suggest import did_you_mean
+
             raise InputError(
-                f"{self.path}: no cluster named {name!r}; the inventory defines: {', '.join(sorted(self.clusters)) or 'none'}"
+                f"{self.path}: no cluster named {name!r}.{did_you_mean(name, self.clusters)} "
+                f"The inventory defines: {', '.join(sorted(self.clusters)) or 'none'}"
             )
         return self.clusters[name]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drengine.errors import InputError
+from drengine.events import describe
 from drengine.files import atomic_write
 from drengine.journal import Entry, Event
 from drengine.objectives import Judgement
@@ -131,37 +132,8 @@ def step_rows(record: RunRecord) -> list[dict[str, str]]:
 # -- one line per journal event ------------------------------------------------------------------------
 
 def _detail(e: Entry) -> str:
-    d = e.data
-    t = e.type
-    if t is Event.STEP_STARTED:
-        text = d.get("summary", "")
-    elif t is Event.STEP_FINISHED:
-        text = f"{'ok' if d.get('ok') else 'FAILED'} [{d.get('outcome')}]: {d.get('summary', '')}"
-    elif t is Event.GATE_ANSWERED:
-        text = f"{d.get('answer')} by {d.get('who')} ({d.get('policy')}) {d.get('reason', '')}"
-    elif t is Event.GATE_ASKED:
-        text = f"{d.get('level')}: {d.get('summary', '')}"
-    elif t is Event.STATEMENT_SENT:
-        text = f"[{d.get('target')}] {d.get('text')}"
-    elif t is Event.PLAN_STEP:
-        text = f"{'observed' if d.get('ran') else 'would run'}: {d.get('summary', '')}"
-    elif t is Event.RUN_FINISHED:
-        text = f"{d.get('end')}: {d.get('summary', '')}"
-    elif t is Event.OVERRIDE:
-        text = f"by {d.get('who')}: {d.get('risk')}"
-    elif t is Event.MEASUREMENT:
-        text = f"{d.get('name')} = {d.get('value')} {d.get('unit', '')}"
-    elif t is Event.DRILL_VERDICT:
-        text = str(d.get("text", d.get("verdict", "")))
-    elif t is Event.GOAL_CHECKED:
-        text = f"{'goal holds' if d.get('holds') else 'goal does NOT hold'}: {d.get('summary', '')}"
-    elif t is Event.OBSERVED_AGAIN:
-        text = f"observed again from {d.get('start', 'the start')}: {d.get('reason', '')}"
-    elif t is Event.STEP_INTERRUPTED:
-        text = f"interrupted, effect unknown: {d.get('summary', '')}"
-    else:
-        text = d.get("text", "")
-    return str(text).replace("\n", " ")
+    """The event in the words the terminal uses too (drengine.events)."""
+    return describe(e).line.replace("\n", " ")
 
 
 def event_rows(record: RunRecord) -> list[dict[str, str]]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +25,6 @@ Outcome = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
 InputName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 ParamValue = str | int | float | bool | list[str]
 
-RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "runbooks"
 DEFAULT_ENDS = {"done": True, "failed": False}
 
 
@@ -147,30 +148,13 @@ class Runbook:
 
 
 def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
-    problems: list[str] = []
-    index = {s.id: i for i, s in enumerate(spec.steps)}
-    ends = spec.ends
-    if "failed" not in ends:
-        problems.append(f"{source.where(('ends',))}: ends must include `failed` (where unmapped failures go)")
-    seen: set[str] = set()
-    for i, step in enumerate(spec.steps):
-        if step.id in seen:
-            problems.append(f"{source.where(('steps', i, 'id'))}: step id {step.id!r} is used twice")
-        if step.id in ends:
-            problems.append(f"{source.where(('steps', i, 'id'))}: {step.id!r} is both a step and an end")
-        seen.add(step.id)
-    known = set(index) | set(ends)
-    if spec.start not in index:
-        problems.append(f"{source.where(('start',))}: start names {spec.start!r}, which is not a step; steps: {sorted(index)}")
+    """Every problem of a runbook's shape, each as FILE:LINE: ids, targets, actions and their
+    parameters and outcomes, the goal, then whether every step is reachable and can end."""
     actions = load_actions(spec.kind)
+    known = {s.id for s in spec.steps} | set(spec.ends)
+    problems = _check_ids(spec, source)
     for i, step in enumerate(spec.steps):
-        targets = ([("next", step.next)] if step.next else []) + [(f"branches.{k}", v) for k, v in step.branches.items()]
-        for label, target in targets:
-            if target not in known:
-                loc: tuple[str | int, ...] = ("steps", i, *label.split("."))
-                problems.append(
-                    f"{source.where(loc)}: step {step.id} goes to {target!r}, which is neither a step nor an end"
-                )
+        problems += _check_targets(i, step, known, source)
         action = actions.get(step.action)
         if action is None:
             close = sorted(a for a in actions if a.split(".")[0] == step.action.split(".")[0])
@@ -179,65 +163,102 @@ def _check_graph(spec: RunbookSpec, source: Source) -> list[str]:
                 f"known actions of this kind: {', '.join(close) or 'none'}"
             )
             continue
-        for name in action.inputs:
-            if name not in spec.inputs:
-                problems.append(
-                    f"{source.where(('steps', i, 'action'))}: step {step.id} ({step.action}) reads the input {name!r}; "
-                    f"declare it under `inputs:` (with a description, and `required: true` or a `default:`)"
-                )
-        if action.least_gate() > GateLevel.NONE and step.gate == "none" and "gate" in (source.data["steps"][i] or {}):
-            problems.append(
-                f"{source.where(('steps', i, 'gate'))}: step {step.id} changes the cluster ({step.action}); "
-                f"mutating steps are always gated, so `gate: none` is not allowed (use confirm or dangerous)"
-            )
-        if step.retries and action.effect is Effect.MUTATE and not action.repeatable:
-            problems.append(
-                f"{source.where(('steps', i, 'retries'))}: step {step.id} changes the cluster ({step.action}) and its "
-                f"action does not declare that running it again is safe; a retry would run beside an attempt whose "
-                f"effect is unknown. Remove `retries` (a failed run is resumed instead, which checks what took effect)"
-            )
-        try:
-            action.Params.model_validate(step.params)
-        except ValidationError as exc:
-            for err in exc.errors():
-                ploc: tuple[str | int, ...] = ("steps", i, "params", *err["loc"])
-                problems.append(f"{source.where(ploc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
-        extra = set(step.branches) - set(getattr(action, "outcomes", ())) - {"ok", "failed", "skipped"}
-        for outcome in sorted(extra):
-            problems.append(
-                f"{source.where(('steps', i, 'branches', outcome))}: action {step.action} never reports outcome {outcome!r}; "
-                f"it reports: ok, failed, skipped{''.join(', ' + o for o in getattr(action, 'outcomes', ()))}"
-            )
-        for outcome in getattr(action, "outcomes", ()):
-            if outcome not in step.branches:
-                problems.append(
-                    f"{source.where(('steps', i))}: step {step.id}: action {step.action} may report outcome "
-                    f"{outcome!r}; map it under `branches:`"
-                )
-        if step.next is None and "ok" not in step.branches and not getattr(action, "outcomes", ()):
-            problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
+        problems += _check_inputs(i, step, action, spec, source) + _check_step_action(i, step, action, source)
     if problems:
         return problems
-    problems += _check_goal(spec, source, actions)
-    # Reachability: from start forwards, and every state must reach an end.
-    edges: dict[str, set[str]] = {s.id: set() for s in spec.steps}
-    runbook = Runbook(spec, source.path, "")
-    for step in spec.steps:
-        edges[step.id] = set(runbook.transitions_of(step).values())
-    reached = _walk(spec.start, edges)
+    return _check_goal(spec, source, actions) + _check_reachable(spec, source, known)
+
+
+def _check_ids(spec: RunbookSpec, source: Source) -> list[str]:
+    problems: list[str] = []
+    if "failed" not in spec.ends:
+        problems.append(f"{source.where(('ends',))}: ends must include `failed` (where unmapped failures go)")
+    seen: set[str] = set()
     for i, step in enumerate(spec.steps):
-        if step.id not in reached:
-            problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} cannot be reached from start {spec.start}")
+        if step.id in seen:
+            problems.append(f"{source.where(('steps', i, 'id'))}: step id {step.id!r} is used twice")
+        if step.id in spec.ends:
+            problems.append(f"{source.where(('steps', i, 'id'))}: {step.id!r} is both a step and an end")
+        seen.add(step.id)
+    if spec.start not in seen:
+        problems.append(f"{source.where(('start',))}: start names {spec.start!r}, which is not a step; steps: {sorted(seen)}")
+    return problems
+
+
+def _check_targets(i: int, step: StepSpec, known: set[str], source: Source) -> list[str]:
+    targets = ([("next", step.next)] if step.next else []) + [(f"branches.{k}", v) for k, v in step.branches.items()]
+    problems: list[str] = []
+    for label, target in targets:
+        if target not in known:
+            loc: tuple[str | int, ...] = ("steps", i, *label.split("."))
+            problems.append(f"{source.where(loc)}: step {step.id} goes to {target!r}, which is neither a step nor an end")
+    return problems
+
+
+def _check_inputs(i: int, step: StepSpec, action: type[Action[Any, Any]], spec: RunbookSpec, source: Source) -> list[str]:
+    return [
+        f"{source.where(('steps', i, 'action'))}: step {step.id} ({step.action}) reads the input {name!r}; "
+        f"declare it under `inputs:` (with a description, and `required: true` or a `default:`)"
+        for name in action.inputs if name not in spec.inputs
+    ]
+
+
+def _check_step_action(i: int, step: StepSpec, action: type[Action[Any, Any]], source: Source) -> list[str]:
+    """What the step's action says about the step: gate, retries, parameters, outcomes."""
+    problems: list[str] = []
+    if action.least_gate() > GateLevel.NONE and step.gate == "none" and "gate" in (source.data["steps"][i] or {}):
+        problems.append(
+            f"{source.where(('steps', i, 'gate'))}: step {step.id} changes the cluster ({step.action}); "
+            f"mutating steps are always gated, so `gate: none` is not allowed (use confirm or dangerous)"
+        )
+    if step.retries and action.effect is Effect.MUTATE and not action.repeatable:
+        problems.append(
+            f"{source.where(('steps', i, 'retries'))}: step {step.id} changes the cluster ({step.action}) and its "
+            f"action does not declare that running it again is safe; a retry would run beside an attempt whose "
+            f"effect is unknown. Remove `retries` (a failed run is resumed instead, which checks what took effect)"
+        )
+    try:
+        action.Params.model_validate(step.params)
+    except ValidationError as exc:
+        for err in exc.errors():
+            ploc: tuple[str | int, ...] = ("steps", i, "params", *err["loc"])
+            problems.append(f"{source.where(ploc)}: parameter {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}")
+    return problems + _check_outcomes(i, step, action, source)
+
+
+def _check_outcomes(i: int, step: StepSpec, action: type[Action[Any, Any]], source: Source) -> list[str]:
+    outcomes: tuple[str, ...] = tuple(getattr(action, "outcomes", ()))
+    problems = [
+        f"{source.where(('steps', i, 'branches', outcome))}: action {step.action} never reports outcome {outcome!r}; "
+        f"it reports: ok, failed, skipped{''.join(', ' + o for o in outcomes)}"
+        for outcome in sorted(set(step.branches) - set(outcomes) - {"ok", "failed", "skipped"})
+    ]
+    problems += [
+        f"{source.where(('steps', i))}: step {step.id}: action {step.action} may report outcome {outcome!r}; "
+        f"map it under `branches:`"
+        for outcome in outcomes if outcome not in step.branches
+    ]
+    if step.next is None and "ok" not in step.branches and not outcomes:
+        problems.append(f"{source.where(('steps', i))}: step {step.id} has no `next`; say where it goes when it succeeds")
+    return problems
+
+
+def _check_reachable(spec: RunbookSpec, source: Source, known: set[str]) -> list[str]:
+    """From start forwards every step is reached, and from every step an end can be reached."""
+    runbook = Runbook(spec, source.path, "")
+    edges = {step.id: set(runbook.transitions_of(step).values()) for step in spec.steps}
+    reached = _walk(spec.start, edges)
     reverse: dict[str, set[str]] = {state: set() for state in known}
     for src, dests in edges.items():
         for dest in dests:
             reverse[dest].add(src)
     can_end: set[str] = set()
-    for end in ends:
+    for end in spec.ends:
         can_end |= _walk(end, reverse)
-    for i, step in enumerate(spec.steps):
-        if step.id not in can_end:
-            problems.append(f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)")
+    problems = [f"{source.where(('steps', i, 'id'))}: step {step.id} cannot be reached from start {spec.start}"
+                for i, step in enumerate(spec.steps) if step.id not in reached]
+    problems += [f"{source.where(('steps', i, 'id'))}: step {step.id} can never reach an end (a loop with no way out)"
+                 for i, step in enumerate(spec.steps) if step.id not in can_end]
     return problems
 
 
@@ -288,9 +309,95 @@ def _walk(start: str, edges: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def load_runbook(name_or_path: str, directory: Path | None = None) -> Runbook:
-    """Load a runbook by name (from the runbooks directory) or by file path."""
-    path = resolve_runbook(name_or_path, directory)
+ENV_VAR = "DRENGINE_RUNBOOKS"
+BUILT_IN = "built-in"
+
+
+def builtin_runbooks() -> Path:
+    """The runbooks shipped with drengine: installed, they are package data (`drengine/runbooks/`,
+    mapped from the top-level runbooks/ folder at build time); in a source checkout run with
+    PYTHONPATH, that folder itself, beside the package."""
+    shipped = resources.files("drengine") / "runbooks"
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parent.parent / "runbooks"
+
+
+@dataclass(frozen=True)
+class RunbookFolder:
+    """One folder of the search path and where it was named."""
+
+    path: Path
+    origin: str  # "--runbooks", "DRENGINE_RUNBOOKS" or "built-in"
+
+    def describe(self) -> str:
+        return f"{self.origin} {self.path}" if self.origin != BUILT_IN else f"{BUILT_IN} ({self.path})"
+
+
+@dataclass(frozen=True)
+class FoundRunbook:
+    """A runbook file found on the search path; `shadows` are later copies of the same name it hides."""
+
+    name: str
+    path: Path
+    folder: RunbookFolder
+    shadows: tuple[FoundRunbook, ...] = ()
+
+
+class RunbookSearch:
+    """Where runbooks are looked up by name: every `--runbooks DIR` in the order given, then the
+    folders of $DRENGINE_RUNBOOKS (separated by os.pathsep), then the built-in runbooks. The first
+    folder holding NAME.yaml wins, so an operator's copy of a built-in runbook replaces it."""
+
+    def __init__(self, dirs: Sequence[str | Path] = (), environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        folders = [_folder(d, "--runbooks") for d in dirs]
+        folders += [_folder(d, ENV_VAR) for d in env.get(ENV_VAR, "").split(os.pathsep) if d.strip()]
+        folders.append(RunbookFolder(builtin_runbooks(), BUILT_IN))
+        self.folders = folders
+
+    def found(self) -> list[FoundRunbook]:
+        """Every runbook name once, by name, with the copies it shadows."""
+        copies: dict[str, list[FoundRunbook]] = {}
+        for folder in self.folders:
+            for path in sorted(folder.path.glob("*.yaml")):
+                copies.setdefault(path.stem, []).append(FoundRunbook(path.stem, path, folder))
+        return [FoundRunbook(name, first.path, first.folder, tuple(rest))
+                for name, (first, *rest) in sorted(copies.items())]
+
+    def resolve(self, name_or_path: str) -> Path:
+        if _is_path(name_or_path):
+            return Path(name_or_path)
+        for folder in self.folders:
+            candidate = folder.path / f"{name_or_path}.yaml"
+            if candidate.is_file():
+                return candidate
+        from drengine.suggest import did_you_mean
+
+        names = [f.name for f in self.found()]
+        where = "; ".join(f.describe() for f in self.folders)
+        raise InputError(f"no runbook named {name_or_path!r} in {where}.{did_you_mean(name_or_path, names)} "
+                         f"Known runbooks: {', '.join(names) or 'none'}")
+
+    def load(self, name_or_path: str) -> Runbook:
+        return load_runbook(name_or_path, self)
+
+
+def _folder(directory: str | Path, origin: str) -> RunbookFolder:
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise InputError(f"{origin} names {str(directory)!r}, which is not a directory; "
+                         f"give a directory holding runbook YAML files (NAME.yaml)")
+    return RunbookFolder(path.resolve(), origin)
+
+
+def _is_path(name_or_path: str) -> bool:
+    return Path(name_or_path).suffix in (".yaml", ".yml") or "/" in name_or_path
+
+
+def load_runbook(name_or_path: str, search: RunbookSearch | None = None) -> Runbook:
+    """Load a runbook by name (from the search path) or by file path."""
+    path = Path(name_or_path) if _is_path(name_or_path) else (search or RunbookSearch()).resolve(name_or_path)
     source = load_yaml(path)
     if source.data is None:
         raise InputError(f"{path}:1: the runbook is empty")
@@ -302,30 +409,13 @@ def load_runbook(name_or_path: str, directory: Path | None = None) -> Runbook:
     return Runbook(spec, str(path), digest)
 
 
-def runbook_dir() -> Path:
-    return Path(os.environ.get("DRENGINE_RUNBOOKS", RUNBOOK_DIR))
-
-
-def resolve_runbook(name_or_path: str, directory: Path | None = None) -> Path:
-    as_path = Path(name_or_path)
-    if as_path.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        return as_path
-    folder = directory or runbook_dir()
-    candidate = folder / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-        raise InputError(f"no runbook named {name_or_path!r} in {folder}; known runbooks: {known}")
-    return candidate
-
-
-def list_runbooks(directory: Path | None = None) -> list[tuple[str, Runbook | InputError]]:
-    folder = directory or runbook_dir()
-    out: list[tuple[str, Runbook | InputError]] = []
-    for path in sorted(folder.glob("*.yaml")):
+def list_runbooks(search: RunbookSearch | None = None) -> list[tuple[FoundRunbook, Runbook | InputError]]:
+    out: list[tuple[FoundRunbook, Runbook | InputError]] = []
+    for found in (search or RunbookSearch()).found():
         try:
-            out.append((path.stem, load_runbook(str(path))))
+            out.append((found, load_runbook(str(found.path))))
         except InputError as exc:
-            out.append((path.stem, exc))
+            out.append((found, exc))
     return out
 
 

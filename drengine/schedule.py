@@ -131,7 +131,7 @@ def on_calendar(expr: str) -> str:
 
 
 def drill_argv(spec: DrillsFile, drill: Drill) -> list[str]:
-    argv = [spec.drengine, "drill", drill.runbook, "-i", drill.inventory, "-c", drill.cluster, "--fault", drill.fault]
+    argv = [spec.drengine, "drill", "run", drill.runbook, "-i", drill.inventory, "-c", drill.cluster, "--fault", drill.fault]
     objectives = spec.objectives_of(drill)
     if objectives.rto is not None:
         argv += ["--rto", f"{objectives.rto:g}"]

@@ -1,5 +1,8 @@
-"""Simulated twins of the connectors. Shared here: how a simulated cluster's state is found
-(the run's state file, else the inventory's scenario) and written back atomically."""
+"""The one state store of the simulated twins: how a simulated cluster's state is found (the
+run's state file, else the inventory's scenario) and written back atomically. Every simulator
+(MariaDB, Galera, MongoDB, Ceph, Elasticsearch, and the served labs) goes through here, so a
+resumed run, a later runbook on the same cluster and a served lab all continue from the state
+the previous one left, and a crash never leaves half a state file behind."""
 
 from __future__ import annotations
 
@@ -10,31 +13,46 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from drengine.errors import InputError
+from drengine.files import atomic_write
 from drengine.inventory import Cluster
 
-M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
-def load_or_build(cluster: Cluster, state_file: Path, model: type[M],
-                  scenarios: Mapping[str, Callable[[Cluster], M]], what: str) -> M:
-    """The state a resumed run left in its state file, else a new cluster from the scenario."""
-    assert cluster.simulated is not None
-    if state_file.exists():
-        return model.model_validate_json(state_file.read_text())
-    factory = scenarios.get(cluster.simulated.scenario)
+def load_state(state_file: Path, parse: Callable[[str], T], what: str) -> T:
+    """A saved simulated cluster; a file that cannot be read or parsed is an input error."""
+    try:
+        text = state_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{state_file}: cannot read the simulated {what} state ({exc.strerror})") from None
+    try:
+        return parse(text)
+    except ValueError as exc:  # pydantic's ValidationError and json's JSONDecodeError are ValueErrors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{state_file}: the simulated {what} state is not valid ({first}); "
+                         f"delete the file to start the scenario afresh") from None
+
+
+def build_scenario(name: str, scenarios: Mapping[str, Callable[[], T]], what: str, cluster: str = "") -> T:
+    factory = scenarios.get(name)
     if factory is None:
-        raise InputError(
-            f"cluster {cluster.name}: unknown {what} scenario {cluster.simulated.scenario!r}; "
-            f"known: {', '.join(sorted(scenarios))}"
-        )
-    return factory(cluster)
+        where = f"cluster {cluster}: " if cluster else ""
+        raise InputError(f"{where}unknown {what} scenario {name!r}; known: {', '.join(sorted(scenarios))}")
+    return factory()
 
 
-def save_state(state: BaseModel, state_file: Path | None) -> None:
+def load_or_build(cluster: Cluster, state_file: Path | None, parse: Callable[[str], T],
+                  scenarios: Mapping[str, Callable[[], T]], what: str) -> T:
+    """The state a resumed run left in its state file, else a new cluster from the scenario."""
+    if state_file is not None and state_file.exists():
+        return load_state(state_file, parse, what)
+    if cluster.simulated is None:
+        raise InputError(f"cluster {cluster.name} is not marked `simulated:` in the inventory; no scenario to build")
+    return build_scenario(cluster.simulated.scenario, scenarios, what, cluster.name)
+
+
+def save_state(state: str | BaseModel, state_file: Path | None) -> None:
     """Write the state atomically: a crash mid-write must leave the previous state intact."""
     if state_file is None:
         return
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json())
-    tmp.replace(state_file)
+    atomic_write(state_file, state if isinstance(state, str) else state.model_dump_json())

@@ -5,6 +5,9 @@ hostile name or path stays one argument) or a service template rendered by
 `render_template`, which quotes every substituted value. Every run is bounded: a dead
 host fails within its connect timeout, a hung command within its command timeout, and
 `run_on_hosts` fans out over a bounded pool so one hung host cannot stall the others.
+
+Which host runs a member is decided in one place, `member_transport`: the inventory host named
+by the member's `host:`; a member without one is refused, never guessed to be this machine.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
 
 from drengine.errors import CommandFailed, ConnectError, DrengineError, InputError, ProbeTimeout
-from drengine.inventory import Host, Transport
+from drengine.inventory import Cluster, Host, Inventory, Member, Transport
 from drengine.redact import REDACTOR
 
 if TYPE_CHECKING:  # paramiko is imported lazily: `drengine --help` must stay instant
@@ -37,6 +40,8 @@ if TYPE_CHECKING:  # paramiko is imported lazily: `drengine --help` must stay in
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 # Grace on top of each host's own timeouts before run_on_hosts gives up waiting for it.
 FANOUT_GRACE_SECONDS = 5.0
+# After a remote command's exit status, how long to wait for the output's end (channel EOF).
+EOF_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,33 @@ def render_template(template: str, **values: str | int) -> ShellCommand:
     if state:
         raise InputError(f"service template {template!r} has an unterminated {state} quote")
     return ShellCommand("".join(out))
+
+
+ServiceAction = Literal["start", "stop", "bootstrap", "recover", "status"]
+
+
+def render_service(cluster: Cluster, member: Member, action: ServiceAction, default: str | None = None,
+                   example: str = "") -> ShellCommand:
+    """The exact shell command a service action sends for this member: the inventory's
+    `service: ACTION:` template (else `default`, the datastore's packaged command) rendered with
+    {name}, {address}, {port} and {data_dir} (the member's, else the datastore's default data
+    directory), each value shell-quoted. `example` shows the operator a template to add."""
+    from drengine.datastores import datastore
+
+    template: str | None = getattr(cluster.service, action) or default
+    if template is None:
+        hint = f" (e.g. `{example}`)" if example else ""
+        raise InputError(f"cluster {cluster.name} has no `service: {action}:` command in the inventory; drengine "
+                         f"needs it to {action} {member.name}{hint}")
+    values: dict[str, str | int] = {"name": member.name, "address": member.address, "port": cluster.port_of(member)}
+    data_dir = member.data_dir or datastore(cluster.kind).default_data_dir
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    elif "{data_dir}" in template:
+        raise InputError(f"cluster {cluster.name}: the `service: {action}:` template uses {{data_dir}}, but member "
+                         f"{member.name} has no `data_dir:` in the inventory and {cluster.kind} has no default one; "
+                         f"add `data_dir:` to the member")
+    return render_template(template, **values)
 
 
 def command_text(command: Command) -> str:
@@ -459,6 +491,7 @@ class SSHTransport:
         try:
             chan = transport.open_session(timeout=min(limit, self.settings.connect_timeout))
             chan.exec_command(shown)
+            exited_at: float | None = None
             while True:
                 got = False
                 while chan.recv_ready():
@@ -468,11 +501,17 @@ class SSHTransport:
                     got = True
                     truncated |= _append(err, chan.recv_stderr(65536))
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break  # the server sends all data before the exit status, in order
+                    # OpenSSH may send the exit status before the last of stderr; its EOF comes once
+                    # both streams are drained. A background child still holding them must not keep
+                    # us here, so the EOF is awaited only briefly.
+                    exited_at = exited_at if exited_at is not None else time.monotonic()
+                    if chan.eof_received or time.monotonic() - exited_at >= EOF_GRACE_SECONDS:
+                        break
                 if abandoned.is_set() or time.monotonic() >= deadline:
                     raise TimeoutError
                 if not got:
-                    chan.status_event.wait(0.02)
+                    # Once the exit status is in, status_event stays set: pause instead of spinning.
+                    (time.sleep if exited_at is not None else chan.status_event.wait)(0.02)
             if abandoned.is_set():
                 raise TimeoutError  # the watchdog's close also marks the channel as finished
             status = chan.recv_exit_status()
@@ -534,6 +573,51 @@ def transport_for(host: Host, name: str | None = None) -> HostTransport:
     if host.transport == Transport.LOCAL:
         return LocalTransport(label, command_timeout=host.ssh.command_timeout)
     return SSHTransport(label, host)
+
+
+def member_transport(inventory: Inventory | None, cluster: str, member: Member, purpose: str) -> HostTransport:
+    """The one rule for reaching a member's host: the inventory host named by the member's `host:`,
+    over that host's transport (`local` is this machine, `ssh` another one). A member without
+    `host:` is refused, whatever its address: 127.0.0.1 may be a tunnel to another machine, and a
+    pid file read, or a service started, on the wrong machine hits the wrong server. `purpose`
+    says what could not be done, for the message."""
+    if member.host is None:
+        raise ConnectError(
+            f"cluster {cluster}: member {member.name} has no `host:` in the inventory, so drengine cannot {purpose}: "
+            f"it never guesses which machine runs a member (an address such as 127.0.0.1 may be a tunnel). "
+            f"Add `host: NAME` to the member, and NAME under `hosts:` with `transport: local` (this machine) "
+            f"or `transport: ssh`"
+        )
+    host = inventory.hosts.get(member.host) if inventory is not None else None
+    if host is None:
+        raise ConnectError(f"cluster {cluster}: member {member.name} runs on host {member.host!r}, which the inventory "
+                           f"does not define under `hosts:`; drengine cannot {purpose}")
+    return transport_for(host, member.host)
+
+
+class MemberTransports:
+    """The transports to a cluster's member hosts, opened once per host on first use (by the rule of
+    `member_transport`) and closed together; safe to share between threads."""
+
+    def __init__(self, inventory: Inventory | None, cluster: str) -> None:
+        self.inventory = inventory
+        self.cluster = cluster
+        self._open: dict[str, HostTransport] = {}
+        self._lock = threading.Lock()
+
+    def of(self, member: Member, purpose: str) -> HostTransport:
+        with self._lock:
+            transport = self._open.get(member.host or "")
+            if transport is None:
+                transport = member_transport(self.inventory, self.cluster, member, purpose)
+                self._open[member.host or ""] = transport
+            return transport
+
+    def close(self) -> None:
+        with self._lock:
+            for transport in self._open.values():
+                transport.close()
+            self._open.clear()
 
 
 def _budget(target: Host | HostTransport, timeout: float | None) -> float:
@@ -604,10 +688,13 @@ __all__ = [
     "CommandResult",
     "HostTransport",
     "LocalTransport",
+    "MemberTransports",
     "SSHTransport",
     "ShellCommand",
     "command_text",
     "fingerprint",
+    "member_transport",
+    "render_service",
     "render_template",
     "run_on_hosts",
     "transport_for",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the simulator (no services needed):
+#  0. `drengine status`: what is wrong, and the runbook to plan;
 #  1. a guided recovery of a simulated MariaDB cluster whose primary died while a replica
 #     lagged: the plan (dry run), then the run with its gates approved by --yes;
 #  2. a DR drill of every runbook that has a drill kit, each against its simulated cluster,
@@ -12,6 +13,9 @@ out="runs/demo-$stamp"
 D=.venv/bin/drengine
 status=0
 
+echo "== 0. what is wrong? (exit 1: a cluster needs action) =="
+$D status -i inventory/simulated.yaml
+echo
 echo "== 1. guided recovery: plan (dry run), nothing is changed =="
 $D plan mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb --run-dir "$out/plan" || status=1
 echo
@@ -23,7 +27,7 @@ echo
 echo "== 2. DR drills on the simulators =="
 drill() {  # runbook inventory cluster fault [objectives...]
   echo "-- drill $1 on $3 ($4)"
-  if $D drill "$1" -i "$2" -c "$3" --fault "$4" "${@:5}" --run-dir "$out/drill-$3-$4" > "$out/drill-$3-$4.log" 2>&1; then
+  if $D drill run "$1" -i "$2" -c "$3" --fault "$4" "${@:5}" --run-dir "$out/drill-$3-$4" > "$out/drill-$3-$4.log" 2>&1; then
     tail -n 6 "$out/drill-$3-$4.log" | grep -E "DRILL|report:" | head -n 1
   else
     status=1; tail -n 20 "$out/drill-$3-$4.log"
@@ -41,6 +45,9 @@ echo
 echo "== 3. drill history (every drill under $out, regressions against the median of the last ones) =="
 $D drill history --runs "$out" --html "$out/history.html" || status=1
 
+echo
+echo "== runs of this demo (drengine runs list) =="
+$D runs list --runs-dir "$out"
 echo
 echo "reports (open the .html files in a browser; .prom files are for the node-exporter textfile collector):"
 ls -1 "$out"/*/report.html "$out"/*/junit.xml "$out"/*/drill.prom "$out/history.html" 2>/dev/null

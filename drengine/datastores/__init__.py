@@ -31,8 +31,12 @@ class Datastore:
     lab: str | None = "lab"  # module with `up(lab, inventory_out=...)`
     # The lab serves the simulator over the real protocol; `--scenario` picks its situation.
     simulated_lab: bool = False
+    # {data_dir} of service templates for a member without `data_dir:` (the packages' default).
+    default_data_dir: str | None = None
     # Its connector and simulator take the run's Clock (`clock=`); the others keep their own time.
     takes_clock: bool = False
+    # `assess(cluster, backend) -> drengine.status.Reading`: what an observation means, for `drengine status`.
+    status: str | None = "status:assess"
 
     def load(self, ref: str) -> Any:
         module, _, name = ref.partition(":")

@@ -9,24 +9,62 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from drengine.errors import DrengineError
+from drengine.clock import wait_until
+from drengine.errors import DrengineError, InputError
+from drengine.files import atomic_write
 
 DEFAULT_LAB_DIR = "/tmp/drengine-lab"
+# The inventory host of lab members that run on this machine: drengine reaches a member's host
+# only through a host the inventory names (see transport.member_transport), labs included.
+LOCAL_HOST = "lab-local"
+LOCAL_HOSTS: dict[str, Any] = {LOCAL_HOST: {"address": "127.0.0.1", "transport": "local"}}
 
 
 class LabError(DrengineError):
     """A lab service could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class NodeStart:
+    """How `drengine lab node start` starts one node; only the Galera lab takes these options."""
+
+    bootstrap: bool = False  # a new Primary component (--wsrep-new-cluster)
+    start_position: str | None = None  # uuid:seqno from --wsrep-recover (rejoin by IST)
+    recover: bool = True  # run --wsrep-recover first when grastate.dat has seqno -1
+    timeout: float | None = None  # seconds to wait for the node (None: the lab's default)
+
+    def given(self) -> list[str]:
+        """The options that differ from a plain start, as command-line flags."""
+        flags = {"--bootstrap": self.bootstrap, "--start-position": self.start_position is not None,
+                 "--no-recover": not self.recover, "--timeout": self.timeout is not None}
+        return [flag for flag, on in flags.items() if on]
+
+
+def template_literal(text: str) -> str:
+    """A constant inside a service template: shell-quoted, braces doubled (templates are formatted)."""
+    return shlex.quote(text).replace("{", "{{").replace("}", "}}")
+
+
+def drengine_command(*words: str) -> str:
+    """The start of a lab service template that runs this drengine (`python -m drengine WORDS`)
+    through any host transport on this machine. SSH logins do not inherit our environment, so the
+    folder holding the drengine package is put on PYTHONPATH (harmless where it is installed)."""
+    package_parent = Path(__file__).resolve().parents[2]
+    return " ".join([f"PYTHONPATH={template_literal(str(package_parent))}", template_literal(sys.executable),
+                     "-m", "drengine", *map(template_literal, words)])
 
 
 @dataclass
@@ -97,10 +135,7 @@ class LabDir:
         return [LabProcess(**p) for p in raw.get("processes", [])]
 
     def _save(self, procs: list[LabProcess]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"processes": [asdict(p) for p in procs]}, indent=1))
-        os.replace(tmp, self.state_file)
+        atomic_write(self.state_file, json.dumps({"processes": [asdict(p) for p in procs]}, indent=1))
 
     def record(self, proc: LabProcess) -> None:
         procs = [p for p in self.processes() if not (p.kind == proc.kind and p.name == proc.name)]
@@ -190,16 +225,6 @@ def signal_process(proc: LabProcess, sig: signal.Signals) -> None:
         _reap(proc.pid)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 def merge_inventory(path: str | Path, hosts: dict[str, Any], clusters: dict[str, Any]) -> None:
     """Add or replace hosts and clusters in a lab inventory file, keeping the others."""
     target = Path(path)
@@ -210,7 +235,64 @@ def merge_inventory(path: str | Path, hosts: dict[str, Any], clusters: dict[str,
     current.setdefault("clusters", {}).update(clusters)
     if not current["hosts"]:
         del current["hosts"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("# Written by `drengine lab up`; lab services on loopback.\n" + yaml.safe_dump(current, sort_keys=False))
-    os.replace(tmp, target)
+    atomic_write(target, "# Written by `drengine lab up`; lab services on loopback.\n" + yaml.safe_dump(current, sort_keys=False))
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a daemon could listen on the port now, checked the way daemons bind it: with
+    SO_REUSEADDR, so a port whose old connections sit in TIME_WAIT (a lab just stopped) is free."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _lets_through(st: os.stat_result, uid: int, gids: set[int]) -> bool:
+    import stat
+
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def check_lab_dir(root: Path, runs_as: str | None = None) -> None:
+    """Before anything starts: the lab directory can be created here, and the user the daemons
+    run as (mysql for MariaDB) can reach it through every parent. Says what to change."""
+    import getpass
+    import grp
+    import pwd
+    import stat
+
+    root = root.resolve()
+    existing = next(p for p in [root, *root.parents] if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"the lab directory {root} cannot be made: {existing} is a file, not a directory; choose another --dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"the lab directory {root} cannot be made: {existing} is not writable by {getpass.getuser()} "
+                         f"(mode {stat.filemode(existing.stat().st_mode)}); choose another --dir (e.g. {DEFAULT_LAB_DIR}) "
+                         f"or make {existing} writable")
+    if runs_as is None:
+        return
+    try:
+        account = pwd.getpwnam(runs_as)
+    except KeyError:
+        raise InputError(f"the lab's daemons run as user {runs_as!r}, which does not exist here; install the datastore's "
+                         f"package (it creates the user)") from None
+    gids = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if runs_as in g.gr_mem}
+    for parent in [existing, *existing.parents]:
+        st = parent.stat()
+        if not _lets_through(st, account.pw_uid, gids):
+            raise InputError(
+                f"the lab's daemons run as {runs_as}, who cannot reach {root}: {parent} (mode "
+                f"{stat.filemode(st.st_mode)}, owner {pwd.getpwuid(st.st_uid).pw_name}) does not let {runs_as} through. "
+                f"Choose a --dir whose parents everyone may enter (e.g. {DEFAULT_LAB_DIR}), or `chmod o+x {parent}`"
+            )

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from drengine.lab.procs import LabDir, LabError, LabProcess, cmdline_of, merge_inventory, process_state, wait_until
+from drengine.clock import wait_until
+from drengine.lab.procs import LabDir, LabError, LabProcess, cmdline_of, merge_inventory, process_state
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"

@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
+from drengine.clock import wait_until
 from drengine.datastores.ceph import lab as ceph_lab
 from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import ConnectError, DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
-from drengine.lab.procs import LabDir, LabProcess, cmdline_of, is_ours, wait_until
-from drengine.transport import render_template
+from drengine.lab.procs import LabDir, LabProcess, cmdline_of, is_ours
+from drengine.transport import render_service
 
 pytestmark = pytest.mark.lab
 
@@ -196,9 +197,7 @@ def _start_with_service_template(lab: CephLab, name: str) -> None:
     """Start a daemon with the inventory's start template, as a runbook would, and record its PID."""
     member = lab.cluster.member(name)
     assert lab.cluster.service.start is not None
-    command = render_template(
-        lab.cluster.service.start, name=member.name, address=member.address, port=member.port, data_dir=member.data_dir or ""
-    )
+    command = render_service(lab.cluster, member, "start")
     old = lab.dir.find("ceph", name)
     assert old is not None
     subprocess.run(["/bin/sh", "-c", command.text], check=True, timeout=10)

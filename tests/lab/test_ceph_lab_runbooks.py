@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import cli, of_type
 
+from drengine.clock import wait_until
 from drengine.datastores.ceph import lab as ceph_lab
 from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, observe
 from drengine.errors import DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
-from drengine.lab.procs import LabDir, is_ours, wait_until
+from drengine.lab.procs import LabDir, is_ours
+from tests.helpers import cli, of_type
 
 pytestmark = pytest.mark.lab
 

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import of_type
-from lockhelpers import CLUSTER, ROOT, machine_env, resume, run, simulated_inventory, start_held
 
 from drengine.clock import wait_until
 from drengine.errors import LockUnavailable
@@ -32,6 +30,8 @@ from drengine.lab import etcd as etcd_lab
 from drengine.lab.procs import LabDir
 from drengine.lock import me, open_lock
 from drengine.lock.registry import RunStatus, list_runs
+from tests.helpers import of_type
+from tests.lockhelpers import CLUSTER, ROOT, machine_env, resume, run, simulated_inventory, start_held
 
 pytestmark = pytest.mark.lab
 

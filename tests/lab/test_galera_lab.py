@@ -16,11 +16,12 @@ from typing import Any
 import pymysql
 import pytest
 
+from drengine.clock import wait_until
 from drengine.datastores.galera import lab as galera
 from drengine.inventory import Cluster, Host, Inventory, load_inventory
 from drengine.lab import ssh as ssh_lab
-from drengine.lab.procs import LabDir, is_ours, wait_until
-from drengine.transport import LocalTransport, render_template, transport_for
+from drengine.lab.procs import LabDir, is_ours
+from drengine.transport import LocalTransport, ServiceAction, ShellCommand, render_service, transport_for
 
 pytestmark = pytest.mark.lab
 
@@ -38,13 +39,9 @@ class Lab:
     def cluster(self) -> Cluster:
         return self.inventory.cluster(galera.CLUSTER)
 
-    def template(self, action: str, node: str) -> Any:
-        member = self.cluster.member(node)
-        template = getattr(self.cluster.service, action)
-        assert template is not None
-        return render_template(
-            template, name=member.name, address=member.address, port=member.port, data_dir=member.data_dir or ""
-        )
+    def template(self, action: ServiceAction, node: str) -> ShellCommand:
+        assert getattr(self.cluster.service, action) is not None
+        return render_service(self.cluster, self.cluster.member(node), action)
 
     def host(self, node: str) -> tuple[str, Host]:
         name = self.cluster.member(node).host

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import cli, of_type
 
+from drengine.clock import wait_until
 from drengine.datastores.galera import lab as galera
 from drengine.lab import ssh as ssh_lab
-from drengine.lab.procs import LabDir, LabError, wait_until
+from drengine.lab.procs import LabDir, LabError
+from tests.helpers import cli, of_type
 
 pytestmark = pytest.mark.lab
 

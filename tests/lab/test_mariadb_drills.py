@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import cli, of_type
 
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir
+from tests.helpers import cli, of_type
 
 
 @pytest.fixture

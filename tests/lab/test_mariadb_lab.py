@@ -8,12 +8,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import cli, cli_subprocess, of_type
 
+from drengine.clock import wait_until
 from drengine.datastores.mariadb import lab as lab_mariadb
-from drengine.lab.procs import LabDir, wait_until
+from drengine.lab.procs import LabDir
+from tests.helpers import cli, cli_subprocess, of_type
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def lab() -> Iterator[tuple[LabDir, str]]:
         lab_mariadb.down(lab)
 
 
-def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[object, ...]]:
+def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[Any, ...]]:
     return lab_mariadb.sql(lab, name, *statements)
 
 
@@ -41,7 +43,7 @@ def write_rows(lab: LabDir, first: int, count: int) -> None:
 
 
 def rows(lab: LabDir, name: str) -> int:
-    return int(sql(lab, name, "SELECT COUNT(*) FROM app.t")[0][0])  # type: ignore[arg-type]
+    return int(sql(lab, name, "SELECT COUNT(*) FROM app.t")[0][0])
 
 
 def slave(lab: LabDir, name: str) -> dict[str, object]:
@@ -60,7 +62,7 @@ def slave(lab: LabDir, name: str) -> dict[str, object]:
 
 
 def read_only(lab: LabDir, name: str) -> int:
-    return int(sql(lab, name, "SELECT @@read_only")[0][0])  # type: ignore[arg-type]
+    return int(sql(lab, name, "SELECT @@read_only")[0][0])
 
 
 def run(inventory: str, run_dir: Path, *flags: str, runbook: str = "mariadb-promote-survivor") -> tuple[int, str]:
@@ -134,7 +136,7 @@ def test_hung_primary_is_not_a_stall(lab: tuple[LabDir, str], tmp_path: Path) ->
 
 
 def positions(lab: LabDir) -> list[tuple[object, ...]]:
-    out = []
+    out: list[tuple[object, ...]] = []
     for n in ("db2", "db3"):
         s = slave(lab, n)
         out.append((n, sql(lab, n, "SELECT @@gtid_binlog_pos, @@gtid_slave_pos, @@read_only")[0],

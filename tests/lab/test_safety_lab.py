@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli, events, of_type
 from test_mariadb_lab import assert_promoted, rows, sql, write_rows
 
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.journal import verify
 from drengine.lab.procs import LabDir
+from tests.helpers import ROOT, cli, events, of_type
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli, cli_subprocess, of_type
 
 from drengine.clock import SimulatedClock
 from drengine.datastores.ceph.scenarios import scenario
@@ -20,6 +19,7 @@ from drengine.gates import FlagPolicy
 from drengine.inventory import load_inventory
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
+from tests.helpers import cli, cli_subprocess, of_type
 
 INVENTORY = """\
 clusters:

@@ -5,10 +5,12 @@ how much."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import xmlschema
-from helpers import ROOT, cli, of_type
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import ROOT, cli, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
 
@@ -46,7 +48,7 @@ def test_a_tiny_rto_fails_the_drill_and_every_output_names_it(tmp_path: Path) ->
 
     schema = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd"))
     schema.validate(str(run_dir / "junit.xml"))
-    suite = schema.to_dict(str(run_dir / "junit.xml"))
+    suite: Any = schema.to_dict(str(run_dir / "junit.xml"))
     failed = [c for c in suite["testcase"] if "failure" in c]
     assert [c["@name"] for c in failed] == ["objective rto"]
     failure = failed[0]["failure"][0]  # the schema allows several failures per case
@@ -79,7 +81,7 @@ def test_lost_writes_objective_counts_the_deliberate_loss(tmp_path: Path) -> Non
     code, out, run_dir = drill(tmp_path, "--max-lost-writes", "0", fault="cut-replication")
     assert code == 1, out
     assert "lost writes 10 writes > objective 0 writes (by 10 writes)" in out
-    suite = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd")).to_dict(str(run_dir / "junit.xml"))
+    suite: Any = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd")).to_dict(str(run_dir / "junit.xml"))
     assert [c["@name"] for c in suite["testcase"] if "failure" in c] == ["objective lost_writes"]
     code, out, _ = drill(tmp_path, "--max-lost-writes", "10", fault="cut-replication", name="allowed")
     assert code == 0, out

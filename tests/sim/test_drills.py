@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xmlschema
-from helpers import ROOT, cli, of_type
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import ROOT, cli, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
 
@@ -20,7 +22,7 @@ def drill(tmp_path: Path, fault: str, cluster: str = "sim-mariadb-healthy", name
     return code, out, run_dir
 
 
-def measurement(run_dir: Path, name: str) -> object:
+def measurement(run_dir: Path, name: str) -> Any:
     return next(e.data["value"] for e in of_type(run_dir, "measurement") if e.data["name"] == name)
 
 
@@ -112,7 +114,7 @@ def test_reports_validate(tmp_path: Path) -> None:
     assert code == 0, out
     schema = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd"))
     schema.validate(str(run_dir / "junit.xml"))
-    junit = schema.to_dict(str(run_dir / "junit.xml"))
+    junit: Any = schema.to_dict(str(run_dir / "junit.xml"))
     assert int(junit["@tests"]) == 6 and int(junit["@failures"]) == 0  # a case per step; no objective was set
     families = {f.name: f for f in text_string_to_metric_families((run_dir / "drill.prom").read_text())}
     assert set(families) == {"drengine_drill_success", "drengine_drill_recovery_seconds", "drengine_drill_lost_writes",
@@ -150,7 +152,7 @@ def test_mongodb_kill_majority_drill(tmp_path: Path) -> None:
                     "-c", "sim-mongo-healthy", "--fault", "kill-majority", "--run-dir", str(run_dir))
     assert code == 0, out
     assert measurement(run_dir, "lost_writes") == 0
-    assert int(measurement(run_dir, "canaries_failed")) > 0  # type: ignore[call-overload]  # no majority was left
+    assert int(measurement(run_dir, "canaries_failed")) > 0  # writes failed while no majority was left
     assert "must stay down" in out
 
 
@@ -170,7 +172,7 @@ def test_ceph_kill_osds_drill(tmp_path: Path) -> None:
                     "-c", "sim-ceph-healthy", "--fault", "kill-osds", "--run-dir", str(run_dir))
     assert code == 0, out
     assert measurement(run_dir, "lost_writes") == 0
-    assert int(measurement(run_dir, "canaries_failed")) > 0  # I/O blocked until min_size was lowered  # type: ignore[call-overload]
+    assert int(measurement(run_dir, "canaries_failed")) > 0  # I/O blocked until min_size was lowered
     statements = [e.data["text"] for e in of_type(run_dir, "statement_sent")]
     assert any('"var": "min_size"' in s and '"val": "1"' in s for s in statements), statements
     risks = (run_dir / "report.md").read_text().split("## Risks accepted")[1].split("##")[0]

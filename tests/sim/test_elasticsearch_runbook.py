@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from drengine.clock import wait_until
 from drengine.datastores.elasticsearch.sim import save_model
 from drengine.datastores.elasticsearch.simulator import EsCluster, build_scenario
 from drengine.datastores.elasticsearch.simulator.model import ENABLE_SETTING
@@ -26,10 +26,8 @@ RUNBOOK = "elasticsearch-reallocate"
 def _every_server_stopped() -> Iterator[None]:
     yield
     # The backend's close() stops its server; give the serving thread a moment to finish.
-    deadline = time.monotonic() + 5
-    while any(t.name == "es-sim-http" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [t for t in threading.enumerate() if t.name == "es-sim-http"], "a simulated server was left running"
+    assert wait_until(lambda: not any(t.name == "es-sim-http" for t in threading.enumerate()), 5), \
+        "a simulated server was left running"
 
 
 def run(run_dir: Path, cluster: str, *flags: str, inventory: str = INVENTORY) -> tuple[int, str]:

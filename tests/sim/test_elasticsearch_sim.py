@@ -157,7 +157,7 @@ def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(
     assert refused.value.reason == ("[allocate_stale_primary] allocating an empty primary for [orders][0] can result "
                                     "in data loss. Please confirm by setting the accept_data_loss parameter to true")
 
-    command["allocate_stale_primary"]["accept_data_loss"] = True  # type: ignore[index]
+    command["allocate_stale_primary"]["accept_data_loss"] = True
     assert cluster.reroute([command])["acknowledged"] is True
     assert cluster.health("orders")["status"] == "red"  # an existing-store primary is red while it initializes
     cluster.settle()
@@ -239,7 +239,8 @@ def test_same_shard_decider_names_the_copy_already_there(clock: SimulatedClock) 
     primary_node = node_of(cluster, index, shard, True)
     reasons = deciders_of(cluster.explain(index, shard, False), primary_node)
     assert reasons["same_shard"].startswith(f"a copy of this shard is already allocated to this node [[{index}][{shard}], node[")
-    assert group.primary().allocation_id in reasons["same_shard"]
+    allocation_id = group.primary().allocation_id
+    assert allocation_id is not None and allocation_id in reasons["same_shard"]
 
 
 def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: SimulatedClock) -> None:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -122,23 +123,23 @@ def test_health_wait_wakes_on_a_change_in_real_time() -> None:
 def test_cat_shards_values_are_strings(lost_node: tuple[SimServer, Elasticsearch]) -> None:
     _, client = lost_node
     # RestShardsAction's default columns; unassigned.reason only when asked for with `h`.
-    assert set(client.cat.shards(format="json")[0]) == {"index", "shard", "prirep", "state", "docs", "store", "dataset",
-                                                        "ip", "node"}
-    rows = client.cat.shards(format="json", h="index,shard,prirep,state,docs,store,ip,node,unassigned.reason")
+    defaults: Any = client.cat.shards(format="json")
+    assert set(defaults[0]) == {"index", "shard", "prirep", "state", "docs", "store", "dataset", "ip", "node"}
+    rows: Any = client.cat.shards(format="json", h="index,shard,prirep,state,docs,store,ip,node,unassigned.reason")
     for row in rows:
         assert all(value is None or isinstance(value, str) for value in row.values())
     unassigned = [r for r in rows if r["state"] == "UNASSIGNED"]
     assert len(unassigned) == 4
     assert {r["unassigned.reason"] for r in unassigned} == {"NODE_LEFT"}
     assert unassigned[0]["node"] is None
-    narrow = client.cat.shards(index="orders", format="json", h="index,shard,prirep,state,unassigned.reason")
+    narrow: Any = client.cat.shards(index="orders", format="json", h="index,shard,prirep,state,unassigned.reason")
     assert set(narrow[0]) == {"index", "shard", "prirep", "state", "unassigned.reason"}
     assert {r["index"] for r in narrow} == {"orders"}
 
 
 def test_explain_shapes(lost_node: tuple[SimServer, Elasticsearch]) -> None:
     _, client = lost_node
-    rows = client.cat.shards(format="json")
+    rows: Any = client.cat.shards(format="json")
     target = next(r for r in rows if r["state"] == "UNASSIGNED")
     explain = client.cluster.allocation_explain(index=target["index"], shard=int(target["shard"]), primary=False)
     assert explain["current_state"] == "unassigned"
@@ -203,13 +204,15 @@ def test_retry_failed_through_reroute(clock: SimulatedClock) -> None:
 
 def test_allocate_replica_refused_by_a_decider(clock: SimulatedClock) -> None:
     for server, client in serve(build_scenario("allocation-disabled", clock)):
-        row = next(r for r in client.cat.shards(format="json") if r["state"] == "UNASSIGNED")
+        shards: Any = client.cat.shards(format="json")
+        row = next(r for r in shards if r["state"] == "UNASSIGNED")
+        of_index: Any = client.cat.shards(index=row["index"], format="json")
         primary_node = next(
             r["node"]
-            for r in client.cat.shards(index=row["index"], format="json")
+            for r in of_index
             if r["shard"] == row["shard"] and r["prirep"] == "p"
         )
-        same = {"allocate_replica": {"index": row["index"], "shard": int(row["shard"]), "node": primary_node}}
+        same: dict[str, dict[str, Any]] = {"allocate_replica": {"index": row["index"], "shard": int(row["shard"]), "node": primary_node}}
         with pytest.raises(BadRequestError) as refused:
             client.cluster.reroute(commands=[same])
         assert "a copy of this shard is already allocated to this node" in refused.value.body["error"]["reason"]
@@ -217,7 +220,11 @@ def test_allocate_replica_refused_by_a_decider(clock: SimulatedClock) -> None:
         same["allocate_replica"]["node"] = other
         client.cluster.reroute(commands=[same], metric="none")
         index = str(row["index"])
-        assert server.read(lambda m, index=index: m.health(index))["unassigned_shards"] < 2
+
+        def index_health(model: EsCluster, index: str = index) -> dict[str, Any]:
+            return model.health(index)
+
+        assert server.read(index_health)["unassigned_shards"] < 2
 
 
 def test_settings_round_trip(lost_node: tuple[SimServer, Elasticsearch]) -> None:
@@ -255,7 +262,7 @@ def test_documents_and_index_creation(lost_node: tuple[SimServer, Elasticsearch]
     assert missing.value.error == "index_not_found_exception"
     nodes = client.nodes.info()
     assert len(nodes["nodes"]) == 2
-    cat_nodes = client.cat.nodes(format="json", h="name,node.role,master")
+    cat_nodes: Any = client.cat.nodes(format="json", h="name,node.role,master")
     assert {row["name"] for row in cat_nodes} == {"node-1", "node-2"}
 
 

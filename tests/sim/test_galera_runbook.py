@@ -7,9 +7,8 @@ import os
 import signal
 from pathlib import Path
 
-from helpers import ROOT, cli, cli_subprocess, of_type
-
 from drengine.datastores.galera.sim import SimGalera
+from tests.helpers import ROOT, cli, cli_subprocess, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated-galera.yaml")
 RUNBOOK = "galera-bootstrap-survivor"

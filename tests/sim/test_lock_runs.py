@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import of_type
-from lockhelpers import CLUSTER, resume, run, simulated_inventory, start_held
-
 from drengine.inventory import load_inventory
 from drengine.lock.registry import RunStatus, list_runs
+from tests.helpers import of_type
+from tests.lockhelpers import CLUSTER, resume, run, simulated_inventory, start_held
 
 
 def test_two_machines_both_proceed_with_the_local_lock(tmp_path: Path) -> None:

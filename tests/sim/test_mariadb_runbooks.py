@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import cli, cli_subprocess, events, of_type
 
 from drengine.datastores.mariadb.sim import SimCluster
+from tests.helpers import cli, cli_subprocess, events, of_type
 
 INVENTORY = """\
 clusters:
@@ -273,5 +273,6 @@ def test_resume_refuses_tampered_journal(tmp_path: Path) -> None:
 def test_override_of_an_unknown_check_is_refused(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, "primary-alive", "--yes", "--override", "check-no-primry", "--accept-data-loss")
     assert code == 2
-    assert "has no safety check named 'check-no-primry'; its checks are: check-no-primary" in out
+    assert "has no safety check named 'check-no-primry'. Did you mean 'check-no-primary'?" in out
+    assert "Its checks are: check-no-primary" in out
     assert not (run_dir / "journal.jsonl").exists()

@@ -11,10 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import cli, cli_subprocess, of_type
-
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
 from drengine.datastores.mongodb.simulator.model import MemberState
+from tests.helpers import cli, cli_subprocess, of_type
 
 CONNECT, READ = 0.5, 1.0
 

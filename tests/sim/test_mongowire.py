@@ -25,7 +25,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from drengine.clock import SimulatedClock
+from drengine.clock import SimulatedClock, wait_until
 from drengine.datastores.mongodb.simulator import build_scenario
 from drengine.datastores.mongodb.simulator.model import FORCE_VERSION_MIN_INCREMENT
 from drengine.datastores.mongodb.wire import WireCluster
@@ -298,9 +298,7 @@ def test_stop_closes_every_thread_and_port() -> None:
     with connect(cluster, 0, timeout_ms=200) as client:
         client.admin.command("ping")
         cluster.stop()
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and _server_threads():
-        time.sleep(0.02)
+    wait_until(lambda: not _server_threads(), 2, interval=0.02)
     assert _server_threads() == []
     for address in addresses.values():
         with pytest.raises(ConnectionRefusedError):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from helpers import ROOT, cli, of_type
-from webhook import closed_port, dead_receiver, receiver
+
+from tests.helpers import ROOT, cli, of_type
+from tests.webhook import closed_port, dead_receiver, receiver
 
 SIMULATED = ROOT / "inventory" / "simulated.yaml"
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import Page, needs_chromium
-from helpers import ROOT, cli, of_type
+
+from tests.browser import Page, needs_chromium
+from tests.helpers import ROOT, cli, of_type
 
 INVENTORY = str(ROOT / "inventory" / "simulated.yaml")
 
@@ -30,7 +31,7 @@ def drill(run_dir: Path, *extra: str, fault: str = "kill-primary") -> int:
     code, out = cli("drill", "mariadb-promote-survivor", "-i", INVENTORY, "-c", "sim-mariadb-healthy", "--fault", fault,
                     "--run-dir", str(run_dir), *extra)
     assert code in (0, 1), out
-    return code
+    return int(code)
 
 
 def test_the_drill_report_shows_verdict_fault_and_one_bar_per_step(tmp_path: Path, page: Page) -> None:

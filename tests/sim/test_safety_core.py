@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, cli, events, of_type
 
 from drengine.clock import SimulatedClock
 from drengine.datastores.mariadb.sim import SimCluster, scenario_lagging
@@ -25,6 +24,7 @@ from drengine.inventory import load_inventory
 from drengine.journal import verify
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
+from tests.helpers import ROOT, cli, events, of_type
 
 INVENTORY = """\
 clusters:

@@ -3,11 +3,13 @@ background process, reached through an inventory like any real cluster."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-from helpers import cli
-
+from drengine.datastores.elasticsearch.sim import parse_model
 from drengine.lab.procs import LabDir, is_ours
+from tests.helpers import cli
 
 
 def test_mongodb_lab_recovers_with_the_real_client(tmp_path: Path) -> None:
@@ -41,6 +43,18 @@ def test_elasticsearch_lab_and_lab_status(tmp_path: Path) -> None:
         cli("lab", "down", "--dir", str(tmp_path / "lab"))
     code, out = cli("lab", "status", "--dir", str(tmp_path / "lab"))
     assert "nothing running" in out
+    # `lab down` (SIGTERM) lets the server write its state back: the recovered cluster is kept
+    # (the scenario starts yellow with 4 unassigned replicas).
+    saved = parse_model((tmp_path / "lab" / "elasticsearch" / "state.json").read_text())
+    assert saved.health()["unassigned_shards"] == 0
+
+
+def test_the_served_simulator_runs_as_a_hidden_lab_command(tmp_path: Path) -> None:
+    code, out = cli("lab", "--help")
+    assert code == 0 and "serve" not in out and "node" not in out
+    served = subprocess.run([sys.executable, "-m", "drengine", "lab", "serve", "mongodb", "--scenario", "nonsense"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert served.returncode == 2 and "unknown MongoDB scenario 'nonsense'; known: " in served.stderr
 
 
 def test_scenario_only_for_simulated_labs(tmp_path: Path) -> None:

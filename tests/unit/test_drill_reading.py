@@ -8,14 +8,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from helpers import cli
-from journals import write_drill
 
 from drengine.charts import timeline_svg
 from drengine.history import history
 from drengine.objectives import Objectives, judge_lost_writes, judge_rto, missed_summary
 from drengine.report import markdown
 from drengine.runrecord import read_run
+from tests.helpers import cli
+from tests.journals import write_drill
 
 SVG = "{http://www.w3.org/2000/svg}"
 

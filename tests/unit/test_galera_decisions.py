@@ -25,7 +25,7 @@ def node(name: str, state: str = "up", status: str = "non-Primary", size: int = 
          incoming: list[str] | None = None, uuid: str = UUID) -> NodeView:
     port = {"g1": 3316, "g2": 3317, "g3": 3318, "g4": 3319}[name]
     if state != "up":
-        return NodeView(name=name, address="127.0.0.1", port=port, state=state, error=f"{state} for the test")  # type: ignore[arg-type]
+        return NodeView(name=name, address="127.0.0.1", port=port, state=state, error=f"{state} for the test")
     return NodeView(name=name, address="127.0.0.1", port=port, state="up", cluster_status=status, cluster_size=size,
                     local_state="Synced" if status == "Primary" else "Initialized", last_committed=committed,
                     state_uuid=uuid, incoming=incoming if incoming is not None else [f"127.0.0.1:{port}"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from helpers import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.helpers import cli
 
 GOOD = """\
 clusters:

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import cli
 
 from drengine.errors import JournalCorrupt
 from drengine.journal import Event, JournalWriter, verify
 from drengine.redact import REDACTOR
+from tests.helpers import cli
 
 
 def journal(tmp_path: Path, n: int = 5) -> Path:

@@ -13,7 +13,7 @@ def replica(name: str, port: int, received: str, applied: str | None = None, **k
         log_slave_updates=True, gtid_binlog_pos=applied, gtid_slave_pos=applied, gtid_current_pos=applied,
         channels=[Channel(master_host="127.0.0.1", master_port=3001, io_running="Connecting", sql_running="Yes",
                           using_gtid="Slave_Pos", gtid_io_pos=received)],
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

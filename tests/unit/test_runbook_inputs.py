@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import cli
 
 from drengine.errors import InputError, StepFailed
 from drengine.runbook import load_runbook, resolve_inputs
 from drengine.steps import RunInputs
+from tests.helpers import cli
 
 RUNBOOK = """\
 name: t

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli
 
 from drengine.schedule import check_cron, on_calendar
+from tests.helpers import ROOT, cli
 
 
 @pytest.mark.parametrize("cron,calendar", [
@@ -33,7 +33,7 @@ def test_systemd_units_for_the_lab_drills(tmp_path: Path) -> None:
     service = (tmp_path / "drengine-drill-mariadb-kill-primary.service").read_text()
     assert "OnCalendar=Mon..Fri *-*-* 3:30:00" in timer and "Persistent=true" in timer
     assert "Type=oneshot" in service and "WorkingDirectory=/var/lib/drengine" in service
-    assert ("ExecStart=/usr/local/bin/drengine drill mariadb-promote-survivor -i /etc/drengine/lab.yaml -c lab-mariadb "
+    assert ("ExecStart=/usr/local/bin/drengine drill run mariadb-promote-survivor -i /etc/drengine/lab.yaml -c lab-mariadb "
             "--fault kill-primary --rto 30 --max-lost-writes 0 "
             "--textfile /var/lib/node_exporter/textfile/drengine_mariadb.prom") in service
 
@@ -41,7 +41,7 @@ def test_systemd_units_for_the_lab_drills(tmp_path: Path) -> None:
 def test_crontab_lines() -> None:
     code, out = cli("drill", "schedule", "-f", str(ROOT / "drills" / "lab.yaml"), "--format", "crontab")
     assert code == 0, out
-    assert "0 */6 * * * cd /var/lib/drengine && /usr/local/bin/drengine drill mariadb-promote-survivor" in out
+    assert "0 */6 * * * cd /var/lib/drengine && /usr/local/bin/drengine drill run mariadb-promote-survivor" in out
 
 
 def test_bad_drills_file_names_the_line(tmp_path: Path) -> None:

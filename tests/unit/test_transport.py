@@ -11,13 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drengine.clock import wait_until
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
-from drengine.inventory import Host, SSHSettings, Transport
+from drengine.faults import signal_member
+from drengine.inventory import Cluster, Host, Inventory, Member, SSHSettings, Transport
 from drengine.transport import (
     LocalTransport,
+    MemberTransports,
     ShellCommand,
     SSHTransport,
     command_text,
+    member_transport,
+    render_service,
     render_template,
     run_on_hosts,
     transport_for,
@@ -124,10 +129,7 @@ def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         LocalTransport("slowhost").run(command, timeout=0.5)
     assert time.monotonic() - started < 4
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 2
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(child), "the background child survived the timeout"
+    assert wait_until(lambda: not _alive(child), 2, interval=0.02), "the background child survived the timeout"
 
 
 def test_read_file(tmp_path: Path) -> None:
@@ -143,6 +145,68 @@ def test_transport_for_picks_by_inventory() -> None:
     assert isinstance(local, LocalTransport) and local.name == "here"
     remote = transport_for(Host(address="127.0.0.9", ssh=SSHSettings(port=2222)), "there")
     assert isinstance(remote, SSHTransport) and remote.target == "root@127.0.0.9:2222"
+
+
+def _inventory(pid_file: str) -> tuple[Inventory, Cluster]:
+    cluster = Cluster(name="db", kind="mariadb", members=[
+        Member(name="here", host="this", pid_file=pid_file),
+        Member(name="loopback", address="127.0.0.1", pid_file=pid_file),
+        Member(name="elsewhere", host="far", pid_file=pid_file),
+    ])
+    inventory = Inventory(hosts={"this": Host(address="127.0.0.1", transport=Transport.LOCAL),
+                                 "far": Host(address="10.9.9.9")}, clusters={"db": cluster})
+    return inventory, cluster
+
+
+def test_a_member_host_is_the_one_its_inventory_names_never_a_guess(tmp_path: Path) -> None:
+    inventory, cluster = _inventory(str(tmp_path / "pid"))
+    here = member_transport(inventory, "db", cluster.member("here"), "signal it")
+    assert isinstance(here, LocalTransport) and here.name == "this"
+    assert isinstance(member_transport(inventory, "db", cluster.member("elsewhere"), "signal it"), SSHTransport)
+    # 127.0.0.1 without `host:` may be a tunnel to another machine: refused, naming the member and the field.
+    with pytest.raises(ConnectError, match=r"cluster db: member loopback has no `host:` in the inventory, so drengine "
+                                           r"cannot signal it: .*Add `host: NAME` to the member"):
+        member_transport(inventory, "db", cluster.member("loopback"), "signal it")
+    with pytest.raises(ConnectError, match="runs on host 'this', which the inventory does not define under `hosts:`"):
+        member_transport(None, "db", cluster.member("here"), "signal it")
+    hosts = MemberTransports(inventory, "db")
+    assert hosts.of(cluster.member("here"), "x") is hosts.of(cluster.member("here"), "y")
+    hosts.close()
+
+
+def test_a_drill_fault_never_signals_a_local_pid_for_a_member_without_host(tmp_path: Path) -> None:
+    import subprocess
+
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        pid_file = tmp_path / "mysqld.pid"
+        pid_file.write_text(f"{bystander.pid}\n")
+        inventory, cluster = _inventory(str(pid_file))
+        with pytest.raises(ConnectError, match="member loopback has no `host:`"):
+            signal_member(inventory, cluster, cluster.member("loopback"), "KILL")
+        assert bystander.poll() is None, "a process on this machine was signalled for a member with no host"
+        assert signal_member(inventory, cluster, cluster.member("here"), "KILL").startswith(f"kill -KILL {bystander.pid}")
+        assert bystander.wait(timeout=5) == -9
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_one_service_renderer_with_the_datastores_data_dir_default() -> None:
+    template = {"start": "start {name} --port {port} --datadir {data_dir}", "stop": "stop {name}"}
+    mariadb = Cluster.model_validate({"name": "m", "kind": "mariadb", "service": template,
+                                      "members": [{"name": "db1", "port": 3307}, {"name": "db2", "data_dir": "/srv/d b"}]})
+    assert render_service(mariadb, mariadb.member("db1"), "start").text == "start db1 --port 3307 --datadir /var/lib/mysql"
+    assert render_service(mariadb, mariadb.member("db2"), "start").text == "start db2 --port 3306 --datadir '/srv/d b'"
+    assert render_service(mariadb, mariadb.member("db1"), "status", default="systemctl is-active {name}").text == \
+        "systemctl is-active db1"
+    with pytest.raises(InputError, match=r"cluster m has no `service: recover:` command in the inventory; drengine needs "
+                                         r"it to recover db1 \(e.g. `galera_recovery`\)"):
+        render_service(mariadb, mariadb.member("db1"), "recover", example="galera_recovery")
+    ceph = Cluster.model_validate({"name": "c", "kind": "ceph", "service": template, "members": [{"name": "osd.0"}]})
+    assert render_service(ceph, ceph.member("osd.0"), "stop").text == "stop osd.0"
+    with pytest.raises(InputError, match=r"uses \{data_dir\}, but member osd.0 has no `data_dir:` in the inventory"):
+        render_service(ceph, ceph.member("osd.0"), "start")
 
 
 def test_fan_out_keeps_every_host_and_bounds_a_slow_one() -> None:

@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
-from drengine.errors import ConnectError, InputError, StepFailed
+from drengine.errors import ConnectError, StepFailed
 from drengine.faults import MemberFaults
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
-from drengine.transport import HostTransport, LocalTransport, ShellCommand, command_text, render_template, transport_for
+from drengine.transport import HostTransport, MemberTransports, ServiceAction, ShellCommand, command_text, render_service
 
 
 class CephBackend:
@@ -173,16 +173,16 @@ def parse_mon_status(name: str, text: str) -> MonProbe:
 
 
 class HostMonitorControl:
-    """Monitor surgery on the monitors' hosts: over SSH for members with an inventory `host`,
-    on this machine for members without one (the lab). Stop and start use the inventory's
-    service templates, so what is run is what the operator configured."""
+    """Monitor surgery on the monitors' hosts, each reached by the inventory's rule
+    (`transport.member_transport`). Stop and start use the inventory's service templates, so
+    what is run is what the operator configured."""
 
     def __init__(self, cluster: Cluster, inventory: Inventory | None, wait: float = 15.0, clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
         self.inventory = inventory
         self.wait = wait
         self.clock = clock
-        self._transports: dict[str, HostTransport] = {}
+        self._hosts = MemberTransports(inventory, cluster.name)
         options = cluster.ceph or CephOptions()
         self.conf_file = options.conf_file
 
@@ -190,23 +190,10 @@ class HostMonitorControl:
         return [m.name for m in self.cluster.members if m.role == "mon" or m.name.startswith("mon.")]
 
     def _transport(self, member: Member) -> HostTransport:
-        key = member.host or ""
-        if key not in self._transports:
-            if member.host is None or self.inventory is None:
-                self._transports[key] = LocalTransport("localhost", command_timeout=60.0)
-            else:
-                self._transports[key] = transport_for(self.inventory.hosts[member.host], member.host)
-        return self._transports[key]
+        return self._hosts.of(member, f"reach the host of {member.name} for monitor surgery")
 
-    def _template(self, which: str, member: Member) -> ShellCommand:
-        template = getattr(self.cluster.service, which)
-        if not template:
-            raise InputError(
-                f"cluster {self.cluster.name} has no `service: {which}:` command in the inventory; monitor surgery "
-                f"needs it to {which} {member.name} (e.g. `systemctl {which} ceph-mon@{{name}}`)"
-            )
-        return render_template(template, name=member.name, address=member.address, port=self.cluster.port_of(member),
-                               data_dir=member.data_dir or "")
+    def _template(self, which: ServiceAction, member: Member) -> ShellCommand:
+        return render_service(self.cluster, member, which, example=f"systemctl {which} ceph-mon@{{name}}")
 
     def probe(self, member: str) -> MonProbe:
         m = self.cluster.member(member)
@@ -270,6 +257,4 @@ class HostMonitorControl:
                              f"check its log, start it by hand and resume")
 
     def close(self) -> None:
-        for transport in self._transports.values():
-            transport.close()
-        self._transports.clear()
+        self._hosts.close()

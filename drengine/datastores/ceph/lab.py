@@ -16,18 +16,29 @@ from __future__ import annotations
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import wait_until
 from drengine.datastores.ceph.connector import CephConnector, parse_pgs
 from drengine.errors import ConnectError, ProbeTimeout
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
+from drengine.lab.procs import (
+    LOCAL_HOST,
+    LOCAL_HOSTS,
+    LabDir,
+    LabError,
+    LabProcess,
+    NodeStart,
+    drengine_command,
+    is_ours,
+    merge_inventory,
+    port_free,
+    signal_process,
+    template_literal,
+)
 
 CLUSTER_NAME = "lab-ceph"
 KIND = "ceph"
@@ -130,16 +141,21 @@ def lab_connector(lab: LabDir, connect_timeout: float = LAB_CONNECT_TIMEOUT, op_
 
 def _connect_when_quorate(lab: LabDir, timeout: float) -> CephConnector:
     """Monitors need several seconds to elect; retry short bounded connects until one succeeds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    connected: list[CephConnector] = []
+
+    def connects() -> bool:
         api = lab_connector(lab, connect_timeout=3.0)
         try:
             api.connect()
-            return api
         except ConnectError:
             api.close()
-            if time.monotonic() >= deadline:
-                raise LabError(f"the lab monitors did not form a quorum within {timeout:g} s; see {_root(lab)}/log") from None
+            return False
+        connected.append(api)
+        return True
+
+    if not wait_until(connects, timeout, interval=0.0):
+        raise LabError(f"the lab monitors did not form a quorum within {timeout:g} s; see {_root(lab)}/log")
+    return connected[0]
 
 
 def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = None) -> dict[str, Any]:
@@ -214,20 +230,19 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
         raise
     fragment = inventory_fragment(lab, port_base)
     if inventory_out is not None:
-        merge_inventory(inventory_out, {}, {CLUSTER_NAME: fragment})
+        merge_inventory(inventory_out, LOCAL_HOSTS, {CLUSTER_NAME: fragment})
     return fragment
 
 
 def _check_ports_free(port_base: int) -> None:
+    # Checked as ceph-mon binds (SO_REUSEADDR): ports left in TIME_WAIT by a lab just stopped are free.
     for m in MONS:
         port = mon_port(port_base, m)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError as exc:
-                raise LabError(
-                    f"port {port} on 127.0.0.1 for mon.{m} is not free ({exc.strerror}); stop what uses it or pick another port base"
-                ) from None
+        if not port_free(port):
+            raise LabError(
+                f"port {port} on 127.0.0.1 for mon.{m} is in use (something listens on it); stop what uses it "
+                f"(`drengine lab status`, `ss -ltnp 'sport = :{port}'`) or pick another port base"
+            )
 
 
 def _create_osds(lab: LabDir, api: CephConnector, conf: Path) -> None:
@@ -306,23 +321,24 @@ def inventory_fragment(lab: LabDir, port_base: int = 3300) -> dict[str, Any]:
             "address": "127.0.0.1",
             "port": mon_port(port_base, m),
             "role": "mon",
+            "host": LOCAL_HOST,
             "data_dir": f"{root}/mon/ceph-{m}",
             "pid_file": f"{root}/run/ceph-mon.{m}.pid",
         }
         for m in MONS
     ]
-    members.append({"name": f"mgr.{MGR}", "address": "127.0.0.1", "role": "mgr", "data_dir": f"{root}/mgr/ceph-{MGR}",
-                    "pid_file": f"{root}/run/ceph-mgr.{MGR}.pid"})
+    members.append({"name": f"mgr.{MGR}", "address": "127.0.0.1", "role": "mgr", "host": LOCAL_HOST,
+                    "data_dir": f"{root}/mgr/ceph-{MGR}", "pid_file": f"{root}/run/ceph-mgr.{MGR}.pid"})
     # pid_file lets drills signal a daemon through its host, as on a real cluster.
-    members += [{"name": f"osd.{i}", "address": "127.0.0.1", "role": "osd", "data_dir": f"{root}/osd/ceph-{i}",
-                 "pid_file": f"{root}/run/ceph-osd.{i}.pid"} for i in OSD_IDS]
+    members += [{"name": f"osd.{i}", "address": "127.0.0.1", "role": "osd", "host": LOCAL_HOST,
+                 "data_dir": f"{root}/osd/ceph-{i}", "pid_file": f"{root}/run/ceph-osd.{i}.pid"} for i in OSD_IDS]
     # {name} is the member name (mon.a, osd.0), which is also the daemon's --name; the start
     # command is the lab's own command line, detached because the daemon runs in the foreground.
     # No shell braces: drengine's template renderer reads `{...}` as placeholders.
     qroot = shlex.quote(str(root))
     # The lab's own entry point starts the daemon detached and records its PID, so that
     # `drengine lab down` stops a daemon that a runbook or a drill started again.
-    start = f"{shlex.quote(sys.executable)} -m drengine.datastores.ceph.lab start-daemon {{name}} --lab-dir {shlex.quote(str(lab.root))}"
+    start = f"{drengine_command('lab', 'node', 'start', KIND)} {{name}} --lab-dir {template_literal(str(lab.root))}"
     # The daemon's own pid file names exactly the process to stop (no pattern matching).
     stop = f'n={{name}}; kill -TERM "$(cat {qroot}/run/ceph-"$n".pid)"'
     return {
@@ -397,23 +413,10 @@ def start_daemon(lab: LabDir, name: str) -> LabProcess:
     return _spawn(lab, proc.name, proc.argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m drengine.datastores.ceph.lab start-daemon NAME --lab-dir DIR`: the lab inventory's start template."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m drengine.datastores.ceph.lab")
-    parser.add_argument("action", choices=["start-daemon"])
-    parser.add_argument("name")
-    parser.add_argument("--lab-dir", required=True)
-    args = parser.parse_args(argv)
-    try:
-        proc = start_daemon(LabDir(args.lab_dir), args.name)
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.name} running (pid {proc.pid})")
-    return 0
+# What the lab inventory's start template runs (`drengine lab node start ceph NAME`).
+NODE_OPTIONS: frozenset[str] = frozenset()
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def node_start(lab: LabDir, name: str, how: NodeStart) -> str:
+    proc = start_daemon(lab, name)
+    return f"{name} running (pid {proc.pid})"

@@ -10,7 +10,6 @@ step costs no real time, and long-down OSDs are marked out on the way (unless no
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,10 +17,12 @@ from typing import Any, TypeVar
 from drengine.clock import Clock
 from drengine.datastores.ceph.backend import CephBackend, HostMonitorControl, MonProbe, mon_id
 from drengine.datastores.ceph.connector import JsonDoc
-from drengine.datastores.ceph.scenarios import scenario
+from drengine.datastores.ceph.scenarios import SCENARIOS
 from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import InputError
 from drengine.inventory import Cluster
+from drengine.simstate import load_or_build, save_state
+from drengine.transport import ServiceAction
 
 # Monitor and PG commands that only look: everything else may change the model.
 READ_ONLY_PREFIXES = frozenset(
@@ -106,27 +107,17 @@ class SimCephBackend(CephBackend):
 
 def load_sim(cluster: Cluster, state_file: Path, clock: Clock | None = None) -> CephSim:
     """The simulated cluster of this inventory entry: from its state file, else a fresh scenario."""
-    connect, read = cluster.timeouts.connect, cluster.timeouts.read
-    if state_file.exists():
-        try:
-            text = state_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"{state_file}: cannot read the simulated Ceph state ({exc.strerror})") from None
-        return CephSim.from_json(text, connect_timeout=connect, op_timeout=read, clock=clock)
-    if cluster.simulated is None:
-        raise InputError(f"cluster {cluster.name} is not marked `simulated:` in the inventory; no scenario to build")
-    sim = scenario(cluster.simulated.scenario)
-    sim.connect_timeout, sim.op_timeout = connect, read
-    if clock is not None:
+    # A saved cluster keeps its own time and follows the clock from there; a new one starts on it.
+    saved = state_file.exists()
+    sim = load_or_build(cluster, state_file, lambda text: CephSim.from_json(text, clock=clock), SCENARIOS, "Ceph")
+    sim.connect_timeout, sim.op_timeout = cluster.timeouts.connect, cluster.timeouts.read
+    if clock is not None and not saved:
         sim.follow(clock)
     return sim
 
 
 def save_sim(sim: CephSim, state_file: Path) -> None:
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_file.with_name(state_file.name + ".tmp")
-    tmp.write_text(sim.to_json(), encoding="utf-8")
-    os.replace(tmp, state_file)
+    save_state(sim.to_json(), state_file)
 
 
 class SimMonitorControl(HostMonitorControl):
@@ -160,7 +151,7 @@ class SimMonitorControl(HostMonitorControl):
     def start_command(self, member: str) -> str:
         return self._shown("start", member)
 
-    def _shown(self, which: str, member: str) -> str:
+    def _shown(self, which: ServiceAction, member: str) -> str:
         if getattr(self.cluster.service, which):
             return self._template(which, self.cluster.member(member)).text
         return f"systemctl {which} ceph-mon@{mon_id(member)}"

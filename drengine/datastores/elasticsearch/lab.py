@@ -1,20 +1,35 @@
 """`drengine lab up elasticsearch`: the simulated cluster served over its REST API on
-127.0.0.1 by a background process; cluster `lab-elasticsearch`."""
+127.0.0.1 by a background process (`drengine lab serve elasticsearch`); cluster
+`lab-elasticsearch`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from drengine.lab.procs import LabDir
-from drengine.lab.simulated import cluster_fragment, serve, write
+from drengine.lab.simulated import Served, cluster_fragment, serve, write
 
 PORT = 19200
+DEFAULT_SCENARIO = "one-node-lost-3"
+DEFAULT_PORT = 9200
 
 
-def up(lab: LabDir, inventory_out: str | None = None, scenario: str = "one-node-lost-3") -> dict[str, Any]:
+def scenarios() -> list[str]:
+    """The situations `--scenario` can start the served cluster in."""
+    from drengine.datastores.elasticsearch.simulator import SCENARIOS
+
+    return sorted(SCENARIOS)
+
+
+def up(lab: LabDir, inventory_out: str | None = None, scenario: str = DEFAULT_SCENARIO) -> dict[str, Any]:
     state = lab.path("elasticsearch") / "state.json"
-    serve(lab, "elasticsearch", "drengine.datastores.elasticsearch.rest",
-          ["--scenario", scenario, "--port", str(PORT), "--state", str(state)], [PORT])
+    # A new lab starts from the scenario asked for, never from the state an earlier lab wrote back.
+    lab.stop_kind("elasticsearch")
+    state.unlink(missing_ok=True)
+    serve(lab, "elasticsearch", ["--scenario", scenario, "--port", str(PORT), "--state", str(state)], [PORT],
+          ready_prefix="simulated Elasticsearch")
     # Every node answers on the one simulated endpoint; member names are the node names.
     members = [{"name": f"node-{i}", "address": "127.0.0.1", "port": PORT} for i in (1, 2, 3)]
     fragment = cluster_fragment("elasticsearch", members, {"connect": 1.0, "read": 5.0})
@@ -24,3 +39,26 @@ def up(lab: LabDir, inventory_out: str | None = None, scenario: str = "one-node-
 
 def down(lab: LabDir) -> None:
     lab.stop_kind("elasticsearch")
+
+
+def serve_simulator(scenario: str | None, port: int | None, state: Path | None) -> Served:
+    """Serve the cluster from `state` when it exists, else from the scenario, on `port`; the
+    state is written back when it stops."""
+    from drengine.datastores.elasticsearch.rest import SimServer
+    from drengine.datastores.elasticsearch.sim import parse_model
+    from drengine.datastores.elasticsearch.simulator import SCENARIOS
+    from drengine.simstate import build_scenario, load_state, save_state
+
+    name = scenario or DEFAULT_SCENARIO
+    if state is not None and state.exists():
+        model = load_state(state, parse_model, "Elasticsearch")
+    else:
+        model = build_scenario(name, SCENARIOS, "Elasticsearch")
+    server = SimServer(model, port=DEFAULT_PORT if port is None else port)
+    url = server.start()
+
+    def stop() -> None:
+        server.stop()
+        save_state(json.dumps(model.to_json()), state)
+
+    return Served([f"simulated Elasticsearch ({name}) at {url}  (Ctrl-C to stop)"], stop)

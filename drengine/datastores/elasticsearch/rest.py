@@ -9,15 +9,12 @@ itself is ``drengine.datastores.elasticsearch.simulator``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -31,7 +28,7 @@ from drengine.datastores.elasticsearch.restapi import (
     check_parameters,
     route,
 )
-from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster, SimApiError, build_scenario
+from drengine.datastores.elasticsearch.simulator import EsCluster, SimApiError
 from drengine.datastores.elasticsearch.simulator.model import JsonDict, parse_time_value
 
 T = TypeVar("T")
@@ -336,41 +333,3 @@ class SimServer:
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
-
-
-# ------------------------------------------------------------------ main ---
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve a simulated Elasticsearch cluster on 127.0.0.1.")
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="one-node-lost-3")
-    parser.add_argument("--port", type=int, default=9200)
-    parser.add_argument(
-        "--state",
-        type=Path,
-        help="load the cluster from this JSON file if it exists; save it on exit",
-    )
-    args = parser.parse_args(argv)
-    if args.state is not None and args.state.exists():
-        model = EsCluster.from_json(json.loads(args.state.read_text()))
-    else:
-        model = build_scenario(args.scenario)
-    server = SimServer(model, port=args.port)
-    print(
-        f"simulated Elasticsearch ({args.scenario}) at {server.start()}  (Ctrl-C to stop)",
-        flush=True,
-    )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        if args.state is not None:
-            args.state.write_text(json.dumps(model.to_json()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,7 +10,7 @@ every request that may change it and when the backend closes.
 from __future__ import annotations
 
 import json
-import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from drengine.datastores.elasticsearch.calls import HttpCall
 from drengine.datastores.elasticsearch.connector import ElasticBackend
 from drengine.datastores.elasticsearch.rest import SimServer
 from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster
-from drengine.errors import InputError
 from drengine.inventory import Cluster
+from drengine.simstate import load_or_build, save_state
 
 
 class SimElasticBackend(ElasticBackend):
@@ -71,8 +71,7 @@ class SimElasticBackend(ElasticBackend):
 
     def save(self) -> None:
         # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.
-        text = self.server.read(lambda model: model.state.model_dump_json())
-        write_state(text, self.state_file)
+        save_state(self.server.read(lambda model: model.state.model_dump_json()), self.state_file)
 
     def close(self) -> None:
         try:
@@ -83,28 +82,15 @@ class SimElasticBackend(ElasticBackend):
                 self.server.stop()
 
 
+def parse_model(text: str, clock: Clock = SYSTEM) -> EsCluster:
+    return EsCluster.from_json(json.loads(text), clock=clock)
+
+
 def load_model(cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> EsCluster:
-    if state_file.exists():
-        try:
-            return EsCluster.from_json(json.loads(state_file.read_text(encoding="utf-8")), clock=clock)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{state_file}: cannot load the simulated cluster's state ({exc}); "
-                             f"delete the file to start the scenario afresh") from None
-    scenario = cluster.simulated.scenario if cluster.simulated else ""
-    factory = SCENARIOS.get(scenario)
-    if factory is None:
-        raise InputError(f"cluster {cluster.name}: unknown Elasticsearch scenario {scenario!r}; "
-                         f"known scenarios: {', '.join(sorted(SCENARIOS))}")
-    return factory(clock=clock)
+    """The cluster a resumed run left in its state file, else the inventory's scenario, on `clock`."""
+    factories = {name: partial(factory, clock=clock) for name, factory in SCENARIOS.items()}
+    return load_or_build(cluster, state_file, partial(parse_model, clock=clock), factories, "Elasticsearch")
 
 
 def save_model(state: dict[str, Any], state_file: Path) -> None:
-    write_state(json.dumps(state), state_file)
-
-
-def write_state(text: str, state_file: Path) -> None:
-    """Write atomically: a crash mid-write must not leave a half state file behind."""
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_file.with_name(state_file.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, state_file)
+    save_state(json.dumps(state), state_file)

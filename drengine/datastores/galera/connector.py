@@ -4,10 +4,9 @@ statements, and runs the host side of a recovery through each member's host tran
 read grastate.dat, run `--wsrep-recover`, start, stop and bootstrap-start a node with
 the cluster's service templates (shown verbatim in plans).
 
-How a member's host is reached: a member with `host:` uses that inventory host's
-transport (`transport: local` for this machine, `ssh` otherwise). A member without
-`host:` is never guessed to be this machine, even on 127.0.0.1: host operations on it
-fail with a message saying how to name its host. SQL probes need no host.
+How a member's host is reached: `transport.member_transport`, the one rule (a member
+without `host:` is refused, with a message saying how to name its host). SQL probes need
+no host.
 
 Every probe and command is bounded: connect and read timeouts on SQL (a SIGSTOPped node
 still completes the TCP handshake, so only the read timeout saves a probe), connect and
@@ -23,11 +22,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from drengine import transport
+from drengine.datastores.galera import DATASTORE
 from drengine.datastores.mariadb.connector import Sql
 from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, Statement, fact
-from drengine.transport import CommandResult, HostTransport, ShellCommand, render_template, transport_for
+from drengine.transport import CommandResult, HostTransport, MemberTransports, ServiceAction, ShellCommand, render_template
 
 if TYPE_CHECKING:
     import pymysql
@@ -41,6 +42,7 @@ __all__ = [
     "Grastate",
     "NodeView",
     "Recovered",
+    "ServiceAction",
     "grastate_path",
     "grastate_statement",
     "parse_grastate",
@@ -51,7 +53,7 @@ __all__ = [
 
 SYNC_WAIT_OFF = "SET SESSION wsrep_sync_wait=0"
 STATUS_SQL = "SHOW GLOBAL STATUS LIKE 'wsrep_%'"
-DEFAULT_DATA_DIR = "/var/lib/mysql"
+DEFAULT_DATA_DIR = DATASTORE.default_data_dir or "/var/lib/mysql"
 # Defaults for systemd hosts with the Debian/RHEL packages: the unit's ExecStartPre runs
 # galera_recovery, so a plain start of a crashed node rejoins by IST when it can.
 DEFAULT_SERVICE: dict[str, str] = {
@@ -61,7 +63,6 @@ DEFAULT_SERVICE: dict[str, str] = {
     "recover": "galera_recovery",
     "status": "systemctl is-active --quiet mariadb",
 }
-ServiceAction = Literal["start", "stop", "bootstrap", "recover", "status"]
 
 # `mariadbd --wsrep-recover` logs `WSREP: Recovered position: uuid:seqno`; galera_recovery
 # prints `--wsrep_start_position=uuid:seqno`.
@@ -188,20 +189,10 @@ def grastate_path(member: Member) -> str:
     return data_dir_of(member).rstrip("/") + "/grastate.dat"
 
 
-def service_template(cluster: Cluster, action: ServiceAction) -> str:
-    template: str | None = getattr(cluster.service, action)
-    return template if template is not None else DEFAULT_SERVICE[action]
-
-
 def render_service(cluster: Cluster, member: Member, action: ServiceAction) -> ShellCommand:
-    """The exact shell command a service action sends for this member (values shell-quoted)."""
-    return render_template(
-        service_template(cluster, action),
-        name=member.name,
-        address=member.address,
-        port=cluster.port_of(member),
-        data_dir=data_dir_of(member),
-    )
+    """The exact shell command a service action sends for this member: the inventory's template,
+    else the packaged systemd default (the one renderer, `transport.render_service`)."""
+    return transport.render_service(cluster, member, action, default=DEFAULT_SERVICE[action])
 
 
 def safe_to_bootstrap_command(member: Member) -> ShellCommand:
@@ -287,8 +278,7 @@ class GaleraBackend:
         cred = cluster.credentials
         self._user = cred.user
         self._password = cred.password.resolve(f"{inventory.path}: cluster {cluster.name} credentials") if cred.password else ""
-        self._transports: dict[str, HostTransport] = {}
-        self._lock = threading.Lock()
+        self._hosts = MemberTransports(inventory, cluster.name)
         # One connection per member, reused: opening one costs 20-25 ms against a Galera node,
         # which would dominate a survivor bootstrap (a probe, a statement, a poll, three writes).
         self._conns: dict[str, Any] = {}
@@ -398,18 +388,7 @@ class GaleraBackend:
 
     # -- hosts ------------------------------------------------------------------------------------
     def _transport(self, member: Member) -> HostTransport:
-        if member.host is None:
-            raise ConnectError(
-                f"{member.name}: the inventory names no host for this member, so drengine cannot run commands on it "
-                f"(read grastate.dat, --wsrep-recover, start or stop it). Add `host: NAME` to the member and NAME "
-                f"under `hosts:` with `transport: local` (this machine) or `transport: ssh`"
-            )
-        with self._lock:
-            transport = self._transports.get(member.host)
-            if transport is None:
-                transport = transport_for(self.inventory.hosts[member.host], member.host)
-                self._transports[member.host] = transport
-            return transport
+        return self._hosts.of(member, f"run commands on {member.name} (read grastate.dat, --wsrep-recover, start or stop it)")
 
     def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
         return render_service(self.cluster, self.cluster.member(member), action)
@@ -445,10 +424,7 @@ class GaleraBackend:
         return self._transport(target).run(safe_to_bootstrap_command(target), timeout=self.cluster.timeouts.read + 10)
 
     def close(self) -> None:
-        with self._lock:
-            for transport in self._transports.values():
-                transport.close()
-            self._transports.clear()
+        self._hosts.close()
         for name, lock in self._member_locks.items():
             # A probe still stuck on a hung node keeps its connection; it is closed when the probe ends.
             if lock.acquire(timeout=0.1):

@@ -4,39 +4,38 @@ and lab tests, plus the faults and probes those need (kill, hang, grastate.dat,
 
 Every mariadbd is started detached through LabDir.spawn and recorded in lab.json, whoever
 starts it: the lab itself, a test, or drengine running the inventory's service templates
-over a host transport. The templates call this module's `start-node`/`stop-node` entry
-point (`python -m drengine.datastores.galera.lab`), so a node started by a runbook is still found and
-stopped by `lab down`.
+over a host transport. The templates call `drengine lab node start|stop|status galera NAME`
+(this module's `node_*` functions), so a node started by a runbook is still found and stopped
+by `lab down`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pwd
 import re
 import secrets
-import shlex
 import signal
 import stat
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from drengine.clock import wait_until
 from drengine.lab.procs import (
-    DEFAULT_LAB_DIR,
     LabDir,
     LabError,
     LabProcess,
+    NodeStart,
+    drengine_command,
     is_ours,
     merge_inventory,
     signal_process,
-    wait_until,
+    template_literal,
 )
 from drengine.lab.ssh import lab_lock  # the one lab.json lock (procs.py has none)
 
@@ -47,6 +46,7 @@ MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 RUN_AS = "mysql"
+RUNS_AS = RUN_AS  # read by `drengine lab up` to check the lab directory before anything starts
 # Default failure detection takes about 6 s; these bring it to about 3 s. keepalive_period
 # must stay below a third of suspect_timeout or mariadbd refuses to start.
 FAST_FAILURE_DETECTION = (
@@ -460,22 +460,19 @@ def down(lab: LabDir, timeout: float = 30.0) -> list[str]:
 # --------------------------------------------------------------------------- up
 
 
-def _literal(text: str) -> str:
-    """A shell-quoted constant for a service template (braces doubled: templates are formatted)."""
-    return shlex.quote(text).replace("{", "{{").replace("}", "}}")
-
-
 def service_templates(lab: LabDir) -> dict[str, str]:
     """Plain shell templates that work through any host transport on this machine."""
-    repo = Path(__file__).resolve().parents[2]
-    entry = f"PYTHONPATH={_literal(str(repo))} {_literal(sys.executable)} -m drengine.datastores.galera.lab"
-    lab_dir = _literal(str(lab.root))
-    gdir = _literal(str(galera_dir(lab)))
+    lab_dir = template_literal(str(lab.root))
+    gdir = template_literal(str(galera_dir(lab)))
+
+    def node(action: str, *flags: str) -> str:
+        return " ".join([drengine_command("lab", "node", action, KIND), "{name}", *flags, "--lab-dir", lab_dir])
+
     return {
-        "start": f"{entry} start-node {{name}} --lab-dir {lab_dir}",
-        "bootstrap": f"{entry} start-node {{name}} --bootstrap --lab-dir {lab_dir}",
-        "stop": f"{entry} stop-node {{name}} --lab-dir {lab_dir}",
-        "status": f"{entry} status-node {{name}} --lab-dir {lab_dir}",
+        "start": node("start"),
+        "bootstrap": node("start", "--bootstrap"),
+        "stop": node("stop"),
+        "status": node("status"),
         "recover": f"{MARIADBD} --defaults-file={gdir}/{{name}}/my.cnf --wsrep-recover",
     }
 
@@ -615,73 +612,32 @@ def _password_set(spec: NodeSpec, password: str) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------- entry point
+# --------------------------------------------------------------------------- node commands
+# What the inventory's service templates run (`drengine lab node start|stop|status galera NAME`),
+# so their output is what the operator sees.
+
+NODE_OPTIONS = frozenset({"--bootstrap", "--start-position", "--no-recover", "--timeout"})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m drengine.datastores.galera.lab start-node|stop-node|status-node NAME --lab-dir DIR`, `up`, `down`.
-
-    The inventory's service templates call this, so its output is what the operator sees.
-    """
-    parser = argparse.ArgumentParser(prog="python -m drengine.datastores.galera.lab", description=__doc__)
-    parser.add_argument("--lab-dir", default=DEFAULT_LAB_DIR)
-    sub = parser.add_subparsers(dest="action", required=True)
-    start = sub.add_parser("start-node", help="start a node detached and wait until it is Synced")
-    start.add_argument("name")
-    start.add_argument("--bootstrap", action="store_true", help="start a new Primary component (--wsrep-new-cluster)")
-    start.add_argument("--start-position", help="uuid:seqno from --wsrep-recover (rejoin by IST)")
-    start.add_argument(
-        "--no-recover", action="store_true", help="do not run --wsrep-recover first when grastate.dat has seqno -1"
-    )
-    start.add_argument("--timeout", type=float, default=SYNC_TIMEOUT)
-    start.add_argument("--lab-dir", default=argparse.SUPPRESS)
-    for action in ("stop-node", "status-node"):
-        p = sub.add_parser(action)
-        p.add_argument("name")
-        p.add_argument("--lab-dir", default=argparse.SUPPRESS)
-    p_up = sub.add_parser("up")
-    p_up.add_argument("--inventory-out")
-    p_up.add_argument("--lab-dir", default=argparse.SUPPRESS)
-    p_down = sub.add_parser("down")
-    p_down.add_argument("--lab-dir", default=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    lab = LabDir(args.lab_dir)
-    try:
-        if args.action == "start-node":
-            t0 = time.monotonic()
-            proc = start_node(
-                lab,
-                args.name,
-                bootstrap=args.bootstrap,
-                start_position=args.start_position,
-                recover=not args.no_recover,
-                timeout=args.timeout,
-            )
-            status = wsrep_status(lab, args.name)
-            print(
-                f"{args.name}: started (pid {proc.pid}) and {status.get('wsrep_local_state_comment')} in a "
-                f"{status.get('wsrep_cluster_status')} component of size {status.get('wsrep_cluster_size')} "
-                f"after {time.monotonic() - t0:.1f} s"
-            )
-        elif args.action == "stop-node":
-            stop_node(lab, args.name)
-            print(f"{args.name}: stopped")
-        elif args.action == "status-node":
-            spec_of(lab, args.name)
-            found = lab.find(KIND, args.name)
-            if found is None or not is_ours(found):
-                print(f"{args.name}: not running")
-                return 3
-            print(f"{args.name}: running (pid {found.pid})")
-        elif args.action == "up":
-            print(json.dumps(up(lab, inventory_out=args.inventory_out), indent=1))
-        elif args.action == "down":
-            print("stopped: " + ", ".join(down(lab)))
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def node_start(lab: LabDir, name: str, how: NodeStart) -> str:
+    """Start a node detached and wait until it is Synced."""
+    t0 = time.monotonic()
+    proc = start_node(lab, name, bootstrap=how.bootstrap, start_position=how.start_position, recover=how.recover,
+                      timeout=SYNC_TIMEOUT if how.timeout is None else how.timeout)
+    status = wsrep_status(lab, name)
+    return (f"{name}: started (pid {proc.pid}) and {status.get('wsrep_local_state_comment')} in a "
+            f"{status.get('wsrep_cluster_status')} component of size {status.get('wsrep_cluster_size')} "
+            f"after {time.monotonic() - t0:.1f} s")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def node_stop(lab: LabDir, name: str) -> str:
+    stop_node(lab, name)
+    return f"{name}: stopped"
+
+
+def node_status(lab: LabDir, name: str) -> tuple[bool, str]:
+    spec_of(lab, name)
+    found = lab.find(KIND, name)
+    if found is None or not is_ours(found):
+        return False, f"{name}: not running"
+    return True, f"{name}: running (pid {found.pid})"

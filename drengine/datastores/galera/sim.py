@@ -19,6 +19,7 @@ import re
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -245,7 +246,8 @@ class SimGaleraBackend:
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimGaleraBackend:
-        backend = cls(cluster, load_or_build(cluster, state_file, SimGalera, SCENARIOS, "Galera"), state_file)
+        backend = cls(cluster, load_or_build(cluster, state_file, SimGalera.model_validate_json,
+                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "Galera"), state_file)
         backend.save()
         return backend
 

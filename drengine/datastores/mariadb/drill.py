@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from drengine.clock import wait_until
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, Sql
 from drengine.drill import Fault, Injected, Restore
 from drengine.errors import DrengineError, InputError
@@ -158,12 +159,15 @@ class MariaDBKit:
             return None
         text = self._stop_member(cluster, backend, self._victim, "CONT")
         # The continued old primary still believes it is the primary: fence it at once.
-        for _ in range(20):
+        def fenced() -> bool:
             try:
                 self._api(backend).execute(self._victim, Sql("SET GLOBAL read_only=1"))
-                return f"{text}; {self._victim} set read_only=1 (fenced); rejoin it with mariadb-rejoin"
+                return True
             except DrengineError:
-                time.sleep(0.1)
+                return False
+
+        if wait_until(fenced, 2.0, interval=0.1):
+            return f"{text}; {self._victim} set read_only=1 (fenced); rejoin it with mariadb-rejoin"
         return f"{text}; WARNING: could not set read_only=1 on {self._victim}: it may take writes (split brain)"
 
 

@@ -9,17 +9,29 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, merge_inventory, signal_process, wait_until
+from drengine.clock import wait_until
+from drengine.lab.procs import (
+    LOCAL_HOST,
+    LOCAL_HOSTS,
+    LabDir,
+    LabError,
+    LabProcess,
+    NodeStart,
+    drengine_command,
+    is_ours,
+    merge_inventory,
+    signal_process,
+    template_literal,
+)
 
 KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
 PORT_BASE = 33061
 CLUSTER = "lab-mariadb"
+RUNS_AS = "mysql"  # mariadbd drops to this user: it must reach the lab directory
 
 
 def _dir(lab: LabDir) -> Path:
@@ -119,11 +131,14 @@ def _install(lab: LabDir, name: str, index: int) -> None:
     mysql = pwd.getpwnam("mysql")
     for p in (base, base / "data", base / "tmp"):
         os.chown(p, mysql.pw_uid, mysql.pw_gid)
-    subprocess.run(
+    done = subprocess.run(
         ["mariadb-install-db", f"--defaults-file={cnf}", "--auth-root-authentication-method=normal",
          "--skip-test-db", "--user=mysql"],
-        check=True, capture_output=True, timeout=120,
+        check=False, capture_output=True, text=True, timeout=120,
     )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise LabError(f"mariadb-install-db failed for {name} in {base} (exit {done.returncode}): {' | '.join(tail)}")
 
 
 def _bootstrap_users(lab: LabDir, name: str) -> None:
@@ -162,12 +177,12 @@ def inventory_fragment(lab: LabDir) -> dict[str, Any]:
         "replication": {"user": "repl", "password": {"file": str(_dir(lab) / "repl.password")}},
         "timeouts": {"connect": 1.0, "read": 1.5, "catch_up": 20.0},
         "service": {
-            "start": f"{sys.executable} -m drengine.datastores.mariadb.lab start-node {{name}} --lab-dir {lab.root}",
-            "stop": f"{sys.executable} -m drengine.datastores.mariadb.lab stop-node {{name}} --lab-dir {lab.root}",
+            action: f"{drengine_command('lab', 'node', action, KIND)} {{name}} --lab-dir {template_literal(str(lab.root))}"
+            for action in ("start", "stop")
         },
         "members": [
-            {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "data_dir": str(_dir(lab) / n / "data"),
-             "pid_file": str(_dir(lab) / n / "mysqld.pid")}
+            {"name": n, "address": "127.0.0.1", "port": PORT_BASE + i, "host": LOCAL_HOST,
+             "data_dir": str(_dir(lab) / n / "data"), "pid_file": str(_dir(lab) / n / "mysqld.pid")}
             for i, n in enumerate(NAMES)
         ],
     }
@@ -202,7 +217,7 @@ def _up(lab: LabDir, inventory_out: str | None) -> dict[str, Any]:
     wait_replicated(lab)
     fragment = inventory_fragment(lab)
     if inventory_out:
-        merge_inventory(inventory_out, {}, {CLUSTER: fragment})
+        merge_inventory(inventory_out, LOCAL_HOSTS, {CLUSTER: fragment})
     return fragment
 
 
@@ -261,38 +276,27 @@ def is_running(lab: LabDir, name: str) -> bool:
     return proc is not None and is_ours(proc)
 
 
-def settle(seconds: float) -> None:
-    time.sleep(seconds)
+# What the lab inventory's service templates run (`drengine lab node start|stop mariadb NAME`),
+# so drengine starts and stops lab servers like real ones.
+NODE_OPTIONS: frozenset[str] = frozenset()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m drengine.datastores.mariadb.lab start-node|stop-node NAME --lab-dir DIR`: what the lab
-    inventory's service templates run, so drengine can start and stop lab servers like real ones."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m drengine.datastores.mariadb.lab")
-    parser.add_argument("action", choices=["start-node", "stop-node"])
-    parser.add_argument("name", choices=list(NAMES))
-    parser.add_argument("--lab-dir", required=True)
-    args = parser.parse_args(argv)
-    lab = LabDir(args.lab_dir)
-    try:
-        if args.action == "start-node":
-            if is_running(lab, args.name):
-                print(f"{args.name} is already running")
-                return 0
-            proc = start_server(lab, args.name)
-            print(f"{args.name} started (pid {proc.pid})")
-        else:
-            found = lab.find(KIND, args.name)
-            if found is not None:
-                lab.stop(found)
-            print(f"{args.name} stopped")
-    except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def _known(name: str) -> None:
+    if name not in NAMES:
+        raise LabError(f"the MariaDB lab has no server {name!r}; its servers are {', '.join(NAMES)}")
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def node_start(lab: LabDir, name: str, how: NodeStart) -> str:
+    _known(name)
+    if is_running(lab, name):
+        return f"{name} is already running"
+    proc = start_server(lab, name)
+    return f"{name} started (pid {proc.pid})"
+
+
+def node_stop(lab: LabDir, name: str) -> str:
+    _known(name)
+    found = lab.find(KIND, name)
+    if found is not None:
+        lab.stop(found)
+    return f"{name} stopped"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,8 @@ class SimMariaDBBackend:
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path) -> SimMariaDBBackend:
-        backend = cls(cluster, load_or_build(cluster, state_file, SimCluster, SCENARIOS, "MariaDB"), state_file)
+        backend = cls(cluster, load_or_build(cluster, state_file, SimCluster.model_validate_json,
+                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "MariaDB"), state_file)
         if cluster.replication is not None:
             # Resolved like the real connector does, so simulation proves secrets stay masked.
             backend.replication_user = cluster.replication.user

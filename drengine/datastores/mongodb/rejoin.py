@@ -115,9 +115,9 @@ class CheckWiped(Action[MongoAPI, NoParams]):
                 risk_if_overridden=f"if {name}'s dbPath still holds data, its writes are rolled back or it fails "
                                    f"initial sync",
             ))
-        from drengine.transport import transport_for
+        from drengine.transport import member_transport
 
-        transport = transport_for(ctx.inventory.hosts[host], host)
+        transport = member_transport(ctx.inventory, ctx.cluster.name, ctx.cluster.member(name), f"list the dbPath of {name}")
         try:
             result = transport.run(["ls", "-A", data_dir])
         finally:

@@ -12,18 +12,21 @@ from the same cluster.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from drengine.clock import Clock, clock_at_speed
 from drengine.datastores.mongodb.connector import MongoBackend
 from drengine.datastores.mongodb.fencing import SHUTDOWN_WAIT_SECONDS, FenceAttempt
-from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
-from drengine.datastores.mongodb.simulator.model import Process, UnknownScenario
+from drengine.datastores.mongodb.simulator import SCENARIOS, SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator.model import Process
 from drengine.datastores.mongodb.wire import WireCluster
 from drengine.errors import InputError
 from drengine.faults import stop_command
 from drengine.inventory import Cluster, FenceMethod
+from drengine.simstate import load_or_build, save_state
 from drengine.steps import Statement
 from drengine.transport import command_text as command_text_of
 
@@ -49,13 +52,8 @@ class SimMongoBackend(MongoBackend):
         real time at the inventory's `speed`."""
         assert cluster.simulated is not None
         clock = clock or clock_at_speed(cluster.simulated.speed)
-        if state_file.exists():
-            model = SimulatedReplicaSet.from_json(state_file.read_text(), clock=clock)
-        else:
-            try:
-                model = build_scenario(cluster.simulated.scenario, clock=clock)
-            except UnknownScenario as exc:
-                raise InputError(f"cluster {cluster.name}: {exc}") from None
+        model = load_or_build(cluster, state_file, partial(SimulatedReplicaSet.from_json, clock=clock),
+                              scenario_factories(clock), "MongoDB")
         ids = model.member_ids()
         if len(ids) != len(cluster.members):
             raise InputError(
@@ -68,12 +66,7 @@ class SimMongoBackend(MongoBackend):
         return backend
 
     def save(self) -> None:
-        if self.state_file is None:
-            return
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(self.wire.snapshot_json())
-        tmp.replace(self.state_file)
+        save_state(self.wire.snapshot_json(), self.state_file)
 
     # -- faults: the simulated member's process ---------------------------------------------
     def kill(self, member: str) -> str:
@@ -132,6 +125,10 @@ class SimMongoBackend(MongoBackend):
         finally:
             self.save()
             self.wire.stop()
+
+
+def scenario_factories(clock: Clock | None = None) -> dict[str, Callable[[], SimulatedReplicaSet]]:
+    return {name: partial(build_scenario, name, clock=clock) for name in SCENARIOS}
 
 
 def _serve(model: SimulatedReplicaSet) -> WireCluster:

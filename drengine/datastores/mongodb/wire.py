@@ -14,25 +14,22 @@ access goes through one lock; threads are plain ``threading`` threads that
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import select
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from bson.errors import BSONError
 
 from drengine.clock import SimulatedClock
-from drengine.datastores.mongodb.simulator import SCENARIOS, SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
 from drengine.datastores.mongodb.simulator.model import Process
 from drengine.datastores.mongodb.wirecommands import READ_ONLY_COMMANDS, CommandContext, Reply, Wait, run_command, step
 from drengine.datastores.mongodb.wireproto import (
@@ -436,45 +433,3 @@ def _bound_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-# --- command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m drengine.datastores.mongodb.wire",
-        description="Serve a simulated MongoDB replica set on 127.0.0.1.",
-    )
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="healthy-3")
-    parser.add_argument("--port-base", type=int, default=None)
-    parser.add_argument(
-        "--state",
-        type=Path,
-        default=None,
-        help="JSON state file: loaded if present, written back on exit",
-    )
-    args = parser.parse_args(argv)
-    if args.state is not None and args.state.exists():
-        model = SimulatedReplicaSet.from_json(args.state.read_text())
-    else:
-        model = build_scenario(args.scenario)
-    cluster = WireCluster(model, port_base=args.port_base)
-    addresses = cluster.start()
-    for member_id, (host, port) in sorted(addresses.items()):
-        print(f"member {member_id}: mongodb://{host}:{port}/?directConnection=true")
-    sys.stdout.flush()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if args.state is not None:
-            args.state.write_text(cluster.snapshot_json())
-        cluster.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The CLI at a real terminal (a pty, as an operator's ssh session): gates answered with the
+new keys (d, an ambiguous no, yes, y), colour on a terminal and none with NO_COLOR, and
+"did you mean" for a mistyped runbook."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ROOT
+
+pexpect = pytest.importorskip("pexpect")
+
+PROMPT = r"\(y = proceed\)\? "
+ESCAPE = "\x1b["
+SGR = re.compile(r"\x1b\[([0-9;]*)m")
+
+
+def loose(text: str) -> str:
+    """A pattern for `text` that allows style codes anywhere inside it (a highlighted word)."""
+    return r"(?:\x1b\[[0-9;]*m)*".join(re.escape(c) for c in text)
+
+
+def plain(text: str) -> str:
+    return SGR.sub("", text)
+
+
+def colours(text: str) -> list[str]:
+    """The colour parameters of the style codes (foreground 30-38, 90-97; background 40-48, 100-107)."""
+    found = []
+    for params in SGR.findall(text):
+        for p in params.split(";"):
+            if p.isdigit() and (30 <= int(p) <= 48 or 90 <= int(p) <= 107):
+                found.append(p)
+    return found
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> Any:
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    base.update({"TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50", "PYTHONPATH": str(ROOT)})
+    return pexpect.spawn(sys.executable, ["-m", "drengine.cli", *args], env={**base, **(env or {})}, cwd=str(ROOT),
+                         encoding="utf-8", timeout=60, dimensions=(50, 160))
+
+
+def test_gates_answered_with_the_new_keys_in_colour(tmp_path: Path) -> None:
+    child = spawn("run", "mariadb-promote-survivor", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb",
+                  "--run-dir", str(tmp_path / "run"))
+    child.expect(PROMPT)
+    seen = child.before
+    assert "confirmation gate: step promote" in plain(seen)
+    child.sendline("d")
+    child.expect(PROMPT)
+    details = plain(child.before)
+    assert "evidence per member, as this run observed it" in details
+    assert "db1 127.0.1.11:3306" in details and "UNREACHABLE" in details  # per member, from the observe step
+    assert "exact statements, whole" in details and "[db2] RESET SLAVE ALL" in details
+    child.sendline("no")
+    child.expect(PROMPT)
+    assert "could mean skip this step (s) or abort the run (a)" in plain(child.before)
+    child.sendline("yes")
+    child.expect("Reason")
+    child.sendline("pty test")
+    child.expect(loose("step repoint-replicas"))
+    child.expect(PROMPT)
+    child.sendline("y")
+    child.expect("Reason")
+    child.sendline("")
+    child.expect(["DONE", "FAILED"])
+    rest = child.before + child.after
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, rest + child.before
+    assert ESCAPE in seen  # colour and emphasis at a terminal
+    assert re.search(r"\x1b\[[0-9;]*33m=== confirmation gate", seen)  # the gate stands out (yellow)
+    journal = (tmp_path / "run" / "journal.jsonl").read_text()
+    assert '"reason":"pty test"' in journal
+
+
+def test_no_color_and_did_you_mean_at_a_terminal(tmp_path: Path) -> None:
+    child = spawn("plan", "mariadb-promote-survivr", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+    assert "Did you mean 'mariadb-promote-survivor'" in plain(child.before)
+    assert colours(child.before)  # errors in red at a terminal
+    child = spawn("status", "-i", "inventory/simulated.yaml", env={"NO_COLOR": "1"})
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1 and "DOWN" in plain(child.before)
+    assert not colours(child.before)  # NO_COLOR: emphasis (bold) may stay, colour goes
+
+
+def test_no_at_a_break_glass_gate_keeps_the_refusal(tmp_path: Path) -> None:
+    child = spawn("run", "mariadb-promote-survivor", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb-healthy",
+                  "--run-dir", str(tmp_path / "run"))
+    child.expect(loose("SAFETY CHECK REFUSED"))
+    child.expect(PROMPT)
+    assert re.search(r"\x1b\[[0-9;]*31m", child.before)  # refused check and its risk in red
+    child.sendline("n")  # at a break-glass gate "no" means: do not override
+    child.expect("Reason")
+    child.sendline("")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert "gate check-no-primary: skip" in plain(child.before)
+
+
+def test_dangerous_gate_wants_the_cluster_name_typed(tmp_path: Path) -> None:
+    child = spawn("run", "mariadb-promote-survivor", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb-healthy",
+                  "--run-dir", str(tmp_path / "run"))
+    child.expect(PROMPT)
+    child.sendline("y")
+    child.expect(loose("type the cluster name (sim-mariadb-healthy) exactly"))
+    child.sendline("sim-mariadb")
+    child.expect(loose("That is not the cluster name."))
+    child.sendline("sim-mariadb-healthy")
+    child.expect("Reason")
+    child.sendline("drill of the override")
+    child.expect(loose("OVERRIDE by"))
+    child.expect(PROMPT)  # the next gate (promote)
+    child.sendline("a")
+    child.expect("Reason")
+    child.sendline("")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+    assert "aborted by" in plain(child.before)
+
+
+def test_a_step_that_waits_shows_its_elapsed_time() -> None:
+    script = ("import time\n"
+              "from drengine.cli import SCREEN, _out\n"
+              "SCREEN.start_timer('catch-up: wait for db2 to apply its relay log')\n"
+              "time.sleep(1.6)\n"
+              "SCREEN.stop_timer()\n"
+              "_out('   catch-up ok [ok]: applied')\n")
+    base = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    child = pexpect.spawn(sys.executable, ["-c", script], env={**base, "TERM": "xterm-256color", "PYTHONPATH": str(ROOT)},
+                          cwd=str(ROOT), encoding="utf-8", timeout=30, dimensions=(50, 160))
+    child.expect(pexpect.EOF)
+    child.close()
+    shown = plain(child.before)
+    assert re.search(r"catch-up: wait for db2 to apply its relay log: 1\.\d s", shown), shown
+    assert "catch-up ok [ok]: applied" in shown
