@@ -371,3 +371,26 @@ def test_no_master_waits_master_timeout_then_503(clock: SimulatedClock) -> None:
             "root_cause": [{"type": "master_not_discovered_exception", "reason": None}],
             "type": "master_not_discovered_exception", "reason": None}
         assert clock.now() - before == pytest.approx(10, abs=0.1)
+
+
+def test_served_lab_runs_recoveries_at_its_speed(tmp_path: Any) -> None:
+    """`drengine lab serve elasticsearch --speed 50`: real time, fifty times faster: 2 GiB shards
+    recover in minutes of the cluster's time, seconds of ours."""
+    from drengine.datastores.elasticsearch.lab import serve_simulator
+
+    served = serve_simulator("recoveries-in-flight", 0, tmp_path / "state.json", speed=50)
+    url = served.endpoints[0].split(" at ")[1].split()[0]
+    client = Elasticsearch(url, request_timeout=30, max_retries=0)
+    try:
+        client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": "all"})
+        started = time.monotonic()
+        health = client.cluster.health(wait_for_status="green", timeout="10m")
+        took = time.monotonic() - started
+        assert health["status"] == "green"
+        done = client.cat.recovery(format="json", h="ty,t", time="s")
+        longest = max(int(r["t"]) for r in done if r["ty"] == "peer")
+        assert longest >= 60 and took < longest / 10  # minutes of cluster time in a few seconds
+    finally:
+        client.close()
+        served.stop()
+    assert (tmp_path / "state.json").exists()
