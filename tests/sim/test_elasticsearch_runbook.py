@@ -247,7 +247,7 @@ def test_recoveries_are_followed_and_allocation_restored_once_they_are_done(tmp_
 def test_a_deadline_passing_under_running_recoveries_leaves_allocation_enabled(tmp_path: Path) -> None:
     runbook = tmp_path / "short-wait.yaml"
     text = (ROOT / "runbooks" / f"{RUNBOOK}.yaml").read_text()
-    runbook.write_text(text.replace("params: {timeout: 3600, stall: 600, poll: 30}", "params: {timeout: 60, stall: 600, poll: 30}"))
+    runbook.write_text(text.replace("params: {timeout: 3600, stall: 600, poll: 60}", "params: {timeout: 60, stall: 600, poll: 30}"))
     code, out = cli("run", str(runbook), "-i", INVENTORY, "-c", "sim-es-recoveries-in-flight", "--run-dir",
                     str(tmp_path / "run"), "--yes", "--gone", "node-3")
     assert code != 0, out

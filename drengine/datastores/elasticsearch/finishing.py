@@ -28,7 +28,7 @@ class WaitParams(StepParams):
                            description="seconds to wait in all for the expected health (a total deadline)")
     stall: float = Field(default=600.0, gt=0, le=86400,
                          description="give up when the recoveries copy nothing more and no copy starts for this long")
-    poll: float = Field(default=30.0, gt=0, le=3600,
+    poll: float = Field(default=60.0, gt=0, le=3600,
                         description="seconds Elasticsearch holds each health request (one look at the recoveries each)")
     canary_index: str = Field(default="", pattern=r"^([a-z0-9][a-z0-9._-]{0,200})?$",
                               description="drills: write and read back a document in this index")

@@ -78,8 +78,12 @@ class Allocator(Routing):
             limits=self._recovery_limits(),
         )
 
-    def allocate(self) -> None:
-        """The allocator alone: place every unassigned copy the deciders and delays allow."""
+    def allocate(self, *, if_changed: bool = False) -> None:
+        """The allocator alone: place every unassigned copy the deciders and delays allow. With
+        `if_changed` (time passing: each request, each recovery done), a round is skipped when no
+        routing, setting or node changed since the last one and no allocation delay ran out."""
+        if not if_changed:
+            self._allocated = None
         if self._unassigned_keys:
             self._allocate_unassigned()
 
@@ -89,6 +93,7 @@ class Allocator(Routing):
             for routing in group.unassigned():
                 if routing.unassigned and routing.unassigned.failed_attempts:
                     routing.unassigned.failed_attempts = 0
+        self._allocated = None
 
     def _recovery_limits(self) -> tuple[int, int, int]:
         """(incoming, outgoing, initial primaries) limits from the cluster settings."""
@@ -125,22 +130,42 @@ class Allocator(Routing):
     def _waiting_status(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting) -> str:
         """The allocation status of a replica that cannot start now."""
         if group.primary_store() is None:
+            if self.is_delayed(meta, routing):
+                self._delayed_until(meta, routing)
             return "no_attempt"
         if self._holder_throttled(meta, group, routing, self._nodes_with_unrouted_copy(group)):
             return "throttled"
         if self.is_delayed(meta, routing):
+            self._delayed_until(meta, routing)
             return "allocation_delayed"
         return "throttled" if self._passing(meta, group, routing) else "no"
+
+    _allocated: tuple[int, int] | None = None  # (state version, routing epoch) after the last round
+    _next_delay_expiry = float("inf")
 
     def _allocate_unassigned(self) -> None:
         if not self.has_master():
             return
+        if (self.state.state_version, self._routing_epoch) == self._allocated and self._now() < self._next_delay_expiry:
+            return  # nothing changed since the last round: it would decide the same
         self._round = None
         self._round = self._context()
+        self._next_delay_expiry = float("inf")
         try:
             self._allocate_keys()
         finally:
             self._round = None
+        self._allocated = (self.state.state_version, self._routing_epoch)
+
+    def allocation_current(self) -> bool:
+        """Whether the last allocation round saw the cluster as it is (nothing changed since, no
+        delay ran out): what it found then (the next delay to run out) still holds."""
+        return ((self.state.state_version, self._routing_epoch) == self._allocated
+                and self._now() < self._next_delay_expiry)
+
+    def _delayed_until(self, meta: IndexMeta, routing: ShardRouting) -> None:
+        """Remember when the earliest allocation delay runs out (the next round must not be skipped)."""
+        self._next_delay_expiry = min(self._next_delay_expiry, self._now() + self.remaining_delay(meta, routing))
 
     def _allocate_keys(self) -> None:
         for key in sorted(self._unassigned_keys):
@@ -292,6 +317,8 @@ class Allocator(Routing):
     def _allocate_replica(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting) -> None:
         primary_store = group.primary_store()
         if primary_store is None:
+            if self.is_delayed(meta, routing):
+                self._delayed_until(meta, routing)
             self._set_status(routing, "no_attempt")
             return
         while routing.state == UNASSIGNED:
@@ -304,6 +331,7 @@ class Allocator(Routing):
                 self._set_status(routing, "throttled")
                 return
             elif self.is_delayed(meta, routing):
+                self._delayed_until(meta, routing)
                 self._set_status(routing, "allocation_delayed")
                 return
             else:

@@ -79,7 +79,7 @@ class EsCluster(Recoveries, RerouteCommands, ExplainApi, SettingsApi, ReadViews,
             if node.alive and node.hung_since is not None and now - node.hung_since >= HUNG_NODE_REMOVED_AFTER:
                 self.kill_node(node.name)
                 node.hung_since = now  # still hung: it rejoins only when resumed
-        self.allocate()
+        self.allocate(if_changed=True)
 
     def _keep_time_monotonic(self) -> None:
         now = self._now()
@@ -92,10 +92,13 @@ class EsCluster(Recoveries, RerouteCommands, ExplainApi, SettingsApi, ReadViews,
         delay runs out, the master removes a hung node (None: nothing is due)."""
         now = self._now()
         due = [self.next_recovery_event()]
-        for key in self._unassigned_keys:
-            meta = self.state.indices.get(key[0])
-            if meta is not None:
-                due.extend(self.remaining_delay(meta, r) or None for r in meta.shards[key[1]].unassigned())
+        if self.allocation_current():  # the last round noted when the next delay runs out
+            due.append(None if self._next_delay_expiry == float("inf") else self._next_delay_expiry - now)
+        else:
+            for key in self._unassigned_keys:
+                meta = self.state.indices.get(key[0])
+                if meta is not None:
+                    due.extend(self.remaining_delay(meta, r) or None for r in meta.shards[key[1]].unassigned())
         due.extend(node.hung_since + HUNG_NODE_REMOVED_AFTER - now for node in self.state.nodes
                    if node.alive and node.hung_since is not None)
         found = [max(d, 0.0) for d in due if d is not None]

@@ -60,6 +60,9 @@ class ClusterCore:
         self._outgoing: dict[str, int] = {}
         self._initial_primaries: dict[str, int] = {}
         self._recovering_keys: set[tuple[str, int]] = set()  # shards with a copy initializing
+        # Bumped by every routing change: an allocation round with nothing changed since the last
+        # one (and no delay run out) would decide the same, and is skipped (allocator.py).
+        self._routing_epoch = 0
         self._at: float | None = None
         # Scenarios start from a healthy cluster: while building one, copies start at once.
         self._instant = False
@@ -114,9 +117,13 @@ class ClusterCore:
         """Model time (seconds since the epoch)."""
         return self._now()
 
-    def allocate(self) -> None:
+    def allocate(self, *, if_changed: bool = False) -> None:
         """Place what the deciders allow: the allocator's (see allocator.py)."""
         raise NotImplementedError
+
+    def allocation_current(self) -> bool:
+        """Whether the last allocation round still holds (the allocator's answer; see allocator.py)."""
+        return False
 
     def _changed(self) -> None:
         self.state.state_version += 1

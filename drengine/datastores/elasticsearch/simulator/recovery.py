@@ -91,7 +91,7 @@ class Recoveries(Allocator):
             self._at = at
             try:
                 self._complete_due(active, at)
-                self.allocate()
+                self.allocate(if_changed=True)
             finally:
                 self._at = None
 

@@ -23,6 +23,7 @@ class Routing(ClusterCore):
     """Single-copy routing changes."""
 
     def _assign(self, group: ShardGroup, routing: ShardRouting, node: SimNode, store: StoreCopy) -> None:
+        self._routing_epoch += 1
         routing.state = STARTED
         routing.node_id = node.id
         routing.allocation_id = store.allocation_id
@@ -39,6 +40,7 @@ class Routing(ClusterCore):
         details: str | None = None,
         failed: UnassignedInfo | None = None,
     ) -> None:
+        self._routing_epoch += 1
         if routing.node_id is not None:
             self._load[routing.node_id] -= 1
             if routing.recovery is not None:
@@ -53,6 +55,7 @@ class Routing(ClusterCore):
     def _initialize(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting, node: SimNode,
                     recovery: Recovery) -> None:
         """The copy goes to `node` and recovers there; it starts when the recovery is done."""
+        self._routing_epoch += 1
         routing.state = INITIALIZING
         routing.node_id = node.id
         routing.allocation_id = recovery.allocation_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from drengine.datastores.elasticsearch.simulator.core import ClusterCore
@@ -42,8 +43,21 @@ class RecoveryRow:
 class ReadViews(ClusterCore):
     """Health and the cat and info APIs."""
 
+    _health_cache: tuple[object, JsonDict] | None = None
+
     def health(self, index: str | None = None, level: str = "cluster") -> JsonDict:
+        """Cluster health; the last answer is kept while the cluster stays as it was (nothing
+        changed, no allocation delay ran out): a waiting request asks again and again."""
         self.require_master()
+        current = self.allocation_current()
+        key = (self.state.state_version, self._routing_epoch, index, level, len(self.live_nodes()))
+        if current and self._health_cache is not None and self._health_cache[0] == key:
+            return copy.deepcopy(self._health_cache[1])
+        body = self._health(index, level)
+        self._health_cache = (key, copy.deepcopy(body)) if current else None
+        return body
+
+    def _health(self, index: str | None, level: str) -> JsonDict:
         metas = self.resolve_indices(index)
         keys = ("active_primary_shards", "active_shards", "initializing_shards", "unassigned_shards",
                 "unassigned_primary_shards", "delayed_unassigned_shards")
@@ -176,7 +190,11 @@ class ReadViews(ClusterCore):
         (RestCatRecoveryAction); the recovery type is RecoverySource.Type in lower case."""
         rows: list[RecoveryRow] = []
         now = self._now()
-        for meta in sorted(self.resolve_indices(index), key=lambda m: m.name):
+        metas = self.resolve_indices(index)
+        if active_only:  # only the shards with a copy initializing
+            wanted = {m.name for m in metas}
+            metas = [self.state.indices[name] for name in sorted({k[0] for k in self._recovering_keys} & wanted)]
+        for meta in sorted(metas, key=lambda m: m.name):
             for group in meta.shards:
                 for routing in group.routings:
                     recovery = routing.recovery or (routing.last_recovery if routing.state == STARTED else None)
