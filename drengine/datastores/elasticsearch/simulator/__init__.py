@@ -2,10 +2,12 @@
 documents), served over the REST API by `drengine.datastores.elasticsearch.rest`.
 
 Parts, each a module of its own: `model` (state, errors, setting names, value helpers),
-`deciders`, `core` (lookups, creating nodes and indices), `allocator`, `reroute` (the
-reroute commands), `explain`, `settings`, `views` (health, cat, info), `documents`,
-`cluster` (`EsCluster` assembled from them, and its faults) and `scenarios`.
-No sockets and no sleeping: time comes from an injected `drengine.clock.Clock`.
+`deciders`, `core` (lookups, creating nodes and indices), `routing` (moving one copy),
+`allocator`, `recovery` (recoveries progressing on the clock), `reroute` (the reroute
+commands), `explain`, `settings`, `views` (health, cat, info), `documents`, `cluster`
+(`EsCluster` assembled from them, its faults and time passing) and `scenarios`.
+No sockets and no sleeping: time comes from an injected `drengine.clock.Clock`; what each
+answer follows in Elasticsearch's source or documentation is named where it is built.
 """
 
 from drengine.datastores.elasticsearch.simulator.cluster import EsCluster
