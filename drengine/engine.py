@@ -33,7 +33,7 @@ from drengine.errors import (
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
-from drengine.journal import Entry, Event, JournalWriter, read_entries, verify
+from drengine.journal import Entry, Event, JournalWriter, verified_entries
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
 from drengine.lock.registry import RunPublisher
@@ -84,6 +84,8 @@ class RunRequest:
     clock: Clock | None = None
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
+    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync.
+    durable: bool = True
 
 
 def run_clock(request: RunRequest) -> Clock:
@@ -700,7 +702,7 @@ def start_run(request: RunRequest) -> RunOutcome:
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
         raise InputError(f"{run_dir} already holds a run journal; choose another --run-dir or resume it with --resume")
-    journal = JournalWriter(run_dir)
+    journal = JournalWriter(run_dir, durable=request.durable)
     for listener in request.listeners:
         _listen(journal, listener)
     held = None
@@ -822,10 +824,10 @@ class ResumePoint:
     mutated: bool  # a mutating step started before: decisions after it are the steps' own to refresh
 
 
-def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePoint:
+def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: list[Entry] | None = None) -> ResumePoint:
     """Replay the journal's step outcomes through the runbook's state machine."""
-    verify(run_dir)
-    entries = list(read_entries(run_dir / "journal.jsonl"))
+    if entries is None:  # else: the journal's events, verified by the caller
+        entries = verified_entries(run_dir)
     starts = [e for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
@@ -855,39 +857,47 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None) -> ResumePo
 
 def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry], None]],
                break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
-               local_lock_reason: str | None = None) -> RunOutcome:
+               local_lock_reason: str | None = None, clock: Clock | None = None,
+               around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None,
+               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None) -> RunOutcome:
+    """Continue an interrupted run. `clock`, `around_walk` and `durable` are as in RunRequest
+    (the explorer resumes the runs it killed on the same simulated clock, watching the backend);
+    `loaded` is the runbook and inventory the caller already holds, used when they are the
+    journal's own (same runbook file, same inventory file), instead of reading them again."""
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
-        verify(run_dir)
+        entries = verified_entries(run_dir)
     except JournalCorrupt as exc:
         raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
-    starts = [e.data for e in read_entries(run_dir / "journal.jsonl") if e.type is Event.RUN_STARTED]
+    starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
     started = starts[0]
-    runbook = load_runbook(started["runbook_path"])
+    given = loaded if loaded is not None and loaded[0].path == started["runbook_path"] \
+        and str(Path(loaded[1].path).resolve()) == started["inventory"] else None
+    runbook = given[0] if given is not None else load_runbook(started["runbook_path"])
     if runbook.digest != started["runbook_sha256"]:
         raise InputError(
             f"cannot resume: runbook {runbook.path} changed since the run started (sha256 was "
             f"{started['runbook_sha256'][:12]}, now {runbook.digest[:12]}); restore it or start a new run"
         )
-    point = find_resume_point(run_dir, runbook)
+    point = find_resume_point(run_dir, runbook, entries)
     if point.finished:
         raise InputError(f"{run_dir}: this run already finished; start a new run instead of resuming")
     if started["mode"] == Mode.PLAN.value:
         raise InputError(f"{run_dir}: this was a plan (dry run); plans are not resumed, run `drengine plan` again")
-    inventory = load_inventory(started["inventory"])
+    inventory = given[1] if given is not None else load_inventory(started["inventory"])
     cluster = inventory.cluster(started["cluster"])
     request = RunRequest(
         runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
         run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir, local_lock_reason=local_lock_reason,
         operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
-        listeners=listeners, argv=argv or [],
+        listeners=listeners, argv=argv or [], clock=clock, around_walk=around_walk, durable=durable,
     )
     clock = run_clock(request)
     request = replace(request, clock=clock)
-    journal = JournalWriter(run_dir)
+    journal = JournalWriter(run_dir, durable=durable)
     for listener in listeners:
         _listen(journal, listener)
     run_id = started["run_id"]
@@ -911,7 +921,13 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
             engine = Engine(request, backend, journal, run_id, clock=clock, mutated=point.mutated, lock=held)
             engine.facts.update(point.facts)
             resumed = engine
-            return _finish_run(engine, journal, lambda: resumed.walk(state, in_flight=point.in_flight))
+
+            def walk() -> RunOutcome:
+                return resumed.walk(state, in_flight=point.in_flight)
+
+            if around_walk is not None:
+                return _finish_run(engine, journal, lambda: around_walk(journal, backend, walk))
+            return _finish_run(engine, journal, walk)
         finally:
             if engine is None or not engine.worker_alive:
                 backend.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 GTID_RE = re.compile(r"^(\d{1,10})-(\d{1,10})-(\d{1,20})$")
 
@@ -24,8 +25,14 @@ Position = dict[int, Gtid]
 
 def _gtids(text: str | None) -> list[Gtid]:
     """The GTIDs of a comma-separated list; empty or None is none. Raises ValueError on junk."""
+    return list(_parsed(text or ""))
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str) -> tuple[Gtid, ...]:
+    # The same positions are parsed over and over (every probe of every server): parse each text once.
     out = []
-    for part in (text or "").replace("\n", "").split(","):
+    for part in text.replace("\n", "").split(","):
         part = part.strip()
         if not part:
             continue
@@ -33,7 +40,7 @@ def _gtids(text: str | None) -> list[Gtid]:
         if not m:
             raise ValueError(f"not a GTID: {part!r}")
         out.append(Gtid(int(m[1]), int(m[2]), int(m[3])))
-    return out
+    return tuple(out)
 
 
 def parse(text: str | None) -> Position:

@@ -5,6 +5,12 @@ hash-chained: each carries its sequence number, the hash of the previous line an
 hash over both, so an edited, inserted, removed or reordered line breaks the chain. The
 last (seq, hash) is also kept in `journal.head`, so that cutting lines off the end is
 detected too. Secrets are redacted before anything reaches the disk.
+
+Durability: every append is fsynced (journal, head, and the directory once) before the engine
+moves on. The one exception is `durable=False`, used ONLY by the fault-space explorer
+(`drengine explore`): its thousands of throw-away runs live in a temporary directory and are
+killed on purpose in-process (`cut_after`), so an fsync protects nothing there. The chain,
+the head record and every byte written are the same in both modes.
 """
 
 from __future__ import annotations
@@ -66,8 +72,24 @@ def _digest(prev: str, body: str) -> str:
     return hashlib.sha256((prev + "\n" + body).encode()).hexdigest()
 
 
+# json.dumps(..., sort_keys=True, separators=(",", ":")), built once.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def _body(seq: int, ts: float, kind: str, data: dict[str, Any]) -> str:
-    return json.dumps({"seq": seq, "ts": ts, "type": kind, "data": data}, sort_keys=True, separators=(",", ":"))
+    """What is hashed: {"data","seq","ts","type"}, keys sorted, compact."""
+    return _body_of(_encode(data), _encode(seq), _encode(ts), _encode(kind))
+
+
+def _body_of(data: str, seq: str, ts: str, kind: str) -> str:
+    # The text json.dumps gives for the whole object (keys in sorted order), from its fields
+    # already encoded: an append encodes the data once, for the hash and for the line.
+    return f'{{"data":{data},"seq":{seq},"ts":{ts},"type":{kind}}}'
+
+
+def _line_of(data: str, digest: str, prev: str, seq: str, ts: str, kind: str) -> str:
+    """What is written: the body's fields and the chain's (hex digests), keys sorted, compact."""
+    return f'{{"data":{data},"hash":"{digest}","prev":"{prev}","seq":{seq},"ts":{ts},"type":{kind}}}'
 
 
 class JournalClosed(RuntimeError):
@@ -79,22 +101,23 @@ class JournalWriter:
     journals the statements it sends while the engine waits for it). After `run_finished`
     the journal takes nothing more: nothing of a run may happen after the run has ended."""
 
-    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, durable: bool = True) -> None:
         self.run_dir = run_dir
+        self.durable = durable
         self.path = run_dir / JOURNAL_FILE
         self.head_path = run_dir / HEAD_FILE
         self._clock = clock
         self.after_append: Callable[[Entry], None] | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
-        entries = list(read_entries(self.path)) if self.path.exists() else []
-        if entries:
-            verify(run_dir)
+        entries, last = _checked(self.path) if self.path.exists() else ([], GENESIS)
         self._seq = entries[-1].seq if entries else 0
-        self._prev = _last_hash(self.path) if entries else GENESIS
+        self._prev = last
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._head_fd = -1  # opened with the first append: a head record names an event
         self._lock = threading.Lock()
         self.finished = False
-        _fsync_dir(run_dir)
+        if durable:
+            _fsync_dir(run_dir)
 
     def append(self, event: Event, /, **data: Any) -> Entry:
         with self._lock:
@@ -111,23 +134,28 @@ class JournalWriter:
         self._seq += 1
         ts = round(self._clock(), 6)
         clean = REDACTOR.deep(_jsonable(data))
-        body = _body(self._seq, ts, event.value, clean)
-        digest = _digest(self._prev, body)
-        line = json.dumps(
-            {"seq": self._seq, "ts": ts, "type": event.value, "data": clean, "prev": self._prev, "hash": digest},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        # json's own encodings of an int, a float (float.__repr__) and an event name ([a-z_]).
+        data_json, seq, when, kind = _encode(clean), str(self._seq), float.__repr__(ts), f'"{event.value}"'
+        digest = _digest(self._prev, _body_of(data_json, seq, when, kind))
+        line = _line_of(data_json, digest, self._prev, seq, when, kind)
         os.write(self._fd, (line + "\n").encode())
-        os.fsync(self._fd)
+        if self.durable:
+            os.fsync(self._fd)
         self._prev = digest
-        _write_head(self.head_path, self._seq, digest)
+        if self._head_fd < 0:
+            self._head_fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.pwrite(self._head_fd, f"{self._seq:012d} {digest}\n".encode(), 0)
+        if self.durable:
+            os.fsync(self._head_fd)
         return Entry(self._seq, ts, event, clean, self._seq)
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._head_fd >= 0:
+            os.close(self._head_fd)
+            self._head_fd = -1
 
 
 def _jsonable(value: Any) -> Any:
@@ -147,14 +175,21 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
-def _write_head(path: Path, seq: int, digest: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        data = f"{seq:012d} {digest}\n".encode()
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def cut_after(run_dir: Path, seq: int) -> None:
+    """Leave the run directory as a SIGKILL right after event `seq` was journaled would: the
+    lines after it gone, the head record naming it. The explorer kills the engine in-process
+    (a listener raises at that event, the engine unwinds and may journal more): this puts the
+    files back to what a real kill leaves behind, before the run is resumed."""
+    path = run_dir / JOURNAL_FILE
+    with open(path, encoding="utf-8") as fh:
+        lines = [line for line in fh if line.strip()]
+    if not 1 <= seq <= len(lines):
+        raise ValueError(f"{path}: cannot cut after event #{seq}; the journal holds {len(lines)} events")
+    kept = lines[:seq]
+    last = json.loads(kept[-1])
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(kept)
+    (run_dir / HEAD_FILE).write_text(f"{int(last['seq']):012d} {last['hash']}\n")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -163,15 +198,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _last_hash(path: Path) -> str:
-    last = ""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                last = line
-    return str(json.loads(last)["hash"])
 
 
 def read_entries(path: Path) -> Iterator[Entry]:
@@ -199,10 +225,20 @@ def resolve_journal(path: str | Path) -> Path:
 
 def verify(path: str | Path) -> int:
     """Check the whole chain; return the number of events or raise JournalCorrupt naming the first bad line."""
-    journal = resolve_journal(path)
+    return len(verified_entries(path))
+
+
+def verified_entries(path: str | Path) -> list[Entry]:
+    """Every event of a journal whose whole chain checks out (one pass: read, check, parse);
+    raise JournalCorrupt naming the first bad line."""
+    return _checked(resolve_journal(path))[0]
+
+
+def _checked(journal: Path) -> tuple[list[Entry], str]:
+    """The events of a journal whose chain and head record check out, and the last hash."""
     prev = GENESIS
     expected_seq = 1
-    count = 0
+    entries: list[Entry] = []
     with open(journal, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -222,9 +258,13 @@ def verify(path: str | Path) -> int:
                 raise JournalCorrupt(f"{journal}:{number}: chain broken: this line does not follow the previous one")
             if _digest(prev, _body(seq, ts, kind, data)) != stored_hash:
                 raise JournalCorrupt(f"{journal}:{number}: content does not match its hash: the line was edited")
+            try:
+                entries.append(Entry(seq, float(ts), Event(kind), dict(data), number))
+            except (ValueError, TypeError) as exc:
+                raise JournalCorrupt(f"{journal}:{number}: not a journal event ({exc}); the journal was damaged") from None
             prev = stored_hash
             expected_seq += 1
-            count += 1
+    count = len(entries)
     head = journal.parent / HEAD_FILE
     if head.exists():
         try:
@@ -239,4 +279,4 @@ def verify(path: str | Path) -> int:
             )
         if head_seq == count and head_hash != prev:
             raise JournalCorrupt(f"{journal}:{count}: the last line does not match the head record: it was edited")
-    return count
+    return entries, prev

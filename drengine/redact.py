@@ -29,6 +29,8 @@ class Redactor:
 
     def deep(self, value: Any) -> Any:
         """Redact strings inside JSON-like structures."""
+        if not self._secrets:
+            return value  # nothing to mask (callers hand over structures they own)
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):

@@ -42,23 +42,34 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys: a repeated step or member silently shadowing another is a trap."""
 
 
-def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: str) -> Any:
+# libyaml's composer when PyYAML was built with it (several times faster; same nodes and marks).
+_COMPOSER: Any = getattr(yaml, "CSafeLoader", _UniqueKeyLoader)
+
+
+def _scalars() -> yaml.constructor.SafeConstructor:
+    """One constructor per document for its scalars (a loader per value was most of the time spent)."""
+    return yaml.constructor.SafeConstructor()
+
+
+def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: str,
+               scalars: yaml.constructor.SafeConstructor | None = None) -> Any:
+    scalars = scalars or _scalars()
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _UniqueKeyLoader(" ").construct_object(key_node)  # scalars only
+            key = scalars.construct_object(key_node)  # scalars only
             if isinstance(key, (dict, list)):
                 raise InputError(f"{path}:{key_node.start_mark.line + 1}: a mapping key must be a plain value")
             if key in out:
                 raise InputError(
                     f"{path}:{key_node.start_mark.line + 1}: key {key!r} appears twice; each key must be unique"
                 )
-            out[key] = _construct(value_node, (*loc, key), lines, path)
+            out[key] = _construct(value_node, (*loc, key), lines, path, scalars)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*loc, i), lines, path) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(" ").construct_object(node)
+        return [_construct(item, (*loc, i), lines, path, scalars) for i, item in enumerate(node.value)]
+    return scalars.construct_object(node)
 
 
 def load_yaml(path: str | Path) -> Source:
@@ -79,7 +90,7 @@ def parse_yaml(raw: bytes | str, name: str) -> Source:
     except UnicodeDecodeError as exc:
         raise InputError(f"{name}:1: not UTF-8 text ({exc.reason}); expected a YAML file") from None
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        node = yaml.compose(text, Loader=_COMPOSER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1

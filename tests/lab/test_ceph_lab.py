@@ -253,7 +253,14 @@ def test_two_monitors_killed_observe_fails_within_its_timeout(lab: CephLab) -> N
         assert lab.timings["connected client without quorum"] < OP_TIMEOUT + 1.0
         assert "quorum" in str(old.value)
         # OSD I/O does not need the monitors.
-        connected.write_object(POOL, "no-quorum", b"osds still serve", timeout=OP_TIMEOUT)
+        # Under load the OSDs can take more than one op timeout to serve the first write.
+        for attempt in range(3):
+            try:
+                connected.write_object(POOL, "no-quorum", b"osds still serve", timeout=OP_TIMEOUT)
+                break
+            except ProbeTimeout:
+                if attempt == 2:
+                    raise
     finally:
         connected.close()
 

@@ -387,3 +387,14 @@ def test_hidden_and_arbiter_members_shape_hello() -> None:
     assert hello.arbiters == ["d:1"]
     assert sim.hello(2).hidden
     assert sim.hello(3).arbiter_only
+
+
+def test_a_state_with_peers_never_heard_from_reads_back() -> None:
+    """JSON has no infinity: a peer never heard from is saved as such and read back (found by the explorer)."""
+    from drengine.datastores.mongodb.simulator.model import PeerSeen
+
+    never = PeerSeen()
+    assert PeerSeen.model_validate_json(never.model_dump_json()) == never
+    sim = build_scenario("majority-lost-5", clock=SimulatedClock())
+    text = sim.to_json()
+    assert type(sim).from_json(text, clock=SimulatedClock()).to_json() == text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -142,6 +143,7 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text.encode())
 
 
+@lru_cache(maxsize=65536)  # pure, and computed for every PG and OSD at every look: once is enough
 def crush_score(pool: int, seed: int, osd: int) -> int:
     """Rendezvous hashing standing in for CRUSH: stable, spreads PGs, keeps down-but-in OSDs mapped."""
     return int.from_bytes(hashlib.sha256(f"{pool}.{seed}.{osd}".encode()).digest()[:8], "big")

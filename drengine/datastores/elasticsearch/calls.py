@@ -90,12 +90,18 @@ def chunk_indices(indices: Sequence[str], suffix: str = "/_settings") -> list[li
     return chunks
 
 
-def health_call(wait_for_status: str | None = None, timeout_s: float | None = None) -> HttpCall:
+def health_call(wait_for_status: str | None = None, timeout_s: float | None = None,
+                settled: bool = False) -> HttpCall:
+    """Cluster health; with `wait_for_status`, held by the server until that status (and, when
+    `settled`, no copy initializing: a new empty primary initializing is already yellow) or
+    the timeout (then 408)."""
     if wait_for_status is None:
         return HttpCall("GET", "/_cluster/health", what="read cluster health")
     seconds = max(int(timeout_s or 30), 1)
-    return HttpCall("GET", "/_cluster/health", _q(wait_for_status=wait_for_status, timeout=f"{seconds}s"),
-                    ok_statuses=(408,), waits=float(seconds), what=f"wait for cluster health {wait_for_status}")
+    query = _q(wait_for_status=wait_for_status, timeout=f"{seconds}s",
+               **({"wait_for_no_initializing_shards": True} if settled else {}))
+    return HttpCall("GET", "/_cluster/health", query, ok_statuses=(408,), waits=float(seconds),
+                    what=f"wait for cluster health {wait_for_status}{' with no copy initializing' if settled else ''}")
 
 
 def nodes_call() -> HttpCall:

@@ -71,7 +71,8 @@ class ElasticAPI(Protocol):
 
     def allocation_enable(self) -> AllocationEnable: ...
 
-    def health(self, wait_for_status: str | None = None, timeout_s: float | None = None) -> Health: ...
+    def health(self, wait_for_status: str | None = None, timeout_s: float | None = None,
+               settled: bool = False) -> Health: ...
 
     def recoveries(self) -> RecoveryProgress: ...
 
@@ -181,8 +182,9 @@ class ElasticBackend:
         return response.body
 
     # -- probes ----------------------------------------------------------------------------------
-    def health(self, wait_for_status: str | None = None, timeout_s: float | None = None) -> Health:
-        return parse_health(self.send(health_call(wait_for_status, timeout_s)))
+    def health(self, wait_for_status: str | None = None, timeout_s: float | None = None,
+               settled: bool = False) -> Health:
+        return parse_health(self.send(health_call(wait_for_status, timeout_s, settled)))
 
     def shards(self) -> list[ShardCopy]:
         return parse_cat_shards(self.send(cat_shards_call()))

@@ -20,6 +20,7 @@ from drengine.datastores.elasticsearch.planning import (
     restore_calls,
 )
 from drengine.datastores.elasticsearch.stepkit import Ctx, plan_of, send
+from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
 from drengine.steps import Action, Effect, Mode, Proposal, StepParams, StepResult, register
 
 
@@ -70,7 +71,7 @@ class WaitForHealth(Action[ElasticAPI, WaitParams]):
         return Proposal(
             summary=(f"wait up to {params.timeout:g} s for health {expected}, following the recoveries (giving up "
                      f"after {params.stall:g} s without progress)"),
-            statements=[health_call(expected, params.poll).statement(), recovery_call().statement()])
+            statements=[health_call(expected, params.poll, settled=True).statement(), recovery_call().statement()])
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         params = self.params
@@ -111,8 +112,9 @@ class WaitForHealth(Action[ElasticAPI, WaitParams]):
         while True:
             ctx.check_deadline()
             remaining = deadline - ctx.clock.now()
-            call = health_call(expected, max(min(params.poll, remaining), 1.0))
-            health = ctx.backend.health(expected, max(min(params.poll, remaining), 1.0))
+            # Settled too: a new empty primary still initializing already makes the cluster yellow.
+            call = health_call(expected, max(min(params.poll, remaining), 1.0), settled=True)
+            health = ctx.backend.health(expected, max(min(params.poll, remaining), 1.0), settled=True)
             ctx.sent(call.statement(), result=health.line())
             progress = ctx.backend.recoveries()
             ctx.sent(recovery_call().statement(), result=progress.line())
@@ -197,7 +199,10 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
         enable = [c for c in changes if c.key == ENABLE_SETTING]
         if not enable or ctx.mode is Mode.PLAN:
             return [], None
-        progress = ctx.backend.recoveries()
+        try:
+            progress = ctx.backend.recoveries()
+        except (ConnectError, CommandFailed, ProbeTimeout):
+            return [], None  # not known: the restore itself will say what it could not do
         return (enable if progress.count else []), progress
 
     def propose(self, ctx: Ctx) -> Proposal:
@@ -223,10 +228,16 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         changes, kept = self._changes(ctx)
-        todo = self._differing(ctx, changes)
+        try:
+            todo = self._differing(ctx, changes)
+        except (ConnectError, CommandFailed, ProbeTimeout) as exc:
+            return self._not_restored(changes, exc)
         held, progress = self._held(ctx, todo)
-        for call in restore_calls([c for c in todo if c not in held]):
-            send(ctx, call)
+        try:
+            for call in restore_calls([c for c in todo if c not in held]):
+                send(ctx, call)
+        except (ConnectError, CommandFailed, ProbeTimeout) as exc:
+            return self._not_restored([c for c in todo if c not in held], exc)
         evidence = [f"{c.target} {c.key}: back to {c.old if c.old is not None else 'the default'}"
                     for c in changes if c not in held]
         evidence += [f"NOT restored while recoveries run: {c.key} stays {c.new!r} ({progress.line() if progress else ''}); "
@@ -242,5 +253,16 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
         if kept:
             summary += f"; {len(kept)} lowered replica count(s) kept so the cluster stays green"
         return StepResult(ok=True, summary=summary, evidence=evidence)
+
+    @staticmethod
+    def _not_restored(changes: list[SettingChange], exc: Exception) -> StepResult:
+        """The cluster did not take the restore (no master any more, say): name every setting
+        that may not be back, and the requests that put them back."""
+        named = "; ".join(f"{c.key} on {c.target} (was {c.old if c.old is not None else 'the default'}, set to "
+                          f"{c.new!r})" for c in changes)
+        return StepResult(ok=False, evidence=[f"send once the cluster answers again: {c.statement().text}"
+                                              for c in restore_calls(changes)], summary=(
+            f"could not put back {len(changes)} setting(s) this run changed: {named}; the cluster refused ({exc}). "
+            f"Send the requests below once it answers again (a master elected), or rerun the runbook"))
 
 

@@ -137,9 +137,12 @@ def cluster_health(server: SimServer, request: Request) -> Response:
     timeout = parse_time_value(request.query.get("timeout", "30s"), "timeout")
     index, level = request.params.get("index"), request.query.get("level", "cluster")
 
+    settled = request.flag("wait_for_no_initializing_shards")
+
     def satisfied(body: JsonDict) -> bool:
         status_ok = wanted is None or STATUS_RANK[body["status"]] <= STATUS_RANK[wanted]
-        return status_ok and (wanted_nodes is None or nodes_match(body["number_of_nodes"], wanted_nodes))
+        return (status_ok and (wanted_nodes is None or nodes_match(body["number_of_nodes"], wanted_nodes))
+                and (not settled or body["initializing_shards"] == 0))
 
     body = server.wait_for(lambda m: m.health(index, level), satisfied, timeout)
     if satisfied(body):

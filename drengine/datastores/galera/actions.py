@@ -253,11 +253,14 @@ def choose_bootstrap_node(
     disk: list[DiskPosition] | None = None,
     overridden: bool = False,
     gone: tuple[str, ...] = (),
+    down_disk: list[DiskPosition] | None = None,
 ) -> BootstrapDecision:
     """Choose the node to bootstrap a new Primary component from, and say why.
 
     Some node answering (non-Primary): the running node with the highest
-    wsrep_last_committed. Every node down: the highest seqno from grastate.dat, or from
+    wsrep_last_committed; `down_disk` are the positions the nodes that are down saved on
+    disk, and one further on than the choice is named as a risk (it rejoins by taking the
+    survivor's data). Every node down: the highest seqno from grastate.dat, or from
     `--wsrep-recover` where grastate.dat says -1 (given in `disk`; without it the
     decision says to read them). `overridden` means the operator broke the glass on a
     refusal: choose anyway and say what that risks.
@@ -297,6 +300,7 @@ def choose_bootstrap_node(
             risks.append(f"{n.name} did not answer ({n.state}: {n.error}); its position is unknown. If it committed "
                          f"writes {best.name} lacks, they are lost when it rejoins (it takes {best.name}'s data)")
         risks += _history_risks(best, ranked)
+        risks += _down_ahead_risks(best, down_disk or [], gone)
         return _decided("running", best, ranked, reason, risks, view, gone)
     if disk is None:
         return BootstrapDecision(
@@ -323,6 +327,26 @@ def choose_bootstrap_node(
     reason = _describe_ranking(best, rest, "seqno")
     risks += _history_risks(best, ranked)
     return _decided("all-down", best, ranked, reason, risks, view, gone)
+
+
+def _down_ahead_risks(best: Candidate, down: list[DiskPosition], gone: tuple[str, ...]) -> list[str]:
+    """Nodes that are down may have stayed in the Primary component longer than the running
+    survivor (it left first, they committed more, then crashed): found by the explorer, a
+    survivor behind a crashed node was bootstrapped and the crashed node's last writes were
+    overwritten when it rejoined, without a word."""
+    risks = []
+    for p in down:
+        if p.name in gone:
+            continue
+        if not p.known:
+            why = "its mariadbd still runs but does not answer" if p.running else (p.error or "no position")
+            risks.append(f"{p.name} is down and its saved position could not be read ({why}); if it committed "
+                         f"writes {best.name} lacks, they are lost when it rejoins from {best.name}")
+        elif p.uuid == best.uuid and p.seqno > best.seqno:
+            risks.append(f"{p.name} is down but its data ends at seqno {p.seqno} ({p.source}), past {best.name}'s "
+                         f"{best.seqno}: its last {p.seqno - best.seqno} write(s) are lost when it rejoins from "
+                         f"{best.name}. To keep them, stop {best.name} and bootstrap {p.name} instead (every node down)")
+    return risks
 
 
 def _history_risks(best: Candidate, ranked: list[Candidate]) -> list[str]:
@@ -439,8 +463,12 @@ class ChooseBootstrap(Action[GaleraAPI, NoParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         view = ctx.facts.get("view", GaleraView)
         check = ctx.facts.maybe("primary_check", PrimaryCheck)
-        decision = choose_bootstrap_node(view, overridden=bool(check and check.blocked), gone=_gone(ctx))
+        down_disk = self._down_positions(ctx, view)
+        decision = choose_bootstrap_node(view, overridden=bool(check and check.blocked), gone=_gone(ctx),
+                                         down_disk=down_disk)
         evidence = [f"{c.name}: {c.source} {c.seqno} (state {c.uuid})" for c in decision.ranking]
+        evidence += [f"{p.name} (down): {p.uuid}:{p.seqno} from {p.source}" if p.known else
+                     f"{p.name} (down): position unknown: {p.error or 'still running'}" for p in down_disk]
         evidence += [f"RISK: {r}" for r in decision.risks]
         if decision.branch == "all-down":
             return StepResult(ok=True, outcome="all-down", summary=decision.reason, facts={"decision": decision},
@@ -450,6 +478,21 @@ class ChooseBootstrap(Action[GaleraAPI, NoParams]):
                               facts={"decision": decision}, evidence=evidence)
         return StepResult(ok=True, outcome="running", summary=_chose(decision), facts={"decision": decision},
                           evidence=evidence)
+
+    def _down_positions(self, ctx: Ctx, view: GaleraView) -> list[DiskPosition]:
+        """With a node still running (the running branch), what the nodes that are down saved on
+        disk: one of them may be further on than every running node."""
+        if not any(n.state == "up" and not n.is_primary for n in view.nodes):
+            return []
+        reader = ReadPositions(ServiceParams())
+        down = [n.name for n in view.nodes if n.state == "down" and n.name not in _gone(ctx)]
+        positions = []
+        for name in down:
+            position, sent = reader._read_one(ctx, name, reader.params.service_timeout)
+            for statement, outcome in sent:
+                ctx.sent(statement, result=outcome)
+            positions.append(position)
+        return positions
 
 
 @register

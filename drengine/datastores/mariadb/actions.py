@@ -91,6 +91,50 @@ def _old_primary(view: ClusterView) -> str:
     return ""
 
 
+def _holdings(server: ServerView) -> gtid.State:
+    """The last sequence number a server holds per (domain, originating server_id): its binary
+    log state, and each of its positions (current, slave, received) on its own: merged per
+    domain first, a local write on a replica without a binary log hid behind what it received
+    (found by the explorer)."""
+    state = gtid.parse_state(server.gtid_binlog_state)
+    positions = [server.gtid_current_pos, server.gtid_slave_pos, *(ch.gtid_io_pos for ch in server.channels)]
+    for text in positions:
+        for d, g in gtid.parse(text).items():
+            state[(d, g.server)] = max(state.get((d, g.server), 0), g.seq)
+    return state
+
+
+def _errant_against(other: ServerView, best: ServerView) -> dict[tuple[int, int], int]:
+    """Transactions `other` holds that `best` never had, even where `best` is further on in
+    the domain (found by the explorer: an errant transaction on a replica that is behind was
+    not named, and promoting the most advanced replica lost it silently)."""
+    mine = _holdings(best)
+    return {key: seq for key, seq in _holdings(other).items() if seq > mine.get(key, 0)}
+
+
+def _lost_elsewhere(view: ClusterView, best: ServerView) -> list[str]:
+    """What every server that answers holds and `best` lacks, replica or not: a read-only old
+    primary back without replication (or one the operator overrode the check for) may too."""
+    best_rec = _received(best)
+    risks: list[str] = []
+    for other in (s for s in view.servers if s.reachable):
+        if other is best:
+            continue
+        ahead = gtid.missing(best_rec, _received(other))
+        if ahead:
+            gaps = ", ".join(f"{n} in domain {d}" for d, n in sorted(ahead.items()))
+            risks.append(f"{other.name} has transactions {best.name} lacks ({gaps}); they would be lost or make "
+                         f"{other.name} fail to follow the new primary")
+            continue
+        errant = _errant_against(other, best)
+        if errant:
+            shown = ", ".join(f"{d}-{server}-{seq}" for (d, server), seq in sorted(errant.items()))
+            risks.append(f"{other.name} has transactions {best.name} never had (errant GTIDs up to {shown}, written "
+                         f"on it or on a server only it followed); they would be lost, and {other.name} would stop "
+                         f"replicating from the new primary with a GTID strict-mode error")
+    return risks
+
+
 def choose_survivor(view: ClusterView) -> SurvivorDecision:
     """Pick the replica to promote: eligible (binary log and log_slave_updates on), then the
     highest received position domain by domain, then the highest applied position (what
@@ -124,15 +168,7 @@ def choose_survivor(view: ClusterView) -> SurvivorDecision:
     ranked = sorted(eligible, key=key, reverse=True)
     best = ranked[0]
     best_rec = _received(best)
-    risks: list[str] = []
-    for other in replicas:
-        if other is best:
-            continue
-        ahead = gtid.missing(best_rec, _received(other))
-        if ahead:
-            gaps = ", ".join(f"{n} in domain {d}" for d, n in sorted(ahead.items()))
-            risks.append(f"{other.name} has transactions {best.name} lacks ({gaps}); they would be lost or make "
-                         f"{other.name} fail to follow the new primary")
+    risks = _lost_elsewhere(view, best)
     for s in unreachable:
         risks.append(f"{s.name} could not be reached ({s.error}); if it received more than {best.name}, "
                      f"those transactions are lost")

@@ -112,13 +112,24 @@ class SimCluster(BaseModel):
             s.relay.extend(new)
         if s.sql_on and s.relay:
             mine = s.position()
-            for t in s.relay:
+            applied = {t.gtid for t in s.applied}
+            left: list[Txn] = []
+            for i, t in enumerate(s.relay):
                 g = gtid.parse(t.gtid)
                 if gtid.covers(mine, g):
+                    if t.gtid not in applied:
+                        # gtid_strict_mode: a transaction whose sequence number is not past this server's
+                        # own (an errant write took it) stops the SQL thread (error 1950), it is not skipped.
+                        s.sql_on, left = False, s.relay[i:]
+                        s.sql_error, s.sql_error_text = 1950, (
+                            f"An attempt was made to binlog GTID {t.gtid} which would create an out-of-order "
+                            f"sequence number with existing GTID {gtid.render(mine)}, and gtid strict mode is enabled")
+                        break
                     continue
                 s.applied.append(t)
+                applied.add(t.gtid)
                 mine = s.position()
-            s.relay = []
+            s.relay = left
             s.slave_pos = gtid.render(
                 gtid.merge_max(gtid.parse(s.slave_pos), s.position())
             )

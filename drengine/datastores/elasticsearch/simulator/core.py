@@ -121,6 +121,11 @@ class ClusterCore:
         """Place what the deciders allow: the allocator's (see allocator.py)."""
         raise NotImplementedError
 
+    def build_instantly(self, on: bool = True) -> None:
+        """While a scenario's healthy past is being built, copies start at once (no recovery
+        time); switched off, they recover at their pace."""
+        self._instant = on
+
     def allocation_current(self) -> bool:
         """Whether the last allocation round still holds (the allocator's answer; see allocator.py)."""
         return False

@@ -323,7 +323,9 @@ class OplogEntry(BaseModel):
 class PeerSeen(BaseModel):
     """One member's view of a peer, from the last heartbeat exchange."""
 
-    last_ok: float = float("-inf")  # when the peer last answered
+    # When the peer last answered (None: never). Not -inf: JSON has no infinity, and the state
+    # file must read back as it was written.
+    last_ok: float | None = None
     refused: bool = False  # the last heartbeat was refused (the process is gone)
     state: MemberState = MemberState.UNKNOWN
     term: int = -1

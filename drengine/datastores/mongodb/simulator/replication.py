@@ -110,7 +110,7 @@ class Replication(ReplicaSetCore):
     def sees_healthy(self, viewer: MemberNode, host: str) -> bool:
         """Whether `viewer`, from its own heartbeats, takes the member at `host` for up."""
         seen = viewer.peers.get(host)
-        if seen is None or seen.refused:
+        if seen is None or seen.refused or seen.last_ok is None:
             return False
         return self._now() - seen.last_ok < self._heartbeat_timeout(viewer)
 

@@ -1,0 +1,169 @@
+"""The fault-space explorer (`drengine explore`) on the simulators: every runbook explored with
+a fixed seed and no invariant violated; every counterexample found so far replayed as a
+regression case; a deliberately broken decision caught and shrunk; the engine killed at every
+journal boundary and resumed; the world changed while a gate waits; the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drengine.datastores.mariadb import actions as mariadb_actions
+from drengine.datastores.mariadb.sim import SimCluster, scenario_lagging
+from drengine.explore.report import summary
+from drengine.explore.runner import Runner
+from drengine.explore.scenario import MemberSpec, Scenario, WorldChange, load
+from drengine.explore.search import explore
+from drengine.inventory import load_inventory
+from tests.helpers import cli
+
+CASES = Path(__file__).parent / "explore_cases"
+RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-survivor", "mongodb-force-primary",
+            "mongodb-rejoin", "ceph-degrade", "ceph-restore", "ceph-mon-quorum", "elasticsearch-reallocate"]
+# Violations known and being fixed on another branch (fencing of a hung old primary before a
+# promotion): counted, not shrunk. Remove once it is on main.
+KNOWN: dict[str, frozenset[str]] = {
+    "mariadb-promote-survivor": frozenset({"mariadb.one-writable-primary", "goal.success-implies-goal"}),
+    "mariadb-rejoin": frozenset({"mariadb.one-writable-primary", "goal.success-implies-goal"}),
+}
+
+
+@pytest.mark.parametrize("runbook", RUNBOOKS)
+def test_every_runbook_keeps_its_invariants_over_500_scenarios(runbook: str, tmp_path: Path) -> None:
+    report = explore(runbook, tmp_path, count=500, seed=0, ignore=KNOWN.get(runbook, frozenset()))
+    assert not report.found, "\n".join(summary(report))
+    assert report.explored == 500 and not report.out_of_budget
+    # The scenarios reach the mutating steps, kill the engine and change the world.
+    assert report.kills > 40 and report.resumes > 40 and report.changes > 100, report
+    assert report.ends.get("done", 0) > 25, report.ends
+
+
+@pytest.mark.parametrize("case", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_counterexample_found_is_fixed(case: Path, tmp_path: Path) -> None:
+    scenario = load(case)
+    assert scenario.found, f"{case.name}: a regression case says what it showed before the fix"
+    result = Runner(scenario.runbook, tmp_path, keep=True).run(scenario)
+    assert not result.violations, [v.line() for v in result.violations]
+
+
+@pytest.mark.xfail(strict=True, reason="fencing the old primary before a promotion is another branch's work (mysql): "
+                                       "when it lands these pass; move them up to explore_cases/ and drop KNOWN")
+@pytest.mark.parametrize("case", sorted((CASES / "pending").glob("*.yaml")), ids=lambda p: p.stem)
+def test_counterexamples_whose_fix_is_elsewhere_are_still_violated(case: Path, tmp_path: Path) -> None:
+    scenario = load(case)
+    result = Runner(scenario.runbook, tmp_path, keep=True).run(scenario)
+    assert not result.violations, [v.line() for v in result.violations]
+
+
+def _least_advanced(view: object) -> mariadb_actions.SurvivorDecision:
+    """A broken decision: promote the LEAST advanced eligible replica, and say nothing of it."""
+    decision = ORIGINAL_CHOICE(view)  # type: ignore[arg-type]
+    eligible = [c for c in decision.ranking if c.eligible]
+    if decision.chosen is None or len(eligible) < 2:
+        return decision
+    worst = min(eligible, key=lambda c: (sum(int(g.split("-")[2]) for g in c.received.split(",") if g), c.name))
+    return decision.model_copy(update={"chosen": worst.name, "risks": [], "catch_up_to": ""})
+
+
+ORIGINAL_CHOICE = mariadb_actions.choose_survivor
+
+
+def test_a_broken_survivor_choice_is_caught_and_shrunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mariadb_actions, "choose_survivor", _least_advanced)
+    report = explore("mariadb-promote-survivor", tmp_path, count=300, seed=0,
+                     ignore=KNOWN["mariadb-promote-survivor"])
+    found = {f.invariant: f for f in report.found}
+    assert "mariadb.promoted-holds-everything" in found, "\n".join(summary(report))
+    minimal = found["mariadb.promoted-holds-everything"].result.scenario
+    # Shrunk to the usual case in every dimension but the one that matters: the primary dead,
+    # two healthy replicas, one of them a single transaction behind; no answer, kill or change.
+    sim = SimCluster.model_validate(minimal.state)
+    assert [s.alive for s in sim.servers] == [False, True, True], minimal.describe()
+    replicas = sim.servers[1:]
+    assert all(s.io_on and s.sql_on and not s.relay and s.log_slave_updates and not s.lag for s in replicas), minimal.state
+    assert sorted(len(s.applied) for s in replicas) == [len(sim.servers[0].applied) - 1, len(sim.servers[0].applied)]
+    assert not minimal.answers and not any(minimal.crashes) and not minimal.changes, minimal.describe()
+
+
+INVENTORY = """\
+clusters:
+  explore:
+    kind: mariadb
+    simulated: {scenario: primary-dead-replica-lagging}
+    timeouts: {connect: 1, read: 2, catch_up: 5}
+    members:
+      - {name: db1, address: 127.0.1.11, port: 3306}
+      - {name: db2, address: 127.0.1.12, port: 3306}
+      - {name: db3, address: 127.0.1.13, port: 3306}
+"""
+
+
+def lagging(tmp_path: Path, **changes: dict[str, object]) -> Scenario:
+    path = tmp_path / "inv.yaml"
+    path.write_text(INVENTORY)
+    sim = scenario_lagging(load_inventory(path).cluster("explore"))
+    for name, fields in changes.items():
+        for key, value in fields.items():
+            setattr(sim.server(name), key, value)
+    members = [MemberSpec(name=s.name, address=s.address, port=s.port) for s in sim.servers]
+    return Scenario(runbook="mariadb-promote-survivor", kind="mariadb", members=members,
+                    state=sim.model_dump(mode="json"), label="the lagging scenario")
+
+
+def test_the_engine_killed_at_every_journal_boundary_resumes_to_the_same_end(tmp_path: Path) -> None:
+    base = lagging(tmp_path)
+    runner = Runner(base.runbook, tmp_path / "work")
+    clean = runner.run(base)
+    assert clean.end == "done" and not clean.violations
+    events = clean.events
+    assert events > 20
+    for n in range(1, events + 1):
+        result = runner.run(base.model_copy(update={"crashes": [n]}))
+        assert not result.violations, (n, [v.line() for v in result.violations])
+        assert result.kills == 1 and result.end in ("done", "never-started"), (n, result.end, result.error)
+        if result.end == "done" and n < events:  # killed after run_finished: nothing to resume
+            assert result.kill_points and result.segments == 2
+
+
+def test_a_replica_back_while_the_gate_waits_is_promoted(tmp_path: Path) -> None:
+    # db2, the most advanced, hangs: the gate is dangerous and names it. While the operator
+    # reads the gate, db2 wakes up and time passes: the engine looks again and promotes db2.
+    scenario = lagging(tmp_path, db2={"hung": True}).model_copy(update={"changes": [
+        WorldChange(when="gate", index=0, op="revive", member="db2", advance=30.0)]})
+    result = Runner(scenario.runbook, tmp_path / "work", keep=True).run(scenario)
+    assert not result.violations and result.end == "done", ([v.line() for v in result.violations], result.end)
+    asked = [e.data["summary"] for e in result.journal if e.type.value == "gate_asked" and e.data["step"] == "promote"]
+    assert asked == ["promote db3 to primary", "promote db2 to primary"]
+    assert any(e.type.value == "observed_again" for e in result.journal)
+
+
+def test_the_command_replays_a_case_and_exports_it_for_drengine_run(tmp_path: Path) -> None:
+    case = CASES / "mariadb-promote-survivor--errant-transaction-on-a-replica.yaml"
+    code, out = cli("explore", "--replay", str(case), "--out", str(tmp_path / "out"), "--export", str(tmp_path / "x"))
+    assert code == 0, out
+    assert "no invariant violated" in out
+    assert f"drengine run mariadb-promote-survivor -i {tmp_path / 'x' / 'inventory.yaml'} -c explore" in out
+    code, out = cli("run", "mariadb-promote-survivor", "-i", str(tmp_path / "x" / "inventory.yaml"), "-c", "explore",
+                    "--run-dir", str(tmp_path / "run"), "--yes")
+    # The fixed decision names db3's errant transaction: a dangerous gate that --yes does not approve.
+    assert code == 3, out
+    assert "RISK: db3 has transactions db2 never had (errant GTIDs up to 0-3-1" in out
+
+
+def test_the_command_explores_and_says_nothing_was_violated(tmp_path: Path) -> None:
+    code, out = cli("explore", "mariadb-rejoin", "--scenarios", "40", "--seed", "3", "--out", str(tmp_path),
+                    *[f"--ignore={name}" for name in KNOWN["mariadb-rejoin"]])
+    assert code == 0, out
+    assert "explore mariadb-rejoin: 40 scenarios" in out and "no invariant violated" in out
+
+
+def test_the_command_refuses_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: something-else\n")
+    code, out = cli("explore", "--replay", str(bad))
+    assert code == 2 and "not a drengine explore case" in out, out
+    code, out = cli("explore", "no-such-runbook")
+    assert code == 2 and "no runbook named 'no-such-runbook'" in out, out
+    code, out = cli("explore")
+    assert code == 2 and "name the runbook" in out, out
