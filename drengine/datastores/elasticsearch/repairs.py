@@ -56,6 +56,13 @@ class ShortenDelay(Action[ElasticAPI, NoParams]):
         planned = {c.target for c in plan_of(ctx).shorten_delay}
         return [i.name for i in ctx.backend.index_settings() if i.name in planned and not is_zero_delay(i.delayed_timeout)]
 
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # The facts the restore needs (what was changed, from what) are given again: run sends
+        # nothing that is already in place.
+        result = self.run(ctx, proposal)
+        result.summary += " (had taken effect before the interruption)"
+        return result
+
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return not self._still_delayed(ctx)
 
@@ -86,6 +93,13 @@ class EnableAllocation(Action[ElasticAPI, NoParams]):
             reason=f"allocation is limited to {change.old!r} (left by a maintenance?): unassigned copies cannot be placed",
             statements=[put_cluster_settings_call(scope, {ENABLE_SETTING: "all"}).statement()],
         )
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # The facts the restore needs (what was changed, from what) are given again: run sends
+        # nothing that is already in place.
+        result = self.run(ctx, proposal)
+        result.summary += " (had taken effect before the interruption)"
+        return result
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return ctx.backend.allocation_enable().value == "all"
@@ -169,6 +183,13 @@ class LowerReplicas(Action[ElasticAPI, NoParams]):
             statements=[c.statement() for c in calls],
             risks=["fewer copies: losing one more node may lose data of these indices until replicas are raised again"],
         )
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # The facts the restore needs (what was changed, from what) are given again: run sends
+        # nothing that is already in place.
+        result = self.run(ctx, proposal)
+        result.summary += " (had taken effect before the interruption)"
+        return result
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         wanted = {c.target: int(c.new or 0) for c in plan_of(ctx).lower_replicas}
@@ -261,6 +282,13 @@ class _AllocatePrimary(Action[ElasticAPI, NoParams]):
             risks=[p.lost.replace("the chosen node", p.node) for p in todo],
             evidence=evidence,
         )
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # The facts the restore needs (what was changed, from what) are given again: run sends
+        # nothing that is already in place.
+        result = self.run(ctx, proposal)
+        result.summary += " (had taken effect before the interruption)"
+        return result
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return not self._todo(ctx)
