@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from drengine.clock import wait_until  # noqa: E402
-from drengine.datastores.mongodb.simcluster import SimulatedReplicaSet, build_scenario  # noqa: E402
+from drengine.clock import SimulatedClock, wait_until  # noqa: E402
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario  # noqa: E402
 from drengine.datastores.mongodb.wire import WireCluster  # noqa: E402
 
 CONNECT, READ = 0.5, 1.0
@@ -70,7 +70,10 @@ def minimal_script(state: Path, tcp_first: bool = False) -> float:
     from pymongo import MongoClient
 
     started = time.perf_counter()
-    wire = WireCluster(SimulatedReplicaSet.from_json(state.read_text()))
+    # Simulated time, as drengine's run of a simulated cluster: the election after the forced
+    # reconfig takes its realistic time on this clock, which the script's wait moves.
+    clock = SimulatedClock(epoch=time.time())
+    wire = WireCluster(SimulatedReplicaSet.from_json(state.read_text(), clock=clock))
     addresses = wire.start()
     ms = int(CONNECT * 1000)
     clients: dict[int, MongoClient[dict[str, Any]]] = {
@@ -100,7 +103,8 @@ def minimal_script(state: Path, tcp_first: bool = False) -> float:
     config["version"] += 1
     admin = clients[best_id].admin
     admin.command({"replSetReconfig": config, "force": True})
-    assert wait_until(lambda: bool(admin.command("hello")["isWritablePrimary"]), 30), "no primary after the forced reconfig"
+    assert wait_until(lambda: bool(admin.command("hello")["isWritablePrimary"]), 30, interval=2.0, clock=clock), \
+        "no primary after the forced reconfig"
     db = clients[best_id]["drengine"]
     db.command({"insert": "canary", "documents": [{"_id": "x"}], "writeConcern": {"w": "majority", "wtimeout": 5000}})
     db.command({"count": "canary"})

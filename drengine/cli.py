@@ -974,7 +974,10 @@ def lab_group(ctx: click.Context) -> None:
 @click.option("--scenario", default=None, shell_complete=_complete_scenarios,
               help="For the simulated labs (mongodb, elasticsearch): which situation the served cluster is in "
                    "(listed below).")
-def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | None) -> None:
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="For the simulated labs: run the simulator's time this many times faster than real time "
+                   "(elections, initial syncs, shard recoveries take their realistic time at 1).")
+def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | None, speed: float | None) -> None:
     """Start a lab cluster and write its inventory.
 
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
@@ -983,7 +986,7 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
     The scenario and the lab directory are checked before anything starts."""
     from drengine.lab import start_lab
 
-    summary = start_lab(kind, lab_dir, inventory_out, scenario)
+    summary = start_lab(kind, lab_dir, inventory_out, scenario, speed)
     _out(summary)
 
 
@@ -1335,12 +1338,14 @@ def lab_node_status(kind: str, name: str, lab_dir: str | None) -> None:
 @click.option("--scenario", help="The situation the served cluster starts in (when --state does not exist yet).")
 @click.option("--port", type=int, help="The (first) port to listen on, on 127.0.0.1.")
 @click.option("--state", type=click.Path(), help="State file: loaded when it exists, written back when serving stops.")
-def lab_serve(kind: str, scenario: str | None, port: int | None, state: str | None) -> None:
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="How much faster than real time the simulator's own time runs (heartbeats, recoveries).")
+def lab_serve(kind: str, scenario: str | None, port: int | None, state: str | None, speed: float) -> None:
     """Serve a simulator over its real protocol until SIGTERM (`lab down`) or Ctrl-C."""
     from drengine.lab import serve_simulator
     from drengine.lab.simulated import serve_until_stopped
 
-    served = serve_simulator(kind, scenario, port, Path(state) if state else None)
+    served = serve_simulator(kind, scenario, port, Path(state) if state else None, speed)
     for line in served.endpoints:
         _out(line)
     serve_until_stopped(served.stop)

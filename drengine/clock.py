@@ -88,3 +88,34 @@ class Deadline:
 
     def passed(self) -> bool:
         return self.remaining() <= 0
+
+
+class ScaledClock:
+    """Time running `speed` times faster than `base`: simulators served in labs, or simulated
+    clusters an inventory speeds up (`simulated: {speed: N}`), so that heartbeats, elections
+    and recoveries of realistic length pass in a fraction of the real time."""
+
+    def __init__(self, speed: float, base: Clock = SYSTEM) -> None:
+        if speed <= 0:
+            raise ValueError(f"clock speed must be positive, got {speed}")
+        self.speed = speed
+        self._base = base
+        self._start = base.now()
+        self._start_wall = base.wall()
+
+    def _elapsed(self) -> float:
+        return (self._base.now() - self._start) * self.speed
+
+    def now(self) -> float:
+        return self._start + self._elapsed()
+
+    def sleep(self, seconds: float) -> None:
+        self._base.sleep(seconds / self.speed)
+
+    def wall(self) -> float:
+        return self._start_wall + self._elapsed()
+
+
+def clock_at_speed(speed: float) -> Clock:
+    """The system clock, sped up when `speed` is not 1."""
+    return SYSTEM if speed == 1 else ScaledClock(speed)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from drengine.clock import wait_until
+from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.datastores import datastore, kinds
-from drengine.engine import RunOutcome, RunRequest, start_run
+from drengine.engine import RunOutcome, RunRequest, run_clock, start_run
 from drengine.errors import DrengineError, InputError
 from drengine.gates import DrillPolicy
 from drengine.inventory import Cluster, Inventory
@@ -216,6 +216,7 @@ class _Drill:
         self._writer: threading.Thread | None = None
         self._backend: Any = None
         self._writing = threading.Lock()
+        self.run_clock: Clock = SYSTEM  # the run's, set by run_drill
 
     # -- canaries ----------------------------------------------------------------------------------
     def _write_one(self) -> None:
@@ -353,7 +354,8 @@ class _Drill:
         return RunOutcome(outcome.run_id, outcome.run_dir, end, passed, summary, outcome.plan, outcome.left)
 
     def _wait_settled(self, backend: Any) -> float | None:
-        started = time.monotonic()
+        clock = self.run_clock
+        started = clock.now()
 
         def settled() -> bool:
             try:
@@ -361,9 +363,10 @@ class _Drill:
             except DrengineError:
                 return False  # a probe failing is part of the fault: look again
 
-        # A simulator shows the fault at once or never: one look.
-        if wait_until(settled, 0.0 if self.simulated else self.request.settle_timeout, interval=0.25):
-            return round(time.monotonic() - started, 3)
+        # On the run's clock: a simulator's failure detection (heartbeats, follower checks) takes
+        # simulated time, which the wait lets pass; one that shows the fault at once is seen at the first look.
+        if wait_until(settled, self.request.settle_timeout, interval=0.25, clock=clock):
+            return round(clock.now() - started, 3)
         return None
 
     def _wait_for_service(self) -> float | None:
@@ -409,6 +412,10 @@ def run_drill(request: DrillRequest) -> RunOutcome:
         listeners=[*request.listeners, drill.on_event, *([request.notifier.on_event] if request.notifier else [])],
         argv=request.argv, around_walk=drill.around,
     )
+    # The run's clock (simulated time for a simulated cluster): the wait for the fault to show
+    # sleeps on it, so that a simulator's failure detection (heartbeats, follower checks) runs.
+    run_request = replace(run_request, clock=run_clock(run_request))
+    drill.run_clock = run_request.clock or SYSTEM
     outcome = start_run(run_request)
     if request.restore:
         outcome = _restore(request, kit, outcome)

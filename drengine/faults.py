@@ -14,7 +14,7 @@ from typing import Protocol
 
 from drengine.errors import InputError
 from drengine.inventory import Cluster, Inventory, Member
-from drengine.transport import command_text, member_transport, render_service
+from drengine.transport import ShellCommand, command_text, member_transport, render_service
 
 
 def start_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 120.0) -> str:
@@ -95,3 +95,64 @@ class MemberFaults:
     def start(self, member: str) -> str:
         inventory = self._inventory("start", member)
         return f"started {member}: {start_member(inventory, self.cluster, self.cluster.member(member))}"
+
+
+def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str:
+    """End a fault: SIGCONT a stopped (hung) server process found by its pid file, or start a
+    server whose process is gone with the inventory's `service.start` template."""
+    if member.pid_file is not None:
+        transport = member_transport(inventory, cluster.name, member, f"resume {member.name}")
+        try:
+            pid = transport.read_file(member.pid_file).strip() if transport.run(
+                ["test", "-f", member.pid_file], timeout=10).ok else ""
+            if pid.isdigit() and transport.run(["kill", "-0", pid], timeout=10).ok:
+                transport.run(["kill", "-CONT", pid], timeout=10).check()
+                return f"kill -CONT {pid} ({member.name}, pid file {member.pid_file})"
+        finally:
+            transport.close()
+    return start_member(inventory, cluster, member)
+
+
+def stop_command(cluster: Cluster, member: Member) -> ShellCommand:
+    """The inventory's stop template rendered for this member (what an operator would type)."""
+    return render_service(cluster, member, "stop")
+
+
+def stop_member(inventory: Inventory, cluster: Cluster, member: Member, timeout: float = 60.0) -> str:
+    """Stop a member's server with the inventory's `service.stop` template, over its host."""
+    command = stop_command(cluster, member)
+    transport = member_transport(inventory, cluster.name, member, f"stop {member.name}")
+    try:
+        transport.run(command, timeout=timeout).check()
+    finally:
+        transport.close()
+    return command_text(command)
+
+
+def process_gone(inventory: Inventory, cluster: Cluster, member: Member) -> bool | None:
+    """Whether the process named by the member's pid file is gone (True), still there (False),
+    or unknown (None: no pid file in the inventory)."""
+    if member.pid_file is None:
+        return None
+    transport = member_transport(inventory, cluster.name, member, f"check the server process of {member.name}")
+    try:
+        if not transport.run(["test", "-f", member.pid_file], timeout=10).ok:
+            return True
+        pid = transport.read_file(member.pid_file).strip()
+        return not (pid.isdigit() and transport.run(["kill", "-0", pid], timeout=10).ok)
+    finally:
+        transport.close()
+
+
+class ProcessFaults(MemberFaults):
+    """`MemberFaults` plus what fencing needs: stop by the service template, whether the process
+    is gone; `resume` also starts a member whose process is gone (kill, then resume)."""
+
+    def resume(self, member: str) -> str:
+        return resume_member(self._inventory("resume", member), self.cluster, self.cluster.member(member))
+
+    def stop(self, member: str) -> str:
+        return stop_member(self._inventory("stop", member), self.cluster, self.cluster.member(member))
+
+    def gone(self, member: str) -> bool | None:
+        return process_gone(self._inventory("check", member), self.cluster, self.cluster.member(member))

@@ -147,6 +147,22 @@ class Member(Strict):
 class Simulated(Strict):
     scenario: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
     state_file: str | None = None
+    # Simulators that model time (heartbeats, elections, recoveries) run this many times faster
+    # than real time, unless the run gives them its own clock.
+    speed: float = Field(default=1.0, gt=0, le=100000)
+
+
+class FenceMethod(str, Enum):
+    """Ways to make sure a member about to be replaced can no longer take writes (fencing).
+    `sql`: the datastore's own commands on a member that answers (MariaDB: read_only and
+    KILL; MongoDB: replSetStepDown, then shutdown); `service`: the inventory's stop template
+    over the member's host; `signal`: SIGKILL by the member's pid file over its host (reaches a
+    hung process); `proxy`: out of every HAProxy backend that serves it."""
+
+    SQL = "sql"
+    SERVICE = "service"
+    SIGNAL = "signal"
+    PROXY = "proxy"
 
 
 class FenceMethod(str, Enum):
@@ -295,6 +311,8 @@ class Cluster(Strict):
     drill_target: bool = Field(default=False, description="drills may break this cluster on purpose")
     service: ServiceControl = ServiceControl()
     ceph: CephOptions | None = None
+    # Fencing methods, tried in this order until one works, for each member a promotion replaces.
+    fence: list[FenceMethod] = Field(default_factory=lambda: list(FenceMethod), min_length=1)
     # Members the operator declares gone for good (no waiting for them to come back).
     gone_for_good: list[Name] = Field(default_factory=list)
     fencing: list[FenceMethod] | None = Field(default=None, description="fence methods in the order to try them; "

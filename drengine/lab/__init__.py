@@ -56,7 +56,8 @@ def lab_dir(path: str | None) -> LabDir:
     return LabDir(path or os.environ.get("DRENGINE_LAB_DIR", DEFAULT_LAB_DIR))
 
 
-def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | None = None) -> str:
+def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | None = None,
+              speed: float | None = None) -> str:
     from drengine.datastores import datastore
 
     module: Any
@@ -70,11 +71,16 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
             raise InputError(f"the {kind} lab is not available in this version")
         module = store.load(store.lab)
     check_scenario(kind, scenario)
+    timed: dict[str, float] = {}
+    if speed is not None:
+        if kind in ("ssh", "etcd") or not datastore(kind).simulated_lab:
+            raise InputError(f"--speed is for the simulated labs; the {kind} lab runs real services in real time")
+        timed["speed"] = speed
     lab = lab_dir(path)
     # Before anything starts: the directory can be made, and the daemons' user can reach it.
     check_lab_dir(lab.root, getattr(module, "RUNS_AS", None))
-    if scenario is not None:
-        module.up(lab, inventory_out=inventory_out, scenario=scenario)
+    if scenario is not None or timed:
+        module.up(lab, inventory_out=inventory_out, **({"scenario": scenario} if scenario else {}), **timed)
     elif kind == "galera":
         # Galera's runbook reads grastate.dat and starts nodes over the nodes' hosts: the lab
         # reaches them through the SSH lab hosts, started here when they are not running yet.
@@ -160,12 +166,15 @@ def node_status(kind: str, path: str | None, name: str) -> tuple[bool, str]:
     return True, f"{name}: running (pid {found.pid})"
 
 
-def serve_simulator(kind: str, scenario: str | None, port: int | None, state: Path | None) -> Served:
+def serve_simulator(kind: str, scenario: str | None, port: int | None, state: Path | None,
+                    speed: float = 1.0) -> Served:
     from drengine.datastores import datastore
 
     if not datastore(kind).simulated_lab:
         raise InputError(f"{kind} has no served simulator; `drengine lab up {kind}` starts real services")
-    served: Served = _module(kind).serve_simulator(scenario, port, state)
+    # Only the simulators that model time take a speed.
+    timed = {"speed": speed} if speed != 1.0 else {}
+    served: Served = _module(kind).serve_simulator(scenario, port, state, **timed)
     return served
 
 

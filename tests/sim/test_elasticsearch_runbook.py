@@ -12,7 +12,8 @@ import pytest
 
 from drengine.clock import wait_until
 from drengine.datastores.elasticsearch.sim import save_model
-from drengine.datastores.elasticsearch.simcluster import ENABLE_SETTING, EsCluster, build_scenario
+from drengine.datastores.elasticsearch.simulator import EsCluster, build_scenario
+from drengine.datastores.elasticsearch.simulator.model import ENABLE_SETTING
 from tests.helpers import ROOT, cli, of_type
 
 pytestmark = pytest.mark.sim
@@ -38,7 +39,14 @@ def model_after(run_dir: Path, state: Path | None = None) -> EsCluster:
 
 
 def sent(run_dir: Path) -> list[str]:
-    return [e.data["text"] for e in of_type(run_dir, "statement_sent")]
+    """The requests that change something (the health and recovery reads of the wait are journaled too)."""
+    return [e.data["text"] for e in of_type(run_dir, "statement_sent") if not e.data["text"].startswith("GET ")]
+
+
+def looks(run_dir: Path) -> list[tuple[str, str]]:
+    """The wait's reads and what they showed."""
+    return [(e.data["text"], e.data.get("result", "")) for e in of_type(run_dir, "statement_sent")
+            if e.data["text"].startswith("GET ")]
 
 
 def dangerous_gates(run_dir: Path) -> list[str]:
@@ -166,7 +174,10 @@ def test_plan_changes_nothing(tmp_path: Path, scenario: str) -> None:
     inventory = inventory_with_state(tmp_path, scenario, state)
     code, out = cli("plan", RUNBOOK, "-i", inventory, "-c", "es", "--gone", "node-3", "--run-dir", str(tmp_path / "plan"))
     assert code == 0, out
-    assert json.loads(state.read_text()) == before
+    after = json.loads(state.read_text())
+    after.pop("seen_at")  # the latest model time a request saw: bookkeeping of time, not a change
+    before.pop("seen_at")
+    assert after == before
     assert sent(tmp_path / "plan") == []
     assert "WOULD RUN" in out and "Nothing was changed" in out
 
@@ -177,3 +188,70 @@ def test_plan_shows_the_exact_dangerous_request(tmp_path: Path) -> None:
     assert ('POST /_cluster/reroute?metric=none {"commands": [{"allocate_empty_primary": {"index": "sessions", '
             '"shard": 0, "node": "node-3", "accept_data_loss": true}}]}') in out
     assert "RISK: sessions[0] primary: no copy of its data" in out
+
+
+# ---- what real Elasticsearch does not say, and recoveries that take time --------------------------
+
+
+def _fresher_stale_copy(state: Path) -> tuple[str, str, int]:
+    """(fresher holder, staler holder, documents on the fresher) of orders[0] in a saved model:
+    what only the simulator knows."""
+    model = EsCluster.from_json(json.loads(state.read_text()))
+    group = model.shard_group("orders", 0)
+    holders = sorted(((store.max_seq_no, model.node_by_id(node_id).name, len(store.docs))
+                      for node_id, store in group.stores.items() if model.node_by_id(node_id).alive), reverse=True)
+    return holders[0][1], holders[1][1], holders[0][2]
+
+
+def test_two_stale_copies_stop_the_run_until_the_operator_chooses(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "first", "sim-es-two-stale-copies", "--yes", "--accept-data-loss")
+    assert code != 0, out
+    assert "does not say which of its 2 stale copies is the most recent" in out
+    assert out.count("in_sync false") >= 2 and "--input stale_copy=orders[0]=<node>" in out
+    assert not any("allocate_stale_primary" in s for s in sent(tmp_path / "first"))
+    fresher, staler, docs = _fresher_stale_copy(tmp_path / "first" / "sim-state.json")
+
+    code, out = run(tmp_path / "wrong", "sim-es-two-stale-copies", "--yes", "--accept-data-loss",
+                    "--input", "stale_copy=orders[0]=node-9")
+    assert code != 0 and "holds no stale copy of orders[0]" in out
+
+    code, out = run(tmp_path / "chosen", "sim-es-two-stale-copies", "--yes", "--accept-data-loss",
+                    "--input", f"stale_copy=orders[0]={fresher}")
+    assert code == 0, out
+    gate = next(e for e in of_type(tmp_path / "chosen", "gate_asked") if e.data["step"] == "allocate-stale-primary")
+    assert gate.data["level"] == "dangerous"
+    assert f"allocate a stale primary for orders[0] on {fresher}" == gate.data["summary"]
+    assert "does not say which one is the most recent" in gate.data["reason"]
+    assert any(f'"node": "{fresher}"' in s for s in sent(tmp_path / "chosen"))
+    model = model_after(tmp_path / "chosen")
+    assert model.health("orders")["status"] == "green"
+    assert model.count("orders")["count"] == docs  # the fresher copy's documents, the staler copy discarded
+    assert staler != fresher
+
+
+def test_recoveries_are_followed_and_allocation_restored_once_they_are_done(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "run", "sim-es-recoveries-in-flight", "--yes", "--gone", "node-3")
+    assert code == 0, out
+    seen = looks(tmp_path / "run")
+    progress = [result for text, result in seen if text.startswith("GET /_cat/recovery")]
+    assert any("in flight" in p and "copied" in p for p in progress), progress
+    assert progress[-1] == "no recovery in flight"
+    assert sent(tmp_path / "run") == [
+        'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}',
+        'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "primaries"}}',
+    ]
+    model = model_after(tmp_path / "run")
+    assert model.health()["status"] == "green" and model.state.persistent[ENABLE_SETTING] == "primaries"
+
+
+def test_a_deadline_passing_under_running_recoveries_leaves_allocation_enabled(tmp_path: Path) -> None:
+    runbook = tmp_path / "short-wait.yaml"
+    text = (ROOT / "runbooks" / f"{RUNBOOK}.yaml").read_text()
+    runbook.write_text(text.replace("params: {timeout: 3600, stall: 600, poll: 60}", "params: {timeout: 60, stall: 600, poll: 30}"))
+    code, out = cli("run", str(runbook), "-i", INVENTORY, "-c", "sim-es-recoveries-in-flight", "--run-dir",
+                    str(tmp_path / "run"), "--yes", "--gone", "node-3")
+    assert code != 0, out
+    assert "deadline passed while recoveries were still progressing" in out
+    assert "cluster.routing.allocation.enable stays 'all' while recoveries run" in out
+    assert sent(tmp_path / "run") == ['PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}']
+    assert model_after(tmp_path / "run").state.persistent[ENABLE_SETTING] == "all"

@@ -9,42 +9,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drengine.datastores.elasticsearch.simcluster import (
-    ALL_COPIES_INVALID,
-    ALL_NODES_FORBIDDEN,
-    NO_COPIES,
-    SCENARIOS,
-    EsCluster,
-    SimApiError,
-    big,
-    build_scenario,
-    shard_for_doc,
-)
+from drengine.clock import SimulatedClock
+from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster, SimApiError, big, build_scenario
+from drengine.datastores.elasticsearch.simulator.explain import ALL_COPIES_INVALID, ALL_NODES_FORBIDDEN, NO_COPIES
+from drengine.datastores.elasticsearch.simulator.model import shard_for_doc
 
 pytestmark = pytest.mark.sim
 
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> SimulatedClock:
+    return SimulatedClock()
 
 
-def three_nodes(clock: FakeClock, **index_settings: str) -> EsCluster:
+def three_nodes(clock: SimulatedClock, **index_settings: str) -> EsCluster:
     cluster = EsCluster(clock=clock)
     for number in (1, 2, 3):
         cluster.add_node(f"node-{number}")
     cluster.create_index("orders", number_of_shards=2, number_of_replicas=1, settings=index_settings or None)
+    cluster.settle()
     return cluster
 
 
@@ -81,7 +63,7 @@ def deciders_of(explain: dict[str, object], node: str) -> dict[str, str]:
         ("retries-exhausted", "yellow"),
     ],
 )
-def test_every_named_scenario_starts_degraded(name: str, status: str, clock: FakeClock) -> None:
+def test_every_named_scenario_starts_degraded(name: str, status: str, clock: SimulatedClock) -> None:
     cluster = build_scenario(name, clock)
     health = cluster.health()
     assert health["status"] == status
@@ -89,7 +71,7 @@ def test_every_named_scenario_starts_degraded(name: str, status: str, clock: Fak
     assert name in SCENARIOS
 
 
-def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: FakeClock) -> None:
+def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: SimulatedClock) -> None:
     cluster = build_scenario("one-node-lost-3", clock)
     health = cluster.health()
     assert (health["number_of_nodes"], health["status"]) == (2, "yellow")
@@ -99,30 +81,40 @@ def test_one_node_lost_is_yellow_with_delayed_replicas_until_the_timeout(clock: 
     assert explain["configured_delay_in_millis"] == 60_000
     assert explain["remaining_delay_in_millis"] == 60_000
     assert explain["unassigned_info"]["reason"] == "NODE_LEFT"
-    assert explain["unassigned_info"]["delayed"] is True
+    assert "delayed" not in explain["unassigned_info"]  # only the cluster state's routing table has it
+    assert "configured_delay" not in explain and "remaining_delay" not in explain  # ?human=true only
+    human = cluster.explain(human=True)
+    assert (human["configured_delay"], human["remaining_delay"]) == ("1m", "1m")
     assert "[1m]" in explain["allocate_explanation"]
 
     clock.advance(30)
+    cluster.settle()
     assert cluster.explain()["remaining_delay_in_millis"] == 30_000
     clock.advance(31)
+    cluster.settle()
     cluster.allocate()
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
-def test_delayed_timeout_zero_allocates_at_once(clock: FakeClock) -> None:
+def test_delayed_timeout_zero_allocates_at_once(clock: SimulatedClock) -> None:
     cluster = build_scenario("one-node-lost-3", clock)
     cluster.put_index_settings("_all", {"index": {"unassigned": {"node_left": {"delayed_timeout": "0"}}}})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
-def test_node_returning_within_the_delay_brings_its_copies_back(clock: FakeClock) -> None:
+def test_node_returning_within_the_delay_brings_its_copies_back(clock: SimulatedClock) -> None:
     cluster = build_scenario("node-returns-within-delay", clock)
     lost = cluster.node("node-3")
     held = {(g.index, g.shard): g.stores[lost.id].allocation_id for g in cluster.groups() if lost.id in g.stores}
     clock.advance(120)  # well within the 5m delay
+    cluster.settle()
     cluster.allocate()
+    cluster.settle()
     assert cluster.health()["delayed_unassigned_shards"] == len(held) > 0
     cluster.return_node("node-3")
+    cluster.settle()
     assert cluster.health()["status"] == "green"
     for (index, shard), allocation_id in held.items():
         group = cluster.shard_group(index, shard)
@@ -134,7 +126,7 @@ def test_node_returning_within_the_delay_brings_its_copies_back(clock: FakeClock
 # ---- promotion and data loss -------------------------------------------
 
 
-def test_losing_a_primary_promotes_an_in_sync_replica(clock: FakeClock) -> None:
+def test_losing_a_primary_promotes_an_in_sync_replica(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     for number in range(10):
         cluster.index_doc("orders", f"doc-{number}", {"n": number})
@@ -142,13 +134,14 @@ def test_losing_a_primary_promotes_an_in_sync_replica(clock: FakeClock) -> None:
     holder, term = node_of(cluster, "orders", 0, True), group.primary_term
     survivor = node_of(cluster, "orders", 0, False)
     cluster.kill_node(holder)
+    cluster.settle()
     assert node_of(cluster, "orders", 0, True) == survivor
     assert group.primary_term == term + 1
     assert cluster.health()["status"] == "yellow"
     assert cluster.count("orders")["count"] == 10
 
 
-def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(clock: FakeClock) -> None:
+def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-stale-copy", clock)
     explain = cluster.explain("orders", 0, True)
     assert explain["can_allocate"] == "no_valid_shard_copy"
@@ -160,46 +153,61 @@ def test_stale_primary_is_refused_without_accept_data_loss_and_loses_newer_docs(
     with pytest.raises(SimApiError) as refused:
         cluster.reroute([command])
     assert refused.value.status == 400
-    assert "accept_data_loss" in refused.value.reason
+    # AllocateStalePrimaryAllocationCommand warns about "an empty primary": Elasticsearch's own wording.
+    assert refused.value.reason == ("[allocate_stale_primary] allocating an empty primary for [orders][0] can result "
+                                    "in data loss. Please confirm by setting the accept_data_loss parameter to true")
 
     command["allocate_stale_primary"]["accept_data_loss"] = True
     assert cluster.reroute([command])["acknowledged"] is True
+    assert cluster.health("orders")["status"] == "red"  # an existing-store primary is red while it initializes
+    cluster.settle()
     assert cluster.health("orders")["status"] in ("green", "yellow")
     assert cluster.count("orders")["count"] == 5
     assert cluster.get_doc("orders", "doc-7")[0] == 404
     assert cluster.get_doc("orders", "doc-3")[0] == 200
 
 
-def test_empty_primary_loses_the_whole_shard(clock: FakeClock) -> None:
+def test_empty_primary_loses_the_whole_shard(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-no-copy", clock)
     explain = cluster.explain("sessions", 0, True)
     assert explain["can_allocate"] == "no_valid_shard_copy"
     assert explain["allocate_explanation"] == NO_COPIES
     assert all(d["store"] == {"found": False} for d in explain["node_allocation_decisions"])
-    with pytest.raises(SimApiError, match="No data for shard"):
-        cluster.reroute(
-            [{"allocate_stale_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}]
-        )
+    # Elasticsearch does not look at the target's store: the forced copy initializes, then its
+    # recovery fails (nothing to recover from) and the shard stays red with a failed attempt.
+    stale = {"allocate_stale_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}
+    assert cluster.reroute([stale], metric="none") == {"acknowledged": True}
+    cluster.settle()
+    explain = cluster.explain("sessions", 0, True)
+    assert explain["unassigned_info"]["reason"] == "ALLOCATION_FAILED"
+    assert explain["unassigned_info"]["failed_allocation_attempts"] == 1
+    assert "should exist, but doesn't" in explain["unassigned_info"]["details"]
+    assert cluster.health("sessions")["status"] == "red"
     cluster.reroute([{"allocate_empty_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}])
+    assert cluster.health("sessions")["status"] == "yellow"  # a new empty primary initializing
+    assert cluster.explain("sessions", 0, True)["unassigned_info"]["reason"] == "FORCED_EMPTY_PRIMARY"
+    cluster.settle()
     assert cluster.health("sessions")["status"] == "green"
     assert cluster.count("sessions")["count"] == 0
 
 
-def test_red_shard_recovers_when_the_node_with_its_copy_returns(clock: FakeClock) -> None:
+def test_red_shard_recovers_when_the_node_with_its_copy_returns(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-no-copy", clock)
     lost = next(node.name for node in cluster.state.nodes if not node.alive)
     assert cluster.health("sessions")["status"] == "red"
     cluster.return_node(lost)
+    cluster.settle()
     assert cluster.health("sessions")["status"] == "green"
     assert cluster.count("sessions")["count"] == 4
 
 
-def test_writes_while_a_replica_is_away_make_its_copy_stale(clock: FakeClock) -> None:
+def test_writes_while_a_replica_is_away_make_its_copy_stale(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     group = cluster.shard_group("orders", 1)
     replica_node = node_of(cluster, "orders", 1, False)
     away_id = group.stores[cluster.node(replica_node).id].allocation_id
     cluster.kill_node(replica_node)
+    cluster.settle()
     assert away_id in group.in_sync  # nothing written yet: still a valid copy
     doc_id = next(f"d{n}" for n in range(100) if shard_for_doc(f"d{n}", 2) == 1)
     cluster.index_doc("orders", doc_id, {})
@@ -209,7 +217,7 @@ def test_writes_while_a_replica_is_away_make_its_copy_stale(clock: FakeClock) ->
 # ---- deciders -----------------------------------------------------------
 
 
-def test_enable_decider_blocks_replicas_and_explains_the_setting(clock: FakeClock) -> None:
+def test_enable_decider_blocks_replicas_and_explains_the_setting(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     explain = cluster.explain(*unassigned_replica(cluster), False)
     assert explain["can_allocate"] == "no"
@@ -220,10 +228,11 @@ def test_enable_decider_blocks_replicas_and_explains_the_setting(clock: FakeCloc
         == "replica allocations are forbidden due to cluster setting [cluster.routing.allocation.enable=primaries]"
     )
     cluster.put_cluster_settings(persistent={"cluster.routing.allocation.enable": None})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
-def test_same_shard_decider_names_the_copy_already_there(clock: FakeClock) -> None:
+def test_same_shard_decider_names_the_copy_already_there(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     index, shard = unassigned_replica(cluster)
     group = cluster.shard_group(index, shard)
@@ -234,9 +243,10 @@ def test_same_shard_decider_names_the_copy_already_there(clock: FakeClock) -> No
     assert allocation_id is not None and allocation_id in reasons["same_shard"]
 
 
-def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: FakeClock) -> None:
+def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     cluster.return_node("node-3")  # its copies stay out: replica allocation is still disabled
+    cluster.settle()
     cluster.disk_full("node-3", 96.5)
     index, shard = unassigned_replica(cluster)
     explain = cluster.explain(index, shard, False)
@@ -247,12 +257,13 @@ def test_disk_threshold_decider_refuses_a_node_above_the_high_watermark(clock: F
     command = {"allocate_replica": {"index": index, "shard": shard, "node": "node-3"}}
     with pytest.raises(SimApiError, match=r"is not allowed, reason: \[NO\(the node is above the high watermark"):
         cluster.reroute([command])
+        cluster.settle()
     explained = cluster.reroute([command], explain=True)
     decisions = explained["explanations"][0]["decisions"]
     assert any(d["decider"] == "disk_threshold" and d["decision"] == "NO" for d in decisions)
 
 
-def test_max_retry_decider_and_retry_failed(clock: FakeClock) -> None:
+def test_max_retry_decider_and_retry_failed(clock: SimulatedClock) -> None:
     cluster = build_scenario("retries-exhausted", clock)
     explain = cluster.explain("orders", 0, False)
     assert explain["unassigned_info"]["reason"] == "ALLOCATION_FAILED"
@@ -260,77 +271,91 @@ def test_max_retry_decider_and_retry_failed(clock: FakeClock) -> None:
     reasons = deciders_of(explain, explain["node_allocation_decisions"][0]["node_name"])
     assert reasons["max_retry"].startswith("shard has exceeded the maximum number of retries [5] on failed allocation attempts")
     cluster.reroute()
+    cluster.settle()
     assert cluster.health()["status"] == "yellow"
     cluster.reroute(retry_failed=True)
+    cluster.settle()
     assert cluster.health()["status"] == "green"
 
 
-def test_manual_allocate_replica_ignores_disabled_allocation(clock: FakeClock) -> None:
+def test_manual_allocate_replica_ignores_disabled_allocation(clock: SimulatedClock) -> None:
     cluster = build_scenario("allocation-disabled", clock)
     index, shard = unassigned_replica(cluster)
     target = next(n for n in ("node-1", "node-2") if n != node_of(cluster, index, shard, True))
     cluster.reroute([{"allocate_replica": {"index": index, "shard": shard, "node": target}}])
+    cluster.settle()
     assert node_of(cluster, index, shard, False) == target
 
 
-def test_awareness_keeps_copies_in_different_zones(clock: FakeClock) -> None:
+def test_awareness_keeps_copies_in_different_zones(clock: SimulatedClock) -> None:
     cluster = EsCluster(clock=clock)
     for number, zone in ((1, "a"), (2, "a"), (3, "b")):
         cluster.add_node(f"node-{number}", attributes={"zone": zone})
     cluster.put_cluster_settings(persistent={"cluster.routing.allocation.awareness.attributes": "zone"})
+    cluster.settle()
     cluster.create_index("orders", number_of_shards=3, number_of_replicas=1)
+    cluster.settle()
     for group in cluster.groups():
         zones = {cluster.node_by_id(r.node_id or "").attributes["zone"] for r in group.routings}
         assert zones == {"a", "b"}
 
 
-def test_dry_run_changes_nothing(clock: FakeClock) -> None:
+def test_dry_run_changes_nothing(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-no-copy", clock)
     before = json.dumps(cluster.to_json(), sort_keys=True)
     result = cluster.reroute(
         [{"allocate_empty_primary": {"index": "sessions", "shard": 0, "node": "node-1", "accept_data_loss": True}}], dry_run=True
     )
     shards = result["state"]["routing_table"]["indices"]["sessions"]["shards"]["0"]
-    assert shards[0]["state"] == "STARTED"
+    assert shards[0]["state"] == "INITIALIZING"
     assert json.dumps(cluster.to_json(), sort_keys=True) == before
 
 
 # ---- settings, replicas, master, persistence ---------------------------------
 
 
-def test_cluster_settings_null_removes_and_unknown_keys_are_refused(clock: FakeClock) -> None:
+def test_cluster_settings_null_removes_and_unknown_keys_are_refused(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     cluster.put_cluster_settings(persistent={"cluster": {"routing": {"allocation": {"enable": "none"}}}})
+    cluster.settle()
     assert cluster.get_cluster_settings()["persistent"] == {"cluster": {"routing": {"allocation": {"enable": "none"}}}}
     assert cluster.get_cluster_settings(flat=True)["persistent"] == {"cluster.routing.allocation.enable": "none"}
     cluster.put_cluster_settings(persistent={"cluster.routing.allocation.enable": None})
+    cluster.settle()
     assert cluster.get_cluster_settings()["persistent"] == {}
     with pytest.raises(SimApiError, match=r"persistent setting \[cluster.routing.alocation.enable\], not recognized"):
         cluster.put_cluster_settings(persistent={"cluster.routing.alocation.enable": "all"})
+        cluster.settle()
     with pytest.raises(SimApiError, match="Illegal allocation.enable value"):
         cluster.put_cluster_settings(transient={"cluster.routing.allocation.enable": "sometimes"})
+        cluster.settle()
 
 
-def test_lowering_replicas_goes_green_on_fewer_nodes(clock: FakeClock) -> None:
+def test_lowering_replicas_goes_green_on_fewer_nodes(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock, **{"index.unassigned.node_left.delayed_timeout": "0"})
     cluster.put_index_settings("orders", {"number_of_replicas": 2})
+    cluster.settle()
     cluster.kill_node("node-3")
+    cluster.settle()
     assert cluster.health()["status"] == "yellow"
     cluster.put_index_settings("orders", {"index.number_of_replicas": 1})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
     assert cluster.get_index_settings("orders")["orders"]["settings"]["index"]["number_of_replicas"] == "1"
 
 
-def test_no_master_without_a_majority(clock: FakeClock) -> None:
+def test_no_master_without_a_majority(clock: SimulatedClock) -> None:
     cluster = three_nodes(clock)
     cluster.kill_node("node-1")
+    cluster.settle()
     cluster.kill_node("node-2")
+    cluster.settle()
     with pytest.raises(SimApiError) as refused:
         cluster.health()
     assert (refused.value.status, refused.value.error_type) == (503, "master_not_discovered_exception")
 
 
-def test_state_survives_a_json_round_trip(clock: FakeClock) -> None:
+def test_state_survives_a_json_round_trip(clock: SimulatedClock) -> None:
     cluster = build_scenario("red-stale-copy", clock)
     restored = EsCluster.from_json(json.loads(json.dumps(cluster.to_json())), clock=clock)
     assert restored.health() == cluster.health()
@@ -338,13 +363,14 @@ def test_state_survives_a_json_round_trip(clock: FakeClock) -> None:
     assert restored.cat_shards() == cluster.cat_shards()
 
 
-def test_big_cluster_stays_fast(clock: FakeClock) -> None:
+def test_big_cluster_stays_fast(clock: SimulatedClock) -> None:
     started = time.perf_counter()
     cluster = big(500, 4, 5, 1, clock=clock)
     health = cluster.health()
     assert health["active_primary_shards"] == 2000
     assert health["unassigned_shards"] == health["delayed_unassigned_shards"] > 0
     cluster.put_index_settings("_all", {"index.unassigned.node_left.delayed_timeout": "0"})
+    cluster.settle()
     assert cluster.health()["status"] == "green"
     assert len(cluster.cat_shards()) == 4000
     assert time.perf_counter() - started < 8
@@ -358,27 +384,33 @@ ACTIONS = st.lists(st.tuples(st.sampled_from(["kill", "return", "write", "wait",
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions=ACTIONS)
 def test_allocation_invariants_hold_under_random_faults(actions: list[tuple[str, int]]) -> None:
-    clock = FakeClock()
+    clock = SimulatedClock()
     cluster = EsCluster(clock=clock)
     for number in range(1, 5):
         cluster.add_node(f"node-{number}")
     cluster.create_index("orders", number_of_shards=3, number_of_replicas=1)
+    cluster.settle()
     writes = 0
     for action, value in actions:
         name = f"node-{value + 1}"
         try:
             if action == "kill":
                 cluster.kill_node(name)
+                cluster.settle()
             elif action == "return":
                 cluster.return_node(name)
+                cluster.settle()
             elif action == "write":
                 writes += 1
                 cluster.index_doc("orders", f"doc-{writes}", {"n": writes})
             elif action == "wait":
                 clock.advance(45)
+                cluster.settle()
                 cluster.allocate()
+                cluster.settle()
             else:
                 cluster.put_index_settings("orders", {"number_of_replicas": value % 3})
+                cluster.settle()
         except SimApiError as error:
             assert error.status in (503,)
     for group in cluster.groups():

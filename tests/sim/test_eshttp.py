@@ -14,23 +14,17 @@ from urllib.parse import urlsplit
 import pytest
 from elasticsearch import ApiError, BadRequestError, ConnectionTimeout, Elasticsearch, NotFoundError, TransportError
 
+from drengine.clock import SimulatedClock
 from drengine.datastores.elasticsearch.rest import SimServer
-from drengine.datastores.elasticsearch.simcluster import EsCluster, build_scenario
+from drengine.datastores.elasticsearch.simulator import EsCluster, build_scenario
 
 pytestmark = pytest.mark.sim
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> SimulatedClock:
+    return SimulatedClock()
 
 
 def serve(model: EsCluster) -> Iterator[tuple[SimServer, Elasticsearch]]:
@@ -44,12 +38,12 @@ def serve(model: EsCluster) -> Iterator[tuple[SimServer, Elasticsearch]]:
 
 
 @pytest.fixture
-def lost_node(clock: FakeClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
+def lost_node(clock: SimulatedClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
     yield from serve(build_scenario("one-node-lost-3", clock))
 
 
 @pytest.fixture
-def stale(clock: FakeClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
+def stale(clock: SimulatedClock) -> Iterator[tuple[SimServer, Elasticsearch]]:
     yield from serve(build_scenario("red-stale-copy", clock))
 
 
@@ -97,26 +91,41 @@ def test_health_wait_times_out_with_408(lost_node: tuple[SimServer, Elasticsearc
     assert body["status"] == "yellow"
 
 
-def test_health_wait_wakes_when_the_delay_runs_out(lost_node: tuple[SimServer, Elasticsearch], clock: FakeClock) -> None:
-    server, client = lost_node
-
-    def delay_expires() -> None:
-        time.sleep(0.2)
-        server.with_model(lambda m: setattr(clock, "now", clock.now + 61))
-
-    mover = threading.Thread(target=delay_expires)
-    mover.start()
+def test_health_wait_moves_a_simulated_clock_through_the_delay_and_the_recoveries(
+        lost_node: tuple[SimServer, Elasticsearch], clock: SimulatedClock) -> None:
+    """On a SimulatedClock the waiting request is what moves time: from the delay running out
+    (60 s) to the replicas' recoveries completing, and no further."""
+    _, client = lost_node
     started = time.monotonic()
-    health = client.cluster.health(wait_for_status="green", timeout="5s")
-    mover.join()
+    health = client.cluster.health(wait_for_status="green", timeout="5m")
     assert health["status"] == "green" and health["timed_out"] is False
+    assert 60 <= clock.now() < 120
     assert time.monotonic() - started < 3
+
+
+def test_health_wait_wakes_on_a_change_in_real_time() -> None:
+    from drengine.clock import SYSTEM
+
+    for server, client in serve(build_scenario("one-node-lost-3", SYSTEM)):
+        def shorten_delay(server: SimServer = server) -> None:
+            time.sleep(0.2)
+            server.with_model(lambda m: m.put_index_settings("_all", {"index.unassigned.node_left.delayed_timeout": "0"}))
+
+        mover = threading.Thread(target=shorten_delay)
+        mover.start()
+        started = time.monotonic()
+        health = client.cluster.health(wait_for_status="green", timeout="10s")
+        mover.join()
+        assert health["status"] == "green" and health["timed_out"] is False
+        assert time.monotonic() - started < 8
 
 
 def test_cat_shards_values_are_strings(lost_node: tuple[SimServer, Elasticsearch]) -> None:
     _, client = lost_node
-    rows: Any = client.cat.shards(format="json")
-    assert {"index", "shard", "prirep", "state", "docs", "store", "ip", "node", "unassigned.reason"} <= set(rows[0])
+    # RestShardsAction's default columns; unassigned.reason only when asked for with `h`.
+    defaults: Any = client.cat.shards(format="json")
+    assert set(defaults[0]) == {"index", "shard", "prirep", "state", "docs", "store", "dataset", "ip", "node"}
+    rows: Any = client.cat.shards(format="json", h="index,shard,prirep,state,docs,store,ip,node,unassigned.reason")
     for row in rows:
         assert all(value is None or isinstance(value, str) for value in row.values())
     unassigned = [r for r in rows if r["state"] == "UNASSIGNED"]
@@ -147,7 +156,7 @@ def test_explain_shapes(lost_node: tuple[SimServer, Elasticsearch]) -> None:
     assert first["current_state"] == "unassigned" and "note" in first
 
 
-def test_explain_without_unassigned_shards_is_a_bad_request(clock: FakeClock) -> None:
+def test_explain_without_unassigned_shards_is_a_bad_request(clock: SimulatedClock) -> None:
     model = EsCluster(clock=clock)
     model.add_node("node-1")
     model.create_index("orders", number_of_shards=1, number_of_replicas=0)
@@ -176,21 +185,24 @@ def test_stale_primary_through_reroute(stale: tuple[SimServer, Elasticsearch]) -
     done = client.cluster.reroute(commands=[command], explain=True)
     assert done["explanations"][0]["command"] == "allocate_stale_primary"
     assert "routing_table" in done["state"]
-    assert client.cluster.health(index="orders")["status"] != "red"
+    assert done["explanations"][0]["decisions"] == [
+        {"decider": "allocate_stale_primary (allocation command)", "decision": "YES", "explanation": "ignore deciders"}]
+    assert client.cluster.health(index="orders")["status"] == "red"  # initializing from its store
+    assert client.cluster.health(index="orders", wait_for_status="yellow", timeout="1m")["status"] != "red"
     assert client.count(index="orders")["count"] == 5
     with pytest.raises(NotFoundError):
         client.get(index="orders", id="doc-8")
 
 
-def test_retry_failed_through_reroute(clock: FakeClock) -> None:
+def test_retry_failed_through_reroute(clock: SimulatedClock) -> None:
     for _, client in serve(build_scenario("retries-exhausted", clock)):
         explain = client.cluster.allocation_explain()
         assert explain["unassigned_info"]["failed_allocation_attempts"] == 5
         assert client.cluster.reroute(retry_failed=True, metric="none") == {"acknowledged": True}
-        assert client.cluster.health()["status"] == "green"
+        assert client.cluster.health(wait_for_status="green", timeout="1m")["status"] == "green"
 
 
-def test_allocate_replica_refused_by_a_decider(clock: FakeClock) -> None:
+def test_allocate_replica_refused_by_a_decider(clock: SimulatedClock) -> None:
     for server, client in serve(build_scenario("allocation-disabled", clock)):
         shards: Any = client.cat.shards(format="json")
         row = next(r for r in shards if r["state"] == "UNASSIGNED")
@@ -228,7 +240,7 @@ def test_settings_round_trip(lost_node: tuple[SimServer, Elasticsearch]) -> None
     client.indices.put_settings(index="_all", settings={"index.unassigned.node_left.delayed_timeout": "0"})
     settings = client.indices.get_settings(index="orders")["orders"]["settings"]["index"]
     assert settings["unassigned"]["node_left"]["delayed_timeout"] == "0"
-    assert client.cluster.health()["status"] == "green"
+    assert client.cluster.health(wait_for_status="green", timeout="1m")["status"] == "green"
     client.indices.put_settings(index="orders", settings={"index": {"number_of_replicas": 0}})
     flat = client.indices.get_settings(index="orders", flat_settings=True)["orders"]["settings"]
     assert flat["index.number_of_replicas"] == "0"
@@ -269,7 +281,7 @@ def test_hung_server_makes_the_client_time_out(lost_node: tuple[SimServer, Elast
         impatient.close()
 
 
-def test_stop_closes_the_socket_and_joins_threads(clock: FakeClock) -> None:
+def test_stop_closes_the_socket_and_joins_threads(clock: SimulatedClock) -> None:
     before = threading.active_count()
     server = SimServer(build_scenario("one-node-lost-3", clock))
     url = server.start()
@@ -299,9 +311,86 @@ def test_stop_closes_the_socket_and_joins_threads(clock: FakeClock) -> None:
     assert threading.active_count() <= before
 
 
-def test_persisted_state_serves_the_same_answers(stale: tuple[SimServer, Elasticsearch], clock: FakeClock) -> None:
+def test_persisted_state_serves_the_same_answers(stale: tuple[SimServer, Elasticsearch], clock: SimulatedClock) -> None:
     server, client = stale
     saved = json.loads(json.dumps(server.snapshot()))
     for _, again in serve(EsCluster.from_json(saved, clock=clock)):
         assert again.cluster.health().body == client.cluster.health().body
         assert again.cat.shards(format="json").body == client.cat.shards(format="json").body
+
+
+def test_unknown_parameters_are_refused_with_a_suggestion(lost_node: tuple[SimServer, Elasticsearch]) -> None:
+    """BaseRestHandler.handleRequest refuses a parameter the handler does not declare, and
+    suggests the close ones (Lucene's Levenshtein similarity above 0.5)."""
+    server, _ = lost_node
+    status, _, body = raw_get(server.url, "/_cluster/health?wait_for_statu=green", "application/json")
+    error = json.loads(body)
+    assert status == 400 and error["error"]["type"] == "illegal_argument_exception"
+    assert error["error"]["reason"] == ("request [/_cluster/health] contains unrecognized parameter: [wait_for_statu] "
+                                        "-> did you mean any of [wait_for_status, wait_for_events, wait_for_nodes]?")
+    status, _, body = raw_get(server.url, "/_cat/shards?formt=json", "application/json")
+    assert json.loads(body)["error"]["reason"] == ("request [/_cat/shards] contains unrecognized parameter: [formt] -> "
+                                                   "did you mean [format]?")
+    status, _, body = raw_get(server.url, "/_cluster/health?pretty&human&filter_path=status", "application/json")
+    assert status == 200
+
+
+def test_cat_recovery_shows_copies_recovering_and_done(clock: SimulatedClock) -> None:
+    for server, client in serve(build_scenario("recoveries-in-flight", clock)):
+        assert client.cat.recovery(format="json", active_only=True) == []
+        client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": "all"})
+        active = client.cat.recovery(format="json", active_only=True)
+        assert active and all(r["stage"] != "done" for r in active)
+        assert {r["type"] for r in active} <= {"peer", "existing_store", "empty_store"}
+        row = active[0]
+        assert set(row) == {"index", "shard", "time", "type", "stage", "source_host", "source_node", "target_host",
+                            "target_node", "repository", "snapshot", "files", "files_recovered", "files_percent",
+                            "files_total", "bytes", "bytes_recovered", "bytes_percent", "bytes_total", "translog_ops",
+                            "translog_ops_recovered", "translog_ops_percent"}
+        assert all(isinstance(v, str) for v in row.values())
+        # Columns asked for by alias are shown under the alias (RestTable.buildDisplayHeaders).
+        in_bytes = client.cat.recovery(format="json", active_only=True, bytes="b", h="i,s,b,br,bp")
+        assert set(in_bytes[0]) == {"i", "s", "b", "br", "bp"}
+        assert int(in_bytes[0]["b"]) >= int(in_bytes[0]["br"])
+        client.cluster.health(wait_for_status="green", timeout="30m")
+        assert client.cat.recovery(format="json", active_only=True) == []
+        done = client.cat.recovery(format="json")
+        assert done and {r["stage"] for r in done} == {"done"}
+        assert server.read(lambda m: m.now()) > 0
+
+
+def test_no_master_waits_master_timeout_then_503(clock: SimulatedClock) -> None:
+    for server, client in serve(build_scenario("one-node-lost-3", clock)):
+        server.with_model(lambda m: [m.kill_node(n.name) for n in list(m.state.nodes) if n.alive][:1])
+        server.with_model(lambda m: [m.kill_node(n.name) for n in list(m.state.nodes) if n.alive][:1])
+        before = clock.now()
+        with pytest.raises(ApiError) as refused:
+            client.cluster.health(master_timeout="10s")
+        assert refused.value.meta.status == 503
+        assert refused.value.body["error"] == {
+            "root_cause": [{"type": "master_not_discovered_exception", "reason": None}],
+            "type": "master_not_discovered_exception", "reason": None}
+        assert clock.now() - before == pytest.approx(10, abs=0.1)
+
+
+def test_served_lab_runs_recoveries_at_its_speed(tmp_path: Any) -> None:
+    """`drengine lab serve elasticsearch --speed 50`: real time, fifty times faster: 2 GiB shards
+    recover in minutes of the cluster's time, seconds of ours."""
+    from drengine.datastores.elasticsearch.lab import serve_simulator
+
+    served = serve_simulator("recoveries-in-flight", 0, tmp_path / "state.json", speed=50)
+    url = served.endpoints[0].split(" at ")[1].split()[0]
+    client = Elasticsearch(url, request_timeout=30, max_retries=0)
+    try:
+        client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": "all"})
+        started = time.monotonic()
+        health = client.cluster.health(wait_for_status="green", timeout="10m")
+        took = time.monotonic() - started
+        assert health["status"] == "green"
+        done = client.cat.recovery(format="json", h="ty,t", time="s")
+        longest = max(int(r["t"]) for r in done if r["ty"] == "peer")
+        assert longest >= 60 and took < longest / 10  # minutes of cluster time in a few seconds
+    finally:
+        client.close()
+        served.stop()
+    assert (tmp_path / "state.json").exists()

@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from drengine.datastores.mongodb.simcluster import MemberState, SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet, build_scenario
+from drengine.datastores.mongodb.simulator.model import MemberState
 from tests.helpers import cli, cli_subprocess, of_type
 
 CONNECT, READ = 0.5, 1.0
@@ -22,7 +23,7 @@ hosts:
 clusters:
   sim:
     kind: mongodb
-    simulated: {{scenario: {scenario}{state}}}
+    simulated: {{scenario: {scenario}{state}, speed: 20}}
     drill_target: true
     timeouts: {{connect: {connect}, read: {read}}}
     members:
@@ -64,7 +65,7 @@ def wire_threads() -> list[str]:
 def test_five_members_three_killed_the_more_advanced_survivor_becomes_primary(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, inventory(tmp_path, "majority-lost-5"), "--yes", "--accept-data-loss")
     assert code == 0, out
-    assert "chose m1: m1 has the highest optime among the survivors that may be primary" in out
+    assert "chose m1: m1 is the most advanced data-bearing survivor" in out
     assert "keep m0, m1; remove m2, m3, m4" in out
     sim = state(run_dir / "sim-state.json")
     assert sim.primaries() == [1]
@@ -142,8 +143,8 @@ def test_arbiter_never_chosen_and_priority_zero_only_by_override(tmp_path: Path)
     inv = inventory(tmp_path, "arbiter-and-priority0")
     code, out, run_dir = run(tmp_path, inv, "--yes", "--accept-data-loss")
     assert code == 1, out
-    assert "no survivor may become primary as configured: m2 (priority 0)" in out
-    assert "m3: optime -, priority 0, votes 1 (not a candidate: an arbiter holds no data)" in out
+    assert "m2 (priority 0) is the most advanced data-bearing survivor" in out
+    assert "m3: optime -, priority 0, votes 1, arbiter (not a candidate: an arbiter holds no data)" in out
     assert "--override choose-survivor --accept-data-loss" in out
     assert not of_type(run_dir, "statement_sent")
 

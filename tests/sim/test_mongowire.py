@@ -25,9 +25,11 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from drengine.clock import wait_until
-from drengine.datastores.mongodb.simcluster import FORCE_VERSION_MIN_INCREMENT, build_scenario
-from drengine.datastores.mongodb.wire import OP_QUERY, OP_REPLY, WireCluster
+from drengine.clock import SimulatedClock, wait_until
+from drengine.datastores.mongodb.simulator import build_scenario
+from drengine.datastores.mongodb.simulator.model import FORCE_VERSION_MIN_INCREMENT
+from drengine.datastores.mongodb.wire import WireCluster
+from drengine.datastores.mongodb.wireproto import OP_QUERY, OP_REPLY
 
 pytestmark = pytest.mark.sim
 
@@ -35,8 +37,8 @@ Client = MongoClient[dict[str, Any]]
 
 
 @contextmanager
-def serving(scenario: str) -> Iterator[WireCluster]:
-    cluster = WireCluster(build_scenario(scenario, rng=random.Random(3)))
+def serving(scenario: str, clock: SimulatedClock | None = None) -> Iterator[WireCluster]:
+    cluster = WireCluster(build_scenario(scenario, rng=random.Random(3), clock=clock))
     cluster.start()
     try:
         yield cluster
@@ -132,7 +134,8 @@ def test_replset_get_status_of_majority_lost_5() -> None:
 
 
 def test_forced_reconfig_makes_the_most_advanced_survivor_primary() -> None:
-    with serving("majority-lost-5") as cluster:
+    clock = SimulatedClock()
+    with serving("majority-lost-5", clock) as cluster:
         with connect(cluster, 0) as observer:
             status = observer.admin.command("replSetGetStatus")
         healthy = [m for m in status["members"] if m["health"] == 1]
@@ -145,6 +148,12 @@ def test_forced_reconfig_makes_the_most_advanced_survivor_primary() -> None:
             config["members"] = [m for m in config["members"] if m["_id"] in keep]
             reply = client.admin.command({"replSetReconfig": config, "force": True})
             assert reply["ok"] == 1.0
+            # Not primary at once: the survivors first wait out their election timeout (10 s
+            # and a random share of 15 %), then elect.
+            assert client.admin.command("hello")["isWritablePrimary"] is False
+            clock.advance(9)
+            assert client.admin.command("hello")["isWritablePrimary"] is False
+            clock.advance(5)
 
             hello = client.admin.command("hello")
             assert hello["isWritablePrimary"] is True
@@ -162,18 +171,42 @@ def test_forced_reconfig_makes_the_most_advanced_survivor_primary() -> None:
 
 
 def test_majority_write_concern_error_reaches_pymongo() -> None:
-    with serving("healthy-3") as cluster:
+    clock = SimulatedClock()
+    with serving("healthy-3", clock) as cluster:
         cluster.kill(2)
         cluster.lag(1, ops=1000)
         with connect(cluster, 0) as client:
-            majority = client.shop.get_collection("orders", write_concern=WriteConcern(w="majority"))
+            majority = client.shop.get_collection("orders", write_concern=WriteConcern(w="majority", wtimeout=5000))
+            before = clock.now()
             with pytest.raises(WriteConcernError) as raised:
                 majority.insert_one({"_id": 10})
+            # mongod waits the whole wtimeout, then answers (DRIVERS-967 shape).
+            assert clock.now() - before >= 5.0
             assert raised.value.code == 64
+            details = raised.value.details or {}
+            assert details["errmsg"] == "waiting for replication timed out"
+            assert details["errInfo"]["wtimeout"] is True
+            assert details["errInfo"]["writeConcern"]["wtimeout"] == 5000
             single = client.shop.get_collection("orders", write_concern=WriteConcern(w=1))
             single.insert_one({"_id": 11})
             # The majority write failed its concern but stayed on the primary.
             assert single.count_documents({}) == 5
+
+
+def test_majority_write_without_wtimeout_blocks_until_the_client_gives_up() -> None:
+    with serving("healthy-3", SimulatedClock()) as cluster:
+        cluster.kill(2)
+        cluster.lag(1, ops=1000)
+        host, port = cluster.address(0)
+        client: Client = MongoClient(host, port, directConnection=True, socketTimeoutMS=1000, retryWrites=False)
+        try:
+            orders = client.shop.get_collection("orders", write_concern=WriteConcern(w="majority"))
+            started = time.monotonic()
+            with pytest.raises(AutoReconnect):  # the socket timeout: no answer ever comes
+                orders.insert_one({"_id": 10})
+            assert time.monotonic() - started >= 1.0
+        finally:
+            client.close()
 
 
 def test_hung_member_makes_pymongo_raise_within_its_timeouts() -> None:

@@ -7,39 +7,27 @@ from collections.abc import Sequence
 
 import pytest
 
-from drengine.datastores.elasticsearch.actions import (
+from drengine.clock import SimulatedClock
+from drengine.datastores.elasticsearch.calls import DELAY_SETTING, chunk_indices, put_cluster_settings_call, reroute_call
+from drengine.datastores.elasticsearch.diagnosis import (
     Explanations,
-    PrimaryChoice,
-    ReallocationPlan,
-    SettingChange,
-    expected_after,
     explain_table,
-    plan_reallocation,
-    restore_calls,
     shards_to_explain,
     table_lines,
     with_explanations,
 )
-from drengine.datastores.elasticsearch.connector import (
-    DELAY_SETTING,
-    EsView,
-    build_view,
-    chunk_indices,
-    parse_explanation,
-    put_cluster_settings_call,
-    reroute_call,
+from drengine.datastores.elasticsearch.esview import EsView, build_view, parse_explanation
+from drengine.datastores.elasticsearch.planning import (
+    PrimaryChoice,
+    ReallocationPlan,
+    SettingChange,
+    expected_after,
+    plan_reallocation,
+    restore_calls,
 )
-from drengine.datastores.elasticsearch.simcluster import EsCluster, big, build_scenario
+from drengine.datastores.elasticsearch.simulator import EsCluster, big, build_scenario
 
 MEMBERS = ("node-1", "node-2", "node-3")
-
-
-class FixedClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def view_of(model: EsCluster, members: Sequence[str] = MEMBERS, explain_all_up_to: int = 50) -> EsView:
@@ -54,7 +42,7 @@ def view_of(model: EsCluster, members: Sequence[str] = MEMBERS, explain_all_up_t
 
 
 def scenario(name: str) -> EsView:
-    return view_of(build_scenario(name, clock=FixedClock()))
+    return view_of(build_scenario(name, clock=SimulatedClock()))
 
 
 def test_one_node_lost_waits_for_the_node_unless_declared_gone() -> None:
@@ -67,7 +55,7 @@ def test_one_node_lost_waits_for_the_node_unless_declared_gone() -> None:
 
 
 def test_one_node_lost_declared_gone_shortens_the_delay_of_the_affected_indices_only() -> None:
-    model = build_scenario("one-node-lost-3", clock=FixedClock())
+    model = build_scenario("one-node-lost-3", clock=SimulatedClock())
     model.create_index("untouched", number_of_shards=1, number_of_replicas=0)
     plan = plan_reallocation(view_of(model), gone_nodes=("node-3",))
     assert plan.gone_confirmed
@@ -133,11 +121,12 @@ def test_retry_limit_reached_retries_failed_allocations() -> None:
 
 
 def test_replicas_are_lowered_when_the_remaining_data_nodes_cannot_hold_them() -> None:
-    model = EsCluster("t", clock=FixedClock())
+    model = EsCluster("t", clock=SimulatedClock())
     for name in MEMBERS:
         model.add_node(name)
     model.create_index("wide", number_of_shards=2, number_of_replicas=2, settings={DELAY_SETTING: "0"})
     model.create_index("narrow", number_of_shards=1, number_of_replicas=1, settings={DELAY_SETTING: "0"})
+    model.settle()
     model.kill_node("node-3")
     plan = plan_reallocation(view_of(model), gone_nodes=("node-3",))
     assert plan.lower_replicas == [SettingChange(scope="index", target="wide", key="index.number_of_replicas",
@@ -148,10 +137,11 @@ def test_replicas_are_lowered_when_the_remaining_data_nodes_cannot_hold_them() -
 
 
 def test_replicas_are_not_lowered_while_waiting_for_a_node_that_may_return() -> None:
-    model = EsCluster("t", clock=FixedClock())
+    model = EsCluster("t", clock=SimulatedClock())
     for name in MEMBERS:
         model.add_node(name)
     model.create_index("wide", number_of_shards=1, number_of_replicas=2)
+    model.settle()
     model.kill_node("node-3")
     plan = plan_reallocation(view_of(model), gone_nodes=())
     assert not plan.lower_replicas and plan.expected_status == "yellow"
@@ -159,7 +149,7 @@ def test_replicas_are_not_lowered_while_waiting_for_a_node_that_may_return() -> 
 
 
 def test_big_cluster_explains_a_sample_and_still_has_a_row_per_unassigned_copy() -> None:
-    model = big(n_indices=50, shards_per_index=4, nodes=5, lose=1, clock=FixedClock())
+    model = big(n_indices=50, shards_per_index=4, nodes=5, lose=1, clock=SimulatedClock())
     view = view_of(model, members=[f"node-{i}" for i in range(1, 6)])
     unassigned = view.unassigned
     assert len(unassigned) > 50

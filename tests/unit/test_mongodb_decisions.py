@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drengine.datastores.mongodb.actions import (
+from drengine.datastores.mongodb.decisions import (
     added_config,
     check_majority_lost,
     choose_survivor,
@@ -14,7 +14,7 @@ from drengine.datastores.mongodb.actions import (
     reconfig_text,
     survivors_of,
 )
-from drengine.datastores.mongodb.connector import MemberView, OpTimeView, PeerStatus, SetView, config_from_json
+from drengine.datastores.mongodb.setview import MemberView, OpTimeView, PeerStatus, SetView, config_from_json
 
 
 def config_doc(members: list[dict[str, Any]], version: int = 1) -> str:
@@ -55,7 +55,7 @@ def test_majority_lost_passes_and_most_advanced_survivor_is_chosen() -> None:
     assert check_majority_lost(view) is None
     decision = choose_survivor(view)
     assert decision.chosen == "m1"
-    assert decision.reason.startswith("m1 has the highest optime among the survivors that may be primary")
+    assert decision.reason.startswith("m1 is the most advanced data-bearing survivor: term 1, ts 160.1")
     assert "m0 at term 1, ts 100.1" in decision.reason
     assert any("m2, m3, m4 could not be reached" in r for r in decision.risks)
 
@@ -119,16 +119,71 @@ def test_priority_zero_only_by_override() -> None:
     view = make_view({2: ("SECONDARY", 100), 3: ("ARBITER", None)}, members)
     decision = choose_survivor(view)
     assert decision.chosen == "m2" and decision.by_override
-    assert decision.reason.startswith("no survivor may become primary as configured: m2 (priority 0)")
-    assert "gives it priority 1 and 1 vote" in decision.reason
+    assert decision.reason.startswith("m2 (priority 0) is the most advanced data-bearing survivor")
+    assert "the forced config changes priority 0 -> 1 so that it can be" in decision.reason
+    assert decision.lifted == ["priority 0 -> 1"]
 
 
-def test_a_more_advanced_priority_zero_member_is_named_as_a_risk() -> None:
+def test_a_more_advanced_priority_zero_member_is_chosen_by_override_and_the_loss_of_the_other_named() -> None:
     members = [{}, {"priority": 0.0}, {}]
     view = make_view({0: ("SECONDARY", 100), 1: ("SECONDARY", 200)}, members)
     decision = choose_survivor(view)
-    assert decision.chosen == "m0" and not decision.by_override
-    assert any(r.startswith("m1 (priority 0) holds writes up to term 1, ts 200.1, beyond m0") for r in decision.risks)
+    assert decision.chosen == "m1" and decision.by_override
+    assert any(r.startswith("m0 may be primary as configured but is behind (term 1, ts 100.1, against term 1, "
+                            "ts 200.1): promoting it instead would lose the writes in between") for r in decision.risks)
+
+
+def test_at_equal_optimes_a_member_that_may_be_primary_is_preferred() -> None:
+    members = [{"priority": 0.0}, {}, {}]
+    view = make_view({0: ("SECONDARY", 100), 1: ("SECONDARY", 100)}, members)
+    decision = choose_survivor(view)
+    assert decision.chosen == "m1" and not decision.by_override
+
+
+def test_a_hidden_survivor_is_unhidden_and_given_priority() -> None:
+    members = [{}, {"hidden": True, "priority": 0.0}, {}]
+    view = make_view({1: ("SECONDARY", 100)}, members)
+    decision = choose_survivor(view)
+    assert decision.chosen == "m1" and decision.by_override
+    assert decision.lifted == ["priority 0 -> 1", "hidden -> false"]
+    forced = forced_config(view.members[1].config, ["h1:27017"], "h1:27017")  # type: ignore[arg-type]
+    entry = json.loads(forced.document)["members"][0]
+    assert (entry["hidden"], entry["priority"], entry["votes"]) == (False, 1.0, 1)
+
+
+def test_a_non_voting_survivor_gets_a_vote() -> None:
+    members = [{}, {"votes": 0, "priority": 0.0}, {}]
+    view = make_view({1: ("SECONDARY", 100)}, members)
+    decision = choose_survivor(view)
+    assert decision.chosen == "m1" and decision.by_override
+    assert decision.lifted == ["priority 0 -> 1", "votes 0 -> 1"]
+    assert "non-voting" in decision.reason
+
+
+def test_a_delayed_member_is_never_preferred_to_a_current_one_without_saying_so() -> None:
+    members = [{"priority": 0.0, "hidden": True, "secondaryDelaySecs": 3600}, {}, {}]
+    behind = make_view({0: ("SECONDARY", 100), 1: ("SECONDARY", 200)}, members)
+    decision = choose_survivor(behind)
+    assert decision.chosen == "m1" and not decision.by_override
+    assert "m0 lag(s) behind by design (secondaryDelaySecs)" in decision.reason
+    ahead = make_view({0: ("SECONDARY", 300), 1: ("SECONDARY", 200)}, members)
+    decision = choose_survivor(ahead)
+    assert decision.chosen == "m0" and decision.by_override
+    assert "secondaryDelaySecs 3600 -> 0" in decision.lifted
+    assert any("m0 is a delayed member (secondaryDelaySecs 3600): it is preferred to m1 only because it holds more"
+               in r for r in decision.risks)
+
+
+def test_an_arbiter_left_among_the_voters_says_what_it_costs() -> None:
+    two_data = [{}, {}, {"arbiterOnly": True, "priority": 0.0}, {}, {}]
+    old = config_from_json(config_doc(two_data))
+    forced = forced_config(old, ["h0:27017", "h1:27017", "h2:27017"], "h0:27017")
+    assert forced.arbiter_cost is not None
+    assert "with 2 data-bearing voters, w: majority needs all 2 of them" in forced.arbiter_cost
+    assert "majority commit point stalls" in forced.arbiter_cost
+    one_data = forced_config(old, ["h0:27017", "h2:27017"], "h0:27017")
+    assert one_data.arbiter_cost is not None and "acknowledged by the primary alone" in one_data.arbiter_cost
+    assert forced_config(old, ["h0:27017", "h1:27017"], "h0:27017").arbiter_cost is None
 
 
 def test_members_without_complete_data_are_not_candidates() -> None:

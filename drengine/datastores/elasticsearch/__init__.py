@@ -3,4 +3,4 @@
 from drengine.datastores import Datastore
 
 DATASTORE = Datastore(kind="elasticsearch", title="Elasticsearch", default_port=9200,
-                      connector="connector:ElasticBackend", simulator="sim:SimElasticBackend", simulated_lab=True)
+                      connector="connector:ElasticBackend", simulator="sim:SimElasticBackend", simulated_lab=True, takes_clock=True)

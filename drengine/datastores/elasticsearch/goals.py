@@ -3,8 +3,10 @@ every primary is assigned, and every setting the run changed is back to what it 
 
 from __future__ import annotations
 
-from drengine.datastores.elasticsearch.actions import SettingChange, SettingChanges
-from drengine.datastores.elasticsearch.connector import ENABLE_SETTING, ElasticAPI, EsView
+from drengine.datastores.elasticsearch.calls import ENABLE_SETTING
+from drengine.datastores.elasticsearch.connector import ElasticAPI
+from drengine.datastores.elasticsearch.esview import EsView
+from drengine.datastores.elasticsearch.planning import SettingChange, SettingChanges
 from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
 
 Ctx = RunContext[ElasticAPI]
@@ -26,17 +28,19 @@ def _current(view: EsView, change: SettingChange) -> str | None:
 
 def primaries_goal(view: EsView, changes: list[SettingChange]) -> tuple[bool, str, list[str]]:
     left = []
-    red = sorted({f"{s.index}[{s.shard}]" for s in view.shards if s.primary and s.state == "UNASSIGNED"})
+    # Active, not only placed: a primary still initializing serves nothing yet (and may fail its recovery).
+    red = sorted({f"{s.index}[{s.shard}]" for s in view.shards if s.primary and s.state != "STARTED"})
     if red:
-        left.append(f"{len(red)} primary shard(s) unassigned ({', '.join(red[:5])}{'...' if len(red) > 5 else ''}); "
-                    f"run elasticsearch-reallocate again and read the allocation explanations")
+        left.append(f"{len(red)} primary shard(s) not active (unassigned or still initializing: "
+                    f"{', '.join(red[:5])}{'...' if len(red) > 5 else ''}); run elasticsearch-reallocate again and "
+                    f"read the allocation explanations")
     for change in changes:
         now = _current(view, change)
         if now != change.old:
             left.append(f"{change.key} on {change.target} is {now!r}, was {change.old!r} before the run; put it back")
     if left:
         return False, "; ".join(left), left
-    return True, f"every primary is assigned ({view.health.status}); {len(changes)} changed setting(s) are back", []
+    return True, f"every primary is active ({view.health.status}); {len(changes)} changed setting(s) are back", []
 
 
 @register

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,19 @@ DEFAULT_PORT = 9200
 
 def scenarios() -> list[str]:
     """The situations `--scenario` can start the served cluster in."""
-    from drengine.datastores.elasticsearch.simcluster import SCENARIOS
+    from drengine.datastores.elasticsearch.simulator import SCENARIOS
 
     return sorted(SCENARIOS)
 
 
-def up(lab: LabDir, inventory_out: str | None = None, scenario: str = DEFAULT_SCENARIO) -> dict[str, Any]:
+def up(lab: LabDir, inventory_out: str | None = None, scenario: str = DEFAULT_SCENARIO,
+       speed: float = 1.0) -> dict[str, Any]:
     state = lab.path("elasticsearch") / "state.json"
     # A new lab starts from the scenario asked for, never from the state an earlier lab wrote back.
     lab.stop_kind("elasticsearch")
     state.unlink(missing_ok=True)
-    serve(lab, "elasticsearch", ["--scenario", scenario, "--port", str(PORT), "--state", str(state)], [PORT],
+    serve(lab, "elasticsearch", ["--scenario", scenario, "--port", str(PORT), "--state", str(state),
+                                 "--speed", str(speed)], [PORT],
           ready_prefix="simulated Elasticsearch")
     # Every node answers on the one simulated endpoint; member names are the node names.
     members = [{"name": f"node-{i}", "address": "127.0.0.1", "port": PORT} for i in (1, 2, 3)]
@@ -41,19 +44,21 @@ def down(lab: LabDir) -> None:
     lab.stop_kind("elasticsearch")
 
 
-def serve_simulator(scenario: str | None, port: int | None, state: Path | None) -> Served:
-    """Serve the cluster from `state` when it exists, else from the scenario, on `port`; the
-    state is written back when it stops."""
+def serve_simulator(scenario: str | None, port: int | None, state: Path | None, speed: float = 1.0) -> Served:
+    """Serve the cluster from `state` when it exists, else from the scenario, on `port`, its time
+    running `speed` times faster than real time; the state is written back when it stops."""
+    from drengine.clock import clock_at_speed
     from drengine.datastores.elasticsearch.rest import SimServer
     from drengine.datastores.elasticsearch.sim import parse_model
-    from drengine.datastores.elasticsearch.simcluster import SCENARIOS
+    from drengine.datastores.elasticsearch.simulator import SCENARIOS
     from drengine.simstate import build_scenario, load_state, save_state
 
     name = scenario or DEFAULT_SCENARIO
+    clock = clock_at_speed(speed)
     if state is not None and state.exists():
-        model = load_state(state, parse_model, "Elasticsearch")
+        model = load_state(state, partial(parse_model, clock=clock), "Elasticsearch")
     else:
-        model = build_scenario(name, SCENARIOS, "Elasticsearch")
+        model = build_scenario(name, {n: partial(f, clock=clock) for n, f in SCENARIOS.items()}, "Elasticsearch")
     server = SimServer(model, port=DEFAULT_PORT if port is None else port)
     url = server.start()
 

@@ -1,10 +1,10 @@
 """Serve a simulated Elasticsearch cluster over its REST API on 127.0.0.1.
 
-Owns the HTTP surface only: routing, query/body parsing, the headers the
-official client insists on (``X-Elastic-Product``, compatible media types),
-error bodies, ``wait_for_status`` waiting, and a "hang" fault that accepts
-requests and never answers (to test client timeouts). Every model access
-happens under one lock; the model itself is ``drengine.datastores.elasticsearch.simcluster``.
+Owns the HTTP server: the headers the official client insists on
+(``X-Elastic-Product``, compatible media types), error bodies, waiting for a health status,
+and a "hang" fault that accepts requests and never answers (to test client timeouts).
+The endpoints are in ``restapi``; every model access happens under one lock; the model
+itself is ``drengine.datastores.elasticsearch.simulator``.
 """
 
 from __future__ import annotations
@@ -13,382 +13,25 @@ import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from drengine.datastores.elasticsearch.simcluster import (
-    EsCluster,
-    JsonDict,
-    SimApiError,
-    parse_time_value,
+from drengine.clock import SimulatedClock
+from drengine.datastores.elasticsearch.restapi import (
+    HEALTH_POLL_SECONDS,
+    Handler,
+    Request,
+    Response,
+    check_parameters,
+    route,
 )
+from drengine.datastores.elasticsearch.simulator import EsCluster, SimApiError
+from drengine.datastores.elasticsearch.simulator.model import JsonDict, parse_time_value
 
 T = TypeVar("T")
-HEALTH_POLL_SECONDS = 0.05
-STATUS_RANK = {"green": 0, "yellow": 1, "red": 2}
-CAT_ALIASES = {
-    "i": "index",
-    "idx": "index",
-    "s": "shard",
-    "sh": "shard",
-    "p": "prirep",
-    "pr": "prirep",
-    "primaryOrReplica": "prirep",
-    "st": "state",
-    "d": "docs",
-    "dc": "docs",
-    "sto": "store",
-    "n": "node",
-    "ur": "unassigned.reason",
-    "ua": "unassigned.at",
-    "ud": "unassigned.details",
-    "r": "node.role",
-    "role": "node.role",
-    "nodeRole": "node.role",
-    "m": "master",
-    "hp": "heap.percent",
-    "rp": "ram.percent",
-    "dup": "disk.used_percent",
-    "v": "version",
-}
-DEFAULT_CAT_SHARD_COLUMNS = (
-    "index",
-    "shard",
-    "prirep",
-    "state",
-    "docs",
-    "store",
-    "ip",
-    "node",
-)
-DEFAULT_CAT_NODE_COLUMNS = (
-    "ip",
-    "heap.percent",
-    "ram.percent",
-    "cpu",
-    "load_1m",
-    "load_5m",
-    "load_15m",
-    "node.role",
-    "master",
-    "name",
-)
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    params: dict[str, str]
-    query: dict[str, str]
-    body: Any
-    accept: str
-
-    def flag(self, name: str, default: bool = False) -> bool:
-        if name not in self.query:
-            return default
-        return self.query[name].lower() in ("", "true", "1", "yes")
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any
-    text: bool = False
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-Handler = Callable[["SimServer", Request], Response]
-
-
-def ok(body: Any, status: int = 200) -> Response:
-    return Response(status, body)
-
-
-# ------------------------------------------------------------- endpoints ---
-
-
-def root(server: SimServer, request: Request) -> Response:
-    return ok(server.read(lambda m: m.root_info()))
-
-
-def cluster_health(server: SimServer, request: Request) -> Response:
-    wanted = request.query.get("wait_for_status")
-    if wanted is not None and wanted not in STATUS_RANK:
-        raise SimApiError(
-            400,
-            "illegal_argument_exception",
-            f"unknown cluster health status [{wanted}]",
-        )
-    wanted_nodes = request.query.get("wait_for_nodes")
-    timeout = parse_time_value(request.query.get("timeout", "30s"), "timeout")
-    index, level = request.params.get("index"), request.query.get("level", "cluster")
-
-    def satisfied(body: JsonDict) -> bool:
-        status_ok = wanted is None or STATUS_RANK[body["status"]] <= STATUS_RANK[wanted]
-        return status_ok and (wanted_nodes is None or nodes_match(body["number_of_nodes"], wanted_nodes))
-
-    body = server.wait_for(lambda m: m.health(index, level), satisfied, timeout)
-    if satisfied(body):
-        return ok(body)
-    body["timed_out"] = True
-    return ok(body, 408)
-
-
-def nodes_match(count: int, expression: str) -> bool:
-    found = re.fullmatch(r"\s*(>=|<=|>|<|ge\(|le\(|gt\(|lt\()?\s*(\d+)\)?\s*", expression)
-    if found is None:
-        raise SimApiError(
-            400,
-            "illegal_argument_exception",
-            f"cannot parse wait_for_nodes [{expression}]",
-        )
-    operator, number = found.group(1) or "", int(found.group(2))
-    checks: dict[str, Callable[[], bool]] = {
-        ">=": lambda: count >= number,
-        "ge(": lambda: count >= number,
-        "<=": lambda: count <= number,
-        "le(": lambda: count <= number,
-        ">": lambda: count > number,
-        "gt(": lambda: count > number,
-        "<": lambda: count < number,
-        "lt(": lambda: count < number,
-        "": lambda: count == number,
-    }
-    return checks[operator]()
-
-
-def cat_shards(server: SimServer, request: Request) -> Response:
-    rows = server.read(lambda m: m.cat_shards(request.params.get("index")))
-    return cat_response(request, rows, DEFAULT_CAT_SHARD_COLUMNS + ("unassigned.reason",))
-
-
-def cat_nodes(server: SimServer, request: Request) -> Response:
-    return cat_response(request, server.read(lambda m: m.cat_nodes()), DEFAULT_CAT_NODE_COLUMNS)
-
-
-def cat_response(request: Request, rows: list[dict[str, str | None]], defaults: tuple[str, ...]) -> Response:
-    columns = (
-        [CAT_ALIASES.get(c.strip(), c.strip()) for c in request.query["h"].split(",")] if "h" in request.query else list(defaults)
-    )
-    if "h" not in request.query and request.query.get("format") != "json":
-        columns = [c for c in columns if c != "unassigned.reason"]
-    selected = [{column: row.get(column) for column in columns} for row in rows]
-    if request.query.get("format") == "json":
-        return ok(selected)
-    table = [[value or "" for value in row.values()] for row in selected]
-    if request.flag("v"):
-        table.insert(0, columns)
-    widths = [max((len(line[i]) for line in table), default=0) for i in range(len(columns))]
-    text = "".join(" ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() + "\n" for line in table)
-    return Response(200, text, text=True)
-
-
-def allocation_explain(server: SimServer, request: Request) -> Response:
-    source = request.body if isinstance(request.body, dict) and request.body else request.query
-    index = source.get("index")
-    shard = source.get("shard")
-    primary = source.get("primary")
-    if isinstance(primary, str):
-        primary = primary.lower() == "true"
-    current_node = source.get("current_node")
-    include_yes = request.flag("include_yes_decisions")
-    return ok(
-        server.read(
-            lambda m: m.explain(
-                None if index is None else str(index),
-                None if shard is None else int(shard),
-                None if primary is None else bool(primary),
-                current_node=current_node,
-                include_yes_decisions=include_yes,
-            )
-        )
-    )
-
-
-def get_cluster_settings(server: SimServer, request: Request) -> Response:
-    return ok(
-        server.read(
-            lambda m: m.get_cluster_settings(
-                include_defaults=request.flag("include_defaults"),
-                flat=request.flag("flat_settings"),
-            )
-        )
-    )
-
-
-def put_cluster_settings(server: SimServer, request: Request) -> Response:
-    body = request.body if isinstance(request.body, dict) else {}
-    if not body.get("persistent") and not body.get("transient"):
-        raise SimApiError(
-            400,
-            "action_request_validation_exception",
-            "Validation Failed: 1: no settings to update;",
-        )
-    return ok(server.write(lambda m: m.put_cluster_settings(body.get("persistent"), body.get("transient"))))
-
-
-def get_index_settings(server: SimServer, request: Request) -> Response:
-    target = request.params.get("index")
-    return ok(server.read(lambda m: m.get_index_settings(target, flat=request.flag("flat_settings"))))
-
-
-def put_index_settings(server: SimServer, request: Request) -> Response:
-    if not isinstance(request.body, dict) or not request.body:
-        raise SimApiError(
-            400,
-            "action_request_validation_exception",
-            "Validation Failed: 1: no settings to update;",
-        )
-    target = request.params.get("index")
-    body: JsonDict = request.body
-    return ok(server.write(lambda m: m.put_index_settings(target, body)))
-
-
-def cluster_reroute(server: SimServer, request: Request) -> Response:
-    body = request.body if isinstance(request.body, dict) else {}
-    commands = body.get("commands", [])
-    if not isinstance(commands, list):
-        raise SimApiError(
-            400,
-            "x_content_parse_exception",
-            "[cluster_reroute] commands must be an array",
-        )
-    dry_run = request.flag("dry_run") or bool(body.get("dry_run"))
-    return ok(
-        server.write(
-            lambda m: m.reroute(
-                commands,
-                dry_run=dry_run,
-                retry_failed=request.flag("retry_failed"),
-                explain=request.flag("explain"),
-                metric=request.query.get("metric"),
-            )
-        )
-    )
-
-
-def nodes_info(server: SimServer, request: Request) -> Response:
-    return ok(server.read(lambda m: m.nodes_info()))
-
-
-def index_document(server: SimServer, request: Request) -> Response:
-    if not isinstance(request.body, dict):
-        raise SimApiError(400, "parse_exception", "request body is required")
-    index = request.params["index"]
-    doc_id = request.params.get("id") or server.next_doc_id()
-    source: JsonDict = request.body
-    status, body = server.write(lambda m: m.index_doc(index, doc_id, source))
-    return ok(body, status)
-
-
-def get_document(server: SimServer, request: Request) -> Response:
-    status, body = server.read(lambda m: m.get_doc(request.params["index"], request.params["id"]))
-    return ok(body, status)
-
-
-def count_documents(server: SimServer, request: Request) -> Response:
-    return ok(server.read(lambda m: m.count(request.params.get("index"))))
-
-
-def refresh_index(server: SimServer, request: Request) -> Response:
-    count = server.read(lambda m: sum(len(meta.shards) for meta in m.resolve_indices(request.params.get("index"))))
-    return ok({"_shards": {"total": count, "successful": count, "failed": 0}})
-
-
-def create_index(server: SimServer, request: Request) -> Response:
-    body = request.body if isinstance(request.body, dict) else {}
-    settings = body.get("settings", {})
-    index = request.params["index"]
-    server.write(lambda m: m.create_index(index, settings=settings))
-    return ok({"acknowledged": True, "shards_acknowledged": True, "index": index})
-
-
-def index_exists(server: SimServer, request: Request) -> Response:
-    exists = server.read(lambda m: request.params["index"] in m.state.indices)
-    return ok(None, 200 if exists else 404)
-
-
-def get_index(server: SimServer, request: Request) -> Response:
-    settings = server.read(lambda m: m.get_index_settings(request.params["index"]))
-    return ok({name: {"aliases": {}, "mappings": {}, **value} for name, value in settings.items()})
-
-
-def delete_index(server: SimServer, request: Request) -> Response:
-    server.write(lambda m: m.delete_index(request.params["index"]))
-    return ok({"acknowledged": True})
-
-
-_INDEX = r"(?P<index>[^/_][^/]*|_all)"
-ROUTES: list[tuple[frozenset[str], re.Pattern[str], Handler]] = [
-    (frozenset({"GET", "HEAD"}), re.compile(r"/"), root),
-    (
-        frozenset({"GET"}),
-        re.compile(r"/_cluster/health(?:/(?P<index>[^/]+))?"),
-        cluster_health,
-    ),
-    (frozenset({"GET"}), re.compile(r"/_cat/shards(?:/(?P<index>[^/]+))?"), cat_shards),
-    (frozenset({"GET"}), re.compile(r"/_cat/nodes"), cat_nodes),
-    (
-        frozenset({"GET", "POST"}),
-        re.compile(r"/_cluster/allocation/explain"),
-        allocation_explain,
-    ),
-    (frozenset({"GET"}), re.compile(r"/_cluster/settings"), get_cluster_settings),
-    (frozenset({"PUT"}), re.compile(r"/_cluster/settings"), put_cluster_settings),
-    (frozenset({"POST"}), re.compile(r"/_cluster/reroute"), cluster_reroute),
-    (frozenset({"GET"}), re.compile(r"/_nodes(?:/[^/]+)*"), nodes_info),
-    (frozenset({"GET"}), re.compile(r"/_settings"), get_index_settings),
-    (frozenset({"PUT"}), re.compile(r"/_settings"), put_index_settings),
-    (frozenset({"GET", "POST"}), re.compile(r"/_count"), count_documents),
-    (
-        frozenset({"GET"}),
-        re.compile(rf"/{_INDEX}/_settings(?:/[^/]+)?"),
-        get_index_settings,
-    ),
-    (frozenset({"PUT"}), re.compile(rf"/{_INDEX}/_settings"), put_index_settings),
-    (frozenset({"GET", "POST"}), re.compile(rf"/{_INDEX}/_count"), count_documents),
-    (frozenset({"GET", "POST"}), re.compile(rf"/{_INDEX}/_refresh"), refresh_index),
-    (frozenset({"POST"}), re.compile(r"/_refresh"), refresh_index),
-    (
-        frozenset({"PUT", "POST"}),
-        re.compile(rf"/{_INDEX}/_doc/(?P<id>[^/]+)"),
-        index_document,
-    ),
-    (frozenset({"POST"}), re.compile(rf"/{_INDEX}/_doc"), index_document),
-    (frozenset({"GET"}), re.compile(rf"/{_INDEX}/_doc/(?P<id>[^/]+)"), get_document),
-    (frozenset({"PUT"}), re.compile(rf"/{_INDEX}"), create_index),
-    (frozenset({"HEAD"}), re.compile(rf"/{_INDEX}"), index_exists),
-    (frozenset({"GET"}), re.compile(rf"/{_INDEX}"), get_index),
-    (frozenset({"DELETE"}), re.compile(rf"/{_INDEX}"), delete_index),
-]
-
-
-def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
-    known_path = False
-    for methods, pattern, handler in ROUTES:
-        found = pattern.fullmatch(path)
-        if found is None:
-            continue
-        known_path = True
-        if method in methods:
-            return handler, {k: unquote(v) for k, v in found.groupdict().items() if v is not None}
-    if known_path:
-        raise SimApiError(
-            405,
-            "method_not_allowed",
-            f"Incorrect HTTP method for uri [{path}] and method [{method}]",
-        )
-    raise SimApiError(
-        400,
-        "illegal_argument_exception",
-        f"no handler found for uri [{path}] and method [{method}]",
-    )
 
 
 # ---------------------------------------------------------------- server ---
@@ -456,7 +99,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _respond(self, raw: bytes) -> Response:
-        sim = self.server.sim
         try:
             self._check_compatibility()
             parts = urlsplit(self.path)
@@ -471,7 +113,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 body,
                 self.headers.get("Accept", ""),
             )
-            return handler(sim, request)
+            check_parameters(handler, request)
+            return self._handle(handler, request)
         except SimApiError as error:
             return Response(error.status, error.body())
         except json.JSONDecodeError as error:
@@ -488,6 +131,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 400,
                 SimApiError(400, "illegal_argument_exception", f"bad request: {error!r}").body(),
             )
+
+    def _handle(self, handler: Handler, request: Request) -> Response:
+        """Run the handler; with no master, wait the request's master_timeout (30s by default) for
+        one, as TransportMasterNodeAction does, then answer 503."""
+        sim = self.server.sim
+        try:
+            return handler(sim, request)
+        except SimApiError as error:
+            if error.error_type != "master_not_discovered_exception":
+                raise
+            timeout = parse_time_value(request.query.get("master_timeout", "30s"), "master_timeout")
+            found = sim.wait_for(lambda m: {"master": m.has_master()}, lambda b: bool(b["master"]), timeout)
+            if not found["master"]:
+                raise
+            return handler(sim, request)
 
     def _compat_version(self) -> str | None:
         found = re.search(
@@ -523,6 +181,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+
+# The least a waiting request moves a SimulatedClock (so that a wait always ends).
+SIMULATED_STEP = 0.01
 
 
 class SimServer:
@@ -620,13 +282,13 @@ class SimServer:
     def read(self, action: Callable[[EsCluster], T]) -> T:
         """Run ``action`` under the lock after letting expired allocation delays take effect."""
         with self._condition:
-            self.model.allocate()
+            self.model.advance()
             return action(self.model)
 
     def write(self, action: Callable[[EsCluster], T]) -> T:
         """Run a mutating ``action`` under the lock and wake requests waiting for a health status."""
         with self._condition:
-            self.model.allocate()
+            self.model.advance()
             try:
                 return action(self.model)
             finally:
@@ -645,15 +307,23 @@ class SimServer:
         done: Callable[[JsonDict], bool],
         timeout: float,
     ) -> JsonDict:
-        deadline = time.monotonic() + max(timeout, 0.0)
+        """Wait for `done` on the model's clock, as the server waits (`timeout` is the request's).
+        On a SimulatedClock nobody else moves time while the request waits: the server moves the
+        clock itself, from one model event (a recovery done, a delay run out) to the next."""
+        clock = self.model.clock
+        deadline = clock.now() + max(timeout, 0.0)
         with self._condition:
             while True:
-                self.model.allocate()
+                self.model.advance()
                 body = observe(self.model)
-                remaining = deadline - time.monotonic()
+                remaining = deadline - clock.now()
                 if done(body) or remaining <= 0 or self._stopping.is_set():
                     return body
-                self._condition.wait(min(remaining, HEALTH_POLL_SECONDS))
+                if isinstance(clock, SimulatedClock):
+                    step = self.model.next_event()
+                    clock.advance(remaining if step is None else min(max(step, SIMULATED_STEP), remaining))
+                else:
+                    self._condition.wait(min(remaining, HEALTH_POLL_SECONDS))
 
     def next_doc_id(self) -> str:
         with self._condition:

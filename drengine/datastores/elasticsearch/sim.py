@@ -10,13 +10,15 @@ every request that may change it and when the backend closes.
 from __future__ import annotations
 
 import json
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from drengine.datastores.elasticsearch.connector import ElasticBackend, HttpCall
+from drengine.clock import SYSTEM, Clock, clock_at_speed
+from drengine.datastores.elasticsearch.calls import HttpCall
+from drengine.datastores.elasticsearch.connector import ElasticBackend
 from drengine.datastores.elasticsearch.rest import SimServer
-from drengine.datastores.elasticsearch.simcluster import SCENARIOS, EsCluster
+from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster
 from drengine.inventory import Cluster
 from drengine.simstate import load_or_build, save_state
 
@@ -29,11 +31,15 @@ class SimElasticBackend(ElasticBackend):
         self.state_file = state_file
         self.server = SimServer(model, port=0)
         url = self.server.start()
-        super().__init__(cluster, None, hosts=[url])
+        super().__init__(cluster, None, hosts=[url], clock=model.clock)
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path) -> SimElasticBackend:
-        return cls(cluster, load_model(cluster, state_file), state_file)
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimElasticBackend:
+        """The simulated cluster on `clock` (the run's clock: a simulated one moves only when the
+        run sleeps on it, so recoveries and delays take no real time); without one, real time at
+        the inventory's `speed`."""
+        speed = cluster.simulated.speed if cluster.simulated else 1.0
+        return cls(cluster, load_model(cluster, state_file, clock or clock_at_speed(speed)), state_file)
 
     def send(self, call: HttpCall) -> Any:
         try:
@@ -43,6 +49,25 @@ class SimElasticBackend(ElasticBackend):
             # and a resumed run must see exactly what the cluster looks like now.
             if call.method != "GET":
                 self.save()
+
+    # -- faults: the simulated node ----------------------------------------------------------
+    def kill(self, member: str) -> str:
+        self.server.write(lambda model: model.kill_node(member))
+        self.save()
+        return f"simulated node {member} killed (it left the cluster)"
+
+    def hang(self, member: str) -> str:
+        self.server.write(lambda model: model.hang_node(member))
+        self.save()
+        return f"simulated node {member} hung (removed by the master once its follower checks time out)"
+
+    def resume(self, member: str) -> str:
+        self.server.write(lambda model: model.resume_node(member))
+        self.save()
+        return f"simulated node {member} running again"
+
+    def start(self, member: str) -> str:
+        return self.resume(member)
 
     def save(self) -> None:
         # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.
@@ -57,12 +82,14 @@ class SimElasticBackend(ElasticBackend):
                 self.server.stop()
 
 
-def parse_model(text: str) -> EsCluster:
-    return EsCluster.from_json(json.loads(text), clock=time.time)
+def parse_model(text: str, clock: Clock = SYSTEM) -> EsCluster:
+    return EsCluster.from_json(json.loads(text), clock=clock)
 
 
-def load_model(cluster: Cluster, state_file: Path) -> EsCluster:
-    return load_or_build(cluster, state_file, parse_model, SCENARIOS, "Elasticsearch")
+def load_model(cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> EsCluster:
+    """The cluster a resumed run left in its state file, else the inventory's scenario, on `clock`."""
+    factories = {name: partial(factory, clock=clock) for name, factory in SCENARIOS.items()}
+    return load_or_build(cluster, state_file, partial(parse_model, clock=clock), factories, "Elasticsearch")
 
 
 def save_model(state: dict[str, Any], state_file: Path) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from drengine.datastores.elasticsearch.actions import _why_unassigned
-from drengine.datastores.elasticsearch.connector import ElasticAPI, EsView
+from drengine.datastores.elasticsearch.connector import ElasticAPI
+from drengine.datastores.elasticsearch.diagnosis import _why_unassigned
+from drengine.datastores.elasticsearch.esview import EsView
 from drengine.errors import CommandFailed, ConnectError
 from drengine.inventory import Cluster
 from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, classify_error

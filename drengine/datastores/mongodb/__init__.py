@@ -3,4 +3,4 @@
 from drengine.datastores import Datastore
 
 DATASTORE = Datastore(kind="mongodb", title="MongoDB replica set", default_port=27017,
-                      connector="connector:MongoBackend", simulator="sim:SimMongoBackend", simulated_lab=True)
+                      connector="connector:MongoBackend", simulator="sim:SimMongoBackend", simulated_lab=True, takes_clock=True)

@@ -16,165 +16,47 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import json
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import Field
-
-from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
-from drengine.inventory import Cluster, Inventory, Member
-from drengine.steps import Fact, fact
+from drengine.clock import SYSTEM, Clock, wait_until
+from drengine.datastores.mongodb.fencing import SHUTDOWN_WAIT_SECONDS, FenceAttempt, sql_statements
+from drengine.datastores.mongodb.setview import (
+    CANARY_COLLECTION,
+    CANARY_DB,
+    COUNT_CANARY,
+    INVALID_REPLICA_SET_CONFIG,
+    NOT_YET_INITIALIZED,
+    STATE_NAMES,
+    MemberView,
+    PeerStatus,
+    ReplConfig,
+    SetView,
+    canary_failure,
+    canary_insert_command,
+    command_text,
+    config_from_json,
+    freeze_command,
+    optime_of,
+    peer_status,
+    reconfig_command,
+    step_down_command,
+)
+from drengine.errors import CommandFailed, ConnectError, DrengineError, ProbeTimeout
+from drengine.faults import ProcessFaults, stop_command
+from drengine.inventory import Cluster, FenceMethod, Inventory, Member
+from drengine.steps import Statement
+from drengine.transport import command_text as command_text_of
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-STATE_NAMES = {
-    0: "STARTUP",
-    1: "PRIMARY",
-    2: "SECONDARY",
-    3: "RECOVERING",
-    5: "STARTUP2",
-    6: "UNKNOWN",
-    7: "ARBITER",
-    8: "DOWN",
-    9: "ROLLBACK",
-    10: "REMOVED",
-}
-# Error codes a member answers replSetGetStatus with when it holds no usable config.
-NOT_YET_INITIALIZED = 94
-INVALID_REPLICA_SET_CONFIG = 93
 # Grace on top of connect + read before a probe thread is given up on.
 PROBE_GRACE_SECONDS = 0.5
 SELECTION_MARGIN_MS = 20
-
-
-# -- facts -------------------------------------------------------------------------------------------
-
-
-@fact
-class OpTimeView(Fact):
-    """An oplog position. MongoDB orders them by term, then timestamp."""
-
-    term: int = -1
-    seconds: int = 0
-    increment: int = 0
-
-    def key(self) -> tuple[int, int, int]:
-        return (self.term, self.seconds, self.increment)
-
-    def show(self) -> str:
-        return f"term {self.term}, ts {self.seconds}.{self.increment}"
-
-
-@fact
-class ConfigMember(Fact):
-    id: int
-    host: str
-    priority: float = 1.0
-    votes: int = 1
-    arbiter_only: bool = False
-    hidden: bool = False
-
-    @property
-    def electable(self) -> bool:
-        return self.priority > 0 and self.votes > 0 and not self.arbiter_only
-
-
-@fact
-class ReplConfig(Fact):
-    """A replica-set config as one member returned it; `document` is the whole config as
-    relaxed extended JSON, so settings (replicaSetId...) survive a forced reconfig untouched."""
-
-    set_name: str
-    version: int
-    term: int = -1
-    members: list[ConfigMember]
-    document: str
-
-    def member_with_host(self, host: str) -> ConfigMember | None:
-        return next((m for m in self.members if m.host == host), None)
-
-    def total_votes(self) -> int:
-        return sum(m.votes for m in self.members)
-
-    def majority(self) -> int:
-        return self.total_votes() // 2 + 1
-
-
-@fact
-class PeerStatus(Fact):
-    """One row of replSetGetStatus `members[]`, as the answering member sees that peer."""
-
-    id: int
-    host: str
-    healthy: bool
-    state: str
-    optime: OpTimeView | None = None
-    heartbeat_message: str = ""
-    is_self: bool = False
-
-
-@fact
-class MemberView(Fact):
-    name: str  # the inventory's name for the member
-    host: str  # address:port drengine connects to
-    reachable: bool
-    error: str = ""
-    me: str = ""  # its own host string in the replica-set config (hello.me)
-    state: str = ""  # PRIMARY, SECONDARY, ARBITER, STARTUP (no config), REMOVED...
-    is_writable_primary: bool = False
-    arbiter_only: bool = False
-    set_name: str = ""
-    set_version: int | None = None
-    term: int | None = None
-    optime: OpTimeView | None = None
-    config: ReplConfig | None = None
-    peers: list[PeerStatus] = Field(default_factory=list)
-    probe_seconds: float = 0.0
-
-    @property
-    def config_host(self) -> str:
-        return self.me or self.host
-
-
-@fact
-class SetView(Fact):
-    cluster: str
-    members: list[MemberView]
-    observed_at: float
-    probe_seconds: float = 0.0
-
-    def member(self, name: str) -> MemberView:
-        for m in self.members:
-            if m.name == name:
-                return m
-        raise KeyError(name)
-
-    def reachable(self) -> list[MemberView]:
-        return [m for m in self.members if m.reachable]
-
-    def newest_config(self) -> ReplConfig | None:
-        """The config with the highest version among the reachable members."""
-        configs = [m.config for m in self.members if m.reachable and m.config is not None]
-        return max(configs, key=lambda c: c.version) if configs else None
-
-    def name_of(self, config_host: str) -> str:
-        """The inventory name of the member a config entry names (its host string if unknown)."""
-        for m in self.members:
-            if m.reachable and m.me == config_host:
-                return m.name
-        for m in self.members:
-            if m.host == config_host:
-                return m.name
-        return config_host
-
-    def by_config_host(self, config_host: str) -> MemberView | None:
-        name = self.name_of(config_host)
-        return next((m for m in self.members if m.name == name), None)
 
 
 class MongoAPI(Protocol):
@@ -192,87 +74,11 @@ class MongoAPI(Protocol):
 
     def endpoint(self, member: str) -> str: ...
 
+    def fence(self, member: str, method: FenceMethod) -> FenceAttempt: ...
+
+    def down(self, member: str) -> str | None: ...
+
     def close(self) -> None: ...
-
-
-# -- pure helpers (no pymongo): documents <-> facts ---------------------------------------------------
-
-
-def optime_of(raw: Any) -> OpTimeView | None:
-    """`{ts: Timestamp, t: term}` (as BSON or relaxed extended JSON) -> OpTimeView."""
-    if not isinstance(raw, Mapping):
-        return None
-    ts = raw.get("ts")
-    term = raw.get("t", -1)
-    seconds = getattr(ts, "time", None)
-    inc = getattr(ts, "inc", None)
-    if seconds is None and isinstance(ts, Mapping):  # extended JSON {"$timestamp": {"t":, "i":}}
-        inner = ts.get("$timestamp", {})
-        seconds, inc = inner.get("t", 0), inner.get("i", 0)
-    return OpTimeView(term=int(term), seconds=int(seconds or 0), increment=int(inc or 0))
-
-
-def config_from_json(text: str) -> ReplConfig:
-    doc = json.loads(text)
-    members = [
-        ConfigMember(
-            id=int(m["_id"]),
-            host=str(m["host"]),
-            priority=float(m.get("priority", 0.0 if m.get("arbiterOnly") else 1.0)),
-            votes=int(m.get("votes", 1)),
-            arbiter_only=bool(m.get("arbiterOnly", False)),
-            hidden=bool(m.get("hidden", False)),
-        )
-        for m in doc.get("members", [])
-    ]
-    return ReplConfig(
-        set_name=str(doc.get("_id", "")),
-        version=int(doc.get("version", 0)),
-        term=int(doc.get("term", -1)),
-        members=members,
-        document=text,
-    )
-
-
-def command_text(document: Mapping[str, Any]) -> str:
-    """The exact text of a command document (relaxed extended JSON, keys in order)."""
-    return json.dumps(document, separators=(", ", ": "))
-
-
-CANARY_DB = "drengine"
-CANARY_COLLECTION = "canary"
-# Long enough for a healthy set, short enough that a set without a writable majority says so.
-CANARY_WTIMEOUT_MS = 5000
-
-
-def reconfig_command(config_document: str, force: bool) -> str:
-    """`{"replSetReconfig": <config>, "force": true}` (force only when asked)."""
-    cmd: dict[str, Any] = {"replSetReconfig": json.loads(config_document)}
-    if force:
-        cmd["force"] = True
-    return command_text(cmd)
-
-
-def freeze_command(seconds: int) -> str:
-    """replSetFreeze: the member does not stand for election for `seconds` (0 unfreezes)."""
-    return command_text({"replSetFreeze": seconds})
-
-
-def step_down_command(seconds: int) -> str:
-    return command_text({"replSetStepDown": seconds})
-
-
-def canary_insert_command(marker: str, written_at: float) -> str:
-    """A marker document in drengine's own collection, acknowledged by a majority."""
-    return command_text({
-        "insert": CANARY_COLLECTION,
-        "documents": [{"_id": marker, "written_at": round(written_at, 3), "by": "drengine verify"}],
-        "writeConcern": {"w": "majority", "wtimeout": CANARY_WTIMEOUT_MS},
-        "$db": CANARY_DB,
-    })
-
-
-COUNT_CANARY = command_text({"count": CANARY_COLLECTION, "$db": CANARY_DB})
 
 
 # -- the connector -------------------------------------------------------------------------------------
@@ -287,8 +93,10 @@ class MongoBackend:
         cluster: Cluster,
         inventory: Inventory | None,
         endpoints: Mapping[str, tuple[str, int]] | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.cluster = cluster
+        self.clock = clock  # the run's: waits for a fenced member to go down
         self._endpoints = {
             m.name: (endpoints[m.name] if endpoints and m.name in endpoints else (m.address, cluster.port_of(m)))
             for m in cluster.members
@@ -300,18 +108,94 @@ class MongoBackend:
             where = f"{inventory.path}: cluster {cluster.name} credentials"
             self._user = cred.user
             self._password = cred.password.resolve(where)
-        self._clients: dict[str, MongoClient[dict[str, Any]]] = {}
+        # One client per member and socket timeout: commands the server holds (a write waiting for
+        # its wtimeout, a reconfig for its maxTimeMS) get a socket timeout longer than that wait.
+        self._clients: dict[tuple[str, float], MongoClient[dict[str, Any]]] = {}
         self._retired: list[MongoClient[dict[str, Any]]] = []
         self._lock = threading.Lock()
+        self._faults = ProcessFaults(inventory, cluster)
+        self._primary_hint: str | None = None
+
+    # -- faults (drills): the member's mongod process over its host ---------------------------
+    def kill(self, member: str) -> str:
+        return self._faults.kill(member)
+
+    def hang(self, member: str) -> str:
+        return self._faults.hang(member)
+
+    def resume(self, member: str) -> str:
+        return self._faults.resume(member)
+
+    def start(self, member: str) -> str:
+        return self._faults.start(member)
+
+    # -- fencing (before a forced reconfig removes a member) ------------------------------------
+    def fence(self, member: str, method: FenceMethod) -> FenceAttempt:
+        """Stop `member` by one method; ok once its port refuses connections (or its process is gone)."""
+        if method is FenceMethod.SQL:
+            return self._fence_sql(member)
+        where = self.cluster.member(member).host or "localhost"
+        if method is FenceMethod.SERVICE:
+            statement = Statement(where, command_text_of(stop_command(self.cluster, self.cluster.member(member))),
+                                  language="shell")
+            return self._fenced_by(member, statement, lambda: self._faults.stop(member))
+        if method is FenceMethod.SIGNAL:
+            return self._fenced_by(member, None, lambda: self._faults.kill(member))
+        return FenceAttempt(False, [], "no proxy serves MongoDB clients")
+
+    def _fenced_by(self, member: str, statement: Statement | None, act: Callable[[], str]) -> FenceAttempt:
+        where = self.cluster.member(member).host or "localhost"
+        try:
+            done = act()
+        except DrengineError as exc:
+            return FenceAttempt(False, [statement] if statement else [], str(exc))
+        shown = statement or Statement(where, done, language="shell")
+        return self._confirm_down(member, [shown])
+
+    def _fence_sql(self, member: str) -> FenceAttempt:
+        seen = self.probe(member)
+        if not seen.reachable:
+            return FenceAttempt(False, [], f"it does not answer ({seen.error})")
+        statements = sql_statements(member, seen.is_writable_primary)
+        for statement in statements:
+            try:
+                self.command(member, statement.text)
+            except ConnectError:
+                pass  # mongod closes its connections as it steps down or stops
+            except CommandFailed as exc:
+                return FenceAttempt(False, statements, str(exc))
+        return self._confirm_down(member, statements)
+
+    def _confirm_down(self, member: str, statements: list[Statement]) -> FenceAttempt:
+        if wait_until(lambda: self.down(member) is not None, SHUTDOWN_WAIT_SECONDS, 0.1, clock=self.clock):
+            return FenceAttempt(True, statements, f"down: {self.down(member)}")
+        return FenceAttempt(False, statements, f"still accepts connections {SHUTDOWN_WAIT_SECONDS:g} s later")
+
+    def down(self, member: str) -> str | None:
+        """Why the member is certainly down (its port refuses connections, or its pid file names no
+        process), or None when it may still run (it answers, hangs, or cannot be reached)."""
+        try:
+            self._tcp_check(member)
+        except ConnectError as exc:
+            if "refused" in str(exc).lower():
+                return "its port refuses connections"
+        except ProbeTimeout:
+            pass
+        entry = self.cluster.member(member)
+        try:
+            gone = entry.pid_file is not None and self._faults.gone(member)
+        except DrengineError:
+            gone = False  # the host cannot be asked: unknown, not down
+        return f"no process holds its pid file {entry.pid_file}" if gone else None
 
     # -- clients ---------------------------------------------------------------------------
     def endpoint(self, member: str) -> str:
         host, port = self._endpoints[member]
         return f"{host}:{port}"
 
-    def _client(self, member: str) -> MongoClient[dict[str, Any]]:
+    def _client(self, member: str, server_wait: float = 0.0) -> MongoClient[dict[str, Any]]:
         with self._lock:
-            client = self._clients.get(member)
+            client = self._clients.get((member, server_wait))
             if client is not None:
                 return client
             from pymongo import MongoClient
@@ -329,14 +213,14 @@ class MongoBackend:
                 # timeout fails on the wake-up at the timeout instead of sometimes one later.
                 serverSelectionTimeoutMS=max(1, int(t.connect * 1000) - SELECTION_MARGIN_MS),
                 connectTimeoutMS=int(t.connect * 1000),
-                socketTimeoutMS=int(t.read * 1000),
+                socketTimeoutMS=int((t.read + server_wait) * 1000),
                 # A recovery tool must not retry a reconfig behind the operator's back.
                 retryWrites=False,
                 retryReads=False,
                 appname="drengine",
                 **extra,
             )
-            self._clients[member] = client
+            self._clients[(member, server_wait)] = client
             return client
 
     def _tcp_check(self, member: str) -> None:
@@ -357,9 +241,8 @@ class MongoBackend:
         """Drop the client of a member that failed: a fresh client checks the server at once,
         where the old one would first wait out its monitor's back-off."""
         with self._lock:
-            client = self._clients.pop(member, None)
-            if client is not None:
-                self._retired.append(client)  # closed with the others in close()
+            for key in [k for k in self._clients if k[0] == member]:
+                self._retired.append(self._clients.pop(key))  # closed with the others in close()
 
     def close(self) -> None:
         """Close every client at once: pymongo may wait for a server that has gone away."""
@@ -384,14 +267,15 @@ class MongoBackend:
         doc: dict[str, Any] = json_util.loads(text)
         db = str(doc.pop("$db", "admin"))
         name = next(iter(doc), "?")
+        wait = server_wait(doc)
         try:
-            reply: dict[str, Any] = self._client(member).get_database(db).command(doc)
+            reply: dict[str, Any] = self._client(member, wait).get_database(db).command(doc)
         except Exception as exc:  # noqa: BLE001 - turned into one error naming member and command
-            raise self._failed(member, name, exc) from None
+            raise self._failed(member, name, exc, wait) from None
         return reply
 
-    def _failed(self, member: str, command: str, exc: Exception) -> Exception:
-        error = _command_error(member, self.endpoint(member), command, exc, self.cluster)
+    def _failed(self, member: str, command: str, exc: Exception, waited: float = 0.0) -> Exception:
+        error = _command_error(member, self.endpoint(member), command, exc, self.cluster, waited)
         if isinstance(error, ConnectError):
             self._forget(member)
         return error
@@ -416,14 +300,40 @@ class MongoBackend:
     def insert_canary(self, member: str, marker: str) -> dict[str, Any]:
         """Insert a marker with w: majority; CommandFailed when a majority did not acknowledge."""
         reply = self.command(member, canary_insert_command(marker, time.time()))
-        failure = reply.get("writeConcernError") or (reply.get("writeErrors") or [None])[0]
+        failure = canary_failure(reply)
         if failure:
-            raise MongoCommandFailed(f"{member} ({self.endpoint(member)}): the canary write with w: majority failed: "
-                                     f"{failure.get('errmsg', failure)}", failure.get("code"))
+            raise MongoCommandFailed(f"{member} ({self.endpoint(member)}): {failure}",
+                                     (reply.get("writeConcernError") or (reply.get("writeErrors") or [{}])[0]).get("code"))
         return reply
 
     def count_canary(self, member: str) -> int:
         return int(self.command(member, COUNT_CANARY).get("n", 0))
+
+    def primary(self) -> str | None:
+        """The one member that answers as writable primary (None when there is none or two)."""
+        found = [m.name for m in self.observe().members if m.reachable and m.is_writable_primary]
+        self._primary_hint = found[0] if len(found) == 1 else None
+        return self._primary_hint
+
+    def write_canary(self, marker: str) -> None:
+        """A canary on the primary with w: majority (the primary last seen, else found again)."""
+        target = self._primary_hint or self.primary()
+        if target is None:
+            raise MongoCommandFailed(f"cluster {self.cluster.name}: no writable primary to write the canary on", None)
+        try:
+            self.insert_canary(target, marker)
+        except DrengineError:
+            self._primary_hint = None  # look for the primary again next time
+            raise
+
+    def canary_markers(self) -> set[str]:
+        """Every canary marker the primary holds (empty while there is no primary)."""
+        target = self.primary()
+        if target is None:
+            return set()
+        reply = self.command(target, command_text({"find": CANARY_COLLECTION, "filter": {}, "batchSize": 100000,
+                                                   "$db": CANARY_DB}))
+        return {str(doc["_id"]) for doc in reply.get("cursor", {}).get("firstBatch", [])}
 
     def get_config(self, member: str) -> ReplConfig:
         from bson import json_util
@@ -481,7 +391,7 @@ class MongoBackend:
             status = self._admin(name, "replSetGetStatus")
             state = STATE_NAMES.get(int(status.get("myState", 6)), "UNKNOWN")
             term = int(status["term"]) if "term" in status else None
-            peers = [_peer(row) for row in status.get("members", [])]
+            peers = [peer_status(row) for row in status.get("members", [])]
         except CommandFailed as exc:
             code = getattr(exc, "code", None)
             if code == INVALID_REPLICA_SET_CONFIG:
@@ -520,19 +430,6 @@ class MongoBackend:
         )
 
 
-def _peer(row: Mapping[str, Any]) -> PeerStatus:
-    return PeerStatus(
-        id=int(row.get("_id", -1)),
-        host=str(row.get("name", "")),
-        healthy=bool(row.get("health", 0)),
-        state=str(row.get("stateStr", "")),
-        # Arbiters keep no oplog: their rows have no optime.
-        optime=optime_of(row.get("optime")),
-        heartbeat_message=str(row.get("lastHeartbeatMessage", "")),
-        is_self=bool(row.get("self", False)),
-    )
-
-
 def _quiet_close(client: Any) -> None:
     # Closing a broken client must not mask the real outcome.
     with contextlib.suppress(Exception):
@@ -547,7 +444,17 @@ class MongoCommandFailed(CommandFailed):
         self.code = code
 
 
-def _command_error(member: str, endpoint: str, command: str, exc: Exception, cluster: Cluster) -> Exception:
+def server_wait(doc: Mapping[str, Any]) -> float:
+    """Seconds the server may hold this command before it answers: a write's wtimeout, a
+    command's maxTimeMS. The socket timeout must outlast it, or a slow majority would look like
+    a hung member."""
+    concern = doc.get("writeConcern")
+    wtimeout = concern.get("wtimeout", 0) if isinstance(concern, Mapping) else 0
+    return max(float(wtimeout or 0), float(doc.get("maxTimeMS", 0) or 0)) / 1000.0
+
+
+def _command_error(member: str, endpoint: str, command: str, exc: Exception, cluster: Cluster,
+                   waited: float = 0.0) -> Exception:
     from pymongo.errors import (
         AutoReconnect,
         ConnectionFailure,
@@ -560,6 +467,10 @@ def _command_error(member: str, endpoint: str, command: str, exc: Exception, clu
     where = f"{member} ({endpoint})"
     t = cluster.timeouts
     if isinstance(exc, NetworkTimeout):
+        if waited:
+            return ProbeTimeout(f"{where}: `{command}` got no answer within {waited + t.read:g} s: the server may hold "
+                                f"it {waited:g} s (its wtimeout or maxTimeMS) and then must answer, so the member "
+                                f"itself hangs, not just a slow majority")
         return ProbeTimeout(f"{where}: `{command}` got no answer within the read timeout of {t.read:g} s "
                             f"(hung or overloaded member?)")
     if isinstance(exc, ServerSelectionTimeoutError):

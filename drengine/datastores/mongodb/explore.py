@@ -25,14 +25,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from drengine.datastores.mongodb.simcluster import (
-    ManualClock,
-    MemberConfig,
-    MemberState,
-    Process,
-    ReplSetSettings,
-    SimulatedReplicaSet,
-)
+from drengine.clock import SimulatedClock
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
+from drengine.datastores.mongodb.simulator.model import MemberConfig, MemberState, Process, ReplSetSettings
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
@@ -87,7 +82,7 @@ def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
         if pick(d[2], False, True, percent=50):
             lose.append(i)
     settings = ReplSetSettings(chaining_allowed=pick(c[1], True, False, percent=60), replica_set_id=f"{c[2]:024x}")
-    sim = SimulatedReplicaSet.initiate("rs0", members, settings=settings, clock=ManualClock(), rng=random.Random(c[2]))
+    sim = SimulatedReplicaSet.initiate("rs0", members, settings=settings, clock=SimulatedClock(), rng=random.Random(c[2]))
     number = _orders(sim, 1, pick(c[3], 2, 0, 1, 4, percent=60))
     if behind and len(behind) < count:
         sim.partition([[m for m in range(count) if m not in behind]])
@@ -228,7 +223,7 @@ class MongoWatch(Watch):
 
 
 def one_primary_goal(model: Any) -> str | None:
-    sim = SimulatedReplicaSet.from_json(_model(model).to_json(), clock=ManualClock())
+    sim = SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
     sim.settle()
     primaries = sim.primaries()
     if len(primaries) != 1:
@@ -257,10 +252,10 @@ class MongoKit(Kit):
         return backend.model
 
     def load(self, state: dict[str, Any]) -> Any:
-        return SimulatedReplicaSet.from_json(json.dumps(state), clock=ManualClock())
+        return SimulatedReplicaSet.from_json(json.dumps(state), clock=SimulatedClock())
 
     def copy(self, model: Any) -> Any:
-        return SimulatedReplicaSet.from_json(_model(model).to_json(), clock=ManualClock())
+        return SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
 
     def applies(self, model: Any, op: str, member: str) -> bool:
         node = _model(model).node(int(member[1:]))

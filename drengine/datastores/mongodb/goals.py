@@ -3,7 +3,8 @@ exactly one writable primary, and every reachable member of its config is a heal
 
 from __future__ import annotations
 
-from drengine.datastores.mongodb.connector import MongoAPI, SetView
+from drengine.datastores.mongodb.connector import MongoAPI
+from drengine.datastores.mongodb.setview import SetView
 from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunContext, StepResult, judge_goal, register
 
 Ctx = RunContext[MongoAPI]

@@ -5,8 +5,9 @@ Pure over the view; the refusals it quotes are the runbooks' own."""
 
 from __future__ import annotations
 
-from drengine.datastores.mongodb.actions import check_majority_lost, choose_survivor, primaries_seen
-from drengine.datastores.mongodb.connector import MemberView, MongoAPI, SetView
+from drengine.datastores.mongodb.connector import MongoAPI
+from drengine.datastores.mongodb.decisions import check_majority_lost, choose_survivor, primaries_seen
+from drengine.datastores.mongodb.setview import MemberView, SetView
 from drengine.inventory import Cluster
 from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, classify_error, state_words
 

@@ -1,0 +1,143 @@
+"""mongodb-force-primary on survivors of every kind (hidden, non-voting, delayed), on a new set
+that cannot acknowledge w: majority, and the fencing of removed members (issue 13): through the
+real pymongo connector against the simulator served on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from drengine.clock import SimulatedClock
+from drengine.datastores.mongodb.sim import SimMongoBackend
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
+from drengine.datastores.mongodb.simulator.model import Process
+from drengine.inventory import FenceMethod, load_inventory
+from tests.helpers import ROOT, cli, of_type
+
+pytestmark = pytest.mark.sim
+
+INVENTORY = ROOT / "inventory" / "simulated-mongodb.yaml"
+
+
+def run(tmp_path: Path, cluster: str, *flags: str, inventory: Path = INVENTORY, name: str = "run") -> tuple[int, str, Path]:
+    run_dir = tmp_path / name
+    code, out = cli("run", "mongodb-force-primary", "-i", str(inventory), "-c", cluster, "--run-dir", str(run_dir), *flags)
+    return code, out, run_dir
+
+
+def final(run_dir: Path) -> SimulatedReplicaSet:
+    return SimulatedReplicaSet.from_json((run_dir / "sim-state.json").read_text())
+
+
+def sent(run_dir: Path) -> list[str]:
+    return [e.data["text"] for e in of_type(run_dir, "statement_sent")]
+
+
+def gate_risks(run_dir: Path, step: str) -> list[str]:
+    return [r for e in of_type(run_dir, "gate_asked") if e.data.get("step") == step for r in e.data.get("risks", [])]
+
+
+@pytest.mark.parametrize(("cluster", "lifted"), [
+    ("sim-mongo-hidden", {"priority": 1.0, "hidden": False, "votes": 1}),
+    ("sim-mongo-non-voting", {"priority": 1.0, "votes": 1}),
+])
+def test_the_most_advanced_survivor_configured_never_to_be_primary_is_promoted_by_override(
+        tmp_path: Path, cluster: str, lifted: dict[str, object]) -> None:
+    code, out, _ = run(tmp_path, cluster, "--yes", "--accept-data-loss")
+    assert code == 1, out
+    assert "the most advanced survivor, m3, is configured never to be primary" in out
+    assert "m4 may be primary as configured but is behind" in out
+    code, out, run_dir = run(tmp_path, cluster, "--yes", "--accept-data-loss", "--override", "choose-survivor",
+                             name="override")
+    assert code == 0, out
+    forced = [json.loads(t) for t in sent(run_dir) if "replSetReconfig" in t][0]["replSetReconfig"]
+    chosen = next(m for m in forced["members"] if m["_id"] == 3)
+    for key, value in lifted.items():
+        assert chosen[key] == value, (key, chosen)
+    sim = final(run_dir)
+    assert sim.primaries() == [3]
+    assert sim.count(3, "shop.orders") == 6  # every order kept
+    assert sim.count(4, "shop.orders") == 6  # the one behind caught up from the new primary
+
+
+def test_a_delayed_survivor_is_not_preferred_to_a_current_one_and_that_is_said(tmp_path: Path) -> None:
+    code, out, run_dir = run(tmp_path, "sim-mongo-delayed", "--yes", "--accept-data-loss")
+    assert code == 0, out
+    assert "chose m4" in out
+    assert "m3 lag(s) behind by design (secondaryDelaySecs)" in out
+    sim = final(run_dir)
+    assert sim.primaries() == [4]
+    kept = {m.id: m for m in sim.get_config(4).members}
+    assert kept[3].secondary_delay_secs == 3600 and kept[3].hidden  # the delayed member stays what it was
+
+
+def test_a_new_set_that_cannot_acknowledge_majority_writes_is_told_from_a_hung_primary(tmp_path: Path) -> None:
+    code, out, run_dir = run(tmp_path, "sim-mongo-lagging", "--yes", "--accept-data-loss")
+    assert code == 1, out
+    assert "after the wtimeout of 5 s: the primary answers, but a majority of the data-bearing voters did not " \
+           "replicate the write in time" in out
+    assert "a slow majority, not a hung member" in out
+    verify = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "verify"][-1]
+    assert any(line.startswith("w: majority counts m0: SECONDARY") for line in verify.data["evidence"])
+    assert final(run_dir).primaries() == [1]
+
+
+def test_an_arbiter_left_among_the_voters_is_priced_at_the_gate(tmp_path: Path) -> None:
+    code, out, run_dir = run(tmp_path, "sim-mongo-arbiter", "--yes", "--accept-data-loss", "--override", "choose-survivor")
+    assert code == 0, out
+    assert any("an arbiter stays among the voters" in r and "acknowledged by the primary alone" in r
+               for r in gate_risks(run_dir, "force-reconfig"))
+
+
+def test_a_hung_removed_member_without_a_fence_method_is_named_as_split_brain(tmp_path: Path) -> None:
+    code, out, run_dir = run(tmp_path, "sim-mongo-hung-removed", "--yes")
+    assert code == 3, out  # the dangerous gate waits for --accept-data-loss
+    risks = gate_risks(run_dir, "force-reconfig")
+    assert any(r.startswith("SPLIT BRAIN: m2") and "elects a second primary" in r for r in risks), risks
+    fence = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "fence-removed"][-1]
+    assert any(line.startswith("m2 (") and "NOT FENCED" in line and "signal: not tried" in line
+               for line in fence.data["evidence"]), fence.data["evidence"]
+
+
+def test_a_hung_removed_member_is_fenced_by_sigkill_when_the_inventory_gives_its_pid_file(tmp_path: Path) -> None:
+    text = INVENTORY.read_text().replace(
+        "  sim-mongo-hung-removed:\n", "  sim-mongo-hung-removed-fenced:\n    service: {stop: 'systemctl stop mongod@{name}'}\n"
+        "    fence: [sql, service, signal]\n", 1)
+    text = text.replace("{name: m2, address: 127.0.0.1, port: 27019}",
+                        "{name: m2, address: 127.0.0.1, port: 27019, pid_file: /var/run/mongodb/m2.pid}")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(text)
+    code, out, run_dir = run(tmp_path, "sim-mongo-hung-removed-fenced", "--yes", "--accept-data-loss", inventory=inventory)
+    assert code == 0, out
+    attempts = [(e.data["text"], e.data["result"]) for e in of_type(run_dir, "statement_sent")
+                if e.data.get("step") == "fence-removed"]
+    assert ("systemctl stop mongod@m2", "failed: it did not stop within 10 s: a stopped (hung) process ignores "
+                                         "SIGTERM until it wakes") in attempts
+    assert ("kill -KILL <pid in /var/run/mongodb/m2.pid>", "ok") in attempts
+    assert not any(r.startswith("SPLIT BRAIN") for r in gate_risks(run_dir, "force-reconfig"))
+    sim = final(run_dir)
+    assert sim.node(2).process is Process.KILLED
+    assert sim.primaries() == [1]
+
+
+def test_a_member_that_answers_is_fenced_by_its_own_step_down_and_shutdown(tmp_path: Path) -> None:
+    # A member removed while it answers (it flapped back after the observation) stops itself.
+    cluster = load_inventory(str(INVENTORY)).cluster("sim-mongo-healthy")
+    backend = SimMongoBackend.open(cluster, tmp_path / "state.json", clock=SimulatedClock())
+    try:
+        primary = backend.primary()
+        assert primary is not None
+        attempt = backend.fence(primary, FenceMethod.SQL)
+        assert attempt.ok, attempt.detail
+        assert [s.text for s in attempt.statements] == ['{"replSetStepDown": 60, "force": true}',
+                                                        '{"shutdown": 1, "force": true}']
+        assert backend.down(primary) == "its port refuses connections"
+        hung = [m.name for m in cluster.members if m.name != primary][0]
+        backend.hang(hung)
+        refused = backend.fence(hung, FenceMethod.SQL)
+        assert not refused.ok and "does not answer" in refused.detail
+        assert backend.down(hung) is None  # hung is not down: it may wake
+    finally:
+        backend.close()
