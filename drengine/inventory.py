@@ -165,15 +165,6 @@ class FenceMethod(str, Enum):
     PROXY = "proxy"
 
 
-class FenceMethod(str, Enum):
-    """How an old primary (or a node left out of a bootstrap) is fenced, tried in the inventory's order."""
-
-    SQL = "sql"  # on a reachable member: read-only, client connections killed
-    SERVICE = "service"  # the stop template over the member's host transport, until its pid is gone
-    SIGNAL = "signal"  # SIGKILL by the member's pid file over its host transport (reaches a hung process)
-    PROXY = "proxy"  # out of every HAProxy backend that serves it
-
-
 DEFAULT_FENCING = (FenceMethod.SQL, FenceMethod.SERVICE, FenceMethod.SIGNAL, FenceMethod.PROXY)
 ProxyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
                                  description="an HAProxy backend or server name")]
@@ -311,11 +302,11 @@ class Cluster(Strict):
     drill_target: bool = Field(default=False, description="drills may break this cluster on purpose")
     service: ServiceControl = ServiceControl()
     ceph: CephOptions | None = None
-    # Fencing methods, tried in this order until one works, for each member a promotion replaces.
-    fence: list[FenceMethod] = Field(default_factory=lambda: list(FenceMethod), min_length=1)
     # Members the operator declares gone for good (no waiting for them to come back).
     gone_for_good: list[Name] = Field(default_factory=list)
-    fencing: list[FenceMethod] | None = Field(default=None, description="fence methods in the order to try them; "
+    fencing: list[FenceMethod] | None = Field(default=None, min_length=1,
+                                              description="fence methods in the order to try them, for each member "
+                                                          "a promotion replaces; "
                                                                        "default: sql, service, signal, proxy")
     proxies: list[Proxy] = Field(default_factory=list)
     lock: LockSettings | None = Field(default=None, description="this cluster's lock; default the inventory's `lock:`")

@@ -37,3 +37,10 @@ def of_type(run_dir: Path, kind: str) -> list[Entry]:
 
 
 __all__ = ["cli", "cli_subprocess", "events", "of_type", "main"]
+
+
+def json_rows(response: object) -> list[dict[str, str]]:
+    """The rows of a `_cat` API answer asked with format=json (elasticsearch-py types them loosely)."""
+    body = getattr(response, "body", response)
+    assert isinstance(body, list) and all(isinstance(row, dict) for row in body), body
+    return body

@@ -26,6 +26,7 @@ from drengine.datastores.elasticsearch.rest import SimServer
 from drengine.datastores.elasticsearch.simulator import EsCluster, build_scenario
 from drengine.datastores.mongodb.simulator import build_scenario as build_mongo_scenario
 from drengine.datastores.mongodb.wire import WireCluster
+from tests.helpers import json_rows
 
 pytestmark = pytest.mark.sim
 
@@ -111,7 +112,7 @@ def test_cat_recovery_columns_asked_by_alias() -> None:
     model.put_index_settings("_all", {"index.unassigned.node_left.delayed_timeout": "0"})
     model.settle()
     for _, client in serve(model):
-        rows = client.cat.recovery(**contract["request"])
+        rows = json_rows(client.cat.recovery(**contract["request"]))
         peer = [r for r in rows if r["ty"] == "peer"]
         assert peer, rows
         row = peer[0]

@@ -17,6 +17,7 @@ from elasticsearch import ApiError, BadRequestError, ConnectionTimeout, Elastics
 from drengine.clock import SimulatedClock
 from drengine.datastores.elasticsearch.rest import SimServer
 from drengine.datastores.elasticsearch.simulator import EsCluster, build_scenario
+from tests.helpers import json_rows
 
 pytestmark = pytest.mark.sim
 
@@ -339,7 +340,7 @@ def test_cat_recovery_shows_copies_recovering_and_done(clock: SimulatedClock) ->
     for server, client in serve(build_scenario("recoveries-in-flight", clock)):
         assert client.cat.recovery(format="json", active_only=True) == []
         client.cluster.put_settings(persistent={"cluster.routing.allocation.enable": "all"})
-        active = client.cat.recovery(format="json", active_only=True)
+        active = json_rows(client.cat.recovery(format="json", active_only=True))
         assert active and all(r["stage"] != "done" for r in active)
         assert {r["type"] for r in active} <= {"peer", "existing_store", "empty_store"}
         row = active[0]
@@ -349,20 +350,21 @@ def test_cat_recovery_shows_copies_recovering_and_done(clock: SimulatedClock) ->
                             "translog_ops_recovered", "translog_ops_percent"}
         assert all(isinstance(v, str) for v in row.values())
         # Columns asked for by alias are shown under the alias (RestTable.buildDisplayHeaders).
-        in_bytes = client.cat.recovery(format="json", active_only=True, bytes="b", h="i,s,b,br,bp")
+        in_bytes = json_rows(client.cat.recovery(format="json", active_only=True, bytes="b",
+                                                             h="i,s,b,br,bp"))
         assert set(in_bytes[0]) == {"i", "s", "b", "br", "bp"}
         assert int(in_bytes[0]["b"]) >= int(in_bytes[0]["br"])
         client.cluster.health(wait_for_status="green", timeout="30m")
         assert client.cat.recovery(format="json", active_only=True) == []
-        done = client.cat.recovery(format="json")
+        done = json_rows(client.cat.recovery(format="json"))
         assert done and {r["stage"] for r in done} == {"done"}
         assert server.read(lambda m: m.now()) > 0
 
 
 def test_no_master_waits_master_timeout_then_503(clock: SimulatedClock) -> None:
     for server, client in serve(build_scenario("one-node-lost-3", clock)):
-        server.with_model(lambda m: [m.kill_node(n.name) for n in list(m.state.nodes) if n.alive][:1])
-        server.with_model(lambda m: [m.kill_node(n.name) for n in list(m.state.nodes) if n.alive][:1])
+        for _ in range(2):
+            server.with_model(lambda m: m.kill_node(next(n.name for n in m.state.nodes if n.alive)))
         before = clock.now()
         with pytest.raises(ApiError) as refused:
             client.cluster.health(master_timeout="10s")
@@ -387,7 +389,7 @@ def test_served_lab_runs_recoveries_at_its_speed(tmp_path: Any) -> None:
         health = client.cluster.health(wait_for_status="green", timeout="10m")
         took = time.monotonic() - started
         assert health["status"] == "green"
-        done = client.cat.recovery(format="json", h="ty,t", time="s")
+        done = json_rows(client.cat.recovery(format="json", h="ty,t", time="s"))
         longest = max(int(r["t"]) for r in done if r["ty"] == "peer")
         assert longest >= 60 and took < longest / 10  # minutes of cluster time in a few seconds
     finally:

@@ -258,7 +258,7 @@ def test_probe_errors_say_what_state_the_node_is_in() -> None:
             except OSError as exc:
                 error = pymysql.err.OperationalError(code, "some text that is not read")
                 if kept:
-                    error.original_exception = exc  # type: ignore[attr-defined]
+                    error.original_exception = exc
                     raise error from None
                 raise error  # noqa: B904 - pymysql raises its own error inside the except block
         except pymysql.err.OperationalError as exc:

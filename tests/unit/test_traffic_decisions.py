@@ -56,7 +56,7 @@ def test_runtime_commands_are_shown_as_an_operator_would_type_them() -> None:
 
 def view(**admin: str) -> ProxyView:
     """A view of the write backend from member=state pairs, plus the read backend all ready."""
-    servers = [ProxyServer(backend="w", server=f"s{n[-1]}", member=n, role="write", admin=a, health="up")  # type: ignore[arg-type]
+    servers = [ProxyServer(backend="w", server=f"s{n[-1]}", member=n, role="write", admin=a, health="up")
                for n, a in admin.items()]
     servers += [ProxyServer(backend="r", server=f"s{n[-1]}", member=n, role="read", admin="ready", health="up")
                 for n in admin]

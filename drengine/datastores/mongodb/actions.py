@@ -175,7 +175,7 @@ class FenceRemoved(Action[MongoAPI, NoParams]):
             summary=f"fence {', '.join(n for n, _, _ in targets)} before the forced reconfig removes them",
             reason="a removed member that comes back with its old config and sees a majority of its old voters "
                    "elects a second primary; each is stopped by the first of the inventory's methods that works "
-                   f"({', '.join(m.value for m in ctx.cluster.fence)})",
+                   f"({', '.join(m.value for m in ctx.cluster.fence_methods())})",
             statements=statements, risks=risks, evidence=evidence)
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:

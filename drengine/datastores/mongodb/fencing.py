@@ -71,7 +71,7 @@ def usable_methods(cluster: Cluster, member: str) -> list[tuple[FenceMethod, str
     """The inventory's methods in its order, each with why it cannot be used here (None: usable)."""
     entry = cluster.member(member)
     out: list[tuple[FenceMethod, str | None]] = []
-    for method in cluster.fence:
+    for method in cluster.fence_methods():
         why: str | None = None
         if method is FenceMethod.SERVICE and not cluster.service.stop:
             why = "the inventory has no `service: stop:` template"
