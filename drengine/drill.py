@@ -400,10 +400,6 @@ def _objectives_words(objectives: Objectives) -> str:
 def run_drill(request: DrillRequest) -> RunOutcome:
     kit = kit_for(request.cluster.kind)
     check_target(request.cluster, request.inventory, kit, request.fault)
-    if hasattr(kit, "inventory"):
-        # Until every kit injects its faults through its backend, the ones that signal members
-        # themselves read the inventory from here; kits that are values (Ceph) have no such field.
-        kit.inventory = request.inventory
     drill = _Drill(request, kit)
     run_request = RunRequest(
         runbook=request.runbook, inventory=request.inventory, cluster=request.cluster, mode=Mode.DRILL,

@@ -405,6 +405,27 @@ class SimMariaDBBackend:
     def _interpret(self, s: SimServer, sql: Sql) -> list[Row]:
         text = " ".join(sql.template.split())
         upper = text.upper()
+        for handler in (self._replication_statement, self._read_statement):
+            rows = handler(s, sql, text, upper)
+            if rows is not None:
+                return rows
+        if _WRITE.match(text):
+            if (
+                s.read_only
+                and upper.startswith(("INSERT", "REPLACE", "UPDATE", "DELETE"))
+                and "DRENGINE." not in upper
+            ):
+                raise StatementFailed(
+                    f"{s.name}: error 1290: The MariaDB server is running with the --read-only option"
+                )
+            key = str(sql.params[0]) if sql.params else ""
+            self.sim.write(s.name, key=key if key.startswith("canary-") else "")
+            return []
+        raise StatementFailed(
+            f"{s.name}: the simulator does not understand `{sql.shown()}`"
+        )
+
+    def _replication_statement(self, s: SimServer, sql: Sql, text: str, upper: str) -> list[Row] | None:
         if upper == "STOP SLAVE":
             s.io_on = s.sql_on = False
             s.relay_valid = False
@@ -459,6 +480,9 @@ class SimMariaDBBackend:
                 else ""
             )
             return []
+        return None
+
+    def _read_statement(self, s: SimServer, sql: Sql, text: str, upper: str) -> list[Row] | None:
         if upper.startswith("SELECT MASTER_GTID_WAIT("):
             self.sim.settle()
             return [
@@ -479,21 +503,7 @@ class SimMariaDBBackend:
             return [(gtid.render(s.position()),)]
         if upper.startswith("SELECT ID FROM DRENGINE.CANARY"):
             return [(k,) for k in s.keys() if k.startswith("canary-")]
-        if _WRITE.match(text):
-            if (
-                s.read_only
-                and upper.startswith(("INSERT", "REPLACE", "UPDATE", "DELETE"))
-                and "DRENGINE." not in upper
-            ):
-                raise StatementFailed(
-                    f"{s.name}: error 1290: The MariaDB server is running with the --read-only option"
-                )
-            key = str(sql.params[0]) if sql.params else ""
-            self.sim.write(s.name, key=key if key.startswith("canary-") else "")
-            return []
-        raise StatementFailed(
-            f"{s.name}: the simulator does not understand `{sql.shown()}`"
-        )
+        return None
 
     def close(self) -> None:
         self.save()
