@@ -136,7 +136,7 @@ def minimal_script(lab: LabDir, inventory: str) -> None:
             return False
 
     with ThreadPoolExecutor(3) as pool:
-        answered = list(pool.map(probe, [33061, 33062, 33063]))
+        answered = list(pool.map(probe, [23061, 23062, 23063]))
     assert answered == [False, True, True], answered
     stop = cluster["service"]["stop"].replace("{name}", "db1")
     subprocess.run(["/bin/sh", "-c", stop], check=True, capture_output=True, timeout=60)
@@ -148,8 +148,8 @@ def minimal_script(lab: LabDir, inventory: str) -> None:
                 cur.execute(s)
         conn.close()
 
-    run(33062, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0")
-    run(33063, "STOP SLAVE", f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=33062, MASTER_USER='repl', "
+    run(23062, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0")
+    run(23063, "STOP SLAVE", f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=23062, MASTER_USER='repl', "
         f"MASTER_PASSWORD='{repl}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", "START SLAVE")
     sock = cluster["proxies"][0]["api"]["socket"]
     for command in ("set server mariadb_write/db2 state ready", "set server mariadb_write/db1 state maint",

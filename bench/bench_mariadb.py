@@ -54,8 +54,8 @@ def minimal_script(lab: LabDir) -> float:
                 cur.execute(s)
         conn.close()
 
-    run(33062, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0")
-    run(33063, "STOP SLAVE", f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=33062, MASTER_USER='repl', "
+    run(23062, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only=0")
+    run(23063, "STOP SLAVE", f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=23062, MASTER_USER='repl', "
         f"MASTER_PASSWORD='{repl}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", "START SLAVE")
     return time.perf_counter() - started
 

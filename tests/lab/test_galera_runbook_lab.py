@@ -30,7 +30,7 @@ pytestmark = pytest.mark.lab
 
 NODES = list(galera.NODE_NAMES)
 RUNBOOK = "galera-bootstrap-survivor"
-PORT_BASE = 3326  # not the Galera lab's default 3316, nor the MariaDB lab's 33061-33063
+PORT_BASE = 3326  # not the Galera lab's default 3316, nor the MariaDB lab's 23061-23063
 SSH_FIRST = "127.0.0.41"
 
 

@@ -73,7 +73,7 @@ def run(inventory: str, run_dir: Path, *flags: str, runbook: str = "mariadb-prom
 def assert_promoted(lab: LabDir, new: str, other: str, expected_rows: int) -> None:
     assert read_only(lab, new) == 0 and slave(lab, new) == {}
     s = slave(lab, other)
-    assert s["Master_Port"] == 33061 + lab_mariadb.NAMES.index(new)
+    assert s["Master_Port"] == 23061 + lab_mariadb.NAMES.index(new)
     assert s["Slave_IO_Running"] == "Yes" and s["Slave_SQL_Running"] == "Yes" and s["Using_Gtid"] == "Slave_Pos"
     assert rows(lab, new) == expected_rows
     assert wait_until(lambda: rows(lab, other) == expected_rows, 10)
@@ -247,7 +247,7 @@ def test_rejoin_returned_old_primary(lab: tuple[LabDir, str], tmp_path: Path) ->
     code, out = run(inventory, tmp_path / "j", "--yes", runbook="mariadb-rejoin")
     assert code == 0, out
     s = slave(lab_dir, "db1")
-    assert s["Master_Port"] == 33062 and s["Slave_SQL_Running"] == "Yes" and read_only(lab_dir, "db1") == 1
+    assert s["Master_Port"] == 23062 and s["Slave_SQL_Running"] == "Yes" and read_only(lab_dir, "db1") == 1
     assert wait_until(lambda: rows(lab_dir, "db1") == 6, 10)
     # Back in the proxy as the lab inventory says: ready in the read backend, in maint for writes.
     readmit = [e.data["text"] for e in of_type(tmp_path / "j", "statement_sent") if e.data["step"] == "readmit"]

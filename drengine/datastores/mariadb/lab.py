@@ -1,5 +1,5 @@
 """Lab: three real MariaDB servers on loopback with GTID replication (db1 primary, db2 and
-db3 replicas) behind a real HAProxy (write frontend on 127.0.0.1:33070, runtime API on a unix
+db3 replicas) behind a real HAProxy (write frontend on 127.0.0.1:23070, runtime API on a unix
 socket), started and stopped by PID; plus the faults drills and tests inject."""
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 
 KIND = "mariadb"
 NAMES = ("db1", "db2", "db3")
-PORT_BASE = 33061
+PORT_BASE = 23061  # below the kernel's ephemeral ports (32768-60999): no client socket can hold them
 CLUSTER = "lab-mariadb"
 RUNS_AS = "mysql"  # mariadbd drops to this user: it must reach the lab directory
-WRITE_PORT, READ_PORT = 33070, 33071  # HAProxy's frontends
+WRITE_PORT, READ_PORT = 23070, 23071  # HAProxy's frontends
 APP_USER = "app"  # what applications (and drill canaries) use through the proxy: no READ ONLY ADMIN
 
 
