@@ -86,6 +86,11 @@ class RunRequest:
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
     # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync.
     durable: bool = True
+    # False ONLY for the fault-space explorer: each step runs in the engine's own thread instead
+    # of a worker bounded in real time. Its runs are on a simulated clock against simulators that
+    # never block, so a real-time bound protects nothing there; the step's deadline on the run's
+    # clock is still enforced (ctx.sent, ctx.wait_until, ctx.check_deadline raise StepInterrupted).
+    step_workers: bool = True
 
 
 def run_clock(request: RunRequest) -> Clock:
@@ -416,6 +421,11 @@ class Engine:
         ctx = self.ctx
         ctx.cancel = threading.Event()
         ctx.deadline = Deadline(step.timeout, ctx.clock)
+        if not self.request.step_workers:
+            try:
+                return fn()
+            finally:
+                ctx.deadline = None
         box: dict[str, Any] = {}
 
         def target() -> None:
@@ -861,8 +871,9 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
                break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
                local_lock_reason: str | None = None, clock: Clock | None = None,
                around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None,
-               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None) -> RunOutcome:
-    """Continue an interrupted run. `clock`, `around_walk` and `durable` are as in RunRequest
+               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None,
+               step_workers: bool = True) -> RunOutcome:
+    """Continue an interrupted run. `clock`, `around_walk`, `durable` and `step_workers` are as in RunRequest
     (the explorer resumes the runs it killed on the same simulated clock, watching the backend);
     `loaded` is the runbook and inventory the caller already holds, used when they are the
     journal's own (same runbook file, same inventory file), instead of reading them again."""
@@ -896,6 +907,7 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir, local_lock_reason=local_lock_reason,
         operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
         listeners=listeners, argv=argv or [], clock=clock, around_walk=around_walk, durable=durable,
+        step_workers=step_workers,
     )
     clock = run_clock(request)
     request = replace(request, clock=clock)

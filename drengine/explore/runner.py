@@ -235,9 +235,11 @@ class ScenarioRun:
                 runbook=runner.runbook, inventory=runner.inventory, cluster=runner.cluster, mode=Mode.RUN,
                 gates=self.gates, run_dir=self.run_dir, lock_dir=self.locks, listeners=[self.on_event],
                 around_walk=self.around, clock=self.clock, durable=runner.durable, inputs=self._inputs(),
+                step_workers=False,
             ))
         return resume_run(self.run_dir, self.gates, [self.on_event], lock_dir=self.locks, clock=self.clock,
-                          around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory))
+                          around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory),
+                          step_workers=False)
 
     def _lock_of_the_dead(self) -> None:
         """A killed engine leaves its lock behind, held by a process that is gone: the resume
@@ -282,7 +284,7 @@ class ScenarioRun:
             start_run(RunRequest(
                 runbook=runbook, inventory=self.runner.inventory, cluster=self.runner.cluster, mode=Mode.RUN,
                 gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=self.prelude_dir,
-                lock_dir=self.locks, clock=self.clock, durable=self.runner.durable,
+                lock_dir=self.locks, clock=self.clock, durable=self.runner.durable, step_workers=False,
             ))
         except DrengineError:
             pass  # the explored run meets whatever the prelude left behind
