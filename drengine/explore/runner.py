@@ -32,6 +32,7 @@ from drengine.gates import Answer, GateAnswer, GateRequest
 from drengine.inventory import Cluster, Inventory, load_inventory
 from drengine.journal import Entry, JournalWriter, cut_after, read_entries
 from drengine.runbook import Runbook, load_runbook
+from drengine.simstate import back_on_disk, keep_in_memory, load_state, save_state
 from drengine.steps import Mode
 
 CLUSTER = "explore"
@@ -344,7 +345,9 @@ def _unique(found: list[Violation]) -> list[Violation]:
 class Runner:
     """Runs the scenarios of one runbook, one after the other, each in a fresh run directory
     under `work` (a tmpfs such as /dev/shm when there is one). `durable=False` skips the
-    fsyncs of these throw-away journals (see journal.py); the default of every real run stays."""
+    fsyncs of these throw-away journals (see journal.py) and keeps the simulator's state file
+    in memory while a scenario runs (see simstate.py; it is on disk after each scenario); the
+    default of every real run stays."""
 
     def __init__(self, runbook: str, work: Path, durable: bool = False, keep: bool = False) -> None:
         self.runbook: Runbook = load_runbook(runbook)
@@ -383,10 +386,10 @@ class Runner:
         self.inventory, self.cluster = self._inventories[key]
 
     def write_state(self, state: dict[str, Any]) -> None:
-        self.state_file.write_text(json.dumps(state))
+        save_state(json.dumps(state), self.state_file)
 
     def final_model(self) -> Any:
-        return self.kit.load(json.loads(self.state_file.read_text()))
+        return self.kit.load(load_state(self.state_file, json.loads, self.kit.kind))
 
     def run(self, scenario: Scenario) -> Result:
         if scenario.kind != self.kit.kind or scenario.runbook != self.runbook.name:
@@ -396,9 +399,12 @@ class Runner:
         scenario_dir = self.work / f"scenario-{self.count}"
         if scenario_dir.exists():
             shutil.rmtree(scenario_dir)
+        if not self.durable:
+            keep_in_memory(self.state_file)
         try:
             return ScenarioRun(self, scenario, scenario_dir / "run").go()
         finally:
+            back_on_disk(self.state_file)
             if not self.keep:
                 shutil.rmtree(scenario_dir, ignore_errors=True)
 
