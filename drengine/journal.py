@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -159,8 +160,33 @@ class JournalWriter:
 
 
 def _jsonable(value: Any) -> Any:
-    """Round-trip through JSON so what is hashed is exactly what is written."""
-    return json.loads(json.dumps(value, default=_default))
+    """Round-trip through JSON so what is hashed is exactly what is written. Data made only of
+    what JSON gives back unchanged (dicts with str keys, lists, str, int, float, bool, None) is
+    copied as it is, without the round trip; anything else takes it."""
+    try:
+        return _plain(value)
+    except (_NotPlain, RecursionError):
+        return json.loads(json.dumps(value, default=_default))
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = _plain(item)
+        return out
+    if kind is list:
+        return [_plain(item) for item in value]
+    raise _NotPlain
 
 
 def _default(value: Any) -> Any:
@@ -234,6 +260,35 @@ def verified_entries(path: str | Path) -> list[Entry]:
     return _checked(resolve_journal(path))[0]
 
 
+# The end of a line as `_line_of` writes it, after its data: the chain and the body's other fields.
+_TAIL = re.compile(r'"hash":"([0-9a-f]{64})","prev":"([0-9a-f]{64})","seq":([1-9][0-9]*),'
+                   r'"ts":(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?),"type":"([a-z_]+)"}\n?')
+
+
+def _as_written(line: str, prev: str, expected_seq: int, number: int) -> tuple[Entry, str] | None:
+    """The event of a line exactly as the writer writes it, following `prev`, when its hash
+    checks out over the very text of its fields (the hash is over that text: an edit of any
+    byte breaks it); else None, and the line is checked field by field (`_checked`), which
+    also says what is wrong."""
+    if not line.startswith('{"data":'):
+        return None
+    cut = line.rfind(',"hash":"')  # the data's own strings escape their quotes: this is the chain's
+    tail = _TAIL.fullmatch(line, cut + 1) if cut > 0 else None
+    if tail is None:
+        return None
+    stored_hash, stored_prev, seq, ts, kind = tail.groups()
+    data_text = line[len('{"data":'):cut]
+    if stored_prev != prev or int(seq) != expected_seq \
+            or _digest(prev, _body_of(data_text, seq, ts, f'"{kind}"')) != stored_hash:
+        return None
+    try:
+        data = json.loads(data_text)
+        event = Event(kind)
+    except ValueError:
+        return None
+    return (Entry(expected_seq, float(ts), event, data, number), stored_hash) if type(data) is dict else None
+
+
 def _checked(journal: Path) -> tuple[list[Entry], str]:
     """The events of a journal whose chain and head record check out, and the last hash."""
     prev = GENESIS
@@ -241,6 +296,12 @@ def _checked(journal: Path) -> tuple[list[Entry], str]:
     entries: list[Entry] = []
     with open(journal, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
+            written = _as_written(line, prev, expected_seq, number)
+            if written is not None:
+                entries.append(written[0])
+                prev = written[1]
+                expected_seq += 1
+                continue
             if not line.strip():
                 raise JournalCorrupt(f"{journal}:{number}: empty line inserted; journals have no empty lines")
             try:
