@@ -106,12 +106,6 @@ def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
     return f"{stamp}-{cluster}-{secrets.token_hex(2)}"
 
 
-class _Machine:
-    """The model object the `transitions` machine drives; holds the current state."""
-
-    state: str
-
-
 def _crash_hook() -> Callable[[Entry], None] | None:
     """Test-only fault injection: SIGKILL this process right after a given journal event,
     to prove that resume works at every boundary. Format: `TYPE:STEP[:N]` (N-th match)."""
@@ -253,27 +247,28 @@ class Engine:
 
     # -- the walk --------------------------------------------------------------------------
     def walk(self, start: str, in_flight: str | None = None) -> RunOutcome:
-        model = _Machine()
-        machine = self.runbook.machine(model, initial=start)
-        reconcile = in_flight
-        while not self.runbook.is_end(model.state):
-            step = self.runbook.steps[model.state]
-            self._check_lock(step.id)
-            try:
-                result = self._step(step, reconcile=(reconcile == step.id))
-            except _ObserveAgain as again:
-                self.journal.append(Event.OBSERVED_AGAIN, step=step.id, reason=again.why, start=self.runbook.spec.start)
-                machine.set_state(self.runbook.spec.start, model)
+        with self.runbook.walking(start) as (machine, model):
+            reconcile = in_flight
+            while not self.runbook.is_end(model.state):
+                step = self.runbook.steps[model.state]
+                self._check_lock(step.id)
+                try:
+                    result = self._step(step, reconcile=(reconcile == step.id))
+                except _ObserveAgain as again:
+                    self.journal.append(Event.OBSERVED_AGAIN, step=step.id, reason=again.why,
+                                        start=self.runbook.spec.start)
+                    machine.set_state(self.runbook.spec.start, model)
+                    reconcile = None
+                    continue
                 reconcile = None
-                continue
-            reconcile = None
-            if result.outcome not in machine.get_triggers(model.state):
-                raise StepFailed(
-                    f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
-                    f"add it under `branches:` in {self.runbook.path}"
-                )
-            model.trigger(result.outcome)  # type: ignore[attr-defined]
-        return self._verdict(model.state)
+                if result.outcome not in machine.get_triggers(model.state):
+                    raise StepFailed(
+                        f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
+                        f"add it under `branches:` in {self.runbook.path}"
+                    )
+                model.trigger(result.outcome)  # type: ignore[attr-defined]
+            end = model.state
+        return self._verdict(end)
 
     def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
         self._current_step = step.id
@@ -846,24 +841,23 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     started = starts[0].data
     facts = Facts()
     rb = runbook or load_runbook(started["runbook_path"])
-    model = _Machine()
-    machine = rb.machine(model)
     in_flight: str | None = None
     finished = mutated = False
-    for entry in entries:
-        if entry.type is Event.STEP_STARTED:
-            in_flight = entry.data["step"]
-            mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
-        elif entry.type is Event.STEP_FINISHED:
-            facts.load(entry.data.get("facts") or {})
-            machine.set_state(entry.data["step"], model)
-            model.trigger(entry.data["outcome"])  # type: ignore[attr-defined]
-            in_flight = None
-        elif entry.type is Event.OBSERVED_AGAIN:
-            machine.set_state(rb.spec.start, model)
-        elif entry.type is Event.RUN_FINISHED:
-            finished = entry.data.get("end") not in RESUMABLE_ENDS
-    state = in_flight if in_flight is not None else model.state
+    with rb.walking() as (machine, model):
+        for entry in entries:
+            if entry.type is Event.STEP_STARTED:
+                in_flight = entry.data["step"]
+                mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
+            elif entry.type is Event.STEP_FINISHED:
+                facts.load(entry.data.get("facts") or {})
+                machine.set_state(entry.data["step"], model)
+                model.trigger(entry.data["outcome"])  # type: ignore[attr-defined]
+                in_flight = None
+            elif entry.type is Event.OBSERVED_AGAIN:
+                machine.set_state(rb.spec.start, model)
+            elif entry.type is Event.RUN_FINISHED:
+                finished = entry.data.get("end") not in RESUMABLE_ENDS
+        state = in_flight if in_flight is not None else model.state
     return ResumePoint(started, state, in_flight, facts, finished, mutated)
 
 

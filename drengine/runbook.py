@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -90,6 +91,13 @@ class RunbookSpec(Strict):
     ends: dict[StepId, EndSpec] = Field(default_factory=lambda: {k: EndSpec(success=v) for k, v in DEFAULT_ENDS.items()})
 
 
+class Walk:
+    """The model object a `transitions` machine drives along one walk; holds the current state
+    (`trigger(outcome)` is added by the machine)."""
+
+    state: str
+
+
 class Runbook:
     """A validated runbook and its state machine."""
 
@@ -98,6 +106,7 @@ class Runbook:
         self.path = path
         self.digest = digest
         self.steps = {s.id: s for s in spec.steps}
+        self._machines: list[tuple[Machine, Walk]] = []  # built, not in use by a walk
 
     @property
     def name(self) -> str:
@@ -132,6 +141,23 @@ class Runbook:
     def machine(self, model: object, initial: str | None = None) -> Machine:
         """The state machine the engine walks: `transitions` computes every next state."""
         return Machine(model=model, **self._machine_args(initial))
+
+    @contextmanager
+    def walking(self, initial: str | None = None) -> Iterator[tuple[Machine, Walk]]:
+        """A state machine of this runbook and its model (`model.state`, `model.trigger(outcome)`),
+        in state `initial` (else the start), for one walk. Building a machine costs more than a
+        step on a simulator: a walk takes one a finished walk gave back, else builds one; the
+        state is all a walk leaves on it, and it is set here."""
+        try:
+            machine, model = self._machines.pop()
+        except IndexError:
+            model = Walk()
+            machine = self.machine(model)
+        machine.set_state(initial or self.spec.start, model)
+        try:
+            yield machine, model
+        finally:
+            self._machines.append((machine, model))
 
     def mermaid(self) -> str:
         """The state diagram, drawn by `transitions`' GraphMachine (its mermaid engine)."""
