@@ -84,7 +84,8 @@ class RunRequest:
     clock: Clock | None = None
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
-    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync.
+    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync, of the
+    # journal or of the local lock's files.
     durable: bool = True
     # False ONLY for the fault-space explorer: each step runs in the engine's own thread instead
     # of a worker bounded in real time. Its runs are on a simulated clock against simulators that
@@ -654,7 +655,7 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Held
     settings = request.inventory.lock_for(request.cluster)
     if request.local_lock_reason is not None:
         settings = _lock_break_glass(request, journal, settings, request.local_lock_reason)
-    backend = open_lock(settings, request.cluster.name, request.lock_dir)
+    backend = open_lock(settings, request.cluster.name, request.lock_dir, durable=request.durable)
     held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
     previous = held.replaced
     if previous is not None and held.replaced_alive is not False:

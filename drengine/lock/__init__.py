@@ -142,15 +142,18 @@ class LockBackend(ABC):
         """Every run the registry knows for this cluster."""
 
 
-def open_lock(settings: LocalLockSettings | EtcdLockSettings, cluster: str, lock_dir: Path | None = None) -> LockBackend:
-    """The backend the settings name; `lock_dir` (tests, API callers) overrides a local lock's directory."""
+def open_lock(settings: LocalLockSettings | EtcdLockSettings, cluster: str, lock_dir: Path | None = None,
+              durable: bool = True) -> LockBackend:
+    """The backend the settings name; `lock_dir` (tests, API callers) overrides a local lock's directory.
+    `durable=False` (the explorer's throw-away runs ONLY, as RunRequest.durable): a local lock
+    writes its files without flushing them to disk."""
     if settings.backend == "etcd":
         from drengine.lock.etcd import EtcdLock
 
         return EtcdLock(settings, cluster)
     from drengine.lock.local import LocalLock
 
-    return LocalLock(cluster, lock_dir or (Path(settings.dir).expanduser() if settings.dir else None))
+    return LocalLock(cluster, lock_dir or (Path(settings.dir).expanduser() if settings.dir else None), durable=durable)
 
 
 def default_lock_dir() -> Path:

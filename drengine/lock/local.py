@@ -72,11 +72,12 @@ def _read_holder(fd: int) -> Holder | None:
         return Holder(run_id="(unreadable lock file)", user="?", host="?", pid=0)
 
 
-def _write_holder(fd: int, holder: Holder) -> None:
+def _write_holder(fd: int, holder: Holder, durable: bool = True) -> None:
     data = holder.model_dump_json().encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
-    os.fsync(fd)
+    if durable:
+        os.fsync(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -122,8 +123,9 @@ def _guard(path: Path) -> Iterator[None]:
 class LocalLock(LockBackend):
     backend = "local"
 
-    def __init__(self, cluster: str, lock_dir: Path | None = None) -> None:
+    def __init__(self, cluster: str, lock_dir: Path | None = None, durable: bool = True) -> None:
         self.cluster = cluster
+        self.durable = durable  # False: the explorer's throw-away runs (see open_lock)
         self.dir = lock_dir or default_lock_dir()
         self.path = self.dir / f"{cluster}.lock"
         self.runs_dir = self.dir / f"{cluster}.runs"
@@ -138,7 +140,7 @@ class LocalLock(LockBackend):
                     os.close(fd)
                     continue
                 previous = _read_holder(fd)
-                _write_holder(fd, me)
+                _write_holder(fd, me, self.durable)
                 return LocalHeld(self, fd, me, replaced=previous, replaced_alive=False if previous else None)
             seen = _identity(fd)
             current = self._holder_of(fd)
@@ -179,7 +181,7 @@ class LocalLock(LockBackend):
                 raise self._changed_hands()
             if _try_flock(fd):  # the holder ended meanwhile: an ordinary takeover
                 previous = _read_holder(fd)
-                _write_holder(fd, me)
+                _write_holder(fd, me, self.durable)
                 return LocalHeld(self, fd, me, replaced=previous, replaced_alive=False if previous else None)
             now = self._holder_of(fd)
             if current is not None and now is not None and now.run_id != current.run_id:
@@ -191,7 +193,7 @@ class LocalLock(LockBackend):
             if not _try_flock(fd):  # nobody else knows this name: cannot happen unless a pid is reused mid-break
                 os.close(fd)
                 raise LockHeld(f"could not lock the new lock file {tmp}; try --break-lock again")
-            _write_holder(fd, me)
+            _write_holder(fd, me, self.durable)
             os.rename(tmp, self.path)
             _fsync_dir(self.dir)
             return LocalHeld(self, fd, me, replaced=current, replaced_alive=True)
@@ -250,7 +252,7 @@ class LocalHeld(HeldLock):
 
     def publish(self, state: RunState) -> None:
         try:
-            atomic_write(self.lock.runs_dir / f"{state.run_id}.json", state.model_dump_json())
+            atomic_write(self.lock.runs_dir / f"{state.run_id}.json", state.model_dump_json(), durable=self.lock.durable)
             if state.finished:
                 self._forget_old_runs(state.updated)
         except OSError:
@@ -266,7 +268,8 @@ class LocalHeld(HeldLock):
             return
         if self.lost() is None:
             os.ftruncate(self.fd, 0)  # the next taker must not read us as a holder that died
-            os.fsync(self.fd)
+            if self.lock.durable:
+                os.fsync(self.fd)
         os.close(self.fd)  # closing the only descriptor releases the kernel lock
         self.fd = -1
 

@@ -104,12 +104,17 @@ class SimCluster(BaseModel):
     def settle(self) -> None:
         """Let replication run until nothing moves (IO threads fetch, SQL threads apply)."""
         for _ in range(len(self.servers) + 1):
+            moved = False
             for s in self.servers:
-                self._replicate(s)
+                moved = self._replicate(s) or moved
+            if not moved:
+                break  # a pass that changed nothing: every further pass would be the same
 
-    def _replicate(self, s: SimServer) -> None:
+    def _replicate(self, s: SimServer) -> bool:
+        """One turn of a replica's threads; did it change anything?"""
         if not s.alive or s.hung or s.source is None:
-            return
+            return False
+        moved = False
         src = self.server(s.source)
         if s.io_on and src.alive and not src.hung:
             have = {t.gtid for t in s.applied} | {t.gtid for t in s.relay}
@@ -122,7 +127,9 @@ class SimCluster(BaseModel):
             if s.lag:
                 new = new[: max(0, len(new) - s.lag)]
             s.relay.extend(new)
+            moved = bool(new)
         if s.sql_on and s.relay:
+            moved = True  # the relay log is emptied, or the SQL thread stops on an error
             mine = s.position()
             applied = {t.gtid for t in s.applied}
             left: list[Txn] = []
@@ -145,6 +152,7 @@ class SimCluster(BaseModel):
             s.slave_pos = gtid.render(
                 gtid.merge_max(gtid.parse(s.slave_pos), s.position())
             )
+        return moved
 
 
 def _servers_for(cluster: Cluster) -> list[SimServer]:
