@@ -33,7 +33,7 @@ from drengine.errors import (
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
-from drengine.journal import Entry, Event, JournalWriter, verified_entries
+from drengine.journal import Entry, Event, JournalWriter, verified_chain, verified_entries
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
 from drengine.lock.registry import RunPublisher
@@ -875,9 +875,10 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
-        entries = verified_entries(run_dir)
+        chain = verified_chain(run_dir)
     except JournalCorrupt as exc:
         raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+    entries = chain.entries
     starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
@@ -906,7 +907,7 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     )
     clock = run_clock(request)
     request = replace(request, clock=clock)
-    journal = JournalWriter(run_dir, durable=durable)
+    journal = JournalWriter(run_dir, durable=durable, follows=chain)
     for listener in listeners:
         _listen(journal, listener)
     run_id = started["run_id"]

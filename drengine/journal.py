@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from drengine.errors import InputError, JournalCorrupt
 from drengine.redact import REDACTOR
@@ -102,7 +102,10 @@ class JournalWriter:
     journals the statements it sends while the engine waits for it). After `run_finished`
     the journal takes nothing more: nothing of a run may happen after the run has ended."""
 
-    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, durable: bool = True) -> None:
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, durable: bool = True,
+                 follows: Chain | None = None) -> None:
+        """`follows`: the journal as the caller has just verified it (a resume); it is not read
+        again when it still ends there, else it is verified here as any journal written to."""
         self.run_dir = run_dir
         self.durable = durable
         self.path = run_dir / JOURNAL_FILE
@@ -110,9 +113,12 @@ class JournalWriter:
         self._clock = clock
         self.after_append: Callable[[Entry], None] | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
-        entries, last = _checked(self.path) if self.path.exists() else ([], GENESIS)
-        self._seq = entries[-1].seq if entries else 0
-        self._prev = last
+        if follows is not None and follows.entries and _still_ends(self.path, follows):
+            self._seq, self._prev = follows.entries[-1].seq, follows.last
+        else:
+            entries, last = _checked(self.path) if self.path.exists() else ([], GENESIS)
+            self._seq = entries[-1].seq if entries else 0
+            self._prev = last
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._head_fd = -1  # opened with the first append: a head record names an event
         self._lock = threading.Lock()
@@ -258,6 +264,39 @@ def verified_entries(path: str | Path) -> list[Entry]:
     """Every event of a journal whose whole chain checks out (one pass: read, check, parse);
     raise JournalCorrupt naming the first bad line."""
     return _checked(resolve_journal(path))[0]
+
+
+class Chain(NamedTuple):
+    """A verified journal: its events and the hash of its last line."""
+
+    entries: list[Entry]
+    last: str
+
+
+def verified_chain(path: str | Path) -> Chain:
+    """As `verified_entries`, with the last hash (for a writer that continues the journal)."""
+    return Chain(*_checked(resolve_journal(path)))
+
+
+def _still_ends(journal: Path, chain: Chain) -> bool:
+    """Does the journal still end with the chain's last line, as its head record says? (Nothing
+    was appended or cut since it was verified.)"""
+    seq = chain.entries[-1].seq
+    try:
+        if (journal.parent / HEAD_FILE).read_text() != f"{seq:012d} {chain.last}\n":
+            return False
+        with open(journal, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 65536))
+            tail = fh.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    lines = tail.split("\n")
+    if len(lines) < 2 or lines[-1] != "":
+        return False
+    cut = lines[-2].rfind(',"hash":"')
+    found = _TAIL.fullmatch(lines[-2], cut + 1) if cut > 0 else None
+    return found is not None and found.group(1) == chain.last and int(found.group(3)) == seq
 
 
 # The end of a line as `_line_of` writes it, after its data: the chain and the body's other fields.
