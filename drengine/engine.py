@@ -248,27 +248,27 @@ class Engine:
 
     # -- the walk --------------------------------------------------------------------------
     def walk(self, start: str, in_flight: str | None = None) -> RunOutcome:
-        with self.runbook.walking(start) as (machine, model):
+        with self.runbook.walking(start) as walk:
             reconcile = in_flight
-            while not self.runbook.is_end(model.state):
-                step = self.runbook.steps[model.state]
+            while not self.runbook.is_end(walk.state):
+                step = self.runbook.steps[walk.state]
                 self._check_lock(step.id)
                 try:
                     result = self._step(step, reconcile=(reconcile == step.id))
                 except _ObserveAgain as again:
                     self.journal.append(Event.OBSERVED_AGAIN, step=step.id, reason=again.why,
                                         start=self.runbook.spec.start)
-                    machine.set_state(self.runbook.spec.start, model)
+                    walk.go_to(self.runbook.spec.start)
                     reconcile = None
                     continue
                 reconcile = None
-                if result.outcome not in machine.get_triggers(model.state):
+                if result.outcome not in walk.outcomes():
                     raise StepFailed(
                         f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
                         f"add it under `branches:` in {self.runbook.path}"
                     )
-                model.trigger(result.outcome)  # type: ignore[attr-defined]
-            end = model.state
+                walk.follow(result.outcome)
+            end = walk.state
         return self._verdict(end)
 
     def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
@@ -844,21 +844,21 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     rb = runbook or load_runbook(started["runbook_path"])
     in_flight: str | None = None
     finished = mutated = False
-    with rb.walking() as (machine, model):
+    with rb.walking() as walk:
         for entry in entries:
             if entry.type is Event.STEP_STARTED:
                 in_flight = entry.data["step"]
                 mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
             elif entry.type is Event.STEP_FINISHED:
                 facts.load(entry.data.get("facts") or {})
-                machine.set_state(entry.data["step"], model)
-                model.trigger(entry.data["outcome"])  # type: ignore[attr-defined]
+                walk.go_to(entry.data["step"])
+                walk.follow(entry.data["outcome"])
                 in_flight = None
             elif entry.type is Event.OBSERVED_AGAIN:
-                machine.set_state(rb.spec.start, model)
+                walk.go_to(rb.spec.start)
             elif entry.type is Event.RUN_FINISHED:
                 finished = entry.data.get("end") not in RESUMABLE_ENDS
-        state = in_flight if in_flight is not None else model.state
+        state = in_flight if in_flight is not None else walk.state
     return ResumePoint(started, state, in_flight, facts, finished, mutated)
 
 
