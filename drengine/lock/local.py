@@ -80,6 +80,20 @@ def _write_holder(fd: int, holder: Holder, durable: bool = True) -> None:
         os.fsync(fd)
 
 
+def _overwrite(path: Path, text: str) -> None:
+    """Replace a record in place: the explorer's throw-away registry (a private directory no
+    reader lists while its runs go on: readers skip a record caught half written anyway)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -251,8 +265,12 @@ class LocalHeld(HeldLock):
         return None
 
     def publish(self, state: RunState) -> None:
+        path = self.lock.runs_dir / f"{state.run_id}.json"
         try:
-            atomic_write(self.lock.runs_dir / f"{state.run_id}.json", state.model_dump_json(), durable=self.lock.durable)
+            if self.lock.durable:
+                atomic_write(path, state.model_dump_json())
+            else:
+                _overwrite(path, state.model_dump_json())
             if state.finished:
                 self._forget_old_runs(state.updated)
         except OSError:
