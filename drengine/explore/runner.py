@@ -119,10 +119,13 @@ class ScenarioRun:
         self.segment_seen: list[tuple[str, str]] = []
         self.error = ""
         self.changed_in: set[int] = set()  # segments during or after which the world changed
+        self._changes: dict[tuple[str, int], list[WorldChange]] = {}  # asked at every journal event
+        for change in scenario.changes:
+            self._changes.setdefault((change.when, change.index), []).append(change)
 
     # -- the world ----------------------------------------------------------------------------
     def changes_at(self, when: str, index: int) -> list[WorldChange]:
-        return [c for c in self.scenario.changes if c.when == when and c.index == index]
+        return self._changes.get((when, index), [])
 
     def apply(self, change: WorldChange, backend: Any = None) -> None:
         target = backend if backend is not None else self.backend

@@ -252,6 +252,7 @@ class LocalHeld(HeldLock):
         self.replaced_alive = replaced_alive
         self.where = lock.where
         self.notes = []
+        self._records: dict[str, Path] = {}  # run id -> its registry record
 
     def lost(self) -> str | None:
         if self.fd < 0:
@@ -265,7 +266,9 @@ class LocalHeld(HeldLock):
         return None
 
     def publish(self, state: RunState) -> None:
-        path = self.lock.runs_dir / f"{state.run_id}.json"
+        path = self._records.get(state.run_id)
+        if path is None:
+            path = self._records[state.run_id] = self.lock.runs_dir / f"{state.run_id}.json"
         try:
             if self.lock.durable:
                 atomic_write(path, state.model_dump_json())

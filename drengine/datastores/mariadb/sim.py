@@ -342,13 +342,15 @@ class SimMariaDBBackend:
                 error=f"accepted the connection but gave no answer within the read timeout of {t.read:g} s "
                       f"(hung or overloaded)",
             )
-        pos = gtid.render(s.position())
+        binlog_state = ",".join(t.gtid for t in s.applied)
+        position = gtid.parse(binlog_state)  # as SimServer.position(), joined once for the view
+        pos = gtid.render(position)
         channels = []
         if s.source is not None:
             src = self.sim.server(s.source)
             src_up = src.alive and not src.hung
             received = gtid.merge_max(
-                s.position(), gtid.parse(",".join(x.gtid for x in s.relay))
+                position, gtid.parse(",".join(x.gtid for x in s.relay))
             )
             channels.append(
                 Channel(
@@ -379,7 +381,7 @@ class SimMariaDBBackend:
             gtid_binlog_pos=pos if s.log_bin else "",
             gtid_slave_pos=s.slave_pos,
             gtid_current_pos=pos,
-            gtid_binlog_state=",".join(t.gtid for t in s.applied) if s.log_bin else "",
+            gtid_binlog_state=binlog_state if s.log_bin else "",
             channels=channels,
         )
 
