@@ -30,7 +30,7 @@ from drengine.explore.kit import Kit, Ledger, Violation, Watch, kit_for
 from drengine.explore.scenario import MemberSpec, Scenario, WorldChange
 from drengine.gates import Answer, GateAnswer, GateRequest
 from drengine.inventory import Cluster, Inventory, load_inventory
-from drengine.journal import Entry, JournalWriter, cut_after, read_entries
+from drengine.journal import Entry, Event, JournalWriter, cut_after, read_entries
 from drengine.runbook import Runbook, load_runbook
 from drengine.simstate import back_on_disk, keep_in_memory, load_state, save_state
 from drengine.steps import Mode
@@ -118,6 +118,7 @@ class ScenarioRun:
         self.kill_points: list[str] = []
         self.segment_seen: list[tuple[str, str]] = []
         self.error = ""
+        self.finished_end = ""  # the end of the last run_finished journaled (and not cut away)
         self.changed_in: set[int] = set()  # segments during or after which the world changed
         self._changes: dict[tuple[str, int], list[WorldChange]] = {}  # asked at every journal event
         for change in scenario.changes:
@@ -145,6 +146,8 @@ class ScenarioRun:
             return  # the engine is dead: what it still journals while unwinding is cut away
         self.segment_events += 1
         self.segment_seen.append((entry.type.value, str(entry.data.get("step", ""))))
+        if entry.type is Event.RUN_FINISHED:
+            self.finished_end = str(entry.data.get("end"))
         self.ledger.see(entry)
         model = self.kit.model(self.backend) if self.backend is not None else None
         try:
@@ -274,8 +277,9 @@ class ScenarioRun:
         return any(e.type.value == "run_started" for e in read_entries(self.run_dir / "journal.jsonl"))
 
     def _finished_on_disk(self) -> bool:
-        last = invariants.last_finish(list(read_entries(self.run_dir / "journal.jsonl")))
-        return last is not None and last.data.get("end") not in invariants.RESUMABLE
+        # What the kill left on disk is every event this scenario's engines journaled while
+        # alive (the rest was cut away), and those are the events `on_event` saw.
+        return bool(self.finished_end) and self.finished_end not in invariants.RESUMABLE
 
     def _prelude(self) -> None:
         prelude = self.scenario.prelude
