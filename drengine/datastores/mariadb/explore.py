@@ -218,6 +218,9 @@ class MariaDBKit(Kit):
     def load(self, state: dict[str, Any]) -> Any:
         return SimCluster.model_validate(state)
 
+    def load_text(self, text: str) -> Any:
+        return SimCluster.model_validate_json(text)
+
     def copy(self, model: Any) -> Any:
         return copy(model)
 
