@@ -23,6 +23,7 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,16 @@ class Holder(BaseModel):
 
 
 def current_user() -> str:
-    return os.environ.get("SUDO_USER") or getpass.getuser()
+    env = os.environ
+    return env.get("SUDO_USER") or _login(env.get("LOGNAME"), env.get("USER"), env.get("LNAME"), env.get("USERNAME"),
+                                          os.getuid())
+
+
+@lru_cache(maxsize=8)
+def _login(logname: str | None, user: str | None, lname: str | None, username: str | None, uid: int) -> str:
+    """getpass.getuser(), once for the environment and user id it reads (without a login
+    variable it looks the user up in the password database: too slow for every run)."""
+    return getpass.getuser()
 
 
 def me(run_id: str, run_dir: Path | str) -> Holder:
