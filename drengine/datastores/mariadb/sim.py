@@ -147,7 +147,7 @@ class SimCluster(BaseModel):
                     continue
                 s.applied.append(t)
                 applied.add(t.gtid)
-                mine = s.position()
+                mine = {**mine, **g}  # s.position(), without parsing everything applied again
             s.relay = left
             s.slave_pos = gtid.render(
                 gtid.merge_max(gtid.parse(s.slave_pos), s.position())
