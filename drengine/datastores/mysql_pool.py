@@ -147,18 +147,19 @@ def classify(exc: BaseException, connect_timeout: float, read_timeout: float) ->
     timed_out = any(isinstance(c, TimeoutError) for c in causes)
     refused = any(isinstance(c, ConnectionRefusedError) for c in causes)
     socket_error = next((c for c in causes if isinstance(c, OSError)), None)
+    said = f"error {code}: " if code is not None else ""  # the client's number, as the mysql client shows it
     if refused:
-        return Failure("down", code, "connection refused: nothing listens on the port (server not running)")
+        return Failure("down", code, f"{said}connection refused: nothing listens on the port (server not running)")
     if code == CR_CONN_HOST_ERROR or (code is None and isinstance(exc, OSError)):
         if timed_out:
-            return Failure("unreachable", code, f"no TCP answer within the connect timeout of {connect_timeout:g} s "
+            return Failure("unreachable", code, f"{said}no TCP answer within the connect timeout of {connect_timeout:g} s "
                                                 f"(host down or partitioned?)")
-        return Failure("unreachable", code, f"cannot connect: {socket_error or exc}")
+        return Failure("unreachable", code, f"{said}cannot connect: {socket_error or exc}")
     if timed_out:
         return Failure("hung", code, f"accepted the connection but gave no answer within the read timeout of "
                                      f"{read_timeout:g} s (hung or overloaded)")
     if code in (CR_SERVER_GONE_ERROR, CR_SERVER_LOST) or socket_error is not None:
-        return Failure("unreachable", code, "the server closed the connection (stopped, restarted or killed the session?)")
+        return Failure("unreachable", code, f"{said}the server closed the connection (stopped, restarted or killed the session?)")
     if code is not None:
         message = exc.args[1] if len(exc.args) > 1 else ""
         return Failure("up", code, f"error {code}: {message}")

@@ -1,4 +1,4 @@
-"""The `drengine explore` command's work, apart from printing (drengine/cli.py prints the lines
+"""The `drengine explore` command's work, apart from printing (drengine/cli/explore.py prints the lines
 these return): which runbooks, where the scenarios run, exploring, writing and replaying cases."""
 
 from __future__ import annotations

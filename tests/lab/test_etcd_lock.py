@@ -147,10 +147,12 @@ def test_a_holder_whose_lease_expired_stops_at_its_next_step_boundary(inventory:
         first.proc.send_signal(signal.SIGCONT)
     code, out = first.let_go()
     assert code == 4, out
-    assert "LOCK LOST before step promote" in out
+    # The step after choose-survivor is the old primary's fencing: nothing after it starts.
+    assert "LOCK LOST before step fence-old-primary" in out, out
     [lost] = of_type(tmp_path / "r1", "lock_lost")
-    assert lost.data["step"] == "promote" and lost.data["backend"] == "etcd"
-    assert "promote" not in [e.data["step"] for e in of_type(tmp_path / "r1", "step_started")]
+    assert lost.data["step"] == "fence-old-primary" and lost.data["backend"] == "etcd"
+    started = [e.data["step"] for e in of_type(tmp_path / "r1", "step_started")]
+    assert "fence-old-primary" not in started and "promote" not in started
     assert of_type(tmp_path / "r1", "run_finished")[-1].data["end"] == "stopped"
 
 

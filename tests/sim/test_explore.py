@@ -158,7 +158,6 @@ def test_the_command_refuses_bad_input(tmp_path: Path) -> None:
 
 
 def test_a_budget_stops_the_generation(tmp_path: Path) -> None:
-    report = explore("mariadb-rejoin", tmp_path, count=100_000, seed=2, budget=1.0,
-                     ignore=KNOWN.get("mariadb-rejoin", frozenset()))
+    report = explore("mariadb-rejoin", tmp_path, count=100_000, seed=2, budget=1.0, ignore=KNOWN.get("mariadb-rejoin", frozenset()))
     assert report.out_of_budget and 0 < report.explored < 100_000
     assert report.seconds < 20  # it stopped, rather than generating the rest of the 100 000

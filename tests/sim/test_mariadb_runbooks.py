@@ -163,7 +163,7 @@ def test_stop_at_gate_changes_nothing_and_can_resume(tmp_path: Path) -> None:
 
 
 def test_interactive_break_glass_takes_typed_cluster_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("drengine.cli._is_interactive", lambda: True)
+    monkeypatch.setattr("drengine.cli.recovery._is_interactive", lambda: True)
     # The check refuses (db1 is alive): details, proceed, a wrong name, the right one, a reason; then the dangerous
     # gate of fencing db1 (the cluster name again), and the plain gates of promote, repoint and switch-traffic.
     answers = "d\np\nwrong\nsim\ndb1 is fenced\np\nsim\n\np\n\np\n\np\n\n"

@@ -104,7 +104,7 @@ def test_a_hung_removed_member_without_a_fence_method_is_named_as_split_brain(tm
 def test_a_hung_removed_member_is_fenced_by_sigkill_when_the_inventory_gives_its_pid_file(tmp_path: Path) -> None:
     text = INVENTORY.read_text().replace(
         "  sim-mongo-hung-removed:\n", "  sim-mongo-hung-removed-fenced:\n    service: {stop: 'systemctl stop mongod@{name}'}\n"
-        "    fence: [sql, service, signal]\n", 1)
+        "    fencing: [sql, service, signal]\n", 1)
     text = text.replace("{name: m2, address: 127.0.0.1, port: 27019}",
                         "{name: m2, address: 127.0.0.1, port: 27019, pid_file: /var/run/mongodb/m2.pid}")
     inventory = tmp_path / "inventory.yaml"

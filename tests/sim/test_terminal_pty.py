@@ -135,11 +135,11 @@ def test_dangerous_gate_wants_the_cluster_name_typed(tmp_path: Path) -> None:
 
 def test_a_step_that_waits_shows_its_elapsed_time() -> None:
     script = ("import time\n"
-              "from drengine.cli import SCREEN, _out\n"
+              "from drengine.cli.terminal import SCREEN, out\n"
               "SCREEN.start_timer('catch-up: wait for db2 to apply its relay log')\n"
               "time.sleep(1.6)\n"
               "SCREEN.stop_timer()\n"
-              "_out('   catch-up ok [ok]: applied')\n")
+              "out('   catch-up ok [ok]: applied')\n")
     base = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     child = pexpect.spawn(sys.executable, ["-c", script], env={**base, "TERM": "xterm-256color", "PYTHONPATH": str(ROOT)},
                           cwd=str(ROOT), encoding="utf-8", timeout=30, dimensions=(50, 160))

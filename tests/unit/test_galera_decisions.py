@@ -265,9 +265,9 @@ def test_probe_errors_say_what_state_the_node_is_in() -> None:
             return exc
 
     refused = wrapped(2003, ConnectionRefusedError(111, "Connection refused"), kept=True)
-    assert classify(refused, 2, 5).state == "down"
+    assert classify(refused, 2, 5).state == "down" and classify(refused, 2, 5).detail.startswith("error 2003: ")
     no_syn = wrapped(2003, TimeoutError("timed out"), kept=True)
-    assert classify(no_syn, 2, 5).detail == "no TCP answer within the connect timeout of 2 s (host down or partitioned?)"
+    assert classify(no_syn, 2, 5).detail == "error 2003: no TCP answer within the connect timeout of 2 s (host down or partitioned?)"
     assert classify(no_syn, 2, 5).state == "unreachable"
     stopped = wrapped(2013, TimeoutError("timed out"), kept=False)
     assert classify(stopped, 2, 5).state == "hung"

@@ -234,7 +234,7 @@ def test_ceph_timeout_after_status_is_not_called_a_lost_quorum() -> None:
 def test_long_documents_are_folded_at_the_gate_and_whole_under_d() -> None:
     from click.testing import CliRunner
 
-    from drengine.cli import Screen, TextTerminal
+    from drengine.cli.terminal import Screen, TextTerminal
     from drengine.steps import Statement
 
     document = '{"replSetReconfig": {"_id": "rs0", "members": [' + ", ".join(

@@ -291,7 +291,7 @@ class SimGaleraBackend:
                                   f"(hung or overloaded)")
         if not n.alive:
             return NodeView(name=n.name, address=n.address, port=n.port, state="down",
-                            error="connection refused: nothing listens on the port (server not running)")
+                            error="error 2003: connection refused: nothing listens on the port (server not running)")
         return view_from_status(member, n.port, self._status(n))
 
     def _reachable(self, member: str) -> SimNode:
@@ -301,7 +301,7 @@ class SimGaleraBackend:
                       f"{self.cluster.timeouts.read:g} s (hung or overloaded)")
             raise MemberHung(f"{member} ({n.address}:{n.port}): {detail}", detail)
         if not n.alive:
-            detail = "connection refused: nothing listens on the port (server not running)"
+            detail = "error 2003: connection refused: nothing listens on the port (server not running)"
             raise MemberDown(f"{member} ({n.address}:{n.port}): {detail}", detail)
         return n
 

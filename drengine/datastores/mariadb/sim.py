@@ -331,7 +331,7 @@ class SimMariaDBBackend:
                 address=s.address,
                 port=s.port,
                 state="down",
-                error="connection refused: nothing listens on the port (server not running)",
+                error="error 2003: connection refused: nothing listens on the port (server not running)",
             )
         if s.hung:
             return ServerView(
@@ -388,7 +388,7 @@ class SimMariaDBBackend:
     def _reachable(self, member: str) -> SimServer:
         s = self.sim.server(member)
         if not s.alive:
-            detail = "connection refused: nothing listens on the port (server not running)"
+            detail = "error 2003: connection refused: nothing listens on the port (server not running)"
             raise MemberDown(f"{member} ({s.address}:{s.port}): {detail}", detail)
         if s.hung:
             detail = (f"accepted the connection but gave no answer within the read timeout of "
