@@ -33,7 +33,7 @@ from drengine.errors import (
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
-from drengine.journal import Entry, Event, JournalWriter, verified_entries
+from drengine.journal import Entry, Event, JournalWriter, verified_chain, verified_entries
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
 from drengine.lock.registry import RunPublisher
@@ -84,8 +84,14 @@ class RunRequest:
     clock: Clock | None = None
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
-    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync.
+    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync, of the
+    # journal or of the local lock's files.
     durable: bool = True
+    # False ONLY for the fault-space explorer: each step runs in the engine's own thread instead
+    # of a worker bounded in real time. Its runs are on a simulated clock against simulators that
+    # never block, so a real-time bound protects nothing there; the step's deadline on the run's
+    # clock is still enforced (ctx.sent, ctx.wait_until, ctx.check_deadline raise StepInterrupted).
+    step_workers: bool = True
 
 
 def run_clock(request: RunRequest) -> Clock:
@@ -99,12 +105,6 @@ def run_clock(request: RunRequest) -> Clock:
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
     return f"{stamp}-{cluster}-{secrets.token_hex(2)}"
-
-
-class _Machine:
-    """The model object the `transitions` machine drives; holds the current state."""
-
-    state: str
 
 
 def _crash_hook() -> Callable[[Entry], None] | None:
@@ -248,27 +248,28 @@ class Engine:
 
     # -- the walk --------------------------------------------------------------------------
     def walk(self, start: str, in_flight: str | None = None) -> RunOutcome:
-        model = _Machine()
-        machine = self.runbook.machine(model, initial=start)
-        reconcile = in_flight
-        while not self.runbook.is_end(model.state):
-            step = self.runbook.steps[model.state]
-            self._check_lock(step.id)
-            try:
-                result = self._step(step, reconcile=(reconcile == step.id))
-            except _ObserveAgain as again:
-                self.journal.append(Event.OBSERVED_AGAIN, step=step.id, reason=again.why, start=self.runbook.spec.start)
-                machine.set_state(self.runbook.spec.start, model)
+        with self.runbook.walking(start) as walk:
+            reconcile = in_flight
+            while not self.runbook.is_end(walk.state):
+                step = self.runbook.steps[walk.state]
+                self._check_lock(step.id)
+                try:
+                    result = self._step(step, reconcile=(reconcile == step.id))
+                except _ObserveAgain as again:
+                    self.journal.append(Event.OBSERVED_AGAIN, step=step.id, reason=again.why,
+                                        start=self.runbook.spec.start)
+                    walk.go_to(self.runbook.spec.start)
+                    reconcile = None
+                    continue
                 reconcile = None
-                continue
-            reconcile = None
-            if result.outcome not in machine.get_triggers(model.state):
-                raise StepFailed(
-                    f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
-                    f"add it under `branches:` in {self.runbook.path}"
-                )
-            model.trigger(result.outcome)  # type: ignore[attr-defined]
-        return self._verdict(model.state)
+                if result.outcome not in walk.outcomes():
+                    raise StepFailed(
+                        f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
+                        f"add it under `branches:` in {self.runbook.path}"
+                    )
+                walk.follow(result.outcome)
+            end = walk.state
+        return self._verdict(end)
 
     def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
         self._current_step = step.id
@@ -416,6 +417,11 @@ class Engine:
         ctx = self.ctx
         ctx.cancel = threading.Event()
         ctx.deadline = Deadline(step.timeout, ctx.clock)
+        if not self.request.step_workers:
+            try:
+                return fn()
+            finally:
+                ctx.deadline = None
         box: dict[str, Any] = {}
 
         def target() -> None:
@@ -649,7 +655,7 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Held
     settings = request.inventory.lock_for(request.cluster)
     if request.local_lock_reason is not None:
         settings = _lock_break_glass(request, journal, settings, request.local_lock_reason)
-    backend = open_lock(settings, request.cluster.name, request.lock_dir)
+    backend = open_lock(settings, request.cluster.name, request.lock_dir, durable=request.durable)
     held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
     previous = held.replaced
     if previous is not None and held.replaced_alive is not False:
@@ -836,24 +842,23 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     started = starts[0].data
     facts = Facts()
     rb = runbook or load_runbook(started["runbook_path"])
-    model = _Machine()
-    machine = rb.machine(model)
     in_flight: str | None = None
     finished = mutated = False
-    for entry in entries:
-        if entry.type is Event.STEP_STARTED:
-            in_flight = entry.data["step"]
-            mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
-        elif entry.type is Event.STEP_FINISHED:
-            facts.load(entry.data.get("facts") or {})
-            machine.set_state(entry.data["step"], model)
-            model.trigger(entry.data["outcome"])  # type: ignore[attr-defined]
-            in_flight = None
-        elif entry.type is Event.OBSERVED_AGAIN:
-            machine.set_state(rb.spec.start, model)
-        elif entry.type is Event.RUN_FINISHED:
-            finished = entry.data.get("end") not in RESUMABLE_ENDS
-    state = in_flight if in_flight is not None else model.state
+    with rb.walking() as walk:
+        for entry in entries:
+            if entry.type is Event.STEP_STARTED:
+                in_flight = entry.data["step"]
+                mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
+            elif entry.type is Event.STEP_FINISHED:
+                facts.load(entry.data.get("facts") or {})
+                walk.go_to(entry.data["step"])
+                walk.follow(entry.data["outcome"])
+                in_flight = None
+            elif entry.type is Event.OBSERVED_AGAIN:
+                walk.go_to(rb.spec.start)
+            elif entry.type is Event.RUN_FINISHED:
+                finished = entry.data.get("end") not in RESUMABLE_ENDS
+        state = in_flight if in_flight is not None else walk.state
     return ResumePoint(started, state, in_flight, facts, finished, mutated)
 
 
@@ -861,17 +866,19 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
                break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
                local_lock_reason: str | None = None, clock: Clock | None = None,
                around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None,
-               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None) -> RunOutcome:
-    """Continue an interrupted run. `clock`, `around_walk` and `durable` are as in RunRequest
+               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None,
+               step_workers: bool = True) -> RunOutcome:
+    """Continue an interrupted run. `clock`, `around_walk`, `durable` and `step_workers` are as in RunRequest
     (the explorer resumes the runs it killed on the same simulated clock, watching the backend);
     `loaded` is the runbook and inventory the caller already holds, used when they are the
     journal's own (same runbook file, same inventory file), instead of reading them again."""
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
-        entries = verified_entries(run_dir)
+        chain = verified_chain(run_dir)
     except JournalCorrupt as exc:
         raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+    entries = chain.entries
     starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
@@ -896,10 +903,11 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir, local_lock_reason=local_lock_reason,
         operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
         listeners=listeners, argv=argv or [], clock=clock, around_walk=around_walk, durable=durable,
+        step_workers=step_workers,
     )
     clock = run_clock(request)
     request = replace(request, clock=clock)
-    journal = JournalWriter(run_dir, durable=durable)
+    journal = JournalWriter(run_dir, durable=durable, follows=chain)
     for listener in listeners:
         _listen(journal, listener)
     run_id = started["run_id"]

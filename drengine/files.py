@@ -8,13 +8,20 @@ import os
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, text: str, mode: int | None = None, durable: bool = True) -> None:
+    """`durable=False` (the fault-space explorer's throw-away files ONLY) skips the flush to disk:
+    still all or nothing for a reader, not across a power loss."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    try:
+        out = open(tmp, "w", encoding="utf-8")
+    except FileNotFoundError:  # the directory is made on the first write only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(tmp, "w", encoding="utf-8")
+    with out:
         out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
     if mode is not None:
         os.chmod(tmp, mode)
     os.replace(tmp, path)

@@ -4,8 +4,6 @@ policy. Every answer says who answered, when, under which policy, and why."""
 
 from __future__ import annotations
 
-import getpass
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -51,8 +49,9 @@ class GateAnswer:
 
 
 def operator_name() -> str:
-    user = os.environ.get("SUDO_USER") or getpass.getuser()
-    return f"{user}@{socket.gethostname()}"
+    from drengine.lock import current_user
+
+    return f"{current_user()}@{socket.gethostname()}"
 
 
 class GatePolicy(Protocol):

@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from drengine.errors import InputError, JournalCorrupt
 from drengine.redact import REDACTOR
@@ -101,7 +102,10 @@ class JournalWriter:
     journals the statements it sends while the engine waits for it). After `run_finished`
     the journal takes nothing more: nothing of a run may happen after the run has ended."""
 
-    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, durable: bool = True) -> None:
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, durable: bool = True,
+                 follows: Chain | None = None) -> None:
+        """`follows`: the journal as the caller has just verified it (a resume); it is not read
+        again when it still ends there, else it is verified here as any journal written to."""
         self.run_dir = run_dir
         self.durable = durable
         self.path = run_dir / JOURNAL_FILE
@@ -109,9 +113,12 @@ class JournalWriter:
         self._clock = clock
         self.after_append: Callable[[Entry], None] | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
-        entries, last = _checked(self.path) if self.path.exists() else ([], GENESIS)
-        self._seq = entries[-1].seq if entries else 0
-        self._prev = last
+        if follows is not None and follows.entries and _still_ends(self.path, follows):
+            self._seq, self._prev = follows.entries[-1].seq, follows.last
+        else:
+            entries, last = _checked(self.path) if self.path.exists() else ([], GENESIS)
+            self._seq = entries[-1].seq if entries else 0
+            self._prev = last
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._head_fd = -1  # opened with the first append: a head record names an event
         self._lock = threading.Lock()
@@ -159,8 +166,33 @@ class JournalWriter:
 
 
 def _jsonable(value: Any) -> Any:
-    """Round-trip through JSON so what is hashed is exactly what is written."""
-    return json.loads(json.dumps(value, default=_default))
+    """Round-trip through JSON so what is hashed is exactly what is written. Data made only of
+    what JSON gives back unchanged (dicts with str keys, lists, str, int, float, bool, None) is
+    copied as it is, without the round trip; anything else takes it."""
+    try:
+        return _plain(value)
+    except (_NotPlain, RecursionError):
+        return json.loads(json.dumps(value, default=_default))
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = _plain(item)
+        return out
+    if kind is list:
+        return [_plain(item) for item in value]
+    raise _NotPlain
 
 
 def _default(value: Any) -> Any:
@@ -234,6 +266,68 @@ def verified_entries(path: str | Path) -> list[Entry]:
     return _checked(resolve_journal(path))[0]
 
 
+class Chain(NamedTuple):
+    """A verified journal: its events and the hash of its last line."""
+
+    entries: list[Entry]
+    last: str
+
+
+def verified_chain(path: str | Path) -> Chain:
+    """As `verified_entries`, with the last hash (for a writer that continues the journal)."""
+    return Chain(*_checked(resolve_journal(path)))
+
+
+def _still_ends(journal: Path, chain: Chain) -> bool:
+    """Does the journal still end with the chain's last line, as its head record says? (Nothing
+    was appended or cut since it was verified.)"""
+    seq = chain.entries[-1].seq
+    try:
+        if (journal.parent / HEAD_FILE).read_text() != f"{seq:012d} {chain.last}\n":
+            return False
+        with open(journal, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 65536))
+            tail = fh.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    lines = tail.split("\n")
+    if len(lines) < 2 or lines[-1] != "":
+        return False
+    cut = lines[-2].rfind(',"hash":"')
+    found = _TAIL.fullmatch(lines[-2], cut + 1) if cut > 0 else None
+    return found is not None and found.group(1) == chain.last and int(found.group(3)) == seq
+
+
+# The end of a line as `_line_of` writes it, after its data: the chain and the body's other fields.
+_TAIL = re.compile(r'"hash":"([0-9a-f]{64})","prev":"([0-9a-f]{64})","seq":([1-9][0-9]*),'
+                   r'"ts":(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?),"type":"([a-z_]+)"}\n?')
+
+
+def _as_written(line: str, prev: str, expected_seq: int, number: int) -> tuple[Entry, str] | None:
+    """The event of a line exactly as the writer writes it, following `prev`, when its hash
+    checks out over the very text of its fields (the hash is over that text: an edit of any
+    byte breaks it); else None, and the line is checked field by field (`_checked`), which
+    also says what is wrong."""
+    if not line.startswith('{"data":'):
+        return None
+    cut = line.rfind(',"hash":"')  # the data's own strings escape their quotes: this is the chain's
+    tail = _TAIL.fullmatch(line, cut + 1) if cut > 0 else None
+    if tail is None:
+        return None
+    stored_hash, stored_prev, seq, ts, kind = tail.groups()
+    data_text = line[len('{"data":'):cut]
+    if stored_prev != prev or int(seq) != expected_seq \
+            or _digest(prev, _body_of(data_text, seq, ts, f'"{kind}"')) != stored_hash:
+        return None
+    try:
+        data = json.loads(data_text)
+        event = Event(kind)
+    except ValueError:
+        return None
+    return (Entry(expected_seq, float(ts), event, data, number), stored_hash) if type(data) is dict else None
+
+
 def _checked(journal: Path) -> tuple[list[Entry], str]:
     """The events of a journal whose chain and head record check out, and the last hash."""
     prev = GENESIS
@@ -241,6 +335,12 @@ def _checked(journal: Path) -> tuple[list[Entry], str]:
     entries: list[Entry] = []
     with open(journal, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
+            written = _as_written(line, prev, expected_seq, number)
+            if written is not None:
+                entries.append(written[0])
+                prev = written[1]
+                expected_seq += 1
+                continue
             if not line.strip():
                 raise JournalCorrupt(f"{journal}:{number}: empty line inserted; journals have no empty lines")
             try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -90,6 +91,44 @@ class RunbookSpec(Strict):
     ends: dict[StepId, EndSpec] = Field(default_factory=lambda: {k: EndSpec(success=v) for k, v in DEFAULT_ENDS.items()})
 
 
+class _Model:
+    """The model object a `transitions` machine drives; holds the current state."""
+
+    state: str
+
+
+class Walk:
+    """One walk through a runbook's state machine: where it is, and where an outcome leads
+    (`transitions` computes every next state)."""
+
+    def __init__(self, machine: Machine, model: _Model) -> None:
+        self.machine = machine
+        self._model = model
+
+    @property
+    def state(self) -> str:
+        return self._model.state
+
+    def go_to(self, state: str) -> None:
+        self.machine.set_state(state, self._model)
+
+    def outcomes(self) -> list[str]:
+        """The outcomes the current step maps."""
+        triggers: list[str] = self.machine.get_triggers(self._model.state)
+        return triggers
+
+    def follow(self, outcome: str) -> None:
+        """Move on along the current step's `outcome` (one of `outcomes()`). The machine has no
+        callbacks or conditions: its transition's destination is the next state (read from it
+        rather than fired, which costs more than a step on a simulator)."""
+        found = self.machine.get_transitions(trigger=outcome, source=self._model.state)
+        dest = found[0].dest if found else None
+        if dest is None:
+            self._model.trigger(outcome)  # type: ignore[attr-defined]  # raises as `transitions` does
+            return
+        self.go_to(dest)
+
+
 class Runbook:
     """A validated runbook and its state machine."""
 
@@ -98,6 +137,7 @@ class Runbook:
         self.path = path
         self.digest = digest
         self.steps = {s.id: s for s in spec.steps}
+        self._walks: list[Walk] = []  # their machines built, not in use
 
     @property
     def name(self) -> str:
@@ -132,6 +172,22 @@ class Runbook:
     def machine(self, model: object, initial: str | None = None) -> Machine:
         """The state machine the engine walks: `transitions` computes every next state."""
         return Machine(model=model, **self._machine_args(initial))
+
+    @contextmanager
+    def walking(self, initial: str | None = None) -> Iterator[Walk]:
+        """A walk through this runbook's state machine, from `initial` (else the start). Building
+        a machine costs more than a step on a simulator: a walk takes one a finished walk gave
+        back, else builds one; the state is all a walk leaves on it, and it is set here."""
+        try:
+            walk = self._walks.pop()
+        except IndexError:
+            model = _Model()
+            walk = Walk(self.machine(model), model)
+        walk.go_to(initial or self.spec.start)
+        try:
+            yield walk
+        finally:
+            self._walks.append(walk)
 
     def mermaid(self) -> str:
         """The state diagram, drawn by `transitions`' GraphMachine (its mermaid engine)."""

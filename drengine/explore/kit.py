@@ -10,6 +10,7 @@ twice across a resume, success implies the goal) live in `drengine.explore.invar
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -126,6 +127,10 @@ class Kit:
     def load(self, state: dict[str, Any]) -> Any:
         """The simulator state of a state file's JSON."""
         raise NotImplementedError
+
+    def load_text(self, text: str) -> Any:
+        """The simulator state of a state file's text (a kit may parse it in one go)."""
+        return self.load(json.loads(text))
 
     def copy(self, model: Any) -> Any:
         """A copy of the live state, kept as it is now (the state the goal check saw)."""

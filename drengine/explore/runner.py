@@ -30,8 +30,9 @@ from drengine.explore.kit import Kit, Ledger, Violation, Watch, kit_for
 from drengine.explore.scenario import MemberSpec, Scenario, WorldChange
 from drengine.gates import Answer, GateAnswer, GateRequest
 from drengine.inventory import Cluster, Inventory, load_inventory
-from drengine.journal import Entry, JournalWriter, cut_after, read_entries
+from drengine.journal import Entry, Event, JournalWriter, cut_after, read_entries
 from drengine.runbook import Runbook, load_runbook
+from drengine.simstate import back_on_disk, keep_in_memory, load_state, save_state
 from drengine.steps import Mode
 
 CLUSTER = "explore"
@@ -117,11 +118,15 @@ class ScenarioRun:
         self.kill_points: list[str] = []
         self.segment_seen: list[tuple[str, str]] = []
         self.error = ""
+        self.finished_end = ""  # the end of the last run_finished journaled (and not cut away)
         self.changed_in: set[int] = set()  # segments during or after which the world changed
+        self._changes: dict[tuple[str, int], list[WorldChange]] = {}  # asked at every journal event
+        for change in scenario.changes:
+            self._changes.setdefault((change.when, change.index), []).append(change)
 
     # -- the world ----------------------------------------------------------------------------
     def changes_at(self, when: str, index: int) -> list[WorldChange]:
-        return [c for c in self.scenario.changes if c.when == when and c.index == index]
+        return self._changes.get((when, index), [])
 
     def apply(self, change: WorldChange, backend: Any = None) -> None:
         target = backend if backend is not None else self.backend
@@ -141,6 +146,8 @@ class ScenarioRun:
             return  # the engine is dead: what it still journals while unwinding is cut away
         self.segment_events += 1
         self.segment_seen.append((entry.type.value, str(entry.data.get("step", ""))))
+        if entry.type is Event.RUN_FINISHED:
+            self.finished_end = str(entry.data.get("end"))
         self.ledger.see(entry)
         model = self.kit.model(self.backend) if self.backend is not None else None
         try:
@@ -235,9 +242,11 @@ class ScenarioRun:
                 runbook=runner.runbook, inventory=runner.inventory, cluster=runner.cluster, mode=Mode.RUN,
                 gates=self.gates, run_dir=self.run_dir, lock_dir=self.locks, listeners=[self.on_event],
                 around_walk=self.around, clock=self.clock, durable=runner.durable, inputs=self._inputs(),
+                step_workers=False,
             ))
         return resume_run(self.run_dir, self.gates, [self.on_event], lock_dir=self.locks, clock=self.clock,
-                          around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory))
+                          around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory),
+                          step_workers=False)
 
     def _lock_of_the_dead(self) -> None:
         """A killed engine leaves its lock behind, held by a process that is gone: the resume
@@ -268,8 +277,9 @@ class ScenarioRun:
         return any(e.type.value == "run_started" for e in read_entries(self.run_dir / "journal.jsonl"))
 
     def _finished_on_disk(self) -> bool:
-        last = invariants.last_finish(list(read_entries(self.run_dir / "journal.jsonl")))
-        return last is not None and last.data.get("end") not in invariants.RESUMABLE
+        # What the kill left on disk is every event this scenario's engines journaled while
+        # alive (the rest was cut away), and those are the events `on_event` saw.
+        return bool(self.finished_end) and self.finished_end not in invariants.RESUMABLE
 
     def _prelude(self) -> None:
         prelude = self.scenario.prelude
@@ -282,7 +292,7 @@ class ScenarioRun:
             start_run(RunRequest(
                 runbook=runbook, inventory=self.runner.inventory, cluster=self.runner.cluster, mode=Mode.RUN,
                 gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=self.prelude_dir,
-                lock_dir=self.locks, clock=self.clock, durable=self.runner.durable,
+                lock_dir=self.locks, clock=self.clock, durable=self.runner.durable, step_workers=False,
             ))
         except DrengineError:
             pass  # the explored run meets whatever the prelude left behind
@@ -342,7 +352,9 @@ def _unique(found: list[Violation]) -> list[Violation]:
 class Runner:
     """Runs the scenarios of one runbook, one after the other, each in a fresh run directory
     under `work` (a tmpfs such as /dev/shm when there is one). `durable=False` skips the
-    fsyncs of these throw-away journals (see journal.py); the default of every real run stays."""
+    fsyncs of these throw-away journals (see journal.py) and keeps the simulator's state file
+    in memory while a scenario runs (see simstate.py; it is on disk after each scenario); the
+    default of every real run stays."""
 
     def __init__(self, runbook: str, work: Path, durable: bool = False, keep: bool = False) -> None:
         self.runbook: Runbook = load_runbook(runbook)
@@ -381,10 +393,10 @@ class Runner:
         self.inventory, self.cluster = self._inventories[key]
 
     def write_state(self, state: dict[str, Any]) -> None:
-        self.state_file.write_text(json.dumps(state))
+        save_state(json.dumps(state), self.state_file)
 
     def final_model(self) -> Any:
-        return self.kit.load(json.loads(self.state_file.read_text()))
+        return load_state(self.state_file, self.kit.load_text, self.kit.kind)
 
     def run(self, scenario: Scenario) -> Result:
         if scenario.kind != self.kit.kind or scenario.runbook != self.runbook.name:
@@ -394,9 +406,12 @@ class Runner:
         scenario_dir = self.work / f"scenario-{self.count}"
         if scenario_dir.exists():
             shutil.rmtree(scenario_dir)
+        if not self.durable:
+            keep_in_memory(self.state_file)
         try:
             return ScenarioRun(self, scenario, scenario_dir / "run").go()
         finally:
+            back_on_disk(self.state_file)
             if not self.keep:
                 shutil.rmtree(scenario_dir, ignore_errors=True)
 

@@ -23,6 +23,7 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,16 @@ class Holder(BaseModel):
 
 
 def current_user() -> str:
-    return os.environ.get("SUDO_USER") or getpass.getuser()
+    env = os.environ
+    return env.get("SUDO_USER") or _login(env.get("LOGNAME"), env.get("USER"), env.get("LNAME"), env.get("USERNAME"),
+                                          os.getuid())
+
+
+@lru_cache(maxsize=8)
+def _login(logname: str | None, user: str | None, lname: str | None, username: str | None, uid: int) -> str:
+    """getpass.getuser(), once for the environment and user id it reads (without a login
+    variable it looks the user up in the password database: too slow for every run)."""
+    return getpass.getuser()
 
 
 def me(run_id: str, run_dir: Path | str) -> Holder:
@@ -142,15 +152,18 @@ class LockBackend(ABC):
         """Every run the registry knows for this cluster."""
 
 
-def open_lock(settings: LocalLockSettings | EtcdLockSettings, cluster: str, lock_dir: Path | None = None) -> LockBackend:
-    """The backend the settings name; `lock_dir` (tests, API callers) overrides a local lock's directory."""
+def open_lock(settings: LocalLockSettings | EtcdLockSettings, cluster: str, lock_dir: Path | None = None,
+              durable: bool = True) -> LockBackend:
+    """The backend the settings name; `lock_dir` (tests, API callers) overrides a local lock's directory.
+    `durable=False` (the explorer's throw-away runs ONLY, as RunRequest.durable): a local lock
+    writes its files without flushing them to disk."""
     if settings.backend == "etcd":
         from drengine.lock.etcd import EtcdLock
 
         return EtcdLock(settings, cluster)
     from drengine.lock.local import LocalLock
 
-    return LocalLock(cluster, lock_dir or (Path(settings.dir).expanduser() if settings.dir else None))
+    return LocalLock(cluster, lock_dir or (Path(settings.dir).expanduser() if settings.dir else None), durable=durable)
 
 
 def default_lock_dir() -> Path:

@@ -72,11 +72,26 @@ def _read_holder(fd: int) -> Holder | None:
         return Holder(run_id="(unreadable lock file)", user="?", host="?", pid=0)
 
 
-def _write_holder(fd: int, holder: Holder) -> None:
+def _write_holder(fd: int, holder: Holder, durable: bool = True) -> None:
     data = holder.model_dump_json().encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
-    os.fsync(fd)
+    if durable:
+        os.fsync(fd)
+
+
+def _overwrite(path: Path, text: str) -> None:
+    """Replace a record in place: the explorer's throw-away registry (a private directory no
+    reader lists while its runs go on: readers skip a record caught half written anyway)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -122,8 +137,9 @@ def _guard(path: Path) -> Iterator[None]:
 class LocalLock(LockBackend):
     backend = "local"
 
-    def __init__(self, cluster: str, lock_dir: Path | None = None) -> None:
+    def __init__(self, cluster: str, lock_dir: Path | None = None, durable: bool = True) -> None:
         self.cluster = cluster
+        self.durable = durable  # False: the explorer's throw-away runs (see open_lock)
         self.dir = lock_dir or default_lock_dir()
         self.path = self.dir / f"{cluster}.lock"
         self.runs_dir = self.dir / f"{cluster}.runs"
@@ -138,7 +154,7 @@ class LocalLock(LockBackend):
                     os.close(fd)
                     continue
                 previous = _read_holder(fd)
-                _write_holder(fd, me)
+                _write_holder(fd, me, self.durable)
                 return LocalHeld(self, fd, me, replaced=previous, replaced_alive=False if previous else None)
             seen = _identity(fd)
             current = self._holder_of(fd)
@@ -179,7 +195,7 @@ class LocalLock(LockBackend):
                 raise self._changed_hands()
             if _try_flock(fd):  # the holder ended meanwhile: an ordinary takeover
                 previous = _read_holder(fd)
-                _write_holder(fd, me)
+                _write_holder(fd, me, self.durable)
                 return LocalHeld(self, fd, me, replaced=previous, replaced_alive=False if previous else None)
             now = self._holder_of(fd)
             if current is not None and now is not None and now.run_id != current.run_id:
@@ -191,7 +207,7 @@ class LocalLock(LockBackend):
             if not _try_flock(fd):  # nobody else knows this name: cannot happen unless a pid is reused mid-break
                 os.close(fd)
                 raise LockHeld(f"could not lock the new lock file {tmp}; try --break-lock again")
-            _write_holder(fd, me)
+            _write_holder(fd, me, self.durable)
             os.rename(tmp, self.path)
             _fsync_dir(self.dir)
             return LocalHeld(self, fd, me, replaced=current, replaced_alive=True)
@@ -236,6 +252,7 @@ class LocalHeld(HeldLock):
         self.replaced_alive = replaced_alive
         self.where = lock.where
         self.notes = []
+        self._records: dict[str, Path] = {}  # run id -> its registry record
 
     def lost(self) -> str | None:
         if self.fd < 0:
@@ -249,8 +266,14 @@ class LocalHeld(HeldLock):
         return None
 
     def publish(self, state: RunState) -> None:
+        path = self._records.get(state.run_id)
+        if path is None:
+            path = self._records[state.run_id] = self.lock.runs_dir / f"{state.run_id}.json"
         try:
-            atomic_write(self.lock.runs_dir / f"{state.run_id}.json", state.model_dump_json())
+            if self.lock.durable:
+                atomic_write(path, state.model_dump_json())
+            else:
+                _overwrite(path, state.model_dump_json())
             if state.finished:
                 self._forget_old_runs(state.updated)
         except OSError:
@@ -266,7 +289,8 @@ class LocalHeld(HeldLock):
             return
         if self.lost() is None:
             os.ftruncate(self.fd, 0)  # the next taker must not read us as a holder that died
-            os.fsync(self.fd)
+            if self.lock.durable:
+                os.fsync(self.fd)
         os.close(self.fd)  # closing the only descriptor releases the kernel lock
         self.fd = -1
 

@@ -21,7 +21,7 @@ from drengine.datastores.ceph.scenarios import SCENARIOS
 from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import InputError
 from drengine.inventory import Cluster
-from drengine.simstate import load_or_build, save_state
+from drengine.simstate import load_or_build, save_state, state_exists
 from drengine.transport import ServiceAction
 
 # Monitor and PG commands that only look: everything else may change the model.
@@ -108,7 +108,7 @@ class SimCephBackend(CephBackend):
 def load_sim(cluster: Cluster, state_file: Path, clock: Clock | None = None) -> CephSim:
     """The simulated cluster of this inventory entry: from its state file, else a fresh scenario."""
     # A saved cluster keeps its own time and follows the clock from there; a new one starts on it.
-    saved = state_file.exists()
+    saved = state_exists(state_file)
     sim = load_or_build(cluster, state_file, lambda text: CephSim.from_json(text, clock=clock), SCENARIOS, "Ceph")
     sim.connect_timeout, sim.op_timeout = cluster.timeouts.connect, cluster.timeouts.read
     if clock is not None and not saved:

@@ -104,12 +104,17 @@ class SimCluster(BaseModel):
     def settle(self) -> None:
         """Let replication run until nothing moves (IO threads fetch, SQL threads apply)."""
         for _ in range(len(self.servers) + 1):
+            moved = False
             for s in self.servers:
-                self._replicate(s)
+                moved = self._replicate(s) or moved
+            if not moved:
+                break  # a pass that changed nothing: every further pass would be the same
 
-    def _replicate(self, s: SimServer) -> None:
+    def _replicate(self, s: SimServer) -> bool:
+        """One turn of a replica's threads; did it change anything?"""
         if not s.alive or s.hung or s.source is None:
-            return
+            return False
+        moved = False
         src = self.server(s.source)
         if s.io_on and src.alive and not src.hung:
             have = {t.gtid for t in s.applied} | {t.gtid for t in s.relay}
@@ -122,7 +127,9 @@ class SimCluster(BaseModel):
             if s.lag:
                 new = new[: max(0, len(new) - s.lag)]
             s.relay.extend(new)
+            moved = bool(new)
         if s.sql_on and s.relay:
+            moved = True  # the relay log is emptied, or the SQL thread stops on an error
             mine = s.position()
             applied = {t.gtid for t in s.applied}
             left: list[Txn] = []
@@ -140,11 +147,12 @@ class SimCluster(BaseModel):
                     continue
                 s.applied.append(t)
                 applied.add(t.gtid)
-                mine = s.position()
+                mine = {**mine, **g}  # s.position(), without parsing everything applied again
             s.relay = left
             s.slave_pos = gtid.render(
                 gtid.merge_max(gtid.parse(s.slave_pos), s.position())
             )
+        return moved
 
 
 def _servers_for(cluster: Cluster) -> list[SimServer]:
@@ -334,13 +342,15 @@ class SimMariaDBBackend:
                 error=f"accepted the connection but gave no answer within the read timeout of {t.read:g} s "
                       f"(hung or overloaded)",
             )
-        pos = gtid.render(s.position())
+        binlog_state = ",".join(t.gtid for t in s.applied)
+        position = gtid.parse(binlog_state)  # as SimServer.position(), joined once for the view
+        pos = gtid.render(position)
         channels = []
         if s.source is not None:
             src = self.sim.server(s.source)
             src_up = src.alive and not src.hung
             received = gtid.merge_max(
-                s.position(), gtid.parse(",".join(x.gtid for x in s.relay))
+                position, gtid.parse(",".join(x.gtid for x in s.relay))
             )
             channels.append(
                 Channel(
@@ -371,7 +381,7 @@ class SimMariaDBBackend:
             gtid_binlog_pos=pos if s.log_bin else "",
             gtid_slave_pos=s.slave_pos,
             gtid_current_pos=pos,
-            gtid_binlog_state=",".join(t.gtid for t in s.applied) if s.log_bin else "",
+            gtid_binlog_state=binlog_state if s.log_bin else "",
             channels=channels,
         )
 
