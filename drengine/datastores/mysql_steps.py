@@ -44,9 +44,9 @@ def fence_proposal(api: TrafficAPI, targets: list[Target], role: str) -> Proposa
     target may be alive (anything but a refused connection)."""
     alive = [t for t in targets if needs_fencing(t[1])]
     if not alive:
-        dead = ", ".join(f"{name} ({state})" for name, state, _ in targets)
-        return Proposal(summary=f"nothing to fence: {dead or 'no ' + role} is running" if targets else
-                        f"nothing to fence: no {role} is known", nothing_to_do=True)
+        dead = "; ".join(f"{name} {_SEEN.get(state, state)}" for name, state, _ in targets)
+        return Proposal(summary=f"nothing to fence: {dead}" if targets else f"nothing to fence: no {role} is known",
+                        nothing_to_do=True)
     statements = [s for name, _, _ in alive for s in fence_statements(api, api.cluster.member(name))]
     order = ", ".join(m.value for m in api.cluster.fence_methods())
     names = ", ".join(name for name, _, _ in alive)

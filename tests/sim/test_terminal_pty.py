@@ -57,7 +57,7 @@ def test_gates_answered_with_the_new_keys_in_colour(tmp_path: Path) -> None:
     child.expect(PROMPT)
     details = plain(child.before)
     assert "evidence per member, as this run observed it" in details
-    assert "db1 127.0.1.11:3306" in details and "UNREACHABLE" in details  # per member, from the observe step
+    assert "db1 127.0.1.11:3306" in details and "DOWN (error 2003" in details  # per member, from the observe step
     assert "exact statements, whole" in details and "[db2] RESET SLAVE ALL" in details
     child.sendline("no")
     child.expect(PROMPT)

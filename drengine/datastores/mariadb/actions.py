@@ -76,7 +76,8 @@ def _view_lines(view: ClusterView) -> list[str]:
     lines = []
     for s in view.servers:
         if not s.reachable:
-            lines.append(f"{s.name} {s.address}:{s.port}: UNREACHABLE ({s.error})")
+            said = {"down": "DOWN", "hung": "HUNG"}.get(s.state, "UNREACHABLE")  # as the probe told it
+            lines.append(f"{s.name} {s.address}:{s.port}: {said} ({s.error})")
             continue
         role = "writable, no replication" if s.is_writable_primary else ("replica" if s.channels else "read-only, no replication")
         line = (f"{s.name} {s.address}:{s.port}: {role}; read_only={int(s.read_only)} binlog={s.gtid_binlog_pos or '-'} "
