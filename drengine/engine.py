@@ -700,7 +700,7 @@ def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, r
         user=held.holder.user, host=held.holder.host, pid=held.holder.pid, run_dir=held.holder.run_dir,
         started=now, updated=now,
     )
-    _listen(journal, RunPublisher(held, state))
+    _listen(journal, RunPublisher(held, state, every_change=request.durable))
 
 
 def start_run(request: RunRequest) -> RunOutcome:

@@ -77,6 +77,22 @@ def _digest(prev: str, body: str) -> str:
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
+def _encoder_of_plain_data() -> Callable[[dict[str, Any]], str]:
+    """`_encode` for the plain data `_jsonable` gives (no cycles, nothing but JSON's own types):
+    the same text, from json's C encoder called directly (without the per-call setup of
+    `JSONEncoder.encode`), when there is one."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _encode
+    encoder = make(None, None, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
+    return lambda data: "".join(encoder(data, 0))
+
+
+_encode_data = _encoder_of_plain_data()
+# json.loads for a text the writer wrote (no surrounding blanks): the value and where it ends.
+_decode_at = json.JSONDecoder().raw_decode
+
+
 def _body(seq: int, ts: float, kind: str, data: dict[str, Any]) -> str:
     """What is hashed: {"data","seq","ts","type"}, keys sorted, compact."""
     return _body_of(_encode(data), _encode(seq), _encode(ts), _encode(kind))
@@ -142,7 +158,7 @@ class JournalWriter:
         ts = round(self._clock(), 6)
         clean = REDACTOR.deep(_jsonable(data))
         # json's own encodings of an int, a float (float.__repr__) and an event name ([a-z_]).
-        data_json, seq, when, kind = _encode(clean), str(self._seq), float.__repr__(ts), f'"{event.value}"'
+        data_json, seq, when, kind = _encode_data(clean), str(self._seq), float.__repr__(ts), f'"{event.value}"'
         digest = _digest(self._prev, _body_of(data_json, seq, when, kind))
         line = _line_of(data_json, digest, self._prev, seq, when, kind)
         os.write(self._fd, (line + "\n").encode())
@@ -188,10 +204,11 @@ def _plain(value: Any) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            out[key] = _plain(item)
+            # Strings and integers (most values) are taken as they are, without a call.
+            out[key] = item if type(item) is str or type(item) is int else _plain(item)
         return out
     if kind is list:
-        return [_plain(item) for item in value]
+        return [item if type(item) is str else _plain(item) for item in value]
     raise _NotPlain
 
 
@@ -304,6 +321,9 @@ _TAIL = re.compile(r'"hash":"([0-9a-f]{64})","prev":"([0-9a-f]{64})","seq":([1-9
                    r'"ts":(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?),"type":"([a-z_]+)"}\n?')
 
 
+_EVENTS: dict[str, Event] = {e.value: e for e in Event}
+
+
 def _as_written(line: str, prev: str, expected_seq: int, number: int) -> tuple[Entry, str] | None:
     """The event of a line exactly as the writer writes it, following `prev`, when its hash
     checks out over the very text of its fields (the hash is over that text: an edit of any
@@ -316,16 +336,21 @@ def _as_written(line: str, prev: str, expected_seq: int, number: int) -> tuple[E
     if tail is None:
         return None
     stored_hash, stored_prev, seq, ts, kind = tail.groups()
-    data_text = line[len('{"data":'):cut]
-    if stored_prev != prev or int(seq) != expected_seq \
-            or _digest(prev, _body_of(data_text, seq, ts, f'"{kind}"')) != stored_hash:
+    event = _EVENTS.get(kind)
+    if stored_prev != prev or int(seq) != expected_seq or event is None:
+        return None
+    data_text = line[8:cut]  # after '{"data":'
+    # _digest(prev, _body_of(data_text, seq, ts, kind)), written out
+    body = f'{prev}\n{{"data":{data_text},"seq":{seq},"ts":{ts},"type":"{kind}"}}'
+    if hashlib.sha256(body.encode()).hexdigest() != stored_hash:
         return None
     try:
-        data = json.loads(data_text)
-        event = Event(kind)
+        data, end = _decode_at(data_text)
     except ValueError:
         return None
-    return (Entry(expected_seq, float(ts), event, data, number), stored_hash) if type(data) is dict else None
+    if end != len(data_text) or type(data) is not dict:
+        return None
+    return Entry(expected_seq, float(ts), event, data, number), stored_hash
 
 
 def _checked(journal: Path) -> tuple[list[Entry], str]:

@@ -274,7 +274,8 @@ class LocalHeld(HeldLock):
                 atomic_write(path, state.model_dump_json())
             else:
                 _overwrite(path, state.model_dump_json())
-            if state.finished:
+            if state.finished and self.lock.durable:
+                # A throw-away registry (the explorer's, one per scenario) holds nothing that old.
                 self._forget_old_runs(state.updated)
         except OSError:
             pass  # the registry is informative; a full disk must not stop a recovery

@@ -28,37 +28,65 @@ if TYPE_CHECKING:
 
 def state_after(state: RunState, entry: Entry, now: float) -> RunState:
     """The run's state once `entry` is journaled."""
-    d = entry.data
-    t = entry.type
-    if t in (Event.RUN_STARTED, Event.RUN_RESUMED):
-        change: dict[str, object] = {"finished": False, "end": None, "success": None, "summary": "", "gate": None}
-    elif t is Event.STEP_STARTED:
-        change = {"step": d.get("step"), "gate": None}
-    elif t is Event.GATE_ASKED:
-        change = {"step": d.get("step"), "gate": f"{d.get('step')} ({d.get('level')})"}
-    elif t is Event.GATE_ANSWERED:
-        change = {"gate": None}
-    elif t is Event.RUN_FINISHED:
-        change = {"finished": True, "gate": None, "end": d.get("end"), "success": d.get("success"),
-                  "summary": str(d.get("summary", ""))}
-    else:
+    change = change_of(entry)
+    if change is None:
         return state
     return state.model_copy(update={**change, "updated": now})
 
 
-class RunPublisher:
-    """A journal listener that keeps the run's registry record up to date."""
+def change_of(entry: Entry) -> dict[str, object] | None:
+    """What `entry` changes in the run's state (None: nothing)."""
+    d = entry.data
+    t = entry.type
+    if t in (Event.RUN_STARTED, Event.RUN_RESUMED):
+        return {"finished": False, "end": None, "success": None, "summary": "", "gate": None}
+    if t is Event.STEP_STARTED:
+        return {"step": d.get("step"), "gate": None}
+    if t is Event.GATE_ASKED:
+        return {"step": d.get("step"), "gate": f"{d.get('step')} ({d.get('level')})"}
+    if t is Event.GATE_ANSWERED:
+        return {"gate": None}
+    if t is Event.RUN_FINISHED:
+        return {"finished": True, "gate": None, "end": d.get("end"), "success": d.get("success"),
+                "summary": str(d.get("summary", ""))}
+    return None
 
-    def __init__(self, held: HeldLock, state: RunState, clock: Callable[[], float] = time.time) -> None:
+
+# Where a run without readers of its progress (`every_change=False`) still publishes its record.
+_SEGMENT_ENDS = (Event.RUN_STARTED, Event.RUN_RESUMED, Event.RUN_FINISHED)
+
+
+class RunPublisher:
+    """A journal listener that keeps the run's registry record up to date.
+
+    `every_change=False` is for the explorer's throw-away runs only (`durable=False`): nobody
+    reads their registry while they run, so the record is written when the run starts or
+    resumes and when it finishes, with every change journaled since folded in (the record a
+    finished run leaves is the one publishing every change leaves)."""
+
+    def __init__(self, held: HeldLock, state: RunState, clock: Callable[[], float] = time.time,
+                 every_change: bool = True) -> None:
         self.held = held
         self.state = state
         self.clock = clock
+        self.every_change = every_change
+        self._pending: dict[str, object] = {}
 
     def __call__(self, entry: Entry) -> None:
-        after = state_after(self.state, entry, self.clock())
-        if after is not self.state:
-            self.state = after
-            self.held.publish(after)
+        if self.every_change:
+            after = state_after(self.state, entry, self.clock())
+            if after is not self.state:
+                self.state = after
+                self.held.publish(after)
+            return
+        change = change_of(entry)
+        if change is None:
+            return
+        self._pending.update(change)
+        if entry.type in _SEGMENT_ENDS:
+            self.state = self.state.model_copy(update={**self._pending, "updated": self.clock()})
+            self._pending = {}
+            self.held.publish(self.state)
 
 
 class RunStatus(str, Enum):
