@@ -97,6 +97,25 @@ class MemberFaults:
         return f"started {member}: {start_member(inventory, self.cluster, self.cluster.member(member))}"
 
 
+class FaultsByProcess:
+    """A real backend's fault operations (drills), handed to its `MemberFaults`: the member's
+    process over its host, by pid file and start template."""
+
+    _faults: MemberFaults
+
+    def kill(self, member: str) -> str:
+        return self._faults.kill(member)
+
+    def hang(self, member: str) -> str:
+        return self._faults.hang(member)
+
+    def resume(self, member: str) -> str:
+        return self._faults.resume(member)
+
+    def start(self, member: str) -> str:
+        return self._faults.start(member)
+
+
 def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str:
     """End a fault: SIGCONT a stopped (hung) server process found by its pid file, or start a
     server whose process is gone with the inventory's `service.start` template."""

@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.datastores.ceph.connector import CephAPI, CephConnector, CephSnapshot, JsonDoc, observe
 from drengine.errors import ConnectError, StepFailed
-from drengine.faults import MemberFaults
+from drengine.faults import FaultsByProcess, MemberFaults
 from drengine.inventory import CephOptions, Cluster, Inventory, Member
 from drengine.transport import HostTransport, MemberTransports, ServiceAction, ShellCommand, command_text, render_service
 
 
-class CephBackend:
+class CephBackend(FaultsByProcess):
     """What the Ceph actions talk to: the cluster's `CephAPI` plus snapshots."""
 
     def __init__(self, cluster: Cluster, inventory: Inventory | None = None, api: CephAPI | None = None,
@@ -71,20 +71,6 @@ class CephBackend:
 
     def read_object(self, pool: str, name: str) -> bytes:
         return self.api.read_object(pool, name)
-
-    # -- fault injection (drills): the member's daemon, through its pid file and start template
-
-    def kill(self, member: str) -> str:
-        return self._faults.kill(member)
-
-    def hang(self, member: str) -> str:
-        return self._faults.hang(member)
-
-    def resume(self, member: str) -> str:
-        return self._faults.resume(member)
-
-    def start(self, member: str) -> str:
-        return self._faults.start(member)
 
     def close(self) -> None:
         try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from drengine.clock import SYSTEM, Clock
 from drengine.errors import CommandFailed, ConnectError, ProbeTimeout
-from drengine.faults import ProcessFaults
+from drengine.faults import FaultsByProcess, ProcessFaults
 from drengine.inventory import Cluster, Inventory
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class ElasticAPI(Protocol):
     def close(self) -> None: ...
 
 
-class ElasticBackend:
+class ElasticBackend(FaultsByProcess):
     """The real connector: every member's HTTP address is a node the client may use."""
 
     def __init__(self, cluster: Cluster, inventory: Inventory | None = None, *, hosts: Sequence[str] | None = None,
@@ -99,19 +99,6 @@ class ElasticBackend:
             self._auth = (cred.user, cred.password.resolve(where))
         self._client: Elasticsearch | None = None
         self._faults = ProcessFaults(inventory, cluster)
-
-    # -- faults (drills): the node's process over its host ------------------------------------
-    def kill(self, member: str) -> str:
-        return self._faults.kill(member)
-
-    def hang(self, member: str) -> str:
-        return self._faults.hang(member)
-
-    def resume(self, member: str) -> str:
-        return self._faults.resume(member)
-
-    def start(self, member: str) -> str:
-        return self._faults.start(member)
 
     # -- the client ----------------------------------------------------------------------------
     def _es(self) -> Elasticsearch:

@@ -31,8 +31,20 @@ from drengine.errors import StepFailed
 from drengine.steps import Action, Effect, GateLevel, NoParams, Proposal, StepResult, register
 
 
+class _GivesBackItsChanges(Action[ElasticAPI, NoParams]):
+    """A step whose run records what it changed, from what (for the restore and the goal).
+    Found to have taken effect when a killed run resumes, it runs again: it sends nothing
+    already in place and gives that record back (found by the explorer: killed right after
+    enabling allocation, resumed, DONE with the setting left changed)."""
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        result = self.run(ctx, proposal)
+        result.summary += " (had taken effect before the interruption)"
+        return result
+
+
 @register
-class ShortenDelay(Action[ElasticAPI, NoParams]):
+class ShortenDelay(_GivesBackItsChanges):
     name = "elasticsearch.shorten_delay"
     effect = Effect.MUTATE
     description = "Stop waiting for nodes declared gone: delayed_timeout 0 on the affected indices"
@@ -56,13 +68,6 @@ class ShortenDelay(Action[ElasticAPI, NoParams]):
         planned = {c.target for c in plan_of(ctx).shorten_delay}
         return [i.name for i in ctx.backend.index_settings() if i.name in planned and not is_zero_delay(i.delayed_timeout)]
 
-    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        # The facts the restore needs (what was changed, from what) are given again: run sends
-        # nothing that is already in place.
-        result = self.run(ctx, proposal)
-        result.summary += " (had taken effect before the interruption)"
-        return result
-
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return not self._still_delayed(ctx)
 
@@ -78,7 +83,7 @@ class ShortenDelay(Action[ElasticAPI, NoParams]):
 
 
 @register
-class EnableAllocation(Action[ElasticAPI, NoParams]):
+class EnableAllocation(_GivesBackItsChanges):
     name = "elasticsearch.enable_allocation"
     effect = Effect.MUTATE
     description = "Re-enable shard allocation left disabled (the old value is restored at the end)"
@@ -93,13 +98,6 @@ class EnableAllocation(Action[ElasticAPI, NoParams]):
             reason=f"allocation is limited to {change.old!r} (left by a maintenance?): unassigned copies cannot be placed",
             statements=[put_cluster_settings_call(scope, {ENABLE_SETTING: "all"}).statement()],
         )
-
-    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        # The facts the restore needs (what was changed, from what) are given again: run sends
-        # nothing that is already in place.
-        result = self.run(ctx, proposal)
-        result.summary += " (had taken effect before the interruption)"
-        return result
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return ctx.backend.allocation_enable().value == "all"
@@ -165,7 +163,7 @@ class AllocateReplicas(Action[ElasticAPI, NoParams]):
 
 
 @register
-class LowerReplicas(Action[ElasticAPI, NoParams]):
+class LowerReplicas(_GivesBackItsChanges):
     name = "elasticsearch.lower_replicas"
     effect = Effect.MUTATE
     description = "Lower number_of_replicas where the remaining data nodes cannot hold every copy"
@@ -183,13 +181,6 @@ class LowerReplicas(Action[ElasticAPI, NoParams]):
             statements=[c.statement() for c in calls],
             risks=["fewer copies: losing one more node may lose data of these indices until replicas are raised again"],
         )
-
-    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        # The facts the restore needs (what was changed, from what) are given again: run sends
-        # nothing that is already in place.
-        result = self.run(ctx, proposal)
-        result.summary += " (had taken effect before the interruption)"
-        return result
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         wanted = {c.target: int(c.new or 0) for c in plan_of(ctx).lower_replicas}
@@ -233,7 +224,7 @@ def parse_stale_choice(text: str | None, undecided: Sequence[PrimaryChoice]) -> 
     return chosen
 
 
-class _AllocatePrimary(Action[ElasticAPI, NoParams]):
+class _AllocatePrimary(_GivesBackItsChanges):
     kind: ClassVar[Literal["stale", "empty"]]
     effect = Effect.MUTATE
     min_gate = GateLevel.DANGEROUS
@@ -282,13 +273,6 @@ class _AllocatePrimary(Action[ElasticAPI, NoParams]):
             risks=[p.lost.replace("the chosen node", p.node) for p in todo],
             evidence=evidence,
         )
-
-    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        # The facts the restore needs (what was changed, from what) are given again: run sends
-        # nothing that is already in place.
-        result = self.run(ctx, proposal)
-        result.summary += " (had taken effect before the interruption)"
-        return result
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return not self._todo(ctx)

@@ -46,7 +46,7 @@ from drengine.datastores.mongodb.setview import (
     step_down_command,
 )
 from drengine.errors import CommandFailed, ConnectError, DrengineError, ProbeTimeout
-from drengine.faults import ProcessFaults, stop_command
+from drengine.faults import FaultsByProcess, ProcessFaults, stop_command
 from drengine.inventory import Cluster, FenceMethod, Inventory, Member
 from drengine.steps import Statement
 from drengine.transport import command_text as command_text_of
@@ -84,9 +84,11 @@ class MongoAPI(Protocol):
 # -- the connector -------------------------------------------------------------------------------------
 
 
-class MongoBackend:
+class MongoBackend(FaultsByProcess):
     """Implements MongoAPI with pymongo. `endpoints` maps member names to (host, port) when
     they differ from the inventory (the simulator serves each member on its own port)."""
+
+    _faults: ProcessFaults  # fencing also stops members and checks their process is gone
 
     def __init__(
         self,
@@ -115,19 +117,6 @@ class MongoBackend:
         self._lock = threading.Lock()
         self._faults = ProcessFaults(inventory, cluster)
         self._primary_hint: str | None = None
-
-    # -- faults (drills): the member's mongod process over its host ---------------------------
-    def kill(self, member: str) -> str:
-        return self._faults.kill(member)
-
-    def hang(self, member: str) -> str:
-        return self._faults.hang(member)
-
-    def resume(self, member: str) -> str:
-        return self._faults.resume(member)
-
-    def start(self, member: str) -> str:
-        return self._faults.start(member)
 
     # -- fencing (before a forced reconfig removes a member) ------------------------------------
     def fence(self, member: str, method: FenceMethod) -> FenceAttempt:
