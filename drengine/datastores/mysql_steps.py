@@ -8,7 +8,15 @@ from __future__ import annotations
 import time
 
 from drengine.clock import Clock
-from drengine.datastores.mysql_fencing import Fencing, fence_member, fence_risk, fence_statements, needs_fencing
+from drengine.datastores.mysql_fencing import (
+    FenceAttempt,
+    Fencing,
+    MemberFence,
+    fence_member,
+    fence_risk,
+    fence_statements,
+    needs_fencing,
+)
 from drengine.datastores.mysql_pool import HEARTBEAT_DDL, MemberState, Sql
 from drengine.datastores.mysql_traffic import (
     TRAFFIC_CHECK,
@@ -37,6 +45,16 @@ _SEEN: dict[MemberState, str] = {
 
 
 # -- fencing ----------------------------------------------------------------------------------------
+
+
+def fenced_before_interruption(found: list[tuple[str, MemberState, str]]) -> StepResult:
+    """A fence step found to have taken effect when a killed run resumes: each target as probed
+    now (member, state, what was seen), so the next gates and the goal know how it was left."""
+    fencing = Fencing(members=[MemberFence(member=name, state=state, attempts=[FenceAttempt(
+        member=name, method="resume", outcome="dead" if state == "down" else "fenced",
+        detail=f"found {seen} on resume")]) for name, state, seen in found])
+    return StepResult(ok=True, summary="fenced before the interruption", facts={"fencing": fencing},
+                      evidence=fencing.lines())
 
 
 def fence_proposal(api: TrafficAPI, targets: list[Target], role: str) -> Proposal:

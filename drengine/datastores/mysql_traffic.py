@@ -28,7 +28,7 @@ from drengine.haproxy import (
 from drengine.inventory import Cluster, Inventory, Proxy
 from drengine.status import ProxyStatus
 from drengine.steps import Fact, Statement, fact
-from drengine.transport import CommandResult, ShellCommand
+from drengine.transport import CommandResult, ShellCommand, render_service
 
 # Identity of the server a connection reached: unique per member (server_id for replication,
 # the port or host name for Galera nodes, whose server_id is often the same everywhere).
@@ -259,3 +259,52 @@ def proxy_statuses(views: list[ProxyView]) -> list[ProxyStatus]:
         out.append(ProxyStatus(name=view.proxy, state=state, points_to=", ".join(writers),
                                error="" if len(writers) == 1 else view.describe()))
     return out
+
+
+class HostsAndProxies:
+    """The `TrafficAPI` half and the drill faults of a real MariaDB or Galera backend, written
+    once: host operations through `MemberHosts`, proxies through `Proxies`, one pool to close."""
+
+    cluster: Cluster
+    pool: MySQLPool
+    hosts: MemberHosts
+    proxies: Proxies
+
+    # -- drill faults ---------------------------------------------------------------------------
+    def kill(self, member: str) -> str:
+        target = self.cluster.member(member)
+        done = self.hosts.signal(target, "KILL")
+        self.hosts.wait_gone(target, 10.0)
+        return done
+
+    def hang(self, member: str) -> str:
+        return self.hosts.signal(self.cluster.member(member), "STOP")
+
+    def resume(self, member: str) -> str:
+        return self.hosts.resume(self.cluster.member(member))
+
+    def start(self, member: str) -> str:
+        return self.hosts.start(self.cluster.member(member))
+
+    # -- hosts and proxies (TrafficAPI) ---------------------------------------------------------
+    def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
+        return render_service(self.cluster, self.cluster.member(member), action)
+
+    def run_service(self, action: ServiceAction, member: str, timeout: float | None = None) -> CommandResult:
+        return self.hosts.run_service(action, self.cluster.member(member), timeout)
+
+    def server_process(self, member: str) -> ServerProcess:
+        return self.hosts.process(self.cluster.member(member))
+
+    def proxy_views(self) -> list[ProxyView]:
+        return self.proxies.views()
+
+    def proxy_command(self, proxy: str, command: str) -> None:
+        self.proxies.command(proxy, command)
+
+    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
+        return self.proxies.through_frontend(proxy, statements, read_timeout)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.hosts.close()

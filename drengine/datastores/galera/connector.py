@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-from collections.abc import Sequence
 from typing import Protocol
 
 from drengine.datastores.galera.state import (
@@ -28,15 +27,13 @@ from drengine.datastores.mysql_hosts import (
     DEFAULT_DATA_DIR,
     DEFAULT_SERVICE,
     MemberHosts,
-    ServerProcess,
     ServiceAction,
     data_dir_of,
     render_service,
 )
 from drengine.datastores.mysql_pool import MemberState, MySQLPool, Row, Sql, StatementFailed, detail_of, state_of
-from drengine.datastores.mysql_traffic import Proxies, TrafficAPI
+from drengine.datastores.mysql_traffic import HostsAndProxies, Proxies, TrafficAPI
 from drengine.errors import ConnectError
-from drengine.haproxy import ProxyView
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, Statement, fact
 from drengine.transport import CommandResult, ShellCommand, render_template
@@ -211,7 +208,7 @@ def view_from_status(member: Member, port: int, status: dict[str, str], seconds:
 # -- the real connector ------------------------------------------------------------------------------
 
 
-class GaleraBackend:
+class GaleraBackend(HostsAndProxies):
     """The shared MySQL pool for SQL, the inventory's host transports for everything on the nodes' hosts."""
 
     def __init__(self, cluster: Cluster, inventory: Inventory) -> None:
@@ -270,12 +267,6 @@ class GaleraBackend:
         return self.pool.run(self.cluster.member(member), [sql], read_timeout).rows
 
     # -- hosts ------------------------------------------------------------------------------------
-    def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
-        return render_service(self.cluster, self.cluster.member(member), action)
-
-    def run_service(self, action: ServiceAction, member: str, timeout: float | None = None) -> CommandResult:
-        return self.hosts.run_service(action, self.cluster.member(member), timeout)
-
     def node_running(self, member: str) -> bool | None:
         """Ask the host (the status template): exit 0 running, 3 (LSB "not running") or 1 stopped.
         None when the answer is something else: drengine does not guess."""
@@ -301,40 +292,6 @@ class GaleraBackend:
     def mark_safe_to_bootstrap(self, member: str) -> CommandResult:
         target = self.cluster.member(member)
         return self.hosts.transport(target).run(safe_to_bootstrap_command(target), timeout=self.cluster.timeouts.read + 10)
-
-    # -- drill faults -----------------------------------------------------------------------------
-    def kill(self, member: str) -> str:
-        target = self.cluster.member(member)
-        done = self.hosts.signal(target, "KILL")
-        self.hosts.wait_gone(target, 10.0)
-        return done
-
-    def hang(self, member: str) -> str:
-        return self.hosts.signal(self.cluster.member(member), "STOP")
-
-    def resume(self, member: str) -> str:
-        return self.hosts.resume(self.cluster.member(member))
-
-    def start(self, member: str) -> str:
-        return self.hosts.start(self.cluster.member(member))
-
-    # -- processes and proxies (TrafficAPI) -------------------------------------------------------
-    def server_process(self, member: str) -> ServerProcess:
-        return self.hosts.process(self.cluster.member(member))
-
-    def proxy_views(self) -> list[ProxyView]:
-        return self.proxies.views()
-
-    def proxy_command(self, proxy: str, command: str) -> None:
-        self.proxies.command(proxy, command)
-
-    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
-        return self.proxies.through_frontend(proxy, statements, read_timeout)
-
-    def close(self) -> None:
-        self.pool.close()
-        self.hosts.close()
-
 
 def grastate_statement(member: Member) -> Statement:
     return Statement(member.name, f"cat -- {grastate_path(member)}", language="shell")

@@ -9,11 +9,12 @@ from drengine.datastores.galera.actions import Ctx, _chosen
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView, NodeView
 from drengine.datastores.galera.decisions import components
 from drengine.datastores.mariadb.traffic import FenceParams
-from drengine.datastores.mysql_fencing import FenceAttempt, Fencing, MemberFence
+from drengine.datastores.mysql_fencing import Fencing
 from drengine.datastores.mysql_steps import (
     Target,
     fence_proposal,
     fence_targets,
+    fenced_before_interruption,
     readmit,
     readmit_proposal,
     switch_traffic,
@@ -50,11 +51,7 @@ class FenceOthers(Action[GaleraAPI, FenceParams]):
 
     def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         probes = [ctx.backend.probe(name) for name, _, _ in _targets(ctx)]
-        fencing = Fencing(members=[MemberFence(member=n.name, state=n.state, attempts=[FenceAttempt(
-            member=n.name, method="resume", outcome="dead" if n.state == "down" else "fenced",
-            detail=f"found {n.state} on resume")]) for n in probes])
-        return StepResult(ok=True, summary="fenced before the interruption", facts={"fencing": fencing},
-                          evidence=fencing.lines())
+        return fenced_before_interruption([(n.name, n.state, n.state) for n in probes])
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         return fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-from collections.abc import Sequence
 from typing import Protocol
 
-from drengine.datastores.mysql_hosts import MemberHosts, ServerProcess, ServiceAction, render_service
+from drengine.datastores.mysql_hosts import MemberHosts
 from drengine.datastores.mysql_pool import (
     HEARTBEAT_DDL,
     MemberState,
@@ -20,12 +19,10 @@ from drengine.datastores.mysql_pool import (
     detail_of,
     state_of,
 )
-from drengine.datastores.mysql_traffic import Proxies, TrafficAPI
+from drengine.datastores.mysql_traffic import HostsAndProxies, Proxies, TrafficAPI
 from drengine.errors import ConnectError
-from drengine.haproxy import ProxyView
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, fact
-from drengine.transport import CommandResult, ShellCommand
 
 __all__ = ["HEARTBEAT_DDL", "Channel", "ClusterView", "MariaDBAPI", "MariaDBBackend", "ServerView", "Sql"]
 
@@ -161,7 +158,7 @@ VARIABLES_SQL = (
 STOP_IO_THREAD = Sql("STOP SLAVE IO_THREAD")
 
 
-class MariaDBBackend:
+class MariaDBBackend(HostsAndProxies):
     """pymysql through the shared pool for SQL; the inventory's host transports for faults."""
 
     def __init__(self, cluster: Cluster, inventory: Inventory) -> None:
@@ -237,48 +234,9 @@ class MariaDBBackend:
         return self.pool.run(self.cluster.member(member), [sql], read_timeout).rows
 
     # -- drill faults ---------------------------------------------------------------------------
-    def kill(self, member: str) -> str:
-        target = self.cluster.member(member)
-        done = self.hosts.signal(target, "KILL")
-        self.hosts.wait_gone(target, 10.0)
-        return done
-
-    def hang(self, member: str) -> str:
-        return self.hosts.signal(self.cluster.member(member), "STOP")
-
-    def resume(self, member: str) -> str:
-        return self.hosts.resume(self.cluster.member(member))
-
-    def start(self, member: str) -> str:
-        return self.hosts.start(self.cluster.member(member))
-
     def cut_replication(self, member: str) -> str:
         self.execute(member, STOP_IO_THREAD)
         return f"{STOP_IO_THREAD.shown()} on {member}"
-
-    # -- hosts and proxies (TrafficAPI) ---------------------------------------------------------
-    def service_command(self, action: ServiceAction, member: str) -> ShellCommand:
-        return render_service(self.cluster, self.cluster.member(member), action)
-
-    def run_service(self, action: ServiceAction, member: str, timeout: float | None = None) -> CommandResult:
-        return self.hosts.run_service(action, self.cluster.member(member), timeout)
-
-    def server_process(self, member: str) -> ServerProcess:
-        return self.hosts.process(self.cluster.member(member))
-
-    def proxy_views(self) -> list[ProxyView]:
-        return self.proxies.views()
-
-    def proxy_command(self, proxy: str, command: str) -> None:
-        self.proxies.command(proxy, command)
-
-    def through_frontend(self, proxy: str, statements: Sequence[Sql], read_timeout: float | None = None) -> list[Row]:
-        return self.proxies.through_frontend(proxy, statements, read_timeout)
-
-    def close(self) -> None:
-        self.pool.close()
-        self.hosts.close()
-
 
 def _conforms(backend: MariaDBBackend) -> MariaDBAPI:
     return backend  # mypy checks here that the connector provides everything the actions use

@@ -9,11 +9,11 @@ from pydantic import Field
 
 from drengine.datastores.mariadb.actions import Ctx, NewPrimary, RejoinDecision, SurvivorDecision
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
-from drengine.datastores.mysql_fencing import FenceAttempt, Fencing, MemberFence
 from drengine.datastores.mysql_steps import (
     Target,
     fence_proposal,
     fence_targets,
+    fenced_before_interruption,
     readmit,
     readmit_proposal,
     switch_traffic,
@@ -53,12 +53,9 @@ class FenceOldPrimary(Action[MariaDBAPI, FenceParams]):
         return all(_safe_now(s) for s in (ctx.backend.probe(n) for n, _, _ in _targets(ctx)))
 
     def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # took_effect held: each target is down, or answers read-only.
         probes = [ctx.backend.probe(n) for n, _, _ in _targets(ctx)]
-        fencing = Fencing(members=[MemberFence(member=s.name, state=s.state, attempts=[FenceAttempt(
-            member=s.name, method="resume", outcome="fenced" if s.reachable else "dead",
-            detail="found read-only on resume" if s.reachable else f"found {s.state} on resume")]) for s in probes])
-        return StepResult(ok=True, summary="fenced before the interruption", facts={"fencing": fencing},
-                          evidence=fencing.lines())
+        return fenced_before_interruption([(s.name, s.state, "read-only" if s.reachable else s.state) for s in probes])
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         return fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
