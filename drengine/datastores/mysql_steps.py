@@ -5,8 +5,6 @@ datastore's actions call these with its own facts (which primary, which members)
 
 from __future__ import annotations
 
-import time
-
 from drengine.clock import Clock
 from drengine.datastores.mysql_fencing import (
     FenceAttempt,
@@ -103,12 +101,12 @@ def split_brain_risks(fencing: Fencing | None, unknown: list[Target]) -> list[st
 # -- traffic ------------------------------------------------------------------------------------------
 
 
-def _check_write(primary: str) -> Sql:
+def _check_write(primary: str, now: float) -> Sql:
     return Sql("REPLACE INTO drengine.heartbeat (id, written_at) VALUES (%s, %s)",
-               (f"{TRAFFIC_CHECK}-{primary}", round(time.time(), 3)))
+               (f"{TRAFFIC_CHECK}-{primary}", round(now, 3)))
 
 
-def traffic_proposal(api: TrafficAPI, primary: str, out: frozenset[str], views: list[ProxyView]) -> Proposal:
+def traffic_proposal(api: TrafficAPI, primary: str, out: frozenset[str], views: list[ProxyView], now: float) -> Proposal:
     if not api.cluster.proxies:
         return Proposal(summary="no proxy in the inventory: applications reach the new primary however they are "
                                 "configured to", nothing_to_do=True)
@@ -118,7 +116,7 @@ def traffic_proposal(api: TrafficAPI, primary: str, out: frozenset[str], views: 
     for proxy in api.cluster.proxies:
         if proxy.frontend is not None:
             statements.append(Statement(f"proxy {proxy.name} frontend {proxy.frontend.address}:{proxy.frontend.port}",
-                                        f"{_check_write(primary).shown()}; SELECT @@hostname, @@port, @@server_id"))
+                                        f"{_check_write(primary, now).shown()}; SELECT @@hostname, @@port, @@server_id"))
     return Proposal(
         summary=f"send writes through {', '.join(p.name for p in api.cluster.proxies)} to {primary} only, then prove "
                 f"it with a write through each frontend",
@@ -134,7 +132,7 @@ def traffic_settled(api: TrafficAPI, primary: str, out: frozenset[str]) -> bool:
 
 
 def switch_traffic(api: TrafficAPI, primary: str, out: frozenset[str], record: Statements,
-                   with_gtid: bool) -> StepResult:
+                   with_gtid: bool, now: float) -> StepResult:
     views = api.proxy_views()
     broken = [v for v in views if v.error]
     if broken:
@@ -144,11 +142,13 @@ def switch_traffic(api: TrafficAPI, primary: str, out: frozenset[str], record: S
                           evidence=[v.describe() for v in views])
     changes: list[ProxyChange] = switch_changes(api.cluster, views, primary, out)
     apply_changes(api, changes, record)
-    return prove_writes(api, primary, record, with_gtid, done=f"{len(changes)} change(s) on the proxies")
+    return prove_writes(api, primary, record, with_gtid, now, done=f"{len(changes)} change(s) on the proxies")
 
 
-def prove_writes(api: TrafficAPI, primary: str, record: Statements, with_gtid: bool, done: str) -> StepResult:
-    """A canary through each write frontend must land on `primary` (its identity, asked directly, matches)."""
+def prove_writes(api: TrafficAPI, primary: str, record: Statements, with_gtid: bool, now: float,
+                 done: str) -> StepResult:
+    """A canary through each write frontend must land on `primary` (its identity, asked directly, matches);
+    `now` (the run's wall clock) is what it writes."""
     for ddl in HEARTBEAT_DDL:  # the canary's table, made by drengine's own account on the primary
         api.execute(primary, ddl)
         record(ddl.on(primary), "ok")
@@ -160,7 +160,7 @@ def prove_writes(api: TrafficAPI, primary: str, record: Statements, with_gtid: b
     for proxy in api.cluster.proxies:
         if proxy.frontend is None:
             continue
-        write = _check_write(primary)
+        write = _check_write(primary, now)
         try:
             landed: LandedOn = write_through(api, proxy.name, write, known, with_gtid)
         except DrengineError as exc:

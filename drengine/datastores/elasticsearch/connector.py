@@ -10,7 +10,6 @@ accepts the TCP connection, so only the read timeout saves a probe from hanging.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -192,7 +191,7 @@ class ElasticBackend(FaultsByProcess):
             self.cluster.name, self.url,
             health=self.send(health_call()), nodes=self.send(nodes_call()), shards=self.send(cat_shards_call()),
             cluster_settings=self.send(cluster_settings_call()), index_settings=self.send(index_settings_call()),
-            members=[m.name for m in self.cluster.members], observed_at=time.time(),
+            members=[m.name for m in self.cluster.members], observed_at=self.clock.wall(),
         )
 
     def explain(self, index: str, shard: int, primary: bool) -> Explanation:
@@ -200,7 +199,7 @@ class ElasticBackend(FaultsByProcess):
 
     def canary(self, index: str, doc_id: str) -> bool:
         """Drills: write a document and read it back; True when the read returns what was written."""
-        document = {"drengine_canary": doc_id, "at": time.time()}
+        document = {"drengine_canary": doc_id, "at": self.clock.wall()}
         write, read = canary_calls(index, doc_id, document)
         self.send(write)
         found = self.send(read)

@@ -5,7 +5,6 @@ pure functions in galera/decisions.py; fencing and traffic steps in galera/traff
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -529,7 +528,7 @@ class Verify(Action[GaleraAPI, VerifyParams]):
     def propose(self, ctx: Ctx) -> Proposal:
         _, chosen = _chosen(ctx)
         scope = self.params.scope
-        stmts = [s.on(chosen) for s in [*HEARTBEAT_DDL, heartbeat_write(time.time())]]
+        stmts = [s.on(chosen) for s in [*HEARTBEAT_DDL, heartbeat_write(ctx.clock.wall())]]
         if scope == "cluster":
             stmts.append(Statement("every other node", HEARTBEAT_READ.shown()))
         what = chosen if scope == "bootstrapped" else "every reachable node"
@@ -546,7 +545,7 @@ class Verify(Action[GaleraAPI, VerifyParams]):
         if not (head.is_primary and head.local_state == "Synced"):
             return StepResult(ok=False, summary=f"{chosen} is not a Synced member of a Primary component: {head.describe()}",
                               evidence=[head.describe()])
-        now = time.time()
+        now = ctx.clock.wall()
         for sql in [*HEARTBEAT_DDL, heartbeat_write(now)]:
             _send(ctx, chosen, sql)
         if scope == "bootstrapped":

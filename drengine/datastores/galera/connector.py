@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import time
 from typing import Protocol
 
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores.galera.state import (
     Grastate,
     Recovered,
@@ -211,8 +212,9 @@ def view_from_status(member: Member, port: int, status: dict[str, str], seconds:
 class GaleraBackend(HostsAndProxies):
     """The shared MySQL pool for SQL, the inventory's host transports for everything on the nodes' hosts."""
 
-    def __init__(self, cluster: Cluster, inventory: Inventory) -> None:
+    def __init__(self, cluster: Cluster, inventory: Inventory, clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
+        self.clock = clock  # the run's: when a look was taken
         self.inventory = inventory
         cred = cluster.credentials
         password = cred.password.resolve(f"{inventory.path}: cluster {cluster.name} credentials") if cred.password else ""
@@ -239,7 +241,7 @@ class GaleraBackend(HostsAndProxies):
                     nodes.append(self._failed(member, "hung", f"no answer within {t.connect + 3 * t.read + 1:g} s"))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        return GaleraView(cluster=self.cluster.name, nodes=nodes, observed_at=time.time())
+        return GaleraView(cluster=self.cluster.name, nodes=nodes, observed_at=self.clock.wall())
 
     def probe(self, member: str) -> NodeView:
         return self._probe(self.cluster.member(member))

@@ -16,7 +16,6 @@ State is JSON in a file so that a run can be resumed.
 from __future__ import annotations
 
 import re
-import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -25,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores.galera.connector import (
     SYNC_WAIT_OFF,
     GaleraAPI,
@@ -246,15 +246,17 @@ _READ_ONLY_OK = re.compile(r"^(SET SESSION |SHOW |SELECT @@)", re.I)
 class SimGaleraBackend:
     """Implements GaleraAPI over a SimGalera, saving its state after every statement or command."""
 
-    def __init__(self, cluster: Cluster, sim: SimGalera, state_file: Path | None) -> None:
+    def __init__(self, cluster: Cluster, sim: SimGalera, state_file: Path | None, clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
         self.sim = sim
         self.state_file = state_file
+        self.clock = clock  # the run's: when a look was taken (the simulator itself has no time)
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path) -> SimGaleraBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimGaleraBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimGalera.model_validate_json,
-                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "Galera"), state_file)
+                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "Galera"),
+                      state_file, clock)
         backend.sim.proxies = sim_proxies(cluster, backend.sim.writer() or cluster.members[0].name, backend.sim.proxies)
         backend.save()
         return backend
@@ -264,7 +266,7 @@ class SimGaleraBackend:
 
     # -- SQL ----------------------------------------------------------------------------------------
     def observe(self) -> GaleraView:
-        return GaleraView(cluster=self.cluster.name, nodes=[self._view(n) for n in self.sim.nodes], observed_at=time.time())
+        return GaleraView(cluster=self.cluster.name, nodes=[self._view(n) for n in self.sim.nodes], observed_at=self.clock.wall())
 
     def probe(self, member: str) -> NodeView:
         return self._view(self.sim.node(member))

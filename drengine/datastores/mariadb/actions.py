@@ -4,8 +4,6 @@ functions in mariadb/decisions.py; fencing and traffic steps in mariadb/traffic.
 
 from __future__ import annotations
 
-import time
-
 from pydantic import Field
 
 from drengine import gtid
@@ -283,7 +281,8 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
 
 
 def _single(server: ServerView) -> ClusterView:
-    return ClusterView(cluster="", servers=[server], observed_at=time.time())
+    """One server's view as a cluster view, to describe it (`_view_lines`); no look was taken at any time."""
+    return ClusterView(cluster="", servers=[server], observed_at=0.0)
 
 
 def _probe_one(api: MariaDBAPI, name: str) -> ServerView:
@@ -391,7 +390,7 @@ class VerifyReplication(Action[MariaDBAPI, NoParams]):
     description = "Write a heartbeat on the primary and wait for it on every replica"
 
     def _write(self, ctx: Ctx) -> Sql:
-        return Sql("REPLACE INTO drengine.heartbeat (id, written_at) VALUES (%s, %s)", ("recovery-check", round(time.time(), 3)))
+        return Sql("REPLACE INTO drengine.heartbeat (id, written_at) VALUES (%s, %s)", ("recovery-check", round(ctx.clock.wall(), 3)))
 
     def propose(self, ctx: Ctx) -> Proposal:
         primary = ctx.facts.get("new_primary", NewPrimary)

@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import time
 from typing import Protocol
 
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores.mysql_hosts import MemberHosts
 from drengine.datastores.mysql_pool import (
     HEARTBEAT_DDL,
@@ -161,8 +162,9 @@ STOP_IO_THREAD = Sql("STOP SLAVE IO_THREAD")
 class MariaDBBackend(HostsAndProxies):
     """pymysql through the shared pool for SQL; the inventory's host transports for faults."""
 
-    def __init__(self, cluster: Cluster, inventory: Inventory) -> None:
+    def __init__(self, cluster: Cluster, inventory: Inventory, clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
+        self.clock = clock  # the run's: when a look was taken
         cred = cluster.credentials
         where = f"{inventory.path}: cluster {cluster.name} credentials"
         password = cred.password.resolve(where) if cred.password else ""
@@ -191,7 +193,7 @@ class MariaDBBackend(HostsAndProxies):
                     views.append(self._failed(member, "hung", f"no answer within {t.connect + 2 * t.read + 1:g} s"))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        return ClusterView(cluster=self.cluster.name, servers=views, observed_at=time.time())
+        return ClusterView(cluster=self.cluster.name, servers=views, observed_at=self.clock.wall())
 
     def probe(self, member: str) -> ServerView:
         return self._probe(self.cluster.member(member))

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from drengine import gtid
+from drengine.clock import SYSTEM, Clock
 from drengine.datastores.mariadb.connector import Channel, ClusterView, MariaDBAPI, ServerView, Sql
 from drengine.datastores.mysql_hosts import ServerProcess, ServiceAction, render_service
 from drengine.datastores.mysql_pool import MemberDown, MemberHung, MemberUnreachable, Row, StatementFailed
@@ -286,17 +287,17 @@ class SimMariaDBBackend:
     replication_user = "repl"
     replication_password = ""
 
-    def __init__(
-        self, cluster: Cluster, sim: SimCluster, state_file: Path | None
-    ) -> None:
+    def __init__(self, cluster: Cluster, sim: SimCluster, state_file: Path | None, clock: Clock = SYSTEM) -> None:
         self.cluster = cluster
         self.sim = sim
         self.state_file = state_file
+        self.clock = clock  # the run's: when a look was taken (the simulator itself has no time)
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path) -> SimMariaDBBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimMariaDBBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimCluster.model_validate_json,
-                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "MariaDB"), state_file)
+                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "MariaDB"),
+                      state_file, clock)
         backend.sim.proxies = sim_proxies(cluster, backend.sim.writer(), backend.sim.proxies)
         if cluster.replication is not None:
             # Resolved like the real connector does, so simulation proves secrets stay masked.
@@ -316,7 +317,7 @@ class SimMariaDBBackend:
         return ClusterView(
             cluster=self.cluster.name,
             servers=[self._view(s) for s in self.sim.servers],
-            observed_at=time.time(),
+            observed_at=self.clock.wall(),
         )
 
     def probe(self, member: str) -> ServerView:

@@ -8,8 +8,6 @@ exists or a voting majority is healthy, and followed by a write with `w: majorit
 
 from __future__ import annotations
 
-import time
-
 from pydantic import BaseModel, Field
 
 from drengine.datastores.mongodb import rejoin  # noqa: F401 - its steps register
@@ -299,7 +297,7 @@ class VerifyPrimary(Action[MongoAPI, VerifyParams]):
         target = decision.chosen or "the new primary"
         return Proposal(summary=f"wait for exactly one writable primary (expected {target}); write a canary "
                                 f"with w: majority", statements=[
-            Statement(target, canary("recovery-check-<run time>"), language="mongodb"),
+            Statement(target, canary("recovery-check-<run time>", ctx.clock.wall()), language="mongodb"),
             Statement(target, COUNT_CANARY, language="mongodb"),
         ])
 
@@ -340,8 +338,8 @@ class VerifyPrimary(Action[MongoAPI, VerifyParams]):
                             f"reconfig")
         if problems:
             return StepResult(ok=False, summary="; ".join(problems), evidence=lines)
-        marker = f"recovery-check-{time.time():.3f}"
-        insert = Statement(primary.name, canary(marker), language="mongodb")
+        marker = f"recovery-check-{ctx.clock.wall():.3f}"
+        insert = Statement(primary.name, canary(marker, ctx.clock.wall()), language="mongodb")
         try:
             reply = api.command(primary.name, insert.text)
         except ProbeTimeout as exc:

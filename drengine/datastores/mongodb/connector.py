@@ -288,7 +288,7 @@ class MongoBackend(FaultsByProcess):
 
     def insert_canary(self, member: str, marker: str) -> dict[str, Any]:
         """Insert a marker with w: majority; CommandFailed when a majority did not acknowledge."""
-        reply = self.command(member, canary_insert_command(marker, time.time()))
+        reply = self.command(member, canary_insert_command(marker, self.clock.wall()))
         failure = canary_failure(reply)
         if failure:
             raise MongoCommandFailed(f"{member} ({self.endpoint(member)}): {failure}",
@@ -349,7 +349,7 @@ class MongoBackend(FaultsByProcess):
         finally:
             # A thread still stuck in I/O ends at its socket timeout; do not wait for it here.
             pool.shutdown(wait=False, cancel_futures=True)
-        return SetView(cluster=self.cluster.name, members=views, observed_at=time.time(),
+        return SetView(cluster=self.cluster.name, members=views, observed_at=self.clock.wall(),
                        probe_seconds=round(time.monotonic() - started, 3))
 
     def probe(self, member: str) -> MemberView:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.decisions import ForcedConfig, SurvivorDecision, forced_config, member_names, survivors_of
 from drengine.datastores.mongodb.setview import ReplConfig, SetView, canary_insert_command
@@ -23,8 +21,9 @@ def forced_for(ctx: Ctx) -> tuple[SurvivorDecision, ReplConfig, ForcedConfig]:
     return decision, config, forced
 
 
-def canary(run_marker: str) -> str:
-    return canary_insert_command(run_marker, time.time())
+def canary(run_marker: str, now: float) -> str:
+    """The canary insert, stamped with `now` (the run's wall clock: a simulated run replays the same text)."""
+    return canary_insert_command(run_marker, now)
 
 
 

@@ -4,6 +4,7 @@ count, replSetReconfig (normal and forced), replSetFreeze and replSetStepDown.""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping, Sequence
 
 from pydantic import JsonValue
@@ -248,7 +249,12 @@ class Commands(Elections):
     def _forced(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
         assert node.config is not None
         base = max(node.config.version, config.version)
-        jump = FORCE_VERSION_MIN_INCREMENT + self._rng.randrange(FORCE_VERSION_RANDOM_SPAN)
+        # mongod adds a random jump; here it is drawn from what is forced (the set, the member, the
+        # version it leaves), not from the shared generator, whose draws depend on how many hello
+        # heartbeats the client's monitor threads sent in real time: a replayed run forces the
+        # same version.
+        draw = random.Random(f"{self.state.set_name}/{node.member_id}/{node.config.version}/{config.version}")
+        jump = FORCE_VERSION_MIN_INCREMENT + draw.randrange(FORCE_VERSION_RANDOM_SPAN)
         return config.model_copy(update={"version": base + jump, "term": UNINITIALISED_TERM})
 
     def _agreed(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
