@@ -83,12 +83,15 @@ def shutdown_sessions_command(backend: str, server: str) -> str:
 
 
 def shell_command(proxy: Proxy, command: str) -> ShellCommand:
-    """The runtime API command as one shell line (socat), values quoted."""
-    if proxy.api.socket is not None:
-        return render_template("echo {command} | socat stdio UNIX-CONNECT:{socket}", command=command,
-                               socket=proxy.api.socket)
-    return render_template("echo {command} | socat stdio TCP:{address}:{port}", command=command,
-                           address=proxy.api.address or "", port=proxy.api.port or 0)
+    """The runtime API command as one shell line (socat), values quoted. `-t` gives HAProxy the
+    API's timeout to answer once the command is sent (socat's default, 0.5 s, would cut a busy
+    HAProxy's answer short and exit 0 as if it had answered nothing)."""
+    api = proxy.api
+    if api.socket is not None:
+        return render_template("echo {command} | socat -t {timeout} stdio UNIX-CONNECT:{socket}", command=command,
+                               timeout=f"{api.timeout:g}", socket=api.socket)
+    return render_template("echo {command} | socat -t {timeout} stdio TCP:{address}:{port}", command=command,
+                           timeout=f"{api.timeout:g}", address=api.address or "", port=api.port or 0)
 
 
 def statement(proxy: Proxy, command: str) -> Statement:
@@ -146,14 +149,40 @@ class HAProxyAPI:
     def send(self, command: str) -> str:
         """Send one command and return HAProxy's answer."""
         if self.transport is not None:
-            result = self.transport.run(shell_command(self.proxy, command), timeout=self.proxy.api.timeout + 5)
-            result.check()
-            return result.stdout
+            return self._send_over_host(self.transport, command)
         return self._send_local(command)
+
+    def _where(self) -> str:
+        api = self.proxy.api
+        return api.socket or f"{api.address}:{api.port}"
+
+    def _send_over_host(self, transport: HostTransport, command: str) -> str:
+        """socat on the proxy's host; every failure names the proxy, the host and what to check."""
+        name, host, where = self.proxy.name, transport.name, self._where()
+        try:
+            result = transport.run(shell_command(self.proxy, command), timeout=self.proxy.api.timeout + 5)
+        except ConnectError as exc:  # ProbeTimeout included: the host or the command hung
+            raise type(exc)(f"proxy {name}: cannot use its runtime API over host {host}: {exc}") from None
+        tail = (result.stderr.strip() or result.stdout.strip())[-500:]
+        if result.exit_status == 127:  # the shell's "command not found"
+            raise ConnectError(f"proxy {name}: socat is not installed on host {host} (or not on its PATH); drengine "
+                               f"reaches the runtime API at {where} through it. Install it there (Debian: `apt-get "
+                               f"install socat`). The shell said: {tail}")
+        if not result.ok:
+            raise ConnectError(f"proxy {name}: socat on host {host} cannot reach the runtime API at {where} (exit "
+                               f"status {result.exit_status}: {tail}); is HAProxy running there with `stats socket "
+                               f"{where} level admin`, and is that the path in the inventory?")
+        if not result.stdout:
+            # HAProxy answers at least an empty line; nothing at all means it never answered (hung or
+            # overloaded), and a command it reads once it wakes may still take effect then.
+            raise ConnectError(f"proxy {name}: the runtime API at {where} on host {host} gave no answer within "
+                               f"{self.proxy.api.timeout:g} s to `{command}` (HAProxy hung or overloaded); it may "
+                               f"still act on it when it wakes: look again before deciding")
+        return result.stdout
 
     def _send_local(self, command: str) -> str:
         api = self.proxy.api
-        where = api.socket or f"{api.address}:{api.port}"
+        where = self._where()
         family = socket.AF_UNIX if api.socket is not None else socket.AF_INET
         target: str | tuple[str, int] = api.socket if api.socket is not None else (api.address or "", api.port or 0)
         try:

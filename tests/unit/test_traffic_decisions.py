@@ -51,7 +51,7 @@ def test_sessions_come_from_show_stat() -> None:
 
 def test_runtime_commands_are_shown_as_an_operator_would_type_them() -> None:
     assert shell_command(PROXY, "set server w/s2 state ready").text == \
-        "echo 'set server w/s2 state ready' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"
+        "echo 'set server w/s2 state ready' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/admin.sock"
 
 
 def view(**admin: str) -> ProxyView:
