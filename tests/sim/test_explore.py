@@ -5,17 +5,22 @@ journal boundary and resumed; the world changed while a gate waits; the command 
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hyp_seed
 
 from drengine.datastores.mariadb import actions as mariadb_actions
 from drengine.datastores.mariadb.sim import SimCluster, scenario_lagging
 from drengine.explore.report import summary
 from drengine.explore.runner import Runner
 from drengine.explore.scenario import MemberSpec, Scenario, WorldChange, load
-from drengine.explore.search import explore
+from drengine.explore.search import explore, scenarios
 from drengine.inventory import load_inventory
+from drengine.journal import Entry
 from tests.helpers import cli
 
 CASES = Path(__file__).parent / "explore_cases"
@@ -161,3 +166,64 @@ def test_a_budget_stops_the_generation(tmp_path: Path) -> None:
     report = explore("mariadb-rejoin", tmp_path, count=100_000, seed=2, budget=1.0, ignore=KNOWN.get("mariadb-rejoin", frozenset()))
     assert report.out_of_budget and 0 < report.explored < 100_000
     assert report.seconds < 20  # it stopped, rather than generating the rest of the 100 000
+
+
+# What differs between two runs of one scenario by design: the moment (journal timestamps, run ids,
+# pids, how long a probe took in real time), the place (the run's directories) and the ports
+# served simulators bind.
+_MOMENT_AND_PLACE = [
+    (re.compile(r'"ts":[0-9.e+-]+'), '"ts":0'),
+    (re.compile(r'\d{8}T\d{6}Z-[a-z0-9-]+'), "RUN-ID"),
+    (re.compile(r'"(pid|probe_seconds)":[0-9.e+-]+'), r'"\1":0'),
+    (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
+    (re.compile(r"answered in \d+\.\d+ s\b"), "answered in N s"),
+]
+
+
+def _as_replayed(journal: list[Entry], work: Path) -> list[str]:
+    lines = []
+    for entry in journal:
+        text = json.dumps({"type": entry.type.value, "data": entry.data}, sort_keys=True, separators=(",", ":"))
+        text = text.replace(str(work), "WORK")
+        for pattern, fixed in _MOMENT_AND_PLACE:
+            text = pattern.sub(fixed, text)
+        lines.append(text)
+    return lines
+
+
+def _first_generated(runbook: str, tmp_path: Path) -> Scenario:
+    runner = Runner(runbook, tmp_path / "gen")
+    found: list[Scenario] = []
+
+    @hyp_seed(5)
+    @settings(max_examples=20, database=None, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(scenarios(runner.kit, runbook))
+    def collect(scenario: Scenario) -> None:
+        if not found and scenario.crashes and scenario.changes:
+            found.append(scenario)
+
+    collect()
+    assert found, f"no scenario of {runbook} with a crash and a change among the first 20"
+    return found[0]
+
+
+@pytest.mark.parametrize("source", [
+    "mariadb-promote-survivor--hung-old-primary-still-writable", "mariadb-rejoin--hung-writable-old-primary-claimed-done",
+    "galera-bootstrap-survivor--running-survivor-behind-a-crashed-node",
+    "elasticsearch-reallocate--killed-after-enabling-allocation-and-resumed", "mongodb-force-primary", "ceph-degrade"])
+def test_a_replay_is_exact(source: str, tmp_path: Path) -> None:
+    """Two runs of one scenario send the same statements, take the same decisions and journal the
+    same events: heartbeats, canaries and views carry the run's (simulated) clock, and the
+    simulators draw nothing from real time. Only the moment and the place differ."""
+    case = CASES / f"{source}.yaml"
+    scenario = load(case) if case.exists() else _first_generated(source, tmp_path)
+    runs = []
+    for n in (1, 2):
+        work = tmp_path / f"work-{n}"
+        result = Runner(scenario.runbook, work, keep=True).run(scenario)
+        runs.append((result.end, result.kill_points, _as_replayed(result.journal, work)))
+    (end1, kills1, journal1), (end2, kills2, journal2) = runs
+    assert (end1, kills1) == (end2, kills2)
+    assert len(journal1) > 5
+    for first, second in zip(journal1, journal2, strict=True):
+        assert first == second
