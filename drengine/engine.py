@@ -722,7 +722,7 @@ def start_run(request: RunRequest) -> RunOutcome:
         journal.append(
             Event.RUN_STARTED, run_id=run_id, mode=request.mode.value, runbook=request.runbook.name,
             runbook_path=request.runbook.path, runbook_sha256=request.runbook.digest,
-            inventory=str(Path(request.inventory.path).resolve()), cluster=request.cluster.name,
+            inventory=os.path.realpath(request.inventory.path), cluster=request.cluster.name,
             kind=request.cluster.kind, simulated=request.cluster.simulated is not None,
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
@@ -884,7 +884,7 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
     started = starts[0]
     given = loaded if loaded is not None and loaded[0].path == started["runbook_path"] \
-        and str(Path(loaded[1].path).resolve()) == started["inventory"] else None
+        and os.path.realpath(loaded[1].path) == started["inventory"] else None
     runbook = given[0] if given is not None else load_runbook(started["runbook_path"])
     if runbook.digest != started["runbook_sha256"]:
         raise InputError(

@@ -22,7 +22,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,8 +59,10 @@ class Event(str, Enum):
     RUN_FINISHED = "run_finished"
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One journal event as written and read back (a named tuple: built for every line of every
+    journal read, and a frozen dataclass costs five setattr calls each)."""
+
     seq: int
     ts: float
     type: Event

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
 
@@ -123,6 +124,14 @@ def render_template(template: str, **values: str | int) -> ShellCommand:
     wrong) are refused with an InputError, so a template cannot be rendered into
     something other than what its author saw. `{{` and `}}` are literal braces.
     """
+    return _rendered(template, tuple(sorted(values.items())))
+
+
+@lru_cache(maxsize=1024)
+def _rendered(template: str, items: tuple[tuple[str, str | int], ...]) -> ShellCommand:
+    # A pure function of its arguments, asked for the same members' commands again and again
+    # (every plan, gate and fencing step shows them): rendered once each.
+    values = dict(items)
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:

@@ -121,7 +121,5 @@ def sent_once(entries: list[Entry], runbook: Runbook, once: Callable[[str, str],
 
 
 def last_finish(entries: list[Entry]) -> Entry | None:
-    for entry in reversed(entries):
-        if entry.type is Event.RUN_FINISHED:
-            return entry
-    return None
+    finishes = [entry for entry in entries if entry.type is Event.RUN_FINISHED]
+    return finishes[-1] if finishes else None

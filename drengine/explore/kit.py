@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from drengine.errors import InputError
 from drengine.explore.scenario import MemberSpec, Prelude, WorldChange
+from drengine.simstate import Parse, snapshot
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -132,9 +133,14 @@ class Kit:
         """The simulator state of a state file's text (a kit may parse it in one go)."""
         return self.load(json.loads(text))
 
+    def saved_state(self) -> Parse[Any]:
+        """How the state file is read back: the simulator's model when its backend saves it as one
+        (kept in memory as a snapshot by the explorer), else `load_text`."""
+        return self.load_text
+
     def copy(self, model: Any) -> Any:
         """A copy of the live state, kept as it is now (the state the goal check saw)."""
-        return model.model_copy(deep=True)
+        return snapshot(model)
 
     def attach(self, backend: Any, clock: Any) -> None:
         """A simulated backend was opened for the scenario (its clock is the run's)."""

@@ -396,7 +396,7 @@ class Runner:
         save_state(json.dumps(state), self.state_file)
 
     def final_model(self) -> Any:
-        return load_state(self.state_file, self.kit.load_text, self.kit.kind)
+        return load_state(self.state_file, self.kit.saved_state(), self.kit.kind)
 
     def run(self, scenario: Scenario) -> Result:
         if scenario.kind != self.kit.kind or scenario.runbook != self.runbook.name:

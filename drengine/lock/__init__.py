@@ -70,7 +70,7 @@ def _login(logname: str | None, user: str | None, lname: str | None, username: s
 def me(run_id: str, run_dir: Path | str) -> Holder:
     """This process as a lock holder."""
     return Holder(run_id=run_id, user=current_user(), host=socket.gethostname(), pid=os.getpid(),
-                  run_dir=str(Path(run_dir).resolve()), started=time.time())
+                  run_dir=os.path.realpath(run_dir), started=time.time())
 
 
 class RunState(BaseModel):

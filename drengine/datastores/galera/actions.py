@@ -241,9 +241,13 @@ class ReadPositions(Action[GaleraAPI, ServiceParams]):
         check = ctx.facts.maybe("primary_check", PrimaryCheck)
         timeout = self.params.service_timeout
         names = [m.name for m in ctx.cluster.members if m.name not in _gone(ctx)]
-        # One host each: reading in parallel turns N recoveries into the time of the slowest.
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(names))), thread_name_prefix="galera-disk") as pool:
-            results = list(pool.map(lambda n: self._read_one(ctx, n, timeout), names))
+        if ctx.cluster.simulated is not None:
+            # The simulator answers in-process, one call at a time: threads would only cost.
+            results = [self._read_one(ctx, n, timeout) for n in names]
+        else:
+            # One host each: reading in parallel turns N recoveries into the time of the slowest.
+            with ThreadPoolExecutor(max_workers=max(1, min(8, len(names))), thread_name_prefix="galera-disk") as pool:
+                results = list(pool.map(lambda n: self._read_one(ctx, n, timeout), names))
         positions = [position for position, _ in results]
         for _, sent in results:
             for statement, outcome in sent:

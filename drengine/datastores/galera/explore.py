@@ -22,6 +22,7 @@ from drengine.datastores.galera.sim import SimGalera, SimNode
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
+from drengine.simstate import Parse
 
 HISTORY = "6d3c7a8e-1b2c-4d5e-9f00-000000000001"
 OTHER_HISTORY = "6d3c7a8e-1b2c-4d5e-9f00-0000000000ff"
@@ -139,6 +140,9 @@ class GaleraKit(Kit):
 
     def load(self, state: dict[str, Any]) -> Any:
         return SimGalera.model_validate(state)
+
+    def saved_state(self) -> Parse[Any]:
+        return SimGalera
 
     def applies(self, model: Any, op: str, member: str) -> bool:
         n: SimNode = model.node(member)

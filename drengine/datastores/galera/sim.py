@@ -254,7 +254,7 @@ class SimGaleraBackend:
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimGaleraBackend:
-        backend = cls(cluster, load_or_build(cluster, state_file, SimGalera.model_validate_json,
+        backend = cls(cluster, load_or_build(cluster, state_file, SimGalera,
                                               {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "Galera"),
                       state_file, clock)
         backend.sim.proxies = sim_proxies(cluster, backend.sim.writer() or cluster.members[0].name, backend.sim.proxies)

@@ -295,7 +295,7 @@ class SimMariaDBBackend:
 
     @classmethod
     def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimMariaDBBackend:
-        backend = cls(cluster, load_or_build(cluster, state_file, SimCluster.model_validate_json,
+        backend = cls(cluster, load_or_build(cluster, state_file, SimCluster,
                                               {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "MariaDB"),
                       state_file, clock)
         backend.sim.proxies = sim_proxies(cluster, backend.sim.writer(), backend.sim.proxies)
