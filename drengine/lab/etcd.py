@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +23,7 @@ import yaml
 
 from drengine.clock import wait_until
 from drengine.files import atomic_write
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, signal_process
+from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, listening, signal_process
 
 KIND = "etcd"
 ETCD = "etcd"
@@ -47,14 +46,6 @@ def client_url(index: int, client_base: int = CLIENT_BASE) -> str:
 
 def _peer_url(index: int, peer_base: int) -> str:
     return f"http://127.0.0.1:{peer_base + index + 1}"
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def healthy(url: str, timeout: float = 1.0) -> bool:
@@ -118,7 +109,7 @@ def _start_member(lab: LabDir, index: int, members: int, client_base: int, peer_
     if existing is not None and is_ours(existing):
         return existing
     for port in (client_base + index + 1, peer_base + index + 1):
-        if _listening(port):
+        if listening("127.0.0.1", port):
             raise LabError(f"127.0.0.1:{port} is already taken by a process this lab did not start "
                            f"(another etcd lab? stop it with its own `drengine lab down etcd --dir ...`)")
     argv = existing.argv if existing is not None else _argv(index, members, lab, client_base, peer_base)

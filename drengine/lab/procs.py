@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,16 @@ import yaml
 from drengine.clock import wait_until
 from drengine.errors import DrengineError, InputError
 from drengine.files import atomic_write
+
+
+def listening(address: str, port: int) -> bool:
+    """Does something accept TCP connections there (a lab process up, or a port taken)?"""
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
 
 DEFAULT_LAB_DIR = "/tmp/drengine-lab"
 # The inventory host of lab members that run on this machine: drengine reaches a member's host

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from drengine.clock import wait_until
-from drengine.lab.procs import LabDir, LabError, LabProcess, cmdline_of, merge_inventory, process_state
+from drengine.lab.procs import LabDir, LabError, LabProcess, cmdline_of, listening, merge_inventory, process_state
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -67,14 +66,6 @@ def _keygen(path: Path, comment: str) -> None:
         stdin=subprocess.DEVNULL,
         capture_output=True,
     )
-
-
-def _listening(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _addresses(first_address: str, n_hosts: int) -> list[str]:
@@ -167,7 +158,7 @@ def up(
         proc = lab.find(KIND, name)
 
         def listening_or_dead(address: str = address, proc: LabProcess | None = proc) -> bool:
-            return _listening(address, port) or proc is None or not is_running(proc)
+            return listening(address, port) or proc is None or not is_running(proc)
 
         if not wait_until(listening_or_dead, START_TIMEOUT):
             raise LabError(f"sshd for {name} did not listen on {address}:{port} within {START_TIMEOUT:g} s")
@@ -190,7 +181,7 @@ def _start_sshd(lab: LabDir, name: str, address: str, port: int, config: Path, h
     existing = lab.find(KIND, name)
     if existing is not None and is_running(existing):
         return
-    if _listening(address, port):
+    if listening(address, port):
         raise LabError(
             f"{address}:{port} is already taken by a process this lab did not start "
             f"(another lab? stop it with its own `lab down`, or choose another first_address/port)"

@@ -30,7 +30,7 @@ from drengine.errors import DrengineError
 from drengine.inventory import Inventory, load_inventory
 from drengine.lab import haproxy
 from drengine.lab import ssh as ssh_lab
-from drengine.lab.procs import LabDir
+from drengine.lab.procs import LabDir, listening
 from drengine.steps import Statement
 from tests.helpers import cli, of_type
 
@@ -77,15 +77,7 @@ def _without_socat(lab: LabDir, name: str) -> None:
     config = Path(proc.argv[-1])
     config.write_text(config.read_text() + "SetEnv PATH=/nonexistent\n")
     lab.spawn(ssh_lab.KIND, name, proc.argv, log=config.parent / "sshd.log")
-    assert wait_until(lambda: _listening("127.0.0.62", SSH_PORT), 10), f"sshd {name} did not come back"
-
-
-def _listening(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    assert wait_until(lambda: listening("127.0.0.62", SSH_PORT), 10), f"sshd {name} did not come back"
 
 
 @pytest.fixture(scope="module")
