@@ -28,13 +28,27 @@ from typing import Any, Protocol, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from drengine.clock import SYSTEM, Clock, wait_until
-from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
+from drengine.errors import CommandFailed, ConnectError, DrengineError, InputError, ProbeTimeout
 
 JsonDoc = dict[str, Any] | list[Any]
 
 # States in which a PG serves client I/O; anything else blocks reads and writes to it.
 ACTIVE = "active"
 FLAG_NAMES = ("noout", "norebalance", "norecover", "nobackfill", "noup", "nodown", "noin", "pause")
+
+
+def _rados() -> Any:
+    """Debian's librados binding (python3-rados: not on PyPI), or a message saying how to get it."""
+    try:
+        import rados
+    except ImportError:
+        raise DrengineError(
+            "drengine reaches a real Ceph cluster through librados' Python binding, which this Python cannot "
+            "import. Install Debian's python3-rados (`apt-get install python3-rados`) and run drengine with "
+            "the system's python3, or in a virtual environment made with --system-site-packages (the "
+            "project's scripts/setup.sh does that for its own). Simulated Ceph clusters need none of it"
+        ) from None
+    return rados
 
 
 class CephAPI(Protocol):
@@ -121,7 +135,7 @@ class CephConnector:
             return
         if not Path(self.conf_file).is_file():
             raise InputError(f"Ceph configuration file {self.conf_file} does not exist; expected a ceph.conf listing `mon host`")
-        import rados  # lazy: librados is heavy and only needed when a Ceph cluster is really used
+        rados = _rados()  # lazy: librados is heavy and only needed when a Ceph cluster is really used
 
         conf = {
             "client_mount_timeout": _whole_seconds(self.connect_timeout),
@@ -195,8 +209,7 @@ class CephConnector:
 
     def _ioctx(self, pool: str) -> Any:
         if pool not in self._ioctxs:
-            import rados
-
+            rados = _rados()
             try:
                 self._ioctxs[pool] = self._connected().open_ioctx(pool)
             except rados.ObjectNotFound:
@@ -228,8 +241,7 @@ class CephConnector:
             raise CommandFailed(f"writing object {name!r} to pool {pool!r} failed: {errno.errorcode.get(-ret, ret)}")
 
     def read_object(self, pool: str, name: str) -> bytes:
-        import rados
-
+        rados = _rados()
         ioctx = self._ioctx(pool)
         try:
             size = ioctx.stat(name)[0]

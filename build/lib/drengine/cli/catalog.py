@@ -1,0 +1,97 @@
+"""`drengine runbook list|show` (what drengine can do, and where each runbook came from) and
+`drengine inventory check` (where the clusters are, validated)."""
+
+from __future__ import annotations
+
+import click
+
+from drengine.cli.options import complete_runbooks, help_if_bare, inventory_option, runbooks, runbooks_option
+from drengine.cli.terminal import emit_json, out
+from drengine.errors import ExitCode, InputError
+
+
+@click.group("inventory", invoke_without_command=True)
+@click.pass_context
+def inventory_group(ctx: click.Context) -> None:
+    """Inventories: where the clusters are."""
+    help_if_bare(ctx)
+
+
+@inventory_group.command("check")
+@inventory_option()
+def inventory_check(inventory: str) -> None:
+    """Validate an inventory; each problem as FILE:LINE (exit 2)."""
+    from drengine.inventory import load_inventory
+
+    inv = load_inventory(inventory)
+    for name, cl in inv.clusters.items():
+        sim = f", simulated ({cl.simulated.scenario})" if cl.simulated else ""
+        out(f"{name}: {cl.kind}, {len(cl.members)} member(s){sim}")
+    out(f"{inventory}: OK")
+
+
+@click.group("runbook", invoke_without_command=True)
+@click.pass_context
+def runbook_group(ctx: click.Context) -> None:
+    """Runbooks: what drengine can do."""
+    help_if_bare(ctx)
+
+
+@runbook_group.command("list")
+@runbooks_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: every runbook, its datastore, summary and folder.")
+def runbook_list(as_json: bool) -> None:
+    """The runbooks found (--runbooks folders, then $DRENGINE_RUNBOOKS, then the built-ins), each
+    with the folder it came from; a name found twice is taken from the first folder (exit 2 if one
+    is invalid)."""
+    from drengine.runbook import list_runbooks
+
+    found_all = list_runbooks(runbooks())
+    bad = sum(1 for _, rb in found_all if isinstance(rb, InputError))
+    if as_json:
+        emit_json([{"name": found.name, "folder": found.folder.describe(), "path": str(found.path),
+                    "shadows": [str(s.path) for s in found.shadows]}
+                   | ({"valid": False, "error": str(rb), "problems": rb.problems} if isinstance(rb, InputError)
+                      else {"valid": True, "kind": rb.spec.kind, "summary": rb.spec.summary})
+                   for found, rb in found_all])
+    else:
+        for found, rb in found_all:
+            if isinstance(rb, InputError):
+                out(f"{found.name}: INVALID: {rb}")
+                for p in rb.problems:
+                    out(f"    {p}")
+            else:
+                out(f"{found.name:32} {rb.spec.kind:14} {rb.spec.summary}")
+            out(f"{'':32} from {found.folder.describe()}", style="dim")
+            for hidden in found.shadows:
+                out(f"{'':32} shadows the copy in {hidden.folder.describe()}")
+    if bad:
+        raise SystemExit(ExitCode.INVALID_INPUT)
+
+
+@runbook_group.command("show")
+@click.argument("name", shell_complete=complete_runbooks)
+@runbooks_option
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid"]), default="text",
+              help="text: steps, gates and transitions; mermaid: the state machine as a diagram.")
+def runbook_show(name: str, fmt: str) -> None:
+    """Show a runbook: its steps, what each does, its gate and where each outcome leads."""
+    from drengine.runbook import describe
+
+    rb = runbooks().load(name)
+    if fmt == "mermaid":
+        out(rb.mermaid().rstrip())
+        return
+    out(f"{rb.name} ({rb.spec.kind}): {rb.spec.summary}")
+    out(f"file: {rb.path}")
+    if rb.spec.description:
+        out(rb.spec.description.rstrip())
+    for name, spec in rb.spec.inputs.items():
+        need = "required" if spec.required else (f"default {spec.default}" if spec.default is not None else "optional")
+        out(f"input {name} ({need}): {spec.description}")
+    out(f"start: {rb.spec.start}")
+    for row in describe(rb):
+        out(f"  {row['id']}: {row['title']}  [{row['action']}, {row['effect']}, gate: {row['gate']}]")
+        for outcome, dest in row["transitions"].items():
+            out(f"      {outcome} -> {dest}")
+    out("ends: " + ", ".join(f"{k} ({'success' if v.success else 'failure'})" for k, v in rb.spec.ends.items()))

@@ -1,0 +1,68 @@
+"""What a run leaves behind, read back: `drengine journal verify|show` (the hash chain checked,
+the events in the live line's words) and `drengine report` (Markdown, HTML, JUnit XML or
+Prometheus text, from the journal alone)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from drengine.cli.options import help_if_bare
+from drengine.cli.terminal import out, progress
+
+
+@click.group("journal", invoke_without_command=True)
+@click.pass_context
+def journal_group(ctx: click.Context) -> None:
+    """Run journals: verify and show."""
+    help_if_bare(ctx)
+
+
+@journal_group.command("verify")
+@click.argument("path", type=click.Path())
+def journal_verify(path: str) -> None:
+    """Check the hash chain; exit 1 naming the first bad line."""
+    from drengine.journal import verify
+
+    count = verify(path)
+    out(f"{path}: OK, {count} events, chain intact")
+
+
+@journal_group.command("show")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+def journal_show(path: str, as_json: bool) -> None:
+    """Show a run's journal (a run directory or the journal file) event by event."""
+    from drengine.journal import read_entries, resolve_journal
+
+    for entry in read_entries(resolve_journal(path)):
+        if as_json:
+            out(json.dumps({"seq": entry.seq, "ts": entry.ts, "type": entry.type.value, "data": entry.data}))
+        else:
+            progress(entry)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "junit", "prom", "markdown"]), default="md",
+              show_default=True, help="Markdown, self-contained HTML, JUnit XML or Prometheus text.")
+@click.option("--out", "out_file", type=click.Path(),
+              help="Where to write it (default: next to the journal: report.md, report.html, junit.xml, drill.prom); "
+                   "`-` prints it.")
+def report(run_dir: str, fmt: str, out_file: str | None) -> None:
+    """Write the report of a run from its journal alone."""
+    from drengine.files import atomic_write
+    from drengine.journal import resolve_journal
+    from drengine.report import FORMATS, render
+
+    fmt = "md" if fmt == "markdown" else fmt
+    journal = resolve_journal(run_dir)
+    text = render(journal.parent, fmt)
+    if out_file == "-":
+        out(text.rstrip("\n"))
+        return
+    path = Path(out_file) if out_file else journal.parent / FORMATS[fmt]
+    atomic_write(path, text)
+    out(str(path))

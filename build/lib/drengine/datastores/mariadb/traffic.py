@@ -1,0 +1,119 @@
+"""MariaDB steps around a promotion: fence the old primary before it (sql, service, signal,
+proxy, in the inventory's order), switch the proxies' write backends to the new primary
+after it, and put rejoined servers back in the proxies. The step bodies are shared with
+Galera (mysql_steps); this module decides which members they apply to."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from drengine.datastores.mariadb.actions import Ctx, NewPrimary, RejoinDecision, SurvivorDecision
+from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
+from drengine.datastores.mysql_steps import (
+    Target,
+    fence_proposal,
+    fence_targets,
+    fenced_before_interruption,
+    readmit,
+    readmit_proposal,
+    switch_traffic,
+    traffic_proposal,
+    traffic_settled,
+)
+from drengine.steps import Action, Effect, NoParams, Proposal, StepParams, StepResult, register
+
+
+def _targets(ctx: Ctx) -> list[Target]:
+    """The old primary (the server the replicas followed) and any other writable server that is
+    not the chosen survivor, as this run's observation saw them. That observation is fresh: the
+    engine observes again from the start when a gate waited, on retry and on resume; probing a
+    hung server once more would only cost another read timeout before the fence."""
+    decision = ctx.facts.get("survivor", SurvivorDecision)
+    view = ctx.facts.get("view", ClusterView)
+    wanted = {decision.old_primary} | {s.name for s in view.servers if s.is_writable_primary}
+    return [(s.name, s.state, s.error) for s in view.servers if s.name in wanted and s.name != decision.chosen]
+
+
+class FenceParams(StepParams):
+    fence_timeout: float = Field(default=60.0, gt=0, le=3600,
+                                 description="seconds a stop command, or the process's exit, may take")
+
+
+@register
+class FenceOldPrimary(Action[MariaDBAPI, FenceParams]):
+    name = "mariadb.fence_old_primary"
+    effect = Effect.MUTATE
+    Params = FenceParams
+    description = "Fence the old primary (read-only, stopped, killed by pid, or out of the proxies) before the promotion"
+
+    def propose(self, ctx: Ctx) -> Proposal:
+        return fence_proposal(ctx.backend, _targets(ctx), "old primary")
+
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
+        return all(_safe_now(s) for s in (ctx.backend.probe(n) for n, _, _ in _targets(ctx)))
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        # took_effect held: each target is down, or answers read-only.
+        probes = [ctx.backend.probe(n) for n, _, _ in _targets(ctx)]
+        return fenced_before_interruption([(s.name, s.state, "read-only" if s.reachable else s.state) for s in probes])
+
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        return fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+
+
+def _safe_now(server: ServerView) -> bool:
+    return server.state == "down" or (server.reachable and server.read_only)
+
+
+def _out(ctx: Ctx, primary: str) -> frozenset[str]:
+    """Members that must take no traffic: the fenced old primary and whatever does not answer."""
+    decision = ctx.facts.maybe("survivor", SurvivorDecision)
+    view = ctx.facts.get("view", ClusterView)
+    out = {s.name for s in view.servers if not s.reachable}
+    if decision is not None and decision.old_primary:
+        out.add(decision.old_primary)
+    return frozenset(out - {primary})
+
+
+@register
+class SwitchTraffic(Action[MariaDBAPI, NoParams]):
+    name = "mariadb.switch_traffic"
+    effect = Effect.MUTATE
+    description = "Point every proxy's write backend at the new primary and prove it with a write through each frontend"
+
+    def propose(self, ctx: Ctx) -> Proposal:
+        primary = ctx.facts.get("new_primary", NewPrimary).name
+        views = ctx.backend.proxy_views() if ctx.cluster.proxies else []
+        return traffic_proposal(ctx.backend, primary, _out(ctx, primary), views, ctx.clock.wall())
+
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
+        primary = ctx.facts.get("new_primary", NewPrimary).name
+        return traffic_settled(ctx.backend, primary, _out(ctx, primary))
+
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        primary = ctx.facts.get("new_primary", NewPrimary).name
+        return switch_traffic(ctx.backend, primary, _out(ctx, primary), ctx.sent, with_gtid=True, now=ctx.clock.wall())
+
+
+def _rejoined(ctx: Ctx) -> tuple[list[str], str]:
+    decision = ctx.facts.get("rejoin", RejoinDecision)
+    primary = ctx.facts.get("new_primary", NewPrimary)
+    return [s.name for s in decision.strays], primary.name
+
+
+@register
+class Readmit(Action[MariaDBAPI, NoParams]):
+    name = "mariadb.readmit"
+    effect = Effect.MUTATE
+    description = "Put the rejoined servers back in the proxies as the inventory says (read backends ready, or maint)"
+
+    def propose(self, ctx: Ctx) -> Proposal:
+        members, primary = _rejoined(ctx)
+        return readmit_proposal(ctx.backend, members, primary)
+
+    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
+        return False  # setting a server's state again is harmless
+
+    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        members, primary = _rejoined(ctx)
+        return readmit(ctx.backend, members, primary, ctx.sent)

@@ -1,0 +1,301 @@
+"""The fault space of the MongoDB runbooks, for `drengine explore`: generated replica sets
+(three to five members; priority 0, hidden, non-voting members and arbiters; members cut off
+and behind by any number of writes; the majority killed or hung, or still alive; chaining on
+or off; after a forced reconfig, a removed member back wiped or not), and the invariants,
+computed from the simulator's own members:
+
+- at most one running member believes it is primary;
+- a member that becomes primary holds the highest optime among the running data-bearing
+  members, unless the operator accepted losing that member's writes;
+- a forced config keeps every survivor (every running member of the old config) and has a
+  newer version, unless the operator accepted removing it;
+- the goal (success implies it): one primary, every running member of its config serving.
+
+The simulator is served over the wire protocol (the real pymongo client talks to it), on
+real sockets with real timeouts: a hung member costs the explorer real time, so hung members
+are generated sparingly and the explorer's inventory uses short timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+
+from drengine.clock import SimulatedClock
+from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
+from drengine.datastores.mongodb.simulator.model import MemberConfig, MemberState, Process, ReplSetSettings
+from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
+from drengine.explore.scenario import MemberSpec
+from drengine.journal import Entry
+
+SET = digits(9)
+MEMBER = digits(3)
+READS = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find", "buildInfo",
+         "listDatabases")
+
+
+def _member(i: int) -> MemberSpec:
+    return MemberSpec(name=f"m{i}", address="127.0.0.1", port=27017 + i)
+
+
+def _config(i: int, kind: str) -> MemberConfig:
+    host = f"mongo{i}.sim:27017"
+    return {
+        "normal": MemberConfig(id=i, host=host),
+        "priority0": MemberConfig(id=i, host=host, priority=0.0),
+        "hidden": MemberConfig(id=i, host=host, priority=0.0, hidden=True),
+        "non-voting": MemberConfig(id=i, host=host, priority=0.0, votes=0),
+        "arbiter": MemberConfig(id=i, host=host, priority=0.0, arbiter_only=True),
+    }[kind]
+
+
+def _orders(sim: SimulatedReplicaSet, first: int, count: int) -> int:
+    primaries = sim.primaries()
+    if not primaries:
+        return first
+    for number in range(first, first + count):
+        sim.insert(primaries[0], "shop.orders", {"_id": number, "item": f"order-{number}"}, w=1)
+    sim.settle()
+    return first + count
+
+
+def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
+    """A set whose first writes reached everyone, then some members were cut off while more
+    writes went on (they are behind), then members were lost (killed, now and then hung)."""
+    c = draw(SET)
+    count = pick(c[0], 3, 5, 4, percent=40)
+    kinds = ["normal"]
+    members = [_config(0, "normal")]
+    behind: list[int] = []
+    lose: list[int] = []
+    for i in range(1, count):
+        d = draw(MEMBER)  # one draw per member (see kit.digits)
+        kind = "normal" if i == 1 else pick(d[0], "normal", "priority0", "hidden", "non-voting", "arbiter", percent=65)
+        kinds.append(kind)
+        members.append(_config(i, kind))
+        if kind != "arbiter" and pick(d[1], False, True, percent=65):
+            behind.append(i)
+        if pick(d[2], False, True, percent=50):
+            lose.append(i)
+    settings = ReplSetSettings(chaining_allowed=pick(c[1], True, False, percent=60), replica_set_id=f"{c[2]:024x}")
+    sim = SimulatedReplicaSet.initiate("rs0", members, settings=settings, clock=SimulatedClock(), rng=random.Random(c[2]))
+    number = _orders(sim, 1, pick(c[3], 2, 0, 1, 4, percent=60))
+    if behind and len(behind) < count:
+        sim.partition([[m for m in range(count) if m not in behind]])
+        sim.settle()
+        _orders(sim, number, pick(c[4], 2, 1, 3, percent=60))
+    primaries = sim.primaries()
+    if pick(c[5], True, False, percent=80) and primaries:
+        lose = sorted({*lose, primaries[0]})  # usually the primary is among the lost
+    if pick(c[7], True, False, percent=80):
+        # Usually the voting majority is lost (what mongodb-force-primary is for), one data-bearing
+        # member left at least.
+        voters = [m.id for m in members if m.votes]
+        majority = len(voters) // 2 + 1
+        for m in sorted(voters, key=lambda v: (v in behind, -v)):
+            if len([v for v in voters if v not in lose]) < majority:
+                break
+            if [x for x in range(count) if x not in lose and x != m and kinds[x] != "arbiter"]:
+                lose = sorted({*lose, m})
+    hung = [m for m in lose if c[6] >= 95 and m == lose[-1]]  # rarely: hung members cost real time
+    for member in lose:
+        (sim.hang if member in hung else sim.kill)(member)
+    sim.heal()
+    sim.settle()
+    return sim, kinds, lose
+
+
+@st.composite
+def majority_lost(draw: st.DrawFn) -> Situation:
+    sim, kinds, lost = _build(draw)
+    label = (", ".join(f"m{n.member_id} {kinds[n.member_id]} {n.process.value} {n.state.value} "
+                       f"@{n.last_optime.seconds}.{n.last_optime.increment}" for n in sim.state.members))
+    return Situation(label, [_member(i) for i in range(len(kinds))], json.loads(sim.to_json()))
+
+
+@st.composite
+def forced_then_back(draw: st.DrawFn) -> Situation:
+    """mongodb-force-primary's outcome: a survivor forced a config without the lost members;
+    one removed member is back, wiped (ready to be added) or not (still holding data)."""
+    sim, kinds, lost = _build(draw)
+    d = draw(MEMBER)
+    running = [n for n in sim.state.members if n.process is Process.RUNNING and n.config is not None]
+    data = [n for n in running if kinds[n.member_id] != "arbiter"]
+    if data and lost and not sim.primaries():
+        chosen = max(data, key=lambda n: n.last_optime.key())
+        assert chosen.config is not None
+        keep = [m for m in chosen.config.members if sim.node(m.id).process is Process.RUNNING]
+        keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False}) if m.id == chosen.member_id else m
+                for m in keep]
+        sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
+        sim.settle()
+        back = lost[0]
+        if sim.node(back).process is Process.HUNG:
+            sim.kill(back)
+        if pick(d[0], True, False, percent=75):
+            sim.wipe(back)  # its dbPath emptied, as the runbook asks
+        sim.revive(back)
+        sim.settle()
+    label = (", ".join(f"m{n.member_id} {kinds[n.member_id]} {n.process.value} {n.state.value}"
+                       f"{' (no config)' if n.config is None else ''}" for n in sim.state.members))
+    return Situation(label, [_member(i) for i in range(len(kinds))], json.loads(sim.to_json()))
+
+
+def _model(model: Any) -> SimulatedReplicaSet:
+    return model if isinstance(model, SimulatedReplicaSet) else SimulatedReplicaSet(model)
+
+
+def _data_bearing(sim: SimulatedReplicaSet, member_id: int) -> bool:
+    node = sim.node(member_id)
+    entry = node.own_entry()
+    return node.state is not MemberState.ARBITER and not (entry is not None and entry.arbiter_only)
+
+
+class MongoWatch(Watch):
+    def __init__(self) -> None:
+        self.primaries: set[int] | None = None
+        self.config_before: tuple[int, set[str], set[str]] | None = None  # version, hosts, running hosts
+
+    def after_event(self, entry: Entry, model: Any, ledger: Ledger) -> list[Violation]:
+        if model is None:
+            return []
+        sim = _model(model)
+        found = []
+        now = set(sim.primaries())
+        if len(now) > 1 and not ledger.accepts("split brain"):
+            found.append(Violation("mongodb.one-primary", f"{len(now)} members believe they are primary: "
+                                   + ", ".join(f"m{m}" for m in sorted(now))))
+        before, self.primaries = self.primaries, now
+        if before is not None:
+            for member in sorted(now - before):
+                found += self._most_advanced(sim, member, ledger)
+        data = entry.data
+        if entry.type.value == "step_started" and data.get("action") == "mongodb.force_reconfig":
+            self.config_before = self._configs(sim)
+        if entry.type.value == "statement_sent" and '"force": true' in str(data.get("text", "")).replace(" ", " "):
+            found += self._forced(sim, str(data.get("target", "")), ledger)
+        return found
+
+    @staticmethod
+    def _configs(sim: SimulatedReplicaSet) -> tuple[int, set[str], set[str]]:
+        configs = [n.config for n in sim.state.members if n.config is not None]
+        newest = max(configs, key=lambda c: c.version) if configs else None
+        hosts = {m.host for m in newest.members} if newest else set()
+        running = {n.host for n in sim.state.members if n.process is Process.RUNNING}
+        return (newest.version if newest else 0), hosts, running
+
+    def _forced(self, sim: SimulatedReplicaSet, target: str, ledger: Ledger) -> list[Violation]:
+        if self.config_before is None or not target.startswith("m"):
+            return []
+        version, hosts, running = self.config_before
+        node = sim.node(int(target[1:]))
+        if node.config is None:
+            return []
+        found = []
+        if node.config.version <= version:
+            found.append(Violation("mongodb.forced-config-newer",
+                                   f"the forced config on {target} has version {node.config.version}, not past {version}"))
+        kept = {m.host for m in node.config.members}
+        for host in sorted((hosts & running) - kept):
+            other = sim.node_with_host(host)
+            name = f"m{other.member_id}" if other else host
+            if not ledger.accepts(name):
+                found.append(Violation("mongodb.forced-config-keeps-survivors",
+                                       f"the forced config on {target} removed {name}, which was running, and no "
+                                       f"approved risk named it"))
+        return found
+
+    def _most_advanced(self, sim: SimulatedReplicaSet, member: int, ledger: Ledger) -> list[Violation]:
+        primary = sim.node(member)
+        found = []
+        for node in sim.state.members:
+            if node is primary or node.process is not Process.RUNNING or not _data_bearing(sim, node.member_id):
+                continue
+            if node.last_optime.key() > primary.last_optime.key() and not ledger.accepts(f"m{node.member_id}"):
+                found.append(Violation("mongodb.primary-most-advanced",
+                                       f"m{member} became primary at optime {primary.last_optime.key()} while running "
+                                       f"m{node.member_id} held {node.last_optime.key()}, and no approved risk named it"))
+        return found
+
+
+def one_primary_goal(model: Any) -> str | None:
+    sim = SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
+    sim.settle()
+    primaries = sim.primaries()
+    if len(primaries) != 1:
+        return f"{len(primaries)} primaries"
+    primary = sim.node(primaries[0])
+    hosts = {m.host for m in primary.config.members} if primary.config else set()
+    for node in sim.state.members:
+        if node.process is Process.RUNNING and node.host in hosts and node.state not in (
+                MemberState.PRIMARY, MemberState.SECONDARY, MemberState.ARBITER):
+            return f"m{node.member_id} is {node.state.value}, a member of m{primary.member_id}'s config"
+    return None
+
+
+class MongoKit(Kit):
+    kind = "mongodb"
+    runbooks = ("mongodb-force-primary", "mongodb-rejoin")
+    ops = ("kill", "hang", "revive")
+    flaps = ("kill",)
+    timeouts = {"connect": 0.2, "read": 0.4, "catch_up": 5}
+    data = Path("mongo-data")
+
+    def situations(self, runbook: str) -> st.SearchStrategy[Situation]:
+        return forced_then_back() if runbook == "mongodb-rejoin" else majority_lost()
+
+    def model(self, backend: Any) -> Any:
+        return backend.model
+
+    def load(self, state: dict[str, Any]) -> Any:
+        return SimulatedReplicaSet.from_json(json.dumps(state), clock=SimulatedClock())
+
+    def copy(self, model: Any) -> Any:
+        return SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
+
+    def applies(self, model: Any, op: str, member: str) -> bool:
+        node = _model(model).node(int(member[1:]))
+        return {"kill": node.process is not Process.KILLED, "hang": node.process is Process.RUNNING,
+                "revive": node.process is not Process.RUNNING}.get(op, True)
+
+    def change(self, backend: Any, op: str, member: str) -> None:
+        getattr(backend.wire, op)(backend.member_ids[member])
+        backend.save()
+
+    def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
+        return one_primary_goal(model)
+
+    def hosts(self, work: Path) -> dict[str, Any]:
+        # mongodb-rejoin checks that a member's dbPath is empty on its host: each member gets an empty
+        # directory of its own (the simulator's data is in the model: its answers tell the rest).
+        self.data = work / "mongo-data"
+        return {"localhost": {"address": "127.0.0.1", "transport": "local"}}
+
+    def inventory(self, name: str, members: list[MemberSpec]) -> dict[str, Any]:
+        cluster = super().inventory(name, members)
+        for member in cluster["members"]:
+            path = self.data / member["name"]
+            path.mkdir(parents=True, exist_ok=True)
+            member.update(host="localhost", data_dir=str(path))
+        return cluster
+
+    def watch(self, runbook: str) -> Watch:
+        return MongoWatch()
+
+    def mutating(self, language: str, text: str) -> bool:
+        try:
+            name = next(iter(json.loads(text)), "")
+        except (ValueError, StopIteration):
+            return True
+        return name not in READS
+
+    def once(self, language: str, text: str) -> bool:
+        # A second forced reconfig jumps the version again and may drop a member that came back.
+        return "replSetReconfig" in text
+
+
+KIT = MongoKit()

@@ -1,0 +1,949 @@
+"""The engine: walks a runbook's state machine step by step, gating, acting, journaling
+every event before moving on, and resuming an interrupted run without repeating a
+mutating step that took effect or skipping one that did not.
+
+The engine never prints: the CLI follows the journal (every appended entry is handed to
+its listeners) and shows it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from drengine.clock import SYSTEM, Clock, Deadline, SimulatedClock, wait_until
+from drengine.errors import (
+    CommandFailed,
+    ConnectError,
+    DrengineError,
+    InputError,
+    JournalCorrupt,
+    LockLost,
+    OperatorStop,
+    StepFailed,
+    StepInterrupted,
+)
+from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
+from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
+from drengine.journal import Entry, Event, JournalWriter, verified_chain, verified_entries
+from drengine.lock import HeldLock, RunState, open_lock
+from drengine.lock import me as lock_holder
+from drengine.lock.registry import RunPublisher
+from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
+from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
+
+CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
+HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
+HOLD_SECONDS = 120.0
+LOCK_GATE = "cluster-lock"  # the gate `--lock local` answers, journaled like a runbook step's
+
+
+# A gate answered later than this (seconds on the run's clock) approved a proposal that may no
+# longer hold: the cluster is observed again before the step acts.
+FRESH_FOR = 1.0
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    end: str  # an end state of the runbook, or "incomplete" when its goal does not hold
+    success: bool
+    summary: str
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # what the goal check says is left to do
+
+
+@dataclass
+class RunRequest:
+    runbook: Runbook
+    inventory: Inventory
+    cluster: Cluster
+    mode: Mode
+    gates: GatePolicy
+    run_dir: Path | None = None
+    runs_root: Path = Path("runs")
+    break_lock: bool = False
+    lock_dir: Path | None = None
+    # Break glass (`--lock local --reason ...`): the operator's reason for taking only this machine's lock.
+    local_lock_reason: str | None = None
+    operator_said_gone: tuple[str, ...] = ()
+    # The runbook's inputs (`--input NAME=VALUE`); start_run adds the declared defaults.
+    inputs: dict[str, str] = field(default_factory=dict)
+    listeners: list[Callable[[Entry], None]] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    # The run's time (waits, retries, simulators); None: simulated time for a simulated cluster, else the system's.
+    clock: Clock | None = None
+    # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
+    around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
+    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync, of the
+    # journal or of the local lock's files.
+    durable: bool = True
+    # False ONLY for the fault-space explorer: each step runs in the engine's own thread instead
+    # of a worker bounded in real time. Its runs are on a simulated clock against simulators that
+    # never block, so a real-time bound protects nothing there; the step's deadline on the run's
+    # clock is still enforced (ctx.sent, ctx.wait_until, ctx.check_deadline raise StepInterrupted).
+    step_workers: bool = True
+
+
+def run_clock(request: RunRequest) -> Clock:
+    """The request's clock, else: a simulated cluster runs on simulated time (its waits and
+    retries cost no real time, as its twin's own changes take none), a real one on the system's."""
+    if request.clock is not None:
+        return request.clock
+    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
+
+
+def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    return f"{stamp}-{cluster}-{secrets.token_hex(2)}"
+
+
+def _crash_hook() -> Callable[[Entry], None] | None:
+    """Test-only fault injection: SIGKILL this process right after a given journal event,
+    to prove that resume works at every boundary. Format: `TYPE:STEP[:N]` (N-th match)."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return None
+    parts = spec.split(":")
+    kind, step = parts[0], parts[1] if len(parts) > 1 else ""
+    wanted = int(parts[2]) if len(parts) > 2 else 1
+    seen = [0]
+
+    def hook(entry: Entry) -> None:
+        if entry.type.value == kind and (not step or entry.data.get("step") == step):
+            seen[0] += 1
+            if seen[0] == wanted:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _hold_hook() -> Callable[[Entry], None] | None:
+    """Test-only: stop this run right after a journal event, still holding its lock, until a file
+    appears. Format: `TYPE:STEP:PATH`; PATH.reached is created when the point is reached."""
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return None
+    kind, step, path = spec.split(":", 2)
+    release = Path(path)
+
+    def hook(entry: Entry) -> None:
+        if entry.type.value == kind and (not step or entry.data.get("step") == step):
+            Path(f"{path}.reached").write_text(str(os.getpid()))
+            wait_until(release.exists, HOLD_SECONDS, interval=0.02)
+
+    return hook
+
+
+def decision_key(proposal: Proposal) -> tuple[str, tuple[str, ...]]:
+    """What an approval approved: the decision in words and the risks it carries. Exact
+    statements may differ (a position moved on) without the decision changing."""
+    return proposal.summary, tuple(sorted(proposal.risks))
+
+
+@dataclass(frozen=True)
+class _Earlier:
+    """A proposal shown at a gate before: approved, or answered with retry."""
+
+    proposal: Proposal
+    level: GateLevel
+    approved: bool
+    who: str = ""
+    policy: str = ""
+    reason: str = ""
+
+    def change_to(self, now: Proposal, level: GateLevel) -> str:
+        verb = "approved" if self.approved else "proposed"
+        words = f"{verb}: {self.proposal.summary}"
+        if self.level != level:
+            words += f" ({self.level.name.lower()} gate)"
+        words += f"; now: {now.summary}" + (f" ({level.name.lower()} gate)" if self.level != level else "")
+        new = sorted(set(now.risks) - set(self.proposal.risks))
+        gone = sorted(set(self.proposal.risks) - set(now.risks))
+        if new:
+            words += "; new risk: " + "; ".join(new)
+        if gone:
+            words += "; risk gone: " + "; ".join(gone)
+        return words
+
+
+class _ObserveAgain(Exception):
+    """Nothing has been changed yet and what was decided may be stale: walk again from the
+    start, observing and deciding anew (an approval still stands if the decision is unchanged)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class Engine:
+    def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str,
+                 clock: Clock = SYSTEM, mutated: bool = False, lock: HeldLock | None = None) -> None:
+        self.request = request
+        self.lock = lock
+        self.runbook = request.runbook
+        self.journal = journal
+        self.run_id = run_id
+        self.facts = Facts()
+        self.mode = request.mode
+        self._mutated_in_plan = False
+        self._plan_overrides: list[str] = []
+        self.plan: list[dict[str, Any]] = []
+        self._current_step = ""
+        self._last_summary = ""
+        # Has a mutating step started in this run (in this process or before a resume)? Until one
+        # has, a stale decision is refreshed by walking again from the start.
+        self._mutated = mutated
+        self._earlier: dict[str, _Earlier] = {}
+        self._skipped: list[str] = []
+        self._overridden: list[str] = []
+        self._first_failure = ""
+        self.worker_alive = False
+        self.ctx: RunContext[Any] = RunContext(
+            inventory=request.inventory,
+            cluster=request.cluster,
+            mode=request.mode,
+            facts=self.facts,
+            backend=backend,
+            record_statement=self._record_statement,
+            clock=clock,
+            operator_said_gone=request.operator_said_gone,
+            inputs=RunInputs(self.runbook.name, frozenset(self.runbook.spec.inputs), dict(request.inputs)),
+        )
+
+    # -- journal helpers -------------------------------------------------------------------
+    def _record_statement(self, statement: Statement, result: str) -> None:
+        """Called by a step's worker after each statement it sent."""
+        if self.journal.finished:
+            # Cannot happen while the engine waits for its workers; if a worker outlived its run
+            # (the process is about to exit), the run's last entry already says a statement was in flight.
+            return
+        self.journal.append(
+            Event.STATEMENT_SENT,
+            step=self._current_step,
+            target=statement.target,
+            language=statement.language,
+            text=statement.text,
+            result=result,
+        )
+
+    def _check_lock(self, step: str) -> None:
+        """At every step boundary: a run whose lock was lost (lease expired, lock broken) sends nothing further."""
+        if self.lock is None:
+            return
+        try:
+            self.lock.check()
+        except LockLost as lost:
+            self.journal.append(Event.LOCK_LOST, step=step, lock=self.lock.where, backend=self.lock.backend, text=str(lost))
+            raise
+
+    # -- the walk --------------------------------------------------------------------------
+    def walk(self, start: str, in_flight: str | None = None) -> RunOutcome:
+        with self.runbook.walking(start) as walk:
+            reconcile = in_flight
+            while not self.runbook.is_end(walk.state):
+                step = self.runbook.steps[walk.state]
+                self._check_lock(step.id)
+                try:
+                    result = self._step(step, reconcile=(reconcile == step.id))
+                except _ObserveAgain as again:
+                    self.journal.append(Event.OBSERVED_AGAIN, step=step.id, reason=again.why,
+                                        start=self.runbook.spec.start)
+                    walk.go_to(self.runbook.spec.start)
+                    reconcile = None
+                    continue
+                reconcile = None
+                if result.outcome not in walk.outcomes():
+                    raise StepFailed(
+                        f"step {step.id} reported outcome {result.outcome!r}, which the runbook does not map; "
+                        f"add it under `branches:` in {self.runbook.path}"
+                    )
+                walk.follow(result.outcome)
+            end = walk.state
+        return self._verdict(end)
+
+    def _step(self, step: StepSpec, reconcile: bool = False) -> StepResult:
+        self._current_step = step.id
+        cls = self.runbook.action(step.id)
+        action = cls.build(step.params)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = self._attempt(step, action, attempt, reconcile)
+            except StepInterrupted as exc:
+                if cls.effect is Effect.MUTATE or getattr(exc, "by_operator", False):
+                    raise
+                result = self._failed(step, attempt, exc)
+            except (ConnectError, CommandFailed, StepFailed) as exc:
+                result = self._failed(step, attempt, exc)
+            reconcile = False
+            if not result.ok and not self._first_failure:
+                self._first_failure = f"step {step.id} failed: {result.summary}"
+            if result.ok or result.refusal is not None or attempt > step.retries or self.mode is Mode.PLAN:
+                self._last_summary = result.summary
+                return result
+            self.journal.append(Event.NOTE, step=step.id, text=f"attempt {attempt} failed; retrying in {step.retry_delay:g} s")
+            self.ctx.clock.sleep(step.retry_delay)
+
+    def _failed(self, step: StepSpec, attempt: int, exc: Exception) -> StepResult:
+        self.journal.append(
+            Event.STEP_FINISHED, step=step.id, ok=False, outcome="failed", summary=str(exc),
+            evidence=[], facts={}, attempt=attempt, error=type(exc).__name__,
+        )
+        return StepResult(ok=False, summary=str(exc))
+
+    def _gate_level(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> GateLevel:
+        return max(step.gate_level(), type(action).least_gate(), proposal.gate)
+
+    def _attempt(self, step: StepSpec, action: Action[Any, Any], attempt: int, reconcile: bool) -> StepResult:
+        effect = type(action).effect
+        proposal = action.propose(self.ctx)
+        if self.mode is Mode.PLAN:
+            return self._plan_step(step, action, proposal)
+        if reconcile and effect is Effect.MUTATE:
+            done = action.took_effect(self.ctx, proposal)
+            self.journal.append(
+                Event.STEP_RECONCILED, step=step.id, took_effect=done,
+                summary=("the interrupted step had taken effect; it is not repeated" if done else
+                         "the interrupted step had not (fully) taken effect; it runs again, skipping what is done"),
+            )
+            if done:
+                result = action.result_after_interruption(self.ctx, proposal)
+                self._finish(step, result, attempt)
+                return result
+        if effect is Effect.MUTATE and proposal.nothing_to_do:
+            result = StepResult(ok=True, summary=f"nothing to do: {proposal.summary}")
+            self._finish(step, result, attempt)
+            return result
+        approved = self._approve(step, action, proposal)
+        if isinstance(approved, StepResult):
+            self._finish(step, approved, attempt)
+            return approved
+        proposal = approved
+        self._check_lock(step.id)  # a gate can wait for hours: look again right before sending anything
+        self.journal.append(
+            Event.STEP_STARTED, step=step.id, action=step.action, effect=effect.value, attempt=attempt,
+            summary=proposal.summary, reason=proposal.reason,
+            statements=[s.show() for s in proposal.statements], risks=proposal.risks,
+        )
+        if effect is Effect.MUTATE:
+            self._mutated = True
+        try:
+            result = self._run_bounded(step, lambda: action.run(self.ctx, proposal))
+        except StepInterrupted as exc:
+            if effect is Effect.MUTATE:
+                self.journal.append(
+                    Event.STEP_INTERRUPTED, step=step.id, summary=str(exc), effect_known=False,
+                    by_operator=getattr(exc, "by_operator", False), worker_alive=self.worker_alive,
+                )
+            raise
+        if not result.ok and result.refusal is not None:
+            result = self._break_glass(step, action, proposal, result)
+        self._finish(step, result, attempt)
+        return result
+
+    def _approve(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> Proposal | StepResult:
+        """Ask the step's gate until the proposal to act on is approved (returned), skipped (a
+        result), or the run stops. What was approved is acted on only while it still holds: a
+        gate that waited is followed by a fresh observation, and a changed decision is asked again."""
+        level = self._gate_level(step, action, proposal)
+        earlier = self._earlier.pop(step.id, None)
+        while level > GateLevel.NONE:
+            if earlier is not None and earlier.approved and decision_key(earlier.proposal) == decision_key(proposal) \
+                    and level <= earlier.level:
+                self._journal_standing_approval(step, proposal, level, earlier)
+                return proposal
+            change = ""
+            if earlier is not None and (decision_key(earlier.proposal) != decision_key(proposal) or earlier.level != level):
+                change = earlier.change_to(proposal, level)
+                self.journal.append(
+                    Event.DECISION_CHANGED, step=step.id, before=earlier.proposal.summary, now=proposal.summary,
+                    risks_before=earlier.proposal.risks, risks_now=proposal.risks,
+                    level_before=earlier.level.name.lower(), level_now=level.name.lower(), approved=earlier.approved,
+                    text=change,
+                )
+            # A person answering takes real time even when the run's clock is simulated (training
+            # on a simulator); a test or the explorer makes a gate wait by advancing the run's clock.
+            asked_at, asked_real = self.ctx.clock.now(), time.monotonic()
+            answer = self._ask(step, action, proposal, level, change=change)
+            waited = self.ctx.clock.now() - asked_at
+            if answer.policy == "interactive":  # only a person's wait; policies answer at once, deterministically
+                waited = max(waited, time.monotonic() - asked_real)
+            if answer.answer is Answer.SKIP:
+                self._skipped.append(f"{step.id} (by {answer.who})")
+                return StepResult(ok=True, summary=f"skipped by {answer.who}", outcome="skipped")
+            if answer.answer is Answer.ABORT:
+                raise OperatorStop(f"aborted by {answer.who} at step {step.id}; nothing further was changed", who=answer.who)
+            earlier = _Earlier(proposal, level, answer.answer is Answer.PROCEED, answer.who, answer.policy, answer.reason)
+            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR:
+                return proposal
+            # A retry, or an approval given after a wait: look at the cluster again before acting.
+            why = ("retry at the gate" if answer.answer is Answer.RETRY
+                   else f"the gate waited {waited:.0f} s for its answer")
+            if not self._mutated:
+                self._earlier[step.id] = earlier
+                raise _ObserveAgain(f"{why}; nothing has been changed yet, so the cluster is observed again from the start")
+            self.journal.append(Event.NOTE, step=step.id, text=f"{why}; observing again before acting")
+            proposal = action.propose(self.ctx)
+            level = self._gate_level(step, action, proposal)
+        return proposal
+
+    def _journal_standing_approval(self, step: StepSpec, proposal: Proposal, level: GateLevel, earlier: _Earlier) -> None:
+        self.journal.append(
+            Event.GATE_ASKED, step=step.id, level=level.name.lower(), override=False, summary=proposal.summary,
+            reason=proposal.reason, risks=proposal.risks, statements=[s.show() for s in proposal.statements],
+            change="", recheck=True,
+        )
+        self.journal.append(
+            Event.GATE_ANSWERED, step=step.id, answer=Answer.PROCEED.value, who=earlier.who, policy=earlier.policy,
+            reason=f"approved just before; unchanged after observing again ({earlier.reason or 'no reason given'})",
+            when=self.ctx.clock.wall(),
+        )
+
+    def _run_bounded(self, step: StepSpec, fn: Callable[[], StepResult]) -> StepResult:
+        """Run a step in a worker bounded by its timeout. At the deadline (or Ctrl-C) the step is
+        told to stop (it sends nothing more after its statement in flight), its connections are
+        interrupted, and the engine waits for the worker to end before anything else is journaled."""
+        ctx = self.ctx
+        ctx.cancel = threading.Event()
+        ctx.deadline = Deadline(step.timeout, ctx.clock)
+        if not self.request.step_workers:
+            try:
+                return fn()
+            finally:
+                ctx.deadline = None
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the engine's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"step-{step.id}", daemon=True)
+        worker.start()
+        why, by_operator = "", False
+        try:
+            worker.join(step.timeout)
+            if worker.is_alive():
+                why = f"did not finish within its timeout of {step.timeout:g} s"
+        except KeyboardInterrupt:
+            why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
+        try:
+            if why:
+                ctx.cancel.set()
+                self._interrupt_connections()
+                self._wait_for(worker, step)
+                stop = StepInterrupted(
+                    f"step {step.id} {why}; the statement in flight may or may not have taken effect. "
+                    f"Resume the run: the step is checked against the cluster before anything is repeated"
+                )
+                stop.by_operator = by_operator  # type: ignore[attr-defined]
+                raise stop
+        finally:
+            ctx.deadline = None
+        if "error" in box:
+            raise box["error"]
+        result: StepResult = box["result"]
+        return result
+
+    def _interrupt_connections(self) -> None:
+        interrupt = getattr(self.ctx.backend, "interrupt", None)
+        if callable(interrupt):
+            try:
+                interrupt()
+            except Exception as exc:  # noqa: BLE001 - best effort: the connectors' own timeouts still bound the statement
+                self.journal.append(Event.NOTE, step=self._current_step, text=f"closing the step's connections failed: {exc}")
+
+    def _wait_for(self, worker: threading.Thread, step: StepSpec) -> None:
+        """Wait for the worker to end; its statement in flight is bounded by the connector's own
+        timeouts. A worker still alive after that keeps the lock held until the process exits."""
+        t = self.request.cluster.timeouts
+        grace = max(5.0, 2 * (t.connect + t.read) + 1)
+        try:
+            worker.join(grace)
+        except KeyboardInterrupt:
+            pass
+        if worker.is_alive():
+            self.worker_alive = True
+            self.journal.append(Event.NOTE, step=step.id,
+                                text=f"the statement in flight did not end within {grace:g} s after the deadline; the "
+                                     f"run ends and the process exits without sending anything more")
+
+    def _finish(self, step: StepSpec, result: StepResult, attempt: int) -> None:
+        for name, value in result.facts.items():
+            self.facts.put(name, value)
+        self.journal.append(
+            Event.STEP_FINISHED, step=step.id, ok=result.ok, outcome=result.outcome, summary=result.summary,
+            effect=self.runbook.action(step.id).effect.value,
+            evidence=result.evidence, facts=self.facts.dump(list(result.facts)), attempt=attempt,
+            refusal=result.refusal.lines() if result.refusal else None,
+        )
+
+    def _ask(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal, level: GateLevel,
+             refusal: Any = None, change: str = "") -> GateAnswer:
+        request = GateRequest(
+            step=step.id, title=step.title or type(action).description, cluster=self.request.cluster.name,
+            level=level, proposal=proposal, refusal=refusal, change=change,
+        )
+        self.journal.append(
+            Event.GATE_ASKED, step=step.id, level=level.name.lower(), override=refusal is not None,
+            summary=proposal.summary, reason=proposal.reason, risks=proposal.risks,
+            statements=[s.show() for s in proposal.statements], change=change,
+        )
+        try:
+            answer = self.request.gates.ask(request)
+        except OperatorStop as stop:
+            self.journal.append(Event.GATE_ANSWERED, step=step.id, answer="stopped", who=stop.who,
+                                policy=self.request.gates.name, reason=str(stop), when=self.ctx.clock.wall())
+            raise
+        self.journal.append(
+            Event.GATE_ANSWERED, step=step.id, answer=answer.answer.value, who=answer.who,
+            policy=answer.policy, reason=answer.reason, when=answer.when,
+        )
+        return answer
+
+    def _break_glass(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal, result: StepResult) -> StepResult:
+        """A safety check refused. Say why, then let a human override it, journaling the risk."""
+        assert result.refusal is not None
+        self.journal.append(
+            Event.NOTE, step=step.id, text=f"safety check refused: {result.summary}", refusal=result.refusal.lines(),
+        )
+        override = Proposal(
+            summary=f"override the failed check {step.id}: {result.summary}",
+            reason=result.refusal.why,
+            risks=[result.refusal.risk_if_overridden],
+            evidence=result.evidence,
+        )
+        try:
+            answer = self._ask(step, action, override, GateLevel.DANGEROUS, refusal=result.refusal)
+        except OperatorStop as stop:
+            if stop.who != "nobody":
+                raise
+            # No one to ask and no flag: the refusal stands (the run fails, exit 1). Say how to override.
+            self.journal.append(
+                Event.NOTE, step=step.id,
+                text=f"the check refused; to override it (break glass), rerun from a terminal or with "
+                     f"--override {step.id} --accept-data-loss (resume: drengine run --resume RUN_DIR ...)",
+            )
+            return result
+        if answer.answer is not Answer.PROCEED:
+            if answer.answer is Answer.ABORT:
+                raise OperatorStop(f"aborted by {answer.who} at the failed check {step.id}", who=answer.who)
+            return result
+        self.journal.append(
+            Event.OVERRIDE, step=step.id, who=answer.who, reason=answer.reason,
+            risk=result.refusal.risk_if_overridden, refused=result.summary,
+        )
+        self._overridden.append(f"{step.id} (by {answer.who})")
+        return StepResult(ok=True, summary=f"OVERRIDDEN by {answer.who}: {result.summary}",
+                          facts=result.facts, evidence=result.evidence, outcome="ok")
+
+    # -- the verdict -----------------------------------------------------------------------
+    def _verdict(self, state: str) -> RunOutcome:
+        """Judge the run from the final observation, never from the path it took."""
+        end = self.runbook.spec.ends[state]
+        last = self._last_summary
+        if self._plan_overrides:
+            steps = ", ".join(self._plan_overrides)
+            flags = " ".join(f"--override {s}" for s in self._plan_overrides)
+            return RunOutcome(self.run_id, self.journal.run_dir, "failed", False,
+                              f"the run would stop at the failed safety check {steps}; the steps after it are shown as "
+                              f"they would go with `{flags} --accept-data-loss` (break glass)", self.plan)
+        if self.mode is Mode.PLAN:
+            return RunOutcome(self.run_id, self.journal.run_dir, state, end.success, end.summary or last, self.plan)
+        path = self._path_notes()
+        if not end.success:
+            summary = end.summary or last
+            if self._first_failure and self._first_failure not in summary:
+                summary = f"{self._first_failure}; then: {summary}" if summary and summary != self._first_failure.split(': ', 1)[-1] \
+                    else self._first_failure
+            return RunOutcome(self.run_id, self.journal.run_dir, state, False, summary + path, self.plan)
+        holds, goal_summary, left = self._check_goal()
+        if holds:
+            summary = (end.summary or last) + (f" (goal holds: {goal_summary})" if goal_summary else "")
+            return RunOutcome(self.run_id, self.journal.run_dir, state, True, summary + path, self.plan)
+        return RunOutcome(self.run_id, self.journal.run_dir, "incomplete", False,
+                          f"the runbook reached `{state}` but its goal does not hold now: {goal_summary}" + path,
+                          self.plan, left=left)
+
+    def _path_notes(self) -> str:
+        notes = []
+        if self._skipped:
+            notes.append("skipped: " + ", ".join(self._skipped))
+        if self._overridden:
+            notes.append("overridden: " + ", ".join(self._overridden))
+        return f" [{'; '.join(notes)}]" if notes else ""
+
+    def _check_goal(self) -> tuple[bool, str, list[str]]:
+        """Observe the cluster again and check the runbook's goal against it."""
+        goal = self.runbook.spec.goal
+        if goal is None:
+            return True, "", []
+        from drengine.steps import ACTIONS
+
+        self._current_step = "goal"
+        action = ACTIONS[goal.action].build(dict(goal.params))
+        try:
+            proposal = action.propose(self.ctx)
+            result = self._run_bounded(StepSpec(id="goal", action=goal.action, timeout=goal.timeout),
+                                       lambda: action.run(self.ctx, proposal))
+        except (ConnectError, CommandFailed, StepFailed, StepInterrupted) as exc:
+            result = StepResult(ok=False, summary=f"the goal could not be checked: {exc}")
+        left = [line[len("LEFT: "):] for line in result.evidence if line.startswith("LEFT: ")]
+        self.journal.append(Event.GOAL_CHECKED, action=goal.action, holds=result.ok, summary=result.summary,
+                            evidence=result.evidence, left=left)
+        return result.ok, result.summary, left
+
+    def _plan_step(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal) -> StepResult:
+        effect = type(action).effect
+        level = self._gate_level(step, action, proposal)
+        executes = effect is not Effect.MUTATE and not self._mutated_in_plan
+        if executes:
+            result = self._run_bounded(step, lambda: action.run(self.ctx, proposal))
+            for name, value in result.facts.items():
+                self.facts.put(name, value)
+        else:
+            if effect is Effect.MUTATE:
+                self._mutated_in_plan = True
+            result = action.assumed_result(self.ctx, proposal)
+        row = {
+            "step": step.id, "action": step.action, "effect": effect.value, "ran": executes,
+            "nothing_to_do": proposal.nothing_to_do and not executes,
+            "gate": level.name.lower(), "summary": result.summary if executes else proposal.summary,
+            "reason": proposal.reason, "statements": [s.show() for s in proposal.statements],
+            "risks": proposal.risks, "ok": result.ok, "outcome": result.outcome,
+            "refusal": result.refusal.lines() if result.refusal else None,
+        }
+        self.plan.append(row)
+        self.journal.append(Event.PLAN_STEP, **row)
+        if result.refusal is not None:
+            # Show the rest of the path the override would take; the plan still fails (exit 1).
+            self._plan_overrides.append(step.id)
+            return StepResult(ok=True, summary=f"(plan) assuming --override {step.id}", facts=result.facts)
+        return result
+
+
+# -- starting and resuming runs -----------------------------------------------------------------
+
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock) -> Any:
+    from drengine.backends import open_backend
+
+    return open_backend(cluster, inventory, run_dir, clock)
+
+
+def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
+                     clock: Clock = SYSTEM) -> Any:
+    try:
+        return _open_backend(cluster, run_dir, inventory, clock)
+    except DrengineError as exc:
+        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
+        raise
+
+
+def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> HeldLock:
+    settings = request.inventory.lock_for(request.cluster)
+    if request.local_lock_reason is not None:
+        settings = _lock_break_glass(request, journal, settings, request.local_lock_reason)
+    backend = open_lock(settings, request.cluster.name, request.lock_dir, durable=request.durable)
+    held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
+    previous = held.replaced
+    if previous is not None and held.replaced_alive is not False:
+        journal.append(Event.LOCK_BROKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
+                       previous_alive=held.replaced_alive, text="lock broken by --break-lock")
+    elif previous is not None:
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
+                       previous_alive=False, text="previous holder is gone; lock taken over")
+    else:
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend)
+    for note in held.notes:
+        journal.append(Event.NOTE, text=note)
+    _publish_runs(request, journal, held, run_id)
+    return held
+
+
+def _lock_break_glass(request: RunRequest, journal: JournalWriter, settings: LocalLockSettings | EtcdLockSettings,
+                      reason: str) -> LocalLockSettings | EtcdLockSettings:
+    """`--lock local --reason ...`: the team lock is skipped (etcd down); journaled as a dangerous gate."""
+    if settings.backend == "local":
+        journal.append(Event.NOTE, text="--lock local: this cluster's lock is already the local one; nothing is skipped")
+        return settings
+    cluster = request.cluster.name
+    who = operator_name()
+    risk = (f"the team lock on etcd is not taken: someone may be recovering {cluster} from another machine right now, "
+            f"and two recoveries at once can undo each other's steps or cause a split brain")
+    summary = "take only this machine's lock instead of the team lock on etcd (--lock local)"
+    journal.append(Event.GATE_ASKED, step=LOCK_GATE, level="dangerous", override=True, summary=summary, reason=reason,
+                   risks=[risk], statements=[])
+    journal.append(Event.GATE_ANSWERED, step=LOCK_GATE, answer="proceed", who=who, policy="--lock local",
+                   reason=reason, when=time.time())
+    journal.append(Event.OVERRIDE, step=LOCK_GATE, who=who, reason=reason, risk=risk,
+                   refused=f"the team lock ({', '.join(settings.endpoints)})")
+    return LocalLockSettings(backend="local", dir=request.inventory.lock_dir)
+
+
+def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, run_id: str) -> None:
+    """Keep the run registry beside the lock up to date from the journal."""
+    now = time.time()
+    state = RunState(
+        cluster=request.cluster.name, run_id=run_id, runbook=request.runbook.name, mode=request.mode.value,
+        user=held.holder.user, host=held.holder.host, pid=held.holder.pid, run_dir=held.holder.run_dir,
+        started=now, updated=now,
+    )
+    _listen(journal, RunPublisher(held, state, every_change=request.durable))
+
+
+def start_run(request: RunRequest) -> RunOutcome:
+    clock = run_clock(request)
+    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs), clock=clock)
+    run_id = new_run_id(request.cluster.name)
+    run_dir = request.run_dir or (request.runs_root / run_id)
+    if (run_dir / "journal.jsonl").exists():
+        raise InputError(f"{run_dir} already holds a run journal; choose another --run-dir or resume it with --resume")
+    journal = JournalWriter(run_dir, durable=request.durable)
+    for listener in request.listeners:
+        _listen(journal, listener)
+    held = None
+    engine: Engine | None = None
+    try:
+        if request.mode is not Mode.PLAN:
+            held = _take_lock(request, journal, run_id)
+        _test_hooks(journal)
+        journal.append(
+            Event.RUN_STARTED, run_id=run_id, mode=request.mode.value, runbook=request.runbook.name,
+            runbook_path=request.runbook.path, runbook_sha256=request.runbook.digest,
+            inventory=os.path.realpath(request.inventory.path), cluster=request.cluster.name,
+            kind=request.cluster.kind, simulated=request.cluster.simulated is not None,
+            operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
+            argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
+            inputs=request.inputs,
+        )
+        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, clock)
+        try:
+            engine = Engine(request, backend, journal, run_id, clock=clock, lock=held)
+            around = request.around_walk
+            started = engine
+
+            def walk() -> RunOutcome:
+                return started.walk(request.runbook.spec.start)
+
+            if around is not None:
+                return _finish_run(engine, journal, lambda: around(journal, backend, walk))
+            return _finish_run(engine, journal, walk)
+        finally:
+            if engine is None or not engine.worker_alive:
+                backend.close()
+    except DrengineError as exc:
+        exc.run_dir = run_dir
+        raise
+    finally:
+        _release(held, engine)
+        journal.close()
+
+
+def _test_hooks(journal: JournalWriter) -> None:
+    """Attached after the lock's registry publisher, so that a run held by a test has published its state."""
+    for hook in (_crash_hook(), _hold_hook()):
+        if hook is not None:
+            _listen(journal, hook)
+
+
+def _release(held: HeldLock | None, engine: Engine | None) -> None:
+    """Give the lock back, unless a worker of the run is still alive: then the lock stays held
+    until this process exits (a dead holder's lock is taken over by the next run: the kernel
+    frees a local lock, an etcd lease expires)."""
+    if held is None or (engine is not None and engine.worker_alive):
+        return
+    held.release()
+
+
+def _listen(journal: JournalWriter, listener: Callable[[Entry], None]) -> None:
+    previous = journal.after_append
+
+    def chained(entry: Entry) -> None:
+        if previous is not None:
+            previous(entry)
+        listener(entry)
+
+    journal.after_append = chained
+
+
+def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOutcome]) -> RunOutcome:
+    def step() -> str:
+        return engine._current_step  # read at the time of the failure
+
+    try:
+        outcome = walk()
+    except StepInterrupted as exc:
+        exc.resumable = True
+        journal.append(Event.RUN_FINISHED, end="interrupted", success=False, summary=str(exc), step=step(),
+                       resumable=True, worker_alive=engine.worker_alive)
+        raise
+    except OperatorStop as stopped:
+        stopped.resumable = True
+        journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(stopped), step=step(),
+                       who=stopped.who, resumable=True)
+        raise
+    except LockLost as lost:
+        lost.resumable = True
+        journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(lost), step=step(),
+                       resumable=True)
+        raise
+    except KeyboardInterrupt:
+        who = operator_name()
+        interrupted = OperatorStop(f"interrupted by {who} (Ctrl-C) at step {step()}; every event so far is journaled",
+                                   who=who)
+        interrupted.resumable = True
+        journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(interrupted), step=step(),
+                       who=who, resumable=True)
+        raise interrupted from None
+    except DrengineError as exc:
+        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=str(exc), step=step())
+        raise
+    except BaseException as exc:
+        journal.append(Event.RUN_FINISHED, end="crashed", success=False,
+                       summary=f"internal error: {type(exc).__name__}: {exc}", step=step(), resumable=True)
+        raise
+    journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
+                   left=outcome.left)
+    return outcome
+
+
+RESUMABLE_ENDS = ("stopped", "crashed", "interrupted")
+
+
+@dataclass
+class ResumePoint:
+    started: dict[str, Any]
+    state: str
+    in_flight: str | None
+    facts: Facts
+    finished: bool
+    mutated: bool  # a mutating step started before: decisions after it are the steps' own to refresh
+
+
+def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: list[Entry] | None = None) -> ResumePoint:
+    """Replay the journal's step outcomes through the runbook's state machine."""
+    if entries is None:  # else: the journal's events, verified by the caller
+        entries = verified_entries(run_dir)
+    starts = [e for e in entries if e.type is Event.RUN_STARTED]
+    if not starts:
+        raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
+    started = starts[0].data
+    facts = Facts()
+    rb = runbook or load_runbook(started["runbook_path"])
+    in_flight: str | None = None
+    finished = mutated = False
+    with rb.walking() as walk:
+        for entry in entries:
+            if entry.type is Event.STEP_STARTED:
+                in_flight = entry.data["step"]
+                mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
+            elif entry.type is Event.STEP_FINISHED:
+                facts.load(entry.data.get("facts") or {})
+                walk.go_to(entry.data["step"])
+                walk.follow(entry.data["outcome"])
+                in_flight = None
+            elif entry.type is Event.OBSERVED_AGAIN:
+                walk.go_to(rb.spec.start)
+            elif entry.type is Event.RUN_FINISHED:
+                finished = entry.data.get("end") not in RESUMABLE_ENDS
+        state = in_flight if in_flight is not None else walk.state
+    return ResumePoint(started, state, in_flight, facts, finished, mutated)
+
+
+def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry], None]],
+               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
+               local_lock_reason: str | None = None, clock: Clock | None = None,
+               around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None,
+               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None,
+               step_workers: bool = True) -> RunOutcome:
+    """Continue an interrupted run. `clock`, `around_walk`, `durable` and `step_workers` are as in RunRequest
+    (the explorer resumes the runs it killed on the same simulated clock, watching the backend);
+    `loaded` is the runbook and inventory the caller already holds, used when they are the
+    journal's own (same runbook file, same inventory file), instead of reading them again."""
+    if not (run_dir / "journal.jsonl").is_file():
+        raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
+    try:
+        chain = verified_chain(run_dir)
+    except JournalCorrupt as exc:
+        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+    entries = chain.entries
+    starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
+    if not starts:
+        raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
+    started = starts[0]
+    given = loaded if loaded is not None and loaded[0].path == started["runbook_path"] \
+        and os.path.realpath(loaded[1].path) == started["inventory"] else None
+    runbook = given[0] if given is not None else load_runbook(started["runbook_path"])
+    if runbook.digest != started["runbook_sha256"]:
+        raise InputError(
+            f"cannot resume: runbook {runbook.path} changed since the run started (sha256 was "
+            f"{started['runbook_sha256'][:12]}, now {runbook.digest[:12]}); restore it or start a new run"
+        )
+    point = find_resume_point(run_dir, runbook, entries)
+    if point.finished:
+        raise InputError(f"{run_dir}: this run already finished; start a new run instead of resuming")
+    if started["mode"] == Mode.PLAN.value:
+        raise InputError(f"{run_dir}: this was a plan (dry run); plans are not resumed, run `drengine plan` again")
+    inventory = given[1] if given is not None else load_inventory(started["inventory"])
+    cluster = inventory.cluster(started["cluster"])
+    request = RunRequest(
+        runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
+        run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir, local_lock_reason=local_lock_reason,
+        operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
+        listeners=listeners, argv=argv or [], clock=clock, around_walk=around_walk, durable=durable,
+        step_workers=step_workers,
+    )
+    clock = run_clock(request)
+    request = replace(request, clock=clock)
+    journal = JournalWriter(run_dir, durable=durable, follows=chain)
+    for listener in listeners:
+        _listen(journal, listener)
+    run_id = started["run_id"]
+    held = None
+    engine: Engine | None = None
+    # Decisions journaled before the interruption may be stale. Until a mutating step has
+    # started, everything up to here only observed and decided: do it again from the start.
+    again = not point.mutated and point.in_flight is None
+    state = runbook.spec.start if again else point.state
+    try:
+        held = _take_lock(request, journal, run_id)
+        _test_hooks(journal)
+        journal.append(Event.RUN_RESUMED, run_id=run_id, state=state, in_flight=point.in_flight,
+                       operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=argv or [])
+        if again and point.state != state:
+            journal.append(Event.OBSERVED_AGAIN, step=point.state, start=state,
+                           reason="resume: nothing has been changed yet, so the cluster is observed and the "
+                                  "decisions are made again from the start")
+        backend = _open_or_journal(cluster, run_dir, inventory, journal, clock)
+        try:
+            engine = Engine(request, backend, journal, run_id, clock=clock, mutated=point.mutated, lock=held)
+            engine.facts.update(point.facts)
+            resumed = engine
+
+            def walk() -> RunOutcome:
+                return resumed.walk(state, in_flight=point.in_flight)
+
+            if around_walk is not None:
+                return _finish_run(engine, journal, lambda: around_walk(journal, backend, walk))
+            return _finish_run(engine, journal, walk)
+        finally:
+            if engine is None or not engine.worker_alive:
+                backend.close()
+    except DrengineError as exc:
+        exc.run_dir = run_dir
+        raise
+    finally:
+        _release(held, engine)
+        journal.close()

@@ -1,0 +1,171 @@
+"""The one state store of the simulated twins: how a simulated cluster's state is found (the
+run's state file, else the inventory's scenario) and written back atomically. Every simulator
+(MariaDB, Galera, MongoDB, Ceph, Elasticsearch, and the served labs) goes through here, so a
+resumed run, a later runbook on the same cluster and a served lab all continue from the state
+the previous one left, and a crash never leaves half a state file behind.
+
+The fault-space explorer (`drengine explore`) runs thousands of throw-away scenarios in one
+process, saving the state after every statement; it names its state file with `kept_in_memory`,
+and that one file then lives in this process's memory: the state is saved and loaded at the
+same moments (a killed run resumes from exactly what the last save left), without the file
+system. A simulator whose state is a pydantic model of plain data is kept as the model itself,
+not as text (the JSON round trip cost more than the rest of a MariaDB scenario's simulation):
+a save keeps a reference to the live model, and a load takes a `snapshot` (a deep copy) of it.
+That is the state last saved because the explorer loads a state file only after the backend
+that saved it was closed, and closing a simulated backend saves it; its steps run on the
+engine's thread, so no statement is half done when the engine is killed. Every other state
+file is on disk, as always."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from enum import Enum
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any, TypeVar, Union, cast, get_args, get_origin
+
+from pydantic import BaseModel
+
+from drengine.errors import InputError
+from drengine.files import atomic_write
+from drengine.inventory import Cluster
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+# How a state is read back: a function of the text, or the pydantic model it is (its JSON).
+Parse = Callable[[str], T] | type[T]
+
+# The explorer's state files, by path: what was saved last (text, or a snapshot of a model), or
+# None while nothing was.
+_IN_MEMORY: dict[Path, str | BaseModel | None] = {}
+
+_SCALARS: frozenset[type] = frozenset({str, int, float, bool, NoneType})
+# The types a snapshot shares rather than copies: the scalars, then every enum and every model
+# that cannot change met so far (a set lookup per item: a MariaDB state holds hundreds of
+# transactions).
+_SHARED: set[type] = set(_SCALARS)
+
+
+def snapshot(value: T) -> T:
+    """A deep copy of simulator state: containers and models are copied; scalars, enums and
+    models that cannot change (frozen, only scalar or enum fields) are shared."""
+    kind = type(value)
+    if kind in _SHARED:
+        return value
+    if kind is list:
+        shared = _SHARED
+        return cast(T, [item if type(item) in shared else snapshot(item) for item in cast(list[Any], value)])
+    if kind is dict:
+        shared = _SHARED
+        return cast(T, {key: item if type(item) in shared else snapshot(item)
+                        for key, item in cast(dict[Any, Any], value).items()})
+    if isinstance(value, BaseModel):
+        if _unchangeable(type(value)):
+            _SHARED.add(kind)
+            return value
+        copied = value.model_copy()  # fields, fields set, extras and private attributes, one level
+        fields = copied.__dict__
+        for name, item in fields.items():
+            if type(item) not in _SHARED:
+                fields[name] = snapshot(item)
+        return copied
+    if kind is tuple:
+        return cast(T, tuple(snapshot(item) for item in cast(tuple[Any, ...], value)))
+    if isinstance(value, Enum):
+        _SHARED.add(kind)
+        return value
+    return copy.deepcopy(value)
+
+
+def _unchangeable(model: type[BaseModel]) -> bool:
+    """A frozen model without extras whose every field holds a scalar or an enum: nothing in it
+    can be changed, so a snapshot may share it."""
+    config = model.model_config
+    return bool(config.get("frozen")) and config.get("extra") != "allow" and all(
+        _scalar_annotation(field.annotation) for field in model.model_fields.values())
+
+
+def _scalar_annotation(annotation: Any) -> bool:
+    if get_origin(annotation) in (Union, UnionType):
+        return all(_scalar_annotation(arg) for arg in get_args(annotation))
+    return annotation in _SCALARS or (isinstance(annotation, type) and issubclass(annotation, Enum))
+
+
+def keep_in_memory(state_file: Path) -> None:
+    """Keep this state file in memory from now on (what is on disk is not read any more). For
+    the explorer's throw-away scenarios ONLY."""
+    _IN_MEMORY.setdefault(state_file, None)
+
+
+def back_on_disk(state_file: Path) -> None:
+    """The state file kept in memory goes back on disk, holding the state saved last."""
+    saved = _IN_MEMORY.pop(state_file, None)
+    if saved is not None:
+        atomic_write(state_file, saved if isinstance(saved, str) else saved.model_dump_json())
+
+
+def state_exists(state_file: Path) -> bool:
+    """Has a state been saved in this file?"""
+    if state_file in _IN_MEMORY:
+        return _IN_MEMORY[state_file] is not None
+    return state_file.exists()
+
+
+def _read(state_file: Path) -> str | BaseModel:
+    if state_file in _IN_MEMORY:
+        saved = _IN_MEMORY[state_file]
+        if saved is None:
+            raise FileNotFoundError(2, "No such file or directory", str(state_file))
+        return saved
+    return state_file.read_text(encoding="utf-8")
+
+
+def load_state(state_file: Path, parse: Parse[T], what: str) -> T:
+    """A saved simulated cluster; a file that cannot be read or parsed is an input error."""
+    try:
+        saved = _read(state_file)
+    except OSError as exc:
+        raise InputError(f"{state_file}: cannot read the simulated {what} state ({exc.strerror})") from None
+    model = parse if isinstance(parse, type) and issubclass(parse, BaseModel) else None
+    if isinstance(saved, BaseModel):
+        if model is not None and type(saved) is model:
+            return cast(T, snapshot(saved))
+        saved = saved.model_dump_json()
+    try:
+        if model is not None:
+            return cast(T, model.model_validate_json(saved))
+        return cast(Callable[[str], T], parse)(saved)
+    except ValueError as exc:  # pydantic's ValidationError and json's JSONDecodeError are ValueErrors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{state_file}: the simulated {what} state is not valid ({first}); "
+                         f"delete the file to start the scenario afresh") from None
+
+
+def build_scenario(name: str, scenarios: Mapping[str, Callable[[], T]], what: str, cluster: str = "") -> T:
+    factory = scenarios.get(name)
+    if factory is None:
+        where = f"cluster {cluster}: " if cluster else ""
+        raise InputError(f"{where}unknown {what} scenario {name!r}; known: {', '.join(sorted(scenarios))}")
+    return factory()
+
+
+def load_or_build(cluster: Cluster, state_file: Path | None, parse: Parse[T],
+                  scenarios: Mapping[str, Callable[[], T]], what: str) -> T:
+    """The state a resumed run left in its state file, else a new cluster from the scenario."""
+    if state_file is not None and state_exists(state_file):
+        return load_state(state_file, parse, what)
+    if cluster.simulated is None:
+        raise InputError(f"cluster {cluster.name} is not marked `simulated:` in the inventory; no scenario to build")
+    return build_scenario(cluster.simulated.scenario, scenarios, what, cluster.name)
+
+
+def save_state(state: str | BaseModel, state_file: Path | None) -> None:
+    """Write the state atomically: a crash mid-write must leave the previous state intact."""
+    if state_file is None:
+        return
+    if state_file in _IN_MEMORY:
+        _IN_MEMORY[state_file] = state  # a model is copied when it is loaded (see the module's docstring)
+        return
+    atomic_write(state_file, state if isinstance(state, str) else state.model_dump_json())

@@ -1,0 +1,320 @@
+"""`drengine status`: ask every cluster of an inventory what is wrong, without guessing a runbook.
+
+This module owns the shape of an answer (`ClusterStatus`: one row per member, a verdict in
+plain words with its evidence, and the runbook that applies with the exact command to plan
+it) and the fleet view: every cluster probed at once, each within its own timeouts, so the
+whole inventory answers in about one timeout whatever the number of clusters.
+
+What a datastore's observation *means* lives beside its connector, in
+`drengine/datastores/<kind>/status.py` (`assess(cluster, backend) -> Reading`): adding a
+datastore stays one folder. Probing is read-only: a simulated cluster is read from a copy of
+its state, so `status` never changes a simulation either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from drengine.errors import DrengineError, InputError
+from drengine.inventory import Cluster, Inventory
+
+# Added to a cluster's connect + read timeouts before status stops waiting for it: the
+# connectors bound each probe themselves; this only covers opening and interpreting.
+GRACE_SECONDS = 0.8
+
+
+class MemberState(str, Enum):
+    REACHABLE = "reachable"
+    DEAD = "dead"  # nothing listens: the process is not running (connection refused)
+    HUNG = "hung"  # accepted the connection, then no answer within the read timeout
+    UNREACHABLE = "unreachable"  # no TCP answer or another error: alive or not, we cannot tell
+    ABSENT = "absent"  # the cluster itself says the member is not part of it
+    UNKNOWN = "unknown"  # not probed (e.g. the whole cluster did not answer)
+
+
+class Verdict(str, Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"  # serving, with less redundancy or a member needing attention
+    DOWN = "down"  # not serving (no primary, no quorum, I/O blocked, red)
+    SPLIT = "split"  # two sides each believe they serve: act before writes diverge further
+    UNKNOWN = "unknown"  # the cluster could not be asked
+
+    @property
+    def needs_action(self) -> bool:
+        return self is not Verdict.HEALTHY
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class MemberStatus(Model):
+    name: str
+    role: str = ""
+    state: MemberState
+    error: str = ""  # in words, when not reachable
+    position: str = ""  # GTID, seqno, optime, PG count, shard count: what "how far" means here
+    lag: str = ""
+    note: str = ""
+
+
+class ProxyStatus(Model):
+    """Where a proxy in front of the cluster sends traffic (filled by datastores whose
+    inventory declares proxies)."""
+
+    name: str
+    state: str
+    points_to: str = ""
+    error: str = ""
+
+
+class Advice(Model):
+    """A runbook that applies, why, and the exact command to plan it (or a plain next step)."""
+
+    why: str
+    runbook: str | None = None
+    command: str = ""
+
+
+class Reading(Model):
+    """What a datastore's `assess` makes of one observation."""
+
+    verdict: Verdict
+    headline: str  # one sentence: what is wrong, in plain words
+    evidence: list[str] = Field(default_factory=list)
+    members: list[MemberStatus] = Field(default_factory=list)
+    proxies: list[ProxyStatus] = Field(default_factory=list)
+    advice: list[Advice] = Field(default_factory=list)
+    facts: list[str] = Field(default_factory=list)  # cluster-wide figures (health, PG states, shards)
+
+
+class ClusterStatus(Model):
+    cluster: str
+    kind: str
+    simulated: str | None = None  # the scenario, for a simulated cluster
+    verdict: Verdict
+    headline: str
+    evidence: list[str] = Field(default_factory=list)
+    facts: list[str] = Field(default_factory=list)
+    members: list[MemberStatus] = Field(default_factory=list)
+    proxies: list[ProxyStatus] = Field(default_factory=list)
+    advice: list[Advice] = Field(default_factory=list)
+    runs_registry: str = ""
+    seconds: float = 0.0
+    bad_input: str = ""  # the inventory entry itself is wrong (unknown scenario, unreadable secret): exit 2
+
+
+class FleetStatus(Model):
+    inventory: str
+    clusters: list[ClusterStatus]
+    seconds: float
+    _probes: list[threading.Thread] = PrivateAttr(default_factory=list)
+
+    @property
+    def needs_action(self) -> bool:
+        return any(c.verdict.needs_action for c in self.clusters)
+
+    @property
+    def bad_input(self) -> bool:
+        return any(c.bad_input for c in self.clusters)
+
+    def wait_closed(self, timeout: float) -> None:
+        """Let the probes close their connections (after the answer was shown): a caller that
+        goes on at once, e.g. to stop a server, must not leave half-closed connections behind."""
+        deadline = time.monotonic() + timeout
+        for probe in self._probes:
+            probe.join(max(deadline - time.monotonic(), 0.0))
+
+
+# -- helpers for the datastores' status modules ----------------------------------------------------
+
+
+def classify_error(error: str) -> MemberState:
+    """Read a connector's error text: refused means dead, a read timeout means hung."""
+    low = error.lower()
+    if "no answer within" in low or "timed out" in low or "timeout" in low or "hung" in low:
+        return MemberState.HUNG
+    if "refused" in low or "(111)" in low:
+        return MemberState.DEAD
+    return MemberState.UNREACHABLE
+
+
+def state_words(state: MemberState) -> str:
+    return {
+        MemberState.DEAD: "dead (nothing listens: the process is not running)",
+        MemberState.HUNG: "hung (accepts connections, answers nothing)",
+        MemberState.UNREACHABLE: "unreachable (alive or not: cannot tell from here)",
+        MemberState.ABSENT: "not part of the cluster",
+        MemberState.UNKNOWN: "not probed",
+        MemberState.REACHABLE: "reachable",
+    }[state]
+
+
+def plan_command(runbook: str, inventory: str, cluster: str, *extra: str) -> str:
+    return " ".join(shlex.quote(p) for p in ("drengine", "plan", runbook, "-i", inventory, "-c", cluster, *extra))
+
+
+# -- probing ---------------------------------------------------------------------------------------
+
+
+def budget(cluster: Cluster) -> float:
+    t = cluster.timeouts
+    return t.connect + t.read + GRACE_SECONDS
+
+
+Assess = Callable[[Cluster, Any], Reading]
+
+
+def _assessor(kind: str) -> Assess:
+    from drengine.datastores import datastore
+
+    store = datastore(kind)
+    if store.status is None:
+        raise InputError(f"`drengine status` does not know how to read a {kind} cluster yet")
+    assess: Assess = store.load(store.status)
+    return assess
+
+
+def _open(cluster: Cluster, inventory: Inventory, scratch: Path) -> Any:
+    """The cluster's backend. A simulated cluster is opened on a copy of its state file, so a
+    status never moves a simulation on (runs and drills own it)."""
+    from drengine.backends import open_backend
+
+    if cluster.simulated is not None:
+        state = scratch / "sim-state.json"
+        if cluster.simulated.state_file and Path(cluster.simulated.state_file).is_file():
+            shutil.copyfile(cluster.simulated.state_file, state)
+        cluster = cluster.model_copy(update={"simulated": cluster.simulated.model_copy(update={"state_file": str(state)})})
+    return open_backend(cluster, inventory, scratch)
+
+
+def _finish(cluster: Cluster, inventory: Inventory, reading: Reading, started: float) -> ClusterStatus:
+    advice = [a if a.command or a.runbook is None else
+              a.model_copy(update={"command": plan_command(a.runbook, inventory.path, cluster.name)})
+              for a in reading.advice]
+    return ClusterStatus(
+        cluster=cluster.name, kind=cluster.kind,
+        simulated=cluster.simulated.scenario if cluster.simulated else None,
+        verdict=reading.verdict, headline=reading.headline, evidence=reading.evidence, facts=reading.facts,
+        members=reading.members, proxies=reading.proxies, advice=advice,
+        runs_registry=registry_words(cluster, inventory), seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _unanswered(cluster: Cluster, inventory: Inventory, why: str, started: float) -> ClusterStatus:
+    members = [MemberStatus(name=m.name, role=m.role or "", state=MemberState.UNKNOWN, error=why) for m in cluster.members]
+    reading = Reading(verdict=Verdict.UNKNOWN, headline=f"the cluster could not be asked: {why}", members=members,
+                      advice=[Advice(why="check that drengine can reach the members (network, credentials, "
+                                         "the inventory's addresses), then ask again")])
+    return _finish(cluster, inventory, reading, started)
+
+
+def probe_cluster(cluster: Cluster, inventory: Inventory, done: Callable[[ClusterStatus], None] | None = None) -> ClusterStatus:
+    """Open, observe, interpret, close. `done` is told the answer before the backend is closed
+    (closing a connector may wait on a hung member; nobody needs to wait for that)."""
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix=f"drengine-status-{cluster.name}-"))
+    backend = None
+    try:
+        try:
+            assess = _assessor(cluster.kind)
+            backend = _open(cluster, inventory, scratch)
+            status = _finish(cluster, inventory, assess(cluster, backend), started)
+        except InputError:
+            raise
+        except DrengineError as exc:
+            status = _unanswered(cluster, inventory, str(exc), started)
+        if done is not None:
+            done(status)
+        return status
+    finally:
+        if backend is not None:
+            # The answer is given; a failing close changes nothing about it.
+            with contextlib.suppress(Exception):
+                backend.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def probe_fleet(inventory: Inventory, names: Sequence[str] | None = None,
+                clock: Callable[[], float] = time.monotonic) -> FleetStatus:
+    """Every cluster at once, each on its own thread and within its own budget: the fleet
+    answers in about the slowest cluster's timeout, not in the sum of them."""
+    clusters = [inventory.cluster(n) for n in names] if names else list(inventory.clusters.values())
+    started = clock()
+    futures: dict[str, Future[ClusterStatus]] = {}
+    probes: list[threading.Thread] = []
+    for cluster in clusters:
+        fut: Future[ClusterStatus] = Future()
+        futures[cluster.name] = fut
+        # Daemon threads: a member that hangs past every timeout must not keep drengine from exiting.
+        probe = threading.Thread(target=_probe_into, args=(cluster, inventory, fut), daemon=True,
+                                 name=f"status-{cluster.name}")
+        probe.start()
+        probes.append(probe)
+    answers: list[ClusterStatus] = []
+    for cluster in clusters:
+        fut = futures[cluster.name]
+        remaining = started + budget(cluster) - clock()
+        try:
+            answers.append(fut.result(timeout=max(remaining, 0.0)))
+        except TimeoutError:
+            answers.append(_unanswered(cluster, inventory, f"no answer within {budget(cluster):g} s "
+                                                           f"(connect + read timeouts + {GRACE_SECONDS:g} s)", started))
+    fleet = FleetStatus(inventory=inventory.path, clusters=answers, seconds=round(clock() - started, 3))
+    fleet._probes = probes
+    return fleet
+
+
+def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatus]) -> None:
+    def answer(status: ClusterStatus) -> None:
+        if not fut.done():
+            fut.set_result(status)
+
+    try:
+        probe_cluster(cluster, inventory, answer)
+    except InputError as exc:
+        # Bad input (an unknown scenario, an unreadable secret) in one cluster's entry: the others
+        # are still shown, and the exit code says the inventory needs fixing.
+        status = _unanswered(cluster, inventory, f"bad input: {exc}", time.monotonic())
+        answer(status.model_copy(update={"bad_input": str(exc), "headline": f"cannot be asked: {exc}"}))
+    except Exception as exc:  # noqa: BLE001 - one cluster's bug must not hide the others' answers
+        answer(_unanswered(cluster, inventory, f"internal error: {type(exc).__name__}: {exc}", time.monotonic()))
+
+
+# -- runs in progress ------------------------------------------------------------------------------
+
+
+def registry_words(cluster: Cluster, inventory: Inventory) -> str:
+    """What the run registry says about the cluster: the run holding its lock (and where it is),
+    and an interrupted run that can be resumed. Read from the cluster's lock backend (a local
+    file, or etcd for a team), so every machine sees the same."""
+    from drengine.lock.registry import RunStatus, cluster_runs
+
+    runs = cluster_runs(inventory, cluster.name)
+    if runs.problem:
+        return f"the run registry ({runs.backend}, {runs.where}) could not be read: {runs.problem}"
+    words = []
+    if runs.holder is not None:
+        words.append(f"{runs.holder.describe()} holds the cluster lock")
+    for view in runs.runs:
+        run = view.run
+        if view.holds_lock:
+            where = f"waiting at gate {run.gate}" if run.gate else f"at step {run.step or '?'}"
+            words.append(f"{run.runbook} ({run.mode}) by {run.user}@{run.host} is {where}")
+        elif view.status in (RunStatus.INTERRUPTED, RunStatus.STOPPED):
+            words.append(f"run {run.run_id} ({run.runbook}) is {view.status.value}: "
+                         f"drengine run --resume {run.run_dir}")
+            break  # the newest one is enough here; `drengine runs list -i` shows them all
+    return "; ".join(words)
