@@ -7,6 +7,7 @@ gone stale after their only up OSD died, and a monitor answering `status` out of
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,15 @@ def test_observe_refuses_a_monitor_out_of_quorum() -> None:
 def test_a_non_object_answer_is_refused() -> None:
     with pytest.raises(CommandFailed):
         parse_status([])
+
+
+def test_without_the_rados_binding_the_message_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drengine.datastores.ceph.connector import CephConnector
+    from drengine.errors import DrengineError
+
+    conf = tmp_path / "ceph.conf"
+    conf.write_text("[global]\nmon host = 127.0.0.1:1\n")
+    monkeypatch.setitem(sys.modules, "rados", None)  # `import rados` raises ImportError, as in a venv without it
+    with pytest.raises(DrengineError) as raised:
+        CephConnector(str(conf)).connect()
+    assert "python3-rados" in str(raised.value) and "--system-site-packages" in str(raised.value)
