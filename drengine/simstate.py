@@ -32,12 +32,11 @@ from drengine.files import atomic_write
 from drengine.inventory import Cluster
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 # How a state is read back: a function of the text, or the pydantic model it is (its JSON).
 Parse = Callable[[str], T] | type[T]
 
-# The explorer's state files, by path: what was saved last (text, or a snapshot of a model), or
+# The explorer's state files, by path: what was saved last (its text, or the live model), or
 # None while nothing was.
 _IN_MEMORY: dict[Path, str | BaseModel | None] = {}
 
