@@ -135,7 +135,7 @@ class Kit:
 
     def saved_state(self) -> Parse[Any]:
         """How the state file is read back: the simulator's model when its backend saves it as one
-        (kept in memory as a snapshot by the explorer), else `load_text`."""
+        (the explorer keeps it in memory as the model and loads a snapshot of it), else `load_text`."""
         return self.load_text
 
     def copy(self, model: Any) -> Any:
