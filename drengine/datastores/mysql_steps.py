@@ -101,12 +101,12 @@ def split_brain_risks(fencing: Fencing | None, unknown: list[Target]) -> list[st
 # -- traffic ------------------------------------------------------------------------------------------
 
 
-def _check_write(primary: str, now: float) -> Sql:
+def _check_write(api: TrafficAPI, primary: str) -> Sql:
     return Sql("REPLACE INTO drengine.heartbeat (id, written_at) VALUES (%s, %s)",
-               (f"{TRAFFIC_CHECK}-{primary}", round(now, 3)))
+               (f"{TRAFFIC_CHECK}-{primary}", round(api.clock.wall(), 3)))
 
 
-def traffic_proposal(api: TrafficAPI, primary: str, out: frozenset[str], views: list[ProxyView], now: float) -> Proposal:
+def traffic_proposal(api: TrafficAPI, primary: str, out: frozenset[str], views: list[ProxyView]) -> Proposal:
     if not api.cluster.proxies:
         return Proposal(summary="no proxy in the inventory: applications reach the new primary however they are "
                                 "configured to", nothing_to_do=True)
@@ -116,7 +116,7 @@ def traffic_proposal(api: TrafficAPI, primary: str, out: frozenset[str], views: 
     for proxy in api.cluster.proxies:
         if proxy.frontend is not None:
             statements.append(Statement(f"proxy {proxy.name} frontend {proxy.frontend.address}:{proxy.frontend.port}",
-                                        f"{_check_write(primary, now).shown()}; SELECT @@hostname, @@port, @@server_id"))
+                                        f"{_check_write(api, primary).shown()}; SELECT @@hostname, @@port, @@server_id"))
     return Proposal(
         summary=f"send writes through {', '.join(p.name for p in api.cluster.proxies)} to {primary} only, then prove "
                 f"it with a write through each frontend",
@@ -132,7 +132,7 @@ def traffic_settled(api: TrafficAPI, primary: str, out: frozenset[str]) -> bool:
 
 
 def switch_traffic(api: TrafficAPI, primary: str, out: frozenset[str], record: Statements,
-                   with_gtid: bool, now: float) -> StepResult:
+                   with_gtid: bool) -> StepResult:
     views = api.proxy_views()
     broken = [v for v in views if v.error]
     if broken:
@@ -142,13 +142,11 @@ def switch_traffic(api: TrafficAPI, primary: str, out: frozenset[str], record: S
                           evidence=[v.describe() for v in views])
     changes: list[ProxyChange] = switch_changes(api.cluster, views, primary, out)
     apply_changes(api, changes, record)
-    return prove_writes(api, primary, record, with_gtid, now, done=f"{len(changes)} change(s) on the proxies")
+    return prove_writes(api, primary, record, with_gtid, done=f"{len(changes)} change(s) on the proxies")
 
 
-def prove_writes(api: TrafficAPI, primary: str, record: Statements, with_gtid: bool, now: float,
-                 done: str) -> StepResult:
-    """A canary through each write frontend must land on `primary` (its identity, asked directly, matches);
-    `now` (the run's wall clock) is what it writes."""
+def prove_writes(api: TrafficAPI, primary: str, record: Statements, with_gtid: bool, done: str) -> StepResult:
+    """A canary through each write frontend must land on `primary` (its identity, asked directly, matches)."""
     for ddl in HEARTBEAT_DDL:  # the canary's table, made by drengine's own account on the primary
         api.execute(primary, ddl)
         record(ddl.on(primary), "ok")
@@ -160,7 +158,7 @@ def prove_writes(api: TrafficAPI, primary: str, record: Statements, with_gtid: b
     for proxy in api.cluster.proxies:
         if proxy.frontend is None:
             continue
-        write = _check_write(primary, now)
+        write = _check_write(api, primary)
         try:
             landed: LandedOn = write_through(api, proxy.name, write, known, with_gtid)
         except DrengineError as exc:

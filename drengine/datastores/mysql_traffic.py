@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from drengine.clock import Clock
 from drengine.datastores.mysql_hosts import MemberHosts, ServerProcess, ServiceAction
 from drengine.datastores.mysql_pool import MySQLPool, Row, Sql
 from drengine.errors import DrengineError, InputError
@@ -40,6 +41,7 @@ class TrafficAPI(Protocol):
     """What fencing and traffic steps use; MariaDB and Galera backends, real and simulated."""
 
     cluster: Cluster
+    clock: Clock  # the run's: what the traffic canary writes
 
     def execute(self, member: str, sql: Sql, timeout: float | None = None) -> None: ...
 

@@ -77,7 +77,7 @@ class SwitchTraffic(Action[GaleraAPI, NoParams]):
     def propose(self, ctx: Ctx) -> Proposal:
         _, chosen = _chosen(ctx)
         views = ctx.backend.proxy_views() if ctx.cluster.proxies else []
-        return traffic_proposal(ctx.backend, chosen, _out(ctx, chosen), views, ctx.clock.wall())
+        return traffic_proposal(ctx.backend, chosen, _out(ctx, chosen), views)
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         _, chosen = _chosen(ctx)
@@ -85,7 +85,7 @@ class SwitchTraffic(Action[GaleraAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         _, chosen = _chosen(ctx)
-        return switch_traffic(ctx.backend, chosen, _out(ctx, chosen), ctx.sent, with_gtid=False, now=ctx.clock.wall())
+        return switch_traffic(ctx.backend, chosen, _out(ctx, chosen), ctx.sent, with_gtid=False)
 
 
 def _rejoined(ctx: Ctx) -> tuple[list[str], str]:

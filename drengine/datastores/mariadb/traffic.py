@@ -84,7 +84,7 @@ class SwitchTraffic(Action[MariaDBAPI, NoParams]):
     def propose(self, ctx: Ctx) -> Proposal:
         primary = ctx.facts.get("new_primary", NewPrimary).name
         views = ctx.backend.proxy_views() if ctx.cluster.proxies else []
-        return traffic_proposal(ctx.backend, primary, _out(ctx, primary), views, ctx.clock.wall())
+        return traffic_proposal(ctx.backend, primary, _out(ctx, primary), views)
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         primary = ctx.facts.get("new_primary", NewPrimary).name
@@ -92,7 +92,7 @@ class SwitchTraffic(Action[MariaDBAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         primary = ctx.facts.get("new_primary", NewPrimary).name
-        return switch_traffic(ctx.backend, primary, _out(ctx, primary), ctx.sent, with_gtid=True, now=ctx.clock.wall())
+        return switch_traffic(ctx.backend, primary, _out(ctx, primary), ctx.sent, with_gtid=True)
 
 
 def _rejoined(ctx: Ctx) -> tuple[list[str], str]:

@@ -338,8 +338,9 @@ class VerifyPrimary(Action[MongoAPI, VerifyParams]):
                             f"reconfig")
         if problems:
             return StepResult(ok=False, summary="; ".join(problems), evidence=lines)
-        marker = f"recovery-check-{ctx.clock.wall():.3f}"
-        insert = Statement(primary.name, canary(marker, ctx.clock.wall()), language="mongodb")
+        written_at = ctx.clock.wall()
+        marker = f"recovery-check-{written_at:.3f}"
+        insert = Statement(primary.name, canary(marker, written_at), language="mongodb")
         try:
             reply = api.command(primary.name, insert.text)
         except ProbeTimeout as exc:
