@@ -104,7 +104,11 @@ mon osd min down reporters = 1
 osd heartbeat interval = 1
 osd heartbeat grace = 5
 mon allow pool delete = true
+# A monitor refuses to start when its filesystem has less than `crit` percent free (default 5):
+# a lab's monitors hold a few MB, and CI's big, mostly full disks sit near 5% (seen: 15 GiB free,
+# 5%: mon.c exited, no quorum). Warn at 2%, refuse only below 1%.
 mon data avail warn = 2
+mon data avail crit = 1
 mon warn on pool no redundancy = false
 # Without cephx there is no global_id to reclaim; the warning would only be noise.
 mon warn on insecure global id reclaim allowed = false
