@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (main job, simulator, no services) and
 # `make test` (installs what the suite needs, then runs every tier).
-.PHONY: demo test test-unit test-sim test-lab lint bench setup setup-services clean
+.PHONY: demo test test-unit test-sim test-lab test-mutants lint bench setup setup-services clean
 
 setup:
 	./scripts/setup.sh
@@ -12,13 +12,16 @@ demo: setup
 	./scripts/demo.sh
 
 test: setup-services
-	.venv/bin/python -m pytest -q -m "unit or sim or lab" tests
+	.venv/bin/python -m pytest -q -m "unit or sim or lab or mutants" tests
 
 test-unit: setup
 	.venv/bin/python -m pytest -q -m unit tests
 
 test-sim: setup
 	.venv/bin/python -m pytest -q -m sim tests
+
+test-mutants: setup
+	.venv/bin/python tests/mutants/mutate.py
 
 test-lab: setup-services
 	.venv/bin/python -m pytest -q -m lab tests

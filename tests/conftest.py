@@ -4,6 +4,7 @@ and every test gets its own lock directory so runs never see each other's locks.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if tier in ("unit", "sim", "lab") and item.get_closest_marker(tier) is None:
+        if tier in ("unit", "sim", "lab", "mutants") and item.get_closest_marker(tier) is None:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The mutation suite's score, when it ran (tests/mutants)."""
+    module = sys.modules.get("test_mutants")
+    lines = getattr(module, "SCORE_LINES", None)
+    if lines:
+        terminalreporter.section("explorer mutation score")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,11 @@ scenario left behind (all its segments: the run and each resume):
 - no statement that changes the cluster is sent by a gated step without a journaled
   `proceed` for that step since it last started or resumed;
 - no statement that changes the cluster is sent twice across a resume by the same step to
-  the same target, unless the world changed in between.
+  the same target, unless the world changed in between;
+- no statement that changes the cluster is sent twice by one attempt of a step to the same
+  target, unless its action declares itself repeatable;
+- liveness: when the datastore's oracle says the recovery is possible from the scenario's
+  state, and the operator approved every gate and the world was left alone, the run ends DONE.
 """
 
 from __future__ import annotations
@@ -118,6 +122,47 @@ def sent_once(entries: list[Entry], runbook: Runbook, once: Callable[[str, str],
                                  f"segment {before + 1}, again in segment {segment + 1}) although nothing changed "
                                  f"the cluster in between", _where(entry)))
     return out
+
+
+def sent_once_per_step(entries: list[Entry], runbook: Runbook, once: Callable[[str, str], bool]) -> list[Violation]:
+    """One attempt of a step (step_started to its end) sends each statement that changes the
+    cluster at most once to each target: a doubled promotion, a reconfig sent twice."""
+    out = []
+    sent: set[tuple[str, str]] | None = None
+    for entry in entries:
+        data = entry.data
+        if entry.type in (Event.STEP_STARTED, Event.RUN_RESUMED):
+            sent = set() if entry.type is Event.STEP_STARTED else None
+            continue
+        if entry.type in (Event.STEP_FINISHED, Event.STEP_INTERRUPTED):
+            sent = None
+            continue
+        if entry.type is not Event.STATEMENT_SENT or sent is None:
+            continue
+        step = str(data.get("step", ""))
+        if step not in runbook.steps:
+            continue
+        action = runbook.action(step)
+        if action.effect is not Effect.MUTATE or action.repeatable:
+            continue
+        if not once(str(data.get("language", "")), str(data.get("text", ""))):
+            continue
+        key = (str(data.get("target")), str(data.get("text")))
+        if key in sent:
+            out.append(Violation("effects.sent-once-per-step",
+                                 f"step {step} sent `{key[1]}` to {key[0]} twice in one attempt", _where(entry)))
+        sent.add(key)
+    return out
+
+
+def liveness(promise: str | None, clean: bool, end: str, success: bool) -> list[Violation]:
+    """`promise`: the oracle's reason the recovery is possible (None: not demanded); `clean`:
+    every gate approved and the world left alone. Then anything short of DONE is a defect."""
+    if promise is None or not clean or (end == "done" and success):
+        return []
+    return [Violation("liveness.recovery-possible",
+                      f"the run ended {end or 'without an end'}{' with success' if success else ''}, although every gate "
+                      f"was approved, nothing changed under it, and a recovery was possible: {promise}")]
 
 
 def last_finish(entries: list[Entry]) -> Entry | None:

@@ -37,50 +37,69 @@ class Violation:
 
 @dataclass(frozen=True)
 class Situation:
-    """A generated cluster: its members (for the inventory) and its simulator state."""
+    """A generated cluster: its members (for the inventory) and its simulator state, and the
+    runbook inputs an operator gave (an explicit choice: `survivor=db3`)."""
 
     label: str
     members: list[MemberSpec]
     state: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Ledger:
-    """What the journal has said so far, for invariants that depend on the operator: the risks
-    shown at dangerous gates and break-glass overrides the operator approved are accepted."""
+    """What the journal has said so far, as facts about what the run did and what the operator
+    explicitly chose. It holds no risk text on purpose: a runbook that does the wrong thing and
+    says so is still wrong. An invariant excuses a worse outcome only when the operator chose it
+    by name (`chose`), or when the oracle shows that no choice could have avoided it."""
 
-    accepted: list[str] = field(default_factory=list)
-    overrides: list[str] = field(default_factory=list)  # steps whose refused check was overridden
+    inputs: dict[str, str] = field(default_factory=dict)  # the run's --input NAME=VALUE
+    gone: list[str] = field(default_factory=list)  # members the operator said are gone for good (--gone)
+    overrides: list[str] = field(default_factory=list)  # steps whose refused check the operator overrode
     step: str = ""  # the step of the last event
     events: int = 0  # journal events seen in the scenario (all segments)
     skipped: list[str] = field(default_factory=list)  # steps the operator skipped at their gate
     ended: str = ""  # the end of the last run_finished
+    success: bool = False  # what the last run_finished said
     told: str = ""  # what it said: its summary and what it left to do
-    _asked: dict[str, Any] = field(default_factory=dict)
+    started: dict[str, int] = field(default_factory=dict)  # step -> times it started (all segments)
+    dangerous: list[str] = field(default_factory=list)  # steps approved at a dangerous gate
+    _asked: dict[str, tuple[str, bool]] = field(default_factory=dict)  # step -> (gate level, override?)
 
     def see(self, entry: Entry) -> None:
         self.events += 1
         data = entry.data
         self.step = str(data.get("step", self.step))
         kind = entry.type.value
-        if kind == "step_finished" and data.get("outcome") == "skipped":
+        if kind == "run_started":
+            self.inputs = {str(k): str(v) for k, v in (data.get("inputs") or {}).items()}
+            self.gone = [str(g) for g in data.get("gone_for_good") or []]
+        elif kind == "step_started":
+            self.started[self.step] = self.started.get(self.step, 0) + 1
+        elif kind == "step_finished" and data.get("outcome") == "skipped":
             self.skipped.append(str(data.get("step")))
         elif kind == "run_finished":
             self.ended = str(data.get("end", ""))
+            self.success = bool(data.get("success"))
             self.told = " ".join([str(data.get("summary", "")), *map(str, data.get("left") or [])])
         elif kind == "gate_asked":
-            self._asked[data["step"]] = data
+            self._asked[str(data["step"])] = (str(data.get("level", "")), bool(data.get("override")))
         elif kind == "gate_answered" and data.get("answer") == "proceed":
-            asked = self._asked.get(data["step"]) or {}
-            if asked.get("level") == "dangerous" or asked.get("override"):
-                self.accepted += [str(r) for r in asked.get("risks") or []]
-                self.accepted.append(str(asked.get("summary", "")))
-            if asked.get("override"):
+            level, override = self._asked.get(str(data["step"]), ("", False))
+            if override:
                 self.overrides.append(str(data["step"]))
+            elif level == "dangerous":
+                self.dangerous.append(str(data["step"]))
 
-    def accepts(self, *words: str) -> bool:
-        """Did the operator approve a risk naming every one of `words`?"""
-        return any(all(w.lower() in risk.lower() for w in words) for risk in self.accepted)
+    def chose(self, name: str) -> bool:
+        """Did the operator name `name` explicitly: as the value of a runbook input (`survivor=db3`,
+        a list `a,b`), or as a member gone for good? Only a name counts, never a risk text."""
+        if name in self.gone:
+            return True
+        return any(name in {part.strip() for part in value.replace(";", ",").split(",")} for value in self.inputs.values())
+
+    def overrode(self, step: str) -> bool:
+        return step in self.overrides
 
 
 class Watch:
@@ -95,6 +114,10 @@ class Watch:
 
     def prelude(self, before: Any, after: Any) -> None:
         """The simulator state before and after the scenario's prelude run (if it has one)."""
+
+    def world(self, model: Any, what: str) -> None:
+        """The explorer changed the world (`what`: "kill db1 while gate #0 waits"): what follows
+        from it is the world's doing, not the run's (re-take any baseline kept between events)."""
 
 
 class Kit:
@@ -161,6 +184,14 @@ class Kit:
 
     def watch(self, runbook: str) -> Watch:
         return Watch()
+
+    def expect_done(self, runbook: str, start: Any) -> str | None:
+        """The liveness oracle: from the simulator state `start` (the scenario's, before the run),
+        with every ordinary and dangerous gate approved, no override and the world left alone,
+        can a correct recovery reach the runbook's goal? The reason when it can (the explorer
+        then demands a DONE run whose goal holds), None when it cannot or the kit cannot tell.
+        Computed from the simulator's truth, apart from the runbook's decisions."""
+        return None
 
     def mutating(self, language: str, text: str) -> bool:
         """Does this statement change the cluster? (Reads may be repeated across a resume.)"""

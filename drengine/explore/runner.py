@@ -118,6 +118,7 @@ class ScenarioRun:
         self.kill_points: list[str] = []
         self.segment_seen: list[tuple[str, str]] = []
         self.error = ""
+        self.promise: str | None = None  # the liveness oracle's reason a recovery is possible
         self.finished_end = ""  # the end of the last run_finished journaled (and not cut away)
         self.changed_in: set[int] = set()  # segments during or after which the world changed
         self._changes: dict[tuple[str, int], list[WorldChange]] = {}  # asked at every journal event
@@ -136,6 +137,7 @@ class ScenarioRun:
         if self.kit.applies(self.kit.model(target), change.op, change.member):
             self.kit.change(target, change.op, change.member)
             self.changed_in.add(self.segment)
+            self.watch.world(self.kit.model(target), change.describe())
 
     def world_changed(self, first: int, then: int) -> bool:
         return any(first <= s < then for s in self.changed_in)
@@ -186,7 +188,18 @@ class ScenarioRun:
         runner.write_state(self.scenario.state)
         if self.scenario.prelude is not None:
             self._prelude()
+        self.promise = self._promise()
         return self._segments()
+
+    def _promise(self) -> str | None:
+        """The liveness oracle's word on this scenario's starting state, asked only when the
+        scenario leaves the run alone: every scripted answer approves and nothing changes under it."""
+        scenario = self.scenario
+        if any(a not in ("proceed", "retry") for a in scenario.answers):
+            return None
+        if any(c.when != "prelude" for c in scenario.changes):
+            return None
+        return self.kit.expect_done(scenario.runbook, self.runner.final_model())
 
     def _segments(self) -> Result:
         end = "error"
@@ -257,7 +270,10 @@ class ScenarioRun:
     def _inputs(self) -> dict[str, str]:
         """The runbook inputs: the prelude's run directory, where the runbook asks for it."""
         prelude = self.scenario.prelude
-        return {prelude.input: str(self.prelude_dir)} if prelude is not None and prelude.input else {}
+        given = dict(self.scenario.inputs)
+        if prelude is not None and prelude.input:
+            given[prelude.input] = str(self.prelude_dir)
+        return given
 
     def _while_dead(self) -> None:
         changes = self.changes_at("crash", self.kills)
@@ -318,6 +334,7 @@ class ScenarioRun:
         found += invariants.nothing_after_finish(entries)
         found += invariants.gated_statements(entries, runbook, mutating)
         found += invariants.sent_once(entries, runbook, self.kit.once, self.world_changed)
+        found += invariants.sent_once_per_step(entries, runbook, self.kit.once)
         last = invariants.last_finish(entries)
         success = bool(last is not None and last.data.get("success"))
         if last is not None and end in ("finished", "killed"):
@@ -331,6 +348,7 @@ class ScenarioRun:
                 found.append(Violation("goal.success-implies-goal",
                                        f"the run ended {last.data.get('end') if last else '?'} with success, but in the "
                                        f"simulator's final state the goal does not hold: {why}"))
+        found += invariants.liveness(self.promise, True, end, success)
         try:
             found += self.watch.at_end(model, self.ledger, success)
         except Exception as exc:  # noqa: BLE001

@@ -76,6 +76,7 @@ class Scenario(Strict):
     members: list[MemberSpec]
     state: dict[str, Any]  # the simulator's state file, as JSON
     prelude: Prelude | None = None
+    inputs: dict[str, str] = {}  # runbook inputs the operator gave (an explicit choice, `survivor=db3`)
     answers: list[Answer] = []
     # Per segment (a run and each resume): kill the engine right after the n-th journal event
     # that segment writes (1-based); 0 lets that segment end by itself.
@@ -87,6 +88,8 @@ class Scenario(Strict):
         lines = [f"runbook {self.runbook} on a simulated {self.kind} cluster: {self.label or 'generated state'}"]
         if self.prelude is not None:
             lines.append(f"after a {self.prelude.runbook} run on the same cluster")
+        if self.inputs:
+            lines.append("runbook inputs: " + ", ".join(f"{k}={v}" for k, v in self.inputs.items()))
         lines.append("answers at the gates, in order: " + (", ".join(self.answers) if self.answers else "none scripted")
                      + " (then: approve, and let every refused check stand)")
         kills = [f"segment {i + 1}: after event #{n}" for i, n in enumerate(self.crashes) if n]

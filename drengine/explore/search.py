@@ -44,7 +44,7 @@ def _change(d: list[int], kit: Kit, members: list[str]) -> WorldChange | None:
         flaps = (*kit.flaps, SLOW)
         op = flaps[d[3] * len(flaps) // 100]
         advance = pick(d[4], 700.0, 90.0, 4000.0, percent=50) if op == SLOW else 0.0
-        return WorldChange(when="event", index=1 + portion(d[2], 59), op=op, member=member, advance=advance)
+        return WorldChange(when="event", index=1 + portion(d[2], LATEST_KILL - 1), op=op, member=member, advance=advance)
     # A change while a gate waits or while the engine is dead takes time: past the engine's
     # freshness limit, so what it decided before must be observed again.
     advance = pick(d[4], 2 * FRESH_FOR, 60.0, 3600.0, percent=50)
@@ -53,7 +53,18 @@ def _change(d: list[int], kit: Kit, members: list[str]) -> WorldChange | None:
 
 
 ANSWER_DIGITS = digits(6)
-CRASH_DIGITS = digits(3)
+CRASH_DIGITS = digits(6)
+LATEST_KILL = 200  # journal events: past the end of the longest run explored (Galera's full path)
+
+
+def _kill(high: int, low: int) -> int:
+    """A kill point from two digits: none for most, else any event from 1 to LATEST_KILL, denser
+    early (runs differ in length; half the kills land in the first quarter); shrinks towards no
+    kill, then towards early kills."""
+    if high < 45:
+        return 0
+    x = ((high - 45) * 100 + low) / 5500
+    return 1 + int(x * x * LATEST_KILL)
 CHANGE_DIGITS = digits(18)
 
 
@@ -71,7 +82,8 @@ def scenarios(kit: Kit, runbook: str) -> st.SearchStrategy[Scenario]:
             if answer is None:
                 break
             answers.append(answer)
-        crashes = [0 if d < 45 else 1 + (d - 45) * 40 // 55 for d in draw(CRASH_DIGITS)]
+        packed_kills = draw(CRASH_DIGITS)
+        crashes = [_kill(packed_kills[i], packed_kills[i + 1]) for i in range(0, 6, 2)]
         while crashes and not crashes[-1]:
             crashes.pop()
         packed = draw(CHANGE_DIGITS)
@@ -80,7 +92,7 @@ def scenarios(kit: Kit, runbook: str) -> st.SearchStrategy[Scenario]:
         if prelude is not None:
             changes = draw(kit.after_prelude(runbook, situation)) + changes
         return Scenario(runbook=runbook, kind=kit.kind, label=situation.label, members=situation.members,
-                        state=situation.state, prelude=prelude, answers=answers, crashes=crashes, changes=changes)
+                        state=situation.state, prelude=prelude, inputs=situation.inputs, answers=answers, crashes=crashes, changes=changes)
 
     return build()
 
@@ -138,10 +150,11 @@ def _key(scenario: Scenario) -> str:
 
 def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: float | None = None,
             progress: Callable[[Report], None] | None = None, runner: Runner | None = None,
-            durable: bool = False, ignore: frozenset[str] = frozenset()) -> Report:
+            durable: bool = False, ignore: frozenset[str] = frozenset(), first: bool = False) -> Report:
     """Explore `count` scenarios of `runbook` (fewer when the budget in seconds runs out).
     Violations of the invariants in `ignore` (known, being fixed elsewhere) are counted in
-    `report.ignored` but neither shrunk nor reported as found."""
+    `report.ignored` but neither shrunk nor reported as found. `first`: stop at the first
+    scenario that violates anything, unshrunk (the mutation suite only asks whether one exists)."""
     runner = runner or Runner(runbook, work, durable=durable)
     report = Report(runbook=runner.runbook.name, seed=seed, wanted=count)
     failed: dict[str, Result] = {}
@@ -179,6 +192,8 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
             invariant = sorted(v.invariant for v in violations)[0]
             failed[invariant] = result
             failed_keys.add(_key(scenario))
+            if first:
+                raise _BudgetSpent
             raise _violation_type(invariant)("; ".join(v.line() for v in violations))
 
     test = settings(

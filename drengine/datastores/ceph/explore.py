@@ -155,7 +155,7 @@ class CephWatch(Watch):
         lowered = [p for p in now.state.pools if p.min_size < before.get(p.id, p.min_size)]
         if lowered and self.runbook != "ceph-restore":
             for pool in lowered:
-                if pool.id not in self.peered and not ledger.accepts(pool.name):
+                if pool.id not in self.peered and not ledger.chose(pool.name):
                     found.append(Violation("ceph.min-size-only-where-blocked",
                                            f"min_size of pool {pool.name} was lowered to {pool.min_size} although none "
                                            f"of its PGs was inactive for want of copies when the step started"))

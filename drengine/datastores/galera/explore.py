@@ -91,7 +91,7 @@ class GaleraWatch(Watch):
         before = self.before
         self.before = Seen(bool(primary), tuple((n.name, n.process, n.uuid, n.seqno) for n in sim.nodes))
         found = []
-        if len(primary) > 1 and not ledger.accepts("split") and not ledger.overrides:
+        if len(primary) > 1 and not ledger.chose("split") and not ledger.overrides:
             shown = " | ".join(", ".join(n.name for n in side) for side in primary.values())
             found.append(Violation("galera.one-primary-component", f"{len(primary)} Primary components: {shown}"))
         if before is not None and not before.primary and primary:
@@ -105,7 +105,7 @@ class GaleraWatch(Watch):
         history = now[0].uuid
         found = []
         for name, process, uuid, seqno in before.nodes:
-            if process == "hung" or uuid != history or seqno <= have or ledger.accepts(name):
+            if process == "hung" or uuid != history or seqno <= have or ledger.chose(name):
                 continue
             found.append(Violation("galera.bootstrap-most-advanced",
                                    f"a Primary component was bootstrapped at seqno {have} ({', '.join(m.name for m in now)}) "

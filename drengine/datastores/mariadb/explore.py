@@ -157,7 +157,7 @@ class MariaDBWatch(Watch):
         found = []
         others = sorted(writable - {promoted.name})
         for other in others:
-            if not ledger.accepts(other) and not ledger.accepts("split brain"):
+            if not ledger.chose(other) and not ledger.chose("split brain"):
                 found.append(Violation("mariadb.one-writable-primary",
                                        f"{promoted.name} was made writable while {other} "
                                        f"({'hung' if sim.server(other).hung else 'running'}) also accepts writes, "
@@ -167,7 +167,7 @@ class MariaDBWatch(Watch):
             if s is promoted or not reachable(s):
                 continue
             lost = sorted(held(s) - mine)
-            if lost and not ledger.accepts(s.name):
+            if lost and not ledger.chose(s.name):
                 found.append(Violation("mariadb.promoted-holds-everything",
                                        f"{promoted.name} was made writable without {len(lost)} transaction(s) that "
                                        f"reachable {s.name} held ({', '.join(lost[:4])}{', ...' if len(lost) > 4 else ''}), "

@@ -166,7 +166,7 @@ class MongoWatch(Watch):
         sim = _model(model)
         found = []
         now = set(sim.primaries())
-        if len(now) > 1 and not ledger.accepts("split brain"):
+        if len(now) > 1 and not ledger.chose("split brain"):
             found.append(Violation("mongodb.one-primary", f"{len(now)} members believe they are primary: "
                                    + ", ".join(f"m{m}" for m in sorted(now))))
         before, self.primaries = self.primaries, now
@@ -203,7 +203,7 @@ class MongoWatch(Watch):
         for host in sorted((hosts & running) - kept):
             other = sim.node_with_host(host)
             name = f"m{other.member_id}" if other else host
-            if not ledger.accepts(name):
+            if not ledger.chose(name):
                 found.append(Violation("mongodb.forced-config-keeps-survivors",
                                        f"the forced config on {target} removed {name}, which was running, and no "
                                        f"approved risk named it"))
@@ -215,7 +215,7 @@ class MongoWatch(Watch):
         for node in sim.state.members:
             if node is primary or node.process is not Process.RUNNING or not _data_bearing(sim, node.member_id):
                 continue
-            if node.last_optime.key() > primary.last_optime.key() and not ledger.accepts(f"m{node.member_id}"):
+            if node.last_optime.key() > primary.last_optime.key() and not ledger.chose(f"m{node.member_id}"):
                 found.append(Violation("mongodb.primary-most-advanced",
                                        f"m{member} became primary at optime {primary.last_optime.key()} while running "
                                        f"m{node.member_id} held {node.last_optime.key()}, and no approved risk named it"))

@@ -1,0 +1,45 @@
+"""The mutation suite: the explorer must catch at least 90% of the deliberately wrong runbooks
+and decisions in tests/mutants/*.yaml, and every survivor must be explained as equivalent.
+The score is printed at the end of the pytest run (conftest's terminal summary)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import mutate  # noqa: E402
+
+pytestmark = pytest.mark.mutants
+SCORE_LINES: list[str] = []
+
+
+def test_every_mutant_still_applies_to_the_code() -> None:
+    mutants = mutate.load_mutants()
+    assert len(mutants) >= 30, f"only {len(mutants)} mutants"
+    assert len({m.runbook for m in mutants}) >= 9, sorted({m.runbook for m in mutants})
+    with tempfile.TemporaryDirectory() as tmp:
+        mutate.copy_tree(Path(tmp))
+        for mutant in mutants:
+            mutate.apply(mutant, Path(tmp))  # raises MutantError when its text moved
+            # Undo by copying again only what it touched.
+            target = mutant.file or f"runbooks/{mutant.runbook}.yaml"
+            (Path(tmp) / target).write_text((mutate.ROOT / target).read_text())
+            if mutant.file and (mutant.drop_step or mutant.ungate or mutant.swap):
+                runbook = f"runbooks/{mutant.runbook}.yaml"
+                (Path(tmp) / runbook).write_text((mutate.ROOT / runbook).read_text())
+
+
+def test_the_explorer_kills_at_least_90_percent_of_the_mutants() -> None:
+    outcomes = list(mutate.run_all(mutate.load_mutants()))
+    SCORE_LINES[:] = [o.line() for o in outcomes] + [mutate.summary(outcomes)]
+    report = "\n".join(SCORE_LINES)
+    assert not [o for o in outcomes if o.error], report
+    assert mutate.score(outcomes)[2] >= 0.9, report
+    # A survivor is a hole in the explorer unless no run can tell it from the shipped code.
+    assert not [o for o in outcomes if not o.killed and not o.mutant.equivalent], report
+    assert not [o for o in outcomes if o.killed and o.mutant.equivalent], "said to be equivalent, yet killed:\n" + report
