@@ -237,6 +237,18 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
                     f"primary answers, and fences it if you override"]
         return split_brain_risks(fencing, [(now.name, now.state, now.error)])
 
+    def _no_primary_answers(self, ctx: Ctx, decision: SurvivorDecision) -> None:
+        """Right before the first statement: a server that answers writable now (the old primary
+        back while the gate waited, or while drengine was down) makes a promotion two primaries.
+        No gate answer excuses that: the check-no-primary step refuses it, and fences it if overridden."""
+        if decision.old_primary not in {m.name for m in ctx.cluster.members}:
+            return
+        now = ctx.backend.probe(decision.old_primary)
+        if now.is_writable_primary:
+            raise StepFailed(f"{now.name} answers again and takes writes (read_only=0, no replication): promoting "
+                             f"{decision.chosen} would make two primaries; nothing was sent. Run the runbook again: it "
+                             f"refuses while a primary answers, and fences it first if you override that check")
+
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         decision = ctx.facts.get("survivor", SurvivorDecision)
         assert decision.chosen is not None
@@ -248,6 +260,7 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
         name = decision.chosen
         assert name is not None
         api = ctx.backend
+        self._no_primary_answers(ctx, decision)
         server = _probe_one(api, name)
         catch_up = self._catch_up_to(ctx, decision)
         if server.channels and catch_up:
