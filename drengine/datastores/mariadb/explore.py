@@ -40,7 +40,8 @@ from drengine.datastores.mariadb.oracle import (
 )
 from drengine.datastores.mariadb.sim import SimCluster, SimServer, Txn
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick, portion
-from drengine.explore.scenario import MemberSpec
+from drengine.engine import FRESH_FOR
+from drengine.explore.scenario import MemberSpec, WorldChange
 from drengine.haproxy import AdminState, SimProxy
 from drengine.journal import Entry
 from drengine.simstate import Parse
@@ -77,7 +78,7 @@ def _replica(draw: st.DrawFn, i: int, history: list[Txn], source: str | None) ->
     applied = len(history) - portion(d[0], len(history))  # usually everything
     received = portion(d[1], len(history) - applied)
     errant = pick(d[2], 0, 1, 2)
-    process = pick(d[3], "alive", "dead", "hung", percent=80)
+    process = pick(d[3], "alive", "dead", "hung", "hung", percent=76)  # a hung survivor may wake at any time
     threads = pick(d[4], "running", "sql-stopped", "io-stopped", "stopped")
     binlog = pick(d[5], "on", "log_slave_updates-off", "binlog-off", percent=85)
     lag = pick(d[6], 0, 1, 3)
@@ -135,7 +136,7 @@ def primary_lost(draw: st.DrawFn) -> Situation:
     d = draw(CLUSTER)
     count = pick(d[0], 3, 2, 4, percent=50)
     history = _txns(1, 1, pick(d[1], 3, 0, 1, 2, 5, 8, percent=40))
-    process = pick(d[2], "dead", "hung", "alive", percent=70)
+    process = pick(d[2], "dead", "hung", "hung", "alive", percent=64)  # a hung one is fenced: the run mutates
     first = _member(0)
     primary = SimServer(name=first.name, address=first.address, port=first.port, server_id=1,
                         alive=process != "dead", hung=process == "hung", read_only=False, applied=history)
@@ -171,6 +172,22 @@ def failed_over(draw: st.DrawFn) -> Situation:
              f"{', writable' if old_writable else ''}{f', {errant} errant' if errant else ''}; {count} servers, "
              f"order {d[6]}")
     return _situation(label, [old, new, *others], d[6], second.name)
+
+
+WAKE = digits(4)
+
+
+@st.composite
+def wakes(draw: st.DrawFn, hung: list[str]) -> list[WorldChange]:
+    """A hung replica that wakes while one of the first gates waits, or while the engine is
+    dead: a run that acts on what it saw before it woke promotes a stale choice."""
+    d = draw(WAKE)
+    when = pick(d[0], None, "gate", "crash", percent=50)
+    if when is None:
+        return []
+    index = pick(d[1], 1, 0, 2, 3, percent=50) if when == "gate" else 1  # gate #1: the promotion's, after the fence
+    return [WorldChange(when=when, index=index, op="revive", member=hung[portion(d[2], len(hung) - 1)],
+                        advance=pick(d[3], 2 * FRESH_FOR, 3600.0))]
 
 
 class MariaDBWatch(Watch):
@@ -274,6 +291,10 @@ class MariaDBKit(Kit):
 
     def situations(self, runbook: str) -> st.SearchStrategy[Situation]:
         return REJOIN if runbook == "mariadb-rejoin" else PROMOTE
+
+    def suggested(self, runbook: str, situation: Situation) -> st.SearchStrategy[list[WorldChange]]:
+        hung = [s["name"] for s in situation.state["servers"] if s["hung"] and s["read_only"]]
+        return st.just([]) if not hung else wakes(hung)
 
     def model(self, backend: Any) -> Any:
         return backend.sim
