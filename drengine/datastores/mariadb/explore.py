@@ -78,7 +78,7 @@ def _replica(draw: st.DrawFn, i: int, history: list[Txn], source: str | None) ->
     applied = len(history) - portion(d[0], len(history))  # usually everything
     received = portion(d[1], len(history) - applied)
     errant = pick(d[2], 0, 1, 2)
-    process = pick(d[3], "alive", "dead", "hung", "hung", percent=76)  # a hung survivor may wake at any time
+    process = pick(d[3], "alive", "dead", "hung", "hung", percent=70)  # a hung survivor may wake at any time
     threads = pick(d[4], "running", "sql-stopped", "io-stopped", "stopped")
     binlog = pick(d[5], "on", "log_slave_updates-off", "binlog-off", percent=85)
     lag = pick(d[6], 0, 1, 3)
@@ -136,7 +136,7 @@ def primary_lost(draw: st.DrawFn) -> Situation:
     d = draw(CLUSTER)
     count = pick(d[0], 3, 2, 4, percent=50)
     history = _txns(1, 1, pick(d[1], 3, 0, 1, 2, 5, 8, percent=40))
-    process = pick(d[2], "dead", "hung", "hung", "alive", percent=64)  # a hung one is fenced: the run mutates
+    process = pick(d[2], "dead", "hung", "hung", "alive", percent=52)  # a hung one is fenced: the run mutates
     first = _member(0)
     primary = SimServer(name=first.name, address=first.address, port=first.port, server_id=1,
                         alive=process != "dead", hung=process == "hung", read_only=False, applied=history)
@@ -182,7 +182,7 @@ def wakes(draw: st.DrawFn, hung: list[str]) -> list[WorldChange]:
     """A hung replica that wakes while one of the first gates waits, or while the engine is
     dead: a run that acts on what it saw before it woke promotes a stale choice."""
     d = draw(WAKE)
-    when = pick(d[0], None, "gate", "crash", percent=50)
+    when = pick(d[0], "gate", "crash", None, percent=60)
     if when is None:
         return []
     index = pick(d[1], 1, 0, 2, 3, percent=50) if when == "gate" else 1  # gate #1: the promotion's, after the fence
