@@ -39,8 +39,8 @@ from drengine.datastores.mariadb.oracle import (
     revived,
 )
 from drengine.datastores.mariadb.sim import SimCluster, SimServer, Txn
-from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick, portion
 from drengine.engine import FRESH_FOR
+from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick, portion
 from drengine.explore.scenario import MemberSpec, WorldChange
 from drengine.haproxy import AdminState, SimProxy
 from drengine.journal import Entry

@@ -118,6 +118,10 @@ def replication_goal(sim: SimCluster) -> str | None:
     return None
 
 
+def _whole_relay_applicable(s: SimServer) -> bool:
+    return held(s) == {t.gtid for t in s.applied} | {t.gtid for t in s.relay} and (s.relay_valid or not s.relay)
+
+
 def promotion_possible(sim: SimCluster) -> str | None:
     """Can a recovery with every gate approved and no override promote a survivor that loses
     nothing and reach the goal? Only when no reachable server takes writes (the runbook's check
@@ -132,12 +136,11 @@ def promotion_possible(sim: SimCluster) -> str | None:
         return None
     if any(reachable(s) and s.lag for s in sim.servers):
         return None  # the simulator's IO lag never ends: whoever follows with it misses the heartbeat
+    if any(promotable(s) and not _whole_relay_applicable(s) for s in sim.servers):
+        return None  # a runbook may rightly refuse to throw a received transaction away
     everything = set().union(*(held(s) for s in sim.servers if reachable(s)))
     for s in sim.servers:
-        # Its whole relay log must be applicable: a blocked or discarded one fails the catch-up.
-        whole = {t.gtid for t in s.applied} | {t.gtid for t in s.relay}
-        applicable = held(s) == whole and (s.relay_valid or not s.relay)
-        if promotable(s) and applicable and held(s) >= everything:
+        if promotable(s) and held(s) >= everything:
             return f"the primary is lost and {s.name}, a promotable replica, holds everything the reachable servers hold"
     return None
 
