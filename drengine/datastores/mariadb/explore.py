@@ -34,6 +34,7 @@ from drengine.datastores.mariadb.oracle import (
     held,
     indistinguishable,
     promotion_possible,
+    reachable,
     rejoin_possible,
     replication_goal,
     revived,
@@ -195,6 +196,7 @@ class MariaDBWatch(Watch):
         self.runbook = runbook
         self.writable: set[str] | None = None
         self.strays: set[str] = set()  # hung writable servers nobody follows (see oracle.indistinguishable)
+        self.answering: set[str] = set()
         self.sources: dict[str, str | None] = {}
         self.had: dict[str, set[str]] = {}  # what each server held before the run discarded any of it
 
@@ -204,9 +206,11 @@ class MariaDBWatch(Watch):
 
     def _baseline(self, sim: SimCluster) -> None:
         # Taken at the start and after each change of the world, never after the run's own acts.
+        self.answering = set()  # writable primaries seen answering since the world last changed
         self.strays = {s.name for s in sim.servers if accepts_writes(s) and indistinguishable(sim, s.name)}
 
     def _follow(self, sim: SimCluster) -> None:
+        self.answering |= {s.name for s in sim.servers if reachable(s) and accepts_writes(s) and s.source is None}
         self.writable = {s.name for s in sim.servers if accepts_writes(s)}
         self.sources = {s.name: s.source for s in sim.servers}
 
@@ -237,6 +241,11 @@ class MariaDBWatch(Watch):
                                        f"{promoted.name} was made writable while {other} "
                                        f"({'hung' if sim.server(other).hung else 'running'}) also accepts writes, "
                                        f"and no check that refused it was overridden"))
+        if not ledger.overrides:
+            for other in sorted(self.answering - {promoted.name}):
+                found.append(Violation("mariadb.no-promotion-beside-a-live-primary",
+                                       f"{promoted.name} was made writable although {other} answered as a writable "
+                                       f"primary, and no check that refused it was overridden"))
         if ledger.overrides or ledger.chose(promoted.name):
             return found
         for name, kept in better_choices(sim, promoted, self.had):
