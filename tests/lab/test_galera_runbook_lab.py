@@ -113,7 +113,7 @@ def lab() -> Iterator[Lab]:
         pytest.fail(f"ports {busy} are in use on 127.0.0.1: another Galera lab is running (the lab's group "
                     f"communication ports are fixed); stop it (`drengine lab down galera`) and rerun")
     # Not pytest's tmp_path: its parents are mode 700 and the nodes run as mysql.
-    root = Path(tempfile.mkdtemp(prefix="drg-galera-rb-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="drg-galera-rb-"))
     os.chmod(root, 0o755)
     lab_dir = LabDir(root)
     inventory = root / "inventory.yaml"
