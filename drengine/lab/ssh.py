@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from drengine.clock import wait_until
-from drengine.lab.procs import LabDir, LabError, LabProcess, cmdline_of, listening, merge_inventory, process_state
+from drengine.lab.procs import (
+    LabDir,
+    LabError,
+    LabProcess,
+    cmdline_of,
+    ensure_ports_free,
+    listening,
+    merge_inventory,
+    process_state,
+)
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -181,11 +190,7 @@ def _start_sshd(lab: LabDir, name: str, address: str, port: int, config: Path, h
     existing = lab.find(KIND, name)
     if existing is not None and is_running(existing):
         return
-    if listening(address, port):
-        raise LabError(
-            f"{address}:{port} is already taken by a process this lab did not start "
-            f"(another lab? stop it with its own `lab down`, or choose another first_address/port)"
-        )
+    ensure_ports_free(lab, KIND, [(f"sshd {name}", address, port)])
     check = subprocess.run([SSHD, "-t", "-f", str(config)], check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if check.returncode != 0:
         raise LabError(f"sshd rejects the lab configuration {config}: {check.stderr.strip()}")
