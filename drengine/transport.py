@@ -691,7 +691,8 @@ class SSHTransport:
             )
         if isinstance(exc, paramiko.AuthenticationException):
             r = self.route
-            key = f"key file(s) {', '.join(r.key_files)}" if r.key_files else "the ssh-agent and ~/.ssh keys"
+            files = "key file" + ("s" if len(r.key_files) > 1 else "")
+            key = f"{files} {', '.join(r.key_files)}" if r.key_files else "the ssh-agent and ~/.ssh keys"
             key += "" if r.only_key_files or not r.key_files else " and the ssh-agent"
             return ConnectError(
                 f"host {self.name} ({self.target}): authentication as {r.user} failed with {key}. "
@@ -715,7 +716,14 @@ class SSHTransport:
             if self._client is None or not self._is_active(self._client):
                 if self._client is not None:
                     self._client.close()
-                self._client = self._connect()
+                try:
+                    self._client = self._connect()
+                except BaseException:
+                    # A bastion kept open for a host that refused us would outlive every close().
+                    if self._jump is not None:
+                        self._jump.close()
+                        self._jump = None
+                    raise
             return self._client
 
     @staticmethod

@@ -1,0 +1,140 @@
+"""A site as operators run it, on real sshd and sudo: a non-root user with `become` (sudo -n, and
+sudo asking for a password from the environment), and a host reached only through a bastion."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drengine.errors import CommandFailed, ConnectError
+from drengine.faults import signal_member, start_member
+from drengine.inventory import Inventory, load_inventory
+from drengine.lab import ssh as ssh_lab
+from drengine.lab import ssh_site
+from drengine.lab.procs import LabDir
+from drengine.transport import SSHTransport, render_service, transport_for
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabDir, dict[str, Any]]]:
+    lab_dir = LabDir(tmp_path_factory.mktemp("ssh-site"))
+    try:
+        info = ssh_site.up(lab_dir, inventory_out=lab_dir.root / "inventory.yaml")
+        yield lab_dir, info
+    finally:
+        ssh_site.down(lab_dir)
+        ssh_lab.down(lab_dir)
+        assert not lab_dir.processes()
+        assert not ssh_site.SUDOERS.exists()
+        assert subprocess.run(["id", ssh_site.OPS_USER], check=False, capture_output=True).returncode != 0
+
+
+@pytest.fixture
+def inventory(site: tuple[LabDir, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Inventory:
+    monkeypatch.setenv(ssh_site.SUDO_PASSWORD_ENV, site[1]["sudo_password"])
+    return load_inventory(site[0].root / "inventory.yaml")
+
+
+def test_sudo_with_a_password_from_the_environment(inventory: Inventory) -> None:
+    transport = transport_for(inventory.hosts["ops1"], "ops1")
+    try:
+        whoami = transport.run(["sh", "-c", "echo $SUDO_USER $(id -un)"]).check()
+        assert whoami.stdout.split() == [ssh_site.OPS_PASSWORD_USER, "root"]
+        assert whoami.command.startswith("sudo -S -p ")
+        assert os.environ[ssh_site.SUDO_PASSWORD_ENV] not in whoami.stdout + whoami.stderr + whoami.command
+        # Twice on one connection: sudo's ticket may mean it does not ask; nothing must be left waiting.
+        assert transport.run(["id", "-u"]).check().stdout.strip() == "0"
+    finally:
+        transport.close()
+
+
+def test_wrong_or_missing_sudo_password_is_explained(inventory: Inventory, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = inventory.hosts["ops1"]
+    monkeypatch.setenv(ssh_site.SUDO_PASSWORD_ENV, "not-the-password")
+    transport = SSHTransport("ops1", host)
+    try:
+        with pytest.raises(CommandFailed, match="refused the become_password .*wrong password"):
+            transport.run(["id", "-u"])
+    finally:
+        transport.close()
+    no_password = host.model_copy(update={"become_password": None})
+    transport = SSHTransport("ops1", no_password)
+    try:
+        with pytest.raises(CommandFailed, match="sudo asks for a password.*become_password"):
+            transport.run(["id", "-u"])
+    finally:
+        transport.close()
+
+
+def test_inner_is_reached_only_through_the_bastion(inventory: Inventory) -> None:
+    inner = inventory.hosts["inner"]
+    direct = inner.model_copy(update={"ssh": inner.ssh.model_copy(update={"proxy_jump": None})})
+    direct._jump = None
+    with pytest.raises(ConnectError, match="unreachable"):
+        SSHTransport("inner", direct).run(["true"])
+    plain = inner.model_copy(update={"become": False})
+    plain._jump = inner.jump_host()
+    transport = transport_for(plain, "inner")
+    try:
+        # sudo resets the environment: SSH_CONNECTION is read as the operator.
+        client, _, server, _ = transport.run(["sh", "-c", "echo $SSH_CONNECTION"]).check().stdout.split()
+        # inner saw the connection come from the bastion, and admitted the operator from there.
+        assert (client, server) == (ssh_site.BASTION_ADDRESS, ssh_site.INNER_ADDRESS)
+    finally:
+        transport.close()
+    transport = transport_for(inner, "inner")
+    try:
+        result = transport.run(["id", "-un"]).check()
+        assert result.stdout.strip() == "root" and result.command == "sudo -n id -un"
+    finally:
+        transport.close()
+
+
+def test_a_changed_inner_key_is_refused_through_the_bastion(inventory: Inventory, tmp_path: Path) -> None:
+    inner = inventory.hosts["inner"]
+    known = Path(inner.ssh.known_hosts).read_text().splitlines()
+    other_key = Path(inner.ssh.key_file or "").with_suffix(".pub").read_text().split()
+    forged = [line if not line.startswith(f"[{ssh_site.INNER_ADDRESS}]") else
+              f"[{ssh_site.INNER_ADDRESS}]:{ssh_site.PORT} {other_key[0]} {other_key[1]}" for line in known]
+    (tmp_path / "known_hosts").write_text("\n".join(forged) + "\n")
+    forged_inv = inventory.model_copy(deep=True)
+    host = forged_inv.hosts["inner"]
+    spoofed = host.model_copy(update={"ssh": host.ssh.model_copy(update={"known_hosts": str(tmp_path / "known_hosts")})})
+    jump = inventory.hosts["inner"].jump_host()
+    assert jump is not None
+    spoofed._jump = jump
+    with pytest.raises(ConnectError, match="CHANGED"):
+        SSHTransport("inner", spoofed).run(["true"])
+
+
+def test_service_control_through_the_bastion_as_the_operator(site: tuple[LabDir, dict[str, Any]],
+                                                              inventory: Inventory) -> None:
+    lab_dir = site[0]
+    # A directory only root may enter: reading the pid file and starting the server need sudo.
+    data = lab_dir.path("ssh", "service-data")
+    data.chmod(0o700)
+    raw = yaml.safe_load((lab_dir.root / "inventory.yaml").read_text())
+    raw["clusters"] = {"site-db": {
+        "kind": "mariadb",
+        "service": {"start": "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {data_dir}/server.pid"},
+        "members": [{"name": "db1", "host": "inner", "data_dir": str(data), "pid_file": str(data / "server.pid")}],
+    }}
+    inv = Inventory.model_validate({**raw, "path": "site.yaml"})
+    cluster = inv.clusters["site-db"]
+    member = cluster.members[0]
+    shown = render_service(cluster, member, "start").text
+    assert shown.startswith("sudo -n sh -c 'setsid sleep 300")  # what a plan shows is what is sent
+    assert start_member(inv, cluster, member, timeout=20) == shown
+    pid = int((data / "server.pid").read_text())
+    assert Path(f"/proc/{pid}/status").read_text().count("Uid:\t0\t") == 1  # started as root, by sudo
+    done = signal_member(inv, cluster, member, "KILL")
+    assert done.startswith(f"sudo -n kill -KILL {pid} ")
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
