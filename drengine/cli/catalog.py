@@ -19,15 +19,44 @@ def inventory_group(ctx: click.Context) -> None:
 
 @inventory_group.command("check")
 @inventory_option()
-def inventory_check(inventory: str) -> None:
-    """Validate an inventory; each problem as FILE:LINE (exit 2)."""
+@click.option("--connect", is_flag=True, help="Also connect: every host over SSH (through its bastions) and its "
+                                             "sudo, every member with the inventory's credentials.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: every check and its outcome.")
+def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
+    """Validate an inventory; each problem as FILE:LINE, misspelt fields with "did you mean" (exit 2).
+    Then check that every secret it names can be read (set environment variables, readable files)
+    and, with --connect, that every host and member answers; exit 1 naming each failure."""
     from drengine.inventory import load_inventory
+    from drengine.inventory_check import check_inventory
 
     inv = load_inventory(inventory)
-    for name, cl in inv.clusters.items():
-        sim = f", simulated ({cl.simulated.scenario})" if cl.simulated else ""
-        out(f"{name}: {cl.kind}, {len(cl.members)} member(s){sim}")
-    out(f"{inventory}: OK")
+    rows = check_inventory(inv, connect=connect)
+    failed = [r for r in rows if r.failed]
+    if as_json:
+        emit_json({"inventory": inventory, "ok": not failed,
+                   "checks": [{"subject": r.subject, "check": r.check, "outcome": r.outcome.value, "detail": r.detail}
+                              for r in rows]})
+    else:
+        for name, cl in inv.clusters.items():
+            sim = f", simulated ({cl.simulated.scenario})" if cl.simulated else ""
+            out(f"{name}: {cl.kind}, {len(cl.members)} member(s){sim}")
+        if rows:
+            width = max(len(r.subject) for r in rows)
+            out()
+            for r in rows:
+                out(f"  {r.subject:<{width}}  {r.check:<6}  {r.outcome.value:<7}  {r.detail}",
+                    style="red" if r.failed else None)
+        if failed:
+            out()
+            out(f"{inventory}: {len(failed)} check(s) failed:", style="red")
+            for r in failed:
+                out(f"  {r.subject} ({r.check}): {r.detail}")
+        else:
+            checked = "structure, secrets" + (", hosts, sudo and members" if connect else
+                                              " (add --connect to reach hosts and members)")
+            out(f"{inventory}: OK ({checked})")
+    if failed:
+        raise SystemExit(ExitCode.FAILED)
 
 
 @click.group("runbook", invoke_without_command=True)

@@ -138,3 +138,39 @@ def test_service_control_through_the_bastion_as_the_operator(site: tuple[LabDir,
     done = signal_member(inv, cluster, member, "KILL")
     assert done.startswith(f"sudo -n kill -KILL {pid} ")
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_inventory_check_connect_names_each_failure(site: tuple[LabDir, dict[str, Any]], inventory: Inventory,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import cli
+
+    hosts = yaml.safe_load((site[0].root / "inventory.yaml").read_text())["hosts"]
+    ops1 = hosts["ops1"]
+    hosts["nopw"] = {**ops1, "become_password": None}  # sudo would prompt
+    hosts["wrongpw"] = {**ops1, "become_password": {"env": "DRENGINE_TEST_WRONG_PW"}}
+    hosts["unsetpw"] = {**ops1, "become_password": {"env": "DRENGINE_TEST_UNSET_PW"}}
+    hosts["gone"] = {**hosts["bastion"], "address": "127.0.0.250"}
+    (tmp_path / "empty_known_hosts").write_text("")
+    hosts["stranger"] = {**hosts["bastion"], "ssh": {**hosts["bastion"]["ssh"],
+                                                     "known_hosts": str(tmp_path / "empty_known_hosts")}}
+    doc = {"hosts": hosts, "clusters": {"sim": {
+        "kind": "mariadb", "simulated": {"scenario": "primary-dead-replica-lagging"},
+        "timeouts": {"connect": 1, "read": 2},
+        "members": [{"name": f"db{i}", "address": f"127.0.1.1{i}", "port": 3306} for i in (1, 2, 3)]}}}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("DRENGINE_TEST_WRONG_PW", "not-the-password")
+    monkeypatch.delenv("DRENGINE_TEST_UNSET_PW", raising=False)
+    code, out = cli("inventory", "check", "-i", str(path), "--connect")
+    assert code == 1, out
+    failures = out.split("check(s) failed:")[1]
+    assert "hosts.unsetpw.become_password (secret): environment variable DRENGINE_TEST_UNSET_PW is not set" in failures
+    assert "host nopw (sudo): on host nopw, sudo asks for a password" in failures
+    assert "host wrongpw (sudo): on host wrongpw, sudo refused the become_password" in failures
+    assert "host gone (ssh): host gone (drengine-ops@127.0.0.250:2222) is unreachable over SSH" in failures
+    assert "host stranger (ssh): host stranger" in failures and "is not in the known_hosts file" in failures
+    assert "cluster sim, member db1 (member): dead" in failures
+    for fine in ("host ops1 (", "host inner (", "host bastion (", "member db2"):
+        assert fine not in failures, fine
+    assert site[1]["sudo_password"] not in out and "not-the-password" not in out
+    assert "drengine-ops@127.0.0.7:2222 via bastion" in out  # the row says how inner was reached

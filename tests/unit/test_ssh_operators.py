@@ -148,3 +148,47 @@ def test_a_cluster_outside_an_inventory_renders_plainly() -> None:
     cluster = Cluster(name="db", kind="mariadb", members=[Member(name="db1", host="h1")],
                       service={"stop": "systemctl stop x"})  # type: ignore[arg-type]
     assert render_service(cluster, cluster.members[0], "stop").text == "systemctl stop x"
+
+
+# --------------------------------------------------------------------------- inventory check, offline
+
+CHECKED = """\
+hosts:
+  h1: {address: 10.0.0.5, become: true, become_password: {env: DRENGINE_TEST_SUDO_PW}}
+clusters:
+  db:
+    kind: mariadb
+    credentials: {user: root, password: {file: FILE}}
+    members:
+      - {name: db1, host: h1}
+"""
+
+
+def test_check_names_an_unset_variable_and_a_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import cli
+
+    monkeypatch.delenv("DRENGINE_TEST_SUDO_PW", raising=False)
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(CHECKED.replace("FILE", str(tmp_path / "nope")))
+    code, out = cli("inventory", "check", "-i", str(inv))
+    assert code == 1, out
+    assert "hosts.h1.become_password (secret): environment variable DRENGINE_TEST_SUDO_PW is not set" in out
+    assert f"clusters.db.credentials.password (secret): file {tmp_path / 'nope'} does not exist" in out
+
+    monkeypatch.setenv("DRENGINE_TEST_SUDO_PW", "hunter2-secret")
+    (tmp_path / "nope").write_text("pw\n")
+    (tmp_path / "nope").chmod(0o600)
+    code, out = cli("inventory", "check", "-i", str(inv))
+    assert code == 0, out
+    assert "hunter2" not in out and "OK (structure, secrets" in out
+
+
+def test_check_suggests_the_field_meant(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("hosts:\n  h1: {adress: 10.0.0.5, ssh: {proxy_jmp: b}}\nclusters: {}\n")
+    code, out = cli("inventory", "check", "-i", str(inv))
+    assert code == 2
+    assert "inv.yaml:2: hosts.h1.adress: unknown field. Did you mean 'address'?" in out
+    assert "hosts.h1.ssh.proxy_jmp: unknown field. Did you mean 'proxy_jump'?" in out
