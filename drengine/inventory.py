@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from drengine.datastores import check_kind
 from drengine.errors import InputError
@@ -429,6 +439,40 @@ class Inventory(Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def _hosts_from_ansible(cls, data: object, info: ValidationInfo) -> object:
+        """`hosts: {ansible: PATH}` (or `{ansible: {path: PATH, defaults: {...}}}`): the hosts of an
+        Ansible inventory (see drengine/ansible.py), next to any hosts written here (which win).
+        `defaults` holds what Ansible does not say (known_hosts, become_password, timeouts)."""
+        if not (isinstance(data, dict) and isinstance(data.get("hosts"), dict) and "ansible" in data["hosts"]):
+            return data
+        hosts = dict(data["hosts"])
+        spec = hosts.pop("ansible")
+        if isinstance(spec, str):
+            spec = {"path": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or set(spec) - {"path", "defaults"}:
+            raise ValueError("`ansible:` takes the path of an Ansible inventory, or {path: PATH, defaults: {...}}")
+        source = (info.context or {}).get("source")
+        base = Path(source.path).parent if source is not None else Path.cwd()
+        path = (base / Path(spec["path"]).expanduser())
+        defaults = spec.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise ValueError("`ansible: defaults:` must be a mapping of host settings (ssh:, become_password:, ...)")
+        from drengine.ansible import ansible_hosts
+
+        for name, entry in ansible_hosts(path).items():
+            if name in hosts:
+                continue  # written in the drengine inventory itself: that entry wins whole
+            merged = {**defaults, **entry, "ssh": {**(defaults.get("ssh") or {}), **entry.get("ssh", {})}}
+            try:
+                Host.model_validate(merged)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+                raise InputError(f"{path}: host {name} from the Ansible inventory cannot be used: {problems}") from None
+            hosts[name] = merged
+        return {**data, "hosts": hosts}
+
+    @model_validator(mode="before")
+    @classmethod
     def _names_from_keys(cls, data: object) -> object:
         if isinstance(data, dict) and isinstance(data.get("clusters"), dict):
             clusters = {}
@@ -444,8 +488,10 @@ class Inventory(Strict):
             jump = host.ssh.proxy_jump
             while jump is not None:
                 if jump not in self.hosts:
-                    raise ValueError(f"host {chain[-1]}: `proxy_jump: {jump}` names no host under `hosts:`; "
-                                     f"known hosts: {sorted(self.hosts)}")
+                    from drengine.suggest import did_you_mean
+
+                    raise ValueError(f"host {chain[-1]}: `proxy_jump: {jump}` names no host under `hosts:`."
+                                     f"{did_you_mean(jump, self.hosts)} Known hosts: {sorted(self.hosts)}")
                 if jump in chain:
                     raise ValueError(f"host {name}: proxy_jump goes round in a circle: {' -> '.join([*chain, jump])}")
                 chain.append(jump)
@@ -461,9 +507,12 @@ class Inventory(Strict):
                                      f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}")
             for member in cluster.members:
                 if member.host is not None and member.host not in self.hosts:
+                    from drengine.suggest import did_you_mean
+
                     raise ValueError(
                         f"cluster {cluster.name}: member {member.name} runs on host {member.host!r}, "
-                        f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}"
+                        f"which is not under `hosts:`.{did_you_mean(member.host, self.hosts)} "
+                        f"Known hosts: {sorted(self.hosts)}"
                     )
         return self
 
