@@ -59,6 +59,43 @@ def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
         raise SystemExit(ExitCode.FAILED)
 
 
+EXAMPLE_KINDS = ("mariadb", "galera", "mongodb", "ceph", "elasticsearch")
+
+
+def example_inventory(kind: str) -> str:
+    """The commented example shipped inside the package: the hosts part, then one cluster of `kind`."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "examples"
+    return (folder / "hosts.yaml").read_text(encoding="utf-8") + (folder / f"{kind}.yaml").read_text(encoding="utf-8")
+
+
+@inventory_group.command("init")
+@click.argument("path", default="inventory.yaml", type=click.Path(dir_okay=False))
+@click.option("--example", "kind", type=click.Choice(EXAMPLE_KINDS), default="mariadb", show_default=True,
+              help="The datastore of the example cluster.")
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def inventory_init(path: str, kind: str, force: bool) -> None:
+    """Write a commented example inventory to PATH (`-`: print it): hosts over SSH with sudo and a
+    bastion, and one cluster; then edit it and run `drengine inventory check -i PATH`."""
+    from pathlib import Path
+
+    text = example_inventory(kind)
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        raise InputError(f"{path} exists; drengine does not overwrite an inventory (give another path, or --force)")
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    out(f"wrote {path}: an example {kind} cluster behind a bastion, reached as a sudo user. Edit it, then:")
+    out(f"  drengine inventory check -i {path}             # spelling, structure, secrets")
+    out(f"  drengine inventory check -i {path} --connect   # SSH, sudo and every member")
+
+
 @click.group("runbook", invoke_without_command=True)
 @click.pass_context
 def runbook_group(ctx: click.Context) -> None:

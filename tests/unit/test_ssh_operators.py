@@ -192,3 +192,22 @@ def test_check_suggests_the_field_meant(tmp_path: Path) -> None:
     assert code == 2
     assert "inv.yaml:2: hosts.h1.adress: unknown field. Did you mean 'address'?" in out
     assert "hosts.h1.ssh.proxy_jmp: unknown field. Did you mean 'proxy_jump'?" in out
+
+
+# --------------------------------------------------------------------------- inventory init
+
+
+@pytest.mark.parametrize("kind", ["mariadb", "galera", "mongodb", "ceph", "elasticsearch"])
+def test_init_writes_an_example_that_validates(tmp_path: Path, kind: str) -> None:
+    from drengine.inventory import load_inventory
+    from tests.helpers import cli
+
+    path = tmp_path / "inv.yaml"
+    code, out = cli("inventory", "init", str(path), "--example", kind)
+    assert code == 0, out
+    inv = load_inventory(path)
+    assert [c.kind for c in inv.clusters.values()] == [kind]
+    assert inv.hosts["db-host-1"].become and inv.hosts["db-host-1"].ssh.proxy_jump == "bastion"
+    assert "# " in path.read_text()  # commented
+    code, out = cli("inventory", "init", str(path))
+    assert code == 2 and "does not overwrite" in out
