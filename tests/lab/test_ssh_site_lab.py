@@ -188,3 +188,44 @@ def test_inventory_check_connect_names_each_failure(site: tuple[LabDir, dict[str
         assert fine not in failures, fine
     assert site[1]["sudo_password"] not in out and "not-the-password" not in out
     assert "drengine-ops@127.0.0.7:2222 via bastion" in out  # the row says how inner was reached
+
+
+def test_mariadb_recovery_fences_through_the_bastion_with_sudo(site: tuple[LabDir, dict[str, Any]],
+                                                               inventory: Inventory, tmp_path: Path) -> None:
+    """The old primary's host is reached only through the bastion, as the operator with sudo: the
+    promotion fences it there (SIGKILL by its pid file) and the journal shows the sudo commands."""
+    import tempfile
+
+    from drengine.datastores.mariadb import lab as lab_mariadb
+    from tests.helpers import cli, of_type
+
+    root = tempfile.mkdtemp(prefix="drengine-site-mariadb-")
+    os.chmod(root, 0o755)
+    db_lab = LabDir(root)
+    inv_path = Path(root) / "inventory.yaml"
+    try:
+        lab_mariadb.up(db_lab, inventory_out=str(inv_path))
+        data = yaml.safe_load(inv_path.read_text())
+        site_hosts = yaml.safe_load((site[0].root / "inventory.yaml").read_text())["hosts"]
+        data["hosts"].update({"bastion": site_hosts["bastion"], "inner": site_hosts["inner"]})
+        cluster = data["clusters"]["lab-mariadb"]
+        cluster["fencing"] = ["signal"]
+        cluster["members"][0]["host"] = "inner"  # db1's host: behind the bastion
+        inv_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        lab_mariadb.wait_replicated(db_lab)
+        lab_mariadb.hang(db_lab, "db1")  # alive but silent: it must be fenced before a promotion
+        code, out = cli("run", "mariadb-promote-survivor", "-i", str(inv_path), "-c", "lab-mariadb",
+                        "--run-dir", str(tmp_path / "run"), "--yes", "--accept-data-loss")
+        assert code == 0, out
+        sent = [str(e.data.get("statement", e.data)) for e in of_type(tmp_path / "run", "statement_sent")]
+        assert any("sudo -n kill -KILL " in s for s in sent), sent
+        fence = next(e for e in of_type(tmp_path / "run", "step_finished") if e.data["step"] == "fence-old-primary")
+        assert any(line.startswith("db1: signal: FENCED") for line in fence.data["evidence"]), fence.data["evidence"]
+        assert not lab_mariadb.is_running(db_lab, "db1")
+    finally:
+        if lab_mariadb.is_running(db_lab, "db1"):
+            lab_mariadb.resume(db_lab, "db1")
+        lab_mariadb.down(db_lab)
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
