@@ -96,6 +96,40 @@ def inventory_init(path: str, kind: str, force: bool) -> None:
     out(f"  drengine inventory check -i {path} --connect   # SSH, sudo and every member")
 
 
+@inventory_group.command("discover")
+@click.argument("kind", type=click.Choice(["mariadb", "galera"]))
+@click.argument("address")
+@click.option("--name", "cluster_name", default="discovered", show_default=True, help="The cluster's name in the inventory.")
+@click.option("--user", default="root", show_default=True, help="The account to ask with.")
+@click.option("--password-env", metavar="VAR", help="Read its password from this environment variable.")
+@click.option("--password-file", metavar="FILE", help="Read its password from this file.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write the section to FILE (refused if it exists).")
+def inventory_discover(kind: str, address: str, cluster_name: str, user: str, password_env: str | None,
+                       password_file: str | None, out_path: str | None) -> None:
+    """Ask a running cluster at ADDRESS[:PORT] for its members and print its inventory section
+    (YAML; what it cannot say is marked FILL IN). Read-only: status queries only."""
+    from pathlib import Path
+
+    from drengine.discover import cluster_yaml, discover
+    from drengine.inventory import SecretRef
+
+    if password_env and password_file:
+        raise InputError("give --password-env or --password-file, not both")
+    try:
+        ref = SecretRef(env=password_env) if password_env else SecretRef(file=password_file) if password_file else None
+    except ValueError:
+        raise InputError(f"--password-env {password_env!r}: expected an environment variable name") from None
+    if out_path is not None and Path(out_path).exists():
+        raise InputError(f"{out_path} exists; drengine does not overwrite it (paste the section yourself)")
+    text = cluster_yaml(discover(kind, address, user, ref), cluster_name, user, ref)
+    if out_path is None:
+        click.echo(text, nl=False)
+        return
+    Path(out_path).write_text(text, encoding="utf-8")
+    out(f"wrote {out_path}: cluster {cluster_name}; fill in what is marked FILL IN, then `drengine inventory check`")
+
+
 @click.group("runbook", invoke_without_command=True)
 @click.pass_context
 def runbook_group(ctx: click.Context) -> None:
