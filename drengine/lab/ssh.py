@@ -148,6 +148,8 @@ def up(
                 "port": port,
                 "key_file": str(key_file),
                 "known_hosts": str(base / "known_hosts"),
+                # The lab is reached as written here, whatever the machine's ~/.ssh/config says.
+                "ssh_config": None,
                 "connect_timeout": 3.0,
                 "command_timeout": 120.0,
             },
