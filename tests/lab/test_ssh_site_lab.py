@@ -192,8 +192,9 @@ def test_inventory_check_connect_names_each_failure(site: tuple[LabDir, dict[str
 
 def test_mariadb_recovery_fences_through_the_bastion_with_sudo(site: tuple[LabDir, dict[str, Any]],
                                                                inventory: Inventory, tmp_path: Path) -> None:
-    """The old primary's host is reached only through the bastion, as the operator with sudo: the
-    promotion fences it there (SIGKILL by its pid file) and the journal shows the sudo commands."""
+    """The old primary's host (from an Ansible INI file) is reached only through the bastion, as the
+    operator with sudo: the promotion fences it there (SIGKILL by its pid file), promotes a replica
+    and switches the proxy; the journal shows the sudo commands."""
     import tempfile
 
     from drengine.datastores.mariadb import lab as lab_mariadb
@@ -206,8 +207,15 @@ def test_mariadb_recovery_fences_through_the_bastion_with_sudo(site: tuple[LabDi
     try:
         lab_mariadb.up(db_lab, inventory_out=str(inv_path))
         data = yaml.safe_load(inv_path.read_text())
-        site_hosts = yaml.safe_load((site[0].root / "inventory.yaml").read_text())["hosts"]
-        data["hosts"].update({"bastion": site_hosts["bastion"], "inner": site_hosts["inner"]})
+        # The bastion and db1's host come from the team's Ansible INI file; the lab's own host stays.
+        (Path(root) / "hosts.ini").write_text(
+            f"bastion ansible_host={ssh_site.BASTION_ADDRESS}\n"
+            f"[db]\ninner ansible_host={ssh_site.INNER_ADDRESS} ansible_become=yes "
+            f"ansible_ssh_common_args='-J bastion'\n"
+            f"[all:vars]\nansible_user={ssh_site.OPS_USER}\nansible_port={ssh_site.PORT}\n")
+        lab_ssh = inventory.hosts["inner"].ssh
+        data["hosts"]["ansible"] = {"path": "hosts.ini", "defaults": {"ssh": {
+            "key_file": lab_ssh.key_file, "known_hosts": lab_ssh.known_hosts, "ssh_config": None}}}
         cluster = data["clusters"]["lab-mariadb"]
         cluster["fencing"] = ["signal"]
         cluster["members"][0]["host"] = "inner"  # db1's host: behind the bastion
@@ -222,6 +230,7 @@ def test_mariadb_recovery_fences_through_the_bastion_with_sudo(site: tuple[LabDi
         fence = next(e for e in of_type(tmp_path / "run", "step_finished") if e.data["step"] == "fence-old-primary")
         assert any(line.startswith("db1: signal: FENCED") for line in fence.data["evidence"]), fence.data["evidence"]
         assert not lab_mariadb.is_running(db_lab, "db1")
+        assert load_inventory(inv_path).hosts["inner"].ssh.proxy_jump == "bastion"
     finally:
         if lab_mariadb.is_running(db_lab, "db1"):
             lab_mariadb.resume(db_lab, "db1")
