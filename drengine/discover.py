@@ -5,7 +5,8 @@ templates, pid files) is left for the operator, marked `# FILL IN`.
 
 MariaDB: from a replica, `SHOW SLAVE STATUS` names the primary; on the primary,
 `SHOW SLAVE HOSTS` lists the replicas (their report_host and report_port). Galera:
-`wsrep_incoming_addresses` lists every node's client address.
+`wsrep_incoming_addresses` lists every node's client address. MongoDB: `replSetGetConfig` on any
+member lists the replica set's members (`m<_id>`, host:port).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from drengine.errors import ConnectError, InputError
 from drengine.inventory import SecretRef
 
-DISCOVERABLE = ("mariadb", "galera")
+DISCOVERABLE = ("mariadb", "galera", "mongodb")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,29 @@ def discover_galera(address: str, port: int, user: str, password: str | None, ti
     return Discovery("galera", members, notes)
 
 
+def discover_mongodb(address: str, port: int, user: str, password: str | None, timeout: float = 3.0) -> Discovery:
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    auth = {"username": user, "password": password} if password is not None else {}
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        address, port, directConnection=True, serverSelectionTimeoutMS=int(timeout * 1000),
+        connectTimeoutMS=int(timeout * 1000), socketTimeoutMS=int(timeout * 1000), **auth)  # type: ignore[arg-type]
+    try:
+        config = client.admin.command("replSetGetConfig")["config"]
+    except PyMongoError as exc:
+        raise ConnectError(f"cannot ask {address}:{port} for its replica set configuration: {exc}") from None
+    finally:
+        client.close()
+    members = []
+    for m in sorted(config["members"], key=lambda m: int(m["_id"])):
+        host, member_port = split_address(str(m["host"]), 27017)
+        role = "arbiter" if m.get("arbiterOnly") else "hidden" if m.get("hidden") else ""
+        members.append(Found(f"m{m['_id']}", host, member_port, role))
+    return Discovery("mongodb", members, [f"replica set {config['_id']} (config version {config.get('version')}) "
+                                          f"as {address}:{port} knows it"])
+
+
 def discover(kind: str, target: str, user: str, password: SecretRef | None) -> Discovery:
     from drengine.datastores import datastore
 
@@ -124,21 +148,26 @@ def discover(kind: str, target: str, user: str, password: SecretRef | None) -> D
         raise InputError(f"discovery of {kind} is not available in this version (available: {', '.join(DISCOVERABLE)})")
     address, port = split_address(target, datastore(kind).default_port)
     secret = password.resolve(f"--password for {user}") if password is not None else None
-    return (discover_mariadb if kind == "mariadb" else discover_galera)(address, port, user, secret)
+    ask = {"mariadb": discover_mariadb, "galera": discover_galera, "mongodb": discover_mongodb}[kind]
+    return ask(address, port, user, secret)
 
 
 def cluster_yaml(found: Discovery, name: str, user: str, password: SecretRef | None) -> str:
     """The cluster section, as YAML with comments: what the cluster said, and what to fill in."""
     lines = [f"# discovered by drengine inventory discover: {'; '.join(found.notes) or 'as seen now'}",
-             "clusters:", f"  {name}:", f"    kind: {found.kind}", "    credentials:", f"      user: {user}"]
+             "clusters:", f"  {name}:", f"    kind: {found.kind}"]
+    if password is not None or found.kind != "mongodb":
+        lines += ["    credentials:", f"      user: {user}"]
     if password is not None:
         ref = f"{{env: {password.env}}}" if password.env else f"{{file: {password.file}}}"
         lines.append(f"      password: {ref}")
+    unit = "mongod" if found.kind == "mongodb" else "mariadb"
     lines += ["    # FILL IN: service templates (start/stop), e.g.",
-              "    # service: {start: systemctl start mariadb, stop: systemctl stop mariadb}",
+              f"    # service: {{start: systemctl start {unit}, stop: systemctl stop {unit}}}",
               "    members:"]
+    pid_file = "/var/run/mongodb/mongod.pid" if found.kind == "mongodb" else "/run/mysqld/mysqld.pid"
     for m in found.members:
         role = f"  # {m.role}" if m.role else ""
         lines.append(f"      - {{name: {m.name}, address: {m.address}, port: {m.port}}}{role}")
-        lines.append("        # FILL IN: host: INVENTORY-HOST, pid_file: /run/mysqld/mysqld.pid")
+        lines.append(f"        # FILL IN: host: INVENTORY-HOST, pid_file: {pid_file}")
     return "\n".join(lines) + "\n"

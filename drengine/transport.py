@@ -510,6 +510,14 @@ def _jumps_from_config(spec: str, settings: SSHSettings, label: str) -> tuple[tu
     return tuple(hops)
 
 
+def _login_user(host_name: str) -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry (some containers)
+        raise InputError(f"host {host_name}: no `ssh: user:` in the inventory or ~/.ssh/config, and the login user "
+                         f"cannot be found; add `user:` to the host's `ssh:`") from None
+
+
 def ssh_route(name: str, host: Host, via: tuple[tuple[str, Host], ...] | None = None) -> SSHRoute:
     """Apply the operator's ssh_config to an inventory host: the inventory wins wherever it says
     something; the user defaults to the login user, as with `ssh`. `via`: the bastions already
@@ -517,7 +525,7 @@ def ssh_route(name: str, host: Host, via: tuple[tuple[str, Host], ...] | None = 
     s = host.ssh
     given = s.model_fields_set
     options = _ssh_config_options(s, host.address)
-    user = s.user or options.get("user") or getpass.getuser()
+    user = s.user or options.get("user") or _login_user(name)
     port = s.port if "port" in given else int(options.get("port", s.port))
     if s.key_file is not None:
         keys: tuple[str, ...] = (str(Path(s.key_file).expanduser()),)

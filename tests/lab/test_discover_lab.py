@@ -79,3 +79,19 @@ def test_galera_from_one_node(root: Path, tmp_path: Path) -> None:
     finally:
         galera.down(lab)
         ssh_lab.down(lab)
+
+
+def test_mongodb_from_one_member(root: Path, tmp_path: Path) -> None:
+    from drengine.datastores.mongodb import lab as lab_mongodb
+
+    lab = LabDir(root)
+    try:
+        fragment = lab_mongodb.up(lab, inventory_out=str(root / "inventory.yaml"), scenario="healthy-3")
+        port = fragment["members"][1]["port"]
+        code, text = cli("inventory", "discover", "mongodb", f"127.0.0.1:{port}", "--name", "found")
+        assert code == 0, text
+        found = yaml.safe_load(text)["clusters"]["found"]
+        assert [(m["name"], m["port"]) for m in found["members"]] == [(m["name"], m["port"]) for m in fragment["members"]]
+        _same_status(root / "inventory.yaml", "lab-mongodb", text, tmp_path)
+    finally:
+        lab_mongodb.down(lab)
