@@ -912,11 +912,24 @@ class MemberTransports:
             self._open.clear()
 
 
+def _jump_chain(host: Host) -> list[str]:
+    """The inventory bastions in front of a host (its ssh_config ProxyJump hops are not counted)."""
+    chain: list[str] = []
+    jump = host.jump_host()
+    while jump is not None and jump[0] not in chain:
+        chain.append(jump[0])
+        jump = jump[1].jump_host()
+    return chain
+
+
 def _budget(target: Host | HostTransport, timeout: float | None) -> float:
     if isinstance(target, Host):
-        return target.ssh.connect_timeout + (timeout if timeout is not None else target.ssh.command_timeout)
+        # Each bastion on the way is one more connection to open first.
+        hops = 1 + len(_jump_chain(target))
+        return hops * target.ssh.connect_timeout + (timeout if timeout is not None else target.ssh.command_timeout)
     if isinstance(target, SSHTransport):
-        return target.settings.connect_timeout + (timeout if timeout is not None else target.settings.command_timeout)
+        hops = 1 + len(_jump_chain(target.host))
+        return hops * target.settings.connect_timeout + (timeout if timeout is not None else target.settings.command_timeout)
     if isinstance(target, LocalTransport):
         return timeout if timeout is not None else target.command_timeout
     return timeout if timeout is not None else 60.0
