@@ -56,6 +56,15 @@ def test_mariadb_from_a_replica(root: Path, tmp_path: Path) -> None:
         _same_status(root / "inventory.yaml", "lab-mariadb", text, tmp_path)
         code, out = cli("inventory", "discover", "mariadb", "127.0.0.1:23062", "--out", str(section))
         assert code == 2 and "does not overwrite" in out
+        # The discovered section with a wrong password: `inventory check --connect` names each member.
+        (tmp_path / "wrong.pw").write_text("not-the-password\n")
+        (tmp_path / "wrong.yaml").write_text(text.replace(str(root / "mariadb" / "root.password"),
+                                                          str(tmp_path / "wrong.pw")))
+        code, out = cli("inventory", "check", "-i", str(tmp_path / "wrong.yaml"), "--connect")
+        assert code == 1, out
+        failures = out.split("check(s) failed:")[1]
+        assert "cluster found, member db1 (member):" in failures and "Access denied" in failures, failures
+        assert "not-the-password" not in out
     finally:
         lab_mariadb.down(lab)
 
