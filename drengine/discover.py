@@ -6,7 +6,8 @@ templates, pid files) is left for the operator, marked `# FILL IN`.
 MariaDB: from a replica, `SHOW SLAVE STATUS` names the primary; on the primary,
 `SHOW SLAVE HOSTS` lists the replicas (their report_host and report_port). Galera:
 `wsrep_incoming_addresses` lists every node's client address. MongoDB: `replSetGetConfig` on any
-member lists the replica set's members (`m<_id>`, host:port).
+member lists the replica set's members (`m<_id>`, host:port). Elasticsearch: `GET /_nodes/http`
+names every node and the HTTP address it publishes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from drengine.errors import ConnectError, InputError
 from drengine.inventory import SecretRef
 
-DISCOVERABLE = ("mariadb", "galera", "mongodb")
+DISCOVERABLE = ("mariadb", "galera", "mongodb", "elasticsearch")
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,34 @@ def discover_mongodb(address: str, port: int, user: str, password: str | None, t
                                           f"as {address}:{port} knows it"])
 
 
+def discover_elasticsearch(address: str, port: int, user: str, password: str | None,
+                           timeout: float = 3.0) -> Discovery:
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{address}:{port}/_nodes/http?filter_path=nodes.*.name,nodes.*.http")
+    if password is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http only, by construction)
+            nodes = json.loads(answer.read())["nodes"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        raise ConnectError(f"cannot ask http://{address}:{port} for its nodes: {exc}") from None
+    members = []
+    for node in sorted(nodes.values(), key=lambda n: str(n["name"])):
+        # publish_address is `IP:PORT` or `HOSTNAME/IP:PORT`: the name is what operators use.
+        published = str(node.get("http", {}).get("publish_address", ""))
+        host_part, _, port_part = published.rpartition(":")
+        host = host_part.split("/")[0] if host_part else "FILL-IN.invalid"
+        members.append(Found(str(node["name"]), host, int(port_part) if port_part.isdigit() else 9200))
+    return Discovery("elasticsearch", members, [f"the nodes in the cluster now, as http://{address}:{port} knows "
+                                                f"them (their published HTTP addresses); a node that has left it is "
+                                                f"not listed: add it by hand"])
+
+
 def discover(kind: str, target: str, user: str, password: SecretRef | None) -> Discovery:
     from drengine.datastores import datastore
 
@@ -148,7 +177,8 @@ def discover(kind: str, target: str, user: str, password: SecretRef | None) -> D
         raise InputError(f"discovery of {kind} is not available in this version (available: {', '.join(DISCOVERABLE)})")
     address, port = split_address(target, datastore(kind).default_port)
     secret = password.resolve(f"--password for {user}") if password is not None else None
-    ask = {"mariadb": discover_mariadb, "galera": discover_galera, "mongodb": discover_mongodb}[kind]
+    ask = {"mariadb": discover_mariadb, "galera": discover_galera, "mongodb": discover_mongodb,
+           "elasticsearch": discover_elasticsearch}[kind]
     return ask(address, port, user, secret)
 
 
@@ -156,16 +186,17 @@ def cluster_yaml(found: Discovery, name: str, user: str, password: SecretRef | N
     """The cluster section, as YAML with comments: what the cluster said, and what to fill in."""
     lines = [f"# discovered by drengine inventory discover: {'; '.join(found.notes) or 'as seen now'}",
              "clusters:", f"  {name}:", f"    kind: {found.kind}"]
-    if password is not None or found.kind != "mongodb":
+    if password is not None or found.kind in ("mariadb", "galera"):
         lines += ["    credentials:", f"      user: {user}"]
     if password is not None:
         ref = f"{{env: {password.env}}}" if password.env else f"{{file: {password.file}}}"
         lines.append(f"      password: {ref}")
-    unit = "mongod" if found.kind == "mongodb" else "mariadb"
+    unit = {"mongodb": "mongod", "elasticsearch": "elasticsearch"}.get(found.kind, "mariadb")
     lines += ["    # FILL IN: service templates (start/stop), e.g.",
               f"    # service: {{start: systemctl start {unit}, stop: systemctl stop {unit}}}",
               "    members:"]
-    pid_file = "/var/run/mongodb/mongod.pid" if found.kind == "mongodb" else "/run/mysqld/mysqld.pid"
+    pid_file = {"mongodb": "/var/run/mongodb/mongod.pid", "elasticsearch": "/var/run/elasticsearch/elasticsearch.pid"
+                }.get(found.kind, "/run/mysqld/mysqld.pid")
     for m in found.members:
         role = f"  # {m.role}" if m.role else ""
         lines.append(f"      - {{name: {m.name}, address: {m.address}, port: {m.port}}}{role}")

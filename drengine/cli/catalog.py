@@ -97,7 +97,7 @@ def inventory_init(path: str, kind: str, force: bool) -> None:
 
 
 @inventory_group.command("discover")
-@click.argument("kind", type=click.Choice(["mariadb", "galera", "mongodb"]))
+@click.argument("kind", type=click.Choice(["mariadb", "galera", "mongodb", "elasticsearch"]))
 @click.argument("address")
 @click.option("--name", "cluster_name", default="discovered", show_default=True, help="The cluster's name in the inventory.")
 @click.option("--user", default="root", show_default=True, help="The account to ask with.")

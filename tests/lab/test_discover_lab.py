@@ -104,3 +104,23 @@ def test_mongodb_from_one_member(root: Path, tmp_path: Path) -> None:
         _same_status(root / "inventory.yaml", "lab-mongodb", text, tmp_path)
     finally:
         lab_mongodb.down(lab)
+
+
+def test_elasticsearch_from_one_node(root: Path, tmp_path: Path) -> None:
+    from drengine.datastores.elasticsearch import lab as lab_es
+
+    lab = LabDir(root)
+    try:
+        fragment = lab_es.up(lab, inventory_out=str(root / "inventory.yaml"), scenario="one-node-lost-3")
+        port = fragment["members"][0]["port"]
+        code, text = cli("inventory", "discover", "elasticsearch", f"127.0.0.1:{port}", "--name", "found",
+                         "--user", "elastic")
+        assert code == 0, text
+        found = yaml.safe_load(text)["clusters"]["found"]
+        # The nodes that answer the cluster (one of three is lost), each with the HTTP address it
+        # publishes: the simulator's are its model's own addresses, so status is not compared here.
+        names = [m["name"] for m in found["members"]]
+        assert names and set(names) <= {m["name"] for m in fragment["members"]}
+        assert all(m["port"] == 9200 and m["address"] for m in found["members"])
+    finally:
+        lab_es.down(lab)
