@@ -91,8 +91,11 @@ def quorum_lost(draw: st.DrawFn) -> Situation:
     label = ", ".join(f"{n.name} {n.process} {n.seqno}{'*' if n.uuid != HISTORY else ''}"
                       f"{' side ' + str(n.side) if n.side else ''}{' Primary' if n.primary else ''}" for n in sim.nodes)
     inputs: dict[str, str] = {}
-    if pick(c[3], False, True, percent=90):  # the operator names the node to bootstrap
-        named = nodes[c[3] % count].name
+    # The operator names the node to bootstrap: a running one when some run, else one that is down
+    # (a node that is down cannot be bootstrapped beside running ones: the runbook says stop them first).
+    named_among = [n for n in nodes if n.process == "running"] or [n for n in nodes if n.process != "hung"]
+    if pick(c[3], False, True, percent=90) and named_among:
+        named = named_among[c[3] % len(named_among)].name
         inputs = {"bootstrap": named}
         label += f"; --input bootstrap={named}"
     return Situation(label, [_member(i) for i in range(count)], sim.model_dump(mode="json"), inputs)
@@ -157,7 +160,7 @@ class Seen:
         return Seen(bool(components(sim)), tuple((n.name, n.process, n.uuid, n.seqno) for n in sim.nodes))
 
     def sim(self) -> SimGalera:
-        nodes = [SimNode(name=name, address="", port=0, process=process, uuid=uuid, seqno=seqno)  # type: ignore[arg-type]
+        nodes = [SimNode(name=name, address="", port=0, process=process, uuid=uuid, seqno=seqno)
                  for name, process, uuid, seqno in self.nodes]
         return SimGalera(nodes=nodes, state_uuid="", last_primary=[])
 
