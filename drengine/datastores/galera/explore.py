@@ -30,9 +30,10 @@ The invariants:
   of the final state) forms no second Primary component;
 - the goal (success implies it): one Primary component, every node that runs or could be
   started (down, not gone for good) Synced in it, and the proxies' write backends only on it;
-- liveness (`expect_done`): every node down or non-Primary in one group, none hung, one
-  history held by a majority and its best node among the running ones when any runs: a
-  recovery with every gate approved ends DONE with every node back in the Primary component.
+- liveness (`expect_done`): every node down, hung or non-Primary, in one group, one history
+  held by a majority and its best seqno on a running node when any runs (else on a node that
+  is down, not only on a hung one): a recovery with every gate approved ends DONE with every
+  node back in the Primary component.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ HISTORY = "6d3c7a8e-1b2c-4d5e-9f00-000000000001"
 OTHER_HISTORY = "6d3c7a8e-1b2c-4d5e-9f00-0000000000ff"
 WRITE_BACKEND = "galera_write"
 
-CLUSTER = digits(4)
+CLUSTER = digits(5)
 NODE = digits(6)
 
 
@@ -64,8 +65,8 @@ def _member(i: int) -> MemberSpec:
 
 def _node(i: int, d: list[int]) -> SimNode:
     m = _member(i)
-    process = pick(d[0], "killed", "running", "stopped", "hung", percent=40)
-    foreign = pick(d[2], False, True, percent=88)
+    process = pick(d[0], "killed", "running", "stopped", "hung", percent=34)
+    foreign = pick(d[2], False, True, percent=85)
     # A stray history is often further on: ranked across histories, it would win.
     seqno = 100 + (portion(d[1], 9) if not foreign else 5 + portion(d[1], 20))
     known = pick(d[3], False, True, percent=80)  # a killed node's grastate.dat says -1, unless it was written
@@ -80,6 +81,12 @@ def quorum_lost(draw: st.DrawFn) -> Situation:
     c = draw(CLUSTER)
     count = pick(c[0], 3, 2, 4, 5, percent=55)
     nodes = [_node(i, draw(NODE)) for i in range(count)]
+    if pick(c[4], "plain", "partitioned", percent=88) == "partitioned":
+        # A partition cut the last node(s) off a cluster that kept running: the larger side keeps
+        # quorum (Primary), the other side runs non-Primary and must not be bootstrapped.
+        for i, n in enumerate(nodes):
+            n.process, n.uuid, n.grastate_seqno = "running", HISTORY, -1
+            n.side = 1 if i >= count - max(1, (count - 1) // 2) else 0
     for n in [n for n in nodes if n.process == "stopped"][-1:]:
         n.safe_to_bootstrap = True  # Galera marks it on the last node to leave cleanly
     ours = [n.name for n in nodes if n.uuid == HISTORY] or [nodes[0].name]
@@ -274,17 +281,26 @@ def goal_holds(sim: SimGalera, gone: list[str]) -> str | None:
 def recovery_possible(sim: SimGalera) -> str | None:
     """The liveness oracle: the situations where a correct recovery, every gate approved, brings
     every node back into one Primary component; None where it needs a person or cannot be told."""
-    if components(sim) or any(n.process == "hung" for n in sim.nodes):
+    if components(sim):
         return None
     if len({n.side for n in sim.nodes}) > 1:
         return None  # a partition: nodes on the other side can neither be bootstrapped with it nor join
     best = best_bootstrap(sim)
     if best.history is None:
         return None
+    seen = sim.model_copy(update={"nodes": [n for n in sim.nodes if n.process != "hung"]})
+    if best_bootstrap(seen).history != best.history:
+        return None  # only the hung nodes' histories (unknown until fenced) make it the majority's
     running = [n for n in sim.nodes if n.process == "running"]
-    if running and not any(n.name in best.holders for n in running):
-        return None  # the best data is on a node that is down: a running node must be stopped first (a person's call)
+    # The best data must be where a recovery bootstraps without a person's call: on a running node
+    # when some run (a node that is down further on needs the running ones stopped first), else on a
+    # node that is down. A hung node no further on is fenced (stopped), read again, and started.
+    eligible = running or [n for n in sim.nodes if n.process in ("stopped", "killed")]
+    if not any(n.name in best.holders for n in eligible):
+        return None
     where = "a running node" if running else "every node down"
+    if any(n.process == "hung" for n in sim.nodes):
+        where += ", a hung node no further on"
     return (f"{where}, one history held by the majority ({best.history[-4:]}), its best seqno {best.seqno} on "
             f"{', '.join(best.holders)}: a bootstrap there and every other node started rejoins them all")
 
