@@ -4,9 +4,12 @@ advanced, from running nodes or from what crashed nodes saved on disk? And the f
 to the steps of `galera-bootstrap-survivor` (galera/actions.py).
 
 Bootstrapping the wrong node loses every write the more advanced nodes had; bootstrapping
-both sides of a partition makes two clusters whose data diverge. The decisions therefore
-refuse while any node is Primary and while two separate non-Primary groups could each be
-bootstrapped, and they name every node whose position could not be read as a risk.
+both sides of a partition makes two clusters whose data diverge; bootstrapping a node of
+another cluster history rewrites every other node into it. The decisions therefore refuse
+while any node is Primary and while two separate non-Primary groups could each be
+bootstrapped; they rank only the nodes of the history most nodes hold, and refuse while a
+node that is down may be further on (its position unknown, or known past every running
+node), unless the operator names the node (`--input bootstrap=NODE`).
 """
 
 from __future__ import annotations
