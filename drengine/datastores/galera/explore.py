@@ -26,6 +26,8 @@ The invariants:
   both excused only when the operator named a node of the new component (or the node that
   loses, as gone) or overrode a refused check: never by a risk text;
 - galera.one-primary-component: never two Primary components, unless a check was overridden;
+- galera.process-started-without-gate: mariadbd is started on a host (a --wsrep-recover, a
+  bootstrap, a start: the simulator records each) only by a step whose gate was approved;
 - effects.no-second-primary-after-done: after a DONE run, reviving every hung node (in a copy
   of the final state) forms no second Primary component;
 - the goal (success implies it): one Primary component, every node that runs or could be
