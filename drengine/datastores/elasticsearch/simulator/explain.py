@@ -247,6 +247,13 @@ class ExplainApi(Allocator):
         if primary:
             if store is None:
                 return {"found": False}
+            if store.unreadable is not None:
+                # ShardStoreInfo.toXContent (cluster/routing/allocation/NodeAllocationResult.java): a copy
+                # whose store could not be opened shows `in_sync: false` and its `store_exception`
+                # (PrimaryShardAllocator.buildNodeShardsResult treats it as holding no allocation id).
+                kind, reason = store.unreadable
+                return {"in_sync": False, "allocation_id": store.allocation_id,
+                        "store_exception": {"type": kind, "reason": reason}}
             return {"in_sync": store.allocation_id in group.in_sync, "allocation_id": store.allocation_id}
         if store is None:
             return None

@@ -119,6 +119,9 @@ class StoreCopy(BaseModel):
     max_seq_no: int = -1
     # The size a scenario gives the copy (a realistic shard: gigabytes); else from the documents.
     bytes: int | None = None
+    # The store cannot be opened (a corrupt file): the exception Elasticsearch reports for it, as
+    # (type, reason). Such a copy is never allocated by itself and fails a forced recovery.
+    unreadable: tuple[str, str] | None = None
 
     def size_in_bytes(self) -> int:
         if self.bytes is not None:
