@@ -110,9 +110,13 @@ def nodes_lost(draw: st.DrawFn) -> Situation:
         cluster.add_node(f"node-{number}", attributes={"zone": f"zone-{(number - 1) % 3 + 1}"})
     stale = count >= 3 and pick(c[2], False, True, percent=55)
     indices: list[str] = []
-    for name in INDICES[:pick(c[1], 2, 1, 3, percent=50)]:
+    names = INDICES[:pick(c[1], 2, 1, 3, percent=50)]
+    failing = pick(c[5], False, True, percent=80)
+    for name in names:
         d = draw(INDEX)
-        delay = pick(d[0], None, "0", "5m", percent=50)
+        # The copies that keep failing to recover fail at once (no delayed allocation holds them back):
+        # their retries are used up before the run.
+        delay = "0" if failing and name == names[-1] else pick(d[0], None, "0", "5m", percent=50)
         first = not indices
         replicas = max(1, min(3, count - 2) - (d[2] >= 75)) if first and stale else \
             min(pick(d[2], 1, 0, 2, percent=70), count - 1)
@@ -126,17 +130,16 @@ def nodes_lost(draw: st.DrawFn) -> Situation:
     if stale:
         s = draw(STALE)
         lost.append(_go_stale(cluster, indices[0], s))
+    if failing:
+        _fail_a_replica(cluster, indices[-1], lost)
     disabled = pick(c[3], None, "primaries", "none", "new_primaries", percent=75)
     if disabled:
         cluster.disable_allocation(disabled)  # left over from maintenance
     if pick(c[4], False, True, percent=85):
         cluster.disk_full(f"node-{1 + c[4] % count}")
-    if pick(c[5], False, True, percent=85):
-        cluster.fail_recoveries(indices[-1], 0, 5)  # its next recoveries fail: retries run out
-    for number in range(count, 0, -1):
+    for name in [f"node-{number}" for number in range(count, 0, -1)]:
         if len(lost) >= pick(c[6], 1, 2, 0, percent=70) or len(lost) >= count - 1:
             break
-        name = f"node-{number}"
         if name not in lost:
             cluster.kill_node(name)
             lost.append(name)
@@ -146,6 +149,19 @@ def nodes_lost(draw: st.DrawFn) -> Situation:
     label = (f"{count} nodes, indices {', '.join(indices)}, lost {', '.join(lost) or 'none'}"
              f"{'; ' + _stale_words(cluster) if stale else ''}{f', allocation {disabled}' if disabled else ''}")
     return Situation(label, [_member(i) for i in range(count)], cluster.to_json(), inputs=inputs)
+
+
+def _fail_a_replica(cluster: EsCluster, index: str, lost: list[str]) -> None:
+    """The next recoveries of the index's first shard fail (a copy that cannot be read, a network
+    that drops them): where its replica's node is lost, they fail at once and use up the shard's
+    retries before the run."""
+    cluster.fail_recoveries(index, 0, 5)
+    group = cluster.shard_group(index, 0)
+    holder = next((cluster.node_by_id(r.node_id).name for r in group.routings if not r.primary and r.node_id), None)
+    alive = sum(n.alive for n in cluster.state.nodes)
+    if holder is not None and holder not in lost and (alive - 1) * 2 > len(cluster.state.nodes):
+        cluster.kill_node(holder)
+        lost.append(holder)
 
 
 def _stale_words(cluster: EsCluster) -> str:

@@ -105,18 +105,21 @@ def recovery_possible(cluster: EsCluster) -> str | None:
         return None  # the disk decider may keep the replicas of a red shard out (see below)
     reasons = []
     for group in cluster.groups():
+        if group.pending_recovery_failures and group.unassigned():
+            # Its copies' recoveries will fail once they are tried, after the run planned (allocation
+            # enabled, the primary back): the runbook waits for green and reports the stall where DONE
+            # yellow would be as right, or retries when it saw them fail; the end cannot be told here.
+            return None
         if group.primary().state != UNASSIGNED:
             continue
         if len(group.routings) > len(data_nodes):
             # The replicas of a red shard that the data nodes left cannot hold (nor a full disk, above)
             # keep the cluster yellow once its primary is back: the runbook plans them only once the
             # primary is assigned and waits for green (it reports the stall; DONE yellow would be as
-            # right), so the end cannot be told from here.
+            # right), so the end cannot be told from here either.
             return None
         if not group.in_sync:
             return None  # a new index's primary: not this fault space's business
-        if group.pending_recovery_failures:
-            return None  # its replicas' recoveries will fail once the primary is back: the same
         copies = copies_of(cluster, group)
         if len(copies.stale) > 1 and not copies.in_sync_here:
             return None
