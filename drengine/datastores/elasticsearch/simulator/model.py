@@ -21,6 +21,9 @@ INITIALIZING: Literal["INITIALIZING"] = "INITIALIZING"
 RoutingState = Literal["STARTED", "UNASSIGNED", "INITIALIZING"]
 
 DEFAULT_VERSION = "9.1.0"
+# RecoverySource.ExistingStoreRecoverySource.FORCED_ALLOCATION_ID: the in-sync set of a shard whose
+# stale primary was forced, until that primary starts (IndexMetadataUpdater.updateInSyncAllocations).
+FORCED_ALLOCATION_ID = "_forced_allocation_"
 DEFAULT_DELAYED_TIMEOUT = "1m"
 DEFAULT_MAX_RETRIES = 5
 
