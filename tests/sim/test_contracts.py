@@ -271,3 +271,30 @@ def test_explain_shows_an_unreadable_copy_with_its_store_exception() -> None:
         row = next(r for r in body["node_allocation_decisions"] if r["node_id"] == stale_id)
         assert set(row["store"]) == {"in_sync", "allocation_id", "store_exception"}
         assert row["store"]["store_exception"]["type"] == "corrupt_index_exception"
+
+
+def test_replica_explain_of_a_red_shard_is_replica_after_primary_active_only() -> None:
+    # ReplicaShardAllocator.makeAllocationDecision (server/src/main/java/org/elasticsearch/gateway/
+    # ReplicaShardAllocator.java): while the primary is not active, canBeAllocatedToAtLeastOneNode
+    # answers NO (replica_after_primary_active) for every data node: no store rows, no weight
+    # ranking, no allocation delay, whatever index.unassigned.node_left.delayed_timeout says.
+    model = build_scenario("red-stale-copy", clock=SimulatedClock())
+    for _, client in serve(model):
+        body = dict(client.cluster.allocation_explain(index="orders", shard=0, primary=False))
+        assert body["can_allocate"] == "no" and "remaining_delay_in_millis" not in body
+        rows = body["node_allocation_decisions"]
+        assert rows and all(r["node_decision"] == "no" for r in rows)
+        assert all("store" not in r and "weight_ranking" not in r for r in rows)
+        assert all({"decider": "replica_after_primary_active", "decision": "NO",
+                    "explanation": "primary shard for this replica is not yet active"} in r["deciders"] for r in rows)
+
+
+def test_a_delayed_replica_decision_has_no_weight_ranking() -> None:
+    # ReplicaShardAllocator returns AllocateUnassignedDecision.delayed with node results augmented by
+    # store information only: NodeAllocationResult prints weight_ranking only for balancer decisions.
+    model = build_scenario("one-node-lost-3", clock=SimulatedClock())
+    group = next(g for g in model.groups() if any(not r.primary for r in g.unassigned()))
+    for _, client in serve(model):
+        body = dict(client.cluster.allocation_explain(index=group.index, shard=group.shard, primary=False))
+        assert body["can_allocate"] == "allocation_delayed"
+        assert all("weight_ranking" not in r for r in body["node_allocation_decisions"])

@@ -286,3 +286,13 @@ def test_a_failed_forced_primary_stays_red_after_the_in_sync_node_returns_until_
     model = model_after(tmp_path, state)
     assert model.health("orders")["status"] == "green"
     assert model.count("orders")["count"] == 8  # the returned copy's documents, all of them
+
+
+def test_the_replica_of_a_red_shard_is_explained_as_waiting_for_its_primary(tmp_path: Path) -> None:
+    # Issue 22, item 5: Elasticsearch explains such a replica with replica_after_primary_active only
+    # (no store rows, no delay): the runbook's explain table says the primary comes first.
+    code, out = run(tmp_path / "run", "sim-es-red-stale", "--yes")
+    assert code != 0, out  # stops at the dangerous gate without --accept-data-loss
+    line = next(row for row in out.splitlines() if "orders[0] replica:" in row)
+    assert "its primary is not active" in line and "assigning its primary first" in line
+    assert "more for it to come back" not in line
