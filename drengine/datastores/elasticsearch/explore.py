@@ -3,7 +3,7 @@
 delayed allocation at 0, 1m or 5m) after nodes were lost, with allocation left disabled,
 several copies gone stale at different times while their nodes were away (which node holds
 the fullest copy is independent of the node names), copies whose store cannot be opened, a
-full disk, recoveries that keep failing: every unassigned reason the simulator knows. Where
+forced primary whose recovery fails (no copy is in sync after it), a full disk, recoveries that keep failing: every unassigned reason the simulator knows. Where
 several stale copies are candidates, some scenarios carry the operator's choice
 (`--input stale_copy=index[shard]=node`), the best copy or another.
 
@@ -84,6 +84,9 @@ def _go_stale(cluster: EsCluster, index: str, d: list[int]) -> str:
     for i, name in enumerate(replicas):
         if pick(d[6 + i], False, True, percent=85):
             group.stores[cluster.node(name).id].unreadable = CORRUPT
+    if pick(d[11], False, True, percent=80):
+        # A copy that reads fine but is found corrupt while it recovers: the forced primary fails.
+        cluster.fail_recoveries(index, 0, 1)
     return primary.name
 
 
