@@ -52,9 +52,9 @@ def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
             for r in failed:
                 out(f"  {r.subject} ({r.check}): {r.detail}")
         else:
-            checked = "structure, secrets" + (", hosts, sudo and members" if connect else
-                                              " (add --connect to reach hosts and members)")
-            out(f"{inventory}: OK ({checked})")
+            checked = ("structure, secrets, hosts, sudo and members" if connect else
+                       "structure and secrets; add --connect to reach hosts, sudo and members")
+            out(f"{inventory}: OK: {checked}")
     if failed:
         raise SystemExit(ExitCode.FAILED)
 

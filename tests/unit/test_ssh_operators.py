@@ -180,7 +180,7 @@ def test_check_names_an_unset_variable_and_a_missing_file(tmp_path: Path, monkey
     (tmp_path / "nope").chmod(0o600)
     code, out = cli("inventory", "check", "-i", str(inv))
     assert code == 0, out
-    assert "hunter2" not in out and "OK (structure, secrets" in out
+    assert "hunter2" not in out and "OK: structure and secrets" in out
 
 
 def test_check_suggests_the_field_meant(tmp_path: Path) -> None:
