@@ -98,7 +98,9 @@ def _sshd_config(address: str, port: int, host_dir: Path, authorized_keys: Path)
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password",
-            f"AuthorizedKeysFile {authorized_keys}",
+            # The lab's key file for root; the operator users' own (see lab/ssh_site.py), which
+            # sshd reads as that user (the lab's folder under /tmp may be closed to them).
+            f"AuthorizedKeysFile {authorized_keys} .ssh/authorized_keys",
             # The lab lives under /tmp (mode 1777), which StrictModes rejects.
             "StrictModes no",
             "UseDNS no",
@@ -155,6 +157,8 @@ def up(
                 "port": port,
                 "key_file": str(key_file),
                 "known_hosts": str(base / "known_hosts"),
+                # The lab is reached as written here, whatever the machine's ~/.ssh/config says.
+                "ssh_config": None,
                 "connect_timeout": 3.0,
                 "command_timeout": 120.0,
             },

@@ -140,3 +140,15 @@ def test_packed_digits_shrink_towards_the_usual_case() -> None:
     assert pick(74, "usual", "rare", "rarer") == "usual"
     assert [pick(d, "usual", "rare", "rarer") for d in (75, 87, 88, 99)] == ["rare", "rare", "rarer", "rarer"]
     assert portion(0, 8) == 0 and portion(99, 8) == 8 and portion(50, 8) == 4
+
+
+def test_seeds_are_one_a_range_or_a_list() -> None:
+    from drengine.explore.command import seeds
+
+    assert seeds("7") == [7]
+    assert seeds("0-3") == [0, 1, 2, 3]
+    assert seeds("0,5-6,9") == [0, 5, 6, 9]
+    with pytest.raises(InputError, match="ends before it starts"):
+        seeds("3-1")
+    with pytest.raises(InputError, match="expected a seed"):
+        seeds("x")

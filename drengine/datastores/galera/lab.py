@@ -161,6 +161,8 @@ def _write_config(lab: LabDir, spec: NodeSpec, specs: list[NodeSpec]) -> None:
         f"wsrep_cluster_address=gcomm://{peers}",
         f"wsrep_node_name={spec.name}",
         f"wsrep_node_address=127.0.0.1:{spec.galera_port}",
+        # What clients use, as every node reports it (wsrep_incoming_addresses); AUTO otherwise.
+        f"wsrep_node_incoming_address=127.0.0.1:{spec.port}",
         f'wsrep_provider_options="{provider_options}"',
         "wsrep_sst_method=rsync",
         f"wsrep_sst_receive_address=127.0.0.1:{spec.sst_port}",
