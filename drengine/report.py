@@ -21,6 +21,8 @@ from drengine.objectives import Judgement
 from drengine.runrecord import RunRecord, StepSpan, read_run
 
 TEMPLATES = Path(__file__).parent / "templates"
+SIMULATED_TIME = ("SIMULATED: the cluster was drengine's simulator; times are the simulator's and the engine's, "
+                  "not those of a real recovery (no network, no disks, no server start-up)")
 FORMATS = {"md": "report.md", "html": "report.html", "junit": "junit.xml", "prom": "drill.prom"}
 
 
@@ -54,10 +56,7 @@ def headline(record: RunRecord) -> str:
 def simulated_words(record: RunRecord) -> str:
     """A simulated cluster's times are the simulator's, not a real recovery's: a report says so
     next to every figure a reader could take for a measured RTO."""
-    if not record.simulated:
-        return ""
-    return ("SIMULATED: the cluster was drengine's simulator; times are the simulator's and the engine's, "
-            "not those of a real recovery (no network, no disks, no server start-up)")
+    return SIMULATED_TIME if record.simulated else ""
 
 
 def tampered_words(record: RunRecord) -> str:

@@ -136,3 +136,24 @@ def test_a_tampered_journal_report_says_tampered_and_exits_1(tmp_path: Path) -> 
     _tamper(drill)
     assert "drengine_drill_success{" in prometheus(drill)
     assert re.search(r"^drengine_drill_success\{[^}]*\} 0\.0$", prometheus(drill), re.M)
+
+
+def test_status_words_for_a_down_member_do_not_repeat_the_error() -> None:
+    """Issue 25, item 12: "dead (nothing listens: the process is not running): error 2003:
+    connection refused: nothing listens on the port (server not running)" said it twice."""
+    from drengine.status import MemberState, down_words
+
+    refused = "error 2003: connection refused: nothing listens on the port (server not running)"
+    assert down_words(MemberState.DEAD, refused) == f"dead: {refused}"
+    assert down_words(MemberState.HUNG, "no answer within 2.0 s") == "hung: no answer within 2.0 s"
+    assert down_words(MemberState.DEAD, "error 2013: lost connection") == \
+        "dead (nothing listens: the process is not running): error 2013: lost connection"
+    assert down_words(MemberState.DEAD, None) == "dead (nothing listens: the process is not running)"
+
+
+def test_mongodb_positions_read_as_utc_times() -> None:
+    from drengine.datastores.mongodb.setview import OpTimeView
+
+    shown = OpTimeView(term=3, seconds=1796675731, increment=2).show()
+    assert shown == "term 3, 2026-12-07 20:35:31 UTC #2"
+    assert "1796675731" not in shown
