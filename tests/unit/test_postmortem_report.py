@@ -157,3 +157,20 @@ def test_mongodb_positions_read_as_utc_times() -> None:
     shown = OpTimeView(term=3, seconds=1796675731, increment=2).show()
     assert shown == "term 3, 2026-12-07 20:35:31 UTC #2"
     assert "1796675731" not in shown
+
+
+def test_elasticsearch_says_a_returned_node_is_back() -> None:
+    """Issue 25, item 12: "its node node-3 left the cluster" beside node-3 listed reachable."""
+    from drengine.datastores.elasticsearch.diagnosis import _why_unassigned
+    from drengine.datastores.elasticsearch.esview import EsNode, EsView, Health, ShardCopy
+
+    shard = ShardCopy(index="orders", shard=1, primary=False, state="UNASSIGNED", reason="NODE_LEFT",
+                      details="node_left [n3id]")
+    nodes = [EsNode(id="n1id", name="node-1", roles=["data"]), EsNode(id="n2id", name="node-2", roles=["data"])]
+    gone = EsView(cluster="c", url="u", health=Health(status="yellow"), nodes=nodes,
+                  inventory_members=["node-1", "node-2", "node-3"])
+    assert _why_unassigned(gone, shard) == "its node node-3 (id n3id) left the cluster and is not back"
+    back = EsView(cluster="c", url="u", health=Health(status="yellow"),
+                  nodes=[*nodes, EsNode(id="n3id", name="node-3", roles=["data"])],
+                  inventory_members=["node-1", "node-2", "node-3"])
+    assert _why_unassigned(back, shard) == "its node node-3 left the cluster and is back now; the copy is not assigned again yet"
