@@ -76,7 +76,7 @@ def services_required() -> bool:
 
 def missing_service(what: str, install: str) -> NoReturn:
     """Skip on a developer's machine without the service; fail where the suite installed it."""
-    message = f"{what} is not installed here ({install})"
+    message = f"{what}: not installed here ({install})"
     if services_required():
         pytest.fail(f"{message}; `make test` installs it (scripts/setup.sh --services): "
                     f"a missing service fails the run ({REQUIRE_SERVICES} or CI=true)")

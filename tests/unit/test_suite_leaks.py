@@ -66,3 +66,21 @@ def test_a_leaking_fixture_fails_the_session(tmp_path: Path) -> None:
     leaked = next(line for line in out.splitlines() if "/leaky-" in line and not line.startswith("LEAK"))
     assert not Path(leaked.strip().split()[-1]).exists()
     assert not Path(leaked.strip().split()[-1]).parent.exists(), json.dumps(out)
+
+
+def test_a_missing_service_fails_where_the_suite_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make test` sets DRENGINE_TEST_REQUIRE_SERVICES (CI sets CI=true): a Ceph that setup should
+    have installed and did not is a failure there, not a silent skip; elsewhere it skips."""
+    from tests.helpers import missing_service
+
+    monkeypatch.delenv("DRENGINE_TEST_REQUIRE_SERVICES", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="the Ceph daemons: not installed"):
+        missing_service("the Ceph daemons", "apt-get install ceph-mon")
+    for name, value in (("DRENGINE_TEST_REQUIRE_SERVICES", "1"), ("CI", "true")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(pytest.fail.Exception, match="a missing service fails the run"):
+                missing_service("the Ceph daemons", "apt-get install ceph-mon")
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count("DRENGINE_TEST_REQUIRE_SERVICES=1 .venv/bin/python -m pytest") == 2  # make test, make test-lab
