@@ -348,7 +348,9 @@ class ScenarioRun:
                 found.append(Violation("goal.success-implies-goal",
                                        f"the run ended {last.data.get('end') if last else '?'} with success, but in the "
                                        f"simulator's final state the goal does not hold: {why}"))
-        found += invariants.liveness(self.promise, True, end, success)
+        # Killed before run_started, the run did nothing and left nothing to resume: the operator
+        # starts it again, which is another scenario (liveness asks what a run that ran reached).
+        found += invariants.liveness(self.promise, end != "never-started", end, success)
         try:
             found += self.watch.at_end(model, self.ledger, success)
         except Exception as exc:  # noqa: BLE001

@@ -12,6 +12,7 @@ from drengine.datastores.ceph.connector import CephAPI, observe
 from drengine.datastores.ceph.scenarios import SCENARIOS, scenario
 from drengine.datastores.ceph.sim import SimCephBackend
 from drengine.datastores.ceph.simcluster import CephSim
+from drengine.datastores.ceph.simmodel import ELECTION_SECONDS
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 from drengine.inventory import load_inventory
 
@@ -86,6 +87,9 @@ def test_same_story_as_the_lab() -> None:
     with pytest.raises(ConnectError, match="1 of 3 monitors are up"):
         observe(sim)
     sim.start_mon("b")
+    with pytest.raises(ConnectError, match="b still electing"):
+        observe(sim)  # a monitor joins the quorum after an election, not at once
+    sim.elapse(ELECTION_SECONDS)
     assert observe(sim).status.quorum_names == ["a", "b"]
 
 
@@ -111,6 +115,7 @@ def test_mon_quorum_lost_scenario_and_monmap_surgery() -> None:
     assert monmap == ["a", "b", "c"]
     sim.inject_monmap("a", [m for m in monmap if m not in ("b", "c")])
     sim.start_mon("a")
+    sim.elapse(ELECTION_SECONDS)
     snap = observe(sim)
     assert snap.status.quorum_names == ["a"] and snap.status.monitors == ["a"]
     assert snap.status.check("MON_DOWN") is None
@@ -265,6 +270,8 @@ def test_backend_faults_hang_monitors_and_refuse_unknown_members(tmp_path: Path)
     with pytest.raises(CommandFailed, match="stopped by SIGSTOP"):
         backend.sim.extract_monmap("b")  # its store is still locked
     backend.resume("mon.b")
+    assert backend.sim.quorum() == [] and backend.monitors.probe("mon.b").state == "electing"
+    backend.sim.elapse(ELECTION_SECONDS)
     assert backend.sim.quorum() == ["a", "b"]
     with pytest.raises(InputError, match="no daemon 'mgr.x' to SIGKILL"):
         backend.kill("mgr.x")

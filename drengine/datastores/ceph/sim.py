@@ -142,7 +142,9 @@ class SimMonitorControl(HostMonitorControl):
         if not mon.up:
             return MonProbe(name=mon.name, running=False, error=f"(simulated) no admin socket: {member} is not running")
         quorum = self.backend.sim.quorum()
-        state = ("leader" if quorum and quorum[0] == mon.name else "peon") if mon.name in quorum else "probing"
+        electing = mon.joins_at > self.backend.sim.state.clock
+        state = ("leader" if quorum and quorum[0] == mon.name else "peon") if mon.name in quorum else \
+            "electing" if electing else "probing"
         return MonProbe(name=mon.name, running=True, state=state, monmap_epoch=mon.monmap_epoch, monmap=list(mon.monmap))
 
     def stop_command(self, member: str) -> str:
