@@ -288,3 +288,34 @@ def test_the_drill_kit_is_a_value() -> None:
         KIT.pool = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         KIT.faults["hang-osds"] = KIT.faults["kill-osds"]  # type: ignore[index]
+
+
+def test_a_monitor_port_is_read_through_the_backend_on_both_twins(tmp_path: Path) -> None:
+    """`drengine status` without quorum asks the backend whether each monitor listens: the real
+    backend connects to the port, the simulated twin answers from its model (a stopped monitor's
+    port still accepts, as the kernel completes the handshake)."""
+    import socket
+
+    from drengine.datastores.ceph.backend import CephBackend
+
+    backend = _sim_backend(tmp_path)
+    backend.kill("mon.b")
+    backend.hang("mon.c")
+    cluster = backend.cluster
+    states = {m: backend.mon_listens(cluster.member(m)).state for m in ("mon.a", "mon.b", "mon.c")}
+    assert states == {"mon.a": "accepts", "mon.b": "refused", "mon.c": "accepts"}
+    backend.close()
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    port, dead = listening.getsockname()[1], closed.getsockname()[1]
+    closed.close()
+    inventory = tmp_path / "real.yaml"
+    inventory.write_text("clusters:\n  real:\n    kind: ceph\n    members:\n"
+                         f"      - {{name: mon.a, address: 127.0.0.1, port: {port}}}\n"
+                         f"      - {{name: mon.b, address: 127.0.0.1, port: {dead}}}\n")
+    real = load_inventory(inventory).cluster("real")
+    with listening:
+        assert CephBackend(real, api=backend.sim).mon_listens(real.member("mon.a")).state == "accepts"
+        answer = CephBackend(real, api=backend.sim).mon_listens(real.member("mon.b"))
+    assert answer.state == "refused" and f":{dead}" in answer.error
