@@ -74,3 +74,16 @@ def test_surgery_must_keep_the_running_monitors_and_drop_the_dead() -> None:
     sim.inject_monmap("a", ["a", "b"])  # b, dead all along, kept
     found = watch.after_event(_entry(Event.STATEMENT_SENT, "surgery"), sim, ledger)
     assert [v.invariant for v in found] == ["ceph.surgery-removes-dead-monitors"]
+
+
+def test_unfound_objects_given_up_are_charged_unless_their_osd_was_lost_or_named() -> None:
+    for lost, named, charged in ((False, False, True), (True, False, False), (False, True, False)):
+        sim = scenario("unfound-objects")  # osd.0 holds the newest version of some objects, and is down
+        sim.osd(0).lost = lost
+        ledger = Ledger(gone=["osd.0"] if named else [])
+        watch = CephWatch("ceph-degrade")
+        watch.after_event(_entry(Event.STEP_STARTED, "give-up"), sim, ledger)
+        for pg in sim.state.pgs:
+            pg.unfound.clear()
+        found = {v.invariant for v in watch.after_event(_entry(Event.STATEMENT_SENT, "give-up"), sim, ledger)}
+        assert found == ({"ceph.unfound-given-up-only-when-named"} if charged else set()), (lost, named)

@@ -43,9 +43,10 @@ def _members(state: SimState) -> list[MemberSpec]:
     return mons + [MemberSpec(name=f"osd.{o.id}") for o in state.osds]
 
 
-def _unfound(sim: CephSim, pool: str) -> None:
+def _unfound(sim: CephSim, pool: str, lost: bool) -> None:
     """The newest version of some objects is on osd.0 alone (written while the other copies were
-    down, which came back since), and osd.0 died: those objects are unfound."""
+    down, which came back since), and osd.0 died: those objects are unfound. `lost`: an operator
+    marked osd.0 lost before (its disk is gone): nothing can bring them back."""
     target = sim.pool(pool)
     for pg in sim.state.pgs:
         if pg.pool != target.id or 0 not in pg.copies or len(pg.copies) < 2 or not pg.objects:
@@ -53,6 +54,7 @@ def _unfound(sim: CephSim, pool: str) -> None:
         pg.unfound[sorted(pg.objects)[0]] = UnfoundObject(osd=0, previous=b64(b"the older version\n"))
         pg.copies = [o for o in pg.copies if o != 0]
     sim.kill_osds([0])
+    sim.osd(0).lost = lost
 
 
 def _latest_only_on(sim: CephSim, pool: str, osd: int) -> None:
@@ -114,7 +116,7 @@ def osds_lost(draw: st.DrawFn, quorum: bool = False) -> Situation:
         sim.state.mons = [SimMon(name=n, port=3300 + i, monmap=list(names)) for i, n in enumerate(names)]
     pools = _pools(draw, sim, c, count, classes, mixed)
     if pick(c[4], False, True, percent=85) and count >= 3:
-        _unfound(sim, pools[0])
+        _unfound(sim, pools[0], lost=c[4] >= 95)
     sim.state.flags = sorted({*sim.state.flags, *pick(c[5], (), ("noout",), ("norebalance",), ("norecover",), percent=80)})
     d = draw(DOWN)
     down = [o.id for o in sim.state.osds if pick(d[o.id], False, True, percent=70)]
@@ -147,8 +149,10 @@ def serving(model: Any) -> str | None:
 
 def degrade_can_serve(start: Any) -> str | None:
     sim = oracle.as_sim(start)
-    if not sim.quorum() or oracle.unfound_objects(sim) or oracle.blocked_otherwise(sim):
-        return None
+    lost = {o.id for o in sim.state.osds if o.lost}
+    recoverable = [name for name, holder in oracle.unfound_objects(sim).items() if holder not in lost]
+    if not sim.quorum() or recoverable or oracle.blocked_otherwise(sim):
+        return None  # unfound objects an OSD may bring back wait for it (or for the operator to name it)
     relief = oracle.min_size_relief(sim)
     if relief:
         return "every inactive PG is blocked by min_size alone (pools " + ", ".join(relief) + ")"

@@ -152,7 +152,9 @@ class CephWatch(Watch):
                                        f"not declare it gone: what only it holds is given up, yet it could come back"))
         up = {o.id for o in state.osds if o.up}
         for name, holder in sorted(before.unfound.items()):
-            if name not in now.unfound and holder not in up and not ledger.chose(f"osd.{holder}"):
+            # Given up while its holder was already lost: no choice could bring it back (the
+            # marking itself is judged by ceph.lost-only-when-named).
+            if name not in now.unfound and holder not in up | before.lost and not ledger.chose(f"osd.{holder}"):
                 found.append(Violation("ceph.unfound-given-up-only-when-named",
                                        f"unfound object {name} was given up while osd.{holder}, which holds its newest "
                                        f"version, could come back (the operator did not declare it gone)"))
