@@ -348,8 +348,7 @@ class ScenarioRun:
                 found.append(Violation("goal.success-implies-goal",
                                        f"the run ended {last.data.get('end') if last else '?'} with success, but in the "
                                        f"simulator's final state the goal does not hold: {why}"))
-        # Killed before run_started, the run did nothing and left nothing to resume: the operator
-        # starts it again, which is another scenario (liveness asks what a run that ran reached).
+        # Killed before run_started, nothing was done and nothing is resumed: the operator starts again.
         found += invariants.liveness(self.promise, end != "never-started", end, success)
         try:
             found += self.watch.at_end(model, self.ledger, success)
