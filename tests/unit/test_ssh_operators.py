@@ -73,7 +73,7 @@ def test_become_password_without_become_is_refused() -> None:
 
 
 def test_local_become_runs_through_sudo(tmp_path: Path) -> None:
-    host = Host(address="127.0.0.1", transport="local", become=True)  # type: ignore[arg-type]
+    host = Host(address="127.0.0.1", transport="local", become=True)
     transport = transport_for(host, "here")
     assert isinstance(transport, LocalTransport)
     # As root, sudo -n needs no password: what ran is the sudo line itself.
@@ -146,7 +146,7 @@ def test_inventory_proxy_jump_is_chained_and_checked() -> None:
 
 def test_a_cluster_outside_an_inventory_renders_plainly() -> None:
     cluster = Cluster(name="db", kind="mariadb", members=[Member(name="db1", host="h1")],
-                      service={"stop": "systemctl stop x"})  # type: ignore[arg-type]
+                      service={"stop": "systemctl stop x"})
     assert render_service(cluster, cluster.members[0], "stop").text == "systemctl stop x"
 
 
