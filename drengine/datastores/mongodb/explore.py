@@ -216,10 +216,16 @@ class MongoWatch(Watch):
         self.tolerated: set[int] = set()  # primaries the world itself made (a revive), not the run
         self.config_before: tuple[int, set[str]] | None = None  # version, survivor hosts before the force
         self.forced_on: int | None = None
+        self.rolled: dict[int, int] | None = None  # rolled-back entries per member, as last seen
+        self.woken: set[int] = set()  # members the world (not the run) brought back
+        self.running: set[int] = set()  # members running at the last event
 
     def world(self, model: Any, what: str) -> None:
         sim = _model(model)
         self.before = survivors(sim)
+        running = {n.member_id for n in sim.state.members if n.process is Process.RUNNING}
+        self.woken |= running - self.running
+        self.running = running
         primaries = set(sim.primaries())
         self.tolerated = primaries if len(primaries) > 1 else set()
 
@@ -227,7 +233,8 @@ class MongoWatch(Watch):
         if model is None:
             return []
         sim = _model(model)
-        found = self._one_primary(sim, ledger)
+        found = self._one_primary(sim, ledger) + self._rollback(sim, ledger)
+        self.running = {n.member_id for n in sim.state.members if n.process is Process.RUNNING}
         data = entry.data
         if entry.type.value == "statement_sent" and "replSetReconfig" in str(data.get("text", "")) \
                 and re.search(r'"force":\s*true', str(data.get("text", ""))):
@@ -244,6 +251,17 @@ class MongoWatch(Watch):
             return []
         return [Violation("mongodb.one-primary", f"{len(now)} members believe they are primary: "
                           + ", ".join(f"m{m}" for m in sorted(now)))]
+
+    def _rollback(self, sim: SimulatedReplicaSet, ledger: Ledger) -> list[Violation]:
+        """Writes a member held are rolled back (thrown away) because of what the run did: a
+        member holding data added back unwiped, or a less advanced survivor forced over it."""
+        now = {n.member_id: len(n.rolled_back) for n in sim.state.members}
+        before, self.rolled = self.rolled, now
+        if before is None or ledger.overrode("check-wiped") or ledger.overrode("choose-survivor"):
+            return []
+        return [Violation("mongodb.no-write-rolled-back", f"m{m} rolled back {count - before.get(m, 0)} write(s) it "
+                          "held, and the operator chose no such loss")
+                for m, count in sorted(now.items()) if count > before.get(m, 0) and m not in self.woken]
 
     @staticmethod
     def _configs(sim: SimulatedReplicaSet) -> tuple[int, set[str]]:
@@ -324,8 +342,10 @@ def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
 
 
 def one_primary_goal(model: Any) -> str | None:
-    sim = SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
-    sim.settle()
+    """The goal in the state the run's goal check saw, as it was then: not settled forward (an
+    hour later, a primary whose last peer was killed after the check has stepped down, which
+    says nothing of the moment the run judged; that misread the moment in seed 5's report)."""
+    sim = _model(model)
     primaries = sim.primaries()
     if len(primaries) != 1:
         return f"{len(primaries)} primaries"
