@@ -138,7 +138,8 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
         chosen = max(data, key=lambda n: n.last_optime.key())
         assert chosen.config is not None
         keep = [m for m in chosen.config.members if sim.node(m.id).process is Process.RUNNING]
-        keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False}) if m.id == chosen.member_id else m
+        keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False, "secondary_delay_secs": 0})
+                if m.id == chosen.member_id else m
                 for m in keep]
         sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
         sim.settle()
