@@ -259,12 +259,33 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
         return self._applied(ctx)
 
+    @staticmethod
+    def _back_since_chosen(ctx: Ctx, removed: list[str]) -> list[str]:
+        """The members the forced config removes that answer now (one probe each, right before
+        the dangerous command)."""
+        view = ctx.facts.get("view", SetView)
+        back = []
+        for host in removed:
+            member = view.by_config_host(host)
+            if member is not None and not member.reachable and ctx.backend.probe(member.name).reachable:
+                back.append(member.name)
+        return back
+
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision, old, forced = forced_for(ctx)
         assert decision.chosen is not None
         api = ctx.backend
         if self._applied(ctx):
             return StepResult(ok=True, summary=f"{decision.chosen} already holds the forced config; not sent again")
+        back = self._back_since_chosen(ctx, forced.removed)
+        if back:
+            # The survivor was chosen from an earlier look (before a gate waited, or before the
+            # engine died and resumed): a member the config removes answers again, so the choice
+            # and the majority check are stale. Sending would throw its writes away.
+            return StepResult(ok=False, summary=(
+                f"not sent: {', '.join(back)} answer(s) again since {decision.chosen} was chosen, and the forced "
+                f"config would remove them; the majority may be back, or a member may hold more than "
+                f"{decision.chosen}. Rerun the runbook: it observes the set again"))
         statement = proposal.statements[0]
         api.command(decision.chosen, statement.text)
         ctx.sent(statement)

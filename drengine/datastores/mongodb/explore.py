@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def _config(i: int, kind: str) -> MemberConfig:
         "hidden": MemberConfig(id=i, host=host, priority=0.0, hidden=True),
         "non-voting": MemberConfig(id=i, host=host, priority=0.0, votes=0),
         "arbiter": MemberConfig(id=i, host=host, priority=0.0, arbiter_only=True),
+        "delayed": MemberConfig(id=i, host=host, priority=0.0, hidden=True, secondary_delay_secs=3600),
     }[kind]
 
 
@@ -64,39 +66,44 @@ def _orders(sim: SimulatedReplicaSet, first: int, count: int) -> int:
 
 
 def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
-    """A set whose first writes reached everyone, then some members were cut off while more
-    writes went on (they are behind), then members were lost (killed, now and then hung)."""
+    """A set whose first writes reached everyone, then each member fell behind by its own number
+    of writes (a slow disk: `lag`), independently of its place in the inventory, while more writes
+    went on; then members were lost (killed, now and then hung), chosen apart from their data."""
     c = draw(SET)
-    count = pick(c[0], 3, 5, 4, percent=40)
+    count = pick(c[0], 5, 3, 4, percent=55)
     kinds = ["normal"]
     members = [_config(0, "normal")]
-    behind: list[int] = []
+    behind: dict[int, int] = {}
     lose: list[int] = []
+    order: dict[int, int] = {0: c[8]}
     for i in range(1, count):
         d = draw(MEMBER)  # one draw per member (see kit.digits)
-        kind = "normal" if i == 1 else pick(d[0], "normal", "priority0", "hidden", "non-voting", "arbiter", percent=65)
+        kind = "normal" if i == 1 else pick(d[0], "normal", "priority0", "hidden", "delayed", "non-voting",
+                                            "arbiter", percent=60)
         kinds.append(kind)
         members.append(_config(i, kind))
-        if kind != "arbiter" and pick(d[1], False, True, percent=65):
-            behind.append(i)
-        if pick(d[2], False, True, percent=50):
+        if kind != "arbiter":
+            behind[i] = d[1]  # a key: the members' lags are its ranks (distinct, apart from the inventory order)
+        if pick(d[2], False, True, percent=80):
             lose.append(i)
-    settings = ReplSetSettings(chaining_allowed=pick(c[1], True, False, percent=60), replica_set_id=f"{c[2]:024x}")
+        order[i] = d[2]
+    # Without chaining a secondary syncs from the primary only: survivors stay where they were.
+    settings = ReplSetSettings(chaining_allowed=pick(c[1], False, True, percent=85), replica_set_id=f"{c[2]:024x}")
     sim = SimulatedReplicaSet.initiate("rs0", members, settings=settings, clock=SimulatedClock(), rng=random.Random(c[2]))
     number = _orders(sim, 1, pick(c[3], 2, 0, 1, 4, percent=60))
-    if behind and len(behind) < count:
-        sim.partition([[m for m in range(count) if m not in behind]])
-        sim.settle()
-        _orders(sim, number, pick(c[4], 2, 1, 3, percent=60))
+    if pick(c[4], True, False, percent=85):
+        for rank, member in enumerate(sorted(behind, key=lambda m: (behind[m], m))):
+            sim.lag(member, ops=rank)
+    _orders(sim, number, 4)
     primaries = sim.primaries()
     if pick(c[5], True, False, percent=80) and primaries:
         lose = sorted({*lose, primaries[0]})  # usually the primary is among the lost
     if pick(c[7], True, False, percent=80):
         # Usually the voting majority is lost (what mongodb-force-primary is for), one data-bearing
-        # member left at least.
+        # member left at least; which voters go is drawn apart from how far behind they are.
         voters = [m.id for m in members if m.votes]
         majority = len(voters) // 2 + 1
-        for m in sorted(voters, key=lambda v: (v in behind, -v)):
+        for m in sorted(voters, key=lambda v: (order[v], v)):
             if len([v for v in voters if v not in lose]) < majority:
                 break
             if [x for x in range(count) if x not in lose and x != m and kinds[x] != "arbiter"]:
@@ -104,6 +111,8 @@ def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     hung = [m for m in lose if c[6] >= 95 and m == lose[-1]]  # rarely: hung members cost real time
     for member in lose:
         (sim.hang if member in hung else sim.kill)(member)
+    for member in behind:
+        sim.lag(member)  # the disk is fine again: with a primary (or chaining) it catches up
     sim.heal()
     sim.settle()
     return sim, kinds, lose
@@ -129,7 +138,8 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
         chosen = max(data, key=lambda n: n.last_optime.key())
         assert chosen.config is not None
         keep = [m for m in chosen.config.members if sim.node(m.id).process is Process.RUNNING]
-        keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False}) if m.id == chosen.member_id else m
+        keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False, "secondary_delay_secs": 0})
+                if m.id == chosen.member_id else m
                 for m in keep]
         sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
         sim.settle()
@@ -155,76 +165,194 @@ def _data_bearing(sim: SimulatedReplicaSet, member_id: int) -> bool:
     return node.state is not MemberState.ARBITER and not (entry is not None and entry.arbiter_only)
 
 
+# --- the oracle: what the simulator's truth says any recovery could reach
+
+Optime = tuple[int, int, int]
+
+
+def survivors(sim: SimulatedReplicaSet) -> dict[int, Optime]:
+    """The reachable data-bearing members holding a config, with their optimes: what a forced
+    reconfig may choose from (a hung member answers nothing, an arbiter holds no data)."""
+    return {n.member_id: n.last_optime.key() for n in sim.state.members
+            if n.process is Process.RUNNING and n.config is not None and _data_bearing(sim, n.member_id)
+            and n.state in (MemberState.PRIMARY, MemberState.SECONDARY)}
+
+
+def majority_is_lost(sim: SimulatedReplicaSet) -> bool:
+    """No primary runs and the running voters of the newest config are fewer than its majority."""
+    if sim.primaries():
+        return False
+    configs = [n.config for n in sim.state.members if n.config is not None]
+    if not configs:
+        return False
+    newest = max(configs, key=lambda c: c.version)
+    running = {n.host for n in sim.state.members if n.process is Process.RUNNING}
+    votes = sum(m.votes for m in newest.members if m.voter and m.host in running)
+    return votes < newest.majority_vote_count()
+
+
+def may_be_primary(sim: SimulatedReplicaSet, member_id: int) -> bool:
+    entry = sim.node(member_id).own_entry()
+    return entry is not None and entry.electable and not entry.hidden and not entry.secondary_delay_secs
+
+
+def unfenced_wake(sim: SimulatedReplicaSet) -> list[int]:
+    """In a copy: let every hung member wake (a hung process carries on by itself; a killed one
+    stays down until someone restarts it) and the set settle. The running primaries then."""
+    copy = SimulatedReplicaSet.from_json(sim.to_json(), clock=SimulatedClock())
+    for node in copy.state.members:
+        if node.process is Process.HUNG:
+            copy.revive(node.member_id)
+    copy.settle()
+    return copy.primaries()
+
+
 class MongoWatch(Watch):
-    def __init__(self) -> None:
-        self.primaries: set[int] | None = None
-        self.config_before: tuple[int, set[str], set[str]] | None = None  # version, hosts, running hosts
+    """The MongoDB invariants over one scenario, judged against the oracle (`survivors`) taken
+    at the previous journal event or world change: what the run could have saved when it acted."""
+
+    def __init__(self, runbook: str) -> None:
+        self.runbook = runbook
+        self.before: dict[int, Optime] = {}  # the survivors at the previous event
+        self.tolerated: set[int] = set()  # primaries the world itself made (a revive), not the run
+        self.config_before: tuple[int, set[str]] | None = None  # version, survivor hosts before the force
+        self.forced_on: int | None = None
+        self.rolled: dict[int, int] | None = None  # rolled-back entries per member, as last seen
+        self.woken: set[int] = set()  # members the world (not the run) brought back
+        self.running: set[int] = set()  # members running at the last event
+
+    def world(self, model: Any, what: str) -> None:
+        sim = _model(model)
+        self.before = survivors(sim)
+        running = {n.member_id for n in sim.state.members if n.process is Process.RUNNING}
+        self.woken |= running - self.running
+        self.running = running
+        primaries = set(sim.primaries())
+        self.tolerated = primaries if len(primaries) > 1 else set()
 
     def after_event(self, entry: Entry, model: Any, ledger: Ledger) -> list[Violation]:
         if model is None:
             return []
         sim = _model(model)
-        found = []
-        now = set(sim.primaries())
-        if len(now) > 1 and not ledger.chose("split brain"):
-            found.append(Violation("mongodb.one-primary", f"{len(now)} members believe they are primary: "
-                                   + ", ".join(f"m{m}" for m in sorted(now))))
-        before, self.primaries = self.primaries, now
-        if before is not None:
-            for member in sorted(now - before):
-                found += self._most_advanced(sim, member, ledger)
+        found = self._one_primary(sim, ledger) + self._rollback(sim, ledger)
+        self.running = {n.member_id for n in sim.state.members if n.process is Process.RUNNING}
         data = entry.data
+        if entry.type.value == "statement_sent" and "replSetReconfig" in str(data.get("text", "")) \
+                and re.search(r'"force":\s*true', str(data.get("text", ""))):
+            found += self._forced(sim, str(data.get("target", "")), ledger)
+        self.before = survivors(sim)
         if entry.type.value == "step_started" and data.get("action") == "mongodb.force_reconfig":
             self.config_before = self._configs(sim)
-        if entry.type.value == "statement_sent" and '"force": true' in str(data.get("text", "")).replace(" ", " "):
-            found += self._forced(sim, str(data.get("target", "")), ledger)
         return found
 
+    def _one_primary(self, sim: SimulatedReplicaSet, ledger: Ledger) -> list[Violation]:
+        now = set(sim.primaries())
+        self.tolerated &= now
+        if len(now) < 2 or now <= self.tolerated or ledger.overrode("check-majority-lost"):
+            return []
+        return [Violation("mongodb.one-primary", f"{len(now)} members believe they are primary: "
+                          + ", ".join(f"m{m}" for m in sorted(now)))]
+
+    def _rollback(self, sim: SimulatedReplicaSet, ledger: Ledger) -> list[Violation]:
+        """Writes a member held are rolled back (thrown away) because of what the run did: a
+        member holding data added back unwiped, or a less advanced survivor forced over it."""
+        now = {n.member_id: len(n.rolled_back) for n in sim.state.members}
+        before, self.rolled = self.rolled, now
+        if before is None or ledger.overrode("check-wiped") or ledger.overrode("choose-survivor"):
+            return []
+        return [Violation("mongodb.no-write-rolled-back", f"m{m} rolled back {count - before.get(m, 0)} write(s) it "
+                          "held, and the operator chose no such loss")
+                for m, count in sorted(now.items()) if count > before.get(m, 0) and m not in self.woken]
+
     @staticmethod
-    def _configs(sim: SimulatedReplicaSet) -> tuple[int, set[str], set[str]]:
+    def _configs(sim: SimulatedReplicaSet) -> tuple[int, set[str]]:
         configs = [n.config for n in sim.state.members if n.config is not None]
-        newest = max(configs, key=lambda c: c.version) if configs else None
-        hosts = {m.host for m in newest.members} if newest else set()
-        running = {n.host for n in sim.state.members if n.process is Process.RUNNING}
-        return (newest.version if newest else 0), hosts, running
+        version = max((c.version for c in configs), default=0)
+        return version, {sim.node(m).host for m in survivors(sim)}
 
     def _forced(self, sim: SimulatedReplicaSet, target: str, ledger: Ledger) -> list[Violation]:
-        if self.config_before is None or not target.startswith("m"):
+        if not target.startswith("m"):
             return []
-        version, hosts, running = self.config_before
-        node = sim.node(int(target[1:]))
-        if node.config is None:
-            return []
-        found = []
+        chosen = int(target[1:])
+        found = self._most_advanced(chosen, target, ledger)
+        self.forced_on = chosen
+        node = sim.node(chosen)
+        if self.config_before is None or node.config is None:
+            return found
+        version, running = self.config_before
         if node.config.version <= version:
             found.append(Violation("mongodb.forced-config-newer",
                                    f"the forced config on {target} has version {node.config.version}, not past {version}"))
         kept = {m.host for m in node.config.members}
-        for host in sorted((hosts & running) - kept):
+        for host in sorted(running - kept):
             other = sim.node_with_host(host)
             name = f"m{other.member_id}" if other else host
             if not ledger.chose(name):
                 found.append(Violation("mongodb.forced-config-keeps-survivors",
-                                       f"the forced config on {target} removed {name}, which was running, and no "
-                                       f"approved risk named it"))
+                                       f"the forced config on {target} removed {name}, a reachable data-bearing "
+                                       f"survivor, and the operator did not name it"))
         return found
 
-    def _most_advanced(self, sim: SimulatedReplicaSet, member: int, ledger: Ledger) -> list[Violation]:
-        primary = sim.node(member)
-        found = []
-        for node in sim.state.members:
-            if node is primary or node.process is not Process.RUNNING or not _data_bearing(sim, node.member_id):
-                continue
-            if node.last_optime.key() > primary.last_optime.key() and not ledger.chose(f"m{node.member_id}"):
-                found.append(Violation("mongodb.primary-most-advanced",
-                                       f"m{member} became primary at optime {primary.last_optime.key()} while running "
-                                       f"m{node.member_id} held {node.last_optime.key()}, and no approved risk named it"))
-        return found
+    def _most_advanced(self, chosen: int, target: str, ledger: Ledger) -> list[Violation]:
+        """The oracle: the survivor to force is the reachable data-bearing member with the highest
+        optime (what any choice could save); a less advanced one only if the operator named it."""
+        if not self.before:
+            return []
+        best = max(self.before.values())
+        mine = self.before.get(chosen)
+        if mine is not None and mine >= best:
+            return []
+        if ledger.chose(target) or ledger.overrode("choose-survivor"):
+            return []
+        holders = ", ".join(f"m{m}" for m, o in sorted(self.before.items()) if o == best)
+        return [Violation("mongodb.forced-most-advanced",
+                          f"the forced reconfig chose {target} at optime {mine} while reachable {holders} held "
+                          f"{best}: the writes in between are lost, and the operator did not choose {target}")]
+
+    def at_end(self, model: Any, ledger: Ledger, success: bool) -> list[Violation]:
+        if model is None or ledger.ended != "done" or not success:
+            return []
+        woke = unfenced_wake(_model(model))
+        if len(woke) > 1 and not ledger.overrode("check-majority-lost"):
+            return [Violation("mongodb.removed-cannot-come-back",
+                              "after DONE, the hung members woken in a copy of the final state make "
+                              f"{len(woke)} primaries: " + ", ".join(f"m{m}" for m in woke))]
+        return []
+
+
+def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
+    """The liveness oracle (see Kit.expect_done)."""
+    if runbook == "mongodb-rejoin":
+        if len(sim.primaries()) != 1:
+            return None
+        back = [n for n in sim.state.members if n.process is Process.RUNNING and n.config is None]
+        dirty = [n for n in sim.state.members if n.process is Process.RUNNING and n.config is not None
+                 and n.state is MemberState.REMOVED]
+        if dirty or any(n.oplog for n in back) or any(n.process is Process.HUNG for n in sim.state.members):
+            return None
+        config = sim.node(sim.primaries()[0]).config
+        assert config is not None
+        running = {n.host for n in sim.state.members if n.process is Process.RUNNING}
+        current = [m for m in config.data_bearing_voters() if m.host in running and not m.secondary_delay_secs]
+        if len(current) < config.write_majority_count():
+            return None  # a delayed voter holds the commit point back: no reconfig commits for an hour
+        return "one primary, and every member outside its config that answers is wiped"
+    if not majority_is_lost(sim) or any(n.process is Process.HUNG for n in sim.state.members):
+        return None
+    found = survivors(sim)
+    if not found:
+        return None
+    best = max(found.values())
+    if not any(may_be_primary(sim, m) for m, o in found.items() if o == best):
+        return None  # the most advanced survivor is configured never to be primary: an override decides
+    return "the voting majority is lost and a reachable data-bearing survivor may be forced to primary"
 
 
 def one_primary_goal(model: Any) -> str | None:
-    sim = SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
-    sim.settle()
+    """The goal in the state the run's goal check saw, as it was then: not settled forward (an
+    hour later, a primary whose last peer was killed after the check has stepped down, which
+    says nothing of the moment the run judged; that misread the moment in seed 5's report)."""
+    sim = _model(model)
     primaries = sim.primaries()
     if len(primaries) != 1:
         return f"{len(primaries)} primaries"
@@ -284,7 +412,10 @@ class MongoKit(Kit):
         return cluster
 
     def watch(self, runbook: str) -> Watch:
-        return MongoWatch()
+        return MongoWatch(runbook)
+
+    def expect_done(self, runbook: str, start: Any) -> str | None:
+        return expect_done(runbook, _model(start))
 
     def mutating(self, language: str, text: str) -> bool:
         try:

@@ -254,7 +254,10 @@ class ReplSetConfig(BaseModel):
         return next((m for m in self.members if m.id == member_id), None)
 
     def total_votes(self) -> int:
-        return sum(m.votes for m in self.members)
+        # A newlyAdded member is no voter until its initial sync is done: mongod's majority counts
+        # MemberConfig::isVoter(), votes != 0 and not newlyAdded (src/mongo/db/repl/member_config.h,
+        # ReplSetConfig::_calculateMajorities in src/mongo/db/repl/repl_set_config.cpp).
+        return sum(m.votes for m in self.members if m.voter)
 
     def majority_vote_count(self) -> int:
         return self.total_votes() // 2 + 1
