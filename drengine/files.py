@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from drengine.machine import DISK, Disk
 
-def atomic_write(path: Path, text: str, mode: int | None = None, durable: bool = True) -> None:
-    """`durable=False` (the fault-space explorer's throw-away files ONLY) skips the flush to disk:
-    still all or nothing for a reader, not across a power loss."""
+
+def atomic_write(path: Path, text: str, mode: int | None = None, disk: Disk = DISK) -> None:
+    """Replace `path` with `text`, made to last by `disk` before the rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         out = open(tmp, "w", encoding="utf-8")
@@ -19,9 +20,8 @@ def atomic_write(path: Path, text: str, mode: int | None = None, durable: bool =
         out = open(tmp, "w", encoding="utf-8")
     with out:
         out.write(text)
-        if durable:
-            out.flush()
-            os.fsync(out.fileno())
+        out.flush()
+        disk.sync(out.fileno())
     if mode is not None:
         os.chmod(tmp, mode)
     os.replace(tmp, path)
