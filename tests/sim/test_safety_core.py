@@ -263,7 +263,7 @@ def tiny_timeout_runbook(tmp_path: Path) -> Path:
 
 def test_a_step_past_its_deadline_sends_nothing_more_and_resume_finishes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    seed(tmp_path, run_dir)
+    seed(tmp_path, run_dir, db2={"latency": 0.01})  # each statement to db2 takes 10 ms, on the run's clock too
     runbook = tiny_timeout_runbook(tmp_path)
     code, out = cli("run", str(runbook), "-i", str(inventory(tmp_path)), "-c", "sim", "--run-dir", str(run_dir), "--yes")
     assert code == 1, out
