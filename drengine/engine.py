@@ -40,6 +40,7 @@ from drengine.lock.registry import RunPublisher
 from drengine.machine import REAL, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
+from drengine.worker import Job, StepWorker
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
@@ -223,6 +224,7 @@ class Engine:
         self._overridden: list[str] = []
         self._first_failure = ""
         self.worker_alive = False
+        self.worker = StepWorker(f"steps-{run_id}")
         self.ctx: RunContext[Any] = RunContext(
             inventory=request.inventory,
             cluster=request.cluster,
@@ -433,29 +435,17 @@ class Engine:
         ctx = self.ctx
         ctx.cancel = threading.Event()
         ctx.deadline = Deadline(step.timeout, ctx.clock)
-        box: dict[str, Any] = {}
-        done = threading.Event()
-
-        def target() -> None:
-            try:
-                box["result"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed back to the engine's thread
-                box["error"] = exc
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=target, name=f"step-{step.id}", daemon=True)
         why, by_operator = "", False
+        job = self.worker.submit(fn)
         try:
-            worker.start()
-            if not ctx.clock.wait_for(done, step.timeout, self._stop_step):
+            if not ctx.clock.wait_for(job.done, step.timeout, self._stop_step):
                 why = f"did not finish within its timeout of {step.timeout:g} s"
         except KeyboardInterrupt:
             why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
             self._stop_step()
         try:
             if why:
-                self._wait_for(worker, step)
+                self._wait_for(job, step)
                 raise StepInterrupted(
                     f"step {step.id} {why}; the statement in flight may or may not have taken effect. "
                     f"Resume the run: the step is checked against the cluster before anything is repeated",
@@ -463,9 +453,9 @@ class Engine:
                 )
         finally:
             ctx.deadline = None
-        if "error" in box:
-            raise box["error"]
-        result: StepResult = box["result"]
+        if job.error is not None:
+            raise job.error
+        result: StepResult = job.result
         return result
 
     def _stop_step(self) -> None:
@@ -481,16 +471,16 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - best effort: the connectors' own timeouts still bound the statement
                 self.journal.append(Event.NOTE, step=self._current_step, text=f"closing the step's connections failed: {exc}")
 
-    def _wait_for(self, worker: threading.Thread, step: StepSpec) -> None:
+    def _wait_for(self, job: Job, step: StepSpec) -> None:
         """Wait for the worker to end; its statement in flight is bounded by the connector's own
         timeouts. A worker still alive after that keeps the lock held until the process exits."""
         t = self.request.cluster.timeouts
         grace = max(5.0, 2 * (t.connect + t.read) + 1)
         try:
-            worker.join(grace)
+            job.done.wait(grace)
         except KeyboardInterrupt:
             pass
-        if worker.is_alive():
+        if not job.done.is_set():
             self.worker_alive = True
             self.journal.append(Event.NOTE, step=step.id,
                                 text=f"the statement in flight did not end within {grace:g} s after the deadline; the "
@@ -777,6 +767,8 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
                 return _finish_run(engine, journal, lambda: around(journal, backend, walk))
             return _finish_run(engine, journal, walk)
         finally:
+            if engine is not None:
+                engine.worker.close()
             if engine is None or not engine.worker_alive:
                 backend.close()
     except DrengineError as exc:
