@@ -12,7 +12,7 @@ demo: setup
 	./scripts/demo.sh
 
 test: setup-services
-	.venv/bin/python -m pytest -q -m "unit or sim or lab or mutants" tests
+	DRENGINE_TEST_REQUIRE_SERVICES=1 .venv/bin/python -m pytest -q -m "unit or sim or lab or mutants" tests
 
 test-unit: setup
 	.venv/bin/python -m pytest -q -m unit tests
@@ -24,7 +24,7 @@ test-mutants: setup
 	.venv/bin/python tests/mutants/mutate.py
 
 test-lab: setup-services
-	.venv/bin/python -m pytest -q -m lab tests
+	DRENGINE_TEST_REQUIRE_SERVICES=1 .venv/bin/python -m pytest -q -m lab tests
 
 lint: setup
 	.venv/bin/ruff check drengine tests bench

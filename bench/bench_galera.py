@@ -156,7 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="drg-bench-galera-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="drg-bench-galera-"))
     os.chmod(root, 0o755)  # the nodes run as mysql
     lab = LabDir(root)
     inventory = root / "inventory.yaml"

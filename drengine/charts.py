@@ -92,22 +92,30 @@ def timeline_svg(record: RunRecord) -> str:
         y = TOP + row * ROW
         kind = {"ok": "ok", "skipped": "skipped", "FAILED": "failed"}.get(span.status, "unfinished")
         start, end = span.start - origin, span.end - origin
-        tip = (f"{span.step}: {span.status}, {seconds_label(span.seconds)} "
+        tip = (f"{span.step}: {span.status}, {seconds_label(span.work_seconds)} of work "
                f"(from {seconds_label(start)} to {seconds_label(end)})"
                + (f", gate waited {seconds_label(span.gate_seconds)} for {span.gate_answer or 'an answer'}"
                   if span.gate_asked is not None else ""))
         out.append(f'<g class="step" data-step="{escape(span.step)}">')
         out.append(_label(y, span.step, "step-label"))
-        out.append(_rect(scale.x(span.start), y, scale.x(span.end) - scale.x(span.start), f"bar step {kind}", tip))
-        if span.gate_asked is not None:
-            gate_end = span.gate_answered if span.gate_answered is not None else span.end
-            out.append(_rect(scale.x(span.gate_asked), y + 2, scale.x(gate_end) - scale.x(span.gate_asked), "gate-wait",
-                             f"gate of {span.step} ({span.gate_level}) waited {seconds_label(span.gate_seconds)}",
+        # The step's own attempts only: its gate's wait and a stop until resume are not its time.
+        for a, b in span.work or [(span.start, span.end)]:
+            out.append(_rect(scale.x(a), y, scale.x(b) - scale.x(a), f"bar step {kind}", tip))
+        for asked, answered in span.all_gate_waits:
+            out.append(_rect(scale.x(asked), y + 2, scale.x(answered) - scale.x(asked), "gate-wait",
+                             f"gate of {span.step} ({span.gate_level}) waited {seconds_label(answered - asked)}",
                              height=BAR - 4, fill="url(#wait)"))
-        words = seconds_label(span.seconds) + (f" · gate {seconds_label(span.gate_seconds)}" if span.gate_asked else "")
+        words = seconds_label(span.work_seconds) + (f" · gate {seconds_label(span.gate_seconds)}" if span.gate_asked else "")
         out.append(_value(scale.x(span.end) + 6, y, words))
         out.append("</g>")
         row += 1
+    for stopped, resumed in record.interruptions:
+        # A stop (Ctrl-C, a crash) until `run --resume`: a gap across every row, with its length.
+        out.append(_rect(scale.x(stopped), TOP - 4, scale.x(resumed) - scale.x(stopped), "interrupted",
+                         f"run stopped for {seconds_label(resumed - stopped)} until resumed",
+                         height=rows * ROW, fill="#eeeeee"))
+        out.append(f'<text class="marker-label" x="{scale.x(stopped) + 3}" y="{TOP - 16}">'
+                   f'stopped {escape(seconds_label(resumed - stopped))}</text>')
     for t, cls, text in ((fault_at, "fault-line", "fault"), (recovered, "recovered-line", "writes acknowledged again")):
         if t is None:
             continue

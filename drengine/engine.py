@@ -617,12 +617,13 @@ class Engine:
         executes = effect is not Effect.MUTATE and not self._mutated_in_plan
         if executes:
             result = self._run_bounded(step, lambda: action.run(self.ctx, proposal))
-            for name, value in result.facts.items():
-                self.facts.put(name, value)
         else:
-            if effect is Effect.MUTATE:
+            # A mutating step with nothing to do changes nothing: the reads after it still run.
+            if effect is Effect.MUTATE and not proposal.nothing_to_do:
                 self._mutated_in_plan = True
             result = action.assumed_result(self.ctx, proposal)
+        for name, value in result.facts.items():  # an assumed result may say what the plan assumes
+            self.facts.put(name, value)
         row = {
             "step": step.id, "action": step.action, "effect": effect.value, "ran": executes,
             "nothing_to_do": proposal.nothing_to_do and not executes,

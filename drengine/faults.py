@@ -43,7 +43,8 @@ def signal_member(inventory: Inventory, cluster: Cluster, member: Member, signal
                              f"is the server running, and does the inventory's pid_file name its pid file?")
         result = transport.run(["kill", f"-{signal_name}", pid], timeout=10)
         result.check()
-        return f"kill -{signal_name} {pid} ({member.name}, pid file {member.pid_file})"
+        # As sent: with the host's sudo when it has `become: true`.
+        return f"{result.command} ({member.name}, pid file {member.pid_file})"
     finally:
         transport.close()
 
@@ -125,8 +126,8 @@ def resume_member(inventory: Inventory, cluster: Cluster, member: Member) -> str
             pid = transport.read_file(member.pid_file).strip() if transport.run(
                 ["test", "-f", member.pid_file], timeout=10).ok else ""
             if pid.isdigit() and transport.run(["kill", "-0", pid], timeout=10).ok:
-                transport.run(["kill", "-CONT", pid], timeout=10).check()
-                return f"kill -CONT {pid} ({member.name}, pid file {member.pid_file})"
+                sent = transport.run(["kill", "-CONT", pid], timeout=10).check()
+                return f"{sent.command} ({member.name}, pid file {member.pid_file})"
         finally:
             transport.close()
     return start_member(inventory, cluster, member)

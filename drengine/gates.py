@@ -203,22 +203,39 @@ class InteractivePolicy:
                 self.terminal.say(parsed.problem)
                 continue
             choice = parsed.answer
-            if choice is Answer.PROCEED and (request.level is GateLevel.DANGEROUS or request.is_override):
-                if not self._typed_cluster_name(request):
-                    self.terminal.say("The name did not match; nothing was done.")
+            weighty = request.level is GateLevel.DANGEROUS or request.is_override
+            if choice is Answer.PROCEED and weighty:
+                typed = self._typed_cluster_name(request)
+                if typed is None:
+                    self.terminal.say("Nothing was done; answer again.")
                     continue
-            reason = self.terminal.prompt("Reason (recorded in the journal, Enter to skip): ").strip()
+                choice = typed
+            reason = ""
+            # A reason is asked where a postmortem will want one: data may be lost, a check is
+            # overridden, or a step is left out. An ordinary approval needs no extra Enter.
+            if weighty or choice is Answer.SKIP:
+                reason = self.terminal.prompt("Reason (recorded in the journal, Enter to skip): ").strip()
             return GateAnswer(choice, operator_name(), self.name, reason)
 
-    def _typed_cluster_name(self, request: GateRequest) -> bool:
+    def _typed_cluster_name(self, request: GateRequest) -> Answer | None:
+        """PROCEED when the cluster name is typed; SKIP or ABORT when the operator says so instead
+        (s, a); None (back to the question) on Enter or after too many wrong names."""
         self.terminal.say(
-            f"This step may lose data. To go on, type the cluster name ({request.cluster}) exactly:"
+            f"This step may lose data. To go on, type the cluster name ({request.cluster}) exactly "
+            f"(or s to skip this step, a to abort the run, Enter to go back):"
         )
         for _ in range(self.max_tries):
-            if self.terminal.prompt("cluster name: ").strip() == request.cluster:
-                return True
-            self.terminal.say("That is not the cluster name.")
-        return False
+            typed = self.terminal.prompt("cluster name: ").strip()
+            if typed == request.cluster:
+                return Answer.PROCEED
+            if not typed:
+                return None
+            if typed.lower() in ("s", "skip"):
+                return Answer.SKIP
+            if typed.lower() in ("a", "abort"):
+                return Answer.ABORT
+            self.terminal.say(f"That is not the cluster name ({request.cluster}); s skips, a aborts, Enter goes back.")
+        return None
 
 
 @dataclass

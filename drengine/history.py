@@ -63,7 +63,7 @@ def _row(record: RunRecord) -> HistoryRow:
     rto, lost = objectives.get("rto"), objectives.get("lost_writes")
     return HistoryRow(
         run_id=record.run_id, run_dir=record.run_dir, started=record.started or 0.0, cluster=record.cluster,
-        runbook=record.runbook, fault=record.fault.name if record.fault else "?", verdict=record.verdict_word,
+        runbook=record.runbook, fault=record.fault.name if record.fault else "?", verdict=record.title_word,
         rto=record.rto, lost_writes=record.lost_writes, rto_objective=rto.target if rto else None,
         lost_objective=lost.target if lost else None, missed=[j.name for j in record.objectives if j.met is False],
     )
@@ -136,9 +136,17 @@ def history_lines(series: list[Series], last: int, threshold: float) -> list[str
                          f"{_n(r.lost_writes):>5}  {_n(r.lost_objective):>9}  {flag}".rstrip())
         lines.append("")
     flagged = sum(1 for s in series for r in s.rows if r.regressions)
-    lines.append(f"{sum(len(s.rows) for s in series)} drill(s) in {len(series)} series; {flagged} regression(s) flagged "
+    failed = failed_drills(series)
+    lines.append(f"{sum(len(s.rows) for s in series)} drill(s) in {len(series)} series; {len(failed)} not passed; "
+                 f"{flagged} regression(s) flagged "
                  f"(RTO more than {threshold:g}% above the median of the last {last} drills, lost writes above it)")
     return lines
+
+
+def failed_drills(series: list[Series]) -> list[tuple[str, HistoryRow]]:
+    """Every drill that did not pass (FAILED, UNFINISHED, TAMPERED): a page about drills never
+    opens with good news above them, whatever the regression check says."""
+    return [(s.title, r) for s in series for r in s.rows if r.verdict != "PASSED"]
 
 
 def history_html(series: list[Series], last: int, threshold: float) -> str:
@@ -169,6 +177,6 @@ def history_html(series: list[Series], last: int, threshold: float) -> str:
         })
     flagged = [(s.title, r) for s in series for r in s.rows if r.regressions]
     return str(templates().get_template("history.html.j2").render(
-        blocks=blocks, flagged=flagged, last=last, threshold=threshold, when=_when, s=_s, n=_n,
+        blocks=blocks, flagged=flagged, failed=failed_drills(series), last=last, threshold=threshold, when=_when, s=_s, n=_n,
         total=sum(len(s.rows) for s in series), generated=utc(time.time()),
     ))

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from drengine.datastores import check_kind
 from drengine.errors import InputError
@@ -96,10 +106,19 @@ class Timeouts(Strict):
 
 
 class SSHSettings(Strict):
-    user: str = Field(default="root", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    port: int = Field(default=22, ge=1, le=65535)
-    key_file: str | None = None
+    """How to log in to a host. What the inventory leaves out comes from the operator's
+    `ssh_config` (User, Port, IdentityFile, ProxyJump, HostName for the address), as `ssh` would
+    use it; what the inventory says wins. `user` defaults to the login user, as with `ssh`."""
+
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+                             description="default: ssh_config's User, else the user running drengine")
+    port: int = Field(default=22, ge=1, le=65535, description="default: ssh_config's Port, else 22")
+    key_file: str | None = Field(default=None, description="default: ssh_config's IdentityFile, the ssh-agent, ~/.ssh keys")
     known_hosts: str = "~/.ssh/known_hosts"
+    proxy_jump: Name | None = Field(default=None, description="reach this host through that inventory host (a bastion); "
+                                                              "default: ssh_config's ProxyJump")
+    ssh_config: str | None = Field(default="~/.ssh/config", description="the OpenSSH client config to honour; "
+                                                                        "null: ignore it")
     # Only for throw-away lab hosts: never trust a new key silently in production.
     accept_unknown_host_keys: bool = False
     connect_timeout: float = Field(default=5.0, gt=0, le=300)
@@ -115,6 +134,24 @@ class Host(Strict):
     address: str
     transport: Transport = Transport.SSH
     ssh: SSHSettings = SSHSettings()
+    # Operators log in as themselves and use sudo; root logins stay off. Every command that
+    # needs root on this host (service control, signals, faults, pid files) runs under
+    # `sudo -n`, or `sudo -S` fed become_password when the site's sudoers asks for one.
+    become: bool = Field(default=False, description="run host commands through sudo (as root)")
+    become_password: SecretRef | None = Field(default=None, description="sudo's password, when sudoers asks for one")
+
+    # The inventory host named by `ssh.proxy_jump`, filled in by Inventory (a Host alone cannot see it).
+    _jump: tuple[str, Host] | None = PrivateAttr(default=None)
+
+    def jump_host(self) -> tuple[str, Host] | None:
+        """(name, host) of the bastion this host is reached through, when the inventory names one."""
+        return self._jump
+
+    @model_validator(mode="after")
+    def _password_needs_become(self) -> Host:
+        if self.become_password is not None and not self.become:
+            raise ValueError("`become_password:` is set but `become:` is not true; add `become: true` or remove it")
+        return self
 
     _addr = field_validator("address")(check_address)
 
@@ -310,6 +347,13 @@ class Cluster(Strict):
                                                                        "default: sql, service, signal, proxy")
     proxies: list[Proxy] = Field(default_factory=list)
     lock: LockSettings | None = Field(default=None, description="this cluster's lock; default the inventory's `lock:`")
+    # The inventory hosts its members run on, filled in by Inventory: a member's service command
+    # is shown (and sent) with the sudo its host's `become` asks for.
+    _hosts: dict[str, Host] = PrivateAttr(default_factory=dict)
+
+    def host_of(self, member: Member) -> Host | None:
+        """The inventory host that runs `member`, when the cluster came from an inventory."""
+        return self._hosts.get(member.host) if member.host is not None else None
 
     @model_validator(mode="after")
     def _unique_members(self) -> Cluster:
@@ -395,6 +439,40 @@ class Inventory(Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def _hosts_from_ansible(cls, data: object, info: ValidationInfo) -> object:
+        """`hosts: {ansible: PATH}` (or `{ansible: {path: PATH, defaults: {...}}}`): the hosts of an
+        Ansible inventory (see drengine/ansible.py), next to any hosts written here (which win).
+        `defaults` holds what Ansible does not say (known_hosts, become_password, timeouts)."""
+        if not (isinstance(data, dict) and isinstance(data.get("hosts"), dict) and "ansible" in data["hosts"]):
+            return data
+        hosts = dict(data["hosts"])
+        spec = hosts.pop("ansible")
+        if isinstance(spec, str):
+            spec = {"path": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or set(spec) - {"path", "defaults"}:
+            raise ValueError("`ansible:` takes the path of an Ansible inventory, or {path: PATH, defaults: {...}}")
+        source = (info.context or {}).get("source")
+        base = Path(source.path).parent if source is not None else Path.cwd()
+        path = (base / Path(spec["path"]).expanduser())
+        defaults = spec.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise ValueError("`ansible: defaults:` must be a mapping of host settings (ssh:, become_password:, ...)")
+        from drengine.ansible import ansible_hosts
+
+        for name, entry in ansible_hosts(path).items():
+            if name in hosts:
+                continue  # written in the drengine inventory itself: that entry wins whole
+            merged = {**defaults, **entry, "ssh": {**(defaults.get("ssh") or {}), **entry.get("ssh", {})}}
+            try:
+                Host.model_validate(merged)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+                raise InputError(f"{path}: host {name} from the Ansible inventory cannot be used: {problems}") from None
+            hosts[name] = merged
+        return {**data, "hosts": hosts}
+
+    @model_validator(mode="before")
+    @classmethod
     def _names_from_keys(cls, data: object) -> object:
         if isinstance(data, dict) and isinstance(data.get("clusters"), dict):
             clusters = {}
@@ -405,16 +483,36 @@ class Inventory(Strict):
 
     @model_validator(mode="after")
     def _hosts_exist(self) -> Inventory:
+        for name, host in self.hosts.items():
+            chain = [name]
+            jump = host.ssh.proxy_jump
+            while jump is not None:
+                if jump not in self.hosts:
+                    from drengine.suggest import did_you_mean
+
+                    raise ValueError(f"host {chain[-1]}: `proxy_jump: {jump}` names no host under `hosts:`."
+                                     f"{did_you_mean(jump, self.hosts)} Known hosts: {sorted(self.hosts)}")
+                if jump in chain:
+                    raise ValueError(f"host {name}: proxy_jump goes round in a circle: {' -> '.join([*chain, jump])}")
+                chain.append(jump)
+                jump = self.hosts[jump].ssh.proxy_jump
+            if host.ssh.proxy_jump is not None:
+                host._jump = (host.ssh.proxy_jump, self.hosts[host.ssh.proxy_jump])
         for cluster in self.clusters.values():
+            cluster._hosts.update({m.host: self.hosts[m.host] for m in cluster.members
+                                   if m.host is not None and m.host in self.hosts})
             for proxy in cluster.proxies:
                 if proxy.host is not None and proxy.host not in self.hosts:
                     raise ValueError(f"cluster {cluster.name}: proxy {proxy.name} is reached over host {proxy.host!r}, "
                                      f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}")
             for member in cluster.members:
                 if member.host is not None and member.host not in self.hosts:
+                    from drengine.suggest import did_you_mean
+
                     raise ValueError(
                         f"cluster {cluster.name}: member {member.name} runs on host {member.host!r}, "
-                        f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}"
+                        f"which is not under `hosts:`.{did_you_mean(member.host, self.hosts)} "
+                        f"Known hosts: {sorted(self.hosts)}"
                     )
         return self
 

@@ -21,6 +21,8 @@ from drengine.objectives import Judgement
 from drengine.runrecord import RunRecord, StepSpan, read_run
 
 TEMPLATES = Path(__file__).parent / "templates"
+SIMULATED_TIME = ("SIMULATED: the cluster was drengine's simulator; times are the simulator's and the engine's, "
+                  "not those of a real recovery (no network, no disks, no server start-up)")
 FORMATS = {"md": "report.md", "html": "report.html", "junit": "junit.xml", "prom": "drill.prom"}
 
 
@@ -48,11 +50,29 @@ def seconds(value: float | None) -> str:
 
 def headline(record: RunRecord) -> str:
     what = "Drill" if record.is_drill else "Run"
-    return f"{what} {record.verdict_word}: {record.runbook} on {record.cluster}"
+    return f"{what} {record.title_word}: {record.runbook} on {record.cluster}"
+
+
+def simulated_words(record: RunRecord) -> str:
+    """A simulated cluster's times are the simulator's, not a real recovery's: a report says so
+    next to every figure a reader could take for a measured RTO."""
+    return SIMULATED_TIME if record.simulated else ""
+
+
+def tampered_words(record: RunRecord) -> str:
+    if record.integrity_ok:
+        return ""
+    return (f"TAMPERED: {record.integrity}. Nothing below can be trusted as what happened: "
+            f"compare with a copy of the journal kept elsewhere (`drengine journal verify` names the first bad line)")
 
 
 def verdict_reasons(record: RunRecord) -> list[str]:
     """Why it passed or failed, most important first; then what is left to do."""
+    warnings = [w for w in (tampered_words(record), simulated_words(record)) if w]
+    return warnings + _verdict_reasons(record)
+
+
+def _verdict_reasons(record: RunRecord) -> list[str]:
     left = [f"left to do: {item}" for item in record.left]
     if record.verdict is not None:
         if record.verdict.passed:
@@ -121,9 +141,10 @@ def step_rows(record: RunRecord) -> list[dict[str, str]]:
     origin = record.fault.at if record.fault else (record.started or 0.0)
     rows = []
     for s in record.steps:
-        rows.append({"step": s.step, "began": f"{s.start - origin:+.3f} s", "took": seconds(s.seconds),
+        reason = f'; reason: "{s.gate_reason}"' if s.gate_reason else ""
+        rows.append({"step": s.step, "began": f"{s.start - origin:+.3f} s", "took": seconds(s.work_seconds),
                      "gate": (f"{seconds(s.gate_seconds)} ({s.gate_level}, {s.gate_answer or 'no answer'}"
-                              f"{' by ' + s.gate_who if s.gate_who else ''})") if s.gate_asked is not None else "none",
+                              f"{' by ' + s.gate_who if s.gate_who else ''}{reason})") if s.gate_asked is not None else "none",
                      "status": s.status, "summary": s.summary,
                      "attempts": str(s.attempts) if s.attempts > 1 else ""})
     return rows
@@ -149,30 +170,39 @@ def _md(text: str) -> str:
 
 
 def _text_bars(record: RunRecord, width: int = 48) -> list[str]:
-    """The timeline as text: one bar per step from its start to its end, `:` where its gate waited."""
-    spans: list[tuple[str, float, float, float | None, float | None]] = []
+    """The timeline as text: per step `#` where it worked, `:` where its gate waited (not its
+    own time); a row `~` for each time the run was stopped and resumed."""
+    rows: list[tuple[str, list[tuple[float, float, str]], str]] = []
     if record.fault is not None:
         end = record.recovered_at if record.recovered_at is not None else max([s.end for s in record.steps] or [record.fault.at])
-        spans.append(("outage", record.fault.at, end, None, None))
+        rows.append(("outage", [(record.fault.at, end, "#")], seconds(end - record.fault.at)))
     for s in record.steps:
-        gate_end = s.gate_answered if s.gate_answered is not None else s.end
-        spans.append((s.step, s.start, s.end, s.gate_asked, gate_end if s.gate_asked is not None else None))
-    if not spans:
+        marks = [(a, b, "#") for a, b in s.work]
+        marks[:0] = [(a, b, ":") for a, b in s.all_gate_waits]
+        words = seconds(s.work_seconds) + (f" + gate {seconds(s.gate_seconds)}" if s.gate_asked is not None else "")
+        rows.append((s.step, marks or [(s.start, s.end, "#")], words))
+    for stopped, resumed in record.interruptions:
+        rows.append(("(stopped)", [(stopped, resumed, "~")], f"{seconds(resumed - stopped)} until resumed"))
+    times = [t for _, marks, _ in rows for a, b, _ in marks for t in (a, b)]
+    if not times:
         return []
-    t0, t1 = min(a for _, a, _, _, _ in spans), max(b for _, _, b, _, _ in spans)
+    t0, t1 = min(times), max(times)
     scale = width / max(t1 - t0, 1e-9)
-    name_width = max(len(n) for n, *_ in spans)
+    name_width = max(len(n) for n, *_ in rows)
     lines = []
-    for name, a, b, ga, gb in spans:
+    for name, marks, words in rows:
         cells = [" "] * width
-        lo, hi = int((a - t0) * scale), max(int((a - t0) * scale) + 1, int(round((b - t0) * scale)))
-        for i in range(lo, min(hi, width)):
-            cells[i] = "#"
-        if ga is not None and gb is not None:
-            for i in range(int((ga - t0) * scale), min(max(int((ga - t0) * scale) + 1, int(round((gb - t0) * scale))), width)):
-                cells[i] = ":"
-        lines.append(f"{name:<{name_width}} |{''.join(cells)}| {seconds(b - a)}")
+        for a, b, mark in marks:
+            lo = min(int((a - t0) * scale), width - 1)
+            for i in range(lo, min(max(lo + 1, int(round((b - t0) * scale))), width)):
+                cells[i] = mark
+        lines.append(f"{name:<{name_width}} |{''.join(cells)}| {words}")
     return lines
+
+
+def interruption_lines(record: RunRecord) -> list[str]:
+    return [f"stopped at {utc(stopped)}, resumed at {utc(resumed)}: {seconds(resumed - stopped)} in between, "
+            f"counted in no step" for stopped, resumed in record.interruptions]
 
 
 def markdown(run_dir: Path) -> str:
@@ -188,6 +218,7 @@ def markdown(run_dir: Path) -> str:
     lines += [f"| runbook | `{record.runbook}` (sha256 {record.runbook_sha256[:12]}) |",
               f"| cluster | `{record.cluster}` ({record.kind}{', simulated' if record.simulated else ''}) |",
               f"| mode | {record.mode}, gates answered by the {record.policy} policy |",
+              *([f"| time | {_md(simulated_words(record))} |"] if record.simulated else []),
               f"| result | {_md(record.end)}: {_md(record.summary)} |",
               *([f"| restore | {_md(restore_words(record))} |"] if record.restore else []),
               f"| run | `{record.run_id}`; {record.integrity} |", ""]
@@ -204,7 +235,9 @@ def markdown(run_dir: Path) -> str:
         lines += [f"| {r['step']} | {r['began']} | {r['took']} | {_md(r['gate'])} | {r['status']} | {_md(r['summary'])} |"
                   for r in step_rows(record)]
         origin = "the fault" if record.fault else "the start of the run"
-        lines += ["", f"Timeline (times from {origin}; `#` the step at work, `:` its gate waiting):", "", "```"]
+        lines += [""] + [f"- {_md(line)}" for line in interruption_lines(record)]
+        lines += ["", f"Timeline (times from {origin}; `#` the step at work, `:` its gate waiting, `~` the run stopped"
+                  f" until resumed; `took` is the step's own time, without its gate):", "", "```"]
         lines += _text_bars(record) + ["```", ""]
     lines += ["## Risks accepted", ""]
     lines += [f"- {r.step}: {_md(r.risk)} (accepted by {r.who}, {r.how}{'; OVERRIDE' if r.override else ''})"
@@ -244,11 +277,13 @@ def html(run_dir: Path) -> str:
     record = read_run(run_dir)
     return str(templates().get_template("report.html.j2").render(
         r=record, title=headline(record), reasons=verdict_reasons(record),
-        verdict_class="passed" if record.success else ("unfinished" if record.finished is None else "failed"),
+        verdict_class=("failed" if not record.integrity_ok else "passed" if record.success
+                       else ("unfinished" if record.finished is None else "failed")),
         started_utc=utc(record.started), started_local=local(record.started), took=seconds(record.seconds),
         fault=fault_words(record), restore=restore_words(record), objectives=[objective_row(j) for j in record.objectives],
         canaries=canary_lines(record) if record.is_drill else [], steps=step_rows(record),
-        timeline=Markup(timeline_svg(record)), events=event_rows(record),
+        timeline=Markup(timeline_svg(record)), events=event_rows(record), interruptions=interruption_lines(record),
+        simulated=simulated_words(record), tampered=tampered_words(record),
         generated=utc(time.time()),
     ))
 
@@ -264,7 +299,7 @@ def junit(run_dir: Path) -> str:
     for s in record.steps:
         if s.ok is None:
             continue
-        case = ET.Element("testcase", name=s.step, classname=record.runbook, time=f"{s.seconds:.3f}")
+        case = ET.Element("testcase", name=s.step, classname=record.runbook, time=f"{s.work_seconds:.3f}")
         if not s.ok:
             failure = ET.SubElement(case, "failure", message=s.summary[:500], type="StepFailed")
             failure.text = _step_evidence(record, s)
@@ -282,6 +317,10 @@ def junit(run_dir: Path) -> str:
                           ).text = j.text
         else:
             ET.SubElement(case, "system-out").text = j.text
+        cases.append(case)
+    if not record.integrity_ok:
+        case = ET.Element("testcase", name="journal integrity", classname="drill" if record.is_drill else "run", time="0")
+        ET.SubElement(case, "failure", message=record.integrity[:500], type="JournalTampered").text = tampered_words(record)
         cases.append(case)
     if record.finished is not None and not record.success and not any(c.find("failure") is not None for c in cases):
         case = ET.Element("testcase", name="recovery", classname="drill" if record.is_drill else "run", time="0")
@@ -305,7 +344,8 @@ def junit(run_dir: Path) -> str:
         ET.SubElement(props, "property", name="fault_members", value=",".join(record.fault.members))
     ET.SubElement(props, "property", name="operator", value=record.operator)
     ET.SubElement(props, "property", name="result", value=record.end)
-    ET.SubElement(props, "property", name="verdict", value=record.verdict_word)
+    ET.SubElement(props, "property", name="verdict", value=record.title_word)
+    ET.SubElement(props, "property", name="simulated", value="true" if record.simulated else "false")
     suite.extend(cases)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
@@ -338,7 +378,7 @@ def prometheus(run_dir: Path) -> str:
         return float("nan") if value is None else float(value)
 
     gauge("drengine_drill_success", "1 when the last drill passed (runbook succeeded and every objective met), else 0",
-          1.0 if record.success else 0.0)
+          1.0 if record.success and record.integrity_ok else 0.0)
     gauge("drengine_drill_recovery_seconds", "Seconds from the fault to the first acknowledged write (NaN: never)",
           number(record.rto))
     gauge("drengine_drill_lost_writes", "Acknowledged canary writes missing after recovery", number(record.lost_writes))

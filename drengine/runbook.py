@@ -118,15 +118,10 @@ class Walk:
         return triggers
 
     def follow(self, outcome: str) -> None:
-        """Move on along the current step's `outcome` (one of `outcomes()`). The machine has no
-        callbacks or conditions: its transition's destination is the next state (read from it
-        rather than fired, which costs more than a step on a simulator)."""
-        found = self.machine.get_transitions(trigger=outcome, source=self._model.state)
-        dest = found[0].dest if found else None
-        if dest is None:
-            self._model.trigger(outcome)  # type: ignore[attr-defined]  # raises as `transitions` does
-            return
-        self.go_to(dest)
+        """Move on along the current step's `outcome` (one of `outcomes()`): the outcome is the
+        machine's trigger, fired (about 20 us, against milliseconds for a step on a simulator);
+        an outcome the step does not map raises as `transitions` does."""
+        self._model.trigger(outcome)  # type: ignore[attr-defined]
 
 
 class Runbook:

@@ -19,7 +19,9 @@ from drengine.objectives import Judgement
 @dataclass
 class StepSpan:
     """One step from when it began (the previous event: its proposal is observed then) to its
-    last event. `gate_*` is the time its gate waited for an answer; `work_*` the action itself."""
+    last event. `gate_*` is the time its gate waited for an answer; `work` the stretches in which
+    the action itself ran (one per attempt), so that a gate's wait or a Ctrl-C and resume in
+    between is never counted as the step's own time."""
 
     step: str
     start: float
@@ -30,7 +32,13 @@ class StepSpan:
     gate_answered: float | None = None
     gate_answer: str | None = None
     gate_who: str | None = None
+    gate_reason: str = ""  # typed at the gate, or given with --reason
     work_start: float | None = None
+    work: list[tuple[float, float]] = field(default_factory=list)  # its span without gate waits and stops
+    # Each wait for an answer (asked again after a resume or a changed decision): a stop
+    # between asking and resuming is the interruption's time, not the gate's.
+    gate_waits: list[tuple[float, float]] = field(default_factory=list)
+    asked_open: float | None = field(default=None, repr=False)
     ok: bool | None = None
     outcome: str | None = None
     summary: str = ""
@@ -41,10 +49,20 @@ class StepSpan:
         return max(0.0, self.end - self.start)
 
     @property
+    def work_seconds(self) -> float:
+        """The step's own time: its attempts, without the gate's wait or an interruption."""
+        return sum(max(0.0, b - a) for a, b in self.work)
+
+    @property
     def gate_seconds(self) -> float:
         if self.gate_asked is None:
             return 0.0
-        return max(0.0, (self.gate_answered if self.gate_answered is not None else self.end) - self.gate_asked)
+        return sum(max(0.0, b - a) for a, b in self.all_gate_waits)
+
+    @property
+    def all_gate_waits(self) -> list[tuple[float, float]]:
+        """The waits, with one still open (never answered) counted to the step's last event."""
+        return self.gate_waits + ([(self.asked_open, self.end)] if self.asked_open is not None else [])
 
     @property
     def status(self) -> str:
@@ -143,6 +161,8 @@ class RunRecord:
     statements: list[tuple[str, str, str]] = field(default_factory=list)  # (step, target, text)
     notifications: list[dict[str, Any]] = field(default_factory=list)  # from notifications.jsonl, beside the journal
     restore: RunRecord | None = None  # `drill --restore`: the restore's own run, under restore/
+    # (stopped, resumed): from the last event before each `run --resume` to the resume itself
+    interruptions: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def is_drill(self) -> bool:
@@ -208,13 +228,21 @@ class RunRecord:
             return "UNFINISHED"
         return "DONE" if self.success else self.end.upper()
 
+    @property
+    def title_word(self) -> str:
+        """The headline's word: a journal that fails its hash chain is TAMPERED whatever it says."""
+        return self.verdict_word if self.integrity_ok else "TAMPERED"
+
 
 def _how(policy: str, reason: str, level: str, override: bool) -> str:
+    """How a risk was accepted, with the reason the operator gave (a postmortem asks why)."""
+    why = f': "{reason}"' if reason else ""
     if policy == "drill":
         return "approved by the drill policy (drill target)"
     if policy.startswith("interactive"):
-        return "typed the cluster name at the terminal" if level == "dangerous" or override else "answered at the terminal"
-    return f"by flag ({reason})" if reason else "by flag"
+        typed = "typed the cluster name at the terminal" if level == "dangerous" or override else "answered at the terminal"
+        return typed + (f', reason{why}' if why else ", no reason given")
+    return f"by flag, reason{why}" if why else "by flag, no reason given"
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
@@ -232,6 +260,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if (journal.parent / "restore" / "journal.jsonl").is_file():
         record.restore = read_run(journal.parent / "restore")
     record.steps = _spans(entries)
+    record.interruptions = [(entries[i - 1].ts, e.ts) for i, e in enumerate(entries) if e.type is Event.RUN_RESUMED and i > 0]
     record.risks = _risks(entries)
     for e in entries:
         d = e.data
@@ -307,11 +336,18 @@ def _spans(entries: list[Entry]) -> list[StepSpan]:
     """One span per step, in the order steps first appear. A step begins right after the event
     before its first one: the engine observes and proposes in that gap."""
     spans: dict[str, StepSpan] = {}
+    stops: list[tuple[float, float]] = []
     previous_ts: float | None = None
     for e in entries:
         step = e.data.get("step")
         stepwise = e.type in (Event.GATE_ASKED, Event.GATE_ANSWERED, Event.STEP_STARTED, Event.STEP_FINISHED,
-                              Event.STEP_RECONCILED, Event.OVERRIDE)
+                              Event.STEP_RECONCILED, Event.STEP_INTERRUPTED, Event.OVERRIDE)
+        if e.type is Event.RUN_RESUMED and previous_ts is not None:
+            stops.append((previous_ts, e.ts))
+            for open_span in spans.values():
+                if open_span.asked_open is not None:  # asked, then the run stopped: the wait ended there
+                    open_span.gate_waits.append((open_span.asked_open, previous_ts))
+                    open_span.asked_open = None
         if stepwise and isinstance(step, str) and step:
             span = spans.get(step)
             if span is None:
@@ -319,15 +355,40 @@ def _spans(entries: list[Entry]) -> list[StepSpan]:
             span.end = max(span.end, e.ts)
             _apply(span, e)
         previous_ts = e.ts
+    for span in spans.values():
+        # The step's own time (observing, proposing, acting, verifying) is its span without the
+        # waits for an answer and without a stop until resume: neither is the step at work.
+        span.work = _without([(span.start, span.end)], [*span.all_gate_waits, *stops])
     return list(spans.values())
+
+
+def _without(segments: list[tuple[float, float]], holes: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    for h0, h1 in holes:
+        cut: list[tuple[float, float]] = []
+        for a, b in segments:
+            if h1 <= a or h0 >= b:
+                cut.append((a, b))
+                continue
+            if a < h0:
+                cut.append((a, h0))
+            if h1 < b:
+                cut.append((h1, b))
+        segments = cut
+    return segments
 
 
 def _apply(span: StepSpan, e: Entry) -> None:
     d = e.data
-    if e.type is Event.GATE_ASKED and span.gate_asked is None:
-        span.gate_asked, span.gate_level = e.ts, str(d.get("level", ""))
+    if e.type is Event.GATE_ASKED:
+        if span.gate_asked is None:
+            span.gate_asked, span.gate_level = e.ts, str(d.get("level", ""))
+        span.asked_open = span.asked_open if span.asked_open is not None else e.ts
     elif e.type is Event.GATE_ANSWERED:
         span.gate_answered, span.gate_answer, span.gate_who = e.ts, str(d.get("answer", "")), str(d.get("who", ""))
+        if span.asked_open is not None:
+            span.gate_waits.append((span.asked_open, e.ts))
+            span.asked_open = None
+        span.gate_reason = str(d.get("reason") or span.gate_reason)
     elif e.type is Event.STEP_STARTED:
         span.work_start = span.work_start if span.work_start is not None else e.ts
         span.effect = str(d.get("effect", span.effect))
@@ -352,7 +413,7 @@ def _risks(entries: list[Entry]) -> list[Risk]:
             if question is None or question.data.get("override"):
                 continue  # an override is listed from its own event, with the risk it names
             level = str(question.data.get("level", ""))
-            how = _how(str(d.get("policy", "")), str(d.get("reason", "")), level, False)
+            how = _how(str(d.get("policy", "")), str(d.get("reason", "") or ""), level, False)
             for risk in question.data.get("risks") or []:
                 if any(r.step == d.get("step") and r.risk == risk and r.who == d.get("who") for r in risks):
                     continue  # the same approval standing after the cluster was observed again

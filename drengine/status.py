@@ -162,6 +162,25 @@ def state_words(state: MemberState) -> str:
     }[state]
 
 
+# What an error text already says about each state: the state's own explanation is then left
+# out, so that a row never reads "dead (nothing listens ...): ... nothing listens on the port".
+_SAID_BY_ERROR = {
+    MemberState.DEAD: ("refused", "nothing listens", "not running"),
+    MemberState.HUNG: ("no answer", "timed out", "timeout", "answers nothing"),
+    MemberState.UNREACHABLE: ("unreachable", "no route", "cannot tell"),
+}
+
+
+def down_words(state: MemberState, error: str | None) -> str:
+    """A member that does not answer, in one phrase: its state, then the error in its own words;
+    the state's explanation only where the error does not already give it."""
+    if not error:
+        return state_words(state)
+    if any(words in error.lower() for words in _SAID_BY_ERROR.get(state, ())):
+        return f"{state.value}: {error}"
+    return f"{state_words(state)}: {error}"
+
+
 def plan_command(runbook: str, inventory: str, cluster: str, *extra: str) -> str:
     return " ".join(shlex.quote(p) for p in ("drengine", "plan", runbook, "-i", inventory, "-c", cluster, *extra))
 

@@ -13,6 +13,7 @@ by the member's `host:`; a member without one is refused, never guessed to be th
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import os
 import shlex
@@ -28,10 +29,10 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from drengine.errors import CommandFailed, ConnectError, DrengineError, InputError, ProbeTimeout
-from drengine.inventory import Cluster, Host, Inventory, Member, Transport
+from drengine.inventory import Cluster, Host, Inventory, Member, SSHSettings, Transport
 from drengine.redact import REDACTOR
 
 if TYPE_CHECKING:  # paramiko is imported lazily: `drengine --help` must stay instant
@@ -50,6 +51,9 @@ class ShellCommand:
     """A shell command line whose substituted values are already quoted (see render_template)."""
 
     text: str
+    # True when `text` already carries the host's sudo (render_service adds it, so that plans
+    # show the command exactly as sent): the transport must not wrap it a second time.
+    elevated: bool = False
 
 
 # An argv list (no shell involved locally; quoted element by element over SSH) or a
@@ -192,7 +196,90 @@ def render_service(cluster: Cluster, member: Member, action: ServiceAction, defa
         raise InputError(f"cluster {cluster.name}: the `service: {action}:` template uses {{data_dir}}, but member "
                          f"{member.name} has no `data_dir:` in the inventory and {cluster.kind} has no default one; "
                          f"add `data_dir:` to the member")
-    return render_template(template, **values)
+    rendered = render_template(template, **values)
+    host = cluster.host_of(member)
+    if host is not None and host.become:
+        return ShellCommand(elevate(host, rendered.text), elevated=True)
+    return rendered
+
+
+# --------------------------------------------------------------------------- become (sudo)
+
+# The prompt sudo -S prints when it wants the password: unique, so that the SSH transport
+# sends become_password only when sudo asks for it (a NOPASSWD rule or a cached ticket means
+# it does not ask, and the password must then never reach the command's stdin).
+SUDO_PROMPT = "[drengine-sudo-password]"
+# A command made only of words (quoted or not) can follow `sudo` as it is; anything a shell
+# interprets (;, |, &&, $, redirections, globs, VAR=value) runs as `sudo sh -c '...'` so that
+# all of it, not only its first command, runs as root.
+_SHELL_SYNTAX = set(";&|<>$`(){}*?~!#\n")
+
+
+def _plain_words(text: str) -> bool:
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return False
+    unquoted = _unquoted_chars(text)
+    return bool(words) and not (unquoted & _SHELL_SYNTAX) and "=" not in words[0] and not words[0].startswith("-")
+
+
+def _unquoted_chars(text: str) -> set[str]:
+    chars: set[str] = set()
+    state = ""
+    for ch in text:
+        if state == "'":
+            state = "" if ch == "'" else state
+        elif state == '"':
+            state = "" if ch == '"' else state
+        elif ch in "'\"":
+            state = ch
+        else:
+            chars.add(ch)
+    return chars
+
+
+def sudo_prefix(host: Host) -> str:
+    """`sudo -n` (never prompts: fails at once when sudoers wants a password), or `sudo -S -p PROMPT`
+    when the inventory gives become_password (fed on stdin when, and only when, sudo asks)."""
+    return f"sudo -S -p {shlex.quote(SUDO_PROMPT)}" if host.become_password is not None else "sudo -n"
+
+
+def elevate(host: Host, text: str) -> str:
+    """The command line as sent to a host with `become: true`: under sudo, as root."""
+    if not host.become:
+        return text
+    if _plain_words(text):
+        return f"{sudo_prefix(host)} {text}"
+    return f"{sudo_prefix(host)} sh -c {shlex.quote(text)}"
+
+
+def as_sent(host: Host | None, command: Command) -> str:
+    """The exact line a host runs for `command`: with its sudo when the host has `become: true`."""
+    text = command_text(command)
+    if host is None or (isinstance(command, ShellCommand) and command.elevated):
+        return text
+    return elevate(host, text)
+
+
+def _raise_if_sudo_refused(host: Host | None, host_name: str, status: int, stderr: bytes) -> None:
+    if host is not None and host.become and status != 0:
+        refused = _sudo_refused(host_name, stderr.decode("utf-8", errors="replace"))
+        if refused is not None:
+            raise refused
+
+
+def _sudo_refused(host_name: str, stderr: str) -> CommandFailed | None:
+    if "a password is required" in stderr or "a terminal is required" in stderr:
+        return CommandFailed(
+            f"on host {host_name}, sudo asks for a password (`sudo -n` refused to prompt): give the host "
+            f"`become_password: {{env: VARIABLE}}` (or `{{file: PATH}}`) in the inventory, or let this user run "
+            f"the commands without one (NOPASSWD in sudoers)"
+        )
+    if "is not in the sudoers file" in stderr or "is not allowed to execute" in stderr:
+        return CommandFailed(f"on host {host_name}, sudo refuses this user: {stderr.strip()[-300:]}; "
+                             f"`become: true` needs a sudoers rule for it")
+    return None
 
 
 def command_text(command: Command) -> str:
@@ -224,13 +311,23 @@ def _decode(data: bytes, truncated: bool) -> str:
 class LocalTransport:
     """Run commands on this machine: argv without a shell, templates with /bin/sh -c."""
 
-    def __init__(self, name: str = "localhost", command_timeout: float = 60.0) -> None:
+    def __init__(self, name: str = "localhost", command_timeout: float = 60.0, host: Host | None = None) -> None:
         self.name = name
         self.command_timeout = command_timeout
+        self.host = host
 
     def run(self, command: Command, timeout: float | None = None) -> CommandResult:
-        shown = command_text(command)
-        argv = ["/bin/sh", "-c", command.text] if isinstance(command, ShellCommand) else _argv(command)
+        host = self.host
+        if host is not None and host.become and host.become_password is not None:
+            # Feeding sudo's prompt needs the interactive loop only the SSH transport has.
+            raise InputError(f"host {self.name}: `become_password:` is supported over SSH only; on this machine "
+                             f"(transport: local) allow the commands without a password (NOPASSWD) or run "
+                             f"drengine as root")
+        shown = as_sent(host, command)
+        if host is not None and host.become:
+            argv = ["/bin/sh", "-c", shown]
+        else:
+            argv = ["/bin/sh", "-c", command.text] if isinstance(command, ShellCommand) else _argv(command)
         limit = self.command_timeout if timeout is None else timeout
         started = time.monotonic()
         try:
@@ -255,6 +352,7 @@ class LocalTransport:
                     f"it was killed (its whole process group). Raise the command timeout if it is merely slow."
                 )
             ) from None
+        _raise_if_sudo_refused(host, self.name, proc.returncode, err)
         return CommandResult(
             self.name,
             shown,
@@ -265,6 +363,11 @@ class LocalTransport:
         )
 
     def read_file(self, path: str) -> str:
+        if self.host is not None and self.host.become:
+            result = self.run(["cat", "--", path])
+            if result.exit_status != 0:
+                raise CommandFailed(f"on host {self.name}, cannot read {path}: {result.stderr.strip() or 'cat failed'}")
+            return result.stdout
         try:
             return Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
@@ -298,6 +401,32 @@ def fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} SHA256:{digest}"
 
 
+class _SudoAnswerer:
+    """Answers sudo -S's prompt (ours, on stderr) once per command, and strips it from the output.
+    Asked again means the password was wrong: trying it twice more would only lock the account."""
+
+    def __init__(self, host: str, password: str | None, source: str) -> None:
+        self._host = host
+        self._password = password
+        self._source = source
+        self._asked = 0
+
+    def answer(self, chan: paramiko.Channel, err: bytearray) -> None:
+        if self._password is None:
+            return
+        prompt = SUDO_PROMPT.encode()
+        at = err.find(prompt)
+        if at < 0:
+            return
+        del err[at:at + len(prompt)]
+        self._asked += 1
+        if self._asked > 1:
+            # The channel is closed on the way out, which ends the waiting sudo.
+            raise CommandFailed(f"on host {self._host}, sudo refused the become_password read from {self._source} "
+                                f"(it asked again: a wrong password); the command was not run")
+        chan.sendall((self._password + "\n").encode())
+
+
 class _UnknownHostKey(Exception):
     def __init__(self, key: paramiko.PKey) -> None:
         super().__init__("unknown host key")
@@ -329,22 +458,125 @@ def _make_accept_policy() -> paramiko.MissingHostKeyPolicy:
     return AcceptForLab()
 
 
+@dataclass(frozen=True)
+class SSHRoute:
+    """Where and as whom an SSH connection goes, after the operator's ssh_config is applied."""
+
+    address: str  # what is connected to (ssh_config's HostName for the inventory address)
+    port: int
+    user: str
+    key_files: tuple[str, ...]  # explicit keys; empty: the ssh-agent and ~/.ssh keys
+    only_key_files: bool  # the inventory's own key_file: that key alone
+    jumps: tuple[tuple[str, Host], ...]  # bastions, outermost first
+
+
+def _ssh_config_options(settings: SSHSettings, address: str) -> dict[str, Any]:
+    if settings.ssh_config is None:
+        return {}
+    import paramiko
+
+    path = Path(settings.ssh_config).expanduser()
+    if not path.is_file():
+        return {}
+    try:
+        options: dict[str, Any] = dict(paramiko.SSHConfig.from_path(str(path)).lookup(address))
+    except (OSError, ValueError, paramiko.SSHException) as exc:
+        raise InputError(f"cannot read the SSH client config {path} ({exc}); fix it, or set `ssh_config: null` for the "
+                         f"host to ignore it") from None
+    return options
+
+
+def _jumps_from_config(spec: str, settings: SSHSettings, label: str) -> tuple[tuple[str, Host], ...]:
+    """ProxyJump `[user@]host[:port],...` from ssh_config, as hosts reached one after the other."""
+    hops: list[tuple[str, Host]] = []
+    for hop in (h.strip() for h in spec.split(",")):
+        if not hop or hop.lower() == "none":
+            continue
+        user, _, rest = hop.rpartition("@")
+        address, _, port = rest.partition(":")
+        fields: dict[str, Any] = {"known_hosts": settings.known_hosts, "ssh_config": settings.ssh_config,
+                                  "connect_timeout": settings.connect_timeout,
+                                  "accept_unknown_host_keys": settings.accept_unknown_host_keys}
+        if user:
+            fields["user"] = user
+        if port:
+            fields["port"] = port
+        try:
+            host = Host(address=address, ssh=SSHSettings(**fields))
+        except ValueError as exc:
+            raise InputError(f"host {label}: ssh_config's ProxyJump {spec!r} has a hop {hop!r} drengine cannot use: "
+                             f"{exc}") from None
+        hops.append((address, host))
+    return tuple(hops)
+
+
+def _login_user(host_name: str) -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry (some containers)
+        raise InputError(f"host {host_name}: no `ssh: user:` in the inventory or ~/.ssh/config, and the login user "
+                         f"cannot be found; add `user:` to the host's `ssh:`") from None
+
+
+def ssh_route(name: str, host: Host, via: tuple[tuple[str, Host], ...] | None = None) -> SSHRoute:
+    """Apply the operator's ssh_config to an inventory host: the inventory wins wherever it says
+    something; the user defaults to the login user, as with `ssh`. `via`: the bastions already
+    decided (a hop of a chain is reached through the hops before it)."""
+    s = host.ssh
+    given = s.model_fields_set
+    options = _ssh_config_options(s, host.address)
+    user = s.user or options.get("user") or _login_user(name)
+    port = s.port if "port" in given else int(options.get("port", s.port))
+    if s.key_file is not None:
+        keys: tuple[str, ...] = (str(Path(s.key_file).expanduser()),)
+    else:
+        # ssh skips an IdentityFile that does not exist; so does drengine.
+        keys = tuple(str(Path(k).expanduser()) for k in options.get("identityfile", []) if Path(k).expanduser().is_file())
+    jump = host.jump_host()
+    if via is not None:
+        jumps: tuple[tuple[str, Host], ...] = via
+    elif jump is not None:
+        jumps = (*ssh_route(*jump).jumps, jump)
+    elif s.proxy_jump is not None:
+        raise InputError(f"host {name} names `proxy_jump: {s.proxy_jump}`, which only an inventory can resolve "
+                         f"(load the host from its inventory)")
+    elif options.get("proxyjump"):
+        jumps = _jumps_from_config(str(options["proxyjump"]), s, name)
+    else:
+        jumps = ()
+    return SSHRoute(str(options.get("hostname", host.address)), port, user, keys, s.key_file is not None, jumps)
+
+
 class SSHTransport:
-    """Run commands on a host over SSH (paramiko), verifying its key against known_hosts.
+    """Run commands on a host over SSH (paramiko), verifying its key against known_hosts, through
+    its bastions (`proxy_jump`) when it has them: each hop's key is verified too, and the
+    connection to the host is a channel of the bastion's (ssh's ProxyJump, not agent forwarding).
 
     One connection is opened on first use and reused until close() or a command timeout.
     """
 
-    def __init__(self, name: str, host: Host) -> None:
+    def __init__(self, name: str, host: Host, via: tuple[tuple[str, Host], ...] | None = None) -> None:
         self.name = name
         self.host = host
         self.settings = host.ssh
         self._client: paramiko.SSHClient | None = None
+        self._jump: SSHTransport | None = None
         self._lock = threading.Lock()
+        self._via = via
+        self._route: SSHRoute | None = None
+        self._password: str | None = None
+
+    @property
+    def route(self) -> SSHRoute:
+        if self._route is None:
+            self._route = ssh_route(self.name, self.host, self._via)
+        return self._route
 
     @property
     def target(self) -> str:
-        return f"{self.settings.user}@{self.host.address}:{self.settings.port}"
+        r = self.route
+        via = "".join(f" via {n}" for n, _ in reversed(r.jumps))
+        return f"{r.user}@{r.address}:{r.port}{via}"
 
     # ---- connecting
 
@@ -352,13 +584,40 @@ class SSHTransport:
         return Path(self.settings.known_hosts).expanduser()
 
     def _host_key_name(self) -> str:
-        port = self.settings.port
-        return self.host.address if port == 22 else f"[{self.host.address}]:{port}"
+        port = self.route.port
+        return self.route.address if port == 22 else f"[{self.route.address}]:{port}"
+
+    def _open_socket(self, deadline: float) -> socket.socket | paramiko.Channel:
+        """A TCP connection to the host, or a channel to it through its last bastion."""
+        import paramiko
+
+        r = self.route
+        if not r.jumps:
+            try:
+                return socket.create_connection((r.address, r.port), timeout=self.settings.connect_timeout)
+            except OSError as exc:
+                raise self._unreachable(exc) from None
+        if self._jump is None:
+            # The last hop reaches this host; it reaches its own bastions the same way.
+            jump_name, jump_host = r.jumps[-1]
+            self._jump = SSHTransport(jump_name, jump_host, via=r.jumps[:-1])
+        jump_client = self._jump._ensure()
+        transport = jump_client.get_transport()
+        try:
+            if transport is None:
+                raise paramiko.SSHException("the connection to the bastion closed")
+            return transport.open_channel("direct-tcpip", (r.address, r.port), ("127.0.0.1", 0),
+                                          timeout=max(0.1, deadline - time.monotonic()))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"host {self.name} ({self.target}): the bastion {self._jump.name} could not open a "
+                               f"connection to {r.address}:{r.port}: {exc or type(exc).__name__} (is the host up, "
+                               f"and may the bastion reach it? `AllowTcpForwarding` must be on there)") from None
 
     def _connect(self) -> paramiko.SSHClient:
         import paramiko
 
         s = self.settings
+        r = self.route
         deadline = time.monotonic() + s.connect_timeout
         client = paramiko.SSHClient()
         known = self._known_hosts_path()
@@ -372,21 +631,21 @@ class SSHTransport:
         try:
             # Our own socket so that the TCP connect, banner, key exchange and authentication
             # together stay within connect_timeout (paramiko would give each its own timeout).
-            sock = socket.create_connection((self.host.address, s.port), timeout=s.connect_timeout)
-        except OSError as exc:
+            sock = self._open_socket(deadline)
+        except DrengineError:
             client.close()
-            raise self._unreachable(exc) from None
+            raise
         remaining = max(0.1, deadline - time.monotonic())
         try:
             client.connect(
-                self.host.address,
-                port=s.port,
-                username=s.user,
-                key_filename=str(Path(s.key_file).expanduser()) if s.key_file else None,
-                # With an explicit key, use only it: an agent or ~/.ssh keys would make a lab
+                r.address,
+                port=r.port,
+                username=r.user,
+                key_filename=list(r.key_files) or None,  # type: ignore[arg-type]  # paramiko takes a list too
+                # With the inventory's key_file, use only it: an agent or ~/.ssh keys would make a lab
                 # or drill pass for reasons that do not hold on the operator's jump host.
-                allow_agent=s.key_file is None,
-                look_for_keys=s.key_file is None,
+                allow_agent=not r.only_key_files,
+                look_for_keys=not r.key_files,
                 timeout=remaining,
                 banner_timeout=remaining,
                 auth_timeout=remaining,
@@ -421,7 +680,7 @@ class SSHTransport:
                 f"drengine refuses to connect (it could be anyone answering on that address). The host offered "
                 f"{fingerprint(exc.key)}. Check that fingerprint on the host itself (`ssh-keygen -lf "
                 f"/etc/ssh/ssh_host_{exc.key.get_name().removeprefix('ssh-')}_key.pub` on its console), then add it "
-                f"with `ssh-keyscan -p {self.settings.port} {self.host.address} >> {known}` and compare "
+                f"with `ssh-keyscan -p {self.route.port} {self.route.address} >> {known}` and compare "
                 f"`ssh-keygen -lf {known}`. The `accept_unknown_host_keys: true` setting exists only for "
                 f"throw-away lab hosts."
             )
@@ -435,18 +694,22 @@ class SSHTransport:
             )
         if isinstance(exc, paramiko.PasswordRequiredException):
             return ConnectError(
-                f"host {self.name}: the key file {self.settings.key_file} is protected by a passphrase; "
+                f"host {self.name}: the key file {', '.join(self.route.key_files)} is protected by a passphrase; "
                 f"drengine runs unattended and needs an unencrypted key or an ssh-agent (leave key_file empty)"
             )
         if isinstance(exc, paramiko.AuthenticationException):
-            key = f"key file {self.settings.key_file}" if self.settings.key_file else "the ssh-agent and ~/.ssh keys"
+            r = self.route
+            files = "key file" + ("s" if len(r.key_files) > 1 else "")
+            key = f"{files} {', '.join(r.key_files)}" if r.key_files else "the ssh-agent and ~/.ssh keys"
+            key += "" if r.only_key_files or not r.key_files else " and the ssh-agent"
             return ConnectError(
-                f"host {self.name} ({self.target}): authentication as {self.settings.user} failed with {key}. "
-                f"Is its public key in {self.settings.user}'s authorized_keys on the host, and is that user allowed "
-                f"to log in with a key?"
+                f"host {self.name} ({self.target}): authentication as {r.user} failed with {key}. "
+                f"Is its public key in {r.user}'s authorized_keys on the host, and is that user allowed "
+                f"to log in with a key (and from this address: sshd's AllowUsers, Match Address)?"
             )
         if isinstance(exc, FileNotFoundError) or (isinstance(exc, OSError) and exc.filename):
-            return ConnectError(f"host {self.name}: cannot read the SSH key file {self.settings.key_file}: {exc.strerror}")
+            return ConnectError(f"host {self.name}: cannot read the SSH key file {', '.join(self.route.key_files)}: "
+                                f"{exc.strerror}")
         if isinstance(exc, (socket.timeout, TimeoutError)) or time.monotonic() >= deadline:
             return ConnectError(
                 f"host {self.name} ({self.target}) accepted the TCP connection but its SSH server did not complete "
@@ -461,7 +724,14 @@ class SSHTransport:
             if self._client is None or not self._is_active(self._client):
                 if self._client is not None:
                     self._client.close()
-                self._client = self._connect()
+                try:
+                    self._client = self._connect()
+                except BaseException:
+                    # A bastion kept open for a host that refused us would outlive every close().
+                    if self._jump is not None:
+                        self._jump.close()
+                        self._jump = None
+                    raise
             return self._client
 
     @staticmethod
@@ -471,11 +741,19 @@ class SSHTransport:
 
     # ---- running
 
+    def _sudo_answerer(self) -> _SudoAnswerer:
+        if not self.host.become or self.host.become_password is None:
+            return _SudoAnswerer(self.name, None, "")
+        if self._password is None:
+            self._password = self.host.become_password.resolve(f"host {self.name}: become_password")
+        return _SudoAnswerer(self.name, self._password, self.host.become_password.describe())
+
     def run(self, command: Command, timeout: float | None = None) -> CommandResult:
         import paramiko
 
-        shown = command_text(command)
+        shown = as_sent(self.host, command)
         limit = self.settings.command_timeout if timeout is None else timeout
+        sudo = self._sudo_answerer()
         client = self._ensure()
         started = time.monotonic()
         deadline = started + limit
@@ -509,6 +787,7 @@ class SSHTransport:
                 while chan.recv_stderr_ready():
                     got = True
                     truncated |= _append(err, chan.recv_stderr(65536))
+                sudo.answer(chan, err)
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     # OpenSSH may send the exit status before the last of stderr; its EOF comes once
                     # both streams are drained. A background child still holding them must not keep
@@ -543,6 +822,7 @@ class SSHTransport:
             watchdog.cancel()
             if chan is not None:
                 chan.close()
+        _raise_if_sudo_refused(self.host, self.name, status, bytes(err))
         return CommandResult(
             self.name,
             shown,
@@ -564,6 +844,9 @@ class SSHTransport:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            if self._jump is not None:
+                self._jump.close()
+                self._jump = None
 
 
 def _append(buf: bytearray, data: bytes) -> bool:
@@ -580,7 +863,7 @@ def transport_for(host: Host, name: str | None = None) -> HostTransport:
     """The transport the inventory asks for; `name` (the inventory key) labels results and errors."""
     label = name or host.address
     if host.transport == Transport.LOCAL:
-        return LocalTransport(label, command_timeout=host.ssh.command_timeout)
+        return LocalTransport(label, command_timeout=host.ssh.command_timeout, host=host)
     return SSHTransport(label, host)
 
 
@@ -629,11 +912,24 @@ class MemberTransports:
             self._open.clear()
 
 
+def _jump_chain(host: Host) -> list[str]:
+    """The inventory bastions in front of a host (its ssh_config ProxyJump hops are not counted)."""
+    chain: list[str] = []
+    jump = host.jump_host()
+    while jump is not None and jump[0] not in chain:
+        chain.append(jump[0])
+        jump = jump[1].jump_host()
+    return chain
+
+
 def _budget(target: Host | HostTransport, timeout: float | None) -> float:
     if isinstance(target, Host):
-        return target.ssh.connect_timeout + (timeout if timeout is not None else target.ssh.command_timeout)
+        # Each bastion on the way is one more connection to open first.
+        hops = 1 + len(_jump_chain(target))
+        return hops * target.ssh.connect_timeout + (timeout if timeout is not None else target.ssh.command_timeout)
     if isinstance(target, SSHTransport):
-        return target.settings.connect_timeout + (timeout if timeout is not None else target.settings.command_timeout)
+        hops = 1 + len(_jump_chain(target.host))
+        return hops * target.settings.connect_timeout + (timeout if timeout is not None else target.settings.command_timeout)
     if isinstance(target, LocalTransport):
         return timeout if timeout is not None else target.command_timeout
     return timeout if timeout is not None else 60.0
@@ -698,9 +994,14 @@ __all__ = [
     "HostTransport",
     "LocalTransport",
     "MemberTransports",
+    "SUDO_PROMPT",
+    "SSHRoute",
     "SSHTransport",
     "ShellCommand",
+    "as_sent",
     "command_text",
+    "elevate",
+    "ssh_route",
     "fingerprint",
     "member_transport",
     "render_service",

@@ -3,6 +3,7 @@ into `FILE:LINE: what is wrong and what is expected` messages."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from drengine.errors import InputError
+from drengine.suggest import did_you_mean
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -111,7 +113,50 @@ def parse_yaml(raw: bytes | str, name: str) -> Source:
     return Source(name, data, lines)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation may hold (through Optional, unions, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (list, tuple, set, dict):
+        return []
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _containers(annotation: Any) -> list[Any]:
+    """What a list's items or a dict's values may be, for the annotation's list/dict parts."""
+    found: list[Any] = []
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set):
+        found += list(typing.get_args(annotation)[:1])
+    elif origin is dict:
+        found += list(typing.get_args(annotation)[1:2])
+    else:
+        for arg in typing.get_args(annotation):
+            found += _containers(arg)
+    return found
+
+
+def fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names a model accepts at `loc` (a key or index path into the document)."""
+    current: list[Any] = [model]
+    for part in loc:
+        following: list[Any] = []
+        for ann in current:
+            models = _models_in(ann)
+            if models:
+                inside = [m.model_fields[part].annotation for m in models if isinstance(part, str)
+                          and part in m.model_fields]
+                # No field of that name: the tag pydantic adds for a discriminated union (`lock.etcd`).
+                following += inside or [m for m in models if any(
+                    typing.get_origin(f.annotation) is typing.Literal and part in typing.get_args(f.annotation)
+                    for f in m.model_fields.values())]
+            else:
+                following += _containers(ann)
+        current = following
+    return sorted({name for ann in current for m in _models_in(ann) for name in m.model_fields})
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel] | None = None) -> str:
     kind = error["type"]
     msg = str(error["msg"])
     loc = error["loc"]
@@ -119,7 +164,10 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{field_name}: required field is missing"
     if kind == "extra_forbidden":
-        return f"{field_name}: unknown field; check the spelling against the documented fields"
+        known = fields_at(model, tuple(loc[:-1])) if model is not None and loc else []
+        hint = did_you_mean(str(loc[-1]), known) if known else ""
+        listed = f" Fields here: {', '.join(known)}." if known and not hint else ""
+        return f"{field_name}: unknown field.{hint or ' Check the spelling against the documented fields.'}{listed}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = error.get("input")
@@ -137,5 +185,5 @@ def validate(source: Source, model: type[M]) -> M:
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            problems.append(f"{source.where(loc)}: {_describe({**err, 'loc': loc})}")
+            problems.append(f"{source.where(loc)}: {_describe({**err, 'loc': loc}, model)}")
         raise InputError(f"{source.path}: {len(problems)} problem(s)", problems) from None

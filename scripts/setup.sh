@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 want_services=0
 [ "${1:-}" = "--services" ] && want_services=1
 
-APT_PACKAGES="mariadb-server mariadb-client galera-4 rsync haproxy socat ceph-mon ceph-osd ceph-mgr ceph-common python3-rados openssh-server iproute2 procps chromium etcd-server etcd-client"
+APT_PACKAGES="mariadb-server mariadb-client galera-4 rsync haproxy socat ceph-mon ceph-osd ceph-mgr ceph-common python3-rados openssh-server iproute2 procps chromium etcd-server etcd-client sudo"
 
 if [ "$want_services" = 1 ]; then
   missing=""

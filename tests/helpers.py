@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
+import pytest
 from click.testing import CliRunner
 
 from drengine.cli import main, run_cli
@@ -44,3 +51,43 @@ def json_rows(response: object) -> list[dict[str, str]]:
     body = getattr(response, "body", response)
     assert isinstance(body, list) and all(isinstance(row, dict) for row in body), body
     return body
+
+
+@contextlib.contextmanager
+def lab_root(prefix: str) -> Iterator[Path]:
+    """A lab directory the servers (run as mysql) can reach, removed when the block ends:
+    not pytest's tmp_path, whose parents are mode 700."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# Set by `make test` and `make test-lab` (and on CI): the services scripts/setup.sh --services
+# installs are expected here, so one that is missing fails the test instead of skipping it.
+REQUIRE_SERVICES = "DRENGINE_TEST_REQUIRE_SERVICES"
+
+
+def services_required() -> bool:
+    return os.environ.get(REQUIRE_SERVICES, "") not in ("", "0") or os.environ.get("CI", "").lower() == "true"
+
+
+def missing_service(what: str, install: str) -> NoReturn:
+    """Skip on a developer's machine without the service; fail where the suite installed it."""
+    message = f"{what}: not installed here ({install})"
+    if services_required():
+        pytest.fail(f"{message}; `make test` installs it (scripts/setup.sh --services): "
+                    f"a missing service fails the run ({REQUIRE_SERVICES} or CI=true)")
+    pytest.skip(message)
+
+
+def require_ceph() -> None:
+    """The Ceph daemons and the rados module, or skip/fail as missing_service says."""
+    if shutil.which("ceph-mon") is None or shutil.which("ceph-osd") is None or shutil.which("ceph-mgr") is None:
+        missing_service("the Ceph daemons", "apt-get install ceph-mon ceph-osd ceph-mgr")
+    try:
+        import rados  # noqa: F401
+    except ImportError:
+        missing_service("the rados Python module", "apt-get install python3-rados")

@@ -130,6 +130,10 @@ def drill(runbook: str, inventory: str, cluster: str, fault: str, rto: float | N
         close_notifier(notifier)
     out("")
     out(f"{'DRILL PASSED' if outcome.success else 'DRILL FAILED'}: {outcome.summary}")
+    if cl.simulated:
+        from drengine.report import SIMULATED_TIME
+
+        out(SIMULATED_TIME)
     for path in write_all(outcome.run_dir, textfile=Path(textfile) if textfile else None):
         out(f"report: {path}")
     raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)

@@ -16,7 +16,8 @@ from drengine.errors import ExitCode
 @click.argument("runbooks", nargs=-1)
 @click.option("--scenarios", "count", type=click.IntRange(min=1), default=500, show_default=True,
               help="Scenarios to generate per runbook.")
-@click.option("--seed", type=int, default=0, show_default=True, help="The same seed explores the same scenarios.")
+@click.option("--seed", "seeds", default="0", show_default=True, metavar="SEEDS",
+              help="The same seed explores the same scenarios; several: 0-19 or 0,3,7 (each explores --scenarios).")
 @click.option("--budget", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop generating new scenarios of a runbook after this long (a violation found is still shrunk).")
 @click.option("--out", "out_dir", type=click.Path(), default="runs/explore", show_default=True,
@@ -26,7 +27,7 @@ from drengine.errors import ExitCode
               help="With --replay: write an inventory and a state file here, and print the `drengine run` commands.")
 @click.option("--ignore", multiple=True, metavar="INVARIANT", help="Count this invariant's violations, do not shrink them.")
 @click.option("--all", "every", is_flag=True, help="Explore every runbook that has an explore kit.")
-def explore(runbooks: tuple[str, ...], count: int, seed: int, budget: float | None, out_dir: str,
+def explore(runbooks: tuple[str, ...], count: int, seeds: str, budget: float | None, out_dir: str,
             replay_file: str | None, export_dir: str | None, ignore: tuple[str, ...], every: bool) -> None:
     """Check runbooks against generated failures on the simulator, with invariants.
 
@@ -45,7 +46,7 @@ def explore(runbooks: tuple[str, ...], count: int, seed: int, budget: float | No
         if export_dir:
             raise click.UsageError("--export goes with --replay FILE")
         names = command.runbooks(runbooks, every)
-        lines, ok = command.explore(names, count, seed, budget, Path(out_dir), frozenset(ignore), out)
+        lines, ok = command.explore(names, count, command.seeds(seeds), budget, Path(out_dir), frozenset(ignore), out)
     for line in lines:
         out(line)
     raise SystemExit(ExitCode.DONE if ok else ExitCode.FAILED)

@@ -48,7 +48,10 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
     serve the simulators over the real protocols (no such servers can be installed here);
     etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it.
-    The scenario and the lab directory are checked before anything starts."""
+    The scenario, the lab directory and the lab's ports are checked before anything starts:
+    a port another process holds ends with exit 1, naming the port, the process (pid and
+    command) and what frees it (`drengine lab down --dir DIR` for another lab's). Exit 2 on bad
+    input (kind, scenario, directory)."""
     from drengine.lab import start_lab
 
     summary = start_lab(kind, lab_dir, inventory_out, scenario, speed)

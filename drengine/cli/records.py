@@ -62,7 +62,21 @@ def report(run_dir: str, fmt: str, out_file: str | None) -> None:
     text = render(journal.parent, fmt)
     if out_file == "-":
         out(text.rstrip("\n"))
-        return
-    path = Path(out_file) if out_file else journal.parent / FORMATS[fmt]
-    atomic_write(path, text)
-    out(str(path))
+    else:
+        path = Path(out_file) if out_file else journal.parent / FORMATS[fmt]
+        atomic_write(path, text)
+        out(str(path))
+    _refuse_tampered(journal)
+
+
+def _refuse_tampered(journal: Path) -> None:
+    """The report of a journal that fails its hash chain is written (titled TAMPERED, for the
+    investigation), but the command fails: a script must not take it as the run's record."""
+    from drengine.errors import JournalCorrupt
+    from drengine.journal import verify
+
+    try:
+        verify(journal)
+    except JournalCorrupt as exc:
+        raise JournalCorrupt(f"TAMPERED: {exc}; the report says so in its title. Compare with a copy of the "
+                             f"journal kept elsewhere") from None

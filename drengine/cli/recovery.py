@@ -25,7 +25,9 @@ from drengine.errors import DrengineError, ExitCode, InputError
 
 
 def _is_interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    """Someone can answer when the answers come from a terminal: stdin. Where the output goes does
+    not matter (`drengine run ... | tee run.log` still asks at the terminal)."""
+    return sys.stdin.isatty()
 
 
 def _gates(yes: bool, accept_data_loss: bool, overrides: tuple[str, ...], reason: str) -> Any:
@@ -134,7 +136,10 @@ def _report_outcome(outcome: Any) -> NoReturn:
               help="Declare a member gone for good (it will not come back).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
-@click.option("--resume", "resume_dir", type=click.Path(), help="Resume the interrupted run in this directory.")
+@click.option("--resume", "resume_dir", metavar="RUN",
+              help="Resume an interrupted run: its id (or the start of it, as `drengine runs show` takes) or its directory.")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(),
+              help="With --resume RUN_ID: where to look for the run.")
 @click.option("--break-lock", is_flag=True,
               help="Take the cluster lock from the run holding it (journaled; that run stops at its next step boundary).")
 @click.option("--lock", "lock_choice", type=click.Choice(["local"]), default=None,
@@ -142,7 +147,7 @@ def _report_outcome(outcome: Any) -> NoReturn:
                    "(needs --reason; journaled as a dangerous gate).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
         overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
-        resume_dir: str | None, break_lock: bool, lock_choice: str | None) -> None:
+        resume_dir: str | None, runs_dir: str, break_lock: bool, lock_choice: str | None) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it.
 
     At a terminal each gate asks: p(roceed) or y, s(kip), r(etry), a(bort), d(etails: the
@@ -161,7 +166,10 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
     if resume_dir:
         if runbook or inventory or cluster or inputs:
             raise click.UsageError("--resume takes the runbook, inventory, cluster and inputs from the journal; "
-                                   "give only RUN_DIR")
+                                   "give only the run (its id or directory)")
+        from drengine.runs import find_run
+
+        resume_dir = str(find_run(Path(runs_dir), resume_dir))
         notifier = notifier_for(_resumed_inventory_notify(Path(resume_dir)), resume_dir, run_dir=Path(resume_dir))
         try:
             outcome = resume_run(ResumeRequest(
@@ -171,7 +179,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
             close_notifier(notifier)
         _report_outcome(outcome)
     if not (runbook and inventory and cluster):
-        raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN_DIR)")
+        raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
                        run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs),
                        local_lock_reason=local_lock_reason)
@@ -231,9 +239,10 @@ def plan(runbook: str, inventory: str, cluster: str, gone: tuple[str, ...], inpu
         out(f"PLAN OK: a recovery path exists ({outcome.end}). Nothing was changed.")
         import shlex
 
-        gone_flags = "".join(f" --gone {shlex.quote(g)}" for g in gone)
+        given = "".join(f" --gone {shlex.quote(g)}" for g in gone)
+        given += "".join(f" --input {shlex.quote(raw)}" for raw in inputs)
         out(f"to run it: $ drengine run {shlex.quote(request.runbook.name)} -i {shlex.quote(inventory)} "
-            f"-c {shlex.quote(request.cluster.name)}{gone_flags}")
+            f"-c {shlex.quote(request.cluster.name)}{given}")
     else:
         out(f"PLAN FAILS: {outcome.summary}. Nothing was changed.")
     raise SystemExit(code)

@@ -131,8 +131,9 @@ class MemberHosts:
         found = self.process(member)
         if not found.alive or found.pid is None:
             raise CommandFailed(f"{member.name}: not signalled: {found.describe()}")
-        self.transport(member).run(["kill", f"-{signal_name}", str(found.pid)], timeout=10).check()
-        return f"kill -{signal_name} {found.pid} ({member.name}, pid file {member.pid_file})"
+        sent = self.transport(member).run(["kill", f"-{signal_name}", str(found.pid)], timeout=10).check()
+        # As sent: with the host's sudo when it has `become: true`.
+        return f"{sent.command} ({member.name}, pid file {member.pid_file})"
 
     def resume(self, member: Member) -> str:
         """SIGCONT the server if it is stopped; a running or gone one is left alone."""

@@ -32,6 +32,22 @@ def runbooks(names: tuple[str, ...], every: bool) -> list[str]:
     return list(names)
 
 
+def seeds(text: str) -> list[int]:
+    """`--seed`: one seed, a range `0-19`, or a list `0,3,7` (ranges allowed in it)."""
+    found: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise InputError(f"--seed {text!r}: expected a seed, a range (0-19) or a list (0,3,7)") from None
+        if high < low:
+            raise InputError(f"--seed {text!r}: the range {part.strip()} ends before it starts")
+        found += range(low, high + 1)
+    return found
+
+
 def scratch() -> Path:
     """A throw-away directory for the scenarios' runs: in memory (/dev/shm) where there is one."""
     shm = Path("/dev/shm")
@@ -50,7 +66,7 @@ def one_core() -> None:
         pass  # not Linux, or not allowed: slower, the same
 
 
-def explore(names: list[str], count: int, seed: int, budget: float | None, out: Path,
+def explore(names: list[str], count: int, seeds: list[int], budget: float | None, out: Path,
             ignore: frozenset[str], say: Callable[[str], None]) -> tuple[list[str], bool]:
     from drengine.explore.report import summary
     from drengine.explore.search import explore as search
@@ -60,17 +76,18 @@ def explore(names: list[str], count: int, seed: int, budget: float | None, out: 
     lines: list[str] = []
     clean = True
     for name in names:
-        work = scratch()
-        try:
-            report = search(name, work, count=count, seed=seed, budget=budget, ignore=ignore,
-                            progress=lambda r: say(f"  {r.runbook}: {r.runs} runs..."))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        if report.found:
-            save_cases(report, out)
-            clean = False
-        for line in summary(report):
-            say(line)
+        for seed in seeds:
+            work = scratch()
+            try:
+                report = search(name, work, count=count, seed=seed, budget=budget, ignore=ignore,
+                                progress=lambda r: say(f"  {r.runbook}: {r.runs} runs..."))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            if report.found:
+                save_cases(report, out)
+                clean = False
+            for line in summary(report):
+                say(line)
     return lines, clean
 
 

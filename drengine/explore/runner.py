@@ -352,7 +352,8 @@ class ScenarioRun:
                 found.append(Violation("goal.success-implies-goal",
                                        f"the run ended {last.data.get('end') if last else '?'} with success, but in the "
                                        f"simulator's final state the goal does not hold: {why}"))
-        found += invariants.liveness(self.promise, True, end, success)
+        # Killed before run_started, nothing was done and nothing is resumed: the operator starts again.
+        found += invariants.liveness(self.promise, end != "never-started", end, success)
         try:
             found += self.watch.at_end(model, self.ledger, success)
         except Exception as exc:  # noqa: BLE001

@@ -23,7 +23,7 @@ import yaml
 
 from drengine.clock import wait_until
 from drengine.files import atomic_write
-from drengine.lab.procs import LabDir, LabError, LabProcess, is_ours, listening, signal_process
+from drengine.lab.procs import LabDir, LabError, LabProcess, ensure_ports_free, is_ours, signal_process
 
 KIND = "etcd"
 ETCD = "etcd"
@@ -108,10 +108,8 @@ def _start_member(lab: LabDir, index: int, members: int, client_base: int, peer_
     existing = lab.find(KIND, name)
     if existing is not None and is_ours(existing):
         return existing
-    for port in (client_base + index + 1, peer_base + index + 1):
-        if listening("127.0.0.1", port):
-            raise LabError(f"127.0.0.1:{port} is already taken by a process this lab did not start "
-                           f"(another etcd lab? stop it with its own `drengine lab down etcd --dir ...`)")
+    ensure_ports_free(lab, KIND, [(f"{name} clients", "127.0.0.1", client_base + index + 1),
+                                  (f"{name} peers", "127.0.0.1", peer_base + index + 1)])
     argv = existing.argv if existing is not None else _argv(index, members, lab, client_base, peer_base)
     return lab.spawn(KIND, name, argv, log=lab.path("etcd") / f"{name}.log")
 

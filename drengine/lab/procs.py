@@ -263,6 +263,117 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+class PortBusy(LabError):
+    """A port a lab needs is held by another process: exit 1, naming the port, the holder and
+    what frees it."""
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """Who listens on a port, read from /proc (pid and command; None where /proc hides them),
+    and the lab directory that started it when it is a lab process."""
+
+    address: str
+    port: int
+    pid: int | None
+    command: str | None
+    lab_root: Path | None
+
+    def describe(self) -> str:
+        where = f"{self.address}:{self.port}"
+        if self.pid is None:
+            return f"{where} is in use (its process is not visible in /proc: another user's or another namespace's)"
+        held = f"{where} is held by pid {self.pid} ({self.command or '?'})"
+        if self.lab_root is not None:
+            return f"{held}, a process of the lab in {self.lab_root}; `drengine lab down --dir {self.lab_root}` frees it"
+        return f"{held}, not a drengine lab process; stop it (`kill {self.pid}`) to free the port"
+
+
+def _listening_inodes(address: str, port: int) -> set[str]:
+    """Socket inodes listening on address:port or on every address at that port (/proc/net/tcp,
+    and tcp6 where a wildcard socket also takes IPv4)."""
+    wanted = {socket.inet_aton(address)[::-1].hex().upper(), "00000000"}  # /proc shows IPv4 little-endian
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) <= 9 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            local, hex_port = fields[1].rsplit(":", 1)
+            ours = local in wanted if table.endswith("tcp") else local.strip("0") == "" or local[-8:] in wanted
+            if int(hex_port, 16) == port and ours:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _pid_holding(inodes: set[str]) -> int | None:
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in wanted:
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def _lab_of(pid: int, command: list[str]) -> Path | None:
+    """The lab directory that recorded this pid: found from the paths on its command line (a
+    config file, a data directory: every lab daemon is given one under its lab directory), its
+    working directory, and the default lab directories."""
+    candidates: list[Path] = []
+    for word in command:
+        value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
+        if value.startswith("/"):
+            candidates.extend(Path(value).parents)
+    with_cwd = [Path(os.readlink(f"/proc/{pid}/cwd"))] if os.path.exists(f"/proc/{pid}/cwd") else []
+    candidates.extend(with_cwd)
+    candidates.extend(Path(d) for d in (os.environ.get("DRENGINE_LAB_DIR", ""), DEFAULT_LAB_DIR) if d)
+    for folder in dict.fromkeys(candidates):
+        if folder != Path("/") and (folder / "lab.json").is_file() and any(p.pid == pid for p in LabDir(folder).processes()):
+            return folder
+    return None
+
+
+def port_holder(port: int, address: str = "127.0.0.1") -> PortHolder | None:
+    """None when a daemon could bind the port now; otherwise who holds it."""
+    if port_free(port, address):
+        return None
+    pid = _pid_holding(_listening_inodes(address, port))
+    command = cmdline_of(pid) if pid is not None else None
+    lab_root = _lab_of(pid, command) if pid is not None and command else None
+    text = " ".join(command) if command else None
+    if text is not None and len(text) > 160:
+        text = text[:160] + "..."
+    return PortHolder(address, port, pid, text, lab_root)
+
+
+def ensure_ports_free(lab: LabDir, kind: str, ports: Sequence[tuple[str, str, int]]) -> None:
+    """Before a lab starts anything: every (what, address, port) it will listen on is free, or
+    held by this very lab (its own `up` handles a restart). Otherwise one clear refusal naming
+    each busy port, the process holding it (pid and command, from /proc) and what frees it,
+    instead of the daemon's own failure further on (a connection error from a client that
+    reached the other lab's server)."""
+    own = {p.pid for p in lab.processes() if is_ours(p)}
+    busy = [(what, holder) for what, address, port in ports
+            if (holder := port_holder(port, address)) is not None and holder.pid not in own]
+    if busy:
+        lines = [f"  {what}: {holder.describe()}" for what, holder in busy]
+        raise PortBusy(f"the {kind} lab cannot start in {lab.root}: {len(busy)} port(s) it listens on are in use\n"
+                       + "\n".join(lines))
+
+
 def _lets_through(st: os.stat_result, uid: int, gids: set[int]) -> bool:
     import stat
 

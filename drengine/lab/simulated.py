@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drengine.clock import wait_until
-from drengine.lab.procs import LabDir, LabError, is_ours, merge_inventory, port_free
+from drengine.lab.procs import LabDir, LabError, ensure_ports_free, is_ours, merge_inventory
 
 # After the server said it listens, it must still be alive this long later: a server that dies
 # right after printing must not be reported as up.
@@ -45,10 +45,7 @@ def serve_until_stopped(stop: Callable[[], None]) -> None:
 def serve(lab: LabDir, kind: str, args: list[str], ports: list[int], ready_lines: int = 1, ready_prefix: str = "") -> None:
     lab.stop_kind(kind)
     # Checked as the simulators bind (SO_REUSEADDR): ports left in TIME_WAIT by a lab just stopped are free.
-    taken = [p for p in ports if not port_free(p)]
-    if taken:
-        raise LabError(f"the {kind} lab needs 127.0.0.1 ports {ports}, but {taken} are in use; "
-                       f"stop what uses them or `drengine lab down {kind}`")
+    ensure_ports_free(lab, kind, [(f"{kind} simulator", "127.0.0.1", p) for p in ports])
     folder = lab.path(kind)
     log = folder / "server.log"
     log.unlink(missing_ok=True)  # readiness is read from this start's lines only

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from drengine.clock import wait_until
-from drengine.lab.procs import LabDir, LabError, LabProcess, cmdline_of, listening, merge_inventory, process_state
+from drengine.lab.procs import (
+    LabDir,
+    LabError,
+    LabProcess,
+    cmdline_of,
+    ensure_ports_free,
+    listening,
+    merge_inventory,
+    process_state,
+)
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -89,7 +98,9 @@ def _sshd_config(address: str, port: int, host_dir: Path, authorized_keys: Path)
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password",
-            f"AuthorizedKeysFile {authorized_keys}",
+            # The lab's key file for root; the operator users' own (see lab/ssh_site.py), which
+            # sshd reads as that user (the lab's folder under /tmp may be closed to them).
+            f"AuthorizedKeysFile {authorized_keys} .ssh/authorized_keys",
             # The lab lives under /tmp (mode 1777), which StrictModes rejects.
             "StrictModes no",
             "UseDNS no",
@@ -146,6 +157,8 @@ def up(
                 "port": port,
                 "key_file": str(key_file),
                 "known_hosts": str(base / "known_hosts"),
+                # The lab is reached as written here, whatever the machine's ~/.ssh/config says.
+                "ssh_config": None,
                 "connect_timeout": 3.0,
                 "command_timeout": 120.0,
             },
@@ -181,11 +194,7 @@ def _start_sshd(lab: LabDir, name: str, address: str, port: int, config: Path, h
     existing = lab.find(KIND, name)
     if existing is not None and is_running(existing):
         return
-    if listening(address, port):
-        raise LabError(
-            f"{address}:{port} is already taken by a process this lab did not start "
-            f"(another lab? stop it with its own `lab down`, or choose another first_address/port)"
-        )
+    ensure_ports_free(lab, KIND, [(f"sshd {name}", address, port)])
     check = subprocess.run([SSHD, "-t", "-f", str(config)], check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if check.returncode != 0:
         raise LabError(f"sshd rejects the lab configuration {config}: {check.stderr.strip()}")

@@ -10,7 +10,6 @@ The tests run in file order, each waiting for the cluster state it needs.
 from __future__ import annotations
 
 import errno
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from drengine.datastores.ceph.connector import CephConnector, CephSnapshot, obse
 from drengine.errors import DrengineError, ProbeTimeout
 from drengine.inventory import Cluster, load_inventory
 from drengine.lab.procs import LabDir, is_ours
-from tests.helpers import cli, of_type
+from tests.helpers import cli, of_type, require_ceph
 
 pytestmark = pytest.mark.lab
 
@@ -93,14 +92,12 @@ def _port_base() -> int:
                 continue
             raise
         return base
-    pytest.skip("no free ports for the Ceph monitors")
+    pytest.fail("no free ports for the Ceph monitors on 127.0.0.1 (3360-3459): stop the Ceph labs holding them")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if shutil.which("ceph-mon") is None or shutil.which("ceph-osd") is None:
-        pytest.skip("the Ceph daemons are not installed (apt-get install ceph-mon ceph-osd ceph-mgr)")
-    pytest.importorskip("rados")
+    require_ceph()
     root = tmp_path_factory.mktemp("ceph-runbooks")
     lab_dir = LabDir(root / "lab")
     inventory = root / "inventory.yaml"

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,7 +114,7 @@ def lab() -> Iterator[Lab]:
         pytest.fail(f"ports {busy} are in use on 127.0.0.1: another Galera lab is running (the lab's group "
                     f"communication ports are fixed); stop it (`drengine lab down galera`) and rerun")
     # Not pytest's tmp_path: its parents are mode 700 and the nodes run as mysql.
-    root = Path(tempfile.mkdtemp(prefix="drg-galera-rb-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="drg-galera-rb-"))
     os.chmod(root, 0o755)
     lab_dir = LabDir(root)
     inventory = root / "inventory.yaml"
@@ -133,6 +134,45 @@ def lab() -> Iterator[Lab]:
         leftovers = lab_dir.processes()
         shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, leftovers
+
+
+class MariadbdWatch:
+    """Every mariadbd process of the lab that appears while the block runs (read from /proc every
+    20 ms: a --wsrep-recover lasts about a second): a plan must start none."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self.seen: list[str] = []
+        self.before: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _mariadbd(self) -> dict[int, str]:
+        found = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "mariadbd" in cmdline and self.root in cmdline:
+                found[int(proc.name)] = cmdline
+        return found
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.seen += [c for pid, c in self._mariadbd().items() if pid not in self.before and c not in self.seen]
+            time.sleep(0.02)
+
+    def __enter__(self) -> list[str]:
+        self.before = set(self._mariadbd())
+        self._thread.start()
+        return self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def sent(run_dir: Path, step: str | None = None) -> list[tuple[str, str]]:
@@ -163,7 +203,9 @@ def test_two_of_three_killed_survivor_becomes_primary_and_others_rejoin(lab: Lab
     seconds = time.monotonic() - started
     assert code == 0, out
     assert "chose g1: g1 is the only node still running" in out
-    assert sent(run_dir, "bootstrap-running") == [("g1", "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")]
+    # What g2 and g3 saved is read again just before the bootstrap (it is not further on), then the bootstrap.
+    assert [t for t, x in sent(run_dir, "bootstrap-running") if x.startswith("cat ")] == ["g2", "g3"]
+    assert sent(run_dir, "bootstrap-running")[-1] == ("g1", "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
     lab.wait_whole(timeout=10)
     for node in NODES:
         assert ("last write before the outage",) in lab.query(node, "SELECT note FROM drill.writes")
@@ -181,11 +223,20 @@ def test_all_killed_the_most_advanced_node_is_chosen(lab: Lab) -> None:
     galera.kill_node(lab.dir, "g3")
     assert all(galera.read_grastate(lab.dir, n).seqno == -1 for n in NODES)  # crashed: only --wsrep-recover knows
 
+    # Issue 21 #4: a plan started mariadbd --wsrep-recover on the hosts. It starts no process now.
+    with MariadbdWatch(galera.galera_dir(lab.dir)) as seen:
+        code, out = cli("plan", RUNBOOK, "-i", str(lab.inventory), "-c", galera.CLUSTER)
+    assert code == 0, out
+    assert seen == [], seen
+    assert "recover-positions [mutate, gate: confirm] WOULD RUN" in out and "--wsrep-recover" in out
+    assert not any(galera.is_running(lab.dir, n) for n in NODES)
+
     code, out, run_dir = lab.run("--yes")
     assert code == 0, out
-    recovered = [t for t, x in sent(run_dir, "read-positions") if "--wsrep-recover" in x]
+    assert not [x for _, x in sent(run_dir, "read-positions") if "--wsrep-recover" in x]
+    recovered = [t for t, x in sent(run_dir, "recover-positions") if "--wsrep-recover" in x]
     assert recovered == NODES
-    boot = sent(run_dir, "bootstrap-start")
+    boot = [(t, x) for t, x in sent(run_dir, "bootstrap-start") if not x.startswith("cat ")]
     chosen = boot[-1][0]
     assert chosen in ("g2", "g3") and chosen != "g1", out  # g1 missed the last write
     assert "safe_to_bootstrap: 1" in boot[0][1] and "--bootstrap" in boot[-1][1]
@@ -206,10 +257,10 @@ def test_hung_node_is_fenced_behind_the_dangerous_gate_then_rejoins(lab: Lab) ->
         code, out, run_dir = lab.run("--yes")
         assert code == 3, out  # a dangerous gate: g3 may be alive (split brain) and its position is unknown
         assert "stopped at step fence-others" in out and "split brain: g3 (hung" in out
-        # Only the dead node's saved position was read (grastate.dat, --wsrep-recover); nothing changed.
+        # Only reads on the hosts (g3's says its mariadbd still runs), and g2's position recovered; nothing changed.
         reads = sent(run_dir)
-        assert reads and all(target == "g2" for target, _ in reads), reads
-        assert any("--wsrep-recover" in text for _, text in reads), reads
+        assert reads and {target for target, _ in reads} == {"g2", "g3"}, reads
+        assert [t for t, text in reads if "--wsrep-recover" in text] == ["g2"], reads
 
         started = time.monotonic()
         code, out, _ = lab.run("--yes", "--accept-data-loss", resume=run_dir)

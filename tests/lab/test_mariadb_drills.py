@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,20 +9,19 @@ import pytest
 
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir
-from tests.helpers import cli, of_type
+from tests.helpers import cli, lab_root, of_type
 
 
 @pytest.fixture
 def lab() -> Iterator[tuple[LabDir, str]]:
-    root = tempfile.mkdtemp(prefix="drengine-mariadb-drill-")
-    os.chmod(root, 0o755)
-    lab = LabDir(root)
-    inventory = str(Path(root) / "inventory.yaml")
-    try:
-        lab_mariadb.up(lab, inventory_out=inventory)
-        yield lab, inventory
-    finally:
-        lab_mariadb.down(lab)
+    with lab_root("drengine-mariadb-drill-") as root:
+        lab = LabDir(root)
+        inventory = str(root / "inventory.yaml")
+        try:
+            lab_mariadb.up(lab, inventory_out=inventory)
+            yield lab, inventory
+        finally:
+            lab_mariadb.down(lab)
 
 
 def drill(inventory: str, run_dir: Path, fault: str) -> tuple[int, str]:

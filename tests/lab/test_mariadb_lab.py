@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,21 +15,19 @@ import yaml
 from drengine.clock import wait_until
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir
-from tests.helpers import cli, cli_subprocess, of_type
+from tests.helpers import cli, cli_subprocess, lab_root, of_type
 
 
 @pytest.fixture
 def lab() -> Iterator[tuple[LabDir, str]]:
-    # Not under pytest's tmp_path: its parents are mode 700 and the servers run as mysql.
-    root = tempfile.mkdtemp(prefix="drengine-mariadb-lab-")
-    os.chmod(root, 0o755)
-    lab = LabDir(root)
-    inventory = str(Path(root) / "inventory.yaml")
-    try:
-        lab_mariadb.up(lab, inventory_out=inventory)
-        yield lab, inventory
-    finally:
-        lab_mariadb.down(lab)
+    with lab_root("drengine-mariadb-lab-") as root:
+        lab = LabDir(root)
+        inventory = str(root / "inventory.yaml")
+        try:
+            lab_mariadb.up(lab, inventory_out=inventory)
+            yield lab, inventory
+        finally:
+            lab_mariadb.down(lab)
 
 
 def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[Any, ...]]:

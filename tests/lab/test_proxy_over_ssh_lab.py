@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -82,7 +83,8 @@ def _without_socat(lab: LabDir, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def proxy_lab() -> Iterator[ProxyLab]:
-    lab = LabDir(tempfile.mkdtemp(prefix="drengine-proxy-ssh-lab-"))
+    root = Path(tempfile.mkdtemp(prefix="drengine-proxy-ssh-lab-"))
+    lab = LabDir(root)
     try:
         info = ssh_lab.up(lab, n_hosts=2, first_address="127.0.0.61", port=SSH_PORT)
         _without_socat(lab, NO_SOCAT_HOST)
@@ -97,7 +99,9 @@ def proxy_lab() -> Iterator[ProxyLab]:
     finally:
         lab.stop_kind("edge")
         ssh_lab.down(lab)
-        assert not lab.processes()
+        leftovers = lab.processes()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftovers
 
 
 def runtime(proxy: haproxy.LabProxy, command: str) -> str:
@@ -268,4 +272,6 @@ def test_promotion_switches_traffic_over_ssh(proxy_lab: ProxyLab, tmp_path: Path
                                          f"UNIX-CONNECT:{mariadb_proxy.socket}") in sent, sent
     finally:
         lab_mariadb.down(lab)
-        assert not lab.processes()
+        leftovers = lab.processes()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftovers

@@ -3,8 +3,6 @@ and a step past its deadline sends nothing more and is finished by resume."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,20 +12,19 @@ from test_mariadb_lab import assert_promoted, rows, sql, write_rows
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.journal import verify
 from drengine.lab.procs import LabDir
-from tests.helpers import ROOT, cli, events, of_type
+from tests.helpers import ROOT, cli, events, lab_root, of_type
 
 
 @pytest.fixture
 def lab() -> Iterator[tuple[LabDir, str]]:
-    root = tempfile.mkdtemp(prefix="drengine-safety-lab-")
-    os.chmod(root, 0o755)
-    lab = LabDir(root)
-    inventory = str(Path(root) / "inventory.yaml")
-    try:
-        lab_mariadb.up(lab, inventory_out=inventory)
-        yield lab, inventory
-    finally:
-        lab_mariadb.down(lab)
+    with lab_root("drengine-safety-lab-") as root:
+        lab = LabDir(root)
+        inventory = str(root / "inventory.yaml")
+        try:
+            lab_mariadb.up(lab, inventory_out=inventory)
+            yield lab, inventory
+        finally:
+            lab_mariadb.down(lab)
 
 
 def db2_ahead_of_db3(lab: LabDir) -> None:

@@ -19,7 +19,7 @@ import pytest
 from drengine.clock import wait_until
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir
-from tests.helpers import cli, cli_subprocess
+from tests.helpers import cli, cli_subprocess, require_ceph
 
 
 def status(inventory: Path | str, cluster: str, *extra: str) -> tuple[int, str]:
@@ -146,9 +146,7 @@ def test_galera_lab_healthy_then_two_nodes_killed(galera_lab: tuple[LabDir, Path
 def ceph_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabDir, Path]]:
     from drengine.datastores.ceph import lab as ceph_lab_module
 
-    if shutil.which("ceph-mon") is None:
-        pytest.skip("the Ceph daemons are not installed")
-    pytest.importorskip("rados")
+    require_ceph()
     root = tmp_path_factory.mktemp("status-ceph")
     lab = LabDir(root)
     inventory = root / "inventory.yaml"

@@ -109,48 +109,55 @@ class MutantError(Exception):
     """The mutant no longer applies to the code (its text moved): fix the mutant file."""
 
 
+def _relink(book: dict[str, Any], old: str, new: str | None) -> None:
+    """Every way into step `old` (start, next, branches) leads to `new` instead."""
+    if book.get("start") == old:
+        book["start"] = new
+    for s in book["steps"]:
+        if s.get("next") == old:
+            s["next"] = new
+        branches = s.get("branches") or {}
+        for outcome, target in list(branches.items()):
+            if target == old:
+                branches[outcome] = new
+
+
+def _step(book: dict[str, Any], mutant: Mutant, name: str) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = book["steps"]
+    for s in steps:
+        if s["id"] == name:
+            return s
+    raise MutantError(f"{mutant.id}: the runbook {mutant.runbook} has no step {name}")
+
+
+def _drop(book: dict[str, Any], mutant: Mutant) -> None:
+    dropped = _step(book, mutant, mutant.drop_step)
+    successor = dropped.get("next")
+    if successor is None:
+        raise MutantError(f"{mutant.id}: step {mutant.drop_step} has no `next:` to link past it")
+    book["steps"] = [s for s in book["steps"] if s is not dropped]
+    _relink(book, mutant.drop_step, successor)
+
+
+def _swap(book: dict[str, Any], mutant: Mutant) -> None:
+    """A then B becomes B then A: whatever led to A leads to B, B leads to A, A leads where B led."""
+    a, b = mutant.swap
+    sa, sb = _step(book, mutant, a), _step(book, mutant, b)
+    if sa.get("next") != b:
+        raise MutantError(f"{mutant.id}: swap needs {a} followed by {b}")
+    after_b = sb.get("next")
+    _relink(book, a, b)
+    sb["next"], sa["next"] = a, after_b
+
+
 def _edit_runbook(text: str, mutant: Mutant) -> str:
     book = yaml.safe_load(text)
-    steps: list[dict[str, Any]] = book["steps"]
-    ids = [s["id"] for s in steps]
-    for name in (mutant.drop_step, mutant.ungate, *mutant.swap):
-        if name and name not in ids:
-            raise MutantError(f"{mutant.id}: the runbook {mutant.runbook} has no step {name}")
     if mutant.drop_step:
-        dropped = next(s for s in steps if s["id"] == mutant.drop_step)
-        successor = dropped.get("next")
-        if successor is None:
-            raise MutantError(f"{mutant.id}: step {mutant.drop_step} has no `next:` to link past it")
-        book["steps"] = steps = [s for s in steps if s["id"] != mutant.drop_step]
-        for s in steps:
-            if s.get("next") == mutant.drop_step:
-                s["next"] = successor
-            for outcome, target in list((s.get("branches") or {}).items()):
-                if target == mutant.drop_step:
-                    s["branches"][outcome] = successor
-        if book.get("start") == mutant.drop_step:
-            book["start"] = successor
+        _drop(book, mutant)
     if mutant.ungate:
-        for s in steps:
-            if s["id"] == mutant.ungate:
-                s.pop("gate", None)
+        _step(book, mutant, mutant.ungate).pop("gate", None)
     if mutant.swap:
-        a, b = mutant.swap
-        sa = next(s for s in steps if s["id"] == a)
-        sb = next(s for s in steps if s["id"] == b)
-        # A then B becomes B then A: whatever led to A leads to B, B leads to A, A leads where B led.
-        if sa.get("next") != b:
-            raise MutantError(f"{mutant.id}: swap needs {a} followed by {b}")
-        after_b = sb.get("next")
-        for s in steps:
-            if s.get("next") == a:
-                s["next"] = b
-            for outcome, target in list((s.get("branches") or {}).items()):
-                if target == a:
-                    s["branches"][outcome] = b
-        if book.get("start") == a:
-            book["start"] = b
-        sb["next"], sa["next"] = a, after_b
+        _swap(book, mutant)
     return yaml.safe_dump(book, sort_keys=False, width=120)
 
 
@@ -191,7 +198,8 @@ def run(mutant: Mutant, python: str = sys.executable, timeout: float = 900) -> O
         args = [python, str(RUN_ONE), mutant.runbook, "--scenarios", str(mutant.scenarios),
                 "--seeds", ",".join(map(str, mutant.seeds)), "--tree", str(tree)]
         try:
-            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=tree)
+            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=tree,
+                                  check=False)
         except subprocess.TimeoutExpired:
             return Outcome(mutant, False, error=f"no answer within {timeout:.0f} s",
                            seconds=time.perf_counter() - started)

@@ -12,6 +12,7 @@ from drengine.datastores.ceph.connector import CephAPI, observe
 from drengine.datastores.ceph.scenarios import SCENARIOS, scenario
 from drengine.datastores.ceph.sim import SimCephBackend
 from drengine.datastores.ceph.simcluster import CephSim
+from drengine.datastores.ceph.simmodel import ELECTION_SECONDS
 from drengine.errors import CommandFailed, ConnectError, InputError, ProbeTimeout
 from drengine.inventory import load_inventory
 
@@ -86,6 +87,9 @@ def test_same_story_as_the_lab() -> None:
     with pytest.raises(ConnectError, match="1 of 3 monitors are up"):
         observe(sim)
     sim.start_mon("b")
+    with pytest.raises(ConnectError, match="b still electing"):
+        observe(sim)  # a monitor joins the quorum after an election, not at once
+    sim.elapse(ELECTION_SECONDS)
     assert observe(sim).status.quorum_names == ["a", "b"]
 
 
@@ -111,6 +115,7 @@ def test_mon_quorum_lost_scenario_and_monmap_surgery() -> None:
     assert monmap == ["a", "b", "c"]
     sim.inject_monmap("a", [m for m in monmap if m not in ("b", "c")])
     sim.start_mon("a")
+    sim.elapse(ELECTION_SECONDS)
     snap = observe(sim)
     assert snap.status.quorum_names == ["a"] and snap.status.monitors == ["a"]
     assert snap.status.check("MON_DOWN") is None
@@ -265,6 +270,8 @@ def test_backend_faults_hang_monitors_and_refuse_unknown_members(tmp_path: Path)
     with pytest.raises(CommandFailed, match="stopped by SIGSTOP"):
         backend.sim.extract_monmap("b")  # its store is still locked
     backend.resume("mon.b")
+    assert backend.sim.quorum() == [] and backend.monitors.probe("mon.b").state == "electing"
+    backend.sim.elapse(ELECTION_SECONDS)
     assert backend.sim.quorum() == ["a", "b"]
     with pytest.raises(InputError, match="no daemon 'mgr.x' to SIGKILL"):
         backend.kill("mgr.x")
@@ -281,3 +288,34 @@ def test_the_drill_kit_is_a_value() -> None:
         KIT.pool = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         KIT.faults["hang-osds"] = KIT.faults["kill-osds"]  # type: ignore[index]
+
+
+def test_a_monitor_port_is_read_through_the_backend_on_both_twins(tmp_path: Path) -> None:
+    """`drengine status` without quorum asks the backend whether each monitor listens: the real
+    backend connects to the port, the simulated twin answers from its model (a stopped monitor's
+    port still accepts, as the kernel completes the handshake)."""
+    import socket
+
+    from drengine.datastores.ceph.backend import CephBackend
+
+    backend = _sim_backend(tmp_path)
+    backend.kill("mon.b")
+    backend.hang("mon.c")
+    cluster = backend.cluster
+    states = {m: backend.mon_listens(cluster.member(m)).state for m in ("mon.a", "mon.b", "mon.c")}
+    assert states == {"mon.a": "accepts", "mon.b": "refused", "mon.c": "accepts"}
+    backend.close()
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    port, dead = listening.getsockname()[1], closed.getsockname()[1]
+    closed.close()
+    inventory = tmp_path / "real.yaml"
+    inventory.write_text("clusters:\n  real:\n    kind: ceph\n    members:\n"
+                         f"      - {{name: mon.a, address: 127.0.0.1, port: {port}}}\n"
+                         f"      - {{name: mon.b, address: 127.0.0.1, port: {dead}}}\n")
+    real = load_inventory(inventory).cluster("real")
+    with listening:
+        assert CephBackend(real, api=backend.sim).mon_listens(real.member("mon.a")).state == "accepts"
+        answer = CephBackend(real, api=backend.sim).mon_listens(real.member("mon.b"))
+    assert answer.state == "refused" and f":{dead}" in answer.error

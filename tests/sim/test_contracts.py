@@ -227,3 +227,74 @@ def test_write_concern_error_shape_on_a_slow_majority(mongo_set: WireCluster) ->
     assert set(error["errInfo"]) == set(example["errInfo"]) and error["errInfo"]["wtimeout"] is True
     assert set(error["errInfo"]["writeConcern"]) == set(example["errInfo"]["writeConcern"])
     assert error["errInfo"]["writeConcern"]["provenance"] == "clientSupplied"
+
+
+def test_a_failed_forced_stale_primary_leaves_no_copy_in_sync() -> None:
+    # IndexMetadataUpdater.updateInSyncAllocations (server/src/main/java/org/elasticsearch/cluster/
+    # routing/allocation/IndexMetadataUpdater.java): the in-sync set is replaced when the forced
+    # primary INITIALIZES ({"_forced_allocation_"} for a stale one). Its recovery failing, the node
+    # with the old in-sync copy coming back leaves the shard red: explain shows every copy, the
+    # returning one included, as `in_sync: false` (no_valid_shard_copy) until a second forced allocation.
+    model = build_scenario("red-stale-copy", clock=SimulatedClock())
+    group = model.shard_group("orders", 0)
+    lost = next(n.name for n in model.state.nodes if not n.alive)
+    stale = next(model.node_by_id(n).name for n in group.stores if model.node_by_id(n).alive)
+    model.fail_recoveries("orders", 0, 1)  # the stale copy is found corrupt while it recovers
+    for _, client in serve(model):
+        client.cluster.reroute(commands=[{"allocate_stale_primary": {
+            "index": "orders", "shard": 0, "node": stale, "accept_data_loss": True}}], metric="none")
+        model.settle()
+        model.return_node(lost)
+        body = dict(client.cluster.allocation_explain(index="orders", shard=0, primary=True))
+        assert body["can_allocate"] == "no_valid_shard_copy"
+        assert body["unassigned_info"]["reason"] == "ALLOCATION_FAILED"
+        stores = {row["node_name"]: row["store"] for row in body["node_allocation_decisions"]}
+        assert stores[lost]["in_sync"] is False and stores[stale]["in_sync"] is False
+        assert client.cluster.health()["status"] == "red"
+        # A second forced allocation, onto the returned copy, brings the shard back with its documents.
+        client.cluster.reroute(commands=[{"allocate_stale_primary": {
+            "index": "orders", "shard": 0, "node": lost, "accept_data_loss": True}}], metric="none")
+        model.settle()
+        assert client.count(index="orders")["count"] == 8
+
+
+def test_explain_shows_an_unreadable_copy_with_its_store_exception() -> None:
+    # NodeAllocationResult.ShardStoreInfo.toXContent: a copy whose store cannot be opened shows
+    # `in_sync` false, its allocation id and `store_exception` (PrimaryShardAllocator treats it as
+    # holding no allocation id: never allocated by itself).
+    model = build_scenario("red-stale-copy", clock=SimulatedClock())
+    group = model.shard_group("orders", 0)
+    stale_id = next(n for n in group.stores if model.node_by_id(n).alive)
+    group.stores[stale_id].unreadable = ("corrupt_index_exception", "CorruptIndexException[checksum failed]")
+    for _, client in serve(model):
+        body = dict(client.cluster.allocation_explain(index="orders", shard=0, primary=True))
+        row = next(r for r in body["node_allocation_decisions"] if r["node_id"] == stale_id)
+        assert set(row["store"]) == {"in_sync", "allocation_id", "store_exception"}
+        assert row["store"]["store_exception"]["type"] == "corrupt_index_exception"
+
+
+def test_replica_explain_of_a_red_shard_is_replica_after_primary_active_only() -> None:
+    # ReplicaShardAllocator.makeAllocationDecision (server/src/main/java/org/elasticsearch/gateway/
+    # ReplicaShardAllocator.java): while the primary is not active, canBeAllocatedToAtLeastOneNode
+    # answers NO (replica_after_primary_active) for every data node: no store rows, no weight
+    # ranking, no allocation delay, whatever index.unassigned.node_left.delayed_timeout says.
+    model = build_scenario("red-stale-copy", clock=SimulatedClock())
+    for _, client in serve(model):
+        body = dict(client.cluster.allocation_explain(index="orders", shard=0, primary=False))
+        assert body["can_allocate"] == "no" and "remaining_delay_in_millis" not in body
+        rows = body["node_allocation_decisions"]
+        assert rows and all(r["node_decision"] == "no" for r in rows)
+        assert all("store" not in r and "weight_ranking" not in r for r in rows)
+        assert all({"decider": "replica_after_primary_active", "decision": "NO",
+                    "explanation": "primary shard for this replica is not yet active"} in r["deciders"] for r in rows)
+
+
+def test_a_delayed_replica_decision_has_no_weight_ranking() -> None:
+    # ReplicaShardAllocator returns AllocateUnassignedDecision.delayed with node results augmented by
+    # store information only: NodeAllocationResult prints weight_ranking only for balancer decisions.
+    model = build_scenario("one-node-lost-3", clock=SimulatedClock())
+    group = next(g for g in model.groups() if any(not r.primary for r in g.unassigned()))
+    for _, client in serve(model):
+        body = dict(client.cluster.allocation_explain(index=group.index, shard=group.shard, primary=False))
+        assert body["can_allocate"] == "allocation_delayed"
+        assert all("weight_ranking" not in r for r in body["node_allocation_decisions"])

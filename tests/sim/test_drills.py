@@ -235,3 +235,15 @@ def test_ceph_drill_restore_puts_min_size_back(tmp_path: Path) -> None:
     restored = [e.data["text"] for e in of_type(run_dir / "restore", "statement_sent")]
     assert any('"var": "min_size"' in s and '"val": "2"' in s for s in restored), restored
     assert '{"prefix": "osd unset", "key": "noout"}' in restored
+
+
+def test_a_simulated_drill_says_its_time_is_simulated(tmp_path: Path) -> None:
+    """"RTO 0.056 s PASSED" alone reads like a real recovery: the screen and every report say
+    the time is the simulator's (issue 25, item 10)."""
+    code, out, run_dir = drill(tmp_path, "kill-primary")
+    assert code == 0, out
+    passed = out.index("DRILL PASSED")
+    assert "SIMULATED: the cluster was drengine's simulator" in out[passed:]
+    assert "SIMULATED" in (run_dir / "report.md").read_text().split("## ")[0]
+    assert 'id="simulated"' in (run_dir / "report.html").read_text()
+    assert '<property name="simulated" value="true" />' in (run_dir / "junit.xml").read_text()

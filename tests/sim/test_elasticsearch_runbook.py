@@ -255,3 +255,44 @@ def test_a_deadline_passing_under_running_recoveries_leaves_allocation_enabled(t
     assert "cluster.routing.allocation.enable stays 'all' while recoveries run" in out
     assert sent(tmp_path / "run") == ['PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}']
     assert model_after(tmp_path / "run").state.persistent[ENABLE_SETTING] == "all"
+
+
+def test_a_failed_forced_primary_stays_red_after_the_in_sync_node_returns_until_forced_again(tmp_path: Path) -> None:
+    # Issue 22, item 1: Elasticsearch replaces the in-sync set when the forced primary initializes
+    # (IndexMetadataUpdater.updateInSyncAllocations); its recovery failing, the node with the old
+    # in-sync copy coming back does not make the index green. The runbook says so.
+    state = tmp_path / "state.json"
+    model = build_scenario("red-stale-copy")
+    lost = next(n.name for n in model.state.nodes if not n.alive)
+    model.fail_recoveries("orders", 0, 1)  # the only stale copy is found corrupt while it recovers
+    save_model(model.to_json(), state)
+    inventory = inventory_with_state(tmp_path, "red-stale-copy", state)
+
+    code, out = run(tmp_path / "first", "es", "--yes", "--accept-data-loss", "--gone", lost, inventory=inventory)
+    assert code != 0, out
+    assert "did not start: its recovery failed" in out
+    assert "coming back does NOT bring the shard back" in out
+
+    model = model_after(tmp_path, state)
+    model.return_node(lost)
+    model.settle()
+    assert model.health("orders")["status"] == "red"  # back, but its copy is no longer in sync
+    save_model(model.to_json(), state)
+
+    code, out = run(tmp_path / "second", "es", "--yes", "--accept-data-loss", "--input",
+                    f"stale_copy=orders[0]={lost}", inventory=inventory)
+    assert code == 0, out
+    assert any("allocate_stale_primary" in s and f'"node": "{lost}"' in s for s in sent(tmp_path / "second"))
+    model = model_after(tmp_path, state)
+    assert model.health("orders")["status"] == "green"
+    assert model.count("orders")["count"] == 8  # the returned copy's documents, all of them
+
+
+def test_the_replica_of_a_red_shard_is_explained_as_waiting_for_its_primary(tmp_path: Path) -> None:
+    # Issue 22, item 5: Elasticsearch explains such a replica with replica_after_primary_active only
+    # (no store rows, no delay): the runbook's explain table says the primary comes first.
+    code, out = run(tmp_path / "run", "sim-es-red-stale", "--yes")
+    assert code != 0, out  # stops at the dangerous gate without --accept-data-loss
+    line = next(row for row in out.splitlines() if "orders[0] replica:" in row)
+    assert "its primary is not active" in line and "assigning its primary first" in line
+    assert "more for it to come back" not in line

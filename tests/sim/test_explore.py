@@ -1,5 +1,5 @@
 """The fault-space explorer (`drengine explore`) on the simulators: every runbook explored with
-a fixed seed and no invariant violated; every counterexample found so far replayed as a
+five fixed seeds and no invariant violated; every counterexample found so far replayed as a
 regression case; a deliberately broken decision caught and shrunk; the engine killed at every
 journal boundary and resumed; the world changed while a gate waits; the command line."""
 
@@ -30,14 +30,20 @@ RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-surv
 KNOWN: dict[str, frozenset[str]] = {}
 
 
+SEEDS = (0, 1, 2, 3, 4)  # a false alarm on any seed is a defect of the explorer
+PER_SEED = 150
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("runbook", RUNBOOKS)
-def test_every_runbook_keeps_its_invariants_over_500_scenarios(runbook: str, tmp_path: Path) -> None:
-    report = explore(runbook, tmp_path, count=500, seed=0, ignore=KNOWN.get(runbook, frozenset()))
+def test_every_runbook_keeps_its_invariants_on_every_seed(runbook: str, seed: int, tmp_path: Path) -> None:
+    report = explore(runbook, tmp_path, count=PER_SEED, seed=seed, ignore=KNOWN.get(runbook, frozenset()))
     assert not report.found, "\n".join(summary(report))
-    assert report.explored == 500 and not report.out_of_budget
-    # The scenarios reach the mutating steps, kill the engine and change the world.
-    assert report.kills > 40 and report.resumes > 40 and report.changes > 100, report
-    assert report.ends.get("done", 0) > 25, report.ends
+    assert report.explored == PER_SEED and not report.out_of_budget
+    # The scenarios reach the mutating steps, kill the engine and change the world (ceph-restore's
+    # runs are short: about one generated kill point in fifteen falls inside one).
+    assert report.kills >= 10 and report.resumes > 10 and report.changes > 30, report
+    assert report.ends.get("done", 0) > 8, report.ends
 
 
 @pytest.mark.parametrize("case", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)

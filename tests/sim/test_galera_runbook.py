@@ -45,7 +45,10 @@ def test_two_of_three_killed_survivor_bootstrapped_then_others_rejoin_by_ist(tmp
     assert [n.joined_by for n in sim.nodes] == ["", "IST", "IST"]
     assert all("galera-recovery" in n.rows for n in sim.nodes)
     steps = [(s, t, x) for s, t, x in sent(run_dir) if s in ("bootstrap-running", "start-others")]
-    assert steps == [
+    # Just before the bootstrap, what the nodes that are down saved is read again (never a process started).
+    assert steps[:2] == [("bootstrap-running", "g2", "cat -- /var/lib/mysql/grastate.dat"),
+                         ("bootstrap-running", "g3", "cat -- /var/lib/mysql/grastate.dat")]
+    assert steps[2:] == [
         ("bootstrap-running", "g1", "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'"),
         ("start-others", "g2", "systemctl start mariadb"),
         ("start-others", "g3", "systemctl start mariadb"),
@@ -59,11 +62,14 @@ def test_all_killed_the_most_advanced_third_node_is_bootstrapped(tmp_path: Path)
     code, out, run_dir = run(tmp_path, "all-killed", "--yes")
     assert code == 0, out
     assert "chose g3: g3 is the most advanced: seqno 112 (--wsrep-recover); g2 108 (--wsrep-recover), g1 100 (grastate.dat)" in out
-    reads = [(t, x.split()[0]) for s, t, x in sent(run_dir) if s == "read-positions"]
-    # Status and grastate.dat on every node; --wsrep-recover only where grastate.dat says -1.
-    assert reads == [("g1", "systemctl"), ("g1", "cat"), ("g2", "systemctl"), ("g2", "cat"), ("g2", "galera_recovery"),
-                     ("g3", "systemctl"), ("g3", "cat"), ("g3", "galera_recovery")]
-    boot = [(t, x) for s, t, x in sent(run_dir) if s == "bootstrap-start"]
+    reads = [(s, t, x.split()[0]) for s, t, x in sent(run_dir) if s in ("read-positions", "recover-positions")]
+    # Status and grastate.dat on every node; --wsrep-recover, behind its own gate, only where grastate.dat says -1.
+    assert reads == [("read-positions", "g1", "systemctl"), ("read-positions", "g1", "cat"),
+                     ("read-positions", "g2", "systemctl"), ("read-positions", "g2", "cat"),
+                     ("read-positions", "g3", "systemctl"), ("read-positions", "g3", "cat"),
+                     ("recover-positions", "g2", "galera_recovery"), ("recover-positions", "g3", "galera_recovery")]
+    assert state(run_dir).launched[:2] == ["recover g2", "recover g3"]
+    boot = [(t, x) for s, t, x in sent(run_dir) if s == "bootstrap-start" and not x.startswith("cat ")]
     assert boot == [("g3", "sed -i 's/^safe_to_bootstrap: *0 *$/safe_to_bootstrap: 1/' /var/lib/mysql/grastate.dat"),
                     ("g3", "galera_new_cluster")]
     sim = state(run_dir)
@@ -74,13 +80,16 @@ def test_all_killed_the_most_advanced_third_node_is_bootstrapped(tmp_path: Path)
 def test_hung_node_is_fenced_behind_the_dangerous_gate_then_rejoins(tmp_path: Path) -> None:
     code, out, run_dir = run(tmp_path, "hung", "--yes")
     assert code == 3, out
+    assert "RISK: g3 did not answer (hung" in out  # its position is unknown until it is fenced and read again
     assert "stopped at step fence-others: it needs a dangerous gate" in out
     assert "split brain: g3 (hung" in out
     # Only reads so far: where g2, which is down, saved its position (it might be further on than g1).
-    assert [(t, x.split()[0]) for _, t, x in sent(run_dir)] == [("g2", "systemctl"), ("g2", "cat"), ("g2", "galera_recovery")]
+    assert [(t, x.split()[0]) for _, t, x in sent(run_dir)] == [("g2", "systemctl"), ("g2", "cat"), ("g3", "systemctl"),
+                                                                 ("g2", "galera_recovery")]
     code, out = cli("run", "--resume", str(run_dir), "--yes", "--accept-data-loss")
     assert code == 0, out
-    assert "RISK: g3 did not answer (hung" in out  # its position is unknown: the bootstrap stays a dangerous gate
+    # Fenced (stopped cleanly), g3's grastate.dat is read before the bootstrap: it is not further on.
+    assert ("bootstrap-running", "g3", "cat -- /var/lib/mysql/grastate.dat") in sent(run_dir)
     fence = next(e for e in of_type(run_dir, "step_finished") if e.data["step"] == "fence-others")
     assert "g3: sql: SKIPPED: it did not answer the probe (hung); SQL cannot reach it" in fence.data["evidence"]
     assert any(line.startswith("g3: service: FENCED:") for line in fence.data["evidence"])
@@ -120,21 +129,36 @@ def test_partition_override_bootstraps_one_side_only(tmp_path: Path) -> None:
     assert len(overrides) == 1 and overrides[0].data["reason"] == "g3 and g4 are fenced"
 
 
-def test_plan_shows_every_command_and_changes_nothing(tmp_path: Path) -> None:
+def test_plan_shows_every_command_and_starts_no_process(tmp_path: Path) -> None:
+    """Issue 21 #4: a plan ran --wsrep-recover (mariadbd in recovery mode) on the hosts. It shows
+    the recovery as a gated step of its own and starts nothing: the twin records every process."""
+    before = state_of_scenario("all-killed", "all-killed-third-most-advanced")
     code, out, run_dir = run(tmp_path, "all-killed", command="plan")
     assert code == 0, out
-    assert "[g3] sed -i 's/^safe_to_bootstrap: *0 *$/safe_to_bootstrap: 1/' /var/lib/mysql/grastate.dat" in out
-    assert "[g3] galera_new_cluster" in out and "[g1] systemctl start mariadb" in out
-    assert all(n.process == "killed" or n.process == "stopped" for n in state(run_dir).nodes)
-    code, out, _ = run(tmp_path, "two-killed", command="plan", name="plan2")
+    assert "recover-positions [mutate, gate: confirm] WOULD RUN" in out
+    assert "[g2] galera_recovery" in out and "[g3] galera_recovery" in out
+    assert "galera_new_cluster" in out and "systemctl start mariadb" in out
+    after = state(run_dir)
+    assert after.launched == []
+    assert [(n.process, n.seqno, n.grastate_seqno) for n in after.nodes] == before
+    code, out, run_dir = run(tmp_path, "two-killed", command="plan", name="plan2")
     assert code == 0 and "[g1] SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'" in out
+    assert state(run_dir).launched == []
+
+
+def state_of_scenario(cluster: str, scenario: str) -> list[tuple[str, int, int]]:
+    from drengine.datastores.galera.sim import SCENARIOS
+    from drengine.inventory import load_inventory
+
+    sim = SCENARIOS[scenario](load_inventory(Path(INVENTORY)).cluster(f"sim-galera-{cluster}"))
+    return [(n.process, n.seqno, n.grastate_seqno) for n in sim.nodes]
 
 
 def test_crash_inside_mutating_steps_then_resume_repeats_nothing(tmp_path: Path) -> None:
     code, out, clean = run(tmp_path, "all-killed", "--yes", name="clean")
     assert code == 0, out
     mutating = ("bootstrap-start", "start-others")
-    clean_sent = [x for x in sent(clean) if x[0] in mutating]
+    clean_sent = [x for x in sent(clean) if x[0] in mutating and not x[2].startswith("cat ")]
     env = {**os.environ}
     for point in ("statement_sent:bootstrap-start:1", "statement_sent:bootstrap-start:2", "statement_sent:start-others:1",
                   "step_started:start-others"):
@@ -146,5 +170,5 @@ def test_crash_inside_mutating_steps_then_resume_repeats_nothing(tmp_path: Path)
         env.pop("DRENGINE_TEST_CRASH_AFTER")
         second = cli_subprocess("run", "--resume", str(run_dir), "--yes", env=env)
         assert second.returncode == 0, (point, second.stdout, second.stderr)
-        assert [x for x in sent(run_dir) if x[0] in mutating] == clean_sent, point
+        assert [x for x in sent(run_dir) if x[0] in mutating and not x[2].startswith("cat ")] == clean_sent, point
         assert whole(state(run_dir)), point

@@ -171,7 +171,7 @@ def test_interactive_break_glass_takes_typed_cluster_name(tmp_path: Path, monkey
                     "--run-dir", str(tmp_path / "i"), input=answers)
     assert code == 1, out  # db1 stays writable beside db2: INCOMPLETE, not DONE
     assert "INCOMPLETE" in out and "split brain" in out
-    assert "SAFETY CHECK REFUSED" in out and "That is not the cluster name." in out
+    assert "SAFETY CHECK REFUSED" in out and "That is not the cluster name" in out
     assert "exact statements:" in out and "[db2] RESET SLAVE ALL" in out
     gates = of_type(tmp_path / "i", "gate_answered")
     assert [g.data["policy"] for g in gates] == ["interactive"] * 5

@@ -45,13 +45,16 @@ def test_the_drill_report_shows_verdict_fault_and_one_bar_per_step(tmp_path: Pat
     assert missed.startswith("MISSED by")
     bars = page.evaluate("""[...document.querySelectorAll('svg.timeline g.step')].map(g => {
         const r = g.querySelector('rect.bar').getBoundingClientRect();
-        return {step: g.dataset.step, x: r.left, width: r.width, height: r.height}; })""")
+        const all = [...g.querySelectorAll('rect')].map(x => x.getBoundingClientRect());
+        return {step: g.dataset.step, x: r.left, width: r.width, height: r.height,
+                left: Math.min(...all.map(x => x.left)), right: Math.max(...all.map(x => x.right))}; })""")
     steps = [e.data["step"] for e in of_type(run_dir, "step_finished")]
     assert [b["step"] for b in bars] == steps and len(steps) == 8
     assert all(b["width"] >= 2 and b["height"] > 0 for b in bars)
-    # Each bar starts where the step before it ended: bars show durations, not time since the start.
+    # Each step (its gate's wait, then its work) starts where the step before it ended: bars show
+    # durations, not time since the start.
     for before, after in zip(bars, bars[1:], strict=False):
-        assert abs((before["x"] + before["width"]) - after["x"]) < 2.5, (before, after)
+        assert abs(before["right"] - after["left"]) < 2.5, (before, after)
     gates = page.evaluate("document.querySelectorAll('svg.timeline rect.gate-wait').length")
     assert gates == 3  # promote, repoint-replicas and switch-traffic are gated (the dead primary needs no fence)
     assert page.evaluate("document.querySelectorAll('svg.timeline rect.bar.outage').length") == 1

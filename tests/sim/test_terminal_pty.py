@@ -62,15 +62,12 @@ def test_gates_answered_with_the_new_keys_in_colour(tmp_path: Path) -> None:
     child.sendline("no")
     child.expect(PROMPT)
     assert "could mean skip this step (s) or abort the run (a)" in plain(child.before)
-    child.sendline("yes")
-    child.expect("Reason")
-    child.sendline("pty test")
+    child.sendline("yes")  # an ordinary approval asks no reason: the next gate comes straight away
     for step in ("repoint-replicas", "switch-traffic"):
         child.expect(loose(f"step {step}"))
+        assert "Reason" not in child.before
         child.expect(PROMPT)
         child.sendline("y")
-        child.expect("Reason")
-        child.sendline("")
     child.expect(["DONE", "FAILED"])
     rest = child.before + child.after
     child.expect(pexpect.EOF)
@@ -79,7 +76,7 @@ def test_gates_answered_with_the_new_keys_in_colour(tmp_path: Path) -> None:
     assert ESCAPE in seen  # colour and emphasis at a terminal
     assert re.search(r"\x1b\[[0-9;]*33m=== confirmation gate", seen)  # the gate stands out (yellow)
     journal = (tmp_path / "run" / "journal.jsonl").read_text()
-    assert '"reason":"pty test"' in journal
+    assert '"policy":"flags+interactive"' in journal and '"answer":"proceed"' in journal
 
 
 def test_no_color_and_did_you_mean_at_a_terminal(tmp_path: Path) -> None:
@@ -118,12 +115,12 @@ def test_dangerous_gate_wants_the_cluster_name_typed(tmp_path: Path) -> None:
     child.sendline("y")
     child.expect(loose("type the cluster name (sim-mariadb-healthy) exactly"))
     child.sendline("sim-mariadb")
-    child.expect(loose("That is not the cluster name."))
+    child.expect(loose("That is not the cluster name (sim-mariadb-healthy); s skips, a aborts"))
     child.sendline("sim-mariadb-healthy")
     child.expect("Reason")
     child.sendline("drill of the override")
     child.expect(loose("OVERRIDE by"))
-    child.expect(PROMPT)  # the next gate (promote)
+    child.expect(PROMPT)  # the next gate (fencing the primary that answers: dangerous)
     child.sendline("a")
     child.expect("Reason")
     child.sendline("")
@@ -131,6 +128,45 @@ def test_dangerous_gate_wants_the_cluster_name_typed(tmp_path: Path) -> None:
     child.close()
     assert child.exitstatus == 3
     assert "aborted by" in plain(child.before)
+
+
+def test_the_cluster_name_prompt_can_go_back_or_abort(tmp_path: Path) -> None:
+    child = spawn("run", "mariadb-promote-survivor", "-i", "inventory/simulated.yaml", "-c", "sim-mariadb-healthy",
+                  "--run-dir", str(tmp_path / "run"))
+    child.expect(PROMPT)
+    child.sendline("y")
+    child.expect(loose("Enter to go back"))
+    child.sendline("")  # back to the question, nothing done
+    child.expect(loose("Nothing was done; answer again."))
+    child.expect(PROMPT)
+    child.sendline("y")
+    child.expect("cluster name: ")
+    child.sendline("a")
+    child.expect("Reason")  # a dangerous gate left by abort: the reason is asked
+    child.sendline("wrong cluster")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+    assert "aborted by" in plain(child.before)
+
+
+def test_a_run_piped_through_tee_still_asks_at_the_terminal(tmp_path: Path) -> None:
+    # stdin is the terminal, stdout a pipe into tee: the gates are asked, and the log gets them too.
+    log = tmp_path / "run.log"
+    command = (f"{sys.executable} -m drengine.cli run mariadb-promote-survivor -i inventory/simulated.yaml "
+               f"-c sim-mariadb --run-dir {tmp_path / 'run'} | tee {log}")
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    base.update({"TERM": "xterm-256color", "PYTHONPATH": str(ROOT)})
+    child = pexpect.spawn("bash", ["-c", command], env=base, cwd=str(ROOT), encoding="utf-8", timeout=60)
+    for _ in range(3):  # promote, repoint-replicas, switch-traffic
+        child.expect(PROMPT)
+        child.sendline("y")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    text = log.read_text()
+    assert "no terminal to ask" not in text
+    assert "confirmation gate: step promote" in text and "DONE" in text
 
 
 def test_a_step_that_waits_shows_its_elapsed_time() -> None:

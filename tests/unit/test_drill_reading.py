@@ -20,22 +20,23 @@ from tests.journals import write_drill
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def test_timeline_bars_are_step_durations_and_gates_are_waits(tmp_path: Path) -> None:
+def test_timeline_bars_are_step_work_and_gates_are_waits_beside_them(tmp_path: Path) -> None:
+    """A step's bar is its own work; its gate's wait is drawn before it, not counted in it."""
     run = write_drill(tmp_path / "d", 1000.0, 4.5, 0)
     record = read_run(run)
-    assert [(s.step, s.seconds, s.gate_seconds) for s in record.steps] == [
-        ("observe", 1.0, 0.0), ("promote", 3.0, 2.0), ("verify", 0.5, 0.0)]
+    assert [(s.step, s.seconds, s.work_seconds, s.gate_seconds) for s in record.steps] == [
+        ("observe", 1.0, 1.0, 0.0), ("promote", 3.0, 1.0, 2.0), ("verify", 0.5, 0.5, 0.0)]
     svg = ET.fromstring(timeline_svg(record))  # well-formed XML
     groups = svg.findall(f"{SVG}g")
     bars = {g.get("data-step"): g.find(f"{SVG}rect") for g in groups}
     width = {k: float(v.get("width", 0)) for k, v in bars.items() if v is not None}
     x = {k: float(v.get("x", 0)) for k, v in bars.items() if v is not None}
-    assert width["promote"] == pytest.approx(3 * width["observe"], rel=0.01)
+    assert width["promote"] == pytest.approx(width["observe"], rel=0.01)
     assert width["verify"] == pytest.approx(0.5 * width["observe"], rel=0.01)
-    assert x["promote"] == pytest.approx(x["observe"] + width["observe"], abs=0.05)  # starts where observe ended
     gate = next(r for r in svg.iter(f"{SVG}rect") if r.get("class") == "gate-wait")
     assert float(gate.get("width", 0)) == pytest.approx(2 * width["observe"], rel=0.01)
-    assert float(gate.get("x", 0)) == pytest.approx(x["promote"], abs=0.05)
+    assert float(gate.get("x", 0)) == pytest.approx(x["observe"] + width["observe"], abs=0.05)  # where observe ended
+    assert x["promote"] == pytest.approx(float(gate.get("x", 0)) + float(gate.get("width", 0)), abs=0.05)
     outage = next(r for r in svg.iter(f"{SVG}rect") if r.get("class") == "bar outage")
     assert float(outage.get("width", 0)) == pytest.approx(4.5 * width["observe"], rel=0.01)
 
@@ -45,7 +46,8 @@ def test_markdown_timeline_and_risks(tmp_path: Path) -> None:
     bars = text.split("```")[1].strip().splitlines()
     assert [b.split()[0] for b in bars] == ["outage", "observe", "promote", "verify"]
     assert bars[2].count(":") > bars[2].count("#") > 0  # promote's gate waited twice as long as it worked
-    assert "- promote: data may be lost (accepted by op@host, by flag (--accept-data-loss))" in text
+    assert bars[2].rstrip().endswith("1.000 s + gate 2.000 s")
+    assert '- promote: data may be lost (accepted by op@host, by flag, reason: "--accept-data-loss")' in text
     assert "| started | 1970-01-01 00:16:40 UTC" in text
 
 

@@ -120,6 +120,17 @@ def test_retry_limit_reached_retries_failed_allocations() -> None:
     assert "failed too many times" in row.why and "retry_failed=true" in row.what_would_assign
 
 
+def test_a_copy_out_of_retries_while_allocation_is_disabled_gets_both_fixes() -> None:
+    # Found by the explorer (explore_cases/...retries-used-up-while-allocation-disabled): re-enabling
+    # allocation alone leaves the copy refused by max_retry, and the run ended FAILED yellow.
+    model = build_scenario("retries-exhausted", clock=SimulatedClock())
+    model.disable_allocation("primaries")
+    plan = plan_reallocation(view_of(model), gone_nodes=())
+    assert plan.enable is not None and plan.enable.old == "primaries"
+    assert plan.retry_failed == ["orders[0] replica"]
+    assert plan.expected_status == "green"
+
+
 def test_replicas_are_lowered_when_the_remaining_data_nodes_cannot_hold_them() -> None:
     model = EsCluster("t", clock=SimulatedClock())
     for name in MEMBERS:

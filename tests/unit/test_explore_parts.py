@@ -98,22 +98,25 @@ def test_only_a_resume_may_follow_a_resumable_end(tmp_path: Path) -> None:
     assert [v.invariant for v in invariants.nothing_after_finish(bad)] == ["journal.nothing-after-finish"]
 
 
-def test_the_ledger_accepts_only_risks_approved_at_dangerous_gates_or_overrides(tmp_path: Path) -> None:
+def test_the_ledger_keeps_facts_and_explicit_choices_never_risk_text(tmp_path: Path) -> None:
     entries = journal(tmp_path / "e",
-                      (Event.GATE_ASKED, {"step": "promote", "level": "confirm", "risks": ["db3 is behind"]}),
+                      (Event.RUN_STARTED, {"inputs": {"survivor": "db3", "hosts": "db4, db5"}, "gone_for_good": ["db6"]}),
+                      (Event.GATE_ASKED, {"step": "promote", "level": "dangerous", "risks": ["db2 loses 3 transactions"]}),
                       (Event.GATE_ANSWERED, {"step": "promote", "answer": "proceed"}),
-                      (Event.GATE_ASKED, {"step": "repoint", "level": "dangerous", "risks": ["db4 may lose writes"]}),
+                      (Event.GATE_ASKED, {"step": "check", "level": "dangerous", "override": True,
+                                          "risks": ["db1 keeps writing"]}),
+                      (Event.GATE_ANSWERED, {"step": "check", "answer": "proceed"}),
+                      (Event.GATE_ASKED, {"step": "repoint", "level": "dangerous", "risks": ["db7 may lose writes"]}),
                       (Event.GATE_ANSWERED, {"step": "repoint", "answer": "abort"}))
     ledger = Ledger()
     for entry in entries:
         ledger.see(entry)
-    assert not ledger.accepts("db3") and not ledger.accepts("db4")
-    more = journal(tmp_path / "f",
-                   (Event.GATE_ASKED, {"step": "check", "level": "dangerous", "override": True, "risks": ["db1 keeps writing"]}),
-                   (Event.GATE_ANSWERED, {"step": "check", "answer": "proceed"}))
-    for entry in more:
-        ledger.see(entry)
-    assert ledger.accepts("db1", "writing") and ledger.overrides == ["check"]
+    # Named by the operator: an input value (alone or in a list) or a member gone for good.
+    assert ledger.chose("db3") and ledger.chose("db5") and ledger.chose("db6")
+    # A risk the runbook itself named, even approved at a dangerous gate, is no choice of the operator's.
+    assert not ledger.chose("db2") and not ledger.chose("db1") and not ledger.chose("db7")
+    assert not ledger.chose("db") and not ledger.chose("survivor")
+    assert ledger.overrides == ["check"] and ledger.overrode("check") and ledger.dangerous == ["promote"]
 
 
 def test_a_case_file_round_trips_and_bad_ones_are_refused_clearly(tmp_path: Path) -> None:
@@ -138,3 +141,15 @@ def test_packed_digits_shrink_towards_the_usual_case() -> None:
     assert pick(74, "usual", "rare", "rarer") == "usual"
     assert [pick(d, "usual", "rare", "rarer") for d in (75, 87, 88, 99)] == ["rare", "rare", "rarer", "rarer"]
     assert portion(0, 8) == 0 and portion(99, 8) == 8 and portion(50, 8) == 4
+
+
+def test_seeds_are_one_a_range_or_a_list() -> None:
+    from drengine.explore.command import seeds
+
+    assert seeds("7") == [7]
+    assert seeds("0-3") == [0, 1, 2, 3]
+    assert seeds("0,5-6,9") == [0, 5, 6, 9]
+    with pytest.raises(InputError, match="ends before it starts"):
+        seeds("3-1")
+    with pytest.raises(InputError, match="expected a seed"):
+        seeds("x")

@@ -181,32 +181,57 @@ def test_tie_prefers_safe_to_bootstrap_then_inventory_order() -> None:
     assert d.chosen == "g1" and "g2, g3 have the same position: either is safe; g1 comes first in the inventory" in d.reason
 
 
-def test_unknown_positions_are_risks_and_running_nodes_are_not_recovered() -> None:
+def test_a_down_node_of_unknown_position_refuses_unless_gone_or_named() -> None:
     disk = [
         DiskPosition(name="g1", uuid=UUID, seqno=100, source="grastate.dat"),
         DiskPosition(name="g2", error="host host2 is unreachable over SSH"),
         DiskPosition(name="g3", running=True),
     ]
-    d = choose_bootstrap_node(view(node("g1", "down"), node("g2", "unreachable"), node("g3", "hung")), disk=disk)
+    v = view(node("g1", "down"), node("g2", "unreachable"), node("g3", "hung"))
+    d = choose_bootstrap_node(v, disk=disk)
+    assert (d.chosen, d.refused) == (None, "unknown")
+    assert "the position of g2 is unknown (g2: host host2 is unreachable over SSH)" in d.reason
+    # Declared gone, g2 no longer counts; the hung g3 is fenced and compared before the bootstrap.
+    d = choose_bootstrap_node(v, disk=disk, gone=("g2",))
     assert d.chosen == "g1"
-    assert d.risks == [
-        "g2: position unknown (host host2 is unreachable over SSH). If it is more advanced, its extra writes are lost",
-        "g3: position unknown (its mariadbd still runs but does not answer (hung?)). If it is more advanced, its extra "
-        "writes are lost",
-    ]
+    assert d.risks == ["g3: its mariadbd still runs but does not answer (hung?): position unknown. It is fenced first, "
+                       "and what it saved is compared before the bootstrap"]
+    assert choose_bootstrap_node(v, disk=disk, named="g1").chosen == "g1"
 
 
 def test_no_readable_position_refuses() -> None:
     d = choose_bootstrap_node(all_down(), disk=[DiskPosition(name=n, error="cannot read") for n in ("g1", "g2", "g3")])
-    assert d.chosen is None and d.refused == "no-position"
+    assert d.chosen is None and d.refused == "unknown"
 
 
-def test_different_histories_are_a_risk() -> None:
+def test_seqnos_of_another_history_are_not_compared() -> None:
+    """Issue 21 #2: a stray node at 300 of another history is not ahead of 100 of the cluster's."""
     disk = [DiskPosition(name="g1", uuid=OTHER_UUID, seqno=300, source="grastate.dat"),
             DiskPosition(name="g2", uuid=UUID, seqno=100, source="grastate.dat"),
-            DiskPosition(name="g3", uuid=UUID, seqno=100, source="grastate.dat")]
+            DiskPosition(name="g3", uuid=UUID, seqno=101, source="grastate.dat")]
     d = choose_bootstrap_node(all_down(), disk=disk)
-    assert d.chosen == "g1" and "different cluster history" in d.risks[0]
+    assert d.chosen == "g3" and "different cluster history" in d.risks[0]
+    assert d.held == {"g1": OTHER_UUID, "g2": UUID, "g3": UUID}
+
+
+def test_histories_held_by_as_many_nodes_refuse_unless_named() -> None:
+    disk = [DiskPosition(name="g1", uuid=OTHER_UUID, seqno=300, source="grastate.dat"),
+            DiskPosition(name="g2", uuid=UUID, seqno=100, source="grastate.dat")]
+    v = view(node("g1", "down"), node("g2", "down"))
+    d = choose_bootstrap_node(v, disk=disk)
+    assert (d.chosen, d.refused) == (None, "histories")
+    d = choose_bootstrap_node(v, disk=disk, named="g1")
+    assert (d.chosen, d.named) == ("g1", True)
+
+
+def test_a_running_survivor_behind_a_down_node_refuses() -> None:
+    disk = [DiskPosition(name="g2", uuid=UUID, seqno=101, source="--wsrep-recover")]
+    v = view(node("g1", committed=100), node("g2", "down"))
+    d = choose_bootstrap_node(v, disk=disk)
+    assert (d.chosen, d.refused) == (None, "down-ahead")
+    assert "g2 is down but its data ends at seqno 101 (--wsrep-recover), past g1's 100" in d.reason
+    assert choose_bootstrap_node(v, disk=disk, named="g1").chosen == "g1"
+    assert choose_bootstrap_node(v, disk=disk, named="g2").refused == "named"
 
 
 # -- parsing and rendering -------------------------------------------------------------------------------

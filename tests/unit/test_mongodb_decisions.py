@@ -55,8 +55,8 @@ def test_majority_lost_passes_and_most_advanced_survivor_is_chosen() -> None:
     assert check_majority_lost(view) is None
     decision = choose_survivor(view)
     assert decision.chosen == "m1"
-    assert decision.reason.startswith("m1 is the most advanced data-bearing survivor: term 1, ts 160.1")
-    assert "m0 at term 1, ts 100.1" in decision.reason
+    assert decision.reason.startswith("m1 is the most advanced data-bearing survivor: term 1, 1970-01-01 00:02:40 UTC #1")
+    assert "m0 at term 1, 1970-01-01 00:01:40 UTC #1" in decision.reason
     assert any("m2, m3, m4 could not be reached" in r for r in decision.risks)
 
 
@@ -129,8 +129,8 @@ def test_a_more_advanced_priority_zero_member_is_chosen_by_override_and_the_loss
     view = make_view({0: ("SECONDARY", 100), 1: ("SECONDARY", 200)}, members)
     decision = choose_survivor(view)
     assert decision.chosen == "m1" and decision.by_override
-    assert any(r.startswith("m0 may be primary as configured but is behind (term 1, ts 100.1, against term 1, "
-                            "ts 200.1): promoting it instead would lose the writes in between") for r in decision.risks)
+    assert any(r.startswith("m0 may be primary as configured but is behind (term 1, 1970-01-01 00:01:40 UTC #1, against term 1, "
+                            "1970-01-01 00:03:20 UTC #1): promoting it instead would lose the writes in between") for r in decision.risks)
 
 
 def test_at_equal_optimes_a_member_that_may_be_primary_is_preferred() -> None:

@@ -62,6 +62,11 @@ def test_a_plain_install_lists_every_builtin_runbook_from_another_directory(tmp_
     # The other package data: the report templates.
     templates = sorted(p.name for p in (ROOT / "drengine" / "templates").glob("*.j2"))
     assert templates and sorted(p.name for p in (Path(purelib) / "drengine" / "templates").glob("*.j2")) == templates
+    # The example inventories: a pip user starts from `drengine inventory init`.
+    init = subprocess.run([target / "bin" / "drengine", "inventory", "init", "--example", "ceph"], capture_output=True,
+                          text=True, env=_clean_env(), cwd=elsewhere, timeout=120, check=False)
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert "kind: ceph" in (elsewhere / "inventory.yaml").read_text()
 
 
 def _copy(runbook: str, folder: Path, summary: str) -> Path:

@@ -14,8 +14,9 @@ waits for a monitor to stop or start) comes from the run's `Clock`.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +64,21 @@ class CephBackend(FaultsByProcess):
     def mon_command(self, cmd: Mapping[str, Any]) -> JsonDoc:
         return self.api.mon_command(cmd)
 
+    def mon_listens(self, member: Member) -> PortCheck:
+        """Does this monitor's port accept connections? A monitor out of quorum still listens; a
+        refused port is a dead monitor (what `drengine status` reads when no quorum answers)."""
+        port = self.cluster.port_of(member)
+        timeout = self.cluster.timeouts.connect
+        try:
+            with socket.create_connection((member.address, port), timeout=timeout):
+                pass
+        except TimeoutError:
+            return PortCheck(state="silent", error=f"no TCP answer on {member.address}:{port} within {timeout:g} s")
+        except OSError as exc:
+            return PortCheck(state="refused" if isinstance(exc, ConnectionRefusedError) else "silent",
+                             error=f"{member.address}:{port}: {exc.strerror or exc}")
+        return PortCheck(state="accepts")
+
     def pg_command(self, pgid: str, cmd: Mapping[str, Any]) -> JsonDoc:
         return self.api.pg_command(pgid, cmd)
 
@@ -79,6 +95,16 @@ class CephBackend(FaultsByProcess):
             closer = getattr(self.monitors, "close", None)
             if closer is not None:
                 closer()
+
+
+class PortCheck(BaseModel):
+    """Whether a monitor's port accepts a TCP connection: `refused` (nothing listens: dead),
+    `silent` (no answer in time, or the address unreachable), or `accepts`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: Literal["accepts", "refused", "silent"]
+    error: str = ""
 
 
 # --------------------------------------------------------------------------- monitor hosts

@@ -1,16 +1,19 @@
-"""The fault space of the Ceph runbooks, for `drengine explore`: generated clusters (three to
-six OSDs on HDD or SSD, one to three pools of size 2 or 3 with min_size 1 or 2, some on a
-device class, OSDs down, down long enough to be marked out, objects whose newest version is
-unfound, flags an operator set before, monitors lost), and the invariants, computed from
-the simulator's own model:
+"""The fault space of the Ceph runbooks, for `drengine explore`, and what a recovery must reach.
 
-- ceph-degrade lowers min_size only on a pool that had PGs inactive for want of copies
-  (peered: fewer acting OSDs than min_size) just before; its goal: every PG active;
-- ceph-restore (after a ceph-degrade run on the same cluster, and the OSDs back or not):
-  never unsets a flag that was set before the degrade run, never sets a min_size the pool
-  did not have before it; on success every flag and min_size the degrade changed is back;
-- ceph-mon-quorum: never two monitor quorums (running monitors of two different monmaps
-  each a majority of their own); its goal: a quorum.
+Generated clusters: three to six OSDs on HDD or SSD, one to three pools (size 2 or 3, min_size
+1 to 3, some on a device class of their own, so healthy pools stand beside blocked ones), OSDs
+down or stopped independently of which PGs they hold, PGs whose latest data is only on an OSD
+that is down (blocked whatever the min_size), objects whose newest version is unfound, flags
+an operator set before, monitors dead or stopped in any order (five monitors as often as three
+for ceph-mon-quorum). The invariants are in `ceph.invariants`, the oracle in `ceph.oracle`;
+both read the simulator's model only, never the runbooks' decisions.
+
+Liveness (`expect_done`), with every gate approved and the world left alone:
+- ceph-degrade: a quorum, every inactive PG one that a lower min_size unblocks, no unfound
+  object: DONE, with every PG serving;
+- ceph-restore, after a degrade run: every OSD and monitor back, no flag but the degrade's:
+  DONE, with the original flags and min_size back;
+- ceph-mon-quorum: no quorum and at least one monitor running: DONE, with a quorum.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from drengine.datastores.ceph import oracle
+from drengine.datastores.ceph.invariants import CephWatch
 from drengine.datastores.ceph.scenarios import _add_pool, _cluster
 from drengine.datastores.ceph.sim import READ_ONLY_PREFIXES
 from drengine.datastores.ceph.simcluster import CephSim
 from drengine.datastores.ceph.simmodel import SimMon, SimState, UnfoundObject, b64
-from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, mostly, pick
+from drengine.explore.kit import Kit, Situation, Watch, digits, mostly, pick
 from drengine.explore.scenario import MemberSpec, Prelude, WorldChange
-from drengine.journal import Entry
 
-CLUSTER = digits(7)
+CLUSTER = digits(8)
 POOL = digits(5)
 DOWN = digits(6)  # one digit per OSD
+MONS = digits(7)
 
 
 def _members(state: SimState) -> list[MemberSpec]:
@@ -38,9 +43,10 @@ def _members(state: SimState) -> list[MemberSpec]:
     return mons + [MemberSpec(name=f"osd.{o.id}") for o in state.osds]
 
 
-def _unfound(sim: CephSim, pool: str) -> None:
+def _unfound(sim: CephSim, pool: str, lost: bool) -> None:
     """The newest version of some objects is on osd.0 alone (written while the other copies were
-    down, which came back since), and osd.0 died: those objects are unfound."""
+    down, which came back since), and osd.0 died: those objects are unfound. `lost`: an operator
+    marked osd.0 lost before (its disk is gone): nothing can bring them back."""
     target = sim.pool(pool)
     for pg in sim.state.pgs:
         if pg.pool != target.id or 0 not in pg.copies or len(pg.copies) < 2 or not pg.objects:
@@ -48,26 +54,28 @@ def _unfound(sim: CephSim, pool: str) -> None:
         pg.unfound[sorted(pg.objects)[0]] = UnfoundObject(osd=0, previous=b64(b"the older version\n"))
         pg.copies = [o for o in pg.copies if o != 0]
     sim.kill_osds([0])
+    sim.osd(0).lost = lost
 
 
-@st.composite
-def osds_lost(draw: st.DrawFn, quorum: bool = False) -> Situation:
-    c = draw(CLUSTER)  # one draw for the cluster, one per pool, one for the OSDs down (see kit.digits)
-    count = pick(c[0], 3, 4, 5, 6, percent=55)
-    mixed = pick(c[1], False, True, percent=75)
-    classes = ["ssd" if mixed and i % 2 else "hdd" for i in range(count)]
-    sim = _cluster(count, hosts=[f"ceph{i + 1}" for i in range(count)], classes=classes)
-    mon_count = pick(c[2], 3, 5, percent=80)
-    if mon_count != len(sim.state.mons):
-        names = [chr(ord("a") + i) for i in range(mon_count)]
-        sim.state.mons = [SimMon(name=n, port=3300 + i, monmap=list(names)) for i, n in enumerate(names)]
+def _latest_only_on(sim: CephSim, pool: str, osd: int) -> None:
+    """Writes acknowledged while only `osd` of the pool's PGs was up (min_size 1 then): the latest
+    data of its PGs is on it alone; once it is down, they are `down` whatever the min_size."""
+    target = sim.pool(pool)
+    for pg in sim.state.pgs:
+        if pg.pool == target.id and osd in sim.mapping(target, pg) and pg.objects:
+            pg.copies = [osd]
+
+
+def _pools(draw: st.DrawFn, sim: CephSim, c: list[int], count: int, classes: list[str], mixed: bool) -> list[str]:
     pools = []
-    for i in range(pick(c[3], 1, 2, 3, percent=60)):
+    for i in range(pick(c[3], 1, 2, 3, percent=45)):
         d = draw(POOL)
         size = min(pick(d[0], 3, 2, percent=80), count)
-        min_size = min(pick(d[1], 2, 1, percent=80), size)
+        # min_size 3 (no write on a degraded PG) is a real configuration: two copies up are then
+        # the safe value to lower to, not one.
+        min_size = min(pick(d[1], 2, 1, 3, percent=70), size)
         device = None
-        if pick(d[2], False, True, percent=70) and mixed:
+        if pick(d[2], False, True, percent=60) and mixed:
             device = classes[i % 2]
             size = min(size, classes.count(device))
             min_size = min(min_size, size)
@@ -75,125 +83,101 @@ def osds_lost(draw: st.DrawFn, quorum: bool = False) -> Situation:
         _add_pool(sim, name, size=size, min_size=min_size, pg_num=4, device_class=device, rule=i,
                   objects=pick(d[3], 2, 0, 1, 3, percent=70))
         pools.append(name)
+    return pools
+
+
+def _lose_mons(sim: CephSim, m: list[int], quorum: bool) -> tuple[list[str], list[str]]:
+    """Monitors dead, and one of them now and then stopped instead, chosen in any order."""
+    mon_count = len(sim.state.mons)
+    majority = mon_count // 2 + 1
+    if quorum:
+        lost = pick(m[0], majority, mon_count - 1, mon_count, 1, 0, percent=55)
+    else:
+        lost = pick(m[0], 0, 1, majority, percent=85)
+    order = sorted(sim.state.mons, key=lambda mon: (m[1 + sim.state.mons.index(mon) % 5], mon.name))
+    gone = [mon.name for mon in order[:lost]]
+    hung = gone[:1] if gone and pick(m[6], False, True, percent=75) else []
+    for name in hung:
+        sim.hang_mon(name)
+    sim.kill_mons([g for g in gone if g not in hung])
+    return gone, hung
+
+
+@st.composite
+def osds_lost(draw: st.DrawFn, quorum: bool = False) -> Situation:
+    c = draw(CLUSTER)  # one draw for the cluster, one per pool, one for the OSDs, one for the monitors
+    count = pick(c[0], 3, 4, 5, 6, percent=55)
+    mixed = pick(c[1], False, True, percent=60)
+    classes = ["ssd" if mixed and i % 2 else "hdd" for i in range(count)]
+    sim = _cluster(count, hosts=[f"ceph{i + 1}" for i in range(count)], classes=classes)
+    mon_count = pick(c[2], 3, 5, percent=50 if quorum else 80)
+    if mon_count != len(sim.state.mons):
+        names = [chr(ord("a") + i) for i in range(mon_count)]
+        sim.state.mons = [SimMon(name=n, port=3300 + i, monmap=list(names)) for i, n in enumerate(names)]
+    pools = _pools(draw, sim, c, count, classes, mixed)
     if pick(c[4], False, True, percent=85) and count >= 3:
-        _unfound(sim, pools[0])
+        _unfound(sim, pools[0], lost=c[4] >= 95)
     sim.state.flags = sorted({*sim.state.flags, *pick(c[5], (), ("noout",), ("norebalance",), ("norecover",), percent=80)})
     d = draw(DOWN)
     down = [o.id for o in sim.state.osds if pick(d[o.id], False, True, percent=70)]
+    if pick(c[7], False, True, percent=85):
+        alone = d[0] % count
+        _latest_only_on(sim, pools[-1], alone)
+        down = sorted({*down, alone})
     hung = [i for i in down if d[i] >= 96]  # now and then stopped (SIGSTOP) rather than dead
     sim.kill_osds([i for i in down if i not in hung])
     sim.hang_osds(hung)
     if down and pick(c[6] % 10, False, True, percent=8):
         sim.elapse(700.0)  # past mon_osd_down_out_interval: marked out unless noout
-    lost = pick(c[6] // 10, 2, 1, 0, 3, percent=7) if quorum else pick(c[6] // 10, 0, 1, 2, percent=7)
-    gone = [m.name for m in sim.state.mons[len(sim.state.mons) - min(lost, len(sim.state.mons)):]]
-    if gone and pick(c[5] // 10 if c[5] >= 80 else 0, False, True, percent=7):
-        sim.hang_mon(gone[0])  # one of the lost monitors is stopped, not dead: it may come back
-        gone = gone[1:]
-    sim.kill_mons(gone)
+    gone, stopped = _lose_mons(sim, draw(MONS), quorum)
     sim.close()
     label = (f"{count} OSDs ({'/'.join(sorted(set(classes)))}), pools {', '.join(pools)}, "
              f"down {', '.join(f'osd.{i}' for i in down) or 'none'}, flags {', '.join(sim.state.flags) or 'none'}, "
-             f"{lost} of {mon_count} monitors down")
+             f"monitors down {', '.join(gone) or 'none'} of {mon_count}"
+             + (f" ({', '.join(stopped)} stopped)" if stopped else ""))
     return Situation(label, _members(sim.state), json.loads(sim.to_json()))
 
 
-def _sim(model: Any) -> CephSim:
-    return model if isinstance(model, CephSim) else CephSim(model)
-
-
 def _copy(model: Any) -> CephSim:
-    return CephSim(_sim(model).state.model_copy(deep=True))
-
-
-def peered_pools(model: Any) -> set[int]:
-    """Pools with a PG inactive for want of copies: fewer acting OSDs than min_size (on a copy:
-    looking settles the model)."""
-    sim = _copy(model)
-    return {pg.pool for pg, view in zip(sim.state.pgs, sim.pg_views(), strict=True)
-            if "peered" in view.states and "stale" not in view.states}
-
-
-def quorums(model: Any) -> list[list[str]]:
-    """Monitors that run or may run again (stopped by SIGSTOP), grouped by the monmap they hold,
-    where they are a majority of it: each group is a quorum now or once its hung members resume."""
-    sim = _sim(model)
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for mon in sim.state.mons:
-        if mon.up or mon.hung:
-            groups.setdefault(tuple(mon.monmap), []).append(mon.name)
-    return [names for monmap, names in groups.items() if 2 * len([n for n in names if n in monmap]) > len(monmap)]
-
-
-class CephWatch(Watch):
-    def __init__(self, runbook: str) -> None:
-        self.runbook = runbook
-        self.sizes: dict[int, int] | None = None  # min_size per pool at the last event
-        self.peered: set[int] = set()  # pools inactive for want of copies when the last step started
-        self.original: SimState | None = None  # before the prelude's degrade run
-        self.degraded: SimState | None = None  # after it
-
-    def prelude(self, before: Any, after: Any) -> None:
-        self.original, self.degraded = _sim(before).state, _sim(after).state
-
-    def after_event(self, entry: Entry, model: Any, ledger: Ledger) -> list[Violation]:
-        if model is None:
-            return []
-        now = _sim(model)
-        sizes = {p.id: p.min_size for p in now.state.pools}
-        before, self.sizes = self.sizes, sizes
-        if entry.type.value == "step_started":
-            # Which pools are inactive for want of copies, just before a step acts (looking at the
-            # PGs costs: once per step, not per event).
-            self.peered = peered_pools(now)
-        found = []
-        if len(quorums(now)) > 1:
-            found.append(Violation("ceph.one-monitor-quorum",
-                                   "two monitor quorums: " + " | ".join(", ".join(q) for q in quorums(now))))
-        if before is None:
-            return found
-        lowered = [p for p in now.state.pools if p.min_size < before.get(p.id, p.min_size)]
-        if lowered and self.runbook != "ceph-restore":
-            for pool in lowered:
-                if pool.id not in self.peered and not ledger.chose(pool.name):
-                    found.append(Violation("ceph.min-size-only-where-blocked",
-                                           f"min_size of pool {pool.name} was lowered to {pool.min_size} although none "
-                                           f"of its PGs was inactive for want of copies when the step started"))
-        found += self._restore_keeps_the_operators(now)
-        return found
-
-    def _restore_keeps_the_operators(self, now: CephSim) -> list[Violation]:
-        if self.runbook != "ceph-restore" or self.original is None or self.degraded is None:
-            return []
-        found = []
-        for flag in sorted(set(self.original.flags) & set(self.degraded.flags) - set(now.state.flags)):
-            found.append(Violation("ceph.restore-only-what-degrade-changed",
-                                   f"flag {flag} was set before the degrade run and the restore unset it"))
-        originals = {p.name: p.min_size for p in self.original.pools}
-        degraded = {p.name: p.min_size for p in self.degraded.pools}
-        for pool in now.state.pools:
-            if pool.min_size != degraded.get(pool.name) and pool.min_size != originals.get(pool.name):
-                found.append(Violation("ceph.restore-only-what-degrade-changed",
-                                       f"pool {pool.name} got min_size {pool.min_size}; it had {originals.get(pool.name)} "
-                                       f"before the degrade run and {degraded.get(pool.name)} after it"))
-        return found
-
-    def restored(self, model: Any) -> str | None:
-        if self.original is None or self.degraded is None:
-            return None
-        now = _sim(model).state
-        left = [f"flag {f} still set" for f in sorted(set(self.degraded.flags) - set(self.original.flags)) if f in now.flags]
-        originals = {p.name: p.min_size for p in self.original.pools}
-        for pool in now.pools:
-            if pool.min_size != originals.get(pool.name, pool.min_size):
-                left.append(f"pool {pool.name} min_size {pool.min_size}, was {originals[pool.name]} before the degrade run")
-        return "; ".join(left) or None
+    return CephSim(oracle.as_sim(model).state.model_copy(deep=True))
 
 
 def serving(model: Any) -> str | None:
-    sim = _copy(model)
-    inactive = [v.pgid for v in sim.pg_views() if not v.serving]
+    inactive = oracle.inactive_pgs(model)
     return f"{len(inactive)} PG(s) inactive: {', '.join(inactive[:6])}" if inactive else None
+
+
+def degrade_can_serve(start: Any) -> str | None:
+    sim = oracle.as_sim(start)
+    lost = {o.id for o in sim.state.osds if o.lost}
+    recoverable = [name for name, holder in oracle.unfound_objects(sim).items() if holder not in lost]
+    if not sim.quorum() or recoverable or oracle.blocked_otherwise(sim):
+        return None  # unfound objects an OSD may bring back wait for it (or for the operator to name it)
+    relief = oracle.min_size_relief(sim)
+    if relief:
+        return "every inactive PG is blocked by min_size alone (pools " + ", ".join(relief) + ")"
+    return "every PG serves already"
+
+
+def quorum_can_form(start: Any) -> str | None:
+    sim = oracle.as_sim(start)
+    running = sorted(oracle.running_mons(sim))
+    if sim.quorum() or not running:
+        return None
+    return f"no quorum, and monitor(s) {', '.join(running)} run: monmap surgery leaves them a quorum of their own"
+
+
+def restore_can_finish(start: Any, watch: CephWatch | None) -> str | None:
+    if watch is None or watch.original is None or watch.degraded is None:
+        return None
+    sim = oracle.as_sim(start)
+    state = sim.state
+    if any(not o.up for o in state.osds) or any(not m.up for m in state.mons) or not sim.quorum():
+        return None
+    ours = set(watch.degraded.flags) - set(watch.original.flags)
+    if oracle.unfound_objects(sim) or set(oracle.warning_flags(state.flags)) - ours:
+        return None
+    return "every OSD and monitor is back, and only the degrade run's flags are set"
 
 
 class CephKit(Kit):
@@ -202,6 +186,11 @@ class CephKit(Kit):
     ops = ("kill", "hang", "resume", "start")
     flaps = ("kill", "hang")
     timeouts = {"connect": 1, "read": 2, "catch_up": 5}
+
+    def __init__(self) -> None:
+        # The watch of the scenario being run: ceph-restore's liveness needs the state its
+        # prelude (the degrade run) started from, which only the watch saw.
+        self._watch: CephWatch | None = None
 
     def situations(self, runbook: str) -> st.SearchStrategy[Situation]:
         return osds_lost(quorum=runbook == "ceph-mon-quorum")
@@ -232,7 +221,7 @@ class CephKit(Kit):
         return _copy(model)
 
     def applies(self, model: Any, op: str, member: str) -> bool:
-        sim = _sim(model)
+        sim = oracle.as_sim(model)
         kind, _, name = member.partition(".")
         daemon = sim.osd(int(name)) if kind == "osd" else sim.mon(name)
         up, hung = daemon.up and not daemon.hung, daemon.hung
@@ -240,13 +229,21 @@ class CephKit(Kit):
 
     def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
         if runbook == "ceph-mon-quorum":
-            return None if _sim(model).quorum() else "the monitors have no quorum"
+            return None if oracle.as_sim(model).quorum() else "the monitors have no quorum"
         if runbook == "ceph-restore":
             return watch.restored(model) if isinstance(watch, CephWatch) else None
         return serving(model)
 
     def watch(self, runbook: str) -> Watch:
-        return CephWatch(runbook)
+        self._watch = CephWatch(runbook)
+        return self._watch
+
+    def expect_done(self, runbook: str, start: Any) -> str | None:
+        if runbook == "ceph-degrade":
+            return degrade_can_serve(start)
+        if runbook == "ceph-mon-quorum":
+            return quorum_can_form(start)
+        return restore_can_finish(start, self._watch)
 
     def mutating(self, language: str, text: str) -> bool:
         if language == "ceph-mon":

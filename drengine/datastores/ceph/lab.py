@@ -33,9 +33,9 @@ from drengine.lab.procs import (
     LabProcess,
     NodeStart,
     drengine_command,
+    ensure_ports_free,
     is_ours,
     merge_inventory,
-    port_free,
     signal_process,
     template_literal,
 )
@@ -175,7 +175,8 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
         )
     for gone in (p for p in lab.processes() if p.kind == KIND):
         lab.forget(gone)
-    _check_ports_free(port_base)
+    # Checked as ceph-mon binds (SO_REUSEADDR): ports left in TIME_WAIT by a lab just stopped are free.
+    ensure_ports_free(lab, KIND, [(f"mon.{m}", "127.0.0.1", mon_port(port_base, m)) for m in MONS])
     root = _root(lab)
     # A previous lab's monitor stores and OSD folders would make --mkfs fail: start from nothing.
     shutil.rmtree(root, ignore_errors=True)
@@ -236,17 +237,6 @@ def up(lab: LabDir, port_base: int = 3300, inventory_out: str | Path | None = No
     if inventory_out is not None:
         merge_inventory(inventory_out, LOCAL_HOSTS, {CLUSTER_NAME: fragment})
     return fragment
-
-
-def _check_ports_free(port_base: int) -> None:
-    # Checked as ceph-mon binds (SO_REUSEADDR): ports left in TIME_WAIT by a lab just stopped are free.
-    for m in MONS:
-        port = mon_port(port_base, m)
-        if not port_free(port):
-            raise LabError(
-                f"port {port} on 127.0.0.1 for mon.{m} is in use (something listens on it); stop what uses it "
-                f"(`drengine lab status`, `ss -ltnp 'sport = :{port}'`) or pick another port base"
-            )
 
 
 def _create_osds(lab: LabDir, api: CephConnector, conf: Path) -> None:

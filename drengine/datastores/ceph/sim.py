@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drengine.clock import Clock
-from drengine.datastores.ceph.backend import CephBackend, HostMonitorControl, MonProbe, mon_id
+from drengine.datastores.ceph.backend import CephBackend, HostMonitorControl, MonProbe, PortCheck, mon_id
 from drengine.datastores.ceph.connector import JsonDoc
 from drengine.datastores.ceph.scenarios import SCENARIOS
 from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import InputError
-from drengine.inventory import Cluster
+from drengine.inventory import Cluster, Member
 from drengine.simstate import load_or_build, save_state, state_exists
 from drengine.transport import ServiceAction
 
@@ -71,6 +71,13 @@ class SimCephBackend(CephBackend):
 
     def read_object(self, pool: str, name: str) -> bytes:
         return self._saving(False, lambda: self.sim.read_object(pool, name))
+
+    def mon_listens(self, member: Member) -> PortCheck:
+        # A stopped (SIGSTOP) monitor's port still accepts: the kernel completes the handshake.
+        mon = self.sim.mon(mon_id(member.name))
+        if mon.up or mon.hung:
+            return PortCheck(state="accepts")
+        return PortCheck(state="refused", error=f"{member.address}:{mon.port}: Connection refused (simulated)")
 
     # -- fault injection (drills): the model's OSDs and monitors, by member name
 
@@ -142,7 +149,9 @@ class SimMonitorControl(HostMonitorControl):
         if not mon.up:
             return MonProbe(name=mon.name, running=False, error=f"(simulated) no admin socket: {member} is not running")
         quorum = self.backend.sim.quorum()
-        state = ("leader" if quorum and quorum[0] == mon.name else "peon") if mon.name in quorum else "probing"
+        electing = mon.joins_at > self.backend.sim.state.clock
+        state = ("leader" if quorum and quorum[0] == mon.name else "peon") if mon.name in quorum else \
+            "electing" if electing else "probing"
         return MonProbe(name=mon.name, running=True, state=state, monmap_epoch=mon.monmap_epoch, monmap=list(mon.monmap))
 
     def stop_command(self, member: str) -> str:

@@ -15,6 +15,8 @@ Model, in the words of the real system:
   when only down (not lost) OSDs hold the latest data it is `down`.
 - Recovery and backfill complete instantly between two calls, unless `norecover` /
   `nobackfill` hold them (then `recovery_wait` / `backfill_wait`).
+- A monitor that starts or resumes joins the quorum after an election (`ELECTION_SECONDS` of
+  the model's time): whoever starts monitors must wait for their quorum.
 - Time comes from the injected `Clock` (a `SimulatedClock` unless told otherwise): what has
   passed on it since the last call is applied first (long-down OSDs are marked out unless
   `noout` is set); `elapse()` moves the model's time by hand. The model's time is kept in
@@ -37,6 +39,7 @@ from drengine.datastores.ceph.connector import JsonDoc
 from drengine.datastores.ceph.simcommands import MON_COMMANDS, list_unfound, mark_unfound_lost, pg_stat
 from drengine.datastores.ceph.simmodel import (
     DOWN_OUT_INTERVAL,
+    ELECTION_SECONDS,
     STATE_ORDER,
     PgView,
     SimMon,
@@ -124,9 +127,10 @@ class CephSim:
         return best.monmap_epoch, list(best.monmap)
 
     def quorum(self) -> list[str]:
-        """Running monitors of the winning monmap, when they are a strict majority of it."""
+        """Running monitors of the winning monmap that have been elected, when they are a strict majority of it."""
         _, members = self.monmap()
-        up = [m.name for m in self.state.mons if m.up and m.name in members and m.monmap == members]
+        up = [m.name for m in self.state.mons
+              if m.up and m.joins_at <= self.state.clock and m.name in members and m.monmap == members]
         return up if len(up) * 2 > len(members) else []
 
     def _require_quorum(self) -> None:
@@ -135,11 +139,12 @@ class CephSim:
             return
         _, members = self.monmap()
         up = [m.name for m in self.state.mons if m.up and m.name in members]
+        electing = [m.name for m in self.state.mons if m.up and m.joins_at > self.state.clock]
         if not self._connected:
             raise ConnectError(
                 f"no Ceph monitor quorum answered within {self.connect_timeout:g} s (simulated): "
                 f"{len(up)} of {len(members)} monitors are up ({', '.join(up) or 'none'}), a quorum needs "
-                f"{len(members) // 2 + 1}"
+                f"{len(members) // 2 + 1}" + (f"; {', '.join(electing)} still electing" if electing else "")
             )
         raise ProbeTimeout(
             f"monitor command got no answer within {self.op_timeout:g} s (simulated): the monitors have "
@@ -379,14 +384,18 @@ class CephSim:
             mon.up, mon.hung = False, True
 
     def resume_mon(self, name: str) -> None:
+        self._catch_up()
         mon = self.mon(name)
         if mon.hung:
             mon.up, mon.hung = True, False
+            mon.joins_at = self.state.clock + ELECTION_SECONDS
 
     def start_mon(self, name: str) -> None:
+        self._catch_up()
         mon = self.mon(name)
-        if not mon.hung:
+        if not mon.hung and not mon.up:
             mon.up = True
+            mon.joins_at = self.state.clock + ELECTION_SECONDS
 
     def extract_monmap(self, name: str) -> list[str]:
         """`ceph-mon -i NAME --extract-monmap`: the monitor must be stopped, as on a real host."""

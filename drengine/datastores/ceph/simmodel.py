@@ -16,6 +16,9 @@ FLAGS = ("noout", "norebalance", "norecover", "nobackfill", "noup", "nodown", "n
 # Flags every Pacific osdmap carries; shown in `osd dump` like the real cluster does.
 BASE_FLAGS = ("sortbitwise", "recovery_deletes", "purged_snapdirs", "pglog_hardlimit")
 DOWN_OUT_INTERVAL = 600.0  # mon_osd_down_out_interval
+# A monitor that starts (or resumes) takes part in the quorum only after an election: a few
+# seconds on a real cluster, so whoever starts monitors must wait for their quorum.
+ELECTION_SECONDS = 3.0
 FSID = "5a1c0ffe-0000-4000-8000-00000000ce9f"
 
 
@@ -32,6 +35,7 @@ class SimMon(State):
     # Each monitor keeps its own copy of the monmap (epoch, members): monmap surgery edits one copy.
     monmap_epoch: int = 1
     monmap: list[str] = Field(default_factory=list)
+    joins_at: float = 0.0  # the model time its election ends: not in a quorum before
 
 
 class SimOsd(State):

@@ -3,12 +3,12 @@ or down with their PG counts, PG states, pools whose I/O blocks, flags and lower
 degrade left behind, and which runbook applies (ceph-mon-quorum, ceph-degrade, ceph-restore).
 
 Without a monitor quorum nothing can be read through librados: each monitor's port is then
-tried directly (a refused port is a dead monitor), or the simulator's monitors are asked.
+tried through the backend (a refused port is a dead monitor; the simulated twin answers from
+its model).
 """
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +29,7 @@ def assess(cluster: Cluster, backend: CephBackend) -> Reading:
             return partly_read(cluster, str(exc))
         mons = _mons(cluster)
         with ThreadPoolExecutor(max_workers=max(len(mons), 1), thread_name_prefix="mon-probe") as pool:
-            alive = list(pool.map(lambda m: _mon_alive(cluster, backend, m), mons))
+            alive = list(pool.map(lambda m: _mon_alive(backend, m), mons))
         return without_quorum(cluster, str(exc), alive)
     return read_snapshot(cluster, snap)
 
@@ -53,26 +53,14 @@ def _mons(cluster: Cluster) -> list[Member]:
     return [m for m in cluster.members if m.role == "mon" or m.name.startswith("mon.")]
 
 
-def _mon_alive(cluster: Cluster, backend: CephBackend, member: Member) -> MemberStatus:
+def _mon_alive(backend: CephBackend, member: Member) -> MemberStatus:
     """A monitor without quorum still runs: its port accepts. A refused port means it is dead."""
-    if cluster.simulated is not None:
-        probe = backend.monitors.probe(member.name)
-        if probe.running:
-            return MemberStatus(name=member.name, role="mon", state=MemberState.REACHABLE, note=f"state {probe.state}")
-        return MemberStatus(name=member.name, role="mon", state=MemberState.DEAD, error=probe.error)
-    port = cluster.port_of(member)
-    try:
-        with socket.create_connection((member.address, port), timeout=cluster.timeouts.connect):
-            pass
-    except TimeoutError:
-        return MemberStatus(name=member.name, role="mon", state=MemberState.UNREACHABLE,
-                            error=f"no TCP answer on {member.address}:{port} within {cluster.timeouts.connect:g} s")
-    except OSError as exc:
-        dead = isinstance(exc, ConnectionRefusedError)
-        return MemberStatus(name=member.name, role="mon", state=MemberState.DEAD if dead else MemberState.UNREACHABLE,
-                            error=f"{member.address}:{port}: {exc.strerror or exc}")
-    return MemberStatus(name=member.name, role="mon", state=MemberState.REACHABLE,
-                        note="its port accepts connections, but it is not in a quorum")
+    port = backend.mon_listens(member)
+    if port.state == "accepts":
+        return MemberStatus(name=member.name, role="mon", state=MemberState.REACHABLE,
+                            note="its port accepts connections, but it is not in a quorum")
+    return MemberStatus(name=member.name, role="mon", state=MemberState.DEAD if port.state == "refused" else
+                        MemberState.UNREACHABLE, error=port.error)
 
 
 def without_quorum(cluster: Cluster, error: str, mons: list[MemberStatus]) -> Reading:

@@ -97,6 +97,7 @@ class ElasticBackend(FaultsByProcess):
             where = f"{inventory.path if inventory else 'inventory'}: cluster {cluster.name} credentials"
             self._auth = (cred.user, cred.password.resolve(where))
         self._client: Elasticsearch | None = None
+        self._optioned: dict[tuple[tuple[str, Any], ...], Elasticsearch] = {}
         self._faults = ProcessFaults(inventory, cluster)
 
     # -- the client ----------------------------------------------------------------------------
@@ -116,7 +117,17 @@ class ElasticBackend(FaultsByProcess):
             )
         return self._client
 
+    def _with(self, client: Elasticsearch, options: dict[str, Any]) -> Elasticsearch:
+        """The client with these per-request options, made once per set of options: each one is a
+        new client object (some forty namespaces, each reading the OpenTelemetry environment)."""
+        key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+        found = self._optioned.get(key)
+        if found is None:
+            found = self._optioned[key] = client.options(**options)
+        return found
+
     def close(self) -> None:
+        self._optioned.clear()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -135,7 +146,7 @@ class ElasticBackend(FaultsByProcess):
         if call.waits:
             options["request_timeout"] = t.connect + t.read + call.waits
         if options:
-            client = client.options(**options)
+            client = self._with(client, options)
         headers = {"accept": "application/json"}
         if call.body is not None:
             headers["content-type"] = "application/json"

@@ -96,6 +96,19 @@ def node_name(view: EsView, node_id: str | None) -> str:
     return f"node id {node_id} (no longer in the cluster)"
 
 
+def _node_left_words(view: EsView, node_id: str | None) -> str:
+    """Why a copy is unassigned after its node left, in words that agree with the member table:
+    a node that is back is said to be back (the copy waits to be assigned again), and a gone
+    node is named once, not "(no longer in the cluster) left the cluster"."""
+    live = next((n.name for n in view.nodes if node_id and n.id == node_id), None)
+    if live is not None:
+        return f"its node {live} left the cluster and is back now; the copy is not assigned again yet"
+    absent = absent_members(view)
+    if node_id and len(absent) == 1:
+        return f"its node {absent[0]} (id {node_id}) left the cluster and is not back"
+    return f"its node (id {node_id}) left the cluster and is not back" if node_id else "its node left the cluster"
+
+
 def absent_members(view: EsView) -> list[str]:
     live = {n.name for n in view.nodes}
     return [m for m in view.inventory_members if m not in live]
@@ -120,7 +133,7 @@ REASONS = {
 def _why_unassigned(view: EsView, shard: ShardCopy, failed_attempts: int = 0) -> str:
     reason = shard.reason or ""
     if reason == "NODE_LEFT":
-        return f"its node {node_name(view, shard.left_node_id)} left the cluster"
+        return _node_left_words(view, shard.left_node_id)
     if reason == "ALLOCATION_FAILED":
         times = f" {failed_attempts} times" if failed_attempts else ""
         return f"allocating it failed{times} ({shard.details or 'no details'})"

@@ -12,6 +12,7 @@ from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.esview import Health, RecoveryProgress
 from drengine.datastores.elasticsearch.planning import (
     PrimariesDone,
+    PrimaryChoice,
     ReallocationPlan,
     SettingChange,
     SettingChanges,
@@ -94,6 +95,9 @@ class WaitForHealth(Action[ElasticAPI, WaitParams]):
             if not works:
                 return StepResult(ok=False, summary="the canary document written could not be read back", evidence=evidence)
         if health.timed_out:
+            failed = self._forced_not_started(ctx)
+            if failed:
+                return _forced_failed(failed, evidence)
             return self._gave_up(ctx, health, progress, watch, expected, evidence + plan.waiting)
         if health.status == "green":
             return StepResult(ok=True, summary="cluster is green: every shard copy is assigned", evidence=evidence)
@@ -101,6 +105,18 @@ class WaitForHealth(Action[ElasticAPI, WaitParams]):
         return StepResult(ok=True, evidence=evidence + waits, summary=(
             f"cluster is {health.status}, as expected: every primary is assigned; {health.unassigned_shards} replica "
             f"copies are knowingly left unassigned ({len(waits)} listed below)"))
+
+    @staticmethod
+    def _forced_not_started(ctx: Ctx) -> list[tuple[PrimaryChoice, str]]:
+        """The primaries this run forced that are unassigned again (their recovery failed), with
+        what Elasticsearch says of the failure."""
+        forced = [p for name in ("es_stale_done", "es_empty_done")
+                  for done in [ctx.facts.maybe(name, PrimariesDone)] if done is not None for p in done.done]
+        if not forced:
+            return []
+        unassigned = {(s.index, s.shard): s for s in ctx.backend.shards() if s.primary and s.state == "UNASSIGNED"}
+        return [(p, unassigned[(p.index, p.shard)].details or "no details") for p in forced
+                if (p.index, p.shard) in unassigned]
 
     def _wait(self, ctx: Ctx, expected: Status) -> tuple[Health, _Watch, RecoveryProgress]:
         """Ask Elasticsearch to hold each health request up to `poll` seconds; between two, look
@@ -135,6 +151,22 @@ class WaitForHealth(Action[ElasticAPI, WaitParams]):
         return StepResult(ok=False, evidence=evidence, summary=(
             f"health is {health.status}, expected {expected}: {why}. Recoveries in flight go on by themselves; rerun the "
             f"runbook to see why each copy is unassigned, or rerun with a longer wait (params timeout/stall)"))
+
+
+def _forced_failed(failed: list[tuple[PrimaryChoice, str]], evidence: list[str]) -> StepResult:
+    """A forced primary whose recovery failed. Elasticsearch replaced the shard's in-sync set when
+    the forced copy initialized (IndexMetadataUpdater.updateInSyncAllocations, in
+    server/src/main/java/org/elasticsearch/cluster/routing/allocation/IndexMetadataUpdater.java:
+    `_forced_allocation_` for a stale primary, the empty set for an empty one): no copy is in sync
+    any more, so the node with the old in-sync copy coming back does NOT make the shard green."""
+    labels = ", ".join(f"{p.label} ({p.kind} copy on {p.node})" for p, _ in failed)
+    return StepResult(ok=False, evidence=evidence + [f"{p.label} on {p.node}: {why}" for p, why in failed], summary=(
+        f"the forced primary of {labels} did not start: its recovery failed (below). Elasticsearch replaced the "
+        f"in-sync set when the forced copy initialized: no copy of the shard is in sync any more, and the node with "
+        f"the old in-sync copy coming back does NOT bring the shard back. It stays red until another forced "
+        f"allocation: rerun the runbook (it shows the copies left as stale, a returning node's included) and approve "
+        f"allocate-stale-primary on another copy (--input stale_copy=index[shard]=node), or restore the index from a "
+        f"snapshot"))
 
 
 class RestoreParams(StepParams):

@@ -167,13 +167,16 @@ class _Draft:
 
 
 def _decided_no(draft: _Draft, view: EsView, shard: ShardCopy, expl: Explanation) -> bool:
-    """A copy the deciders refuse everywhere: re-enable allocation, retry, or wait (False)."""
+    """A copy the deciders refuse everywhere: re-enable allocation and/or retry (both when both
+    refuse it: a copy out of retries while allocation is disabled stays out after re-enabling
+    alone, found by the explorer), or wait (False)."""
     nos = no_deciders(expl)
-    if "enable" in nos and view.allocation_enable.value != "all":
+    disabled = "enable" in nos and view.allocation_enable.value != "all"
+    if disabled:
         draft.enable_needed = True
-    elif "max_retry" in nos:
+    if "max_retry" in nos:
         draft.retry.append(shard.label)
-    else:
+    elif not disabled:
         why, fix = decider_words(expl)
         draft.waiting.append(f"{shard.label}: {why}; needs {fix}")
         return False

@@ -269,7 +269,7 @@ class _AllocatePrimary(_GivesBackItsChanges):
             summary=f"allocate {article} primary for " + ", ".join(f"{p.label} on {p.node}" for p in todo),
             reason=reason,
             statements=[reroute_call([primary_command(p)]).statement() for p in todo],
-            gate=GateLevel.DANGEROUS,
+            gate=self.min_gate or GateLevel.DANGEROUS,
             risks=[p.lost.replace("the chosen node", p.node) for p in todo],
             evidence=evidence,
         )

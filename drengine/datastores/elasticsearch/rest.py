@@ -220,7 +220,8 @@ class SimServer:
         self._server = _HttpServer(("127.0.0.1", self._port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            # How long stop() waits for the loop to see it (a select timeout: no busy loop).
+            kwargs={"poll_interval": 0.005},
             name="es-sim-http",
             daemon=True,
         )

@@ -5,10 +5,9 @@ pure functions in galera/decisions.py; fencing and traffic steps in galera/traff
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from drengine.datastores.galera.connector import (
     STATUS_SQL,
@@ -30,11 +29,12 @@ from drengine.datastores.galera.decisions import (
     components,
     names_of,
 )
+from drengine.datastores.galera.state import Grastate
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL, Sql
 from drengine.datastores.mysql_fencing import Fencing
 from drengine.datastores.mysql_pool import StatementFailed
 from drengine.datastores.mysql_steps import Target, split_brain_risks
-from drengine.errors import CommandFailed, ConnectError, DrengineError, StepFailed
+from drengine.errors import CommandFailed, ConnectError, StepFailed
 from drengine.steps import (
     Action,
     Effect,
@@ -137,134 +137,8 @@ class CheckNoPrimary(Action[GaleraAPI, NoParams]):
                           facts={"primary_check": PrimaryCheck(blocked=block.kind, summary=block.summary)})
 
 
-@register
-class ChooseBootstrap(Action[GaleraAPI, NoParams]):
-    name = "galera.choose_bootstrap"
-    effect = Effect.READ
-    outcomes = ("running", "all-down")
-    description = "Choose the running node with the highest wsrep_last_committed, or branch to the disk positions"
-
-    def propose(self, ctx: Ctx) -> Proposal:
-        return Proposal(summary="rank the running nodes by wsrep_last_committed (or note that every node is down)")
-
-    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        view = ctx.facts.get("view", GaleraView)
-        check = ctx.facts.maybe("primary_check", PrimaryCheck)
-        down_disk = self._down_positions(ctx, view)
-        decision = choose_bootstrap_node(view, overridden=bool(check and check.blocked), gone=_gone(ctx),
-                                         down_disk=down_disk)
-        evidence = [f"{c.name}: {c.source} {c.seqno} (state {c.uuid})" for c in decision.ranking]
-        evidence += [f"{p.name} (down): {p.uuid}:{p.seqno} from {p.source}" if p.known else
-                     f"{p.name} (down): position unknown: {p.error or 'still running'}" for p in down_disk]
-        evidence += [f"RISK: {r}" for r in decision.risks]
-        if decision.branch == "all-down":
-            return StepResult(ok=True, outcome="all-down", summary=decision.reason, facts={"decision": decision},
-                              evidence=evidence)
-        if decision.chosen is None:
-            return StepResult(ok=False, summary=f"no node can be bootstrapped: {decision.reason}",
-                              facts={"decision": decision}, evidence=evidence)
-        return StepResult(ok=True, outcome="running", summary=_chose(decision), facts={"decision": decision},
-                          evidence=evidence)
-
-    def _down_positions(self, ctx: Ctx, view: GaleraView) -> list[DiskPosition]:
-        """With a node still running (the running branch), what the nodes that are down saved on
-        disk: one of them may be further on than every running node."""
-        if not any(n.state == "up" and not n.is_primary for n in view.nodes):
-            return []
-        reader = ReadPositions(ServiceParams())
-        down = [n.name for n in view.nodes if n.state == "down" and n.name not in _gone(ctx)]
-        positions = []
-        for name in down:
-            position, sent = reader._read_one(ctx, name, reader.params.service_timeout)
-            for statement, outcome in sent:
-                ctx.sent(statement, result=outcome)
-            positions.append(position)
-        return positions
-
-
-@register
-class ReadPositions(Action[GaleraAPI, ServiceParams]):
-    name = "galera.read_positions"
-    effect = Effect.READ
-    Params = ServiceParams
-    description = "Every node is down: read grastate.dat on each host, --wsrep-recover where seqno is -1"
-
-    def propose(self, ctx: Ctx) -> Proposal:
-        api = ctx.backend
-        stmts: list[Statement] = []
-        for m in ctx.cluster.members:
-            if m.name in _gone(ctx):
-                continue
-            stmts.append(_shell(m.name, command_text(api.service_command("status", m.name))))
-            stmts.append(grastate_statement(m))
-            stmts.append(_shell(m.name, command_text(api.service_command("recover", m.name)) + "   # only if seqno is -1"))
-        return Proposal(
-            summary="read each node's saved position on its host, in parallel",
-            reason="--wsrep-recover starts mariadbd without joining the cluster or accepting clients, runs InnoDB "
-                   "crash recovery and prints the last committed position; it refuses to run on a node whose "
-                   "mariadbd still holds the data directory",
-            statements=stmts,
-        )
-
-    def _read_one(self, ctx: Ctx, name: str, timeout: float) -> tuple[DiskPosition, list[tuple[Statement, str]]]:
-        """One node's position, and the commands sent with their results (journaled by the
-        caller in member order: the workers run in parallel)."""
-        api = ctx.backend
-        sent: list[tuple[Statement, str]] = []
-        try:
-            # Never --wsrep-recover under a live mariadbd (a hung one answers no probe but holds the datadir).
-            running = api.node_running(name)
-            sent.append((_shell(name, command_text(api.service_command("status", name))),
-                         {True: "running", False: "not running", None: "unknown"}[running]))
-            if running:
-                return DiskPosition(name=name, running=True), sent
-            state = api.read_grastate(name)
-            sent.append((grastate_statement(ctx.cluster.member(name)),
-                         f"uuid {state.uuid} seqno {state.seqno} safe_to_bootstrap {int(state.safe_to_bootstrap)}"))
-            if state.seqno >= 0:
-                return DiskPosition(name=name, uuid=state.uuid, seqno=state.seqno,
-                                    safe_to_bootstrap=state.safe_to_bootstrap, source="grastate.dat"), sent
-            recover = _shell(name, command_text(api.service_command("recover", name)))
-            try:
-                recovered = api.recover_position(name, timeout=timeout)
-            except DrengineError as exc:
-                sent.append((recover, f"error: {exc}"))
-                raise
-            sent.append((recover, f"Recovered position: {recovered.uuid}:{recovered.seqno}"))
-            return DiskPosition(name=name, uuid=recovered.uuid, seqno=recovered.seqno,
-                                safe_to_bootstrap=state.safe_to_bootstrap, source="--wsrep-recover"), sent
-        except DrengineError as exc:
-            return DiskPosition(name=name, error=str(exc)), sent
-
-    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        view = ctx.facts.get("view", GaleraView)
-        check = ctx.facts.maybe("primary_check", PrimaryCheck)
-        timeout = self.params.service_timeout
-        names = [m.name for m in ctx.cluster.members if m.name not in _gone(ctx)]
-        if ctx.cluster.simulated is not None:
-            # The simulator answers in-process, one call at a time: threads would only cost.
-            results = [self._read_one(ctx, n, timeout) for n in names]
-        else:
-            # One host each: reading in parallel turns N recoveries into the time of the slowest.
-            with ThreadPoolExecutor(max_workers=max(1, min(8, len(names))), thread_name_prefix="galera-disk") as pool:
-                results = list(pool.map(lambda n: self._read_one(ctx, n, timeout), names))
-        positions = [position for position, _ in results]
-        for _, sent in results:
-            for statement, outcome in sent:
-                ctx.sent(statement, result=outcome)
-        decision = choose_bootstrap_node(view, disk=positions, overridden=bool(check and check.blocked), gone=_gone(ctx))
-        evidence = []
-        for p in positions:
-            if p.known:
-                evidence.append(f"{p.name}: {p.uuid}:{p.seqno} from {p.source}, safe_to_bootstrap {int(p.safe_to_bootstrap)}")
-            else:
-                evidence.append(f"{p.name}: UNKNOWN: {'mariadbd still running' if p.running else p.error}")
-        evidence += [f"RISK: {r}" for r in decision.risks]
-        facts: dict[str, BaseModel] = {"positions": DiskPositions(positions=positions), "decision": decision}
-        if decision.chosen is None:
-            return StepResult(ok=False, summary=f"no node can be bootstrapped: {decision.reason}", facts=facts,
-                              evidence=evidence)
-        return StepResult(ok=True, summary=_chose(decision), facts=facts, evidence=evidence)
+def _grastate_line(state: Grastate) -> str:
+    return f"uuid {state.uuid} seqno {state.seqno} safe_to_bootstrap {int(state.safe_to_bootstrap)}"
 
 
 def _chose(decision: BootstrapDecision) -> str:
@@ -287,6 +161,51 @@ def _bootstrap_risks(ctx: Ctx, decision: BootstrapDecision) -> list[str]:
     silent: list[Target] = [(n.name, n.state, n.error) for n in view.nodes
                             if n.name != decision.chosen and n.state in ("hung", "unreachable")]
     return decision.risks + split_brain_risks(ctx.facts.maybe("fencing", Fencing), silent)
+
+
+def _fenced_further_on(ctx: Ctx, decision: BootstrapDecision) -> None:
+    """Just before the bootstrap, every node that did not answer is looked at again on its host:
+    a hung one was fenced (stopped) since, and its grastate.dat now says which history its data
+    belongs to and where it ends. Stop before sending anything (unless the operator named the
+    node) when one still runs without answering (its position is unknown), when one is further
+    on in the chosen node's history, or when that history is no longer the one most nodes hold."""
+    chosen = next((c for c in decision.ranking if c.name == decision.chosen), None)
+    if chosen is None or decision.named:
+        return
+    api = ctx.backend
+    view = ctx.facts.get("view", GaleraView)
+    saved = ctx.facts.maybe("positions", DiskPositions)
+    known = {p.name: p for p in saved.positions if p.known} if saved else {}
+    held = dict(decision.held)
+    for name in [n.name for n in view.nodes if n.state != "up" and n.name != chosen.name and n.name not in _gone(ctx)]:
+        if api.node_running(name) is not False:
+            raise StepFailed(f"{name} did not answer and its mariadbd still runs (hung, or not fenced): its position is "
+                             f"unknown, and may be past {chosen.name}'s. Nothing was sent. Fence it (approve the fence "
+                             f"step), declare it gone for good (--gone {name}), or name the node with --input "
+                             f"bootstrap={chosen.name}")
+        state = api.read_grastate(name)
+        ctx.sent(grastate_statement(ctx.cluster.member(name)), result=_grastate_line(state))
+        seqno = state.seqno if state.seqno >= 0 else known[name].seqno if name in known else -1
+        if seqno < 0:
+            raise StepFailed(f"{name} did not answer and its grastate.dat says seqno -1 (it was killed, not stopped "
+                             f"cleanly): its position is unknown, and may be past {chosen.name}'s. Nothing was sent. "
+                             f"Rerun the runbook (recover-positions reads it with --wsrep-recover), or name the node "
+                             f"with --input bootstrap={chosen.name}")
+        if state.uuid:
+            held[name] = state.uuid
+        if state.uuid == chosen.uuid and seqno > chosen.seqno:
+            raise StepFailed(
+                f"{name} did not answer; its data now ends at seqno {seqno}, past {chosen.name}'s {chosen.seqno}: "
+                f"bootstrapping {chosen.name} would lose its last {seqno - chosen.seqno} write(s). Nothing was sent. "
+                f"Rerun the runbook (with the running node(s) stopped, {name} is chosen), or name the node with "
+                f"--input bootstrap={chosen.name}")
+    mine = sum(1 for uuid in held.values() if uuid == chosen.uuid)
+    most = max((sum(1 for u in held.values() if u == other) for other in set(held.values()) - {chosen.uuid}), default=0)
+    if mine <= most:
+        raise StepFailed(
+            f"with every node read, {chosen.name}'s history {chosen.uuid} is held by {mine} node(s) and another "
+            f"by {most}: it is not the cluster's. Nothing was sent. Rerun the runbook, or name the node to bootstrap "
+            f"with --input bootstrap=NODE")
 
 
 def _bootstrap_gate(risks: list[str]) -> GateLevel:
@@ -330,6 +249,7 @@ class BootstrapRunning(Action[GaleraAPI, NoParams]):
             raise StepFailed(f"{chosen} no longer answers ({node.state}: {node.error}); nothing was sent. Observe again "
                              f"(rerun the runbook): if it went down, every node may now be down")
         if not node.is_primary:
+            _fenced_further_on(ctx, ctx.facts.get("decision", BootstrapDecision))
             self._bootstrap(ctx, chosen)
         last: list[NodeView] = [node]
 
@@ -407,6 +327,7 @@ class BootstrapStart(Action[GaleraAPI, ServiceParams]):
         if node.state != "down":
             raise StepFailed(f"{chosen} is not down any more ({node.describe()}); nothing was started. Someone or "
                              f"something started it: observe again (rerun the runbook)")
+        _fenced_further_on(ctx, decision)
         member = ctx.cluster.member(chosen)
         if not api.read_grastate(chosen).safe_to_bootstrap:
             result = api.mark_safe_to_bootstrap(chosen)
@@ -594,5 +515,6 @@ class Verify(Action[GaleraAPI, VerifyParams]):
         return StepResult(ok=True, summary=summary, evidence=evidence)
 
 
-# The fencing and traffic steps live beside these (importing them registers them).
+# The positions, fencing and traffic steps live beside these (importing them registers them).
+from drengine.datastores.galera import positions as _positions  # noqa: E402,F401
 from drengine.datastores.galera import traffic as _traffic  # noqa: E402,F401

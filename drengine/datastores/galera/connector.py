@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from drengine.clock import SYSTEM, Clock
 from drengine.datastores.galera.state import (
@@ -38,6 +39,8 @@ from drengine.errors import ConnectError
 from drengine.inventory import Cluster, Inventory, Member
 from drengine.steps import Fact, Statement, fact
 from drengine.transport import CommandResult, ShellCommand, render_template
+
+T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -161,6 +164,11 @@ class GaleraAPI(TrafficAPI, Protocol):
 
     def recover_position(self, member: str, timeout: float | None = None) -> Recovered: ...
 
+    def on_every_host(self, members: Sequence[str], work: Callable[[str], T]) -> list[T]:
+        """`work` for each member (its host), in the members' order: the real connector runs them
+        in parallel (N recoveries take the time of the slowest), the simulator one after the other."""
+        ...
+
     def mark_safe_to_bootstrap(self, member: str) -> CommandResult: ...
 
     # -- drill faults (each returns what it did) --------------------------------------------------
@@ -283,6 +291,11 @@ class GaleraBackend(HostsAndProxies):
         target = self.cluster.member(member)
         text = self.hosts.transport(target).read_file(grastate_path(target))
         return parse_grastate(text, member)
+
+    def on_every_host(self, members: Sequence[str], work: Callable[[str], T]) -> list[T]:
+        # One host each: in parallel, N recoveries take the time of the slowest.
+        with cf.ThreadPoolExecutor(max_workers=max(1, min(8, len(members))), thread_name_prefix="galera-host") as pool:
+            return list(pool.map(work, members))
 
     def recover_position(self, member: str, timeout: float | None = None) -> Recovered:
         result = self.run_service("recover", member, timeout=timeout)

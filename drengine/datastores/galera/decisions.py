@@ -4,13 +4,17 @@ advanced, from running nodes or from what crashed nodes saved on disk? And the f
 to the steps of `galera-bootstrap-survivor` (galera/actions.py).
 
 Bootstrapping the wrong node loses every write the more advanced nodes had; bootstrapping
-both sides of a partition makes two clusters whose data diverge. The decisions therefore
-refuse while any node is Primary and while two separate non-Primary groups could each be
-bootstrapped, and they name every node whose position could not be read as a risk.
+both sides of a partition makes two clusters whose data diverge; bootstrapping a node of
+another cluster history rewrites every other node into it. The decisions therefore refuse
+while any node is Primary and while two separate non-Primary groups could each be
+bootstrapped; they rank only the nodes of the history most nodes hold, and refuse while a
+node that is down may be further on (its position unknown, or known past every running
+node), unless the operator names the node (`--input bootstrap=NODE`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +70,8 @@ class BootstrapDecision(Fact):
     safe_to_bootstrap: bool = False
     others: list[str] = []  # the members to bring back after the bootstrap
     refused: str = ""  # why nothing was chosen: see Block.kind
+    named: bool = False  # the operator named the node (--input bootstrap=NODE)
+    held: dict[str, str] = {}  # node -> the history (state UUID) its data belongs to, where known
 
 
 @fact
@@ -225,16 +231,25 @@ def choose_bootstrap_node(
     overridden: bool = False,
     gone: tuple[str, ...] = (),
     down_disk: list[DiskPosition] | None = None,
+    named: str | None = None,
 ) -> BootstrapDecision:
     """Choose the node to bootstrap a new Primary component from, and say why.
 
-    Some node answering (non-Primary): the running node with the highest
-    wsrep_last_committed; `down_disk` are the positions the nodes that are down saved on
-    disk, and one further on than the choice is named as a risk (it rejoins by taking the
-    survivor's data). Every node down: the highest seqno from grastate.dat, or from
-    `--wsrep-recover` where grastate.dat says -1 (given in `disk`; without it the
-    decision says to read them). `overridden` means the operator broke the glass on a
-    refusal: choose anyway and say what that risks.
+    Only nodes of the cluster's history compete: the history most nodes hold (a running node's
+    wsrep_cluster_state_uuid, a stopped one's grastate.dat). Seqnos of different histories count
+    different things: a stray node at 101 of another history is not ahead of 103 of this one,
+    and bootstrapping it rewrites every other node into its history. Two histories held by as
+    many nodes each: drengine does not pick one (the operator names the node).
+
+    Some node answering (non-Primary): the running node with the highest wsrep_last_committed,
+    unless a node that is down holds a position further on (`disk`/`down_disk`: what the down
+    nodes saved): then every write it has past the survivor would be lost, and the decision
+    refuses (stop the running nodes and rerun: every node down, the best one is started; or
+    name the node). Every node down: the highest seqno from grastate.dat, or from
+    `--wsrep-recover` where grastate.dat says -1 (given in `disk`; without it the decision says
+    to read them). `named`: the operator's explicit choice (`--input bootstrap=NODE`).
+    `overridden` means the operator broke the glass on a refusal: choose anyway and say what
+    that risks.
     """
     order = [n.name for n in view.nodes]
     block = assess_primary(view)
@@ -253,48 +268,143 @@ def choose_bootstrap_node(
             reason=f"nothing to bootstrap: {names_of(primary)} {'is' if len(primary) == 1 else 'are'} already Primary; "
                    f"the nodes that are not back only need to be started",
         )
+    saved = disk if disk is not None else down_disk
+    held = {n.name: n.state_uuid for n in up if n.state_uuid}
+    held |= {p.name: p.uuid for p in saved or [] if p.uuid and p.name not in held}
     if up:
-        rows = [Candidate(name=n.name, uuid=n.state_uuid, seqno=n.last_committed, source="wsrep_last_committed")
-                for n in up]
-        ranked = sorted(rows, key=_rank_key(order))
-        best, rest = ranked[0], ranked[1:]
-        if rest:
-            reason = _describe_ranking(best, rest, "wsrep_last_committed")
-        else:
-            reason = (f"{best.name} is the only node still running (wsrep_last_committed {best.seqno}); "
-                      f"it keeps every write the lost Primary component committed while it was a member")
-        down = [n for n in view.nodes if n.state == "down"]
-        if down:
-            reason += (f". {names_of(down)} {'is' if len(down) == 1 else 'are'} down; "
-                       f"{'it' if len(down) == 1 else 'they'} will be started afterwards and catch up from {best.name}")
-        for n in silent:
-            risks.append(f"{n.name} did not answer ({n.state}: {n.error}); its position is unknown. If it committed "
-                         f"writes {best.name} lacks, they are lost when it rejoins (it takes {best.name}'s data)")
-        risks += _history_risks(best, ranked)
-        risks += _down_ahead_risks(best, down_disk or [], gone)
-        return _decided("running", best, ranked, reason, risks, view, gone)
-    if disk is None:
+        return _choose_running(view, up, silent, saved or [], risks, gone, named, order).model_copy(update={"held": held})
+    if saved is None:
         return BootstrapDecision(
             branch="all-down", chosen=None,
             reason="no node answers: " + "; ".join(f"{n.name} {n.state}" for n in view.nodes)
                    + ". The positions saved on disk decide: grastate.dat, then --wsrep-recover where its seqno is -1",
         )
-    known = [p for p in disk if p.known]
+    return _choose_down(view, saved, risks, gone, named, order).model_copy(update={"held": held})
+
+
+def cluster_history(view: GaleraView, disk: list[DiskPosition]) -> tuple[str | None, str]:
+    """The history most nodes hold (None on a tie), and in words how the nodes split."""
+    held = [n.state_uuid for n in view.nodes if n.state == "up" and n.state_uuid]
+    held += [p.uuid for p in disk if p.uuid and p.name not in {n.name for n in view.nodes if n.state == "up"}]
+    counts = Counter(held).most_common()
+    split = "; ".join(f"{count} node(s) of {uuid}" for uuid, count in counts)
+    if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
+        return None, split
+    return counts[0][0], split
+
+
+def _unknown(branch: Branch, disk: list[DiskPosition], gone: tuple[str, ...], risks: list[str]) -> BootstrapDecision | None:
+    """A node that is down and whose position could not be read (seqno -1 not recovered, or the
+    read failed) may be the most advanced: nothing is bootstrapped past it unless the operator
+    says so. A hung node is not among them: it is fenced first, and what it saved compared."""
+    unknown = [p for p in disk if not p.known and not p.running and p.name not in gone]
+    if not unknown:
+        return None
+    shown = "; ".join(f"{p.name}: {p.error or 'grastate.dat says seqno -1 and --wsrep-recover did not run'}"
+                      for p in unknown)
+    return BootstrapDecision(
+        branch=branch, chosen=None, risks=risks, refused="unknown",
+        reason=f"the position of {', '.join(p.name for p in unknown)} is unknown ({shown}); it may hold writes every "
+               f"other node lacks. Recover it (rerun, approving recover-positions), declare it gone for good "
+               f"(--gone NODE), or name the node to bootstrap (--input bootstrap=NODE)")
+
+
+def _no_history(branch: Branch, split: str, risks: list[str]) -> BootstrapDecision:
+    return BootstrapDecision(
+        branch=branch, chosen=None, risks=risks, refused="histories",
+        reason=f"the nodes hold different cluster histories in equal numbers ({split}): drengine cannot tell which "
+               f"is the cluster's. Name the node to bootstrap with --input bootstrap=NODE; the others are rewritten "
+               f"into its history by a full SST")
+
+
+def _named(candidates: list[Candidate], named: str, branch: Branch, where: str) -> Candidate | BootstrapDecision:
+    found = [c for c in candidates if c.name == named]
+    if found:
+        return found[0]
+    return BootstrapDecision(branch=branch, chosen=None, refused="named",
+                             reason=f"{named} was named to bootstrap (--input bootstrap={named}), but it is not {where}")
+
+
+def _choose_running(view: GaleraView, up: list[NodeView], silent: list[NodeView], down: list[DiskPosition],
+                    risks: list[str], gone: tuple[str, ...], named: str | None, order: list[str]) -> BootstrapDecision:
+    rows = [Candidate(name=n.name, uuid=n.state_uuid, seqno=n.last_committed, source="wsrep_last_committed")
+            for n in up]
+    history, split = cluster_history(view, down)
+    if named:
+        picked = _named(rows, named, "running", "a running non-Primary node (stop the running nodes first to "
+                                                "bootstrap one that is down)")
+        if isinstance(picked, BootstrapDecision):
+            return picked
+        ranked = [picked, *[c for c in sorted(rows, key=_rank_key(order)) if c is not picked]]
+        reason = f"{named} was named by the operator (--input bootstrap={named}), at {picked.uuid}:{picked.seqno}"
+        return _decided("running", picked, ranked, reason, risks + _history_risks(picked, ranked), view, gone, True)
+    if history is None:
+        return _no_history("running", split, risks)
+    unknown = _unknown("running", down, gone, risks)
+    if unknown is not None:
+        return unknown
+    ranked = sorted([c for c in rows if c.uuid == history], key=_rank_key(order)) + \
+        [c for c in rows if c.uuid != history]
+    if not ranked or ranked[0].uuid != history:
+        return BootstrapDecision(branch="running", chosen=None, risks=risks, refused="histories",
+                                 reason=f"no running node holds the cluster's history {history} ({split})")
+    best, rest = ranked[0], ranked[1:]
+    ahead = [p for p in down if p.known and p.uuid == history and p.seqno > best.seqno and p.name not in gone]
+    if ahead:
+        far = max(ahead, key=lambda p: p.seqno)
+        return BootstrapDecision(
+            branch="running", chosen=None, ranking=ranked, risks=risks, refused="down-ahead",
+            reason=f"{far.name} is down but its data ends at seqno {far.seqno} ({far.source}), past {best.name}'s "
+                   f"{best.seqno}, the best running node: bootstrapping {best.name} loses its last "
+                   f"{far.seqno - best.seqno} write(s). Stop the running node(s) ({names_of(up)}) cleanly and rerun "
+                   f"(every node down, {far.name} is started as the new cluster), or name the node with "
+                   f"--input bootstrap={best.name} to give those writes up")
+    reason = _describe_ranking(best, rest, "wsrep_last_committed") if rest else (
+        f"{best.name} is the only node still running (wsrep_last_committed {best.seqno}); "
+        f"it keeps every write the lost Primary component committed while it was a member")
+    others_down = [n for n in view.nodes if n.state == "down"]
+    if others_down:
+        reason += (f". {names_of(others_down)} {'is' if len(others_down) == 1 else 'are'} down; "
+                   f"{'it' if len(others_down) == 1 else 'they'} will be started afterwards and catch up from {best.name}")
+    for n in silent:
+        risks.append(f"{n.name} did not answer ({n.state}: {n.error}); its position is unknown. It is fenced "
+                     f"first, and what it saved is compared before the bootstrap")
+    risks += _history_risks(best, ranked)
+    risks += _down_ahead_risks(best, down, gone)
+    return _decided("running", best, ranked, reason, risks, view, gone)
+
+
+def _choose_down(view: GaleraView, disk: list[DiskPosition], risks: list[str], gone: tuple[str, ...],
+                 named: str | None, order: list[str]) -> BootstrapDecision:
     rows = [Candidate(name=p.name, uuid=p.uuid, seqno=p.seqno, source=p.source, safe_to_bootstrap=p.safe_to_bootstrap)
-            for p in known]
+            for p in disk if p.known]
     for p in disk:
-        if p.known or p.name in gone:
-            continue
-        why = "its mariadbd still runs but does not answer (hung?)" if p.running else (p.error or "no position")
-        risks.append(f"{p.name}: position unknown ({why}). If it is more advanced, its extra writes are lost")
-    if not rows:
+        if p.running and p.name not in gone:
+            risks.append(f"{p.name}: its mariadbd still runs but does not answer (hung?): position unknown. It is "
+                         f"fenced first, and what it saved is compared before the bootstrap")
+    if named:
+        picked = _named(rows, named, "all-down", "a node whose saved position could be read")
+        if isinstance(picked, BootstrapDecision):
+            return picked
+        ranked = [picked, *[c for c in sorted(rows, key=_rank_key(order)) if c is not picked]]
+        reason = f"{named} was named by the operator (--input bootstrap={named}), at {picked.uuid}:{picked.seqno}"
+        return _decided("all-down", picked, ranked, reason, risks + _history_risks(picked, ranked), view, gone, True)
+    history, split = cluster_history(view, disk)
+    if history is None and rows:
+        return _no_history("all-down", split, risks)
+    unknown = _unknown("all-down", disk, gone, risks)
+    if unknown is not None:
+        return unknown
+    mine = [c for c in rows if c.uuid == history]
+    if not mine:
         return BootstrapDecision(
             branch="all-down", chosen=None, risks=risks, refused="no-position",
-            reason="no node's position could be read: " + "; ".join(
-                f"{p.name}: {'still running (hung?)' if p.running else p.error or 'seqno -1'}" for p in disk),
+            reason="no position of the cluster's history could be read: " + "; ".join(
+                f"{p.name}: {'still running (hung?)' if p.running else p.error or 'seqno -1'}" if not p.known
+                else f"{p.name}: {p.uuid}:{p.seqno}" for p in disk),
         )
-    ranked = sorted(rows, key=_rank_key(order))
-    best, rest = ranked[0], ranked[1:]
+    ranked = sorted(mine, key=_rank_key(order)) + [c for c in rows if c.uuid != history]
+    best, rest = ranked[0], [c for c in ranked[1:] if c.uuid == history]
     reason = _describe_ranking(best, rest, "seqno")
     risks += _history_risks(best, ranked)
     return _decided("all-down", best, ranked, reason, risks, view, gone)
@@ -330,9 +440,9 @@ def _history_risks(best: Candidate, ranked: list[Candidate]) -> list[str]:
 
 
 def _decided(branch: Branch, best: Candidate, ranked: list[Candidate], reason: str, risks: list[str],
-             view: GaleraView, gone: tuple[str, ...]) -> BootstrapDecision:
+             view: GaleraView, gone: tuple[str, ...], named: bool = False) -> BootstrapDecision:
     others = [n.name for n in view.nodes if n.name != best.name and n.name not in gone]
-    return BootstrapDecision(
+    return BootstrapDecision(named=named,
         branch=branch, chosen=best.name, reason=reason, ranking=ranked, risks=risks,
         position=f"{best.uuid}:{best.seqno}", safe_to_bootstrap=best.safe_to_bootstrap, others=others,
     )

@@ -1,5 +1,6 @@
 """The goal of the Galera runbook, checked on a fresh observation before a run says DONE:
-one Primary component, every node that answers is in it and synced, and every proxy in the
+one Primary component, every node that answers is in it and synced, every node that was
+down is back (unless declared gone for good), and every proxy in the
 inventory sends writes only to nodes of that component."""
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from drengine.steps import Action, Effect, GoalLook, NoParams, Proposal, RunCont
 Ctx = RunContext[GaleraAPI]
 
 
-def primary_component_goal(view: GaleraView) -> tuple[bool, str, list[str]]:
+def primary_component_goal(view: GaleraView, gone: tuple[str, ...] = ()) -> tuple[bool, str, list[str]]:
+    """`gone`: the members declared gone for good; every other node that is down must be back
+    (a node refusing connections can be started; a hung or unreachable one cannot be judged)."""
     up = [n for n in view.nodes if n.state == "up"]
     groups = components(view)
     primary_groups = [g for g in groups if any(view_node.is_primary for view_node in up if view_node.name in g)]
@@ -31,6 +34,10 @@ def primary_component_goal(view: GaleraView) -> tuple[bool, str, list[str]]:
         elif not node.is_primary or node.local_state != "Synced":
             left.append(f"{node.name} is in the component but {node.cluster_status or 'not Primary'}/"
                         f"{node.local_state or 'unknown'}, expected Primary/Synced")
+    for node in view.nodes:
+        if node.state == "down" and node.name not in gone:
+            left.append(f"{node.name} is down and did not rejoin the Primary component; start it (it rejoins by IST or "
+                        f"SST), or declare it gone for good")
     if left:
         return False, "; ".join(left), left
     away = [f"{n.name} ({n.state})" for n in view.nodes if n.state != "up"]
@@ -58,7 +65,7 @@ def traffic_goal(view: GaleraView, proxies: list[ProxyView]) -> list[str]:
 class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
     name = "galera.goal_primary_component"
     effect = Effect.READ
-    description = "Goal: one Primary component; every answering node in it and Synced"
+    description = "Goal: one Primary component; every answering node in it and Synced; no node left down"
 
     def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="observe every node: one Primary component, every answering node Synced in it")
@@ -66,7 +73,8 @@ class PrimaryComponentGoal(Action[GaleraAPI, NoParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         def look() -> GoalLook:
             view = ctx.backend.observe()
-            holds, summary, left = primary_component_goal(view)
+            gone = tuple(ctx.cluster.gone_for_good) + tuple(ctx.operator_said_gone)
+            holds, summary, left = primary_component_goal(view, gone)
             if holds and ctx.cluster.proxies:
                 traffic = traffic_goal(view, ctx.backend.proxy_views())
                 if traffic:

@@ -35,6 +35,7 @@ from drengine.lab.procs import (
     LabProcess,
     NodeStart,
     drengine_command,
+    ensure_ports_free,
     is_ours,
     merge_inventory,
     signal_process,
@@ -160,6 +161,8 @@ def _write_config(lab: LabDir, spec: NodeSpec, specs: list[NodeSpec]) -> None:
         f"wsrep_cluster_address=gcomm://{peers}",
         f"wsrep_node_name={spec.name}",
         f"wsrep_node_address=127.0.0.1:{spec.galera_port}",
+        # What clients use, as every node reports it (wsrep_incoming_addresses); AUTO otherwise.
+        f"wsrep_node_incoming_address=127.0.0.1:{spec.port}",
         f'wsrep_provider_options="{provider_options}"',
         "wsrep_sst_method=rsync",
         f"wsrep_sst_receive_address=127.0.0.1:{spec.sst_port}",
@@ -498,6 +501,15 @@ def _set_root_password(spec: NodeSpec, password: str, app_password: str) -> None
         conn.close()
 
 
+def lab_ports(specs: list[NodeSpec]) -> list[tuple[str, str, int]]:
+    """(what, address, port) the lab listens on: each node's client and group communication
+    ports, and the proxy's frontends (IST and SST ports are opened only during a transfer)."""
+    ports = [(f"galera {s.name} {label}", "127.0.0.1", port) for s in specs
+             for label, port in (("client", s.port), ("group communication", s.galera_port))]
+    first = specs[0].port + PROXY_PORT_OFFSET
+    return [*ports, ("HAProxy write frontend", "127.0.0.1", first), ("HAProxy read frontend", "127.0.0.1", first + 1)]
+
+
 def up(
     lab: LabDir,
     inventory_out: str | Path | None = None,
@@ -514,6 +526,7 @@ def up(
     if running:
         raise LabError(f"Galera lab nodes {running} are already running in {lab.root}; run its `down` first")
     specs = node_specs(port_base)
+    ensure_ports_free(lab, KIND, lab_ports(specs))
     gdir = galera_dir(lab)
     _check_reachable_by_mysql(gdir)
     socket_path = gdir / NODE_NAMES[0] / "mariadbd.sock"

@@ -20,7 +20,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -44,6 +44,7 @@ from drengine.simstate import load_or_build, save_state
 from drengine.transport import CommandResult, ShellCommand, command_text
 
 Process = Literal["running", "hung", "stopped", "killed"]
+T = TypeVar("T")
 ERR_1047 = "error 1047: WSREP has not yet prepared node for application use"
 
 
@@ -73,6 +74,9 @@ class SimGalera(BaseModel):
     last_primary: list[str]  # members of the last Primary component (the quorum rule counts against it)
     gcache_low: int = 0  # the oldest seqno a donor can still send by IST
     proxies: list[SimProxy] = []
+    # Every mariadbd process started on a host, in order ("recover g2", "bootstrap g1", "start g3"):
+    # a plan must start none (tests read it).
+    launched: list[str] = []
 
     def writer(self) -> str | None:
         """The node the proxies' write backends point at when built: the first Primary one."""
@@ -325,6 +329,10 @@ class SimGaleraBackend:
             options = {k.strip(): v.strip() for k, _, v in (o.partition("=") for o in m.group(1).split(";"))}
             if options.get("pc.bootstrap", "").upper() in ("YES", "1", "TRUE", "ON"):
                 for other in self.sim.component_of(n):
+                    # The new component's state is the bootstrapped node's: the others take it by
+                    # state transfer, whatever they held (another history, or further on).
+                    if other is not n:
+                        other.seqno, other.uuid, other.rows = n.seqno, n.uuid, dict(n.rows)
                     other.primary = True
                 n.safe_to_bootstrap = True
                 self.sim.last_primary = [o.name for o in self.sim.component_of(n)]
@@ -382,6 +390,7 @@ class SimGaleraBackend:
             return self._result(member, command, 0, stdout=f"{member}: stopped\n")
         if n.process in ("running", "hung"):
             return self._result(member, command, 1, stderr=f"{member}: mariadbd is already running\n")
+        self.sim.launched.append(f"{action} {member}")
         if action == "bootstrap":
             return self._bootstrap(n, command)
         return self._join(n, command)
@@ -427,8 +436,13 @@ class SimGaleraBackend:
         n = self.sim.node(member)
         return Grastate(name=member, uuid=n.uuid, seqno=n.grastate_seqno, safe_to_bootstrap=n.safe_to_bootstrap)
 
+    def on_every_host(self, members: Sequence[str], work: Callable[[str], T]) -> list[T]:
+        # The simulator answers in-process, one call at a time: threads would only cost.
+        return [work(m) for m in members]
+
     def recover_position(self, member: str, timeout: float | None = None) -> Recovered:
         n = self.sim.node(member)
+        self.sim.launched.append(f"recover {member}")
         if n.process in ("running", "hung"):
             raise CommandFailed(f"{member}: --wsrep-recover failed: [ERROR] InnoDB: Unable to lock ./ibdata1 error: 11 "
                                 f"(mariadbd is still running)")

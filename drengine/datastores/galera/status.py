@@ -9,7 +9,7 @@ from drengine.datastores.galera.connector import GaleraAPI, GaleraView, NodeView
 from drengine.datastores.galera.decisions import assess_primary, choose_bootstrap_node
 from drengine.datastores.mysql_traffic import proxy_statuses
 from drengine.inventory import Cluster
-from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, state_words
+from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, down_words
 
 STATES = {"up": MemberState.REACHABLE, "down": MemberState.DEAD, "hung": MemberState.HUNG,
           "unreachable": MemberState.UNREACHABLE}
@@ -34,7 +34,7 @@ def _row(n: NodeView, newest: int) -> MemberStatus:
 
 
 def _down(n: NodeView) -> str:
-    return f"{n.name} is {state_words(STATES[n.state])}: {n.error}"
+    return f"{n.name} is {down_words(STATES[n.state], n.error)}"
 
 
 def read_view(view: GaleraView) -> Reading:

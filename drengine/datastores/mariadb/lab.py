@@ -23,6 +23,7 @@ from drengine.lab.procs import (
     LabProcess,
     NodeStart,
     drengine_command,
+    ensure_ports_free,
     is_ours,
     merge_inventory,
     signal_process,
@@ -209,9 +210,16 @@ def inventory_fragment(lab: LabDir) -> dict[str, object]:
 
 
 
+def lab_ports() -> list[tuple[str, str, int]]:
+    """(what, address, port) for every port the lab listens on: the servers and the proxy."""
+    return [*((f"mariadb {n}", "127.0.0.1", PORT_BASE + i) for i, n in enumerate(NAMES)),
+            ("HAProxy write frontend", "127.0.0.1", WRITE_PORT), ("HAProxy read frontend", "127.0.0.1", READ_PORT)]
+
+
 def up(lab: LabDir, inventory_out: str | None = None) -> dict[str, object]:
     """Start db1 (primary), db2 and db3 (replicas) and wait for replication to run."""
     down(lab)
+    ensure_ports_free(lab, KIND, lab_ports())
     try:
         return _up(lab, inventory_out)
     except BaseException:

@@ -8,7 +8,7 @@ from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, Serve
 from drengine.datastores.mariadb.decisions import choose_survivor, writable_primaries
 from drengine.datastores.mysql_traffic import proxy_statuses
 from drengine.inventory import Cluster
-from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, state_words
+from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, down_words
 
 # Replicas further behind than this are reported as lagging (the cluster stays healthy).
 LAG_WARN_SECONDS = 60
@@ -76,7 +76,7 @@ def _row(view: ClusterView, s: ServerView, old: str) -> MemberStatus:
 
 
 def _down_words(s: ServerView) -> str:
-    return f"{state_words(STATES[s.state])}: {s.error}"
+    return down_words(STATES[s.state], s.error)
 
 
 def read_view(view: ClusterView) -> Reading:

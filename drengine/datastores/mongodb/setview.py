@@ -5,6 +5,7 @@ drengine sends, as the extended JSON text shown to the operator."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,7 +45,10 @@ class OpTimeView(Fact):
         return (self.term, self.seconds, self.increment)
 
     def show(self) -> str:
-        return f"term {self.term}, ts {self.seconds}.{self.increment}"
+        """The time a person reads (UTC) rather than the raw epoch; `#N` is the Timestamp's
+        increment (the N-th operation of that second), so two positions still compare exactly."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.seconds))
+        return f"term {self.term}, {when} UTC #{self.increment}"
 
 
 @fact

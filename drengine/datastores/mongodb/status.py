@@ -9,7 +9,7 @@ from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.decisions import check_majority_lost, choose_survivor, primaries_seen
 from drengine.datastores.mongodb.setview import MemberView, SetView
 from drengine.inventory import Cluster
-from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, classify_error, state_words
+from drengine.status import Advice, MemberState, MemberStatus, Reading, Verdict, classify_error, down_words
 
 HEALTHY_STATES = ("PRIMARY", "SECONDARY", "ARBITER")
 LAG_WARN_SECONDS = 60
@@ -42,7 +42,7 @@ def _row(m: MemberView, newest: int | None) -> MemberStatus:
 
 
 def _down(m: MemberView) -> str:
-    return f"{m.name} is {state_words(classify_error(m.error))}: {m.error}"
+    return f"{m.name} is {down_words(classify_error(m.error), m.error)}"
 
 
 def read_view(view: SetView) -> Reading:

@@ -269,7 +269,8 @@ class Allocator(Routing):
         found = []
         for node in self._context().nodes:
             store = group.stores.get(node.id)
-            if store and store.allocation_id in group.in_sync and node.id not in group.routed_nodes():
+            if (store and store.unreadable is None and store.allocation_id in group.in_sync
+                    and node.id not in group.routed_nodes()):
                 found.append((node, store))
         found.sort(key=lambda pair: -pair[1].max_seq_no)
         return found

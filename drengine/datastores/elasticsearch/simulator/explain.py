@@ -195,6 +195,8 @@ class ExplainApi(Allocator):
             stale_found = any("allocation_id" in row["store"] for row in rows)
             return {"can_allocate": "no_valid_shard_copy", "allocate_explanation": ALL_COPIES_INVALID if stale_found
                     else NO_COPIES, "node_allocation_decisions": rows}
+        if not routing.primary and group.primary().state != STARTED:
+            return self._replica_before_its_primary(meta, group, routing, include_yes)
         # The gateway allocators (an existing primary's in-sync copies; a replica waiting for, or
         # throttled on, a node with its data) do not rank nodes by weight; the balancer does.
         holders = [] if routing.primary else self._nodes_with_unrouted_copy(group)
@@ -202,7 +204,8 @@ class ExplainApi(Allocator):
         # recoveries in flight makes the decision THROTTLE, whatever other nodes could do.
         holder_throttled = bool(holders) and self._holder_throttled(meta, group, routing, holders)
         delayed = self.is_delayed(meta, routing) and not holder_throttled
-        gateway = existing_primary or holder_throttled or (delayed and bool(holders))
+        # ReplicaShardAllocator decides a delay itself, node results without a weight ranking.
+        gateway = existing_primary or holder_throttled or delayed
         decisions = self._node_decisions(meta, group, routing, existing_primary, include_yes, ranked=not gateway, human=human)
         verdicts = {d["node_decision"] for d in decisions}
         body: JsonDict = {}
@@ -230,6 +233,20 @@ class ExplainApi(Allocator):
         body["node_allocation_decisions"] = decisions
         return body
 
+    def _replica_before_its_primary(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting,
+                                    include_yes: bool) -> JsonDict:
+        """ReplicaShardAllocator.makeAllocationDecision (server/src/main/java/org/elasticsearch/gateway/
+        ReplicaShardAllocator.java): canBeAllocatedToAtLeastOneNode asks the deciders of every data
+        node, and replica_after_primary_active says NO while the primary is not active, so the
+        decision is NO with those node results only: no store rows (no shard data is fetched), no
+        weight ranking, and no allocation delay (that is decided only after a YES)."""
+        rows = []
+        for node in self.live_data_nodes():
+            verdicts = self.deciders(AllocationAttempt(meta, group, routing, node))
+            shown = [v.as_json() for v in verdicts if include_yes or not v.allows]
+            rows.append({**self._node_identity(node), "node_decision": "no", **({"deciders": shown} if shown else {})})
+        return {"can_allocate": "no", "allocate_explanation": ALL_NODES_FORBIDDEN, "node_allocation_decisions": rows}
+
     def _node_identity(self, node: SimNode) -> JsonDict:
         return {
             "node_id": node.id,
@@ -247,6 +264,13 @@ class ExplainApi(Allocator):
         if primary:
             if store is None:
                 return {"found": False}
+            if store.unreadable is not None:
+                # ShardStoreInfo.toXContent (cluster/routing/allocation/NodeAllocationResult.java): a copy
+                # whose store could not be opened shows `in_sync: false` and its `store_exception`
+                # (PrimaryShardAllocator.buildNodeShardsResult treats it as holding no allocation id).
+                kind, reason = store.unreadable
+                return {"in_sync": False, "allocation_id": store.allocation_id,
+                        "store_exception": {"type": kind, "reason": reason}}
             return {"in_sync": store.allocation_id in group.in_sync, "allocation_id": store.allocation_id}
         if store is None:
             return None

@@ -21,6 +21,9 @@ INITIALIZING: Literal["INITIALIZING"] = "INITIALIZING"
 RoutingState = Literal["STARTED", "UNASSIGNED", "INITIALIZING"]
 
 DEFAULT_VERSION = "9.1.0"
+# RecoverySource.ExistingStoreRecoverySource.FORCED_ALLOCATION_ID: the in-sync set of a shard whose
+# stale primary was forced, until that primary starts (IndexMetadataUpdater.updateInSyncAllocations).
+FORCED_ALLOCATION_ID = "_forced_allocation_"
 DEFAULT_DELAYED_TIMEOUT = "1m"
 DEFAULT_MAX_RETRIES = 5
 
@@ -119,6 +122,9 @@ class StoreCopy(BaseModel):
     max_seq_no: int = -1
     # The size a scenario gives the copy (a realistic shard: gigabytes); else from the documents.
     bytes: int | None = None
+    # The store cannot be opened (a corrupt file): the exception Elasticsearch reports for it, as
+    # (type, reason). Such a copy is never allocated by itself and fails a forced recovery.
+    unreadable: tuple[str, str] | None = None
 
     def size_in_bytes(self) -> int:
         if self.bytes is not None:

@@ -11,6 +11,7 @@ from typing import Any
 from drengine.datastores.elasticsearch.simulator.allocator import Allocator
 from drengine.datastores.elasticsearch.simulator.deciders import AllocationAttempt, Decision
 from drengine.datastores.elasticsearch.simulator.model import (
+    FORCED_ALLOCATION_ID,
     STARTED,
     UNASSIGNED,
     IndexMeta,
@@ -197,6 +198,12 @@ class RerouteCommands(Allocator):
                     reason="FORCED_EMPTY_PRIMARY", at=self._now(), last_allocation_status=info.last_allocation_status,
                     details=f"force empty allocation from previous reason {info.reason}, {info.details or 'null'}")
             recovery = Recovery(type="empty_store", forced=True, started_at=self._now(), allocation_id=self._new_id())
+        # IndexMetadataUpdater.updateInSyncAllocations (server/src/main/java/org/elasticsearch/cluster/
+        # routing/allocation/IndexMetadataUpdater.java): as soon as the forced primary INITIALIZES, the
+        # in-sync set becomes {"_forced_allocation_"} for a stale primary and the empty set for an
+        # empty one. Should its recovery fail, no copy is in sync any more: the node with the old
+        # in-sync copy coming back does not bring the shard back; only another forced allocation does.
+        group.in_sync = [FORCED_ALLOCATION_ID] if stale else []
         self._initialize(meta, group, routing, node, recovery)
         return [Decision(f"{name} (allocation command)", "YES", "ignore deciders")]
 

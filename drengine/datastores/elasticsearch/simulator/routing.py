@@ -72,7 +72,8 @@ class Routing(ClusterCore):
         recovery = routing.recovery
         assert recovery is not None and routing.node_id is not None
         node = self.node_by_id(routing.node_id)
-        if recovery.type == "existing_store" and node.id not in group.stores:
+        if recovery.type == "existing_store" and (node.id not in group.stores or group.stores[node.id].unreadable
+                                                  or (recovery.forced and self._fails_now(group))):
             self._fail_missing_store(meta, group, routing, node)
             return
         self._count_recovery(node.id, recovery, -1)
@@ -110,17 +111,33 @@ class Routing(ClusterCore):
                 del group.stores[other]
         group.primary_term += 1 if recovery.type == "existing_store" or recovery.forced else 0
 
+    @staticmethod
+    def _fails_now(group: ShardGroup) -> bool:
+        """One of the failures `fail_recoveries` scheduled for this shard: a forced copy found
+        corrupt while it recovers (its store opened, a checksum wrong on the way)."""
+        if group.pending_recovery_failures <= 0:
+            return False
+        group.pending_recovery_failures -= 1
+        return True
+
     def _fail_missing_store(self, meta: IndexMeta, group: ShardGroup, routing: ShardRouting, node: SimNode) -> None:
-        """A copy forced onto a node that holds no data of the shard fails its recovery, as
-        StoreRecovery fails it ("shard allocated for local recovery (post api), should exist, but
-        doesn't"); the shard stays red and its failed attempt is counted."""
+        """A copy forced onto a node that holds no data of the shard, or whose store cannot be opened,
+        fails its recovery, as StoreRecovery fails it ("shard allocated for local recovery (post
+        api), should exist, but doesn't"; the store's own exception for a corrupt copy); the shard
+        stays red and its failed attempt is counted."""
         previous = routing.unassigned or UnassignedInfo(reason="ALLOCATION_FAILED", at=self._now())
+        store = group.stores.get(node.id)
+        nested = (f"IndexShardRecoveryException[failed to recover from gateway]; nested: {store.unreadable[1]}"
+                  if store is not None and store.unreadable is not None else
+                  "IndexShardRecoveryException[failed to recover from gateway]; nested: CorruptIndexException["
+                  "checksum failed (hardware problem?)]" if store is not None else
+                  "IndexShardRecoveryException[shard allocated for local recovery (post api), should exist, but "
+                  "doesn't, current files: []]")
         failure = UnassignedInfo(
             reason="ALLOCATION_FAILED",
             at=self._now(),
             details=(f"failed shard on node [{node.id}]: failed recovery, failure RecoveryFailedException[[{meta.name}]"
-                     f"[{group.shard}]: Recovery failed on {{{node.name}}}]; nested: IndexShardRecoveryException[shard "
-                     f"allocated for local recovery (post api), should exist, but doesn't, current files: []]"),
+                     f"[{group.shard}]: Recovery failed on {{{node.name}}}]; nested: {nested}"),
             failed_attempts=previous.failed_attempts + 1,
             failed_nodes=sorted(set(previous.failed_nodes) | {node.id}),
             last_allocation_status="no_valid_shard_copy",

@@ -1,0 +1,126 @@
+"""`drengine inventory discover` against the real MariaDB and Galera labs: the members found, and
+`drengine status` on the discovered section giving the lab inventory's verdict."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drengine.inventory import load_inventory
+from drengine.lab.procs import LabDir
+from drengine.status import probe_fleet
+from tests.helpers import cli
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    # Not pytest's tmp_path: its parents are mode 700 and the servers run as mysql.
+    path = Path(tempfile.mkdtemp(prefix="drengine-discover-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _same_status(own_inventory: Path, cluster: str, section: str, tmp_path: Path) -> None:
+    own = probe_fleet(load_inventory(own_inventory), [cluster]).clusters[0]
+    (tmp_path / "inv.yaml").write_text(section)
+    found = probe_fleet(load_inventory(tmp_path / "inv.yaml")).clusters[0]
+    assert (found.verdict, sorted(m.role for m in found.members)) == (own.verdict, sorted(m.role for m in own.members))
+
+
+def test_mariadb_from_a_replica(root: Path, tmp_path: Path) -> None:
+    from drengine.datastores.mariadb import lab as lab_mariadb
+
+    lab = LabDir(root)
+    try:
+        lab_mariadb.up(lab, inventory_out=str(root / "inventory.yaml"))
+        lab_mariadb.wait_replicated(lab)
+        section = tmp_path / "found.yaml"
+        code, out = cli("inventory", "discover", "mariadb", "127.0.0.1:23062", "--name", "found",
+                        "--password-file", str(root / "mariadb" / "root.password"), "--out", str(section))
+        assert code == 0, out
+        text = section.read_text()
+        assert "FILL IN" in text and "password: {file: " in text
+        found = yaml.safe_load(text)["clusters"]["found"]
+        assert [(m["name"], m["port"]) for m in found["members"]] == [("db1", 23061), ("db2", 23062), ("db3", 23063)]
+        _same_status(root / "inventory.yaml", "lab-mariadb", text, tmp_path)
+        code, out = cli("inventory", "discover", "mariadb", "127.0.0.1:23062", "--out", str(section))
+        assert code == 2 and "does not overwrite" in out
+        # The discovered section with a wrong password: `inventory check --connect` names each member.
+        (tmp_path / "wrong.pw").write_text("not-the-password\n")
+        (tmp_path / "wrong.yaml").write_text(text.replace(str(root / "mariadb" / "root.password"),
+                                                          str(tmp_path / "wrong.pw")))
+        code, out = cli("inventory", "check", "-i", str(tmp_path / "wrong.yaml"), "--connect")
+        assert code == 1, out
+        failures = out.split("check(s) failed:")[1]
+        assert "cluster found, member db1 (member):" in failures and "Access denied" in failures, failures
+        assert "not-the-password" not in out
+    finally:
+        lab_mariadb.down(lab)
+
+
+def test_galera_from_one_node(root: Path, tmp_path: Path) -> None:
+    from drengine.datastores.galera import lab as galera
+    from drengine.lab import ssh as ssh_lab
+
+    lab = LabDir(root)
+    inventory = root / "inventory.yaml"
+    try:
+        info = ssh_lab.up(lab, n_hosts=3, first_address="127.0.0.12", inventory_out=inventory)
+        galera.up(lab, inventory_out=inventory, hosts=sorted(info["hosts"]))
+        port = load_inventory(inventory).clusters[galera.CLUSTER].members[1].port
+        code, text = cli("inventory", "discover", "galera", f"127.0.0.1:{port}", "--name", "found",
+                         "--password-file", str(galera.password_file(lab)))
+        assert code == 0, text
+        found = yaml.safe_load(text)["clusters"]["found"]
+        assert len(found["members"]) == 3
+        _same_status(inventory, galera.CLUSTER, text, tmp_path)
+    finally:
+        galera.down(lab)
+        ssh_lab.down(lab)
+
+
+def test_mongodb_from_one_member(root: Path, tmp_path: Path) -> None:
+    from drengine.datastores.mongodb import lab as lab_mongodb
+
+    lab = LabDir(root)
+    try:
+        fragment = lab_mongodb.up(lab, inventory_out=str(root / "inventory.yaml"), scenario="healthy-3")
+        port = fragment["members"][1]["port"]
+        code, text = cli("inventory", "discover", "mongodb", f"127.0.0.1:{port}", "--name", "found")
+        assert code == 0, text
+        found = yaml.safe_load(text)["clusters"]["found"]
+        assert [(m["name"], m["port"]) for m in found["members"]] == [(m["name"], m["port"]) for m in fragment["members"]]
+        _same_status(root / "inventory.yaml", "lab-mongodb", text, tmp_path)
+    finally:
+        lab_mongodb.down(lab)
+
+
+def test_elasticsearch_from_one_node(root: Path, tmp_path: Path) -> None:
+    from drengine.datastores.elasticsearch import lab as lab_es
+
+    lab = LabDir(root)
+    try:
+        fragment = lab_es.up(lab, inventory_out=str(root / "inventory.yaml"), scenario="one-node-lost-3")
+        port = fragment["members"][0]["port"]
+        code, text = cli("inventory", "discover", "elasticsearch", f"127.0.0.1:{port}", "--name", "found",
+                         "--user", "elastic")
+        assert code == 0, text
+        found = yaml.safe_load(text)["clusters"]["found"]
+        # The nodes that answer the cluster (one of three is lost), each with the HTTP address it
+        # publishes: the simulator's are its model's own addresses, so status is not compared here.
+        names = [m["name"] for m in found["members"]]
+        assert names and set(names) <= {m["name"] for m in fragment["members"]}
+        assert all(m["port"] == 9200 and m["address"] for m in found["members"])
+    finally:
+        lab_es.down(lab)
