@@ -158,7 +158,9 @@ def sent_once_per_step(entries: list[Entry], runbook: Runbook, once: Callable[[s
 def liveness(promise: str | None, clean: bool, end: str, success: bool) -> list[Violation]:
     """`promise`: the oracle's reason the recovery is possible (None: not demanded); `clean`:
     every gate approved and the world left alone. Then anything short of DONE is a defect."""
-    if promise is None or not clean or (end == "done" and success):
+    # Killed before run_started: nothing was done and there is nothing to resume; the operator
+    # starts the run again (a new run, not this scenario's).
+    if promise is None or not clean or (end == "done" and success) or end == "never-started":
         return []
     return [Violation("liveness.recovery-possible",
                       f"the run ended {end or 'without an end'}{' with success' if success else ''}, although every gate "

@@ -144,6 +144,13 @@ class Kit:
 
         return st.just([])
 
+    def suggested(self, runbook: str, situation: Situation) -> SearchStrategy[list[WorldChange]]:
+        """World changes the situation itself makes likely, beside the generic ones (a member hung
+        in the situation waking while a gate waits or while the engine is dead)."""
+        from hypothesis import strategies as st
+
+        return st.just([])
+
     def model(self, backend: Any) -> Any:
         """The live simulator state of an open backend."""
         raise NotImplementedError

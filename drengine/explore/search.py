@@ -89,6 +89,7 @@ def scenarios(kit: Kit, runbook: str) -> st.SearchStrategy[Scenario]:
             crashes.pop()
         packed = draw(CHANGE_DIGITS)
         changes = [c for c in (_change(packed[i:i + 6], kit, names) for i in range(0, 18, 6)) if c is not None]
+        changes += draw(kit.suggested(runbook, situation))
         prelude = kit.prelude(runbook)
         if prelude is not None:
             changes = draw(kit.after_prelude(runbook, situation)) + changes

@@ -30,6 +30,9 @@ RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-surv
 KNOWN: dict[str, frozenset[str]] = {}
 
 
+# Runbooks whose runs often end early (a refused check, a failed survivor choice): fewer kill
+# points land inside a run (MariaDB's hung primaries and replicas are fenced or refused at once).
+SHORT_RUNS = {"mariadb-promote-survivor": 5, "mariadb-rejoin": 3}
 SEEDS = (0, 1, 2, 3, 4)  # a false alarm on any seed is a defect of the explorer
 PER_SEED = 150
 
@@ -42,7 +45,8 @@ def test_every_runbook_keeps_its_invariants_on_every_seed(runbook: str, seed: in
     assert report.explored == PER_SEED and not report.out_of_budget
     # The scenarios reach the mutating steps, kill the engine and change the world (ceph-restore's
     # runs are short: about one generated kill point in fifteen falls inside one).
-    assert report.kills >= 10 and report.resumes > 10 and report.changes > 30, report
+    kills = SHORT_RUNS.get(runbook, 10)
+    assert report.kills >= kills and report.resumes > kills and report.changes > 30, report
     assert report.ends.get("done", 0) > 8, report.ends
 
 
@@ -72,8 +76,12 @@ def test_a_broken_survivor_choice_is_caught_and_shrunk(tmp_path: Path, monkeypat
     report = explore("mariadb-promote-survivor", tmp_path, count=300, seed=0,
                      ignore=KNOWN.get("mariadb-promote-survivor", frozenset()))
     found = {f.invariant: f for f in report.found}
-    assert "mariadb.promoted-holds-everything" in found, "\n".join(summary(report))
-    minimal = found["mariadb.promoted-holds-everything"].result.scenario
+    assert "mariadb.promoted-the-best-survivor" in found, "\n".join(summary(report))
+    # The same scenario also ends short of DONE (the better replica cannot follow the worse one):
+    # it is filed under the first invariant by name, liveness.
+    plain = found.get("liveness.recovery-possible", found["mariadb.promoted-the-best-survivor"])
+    assert "mariadb.promoted-the-best-survivor" in {v.invariant for v in plain.violations}, plain.violations
+    minimal = plain.result.scenario
     # Shrunk to the usual case in every dimension but the one that matters: the primary dead,
     # two healthy replicas, one of them behind; no answer, kill or change.
     sim = SimCluster.model_validate(minimal.state)

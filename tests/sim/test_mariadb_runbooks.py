@@ -312,3 +312,19 @@ def test_override_of_an_unknown_check_is_refused(tmp_path: Path) -> None:
     assert "has no safety check named 'check-no-primry'. Did you mean 'check-no-primary'?" in out
     assert "Its checks are: check-no-primary" in out
     assert not (run_dir / "journal.jsonl").exists()
+
+
+def test_the_goal_names_a_stopped_replica_of_the_primary_by_its_address(tmp_path: Path) -> None:
+    """Issue 21: "db2 replicates from 127.0.0.1:23063, not from db3" when db3 IS that address."""
+    from drengine.datastores.mariadb.goals import replication_goal
+    from drengine.datastores.mariadb.sim import SimMariaDBBackend, scenario_old_primary_returned
+    from drengine.inventory import load_inventory
+
+    cluster = load_inventory(inventory(tmp_path, "healthy")).cluster("sim")
+    sim = scenario_old_primary_returned(cluster)
+    sim.server("db1").alive = False
+    sim.server("db3").io_on = False  # db3 points at db2, the primary, but its IO thread stopped
+    holds, summary, left = replication_goal(SimMariaDBBackend(cluster, sim, None).observe())
+    assert not holds
+    assert "db3 points at db2 but IO=No" in summary, summary
+    assert "not from db2" not in summary

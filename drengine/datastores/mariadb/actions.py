@@ -185,6 +185,7 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
     effect = Effect.MUTATE
     Params = CatchUpParams
     description = "Apply the relay log, stop replication and make the survivor writable"
+    _decided: SurvivorDecision | None = None  # set by propose, from a fresh observation
 
     def _timeout(self, ctx: Ctx) -> float:
         p = self.params
@@ -207,10 +208,38 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
             stmts.append(gtid_wait(catch_up, self._timeout(ctx)))
         return [*stmts, STOP_SLAVE, RESET_SLAVE_ALL, READ_WRITE]
 
-    def propose(self, ctx: Ctx) -> Proposal:
-        decision = ctx.facts.get("survivor", SurvivorDecision)
+    def _decide(self, ctx: Ctx) -> tuple[SurvivorDecision, ClusterView]:
+        """The survivor, from a fresh observation: the one chosen earlier may be stale (the most
+        advanced replica woke up while a gate waited or while drengine was down after the fence:
+        issue 21, defect 1). A changed choice changes the proposal, so its gate is asked again.
+        A survivor already out of replication is the promotion this step began before an interruption."""
+        earlier = ctx.facts.get("survivor", SurvivorDecision)
+        view = ctx.backend.observe()
+        began = earlier.chosen is not None and view.server(earlier.chosen).reachable and \
+            not view.server(earlier.chosen).channels
+        fresh = choose_survivor(view)
+        if began or fresh.chosen is None:
+            return earlier, view
+        if not fresh.old_primary:
+            fresh = fresh.model_copy(update={"old_primary": earlier.old_primary})
+        return fresh, view
+
+    def _decision(self, ctx: Ctx) -> SurvivorDecision:
+        """What this step's proposal decided (run and took_effect act on it, never on an older fact)."""
+        return self._decided if self._decided is not None else ctx.facts.get("survivor", SurvivorDecision)
+
+    def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        decision = self._decision(ctx)
         assert decision.chosen is not None
-        view = ctx.facts.get("view", ClusterView)
+        server = ctx.backend.probe(decision.chosen)
+        return StepResult(ok=True, summary=f"{proposal.summary} (had taken effect before the interruption)",
+                          facts={"survivor": decision,
+                                 "new_primary": NewPrimary(name=server.name, address=server.address, port=server.port)})
+
+    def propose(self, ctx: Ctx) -> Proposal:
+        decision, view = self._decide(ctx)
+        self._decided = decision
+        assert decision.chosen is not None
         server = view.server(decision.chosen)
         stmts = self._statements(ctx, decision, server)
         fencing = ctx.facts.maybe("fencing", Fencing)
@@ -237,17 +266,30 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
                     f"primary answers, and fences it if you override"]
         return split_brain_risks(fencing, [(now.name, now.state, now.error)])
 
+    def _no_primary_answers(self, ctx: Ctx, decision: SurvivorDecision) -> None:
+        """Right before the first statement: a server that answers writable now (the old primary
+        back while the gate waited, or while drengine was down) makes a promotion two primaries.
+        No gate answer excuses that: the check-no-primary step refuses it, and fences it if overridden."""
+        if decision.old_primary not in {m.name for m in ctx.cluster.members}:
+            return
+        now = ctx.backend.probe(decision.old_primary)
+        if now.is_writable_primary:
+            raise StepFailed(f"{now.name} answers again and takes writes (read_only=0, no replication): promoting "
+                             f"{decision.chosen} would make two primaries; nothing was sent. Run the runbook again: it "
+                             f"refuses while a primary answers, and fences it first if you override that check")
+
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
-        decision = ctx.facts.get("survivor", SurvivorDecision)
+        decision = self._decision(ctx)
         assert decision.chosen is not None
         server = ctx.backend.observe().server(decision.chosen)
         return server.reachable and not server.channels and not server.read_only
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        decision = ctx.facts.get("survivor", SurvivorDecision)
+        decision = self._decision(ctx)
         name = decision.chosen
         assert name is not None
         api = ctx.backend
+        self._no_primary_answers(ctx, decision)
         server = _probe_one(api, name)
         catch_up = self._catch_up_to(ctx, decision)
         if server.channels and catch_up:
@@ -276,8 +318,10 @@ class Promote(Action[MariaDBAPI, CatchUpParams]):
                 f"({'; '.join(_view_lines(_single(after)))}); expected no replication and read_only=0. Look for another "
                 f"session or an init file setting read_only back, then resume the run"
             )
+        # The later steps follow the survivor promoted here (it may differ from the first choice).
+        primary = NewPrimary(name=after.name, address=after.address, port=after.port)
         return StepResult(ok=True, summary=f"{name} is now a writable primary at {after.gtid_binlog_pos or 'empty position'}",
-                          evidence=_view_lines(_single(after)))
+                          evidence=_view_lines(_single(after)), facts={"survivor": decision, "new_primary": primary})
 
 
 def _single(server: ServerView) -> ClusterView:

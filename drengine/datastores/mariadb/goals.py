@@ -4,7 +4,7 @@ proxy in the inventory sends writes to it alone."""
 
 from __future__ import annotations
 
-from drengine.datastores.mariadb.actions import NewPrimary, _follows, _view_lines, writable_primaries
+from drengine.datastores.mariadb.actions import NewPrimary, _follows, _points_at, _view_lines, writable_primaries
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
 from drengine.datastores.mysql_fencing import Fencing
 from drengine.haproxy import ProxyView
@@ -45,7 +45,7 @@ def replication_goal(view: ClusterView, fenced: frozenset[str] = frozenset()) ->
             continue
         if not s.channels:
             left.append(f"{s.name} follows nobody (read_only={int(s.read_only)}); run mariadb-rejoin or repoint it")
-        elif not _follows(s, primary):
+        elif not _points_at(s, primary):  # by address: a replica whose threads stopped still points at it
             source = ", ".join(f"{ch.master_host}:{ch.master_port}" for ch in s.channels)
             left.append(f"{s.name} replicates from {source}, not from {primary.name}; run mariadb-rejoin")
         else:

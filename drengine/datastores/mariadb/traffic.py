@@ -30,7 +30,12 @@ def _targets(ctx: Ctx) -> list[Target]:
     hung server once more would only cost another read timeout before the fence."""
     decision = ctx.facts.get("survivor", SurvivorDecision)
     view = ctx.facts.get("view", ClusterView)
-    wanted = {decision.old_primary} | {s.name for s in view.servers if s.is_writable_primary}
+    # Every server some replica still follows is a primary that may take writes (found by the
+    # explorer: after an earlier failover, a hung old primary that one replica still followed
+    # was left unfenced beside the new one).
+    sources = {(ch.master_host, ch.master_port) for s in view.servers for ch in s.channels}
+    followed = {s.name for s in view.servers if (s.address, s.port) in sources}
+    wanted = {decision.old_primary} | followed | {s.name for s in view.servers if s.is_writable_primary}
     return [(s.name, s.state, s.error) for s in view.servers if s.name in wanted and s.name != decision.chosen]
 
 
