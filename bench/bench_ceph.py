@@ -28,6 +28,7 @@ from drengine.datastores.ceph.simcluster import CephSim  # noqa: E402
 from drengine.engine import RunRequest, start_run  # noqa: E402
 from drengine.gates import FlagPolicy  # noqa: E402
 from drengine.inventory import load_inventory  # noqa: E402
+from drengine.machine import Machine  # noqa: E402
 from drengine.runbook import load_runbook  # noqa: E402
 from drengine.steps import Mode  # noqa: E402
 
@@ -46,7 +47,7 @@ def _run(folder: Path, runbook: str, clock: SimulatedClock, **inputs: str) -> bo
     outcome = start_run(RunRequest(
         runbook=load_runbook(str(ROOT / "runbooks" / f"{runbook}.yaml")), inventory=inventory,
         cluster=inventory.cluster("sim"), mode=Mode.RUN, gates=FlagPolicy(yes=True, accept_data_loss=True),
-        run_dir=folder / "runs" / f"{runbook}-{len(list((folder / 'runs').glob('*')))}", clock=clock, inputs=inputs,
+        run_dir=folder / "runs" / f"{runbook}-{len(list((folder / 'runs').glob('*')))}", machine=Machine(clock), inputs=inputs,
     ))
     return outcome.success
 

@@ -25,6 +25,11 @@ class Clock(Protocol):
         """Seconds since the epoch, for timestamps shown to people."""
         ...
 
+    def wait_for(self, done: threading.Event, seconds: float, at_deadline: Callable[[], None]) -> bool:
+        """Wait until `done` is set (True) or `seconds` pass on this clock (False); at the deadline
+        `at_deadline` is called first. A step's worker is bounded this way."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -36,14 +41,30 @@ class SystemClock:
     def wall(self) -> float:
         return time.time()
 
+    def wait_for(self, done: threading.Event, seconds: float, at_deadline: Callable[[], None]) -> bool:
+        return _wait_real(done, seconds, at_deadline)
+
+
+def _wait_real(done: threading.Event, seconds: float, at_deadline: Callable[[], None]) -> bool:
+    if done.wait(max(0.0, seconds)):
+        return True
+    at_deadline()
+    return False
+
 
 class SimulatedClock:
-    """A clock that only moves when someone sleeps on it (or `advance` is called)."""
+    """A clock that only moves when someone sleeps on it (or `advance` is called).
+
+    A deadline someone waits for (`wait_for`) passes inside the `advance` that moves the clock
+    past it, in the thread that moved it (a step's worker sleeping, the explorer's slow
+    statement): what happens at the deadline happens at that exact point of the run, before
+    that thread goes on, so a run on this clock is the same run every time."""
 
     def __init__(self, start: float = 0.0, epoch: float = 1_790_000_000.0) -> None:
         self._now = start
         self._epoch = epoch
         self._lock = threading.Lock()
+        self._alarms: list[tuple[float, Callable[[], None]]] = []
 
     def now(self) -> float:
         with self._lock:
@@ -55,9 +76,38 @@ class SimulatedClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += max(0.0, seconds)
+            if not self._alarms:
+                return
+            due = [fire for at, fire in self._alarms if at <= self._now]
+            self._alarms = [(at, fire) for at, fire in self._alarms if at > self._now]
+        for fire in due:
+            fire()
 
     def wall(self) -> float:
         return self._epoch + self.now()
+
+    def wait_for(self, done: threading.Event, seconds: float, at_deadline: Callable[[], None]) -> bool:
+        """Nothing but a sleep on this clock moves it, so `done` is waited for without a real
+        timeout: the deadline fires from the `advance` that passes it."""
+        passed: list[bool] = []
+
+        def fire() -> None:
+            passed.append(True)
+            at_deadline()
+
+        with self._lock:
+            at = self._now + seconds
+            due = at <= self._now
+            if not due:
+                self._alarms.append((at, fire))
+        if due:
+            fire()
+        try:
+            done.wait()
+        finally:
+            with self._lock:
+                self._alarms = [(t, f) for t, f in self._alarms if f is not fire]
+        return not passed
 
 
 SYSTEM = SystemClock()
@@ -114,6 +164,9 @@ class ScaledClock:
 
     def wall(self) -> float:
         return self._start_wall + self._elapsed()
+
+    def wait_for(self, done: threading.Event, seconds: float, at_deadline: Callable[[], None]) -> bool:
+        return _wait_real(done, seconds / self.speed, at_deadline)
 
 
 def clock_at_speed(speed: float) -> Clock:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from drengine.clock import SYSTEM, Clock, wait_until
 from drengine.datastores import datastore, kinds
-from drengine.engine import RunOutcome, RunRequest, run_clock, start_run
+from drengine.engine import RunOutcome, RunRequest, run_clock, start_run, with_clock
 from drengine.errors import DrengineError, InputError
 from drengine.gates import DrillPolicy
 from drengine.inventory import Cluster, Inventory
@@ -410,8 +410,8 @@ def run_drill(request: DrillRequest) -> RunOutcome:
     )
     # The run's clock (simulated time for a simulated cluster): the wait for the fault to show
     # sleeps on it, so that a simulator's failure detection (heartbeats, follower checks) runs.
-    run_request = replace(run_request, clock=run_clock(run_request))
-    drill.run_clock = run_request.clock or SYSTEM
+    drill.run_clock = run_clock(run_request)
+    run_request = with_clock(run_request, drill.run_clock)
     outcome = start_run(run_request)
     if request.restore:
         outcome = _restore(request, kit, outcome)

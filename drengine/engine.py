@@ -37,8 +37,10 @@ from drengine.journal import Entry, Event, JournalWriter, verified_chain, verifi
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
 from drengine.lock.registry import RunPublisher
+from drengine.machine import REAL, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
+from drengine.worker import Job, StepWorker
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
@@ -80,26 +82,40 @@ class RunRequest:
     inputs: dict[str, str] = field(default_factory=dict)
     listeners: list[Callable[[Entry], None]] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
-    # The run's time (waits, retries, simulators); None: simulated time for a simulated cluster, else the system's.
-    clock: Clock | None = None
     # Drills wrap the walk: health check, canaries and the fault before it, measurements after.
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
-    # False ONLY for the fault-space explorer's throw-away runs (see journal.py): no fsync, of the
-    # journal or of the local lock's files.
-    durable: bool = True
-    # False ONLY for the fault-space explorer: each step runs in the engine's own thread instead
-    # of a worker bounded in real time. Its runs are on a simulated clock against simulators that
-    # never block, so a real-time bound protects nothing there; the step's deadline on the run's
-    # clock is still enforced (ctx.sent, ctx.wait_until, ctx.check_deadline raise StepInterrupted).
-    step_workers: bool = True
+    # What the run runs on: its clock (waits, retries, deadlines, simulators) and its disk.
+    machine: Machine = REAL
+
+
+@dataclass
+class ResumeRequest:
+    """Continue an interrupted run: the runbook, inventory, cluster, inputs and mode are the journal's."""
+
+    run_dir: Path
+    gates: GatePolicy
+    listeners: list[Callable[[Entry], None]] = field(default_factory=list)
+    break_lock: bool = False
+    lock_dir: Path | None = None
+    argv: list[str] = field(default_factory=list)
+    local_lock_reason: str | None = None
+    around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
+    machine: Machine = REAL
+    # The runbook and inventory the caller already holds, used when they are the journal's own
+    # (same runbook file, same inventory file) instead of reading them again (the explorer).
+    loaded: tuple[Runbook, Inventory] | None = None
 
 
 def run_clock(request: RunRequest) -> Clock:
-    """The request's clock, else: a simulated cluster runs on simulated time (its waits and
+    """The machine's clock, else: a simulated cluster runs on simulated time (its waits and
     retries cost no real time, as its twin's own changes take none), a real one on the system's."""
-    if request.clock is not None:
-        return request.clock
+    if request.machine.clock is not None:
+        return request.machine.clock
     return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
+
+
+def with_clock(request: RunRequest, clock: Clock) -> RunRequest:
+    return replace(request, machine=replace(request.machine, clock=clock))
 
 
 def new_run_id(cluster: str, clock: Callable[[], float] = time.time) -> str:
@@ -208,6 +224,7 @@ class Engine:
         self._overridden: list[str] = []
         self._first_failure = ""
         self.worker_alive = False
+        self.worker = StepWorker(f"steps-{run_id}")
         self.ctx: RunContext[Any] = RunContext(
             inventory=request.inventory,
             cluster=request.cluster,
@@ -281,7 +298,7 @@ class Engine:
             try:
                 result = self._attempt(step, action, attempt, reconcile)
             except StepInterrupted as exc:
-                if cls.effect is Effect.MUTATE or getattr(exc, "by_operator", False):
+                if cls.effect is Effect.MUTATE or exc.by_operator:
                     raise
                 result = self._failed(step, attempt, exc)
             except (ConnectError, CommandFailed, StepFailed) as exc:
@@ -344,7 +361,7 @@ class Engine:
             if effect is Effect.MUTATE:
                 self.journal.append(
                     Event.STEP_INTERRUPTED, step=step.id, summary=str(exc), effect_known=False,
-                    by_operator=getattr(exc, "by_operator", False), worker_alive=self.worker_alive,
+                    by_operator=exc.by_operator, worker_alive=self.worker_alive,
                 )
             raise
         if not result.ok and result.refusal is not None:
@@ -411,51 +428,40 @@ class Engine:
         )
 
     def _run_bounded(self, step: StepSpec, fn: Callable[[], StepResult]) -> StepResult:
-        """Run a step in a worker bounded by its timeout. At the deadline (or Ctrl-C) the step is
-        told to stop (it sends nothing more after its statement in flight), its connections are
-        interrupted, and the engine waits for the worker to end before anything else is journaled."""
+        """Run a step in a worker bounded by its timeout on the run's clock. At the deadline (or
+        Ctrl-C) the step is told to stop (it sends nothing more after its statement in flight),
+        its connections are interrupted, and the engine waits for the worker to end before
+        anything else is journaled."""
         ctx = self.ctx
         ctx.cancel = threading.Event()
         ctx.deadline = Deadline(step.timeout, ctx.clock)
-        if not self.request.step_workers:
-            try:
-                return fn()
-            finally:
-                ctx.deadline = None
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["result"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed back to the engine's thread
-                box["error"] = exc
-
-        worker = threading.Thread(target=target, name=f"step-{step.id}", daemon=True)
-        worker.start()
         why, by_operator = "", False
+        job = self.worker.submit(fn)
         try:
-            worker.join(step.timeout)
-            if worker.is_alive():
+            if not ctx.clock.wait_for(job.done, step.timeout, self._stop_step):
                 why = f"did not finish within its timeout of {step.timeout:g} s"
         except KeyboardInterrupt:
             why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
+            self._stop_step()
         try:
             if why:
-                ctx.cancel.set()
-                self._interrupt_connections()
-                self._wait_for(worker, step)
-                stop = StepInterrupted(
+                self._wait_for(job, step)
+                raise StepInterrupted(
                     f"step {step.id} {why}; the statement in flight may or may not have taken effect. "
-                    f"Resume the run: the step is checked against the cluster before anything is repeated"
+                    f"Resume the run: the step is checked against the cluster before anything is repeated",
+                    by_operator=by_operator,
                 )
-                stop.by_operator = by_operator  # type: ignore[attr-defined]
-                raise stop
         finally:
             ctx.deadline = None
-        if "error" in box:
-            raise box["error"]
-        result: StepResult = box["result"]
+        if job.error is not None:
+            raise job.error
+        result: StepResult = job.result
         return result
+
+    def _stop_step(self) -> None:
+        """The step's deadline passed (or Ctrl-C): it sends nothing more, its connections are closed."""
+        self.ctx.cancel.set()
+        self._interrupt_connections()
 
     def _interrupt_connections(self) -> None:
         interrupt = getattr(self.ctx.backend, "interrupt", None)
@@ -465,16 +471,16 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - best effort: the connectors' own timeouts still bound the statement
                 self.journal.append(Event.NOTE, step=self._current_step, text=f"closing the step's connections failed: {exc}")
 
-    def _wait_for(self, worker: threading.Thread, step: StepSpec) -> None:
+    def _wait_for(self, job: Job, step: StepSpec) -> None:
         """Wait for the worker to end; its statement in flight is bounded by the connector's own
         timeouts. A worker still alive after that keeps the lock held until the process exits."""
         t = self.request.cluster.timeouts
         grace = max(5.0, 2 * (t.connect + t.read) + 1)
         try:
-            worker.join(grace)
+            job.done.wait(grace)
         except KeyboardInterrupt:
             pass
-        if worker.is_alive():
+        if not job.done.is_set():
             self.worker_alive = True
             self.journal.append(Event.NOTE, step=step.id,
                                 text=f"the statement in flight did not end within {grace:g} s after the deadline; the "
@@ -656,7 +662,7 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Held
     settings = request.inventory.lock_for(request.cluster)
     if request.local_lock_reason is not None:
         settings = _lock_break_glass(request, journal, settings, request.local_lock_reason)
-    backend = open_lock(settings, request.cluster.name, request.lock_dir, durable=request.durable)
+    backend = open_lock(settings, request.cluster.name, request.lock_dir, disk=request.machine.disk)
     held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
     previous = held.replaced
     if previous is not None and held.replaced_alive is not False:
@@ -701,25 +707,18 @@ def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, r
         user=held.holder.user, host=held.holder.host, pid=held.holder.pid, run_dir=held.holder.run_dir,
         started=now, updated=now,
     )
-    _listen(journal, RunPublisher(held, state, every_change=request.durable))
+    _listen(journal, RunPublisher(held, state))
 
 
 def start_run(request: RunRequest) -> RunOutcome:
-    clock = run_clock(request)
-    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs), clock=clock)
+    request = with_clock(replace(request, inputs=resolve_inputs(request.runbook, request.inputs)), run_clock(request))
     run_id = new_run_id(request.cluster.name)
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
         raise InputError(f"{run_dir} already holds a run journal; choose another --run-dir or resume it with --resume")
-    journal = JournalWriter(run_dir, durable=request.durable)
-    for listener in request.listeners:
-        _listen(journal, listener)
-    held = None
-    engine: Engine | None = None
-    try:
-        if request.mode is not Mode.PLAN:
-            held = _take_lock(request, journal, run_id)
-        _test_hooks(journal)
+    journal = JournalWriter(run_dir, disk=request.machine.disk)
+
+    def started() -> None:
         journal.append(
             Event.RUN_STARTED, run_id=run_id, mode=request.mode.value, runbook=request.runbook.name,
             runbook_path=request.runbook.path, runbook_sha256=request.runbook.digest,
@@ -729,23 +728,52 @@ def start_run(request: RunRequest) -> RunOutcome:
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
             inputs=request.inputs,
         )
-        backend = _open_or_journal(request.cluster, run_dir, request.inventory, journal, clock)
+
+    return _run(request, journal, run_id, started, _Walk(request.runbook.spec.start))
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """Where a run's walk begins: a new run at the runbook's start; a resumed one where its journal left it."""
+
+    start: str
+    in_flight: str | None = None
+    facts: Facts = field(default_factory=Facts)
+    mutated: bool = False
+
+
+def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callable[[], None], at: _Walk) -> RunOutcome:
+    """A run, new or resumed: the lock (not for a plan), the journal's first event (`begin`), the
+    connector, the walk (wrapped by a drill's `around_walk`), and everything given back at the end."""
+    clock = run_clock(request)
+    for listener in request.listeners:
+        _listen(journal, listener)
+    held = None
+    engine: Engine | None = None
+    try:
+        if request.mode is not Mode.PLAN:
+            held = _take_lock(request, journal, run_id)
+        _test_hooks(journal)
+        begin()
+        backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock)
         try:
-            engine = Engine(request, backend, journal, run_id, clock=clock, lock=held)
-            around = request.around_walk
-            started = engine
+            engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held)
+            engine.facts.update(at.facts)
 
             def walk() -> RunOutcome:
-                return started.walk(request.runbook.spec.start)
+                return walking.walk(at.start, in_flight=at.in_flight)
 
+            around = request.around_walk
             if around is not None:
                 return _finish_run(engine, journal, lambda: around(journal, backend, walk))
             return _finish_run(engine, journal, walk)
         finally:
+            if engine is not None:
+                engine.worker.close()
             if engine is None or not engine.worker_alive:
                 backend.close()
     except DrengineError as exc:
-        exc.run_dir = run_dir
+        exc.run_dir = journal.run_dir
         raise
     finally:
         _release(held, engine)
@@ -863,16 +891,10 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     return ResumePoint(started, state, in_flight, facts, finished, mutated)
 
 
-def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry], None]],
-               break_lock: bool = False, lock_dir: Path | None = None, argv: list[str] | None = None,
-               local_lock_reason: str | None = None, clock: Clock | None = None,
-               around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None,
-               durable: bool = True, loaded: tuple[Runbook, Inventory] | None = None,
-               step_workers: bool = True) -> RunOutcome:
-    """Continue an interrupted run. `clock`, `around_walk`, `durable` and `step_workers` are as in RunRequest
-    (the explorer resumes the runs it killed on the same simulated clock, watching the backend);
-    `loaded` is the runbook and inventory the caller already holds, used when they are the
-    journal's own (same runbook file, same inventory file), instead of reading them again."""
+def resume_run(resume: ResumeRequest) -> RunOutcome:
+    """Continue an interrupted run from where its journal left it (the explorer resumes the runs
+    it killed on its own machine, watching the backend through `around_walk`)."""
+    run_dir = resume.run_dir
     if not (run_dir / "journal.jsonl").is_file():
         raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
     try:
@@ -884,6 +906,7 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     if not starts:
         raise InputError(f"{run_dir}: the journal has no run_started event; nothing to resume")
     started = starts[0]
+    loaded = resume.loaded
     given = loaded if loaded is not None and loaded[0].path == started["runbook_path"] \
         and os.path.realpath(loaded[1].path) == started["inventory"] else None
     runbook = given[0] if given is not None else load_runbook(started["runbook_path"])
@@ -898,53 +921,27 @@ def resume_run(run_dir: Path, gates: GatePolicy, listeners: list[Callable[[Entry
     if started["mode"] == Mode.PLAN.value:
         raise InputError(f"{run_dir}: this was a plan (dry run); plans are not resumed, run `drengine plan` again")
     inventory = given[1] if given is not None else load_inventory(started["inventory"])
-    cluster = inventory.cluster(started["cluster"])
     request = RunRequest(
-        runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode(started["mode"]), gates=gates,
-        run_dir=run_dir, break_lock=break_lock, lock_dir=lock_dir, local_lock_reason=local_lock_reason,
-        operator_said_gone=tuple(started.get("gone_for_good", [])), inputs=dict(started.get("inputs", {})),
-        listeners=listeners, argv=argv or [], clock=clock, around_walk=around_walk, durable=durable,
-        step_workers=step_workers,
+        runbook=runbook, inventory=inventory, cluster=inventory.cluster(started["cluster"]), mode=Mode(started["mode"]),
+        gates=resume.gates, run_dir=run_dir, break_lock=resume.break_lock, lock_dir=resume.lock_dir,
+        local_lock_reason=resume.local_lock_reason, operator_said_gone=tuple(started.get("gone_for_good", [])),
+        inputs=dict(started.get("inputs", {})), listeners=resume.listeners, argv=resume.argv,
+        around_walk=resume.around_walk, machine=resume.machine,
     )
-    clock = run_clock(request)
-    request = replace(request, clock=clock)
-    journal = JournalWriter(run_dir, durable=durable, follows=chain)
-    for listener in listeners:
-        _listen(journal, listener)
+    request = with_clock(request, run_clock(request))
+    journal = JournalWriter(run_dir, disk=request.machine.disk, follows=chain)
     run_id = started["run_id"]
-    held = None
-    engine: Engine | None = None
     # Decisions journaled before the interruption may be stale. Until a mutating step has
     # started, everything up to here only observed and decided: do it again from the start.
     again = not point.mutated and point.in_flight is None
     state = runbook.spec.start if again else point.state
-    try:
-        held = _take_lock(request, journal, run_id)
-        _test_hooks(journal)
+
+    def resumed() -> None:
         journal.append(Event.RUN_RESUMED, run_id=run_id, state=state, in_flight=point.in_flight,
-                       operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=argv or [])
+                       operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=resume.argv)
         if again and point.state != state:
             journal.append(Event.OBSERVED_AGAIN, step=point.state, start=state,
                            reason="resume: nothing has been changed yet, so the cluster is observed and the "
                                   "decisions are made again from the start")
-        backend = _open_or_journal(cluster, run_dir, inventory, journal, clock)
-        try:
-            engine = Engine(request, backend, journal, run_id, clock=clock, mutated=point.mutated, lock=held)
-            engine.facts.update(point.facts)
-            resumed = engine
 
-            def walk() -> RunOutcome:
-                return resumed.walk(state, in_flight=point.in_flight)
-
-            if around_walk is not None:
-                return _finish_run(engine, journal, lambda: around_walk(journal, backend, walk))
-            return _finish_run(engine, journal, walk)
-        finally:
-            if engine is None or not engine.worker_alive:
-                backend.close()
-    except DrengineError as exc:
-        exc.run_dir = run_dir
-        raise
-    finally:
-        _release(held, engine)
-        journal.close()
+    return _run(request, journal, run_id, resumed, _Walk(state, point.in_flight, point.facts, point.mutated))

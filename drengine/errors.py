@@ -71,6 +71,10 @@ class StepInterrupted(DrengineError):
 
     exit_code = ExitCode.FAILED
 
+    def __init__(self, message: str, by_operator: bool = False) -> None:
+        super().__init__(message)
+        self.by_operator = by_operator  # Ctrl-C, not a deadline: the run stops, the step is not retried
+
 
 class LockHeld(DrengineError):
     """Another run holds the cluster lock."""

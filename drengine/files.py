@@ -1,27 +1,32 @@
 """Files, written once: every file drengine replaces is written to a temporary file beside
-it, flushed to disk and renamed over the old one, so a crash leaves the old or the new
-content and never half of either."""
+it, made to last by the disk (an fsync on a real one) and renamed over the old one, so a crash
+leaves the old or the new content and never half of either."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from drengine.machine import DISK, Disk
 
-def atomic_write(path: Path, text: str, mode: int | None = None, durable: bool = True) -> None:
-    """`durable=False` (the fault-space explorer's throw-away files ONLY) skips the flush to disk:
-    still all or nothing for a reader, not across a power loss."""
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def atomic_write(path: Path, text: str, mode: int | None = None, disk: Disk = DISK) -> None:
+    """Replace `path` with `text`, made to last by `disk` before the rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        out = open(tmp, "w", encoding="utf-8")
+        fd = os.open(tmp, _FLAGS, 0o666)
     except FileNotFoundError:  # the directory is made on the first write only
         path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(tmp, "w", encoding="utf-8")
-    with out:
-        out.write(text)
-        if durable:
-            out.flush()
-            os.fsync(out.fileno())
+        fd = os.open(tmp, _FLAGS, 0o666)
+    try:
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+        disk.sync(fd)
+    finally:
+        os.close(fd)
     if mode is not None:
         os.chmod(tmp, mode)
     os.replace(tmp, path)

@@ -6,11 +6,10 @@ hash over both, so an edited, inserted, removed or reordered line breaks the cha
 last (seq, hash) is also kept in `journal.head`, so that cutting lines off the end is
 detected too. Secrets are redacted before anything reaches the disk.
 
-Durability: every append is fsynced (journal, head, and the directory once) before the engine
-moves on. The one exception is `durable=False`, used ONLY by the fault-space explorer
-(`drengine explore`): its thousands of throw-away runs live in a temporary directory and are
-killed on purpose in-process (`cut_after`), so an fsync protects nothing there. The chain,
-the head record and every byte written are the same in both modes.
+Durability: every append is made to last by the run's disk (journal, head, and the directory
+once) before the engine moves on: an fsync on a real disk; nothing on the explorer's scratch
+disk (drengine/machine.py), whose runs live on a tmpfs thrown away after each scenario. The
+chain, the head record and every byte written are the same on both.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from drengine.errors import InputError, JournalCorrupt
+from drengine.machine import DISK, Disk
 from drengine.redact import REDACTOR
 
 JOURNAL_FILE = "journal.jsonl"
@@ -119,12 +119,12 @@ class JournalWriter:
     journals the statements it sends while the engine waits for it). After `run_finished`
     the journal takes nothing more: nothing of a run may happen after the run has ended."""
 
-    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, durable: bool = True,
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.time, disk: Disk = DISK,
                  follows: Chain | None = None) -> None:
         """`follows`: the journal as the caller has just verified it (a resume); it is not read
         again when it still ends there, else it is verified here as any journal written to."""
         self.run_dir = run_dir
-        self.durable = durable
+        self.disk = disk
         self.path = run_dir / JOURNAL_FILE
         self.head_path = run_dir / HEAD_FILE
         self._clock = clock
@@ -140,8 +140,7 @@ class JournalWriter:
         self._head_fd = -1  # opened with the first append: a head record names an event
         self._lock = threading.Lock()
         self.finished = False
-        if durable:
-            _fsync_dir(run_dir)
+        disk.sync_dir(run_dir)
 
     def append(self, event: Event, /, **data: Any) -> Entry:
         with self._lock:
@@ -163,14 +162,12 @@ class JournalWriter:
         digest = _digest(self._prev, _body_of(data_json, seq, when, kind))
         line = _line_of(data_json, digest, self._prev, seq, when, kind)
         os.write(self._fd, (line + "\n").encode())
-        if self.durable:
-            os.fsync(self._fd)
+        self.disk.sync(self._fd)
         self._prev = digest
         if self._head_fd < 0:
             self._head_fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.pwrite(self._head_fd, f"{self._seq:012d} {digest}\n".encode(), 0)
-        if self.durable:
-            os.fsync(self._head_fd)
+        self.disk.sync(self._head_fd)
         return Entry(self._seq, ts, event, clean, self._seq)
 
     def close(self) -> None:
@@ -240,14 +237,6 @@ def cut_after(run_dir: Path, seq: int) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         fh.writelines(kept)
     (run_dir / HEAD_FILE).write_text(f"{int(last['seq']):012d} {last['hash']}\n")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_entries(path: Path) -> Iterator[Entry]:

@@ -12,8 +12,8 @@ system. A simulator whose state is a pydantic model of plain data is kept as the
 not as text (the JSON round trip cost more than the rest of a MariaDB scenario's simulation):
 a save keeps a reference to the live model, and a load takes a `snapshot` (a deep copy) of it.
 That is the state last saved because the explorer loads a state file only after the backend
-that saved it was closed, and closing a simulated backend saves it; its steps run on the
-engine's thread, so no statement is half done when the engine is killed. Every other state
+that saved it was closed, and closing a simulated backend saves it; the engine closes it only
+once the step's worker has ended, so no statement is half done when the engine is killed. Every other state
 file is on disk, as always."""
 
 from __future__ import annotations

@@ -313,16 +313,9 @@ def judge_goal(ctx: RunContext[Any], look: Callable[[], GoalLook], seconds: floa
     """Look until the goal holds or `seconds` pass (a member started a moment ago may still be
     joining); the verdict is the last look. `LEFT:` evidence lines become what is left to do."""
     looks: list[GoalLook] = []
-    # A simulated world that time alone does not change, with nothing else running beside the
-    # run (the explorer's MariaDB: its world changes only at journal events, and none is written
-    # while the goal is looked at) would show the same look again: the first is kept. The clock
-    # still moves poll by poll and the step's deadline is still checked at each one, so the
-    # verdict, and when it is reached, are what looking again each time would give.
-    still = getattr(ctx.backend, "unchanged_while_waiting", False) is True
 
     def holds() -> bool:
-        if not (still and looks):
-            looks.append(look())
+        looks.append(look())
         return looks[-1].holds
 
     ctx.wait_until(holds, seconds, interval)

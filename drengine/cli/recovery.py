@@ -153,7 +153,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
     At a terminal each gate asks: p(roceed) or y, s(kip), r(etry), a(bort), d(etails: the
     evidence per member and the whole statements). Dangerous gates also need the cluster
     name typed. Plan first: `drengine plan RUNBOOK -i INVENTORY -c CLUSTER`."""
-    from drengine.engine import resume_run, start_run
+    from drengine.engine import ResumeRequest, resume_run, start_run
     from drengine.steps import Mode
 
     gates = _gates(yes, accept_data_loss, overrides, reason)
@@ -172,8 +172,9 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
         resume_dir = str(find_run(Path(runs_dir), resume_dir))
         notifier = notifier_for(_resumed_inventory_notify(Path(resume_dir)), resume_dir, run_dir=Path(resume_dir))
         try:
-            outcome = resume_run(Path(resume_dir), gates, [SCREEN.listen, *([notifier.on_event] if notifier else [])],
-                                 break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason)
+            outcome = resume_run(ResumeRequest(
+                Path(resume_dir), gates, [SCREEN.listen, *([notifier.on_event] if notifier else [])],
+                break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason))
         finally:
             close_notifier(notifier)
         _report_outcome(outcome)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from drengine.clock import SimulatedClock
-from drengine.engine import FRESH_FOR, RunOutcome, RunRequest, resume_run, start_run
+from drengine.engine import FRESH_FOR, ResumeRequest, RunOutcome, RunRequest, resume_run, start_run
 from drengine.errors import DrengineError, InputError, OperatorStop, StepInterrupted
 from drengine.explore import invariants
 from drengine.explore.kit import Kit, Ledger, Violation, Watch, kit_for
@@ -31,6 +31,7 @@ from drengine.explore.scenario import MemberSpec, Scenario, WorldChange
 from drengine.gates import Answer, GateAnswer, GateRequest
 from drengine.inventory import Cluster, Inventory, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, cut_after, read_entries
+from drengine.machine import Disk, Machine, ScratchDisk
 from drengine.runbook import Runbook, load_runbook
 from drengine.simstate import back_on_disk, keep_in_memory, load_state, save_state
 from drengine.steps import Mode
@@ -38,6 +39,7 @@ from drengine.steps import Mode
 CLUSTER = "explore"
 MAX_SEGMENTS = 6  # a run and at most five resumes
 WHO = "explorer"
+SCRATCH = ScratchDisk()
 
 
 class Killed(BaseException):
@@ -104,6 +106,9 @@ class ScenarioRun:
         # keep every scenario's record, and read them all at the end of each run.
         self.locks = run_dir.parent / "locks"
         self.clock = SimulatedClock()
+        # The explorer's machine: the scenario's own clock, and its scratch disk (a tmpfs) or,
+        # replaying a case to keep, a real one.
+        self.machine = Machine(self.clock, runner.disk)
         self.ledger = Ledger()
         self.watch: Watch = runner.kit.watch(scenario.runbook)
         self.gates = ScriptedGates(self)
@@ -254,12 +259,11 @@ class ScenarioRun:
             return start_run(RunRequest(
                 runbook=runner.runbook, inventory=runner.inventory, cluster=runner.cluster, mode=Mode.RUN,
                 gates=self.gates, run_dir=self.run_dir, lock_dir=self.locks, listeners=[self.on_event],
-                around_walk=self.around, clock=self.clock, durable=runner.durable, inputs=self._inputs(),
-                step_workers=False,
+                around_walk=self.around, machine=self.machine, inputs=self._inputs(),
             ))
-        return resume_run(self.run_dir, self.gates, [self.on_event], lock_dir=self.locks, clock=self.clock,
-                          around_walk=self.around, durable=runner.durable, loaded=(runner.runbook, runner.inventory),
-                          step_workers=False)
+        return resume_run(ResumeRequest(self.run_dir, self.gates, [self.on_event], lock_dir=self.locks,
+                                        around_walk=self.around, machine=self.machine,
+                                        loaded=(runner.runbook, runner.inventory)))
 
     def _lock_of_the_dead(self) -> None:
         """A killed engine leaves its lock behind, held by a process that is gone: the resume
@@ -308,7 +312,7 @@ class ScenarioRun:
             start_run(RunRequest(
                 runbook=runbook, inventory=self.runner.inventory, cluster=self.runner.cluster, mode=Mode.RUN,
                 gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=self.prelude_dir,
-                lock_dir=self.locks, clock=self.clock, durable=self.runner.durable, step_workers=False,
+                lock_dir=self.locks, machine=self.machine,
             ))
         except DrengineError:
             pass  # the explored run meets whatever the prelude left behind
@@ -370,19 +374,19 @@ def _unique(found: list[Violation]) -> list[Violation]:
 
 class Runner:
     """Runs the scenarios of one runbook, one after the other, each in a fresh run directory
-    under `work` (a tmpfs such as /dev/shm when there is one). `durable=False` skips the
-    fsyncs of these throw-away journals (see journal.py) and keeps the simulator's state file
-    in memory while a scenario runs (see simstate.py; it is on disk after each scenario); the
-    default of every real run stays."""
+    under `work` (a tmpfs such as /dev/shm when there is one). On a scratch disk (the default)
+    nothing is flushed (see drengine/machine.py) and the simulator's state file is kept in
+    memory while a scenario runs (see simstate.py; it is on disk after each scenario); a case
+    replayed to be kept runs on a real disk, as every real run."""
 
-    def __init__(self, runbook: str, work: Path, durable: bool = False, keep: bool = False) -> None:
+    def __init__(self, runbook: str, work: Path, disk: Disk = SCRATCH, keep: bool = False) -> None:
         self.runbook: Runbook = load_runbook(runbook)
         self.kit: Kit = kit_for(self.runbook.spec.kind)
         if self.runbook.name not in self.kit.runbooks:
             raise InputError(f"runbook {self.runbook.name} has no situations in the {self.kit.kind} explore kit; "
                              f"it explores: {', '.join(self.kit.runbooks)}")
         self.work = work
-        self.durable = durable
+        self.disk = disk
         self.keep = keep
         self.locks = work / "locks"
         self.state_file = work / "sim-state.json"
@@ -425,7 +429,7 @@ class Runner:
         scenario_dir = self.work / f"scenario-{self.count}"
         if scenario_dir.exists():
             shutil.rmtree(scenario_dir)
-        if not self.durable:
+        if isinstance(self.disk, ScratchDisk):
             keep_in_memory(self.state_file)
         try:
             return ScenarioRun(self, scenario, scenario_dir / "run").go()

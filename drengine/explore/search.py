@@ -27,6 +27,7 @@ from drengine.engine import FRESH_FOR
 from drengine.explore.kit import Kit, Situation, Violation, digits, pick, portion
 from drengine.explore.runner import Result, Runner
 from drengine.explore.scenario import Scenario, WorldChange, write
+from drengine.machine import DISK
 
 ANSWERS = ("proceed", "skip", "retry", "abort", "stop")
 SLOW = "slow"  # a world change that is only time: the member answers, late
@@ -151,12 +152,12 @@ def _key(scenario: Scenario) -> str:
 
 def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: float | None = None,
             progress: Callable[[Report], None] | None = None, runner: Runner | None = None,
-            durable: bool = False, ignore: frozenset[str] = frozenset(), first: bool = False) -> Report:
+            ignore: frozenset[str] = frozenset(), first: bool = False) -> Report:
     """Explore `count` scenarios of `runbook` (fewer when the budget in seconds runs out).
     Violations of the invariants in `ignore` (known, being fixed elsewhere) are counted in
     `report.ignored` but neither shrunk nor reported as found. `first`: stop at the first
     scenario that violates anything, unshrunk (the mutation suite only asks whether one exists)."""
-    runner = runner or Runner(runbook, work, durable=durable)
+    runner = runner or Runner(runbook, work)
     report = Report(runbook=runner.runbook.name, seed=seed, wanted=count)
     failed: dict[str, Result] = {}
     failed_keys: set[str] = set()
@@ -222,12 +223,12 @@ def save_cases(report: Report, out: Path) -> None:
         found.path = write(scenario, out / name)
 
 
-def replay(path: Path, work: Path, durable: bool = True) -> Result:
-    """Run a case file again, exactly, keeping its run directory."""
+def replay(path: Path, work: Path) -> Result:
+    """Run a case file again, exactly, keeping its run directory (on a real disk: it is kept)."""
     from drengine.explore.scenario import load
 
     scenario = load(path)
-    runner = Runner(scenario.runbook, work, durable=durable, keep=True)
+    runner = Runner(scenario.runbook, work, disk=DISK, keep=True)
     return runner.run(scenario)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from drengine.errors import LockLost
+from drengine.machine import DISK, Disk
 
 if TYPE_CHECKING:
     from drengine.inventory import EtcdLockSettings, LocalLockSettings
@@ -153,17 +154,16 @@ class LockBackend(ABC):
 
 
 def open_lock(settings: LocalLockSettings | EtcdLockSettings, cluster: str, lock_dir: Path | None = None,
-              durable: bool = True) -> LockBackend:
-    """The backend the settings name; `lock_dir` (tests, API callers) overrides a local lock's directory.
-    `durable=False` (the explorer's throw-away runs ONLY, as RunRequest.durable): a local lock
-    writes its files without flushing them to disk."""
+              disk: Disk = DISK) -> LockBackend:
+    """The backend the settings name; `lock_dir` (tests, API callers) overrides a local lock's directory,
+    whose files are made to last by `disk` (the run's, see drengine/machine.py)."""
     if settings.backend == "etcd":
         from drengine.lock.etcd import EtcdLock
 
         return EtcdLock(settings, cluster)
     from drengine.lock.local import LocalLock
 
-    return LocalLock(cluster, lock_dir or (Path(settings.dir).expanduser() if settings.dir else None), durable=durable)
+    return LocalLock(cluster, lock_dir or (Path(settings.dir).expanduser() if settings.dir else None), disk=disk)
 
 
 def default_lock_dir() -> Path:

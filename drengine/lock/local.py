@@ -28,6 +28,7 @@ from drengine.clock import wait_until
 from drengine.errors import LockHeld
 from drengine.files import atomic_write
 from drengine.lock import HeldLock, Holder, LockBackend, RunState, default_lock_dir
+from drengine.machine import DISK, Disk
 
 TRIES = 5  # the file can be replaced by a breaker between open and flock; try again then
 GUARD_SECONDS = 5.0
@@ -72,34 +73,11 @@ def _read_holder(fd: int) -> Holder | None:
         return Holder(run_id="(unreadable lock file)", user="?", host="?", pid=0)
 
 
-def _write_holder(fd: int, holder: Holder, durable: bool = True) -> None:
+def _write_holder(fd: int, holder: Holder, disk: Disk) -> None:
     data = holder.model_dump_json().encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
-    if durable:
-        os.fsync(fd)
-
-
-def _overwrite(path: Path, text: str) -> None:
-    """Replace a record in place: the explorer's throw-away registry (a private directory no
-    reader lists while its runs go on: readers skip a record caught half written anyway)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    disk.sync(fd)
 
 
 def kernel_lock_pid(path: Path) -> int | None:
@@ -137,9 +115,9 @@ def _guard(path: Path) -> Iterator[None]:
 class LocalLock(LockBackend):
     backend = "local"
 
-    def __init__(self, cluster: str, lock_dir: Path | None = None, durable: bool = True) -> None:
+    def __init__(self, cluster: str, lock_dir: Path | None = None, disk: Disk = DISK) -> None:
         self.cluster = cluster
-        self.durable = durable  # False: the explorer's throw-away runs (see open_lock)
+        self.disk = disk
         self.dir = lock_dir or default_lock_dir()
         self.path = self.dir / f"{cluster}.lock"
         self.runs_dir = self.dir / f"{cluster}.runs"
@@ -154,7 +132,7 @@ class LocalLock(LockBackend):
                     os.close(fd)
                     continue
                 previous = _read_holder(fd)
-                _write_holder(fd, me, self.durable)
+                _write_holder(fd, me, self.disk)
                 return LocalHeld(self, fd, me, replaced=previous, replaced_alive=False if previous else None)
             seen = _identity(fd)
             current = self._holder_of(fd)
@@ -195,7 +173,7 @@ class LocalLock(LockBackend):
                 raise self._changed_hands()
             if _try_flock(fd):  # the holder ended meanwhile: an ordinary takeover
                 previous = _read_holder(fd)
-                _write_holder(fd, me, self.durable)
+                _write_holder(fd, me, self.disk)
                 return LocalHeld(self, fd, me, replaced=previous, replaced_alive=False if previous else None)
             now = self._holder_of(fd)
             if current is not None and now is not None and now.run_id != current.run_id:
@@ -207,9 +185,9 @@ class LocalLock(LockBackend):
             if not _try_flock(fd):  # nobody else knows this name: cannot happen unless a pid is reused mid-break
                 os.close(fd)
                 raise LockHeld(f"could not lock the new lock file {tmp}; try --break-lock again")
-            _write_holder(fd, me, self.durable)
+            _write_holder(fd, me, self.disk)
             os.rename(tmp, self.path)
-            _fsync_dir(self.dir)
+            self.disk.sync_dir(self.dir)
             return LocalHeld(self, fd, me, replaced=current, replaced_alive=True)
 
     def _changed_hands(self) -> LockHeld:
@@ -270,12 +248,8 @@ class LocalHeld(HeldLock):
         if path is None:
             path = self._records[state.run_id] = self.lock.runs_dir / f"{state.run_id}.json"
         try:
-            if self.lock.durable:
-                atomic_write(path, state.model_dump_json())
-            else:
-                _overwrite(path, state.model_dump_json())
-            if state.finished and self.lock.durable:
-                # A throw-away registry (the explorer's, one per scenario) holds nothing that old.
+            atomic_write(path, state.model_dump_json(), disk=self.lock.disk)
+            if state.finished:
                 self._forget_old_runs(state.updated)
         except OSError:
             pass  # the registry is informative; a full disk must not stop a recovery
@@ -290,8 +264,7 @@ class LocalHeld(HeldLock):
             return
         if self.lost() is None:
             os.ftruncate(self.fd, 0)  # the next taker must not read us as a holder that died
-            if self.lock.durable:
-                os.fsync(self.fd)
+            self.lock.disk.sync(self.fd)
         os.close(self.fd)  # closing the only descriptor releases the kernel lock
         self.fd = -1
 

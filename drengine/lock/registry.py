@@ -52,41 +52,20 @@ def change_of(entry: Entry) -> dict[str, object] | None:
     return None
 
 
-# Where a run without readers of its progress (`every_change=False`) still publishes its record.
-_SEGMENT_ENDS = (Event.RUN_STARTED, Event.RUN_RESUMED, Event.RUN_FINISHED)
-
-
 class RunPublisher:
-    """A journal listener that keeps the run's registry record up to date.
+    """A journal listener that keeps the run's registry record up to date: every change a
+    reader of `drengine runs` would see (a step started, a gate waiting, the run's end)."""
 
-    `every_change=False` is for the explorer's throw-away runs only (`durable=False`): nobody
-    reads their registry while they run, so the record is written when the run starts or
-    resumes and when it finishes, with every change journaled since folded in (the record a
-    finished run leaves is the one publishing every change leaves)."""
-
-    def __init__(self, held: HeldLock, state: RunState, clock: Callable[[], float] = time.time,
-                 every_change: bool = True) -> None:
+    def __init__(self, held: HeldLock, state: RunState, clock: Callable[[], float] = time.time) -> None:
         self.held = held
         self.state = state
         self.clock = clock
-        self.every_change = every_change
-        self._pending: dict[str, object] = {}
 
     def __call__(self, entry: Entry) -> None:
-        if self.every_change:
-            after = state_after(self.state, entry, self.clock())
-            if after is not self.state:
-                self.state = after
-                self.held.publish(after)
-            return
-        change = change_of(entry)
-        if change is None:
-            return
-        self._pending.update(change)
-        if entry.type in _SEGMENT_ENDS:
-            self.state = self.state.model_copy(update={**self._pending, "updated": self.clock()})
-            self._pending = {}
-            self.held.publish(self.state)
+        after = state_after(self.state, entry, self.clock())
+        if after is not self.state:
+            self.state = after
+            self.held.publish(after)
 
 
 class RunStatus(str, Enum):

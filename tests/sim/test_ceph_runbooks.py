@@ -17,6 +17,7 @@ from drengine.datastores.ceph.simcluster import CephSim
 from drengine.engine import RunRequest, start_run
 from drengine.gates import FlagPolicy
 from drengine.inventory import load_inventory
+from drengine.machine import Machine
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
 from tests.helpers import cli, cli_subprocess, of_type
@@ -396,7 +397,7 @@ def _request(sim: Sim, runbook: str, run_dir: Path, clock: SimulatedClock, **inp
     inventory = load_inventory(sim.inventory)
     return RunRequest(runbook=load_runbook(f"runbooks/{runbook}.yaml"), inventory=inventory,
                       cluster=inventory.cluster("sim"), mode=Mode.RUN,
-                      gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=run_dir, clock=clock, inputs=inputs)
+                      gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=run_dir, machine=Machine(clock), inputs=inputs)
 
 
 def test_runbooks_on_the_simulator_take_time_from_the_runs_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

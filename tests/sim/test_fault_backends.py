@@ -18,6 +18,7 @@ from drengine.datastores.mongodb.sim import SimMongoBackend
 from drengine.engine import RunRequest, start_run
 from drengine.gates import FlagPolicy
 from drengine.inventory import load_inventory
+from drengine.machine import Machine
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
 from tests.helpers import ROOT
@@ -77,7 +78,7 @@ def test_a_run_on_a_simulated_clock_drives_the_simulator_on_that_clock(tmp_path:
     outcome = start_run(RunRequest(
         runbook=load_runbook("elasticsearch-reallocate"), inventory=inventory,
         cluster=inventory.cluster("sim-es-node-returns"), mode=Mode.RUN,
-        gates=FlagPolicy(yes=True), run_dir=tmp_path / "run", clock=clock,
+        gates=FlagPolicy(yes=True), run_dir=tmp_path / "run", machine=Machine(clock),
     ))
     assert outcome.end in ("done", "failed")
     state = (tmp_path / "run" / "sim-state.json").read_text()

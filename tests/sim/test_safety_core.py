@@ -22,6 +22,7 @@ from drengine.errors import OperatorStop
 from drengine.gates import Answer, GateAnswer, GateRequest
 from drengine.inventory import load_inventory
 from drengine.journal import verify
+from drengine.machine import Machine
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
 from tests.helpers import ROOT, cli, events, of_type
@@ -154,7 +155,7 @@ def engine_request(tmp_path: Path, run_dir: Path, gates: object, clock: Simulate
                    runbook: str = "mariadb-promote-survivor", world: World | None = None) -> RunRequest:
     inv = load_inventory(str(inventory(tmp_path)))
     return RunRequest(runbook=load_runbook(runbook), inventory=inv, cluster=inv.cluster("sim"), mode=Mode.RUN,
-                      gates=gates, run_dir=run_dir, clock=clock,  # type: ignore[arg-type]
+                      gates=gates, run_dir=run_dir, machine=Machine(clock),  # type: ignore[arg-type]
                       around_walk=world.around if world else None)
 
 
@@ -262,7 +263,7 @@ def tiny_timeout_runbook(tmp_path: Path) -> Path:
 
 def test_a_step_past_its_deadline_sends_nothing_more_and_resume_finishes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    seed(tmp_path, run_dir)
+    seed(tmp_path, run_dir, db2={"latency": 0.01})  # each statement to db2 takes 10 ms, on the run's clock too
     runbook = tiny_timeout_runbook(tmp_path)
     code, out = cli("run", str(runbook), "-i", str(inventory(tmp_path)), "-c", "sim", "--run-dir", str(run_dir), "--yes")
     assert code == 1, out

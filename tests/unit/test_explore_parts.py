@@ -17,6 +17,7 @@ from drengine.explore import invariants
 from drengine.explore.kit import Ledger, pick, portion
 from drengine.explore.scenario import MemberSpec, Scenario, WorldChange, dump, load, write
 from drengine.journal import Event, JournalWriter, cut_after, read_entries, verified_entries, verify
+from drengine.machine import ScratchDisk
 from drengine.runbook import load_runbook
 
 
@@ -34,25 +35,25 @@ def test_journal_lines_are_the_bytes_json_dumps_gives() -> None:
 
 
 def test_a_cut_journal_is_what_a_kill_leaves_and_verifies(tmp_path: Path) -> None:
-    writer = JournalWriter(tmp_path, durable=False)
+    writer = JournalWriter(tmp_path, disk=ScratchDisk())
     for i in range(5):
         writer.append(Event.NOTE, text=f"event {i}")
     writer.close()
     cut_after(tmp_path, 3)
     assert verify(tmp_path) == 3
     assert [e.data["text"] for e in verified_entries(tmp_path)] == ["event 0", "event 1", "event 2"]
-    again = JournalWriter(tmp_path, durable=False)  # a resumed run appends after the cut
+    again = JournalWriter(tmp_path, disk=ScratchDisk())  # a resumed run appends after the cut
     again.append(Event.NOTE, text="after the resume")
     again.close()
     assert verify(tmp_path) == 4
 
 
 def journal(tmp_path: Path, *events: tuple[Event, dict[str, object]]) -> list[journal_module.Entry]:
-    writer = JournalWriter(tmp_path, durable=False)
+    writer = JournalWriter(tmp_path, disk=ScratchDisk())
     for event, data in events:
         if writer.finished:  # a resume writes with a writer of its own
             writer.close()
-            writer = JournalWriter(tmp_path, durable=False)
+            writer = JournalWriter(tmp_path, disk=ScratchDisk())
         writer.append(event, **data)
     writer.close()
     return list(read_entries(tmp_path / "journal.jsonl"))

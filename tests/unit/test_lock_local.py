@@ -152,24 +152,19 @@ class _Published:
         self.records.append(state)
 
 
-def test_a_run_without_readers_publishes_at_its_start_and_end_the_record_of_every_change() -> None:
-    """The explorer's throw-away runs (`every_change=False`) write their record when they start
-    and when they finish; the finished record is the one publishing every change leaves."""
+def test_a_run_publishes_each_change_a_reader_sees_and_nothing_else() -> None:
+    """Every run, the explorer's too, publishes its record at each change of its state (a
+    statement sent changes nothing a reader of `drengine runs` sees)."""
     events = [_entry(Event.RUN_STARTED), _entry(Event.STEP_STARTED, step="fence"),
               _entry(Event.GATE_ASKED, step="promote", level="dangerous"), _entry(Event.GATE_ANSWERED, step="promote"),
               _entry(Event.STATEMENT_SENT, step="promote"), _entry(Event.STEP_STARTED, step="verify"),
               _entry(Event.RUN_FINISHED, end="incomplete", success=False, summary="left: db3")]
-    start = RunState(cluster="c1", run_id="r1", runbook="rb")
-    every, ends = _Published(), _Published()
-    every_pub = RunPublisher(every, start, clock=lambda: 7.0)  # type: ignore[arg-type]
-    ends_pub = RunPublisher(ends, start, clock=lambda: 7.0, every_change=False)  # type: ignore[arg-type]
+    every = _Published()
+    publish = RunPublisher(every, RunState(cluster="c1", run_id="r1", runbook="rb"), clock=lambda: 7.0)  # type: ignore[arg-type]
     for event in events:
-        every_pub(event)
-        ends_pub(event)
-    assert len(every.records) == 6 and len(ends.records) == 2
-    assert ends.records[0] == every.records[0] and not ends.records[0].finished
-    assert ends.records[-1] == every.records[-1]
-    assert ends.records[-1].step == "verify" and ends.records[-1].end == "incomplete" and ends.records[-1].gate is None
+        publish(event)
+    assert len(every.records) == 6 and not every.records[0].finished
+    assert every.records[-1].step == "verify" and every.records[-1].end == "incomplete" and every.records[-1].gate is None
 
 
 def test_list_runs_shows_holder_running_interrupted_and_finished(tmp_path: Path) -> None:

@@ -308,12 +308,6 @@ class MariaDBKit(Kit):
     def model(self, backend: Any) -> Any:
         return backend.sim
 
-    def attach(self, backend: Any, clock: Any) -> None:
-        # The simulator has no clock: only a statement changes it, and the explorer changes the
-        # world only at journal events, gates and crashes. A goal's polls see what its first look
-        # saw (steps.judge_goal).
-        backend.unchanged_while_waiting = True
-
     def load(self, state: dict[str, Any]) -> Any:
         return SimCluster.model_validate(state)
 

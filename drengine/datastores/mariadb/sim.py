@@ -411,7 +411,10 @@ class SimMariaDBBackend:
             self.sim.settle()
             self.save()
             if s.latency:
+                # Really slow (a test can kill the process with the statement in flight), and as
+                # slow on the run's clock, whose deadlines bound the step.
                 time.sleep(s.latency)
+                self.clock.sleep(s.latency)
 
     def _interpret(self, s: SimServer, sql: Sql) -> list[Row]:
         text = " ".join(sql.template.split())
