@@ -92,6 +92,23 @@ def gated_statements(entries: list[Entry], runbook: Runbook, mutating: Callable[
     return out
 
 
+def _sent_once(entry: Entry, runbook: Runbook, once: Callable[[str, str], bool]) -> tuple[str, str, str] | None:
+    """(step, target, text) of a statement that must reach its target once: sent by a step of
+    the runbook whose action changes the cluster and is not repeatable; None for anything else."""
+    if entry.type is not Event.STATEMENT_SENT:
+        return None
+    data = entry.data
+    step = str(data.get("step", ""))
+    if step not in runbook.steps:
+        return None
+    action = runbook.action(step)
+    if action.effect is not Effect.MUTATE or action.repeatable:
+        return None
+    if not once(str(data.get("language", "")), str(data.get("text", ""))):
+        return None
+    return step, str(data.get("target")), str(data.get("text"))
+
+
 def sent_once(entries: list[Entry], runbook: Runbook, once: Callable[[str, str], bool],
               world_changed: Callable[[int, int], bool]) -> list[Violation]:
     """A statement a step sent before a resume is not sent again after it (same step, same
@@ -103,22 +120,13 @@ def sent_once(entries: list[Entry], runbook: Runbook, once: Callable[[str, str],
         if entry.type is Event.RUN_RESUMED:
             segment += 1
             continue
-        if entry.type is not Event.STATEMENT_SENT:
+        key = _sent_once(entry, runbook, once)
+        if key is None:
             continue
-        data = entry.data
-        step = str(data.get("step", ""))
-        if step not in runbook.steps:
-            continue
-        action = runbook.action(step)
-        if action.effect is not Effect.MUTATE or action.repeatable:
-            continue
-        if not once(str(data.get("language", "")), str(data.get("text", ""))):
-            continue
-        key = (step, str(data.get("target")), str(data.get("text")))
         before = first.setdefault(key, segment)
         if before < segment and not world_changed(before, segment):
             out.append(Violation("journal.sent-once-across-resume",
-                                 f"step {step} sent `{key[2]}` to {key[1]} again after a resume (first sent in "
+                                 f"step {key[0]} sent `{key[2]}` to {key[1]} again after a resume (first sent in "
                                  f"segment {before + 1}, again in segment {segment + 1}) although nothing changed "
                                  f"the cluster in between", _where(entry)))
     return out
@@ -130,28 +138,20 @@ def sent_once_per_step(entries: list[Entry], runbook: Runbook, once: Callable[[s
     out = []
     sent: set[tuple[str, str]] | None = None
     for entry in entries:
-        data = entry.data
         if entry.type in (Event.STEP_STARTED, Event.RUN_RESUMED):
             sent = set() if entry.type is Event.STEP_STARTED else None
             continue
         if entry.type in (Event.STEP_FINISHED, Event.STEP_INTERRUPTED):
             sent = None
             continue
-        if entry.type is not Event.STATEMENT_SENT or sent is None:
+        found = _sent_once(entry, runbook, once)
+        if found is None or sent is None:
             continue
-        step = str(data.get("step", ""))
-        if step not in runbook.steps:
-            continue
-        action = runbook.action(step)
-        if action.effect is not Effect.MUTATE or action.repeatable:
-            continue
-        if not once(str(data.get("language", "")), str(data.get("text", ""))):
-            continue
-        key = (str(data.get("target")), str(data.get("text")))
-        if key in sent:
+        step, target, text = found
+        if (target, text) in sent:
             out.append(Violation("effects.sent-once-per-step",
-                                 f"step {step} sent `{key[1]}` to {key[0]} twice in one attempt", _where(entry)))
-        sent.add(key)
+                                 f"step {step} sent `{text}` to {target} twice in one attempt", _where(entry)))
+        sent.add((target, text))
     return out
 
 
