@@ -86,6 +86,8 @@ class RunRequest:
     around_walk: Callable[[JournalWriter, Any, Callable[[], RunOutcome]], RunOutcome] | None = None
     # What the run runs on: its clock (waits, retries, deadlines, simulators) and its disk.
     machine: Machine = REAL
+    # `--timeout STEP=SECONDS`: the operator's timeouts, in place of the runbook's (journaled).
+    timeouts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +106,30 @@ class ResumeRequest:
     # The runbook and inventory the caller already holds, used when they are the journal's own
     # (same runbook file, same inventory file) instead of reading them again (the explorer).
     loaded: tuple[Runbook, Inventory] | None = None
+    # `--timeout STEP=SECONDS` given at this resume: added to those journaled before (journaled too).
+    timeouts: dict[str, float] = field(default_factory=dict)
+
+
+def check_timeouts(runbook: Runbook, timeouts: dict[str, float]) -> dict[str, float]:
+    """`--timeout STEP=SECONDS` must name a step of the runbook and a positive time."""
+    from drengine.suggest import did_you_mean
+
+    for step, seconds in timeouts.items():
+        if step not in runbook.steps:
+            raise InputError(f"--timeout {step}={seconds:g}: runbook {runbook.name} has no step {step!r}."
+                             f"{did_you_mean(step, list(runbook.steps))} Its steps: {', '.join(runbook.steps)}")
+        if not seconds > 0:
+            raise InputError(f"--timeout {step}={seconds:g}: a timeout is a number of seconds above 0")
+    return dict(timeouts)
+
+
+def journaled_timeouts(entries: list[Entry]) -> dict[str, float]:
+    """The timeouts the operator gave when the run started and at each resume, the latest winning."""
+    found: dict[str, float] = {}
+    for entry in entries:
+        if entry.type in (Event.RUN_STARTED, Event.RUN_RESUMED):
+            found.update({str(k): float(v) for k, v in (entry.data.get("timeouts") or {}).items()})
+    return found
 
 
 def run_clock(request: RunRequest) -> Clock:
@@ -434,12 +460,14 @@ class Engine:
         anything else is journaled."""
         ctx = self.ctx
         ctx.cancel = threading.Event()
-        ctx.deadline = Deadline(step.timeout, ctx.clock)
+        timeout = self.request.timeouts.get(step.id, step.timeout)
+        ctx.deadline = Deadline(timeout, ctx.clock)
         why, by_operator = "", False
         job = self.worker.submit(fn)
         try:
-            if not ctx.clock.wait_for(job.done, step.timeout, self._stop_step):
-                why = f"did not finish within its timeout of {step.timeout:g} s"
+            if not ctx.clock.wait_for(job.done, timeout, self._stop_step):
+                why = (f"did not finish within its timeout of {timeout:g} s (to give it longer: "
+                       f"drengine run --resume {self.run_id} --timeout {step.id}=SECONDS)")
         except KeyboardInterrupt:
             why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
             self._stop_step()
@@ -711,7 +739,9 @@ def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, r
 
 
 def start_run(request: RunRequest) -> RunOutcome:
-    request = with_clock(replace(request, inputs=resolve_inputs(request.runbook, request.inputs)), run_clock(request))
+    request = replace(request, inputs=resolve_inputs(request.runbook, request.inputs),
+                      timeouts=check_timeouts(request.runbook, request.timeouts))
+    request = with_clock(request, run_clock(request))
     run_id = new_run_id(request.cluster.name)
     run_dir = request.run_dir or (request.runs_root / run_id)
     if (run_dir / "journal.jsonl").exists():
@@ -726,7 +756,7 @@ def start_run(request: RunRequest) -> RunOutcome:
             kind=request.cluster.kind, simulated=request.cluster.simulated is not None,
             operator=operator_name(), pid=os.getpid(), host=socket.gethostname(),
             argv=request.argv, gone_for_good=list(request.operator_said_gone), policy=request.gates.name,
-            inputs=request.inputs,
+            inputs=request.inputs, **({"timeouts": request.timeouts} if request.timeouts else {}),
         )
 
     return _run(request, journal, run_id, started, _Walk(request.runbook.spec.start))
@@ -927,6 +957,7 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
         local_lock_reason=resume.local_lock_reason, operator_said_gone=tuple(started.get("gone_for_good", [])),
         inputs=dict(started.get("inputs", {})), listeners=resume.listeners, argv=resume.argv,
         around_walk=resume.around_walk, machine=resume.machine,
+        timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)},
     )
     request = with_clock(request, run_clock(request))
     journal = JournalWriter(run_dir, disk=request.machine.disk, follows=chain)
@@ -938,7 +969,8 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
 
     def resumed() -> None:
         journal.append(Event.RUN_RESUMED, run_id=run_id, state=state, in_flight=point.in_flight,
-                       operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=resume.argv)
+                       operator=operator_name(), pid=os.getpid(), host=socket.gethostname(), argv=resume.argv,
+                       **({"timeouts": resume.timeouts} if resume.timeouts else {}))
         if again and point.state != state:
             journal.append(Event.OBSERVED_AGAIN, step=point.state, start=state,
                            reason="resume: nothing has been changed yet, so the cluster is observed and the "

@@ -70,6 +70,23 @@ def _inputs(given: tuple[str, ...]) -> dict[str, str]:
     return values
 
 
+def _timeouts(given: tuple[str, ...]) -> dict[str, float]:
+    """`--timeout STEP=SECONDS`, each step once; the engine checks the step names against the runbook."""
+    found: dict[str, float] = {}
+    for raw in given:
+        step, sep, value = raw.partition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not sep or not step.strip() or not seconds > 0:
+            raise click.UsageError(f"--timeout {raw!r}: expected STEP=SECONDS with SECONDS above 0 (e.g. --timeout promote=1800)")
+        if step.strip() in found:
+            raise click.UsageError(f"--timeout {step.strip()} is given twice; give each step once")
+        found[step.strip()] = seconds
+    return found
+
+
 def _request(runbook: str, inventory: str, cluster: str, mode: Any, gates: Any, quiet: bool = False, **kw: Any) -> Any:
     from drengine.engine import RunRequest
     from drengine.inventory import load_inventory
@@ -145,9 +162,12 @@ def _report_outcome(outcome: Any) -> NoReturn:
 @click.option("--lock", "lock_choice", type=click.Choice(["local"]), default=None,
               help="Break glass when etcd is down: take only this machine's lock instead of the inventory's etcd lock "
                    "(needs --reason; journaled as a dangerous gate).")
+@click.option("--timeout", "timeouts", multiple=True, metavar="STEP=SECONDS",
+              help="Give STEP this timeout instead of the runbook's (repeatable; journaled; also with --resume).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
         overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
-        resume_dir: str | None, runs_dir: str, break_lock: bool, lock_choice: str | None) -> None:
+        resume_dir: str | None, runs_dir: str, break_lock: bool, lock_choice: str | None,
+        timeouts: tuple[str, ...]) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it.
 
     At a terminal each gate asks: p(roceed) or y, s(kip), r(etry), a(bort), d(etails: the
@@ -174,7 +194,8 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
         try:
             outcome = resume_run(ResumeRequest(
                 Path(resume_dir), gates, [SCREEN.listen, *([notifier.on_event] if notifier else [])],
-                break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason))
+                break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason,
+                timeouts=_timeouts(timeouts)))
         finally:
             close_notifier(notifier)
         _report_outcome(outcome)
@@ -182,7 +203,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
                        run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs),
-                       local_lock_reason=local_lock_reason)
+                       local_lock_reason=local_lock_reason, timeouts=_timeouts(timeouts))
     notifier = notifier_for(request.inventory.notify, inventory, run_dir=request.run_dir)
     if notifier is not None:
         request.listeners.append(notifier.on_event)

@@ -286,6 +286,26 @@ def test_a_step_past_its_deadline_sends_nothing_more_and_resume_finishes(tmp_pat
     assert writable(sim) == ["db2"] and follows(sim, "db3", "db2")
 
 
+def test_a_step_given_more_time_on_resume_finishes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    seed(tmp_path, run_dir, db2={"latency": 0.01})
+    runbook = tiny_timeout_runbook(tmp_path)
+    code, out = cli("run", str(runbook), "-i", str(inventory(tmp_path)), "-c", "sim", "--run-dir", str(run_dir), "--yes")
+    assert code == 1 and "INTERRUPTED" in out, out
+    assert "--timeout promote=SECONDS" in out  # the interruption says how to give it longer
+    code, out = cli("run", "--resume", str(run_dir), "--yes", "--timeout", "promte=60")
+    assert code == 2 and "has no step 'promte'" in out and "did you mean" in out.lower(), out
+    code, out = cli("run", "--resume", str(run_dir), "--yes", "--timeout", "promote=60")
+    assert code == 0, out  # one resume is enough: the step has a minute now
+    resumed = of_type(run_dir, "run_resumed")
+    assert resumed[-1].data["timeouts"] == {"promote": 60.0}
+    sim = load(run_dir)
+    assert writable(sim) == ["db2"] and follows(sim, "db3", "db2")
+    code, out = cli("run", "mariadb-promote-survivor", "-i", str(inventory(tmp_path)), "-c", "sim",
+                    "--run-dir", str(tmp_path / "bad"), "--yes", "--timeout", "promote=0")
+    assert code == 2 and "SECONDS above 0" in out, out
+
+
 def test_sigkill_while_a_statement_is_in_flight_then_resume(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     seed(tmp_path, run_dir, db2={"latency": 3.0})
