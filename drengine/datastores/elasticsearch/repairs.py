@@ -61,7 +61,9 @@ class ShortenDelay(_GivesBackItsChanges):
                      else "the node these replicas wait for is back in the cluster already")
                     + ": waiting only prolongs the time with missing replicas. The old values are restored at the end"),
             statements=[c.statement() for c in put_index_settings_calls(indices, {DELAY_SETTING: "0"})],
-            risks=["if the node does come back, its copies are discarded and the replicas are rebuilt over the network"],
+            risks=["if the node does come back, its copies are discarded and the replicas are rebuilt over the network"
+                   if plan.gone_confirmed else
+                   "the replicas are rebuilt over the network: the copies the node held when it left are not reused"],
         )
 
     def _still_delayed(self, ctx: Ctx) -> list[str]:
