@@ -595,14 +595,13 @@ class Engine:
                               f"the run would stop at the failed safety check {steps}; the steps after it are shown as "
                               f"they would go with `{flags} --accept-data-loss` (break glass)", self.plan)
         if self.mode is Mode.PLAN:
-            return RunOutcome(self.run_id, self.journal.run_dir, state, end.success, end.summary or last, self.plan)
+            # A failing plan leads with the step that fails (the real reason), not the clean-up after it.
+            said = self._failure_first(end.summary or last) if not end.success else end.summary or last
+            return RunOutcome(self.run_id, self.journal.run_dir, state, end.success, said, self.plan)
         path = self._path_notes()
         if not end.success:
-            summary = end.summary or last
-            if self._first_failure and self._first_failure not in summary:
-                summary = f"{self._first_failure}; then: {summary}" if summary and summary != self._first_failure.split(': ', 1)[-1] \
-                    else self._first_failure
-            return RunOutcome(self.run_id, self.journal.run_dir, state, False, summary + path, self.plan)
+            return RunOutcome(self.run_id, self.journal.run_dir, state, False,
+                              self._failure_first(end.summary or last) + path, self.plan)
         holds, goal_summary, left = self._check_goal()
         if holds:
             summary = (end.summary or last) + (f" (goal holds: {goal_summary})" if goal_summary else "")
@@ -610,6 +609,15 @@ class Engine:
         return RunOutcome(self.run_id, self.journal.run_dir, "incomplete", False,
                           f"the runbook reached `{state}` but its goal does not hold now: {goal_summary}" + path,
                           self.plan, left=left)
+
+    def _failure_first(self, summary: str) -> str:
+        """The first failure of the run, then what the runbook's failed end says."""
+        first = self._first_failure
+        if not first or first in summary:
+            return summary
+        if summary and summary != first.split(": ", 1)[-1]:
+            return f"{first}; then: {summary}"
+        return first
 
     def _path_notes(self) -> str:
         notes = []

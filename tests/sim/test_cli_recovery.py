@@ -27,3 +27,12 @@ def test_the_plan_says_how_to_run_it_with_the_inputs_given(tmp_path: Path) -> No
                     "--run-dir", str(tmp_path / "plan"), "--input", "stale_copy=orders[0]=node-4")
     assert "to run it: $ drengine run elasticsearch-reallocate" in out, out
     assert "--input 'stale_copy=orders[0]=node-4'" in out
+
+
+def test_a_failing_plan_leads_with_the_step_that_fails(tmp_path: Path) -> None:
+    code, out = cli("plan", "elasticsearch-reallocate", "-i", str(ROOT / "inventory" / "simulated-elasticsearch.yaml"),
+                    "-c", "sim-es-two-stale-copies", "--run-dir", str(tmp_path / "plan"))
+    assert code == 1, out
+    headline = next(line for line in out.splitlines() if line.startswith("PLAN FAILS"))
+    assert headline.startswith("PLAN FAILS: step allocate-stale-primary failed"), headline
+    assert "--input stale_copy=orders[0]=<node>" in headline
