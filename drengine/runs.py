@@ -199,3 +199,27 @@ def show_run(run_dir: Path, lock_dir: Path | None = None) -> RunDetail:
                      or p.name == "junit.xml")
     return RunDetail(run=summary, argv=argv, steps=steps, gates=gates, overrides=overrides, statements=statements,
                      notes=notes, reports=reports)
+
+
+def close_run(run_dir: Path, reason: str, who: str, lock_dir: Path | None = None) -> RunSummary:
+    """Close a run left stopped or interrupted that nobody will resume: its journal ends with
+    `closed`, who closed it and why, so that `runs` and `status` stop offering to resume it.
+    Nothing is sent to the cluster; what the run changed stays as it is (say so in the reason)."""
+    from drengine.journal import JournalWriter, verified_chain
+
+    if not reason.strip():
+        raise InputError("say why the run is closed without resuming it: --reason \"...\" (it is journaled)")
+    summary, _ = summarize(run_dir, lock_dir)
+    if summary.result == "running":
+        raise InputError(f"run {summary.id} is running (it holds the cluster lock); it cannot be closed")
+    if not summary.resumable:
+        raise InputError(f"run {summary.id} ended {summary.result or 'without an end'} and is not resumable; "
+                         "only a stopped or interrupted run is closed")
+    journal = JournalWriter(run_dir, follows=verified_chain(run_dir))
+    try:
+        journal.append(Event.RUN_FINISHED, end="closed", success=False, resumable=False, closed_by=who,
+                       reason=reason.strip(),
+                       summary=f"closed by {who} without resuming it ({summary.result}): {reason.strip()}")
+    finally:
+        journal.close()
+    return summarize(run_dir, lock_dir)[0]

@@ -107,6 +107,20 @@ def _show_registry(entry: Any) -> None:
             out(f"    $ drengine run --resume {run.run_dir}")
 
 
+@runs_group.command("close")
+@click.argument("run", shell_complete=complete_runs)
+@_runs_dir_option()
+@click.option("--reason", required=True, help="Why it is closed without resuming it (journaled).")
+def runs_close(run: str, runs_dir: str | None, reason: str) -> None:
+    """Close a stopped or interrupted run that will not be resumed: its journal ends `closed`,
+    with who and why, and it is no longer offered for resuming. Nothing is sent to the cluster."""
+    from drengine.gates import operator_name
+    from drengine.runs import close_run, find_run
+
+    closed = close_run(find_run(Path(runs_dir or "runs"), run), reason, operator_name())
+    out(f"run {closed.id}: {closed.summary}")
+
+
 @runs_group.command("show")
 @click.argument("run", shell_complete=complete_runs)
 @_runs_dir_option()
