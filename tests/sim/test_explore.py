@@ -31,8 +31,9 @@ KNOWN: dict[str, frozenset[str]] = {}
 
 
 # Runbooks whose runs often end early (a refused check, a failed survivor choice): fewer kill
-# points land inside a run (MariaDB's hung primaries and replicas are fenced or refused at once).
-SHORT_RUNS = {"mariadb-promote-survivor": 5, "mariadb-rejoin": 3}
+# points land inside a run (MariaDB's hung primaries and replicas are fenced or refused at once;
+# MongoDB's rejoins are short).
+SHORT_RUNS = {"mariadb-promote-survivor": 5, "mariadb-rejoin": 3, "mongodb-rejoin": 5}
 SEEDS = (0, 1, 2, 3, 4)  # a false alarm on any seed is a defect of the explorer
 PER_SEED = 150
 
