@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from drengine.cli import main, run_cli
 from drengine.journal import Entry, read_entries
+from drengine.lab.procs import LabDir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +64,22 @@ def lab_root(prefix: str) -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mariadb_lab(prefix: str) -> Iterator[tuple[LabDir, str]]:
+    """Three real mariadbd with GTID replication (and their proxies) in a lab directory of their
+    own, with the inventory written beside them; stopped and removed when the block ends."""
+    from drengine.datastores.mariadb import lab as lab_mariadb
+
+    with lab_root(prefix) as root:
+        lab = LabDir(root)
+        inventory = str(root / "inventory.yaml")
+        try:
+            lab_mariadb.up(lab, inventory_out=inventory)
+            yield lab, inventory
+        finally:
+            lab_mariadb.down(lab)
 
 
 # Set by `make test` and `make test-lab` (and on CI): the services scripts/setup.sh --services

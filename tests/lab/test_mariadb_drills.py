@@ -9,19 +9,13 @@ import pytest
 
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir
-from tests.helpers import cli, lab_root, of_type
+from tests.helpers import cli, mariadb_lab, of_type
 
 
 @pytest.fixture
 def lab() -> Iterator[tuple[LabDir, str]]:
-    with lab_root("drengine-mariadb-drill-") as root:
-        lab = LabDir(root)
-        inventory = str(root / "inventory.yaml")
-        try:
-            lab_mariadb.up(lab, inventory_out=inventory)
-            yield lab, inventory
-        finally:
-            lab_mariadb.down(lab)
+    with mariadb_lab("drengine-mariadb-drill-") as made:
+        yield made
 
 
 def drill(inventory: str, run_dir: Path, fault: str) -> tuple[int, str]:

@@ -15,19 +15,13 @@ import yaml
 from drengine.clock import wait_until
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.lab.procs import LabDir
-from tests.helpers import cli, cli_subprocess, lab_root, of_type
+from tests.helpers import cli, cli_subprocess, mariadb_lab, of_type
 
 
 @pytest.fixture
 def lab() -> Iterator[tuple[LabDir, str]]:
-    with lab_root("drengine-mariadb-lab-") as root:
-        lab = LabDir(root)
-        inventory = str(root / "inventory.yaml")
-        try:
-            lab_mariadb.up(lab, inventory_out=inventory)
-            yield lab, inventory
-        finally:
-            lab_mariadb.down(lab)
+    with mariadb_lab("drengine-mariadb-lab-") as made:
+        yield made
 
 
 def sql(lab: LabDir, name: str, *statements: str) -> list[tuple[Any, ...]]:

@@ -14,19 +14,13 @@ from test_mariadb_lab import assert_promoted, rows, sql, write_rows
 from drengine.datastores.mariadb import lab as lab_mariadb
 from drengine.journal import verify
 from drengine.lab.procs import LabDir
-from tests.helpers import ROOT, cli, cli_subprocess, events, lab_root, of_type
+from tests.helpers import ROOT, cli, cli_subprocess, events, mariadb_lab, of_type
 
 
 @pytest.fixture
 def lab() -> Iterator[tuple[LabDir, str]]:
-    with lab_root("drengine-safety-lab-") as root:
-        lab = LabDir(root)
-        inventory = str(root / "inventory.yaml")
-        try:
-            lab_mariadb.up(lab, inventory_out=inventory)
-            yield lab, inventory
-        finally:
-            lab_mariadb.down(lab)
+    with mariadb_lab("drengine-safety-lab-") as made:
+        yield made
 
 
 def db2_ahead_of_db3(lab: LabDir) -> None:
