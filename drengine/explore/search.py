@@ -131,8 +131,9 @@ class Report:
         return self.runs / self.seconds if self.seconds else 0.0
 
 
-class _BudgetSpent(BaseException):
-    """The budget ran out before any violation: hypothesis passes a BaseException through."""
+class _StopGenerating(BaseException):
+    """Stop generating now (the budget ran out before any violation, or `first` has its
+    violation): hypothesis passes a BaseException through."""
 
 
 _VIOLATION_TYPES: dict[str, type[AssertionError]] = {}
@@ -168,7 +169,7 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
         spent = over[0] or (budget is not None and time.perf_counter() - started > budget)
         if spent and not failed:
             over[0] = True
-            raise _BudgetSpent  # nothing to shrink: stop generating at once
+            raise _StopGenerating  # nothing to shrink: stop generating at once
         seen = spent and _key(scenario) in failed_keys  # hashed only when it matters: it costs
         if spent and not seen:
             over[0] = True
@@ -195,7 +196,7 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
             failed[invariant] = result
             failed_keys.add(_key(scenario))
             if first:
-                raise _BudgetSpent
+                raise _StopGenerating
             raise _violation_type(invariant)("; ".join(v.line() for v in violations))
 
     test = settings(
@@ -207,7 +208,7 @@ def explore(runbook: str, work: Path, count: int = 500, seed: int = 0, budget: f
     with with_reporter(lambda _text: None):
         try:
             test()
-        except (AssertionError, BaseExceptionGroup, _BudgetSpent):
+        except (AssertionError, BaseExceptionGroup, _StopGenerating):
             pass  # the minimal failing scenario of each invariant is in `failed`
     report.seconds = time.perf_counter() - started
     report.out_of_budget = over[0]

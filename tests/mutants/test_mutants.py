@@ -23,16 +23,10 @@ def test_every_mutant_still_applies_to_the_code() -> None:
     mutants = mutate.load_mutants()
     assert len(mutants) >= 30, f"only {len(mutants)} mutants"
     assert len({m.runbook for m in mutants}) >= 9, sorted({m.runbook for m in mutants})
-    with tempfile.TemporaryDirectory() as tmp:
-        mutate.copy_tree(Path(tmp))
-        for mutant in mutants:
+    for mutant in mutants:
+        with tempfile.TemporaryDirectory() as tmp:
+            mutate.copy_tree(Path(tmp))
             mutate.apply(mutant, Path(tmp))  # raises MutantError when its text moved
-            # Undo by copying again only what it touched.
-            target = mutant.file or f"runbooks/{mutant.runbook}.yaml"
-            (Path(tmp) / target).write_text((mutate.ROOT / target).read_text())
-            if mutant.file and (mutant.drop_step or mutant.ungate or mutant.swap):
-                runbook = f"runbooks/{mutant.runbook}.yaml"
-                (Path(tmp) / runbook).write_text((mutate.ROOT / runbook).read_text())
 
 
 @pytest.mark.timeout(2400)  # 57 mutants, two at a time: about 8 minutes here, the survivors the longest
