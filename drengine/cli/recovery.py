@@ -57,33 +57,36 @@ def _check_overrides(rb: Any, flags: Any) -> None:
                              f"{did_you_mean(step, checks)} Its checks are: {', '.join(checks) or 'none'}")
 
 
-def _inputs(given: tuple[str, ...]) -> dict[str, str]:
-    """`--input NAME=VALUE`, each name once; the runbook checks the names when the run starts."""
+def _pairs(flag: str, given: tuple[str, ...], shape: str, example: str) -> dict[str, str]:
+    """`--FLAG NAME=VALUE`, repeatable, each name once."""
     values: dict[str, str] = {}
     for raw in given:
         name, sep, value = raw.partition("=")
         if not sep or not name.strip():
-            raise click.UsageError(f"--input {raw!r}: expected NAME=VALUE (e.g. --input degrade_run=runs/RUN_ID)")
+            raise click.UsageError(f"--{flag} {raw!r}: expected {shape} (e.g. --{flag} {example})")
         if name.strip() in values:
-            raise click.UsageError(f"--input {name.strip()} is given twice; give each input once")
+            raise click.UsageError(f"--{flag} {name.strip()} is given twice; give each once")
         values[name.strip()] = value
     return values
 
 
+def _inputs(given: tuple[str, ...]) -> dict[str, str]:
+    """`--input NAME=VALUE`; the runbook checks the names when the run starts."""
+    return _pairs("input", given, "NAME=VALUE", "degrade_run=runs/RUN_ID")
+
+
 def _timeouts(given: tuple[str, ...]) -> dict[str, float]:
-    """`--timeout STEP=SECONDS`, each step once; the engine checks the step names against the runbook."""
+    """`--timeout STEP=SECONDS`; the engine checks the step names against the runbook."""
     found: dict[str, float] = {}
-    for raw in given:
-        step, sep, value = raw.partition("=")
+    for step, value in _pairs("timeout", given, "STEP=SECONDS", "promote=1800").items():
         try:
             seconds = float(value)
         except ValueError:
             seconds = -1.0
-        if not sep or not step.strip() or not seconds > 0:
-            raise click.UsageError(f"--timeout {raw!r}: expected STEP=SECONDS with SECONDS above 0 (e.g. --timeout promote=1800)")
-        if step.strip() in found:
-            raise click.UsageError(f"--timeout {step.strip()} is given twice; give each step once")
-        found[step.strip()] = seconds
+        if not seconds > 0:
+            raise click.UsageError(f"--timeout {step}={value}: expected STEP=SECONDS with SECONDS above 0 "
+                                   f"(e.g. --timeout promote=1800)")
+        found[step] = seconds
     return found
 
 
