@@ -15,7 +15,7 @@ import yaml
 from drengine.inventory import load_inventory
 from drengine.lab.procs import LabDir
 from drengine.status import probe_fleet
-from tests.helpers import cli
+from tests.helpers import cli, require_ceph
 
 pytestmark = pytest.mark.lab
 
@@ -124,3 +124,40 @@ def test_elasticsearch_from_one_node(root: Path, tmp_path: Path) -> None:
         assert all(m["port"] == 9200 and m["address"] for m in found["members"])
     finally:
         lab_es.down(lab)
+
+
+def test_ceph_from_one_monitor(tmp_path: Path) -> None:
+    from drengine.datastores.ceph import lab as ceph_lab
+    from tests.lab.test_ceph_lab import _port_base
+
+    require_ceph()
+    lab = LabDir(tmp_path / "lab")
+    inventory = tmp_path / "lab" / "inventory.yaml"
+    base = _port_base()
+    try:
+        ceph_lab.up(lab, port_base=base, inventory_out=inventory)
+        conf = str(ceph_lab.conf_path(lab))
+        # The second monitor, not the first of `mon host`: what it knows is the whole monmap.
+        code, text = cli("inventory", "discover", "ceph", f"127.0.0.1:{base + 1}", "--name", "found",
+                         "--ceph-conf", conf)
+        assert code == 0, text
+        found = yaml.safe_load(text)["clusters"]["found"]
+        assert found["ceph"] == {"conf_file": conf, "client_name": "client.admin"}
+        members = {m["name"]: m for m in found["members"]}
+        assert sorted(members) == ["mgr.x", "mon.a", "mon.b", "mon.c", "osd.0", "osd.1", "osd.2"]
+        assert [(members[f"mon.{m}"]["address"], members[f"mon.{m}"]["port"]) for m in "abc"] == \
+            [("127.0.0.1", base + i) for i in range(3)]
+        assert all(members[f"osd.{i}"]["role"] == "osd" and members[f"osd.{i}"]["address"] == "127.0.0.1"
+                   and "port" not in members[f"osd.{i}"] for i in range(3))
+        assert "CRUSH host " in text and "FILL IN" in text
+        _same_status(inventory, ceph_lab.CLUSTER_NAME, text, tmp_path)
+        # Without --ceph-conf (no ceph.conf on this machine): the monitor's address is enough; the
+        # section says where the operator's ceph.conf usually is, to be filled in.
+        code, text = cli("inventory", "discover", "ceph", f"127.0.0.1:{base}")
+        assert code == 0, text
+        assert "conf_file: /etc/ceph/ceph.conf" in text and "FILL IN: the ceph.conf" in text
+        # Nothing listens: a clear error within the timeout, exit 1.
+        code, text = cli("inventory", "discover", "ceph", "127.0.0.1:1")
+        assert code == 1 and "did not let client.admin in" in text, text
+    finally:
+        ceph_lab.down(lab)
