@@ -20,7 +20,8 @@ def inventory_group(ctx: click.Context) -> None:
 @inventory_group.command("check")
 @inventory_option()
 @click.option("--connect", is_flag=True, help="Also connect: every host over SSH (through its bastions) and its "
-                                             "sudo, every member with the inventory's credentials.")
+                                             "sudo, every member with the inventory's credentials, and (MariaDB, "
+                                             "Galera) the account's grants against what the runbooks send.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: every check and its outcome.")
 def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
     """Validate an inventory; each problem as FILE:LINE, misspelt fields with "did you mean" (exit 2).
@@ -52,7 +53,7 @@ def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
             for r in failed:
                 out(f"  {r.subject} ({r.check}): {r.detail}")
         else:
-            checked = ("structure, secrets, hosts, sudo and members" if connect else
+            checked = ("structure, secrets, hosts, sudo, members and their grants" if connect else
                        "structure and secrets; add --connect to reach hosts, sudo and members")
             out(f"{inventory}: OK: {checked}")
     if failed:

@@ -65,6 +65,28 @@ def test_mariadb_from_a_replica(root: Path, tmp_path: Path) -> None:
         failures = out.split("check(s) failed:")[1]
         assert "cluster found, member db1 (member):" in failures and "Access denied" in failures, failures
         assert "not-the-password" not in out
+        # The right password: every member answers, and root holds what the runbooks send.
+        code, out = cli("inventory", "check", "-i", str(section), "--connect")
+        assert code == 0, out
+        assert out.count(" grants  ok ") == 3 and "root@127.0.0.1 holds what the mariadb runbooks send" in out, out
+        # A monitoring account: it answers, but could not fence or promote; each lack is named with its GRANT.
+        (tmp_path / "mon.pw").write_text("mon-secret-pw\n")
+        lab_mariadb.sql(lab, "db1", "CREATE USER 'drengine_mon'@'127.0.0.1' IDENTIFIED BY 'mon-secret-pw'",
+                        "GRANT SLAVE MONITOR, PROCESS ON *.* TO 'drengine_mon'@'127.0.0.1'",
+                        "GRANT SELECT ON drengine.* TO 'drengine_mon'@'127.0.0.1'")
+        lab_mariadb.wait_replicated(lab)
+        (tmp_path / "mon.yaml").write_text(text.replace("user: root", "user: drengine_mon").replace(
+            str(root / "mariadb" / "root.password"), str(tmp_path / "mon.pw")))
+        code, out = cli("inventory", "check", "-i", str(tmp_path / "mon.yaml"), "--connect")
+        assert code == 1, out
+        failures = out.split("check(s) failed:")[1]
+        for member in ("db1", "db2", "db3"):
+            assert f"cluster found, member {member} (grants): drengine_mon@127.0.0.1 lacks REPLICATION SLAVE ADMIN " \
+                   f"or SUPER for STOP SLAVE" in failures, failures
+        assert "READ_ONLY ADMIN for SET GLOBAL read_only" in failures
+        assert "To grant: GRANT REPLICATION SLAVE ADMIN, READ_ONLY ADMIN, CONNECTION ADMIN ON *.* TO " \
+               "'drengine_mon'@'127.0.0.1'; GRANT CREATE, INSERT, DELETE ON drengine.* TO" in failures, failures
+        assert "(member):" not in failures and "mon-secret-pw" not in out
     finally:
         lab_mariadb.down(lab)
 
