@@ -81,12 +81,23 @@ def add_operators(lab: LabDir, public_key: str) -> str:
     return password
 
 
-def remove_operators() -> None:
+def remove_operators() -> list[str]:
+    """Remove the sudoers file and the operator users; say what was removed."""
+    removed = [f"removed {SUDOERS}"] if SUDOERS.exists() else []
     SUDOERS.unlink(missing_ok=True)
     for user in (OPS_USER, OPS_PASSWORD_USER):
         if _user_exists(user):
             # Their sessions (the lab's sshd children) end with the lab; -f: a leftover one must not block it.
             subprocess.run(["userdel", "--force", "--remove", user], check=False, capture_output=True)
+            removed.append(f"removed lab user {user}")
+    return removed
+
+
+def up_hint(lab: LabDir) -> str:
+    """What `drengine lab up ssh-site` tells the operator to do next."""
+    return (f"hosts ops1 ({OPS_PASSWORD_USER}, sudo with a password), bastion, and {', '.join(INNER_HOSTS)} "
+            f"behind it ({OPS_USER}, sudo -n); for ops1's sudo password:\n"
+            f"  export {SUDO_PASSWORD_ENV}=\"$(cat {lab.path('ssh') / 'sudo_password'})\"")
 
 
 def _record(lab: LabDir, name: str, pid: int, argv: list[str], log: Path) -> LabProcess:
