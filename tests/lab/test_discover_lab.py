@@ -1,5 +1,7 @@
-"""`drengine inventory discover` against the real MariaDB and Galera labs: the members found, and
-`drengine status` on the discovered section giving the lab inventory's verdict."""
+"""`drengine inventory discover` against the real MariaDB, Galera and Ceph labs and the served
+MongoDB and Elasticsearch simulators: the members found, and `drengine status` on the discovered
+section giving the lab inventory's verdict; `inventory check --connect` on a discovered section
+(wrong password, an account lacking privileges)."""
 
 from __future__ import annotations
 
@@ -139,11 +141,22 @@ def test_elasticsearch_from_one_node(root: Path, tmp_path: Path) -> None:
                          "--user", "elastic")
         assert code == 0, text
         found = yaml.safe_load(text)["clusters"]["found"]
-        # The nodes that answer the cluster (one of three is lost), each with the HTTP address it
-        # publishes: the simulator's are its model's own addresses, so status is not compared here.
+        # The nodes that answer the cluster (one of three is lost), each with the HTTP address it publishes.
         names = [m["name"] for m in found["members"]]
         assert names and set(names) <= {m["name"] for m in fragment["members"]}
         assert all(m["port"] == 9200 and m["address"] for m in found["members"])
+        # The served simulator answers for every node on one local port, while each node publishes
+        # its model's address: pointed where the nodes are served (as an operator would behind NAT),
+        # the discovered section gives the lab inventory's verdict; only the lost node, which no
+        # discovery can name, is missing from what it says.
+        served = text
+        for m in found["members"]:
+            served = served.replace(f"address: {m['address']}, port: 9200", f"address: 127.0.0.1, port: {port}")
+        own = probe_fleet(load_inventory(root / "inventory.yaml"), ["lab-elasticsearch"]).clusters[0]
+        (tmp_path / "inv.yaml").write_text(served)
+        seen = probe_fleet(load_inventory(tmp_path / "inv.yaml")).clusters[0]
+        assert seen.verdict == own.verdict and seen.verdict.needs_action
+        assert own.headline == f"{seen.headline}; node-3 not in the cluster", (own.headline, seen.headline)
     finally:
         lab_es.down(lab)
 
