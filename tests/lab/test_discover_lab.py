@@ -109,6 +109,9 @@ def test_galera_from_one_node(root: Path, tmp_path: Path) -> None:
         found = yaml.safe_load(text)["clusters"]["found"]
         assert len(found["members"]) == 3
         _same_status(inventory, galera.CLUSTER, text, tmp_path)
+        # Every node answers, and the lab's account holds what the Galera runbooks send (SUPER for pc.bootstrap).
+        code, out = cli("inventory", "check", "-i", str(tmp_path / "inv.yaml"), "--connect")
+        assert code == 0 and out.count("holds what the galera runbooks send") == 3, out
     finally:
         galera.down(lab)
         ssh_lab.down(lab)
