@@ -355,6 +355,10 @@ class Cluster(Strict):
         """The inventory host that runs `member`, when the cluster came from an inventory."""
         return self._hosts.get(member.host) if member.host is not None else None
 
+    def proxy_host(self, proxy: Proxy) -> Host | None:
+        """The inventory host a proxy's runtime API is reached over (its commands run with that host's sudo)."""
+        return self._hosts.get(proxy.host) if proxy.host is not None else None
+
     @model_validator(mode="after")
     def _unique_members(self) -> Cluster:
         seen: set[str] = set()
@@ -505,6 +509,8 @@ class Inventory(Strict):
                 if proxy.host is not None and proxy.host not in self.hosts:
                     raise ValueError(f"cluster {cluster.name}: proxy {proxy.name} is reached over host {proxy.host!r}, "
                                      f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}")
+                if proxy.host is not None:
+                    cluster._hosts[proxy.host] = self.hosts[proxy.host]
             for member in cluster.members:
                 if member.host is not None and member.host not in self.hosts:
                     from drengine.suggest import did_you_mean
