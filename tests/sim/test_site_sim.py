@@ -1,0 +1,151 @@
+"""A site of simulated clusters: `status` as a dependency tree, `site plan`, and `site run`
+recovering dependencies first, blocking what waits on a dependency that does not hold, and
+resuming where it stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from drengine.errors import ExitCode, OperatorStop
+from drengine.gates import FlagPolicy
+from drengine.inventory import load_inventory
+from drengine.journal import Event, verify
+from drengine.site.run import SiteRequest, resume_site, run_site
+from tests.helpers import ROOT, cli, events, of_type
+
+SITE = str(ROOT / "inventory" / "site-simulated.yaml")
+
+
+def request(inventory: str, site_dir: Path, **kw: object) -> SiteRequest:
+    gates = kw.pop("gates", FlagPolicy(yes=True, accept_data_loss=True))
+    return SiteRequest(inventory=load_inventory(inventory), gates=gates, site_dir=site_dir,  # type: ignore[arg-type]
+                       runs_root=site_dir.parent, **kw)  # type: ignore[arg-type]
+
+
+def turns(site_dir: Path) -> list[tuple[str, str]]:
+    return [(str(e.data["cluster"]), str(e.data["phase"])) for e in of_type(site_dir, "site_cluster")]
+
+
+def test_status_shows_the_site_in_dependency_order() -> None:
+    code, out = cli("status", "-i", SITE)
+    assert code == ExitCode.FAILED
+    tree = out[out.index("site, in dependency order"):]
+    assert "site-ceph (ceph): DOWN, broken" in tree
+    assert "└─ site-mariadb (mariadb): DOWN, waits; waits for site-ceph" in tree
+    assert "1. site-ceph (down): $ drengine plan ceph-degrade" in tree
+    code, text = cli("status", "-i", SITE, "--json")
+    doc = json.loads(text)
+    assert code == doc["exit_code"] == ExitCode.FAILED
+    assert doc["site"]["order"] == ["site-ceph", "site-galera", "site-mariadb"]
+    assert {c["cluster"]: c["standing"] for c in doc["site"]["clusters"]} == {
+        "site-ceph": "broken", "site-mariadb": "waits", "site-galera": "healthy"}
+    assert doc["site"]["first"] == ["site-ceph"]
+
+
+def test_site_plan_lists_the_order_and_the_statements(tmp_path: Path) -> None:
+    code, out = cli("site", "plan", "-i", SITE, "--run-dir", str(tmp_path / "plan"))
+    assert code == ExitCode.DONE, out
+    first, second = out.index("1. site-ceph: DOWN: ceph-degrade"), out.index("2. site-mariadb: DOWN: mariadb-promote-survivor")
+    assert first < second
+    assert "starts once site-ceph holds on a fresh observation" in out
+    assert '{"prefix": "osd pool set", "pool": "drengine", "var": "min_size", "val": "1"}' in out
+    assert "[db2] SET GLOBAL read_only=0" in out
+    assert "site-galera" not in out[first:]  # healthy: nothing to plan
+    for cluster in ("site-ceph", "site-mariadb"):
+        assert {e.data["mode"] for e in of_type(tmp_path / "plan" / cluster, "run_started")} == {"plan"}
+        assert not of_type(tmp_path / "plan" / cluster, "statement_sent")
+
+
+def test_site_run_recovers_dependencies_first(tmp_path: Path) -> None:
+    site_dir = tmp_path / "site"
+    outcome = run_site(request(SITE, site_dir))
+    assert outcome.success, outcome.summary
+    assert outcome.summary.startswith("every cluster holds")
+    assert turns(site_dir) == [("site-ceph", "started"), ("site-ceph", "recovered"), ("site-galera", "healthy"),
+                               ("site-mariadb", "started"), ("site-mariadb", "recovered")]
+    # The dependency's goal was checked, holding, after its run ended and before the dependent's began.
+    site_events = events(site_dir)
+    seq = {(e.data.get("cluster"), e.data.get("phase")): e.seq for e in site_events if e.type is Event.SITE_CLUSTER}
+    gate = [e for e in site_events if e.type is Event.GOAL_CHECKED and e.data.get("for_cluster") == "site-mariadb"]
+    assert [g.data["cluster"] for g in gate] == ["site-ceph"] and gate[0].data["holds"] is True
+    assert seq[("site-ceph", "recovered")] < gate[0].seq < seq[("site-mariadb", "started")]
+    ceph_end = of_type(site_dir / "site-ceph", "run_finished")[-1]
+    maria_start = of_type(site_dir / "site-mariadb", "run_started")[0]
+    assert ceph_end.ts <= maria_start.ts
+    for run in ("site-ceph", "site-mariadb"):
+        verify(site_dir / run)
+        assert of_type(site_dir / run, "run_finished")[-1].data["success"] is True
+    verify(site_dir)
+    assert (site_dir / "state" / "site-ceph.json").is_file()
+    final = [e.data for e in site_events if e.type is Event.GOAL_CHECKED and "for_cluster" not in e.data]
+    assert {d["cluster"]: d["holds"] for d in final} == {"site-ceph": True, "site-mariadb": True, "site-galera": True}
+    assert site_events[-1].type is Event.RUN_FINISHED and site_events[-1].data["end"] == "done"
+
+
+BLOCKED = """\
+clusters:
+  db:
+    kind: mariadb
+    simulated: {scenario: all-replicas-down}
+    members:
+      - {name: db1, address: 127.0.0.1, port: 3306}
+      - {name: db2, address: 127.0.0.1, port: 3307}
+  storage:
+    kind: ceph
+    depends_on: [db]
+    simulated: {scenario: two-osds-down}
+    members:
+      - {name: mon.a, port: 3300, role: mon}
+      - {name: mon.b, port: 3301, role: mon}
+      - {name: mon.c, port: 3302, role: mon}
+      - {name: osd.0, role: osd}
+      - {name: osd.1, role: osd}
+      - {name: osd.2, role: osd}
+"""
+
+
+def test_a_dependency_that_does_not_hold_blocks_its_dependents(tmp_path: Path) -> None:
+    inventory = tmp_path / "site.yaml"
+    inventory.write_text(BLOCKED)
+    site_dir = tmp_path / "site"
+    outcome = run_site(request(str(inventory), site_dir))
+    assert not outcome.success
+    assert outcome.not_holding == ["db", "storage"]
+    assert turns(site_dir) == [("db", "no-runbook"), ("storage", "blocked")]
+    assert not (site_dir / "storage").exists()  # its recovery never started
+    assert "storage does not hold" in outcome.summary and "db does not hold" in outcome.summary
+    code, out = cli("site", "run", "-i", str(inventory), "--yes", "--run-dir", str(tmp_path / "again"))
+    assert code == ExitCode.FAILED
+    assert "INCOMPLETE: the site is not recovered" in out and "storage: blocked" in out
+
+
+def test_a_stopped_site_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    site_dir = tmp_path / "site"
+    with pytest.raises(OperatorStop) as stopped:
+        run_site(request(SITE, site_dir, gates=FlagPolicy(yes=True)))  # ceph-degrade has a dangerous gate
+    assert stopped.value.resume_with == "drengine site run --resume" and stopped.value.run_dir == site_dir
+    assert ("site-mariadb", "started") not in turns(site_dir)
+    assert of_type(site_dir, "run_finished")[-1].data["end"] == "stopped"
+
+    def again(inv: object) -> SiteRequest:
+        return SiteRequest(inventory=inv, gates=FlagPolicy(yes=True, accept_data_loss=True))  # type: ignore[arg-type]
+
+    outcome = resume_site(site_dir, again)
+    assert outcome.success, outcome.summary
+    assert of_type(site_dir / "site-ceph", "run_resumed"), "the ceph run was resumed, not started again"
+    assert not (site_dir / "site-ceph.2").exists()
+    assert [p for p in turns(site_dir) if p[0] == "site-mariadb"] == [("site-mariadb", "started"),
+                                                                      ("site-mariadb", "recovered")]
+    assert [p for p in turns(site_dir) if p[0] == "site-galera"] == [("site-galera", "healthy")]
+    code, out = cli("site", "run", "--resume", str(site_dir), "--yes")
+    assert code == ExitCode.INVALID_INPUT and "already finished (done)" in out
+
+
+def test_independent_clusters_side_by_side_end_the_same(tmp_path: Path) -> None:
+    outcome = run_site(request(SITE, tmp_path / "site", parallel=4))
+    assert outcome.success, outcome.summary
+    phases = turns(tmp_path / "site")
+    assert phases.index(("site-ceph", "recovered")) < phases.index(("site-mariadb", "started"))
