@@ -3,8 +3,9 @@ recovery starts, and of every cluster before the site's verdict.
 
 A cluster that a runbook recovered holds when that runbook's goal holds now: its goal action,
 run again on a new read-only connection, with the facts and inputs its run journaled (the same
-goal the engine checked when the run ended). A cluster no runbook touched holds when it
-serves: its status verdict is healthy, or degraded (less redundancy, still serving).
+goal the engine checked when the run ended). A cluster no runbook touched holds when its status
+says healthy: a degraded cluster that no runbook applies to (a Galera node to start by hand)
+still needs a person, and what depends on it waits for them.
 """
 
 from __future__ import annotations
@@ -37,18 +38,19 @@ def holds_now(inventory: Inventory, cluster: Cluster, run_dir: Path | None) -> H
             return _goal_of_run(inventory, cluster, run_dir)
         except DrengineError as exc:
             return Holding(cluster.name, False, "goal", f"the goal could not be checked: {exc}")
-    return serves_now(inventory, cluster)
+    return healthy_now(inventory, cluster)
 
 
-def serves_now(inventory: Inventory, cluster: Cluster) -> Holding:
-    from drengine.site.view import SERVING
+def healthy_now(inventory: Inventory, cluster: Cluster) -> Holding:
     from drengine.status import probe_cluster
 
     try:
         status = probe_cluster(cluster, inventory)
     except DrengineError as exc:
         return Holding(cluster.name, False, "status", f"could not be asked: {exc}")
-    return Holding(cluster.name, status.verdict in SERVING, f"status {status.verdict.value}", status.headline)
+    advice = "; ".join(a.why for a in status.advice)
+    return Holding(cluster.name, not status.verdict.needs_action, f"status {status.verdict.value}",
+                   status.headline + (f"; what to do: {advice}" if advice and status.verdict.needs_action else ""))
 
 
 def _goal_of_run(inventory: Inventory, cluster: Cluster, run_dir: Path) -> Holding:
@@ -64,7 +66,7 @@ def _goal_of_run(inventory: Inventory, cluster: Cluster, run_dir: Path) -> Holdi
     runbook = load_runbook(str(started["runbook_path"]))
     goal = runbook.spec.goal
     if goal is None:
-        return serves_now(inventory, cluster)
+        return healthy_now(inventory, cluster)
     facts = find_resume_point(run_dir, runbook, entries).facts
     clock = run_clock(RunRequest(runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode.PLAN,
                                  gates=FlagPolicy()))
