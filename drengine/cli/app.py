@@ -23,7 +23,7 @@ from drengine.cli.options import help_if_bare, runbooks_option
 from drengine.cli.records import journal_group, report
 from drengine.cli.recovery import plan, run
 from drengine.cli.runs import runs_group
-from drengine.cli.site import site_group
+from drengine.cli.site import drill_site, site_group
 from drengine.cli.terminal import SCREEN, err
 from drengine.errors import DrengineError, ExitCode, StepInterrupted
 
@@ -71,6 +71,9 @@ def completion(shell: str) -> None:
 for _command in (run, plan, drill_group, explore, inventory_group, runbook_group, journal_group, report, lab_group,
                  status, site_group, runs_group, completion):
     main.add_command(_command)
+
+
+drill_group.add_command(drill_site)
 
 
 def _where_the_run_is(exc: DrengineError) -> None:

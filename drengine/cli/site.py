@@ -191,3 +191,39 @@ def report_site(outcome: Any) -> NoReturn:
     out(f"site journal: {outcome.site_dir / 'journal.jsonl'}  (resume: drengine site run --resume {outcome.site_dir})"
         if not outcome.success else f"site journal: {outcome.site_dir / 'journal.jsonl'}")
     raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)
+
+
+@click.command("site")
+@runbooks_option
+@inventory_option()
+@click.option("--lose-host", "host", required=True, metavar="HOST", help="The inventory host lost: every member on it.")
+@click.option("--hang", is_flag=True, help="Hang (SIGSTOP) the members instead of killing them; woken after the drill.")
+@click.option("--rto", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Site recovery-time objective: the host lost to the last cluster taking writes again.")
+@click.option("--max-lost-writes", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Lost-writes objective, per cluster.")
+@click.option("--run-dir", type=click.Path(), help="Directory of the drill (default runs/<drill-site-id>).")
+def drill_site(inventory: str, host: str, hang: bool, rto: float | None, max_lost_writes: int | None,
+               run_dir: str | None) -> None:
+    """Lose a host: kill (or hang) every member of every cluster on HOST at once, recover the site
+    unattended (dependencies first, drill policy), and measure the site's recovery time and each
+    cluster's recovery time and lost writes. Every cluster must be a drill target and healthy.
+
+    Exit 0 when the site recovered within the objectives, 1 when it did not."""
+    from drengine.inventory import load_inventory
+    from drengine.objectives import Objectives
+    from drengine.site.drill import SiteDrillRequest, run_site_drill
+
+    outcome = run_site_drill(SiteDrillRequest(
+        inventory=load_inventory(inventory), host=host, fault="hang" if hang else "kill",
+        drill_dir=Path(run_dir) if run_dir else None, objectives=Objectives(rto=rto, lost_writes=max_lost_writes),
+        argv=sys.argv[1:], on_event=_site_line, runbooks=runbooks()))
+    out("")
+    for name, m in outcome.measures.items():
+        lost_members = f"lost {', '.join(m.members)}" if m.members else "nothing on the host"
+        rto_words = "never" if m.rto is None else f"{m.rto:g} s"
+        lost_words = "unknown" if m.lost is None else str(m.lost)
+        out(f"  {name}: {lost_members}; recovery {rto_words}; lost writes {lost_words}")
+    out(f"{'PASSED' if outcome.passed else 'FAILED'}: {outcome.summary}")
+    out(f"drill journal: {outcome.drill_dir / 'journal.jsonl'}  (the site run: {outcome.drill_dir / 'site'})")
+    raise SystemExit(ExitCode.DONE if outcome.passed else ExitCode.FAILED)

@@ -41,22 +41,23 @@ def test_status_shows_the_site_in_dependency_order() -> None:
     assert code == doc["exit_code"] == ExitCode.FAILED
     assert doc["site"]["order"] == ["site-ceph", "site-galera", "site-mariadb"]
     assert {c["cluster"]: c["standing"] for c in doc["site"]["clusters"]} == {
-        "site-ceph": "broken", "site-mariadb": "waits", "site-galera": "healthy"}
-    assert doc["site"]["first"] == ["site-ceph"]
+        "site-ceph": "broken", "site-mariadb": "waits", "site-galera": "broken"}
+    assert doc["site"]["first"] == ["site-ceph", "site-galera"]
 
 
 def test_site_plan_lists_the_order_and_the_statements(tmp_path: Path) -> None:
     code, out = cli("site", "plan", "-i", SITE, "--run-dir", str(tmp_path / "plan"))
     assert code == ExitCode.DONE, out
-    first, second = out.index("1. site-ceph: DOWN: ceph-degrade"), out.index("2. site-mariadb: DOWN: mariadb-promote-survivor")
+    first, second = out.index("1. site-ceph: DOWN: ceph-degrade"), out.index("3. site-mariadb: DOWN: mariadb-promote-survivor")
     assert first < second
     assert "starts once site-ceph holds on a fresh observation" in out
     assert '{"prefix": "osd pool set", "pool": "drengine", "var": "min_size", "val": "1"}' in out
     assert "[db2] SET GLOBAL read_only=0" in out
-    assert "site-galera" not in out[first:]  # healthy: nothing to plan
-    for cluster in ("site-ceph", "site-mariadb"):
+    assert first < out.index("2. site-galera: DOWN: galera-bootstrap-survivor") < out.index("3. site-mariadb")
+    for cluster in ("site-ceph", "site-mariadb", "site-galera"):
         assert {e.data["mode"] for e in of_type(tmp_path / "plan" / cluster, "run_started")} == {"plan"}
-        assert not of_type(tmp_path / "plan" / cluster, "statement_sent")
+        steps = of_type(tmp_path / "plan" / cluster, "plan_step")
+        assert steps and not [s.data["step"] for s in steps if s.data["effect"] == "mutate" and s.data["ran"]]
 
 
 def test_site_run_recovers_dependencies_first(tmp_path: Path) -> None:
@@ -64,8 +65,8 @@ def test_site_run_recovers_dependencies_first(tmp_path: Path) -> None:
     outcome = run_site(request(SITE, site_dir))
     assert outcome.success, outcome.summary
     assert outcome.summary.startswith("every cluster holds")
-    assert turns(site_dir) == [("site-ceph", "started"), ("site-ceph", "recovered"), ("site-galera", "healthy"),
-                               ("site-mariadb", "started"), ("site-mariadb", "recovered")]
+    assert turns(site_dir) == [("site-ceph", "started"), ("site-ceph", "recovered"), ("site-galera", "started"),
+                               ("site-galera", "recovered"), ("site-mariadb", "started"), ("site-mariadb", "recovered")]
     # The dependency's goal was checked, holding, after its run ended and before the dependent's began.
     site_events = events(site_dir)
     seq = {(e.data.get("cluster"), e.data.get("phase")): e.seq for e in site_events if e.type is Event.SITE_CLUSTER}
@@ -75,7 +76,7 @@ def test_site_run_recovers_dependencies_first(tmp_path: Path) -> None:
     ceph_end = of_type(site_dir / "site-ceph", "run_finished")[-1]
     maria_start = of_type(site_dir / "site-mariadb", "run_started")[0]
     assert ceph_end.ts <= maria_start.ts
-    for run in ("site-ceph", "site-mariadb"):
+    for run in ("site-ceph", "site-galera", "site-mariadb"):
         verify(site_dir / run)
         assert of_type(site_dir / run, "run_finished")[-1].data["success"] is True
     verify(site_dir)
@@ -139,7 +140,8 @@ def test_a_stopped_site_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert not (site_dir / "site-ceph.2").exists()
     assert [p for p in turns(site_dir) if p[0] == "site-mariadb"] == [("site-mariadb", "started"),
                                                                       ("site-mariadb", "recovered")]
-    assert [p for p in turns(site_dir) if p[0] == "site-galera"] == [("site-galera", "healthy")]
+    assert [p for p in turns(site_dir) if p[0] == "site-galera"] == [("site-galera", "started"),
+                                                                     ("site-galera", "recovered")]
     code, out = cli("site", "run", "--resume", str(site_dir), "--yes")
     assert code == ExitCode.INVALID_INPUT and "already finished (done)" in out
 
@@ -149,3 +151,35 @@ def test_independent_clusters_side_by_side_end_the_same(tmp_path: Path) -> None:
     assert outcome.success, outcome.summary
     phases = turns(tmp_path / "site")
     assert phases.index(("site-ceph", "recovered")) < phases.index(("site-mariadb", "started"))
+
+
+def test_losing_a_host_is_drilled_across_the_site(tmp_path: Path) -> None:
+    healthy = str(ROOT / "inventory" / "site-simulated-healthy.yaml")
+    drill_dir = tmp_path / "drill"
+    code, out = cli("drill", "site", "--lose-host", "s3", "-i", healthy, "--rto", "120", "--max-lost-writes", "0",
+                    "--run-dir", str(drill_dir))
+    assert code == ExitCode.DONE, out
+    assert "site-ceph: lost mon.c, osd.1, osd.2; recovery" in out and "site-mariadb: lost db1; recovery" in out
+    assert "site-galera: lost g2, g3; recovery" in out and "PASSED: site recovery" in out
+    faults = of_type(drill_dir, "fault_injected")
+    assert sorted((f.data["cluster"], f.data["members"][0]) for f in faults) == [
+        ("site-ceph", "mon.c"), ("site-ceph", "osd.1"), ("site-ceph", "osd.2"), ("site-galera", "g2"),
+        ("site-galera", "g3"), ("site-mariadb", "db1")]
+    measured = {(m.data.get("cluster"), m.data["name"]): m.data["value"] for m in of_type(drill_dir, "measurement")}
+    rtos = [measured[(c, "recovery_seconds")] for c in ("site-ceph", "site-mariadb", "site-galera")]
+    assert all(r is not None and r > 0 for r in rtos)
+    assert measured[(None, "site_recovery_seconds")] == max(rtos)
+    assert all(measured[(c, "lost_writes")] == 0 for c in ("site-ceph", "site-mariadb", "site-galera"))
+    # The site run under the drill recovered the dependency first, under the drill policy.
+    phases = turns(drill_dir / "site")
+    assert phases.index(("site-ceph", "recovered")) < phases.index(("site-mariadb", "started"))
+    assert {e.data["mode"] for e in of_type(drill_dir / "site" / "site-mariadb", "run_started")} == {"drill"}
+    verify(drill_dir)
+
+
+def test_a_site_drill_refuses_a_host_that_carries_nothing(tmp_path: Path) -> None:
+    healthy = str(ROOT / "inventory" / "site-simulated-healthy.yaml")
+    code, out = cli("drill", "site", "--lose-host", "s9", "-i", healthy, "--run-dir", str(tmp_path / "d"))
+    assert code == ExitCode.INVALID_INPUT and "no host named 's9'" in out
+    code, out = cli("drill", "site", "--lose-host", "s3", "-i", SITE, "--run-dir", str(tmp_path / "d2"))
+    assert code == ExitCode.INVALID_INPUT and "drill refused: cluster site-ceph is not healthy before the fault" in out
