@@ -170,3 +170,36 @@ def explore_site(scenario: SiteScenario, work: Path) -> SiteFinding:
 
 def explore_sites(seeds: range, work: Path) -> list[SiteFinding]:
     return [explore_site(generate(seed), work / f"seed-{seed}") for seed in seeds]
+
+
+def explore_command(count: int, seeds: list[int], budget: float | None, out_dir: Path) -> tuple[list[str], bool]:
+    """`drengine explore --site`: `count` scenarios per seed (scenario seed: SEED * 100000 + i),
+    each in its own directory under `out_dir`; the directories of scenarios with a violation are
+    kept, the others removed. Lines to print, and whether nothing was violated."""
+    import shutil
+    import time
+
+    lines: list[str] = []
+    verdicts: dict[str, int] = {}
+    bad = 0
+    started = time.monotonic()
+    for seed in seeds:
+        for i in range(count):
+            if budget is not None and time.monotonic() - started > budget:
+                lines.append(f"budget of {budget:g} s spent")
+                break
+            scenario = generate(seed * 100000 + i)
+            work = out_dir / f"site-{scenario.seed}"
+            shutil.rmtree(work, ignore_errors=True)
+            finding = explore_site(scenario, work)
+            verdicts[finding.verdict] = verdicts.get(finding.verdict, 0) + 1
+            if finding.violations:
+                bad += 1
+                lines.append(f"VIOLATION in {scenario.words()} (kept: {work})")
+                lines += [f"  {v.line()}" for v in finding.violations]
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    total = sum(verdicts.values())
+    lines.append(f"{total} site scenario(s): " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+                 + f"; {bad} with a violation")
+    return lines, bad == 0

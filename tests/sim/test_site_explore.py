@@ -44,3 +44,14 @@ def test_it_catches_a_site_run_that_trusts_goals_it_did_not_check(tmp_path: Path
                         lambda inventory, cluster, run_dir: Holding(cluster.name, True, "assumed", "assumed"))
     found = {v.invariant for f in explore_sites(SEEDS, tmp_path) for v in f.violations}
     assert found == {"site.dependency-first", "site.done-means-done"}
+
+
+def test_explore_site_from_the_command_line(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    code, out = cli("explore", "--site", "--scenarios", "3", "--seed", "2", "--out", str(tmp_path))
+    assert code == 0, out
+    assert "3 site scenario(s):" in out and "0 with a violation" in out
+    assert not list(tmp_path.iterdir())  # scenarios without a violation leave nothing behind
+    code, out = cli("explore", "--site", "mariadb-promote-survivor")
+    assert code == 2 and "--site explores generated sites" in out
