@@ -168,18 +168,17 @@ def _find_site(runs_dir: Path, ref: str) -> Path:
 
 
 def _site_line(entry: Any) -> None:
-    """One line per site event: whose turn, what it waits for, how it ended."""
-    d = entry.data
-    if entry.type.value == "site_cluster":
-        where = f"  [{d['run_dir']}]" if d.get("run_dir") and d["phase"] in ("started", "resumed") else ""
-        runbook = f" {d['runbook']}" if d.get("runbook") else ""
-        style = {"recovered": "green", "healthy": "green", "failed": "bold red", "blocked": "yellow",
-                 "no-runbook": "yellow", "stopped": "yellow"}.get(str(d["phase"]))
-        out(f"site: {d['cluster']}: {d['phase']}{runbook}: {d.get('summary', '')}{where}", style=style)
-    elif entry.type.value == "goal_checked" and "cluster" in d:
-        who = f" (before {d['for_cluster']})" if d.get("for_cluster") else ""
-        out(f"site: {d['cluster']}{who}: {'holds' if d['holds'] else 'does NOT hold'} ({d.get('how', '')}): "
-            f"{d.get('summary', '')}", style="green" if d["holds"] else "yellow")
+    """One line per site event (whose turn, what held), in the words `journal show` uses."""
+    from drengine.events import describe
+
+    kind, d = entry.type.value, entry.data
+    if kind == "site_cluster":
+        style = {"recovered": "green", "healthy": "green", "failed": "bold red"}.get(str(d.get("phase")), "yellow")
+    elif kind == "goal_checked" and "cluster" in d:
+        style = "green" if d.get("holds") else "yellow"
+    else:
+        return
+    out(f"site: {describe(entry).line}", style=style)
 
 
 def report_site(outcome: Any) -> NoReturn:
