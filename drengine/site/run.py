@@ -140,6 +140,11 @@ class _Site:
                     if any(d not in self.turns for d in self.depends[name]):
                         continue  # a dependency has not had its turn yet
                     pending.remove(name)
+                    if self.request.parallel <= 1:
+                        # One at a time: the turn runs here, where Ctrl-C reaches the engine
+                        # (which journals the stop and leaves the run resumable).
+                        self.turns[name] = self._turn(name, in_flight.get(name))
+                        continue
                     running[pool.submit(self._turn, name, in_flight.get(name))] = name
                 if self.stopped and not running:
                     break
@@ -342,7 +347,7 @@ def resume_site(site_dir: Path, make: Callable[[Inventory], SiteRequest]) -> Sit
         raise InputError(f"{site_dir}: not the journal of a site run (`drengine run --resume` resumes a cluster's run)")
     finish = next((e for e in reversed(entries) if e.type is Event.RUN_FINISHED), None)
     resumed_at = max((e.seq for e in entries if e.type is Event.RUN_RESUMED), default=0)
-    if finish is not None and finish.seq > resumed_at and finish.data.get("end") in ("done", "incomplete"):
+    if finish is not None and finish.seq > resumed_at and finish.data.get("end") in ("done", "incomplete", "closed"):
         raise InputError(f"{site_dir}: this site run already finished ({finish.data.get('end')}); "
                          f"start a new one with `drengine site run`")
     inventory = load_inventory(str(started["inventory"]))

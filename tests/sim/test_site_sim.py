@@ -13,6 +13,7 @@ from drengine.errors import ExitCode, OperatorStop
 from drengine.gates import FlagPolicy
 from drengine.inventory import load_inventory
 from drengine.journal import Event, verify
+from drengine.runs import summarize
 from drengine.site.run import SiteRequest, resume_site, run_site
 from tests.helpers import ROOT, cli, events, of_type
 
@@ -130,6 +131,8 @@ def test_a_stopped_site_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert stopped.value.resume_with == "drengine site run --resume" and stopped.value.run_dir == site_dir
     assert ("site-mariadb", "started") not in turns(site_dir)
     assert of_type(site_dir, "run_finished")[-1].data["end"] == "stopped"
+    listed = summarize(site_dir)[0]
+    assert listed.resumable and listed.resume_command == f"drengine site run --resume {site_dir}"
 
     def again(inv: object) -> SiteRequest:
         return SiteRequest(inventory=inv, gates=FlagPolicy(yes=True, accept_data_loss=True))  # type: ignore[arg-type]
