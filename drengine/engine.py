@@ -137,7 +137,12 @@ def run_clock(request: RunRequest) -> Clock:
     retries cost no real time, as its twin's own changes take none), a real one on the system's."""
     if request.machine.clock is not None:
         return request.machine.clock
-    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
+    return cluster_clock(request.cluster)
+
+
+def cluster_clock(cluster: Cluster) -> Clock:
+    """A simulated cluster's own time (simulated, starting now) or the system's."""
+    return SimulatedClock(epoch=time.time()) if cluster.simulated is not None else SYSTEM
 
 
 def with_clock(request: RunRequest, clock: Clock) -> RunRequest:

@@ -46,6 +46,8 @@ class SiteDrillRequest:
     runs_root: Path = Path("runs")
     objectives: Objectives = field(default_factory=Objectives)
     recovery_timeout: float = 120.0
+    settle_timeout: float = 90.0
+    settle_quiet: float = 5.0  # seconds a cluster's reading must stay the same before the site run starts
     canary_interval: float = 0.5
     argv: list[str] = field(default_factory=list)
     on_event: Callable[[Entry], None] | None = None
@@ -165,6 +167,7 @@ class _Drill:
         try:
             self._before()
             self._inject()
+            self._settle()
             site = self._recover()
             return self._judge(site)
         except BaseException as exc:
@@ -197,6 +200,27 @@ class _Drill:
                                     members=[member], host=self.request.host, at=time.time(),
                                     text=f"host {self.request.host} lost: {text}")
         self.fault_at = time.time()
+
+    def _settle(self) -> None:
+        """Wait until each cluster the host carried shows the loss and its reading has stopped
+        changing: its status needs action, with the same verdict and the same runbook advised, for
+        `settle_quiet` seconds. The site run must meet the failure, not a cluster still catching
+        up with it (a real Galera survivor stays Primary until it suspects the others; a real
+        Ceph notices a dead OSD after its heartbeat grace). On each cluster's own clock: a
+        simulated one costs no real time."""
+        from drengine.engine import cluster_clock
+
+        for name in self.victims:
+            cluster = self.inventory.cluster(name)
+            clock = cluster_clock(cluster)
+            started = clock.now()
+            watch = _Settling(cluster, self.inventory, clock, self.request.settle_quiet)
+            shown = wait_until(watch.settled, self.request.settle_timeout, interval=1.0, clock=clock)
+            seconds = round(clock.now() - started, 3)
+            self.journal.append(Event.NOTE, cluster=name, settled_seconds=seconds if shown else None,
+                                text=(f"{name} shows the loss after {seconds:g} s: {watch.reading}" if shown else
+                                      f"{name} did not settle within {self.request.settle_timeout:g} s "
+                                      f"(last: {watch.reading}); the site run goes on anyway"))
 
     def _recover(self) -> SiteOutcome | None:
         told = self.request.on_event
@@ -291,6 +315,31 @@ class _Drill:
             for member in members:
                 text = self.backends.use(cluster, partial(_fault, "resume", member))
                 self.journal.append(Event.NOTE, cluster=name, text=f"after the drill: {text}")
+
+
+class _Settling:
+    """A cluster's readings while the loss sinks in: settled once it needs action and the same
+    verdict and advised runbook have held for `quiet` seconds."""
+
+    def __init__(self, cluster: Cluster, inventory: Inventory, clock: Any, quiet: float) -> None:
+        self.cluster, self.inventory, self.clock, self.quiet = cluster, inventory, clock, quiet
+        self.since: float | None = None
+        self.key: tuple[str, str | None] | None = None
+        self.reading = "not read yet"
+
+    def settled(self) -> bool:
+        from drengine.status import probe_cluster
+
+        status = probe_cluster(self.cluster, self.inventory)
+        runbook = next((a.runbook for a in status.advice if a.runbook), None)
+        self.reading = f"{status.verdict.value}: {status.headline}"
+        key = (status.verdict.value, runbook)
+        if not status.verdict.needs_action:
+            self.key = self.since = None
+            return False
+        if key != self.key:
+            self.key, self.since = key, self.clock.now()
+        return self.since is not None and self.clock.now() - self.since >= self.quiet
 
 
 def _fault(operation: str, member: str, backend: Any) -> str:

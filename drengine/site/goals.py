@@ -54,8 +54,7 @@ def healthy_now(inventory: Inventory, cluster: Cluster) -> Holding:
 
 
 def _goal_of_run(inventory: Inventory, cluster: Cluster, run_dir: Path) -> Holding:
-    from drengine.engine import RunRequest, find_resume_point, run_clock
-    from drengine.gates import FlagPolicy
+    from drengine.engine import cluster_clock, find_resume_point
     from drengine.journal import Event, verified_entries
     from drengine.runbook import load_runbook
     from drengine.status import open_read_only
@@ -68,8 +67,7 @@ def _goal_of_run(inventory: Inventory, cluster: Cluster, run_dir: Path) -> Holdi
     if goal is None:
         return healthy_now(inventory, cluster)
     facts = find_resume_point(run_dir, runbook, entries).facts
-    clock = run_clock(RunRequest(runbook=runbook, inventory=inventory, cluster=cluster, mode=Mode.PLAN,
-                                 gates=FlagPolicy()))
+    clock = cluster_clock(cluster)
     scratch = Path(tempfile.mkdtemp(prefix=f"drengine-goal-{cluster.name}-"))
     backend = None
     try:
