@@ -20,7 +20,7 @@ def lab_kinds() -> tuple[str, ...]:
     """The labs: SSH hosts, etcd for the team lock, and every datastore that has one."""
     from drengine.datastores import registry
 
-    return ("ssh", "etcd", *(kind for kind, store in registry().items() if store.lab))
+    return ("ssh", "etcd", *(kind for kind, store in registry().items() if store.lab), "site")
 
 
 def simulated_labs() -> list[str]:
@@ -61,6 +61,8 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
     from drengine.datastores import datastore
 
     module: Any
+    if kind == "site":
+        return _start_site(path, inventory_out, scenario, speed)
     if kind == "ssh":
         from drengine.lab import ssh as module
     elif kind == "etcd":
@@ -95,6 +97,21 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
     return f"{kind} lab up in {lab.root}: {len(procs)} process(es); inventory written to {inventory_out}"
 
 
+def _start_site(path: str | None, inventory_out: str, scenario: str | None, speed: float | None) -> str:
+    """The MariaDB, Galera and Ceph labs as one site on the SSH lab hosts (drengine/site/lab.py)."""
+    from drengine.site.lab import write_site_inventory
+
+    if scenario is not None or speed is not None:
+        raise InputError("the site lab runs the real MariaDB, Galera and Ceph labs: no --scenario or --speed")
+    lab = lab_dir(path)
+    said = []
+    if not any(p.kind == "ssh" and is_ours(p) for p in lab.processes()):
+        said.append(start_lab("ssh", path, inventory_out))
+    said += [start_lab(kind, path, inventory_out) for kind in ("mariadb", "galera", "ceph")]
+    write_site_inventory(Path(inventory_out), Path(inventory_out))
+    return "; ".join(said) + f"; the site (one host carries members of all three) written to {inventory_out}"
+
+
 def lab_status_lines(path: str | None) -> list[str]:
     lab = lab_dir(path)
     procs = lab.processes()
@@ -105,6 +122,9 @@ def lab_status_lines(path: str | None) -> list[str]:
 
 def stop_lab(kind: str | None, path: str | None) -> list[str]:
     lab = lab_dir(path)
+    if kind == "site":  # the site's datastores; the SSH hosts stay for other labs (`lab down ssh`)
+        stopped = [p for each in ("mariadb", "galera", "ceph") for p in lab.stop_kind(each)]
+        return [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
     stopped = lab.stop_kind(kind)
     return [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
 
