@@ -25,11 +25,11 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from drengine.errors import DrengineError, InputError, JournalCorrupt, OperatorStop, StepInterrupted
+from drengine.errors import DrengineError, InputError, OperatorStop, StepInterrupted
 from drengine.gates import GatePolicy, operator_name
 from drengine.inventory import Cluster, Inventory, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, verified_chain
@@ -312,7 +312,7 @@ def run_site(request: SiteRequest) -> SiteOutcome:
     if (site_dir / "journal.jsonl").exists():
         raise InputError(f"{site_dir} already holds a journal; choose another --run-dir or resume it with --resume")
     inventory = with_site_state(request.inventory, site_dir)
-    request = _replace_inventory(request, inventory)
+    request = replace(request, inventory=inventory)
     journal = JournalWriter(site_dir)
     try:
         site = _Site(request, journal, site_id)
@@ -326,21 +326,12 @@ def run_site(request: SiteRequest) -> SiteOutcome:
         journal.close()
 
 
-def _replace_inventory(request: SiteRequest, inventory: Inventory) -> SiteRequest:
-    from dataclasses import replace
-
-    return replace(request, inventory=inventory)
-
-
 def resume_site(site_dir: Path, make: Callable[[Inventory], SiteRequest]) -> SiteOutcome:
     """Continue a site run from its journal: finished turns stay finished, an interrupted cluster
     run is resumed, the clusters after it take their turn."""
-    if not (site_dir / "journal.jsonl").is_file():
-        raise InputError(f"{site_dir}: no journal.jsonl here; expected the directory of a site run")
-    try:
-        chain = verified_chain(site_dir)
-    except JournalCorrupt as exc:
-        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+    from drengine.engine import chain_to_resume
+
+    chain = chain_to_resume(site_dir, "the directory of a site run")
     entries = chain.entries
     started = next((e.data for e in entries if e.type is Event.RUN_STARTED), None)
     if started is None or started.get("mode") != SITE_MODE:
@@ -352,8 +343,6 @@ def resume_site(site_dir: Path, make: Callable[[Inventory], SiteRequest]) -> Sit
                          f"start a new one with `drengine site run`")
     inventory = load_inventory(str(started["inventory"]))
     inventory = with_site_state(inventory.model_copy(update={"path": str(started["inventory"])}), site_dir)
-    from dataclasses import replace
-
     request = replace(make(inventory), mode=Mode(str(started.get("cluster_mode", "run"))))
     turns, in_flight = _turns_from(entries)
     journal = JournalWriter(site_dir, follows=chain)
