@@ -223,6 +223,12 @@ def drill_site(inventory: str, host: str, hang: bool, rto: float | None, max_los
         rto_words = "never" if m.rto is None else f"{m.rto:g} s"
         lost_words = "unknown" if m.lost is None else str(m.lost)
         out(f"  {name}: {lost_members}; recovery {rto_words}; lost writes {lost_words}")
+    from drengine.site.report import chart, timelines, write_markdown
+
+    out("")
+    for line in chart(timelines(outcome.drill_dir)[1], outcome.site_rto):
+        out(f"  {line}")
     out(f"{'PASSED' if outcome.passed else 'FAILED'}: {outcome.summary}")
     out(f"drill journal: {outcome.drill_dir / 'journal.jsonl'}  (the site run: {outcome.drill_dir / 'site'})")
+    out(f"report: {write_markdown(outcome.drill_dir)}")
     raise SystemExit(ExitCode.DONE if outcome.passed else ExitCode.FAILED)

@@ -178,6 +178,14 @@ def test_losing_a_host_is_drilled_across_the_site(tmp_path: Path) -> None:
     assert phases.index(("site-ceph", "recovered")) < phases.index(("site-mariadb", "started"))
     assert {e.data["mode"] for e in of_type(drill_dir / "site" / "site-mariadb", "run_started")} == {"drill"}
     verify(drill_dir)
+    report = (drill_dir / "report.md").read_text()
+    assert report.startswith("# Site drill PASSED: host s3 lost (kill)")
+    assert "| site-mariadb | db1 | mariadb-promote-survivor | recovered |" in report
+    chart = report[report.index("## Timelines"):].splitlines()
+    rows = {line.split()[0]: line for line in chart if line.startswith("site")}
+    assert set(rows) == {"site-ceph", "site-mariadb", "site-galera", "site"}
+    # On the one axis, MariaDB's run begins after Ceph's has ended.
+    assert rows["site-mariadb"].index("=") > rows["site-ceph"].rindex("=")
 
 
 def test_a_site_drill_refuses_a_host_that_carries_nothing(tmp_path: Path) -> None:
