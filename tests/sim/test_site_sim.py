@@ -194,3 +194,14 @@ def test_a_site_drill_refuses_a_host_that_carries_nothing(tmp_path: Path) -> Non
     assert code == ExitCode.INVALID_INPUT and "no host named 's9'" in out
     code, out = cli("drill", "site", "--lose-host", "s3", "-i", SITE, "--run-dir", str(tmp_path / "d2"))
     assert code == ExitCode.INVALID_INPUT and "drill refused: cluster site-ceph is not healthy before the fault" in out
+
+
+def test_site_plan_as_json(tmp_path: Path) -> None:
+    code, text = cli("site", "plan", "-i", SITE, "--json", "--run-dir", str(tmp_path / "plan"))
+    doc = json.loads(text)
+    assert code == doc["exit_code"] == ExitCode.DONE and doc["success"] is True
+    assert doc["order"] == ["site-ceph", "site-galera", "site-mariadb"]
+    planned = {c["cluster"]: c for c in doc["clusters"]}
+    assert planned["site-mariadb"]["after"] == ["site-ceph"] and planned["site-mariadb"]["runbook"] == "mariadb-promote-survivor"
+    assert any(s["step"] == "promote" and "[db2] SET GLOBAL read_only=0" in s["statements"]
+               for s in planned["site-mariadb"]["steps"])
