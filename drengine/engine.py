@@ -33,7 +33,7 @@ from drengine.errors import (
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
-from drengine.journal import Entry, Event, JournalWriter, verified_chain, verified_entries
+from drengine.journal import Chain, Entry, Event, JournalWriter, verified_chain, verified_entries
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
 from drengine.lock.registry import RunPublisher
@@ -137,7 +137,12 @@ def run_clock(request: RunRequest) -> Clock:
     retries cost no real time, as its twin's own changes take none), a real one on the system's."""
     if request.machine.clock is not None:
         return request.machine.clock
-    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
+    return cluster_clock(request.cluster)
+
+
+def cluster_clock(cluster: Cluster) -> Clock:
+    """A simulated cluster's own time (simulated, starting now) or the system's."""
+    return SimulatedClock(epoch=time.time()) if cluster.simulated is not None else SYSTEM
 
 
 def with_clock(request: RunRequest, clock: Clock) -> RunRequest:
@@ -929,16 +934,21 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     return ResumePoint(started, state, in_flight, facts, finished, mutated)
 
 
+def chain_to_resume(run_dir: Path, expected: str) -> Chain:
+    """The journal in `run_dir`, verified: a journal that fails its hash chain is not resumed from."""
+    if not (run_dir / "journal.jsonl").is_file():
+        raise InputError(f"{run_dir}: no journal.jsonl here; expected {expected}")
+    try:
+        return verified_chain(run_dir)
+    except JournalCorrupt as exc:
+        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+
+
 def resume_run(resume: ResumeRequest) -> RunOutcome:
     """Continue an interrupted run from where its journal left it (the explorer resumes the runs
     it killed on its own machine, watching the backend through `around_walk`)."""
     run_dir = resume.run_dir
-    if not (run_dir / "journal.jsonl").is_file():
-        raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
-    try:
-        chain = verified_chain(run_dir)
-    except JournalCorrupt as exc:
-        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+    chain = chain_to_resume(run_dir, "the run directory of an interrupted run")
     entries = chain.entries
     starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
     if not starts:

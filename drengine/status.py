@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from drengine.clock import SYSTEM, Clock
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster, Inventory
 
@@ -206,9 +207,10 @@ def _assessor(kind: str) -> Assess:
     return assess
 
 
-def _open(cluster: Cluster, inventory: Inventory, scratch: Path) -> Any:
-    """The cluster's backend. A simulated cluster is opened on a copy of its state file, so a
-    status never moves a simulation on (runs and drills own it)."""
+def open_read_only(cluster: Cluster, inventory: Inventory, scratch: Path, clock: Clock = SYSTEM) -> Any:
+    """The cluster's backend, for looking only. A simulated cluster is opened on a copy of its
+    state file, so a status (or a site's goal check) never moves a simulation on (runs and
+    drills own it)."""
     from drengine.backends import open_backend
 
     if cluster.simulated is not None:
@@ -216,7 +218,7 @@ def _open(cluster: Cluster, inventory: Inventory, scratch: Path) -> Any:
         if cluster.simulated.state_file and Path(cluster.simulated.state_file).is_file():
             shutil.copyfile(cluster.simulated.state_file, state)
         cluster = cluster.model_copy(update={"simulated": cluster.simulated.model_copy(update={"state_file": str(state)})})
-    return open_backend(cluster, inventory, scratch)
+    return open_backend(cluster, inventory, scratch, clock)
 
 
 def _finish(cluster: Cluster, inventory: Inventory, reading: Reading, started: float) -> ClusterStatus:
@@ -249,7 +251,7 @@ def probe_cluster(cluster: Cluster, inventory: Inventory, done: Callable[[Cluste
     try:
         try:
             assess = _assessor(cluster.kind)
-            backend = _open(cluster, inventory, scratch)
+            backend = open_read_only(cluster, inventory, scratch)
             status = _finish(cluster, inventory, assess(cluster, backend), started)
         except InputError:
             raise

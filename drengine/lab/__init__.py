@@ -21,7 +21,7 @@ def lab_kinds() -> tuple[str, ...]:
     datastore that has one."""
     from drengine.datastores import registry
 
-    return ("ssh", "ssh-site", "etcd", *(kind for kind, store in registry().items() if store.lab))
+    return ("ssh", "ssh-site", "etcd", *(kind for kind, store in registry().items() if store.lab), "site")
 
 
 def simulated_labs() -> list[str]:
@@ -62,6 +62,8 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
     from drengine.datastores import datastore
 
     module: Any
+    if kind == "site":
+        return _start_site(path, inventory_out, scenario, speed)
     if kind == "ssh":
         from drengine.lab import ssh as module
     elif kind == "ssh-site":
@@ -100,6 +102,21 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
             + (f"\n{hint(lab)}" if hint else ""))
 
 
+def _start_site(path: str | None, inventory_out: str, scenario: str | None, speed: float | None) -> str:
+    """The MariaDB, Galera and Ceph labs as one site on the SSH lab hosts (drengine/site/lab.py)."""
+    from drengine.site.lab import write_site_inventory
+
+    if scenario is not None or speed is not None:
+        raise InputError("the site lab runs the real MariaDB, Galera and Ceph labs: no --scenario or --speed")
+    lab = lab_dir(path)
+    said = []
+    if not any(p.kind == "ssh" and is_ours(p) for p in lab.processes()):
+        said.append(start_lab("ssh", path, inventory_out))
+    said += [start_lab(kind, path, inventory_out) for kind in ("mariadb", "galera", "ceph")]
+    write_site_inventory(Path(inventory_out), Path(inventory_out))
+    return "; ".join(said) + f"; the site (one host carries members of all three) written to {inventory_out}"
+
+
 def lab_status_lines(path: str | None) -> list[str]:
     lab = lab_dir(path)
     procs = lab.processes()
@@ -112,6 +129,9 @@ def stop_lab(kind: str | None, path: str | None) -> list[str]:
     from drengine.lab import ssh_site
 
     lab = lab_dir(path)
+    if kind == "site":  # the site's datastores; the SSH hosts stay for other labs (`lab down ssh`)
+        stopped = [p for each in ("mariadb", "galera", "ceph") for p in lab.stop_kind(each)]
+        return [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
     stopped = lab.stop_kind(kind)
     lines = [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
     if kind == ssh_site.KIND or any(p.kind == ssh_site.KIND for p in stopped):
