@@ -37,10 +37,12 @@ from drengine.runbook import RunbookSearch
 from drengine.site.goals import Holding, holds_now
 from drengine.site.graph import dependency_order
 from drengine.steps import Mode
+from drengine.worker import StopSignal
 
 SITE_MODE = "site"
 RUNBOOK_NAME = "site"
 MAX_PARALLEL = 4
+POLL = 0.2  # seconds: how often the site's main thread looks up from the runs side by side (Ctrl-C)
 Around = Callable[[JournalWriter, Any, Callable[[], Any]], Any]
 
 
@@ -120,6 +122,7 @@ class _Site:
         self.order = dependency_order(self.depends)
         self.turns: dict[str, Turn] = {}
         self.stopped: list[DrengineError] = []
+        self.stop = StopSignal()  # Ctrl-C, handed to the cluster runs going side by side
         if request.on_event is not None:
             from drengine.engine import _listen
 
@@ -132,30 +135,40 @@ class _Site:
         with ThreadPoolExecutor(max_workers=max(1, min(self.request.parallel, MAX_PARALLEL)),
                                 thread_name_prefix="site") as pool:
             while pending or running:
-                for name in list(pending):
-                    if self.stopped:
+                try:
+                    for name in list(pending):
+                        if self.stopped or self.stop.is_set():
+                            break
+                        if len(running) >= max(1, self.request.parallel):
+                            break
+                        if any(d not in self.turns for d in self.depends[name]):
+                            continue  # a dependency has not had its turn yet
+                        pending.remove(name)
+                        if self.request.parallel <= 1:
+                            # One at a time: the turn runs here, where Ctrl-C reaches the engine
+                            # (which journals the stop and leaves the run resumable).
+                            self.turns[name] = self._turn(name, in_flight.get(name))
+                            continue
+                        running[pool.submit(self._turn, name, in_flight.get(name))] = name
+                    if (self.stopped or self.stop.is_set()) and not running:
                         break
-                    if len(running) >= max(1, self.request.parallel):
+                    if not running:
+                        if pending:  # cannot happen: every dependency is in the order before its dependents
+                            raise InputError(f"the site cannot schedule {', '.join(pending)}")
                         break
-                    if any(d not in self.turns for d in self.depends[name]):
-                        continue  # a dependency has not had its turn yet
-                    pending.remove(name)
-                    if self.request.parallel <= 1:
-                        # One at a time: the turn runs here, where Ctrl-C reaches the engine
-                        # (which journals the stop and leaves the run resumable).
-                        self.turns[name] = self._turn(name, in_flight.get(name))
-                        continue
-                    running[pool.submit(self._turn, name, in_flight.get(name))] = name
-                if self.stopped and not running:
-                    break
-                if not running:
-                    if pending:  # cannot happen: every dependency is in the order before its dependents
-                        raise InputError(f"the site cannot schedule {', '.join(pending)}")
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    name = running.pop(fut)
-                    self.turns[name] = fut.result()
+                    # A bounded wait: Ctrl-C reaches this (main) thread between two waits.
+                    done, _ = wait(list(running), timeout=POLL, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        name = running.pop(fut)
+                        self.turns[name] = fut.result()
+                except KeyboardInterrupt:
+                    if not running:
+                        raise
+                    self._stop_in_flight(sorted(running.values()))
+        if self.stop.is_set() and not self.stopped:
+            # Ctrl-C came as the last runs in flight were ending: the site stops all the same.
+            who = operator_name()
+            self.stopped.append(OperatorStop(f"interrupted by {who} (Ctrl-C); every event so far is journaled", who=who))
         if self.stopped:
             first = self.stopped[0]
             self.journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(first), resumable=True)
@@ -163,6 +176,16 @@ class _Site:
             first.resume_with = "drengine site run --resume"
             raise first
         return self._verdict()
+
+    def _stop_in_flight(self, names: list[str]) -> None:
+        """Ctrl-C while cluster runs go side by side (in threads Ctrl-C does not reach): each is told
+        to stop as a Ctrl-C would stop it (journaled, resumable); no further turn starts. The
+        site waits for them to end (a step in flight is bounded by its connectors' timeouts)."""
+        if self.stop.is_set():
+            return  # a second Ctrl-C: the runs are already stopping
+        self.journal.append(Event.NOTE, text=f"interrupted by {operator_name()} (Ctrl-C): stopping the cluster "
+                                             f"runs in flight ({', '.join(names)}); each ends resumable")
+        self.stop.set()
 
     def _turn(self, name: str, in_flight: str | None) -> Turn:
         cluster = self.inventory.cluster(name)
@@ -222,6 +245,9 @@ class _Site:
         from drengine.engine import RunRequest, start_run
         from drengine.runbook import load_runbook
 
+        if self.stop.is_set():
+            who = operator_name()
+            raise OperatorStop(f"interrupted by {who} (Ctrl-C) before the run of {cluster.name} started", who=who)
         runbook = load_runbook(runbook_name, self.request.runbooks)
         gone = tuple(cluster.gone_for_good)
         run_dir = self._new_run_dir(cluster.name)
@@ -232,7 +258,7 @@ class _Site:
             runbook=runbook, inventory=self.inventory, cluster=cluster, mode=self.request.mode,
             gates=self.request.gates, run_dir=run_dir, operator_said_gone=gone,
             listeners=self.request.listeners(cluster.name), argv=self.request.argv,
-            around_walk=self.request.around(cluster.name),
+            around_walk=self.request.around(cluster.name), stop=self.stop,
         ))
         return self._finished(cluster, runbook.name, outcome, started_at)
 
@@ -269,7 +295,7 @@ class _Site:
                             run_dir=str(run_dir), summary="its run was interrupted: resumed from its journal")
         outcome = resume_run(ResumeRequest(run_dir, self.request.gates, self.request.listeners(cluster.name),
                                            argv=self.request.argv, loaded=(runbook, self.inventory),
-                                           around_walk=self.request.around(cluster.name)))
+                                           around_walk=self.request.around(cluster.name), stop=self.stop))
         return self._finished(cluster, runbook.name, outcome, started_at)
 
     def _finished(self, cluster: Cluster, runbook: str, outcome: Any, started_at: float) -> Turn:
