@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drengine.errors import DrengineError, InputError, OperatorStop, StepInterrupted
 from drengine.gates import GatePolicy, operator_name
@@ -36,8 +36,12 @@ from drengine.journal import Entry, Event, JournalWriter, verified_chain
 from drengine.runbook import RunbookSearch
 from drengine.site.goals import Holding, holds_now
 from drengine.site.graph import dependency_order
+from drengine.site.inputs import SiteInputs, needed_inputs, needs_words, unknown_inputs
 from drengine.steps import Mode
 from drengine.worker import StopSignal
+
+if TYPE_CHECKING:
+    from drengine.status import Advice
 
 SITE_MODE = "site"
 RUNBOOK_NAME = "site"
@@ -62,6 +66,7 @@ class SiteRequest:
     # Drills: wraps one cluster's walk (canaries around the run).
     around: Callable[[str], Around | None] = lambda cluster: None
     runbooks: RunbookSearch | None = None  # where the clusters' runbooks are found (--runbooks)
+    inputs: SiteInputs = field(default_factory=dict)  # --input CLUSTER:NAME=VALUE, for the runs started
 
 
 @dataclass
@@ -69,7 +74,7 @@ class Turn:
     """One cluster's turn in a site run."""
 
     cluster: str
-    phase: str  # healthy | recovered | failed | blocked | no-runbook | stopped
+    phase: str  # healthy | recovered | failed | blocked | no-runbook | needs-input | stopped
     summary: str
     runbook: str | None = None
     run_dir: str | None = None
@@ -239,16 +244,28 @@ class _Site:
             self.journal.append(Event.SITE_CLUSTER, cluster=name, phase="no-runbook", verdict=status.verdict.value,
                                 summary=summary)
             return Turn(name, "no-runbook", summary)
-        return self._start_cluster(cluster, advice.runbook, status.verdict.value, status.headline)
+        return self._start_cluster(cluster, advice, status.verdict.value, status.headline)
 
-    def _start_cluster(self, cluster: Cluster, runbook_name: str, verdict: str, headline: str) -> Turn:
+    def _start_cluster(self, cluster: Cluster, advice: Advice, verdict: str, headline: str) -> Turn:
         from drengine.engine import RunRequest, start_run
         from drengine.runbook import load_runbook
 
         if self.stop.is_set():
             who = operator_name()
             raise OperatorStop(f"interrupted by {who} (Ctrl-C) before the run of {cluster.name} started", who=who)
-        runbook = load_runbook(runbook_name, self.request.runbooks)
+        runbook = load_runbook(str(advice.runbook), self.request.runbooks)
+        given = dict(self.request.inputs.get(cluster.name, {}))
+        unknown = unknown_inputs(cluster.name, runbook, given)
+        if unknown is not None:
+            raise InputError(unknown)
+        needs = needed_inputs(runbook, advice, given)
+        if needs:
+            # Not on the runbook's defaults: the choice is the operator's. What depends on it waits.
+            summary = (f"{verdict}: {headline}; not started: {needs_words(cluster.name, runbook.name, needs)}; "
+                       f"run the site again with {'them' if len(needs) > 1 else 'it'}")
+            self.journal.append(Event.SITE_CLUSTER, cluster=cluster.name, phase="needs-input", runbook=runbook.name,
+                                verdict=verdict, summary=summary, needs=needs)
+            return Turn(cluster.name, "needs-input", summary, runbook=runbook.name)
         gone = tuple(cluster.gone_for_good)
         run_dir = self._new_run_dir(cluster.name)
         self.journal.append(Event.SITE_CLUSTER, cluster=cluster.name, phase="started", runbook=runbook.name,
@@ -256,7 +273,7 @@ class _Site:
         started_at = time.time()
         outcome = start_run(RunRequest(
             runbook=runbook, inventory=self.inventory, cluster=cluster, mode=self.request.mode,
-            gates=self.request.gates, run_dir=run_dir, operator_said_gone=gone,
+            gates=self.request.gates, run_dir=run_dir, operator_said_gone=gone, inputs=given,
             listeners=self.request.listeners(cluster.name), argv=self.request.argv,
             around_walk=self.request.around(cluster.name), stop=self.stop,
         ))
