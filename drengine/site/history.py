@@ -32,25 +32,24 @@ def site_rows(record: RunRecord) -> list[HistoryRow]:
     objectives: dict[str, Any] = dict(started.get("objectives") or {})
     host, fault = str(started.get("lost_host", "?")), str(started.get("fault", "?"))
     drill = f"site drill: host {host} lost"
-    common = {"run_id": record.run_id, "run_dir": record.run_dir, "started": record.started or 0.0,
-              "fault": f"lose-host-{fault}"}
+    fault_name = f"lose-host-{fault}"
+
+    def row(cluster: str, verdict_word: str, rto: float | None, lost: float | None, rto_objective: float | None,
+            lost_objective: float | None, missed: list[str]) -> HistoryRow:
+        return HistoryRow(run_id=record.run_id, run_dir=record.run_dir, started=record.started or 0.0, cluster=cluster,
+                          runbook=drill, fault=fault_name, verdict=verdict_word, rto=rto, lost_writes=lost,
+                          rto_objective=rto_objective, lost_objective=lost_objective, missed=missed)
+
     clusters: dict[str, dict[str, Any]] = dict(verdict.get("clusters") or {})
-    losts = [c.get("lost") for c in clusters.values()]
-    site_rto = verdict.get("site_rto")
-    missed = [str(r) for r in verdict.get("reasons") or [] if "objective missed" in str(r)]
-    rows = [HistoryRow(
-        **common, cluster=site_series_name(str(started.get("inventory", "?"))), runbook=drill,
-        verdict=record.title_word, rto=site_rto,
-        lost_writes=None if not losts or any(v is None for v in losts) else float(sum(losts)),
-        rto_objective=objectives.get("rto"), lost_objective=None,
-        missed=["rto"] if any(r.startswith("site:") for r in missed) else [])]
+    losts: list[float] = [float(c["lost"]) for c in clusters.values() if c.get("lost") is not None]
+    site_missed = any(str(r).startswith("site: objective missed") for r in verdict.get("reasons") or [])
+    rows = [row(site_series_name(str(started.get("inventory", "?"))), record.title_word, verdict.get("site_rto"),
+                sum(losts) if clusters and len(losts) == len(clusters) else None, objectives.get("rto"), None,
+                ["rto"] if site_missed else [])]
     for name, figures in clusters.items():
         judged = [j for j in figures.get("objectives") or [] if isinstance(j, dict)]
         failed = [str(j.get("name")) for j in judged if j.get("met") is False]
-        ok = figures.get("rto") is not None and not failed and record.integrity_ok
-        rows.append(HistoryRow(
-            **common, cluster=name, runbook=drill, verdict="PASSED" if ok else (
-                "TAMPERED" if not record.integrity_ok else "FAILED"),
-            rto=figures.get("rto"), lost_writes=figures.get("lost"), rto_objective=None,
-            lost_objective=objectives.get("lost_writes"), missed=failed))
+        word = "TAMPERED" if not record.integrity_ok else (
+            "PASSED" if figures.get("rto") is not None and not failed else "FAILED")
+        rows.append(row(name, word, figures.get("rto"), figures.get("lost"), None, objectives.get("lost_writes"), failed))
     return rows
