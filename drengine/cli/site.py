@@ -255,5 +255,8 @@ def drill_site(inventory: str, host: str, hang: bool, rto: float | None, max_los
         out(f"  {line}")
     out(f"{'PASSED' if outcome.passed else 'FAILED'}: {outcome.summary}")
     out(f"drill journal: {outcome.drill_dir / 'journal.jsonl'}  (the site run: {outcome.drill_dir / 'site'})")
+    from drengine.site.html import write_html
+
     out(f"report: {write_markdown(outcome.drill_dir)}")
+    out(f"report: {write_html(outcome.drill_dir)}")
     raise SystemExit(ExitCode.DONE if outcome.passed else ExitCode.FAILED)

@@ -52,3 +52,19 @@ def test_site_drills_have_a_history_with_regressions(tmp_path: Path) -> None:
     assert [r["verdict"] for r in rows] == ["PASSED", "PASSED", "FAILED"]
     assert rows[0]["rto_seconds"] is not None and rows[2]["rto_seconds"] is None
     assert rows[0]["lost_writes"] == 0 and rows[0]["lost_writes_objective"] == 0
+
+    # Each drill's HTML report: the site RTO and each cluster's figures against the objectives,
+    # the clusters' timelines on one chart.
+    page = (runs / "d1" / "report.html").read_text()
+    assert "Site drill PASSED: host s3 lost (kill)" in page
+    site_row = page.split('data-objective="site-rto"')[1].split("</tr>")[0]
+    assert "<td>120.0 s</td>" in site_row and "state-met" in site_row
+    for cluster in ("site-ceph", "site-mariadb", "site-galera"):
+        assert f'<g class="cluster" data-cluster="{cluster}">' in page
+        cells = page.split(f'<tr data-cluster="{cluster}">')[1].split("</tr>")[0]
+        assert "lost writes: 0 (objective 0): met" in cells
+    assert "site RTO objective 2 min" in page or "site RTO objective 120 s" in page
+    failed = (runs / "d3" / "report.html").read_text()
+    assert "Site drill FAILED" in failed and "site-galera took no write after the fault" in failed
+    assert "state-missed" in failed.split('data-objective="site-rto"')[1].split("</tr>")[0]
+    assert "<script" not in page
