@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from drengine.lock.registry import RunPublisher
 from drengine.machine import REAL, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
-from drengine.worker import Job, StepWorker
+from drengine.worker import Job, StepWorker, StopSignal
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
@@ -88,6 +89,9 @@ class RunRequest:
     machine: Machine = REAL
     # `--timeout STEP=SECONDS`: the operator's timeouts, in place of the runbook's (journaled).
     timeouts: dict[str, float] = field(default_factory=dict)
+    # Set from another thread to stop the run as a Ctrl-C would (a site run's Ctrl-C reaches the
+    # cluster runs it has going side by side this way).
+    stop: StopSignal | None = None
 
 
 @dataclass
@@ -108,6 +112,7 @@ class ResumeRequest:
     loaded: tuple[Runbook, Inventory] | None = None
     # `--timeout STEP=SECONDS` given at this resume: added to those journaled before (journaled too).
     timeouts: dict[str, float] = field(default_factory=dict)
+    stop: StopSignal | None = None  # as RunRequest.stop
 
 
 def check_timeouts(runbook: Runbook, timeouts: dict[str, float]) -> dict[str, float]:
@@ -284,6 +289,11 @@ class Engine:
             result=result,
         )
 
+    def _check_stop(self) -> None:
+        """At every step boundary: a stop asked from another thread ends the run as Ctrl-C does."""
+        if self.request.stop is not None and self.request.stop.is_set():
+            raise KeyboardInterrupt
+
     def _check_lock(self, step: str) -> None:
         """At every step boundary: a run whose lock was lost (lease expired, lock broken) sends nothing further."""
         if self.lock is None:
@@ -300,6 +310,7 @@ class Engine:
             reconcile = in_flight
             while not self.runbook.is_end(walk.state):
                 step = self.runbook.steps[walk.state]
+                self._check_stop()
                 self._check_lock(step.id)
                 try:
                     result = self._step(step, reconcile=(reconcile == step.id))
@@ -469,10 +480,13 @@ class Engine:
         ctx.deadline = Deadline(timeout, ctx.clock)
         why, by_operator = "", False
         job = self.worker.submit(fn)
+        stop = self.request.stop
         try:
-            if not ctx.clock.wait_for(job.done, timeout, self._stop_step):
-                why = (f"did not finish within its timeout of {timeout:g} s (to give it longer: "
-                       f"drengine run --resume {self.run_id} --timeout {step.id}=SECONDS)")
+            with stop.calling(self._stop_step) if stop is not None else nullcontext():
+                if not ctx.clock.wait_for(job.done, timeout, self._stop_step):
+                    why = (f"did not finish within its timeout of {timeout:g} s (to give it longer: "
+                           f"drengine run --resume {self.run_id} --timeout {step.id}=SECONDS)")
+                self._check_stop()
         except KeyboardInterrupt:
             why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
             self._stop_step()
@@ -975,7 +989,7 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
         local_lock_reason=resume.local_lock_reason, operator_said_gone=tuple(started.get("gone_for_good", [])),
         inputs=dict(started.get("inputs", {})), listeners=resume.listeners, argv=resume.argv,
         around_walk=resume.around_walk, machine=resume.machine,
-        timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)},
+        timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)}, stop=resume.stop,
     )
     request = with_clock(request, run_clock(request))
     journal = JournalWriter(run_dir, disk=request.machine.disk, follows=chain)

@@ -87,6 +87,9 @@ class Advice(Model):
     why: str
     runbook: str | None = None
     command: str = ""
+    # Inputs of the runbook that only the operator can choose for this verdict: NAME -> what to
+    # give. A recovery is not planned or run on the runbook's defaults while one is missing.
+    inputs: dict[str, str] = Field(default_factory=dict)
 
 
 class Reading(Model):
@@ -223,7 +226,8 @@ def open_read_only(cluster: Cluster, inventory: Inventory, scratch: Path, clock:
 
 def _finish(cluster: Cluster, inventory: Inventory, reading: Reading, started: float) -> ClusterStatus:
     advice = [a if a.command or a.runbook is None else
-              a.model_copy(update={"command": plan_command(a.runbook, inventory.path, cluster.name)})
+              a.model_copy(update={"command": plan_command(a.runbook, inventory.path, cluster.name,
+                                                           *(w for n in a.inputs for w in ("--input", f"{n}=VALUE")))})
               for a in reading.advice]
     return ClusterStatus(
         cluster=cluster.name, kind=cluster.kind,

@@ -66,19 +66,27 @@ def site_group(ctx: click.Context) -> None:
 @runbooks_option
 @inventory_option()
 @click.option("--run-dir", type=click.Path(), help="Directory for the plans' journals (default runs/<site-plan-id>).")
+@click.option("--input", "input_values", multiple=True, metavar="CLUSTER:NAME=VALUE",
+              help="An input of a cluster's runbook (repeatable), e.g. --input site-galera:bootstrap=g1.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
-def site_plan(inventory: str, run_dir: str | None, as_json: bool) -> None:
+def site_plan(inventory: str, run_dir: str | None, input_values: tuple[str, ...], as_json: bool) -> None:
     """Dry run of the site: per broken cluster, in dependency order, the runbook its status names
     and every step with the exact statements. Read-only probes; nothing is changed.
+
+    A cluster whose runbook needs an input only the operator can choose (the status says so, or
+    the runbook declares it required) is not planned on defaults: the plan names the
+    `--input CLUSTER:NAME=VALUE` it needs.
 
     Exit 0 when every broken cluster has a recovery path, 1 when one has none."""
     from drengine.engine import new_run_id
     from drengine.inventory import load_inventory
+    from drengine.site.inputs import parse_site_inputs
     from drengine.site.plan import plan_site
 
     inv = load_inventory(inventory)
+    given = parse_site_inputs(input_values, inv)
     plan_dir = Path(run_dir) if run_dir else Path("runs") / new_run_id("site-plan")
-    plan = plan_site(inv, plan_dir, runbooks())
+    plan = plan_site(inv, plan_dir, runbooks(), inputs=given)
     code = ExitCode.DONE if plan.success else ExitCode.FAILED
     if as_json:
         emit_json({"inventory": inventory, "order": plan.order, "success": plan.success, "exit_code": int(code),
@@ -95,6 +103,15 @@ def site_plan(inventory: str, run_dir: str | None, as_json: bool) -> None:
         if entry.runbook is None:
             out(f"   {entry.summary}")
             continue
+        for name, value in entry.inputs.items():
+            out(f"   input {name}={value} (--input {entry.cluster}:{name}=...)")
+        if entry.needs:
+            from drengine.site.inputs import input_flags
+
+            out("   NEEDS INPUT (not planned on the runbook's defaults): give", style="bold red")
+            for flag in input_flags(entry.cluster, entry.needs):
+                out(f"     {flag}")
+            continue
         for row in entry.steps:
             mark = "runs now (read-only)" if row["ran"] else "would run"
             out(f"   - {row['step']} [{row['effect']}, gate {row['gate']}, {mark}]: {row['summary']}")
@@ -104,7 +121,8 @@ def site_plan(inventory: str, run_dir: str | None, as_json: bool) -> None:
             style="green" if entry.success else "bold red")
     out("")
     if plan.success:
-        out(f"to run it: $ drengine site run -i {shlex.quote(inventory)}   (add --yes for the ordinary gates)")
+        flags = "".join(f" --input {shlex.quote(v)}" for v in input_values)
+        out(f"to run it: $ drengine site run -i {shlex.quote(inventory)}{flags}   (add --yes for the ordinary gates)")
     else:
         out("PLAN FAILS for " + ", ".join(c.cluster for c in plan.clusters if not (c.runbook and c.success))
             + ". Nothing was changed.")
@@ -123,15 +141,22 @@ def site_plan(inventory: str, run_dir: str | None, as_json: bool) -> None:
 @click.option("--parallel", type=click.IntRange(1, 4), default=None,
               help="Clusters recovered side by side when no gate needs a person (default: 4 without a terminal, "
                    "1 at a terminal: one gate at a time).")
+@click.option("--input", "input_values", multiple=True, metavar="CLUSTER:NAME=VALUE",
+              help="An input of a cluster's runbook (repeatable), e.g. --input site-galera:bootstrap=g1.")
 def site_run(inventory: str | None, yes: bool, accept_data_loss: bool, reason: str, run_dir: str | None,
-             resume_dir: str | None, runs_dir: str, parallel: int | None) -> None:
+             resume_dir: str | None, runs_dir: str, parallel: int | None, input_values: tuple[str, ...]) -> None:
     """Recover the site: each broken cluster's runbook (the one `status` names), dependencies
     first. A cluster's recovery starts only when what it depends on holds on a fresh observation.
     Each cluster's run has its own journal and lock under the site run's directory.
 
+    A cluster whose runbook needs an input only the operator can choose is not started on the
+    runbook's defaults: its turn says which `--input CLUSTER:NAME=VALUE` to give, and what depends
+    on it waits. Ctrl-C stops every cluster run in flight (each resumable).
+
     Exit 0 when every cluster holds (DONE), 1 when one does not (INCOMPLETE, naming it),
-    3 stopped at a gate (resume with --resume)."""
+    3 stopped at a gate or by Ctrl-C (resume with --resume)."""
     from drengine.cli.recovery import _gates, _is_interactive
+    from drengine.site.inputs import parse_site_inputs
     from drengine.site.run import SiteRequest, resume_site, run_site
 
     gates = _gates(yes, accept_data_loss, (), reason)
@@ -146,7 +171,7 @@ def site_run(inventory: str | None, yes: bool, accept_data_loss: bool, reason: s
             inventory=inv, gates=gates, parallel=width, argv=sys.argv[1:], runbooks=search,
             site_dir=Path(run_dir) if run_dir else None, runs_root=Path(runs_dir),
             listeners=(lambda cluster: [SCREEN.listen]) if width == 1 else (lambda cluster: []),
-            on_event=_site_line)
+            on_event=_site_line, inputs=parse_site_inputs(input_values, inv))
 
     if resume_dir:
         if inventory:
@@ -230,5 +255,8 @@ def drill_site(inventory: str, host: str, hang: bool, rto: float | None, max_los
         out(f"  {line}")
     out(f"{'PASSED' if outcome.passed else 'FAILED'}: {outcome.summary}")
     out(f"drill journal: {outcome.drill_dir / 'journal.jsonl'}  (the site run: {outcome.drill_dir / 'site'})")
+    from drengine.site.html import write_html
+
     out(f"report: {write_markdown(outcome.drill_dir)}")
+    out(f"report: {write_html(outcome.drill_dir)}")
     raise SystemExit(ExitCode.DONE if outcome.passed else ExitCode.FAILED)

@@ -17,6 +17,7 @@ from drengine.errors import DrengineError
 from drengine.gates import FlagPolicy
 from drengine.inventory import Inventory
 from drengine.runbook import RunbookSearch
+from drengine.site.inputs import SiteInputs, needed_inputs, needs_words, unknown_inputs
 from drengine.site.view import SiteStatus, Standing, site_status
 from drengine.status import FleetStatus, probe_fleet
 from drengine.steps import Mode
@@ -34,6 +35,8 @@ class PlannedCluster:
     summary: str = ""
     run_dir: str = ""
     steps: list[dict[str, Any]] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)  # given: --input CLUSTER:NAME=VALUE
+    needs: dict[str, str] = field(default_factory=dict)  # not given and needed: NAME -> what to give
 
 
 @dataclass
@@ -50,7 +53,7 @@ class SitePlan:
 
 
 def plan_site(inventory: Inventory, plan_dir: Path, runbooks: RunbookSearch | None = None,
-              fleet: FleetStatus | None = None) -> SitePlan:
+              fleet: FleetStatus | None = None, inputs: SiteInputs | None = None) -> SitePlan:
     from drengine.engine import RunRequest, start_run
     from drengine.runbook import load_runbook
 
@@ -66,9 +69,21 @@ def plan_site(inventory: Inventory, plan_dir: Path, runbooks: RunbookSearch | No
         if row.runbook is None:
             entry.summary = f"no runbook applies: {row.why or 'see its status'}"
             continue
+        entry.inputs = dict((inputs or {}).get(row.cluster, {}))
         try:
+            runbook = load_runbook(row.runbook, runbooks)
+            unknown = unknown_inputs(row.cluster, runbook, entry.inputs)
+            if unknown is not None:
+                entry.summary = unknown
+                continue
+            status = next(c for c in fleet.clusters if c.cluster == row.cluster)
+            advice = next(a for a in status.advice if a.runbook == row.runbook)
+            entry.needs = needed_inputs(runbook, advice, entry.inputs)
+            if entry.needs:
+                entry.summary = f"not planned: {needs_words(row.cluster, runbook.name, entry.needs)}"
+                continue
             outcome = start_run(RunRequest(
-                runbook=load_runbook(row.runbook, runbooks), inventory=inventory,
+                runbook=runbook, inventory=inventory, inputs=entry.inputs,
                 cluster=inventory.cluster(row.cluster), mode=Mode.PLAN,
                 gates=FlagPolicy(yes=True, accept_data_loss=True), run_dir=plan_dir / row.cluster,
                 operator_said_gone=tuple(inventory.cluster(row.cluster).gone_for_good),

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drengine.errors import DrengineError, InputError, OperatorStop, StepInterrupted
 from drengine.gates import GatePolicy, operator_name
@@ -36,11 +36,17 @@ from drengine.journal import Entry, Event, JournalWriter, verified_chain
 from drengine.runbook import RunbookSearch
 from drengine.site.goals import Holding, holds_now
 from drengine.site.graph import dependency_order
+from drengine.site.inputs import SiteInputs, needed_inputs, needs_words, unknown_inputs
 from drengine.steps import Mode
+from drengine.worker import StopSignal
+
+if TYPE_CHECKING:
+    from drengine.status import Advice
 
 SITE_MODE = "site"
 RUNBOOK_NAME = "site"
 MAX_PARALLEL = 4
+POLL = 0.2  # seconds: how often the site's main thread looks up from the runs side by side (Ctrl-C)
 Around = Callable[[JournalWriter, Any, Callable[[], Any]], Any]
 
 
@@ -60,6 +66,7 @@ class SiteRequest:
     # Drills: wraps one cluster's walk (canaries around the run).
     around: Callable[[str], Around | None] = lambda cluster: None
     runbooks: RunbookSearch | None = None  # where the clusters' runbooks are found (--runbooks)
+    inputs: SiteInputs = field(default_factory=dict)  # --input CLUSTER:NAME=VALUE, for the runs started
 
 
 @dataclass
@@ -67,7 +74,7 @@ class Turn:
     """One cluster's turn in a site run."""
 
     cluster: str
-    phase: str  # healthy | recovered | failed | blocked | no-runbook | stopped
+    phase: str  # healthy | recovered | failed | blocked | no-runbook | needs-input | stopped
     summary: str
     runbook: str | None = None
     run_dir: str | None = None
@@ -120,6 +127,7 @@ class _Site:
         self.order = dependency_order(self.depends)
         self.turns: dict[str, Turn] = {}
         self.stopped: list[DrengineError] = []
+        self.stop = StopSignal()  # Ctrl-C, handed to the cluster runs going side by side
         if request.on_event is not None:
             from drengine.engine import _listen
 
@@ -132,30 +140,40 @@ class _Site:
         with ThreadPoolExecutor(max_workers=max(1, min(self.request.parallel, MAX_PARALLEL)),
                                 thread_name_prefix="site") as pool:
             while pending or running:
-                for name in list(pending):
-                    if self.stopped:
+                try:
+                    for name in list(pending):
+                        if self.stopped or self.stop.is_set():
+                            break
+                        if len(running) >= max(1, self.request.parallel):
+                            break
+                        if any(d not in self.turns for d in self.depends[name]):
+                            continue  # a dependency has not had its turn yet
+                        pending.remove(name)
+                        if self.request.parallel <= 1:
+                            # One at a time: the turn runs here, where Ctrl-C reaches the engine
+                            # (which journals the stop and leaves the run resumable).
+                            self.turns[name] = self._turn(name, in_flight.get(name))
+                            continue
+                        running[pool.submit(self._turn, name, in_flight.get(name))] = name
+                    if (self.stopped or self.stop.is_set()) and not running:
                         break
-                    if len(running) >= max(1, self.request.parallel):
+                    if not running:
+                        if pending:  # cannot happen: every dependency is in the order before its dependents
+                            raise InputError(f"the site cannot schedule {', '.join(pending)}")
                         break
-                    if any(d not in self.turns for d in self.depends[name]):
-                        continue  # a dependency has not had its turn yet
-                    pending.remove(name)
-                    if self.request.parallel <= 1:
-                        # One at a time: the turn runs here, where Ctrl-C reaches the engine
-                        # (which journals the stop and leaves the run resumable).
-                        self.turns[name] = self._turn(name, in_flight.get(name))
-                        continue
-                    running[pool.submit(self._turn, name, in_flight.get(name))] = name
-                if self.stopped and not running:
-                    break
-                if not running:
-                    if pending:  # cannot happen: every dependency is in the order before its dependents
-                        raise InputError(f"the site cannot schedule {', '.join(pending)}")
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    name = running.pop(fut)
-                    self.turns[name] = fut.result()
+                    # A bounded wait: Ctrl-C reaches this (main) thread between two waits.
+                    done, _ = wait(list(running), timeout=POLL, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        name = running.pop(fut)
+                        self.turns[name] = fut.result()
+                except KeyboardInterrupt:
+                    if not running:
+                        raise
+                    self._stop_in_flight(sorted(running.values()))
+        if self.stop.is_set() and not self.stopped:
+            # Ctrl-C came as the last runs in flight were ending: the site stops all the same.
+            who = operator_name()
+            self.stopped.append(OperatorStop(f"interrupted by {who} (Ctrl-C); every event so far is journaled", who=who))
         if self.stopped:
             first = self.stopped[0]
             self.journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(first), resumable=True)
@@ -163,6 +181,16 @@ class _Site:
             first.resume_with = "drengine site run --resume"
             raise first
         return self._verdict()
+
+    def _stop_in_flight(self, names: list[str]) -> None:
+        """Ctrl-C while cluster runs go side by side (in threads Ctrl-C does not reach): each is told
+        to stop as a Ctrl-C would stop it (journaled, resumable); no further turn starts. The
+        site waits for them to end (a step in flight is bounded by its connectors' timeouts)."""
+        if self.stop.is_set():
+            return  # a second Ctrl-C: the runs are already stopping
+        self.journal.append(Event.NOTE, text=f"interrupted by {operator_name()} (Ctrl-C): stopping the cluster "
+                                             f"runs in flight ({', '.join(names)}); each ends resumable")
+        self.stop.set()
 
     def _turn(self, name: str, in_flight: str | None) -> Turn:
         cluster = self.inventory.cluster(name)
@@ -216,13 +244,28 @@ class _Site:
             self.journal.append(Event.SITE_CLUSTER, cluster=name, phase="no-runbook", verdict=status.verdict.value,
                                 summary=summary)
             return Turn(name, "no-runbook", summary)
-        return self._start_cluster(cluster, advice.runbook, status.verdict.value, status.headline)
+        return self._start_cluster(cluster, advice, status.verdict.value, status.headline)
 
-    def _start_cluster(self, cluster: Cluster, runbook_name: str, verdict: str, headline: str) -> Turn:
+    def _start_cluster(self, cluster: Cluster, advice: Advice, verdict: str, headline: str) -> Turn:
         from drengine.engine import RunRequest, start_run
         from drengine.runbook import load_runbook
 
-        runbook = load_runbook(runbook_name, self.request.runbooks)
+        if self.stop.is_set():
+            who = operator_name()
+            raise OperatorStop(f"interrupted by {who} (Ctrl-C) before the run of {cluster.name} started", who=who)
+        runbook = load_runbook(str(advice.runbook), self.request.runbooks)
+        given = dict(self.request.inputs.get(cluster.name, {}))
+        unknown = unknown_inputs(cluster.name, runbook, given)
+        if unknown is not None:
+            raise InputError(unknown)
+        needs = needed_inputs(runbook, advice, given)
+        if needs:
+            # Not on the runbook's defaults: the choice is the operator's. What depends on it waits.
+            summary = (f"{verdict}: {headline}; not started: {needs_words(cluster.name, runbook.name, needs)}; "
+                       f"run the site again with {'them' if len(needs) > 1 else 'it'}")
+            self.journal.append(Event.SITE_CLUSTER, cluster=cluster.name, phase="needs-input", runbook=runbook.name,
+                                verdict=verdict, summary=summary, needs=needs)
+            return Turn(cluster.name, "needs-input", summary, runbook=runbook.name)
         gone = tuple(cluster.gone_for_good)
         run_dir = self._new_run_dir(cluster.name)
         self.journal.append(Event.SITE_CLUSTER, cluster=cluster.name, phase="started", runbook=runbook.name,
@@ -230,9 +273,9 @@ class _Site:
         started_at = time.time()
         outcome = start_run(RunRequest(
             runbook=runbook, inventory=self.inventory, cluster=cluster, mode=self.request.mode,
-            gates=self.request.gates, run_dir=run_dir, operator_said_gone=gone,
+            gates=self.request.gates, run_dir=run_dir, operator_said_gone=gone, inputs=given,
             listeners=self.request.listeners(cluster.name), argv=self.request.argv,
-            around_walk=self.request.around(cluster.name),
+            around_walk=self.request.around(cluster.name), stop=self.stop,
         ))
         return self._finished(cluster, runbook.name, outcome, started_at)
 
@@ -269,7 +312,7 @@ class _Site:
                             run_dir=str(run_dir), summary="its run was interrupted: resumed from its journal")
         outcome = resume_run(ResumeRequest(run_dir, self.request.gates, self.request.listeners(cluster.name),
                                            argv=self.request.argv, loaded=(runbook, self.inventory),
-                                           around_walk=self.request.around(cluster.name)))
+                                           around_walk=self.request.around(cluster.name), stop=self.stop))
         return self._finished(cluster, runbook.name, outcome, started_at)
 
     def _finished(self, cluster: Cluster, runbook: str, outcome: Any, started_at: float) -> Turn:

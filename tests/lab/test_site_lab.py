@@ -86,3 +86,7 @@ def test_drill_site_loses_a_host_and_recovers_the_site(site: tuple[Path, Path]) 
     assert measured[(None, "site_recovery_seconds")] == max(rtos.values())
     turns = [(e.data["cluster"], e.data["phase"]) for e in of_type(root / "drill" / "site", "site_cluster")]
     assert turns.index(("lab-ceph", "recovered")) < turns.index(("lab-mariadb", "started"))
+    page = (root / "drill" / "report.html").read_text()
+    assert "Site drill PASSED: host host1 lost (kill)" in page
+    assert "state-met" in page.split('data-objective="site-rto"')[1].split("</tr>")[0]
+    assert all(f'<g class="cluster" data-cluster="{c}">' in page for c in ("lab-ceph", "lab-mariadb", "lab-galera"))
