@@ -21,6 +21,7 @@ class DrengineError(Exception):
     exit_code: ExitCode = ExitCode.FAILED
     run_dir: Path | None = None
     resumable: bool = False
+    open_changes: tuple[str, ...] = ()  # the run's open change-ledger entries with their undo commands, in lines
 
 
 class InputError(DrengineError):

@@ -56,6 +56,8 @@ class Event(str, Enum):
     FAULT_INJECTED = "fault_injected"  # drills: the fault, on which members, when
     DRILL_VERDICT = "drill_verdict"  # drills: runbook outcome and objectives, judged before run_finished
     NOTE = "note"
+    CHANGE_OPENED = "change_opened"  # the change ledger (drengine/ledger.py): a step left something changed
+    CHANGE_CLOSED = "change_closed"  # ... and a step (or `drengine changes close`) undid it
     RUN_FINISHED = "run_finished"
 
 

@@ -53,6 +53,7 @@ from drengine.datastores.ceph.facts import (
     OsdsMarked,
     UnfoundGivenUp,
 )
+from drengine.datastores.ceph.ledger import flag_set, min_size_lowered
 from drengine.errors import ConnectError, StepFailed
 from drengine.steps import (
     Action,
@@ -128,6 +129,8 @@ class SetFlags(Action[CephBackend, FlagParams]):
         if missing:
             raise StepFailed(f"sent `osd set` for {', '.join(missing)} but the OSD map does not show them set "
                              f"(flags now: {', '.join(after.flags) or 'none'}); check the monitors and rerun")
+        for flag in d.to_set:
+            ctx.changed(flag_set(flag))
         wanted = self.params.flags
         record = FlagsSet(wanted=list(wanted), set_by_drengine=d.to_set, already_set=d.already)
         summary = f"set {', '.join(d.to_set) or 'nothing'}" + (f"; already set before: {', '.join(d.already)}" if d.already else "")
@@ -171,6 +174,8 @@ class LowerMinSize(Action[CephBackend, NoParams]):
         wrong = [c for c in d.changes if (p := after.pool(c.pool)) is None or p.min_size != c.new]
         if wrong:
             raise StepFailed("min_size did not change on " + ", ".join(c.pool for c in wrong) + "; check `osd pool get POOL min_size`")
+        for c in done:
+            ctx.changed(min_size_lowered(c.pool, c.old, c.new))
         return StepResult(
             ok=True,
             summary="lowered min_size: " + (", ".join(f"{c.pool} {c.old} -> {c.new}" for c in d.changes) or "none")
