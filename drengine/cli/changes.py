@@ -41,13 +41,13 @@ def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_
     exact command that undoes it. Read from the run registry (etcd for a team lock, else this
     machine's). `drengine changes close ID --reason ...` records an undo done by hand."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"inventory": inventory}
         return
     from drengine.inventory import load_inventory
-    from drengine.ledger import expect_undo_within
+    from drengine.ledger import check_expectations, expect_undo_within
     from drengine.lock.changes import cluster_changes
 
     inv = load_inventory(inventory)
+    check_expectations(inv)
     names = [cluster] if cluster else sorted(inv.clusters)
     found = [cluster_changes(inv, name) for name in names]
     now = time.time()
@@ -72,3 +72,29 @@ def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_
             within = expect_undo_within(inv, inv.cluster(each.cluster), entry.kind)
             for line in _entry_lines(entry, now, within if entry.is_open else None):
                 out(line)
+
+
+@changes_group.command("close")
+@click.argument("entry")
+@click.option("--reason", required=True, help="How the change was undone (journaled).")
+@click.option("--runs-dir", type=click.Path(), default="runs", show_default=True,
+              help="Where the journal of this close is written (a run directory of its own).")
+@click.option("--force", is_flag=True, help="Close it even when the cluster shows it changed again or cannot be "
+                                            "asked (journaled); never while it is still in place.")
+@click.pass_context
+def changes_close(ctx: click.Context, entry: str, reason: str, runs_dir: str, force: bool) -> None:
+    """Record that a change was undone by hand: ENTRY (its id, or the end of it) is checked
+    against the cluster first; still in place is refused (exit 1) with the command that undoes
+    it. The close is journaled in a run directory of its own and written to the run registry."""
+    from pathlib import Path
+
+    from drengine.gates import operator_name
+    from drengine.inventory import load_inventory
+    from drengine.ledger_check import close_by_hand, find_entry
+
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    inv = load_inventory(parent["inventory"])
+    found = find_entry(inv, entry, parent.get("cluster"))
+    closed = close_by_hand(inv, found, reason, operator_name(), Path(runs_dir), force=force)
+    out(f"ledger entry {closed.id} closed by {closed.closed_by}: {closed.what}")
+    out(f"  {closed.close_reason}")

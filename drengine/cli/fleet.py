@@ -18,7 +18,7 @@ STATE_STYLES = {"reachable": "green", "dead": "bold red", "hung": "bold red", "u
                 "unknown": "yellow"}
 
 
-def _show_cluster(status: Any) -> None:
+def _show_cluster(status: Any, inventory: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -56,7 +56,27 @@ def _show_cluster(status: Any) -> None:
         out("  what to do: " + advice.why, style="bold")
         if advice.command:
             out(f"    $ {advice.command}")
+    _show_changes(status, inventory)
     out("")
+
+
+def _show_changes(status: Any, inventory: str) -> None:
+    """The change ledger's open entries: age, whether each still holds, how to undo it."""
+    if status.changes_problem:
+        out(f"  {status.changes_problem}", style="red")
+    if not status.changes:
+        return
+    overdue = sum(1 for c in status.changes if c.overdue)
+    out(f"  changes left open by runs: {len(status.changes)}" + (f", {overdue} NEEDING ACTION (overdue)" if overdue else ""),
+        style="bold red" if overdue else "bold yellow")
+    for change in status.changes:
+        out(f"    - {change.line()}", style="red" if change.overdue else "")
+        if change.holding.value == "already undone":
+            out(f"      $ drengine changes close {change.entry.id} -i {inventory} --reason \"...\"")
+        else:
+            for line in change.entry.undo_lines():
+                out(f"      {line}")
+
 
 
 @click.command()
@@ -68,13 +88,17 @@ def status(inventory: str, cluster: str | None, as_json: bool) -> None:
 
     Per cluster: a table of members (role, reachable / dead / hung with the error, position,
     lag), a verdict (healthy, degraded, down, split) with its evidence, and the runbook that
-    applies with the exact `drengine plan` command. Read-only: nothing is changed.
+    applies with the exact `drengine plan` command; the changes runs left open (the change
+    ledger), each checked against the cluster, with its age. Read-only: nothing is changed.
 
-    Exit 0 when every cluster is healthy, 1 when one needs action, 2 on bad input."""
+    Exit 0 when every cluster is healthy, 1 when one needs action (or has a change left open past
+    its expected undo time), 2 on bad input."""
     from drengine.inventory import load_inventory
+    from drengine.ledger import check_expectations
     from drengine.status import probe_fleet
 
     inv = load_inventory(inventory)
+    check_expectations(inv)
     fleet = probe_fleet(inv, [cluster] if cluster else None)
     code = ExitCode.INVALID_INPUT if fleet.bad_input else ExitCode.FAILED if fleet.needs_action else ExitCode.DONE
     try:
@@ -93,7 +117,7 @@ def _show_fleet(fleet: Any, as_json: bool, code: int) -> None:
         emit_json(document)
         return
     for each in fleet.clusters:
-        _show_cluster(each)
+        _show_cluster(each, fleet.inventory)
     counts: dict[str, int] = {}
     for each in fleet.clusters:
         counts[each.verdict.value] = counts.get(each.verdict.value, 0) + 1

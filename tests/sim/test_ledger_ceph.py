@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import cli, of_type
 from tests.sim.test_ceph_runbooks import Sim
 
 
-def ledger(sim: Sim, *flags: str) -> dict[str, dict[str, object]]:
+def ledger(sim: Sim, *flags: str) -> dict[str, dict[str, Any]]:
     code, out = cli("changes", "-i", str(sim.inventory), "--json", *flags)
     assert code == 0, out
     (cluster,) = json.loads(out)["clusters"]
@@ -70,3 +71,56 @@ def test_an_operators_own_flag_is_not_in_the_ledger(tmp_path: Path) -> None:
     code, out, _ = sim.run("ceph-degrade", "--yes")
     assert code == 3, out
     assert set(ledger(sim)) == {"norebalance"}
+
+
+def status_changes(sim: Sim) -> tuple[int, dict[str, dict[str, Any]]]:
+    code, out = cli("status", "-i", str(sim.inventory), "--json")
+    (cluster,) = json.loads(out)["clusters"]
+    return code, {str(c["entry"]["target"]): c for c in cluster["changes"]}
+
+
+def test_status_checks_each_entry_and_a_flag_removed_by_hand_is_closed_by_hand(tmp_path: Path) -> None:
+    sim = Sim(tmp_path, "two-osds-down")
+    code, out, _ = sim.run("ceph-degrade", "--yes")
+    assert code == 3, out
+    model = sim.model()
+    model.state.flags.remove("noout")  # undone by hand
+    sim.change(model)
+    code, changes = status_changes(sim)
+    assert changes["noout"]["holding"] == "already undone" and changes["noout"]["observed"].startswith("noout is unset")
+    assert changes["norebalance"]["holding"] == "still in place"
+    assert not changes["noout"]["overdue"] and changes["noout"]["expect_undo_within"] == 86400
+    code, out = cli("status", "-i", str(sim.inventory))
+    assert "changes left open by runs: 2" in out and "already undone: noout is unset again" in out
+    assert f"$ drengine changes close {changes['noout']['entry']['id']} -i {sim.inventory}" in out
+
+    # Still in place: refused, with the command that undoes it.
+    code, out = cli("changes", "-i", str(sim.inventory), "close", str(changes["norebalance"]["entry"]["id"]),
+                    "--reason", "done", "--runs-dir", str(sim.runs))
+    assert code == 1 and "still in place on sim: norebalance is set. Undo it first (undo: ceph osd unset norebalance" in out
+    # Undone by hand: closed, journaled in a run directory of its own, gone from the open ledger.
+    short = str(changes["noout"]["entry"]["id"]).rsplit("-", 1)[1]  # the end of the id is enough
+    code, out = cli("changes", "-i", str(sim.inventory), "close", short, "--reason", "unset it myself, INC-7",
+                    "--runs-dir", str(sim.runs))
+    assert code == 0, out
+    assert "closed by" in out and "unset it myself, INC-7 (checked: already undone" in out
+    (journal,) = [p for p in sim.runs.glob("*-sim-close-*/journal.jsonl")]
+    (closed,) = of_type(journal.parent, "change_closed")
+    assert closed.data["entry"]["closed_how"] == "by hand" and closed.data["checked"] == "already undone"
+    assert set(ledger(sim)) == {"norebalance"}
+    code, out = cli("changes", "-i", str(sim.inventory), "close", short, "--reason", "again", "--runs-dir", str(sim.runs))
+    assert code == 2 and "already closed (by hand" in out
+
+
+def test_an_entry_past_its_expected_undo_time_needs_action(tmp_path: Path) -> None:
+    sim = Sim(tmp_path, "two-osds-down")
+    code, out, _ = sim.run("ceph-degrade", "--yes")
+    assert code == 3, out
+    sim.inventory.write_text(sim.inventory.read_text().replace("clusters:", "expect_undo_within: {ceph.flag: 1ms}\nclusters:"))
+    code, out = cli("status", "-i", str(sim.inventory))
+    assert code == 2 and "not a duration" in out
+    sim.inventory.write_text(sim.inventory.read_text().replace("1ms", "0.001"))
+    code, changes = status_changes(sim)
+    assert code == 1 and all(c["overdue"] for c in changes.values())
+    code, out = cli("status", "-i", str(sim.inventory))
+    assert "changes left open by runs: 2, 2 NEEDING ACTION (overdue)" in out and "OVERDUE (expected undone within 0 s)" in out
