@@ -423,6 +423,7 @@ class NotifyEvent(str, Enum):
     GATE_WAITING = "gate_waiting"
     RUN_FINISHED = "run_finished"
     OBJECTIVE_MISSED = "objective_missed"
+    CHANGE_OVERDUE = "change_overdue"  # a change-ledger entry left open past its expected undo time
 
 
 class NotifyTarget(Strict):

@@ -80,6 +80,9 @@ class LedgerEntry(BaseModel):
     closed_by: str = ""
     closed_how: str = ""  # "by runbook RUNBOOK (run ID)" or "by hand"
     close_reason: str = ""
+    # Registry only (not journaled): when `drengine status` or `changes` told the inventory's
+    # webhooks that this entry passed its expected undo time, so that it is told once.
+    overdue_notified: float | None = None
 
     @property
     def is_open(self) -> bool:

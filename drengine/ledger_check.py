@@ -155,3 +155,77 @@ def close_by_hand(inventory: Inventory, entry: LedgerEntry, reason: str, who: st
         journal.close()
     store_of(inventory, cluster.name).put(closed)
     return closed
+
+
+# -- telling the team: Prometheus text and webhooks ------------------------------------------------------
+
+
+def prometheus(checked: dict[str, list[OpenChange]], now: float | None = None) -> str:
+    """Text exposition for the node-exporter textfile collector: one series per open entry (its
+    age, the time it may stay open, overdue or not), and the count of open entries per cluster."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+    labels = ["cluster", "kind", "id", "target"]
+    age = Gauge("drengine_change_open_age_seconds", "Seconds a change-ledger entry has been open (a change a run "
+                "left: flag, setting, fenced member)", labels, registry=registry)
+    within = Gauge("drengine_change_expected_undo_seconds", "Seconds the entry may stay open (expect_undo_within)",
+                   labels, registry=registry)
+    overdue = Gauge("drengine_change_overdue", "1 when the entry is open past its expected undo time, else 0",
+                    labels, registry=registry)
+    count = Gauge("drengine_changes_open", "Open change-ledger entries of the cluster", ["cluster"], registry=registry)
+    for cluster, changes in checked.items():
+        count.labels(cluster=cluster).set(len(changes))
+        for c in changes:
+            values = {"cluster": cluster, "kind": c.entry.kind, "id": c.entry.id, "target": c.entry.target}
+            age.labels(**values).set(c.age_seconds)
+            within.labels(**values).set(c.expect_undo_within)
+            overdue.labels(**values).set(1.0 if c.overdue else 0.0)
+    stamp = Gauge("drengine_changes_checked_timestamp_seconds", "When the ledger was read (Unix time)", registry=registry)
+    stamp.set(time.time() if now is None else now)
+    return generate_latest(registry).decode()
+
+
+def write_textfile(path: Path, checked: dict[str, list[OpenChange]]) -> None:
+    from drengine.files import atomic_write
+
+    atomic_write(path, prometheus(checked))  # the textfile collector must never read half a file
+
+
+def tell_overdue(inventory: Inventory, checked: dict[str, list[OpenChange]]) -> list[str]:
+    """A notification (the inventory's webhooks, event `change_overdue`) for each entry past its
+    expected undo time, once per entry (the registry remembers it). Returns the failures in words."""
+    from drengine.inventory import NotifyEvent
+    from drengine.lock.changes import store_of
+    from drengine.notify import Notice, Notifier
+
+    targets = [t for t in inventory.notify if NotifyEvent.CHANGE_OVERDUE in t.events]
+    due = [(cluster, c) for cluster, changes in checked.items() for c in changes
+           if c.overdue and c.entry.overdue_notified is None]
+    if not targets or not due:
+        return []
+    notifier = Notifier(targets, inventory.path)
+    for cluster, c in due:
+        e = c.entry
+        notifier.send(Notice(
+            NotifyEvent.CHANGE_OVERDUE, f"change left open too long on {cluster}",
+            f"{e.what} ({e.kind}, ledger entry {e.id}) has been open {age_words(c.age_seconds)}, longer than the "
+            f"{age_words(c.expect_undo_within)} expected; it is {c.holding.value}: {c.observed}. "
+            + " ".join(e.undo_lines()),
+            "warning", {"cluster": cluster, "kind": e.kind, "id": e.id, "target": e.target, "run_id": e.run_id,
+                        "run_dir": e.run_dir, "runbook": e.runbook, "age_seconds": c.age_seconds,
+                        "holding": c.holding.value},
+        ))
+    failed = notifier.close()
+    sent = {d.event for d in notifier.deliveries if d.ok}
+    problems = [f"notification {d.event} to {d.target} failed: {d.detail}" for d in failed]
+    if NotifyEvent.CHANGE_OVERDUE.value in sent:
+        for cluster, c in due:
+            try:
+                store = store_of(inventory, cluster)
+                now = next((e for e in store.entries() if e.id == c.entry.id), None)
+                if now is not None and now.is_open:  # a run may have closed it meanwhile: never reopen it
+                    store.put(now.model_copy(update={"overdue_notified": time.time()}))
+            except (DrengineError, OSError) as exc:
+                problems.append(f"{c.entry.id}: could not remember the notification in the registry: {exc}")
+    return problems

@@ -34,12 +34,18 @@ def _entry_lines(entry: Any, now: float, within: float | None = None) -> list[st
 @cluster_option(required=False, text="One cluster (default: every cluster of the inventory).")
 @click.option("--all", "show_all", is_flag=True, help="Also the entries already closed (kept 30 days).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
+@click.option("--textfile", type=click.Path(), default=None,
+              help="Also write the open entries as Prometheus text here (node-exporter textfile collector): "
+                   "drengine_change_open_age_seconds, drengine_change_overdue, ... per cluster, kind and entry.")
 @click.pass_context
-def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_all: bool, as_json: bool) -> None:
+def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_all: bool, as_json: bool,
+                  textfile: str | None) -> None:
     """The change ledger: what runs left changed (temporary or diminishing changes: Ceph flags and
     min_size, Elasticsearch settings, fenced members, ...), with its age, who approved it and the
     exact command that undoes it. Read from the run registry (etcd for a team lock, else this
-    machine's). `drengine changes close ID --reason ...` records an undo done by hand."""
+    machine's). `drengine changes close ID --reason ...` records an undo done by hand. An entry
+    past its expected undo time (`expect_undo_within`) is notified once to the inventory's
+    webhooks (event change_overdue); `drengine status` also checks each against the cluster."""
     if ctx.invoked_subcommand is not None:
         return
     from drengine.inventory import load_inventory
@@ -51,6 +57,11 @@ def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_
     names = [cluster] if cluster else sorted(inv.clusters)
     found = [cluster_changes(inv, name) for name in names]
     now = time.time()
+    from drengine.cli.fleet import ledger_outputs
+    from drengine.ledger_check import check_open
+
+    ledger_outputs(inv, {c.cluster: check_open(inv.cluster(c.cluster), inv, None, c.entries, now) for c in found
+                         if not c.problem}, textfile)
     if as_json:
         emit_json({"inventory": inventory, "clusters": [
             {**c.model_dump(mode="json", exclude={"entries"}),

@@ -83,7 +83,9 @@ def _show_changes(status: Any, inventory: str) -> None:
 @inventory_option()
 @cluster_option(required=False, text="One cluster (default: every cluster of the inventory, probed at once).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
-def status(inventory: str, cluster: str | None, as_json: bool) -> None:
+@click.option("--textfile", type=click.Path(), default=None,
+              help="Also write the open change-ledger entries as Prometheus text here (node-exporter textfile collector).")
+def status(inventory: str, cluster: str | None, as_json: bool, textfile: str | None) -> None:
     """Ask the clusters what is wrong: every member probed in parallel, within the cluster's timeouts.
 
     Per cluster: a table of members (role, reachable / dead / hung with the error, position,
@@ -100,6 +102,7 @@ def status(inventory: str, cluster: str | None, as_json: bool) -> None:
     inv = load_inventory(inventory)
     check_expectations(inv)
     fleet = probe_fleet(inv, [cluster] if cluster else None)
+    ledger_outputs(inv, {c.cluster: c.changes for c in fleet.clusters}, textfile)
     code = ExitCode.INVALID_INPUT if fleet.bad_input else ExitCode.FAILED if fleet.needs_action else ExitCode.DONE
     try:
         _show_fleet(fleet, as_json, code)
@@ -107,6 +110,20 @@ def status(inventory: str, cluster: str | None, as_json: bool) -> None:
         # Shown first, then the connections are closed (bounded: a hung member does not hold us up).
         fleet.wait_closed(max((c.timeouts.connect for c in inv.clusters.values()), default=1.0) + 1.0)
     raise SystemExit(code)
+
+
+def ledger_outputs(inv: Any, checked: dict[str, Any], textfile: str | None) -> None:
+    """The change ledger told to the team: the textfile metric, and a webhook per entry past its
+    expected undo time (once each). A failure is said, and changes nothing else."""
+    from pathlib import Path
+
+    from drengine.cli.terminal import err
+    from drengine.ledger_check import tell_overdue, write_textfile
+
+    if textfile:
+        write_textfile(Path(textfile), checked)
+    for problem in tell_overdue(inv, checked):
+        err(problem)
 
 
 def _show_fleet(fleet: Any, as_json: bool, code: int) -> None:

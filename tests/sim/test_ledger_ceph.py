@@ -124,3 +124,29 @@ def test_an_entry_past_its_expected_undo_time_needs_action(tmp_path: Path) -> No
     assert code == 1 and all(c["overdue"] for c in changes.values())
     code, out = cli("status", "-i", str(sim.inventory))
     assert "changes left open by runs: 2, 2 NEEDING ACTION (overdue)" in out and "OVERDUE (expected undone within 0 s)" in out
+
+
+def test_an_overdue_entry_is_notified_once_and_every_open_entry_is_a_metric(tmp_path: Path) -> None:
+    from tests.webhook import receiver
+
+    sim = Sim(tmp_path, "two-osds-down")
+    code, out, _ = sim.run("ceph-degrade", "--yes")
+    assert code == 3, out
+    with receiver() as hook:
+        sim.inventory.write_text(sim.inventory.read_text().replace(
+            "clusters:", f"notify: [{{name: team, url: '{hook.url}'}}]\nclusters:", 1))
+        sim.inventory.write_text(sim.inventory.read_text().replace(
+            "    drill_target: true", "    drill_target: true\n    expect_undo_within: {ceph.flag: 0.001}"))
+        textfile = tmp_path / "changes.prom"
+        code, out = cli("status", "-i", str(sim.inventory), "--textfile", str(textfile))
+        assert code == 1, out
+        overdue = [r.body for r in hook.received if r.body.get("event") == "change_overdue"]
+        assert sorted(b["target"] for b in overdue) == ["noout", "norebalance"]
+        assert all(b["severity"] == "warning" and "undo: ceph osd unset" in b["text"] for b in overdue)
+        code, out = cli("status", "-i", str(sim.inventory))
+        code, out = cli("changes", "-i", str(sim.inventory))
+        assert len([r for r in hook.received if r.body.get("event") == "change_overdue"]) == 2  # told once each
+    prom = textfile.read_text()
+    assert 'drengine_changes_open{cluster="sim"} 2.0' in prom
+    assert 'drengine_change_overdue{cluster="sim",id=' in prom and 'kind="ceph.flag",target="noout"} 1.0' in prom
+    assert "drengine_change_open_age_seconds{" in prom and "drengine_change_expected_undo_seconds{" in prom
