@@ -123,14 +123,14 @@ class SetFlags(Action[CephBackend, FlagParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         d = self._decide(ctx)
         for flag in d.to_set:
+            # In the ledger before it is sent: a run killed right after sending it still names it.
+            ctx.changed(flag_set(flag))
             send(ctx, flag_cmd("set", flag))
         after = snapshot(ctx)
         missing = [f for f in d.to_set if f not in after.flags]
         if missing:
             raise StepFailed(f"sent `osd set` for {', '.join(missing)} but the OSD map does not show them set "
                              f"(flags now: {', '.join(after.flags) or 'none'}); check the monitors and rerun")
-        for flag in d.to_set:
-            ctx.changed(flag_set(flag))
         wanted = self.params.flags
         record = FlagsSet(wanted=list(wanted), set_by_drengine=d.to_set, already_set=d.already)
         summary = f"set {', '.join(d.to_set) or 'nothing'}" + (f"; already set before: {', '.join(d.already)}" if d.already else "")
@@ -167,6 +167,7 @@ class LowerMinSize(Action[CephBackend, NoParams]):
         earlier = ctx.facts.maybe("min_size_changes", MinSizeChanges)
         done = list(earlier.changes) if earlier else []
         for c in d.changes:
+            ctx.changed(min_size_lowered(c.pool, c.old, c.new))  # in the ledger before it is sent, as the flags
             send(ctx, min_size_cmd(c.pool, c.new), note=was_note(c.old))
             if all(x.pool != c.pool for x in done):
                 done.append(c)
@@ -174,8 +175,6 @@ class LowerMinSize(Action[CephBackend, NoParams]):
         wrong = [c for c in d.changes if (p := after.pool(c.pool)) is None or p.min_size != c.new]
         if wrong:
             raise StepFailed("min_size did not change on " + ", ".join(c.pool for c in wrong) + "; check `osd pool get POOL min_size`")
-        for c in done:
-            ctx.changed(min_size_lowered(c.pool, c.old, c.new))
         return StepResult(
             ok=True,
             summary="lowered min_size: " + (", ".join(f"{c.pool} {c.old} -> {c.new}" for c in d.changes) or "none")
