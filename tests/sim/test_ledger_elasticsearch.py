@@ -25,6 +25,8 @@ def test_a_stop_lists_the_delay_status_checks_it_and_the_restore_closes_it(tmp_p
     assert "[elasticsearch.delayed_timeout] index.unassigned.node_left.delayed_timeout of index orders set to '0' " \
            "(was not set; run" in out
     assert 'undo: PUT /orders/_settings {"index.unassigned.node_left.delayed_timeout": null}' in out
+    code, report = cli("report", str(tmp_path / "run"), "--format", "md", "--out", "-")
+    assert "## Left changed (open in the change ledger)" in report and "delayed_timeout of index orders" in report
 
     code, out = cli("status", "-i", inventory, "--json")
     (cluster,) = json.loads(out)["clusters"]
@@ -52,3 +54,14 @@ def test_allocation_reenabled_is_opened_then_closed_by_the_restore(tmp_path: Pat
     assert entry["undo"] == 'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "primaries"}}'
     assert closed.data["id"] == opened.data["id"] and "left changed by this run" not in out
     assert "open_changes" not in of_type(tmp_path / "run", "run_finished")[-1].data
+
+
+def test_runs_show_names_what_a_stopped_run_left_changed(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "run", "sim-es-red-stale", "--yes")
+    assert code == 3, out
+    code, out = cli("runs", "show", str(tmp_path / "run"))
+    assert code == 0, out
+    assert "left changed by this run (1 open in the ledger" in out
+    assert 'undo: PUT /orders/_settings {"index.unassigned.node_left.delayed_timeout": null}' in out
+    code, report = cli("report", str(tmp_path / "run"), "--format", "md", "--out", "-")
+    assert "## Left changed (open in the change ledger)" in report and "delayed_timeout of index orders" in report
