@@ -91,13 +91,22 @@ class ChangeStore:
         return found
 
     def _etcd_put(self, entry: LedgerEntry) -> None:
+        """One pass over the members, each bounded by the lock's timeout: a run's journal listener
+        must not wait out an election (the entry is tried again at the run's next event)."""
+        from etcd3gw import exceptions
+
+        from drengine.errors import LockUnavailable
+        from drengine.lock.etcd import Unreachable
+
         lock: Any = self.backend
         key = f"{self._etcd_prefix()}{entry.id}"
-        if entry.closed is None:
-            lock.call(lambda c: c.put(key, entry.model_dump_json()), "write the change ledger")
-            return
-        lease = lock.call(lambda c: c.lease(ttl=CLOSED_KEPT_SECONDS), "write the change ledger")
-        lock.call(lambda c: c.put(key, entry.model_dump_json(), lease=lease), "write the change ledger")
+        try:
+            lease = lock.gateway.call(lambda c: c.lease(ttl=CLOSED_KEPT_SECONDS)) if entry.closed is not None else None
+            lock.gateway.call(lambda c: c.put(key, entry.model_dump_json(), lease=lease))
+        except Unreachable as exc:
+            raise LockUnavailable(f"the change ledger on etcd could not be written: {'; '.join(exc.failures)}") from None
+        except exceptions.Etcd3Exception as exc:
+            raise LockUnavailable(f"etcd refused to write the change ledger: {exc}") from None
 
 
 def held_store(held: HeldLock) -> ChangeStore:
