@@ -30,7 +30,7 @@ def _entry_lines(entry: Any, now: float, within: float | None = None) -> list[st
 
 
 @click.group("changes", invoke_without_command=True)
-@inventory_option()
+@inventory_option(required=False)
 @cluster_option(required=False, text="One cluster (default: every cluster of the inventory).")
 @click.option("--all", "show_all", is_flag=True, help="Also the entries already closed (kept 30 days).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for automation.")
@@ -38,7 +38,7 @@ def _entry_lines(entry: Any, now: float, within: float | None = None) -> list[st
               help="Also write the open entries as Prometheus text here (node-exporter textfile collector): "
                    "drengine_change_open_age_seconds, drengine_change_overdue, ... per cluster, kind and entry.")
 @click.pass_context
-def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_all: bool, as_json: bool,
+def changes_group(ctx: click.Context, inventory: str | None, cluster: str | None, show_all: bool, as_json: bool,
                   textfile: str | None) -> None:
     """The change ledger: what runs left changed (temporary or diminishing changes: Ceph flags and
     min_size, Elasticsearch settings, fenced members, ...), with its age, who approved it and the
@@ -48,6 +48,8 @@ def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_
     webhooks (event change_overdue); `drengine status` also checks each against the cluster."""
     if ctx.invoked_subcommand is not None:
         return
+    if inventory is None:
+        raise click.UsageError("give the inventory: drengine changes -i INVENTORY (its clusters' run registry holds the ledger)")
     from drengine.inventory import load_inventory
     from drengine.ledger import check_expectations, expect_undo_within
     from drengine.lock.changes import cluster_changes
@@ -87,13 +89,16 @@ def changes_group(ctx: click.Context, inventory: str, cluster: str | None, show_
 
 @changes_group.command("close")
 @click.argument("entry")
+@inventory_option(required=False)
+@cluster_option(required=False, text="The cluster of the entry (default: look in every cluster of the inventory).")
 @click.option("--reason", required=True, help="How the change was undone (journaled).")
 @click.option("--runs-dir", type=click.Path(), default="runs", show_default=True,
               help="Where the journal of this close is written (a run directory of its own).")
 @click.option("--force", is_flag=True, help="Close it even when the cluster shows it changed again or cannot be "
                                             "asked (journaled); never while it is still in place.")
 @click.pass_context
-def changes_close(ctx: click.Context, entry: str, reason: str, runs_dir: str, force: bool) -> None:
+def changes_close(ctx: click.Context, entry: str, inventory: str | None, cluster: str | None, reason: str, runs_dir: str,
+                  force: bool) -> None:
     """Record that a change was undone by hand: ENTRY (its id, or the end of it) is checked
     against the cluster first; still in place is refused (exit 1) with the command that undoes
     it. The close is journaled in a run directory of its own and written to the run registry."""
@@ -104,8 +109,11 @@ def changes_close(ctx: click.Context, entry: str, reason: str, runs_dir: str, fo
     from drengine.ledger_check import close_by_hand, find_entry
 
     parent = ctx.parent.params if ctx.parent is not None else {}
-    inv = load_inventory(parent["inventory"])
-    found = find_entry(inv, entry, parent.get("cluster"))
+    path = inventory or parent.get("inventory")
+    if path is None:
+        raise click.UsageError("give the inventory: drengine changes close ID -i INVENTORY --reason \"...\"")
+    inv = load_inventory(path)
+    found = find_entry(inv, entry, cluster or parent.get("cluster"))
     closed = close_by_hand(inv, found, reason, operator_name(), Path(runs_dir), force=force)
     out(f"ledger entry {closed.id} closed by {closed.closed_by}: {closed.what}")
     out(f"  {closed.close_reason}")

@@ -95,8 +95,8 @@ def test_status_checks_each_entry_and_a_flag_removed_by_hand_is_closed_by_hand(t
     assert f"$ drengine changes close {changes['noout']['entry']['id']} -i {sim.inventory}" in out
 
     # Still in place: refused, with the command that undoes it.
-    code, out = cli("changes", "-i", str(sim.inventory), "close", str(changes["norebalance"]["entry"]["id"]),
-                    "--reason", "done", "--runs-dir", str(sim.runs))
+    code, out = cli("changes", "close", str(changes["norebalance"]["entry"]["id"]), "-i", str(sim.inventory),
+                    "--reason", "done", "--runs-dir", str(sim.runs))  # -i after the subcommand, as status prints it
     assert code == 1 and "still in place on sim: norebalance is set. Undo it first (undo: ceph osd unset norebalance" in out
     # Undone by hand: closed, journaled in a run directory of its own, gone from the open ledger.
     short = str(changes["noout"]["entry"]["id"]).rsplit("-", 1)[1]  # the end of the id is enough
