@@ -119,6 +119,10 @@ def test_an_entry_past_its_expected_undo_time_needs_action(tmp_path: Path) -> No
     sim.inventory.write_text(sim.inventory.read_text().replace("clusters:", "expect_undo_within: {ceph.flag: 1ms}\nclusters:"))
     code, out = cli("status", "-i", str(sim.inventory))
     assert code == 2 and "not a duration" in out
+    sim.inventory.write_text(sim.inventory.read_text().replace("ceph.flag: 1ms", "ceph.flags: 1"))
+    code, out = cli("inventory", "check", "-i", str(sim.inventory))
+    assert code == 2 and "no kind of ledger entry is called 'ceph.flags'. Did you mean 'ceph.flag'" in out
+    sim.inventory.write_text(sim.inventory.read_text().replace("ceph.flags: 1", "ceph.flag: 1ms"))
     sim.inventory.write_text(sim.inventory.read_text().replace("1ms", "0.001"))
     code, changes = status_changes(sim)
     assert code == 1 and all(c["overdue"] for c in changes.values())
