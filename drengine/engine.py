@@ -35,8 +35,10 @@ from drengine.errors import (
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
 from drengine.journal import Chain, Entry, Event, JournalWriter, verified_chain, verified_entries
+from drengine.ledger import LedgerEntry, RunIdentity, RunLedger, fold, listing
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
+from drengine.lock.changes import ChangePublisher, held_store, reader
 from drengine.lock.registry import RunPublisher
 from drengine.machine import REAL, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
@@ -63,6 +65,7 @@ class RunOutcome:
     summary: str
     plan: list[dict[str, Any]] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # what the goal check says is left to do
+    open_changes: list[LedgerEntry] = field(default_factory=list)  # the run's open ledger entries at its end
 
 
 @dataclass
@@ -239,7 +242,8 @@ class _ObserveAgain(Exception):
 
 class Engine:
     def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str,
-                 clock: Clock = SYSTEM, mutated: bool = False, lock: HeldLock | None = None) -> None:
+                 clock: Clock = SYSTEM, mutated: bool = False, lock: HeldLock | None = None,
+                 ledger: dict[str, LedgerEntry] | None = None) -> None:
         self.request = request
         self.lock = lock
         self.runbook = request.runbook
@@ -272,6 +276,21 @@ class Engine:
             operator_said_gone=request.operator_said_gone,
             inputs=RunInputs(self.runbook.name, frozenset(self.runbook.spec.inputs), dict(request.inputs)),
         )
+        self._approved: dict[str, str] = {}  # step -> who approved its gate (policy), for the ledger
+        self.ledger = RunLedger(
+            journal=journal,
+            run=RunIdentity(run_id=run_id, run_dir=os.path.realpath(journal.run_dir), runbook=self.runbook.name,
+                            cluster=request.cluster.name, inventory_path=request.inventory.path),
+            step=lambda: self._current_step, approved_by=lambda step: self._approved.get(step, "no gate"),
+            wall=clock.wall, others=reader(lock, self._ledger_unread),
+            mine={k: v for k, v in (ledger or {}).items() if v.run_id == run_id},
+        )
+        self.ctx.ledger = self.ledger
+
+    def _ledger_unread(self, why: str) -> None:
+        self.journal.append(Event.NOTE, step=self._current_step,
+                            text=f"the change ledger in the run registry could not be read: {why}; entries of earlier "
+                                 f"runs this step undid stay open there (close them with `drengine changes close`)")
 
     # -- journal helpers -------------------------------------------------------------------
     def _record_statement(self, statement: Statement, result: str) -> None:
@@ -468,6 +487,7 @@ class Engine:
             reason=f"approved just before; unchanged after observing again ({earlier.reason or 'no reason given'})",
             when=self.ctx.clock.wall(),
         )
+        self._approved[step.id] = f"{earlier.who} ({earlier.policy})"
 
     def _run_bounded(self, step: StepSpec, fn: Callable[[], StepResult]) -> StepResult:
         """Run a step in a worker bounded by its timeout on the run's clock. At the deadline (or
@@ -564,6 +584,8 @@ class Engine:
             Event.GATE_ANSWERED, step=step.id, answer=answer.answer.value, who=answer.who,
             policy=answer.policy, reason=answer.reason, when=answer.when,
         )
+        if answer.answer is Answer.PROCEED:
+            self._approved[step.id] = f"{answer.who} ({answer.policy})"
         return answer
 
     def _break_glass(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal, result: StepResult) -> StepResult:
@@ -763,6 +785,7 @@ def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, r
         started=now, updated=now,
     )
     _listen(journal, RunPublisher(held, state))
+    _listen(journal, ChangePublisher(held_store(held)))
 
 
 def start_run(request: RunRequest) -> RunOutcome:
@@ -797,6 +820,7 @@ class _Walk:
     in_flight: str | None = None
     facts: Facts = field(default_factory=Facts)
     mutated: bool = False
+    ledger: dict[str, LedgerEntry] = field(default_factory=dict)  # what the journal's change events say so far
 
 
 def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callable[[], None], at: _Walk) -> RunOutcome:
@@ -814,7 +838,8 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
         begin()
         backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock)
         try:
-            engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held)
+            engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held,
+                                      ledger=at.ledger)
             engine.facts.update(at.facts)
 
             def walk() -> RunOutcome:
@@ -868,22 +893,29 @@ def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOu
     def step() -> str:
         return engine._current_step  # read at the time of the failure
 
+    def left_changed(exc: DrengineError | None = None) -> dict[str, Any]:
+        """The run's open ledger entries: named in its end event, and said by every stop."""
+        still = engine.ledger.still_open()
+        if exc is not None:
+            exc.open_changes = tuple(listing(still))
+        return {"open_changes": [e.id for e in still]} if still else {}
+
     try:
         outcome = walk()
     except StepInterrupted as exc:
         exc.resumable = True
         journal.append(Event.RUN_FINISHED, end="interrupted", success=False, summary=str(exc), step=step(),
-                       resumable=True, worker_alive=engine.worker_alive)
+                       resumable=True, worker_alive=engine.worker_alive, **left_changed(exc))
         raise
     except OperatorStop as stopped:
         stopped.resumable = True
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(stopped), step=step(),
-                       who=stopped.who, resumable=True)
+                       who=stopped.who, resumable=True, **left_changed(stopped))
         raise
     except LockLost as lost:
         lost.resumable = True
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(lost), step=step(),
-                       resumable=True)
+                       resumable=True, **left_changed(lost))
         raise
     except KeyboardInterrupt:
         who = operator_name()
@@ -891,17 +923,20 @@ def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOu
                                    who=who)
         interrupted.resumable = True
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(interrupted), step=step(),
-                       who=who, resumable=True)
+                       who=who, resumable=True, **left_changed(interrupted))
         raise interrupted from None
     except DrengineError as exc:
-        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=str(exc), step=step())
+        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=str(exc), step=step(),
+                       **left_changed(exc))
         raise
     except BaseException as exc:
         journal.append(Event.RUN_FINISHED, end="crashed", success=False,
-                       summary=f"internal error: {type(exc).__name__}: {exc}", step=step(), resumable=True)
+                       summary=f"internal error: {type(exc).__name__}: {exc}", step=step(), resumable=True,
+                       **left_changed())
         raise
+    outcome.open_changes = engine.ledger.still_open()
     journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
-                   left=outcome.left)
+                   left=outcome.left, **left_changed())
     return outcome
 
 
@@ -1008,4 +1043,5 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
                            reason="resume: nothing has been changed yet, so the cluster is observed and the "
                                   "decisions are made again from the start")
 
-    return _run(request, journal, run_id, resumed, _Walk(state, point.in_flight, point.facts, point.mutated))
+    return _run(request, journal, run_id, resumed, _Walk(state, point.in_flight, point.facts, point.mutated,
+                                                         fold(entries)))

@@ -22,6 +22,7 @@ class DrengineError(Exception):
     run_dir: Path | None = None
     resumable: bool = False
     resume_with: str = "drengine run --resume"  # the command that continues it (a site run: `drengine site run --resume`)
+    open_changes: tuple[str, ...] = ()  # the run's open change-ledger entries with their undo commands, in lines
 
 
 class InputError(DrengineError):

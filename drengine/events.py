@@ -107,6 +107,24 @@ def _drill_verdict(d: Data) -> EventText:
     return EventText(f"drill verdict: {d.get('text', d.get('verdict', ''))}", judged, nested=True)
 
 
+def _entry(d: Data) -> Data:
+    found = d.get("entry")
+    return found if isinstance(found, Mapping) else {}
+
+
+def _change_opened(d: Data) -> EventText:
+    e = _entry(d)
+    before = e.get("before")
+    undo = tuple(f"undo: {u}" for u in (e.get("undo"), e.get("undo_runbook")) if u)
+    return EventText(f"LEDGER {d.get('id')}: {e.get('what')} (was {'not set' if before is None else before})", undo,
+                     nested=True)
+
+
+def _change_closed(d: Data) -> EventText:
+    e = _entry(d)
+    return EventText(f"ledger {d.get('id')} closed {e.get('closed_how', '')}: {e.get('what')}", nested=True)
+
+
 RENDERERS: dict[Event, Callable[[Data], EventText]] = {
     Event.RUN_STARTED: _run_started,
     Event.RUN_RESUMED: _run_resumed,
@@ -134,6 +152,8 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
                                               nested=True),
     Event.DRILL_VERDICT: _drill_verdict,
     Event.SITE_CLUSTER: _site_cluster,
+    Event.CHANGE_OPENED: _change_opened,
+    Event.CHANGE_CLOSED: _change_closed,
     Event.RUN_FINISHED: lambda d: EventText(f"{d.get('end')}: {d.get('summary', '')}", live=False),
 }
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -37,6 +38,29 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 Name = Annotated[str, Field(pattern=NAME_RE.pattern, description="letters, digits, '.', '_' and '-'")]
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds (a number), or a number with a unit: `90s`, `30m`, `4h`, `2d`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        found = _DURATION_RE.match(str(value))
+        if found is None:
+            raise ValueError(f"{value!r} is not a duration; expected seconds or a number with s, m, h or d (e.g. 4h)")
+        seconds = float(found.group(1)) * _UNITS[found.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError("a duration must be above 0")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+# How long each kind of change-ledger entry may stay open before a cluster needs action
+# (`drengine status` exits 1), e.g. {ceph.flag: 4h}; kinds are checked against the datastores' own.
+UndoWithin = dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+\.[a-z0-9_.]+$")], Duration]
 
 
 def check_address(value: str) -> str:
@@ -349,6 +373,7 @@ class Cluster(Strict):
     lock: LockSettings | None = Field(default=None, description="this cluster's lock; default the inventory's `lock:`")
     depends_on: list[Name] = Field(default_factory=list, description="clusters whose recovery must hold before this "
                                                                      "one's starts (a site: drengine/site/)")
+    expect_undo_within: UndoWithin = Field(default_factory=dict, description="per kind of ledger entry: how long it may stay open")
     # The inventory hosts its members run on, filled in by Inventory: a member's service command
     # is shown (and sent) with the sudo its host's `become` asks for.
     _hosts: dict[str, Host] = PrivateAttr(default_factory=dict)
@@ -404,6 +429,7 @@ class NotifyEvent(str, Enum):
     GATE_WAITING = "gate_waiting"
     RUN_FINISHED = "run_finished"
     OBJECTIVE_MISSED = "objective_missed"
+    CHANGE_OVERDUE = "change_overdue"  # a change-ledger entry left open past its expected undo time
 
 
 class NotifyTarget(Strict):
@@ -442,6 +468,7 @@ class Inventory(Strict):
     lock_dir: str | None = None  # older spelling of `lock: {backend: local, dir: ...}`
     lock: LockSettings | None = None
     notify: list[NotifyTarget] = Field(default_factory=list, description="webhooks told about gates and run ends")
+    expect_undo_within: UndoWithin = Field(default_factory=dict, description="per kind of ledger entry: how long it may stay open")
 
     @model_validator(mode="before")
     @classmethod

@@ -57,6 +57,8 @@ class Event(str, Enum):
     DRILL_VERDICT = "drill_verdict"  # drills: runbook outcome and objectives, judged before run_finished
     NOTE = "note"
     SITE_CLUSTER = "site_cluster"  # a site run: one cluster's turn (waiting, started, finished, ...)
+    CHANGE_OPENED = "change_opened"  # the change ledger (drengine/ledger.py): a step left something changed
+    CHANGE_CLOSED = "change_closed"  # ... and a step (or `drengine changes close`) undid it
     RUN_FINISHED = "run_finished"
 
 

@@ -70,6 +70,9 @@ class RunDetail(Model):
     statements: int = 0
     notes: list[str] = Field(default_factory=list)
     reports: list[str] = Field(default_factory=list)
+    # The change-ledger entries this run opened and its journal does not close (another run or a
+    # manual close may have: `drengine changes` reads the registry), each with its undo command.
+    left_changed: list[str] = Field(default_factory=list)
 
 
 def resume_command(run_dir: Path, mode: str = "run") -> str:
@@ -200,7 +203,14 @@ def show_run(run_dir: Path, lock_dir: Path | None = None) -> RunDetail:
     reports = sorted(str(p) for p in run_dir.iterdir() if p.name.startswith("report.") or p.suffix in (".prom",)
                      or p.name == "junit.xml")
     return RunDetail(run=summary, argv=argv, steps=steps, gates=gates, overrides=overrides, statements=statements,
-                     notes=notes, reports=reports)
+                     notes=notes, reports=reports, left_changed=left_changed(summary.id, entries))
+
+
+def left_changed(run_id: str, entries: list[Entry]) -> list[str]:
+    """The ledger entries the run opened that its own journal leaves open, in lines."""
+    from drengine.ledger import fold, listing, open_entries
+
+    return listing([e for e in open_entries(fold(entries)) if e.run_id == run_id])
 
 
 def close_run(run_dir: Path, reason: str, who: str, lock_dir: Path | None = None) -> RunSummary:

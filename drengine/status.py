@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from drengine.clock import SYSTEM, Clock
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster, Inventory
+from drengine.ledger_check import OpenChange
 
 # Added to a cluster's connect + read timeouts before status stops waiting for it: the
 # connectors bound each probe themselves; this only covers opening and interpreting.
@@ -118,6 +119,13 @@ class ClusterStatus(Model):
     runs_registry: str = ""
     seconds: float = 0.0
     bad_input: str = ""  # the inventory entry itself is wrong (unknown scenario, unreadable secret): exit 2
+    changes: list[OpenChange] = Field(default_factory=list)  # the change ledger's open entries, checked
+    changes_problem: str = ""  # why the ledger could not be read
+
+    @property
+    def needs_action(self) -> bool:
+        """Not healthy, or a change left open past its expected undo time."""
+        return self.verdict.needs_action or any(c.overdue for c in self.changes)
 
 
 class FleetStatus(Model):
@@ -128,7 +136,7 @@ class FleetStatus(Model):
 
     @property
     def needs_action(self) -> bool:
-        return any(c.verdict.needs_action for c in self.clusters)
+        return any(c.needs_action for c in self.clusters)
 
     @property
     def bad_input(self) -> bool:
@@ -261,6 +269,7 @@ def probe_cluster(cluster: Cluster, inventory: Inventory, done: Callable[[Cluste
             raise
         except DrengineError as exc:
             status = _unanswered(cluster, inventory, str(exc), started)
+        status = with_changes(status, cluster, inventory, backend if status.verdict is not Verdict.UNKNOWN else None)
         if done is not None:
             done(status)
         return status
@@ -316,6 +325,17 @@ def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatu
         answer(status.model_copy(update={"bad_input": str(exc), "headline": f"cannot be asked: {exc}"}))
     except Exception as exc:  # noqa: BLE001 - one cluster's bug must not hide the others' answers
         answer(_unanswered(cluster, inventory, f"internal error: {type(exc).__name__}: {exc}", time.monotonic()))
+
+
+def with_changes(status: ClusterStatus, cluster: Cluster, inventory: Inventory, backend: Any) -> ClusterStatus:
+    """The cluster's open change-ledger entries, each checked against the cluster (when it answered)."""
+    from drengine.ledger_check import check_open, open_entries_of
+
+    entries, problem = open_entries_of(inventory, cluster.name)
+    if not entries and not problem:
+        return status
+    return status.model_copy(update={"changes": check_open(cluster, inventory, backend, entries),
+                                     "changes_problem": problem})
 
 
 # -- runs in progress ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import traceback
 import click
 
 from drengine.cli.catalog import inventory_group, runbook_group
+from drengine.cli.changes import changes_group
 from drengine.cli.drills import drill_group
 from drengine.cli.explore import explore
 from drengine.cli.fleet import status
@@ -69,7 +70,7 @@ def completion(shell: str) -> None:
 
 # Every command family, each in its own module (the help lists them by name; this is the order of main.commands).
 for _command in (run, plan, drill_group, explore, inventory_group, runbook_group, journal_group, report, lab_group,
-                 status, site_group, runs_group, completion):
+                 status, site_group, runs_group, changes_group, completion):
     main.add_command(_command)
 
 
@@ -80,6 +81,8 @@ def _where_the_run_is(exc: DrengineError) -> None:
     """Every stop of a run says where its journal is and how to go on."""
     if exc.run_dir is None:
         return
+    for line in exc.open_changes:
+        err(line)
     err(f"run directory: {exc.run_dir}")
     if exc.resumable:
         err(f"resume: {exc.resume_with} {exc.run_dir}   (add --yes / --accept-data-loss as the gates need)")

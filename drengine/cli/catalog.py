@@ -29,8 +29,10 @@ def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
     and, with --connect, that every host and member answers; exit 1 naming each failure."""
     from drengine.inventory import load_inventory
     from drengine.inventory_check import check_inventory
+    from drengine.ledger import check_expectations
 
     inv = load_inventory(inventory)
+    check_expectations(inv)  # `expect_undo_within` names kinds of ledger entries the datastores declare (exit 2)
     rows = check_inventory(inv, connect=connect)
     failed = [r for r in rows if r.failed]
     if as_json:

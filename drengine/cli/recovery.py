@@ -134,6 +134,10 @@ def _report_outcome(outcome: Any) -> NoReturn:
     out(f"{verdict_word(outcome)}: {outcome.summary}")
     for line in outcome.left:
         out(f"  left to do: {line}")
+    from drengine.ledger import listing
+
+    for line in listing(outcome.open_changes):
+        out(line)
     out(f"journal: {outcome.run_dir / 'journal.jsonl'}  (read it: drengine journal show {outcome.run_dir})")
     from drengine.report import write_markdown
 

@@ -153,6 +153,8 @@ def runs_show(run: str, runs_dir: str | None, as_json: bool) -> None:
     for line in detail.overrides:
         out(f"  OVERRIDE {line}")
     out(f"  statements sent: {detail.statements}")
+    for line in detail.left_changed:
+        out(f"  {line}", style="yellow")
     for path in detail.reports:
         out(f"  report: {path}")
     if r.resumable:

@@ -124,6 +124,7 @@ class ScenarioRun:
         self.segment_seen: list[tuple[str, str]] = []
         self.error = ""
         self.promise: str | None = None  # the liveness oracle's reason a recovery is possible
+        self.start_model: Any = None  # the simulator's state when the explored run starts (after any prelude)
         self.finished_end = ""  # the end of the last run_finished journaled (and not cut away)
         self.changed_in: set[int] = set()  # segments during or after which the world changed
         self._changes: dict[tuple[str, int], list[WorldChange]] = {}  # asked at every journal event
@@ -194,6 +195,7 @@ class ScenarioRun:
         if self.scenario.prelude is not None:
             self._prelude()
         self.promise = self._promise()
+        self.start_model = self.kit.copy(self.runner.final_model())  # what the ledger invariant compares with
         return self._segments()
 
     def _promise(self) -> str | None:
@@ -354,6 +356,9 @@ class ScenarioRun:
                                        f"simulator's final state the goal does not hold: {why}"))
         # Killed before run_started, nothing was done and nothing is resumed: the operator starts again.
         found += invariants.liveness(self.promise, end != "never-started", end, success)
+        if self.start_model is not None:
+            found += invariants.ledger_covers(self.kit.ledger_changes(self.scenario.runbook, self.start_model, model),
+                                              entries)
         try:
             found += self.watch.at_end(model, self.ledger, success)
         except Exception as exc:  # noqa: BLE001

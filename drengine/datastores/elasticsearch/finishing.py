@@ -10,6 +10,7 @@ from pydantic import Field
 from drengine.datastores.elasticsearch.calls import DELAY_SETTING, ENABLE_SETTING, health_call, recovery_call
 from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.esview import Health, RecoveryProgress
+from drengine.datastores.elasticsearch.ledger import KIND_OF, target
 from drengine.datastores.elasticsearch.planning import (
     PrimariesDone,
     PrimaryChoice,
@@ -270,6 +271,9 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
                 send(ctx, call)
         except (ConnectError, CommandFailed, ProbeTimeout) as exc:
             return self._not_restored([c for c in todo if c not in held], exc)
+        for c in changes:
+            if c not in held:
+                ctx.undone(KIND_OF[c.key], target(c))
         evidence = [f"{c.target} {c.key}: back to {c.old if c.old is not None else 'the default'}"
                     for c in changes if c not in held]
         evidence += [f"NOT restored while recoveries run: {c.key} stays {c.new!r} ({progress.line() if progress else ''}); "

@@ -5,10 +5,15 @@ Galera (mysql_steps); this module decides which members they apply to."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from pydantic import Field
 
 from drengine.datastores.mariadb.actions import Ctx, NewPrimary, RejoinDecision, SurvivorDecision
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
+from drengine.datastores.mariadb.ledger import DATASTORE, REJOIN
+from drengine.datastores.mysql_fencing import Fencing
+from drengine.datastores.mysql_ledger import declare_fences, declare_maint, undo_maint
 from drengine.datastores.mysql_steps import (
     Target,
     fence_proposal,
@@ -65,7 +70,9 @@ class FenceOldPrimary(Action[MariaDBAPI, FenceParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         _old_primary_not_back(ctx)
-        return fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+        result = fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+        declare_fences(DATASTORE, cast(Fencing, result.facts["fencing"]), REJOIN, ctx.changed)
+        return result
 
 
 def _old_primary_not_back(ctx: Ctx) -> None:
@@ -118,7 +125,8 @@ class SwitchTraffic(Action[MariaDBAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         primary = ctx.facts.get("new_primary", NewPrimary).name
-        return switch_traffic(ctx.backend, primary, _out(ctx, primary), ctx.sent, with_gtid=True)
+        return switch_traffic(ctx.backend, primary, _out(ctx, primary), ctx.sent, with_gtid=True,
+                              applied=lambda changes: declare_maint(ctx.cluster, changes, REJOIN, ctx.changed))
 
 
 def _rejoined(ctx: Ctx) -> tuple[list[str], str]:
@@ -142,4 +150,5 @@ class Readmit(Action[MariaDBAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         members, primary = _rejoined(ctx)
-        return readmit(ctx.backend, members, primary, ctx.sent)
+        return readmit(ctx.backend, members, primary, ctx.sent,
+                       readmitted=lambda servers: undo_maint(ctx, DATASTORE, servers))
