@@ -45,7 +45,9 @@ class Replication(ReplicaSetCore):
         if node.config is None:
             node.peers = {}
             return
-        hosts = {m.host for m in node.config.members if m.host != node.host}
+        # In the config's order (a set's order changes with each process's string hashing, and
+        # the order peers are met in is the order of `peers` in the state and the views).
+        hosts = dict.fromkeys(m.host for m in node.config.members if m.host != node.host)
         node.peers = {h: seen for h, seen in node.peers.items() if h in hosts}
         for host in hosts:
             seen = node.peers.setdefault(host, PeerSeen())
