@@ -254,7 +254,8 @@ def _config_set_name(node: MemberNode) -> str | None:
 def _common_prefix_length(mine: Sequence[OplogEntry], theirs: Sequence[OplogEntry]) -> int:
     length = 0
     for left, right in zip(mine, theirs, strict=False):
-        if left.optime != right.optime:
+        # Replicated entries are the source's own objects: the same object needs no comparing.
+        if left is not right and left.optime != right.optime:
             break
         length += 1
     return length
