@@ -50,36 +50,46 @@ def _serve(jobs: Jobs) -> None:
             _idle.append((jobs, threading.current_thread()))
 
 
-def _thread_for(name: str) -> Jobs:
-    """The queue of an idle thread, renamed for its new run, or of a new thread."""
+def _thread_for(name: str) -> tuple[Jobs, threading.Thread]:
+    """An idle thread, renamed for its new run, or a new thread; and the queue it serves."""
     with _idle_lock:
         idle = _idle.pop() if _idle else None
     if idle is not None:
         jobs, thread = idle
         thread.name = name
-        return jobs
+        return jobs, thread
     jobs = queue.SimpleQueue()
-    threading.Thread(target=_serve, args=(jobs,), name=name, daemon=True).start()
-    return jobs
+    thread = threading.Thread(target=_serve, args=(jobs,), name=name, daemon=True)
+    thread.start()
+    return jobs, thread
 
 
 class StepWorker:
     def __init__(self, name: str) -> None:
         self.name = name
         self._jobs: Jobs | None = None
+        self._thread: threading.Thread | None = None
         self._last: Job | None = None
 
     def submit(self, fn: Callable[[], Any]) -> Job:
         if self._last is not None and not self._last.done.is_set():
             self.close()  # still busy past its deadline: done with the run after its statement in flight
         if self._jobs is None:
-            self._jobs = _thread_for(self.name)
+            self._jobs, self._thread = _thread_for(self.name)
         job = self._last = Job(fn)
         self._jobs.put(job)
         return job
 
     def close(self) -> None:
-        """The thread is done with this run once its job (if any) has ended."""
-        if self._jobs is not None:
-            self._jobs.put(None)
-            self._jobs = None
+        """The thread is done with this run: idle at once when its last job has ended, else
+        once it has."""
+        jobs, thread = self._jobs, self._thread
+        if jobs is None or thread is None:
+            return
+        self._jobs = self._thread = None
+        if self._last is None or self._last.done.is_set():
+            with _idle_lock:  # it waits for its next job already
+                if len(_idle) < IDLE_KEPT:
+                    _idle.append((jobs, thread))
+                    return
+        jobs.put(None)  # it parks itself (or ends) after its job
