@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from drengine.explore.runner import Result, Runner
-from drengine.explore.search import explore
 from drengine.explore.scenario import Scenario
+from drengine.explore.search import explore
 
 _MOMENT_AND_PLACE = [
     (re.compile(r'"ts":[0-9.e+-]+'), '"ts":0'),
@@ -38,8 +38,11 @@ _MOMENT_AND_PLACE = [
 ]
 
 
+TREE = str(Path(__file__).resolve().parent.parent)  # runbooks' paths: this checkout's
+
+
 def _masked(text: str, work: Path) -> str:
-    text = text.replace(str(work), "WORK")
+    text = text.replace(str(work), "WORK").replace(TREE, "TREE")
     for pattern, fixed in _MOMENT_AND_PLACE:
         text = pattern.sub(fixed, text)
     return text
@@ -49,12 +52,25 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _state_text(model: Any) -> str:
+def _state_text(model: Any, work: Path) -> str:
+    """The simulator's state, its places masked and its maps in a fixed order: a served simulator
+    binds the ports it used before when they are free, else others, and moving a member to
+    another port re-inserts it into its peers' maps (same state, other order)."""
     for name in ("model_dump_json", "to_json", "snapshot_json"):
         if hasattr(model, name):
             text = getattr(model, name)()
-            return text if isinstance(text, str) else json.dumps(text, sort_keys=True, default=str)
-    return repr(model)
+            value = json.loads(text) if isinstance(text, str) else text
+            return json.dumps(_ordered(value, work), sort_keys=True, default=str)
+    return _masked(repr(model), work)
+
+
+def _ordered(value: Any, work: Path) -> Any:
+    if isinstance(value, dict):
+        pairs = [(_masked(str(k), work), _ordered(v, work)) for k, v in value.items()]
+        return sorted(([k, v] for k, v in pairs), key=lambda kv: json.dumps(kv, sort_keys=True, default=str))
+    if isinstance(value, list):
+        return [_ordered(v, work) for v in value]
+    return _masked(value, work) if isinstance(value, str) else value
 
 
 class Recording(Runner):
@@ -66,7 +82,7 @@ class Recording(Runner):
         result = super().run(scenario)
         journal = "\n".join(json.dumps({"type": e.type.value, "data": e.data}, sort_keys=True, separators=(",", ":"))
                             for e in result.journal)
-        state = _state_text(self.final_model())
+        state = _state_text(self.final_model(), self.work)
         self.lines.append(" ".join([
             _digest(scenario.model_dump_json()), result.end, f"segments={result.segments}",
             f"kills={','.join(result.kill_points) or '-'}",
