@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,14 @@ from drengine.errors import (
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
-from drengine.journal import Entry, Event, JournalWriter, verified_chain, verified_entries
+from drengine.journal import Chain, Entry, Event, JournalWriter, verified_chain, verified_entries
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
 from drengine.lock.registry import RunPublisher
 from drengine.machine import DISK, REAL, Disk, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
-from drengine.worker import Job, StepWorker
+from drengine.worker import Job, StepWorker, StopSignal
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
@@ -88,6 +89,9 @@ class RunRequest:
     machine: Machine = REAL
     # `--timeout STEP=SECONDS`: the operator's timeouts, in place of the runbook's (journaled).
     timeouts: dict[str, float] = field(default_factory=dict)
+    # Set from another thread to stop the run as a Ctrl-C would (a site run's Ctrl-C reaches the
+    # cluster runs it has going side by side this way).
+    stop: StopSignal | None = None
 
 
 @dataclass
@@ -108,6 +112,7 @@ class ResumeRequest:
     loaded: tuple[Runbook, Inventory] | None = None
     # `--timeout STEP=SECONDS` given at this resume: added to those journaled before (journaled too).
     timeouts: dict[str, float] = field(default_factory=dict)
+    stop: StopSignal | None = None  # as RunRequest.stop
 
 
 def check_timeouts(runbook: Runbook, timeouts: dict[str, float]) -> dict[str, float]:
@@ -137,7 +142,12 @@ def run_clock(request: RunRequest) -> Clock:
     retries cost no real time, as its twin's own changes take none), a real one on the system's."""
     if request.machine.clock is not None:
         return request.machine.clock
-    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
+    return cluster_clock(request.cluster)
+
+
+def cluster_clock(cluster: Cluster) -> Clock:
+    """A simulated cluster's own time (simulated, starting now) or the system's."""
+    return SimulatedClock(epoch=time.time()) if cluster.simulated is not None else SYSTEM
 
 
 def with_clock(request: RunRequest, clock: Clock) -> RunRequest:
@@ -279,6 +289,11 @@ class Engine:
             result=result,
         )
 
+    def _check_stop(self) -> None:
+        """At every step boundary: a stop asked from another thread ends the run as Ctrl-C does."""
+        if self.request.stop is not None and self.request.stop.is_set():
+            raise KeyboardInterrupt
+
     def _check_lock(self, step: str) -> None:
         """At every step boundary: a run whose lock was lost (lease expired, lock broken) sends nothing further."""
         if self.lock is None:
@@ -295,6 +310,7 @@ class Engine:
             reconcile = in_flight
             while not self.runbook.is_end(walk.state):
                 step = self.runbook.steps[walk.state]
+                self._check_stop()
                 self._check_lock(step.id)
                 try:
                     result = self._step(step, reconcile=(reconcile == step.id))
@@ -464,10 +480,13 @@ class Engine:
         ctx.deadline = Deadline(timeout, ctx.clock)
         why, by_operator = "", False
         job = self.worker.submit(fn)
+        stop = self.request.stop
         try:
-            if not ctx.clock.wait_for(job.done, timeout, self._stop_step):
-                why = (f"did not finish within its timeout of {timeout:g} s (to give it longer: "
-                       f"drengine run --resume {self.run_id} --timeout {step.id}=SECONDS)")
+            with stop.calling(self._stop_step) if stop is not None else nullcontext():
+                if not ctx.clock.wait_for(job.done, timeout, self._stop_step):
+                    why = (f"did not finish within its timeout of {timeout:g} s (to give it longer: "
+                           f"drengine run --resume {self.run_id} --timeout {step.id}=SECONDS)")
+                self._check_stop()
         except KeyboardInterrupt:
             why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
             self._stop_step()
@@ -930,16 +949,21 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     return ResumePoint(started, state, in_flight, facts, finished, mutated)
 
 
+def chain_to_resume(run_dir: Path, expected: str) -> Chain:
+    """The journal in `run_dir`, verified: a journal that fails its hash chain is not resumed from."""
+    if not (run_dir / "journal.jsonl").is_file():
+        raise InputError(f"{run_dir}: no journal.jsonl here; expected {expected}")
+    try:
+        return verified_chain(run_dir)
+    except JournalCorrupt as exc:
+        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+
+
 def resume_run(resume: ResumeRequest) -> RunOutcome:
     """Continue an interrupted run from where its journal left it (the explorer resumes the runs
     it killed on its own machine, watching the backend through `around_walk`)."""
     run_dir = resume.run_dir
-    if not (run_dir / "journal.jsonl").is_file():
-        raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
-    try:
-        chain = verified_chain(run_dir)
-    except JournalCorrupt as exc:
-        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+    chain = chain_to_resume(run_dir, "the run directory of an interrupted run")
     entries = chain.entries
     starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
@@ -966,7 +990,7 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
         local_lock_reason=resume.local_lock_reason, operator_said_gone=tuple(started.get("gone_for_good", [])),
         inputs=dict(started.get("inputs", {})), listeners=resume.listeners, argv=resume.argv,
         around_walk=resume.around_walk, machine=resume.machine,
-        timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)},
+        timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)}, stop=resume.stop,
     )
     request = with_clock(request, run_clock(request))
     journal = JournalWriter(run_dir, disk=request.machine.disk, follows=chain)

@@ -21,6 +21,7 @@ class DrengineError(Exception):
     exit_code: ExitCode = ExitCode.FAILED
     run_dir: Path | None = None
     resumable: bool = False
+    resume_with: str = "drengine run --resume"  # the command that continues it (a site run: `drengine site run --resume`)
 
 
 class InputError(DrengineError):

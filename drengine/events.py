@@ -85,6 +85,21 @@ def _measurement(d: Data) -> EventText:
     return EventText(f"measured {d.get('name')}: {d.get('value')} {d.get('unit', '')}".rstrip(), nested=True)
 
 
+def _goal_owner(d: Data) -> str:
+    """A site journal checks the goals of several clusters: whose, and before whose run."""
+    if "cluster" not in d:
+        return ""
+    before = f" (before {d['for_cluster']} starts)" if d.get("for_cluster") else ""
+    how = f" [{d['how']}]" if d.get("how") else ""
+    return f"{d['cluster']}{before}{how}: "
+
+
+def _site_cluster(d: Data) -> EventText:
+    runbook = f" {d['runbook']}" if d.get("runbook") else ""
+    where = f" [{d['run_dir']}]" if d.get("run_dir") and d.get("phase") in ("started", "resumed") else ""
+    return EventText(f"{d.get('cluster')}: {d.get('phase')}{runbook}: {d.get('summary', '')}{where}")
+
+
 def _drill_verdict(d: Data) -> EventText:
     objectives = d.get("objectives")
     judged = tuple(f"{o.get('label')}: {o.get('text')}" for o in objectives if isinstance(o, Mapping)) \
@@ -106,8 +121,8 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
                                                 nested=True),
     Event.OBSERVED_AGAIN: lambda d: EventText(f"observing again from {d.get('start')}: {d.get('reason', '')}", nested=True),
     Event.DECISION_CHANGED: lambda d: EventText(f"{d.get('step')}: the decision changed: {d.get('text', '')}", nested=True),
-    Event.GOAL_CHECKED: lambda d: EventText(f"goal {'holds' if d.get('holds') else 'DOES NOT hold'}: {d.get('summary', '')}",
-                                            nested=True),
+    Event.GOAL_CHECKED: lambda d: EventText(_goal_owner(d) + f"goal {'holds' if d.get('holds') else 'DOES NOT hold'}: "
+                                                             f"{d.get('summary', '')}", nested=True),
     Event.GATE_ASKED: _gate_asked,
     Event.GATE_ANSWERED: _gate_answered,
     Event.OVERRIDE: lambda d: EventText(f"OVERRIDE by {d.get('who')} at {d.get('step')}: risk accepted: {d.get('risk')}",
@@ -118,6 +133,7 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
     Event.FAULT_INJECTED: lambda d: EventText(f"FAULT on {', '.join(_lines(d.get('members')) or ('?',))}: {d.get('text', '')}",
                                               nested=True),
     Event.DRILL_VERDICT: _drill_verdict,
+    Event.SITE_CLUSTER: _site_cluster,
     Event.RUN_FINISHED: lambda d: EventText(f"{d.get('end')}: {d.get('summary', '')}", live=False),
 }
 

@@ -347,6 +347,8 @@ class Cluster(Strict):
                                                                        "default: sql, service, signal, proxy")
     proxies: list[Proxy] = Field(default_factory=list)
     lock: LockSettings | None = Field(default=None, description="this cluster's lock; default the inventory's `lock:`")
+    depends_on: list[Name] = Field(default_factory=list, description="clusters whose recovery must hold before this "
+                                                                     "one's starts (a site: drengine/site/)")
     # The inventory hosts its members run on, filled in by Inventory: a member's service command
     # is shown (and sent) with the sudo its host's `become` asks for.
     _hosts: dict[str, Host] = PrivateAttr(default_factory=dict)
@@ -354,6 +356,10 @@ class Cluster(Strict):
     def host_of(self, member: Member) -> Host | None:
         """The inventory host that runs `member`, when the cluster came from an inventory."""
         return self._hosts.get(member.host) if member.host is not None else None
+
+    def proxy_host(self, proxy: Proxy) -> Host | None:
+        """The inventory host a proxy's runtime API is reached over (its commands run with that host's sudo)."""
+        return self._hosts.get(proxy.host) if proxy.host is not None else None
 
     @model_validator(mode="after")
     def _unique_members(self) -> Cluster:
@@ -505,6 +511,8 @@ class Inventory(Strict):
                 if proxy.host is not None and proxy.host not in self.hosts:
                     raise ValueError(f"cluster {cluster.name}: proxy {proxy.name} is reached over host {proxy.host!r}, "
                                      f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}")
+                if proxy.host is not None:
+                    cluster._hosts[proxy.host] = self.hosts[proxy.host]
             for member in cluster.members:
                 if member.host is not None and member.host not in self.hosts:
                     from drengine.suggest import did_you_mean
@@ -515,6 +523,33 @@ class Inventory(Strict):
                         f"Known hosts: {sorted(self.hosts)}"
                     )
         return self
+
+    @model_validator(mode="after")
+    def _dependencies_hold(self, info: ValidationInfo) -> Inventory:
+        """`depends_on:` names clusters of this inventory and goes round in no circle; each
+        problem is reported at the line of its entry."""
+        from drengine.site.graph import dependency_problems
+
+        problems = dependency_problems(self.depends())
+        if problems:
+            source = (info.context or {}).get("source")
+            where = source.where if source is not None else (lambda loc: ".".join(str(p) for p in loc))
+            raise InputError(f"{source.path if source is not None else 'inventory'}: {len(problems)} problem(s)",
+                             [f"{where(loc)}: {text}" for loc, text in problems])
+        return self
+
+    def depends(self) -> dict[str, list[str]]:
+        """Each cluster and the clusters it depends on, in the inventory's order."""
+        return {name: list(c.depends_on) for name, c in self.clusters.items()}
+
+    def members_on(self, host: str) -> list[tuple[Cluster, Member]]:
+        """Every member of every cluster that runs on the inventory host `host` (its `host:`)."""
+        if host not in self.hosts:
+            from drengine.suggest import did_you_mean
+
+            raise InputError(f"{self.path}: no host named {host!r} under `hosts:`.{did_you_mean(host, self.hosts)} "
+                             f"Hosts: {', '.join(sorted(self.hosts)) or 'none'}")
+        return [(c, m) for c in self.clusters.values() for m in c.members if m.host == host]
 
     def lock_for(self, cluster: Cluster) -> LocalLockSettings | EtcdLockSettings:
         """The lock a run on this cluster takes: the cluster's own, the inventory's, else the local default."""

@@ -56,6 +56,7 @@ class Event(str, Enum):
     FAULT_INJECTED = "fault_injected"  # drills: the fault, on which members, when
     DRILL_VERDICT = "drill_verdict"  # drills: runbook outcome and objectives, judged before run_finished
     NOTE = "note"
+    SITE_CLUSTER = "site_cluster"  # a site run: one cluster's turn (waiting, started, finished, ...)
     RUN_FINISHED = "run_finished"
 
 

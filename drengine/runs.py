@@ -72,8 +72,10 @@ class RunDetail(Model):
     reports: list[str] = Field(default_factory=list)
 
 
-def resume_command(run_dir: Path) -> str:
-    return f"drengine run --resume {shlex.quote(str(run_dir))}"
+def resume_command(run_dir: Path, mode: str = "run") -> str:
+    """How to continue it: a cluster's run, or a site run (drengine/site/run.py)."""
+    command = "drengine site run --resume" if mode == "site" else "drengine run --resume"
+    return f"{command} {shlex.quote(str(run_dir))}"
 
 
 def journals(runs_dir: Path) -> list[Path]:
@@ -132,13 +134,13 @@ def summarize(run_dir: Path, lock_dir: Path | None = None) -> tuple[RunSummary, 
     else:
         result, success, open_ended = "interrupted", None, True
         summary = "no end was journaled: the process died or was killed"
-    resumable = open_ended and mode == "run" and health == "intact"
+    resumable = open_ended and mode in ("run", "site") and health == "intact"
     duration = round(entries[-1].ts - entries[0].ts, 3) if entries else None
     return RunSummary(
         id=run_id, run_dir=str(run_dir), cluster=str(d.get("cluster", "")), kind=str(d.get("kind", "")),
         runbook=str(d.get("runbook", "")), mode=mode, operator=str(d.get("operator", "")),
         started=float(start.ts) if start else 0.0, duration_seconds=duration, result=result, success=success,
-        summary=summary, resumable=resumable, resume_command=resume_command(run_dir) if resumable else "",
+        summary=summary, resumable=resumable, resume_command=resume_command(run_dir, mode) if resumable else "",
         journal=health,
     ), entries
 

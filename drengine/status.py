@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from drengine.clock import SYSTEM, Clock
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster, Inventory
 
@@ -86,6 +87,9 @@ class Advice(Model):
     why: str
     runbook: str | None = None
     command: str = ""
+    # Inputs of the runbook that only the operator can choose for this verdict: NAME -> what to
+    # give. A recovery is not planned or run on the runbook's defaults while one is missing.
+    inputs: dict[str, str] = Field(default_factory=dict)
 
 
 class Reading(Model):
@@ -206,9 +210,10 @@ def _assessor(kind: str) -> Assess:
     return assess
 
 
-def _open(cluster: Cluster, inventory: Inventory, scratch: Path) -> Any:
-    """The cluster's backend. A simulated cluster is opened on a copy of its state file, so a
-    status never moves a simulation on (runs and drills own it)."""
+def open_read_only(cluster: Cluster, inventory: Inventory, scratch: Path, clock: Clock = SYSTEM) -> Any:
+    """The cluster's backend, for looking only. A simulated cluster is opened on a copy of its
+    state file, so a status (or a site's goal check) never moves a simulation on (runs and
+    drills own it)."""
     from drengine.backends import open_backend
 
     if cluster.simulated is not None:
@@ -216,12 +221,13 @@ def _open(cluster: Cluster, inventory: Inventory, scratch: Path) -> Any:
         if cluster.simulated.state_file and Path(cluster.simulated.state_file).is_file():
             shutil.copyfile(cluster.simulated.state_file, state)
         cluster = cluster.model_copy(update={"simulated": cluster.simulated.model_copy(update={"state_file": str(state)})})
-    return open_backend(cluster, inventory, scratch)
+    return open_backend(cluster, inventory, scratch, clock)
 
 
 def _finish(cluster: Cluster, inventory: Inventory, reading: Reading, started: float) -> ClusterStatus:
     advice = [a if a.command or a.runbook is None else
-              a.model_copy(update={"command": plan_command(a.runbook, inventory.path, cluster.name)})
+              a.model_copy(update={"command": plan_command(a.runbook, inventory.path, cluster.name,
+                                                           *(w for n in a.inputs for w in ("--input", f"{n}=VALUE")))})
               for a in reading.advice]
     return ClusterStatus(
         cluster=cluster.name, kind=cluster.kind,
@@ -249,7 +255,7 @@ def probe_cluster(cluster: Cluster, inventory: Inventory, done: Callable[[Cluste
     try:
         try:
             assess = _assessor(cluster.kind)
-            backend = _open(cluster, inventory, scratch)
+            backend = open_read_only(cluster, inventory, scratch)
             status = _finish(cluster, inventory, assess(cluster, backend), started)
         except InputError:
             raise

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -93,3 +94,39 @@ class StepWorker:
                     _idle.append((jobs, thread))
                     return
         jobs.put(None)  # it parks itself (or ends) after its job
+
+
+class StopSignal:
+    """A stop asked from another thread, taken by a run as a Ctrl-C: at its next step boundary,
+    or at once in the step it waits for (which is told to stop and its connections closed).
+    Ctrl-C reaches only the main thread; a site run hands it this way to the cluster runs it has
+    going side by side (drengine/site/run.py)."""
+
+    def __init__(self) -> None:
+        self._set = threading.Event()
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        with self._lock:
+            self._set.set()
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook()
+
+    def is_set(self) -> bool:
+        return self._set.is_set()
+
+    @contextmanager
+    def calling(self, hook: Callable[[], None]) -> Iterator[None]:
+        """While inside: `hook` is called when the stop is asked (at once if it already was)."""
+        with self._lock:
+            self._hooks.append(hook)
+            already = self._set.is_set()
+        if already:
+            hook()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hooks.remove(hook)

@@ -78,22 +78,32 @@ def status(inventory: str, cluster: str | None, as_json: bool) -> None:
     fleet = probe_fleet(inv, [cluster] if cluster else None)
     code = ExitCode.INVALID_INPUT if fleet.bad_input else ExitCode.FAILED if fleet.needs_action else ExitCode.DONE
     try:
-        _show_fleet(fleet, as_json, code)
+        from drengine.site.view import has_dependencies, site_status
+
+        site = site_status(inv, fleet) if has_dependencies(inv) and not cluster else None
+        _show_fleet(fleet, as_json, code, site)
     finally:
         # Shown first, then the connections are closed (bounded: a hung member does not hold us up).
         fleet.wait_closed(max((c.timeouts.connect for c in inv.clusters.values()), default=1.0) + 1.0)
     raise SystemExit(code)
 
 
-def _show_fleet(fleet: Any, as_json: bool, code: int) -> None:
+def _show_fleet(fleet: Any, as_json: bool, code: int, site: Any = None) -> None:
     if as_json:
         document = fleet.model_dump(mode="json")
         document["needs_action"] = fleet.needs_action
         document["exit_code"] = int(code)
+        if site is not None:
+            document["site"] = site.model_dump(mode="json")
         emit_json(document)
         return
-    for each in fleet.clusters:
+    by_name = {c.cluster: c for c in fleet.clusters}
+    for each in [by_name[n] for n in site.order] if site is not None else fleet.clusters:
         _show_cluster(each)
+    if site is not None:
+        from drengine.cli.site import show_site_status
+
+        show_site_status(site, fleet.inventory)
     counts: dict[str, int] = {}
     for each in fleet.clusters:
         counts[each.verdict.value] = counts.get(each.verdict.value, 0) + 1

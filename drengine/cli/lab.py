@@ -47,7 +47,11 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
 
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
     serve the simulators over the real protocols (no such servers can be installed here);
-    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it.
+    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it;
+    ssh-site (root only) adds a site's hosts: sudo users, a bastion and three hosts reachable
+    only through it (`lab down` removes the users again).
+    site starts ssh, mariadb, galera and ceph as one site (members on the SSH hosts, MariaDB
+    depending on Ceph: `drengine drill site --lose-host host1`).
     The scenario, the lab directory and the lab's ports are checked before anything starts:
     a port another process holds ends with exit 1, naming the port, the process (pid and
     command) and what frees it (`drengine lab down --dir DIR` for another lab's). Exit 2 on bad

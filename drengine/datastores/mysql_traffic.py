@@ -167,13 +167,13 @@ def readmit_changes(cluster: Cluster, views: list[ProxyView], members: list[str]
 
 
 def change_statements(cluster: Cluster, changes: list[ProxyChange]) -> list[Statement]:
-    return [statement(proxy_of(cluster, c.proxy), c.command) for c in changes]
+    return [statement(cluster, proxy_of(cluster, c.proxy), c.command) for c in changes]
 
 
 def apply_changes(api: TrafficAPI, changes: list[ProxyChange], record: Statements) -> None:
     for change in changes:
         api.proxy_command(change.proxy, change.command)
-        record(statement(proxy_of(api.cluster, change.proxy), change.command), "ok")
+        record(statement(api.cluster, proxy_of(api.cluster, change.proxy), change.command), "ok")
 
 
 class Statements(Protocol):

@@ -20,6 +20,7 @@ from drengine.datastores.mysql_steps import (
     traffic_proposal,
     traffic_settled,
 )
+from drengine.errors import StepFailed
 from drengine.steps import Action, Effect, NoParams, Proposal, StepParams, StepResult, register
 
 
@@ -63,7 +64,27 @@ class FenceOldPrimary(Action[MariaDBAPI, FenceParams]):
         return fenced_before_interruption([(s.name, s.state, "read-only" if s.reachable else s.state) for s in probes])
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        _old_primary_not_back(ctx)
         return fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+
+
+def _old_primary_not_back(ctx: Ctx) -> None:
+    """Right before the first statement: an old primary the run saw hung, down or unreachable that
+    now answers as a working writable primary has come back (woken while drengine was down after
+    this step began, so the run resumed here without the check-no-primary step). Fencing it now
+    would stop a working primary and fail over for nothing: stop, and let the runbook run again,
+    whose check refuses while a primary answers (and fences it if the operator overrides that).
+    A primary the run already saw writable is fenced: the operator overrode that check."""
+    decision = ctx.facts.get("survivor", SurvivorDecision)
+    seen = {s.name: s for s in ctx.facts.get("view", ClusterView).servers}
+    old = decision.old_primary
+    if not old or old not in seen or seen[old].is_writable_primary:
+        return
+    now = ctx.backend.probe(old)
+    if now.is_writable_primary:
+        raise StepFailed(f"{old} answers again and takes writes (read_only=0, no replication), although this run saw "
+                         f"it {seen[old].state}: the primary is back, so nothing was fenced or sent. Run the runbook "
+                         f"again: it refuses while a primary answers (override that check to replace {old} anyway)")
 
 
 def _safe_now(server: ServerView) -> bool:
