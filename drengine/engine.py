@@ -40,7 +40,7 @@ from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
 from drengine.lock.changes import ChangePublisher, held_store, reader
 from drengine.lock.registry import RunPublisher
-from drengine.machine import REAL, Machine
+from drengine.machine import DISK, REAL, Disk, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
 from drengine.worker import Job, StepWorker, StopSignal
@@ -720,16 +720,16 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
-def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock) -> Any:
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock, disk: Disk) -> Any:
     from drengine.backends import open_backend
 
-    return open_backend(cluster, inventory, run_dir, clock)
+    return open_backend(cluster, inventory, run_dir, clock, disk)
 
 
 def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
-                     clock: Clock = SYSTEM) -> Any:
+                     clock: Clock = SYSTEM, disk: Disk = DISK) -> Any:
     try:
-        return _open_backend(cluster, run_dir, inventory, clock)
+        return _open_backend(cluster, run_dir, inventory, clock, disk)
     except DrengineError as exc:
         journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
         raise
@@ -836,7 +836,8 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
             held = _take_lock(request, journal, run_id)
         _test_hooks(journal)
         begin()
-        backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock)
+        backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock,
+                                   request.machine.disk)
         try:
             engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held,
                                       ledger=at.ledger)
