@@ -184,3 +184,26 @@ def test_a_step_that_waits_shows_its_elapsed_time() -> None:
     shown = plain(child.before)
     assert re.search(r"catch-up: wait for db2 to apply its relay log: 1\.\d s", shown), shown
     assert "catch-up ok [ok]: applied" in shown
+
+
+def test_the_allocation_restore_gate_explains_the_trade_off_and_skipping_it_keeps_the_fix(tmp_path: Path) -> None:
+    # Issue 25, item 5: putting `primaries` back is what broke the cluster; the gate says so and keeping 'all' is the goal.
+    child = spawn("run", "elasticsearch-reallocate", "-i", "inventory/simulated-elasticsearch.yaml",
+                  "-c", "sim-es-allocation-disabled", "--run-dir", str(tmp_path / "run"))
+    child.expect(PROMPT)
+    assert "step enable-allocation" in plain(child.before)
+    child.sendline("p")
+    child.expect(PROMPT)
+    gate = loose_text = plain(child.before)
+    assert "step restore-settings" in gate
+    assert "keep cluster.routing.allocation.enable at 'all' as the goal" in " ".join(loose_text.split())
+    assert "what kept the unassigned copies from being allocated" in " ".join(gate.split())
+    child.sendline("s")
+    child.expect("[Rr]eason")
+    child.sendline("keep all")
+    child.expect(pexpect.EOF)
+    rest = plain(child.before)
+    child.close()
+    assert child.exitstatus == 0, rest
+    assert "DONE:" in rest and "skipped: restore-settings" in rest
+    assert "kept at 'all' by choice" in " ".join(rest.split())
