@@ -334,7 +334,7 @@ class MongoBackend(FaultsByProcess):
     def observe(self) -> SetView:
         members = self.cluster.members
         t = self.cluster.timeouts
-        budget = t.connect + t.read + PROBE_GRACE_SECONDS
+        budget = t.backstop
         started = time.monotonic()
         pool = cf.ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="mongo-probe")
         try:
@@ -345,7 +345,10 @@ class MongoBackend(FaultsByProcess):
                 if fut in done:
                     views.append(fut.result())
                 else:
-                    views.append(self._unreachable(member, f"no answer within {budget:g} s (hung member?)", budget))
+                    views.append(self._unreachable(
+                        member, f"no answer within {budget:g} s, the probe's budget (2 x (connect {t.connect:g} s + "
+                                f"read {t.read:g} s) + 1 s): hung member, or a machine too busy to run the probe",
+                        budget))
         finally:
             # A thread still stuck in I/O ends at its socket timeout; do not wait for it here.
             pool.shutdown(wait=False, cancel_futures=True)
