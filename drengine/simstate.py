@@ -39,6 +39,36 @@ Parse = Callable[[str], T] | type[T]
 # The explorer's state files, by path: what was saved last (its text, or the live model), or
 # None while nothing was.
 _IN_MEMORY: dict[Path, str | BaseModel | None] = {}
+# A run's own state file -> the simulated cluster's state file every later status and run reads
+# (written at each save too, so that `drengine status` sees what a run did, even mid-run).
+_SHARED_WITH: dict[Path, Path] = {}
+
+SIM_DIR_ENV = "DRENGINE_SIM_DIR"
+
+
+def cluster_state_file(inventory_path: str, cluster: str) -> Path:
+    """Where a simulated cluster without `state_file:` keeps its state between runs: beside the
+    cluster locks ($DRENGINE_SIM_DIR, else $XDG_STATE_HOME/drengine/simulated), one folder per
+    inventory file (its name and a digest of its real path), one file per cluster."""
+    import hashlib
+    import os
+
+    base = os.environ.get(SIM_DIR_ENV) or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "drengine", "simulated")
+    real = os.path.realpath(inventory_path)
+    folder = f"{Path(real).stem}-{hashlib.sha256(real.encode()).hexdigest()[:10]}"
+    return Path(base) / folder / f"{cluster}.json"
+
+
+def share_state(own: Path, cluster_file: Path) -> None:
+    """From now on, every save of `own` (a run's state file) is also the cluster's state."""
+    _SHARED_WITH[own] = cluster_file
+
+
+def copy_state(source: Path, target: Path) -> None:
+    """Start `target` from what `source` holds (a run's own copy of the cluster's state)."""
+    saved = _read(source)
+    save_state(saved if isinstance(saved, str) else saved.model_dump_json(), target)
 
 _SCALARS: frozenset[type] = frozenset({str, int, float, bool, NoneType})
 # The types a snapshot shares rather than copies: the scalars, then every enum and every model
@@ -167,4 +197,9 @@ def save_state(state: str | BaseModel, state_file: Path | None) -> None:
     if state_file in _IN_MEMORY:
         _IN_MEMORY[state_file] = state  # a model is copied when it is loaded (see the module's docstring)
         return
-    atomic_write(state_file, state if isinstance(state, str) else state.model_dump_json())
+    text = state if isinstance(state, str) else state.model_dump_json()
+    atomic_write(state_file, text)
+    shared = _SHARED_WITH.get(state_file)
+    if shared is not None:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(shared, text)
