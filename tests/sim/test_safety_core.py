@@ -192,8 +192,11 @@ def test_an_unchanged_decision_keeps_its_approval_after_observing_again(tmp_path
     assert outcome.success, outcome.summary
     # Asked once per gate: the re-observation found the same decision, so the approval stood.
     assert [r.step for r in gates.requests] == ["promote", "repoint-replicas"]
-    standing = [e for e in of_type(run_dir, "gate_answered") if "unchanged after observing again" in e.data["reason"]]
+    standing = [e for e in of_type(run_dir, "gate_answered") if e.data.get("standing")]
     assert standing and standing[0].data["who"] == "tester"
+    # Journaled once: the question when it was asked, then the one event saying the approval stands.
+    assert [e.data["step"] for e in of_type(run_dir, "gate_asked")] == ["promote", "repoint-replicas"]
+    assert len([e for e in of_type(run_dir, "gate_answered") if e.data["step"] == "promote"]) == 2
 
 
 def test_yes_never_approves_a_proposal_that_became_dangerous(tmp_path: Path) -> None:
@@ -299,6 +302,10 @@ def test_a_step_given_more_time_on_resume_finishes(tmp_path: Path) -> None:
     assert code == 0, out  # one resume is enough: the step has a minute now
     resumed = of_type(run_dir, "run_resumed")
     assert resumed[-1].data["timeouts"] == {"promote": 60.0}
+    code, report = cli("report", str(run_dir), "--format", "md", "--out", "-")
+    assert "| timeouts given | promote: 60 s (--timeout, given at the resume of " in report, report[:1500]
+    code, page = cli("report", str(run_dir), "--format", "html", "--out", "-")
+    assert 'id="timeouts">promote: 60 s (--timeout, given at the resume of' in page
     sim = load(run_dir)
     assert writable(sim) == ["db2"] and follows(sim, "db3", "db2")
     code, out = cli("run", "mariadb-promote-survivor", "-i", str(inventory(tmp_path)), "-c", "sim",
