@@ -105,6 +105,7 @@ class ClusterStatus(Model):
     cluster: str
     kind: str
     simulated: str | None = None  # the scenario, for a simulated cluster
+    kept_state: bool = False  # a simulated cluster read as runs left it (not its scenario afresh)
     verdict: Verdict
     headline: str
     evidence: list[str] = Field(default_factory=list)
@@ -237,10 +238,17 @@ def _finish(cluster: Cluster, inventory: Inventory, reading: Reading, started: f
     return ClusterStatus(
         cluster=cluster.name, kind=cluster.kind,
         simulated=cluster.simulated.scenario if cluster.simulated else None,
+        kept_state=cluster.simulated is not None and _kept(cluster, inventory),
         verdict=reading.verdict, headline=reading.headline, evidence=reading.evidence, facts=reading.facts,
         members=reading.members, proxies=reading.proxies, advice=advice,
         runs_registry=registry_words(cluster, inventory), seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _kept(cluster: Cluster, inventory: Inventory) -> bool:
+    from drengine.backends import simulated_state_file
+
+    return simulated_state_file(cluster, inventory).exists()
 
 
 def _unanswered(cluster: Cluster, inventory: Inventory, why: str, started: float, advice: str = "") -> ClusterStatus:

@@ -288,12 +288,16 @@ def test_status_sees_what_a_run_did_and_lab_reset_starts_the_scenario_over(tmp_p
     code, doc = status_doc(inventory, "-c", "sim-mariadb")
     one = doc["clusters"][0]
     assert one["verdict"] == "degraded" and "db2 is the primary" in one["headline"], one
+    assert one["kept_state"] is True
+    code, out = cli("status", "-i", inventory, "-c", "sim-mariadb")
+    assert "simulated: primary-dead-replica-lagging, as runs left it" in out
+    assert f"drengine lab reset -i {inventory} -c sim-mariadb" in out
     code, out = cli("plan", "mariadb-promote-survivor", "-i", inventory, "-c", "sim-mariadb",
                     "--run-dir", str(tmp_path / "plan"))
     assert code == 1 and "a writable primary is reachable: db2" in out  # the next run sees it too
     code, out = cli("lab", "reset", "-i", inventory, "-c", "sim-mariadb")
     assert code == 0 and "sim-mariadb: back to scenario primary-dead-replica-lagging" in out, out
     code, doc = status_doc(inventory, "-c", "sim-mariadb")
-    assert doc["clusters"][0]["verdict"] == "down"
+    assert doc["clusters"][0]["verdict"] == "down" and doc["clusters"][0]["kept_state"] is False
     code, out = cli("lab", "reset", "-i", inventory, "-c", "sim-mariadb-helthy")
     assert code == 2 and "did you mean" in out.lower(), out
