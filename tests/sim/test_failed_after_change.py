@@ -1,23 +1,11 @@
 """A run that fails after it changed the cluster is not a dead end (issue 25, item 2): it says
-what it changed, what holds now, and goes on with `--resume` at the step that failed."""
+what it changed, what holds now, and goes on with `--resume` at the first step after the last change."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import ROOT, cli, of_type
-
-MARIADB = """\
-clusters:
-  sim:
-    kind: mariadb
-    simulated: {scenario: primary-dead-replica-lagging}
-    timeouts: {connect: 1, read: 2, catch_up: 5}
-    members:
-      - {name: db1, address: 127.0.1.11, port: 3306}
-      - {name: db2, address: 127.0.1.12, port: 3306}
-      - {name: db3, address: 127.0.1.13, port: 3306}
-"""
+from tests.helpers import ROOT, SIM_MARIADB, cli, of_type
 
 # Promote, then a safety check that now refuses (a writable primary answers: the one just promoted).
 PROMOTE_THEN_CHECK = """\
@@ -63,7 +51,7 @@ def test_a_failure_after_a_change_says_what_changed_what_holds_and_resumes_at_th
     runbook = tmp_path / "promote-then-check.yaml"
     runbook.write_text(PROMOTE_THEN_CHECK)
     inventory = tmp_path / "inv.yaml"
-    inventory.write_text(MARIADB)
+    inventory.write_text(SIM_MARIADB)
     run_dir = tmp_path / "run"
     code, out = cli("run", str(runbook), "-i", str(inventory), "-c", "sim", "--run-dir", str(run_dir), "--yes")
     assert code == 1, out
@@ -98,7 +86,7 @@ def test_a_failure_after_a_change_says_what_changed_what_holds_and_resumes_at_th
 
 def test_a_failure_before_any_change_stays_a_plain_failure(tmp_path: Path) -> None:
     inventory = tmp_path / "inv.yaml"
-    inventory.write_text(MARIADB.replace("primary-dead-replica-lagging", "primary-alive"))
+    inventory.write_text(SIM_MARIADB.replace("primary-dead-replica-lagging", "primary-alive"))
     run_dir = tmp_path / "run"
     code, out = cli("run", "mariadb-promote-survivor", "-i", str(inventory), "-c", "sim", "--run-dir", str(run_dir),
                     "--yes")

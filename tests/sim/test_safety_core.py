@@ -25,19 +25,9 @@ from drengine.journal import verify
 from drengine.machine import Machine
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
-from tests.helpers import ROOT, cli, events, of_type
+from tests.helpers import ROOT, SIM_MARIADB, cli, events, of_type
 
-INVENTORY = """\
-clusters:
-  sim:
-    kind: mariadb
-    simulated: {scenario: primary-dead-replica-lagging}
-    timeouts: {connect: 1, read: 2, catch_up: 5}
-    members:
-      - {name: db1, address: 127.0.1.11, port: 3306}
-      - {name: db2, address: 127.0.1.12, port: 3306}
-      - {name: db3, address: 127.0.1.13, port: 3306}
-"""
+INVENTORY = SIM_MARIADB
 
 
 def inventory(tmp_path: Path) -> Path:
