@@ -66,6 +66,11 @@ class RunOutcome:
     plan: list[dict[str, Any]] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # what the goal check says is left to do
     open_changes: list[LedgerEntry] = field(default_factory=list)  # the run's open ledger entries at its end
+    # A failed end after the run changed the cluster: the run can go on (`--resume`) at this step.
+    resume_at: str | None = None
+    changed: list[str] = field(default_factory=list)  # the mutating steps that took effect, with their summaries
+    now: str = ""  # what the goal check says of the cluster now
+    advice: str = ""  # the runbook's own advice for this end
 
 
 @dataclass
@@ -243,7 +248,7 @@ class _ObserveAgain(Exception):
 class Engine:
     def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str,
                  clock: Clock = SYSTEM, mutated: bool = False, lock: HeldLock | None = None,
-                 ledger: dict[str, LedgerEntry] | None = None) -> None:
+                 ledger: dict[str, LedgerEntry] | None = None, changed: tuple[str, ...] = ()) -> None:
         self.request = request
         self.lock = lock
         self.runbook = request.runbook
@@ -263,6 +268,11 @@ class Engine:
         self._skipped: list[str] = []
         self._overridden: list[str] = []
         self._first_failure = ""
+        # Where a failed run goes on: the first step after the last change before the failure, so
+        # that what was observed and decided after that change is observed and decided again.
+        self._failed_at: str | None = None
+        self._after_change: str | None = None
+        self._changed: list[str] = list(changed)  # mutating steps that took effect (before a resume too)
         self.worker_alive = False
         self.worker = StepWorker(f"steps-{run_id}")
         self.ctx: RunContext[Any] = RunContext(
@@ -369,6 +379,11 @@ class Engine:
                 self._first_failure = f"step {step.id} failed: {result.summary}"
             if result.ok or result.refusal is not None or attempt > step.retries or self.mode is Mode.PLAN:
                 self._last_summary = result.summary
+                self._after_change = self._after_change or step.id
+                if not result.ok:
+                    self._failed_at = self._after_change
+                if took_effect(cls.effect.value, result.ok, result.outcome, result.summary):
+                    self._after_change = None
                 return result
             self.journal.append(Event.NOTE, step=step.id, text=f"attempt {attempt} failed; retrying in {step.retry_delay:g} s")
             self.ctx.clock.sleep(step.retry_delay)
@@ -477,14 +492,11 @@ class Engine:
         return proposal
 
     def _journal_standing_approval(self, step: StepSpec, proposal: Proposal, level: GateLevel, earlier: _Earlier) -> None:
-        self.journal.append(
-            Event.GATE_ASKED, step=step.id, level=level.name.lower(), override=False, summary=proposal.summary,
-            reason=proposal.reason, risks=proposal.risks, statements=[s.show() for s in proposal.statements],
-            change="", recheck=True,
-        )
+        """One event: the approval given at the gate just before still holds (the same decision and
+        risks after observing again); the question itself was journaled when it was asked."""
         self.journal.append(
             Event.GATE_ANSWERED, step=step.id, answer=Answer.PROCEED.value, who=earlier.who, policy=earlier.policy,
-            reason=f"approved just before; unchanged after observing again ({earlier.reason or 'no reason given'})",
+            reason=earlier.reason, standing=True, level=level.name.lower(), summary=proposal.summary,
             when=self.ctx.clock.wall(),
         )
         self._approved[step.id] = f"{earlier.who} ({earlier.policy})"
@@ -556,9 +568,12 @@ class Engine:
     def _finish(self, step: StepSpec, result: StepResult, attempt: int) -> None:
         for name, value in result.facts.items():
             self.facts.put(name, value)
+        effect = self.runbook.action(step.id).effect
+        if took_effect(effect.value, result.ok, result.outcome, result.summary):
+            self._changed.append(f"{step.id}: {result.summary}")
         self.journal.append(
             Event.STEP_FINISHED, step=step.id, ok=result.ok, outcome=result.outcome, summary=result.summary,
-            effect=self.runbook.action(step.id).effect.value,
+            effect=effect.value,
             evidence=result.evidence, facts=self.facts.dump(list(result.facts)), attempt=attempt,
             refusal=result.refusal.lines() if result.refusal else None,
         )
@@ -640,6 +655,8 @@ class Engine:
             said = self._failure_first(end.summary or last) if not end.success else end.summary or last
             return RunOutcome(self.run_id, self.journal.run_dir, state, end.success, said, self.plan)
         path = self._path_notes()
+        if not end.success and self._mutated and self.mode is Mode.RUN:
+            return self._failed_after_change(state, self._failure_first(end.summary or last) + path)
         if not end.success:
             return RunOutcome(self.run_id, self.journal.run_dir, state, False,
                               self._failure_first(end.summary or last) + path, self.plan)
@@ -650,6 +667,20 @@ class Engine:
         return RunOutcome(self.run_id, self.journal.run_dir, "incomplete", False,
                           f"the runbook reached `{state}` but its goal does not hold now: {goal_summary}" + path,
                           self.plan, left=left)
+
+    def _failed_after_change(self, state: str, summary: str) -> RunOutcome:
+        """A failed end after the run changed the cluster is not a dead end: say what the run
+        changed, what holds now (the goal checked on a fresh observation) and where the run goes
+        on when resumed (the step that failed: observed and decided again, gated as before)."""
+        holds, now, left = self._check_goal()
+        if not now:
+            now = "the runbook has no goal to check; look with `drengine status`"
+        else:
+            now += " (the runbook's goal holds)" if holds else " (the runbook's goal does not hold)"
+        advice = self.runbook.spec.ends[state].advice.strip()
+        return RunOutcome(self.run_id, self.journal.run_dir, state, False, summary, self.plan, left=left,
+                          resume_at=self._failed_at or self.runbook.spec.start, changed=list(self._changed),
+                          now=now, advice=advice)
 
     def _failure_first(self, summary: str) -> str:
         """The first failure of the run, then what the runbook's failed end says."""
@@ -720,16 +751,17 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
-def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock, disk: Disk) -> Any:
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock, disk: Disk, private: bool) -> Any:
     from drengine.backends import open_backend
 
-    return open_backend(cluster, inventory, run_dir, clock, disk)
+    return open_backend(cluster, inventory, run_dir, clock, disk, private=private)
 
 
 def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
-                     clock: Clock = SYSTEM, disk: Disk = DISK) -> Any:
+                     clock: Clock = SYSTEM, disk: Disk = DISK, private: bool = False) -> Any:
+    """`private`: a plan or a drill, whose doings stay its own where the cluster allows it (a twin's copy)."""
     try:
-        return _open_backend(cluster, run_dir, inventory, clock, disk)
+        return _open_backend(cluster, run_dir, inventory, clock, disk, private)
     except DrengineError as exc:
         journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
         raise
@@ -821,6 +853,7 @@ class _Walk:
     facts: Facts = field(default_factory=Facts)
     mutated: bool = False
     ledger: dict[str, LedgerEntry] = field(default_factory=dict)  # what the journal's change events say so far
+    changed: tuple[str, ...] = ()
 
 
 def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callable[[], None], at: _Walk) -> RunOutcome:
@@ -837,10 +870,10 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
         _test_hooks(journal)
         begin()
         backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock,
-                                   request.machine.disk)
+                                   request.machine.disk, private=request.mode is not Mode.RUN)
         try:
             engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held,
-                                      ledger=at.ledger)
+                                      ledger=at.ledger, changed=at.changed)
             engine.facts.update(at.facts)
 
             def walk() -> RunOutcome:
@@ -938,10 +971,19 @@ def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOu
     outcome.open_changes = engine.ledger.still_open()
     journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
                    left=outcome.left, **left_changed())
+    went_on = {"resumable": True, "resume_at": outcome.resume_at, "changed": outcome.changed, "now": outcome.now,
+               "advice": outcome.advice} if outcome.resume_at else {}
+    journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
+                   left=outcome.left, **went_on)
     return outcome
 
 
 RESUMABLE_ENDS = ("stopped", "crashed", "interrupted")
+
+
+def took_effect(effect: str, ok: bool, outcome: str, summary: str) -> bool:
+    """Did a finished step change the cluster (a mutating step that worked, not skipped, not idle)?"""
+    return effect == Effect.MUTATE.value and ok and outcome != "skipped" and not summary.startswith("nothing to do")
 
 
 @dataclass
@@ -952,6 +994,7 @@ class ResumePoint:
     facts: Facts
     finished: bool
     mutated: bool  # a mutating step started before: decisions after it are the steps' own to refresh
+    changed: tuple[str, ...] = ()  # the mutating steps that took effect, with their summaries
 
 
 def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: list[Entry] | None = None) -> ResumePoint:
@@ -966,22 +1009,28 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     rb = runbook or load_runbook(started["runbook_path"])
     in_flight: str | None = None
     finished = mutated = False
+    changed: list[str] = []
     with rb.walking() as walk:
         for entry in entries:
+            d = entry.data
             if entry.type is Event.STEP_STARTED:
-                in_flight = entry.data["step"]
-                mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
+                in_flight = d["step"]
+                mutated = mutated or d.get("effect") == Effect.MUTATE.value
             elif entry.type is Event.STEP_FINISHED:
-                facts.load(entry.data.get("facts") or {})
-                walk.go_to(entry.data["step"])
-                walk.follow(entry.data["outcome"])
+                facts.load(d.get("facts") or {})
+                walk.go_to(d["step"])
+                walk.follow(d["outcome"])
                 in_flight = None
+                if took_effect(str(d.get("effect", "")), bool(d.get("ok")), str(d.get("outcome")), str(d.get("summary", ""))):
+                    changed.append(f"{d['step']}: {d.get('summary', '')}")
             elif entry.type is Event.OBSERVED_AGAIN:
                 walk.go_to(rb.spec.start)
             elif entry.type is Event.RUN_FINISHED:
-                finished = entry.data.get("end") not in RESUMABLE_ENDS
+                finished = d.get("end") not in RESUMABLE_ENDS and not (d.get("resumable") and d.get("resume_at"))
+                if d.get("resume_at") and not finished:
+                    walk.go_to(str(d["resume_at"]))  # a failed end after a change goes on at the step that failed
         state = in_flight if in_flight is not None else walk.state
-    return ResumePoint(started, state, in_flight, facts, finished, mutated)
+    return ResumePoint(started, state, in_flight, facts, finished, mutated, tuple(changed))
 
 
 def chain_to_resume(run_dir: Path, expected: str) -> Chain:
@@ -1045,4 +1094,4 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
                                   "decisions are made again from the start")
 
     return _run(request, journal, run_id, resumed, _Walk(state, point.in_flight, point.facts, point.mutated,
-                                                         fold(entries)))
+                                                         fold(entries), point.changed))

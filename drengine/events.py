@@ -68,6 +68,9 @@ def _gate_asked(d: Data) -> EventText:
 
 def _gate_answered(d: Data) -> EventText:
     why = f": {d['reason']}" if d.get("reason") else ""
+    if d.get("standing"):
+        return EventText(f"gate {d.get('step')}: the approval by {d.get('who')} stands (the decision is unchanged "
+                         f"after observing again)", nested=True)
     return EventText(f"gate {d.get('step')}: {d.get('answer')} by {d.get('who')} ({d.get('policy')}{why})",
                      live=d.get("answer") != "stopped", nested=True)
 

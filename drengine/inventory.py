@@ -128,6 +128,13 @@ class Timeouts(Strict):
     read: float = Field(default=5.0, gt=0, le=3600)
     catch_up: float = Field(default=30.0, gt=0, le=86400, description="waiting for a replica to apply what it received")
 
+    @property
+    def backstop(self) -> float:
+        """How long to wait for probes the client already bounds by connect + read before calling
+        them stuck: twice that, plus a second, because a loaded machine runs its threads late
+        (issue 25, item 7: at a load of 3.5 on 2 cores, connect + read + 0.8 s was not enough)."""
+        return 2 * (self.connect + self.read) + 1.0
+
 
 class SSHSettings(Strict):
     """How to log in to a host. What the inventory leaves out comes from the operator's

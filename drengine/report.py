@@ -218,6 +218,7 @@ def markdown(run_dir: Path) -> str:
     lines += [f"| runbook | `{record.runbook}` (sha256 {record.runbook_sha256[:12]}) |",
               f"| cluster | `{record.cluster}` ({record.kind}{', simulated' if record.simulated else ''}) |",
               f"| mode | {record.mode}, gates answered by the {record.policy} policy |",
+              *([f"| timeouts given | {_md('; '.join(record.timeouts))} |"] if record.timeouts else []),
               *([f"| time | {_md(simulated_words(record))} |"] if record.simulated else []),
               f"| result | {_md(record.end)}: {_md(record.summary)} |",
               *([f"| restore | {_md(restore_words(record))} |"] if record.restore else []),

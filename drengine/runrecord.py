@@ -7,6 +7,7 @@ Reports (report.py) and the drill history (history.py) read runs through this on
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,8 @@ class RunRecord:
     operator: str = "?"
     host: str = "?"
     argv: list[str] = field(default_factory=list)
+    # `--timeout STEP=SECONDS` given at the start and at each resume, in words (a postmortem asks why a step had longer).
+    timeouts: list[str] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
     end: str = "unfinished"
@@ -322,6 +325,11 @@ def _read_start_and_end(record: RunRecord, entries: list[Entry]) -> None:
         record.host = str(d.get("host", "?"))
         record.argv = [str(a) for a in d.get("argv") or []]
         record.started = start.ts
+    for e in entries:
+        if e.type in (Event.RUN_STARTED, Event.RUN_RESUMED):
+            when = "when the run started" if e.type is Event.RUN_STARTED else f"at the resume of {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(e.ts))}"
+            record.timeouts += [f"{step}: {float(value):g} s (--timeout, given {when})"
+                                for step, value in (e.data.get("timeouts") or {}).items()]
     finish = [e for e in entries if e.type is Event.RUN_FINISHED]
     if finish:
         f = finish[-1]

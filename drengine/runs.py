@@ -51,6 +51,8 @@ class StepRow(Model):
     outcome: str
     ok: bool
     summary: str
+    attempts: int = 1  # a step retried by its runbook is one row: its last attempt, and how many there were
+    after_resume: bool = False  # the first step that ran after a `--resume`
 
 
 class GateRow(Model):
@@ -178,20 +180,28 @@ def find_run(runs_dir: Path, ref: str) -> Path:
 
 def show_run(run_dir: Path, lock_dir: Path | None = None) -> RunDetail:
     summary, entries = summarize(run_dir, lock_dir)
-    steps, gates, overrides, notes = [], [], [], []
+    steps: list[StepRow] = []
+    gates, overrides, notes = [], [], []
     statements = 0
     argv: list[str] = []
+    resumed = False
     for e in entries:
         d = e.data
         if e.type is Event.RUN_STARTED:
             argv = [str(a) for a in d.get("argv", [])]
+        elif e.type is Event.RUN_RESUMED:
+            resumed = True
         elif e.type is Event.STEP_FINISHED:
-            steps.append(StepRow(step=str(d.get("step")), outcome=str(d.get("outcome")), ok=bool(d.get("ok")),
-                                 summary=str(d.get("summary", ""))))
+            row = StepRow(step=str(d.get("step")), outcome=str(d.get("outcome")), ok=bool(d.get("ok")),
+                          summary=str(d.get("summary", "")), attempts=int(d.get("attempt") or 1), after_resume=resumed)
+            if row.attempts > 1 and steps and steps[-1].step == row.step and not resumed:
+                row = row.model_copy(update={"after_resume": steps.pop().after_resume})
+            steps.append(row)
+            resumed = False
         elif e.type is Event.PLAN_STEP:
             steps.append(StepRow(step=str(d.get("step")), outcome="would run" if not d.get("ran") else str(d.get("outcome")),
                                  ok=bool(d.get("ok")), summary=str(d.get("summary", ""))))
-        elif e.type is Event.GATE_ANSWERED:
+        elif e.type is Event.GATE_ANSWERED and not d.get("standing"):  # an approval standing is the same answer
             gates.append(GateRow(step=str(d.get("step")), answer=str(d.get("answer")), who=str(d.get("who")),
                                  policy=str(d.get("policy")), reason=str(d.get("reason") or "")))
         elif e.type is Event.OVERRIDE:

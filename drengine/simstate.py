@@ -29,6 +29,37 @@ T = TypeVar("T")
 # How a state is read back: a function of the text, or the pydantic model it is (its JSON).
 Parse = Callable[[str], T] | type[T]
 
+# A run's own state file -> the simulated cluster's state file every later status and run reads
+# (written at each save too, so that `drengine status` sees what a run did, even mid-run).
+_SHARED_WITH: dict[Path, Path] = {}
+
+SIM_DIR_ENV = "DRENGINE_SIM_DIR"
+
+
+def cluster_state_file(inventory_path: str, cluster: str) -> Path:
+    """Where a simulated cluster without `state_file:` keeps its state between runs: beside the
+    cluster locks ($DRENGINE_SIM_DIR, else $XDG_STATE_HOME/drengine/simulated), one folder per
+    inventory file (its name and a digest of its real path), one file per cluster."""
+    import hashlib
+    import os
+
+    base = os.environ.get(SIM_DIR_ENV) or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "drengine", "simulated")
+    real = os.path.realpath(inventory_path)
+    folder = f"{Path(real).stem}-{hashlib.sha256(real.encode()).hexdigest()[:10]}"
+    return Path(base) / folder / f"{cluster}.json"
+
+
+def share_state(own: Path, cluster_file: Path) -> None:
+    """From now on, every save of `own` (a run's state file) is also the cluster's state."""
+    _SHARED_WITH[own] = cluster_file
+
+
+def copy_state(source: Path, target: Path, disk: Disk = DISK) -> None:
+    """Start `target` from what `source` holds (a run's own copy of the cluster's state)."""
+    saved = disk.read_state(source)
+    disk.write_state(target, saved if isinstance(saved, str) else saved.model_dump_json())
+
 _SCALARS: frozenset[type] = frozenset({str, int, float, bool, NoneType})
 # The types a snapshot shares rather than copies: the scalars, then every enum and every model
 # that cannot change met so far (a set lookup per item: a MariaDB state holds hundreds of
@@ -127,5 +158,10 @@ def load_or_build(cluster: Cluster, state_file: Path | None, parse: Parse[T],
 
 def save_state(state: str | BaseModel, state_file: Path | None, disk: Disk = DISK) -> None:
     """Write the state atomically: a crash mid-write must leave the previous state intact."""
-    if state_file is not None:
-        disk.write_state(state_file, state)
+    if state_file is None:
+        return
+    disk.write_state(state_file, state)
+    shared = _SHARED_WITH.get(state_file)
+    if shared is not None:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        disk.write_state(shared, state if isinstance(state, str) else state.model_dump_json())

@@ -4,6 +4,7 @@ runbook that applies with the exact command; or one JSON document."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -25,6 +26,7 @@ def _show_cluster(status: Any, inventory: str) -> None:
     from drengine.redact import REDACTOR
 
     sim = f", simulated: {status.simulated}" if status.simulated else ""
+    sim += ", as runs left it" if status.kept_state else ""
     head = Text(f"{status.cluster} ({status.kind}{sim}): ", style="bold")
     head.append(status.verdict.value.upper(), style=VERDICT_STYLES[status.verdict.value])
     head.append(f"  [{status.seconds:.2f} s]", style="dim")
@@ -32,6 +34,9 @@ def _show_cluster(status: Any, inventory: str) -> None:
     out(f"  {status.headline}")
     if status.runs_registry:
         out(f"  runs: {status.runs_registry}", style="yellow")
+    if status.kept_state:
+        out(f"  to start it over from its scenario: drengine lab reset -i {shlex.quote(inventory)} "
+            f"-c {status.cluster}", style="dim")
     table = Table(box=None, pad_edge=False, padding=(0, 2), show_edge=False, header_style="bold")
     for column in ("member", "role", "state", "position", "lag", "error / note"):
         table.add_column(column, overflow="fold")

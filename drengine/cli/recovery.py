@@ -15,6 +15,7 @@ from drengine.cli.options import (
     INPUT_HELP,
     cluster_option,
     complete_members,
+    complete_resumable,
     complete_runbooks,
     inventory_option,
     runbooks,
@@ -132,6 +133,8 @@ def verdict_word(outcome: Any) -> str:
 def _report_outcome(outcome: Any) -> NoReturn:
     out("")
     out(f"{verdict_word(outcome)}: {outcome.summary}")
+    if outcome.resume_at:
+        _how_to_go_on(outcome)
     for line in outcome.left:
         out(f"  left to do: {line}")
     from drengine.ledger import listing
@@ -144,6 +147,25 @@ def _report_outcome(outcome: Any) -> NoReturn:
     report = write_markdown(outcome.run_dir)
     out(f"report: {report}")
     raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)
+
+
+def _how_to_go_on(outcome: Any) -> None:
+    """A failed end after the run changed the cluster: what changed, the state now, and the way on."""
+    import shlex
+
+    out("  the run changed the cluster before it failed:" if outcome.changed else
+        "  a step of this run that changes the cluster started before it failed")
+    for line in outcome.changed:
+        out(f"    {line}")
+    out(f"  the cluster now: {outcome.now}")
+    run = shlex.quote(str(outcome.run_dir))
+    out(f"  next: once what failed can work (e.g. the members it waits for caught up or are back), go on at step "
+        f"{outcome.resume_at} (what was observed and decided after the last change is done again; nothing that took "
+        f"effect is repeated)")
+    out(f"    $ drengine run --resume {run}   (add --yes / --accept-data-loss as the gates need)")
+    if outcome.advice:
+        out(f"  or: {outcome.advice}")
+    out(f"  or, if nobody will go on with this run: $ drengine runs close {run} --reason \"...\"")
 
 
 @click.command()
@@ -160,7 +182,7 @@ def _report_outcome(outcome: Any) -> NoReturn:
               help="Declare a member gone for good (it will not come back).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
-@click.option("--resume", "resume_dir", metavar="RUN",
+@click.option("--resume", "resume_dir", metavar="RUN", shell_complete=complete_resumable,
               help="Resume an interrupted run: its id (or the start of it, as `drengine runs show` takes) or its directory.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(),
               help="With --resume RUN_ID: where to look for the run.")

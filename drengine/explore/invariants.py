@@ -54,7 +54,7 @@ def nothing_after_finish(entries: list[Entry]) -> list[Violation]:
         while j < len(after) and after[j].type in (Event.LOCK_TAKEN, Event.LOCK_BROKEN):
             j += 1
         resumed = j == len(after) or after[j].type is Event.RUN_RESUMED
-        if not resumed or entry.data.get("end") not in RESUMABLE:
+        if not resumed or (entry.data.get("end") not in RESUMABLE and not entry.data.get("resumable")):
             bad = after[j] if j < len(after) else after[0]
             out.append(Violation("journal.nothing-after-finish",
                                  f"{bad.type.value} journaled after run_finished (end {entry.data.get('end')})",

@@ -91,7 +91,7 @@ class ShortenDelay(_GivesBackItsChanges):
 class EnableAllocation(_GivesBackItsChanges):
     name = "elasticsearch.enable_allocation"
     effect = Effect.MUTATE
-    description = "Re-enable shard allocation left disabled (the old value is restored at the end)"
+    description = "Re-enable shard allocation left disabled (kept enabled at the end: the old value caused this)"
 
     def propose(self, ctx: Ctx) -> Proposal:
         change = plan_of(ctx).enable

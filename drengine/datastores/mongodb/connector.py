@@ -356,7 +356,7 @@ class MongoBackend(FaultsByProcess):
     def observe(self) -> SetView:
         members = self.cluster.members
         t = self.cluster.timeouts
-        budget = t.connect + t.read + PROBE_GRACE_SECONDS
+        budget = t.backstop
         started = time.monotonic()
         # A thread still stuck in I/O after the budget ends at its socket timeout; it is not waited for.
         futures = {self._threads().submit(self._probe, m): m for m in members}
@@ -367,7 +367,10 @@ class MongoBackend(FaultsByProcess):
                 views.append(fut.result())
             else:
                 fut.cancel()
-                views.append(self._unreachable(member, f"no answer within {budget:g} s (hung member?)", budget))
+                views.append(self._unreachable(
+                    member, f"no answer within {budget:g} s, the probe's budget (2 x (connect {t.connect:g} s + "
+                            f"read {t.read:g} s) + 1 s): hung member, or a machine too busy to run the probe",
+                    budget))
         return SetView(cluster=self.cluster.name, members=views, observed_at=self.clock.wall(),
                        probe_seconds=round(time.monotonic() - started, 3))
 
