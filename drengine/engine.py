@@ -969,12 +969,10 @@ def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOu
                        **left_changed())
         raise
     outcome.open_changes = engine.ledger.still_open()
-    journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
-                   left=outcome.left, **left_changed())
     went_on = {"resumable": True, "resume_at": outcome.resume_at, "changed": outcome.changed, "now": outcome.now,
                "advice": outcome.advice} if outcome.resume_at else {}
     journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
-                   left=outcome.left, **went_on)
+                   left=outcome.left, **left_changed(), **went_on)
     return outcome
 
 

@@ -41,6 +41,22 @@ def declare_fences(datastore: str, fencing: Fencing, rejoin_runbook: str, change
                        undo_runbook=rejoin_runbook))
 
 
+def declare_found_fenced(datastore: str, before: dict[str, str], found: list[tuple[str, str]], rejoin_runbook: str,
+                         changed: Declare) -> None:
+    """A fence step found done when a killed run resumes (its own declaration may not have been
+    journaled before the kill): every target that was not down when the run decided, and is now
+    down or answers read-only, is left fenced by this run. `before`: member -> state the run saw;
+    `found`: (member, what the probe sees now)."""
+    for member, now in found:
+        if before.get(member, "down") == "down":
+            continue  # down before the run touched it: nothing this run changed
+        changed(Change(kind=fenced_kind(datastore), target=member,
+                       what=f"{member} fenced before the interruption: found {now} on resume", before=before[member],
+                       after=f"found {now}",
+                       undo=f"start {member} again if it is stopped (the inventory's service.start), then rejoin it",
+                       undo_runbook=rejoin_runbook))
+
+
 def declare_maint(cluster: Cluster, changes: list[ProxyChange], rejoin_runbook: str, changed: Declare) -> None:
     """Every read-backend server put in maint that the inventory wants back (`rejoined: ready`):
     the member takes no reads until it is readmitted. (With `rejoined: maint`, maint is where a

@@ -68,3 +68,25 @@ def test_the_fenced_old_primary_is_open_until_rejoined(tmp_path: Path) -> None:
     assert readmit.data["step"] == "readmit"
     code, out = cli("changes", "-i", inventory, "--json")
     assert json.loads(out)["clusters"][0]["entries"] == []
+
+
+def test_a_fence_found_done_on_resume_is_still_an_open_entry(tmp_path: Path) -> None:
+    """The engine killed inside the fence step, after its first statement: the resumed run finds
+    the old primary fenced (the step is not run again) and still declares what it left changed."""
+    import os
+    import signal
+
+    from tests.helpers import cli_subprocess
+
+    inventory, _ = with_state(tmp_path, "primary-hung")
+    run_dir = tmp_path / "r1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRENGINE_TEST")}
+    crashed = cli_subprocess("run", "mariadb-promote-survivor", "-i", inventory, "-c", "sim", "--run-dir", str(run_dir),
+                             "--yes", "--accept-data-loss",
+                             env={**env, "DRENGINE_TEST_CRASH_AFTER": "statement_sent:fence-old-primary"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert not of_type(run_dir, "change_opened")
+    resumed = cli_subprocess("run", "--resume", str(run_dir), "--yes", "--accept-data-loss", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    fenced = [e.data["entry"] for e in of_type(run_dir, "change_opened") if e.data["entry"]["kind"] == "mariadb.fenced"]
+    assert len(fenced) == 1 and fenced[0]["target"] == "db1" and fenced[0]["before"] == "hung", fenced

@@ -13,7 +13,7 @@ from drengine.datastores.galera.decisions import components
 from drengine.datastores.galera.ledger import BOOTSTRAP, DATASTORE, KEPT_OUT
 from drengine.datastores.mariadb.traffic import FenceParams
 from drengine.datastores.mysql_fencing import Fencing
-from drengine.datastores.mysql_ledger import declare_fences, declare_maint, fenced_kind, undo_maint
+from drengine.datastores.mysql_ledger import declare_fences, declare_found_fenced, declare_maint, fenced_kind, undo_maint
 from drengine.datastores.mysql_steps import (
     Target,
     fence_proposal,
@@ -54,7 +54,10 @@ class FenceOthers(Action[GaleraAPI, FenceParams]):
         return all(_safe_now(ctx.backend.probe(name)) for name, _, _ in _targets(ctx))
 
     def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        probes = [ctx.backend.probe(name) for name, _, _ in _targets(ctx)]
+        targets = _targets(ctx)
+        probes = [ctx.backend.probe(name) for name, _, _ in targets]
+        declare_found_fenced(DATASTORE, {n: state for n, state, _ in targets}, [(n.name, n.state) for n in probes],
+                             BOOTSTRAP, ctx.changed)
         return fenced_before_interruption([(n.name, n.state, n.state) for n in probes])
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:

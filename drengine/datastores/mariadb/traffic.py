@@ -13,7 +13,7 @@ from drengine.datastores.mariadb.actions import Ctx, NewPrimary, RejoinDecision,
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
 from drengine.datastores.mariadb.ledger import DATASTORE, REJOIN
 from drengine.datastores.mysql_fencing import Fencing
-from drengine.datastores.mysql_ledger import declare_fences, declare_maint, undo_maint
+from drengine.datastores.mysql_ledger import declare_fences, declare_found_fenced, declare_maint, undo_maint
 from drengine.datastores.mysql_steps import (
     Target,
     fence_proposal,
@@ -65,8 +65,12 @@ class FenceOldPrimary(Action[MariaDBAPI, FenceParams]):
 
     def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         # took_effect held: each target is down, or answers read-only.
-        probes = [ctx.backend.probe(n) for n, _, _ in _targets(ctx)]
-        return fenced_before_interruption([(s.name, s.state, "read-only" if s.reachable else s.state) for s in probes])
+        targets = _targets(ctx)
+        probes = [ctx.backend.probe(n) for n, _, _ in targets]
+        found: list[Target] = [(s.name, s.state, "read-only" if s.reachable else s.state) for s in probes]
+        declare_found_fenced(DATASTORE, {n: state for n, state, _ in targets}, [(n, seen) for n, _, seen in found],
+                             REJOIN, ctx.changed)
+        return fenced_before_interruption(found)
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         _old_primary_not_back(ctx)
