@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from drengine.approvals import TWO_PERSON, TwoPersonRule, invalidated_text
 from drengine.clock import SYSTEM, Clock, Deadline, SimulatedClock, wait_until
 from drengine.errors import (
     CommandFailed,
@@ -88,6 +89,8 @@ class RunRequest:
     machine: Machine = REAL
     # `--timeout STEP=SECONDS`: the operator's timeouts, in place of the runbook's (journaled).
     timeouts: dict[str, float] = field(default_factory=dict)
+    # Break glass under the two-person rule (`--alone --reason ...`): one person passes its gates.
+    alone_reason: str | None = None
 
 
 @dataclass
@@ -108,6 +111,7 @@ class ResumeRequest:
     loaded: tuple[Runbook, Inventory] | None = None
     # `--timeout STEP=SECONDS` given at this resume: added to those journaled before (journaled too).
     timeouts: dict[str, float] = field(default_factory=dict)
+    alone_reason: str | None = None  # `--alone --reason` at this resume (two-person rule)
 
 
 def check_timeouts(runbook: Runbook, timeouts: dict[str, float]) -> dict[str, float]:
@@ -251,6 +255,7 @@ class Engine:
         self._first_failure = ""
         self.worker_alive = False
         self.worker = StepWorker(f"steps-{run_id}")
+        self.approvals = _approval_rule(request, journal, lock, run_id)
         self.ctx: RunContext[Any] = RunContext(
             inventory=request.inventory,
             cluster=request.cluster,
@@ -415,12 +420,16 @@ class Engine:
                     level_before=earlier.level.name.lower(), level_now=level.name.lower(), approved=earlier.approved,
                     text=change,
                 )
+                if earlier.approved and earlier.policy.startswith(TWO_PERSON):
+                    self.journal.append(Event.APPROVALS_INVALIDATED, step=step.id, who=earlier.who,
+                                        text=invalidated_text(earlier.who, change))
             # A person answering takes real time even when the run's clock is simulated (training
             # on a simulator); a test or the explorer makes a gate wait by advancing the run's clock.
             asked_at, asked_real = self.ctx.clock.now(), time.monotonic()
             answer = self._ask(step, action, proposal, level, change=change)
             waited = self.ctx.clock.now() - asked_at
-            if answer.policy == "interactive":  # only a person's wait; policies answer at once, deterministically
+            if answer.policy == "interactive" or answer.policy.startswith(TWO_PERSON):
+                # Only people's waits; policies answer at once, deterministically.
                 waited = max(waited, time.monotonic() - asked_real)
             if answer.answer is Answer.SKIP:
                 self._skipped.append(f"{step.id} (by {answer.who})")
@@ -428,11 +437,13 @@ class Engine:
             if answer.answer is Answer.ABORT:
                 raise OperatorStop(f"aborted by {answer.who} at step {step.id}; nothing further was changed", who=answer.who)
             earlier = _Earlier(proposal, level, answer.answer is Answer.PROCEED, answer.who, answer.policy, answer.reason)
-            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR:
+            # Other people approved what the run published for them: always look again before acting.
+            several = answer.policy.startswith(TWO_PERSON)
+            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR and not several:
                 return proposal
             # A retry, or an approval given after a wait: look at the cluster again before acting.
             why = ("retry at the gate" if answer.answer is Answer.RETRY
-                   else f"the gate waited {waited:.0f} s for its answer")
+                   else f"the gate waited {waited:.0f} s for its answer" + (" from several people" if several else ""))
             if not self._mutated:
                 self._earlier[step.id] = earlier
                 raise _ObserveAgain(f"{why}; nothing has been changed yet, so the cluster is observed again from the start")
@@ -537,6 +548,8 @@ class Engine:
         )
         try:
             answer = self.request.gates.ask(request)
+            if answer.answer is Answer.PROCEED and self.approvals is not None:
+                answer = self.approvals.approve(request, answer)
         except OperatorStop as stop:
             self.journal.append(Event.GATE_ANSWERED, step=step.id, answer="stopped", who=stop.who,
                                 policy=self.request.gates.name, reason=str(stop), when=self.ctx.clock.wall())
@@ -678,6 +691,23 @@ class Engine:
 
 
 # -- starting and resuming runs -----------------------------------------------------------------
+
+def _approval_rule(request: RunRequest, journal: JournalWriter, held: HeldLock | None, run_id: str) -> TwoPersonRule | None:
+    """The two-person rule of the cluster's `approvals:` policy, for a run that holds its lock (a
+    plan asks no one). Drills run on drill targets by the drill policy: said in the journal."""
+    policy = request.inventory.approvals_for(request.cluster)
+    if held is None or policy.needed(dangerous=True) <= 1:
+        return None
+    if request.mode is Mode.DRILL:
+        journal.append(Event.NOTE, text=f"the inventory asks {policy.needed(dangerous=True)} people to approve "
+                                        f"dangerous gates on {request.cluster.name}; a drill on a drill target is "
+                                        f"approved by the drill policy alone")
+        return None
+    from drengine.lock.store import store_of
+
+    return TwoPersonRule(journal, store_of(held, request.cluster.name), policy, run_id, request.cluster.name,
+                         request.runbook.name, os.path.realpath(request.inventory.path), request.alone_reason)
+
 
 def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock) -> Any:
     from drengine.backends import open_backend
@@ -966,6 +996,7 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
         inputs=dict(started.get("inputs", {})), listeners=resume.listeners, argv=resume.argv,
         around_walk=resume.around_walk, machine=resume.machine,
         timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)},
+        alone_reason=resume.alone_reason,
     )
     request = with_clock(request, run_clock(request))
     journal = JournalWriter(run_dir, disk=request.machine.disk, follows=chain)

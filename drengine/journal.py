@@ -56,6 +56,14 @@ class Event(str, Enum):
     FAULT_INJECTED = "fault_injected"  # drills: the fault, on which members, when
     DRILL_VERDICT = "drill_verdict"  # drills: runbook outcome and objectives, judged before run_finished
     NOTE = "note"
+    # The two-person rule (drengine/approvals.py): each approval of a gate that needs several people,
+    # the request the run waits on, one refused (same person), approvals a changed decision voided,
+    # and break glass when alone (`--alone --reason`).
+    APPROVAL_GIVEN = "approval_given"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_REFUSED = "approval_refused"
+    APPROVALS_INVALIDATED = "approvals_invalidated"
+    APPROVAL_ALONE = "approval_alone"
     RUN_FINISHED = "run_finished"
 
 
