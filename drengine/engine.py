@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from drengine.anchor import HeadAnchor, anchor_journal, anchor_location
 from drengine.approvals import TWO_PERSON, TwoPersonRule, invalidated_text
 from drengine.clock import SYSTEM, Clock, Deadline, SimulatedClock, wait_until
 from drengine.errors import (
@@ -731,14 +732,15 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Held
     backend = open_lock(settings, request.cluster.name, request.lock_dir, disk=request.machine.disk)
     held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
     previous = held.replaced
+    anchor = anchor_location(held, request.cluster.name, run_id)  # where the journal's head will be kept
     if previous is not None and held.replaced_alive is not False:
         journal.append(Event.LOCK_BROKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
-                       previous_alive=held.replaced_alive, text="lock broken by --break-lock")
+                       previous_alive=held.replaced_alive, text="lock broken by --break-lock", anchor=anchor)
     elif previous is not None:
         journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
-                       previous_alive=False, text="previous holder is gone; lock taken over")
+                       previous_alive=False, text="previous holder is gone; lock taken over", anchor=anchor)
     else:
-        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend)
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, anchor=anchor)
     for note in held.notes:
         journal.append(Event.NOTE, text=note)
     _publish_runs(request, journal, held, run_id)
@@ -817,10 +819,12 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
     for listener in request.listeners:
         _listen(journal, listener)
     held = None
+    anchor: HeadAnchor | None = None
     engine: Engine | None = None
     try:
         if request.mode is not Mode.PLAN:
             held = _take_lock(request, journal, run_id)
+            anchor = _anchor(journal, held, request.cluster.name, run_id)
         _test_hooks(journal)
         begin()
         backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock)
@@ -844,8 +848,18 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
         exc.run_dir = journal.run_dir
         raise
     finally:
+        if anchor is not None:
+            anchor.close()  # the last head is in the registry before the lock is given back
         _release(held, engine)
         journal.close()
+
+
+def _anchor(journal: JournalWriter, held: HeldLock, cluster: str, run_id: str) -> HeadAnchor:
+    """Keep the journal's head in the run registry as it is written (drengine/anchor.py; where is
+    journaled with the lock taken)."""
+    anchor = anchor_journal(journal, held, cluster, run_id)
+    _listen(journal, anchor.on_event)
+    return anchor
 
 
 def _test_hooks(journal: JournalWriter) -> None:

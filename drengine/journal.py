@@ -178,6 +178,11 @@ class JournalWriter:
         self.disk.sync(self._head_fd)
         return Entry(self._seq, ts, event, clean, self._seq)
 
+    def head(self) -> tuple[int, str]:
+        """The last event written: its sequence number and hash (what `journal.head` holds)."""
+        with self._lock:
+            return self._seq, self._prev
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

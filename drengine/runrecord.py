@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from drengine.errors import DrengineError
-from drengine.journal import Entry, Event, read_entries, resolve_journal, verify
+from drengine.journal import Chain, Entry, Event, read_entries, resolve_journal, verified_chain
 from drengine.objectives import Judgement
 
 
@@ -250,8 +250,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
     """Read a run's journal (and check its chain) into a RunRecord. Damage is reported, not raised."""
     journal = resolve_journal(run_dir)
     try:
-        count = verify(journal)
-        integrity, ok = f"journal verified: {count} events, hash chain intact", True
+        chain = verified_chain(journal)
+        integrity, ok = f"journal verified: {len(chain.entries)} events, hash chain intact", True
+        integrity, ok = _anchored(journal, chain, integrity)
     except DrengineError as exc:
         integrity, ok = f"JOURNAL FAILED VERIFICATION: {exc}", False
     entries = list(read_entries(journal))
@@ -286,6 +287,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
         elif e.type is Event.STATEMENT_SENT:
             record.statements.append((str(d.get("step", "")), str(d.get("target", "")), str(d.get("text", ""))))
     return record
+
+
+def _anchored(journal: Path, chain: Chain, integrity: str) -> tuple[str, bool]:
+    """The integrity line with the comparison against the head the run registry kept (drengine/anchor.py)."""
+    from drengine.anchor import anchor_words
+
+    check = anchor_words(journal, chain)
+    if not check.ok:
+        return f"JOURNAL FAILED VERIFICATION: {check.text}", False
+    return f"{integrity}; {check.text}", True
 
 
 def _notifications(run_dir: Path) -> list[dict[str, Any]]:
