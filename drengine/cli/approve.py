@@ -12,7 +12,7 @@ import time
 import click
 
 from drengine.cli.options import cluster_option, inventory_option
-from drengine.cli.terminal import SCREEN, TextTerminal, fold, out
+from drengine.cli.terminal import SCREEN, TextTerminal, out, show_proposal
 from drengine.errors import OperatorStop
 
 
@@ -28,17 +28,7 @@ def _show(found: object) -> None:
     out(f"=== run {r.run_id} waits for approval: {kind}: step {r.step}: {r.title} ===",
         style="bold white on red" if dangerous or r.override else "bold yellow")
     out(f"  cluster {r.cluster}, runbook {r.runbook}; asked {asked} by the run on {r.run_host} (pid {r.pid})")
-    if r.change:
-        out(f"  CHANGED since it was last shown: {r.change}", style="bold yellow")
-    out(f"  would: {r.summary}")
-    if r.reason:
-        out(f"  why: {r.reason}")
-    for risk in r.risks:
-        out(f"  RISK: {risk}", style="red")
-    if r.statements:
-        out("  exact statements:")
-        for text in r.statements:
-            out(f"    {fold(text)}")
+    show_proposal(r.change, r.summary, r.reason, r.risks, r.statements)
     if r.evidence:
         out("  evidence, as the run observed it:", style="bold")
         for line in r.evidence:
