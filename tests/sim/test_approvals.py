@@ -33,7 +33,7 @@ from drengine.errors import InputError, OperatorStop
 from drengine.gates import FlagPolicy
 from drengine.inventory import load_inventory
 from drengine.lock.store import LocalStore
-from drengine.report import markdown
+from drengine.report import html, markdown
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
 from tests.helpers import cli, of_type
@@ -195,6 +195,7 @@ def test_break_glass_alone_is_journaled_notified_and_flagged(tmp_path: Path) -> 
         assert "BREAK GLASS" in notice.body["text"] and "the second DBA is unreachable" in notice.body["text"]
     [line] = [line for line in markdown(run.run_dir).splitlines() if line.startswith("- promote:")]
     assert "ALONE: two-person rule broken" in line and "the second DBA is unreachable" in line
+    assert "<b>ALONE</b>" in html(run.run_dir)
 
 
 def test_the_request_is_notified_with_the_command_to_approve(tmp_path: Path) -> None:
