@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from drengine.anchor import HeadAnchor, anchor_journal, anchor_location
+from drengine.approvals import TWO_PERSON, TwoPersonRule, invalidated_text
 from drengine.clock import SYSTEM, Clock, Deadline, SimulatedClock, wait_until
 from drengine.errors import (
     CommandFailed,
@@ -100,6 +102,8 @@ class RunRequest:
     # Set from another thread to stop the run as a Ctrl-C would (a site run's Ctrl-C reaches the
     # cluster runs it has going side by side this way).
     stop: StopSignal | None = None
+    # Break glass under the two-person rule (`--alone --reason ...`): one person passes its gates.
+    alone_reason: str | None = None
 
 
 @dataclass
@@ -121,6 +125,7 @@ class ResumeRequest:
     # `--timeout STEP=SECONDS` given at this resume: added to those journaled before (journaled too).
     timeouts: dict[str, float] = field(default_factory=dict)
     stop: StopSignal | None = None  # as RunRequest.stop
+    alone_reason: str | None = None  # `--alone --reason` at this resume (two-person rule)
 
 
 def check_timeouts(runbook: Runbook, timeouts: dict[str, float]) -> dict[str, float]:
@@ -275,6 +280,7 @@ class Engine:
         self._changed: list[str] = list(changed)  # mutating steps that took effect (before a resume too)
         self.worker_alive = False
         self.worker = StepWorker(f"steps-{run_id}")
+        self.approvals = _approval_rule(request, journal, lock, run_id)
         self.ctx: RunContext[Any] = RunContext(
             inventory=request.inventory,
             cluster=request.cluster,
@@ -465,12 +471,16 @@ class Engine:
                     level_before=earlier.level.name.lower(), level_now=level.name.lower(), approved=earlier.approved,
                     text=change,
                 )
+                if earlier.approved and earlier.policy.startswith(TWO_PERSON):
+                    self.journal.append(Event.APPROVALS_INVALIDATED, step=step.id, who=earlier.who,
+                                        text=invalidated_text(earlier.who, change))
             # A person answering takes real time even when the run's clock is simulated (training
             # on a simulator); a test or the explorer makes a gate wait by advancing the run's clock.
             asked_at, asked_real = self.ctx.clock.now(), time.monotonic()
             answer = self._ask(step, action, proposal, level, change=change)
             waited = self.ctx.clock.now() - asked_at
-            if answer.policy == "interactive":  # only a person's wait; policies answer at once, deterministically
+            if answer.policy == "interactive" or answer.policy.startswith(TWO_PERSON):
+                # Only people's waits; policies answer at once, deterministically.
                 waited = max(waited, time.monotonic() - asked_real)
             if answer.answer is Answer.SKIP:
                 self._skipped.append(f"{step.id} (by {answer.who})")
@@ -478,11 +488,13 @@ class Engine:
             if answer.answer is Answer.ABORT:
                 raise OperatorStop(f"aborted by {answer.who} at step {step.id}; nothing further was changed", who=answer.who)
             earlier = _Earlier(proposal, level, answer.answer is Answer.PROCEED, answer.who, answer.policy, answer.reason)
-            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR:
+            # Other people approved what the run published for them: always look again before acting.
+            several = answer.policy.startswith(TWO_PERSON)
+            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR and not several:
                 return proposal
             # A retry, or an approval given after a wait: look at the cluster again before acting.
             why = ("retry at the gate" if answer.answer is Answer.RETRY
-                   else f"the gate waited {waited:.0f} s for its answer")
+                   else f"the gate waited {waited:.0f} s for its answer" + (" from several people" if several else ""))
             if not self._mutated:
                 self._earlier[step.id] = earlier
                 raise _ObserveAgain(f"{why}; nothing has been changed yet, so the cluster is observed again from the start")
@@ -591,6 +603,8 @@ class Engine:
         )
         try:
             answer = self.request.gates.ask(request)
+            if answer.answer is Answer.PROCEED and self.approvals is not None:
+                answer = self.approvals.approve(request, answer)
         except OperatorStop as stop:
             self.journal.append(Event.GATE_ANSWERED, step=step.id, answer="stopped", who=stop.who,
                                 policy=self.request.gates.name, reason=str(stop), when=self.ctx.clock.wall())
@@ -751,6 +765,23 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
+def _approval_rule(request: RunRequest, journal: JournalWriter, held: HeldLock | None, run_id: str) -> TwoPersonRule | None:
+    """The two-person rule of the cluster's `approvals:` policy, for a run that holds its lock (a
+    plan asks no one). Drills run on drill targets by the drill policy: said in the journal."""
+    policy = request.inventory.approvals_for(request.cluster)
+    if held is None or policy.needed(dangerous=True) <= 1:
+        return None
+    if request.mode is Mode.DRILL:
+        journal.append(Event.NOTE, text=f"the inventory asks {policy.needed(dangerous=True)} people to approve "
+                                        f"dangerous gates on {request.cluster.name}; a drill on a drill target is "
+                                        f"approved by the drill policy alone")
+        return None
+    from drengine.lock.store import store_of
+
+    return TwoPersonRule(journal, store_of(held, request.cluster.name), policy, run_id, request.cluster.name,
+                         request.runbook.name, os.path.realpath(request.inventory.path), request.alone_reason)
+
+
 def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock, disk: Disk, private: bool) -> Any:
     from drengine.backends import open_backend
 
@@ -774,14 +805,15 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Held
     backend = open_lock(settings, request.cluster.name, request.lock_dir, disk=request.machine.disk)
     held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
     previous = held.replaced
+    anchor = anchor_location(held, request.cluster.name, run_id)  # where the journal's head will be kept
     if previous is not None and held.replaced_alive is not False:
         journal.append(Event.LOCK_BROKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
-                       previous_alive=held.replaced_alive, text="lock broken by --break-lock")
+                       previous_alive=held.replaced_alive, text="lock broken by --break-lock", anchor=anchor)
     elif previous is not None:
         journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
-                       previous_alive=False, text="previous holder is gone; lock taken over")
+                       previous_alive=False, text="previous holder is gone; lock taken over", anchor=anchor)
     else:
-        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend)
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, anchor=anchor)
     for note in held.notes:
         journal.append(Event.NOTE, text=note)
     _publish_runs(request, journal, held, run_id)
@@ -863,10 +895,12 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
     for listener in request.listeners:
         _listen(journal, listener)
     held = None
+    anchor: HeadAnchor | None = None
     engine: Engine | None = None
     try:
         if request.mode is not Mode.PLAN:
             held = _take_lock(request, journal, run_id)
+            anchor = _anchor(journal, held, request.cluster.name, run_id)
         _test_hooks(journal)
         begin()
         backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock,
@@ -892,8 +926,18 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
         exc.run_dir = journal.run_dir
         raise
     finally:
+        if anchor is not None:
+            anchor.close()  # the last head is in the registry before the lock is given back
         _release(held, engine)
         journal.close()
+
+
+def _anchor(journal: JournalWriter, held: HeldLock, cluster: str, run_id: str) -> HeadAnchor:
+    """Keep the journal's head in the run registry as it is written (drengine/anchor.py; where is
+    journaled with the lock taken)."""
+    anchor = anchor_journal(journal, held, cluster, run_id)
+    _listen(journal, anchor.on_event)
+    return anchor
 
 
 def _test_hooks(journal: JournalWriter) -> None:
@@ -1073,6 +1117,7 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
         inputs=dict(started.get("inputs", {})), listeners=resume.listeners, argv=resume.argv,
         around_walk=resume.around_walk, machine=resume.machine,
         timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)}, stop=resume.stop,
+        alone_reason=resume.alone_reason,
     )
     request = with_clock(request, run_clock(request))
     journal = JournalWriter(run_dir, disk=request.machine.disk, follows=chain)

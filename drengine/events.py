@@ -151,6 +151,14 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
     Event.PLAN_STEP: _plan_step,
     Event.MEASUREMENT: _measurement,
     Event.NOTE: lambda d: EventText(f"note: {d.get('text', '')}", nested=True),
+    Event.APPROVAL_GIVEN: lambda d: EventText(
+        f"{d.get('step')}: approval {d.get('number')} of {d.get('needed')} by {d.get('who')} ({d.get('via')})"
+        + (f": {d.get('reason')}" if d.get("reason") else ""), nested=True),
+    Event.APPROVAL_REQUESTED: lambda d: EventText(f"WAITING FOR APPROVAL: {d.get('text', '')}", nested=True),
+    Event.APPROVAL_REFUSED: lambda d: EventText(f"{d.get('step')}: approval REFUSED: {d.get('why', '')}", nested=True),
+    Event.APPROVALS_INVALIDATED: lambda d: EventText(f"{d.get('step')}: {d.get('text', '')}", nested=True),
+    Event.APPROVAL_ALONE: lambda d: EventText(f"BREAK GLASS at {d.get('step')}: passed ALONE by {d.get('who')} "
+                                              f"(--alone): {d.get('reason', '')}", nested=True),
     Event.FAULT_INJECTED: lambda d: EventText(f"FAULT on {', '.join(_lines(d.get('members')) or ('?',))}: {d.get('text', '')}",
                                               nested=True),
     Event.DRILL_VERDICT: _drill_verdict,

@@ -357,6 +357,21 @@ class EtcdLockSettings(Strict):
 LockSettings = Annotated[LocalLockSettings | EtcdLockSettings, Field(discriminator="backend")]
 
 
+class Approvals(Strict):
+    """How many different people approve a gate before its step runs: `approvals: {dangerous: 2}`
+    is the two-person rule (drengine/approvals.py). The others approve with `drengine approve RUN_ID`
+    through the run registry, from any terminal or machine."""
+
+    dangerous: int = Field(default=1, ge=1, le=5, description="people who approve a dangerous gate")
+    confirm: int = Field(default=1, ge=1, le=5, description="people who approve an ordinary confirmation gate")
+    wait: float | None = Field(default=None, gt=0, description="seconds a gate waits for the other approvals before "
+                                                               "the run stops (resumable); default: until answered")
+
+    def needed(self, dangerous: bool) -> int:
+        """People a gate of this level needs (a dangerous gate never needs fewer than an ordinary one)."""
+        return max(self.dangerous, self.confirm) if dangerous else self.confirm
+
+
 
 class Cluster(Strict):
     name: Name = ""  # filled from the mapping key
@@ -381,6 +396,8 @@ class Cluster(Strict):
     depends_on: list[Name] = Field(default_factory=list, description="clusters whose recovery must hold before this "
                                                                      "one's starts (a site: drengine/site/)")
     expect_undo_within: UndoWithin = Field(default_factory=dict, description="per kind of ledger entry: how long it may stay open")
+    approvals: Approvals | None = Field(default=None, description="this cluster's approval policy; default the "
+                                                                  "inventory's `approvals:`")
     # The inventory hosts its members run on, filled in by Inventory: a member's service command
     # is shown (and sent) with the sudo its host's `become` asks for.
     _hosts: dict[str, Host] = PrivateAttr(default_factory=dict)
@@ -433,10 +450,11 @@ class Cluster(Strict):
 
 
 class NotifyEvent(str, Enum):
-    GATE_WAITING = "gate_waiting"
+    GATE_WAITING = "gate_waiting"  # also: a gate waits for a second person's `drengine approve`
     RUN_FINISHED = "run_finished"
     OBJECTIVE_MISSED = "objective_missed"
     CHANGE_OVERDUE = "change_overdue"  # a change-ledger entry left open past its expected undo time
+    BREAK_GLASS = "break_glass"  # a gate under the two-person rule passed by one person (`--alone --reason`)
 
 
 class NotifyTarget(Strict):
@@ -476,6 +494,7 @@ class Inventory(Strict):
     lock: LockSettings | None = None
     notify: list[NotifyTarget] = Field(default_factory=list, description="webhooks told about gates and run ends")
     expect_undo_within: UndoWithin = Field(default_factory=dict, description="per kind of ledger entry: how long it may stay open")
+    approvals: Approvals | None = Field(default=None, description="approval policy of every cluster (two-person rule)")
 
     @model_validator(mode="before")
     @classmethod
@@ -588,6 +607,10 @@ class Inventory(Strict):
     def lock_for(self, cluster: Cluster) -> LocalLockSettings | EtcdLockSettings:
         """The lock a run on this cluster takes: the cluster's own, the inventory's, else the local default."""
         return cluster.lock or self.lock or LocalLockSettings(backend="local", dir=self.lock_dir)
+
+    def approvals_for(self, cluster: Cluster) -> Approvals:
+        """The approval policy of a cluster: its own, the inventory's, else one person per gate."""
+        return cluster.approvals or self.approvals or Approvals()
 
     def cluster(self, name: str) -> Cluster:
         if name not in self.clusters:

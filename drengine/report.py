@@ -241,8 +241,8 @@ def markdown(run_dir: Path) -> str:
                   f" until resumed; `took` is the step's own time, without its gate):", "", "```"]
         lines += _text_bars(record) + ["```", ""]
     lines += ["## Risks accepted", ""]
-    lines += [f"- {r.step}: {_md(r.risk)} (accepted by {r.who}, {r.how}{'; OVERRIDE' if r.override else ''})"
-              for r in record.risks] or ["- none"]
+    lines += [f"- {r.step}: {_md(r.risk)} (accepted by {r.who}, {_md(r.how)}{'; OVERRIDE' if r.override else ''}"
+              f"{'; **ALONE: two-person rule broken**' if r.alone else ''})" for r in record.risks] or ["- none"]
     lines += _left_changed(run_dir, record.run_id)
     if record.notifications:
         lines += ["", "## Notifications", "", "| webhook | event | result | detail |", "|---|---|---|---|"]

@@ -244,4 +244,7 @@ def close_run(run_dir: Path, reason: str, who: str, lock_dir: Path | None = None
                        summary=f"closed by {who} without resuming it ({summary.result}): {reason.strip()}")
     finally:
         journal.close()
+    from drengine.anchor import anchor_appended
+
+    anchor_appended(run_dir)  # the registry's head follows the closing event (best effort: verify says if not)
     return summarize(run_dir, lock_dir)[0]

@@ -14,6 +14,7 @@ import traceback
 
 import click
 
+from drengine.cli.approve import approve
 from drengine.cli.catalog import inventory_group, runbook_group
 from drengine.cli.changes import changes_group
 from drengine.cli.drills import drill_group
@@ -69,8 +70,8 @@ def completion(shell: str) -> None:
 
 
 # Every command family, each in its own module (the help lists them by name; this is the order of main.commands).
-for _command in (run, plan, drill_group, explore, inventory_group, runbook_group, journal_group, report, lab_group,
-                 status, site_group, runs_group, changes_group, completion):
+for _command in (run, plan, approve, drill_group, explore, inventory_group, runbook_group, journal_group, report,
+                 lab_group, status, site_group, runs_group, changes_group, completion):
     main.add_command(_command)
 
 

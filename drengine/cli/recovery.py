@@ -193,10 +193,13 @@ def _how_to_go_on(outcome: Any) -> None:
                    "(needs --reason; journaled as a dangerous gate).")
 @click.option("--timeout", "timeouts", multiple=True, metavar="STEP=SECONDS",
               help="Give STEP this timeout instead of the runbook's (repeatable; journaled; also with --resume).")
+@click.option("--alone", is_flag=True,
+              help="Break glass under the two-person rule (inventory `approvals:`): pass its gates without a second "
+                   "person (needs --reason; journaled, notified and flagged in the report).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
         overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
         resume_dir: str | None, runs_dir: str, break_lock: bool, lock_choice: str | None,
-        timeouts: tuple[str, ...]) -> None:
+        timeouts: tuple[str, ...], alone: bool) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it.
 
     At a terminal each gate asks: p(roceed) or y, s(kip), r(etry), a(bort), d(etails: the
@@ -212,6 +215,10 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
             raise click.UsageError('--lock local skips the team lock (break glass): say why with --reason "..." '
                                    "(it is journaled)")
         local_lock_reason = reason.strip()
+    if alone and not reason.strip():
+        raise click.UsageError('--alone passes gates that the inventory gives to two people with one (break glass): '
+                               'say why with --reason "..." (it is journaled and notified)')
+    alone_reason = reason.strip() if alone else None
     if resume_dir:
         if runbook or inventory or cluster or inputs:
             raise click.UsageError("--resume takes the runbook, inventory, cluster and inputs from the journal; "
@@ -224,7 +231,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
             outcome = resume_run(ResumeRequest(
                 Path(resume_dir), gates, [SCREEN.listen, *([notifier.on_event] if notifier else [])],
                 break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason,
-                timeouts=_timeouts(timeouts)))
+                timeouts=_timeouts(timeouts), alone_reason=alone_reason))
         finally:
             close_notifier(notifier)
         _report_outcome(outcome)
@@ -232,7 +239,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
                        run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs),
-                       local_lock_reason=local_lock_reason, timeouts=_timeouts(timeouts))
+                       local_lock_reason=local_lock_reason, timeouts=_timeouts(timeouts), alone_reason=alone_reason)
     notifier = notifier_for(request.inventory.notify, inventory, run_dir=request.run_dir)
     if notifier is not None:
         request.listeners.append(notifier.on_event)

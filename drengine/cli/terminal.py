@@ -218,6 +218,22 @@ class Screen:
 SCREEN = Screen()
 
 
+def show_proposal(change: str, summary: str, reason: str, risks: list[str], statements: list[str]) -> None:
+    """What a gate asks about: what changed, what it would do and why, its risks and exact statements
+    (at the gate, and to the second person of the two-person rule)."""
+    if change:
+        out(f"  CHANGED since it was last shown: {change}", style="bold yellow")
+    out(f"  would: {summary}")
+    if reason:
+        out(f"  why: {reason}")
+    for risk in risks:
+        out(f"  RISK: {risk}", style="red")
+    if statements:
+        out("  exact statements:")
+        for text in statements:
+            out(f"    {fold(text)}")
+
+
 class TextTerminal:
     """Gate prompts at a terminal: dangerous gates in red, long documents folded, `d` for all of it."""
 
@@ -240,17 +256,7 @@ class TextTerminal:
             level = "DANGEROUS GATE (data may be lost)" if dangerous else "confirmation gate"
             out(f"=== {level}: step {request.step}: {request.title} ===",
                 style="bold white on red" if dangerous else "bold yellow")
-            if request.change:
-                out(f"  CHANGED since it was last shown: {request.change}", style="bold yellow")
-            out(f"  would: {p.summary}")
-            if p.reason:
-                out(f"  why: {p.reason}")
-            for risk in p.risks:
-                out(f"  RISK: {risk}", style="red")
-            if p.statements:
-                out("  exact statements:")
-                for s in p.statements:
-                    out(f"    {fold(s.show())}")
+            show_proposal(request.change, p.summary, p.reason, p.risks, [s.show() for s in p.statements])
 
     def show_details(self, request: Any) -> None:
         shown = False
