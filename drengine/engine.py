@@ -782,6 +782,17 @@ def _approval_rule(request: RunRequest, journal: JournalWriter, held: HeldLock |
                          request.runbook.name, os.path.realpath(request.inventory.path), request.alone_reason)
 
 
+def _keeps_to_itself(request: RunRequest) -> bool:
+    """Does what this run does to a simulated cluster stay in its own copy? A plan's always (it
+    changes nothing); a drill's when the cluster keeps its state in the shared place (each drill
+    rehearses from the same start), not when the inventory (or a site run) names the state file
+    its runs work on: then the drill breaks and recovers that cluster, as it would a real one."""
+    if request.mode is Mode.PLAN:
+        return True
+    simulated = request.cluster.simulated
+    return request.mode is Mode.DRILL and simulated is not None and not simulated.state_file
+
+
 def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock, disk: Disk, private: bool) -> Any:
     from drengine.backends import open_backend
 
@@ -904,7 +915,7 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
         _test_hooks(journal)
         begin()
         backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock,
-                                   request.machine.disk, private=request.mode is not Mode.RUN)
+                                   request.machine.disk, private=_keeps_to_itself(request))
         try:
             engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held,
                                       ledger=at.ledger, changed=at.changed)

@@ -356,7 +356,9 @@ class ElasticKit(Kit):
                               f"{name} has {index.number_of_replicas} replica(s) (was {old.number_of_replicas})"))
         for scope in ("persistent", "transient"):
             now, was = getattr(after, scope).get(ENABLE_SETTING), getattr(before, scope).get(ENABLE_SETTING)
-            if now != was:
+            # Allocation fully enabled again (all, or the default) is the recovery's goal, not a
+            # change to undo: a restrictive value is what kept the copies unassigned.
+            if now != was and now not in ("all", None):
                 found.append((enable, f"cluster {ENABLE_SETTING}", f"{scope} {ENABLE_SETTING} is {now!r} (was {was!r})"))
         return found
 

@@ -323,6 +323,8 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
         for c in changes:
             if c not in held:
                 ctx.undone(KIND_OF[c.key], target(c))
+        for c in fixed:  # not temporary: the fixed value is the run's goal (its ledger entry ends here)
+            ctx.undone(KIND_OF[c.key], target(c), reason=f"kept as the goal: {c.old!r} is what kept copies unassigned")
         evidence = [f"{c.target} {c.key}: back to {c.old if c.old is not None else 'the default'}"
                     for c in changes if c not in held]
         evidence += [f"NOT restored while recoveries run: {c.key} stays {c.new!r} ({progress.line() if progress else ''}); "
