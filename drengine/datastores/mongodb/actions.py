@@ -26,7 +26,7 @@ from drengine.datastores.mongodb.decisions import (
 )
 from drengine.datastores.mongodb.fencing import FenceReport, removed_members, split_brain_risk
 from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, canary_failure, command_text
-from drengine.datastores.mongodb.stepkit import Ctx, canary, forced_for
+from drengine.datastores.mongodb.stepkit import Ctx, back_since_chosen, canary, forced_for
 from drengine.errors import ProbeTimeout
 from drengine.steps import (
     Action,
@@ -176,13 +176,7 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
     def _back_since_chosen(ctx: Ctx, removed: list[str]) -> list[str]:
         """The members the forced config removes that answer now (one probe each, right before
         the dangerous command)."""
-        view = ctx.facts.get("view", SetView)
-        back = []
-        for host in removed:
-            member = view.by_config_host(host)
-            if member is not None and not member.reachable and ctx.backend.probe(member.name).reachable:
-                back.append(member.name)
-        return back
+        return back_since_chosen(ctx, removed)
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision, old, forced = forced_for(ctx)

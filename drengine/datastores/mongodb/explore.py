@@ -29,11 +29,12 @@ from hypothesis import strategies as st
 from drengine.clock import SimulatedClock
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
 from drengine.datastores.mongodb.simulator.model import MemberConfig, MemberState, Process, ReplSetSettings
+from drengine.datastores.mongodb.simulator.replication import has_optime
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
 
-SET = digits(9)
+SET = digits(10)
 MEMBER = digits(3)
 READS = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find", "buildInfo",
          "listDatabases")
@@ -65,10 +66,13 @@ def _orders(sim: SimulatedReplicaSet, first: int, count: int) -> int:
     return first + count
 
 
-def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
+def _build(draw: st.DrawFn, slow: bool = False) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     """A set whose first writes reached everyone, then each member fell behind by its own number
     of writes (a slow disk: `lag`), independently of its place in the inventory, while more writes
-    went on; then members were lost (killed, now and then hung), chosen apart from their data."""
+    went on; then members were lost (killed, now and then hung), chosen apart from their data.
+    With `slow`, now and then the disks stay slow: every running data-bearing member but the most
+    advanced stays an entry behind, so a new set of more than one voter cannot acknowledge a
+    majority write (what mongodb-force-primary's verify step is for)."""
     c = draw(SET)
     count = pick(c[0], 5, 3, 4, percent=55)
     kinds = ["normal"]
@@ -115,14 +119,28 @@ def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
         sim.lag(member)  # the disk is fine again: with a primary (or chaining) it catches up
     sim.heal()
     sim.settle()
+    if slow and pick(c[9], False, True, percent=80):
+        _slow_disks(sim, kinds)
     return sim, kinds, lose
+
+
+def _slow_disks(sim: SimulatedReplicaSet, kinds: list[str]) -> None:
+    """Every running data-bearing member but the most advanced stays an entry behind its source."""
+    running = [n for n in sim.state.members if n.process is Process.RUNNING and kinds[n.member_id] != "arbiter"]
+    if not running:
+        return
+    ahead = max(running, key=lambda n: (n.last_optime.key(), -n.member_id))
+    for node in running:
+        if node is not ahead:
+            sim.lag(node.member_id, ops=1)
 
 
 @st.composite
 def majority_lost(draw: st.DrawFn) -> Situation:
-    sim, kinds, lost = _build(draw)
+    sim, kinds, lost = _build(draw, slow=True)
     label = (", ".join(f"m{n.member_id} {kinds[n.member_id]} {n.process.value} {n.state.value} "
-                       f"@{n.last_optime.seconds}.{n.last_optime.increment}" for n in sim.state.members))
+                       f"@{n.last_optime.seconds}.{n.last_optime.increment}{' slow' if n.lag_ops else ''}"
+                       for n in sim.state.members))
     return Situation(label, [_member(i) for i in range(len(kinds))], json.loads(sim.to_json()))
 
 
@@ -194,6 +212,31 @@ def majority_is_lost(sim: SimulatedReplicaSet) -> bool:
 def may_be_primary(sim: SimulatedReplicaSet, member_id: int) -> bool:
     entry = sim.node(member_id).own_entry()
     return entry is not None and entry.electable and not entry.hidden and not entry.secondary_delay_secs
+
+
+def unfenced_back(sim: SimulatedReplicaSet, gone: list[str]) -> dict[int, list[int]]:
+    """Fencing judged by its outcome, in a copy: every member outside the one primary's config that
+    still holds a config and was not fenced (a crash, a refused connection, a hang: nothing keeps it
+    down) restarts or wakes where it was lost, cut off from the new set; the set settles. The
+    primaries among them, with the members that came back (empty when nothing comes back).
+    A fenced member stays down (its service manager holds it stopped); one the operator declared
+    gone for good (`gone`: inventory names m<id>) is not brought back."""
+    primaries = sim.primaries()
+    if len(primaries) != 1:
+        return {}
+    config = sim.node(primaries[0]).config
+    assert config is not None
+    kept = {m.host for m in config.members}
+    back = [n.member_id for n in sim.state.members if n.host not in kept and n.config is not None
+            and n.process is not Process.RUNNING and not n.fenced and f"m{n.member_id}" not in gone]
+    if not back:
+        return {}
+    copy = SimulatedReplicaSet.from_json(sim.to_json(), clock=SimulatedClock())
+    for member_id in back:
+        copy.revive(member_id)
+    copy.partition([back, [n.member_id for n in copy.state.members if n.member_id not in back]])
+    copy.settle()
+    return {m: back for m in copy.primaries() if m in back}
 
 
 def unfenced_wake(sim: SimulatedReplicaSet) -> list[int]:
@@ -319,13 +362,26 @@ class MongoWatch(Watch):
                           f"{best}: the writes in between are lost, and the operator did not choose {target}")]
 
     def at_end(self, model: Any, ledger: Ledger, success: bool) -> list[Violation]:
-        if model is None or ledger.ended != "done" or not success:
+        if model is None or ledger.ended != "done" or not success or ledger.overrode("check-majority-lost"):
             return []
-        woke = unfenced_wake(_model(model))
-        if len(woke) > 1 and not ledger.overrode("check-majority-lost"):
+        sim = _model(model)
+        woke = unfenced_wake(sim)
+        if len(woke) > 1:
             return [Violation("mongodb.removed-cannot-come-back",
                               "after DONE, the hung members woken in a copy of the final state make "
                               f"{len(woke)} primaries: " + ", ".join(f"m{m}" for m in woke))]
+        # Fencing by its outcome: an operator who overrode check-fenced (having fenced by hand) chose it.
+        if self.runbook != "mongodb-force-primary" or ledger.overrode("check-fenced"):
+            return []
+        second = unfenced_back(sim, ledger.gone)
+        if second:
+            back = next(iter(second.values()))
+            return [Violation("mongodb.fenced-by-outcome",
+                              "after DONE, with the removed members nothing fenced ("
+                              + ", ".join(f"m{m}" for m in back) + ") started again in a copy, cut off from the new "
+                              "set (a crash or a refused connection is not a fence), "
+                              + ", ".join(f"m{m}" for m in second) + " becomes a second primary beside "
+                              + ", ".join(f"m{m}" for m in sim.primaries()) + " and takes writes")]
         return []
 
 
@@ -348,6 +404,8 @@ def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
         return "one primary, and every member outside its config that answers is wiped"
     if not majority_is_lost(sim) or any(n.process is Process.HUNG for n in sim.state.members):
         return None
+    if any(n.lag_ops or n.lag_seconds for n in sim.state.members if n.process is Process.RUNNING):
+        return None  # slow disks: whether a majority of the new set acknowledges is for verify to find out
     found = survivors(sim)
     if not found:
         return None
@@ -372,6 +430,36 @@ def one_primary_goal(model: Any) -> str | None:
                 MemberState.PRIMARY, MemberState.SECONDARY, MemberState.ARBITER):
             return f"m{node.member_id} is {node.state.value}, a member of m{primary.member_id}'s config"
     return None
+
+
+WRITE_WAIT = 5.0  # seconds a majority has to acknowledge a write (a client's wtimeout, as drengine's canary waits)
+
+
+def majority_write(model: Any) -> str | None:
+    """mongodb-force-primary's promise: a write a majority of the new set acknowledges. In a copy of
+    the state (as the goal check saw it): one write on the one primary, WRITE_WAIT seconds of model
+    time, then do the data-bearing voters of its config holding it reach its write majority? None
+    when they do, else why not (a primary still catching up takes no writes; slow members ack late)."""
+    copy = SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
+    primaries = copy.primaries()
+    if len(primaries) != 1:
+        return f"{len(primaries)} primaries"
+    primary = copy.node(primaries[0])
+    config = primary.config
+    assert config is not None
+    if primary.catching_up:
+        return f"m{primary.member_id} is primary but still catching up: it takes no writes yet"
+    written = copy.insert(primary.member_id, "oracle.majority", {"_id": "majority-write"}, w=1).optime
+    copy.state.skew += WRITE_WAIT
+    copy.advance()
+    voters = {m.host for m in config.data_bearing_voters()}
+    holders = sorted(f"m{n.member_id}" for n in copy.state.members
+                     if n.host in voters and n.process is Process.RUNNING and has_optime(n, written))
+    needed = config.write_majority_count()
+    if len(holders) >= needed:
+        return None
+    return (f"a write on m{primary.member_id} reaches {len(holders)} of the {needed} data-bearing voters a majority "
+            f"needs within {WRITE_WAIT:g} s ({', '.join(holders) or 'none'}): no majority-acknowledged write")
 
 
 class MongoKit(Kit):
@@ -404,7 +492,10 @@ class MongoKit(Kit):
         backend.save()
 
     def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
-        return one_primary_goal(model)
+        found = one_primary_goal(model)
+        if found is None and runbook == "mongodb-force-primary":
+            return majority_write(model)
+        return found
 
     def hosts(self, work: Path) -> dict[str, Any]:
         # mongodb-rejoin checks that a member's dbPath is empty on its host: each member gets an empty
@@ -414,10 +505,14 @@ class MongoKit(Kit):
 
     def inventory(self, name: str, members: list[MemberSpec]) -> dict[str, Any]:
         cluster = super().inventory(name, members)
+        # The fence methods of mongodb-force-primary run (the simulated backend answers them, nothing
+        # reaches the host): a service stop holds a crashed member down, SIGKILL by pid file reaches a
+        # hung one.
+        cluster["service"] = {"stop": "systemctl stop mongod@{name}"}
         for member in cluster["members"]:
             path = self.data / member["name"]
             path.mkdir(parents=True, exist_ok=True)
-            member.update(host="localhost", data_dir=str(path))
+            member.update(host="localhost", data_dir=str(path), pid_file=f"/var/run/mongodb/{member['name']}.pid")
         return cluster
 
     def watch(self, runbook: str) -> Watch:

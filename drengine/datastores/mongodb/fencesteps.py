@@ -15,7 +15,7 @@ from drengine.datastores.mongodb.fencing import (
     usable_methods,
 )
 from drengine.datastores.mongodb.setview import SetView
-from drengine.datastores.mongodb.stepkit import Ctx, forced_for
+from drengine.datastores.mongodb.stepkit import Ctx, back_since_chosen, forced_for
 from drengine.faults import stop_command
 from drengine.inventory import FenceMethod
 from drengine.steps import Action, Effect, NoParams, Proposal, Statement, StepResult, register
@@ -63,6 +63,15 @@ class FenceRemoved(Action[MongoAPI, NoParams]):
             statements=statements, risks=risks, evidence=evidence)
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        decision, _, forced = forced_for(ctx)
+        back = back_since_chosen(ctx, forced.removed)
+        if back:
+            # Shutting down a member that came back could take away a majority that is back, and the
+            # forced config would then throw away what it holds: the choice is stale, look again.
+            return StepResult(ok=False, summary=(
+                f"nothing fenced: {', '.join(back)} answer(s) again since {decision.chosen} was chosen, and the forced "
+                f"config would remove them; the majority may be back, or a member may hold more than "
+                f"{decision.chosen}. Rerun the runbook: it observes the set again"))
         outcomes = [self._fence_one(ctx, name, host) for name, host, _ in self._targets(ctx)]
         report = FenceReport(outcomes=outcomes)
         left = report.unfenced()
