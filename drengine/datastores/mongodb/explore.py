@@ -66,13 +66,14 @@ def _orders(sim: SimulatedReplicaSet, first: int, count: int) -> int:
     return first + count
 
 
-def _build(draw: st.DrawFn, slow: bool = False) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
+def _build(draw: st.DrawFn, slow: bool = False, ahead: bool = False) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     """A set whose first writes reached everyone, then each member fell behind by its own number
     of writes (a slow disk: `lag`), independently of its place in the inventory, while more writes
     went on; then members were lost (killed, now and then hung), chosen apart from their data.
     With `slow`, now and then the disks stay slow: every running data-bearing member but the most
     advanced stays an entry behind, so a new set of more than one voter cannot acknowledge a
-    majority write (what mongodb-force-primary's verify step is for)."""
+    majority write (what mongodb-force-primary's verify step is for). With `ahead`, every other
+    member falls behind by at least one write: the primary holds writes no one else has."""
     c = draw(SET)
     count = pick(c[0], 5, 3, 4, percent=55)
     kinds = ["normal"]
@@ -97,7 +98,7 @@ def _build(draw: st.DrawFn, slow: bool = False) -> tuple[SimulatedReplicaSet, li
     number = _orders(sim, 1, pick(c[3], 2, 0, 1, 4, percent=60))
     if pick(c[4], True, False, percent=85):
         for rank, member in enumerate(sorted(behind, key=lambda m: (behind[m], m))):
-            sim.lag(member, ops=rank)
+            sim.lag(member, ops=rank + ahead)
     _orders(sim, number, 4)
     primaries = sim.primaries()
     if pick(c[5], True, False, percent=80) and primaries:
@@ -148,8 +149,10 @@ def majority_lost(draw: st.DrawFn) -> Situation:
 def forced_then_back(draw: st.DrawFn) -> Situation:
     """mongodb-force-primary's outcome: a survivor forced a config without the lost members;
     one removed member is back, wiped (ready to be added) or not (still holding data)."""
-    sim, kinds, lost = _build(draw)
+    sim, kinds, lost = _build(draw, ahead=True)
     d = draw(MEMBER)
+    # A data set large enough that an initial sync outlasts a glance (about 15 s at the simulator's rate).
+    sim.state.bulk_data_bytes = pick(d[1], 0, 768 * 1024 * 1024, percent=55)
     running = [n for n in sim.state.members if n.process is Process.RUNNING and n.config is not None]
     data = [n for n in running if kinds[n.member_id] != "arbiter"]
     if data and lost and not sim.primaries():
@@ -161,15 +164,23 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
                 for m in keep]
         sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
         sim.settle()
-        back = lost[0]
+        # Usually the most advanced of the lost members comes back (the old primary, holding writes
+        # the new primary lacks: added back unwiped, it rolls them back); now and then the first.
+        holders = [m for m in lost if kinds[m] != "arbiter"]
+        back = lost[0] if not holders or pick(d[2], False, True, percent=70) else \
+            max(holders, key=lambda m: (sim.node(m).last_optime.key(), -m))
         if sim.node(back).process is Process.HUNG:
             sim.kill(back)
-        if pick(d[0], True, False, percent=75):
+        if pick(d[0], True, False, percent=60):
             sim.wipe(back)  # its dbPath emptied, as the runbook asks
         sim.revive(back)
+        # Its first heartbeat answer brings the newer config (it is REMOVED) before it picks a sync
+        # source (mongod chooses one from heartbeat data): an unwiped member keeps what it held.
+        sim.tick()
         sim.settle()
     label = (", ".join(f"m{n.member_id} {kinds[n.member_id]} {n.process.value} {n.state.value}"
-                       f"{' (no config)' if n.config is None else ''}" for n in sim.state.members))
+                       f"{' (no config)' if n.config is None else ''}" for n in sim.state.members)
+             + (f", {sim.state.bulk_data_bytes >> 20} MiB of data" if sim.state.bulk_data_bytes else ""))
     return Situation(label, [_member(i) for i in range(len(kinds))], json.loads(sim.to_json()))
 
 
