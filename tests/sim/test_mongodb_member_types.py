@@ -113,6 +113,10 @@ def test_removed_members_without_a_fence_method_are_unfenced_and_the_run_stops_u
     assert not [e for e in of_type(run_dir, "statement_sent") if "replSetReconfig" in e.data["text"]]
     assert final(run_dir).primaries() == []
 
+    # The plan says so too, rather than "a recovery path exists".
+    code, out = cli("plan", "mongodb-force-primary", "-i", str(INVENTORY), "-c", "sim-mongo-hung-removed")
+    assert code == 1 and "PLAN FAILS: the run would stop at the failed safety check check-fenced" in out, out
+
     # Fenced by hand: the operator overrides; the forced reconfig's gate still names the split brain.
     code, out, run_dir = run(tmp_path, "sim-mongo-hung-removed", "--yes", "--accept-data-loss", "--override",
                              "check-fenced", name="overridden")

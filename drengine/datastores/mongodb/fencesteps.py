@@ -32,25 +32,32 @@ class FenceRemoved(Action[MongoAPI, NoParams]):
         _, _, forced = forced_for(ctx)
         return removed_members(ctx.facts.get("view", SetView), forced.removed)
 
+    @staticmethod
+    def _methods(ctx: Ctx, name: str) -> tuple[list[tuple[FenceMethod, str | None]], list[FenceMethod], bool]:
+        """A removed member's methods (with why each cannot be used), those that can reach it now
+        (its own commands only while it answers), and whether it is the writable primary."""
+        view = ctx.facts.get("view", SetView)
+        member = view.member(name) if name in {m.name for m in view.members} else None
+        methods = usable_methods(ctx.cluster, name) if member is not None else []
+        answers = member is not None and member.reachable
+        reach = [m for m, why in methods if why is None and (answers or m is not FenceMethod.SQL)]
+        return methods, reach, bool(member and member.is_writable_primary)
+
     def propose(self, ctx: Ctx) -> Proposal:
         targets = self._targets(ctx)
         if not targets:
             return Proposal(summary="the forced config removes nobody: nothing to fence", nothing_to_do=True)
-        view = ctx.facts.get("view", SetView)
         statements: list[Statement] = []
         evidence: list[str] = []
         unfenceable: list[str] = []
         for name, _, seen in targets:
-            member = view.member(name) if name in {m.name for m in view.members} else None
-            methods = usable_methods(ctx.cluster, name) if member is not None else []
+            methods, reach, primary = self._methods(ctx, name)
             evidence.append(f"{name}: {seen}; methods: " + ", ".join(
                 f"{m.value}{'' if why is None else f' (not usable: {why})'}" for m, why in methods))
-            answers = member is not None and member.reachable
-            statements += [s for m, why in methods if why is None and (answers or m is not FenceMethod.SQL)
-                           for s in _method_statements(ctx, name, m, bool(member and member.is_writable_primary))]
-            if all(why is not None or (m is FenceMethod.SQL and not answers) for m, why in methods):
+            statements += [s for m in reach for s in _method_statements(ctx, name, m, primary)]
+            if not reach:
                 unfenceable.append(f"{name} ({seen})")
-        # A refused connection is not a fence: a member no method can reach stays UNFENCED, and the step refuses.
+        # A refused connection is not a fence: a member no method can reach stays UNFENCED, and check-fenced refuses.
         risks = ([f"no fence method can reach {', '.join(unfenceable)}: they will be UNFENCED (a refused connection "
                   f"is not a fence) and check-fenced will refuse until they are fenced by hand and the check is "
                   f"overridden; add `service: stop:` or the members' `pid_file:` to the inventory"]
@@ -61,6 +68,21 @@ class FenceRemoved(Action[MongoAPI, NoParams]):
                    "elects a second primary; each is stopped by the first of the inventory's methods that works "
                    f"({', '.join(m.value for m in ctx.cluster.fence_methods())})",
             statements=statements, risks=risks, evidence=evidence)
+
+    def assumed_result(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        """Plan mode: a member some method can reach is assumed fenced by the first; one no method
+        reaches is UNFENCED (check-fenced then shows the refusal the run would meet)."""
+        outcomes = []
+        for name, host, seen in self._targets(ctx):
+            _, reach, _ = self._methods(ctx, name)
+            if reach:
+                outcomes.append(FenceOutcome(member=name, host=host, status="fenced", method=reach[0].value,
+                                             attempts=["(plan) assumed, not sent"]))
+            else:
+                outcomes.append(FenceOutcome(member=name, host=host, status="unfenced",
+                                             down="its port refuses connections" if "refused" in seen.lower() else "",
+                                             attempts=["(plan) no fence method can reach it"]))
+        return StepResult(ok=True, summary=f"(plan) {proposal.summary}", facts={"fence": FenceReport(outcomes=outcomes)})
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision, _, forced = forced_for(ctx)
@@ -120,6 +142,9 @@ class CheckFenced(Action[MongoAPI, NoParams]):
 
     def propose(self, ctx: Ctx) -> Proposal:
         return Proposal(summary="check that every member the forced config removes is fenced")
+
+    def assumed_result(self, ctx: Ctx, proposal: Proposal) -> StepResult:
+        return self.run(ctx, proposal)  # it only reads the facts: the plan shows the refusal the run meets
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         _, _, forced = forced_for(ctx)
