@@ -34,7 +34,7 @@ from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digit
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
 
-SET = digits(10)
+SET = digits(9)
 MEMBER = digits(3)
 READS = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find", "buildInfo",
          "listDatabases")
@@ -120,7 +120,9 @@ def _build(draw: st.DrawFn, slow: bool = False, ahead: bool = False) -> tuple[Si
         sim.lag(member)  # the disk is fine again: with a primary (or chaining) it catches up
     sim.heal()
     sim.settle()
-    if slow and pick(c[9], False, True, percent=80):
+    # One digit for both (a new draw would reshape every scenario hypothesis generates): the disks
+    # that made members fall behind stay slow in a fifth of the sets.
+    if slow and 65 <= c[4] < 85:
         _slow_disks(sim, kinds)
     return sim, kinds, lose
 
