@@ -153,8 +153,9 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
     one removed member is back, wiped (ready to be added) or not (still holding data)."""
     sim, kinds, lost = _build(draw, ahead=True)
     d = draw(MEMBER)
-    # A data set large enough that an initial sync outlasts a glance (about 15 s at the simulator's rate).
-    sim.state.bulk_data_bytes = pick(d[1], 0, 768 * 1024 * 1024, percent=55)
+    # Now and then a data set large enough that an initial sync outlasts a glance (about 13 s at the
+    # simulator's rate: past the goal check's 10 s, and each second of it is a probe more to explore).
+    sim.state.bulk_data_bytes = pick(d[1], 0, 640 * 1024 * 1024, percent=75)
     running = [n for n in sim.state.members if n.process is Process.RUNNING and n.config is not None]
     data = [n for n in running if kinds[n.member_id] != "arbiter"]
     if data and lost and not sim.primaries():
