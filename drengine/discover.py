@@ -7,7 +7,8 @@ MariaDB: from a replica, `SHOW SLAVE STATUS` names the primary; on the primary,
 `SHOW SLAVE HOSTS` lists the replicas (their report_host and report_port). Galera:
 `wsrep_incoming_addresses` lists every node's client address. MongoDB: `replSetGetConfig` on any
 member lists the replica set's members (`m<_id>`, host:port). Elasticsearch: `GET /_nodes/http`
-names every node and the HTTP address it publishes.
+names every node and the HTTP address it publishes. Ceph (`drengine.discover_ceph`): the monmap,
+the OSD map and tree, and the manager map.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from dataclasses import dataclass, field
 from drengine.errors import ConnectError, InputError
 from drengine.inventory import SecretRef
 
-DISCOVERABLE = ("mariadb", "galera", "mongodb", "elasticsearch")
+DISCOVERABLE = ("mariadb", "galera", "mongodb", "elasticsearch", "ceph")
 
 
 @dataclass(frozen=True)
 class Found:
     name: str
     address: str
-    port: int
+    port: int | None  # None: the member has no client port of its own (Ceph OSDs and managers)
     role: str = ""
+    hint: str = ""  # what the cluster says that helps fill in the rest (a Ceph OSD's CRUSH host)
 
 
 @dataclass
@@ -170,35 +172,53 @@ def discover_elasticsearch(address: str, port: int, user: str, password: str | N
                                                 f"not listed: add it by hand"])
 
 
-def discover(kind: str, target: str, user: str, password: SecretRef | None) -> Discovery:
+def discover(kind: str, target: str, user: str, password: SecretRef | None, ceph_conf: str | None = None) -> Discovery:
     from drengine.datastores import datastore
 
     if kind not in DISCOVERABLE:
         raise InputError(f"discovery of {kind} is not available in this version (available: {', '.join(DISCOVERABLE)})")
     address, port = split_address(target, datastore(kind).default_port)
+    if kind == "ceph":
+        from drengine.discover_ceph import discover_ceph
+
+        if password is not None:
+            raise InputError("Ceph authenticates with a keyring, not a password: give --ceph-conf FILE naming it")
+        return discover_ceph(address, port, user, ceph_conf)
+    if ceph_conf is not None:
+        raise InputError(f"--ceph-conf is for Ceph clusters, not {kind}")
     secret = password.resolve(f"--password for {user}") if password is not None else None
     ask = {"mariadb": discover_mariadb, "galera": discover_galera, "mongodb": discover_mongodb,
            "elasticsearch": discover_elasticsearch}[kind]
     return ask(address, port, user, secret)
 
 
-def cluster_yaml(found: Discovery, name: str, user: str, password: SecretRef | None) -> str:
+def cluster_yaml(found: Discovery, name: str, user: str, password: SecretRef | None,
+                 ceph_conf: str | None = None) -> str:
     """The cluster section, as YAML with comments: what the cluster said, and what to fill in."""
     lines = [f"# discovered by drengine inventory discover: {'; '.join(found.notes) or 'as seen now'}",
              "clusters:", f"  {name}:", f"    kind: {found.kind}"]
-    if password is not None or found.kind in ("mariadb", "galera"):
+    if found.kind == "ceph":
+        client = user if user.startswith("client.") else f"client.{user}"
+        fill = "" if ceph_conf else "  # FILL IN: the ceph.conf (and keyring) drengine reads on this machine"
+        lines.append(f"    ceph: {{conf_file: {ceph_conf or '/etc/ceph/ceph.conf'}, client_name: {client}}}{fill}")
+    elif password is not None or found.kind in ("mariadb", "galera"):
         lines += ["    credentials:", f"      user: {user}"]
     if password is not None:
         ref = f"{{env: {password.env}}}" if password.env else f"{{file: {password.file}}}"
         lines.append(f"      password: {ref}")
-    unit = {"mongodb": "mongod", "elasticsearch": "elasticsearch"}.get(found.kind, "mariadb")
+    unit = {"mongodb": "mongod", "elasticsearch": "elasticsearch", "ceph": "ceph-TYPE@ID (ceph-mon@a, ceph-osd@0)"
+            }.get(found.kind, "mariadb")
     lines += ["    # FILL IN: service templates (start/stop), e.g.",
               f"    # service: {{start: systemctl start {unit}, stop: systemctl stop {unit}}}",
               "    members:"]
     pid_file = {"mongodb": "/var/run/mongodb/mongod.pid", "elasticsearch": "/var/run/elasticsearch/elasticsearch.pid"
                 }.get(found.kind, "/run/mysqld/mysqld.pid")
     for m in found.members:
-        role = f"  # {m.role}" if m.role else ""
-        lines.append(f"      - {{name: {m.name}, address: {m.address}, port: {m.port}}}{role}")
+        fields = f"name: {m.name}, address: {m.address}" + (f", port: {m.port}" if m.port is not None else "")
+        if found.kind == "ceph":  # the role says what a Ceph member is: status and the runbooks read it
+            fields += f", role: {m.role}"
+            pid_file = f"/var/run/ceph/ceph-{m.name}.pid"
+        comment = "; ".join(filter(None, [m.role if found.kind != "ceph" else "", m.hint]))
+        lines.append(f"      - {{{fields}}}" + (f"  # {comment}" if comment else ""))
         lines.append(f"        # FILL IN: host: INVENTORY-HOST, pid_file: {pid_file}")
     return "\n".join(lines) + "\n"

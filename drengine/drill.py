@@ -428,7 +428,7 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
     from drengine.runbook import load_runbook
 
     started = time.monotonic()
-    backend = open_backend(request.cluster, request.inventory, outcome.run_dir)
+    backend = open_backend(request.cluster, request.inventory, outcome.run_dir, private=True)
     try:
         brought = kit.bring_back(request.cluster, backend, request.fault, outcome.run_dir)
     finally:

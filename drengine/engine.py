@@ -15,10 +15,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from drengine.anchor import HeadAnchor, anchor_journal, anchor_location
+from drengine.approvals import TWO_PERSON, TwoPersonRule, invalidated_text
 from drengine.clock import SYSTEM, Clock, Deadline, SimulatedClock, wait_until
 from drengine.errors import (
     CommandFailed,
@@ -33,14 +36,16 @@ from drengine.errors import (
 )
 from drengine.gates import Answer, GateAnswer, GatePolicy, GateRequest, operator_name
 from drengine.inventory import Cluster, EtcdLockSettings, Inventory, LocalLockSettings, load_inventory
-from drengine.journal import Entry, Event, JournalWriter, verified_chain, verified_entries
+from drengine.journal import Chain, Entry, Event, JournalWriter, verified_chain, verified_entries
+from drengine.ledger import LedgerEntry, RunIdentity, RunLedger, fold, listing
 from drengine.lock import HeldLock, RunState, open_lock
 from drengine.lock import me as lock_holder
+from drengine.lock.changes import ChangePublisher, held_store, reader
 from drengine.lock.registry import RunPublisher
-from drengine.machine import REAL, Machine
+from drengine.machine import DISK, REAL, Disk, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
 from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
-from drengine.worker import Job, StepWorker
+from drengine.worker import Job, StepWorker, StopSignal
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
 HOLD_ENV = "DRENGINE_TEST_HOLD_AT"
@@ -62,6 +67,12 @@ class RunOutcome:
     summary: str
     plan: list[dict[str, Any]] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # what the goal check says is left to do
+    open_changes: list[LedgerEntry] = field(default_factory=list)  # the run's open ledger entries at its end
+    # A failed end after the run changed the cluster: the run can go on (`--resume`) at this step.
+    resume_at: str | None = None
+    changed: list[str] = field(default_factory=list)  # the mutating steps that took effect, with their summaries
+    now: str = ""  # what the goal check says of the cluster now
+    advice: str = ""  # the runbook's own advice for this end
 
 
 @dataclass
@@ -88,6 +99,11 @@ class RunRequest:
     machine: Machine = REAL
     # `--timeout STEP=SECONDS`: the operator's timeouts, in place of the runbook's (journaled).
     timeouts: dict[str, float] = field(default_factory=dict)
+    # Set from another thread to stop the run as a Ctrl-C would (a site run's Ctrl-C reaches the
+    # cluster runs it has going side by side this way).
+    stop: StopSignal | None = None
+    # Break glass under the two-person rule (`--alone --reason ...`): one person passes its gates.
+    alone_reason: str | None = None
 
 
 @dataclass
@@ -108,6 +124,8 @@ class ResumeRequest:
     loaded: tuple[Runbook, Inventory] | None = None
     # `--timeout STEP=SECONDS` given at this resume: added to those journaled before (journaled too).
     timeouts: dict[str, float] = field(default_factory=dict)
+    stop: StopSignal | None = None  # as RunRequest.stop
+    alone_reason: str | None = None  # `--alone --reason` at this resume (two-person rule)
 
 
 def check_timeouts(runbook: Runbook, timeouts: dict[str, float]) -> dict[str, float]:
@@ -137,7 +155,12 @@ def run_clock(request: RunRequest) -> Clock:
     retries cost no real time, as its twin's own changes take none), a real one on the system's."""
     if request.machine.clock is not None:
         return request.machine.clock
-    return SimulatedClock(epoch=time.time()) if request.cluster.simulated is not None else SYSTEM
+    return cluster_clock(request.cluster)
+
+
+def cluster_clock(cluster: Cluster) -> Clock:
+    """A simulated cluster's own time (simulated, starting now) or the system's."""
+    return SimulatedClock(epoch=time.time()) if cluster.simulated is not None else SYSTEM
 
 
 def with_clock(request: RunRequest, clock: Clock) -> RunRequest:
@@ -229,7 +252,8 @@ class _ObserveAgain(Exception):
 
 class Engine:
     def __init__(self, request: RunRequest, backend: Any, journal: JournalWriter, run_id: str,
-                 clock: Clock = SYSTEM, mutated: bool = False, lock: HeldLock | None = None) -> None:
+                 clock: Clock = SYSTEM, mutated: bool = False, lock: HeldLock | None = None,
+                 ledger: dict[str, LedgerEntry] | None = None, changed: tuple[str, ...] = ()) -> None:
         self.request = request
         self.lock = lock
         self.runbook = request.runbook
@@ -249,8 +273,14 @@ class Engine:
         self._skipped: list[str] = []
         self._overridden: list[str] = []
         self._first_failure = ""
+        # Where a failed run goes on: the first step after the last change before the failure, so
+        # that what was observed and decided after that change is observed and decided again.
+        self._failed_at: str | None = None
+        self._after_change: str | None = None
+        self._changed: list[str] = list(changed)  # mutating steps that took effect (before a resume too)
         self.worker_alive = False
         self.worker = StepWorker(f"steps-{run_id}")
+        self.approvals = _approval_rule(request, journal, lock, run_id)
         self.ctx: RunContext[Any] = RunContext(
             inventory=request.inventory,
             cluster=request.cluster,
@@ -262,6 +292,21 @@ class Engine:
             operator_said_gone=request.operator_said_gone,
             inputs=RunInputs(self.runbook.name, frozenset(self.runbook.spec.inputs), dict(request.inputs)),
         )
+        self._approved: dict[str, str] = {}  # step -> who approved its gate (policy), for the ledger
+        self.ledger = RunLedger(
+            journal=journal,
+            run=RunIdentity(run_id=run_id, run_dir=os.path.realpath(journal.run_dir), runbook=self.runbook.name,
+                            cluster=request.cluster.name, inventory_path=request.inventory.path),
+            step=lambda: self._current_step, approved_by=lambda step: self._approved.get(step, "no gate"),
+            wall=clock.wall, others=reader(lock, self._ledger_unread),
+            mine={k: v for k, v in (ledger or {}).items() if v.run_id == run_id},
+        )
+        self.ctx.ledger = self.ledger
+
+    def _ledger_unread(self, why: str) -> None:
+        self.journal.append(Event.NOTE, step=self._current_step,
+                            text=f"the change ledger in the run registry could not be read: {why}; entries of earlier "
+                                 f"runs this step undid stay open there (close them with `drengine changes close`)")
 
     # -- journal helpers -------------------------------------------------------------------
     def _record_statement(self, statement: Statement, result: str) -> None:
@@ -279,6 +324,11 @@ class Engine:
             result=result,
         )
 
+    def _check_stop(self) -> None:
+        """At every step boundary: a stop asked from another thread ends the run as Ctrl-C does."""
+        if self.request.stop is not None and self.request.stop.is_set():
+            raise KeyboardInterrupt
+
     def _check_lock(self, step: str) -> None:
         """At every step boundary: a run whose lock was lost (lease expired, lock broken) sends nothing further."""
         if self.lock is None:
@@ -295,6 +345,7 @@ class Engine:
             reconcile = in_flight
             while not self.runbook.is_end(walk.state):
                 step = self.runbook.steps[walk.state]
+                self._check_stop()
                 self._check_lock(step.id)
                 try:
                     result = self._step(step, reconcile=(reconcile == step.id))
@@ -334,6 +385,11 @@ class Engine:
                 self._first_failure = f"step {step.id} failed: {result.summary}"
             if result.ok or result.refusal is not None or attempt > step.retries or self.mode is Mode.PLAN:
                 self._last_summary = result.summary
+                self._after_change = self._after_change or step.id
+                if not result.ok:
+                    self._failed_at = self._after_change
+                if took_effect(cls.effect.value, result.ok, result.outcome, result.summary):
+                    self._after_change = None
                 return result
             self.journal.append(Event.NOTE, step=step.id, text=f"attempt {attempt} failed; retrying in {step.retry_delay:g} s")
             self.ctx.clock.sleep(step.retry_delay)
@@ -415,12 +471,16 @@ class Engine:
                     level_before=earlier.level.name.lower(), level_now=level.name.lower(), approved=earlier.approved,
                     text=change,
                 )
+                if earlier.approved and earlier.policy.startswith(TWO_PERSON):
+                    self.journal.append(Event.APPROVALS_INVALIDATED, step=step.id, who=earlier.who,
+                                        text=invalidated_text(earlier.who, change))
             # A person answering takes real time even when the run's clock is simulated (training
             # on a simulator); a test or the explorer makes a gate wait by advancing the run's clock.
             asked_at, asked_real = self.ctx.clock.now(), time.monotonic()
             answer = self._ask(step, action, proposal, level, change=change)
             waited = self.ctx.clock.now() - asked_at
-            if answer.policy == "interactive":  # only a person's wait; policies answer at once, deterministically
+            if answer.policy == "interactive" or answer.policy.startswith(TWO_PERSON):
+                # Only people's waits; policies answer at once, deterministically.
                 waited = max(waited, time.monotonic() - asked_real)
             if answer.answer is Answer.SKIP:
                 self._skipped.append(f"{step.id} (by {answer.who})")
@@ -428,11 +488,13 @@ class Engine:
             if answer.answer is Answer.ABORT:
                 raise OperatorStop(f"aborted by {answer.who} at step {step.id}; nothing further was changed", who=answer.who)
             earlier = _Earlier(proposal, level, answer.answer is Answer.PROCEED, answer.who, answer.policy, answer.reason)
-            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR:
+            # Other people approved what the run published for them: always look again before acting.
+            several = answer.policy.startswith(TWO_PERSON)
+            if answer.answer is Answer.PROCEED and waited <= FRESH_FOR and not several:
                 return proposal
             # A retry, or an approval given after a wait: look at the cluster again before acting.
             why = ("retry at the gate" if answer.answer is Answer.RETRY
-                   else f"the gate waited {waited:.0f} s for its answer")
+                   else f"the gate waited {waited:.0f} s for its answer" + (" from several people" if several else ""))
             if not self._mutated:
                 self._earlier[step.id] = earlier
                 raise _ObserveAgain(f"{why}; nothing has been changed yet, so the cluster is observed again from the start")
@@ -442,16 +504,14 @@ class Engine:
         return proposal
 
     def _journal_standing_approval(self, step: StepSpec, proposal: Proposal, level: GateLevel, earlier: _Earlier) -> None:
-        self.journal.append(
-            Event.GATE_ASKED, step=step.id, level=level.name.lower(), override=False, summary=proposal.summary,
-            reason=proposal.reason, risks=proposal.risks, statements=[s.show() for s in proposal.statements],
-            change="", recheck=True,
-        )
+        """One event: the approval given at the gate just before still holds (the same decision and
+        risks after observing again); the question itself was journaled when it was asked."""
         self.journal.append(
             Event.GATE_ANSWERED, step=step.id, answer=Answer.PROCEED.value, who=earlier.who, policy=earlier.policy,
-            reason=f"approved just before; unchanged after observing again ({earlier.reason or 'no reason given'})",
+            reason=earlier.reason, standing=True, level=level.name.lower(), summary=proposal.summary,
             when=self.ctx.clock.wall(),
         )
+        self._approved[step.id] = f"{earlier.who} ({earlier.policy})"
 
     def _run_bounded(self, step: StepSpec, fn: Callable[[], StepResult]) -> StepResult:
         """Run a step in a worker bounded by its timeout on the run's clock. At the deadline (or
@@ -464,10 +524,13 @@ class Engine:
         ctx.deadline = Deadline(timeout, ctx.clock)
         why, by_operator = "", False
         job = self.worker.submit(fn)
+        stop = self.request.stop
         try:
-            if not ctx.clock.wait_for(job.done, timeout, self._stop_step):
-                why = (f"did not finish within its timeout of {timeout:g} s (to give it longer: "
-                       f"drengine run --resume {self.run_id} --timeout {step.id}=SECONDS)")
+            with stop.calling(self._stop_step) if stop is not None else nullcontext():
+                if not ctx.clock.wait_for(job.done, timeout, self._stop_step):
+                    why = (f"did not finish within its timeout of {timeout:g} s (to give it longer: "
+                           f"drengine run --resume {self.run_id} --timeout {step.id}=SECONDS)")
+                self._check_stop()
         except KeyboardInterrupt:
             why, by_operator = f"was interrupted by {operator_name()} (Ctrl-C)", True
             self._stop_step()
@@ -517,9 +580,12 @@ class Engine:
     def _finish(self, step: StepSpec, result: StepResult, attempt: int) -> None:
         for name, value in result.facts.items():
             self.facts.put(name, value)
+        effect = self.runbook.action(step.id).effect
+        if took_effect(effect.value, result.ok, result.outcome, result.summary):
+            self._changed.append(f"{step.id}: {result.summary}")
         self.journal.append(
             Event.STEP_FINISHED, step=step.id, ok=result.ok, outcome=result.outcome, summary=result.summary,
-            effect=self.runbook.action(step.id).effect.value,
+            effect=effect.value,
             evidence=result.evidence, facts=self.facts.dump(list(result.facts)), attempt=attempt,
             refusal=result.refusal.lines() if result.refusal else None,
         )
@@ -537,6 +603,8 @@ class Engine:
         )
         try:
             answer = self.request.gates.ask(request)
+            if answer.answer is Answer.PROCEED and self.approvals is not None:
+                answer = self.approvals.approve(request, answer)
         except OperatorStop as stop:
             self.journal.append(Event.GATE_ANSWERED, step=step.id, answer="stopped", who=stop.who,
                                 policy=self.request.gates.name, reason=str(stop), when=self.ctx.clock.wall())
@@ -545,6 +613,8 @@ class Engine:
             Event.GATE_ANSWERED, step=step.id, answer=answer.answer.value, who=answer.who,
             policy=answer.policy, reason=answer.reason, when=answer.when,
         )
+        if answer.answer is Answer.PROCEED:
+            self._approved[step.id] = f"{answer.who} ({answer.policy})"
         return answer
 
     def _break_glass(self, step: StepSpec, action: Action[Any, Any], proposal: Proposal, result: StepResult) -> StepResult:
@@ -599,6 +669,8 @@ class Engine:
             said = self._failure_first(end.summary or last) if not end.success else end.summary or last
             return RunOutcome(self.run_id, self.journal.run_dir, state, end.success, said, self.plan)
         path = self._path_notes()
+        if not end.success and self._mutated and self.mode is Mode.RUN:
+            return self._failed_after_change(state, self._failure_first(end.summary or last) + path)
         if not end.success:
             return RunOutcome(self.run_id, self.journal.run_dir, state, False,
                               self._failure_first(end.summary or last) + path, self.plan)
@@ -609,6 +681,20 @@ class Engine:
         return RunOutcome(self.run_id, self.journal.run_dir, "incomplete", False,
                           f"the runbook reached `{state}` but its goal does not hold now: {goal_summary}" + path,
                           self.plan, left=left)
+
+    def _failed_after_change(self, state: str, summary: str) -> RunOutcome:
+        """A failed end after the run changed the cluster is not a dead end: say what the run
+        changed, what holds now (the goal checked on a fresh observation) and where the run goes
+        on when resumed (the step that failed: observed and decided again, gated as before)."""
+        holds, now, left = self._check_goal()
+        if not now:
+            now = "the runbook has no goal to check; look with `drengine status`"
+        else:
+            now += " (the runbook's goal holds)" if holds else " (the runbook's goal does not hold)"
+        advice = self.runbook.spec.ends[state].advice.strip()
+        return RunOutcome(self.run_id, self.journal.run_dir, state, False, summary, self.plan, left=left,
+                          resume_at=self._failed_at or self.runbook.spec.start, changed=list(self._changed),
+                          now=now, advice=advice)
 
     def _failure_first(self, summary: str) -> str:
         """The first failure of the run, then what the runbook's failed end says."""
@@ -679,16 +765,34 @@ class Engine:
 
 # -- starting and resuming runs -----------------------------------------------------------------
 
-def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock) -> Any:
+def _approval_rule(request: RunRequest, journal: JournalWriter, held: HeldLock | None, run_id: str) -> TwoPersonRule | None:
+    """The two-person rule of the cluster's `approvals:` policy, for a run that holds its lock (a
+    plan asks no one). Drills run on drill targets by the drill policy: said in the journal."""
+    policy = request.inventory.approvals_for(request.cluster)
+    if held is None or policy.needed(dangerous=True) <= 1:
+        return None
+    if request.mode is Mode.DRILL:
+        journal.append(Event.NOTE, text=f"the inventory asks {policy.needed(dangerous=True)} people to approve "
+                                        f"dangerous gates on {request.cluster.name}; a drill on a drill target is "
+                                        f"approved by the drill policy alone")
+        return None
+    from drengine.lock.store import store_of
+
+    return TwoPersonRule(journal, store_of(held, request.cluster.name), policy, run_id, request.cluster.name,
+                         request.runbook.name, os.path.realpath(request.inventory.path), request.alone_reason)
+
+
+def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock, disk: Disk, private: bool) -> Any:
     from drengine.backends import open_backend
 
-    return open_backend(cluster, inventory, run_dir, clock)
+    return open_backend(cluster, inventory, run_dir, clock, disk, private=private)
 
 
 def _open_or_journal(cluster: Cluster, run_dir: Path, inventory: Inventory, journal: JournalWriter,
-                     clock: Clock = SYSTEM) -> Any:
+                     clock: Clock = SYSTEM, disk: Disk = DISK, private: bool = False) -> Any:
+    """`private`: a plan or a drill, whose doings stay its own where the cluster allows it (a twin's copy)."""
     try:
-        return _open_backend(cluster, run_dir, inventory, clock)
+        return _open_backend(cluster, run_dir, inventory, clock, disk, private)
     except DrengineError as exc:
         journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=f"cannot open the connector: {exc}")
         raise
@@ -701,14 +805,15 @@ def _take_lock(request: RunRequest, journal: JournalWriter, run_id: str) -> Held
     backend = open_lock(settings, request.cluster.name, request.lock_dir, disk=request.machine.disk)
     held = backend.acquire(lock_holder(run_id, journal.run_dir), break_lock=request.break_lock)
     previous = held.replaced
+    anchor = anchor_location(held, request.cluster.name, run_id)  # where the journal's head will be kept
     if previous is not None and held.replaced_alive is not False:
         journal.append(Event.LOCK_BROKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
-                       previous_alive=held.replaced_alive, text="lock broken by --break-lock")
+                       previous_alive=held.replaced_alive, text="lock broken by --break-lock", anchor=anchor)
     elif previous is not None:
         journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, previous=previous.describe(),
-                       previous_alive=False, text="previous holder is gone; lock taken over")
+                       previous_alive=False, text="previous holder is gone; lock taken over", anchor=anchor)
     else:
-        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend)
+        journal.append(Event.LOCK_TAKEN, lock=held.where, backend=held.backend, anchor=anchor)
     for note in held.notes:
         journal.append(Event.NOTE, text=note)
     _publish_runs(request, journal, held, run_id)
@@ -744,6 +849,7 @@ def _publish_runs(request: RunRequest, journal: JournalWriter, held: HeldLock, r
         started=now, updated=now,
     )
     _listen(journal, RunPublisher(held, state))
+    _listen(journal, ChangePublisher(held_store(held)))
 
 
 def start_run(request: RunRequest) -> RunOutcome:
@@ -778,6 +884,8 @@ class _Walk:
     in_flight: str | None = None
     facts: Facts = field(default_factory=Facts)
     mutated: bool = False
+    ledger: dict[str, LedgerEntry] = field(default_factory=dict)  # what the journal's change events say so far
+    changed: tuple[str, ...] = ()
 
 
 def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callable[[], None], at: _Walk) -> RunOutcome:
@@ -787,15 +895,19 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
     for listener in request.listeners:
         _listen(journal, listener)
     held = None
+    anchor: HeadAnchor | None = None
     engine: Engine | None = None
     try:
         if request.mode is not Mode.PLAN:
             held = _take_lock(request, journal, run_id)
+            anchor = _anchor(journal, held, request.cluster.name, run_id)
         _test_hooks(journal)
         begin()
-        backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock)
+        backend = _open_or_journal(request.cluster, journal.run_dir, request.inventory, journal, clock,
+                                   request.machine.disk, private=request.mode is not Mode.RUN)
         try:
-            engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held)
+            engine = walking = Engine(request, backend, journal, run_id, clock=clock, mutated=at.mutated, lock=held,
+                                      ledger=at.ledger, changed=at.changed)
             engine.facts.update(at.facts)
 
             def walk() -> RunOutcome:
@@ -814,8 +926,18 @@ def _run(request: RunRequest, journal: JournalWriter, run_id: str, begin: Callab
         exc.run_dir = journal.run_dir
         raise
     finally:
+        if anchor is not None:
+            anchor.close()  # the last head is in the registry before the lock is given back
         _release(held, engine)
         journal.close()
+
+
+def _anchor(journal: JournalWriter, held: HeldLock, cluster: str, run_id: str) -> HeadAnchor:
+    """Keep the journal's head in the run registry as it is written (drengine/anchor.py; where is
+    journaled with the lock taken)."""
+    anchor = anchor_journal(journal, held, cluster, run_id)
+    _listen(journal, anchor.on_event)
+    return anchor
 
 
 def _test_hooks(journal: JournalWriter) -> None:
@@ -849,22 +971,29 @@ def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOu
     def step() -> str:
         return engine._current_step  # read at the time of the failure
 
+    def left_changed(exc: DrengineError | None = None) -> dict[str, Any]:
+        """The run's open ledger entries: named in its end event, and said by every stop."""
+        still = engine.ledger.still_open()
+        if exc is not None:
+            exc.open_changes = tuple(listing(still))
+        return {"open_changes": [e.id for e in still]} if still else {}
+
     try:
         outcome = walk()
     except StepInterrupted as exc:
         exc.resumable = True
         journal.append(Event.RUN_FINISHED, end="interrupted", success=False, summary=str(exc), step=step(),
-                       resumable=True, worker_alive=engine.worker_alive)
+                       resumable=True, worker_alive=engine.worker_alive, **left_changed(exc))
         raise
     except OperatorStop as stopped:
         stopped.resumable = True
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(stopped), step=step(),
-                       who=stopped.who, resumable=True)
+                       who=stopped.who, resumable=True, **left_changed(stopped))
         raise
     except LockLost as lost:
         lost.resumable = True
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(lost), step=step(),
-                       resumable=True)
+                       resumable=True, **left_changed(lost))
         raise
     except KeyboardInterrupt:
         who = operator_name()
@@ -872,21 +1001,31 @@ def _finish_run(engine: Engine, journal: JournalWriter, walk: Callable[[], RunOu
                                    who=who)
         interrupted.resumable = True
         journal.append(Event.RUN_FINISHED, end="stopped", success=False, summary=str(interrupted), step=step(),
-                       who=who, resumable=True)
+                       who=who, resumable=True, **left_changed(interrupted))
         raise interrupted from None
     except DrengineError as exc:
-        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=str(exc), step=step())
+        journal.append(Event.RUN_FINISHED, end="failed", success=False, summary=str(exc), step=step(),
+                       **left_changed(exc))
         raise
     except BaseException as exc:
         journal.append(Event.RUN_FINISHED, end="crashed", success=False,
-                       summary=f"internal error: {type(exc).__name__}: {exc}", step=step(), resumable=True)
+                       summary=f"internal error: {type(exc).__name__}: {exc}", step=step(), resumable=True,
+                       **left_changed())
         raise
+    outcome.open_changes = engine.ledger.still_open()
+    went_on = {"resumable": True, "resume_at": outcome.resume_at, "changed": outcome.changed, "now": outcome.now,
+               "advice": outcome.advice} if outcome.resume_at else {}
     journal.append(Event.RUN_FINISHED, end=outcome.end, success=outcome.success, summary=outcome.summary,
-                   left=outcome.left)
+                   left=outcome.left, **left_changed(), **went_on)
     return outcome
 
 
 RESUMABLE_ENDS = ("stopped", "crashed", "interrupted")
+
+
+def took_effect(effect: str, ok: bool, outcome: str, summary: str) -> bool:
+    """Did a finished step change the cluster (a mutating step that worked, not skipped, not idle)?"""
+    return effect == Effect.MUTATE.value and ok and outcome != "skipped" and not summary.startswith("nothing to do")
 
 
 @dataclass
@@ -897,6 +1036,7 @@ class ResumePoint:
     facts: Facts
     finished: bool
     mutated: bool  # a mutating step started before: decisions after it are the steps' own to refresh
+    changed: tuple[str, ...] = ()  # the mutating steps that took effect, with their summaries
 
 
 def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: list[Entry] | None = None) -> ResumePoint:
@@ -911,34 +1051,45 @@ def find_resume_point(run_dir: Path, runbook: Runbook | None = None, entries: li
     rb = runbook or load_runbook(started["runbook_path"])
     in_flight: str | None = None
     finished = mutated = False
+    changed: list[str] = []
     with rb.walking() as walk:
         for entry in entries:
+            d = entry.data
             if entry.type is Event.STEP_STARTED:
-                in_flight = entry.data["step"]
-                mutated = mutated or entry.data.get("effect") == Effect.MUTATE.value
+                in_flight = d["step"]
+                mutated = mutated or d.get("effect") == Effect.MUTATE.value
             elif entry.type is Event.STEP_FINISHED:
-                facts.load(entry.data.get("facts") or {})
-                walk.go_to(entry.data["step"])
-                walk.follow(entry.data["outcome"])
+                facts.load(d.get("facts") or {})
+                walk.go_to(d["step"])
+                walk.follow(d["outcome"])
                 in_flight = None
+                if took_effect(str(d.get("effect", "")), bool(d.get("ok")), str(d.get("outcome")), str(d.get("summary", ""))):
+                    changed.append(f"{d['step']}: {d.get('summary', '')}")
             elif entry.type is Event.OBSERVED_AGAIN:
                 walk.go_to(rb.spec.start)
             elif entry.type is Event.RUN_FINISHED:
-                finished = entry.data.get("end") not in RESUMABLE_ENDS
+                finished = d.get("end") not in RESUMABLE_ENDS and not (d.get("resumable") and d.get("resume_at"))
+                if d.get("resume_at") and not finished:
+                    walk.go_to(str(d["resume_at"]))  # a failed end after a change goes on at the step that failed
         state = in_flight if in_flight is not None else walk.state
-    return ResumePoint(started, state, in_flight, facts, finished, mutated)
+    return ResumePoint(started, state, in_flight, facts, finished, mutated, tuple(changed))
+
+
+def chain_to_resume(run_dir: Path, expected: str) -> Chain:
+    """The journal in `run_dir`, verified: a journal that fails its hash chain is not resumed from."""
+    if not (run_dir / "journal.jsonl").is_file():
+        raise InputError(f"{run_dir}: no journal.jsonl here; expected {expected}")
+    try:
+        return verified_chain(run_dir)
+    except JournalCorrupt as exc:
+        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
 
 
 def resume_run(resume: ResumeRequest) -> RunOutcome:
     """Continue an interrupted run from where its journal left it (the explorer resumes the runs
     it killed on its own machine, watching the backend through `around_walk`)."""
     run_dir = resume.run_dir
-    if not (run_dir / "journal.jsonl").is_file():
-        raise InputError(f"{run_dir}: no journal.jsonl here; expected the run directory of an interrupted run")
-    try:
-        chain = verified_chain(run_dir)
-    except JournalCorrupt as exc:
-        raise InputError(f"cannot resume: {exc}. A journal that fails verification is not trusted to resume from") from None
+    chain = chain_to_resume(run_dir, "the run directory of an interrupted run")
     entries = chain.entries
     starts = [e.data for e in entries if e.type is Event.RUN_STARTED]
     if not starts:
@@ -965,7 +1116,8 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
         local_lock_reason=resume.local_lock_reason, operator_said_gone=tuple(started.get("gone_for_good", [])),
         inputs=dict(started.get("inputs", {})), listeners=resume.listeners, argv=resume.argv,
         around_walk=resume.around_walk, machine=resume.machine,
-        timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)},
+        timeouts={**journaled_timeouts(entries), **check_timeouts(runbook, resume.timeouts)}, stop=resume.stop,
+        alone_reason=resume.alone_reason,
     )
     request = with_clock(request, run_clock(request))
     journal = JournalWriter(run_dir, disk=request.machine.disk, follows=chain)
@@ -984,4 +1136,5 @@ def resume_run(resume: ResumeRequest) -> RunOutcome:
                            reason="resume: nothing has been changed yet, so the cluster is observed and the "
                                   "decisions are made again from the start")
 
-    return _run(request, journal, run_id, resumed, _Walk(state, point.in_flight, point.facts, point.mutated))
+    return _run(request, journal, run_id, resumed, _Walk(state, point.in_flight, point.facts, point.mutated,
+                                                         fold(entries), point.changed))

@@ -21,6 +21,8 @@ class DrengineError(Exception):
     exit_code: ExitCode = ExitCode.FAILED
     run_dir: Path | None = None
     resumable: bool = False
+    resume_with: str = "drengine run --resume"  # the command that continues it (a site run: `drengine site run --resume`)
+    open_changes: tuple[str, ...] = ()  # the run's open change-ledger entries with their undo commands, in lines
 
 
 class InputError(DrengineError):

@@ -68,6 +68,9 @@ def _gate_asked(d: Data) -> EventText:
 
 def _gate_answered(d: Data) -> EventText:
     why = f": {d['reason']}" if d.get("reason") else ""
+    if d.get("standing"):
+        return EventText(f"gate {d.get('step')}: the approval by {d.get('who')} stands (the decision is unchanged "
+                         f"after observing again)", nested=True)
     return EventText(f"gate {d.get('step')}: {d.get('answer')} by {d.get('who')} ({d.get('policy')}{why})",
                      live=d.get("answer") != "stopped", nested=True)
 
@@ -85,11 +88,44 @@ def _measurement(d: Data) -> EventText:
     return EventText(f"measured {d.get('name')}: {d.get('value')} {d.get('unit', '')}".rstrip(), nested=True)
 
 
+def _goal_owner(d: Data) -> str:
+    """A site journal checks the goals of several clusters: whose, and before whose run."""
+    if "cluster" not in d:
+        return ""
+    before = f" (before {d['for_cluster']} starts)" if d.get("for_cluster") else ""
+    how = f" [{d['how']}]" if d.get("how") else ""
+    return f"{d['cluster']}{before}{how}: "
+
+
+def _site_cluster(d: Data) -> EventText:
+    runbook = f" {d['runbook']}" if d.get("runbook") else ""
+    where = f" [{d['run_dir']}]" if d.get("run_dir") and d.get("phase") in ("started", "resumed") else ""
+    return EventText(f"{d.get('cluster')}: {d.get('phase')}{runbook}: {d.get('summary', '')}{where}")
+
+
 def _drill_verdict(d: Data) -> EventText:
     objectives = d.get("objectives")
     judged = tuple(f"{o.get('label')}: {o.get('text')}" for o in objectives if isinstance(o, Mapping)) \
         if isinstance(objectives, list) else ()
     return EventText(f"drill verdict: {d.get('text', d.get('verdict', ''))}", judged, nested=True)
+
+
+def _entry(d: Data) -> Data:
+    found = d.get("entry")
+    return found if isinstance(found, Mapping) else {}
+
+
+def _change_opened(d: Data) -> EventText:
+    e = _entry(d)
+    before = e.get("before")
+    undo = tuple(f"undo: {u}" for u in (e.get("undo"), e.get("undo_runbook")) if u)
+    return EventText(f"LEDGER {d.get('id')}: {e.get('what')} (was {'not set' if before is None else before})", undo,
+                     nested=True)
+
+
+def _change_closed(d: Data) -> EventText:
+    e = _entry(d)
+    return EventText(f"ledger {d.get('id')} closed {e.get('closed_how', '')}: {e.get('what')}", nested=True)
 
 
 RENDERERS: dict[Event, Callable[[Data], EventText]] = {
@@ -106,8 +142,8 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
                                                 nested=True),
     Event.OBSERVED_AGAIN: lambda d: EventText(f"observing again from {d.get('start')}: {d.get('reason', '')}", nested=True),
     Event.DECISION_CHANGED: lambda d: EventText(f"{d.get('step')}: the decision changed: {d.get('text', '')}", nested=True),
-    Event.GOAL_CHECKED: lambda d: EventText(f"goal {'holds' if d.get('holds') else 'DOES NOT hold'}: {d.get('summary', '')}",
-                                            nested=True),
+    Event.GOAL_CHECKED: lambda d: EventText(_goal_owner(d) + f"goal {'holds' if d.get('holds') else 'DOES NOT hold'}: "
+                                                             f"{d.get('summary', '')}", nested=True),
     Event.GATE_ASKED: _gate_asked,
     Event.GATE_ANSWERED: _gate_answered,
     Event.OVERRIDE: lambda d: EventText(f"OVERRIDE by {d.get('who')} at {d.get('step')}: risk accepted: {d.get('risk')}",
@@ -115,9 +151,20 @@ RENDERERS: dict[Event, Callable[[Data], EventText]] = {
     Event.PLAN_STEP: _plan_step,
     Event.MEASUREMENT: _measurement,
     Event.NOTE: lambda d: EventText(f"note: {d.get('text', '')}", nested=True),
+    Event.APPROVAL_GIVEN: lambda d: EventText(
+        f"{d.get('step')}: approval {d.get('number')} of {d.get('needed')} by {d.get('who')} ({d.get('via')})"
+        + (f": {d.get('reason')}" if d.get("reason") else ""), nested=True),
+    Event.APPROVAL_REQUESTED: lambda d: EventText(f"WAITING FOR APPROVAL: {d.get('text', '')}", nested=True),
+    Event.APPROVAL_REFUSED: lambda d: EventText(f"{d.get('step')}: approval REFUSED: {d.get('why', '')}", nested=True),
+    Event.APPROVALS_INVALIDATED: lambda d: EventText(f"{d.get('step')}: {d.get('text', '')}", nested=True),
+    Event.APPROVAL_ALONE: lambda d: EventText(f"BREAK GLASS at {d.get('step')}: passed ALONE by {d.get('who')} "
+                                              f"(--alone): {d.get('reason', '')}", nested=True),
     Event.FAULT_INJECTED: lambda d: EventText(f"FAULT on {', '.join(_lines(d.get('members')) or ('?',))}: {d.get('text', '')}",
                                               nested=True),
     Event.DRILL_VERDICT: _drill_verdict,
+    Event.SITE_CLUSTER: _site_cluster,
+    Event.CHANGE_OPENED: _change_opened,
+    Event.CHANGE_CLOSED: _change_closed,
     Event.RUN_FINISHED: lambda d: EventText(f"{d.get('end')}: {d.get('summary', '')}", live=False),
 }
 

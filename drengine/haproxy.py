@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from drengine.errors import CommandFailed, ConnectError
 from drengine.inventory import Cluster, Proxy, ProxyBackend
 from drengine.steps import Fact, Statement, fact
-from drengine.transport import HostTransport, ShellCommand, command_text, render_template
+from drengine.transport import HostTransport, ShellCommand, as_sent, command_text, render_template
 
 AdminState = Literal["ready", "drain", "maint"]
 # srv_admin_state bits (HAProxy's SRV_ADMF_*): forced, inherited, resolution and hostname maintenance; forced
@@ -94,8 +94,13 @@ def shell_command(proxy: Proxy, command: str) -> ShellCommand:
                            timeout=f"{api.timeout:g}", address=api.address or "", port=api.port or 0)
 
 
-def statement(proxy: Proxy, command: str) -> Statement:
-    return Statement(target=f"proxy {proxy.name}", text=command_text(shell_command(proxy, command)), language="shell")
+def statement(cluster: Cluster, proxy: Proxy, command: str) -> Statement:
+    """The runtime API command as the journal shows it: the exact line sent, with the sudo of the
+    host it runs over when that host has `become: true`."""
+    host = cluster.proxy_host(proxy)
+    shell = shell_command(proxy, command)
+    return Statement(target=f"proxy {proxy.name}", text=as_sent(host, shell) if host is not None else command_text(shell),
+                     language="shell")
 
 
 def parse_sessions(text: str) -> dict[tuple[str, str], int]:

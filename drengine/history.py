@@ -97,12 +97,14 @@ def judge_regressions(rows: list[HistoryRow], last: int, threshold: float, min_i
 
 def history(root: Path, cluster: str | None = None, last: int = 5, threshold: float = 0.5,
             min_increase: float = MIN_INCREASE) -> list[Series]:
+    from drengine.site.history import is_site_drill, site_rows
+
     groups: dict[tuple[str, str, str], list[HistoryRow]] = {}
     for record in drill_runs(root):
-        if cluster is not None and record.cluster != cluster:
-            continue
-        row = _row(record)
-        groups.setdefault((row.cluster, row.runbook, row.fault), []).append(row)
+        rows = site_rows(record) if is_site_drill(record) else [_row(record)]
+        for row in rows:
+            if cluster is None or row.cluster == cluster:
+                groups.setdefault((row.cluster, row.runbook, row.fault), []).append(row)
     series = []
     for (cl, rb, fault), rows in sorted(groups.items()):
         judge_regressions(rows, last, threshold, min_increase)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -37,6 +38,29 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 Name = Annotated[str, Field(pattern=NAME_RE.pattern, description="letters, digits, '.', '_' and '-'")]
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds (a number), or a number with a unit: `90s`, `30m`, `4h`, `2d`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        found = _DURATION_RE.match(str(value))
+        if found is None:
+            raise ValueError(f"{value!r} is not a duration; expected seconds or a number with s, m, h or d (e.g. 4h)")
+        seconds = float(found.group(1)) * _UNITS[found.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError("a duration must be above 0")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+# How long each kind of change-ledger entry may stay open before a cluster needs action
+# (`drengine status` exits 1), e.g. {ceph.flag: 4h}; kinds are checked against the datastores' own.
+UndoWithin = dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+\.[a-z0-9_.]+$")], Duration]
 
 
 def check_address(value: str) -> str:
@@ -103,6 +127,13 @@ class Timeouts(Strict):
     connect: float = Field(default=2.0, gt=0, le=300)
     read: float = Field(default=5.0, gt=0, le=3600)
     catch_up: float = Field(default=30.0, gt=0, le=86400, description="waiting for a replica to apply what it received")
+
+    @property
+    def backstop(self) -> float:
+        """How long to wait for probes the client already bounds by connect + read before calling
+        them stuck: twice that, plus a second, because a loaded machine runs its threads late
+        (issue 25, item 7: at a load of 3.5 on 2 cores, connect + read + 0.8 s was not enough)."""
+        return 2 * (self.connect + self.read) + 1.0
 
 
 class SSHSettings(Strict):
@@ -326,6 +357,21 @@ class EtcdLockSettings(Strict):
 LockSettings = Annotated[LocalLockSettings | EtcdLockSettings, Field(discriminator="backend")]
 
 
+class Approvals(Strict):
+    """How many different people approve a gate before its step runs: `approvals: {dangerous: 2}`
+    is the two-person rule (drengine/approvals.py). The others approve with `drengine approve RUN_ID`
+    through the run registry, from any terminal or machine."""
+
+    dangerous: int = Field(default=1, ge=1, le=5, description="people who approve a dangerous gate")
+    confirm: int = Field(default=1, ge=1, le=5, description="people who approve an ordinary confirmation gate")
+    wait: float | None = Field(default=None, gt=0, description="seconds a gate waits for the other approvals before "
+                                                               "the run stops (resumable); default: until answered")
+
+    def needed(self, dangerous: bool) -> int:
+        """People a gate of this level needs (a dangerous gate never needs fewer than an ordinary one)."""
+        return max(self.dangerous, self.confirm) if dangerous else self.confirm
+
+
 
 class Cluster(Strict):
     name: Name = ""  # filled from the mapping key
@@ -347,6 +393,11 @@ class Cluster(Strict):
                                                                        "default: sql, service, signal, proxy")
     proxies: list[Proxy] = Field(default_factory=list)
     lock: LockSettings | None = Field(default=None, description="this cluster's lock; default the inventory's `lock:`")
+    depends_on: list[Name] = Field(default_factory=list, description="clusters whose recovery must hold before this "
+                                                                     "one's starts (a site: drengine/site/)")
+    expect_undo_within: UndoWithin = Field(default_factory=dict, description="per kind of ledger entry: how long it may stay open")
+    approvals: Approvals | None = Field(default=None, description="this cluster's approval policy; default the "
+                                                                  "inventory's `approvals:`")
     # The inventory hosts its members run on, filled in by Inventory: a member's service command
     # is shown (and sent) with the sudo its host's `become` asks for.
     _hosts: dict[str, Host] = PrivateAttr(default_factory=dict)
@@ -354,6 +405,10 @@ class Cluster(Strict):
     def host_of(self, member: Member) -> Host | None:
         """The inventory host that runs `member`, when the cluster came from an inventory."""
         return self._hosts.get(member.host) if member.host is not None else None
+
+    def proxy_host(self, proxy: Proxy) -> Host | None:
+        """The inventory host a proxy's runtime API is reached over (its commands run with that host's sudo)."""
+        return self._hosts.get(proxy.host) if proxy.host is not None else None
 
     @model_validator(mode="after")
     def _unique_members(self) -> Cluster:
@@ -395,9 +450,11 @@ class Cluster(Strict):
 
 
 class NotifyEvent(str, Enum):
-    GATE_WAITING = "gate_waiting"
+    GATE_WAITING = "gate_waiting"  # also: a gate waits for a second person's `drengine approve`
     RUN_FINISHED = "run_finished"
     OBJECTIVE_MISSED = "objective_missed"
+    CHANGE_OVERDUE = "change_overdue"  # a change-ledger entry left open past its expected undo time
+    BREAK_GLASS = "break_glass"  # a gate under the two-person rule passed by one person (`--alone --reason`)
 
 
 class NotifyTarget(Strict):
@@ -436,6 +493,8 @@ class Inventory(Strict):
     lock_dir: str | None = None  # older spelling of `lock: {backend: local, dir: ...}`
     lock: LockSettings | None = None
     notify: list[NotifyTarget] = Field(default_factory=list, description="webhooks told about gates and run ends")
+    expect_undo_within: UndoWithin = Field(default_factory=dict, description="per kind of ledger entry: how long it may stay open")
+    approvals: Approvals | None = Field(default=None, description="approval policy of every cluster (two-person rule)")
 
     @model_validator(mode="before")
     @classmethod
@@ -505,6 +564,8 @@ class Inventory(Strict):
                 if proxy.host is not None and proxy.host not in self.hosts:
                     raise ValueError(f"cluster {cluster.name}: proxy {proxy.name} is reached over host {proxy.host!r}, "
                                      f"which is not under `hosts:`; known hosts: {sorted(self.hosts)}")
+                if proxy.host is not None:
+                    cluster._hosts[proxy.host] = self.hosts[proxy.host]
             for member in cluster.members:
                 if member.host is not None and member.host not in self.hosts:
                     from drengine.suggest import did_you_mean
@@ -516,9 +577,40 @@ class Inventory(Strict):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _dependencies_hold(self, info: ValidationInfo) -> Inventory:
+        """`depends_on:` names clusters of this inventory and goes round in no circle; each
+        problem is reported at the line of its entry."""
+        from drengine.site.graph import dependency_problems
+
+        problems = dependency_problems(self.depends())
+        if problems:
+            source = (info.context or {}).get("source")
+            where = source.where if source is not None else (lambda loc: ".".join(str(p) for p in loc))
+            raise InputError(f"{source.path if source is not None else 'inventory'}: {len(problems)} problem(s)",
+                             [f"{where(loc)}: {text}" for loc, text in problems])
+        return self
+
+    def depends(self) -> dict[str, list[str]]:
+        """Each cluster and the clusters it depends on, in the inventory's order."""
+        return {name: list(c.depends_on) for name, c in self.clusters.items()}
+
+    def members_on(self, host: str) -> list[tuple[Cluster, Member]]:
+        """Every member of every cluster that runs on the inventory host `host` (its `host:`)."""
+        if host not in self.hosts:
+            from drengine.suggest import did_you_mean
+
+            raise InputError(f"{self.path}: no host named {host!r} under `hosts:`.{did_you_mean(host, self.hosts)} "
+                             f"Hosts: {', '.join(sorted(self.hosts)) or 'none'}")
+        return [(c, m) for c in self.clusters.values() for m in c.members if m.host == host]
+
     def lock_for(self, cluster: Cluster) -> LocalLockSettings | EtcdLockSettings:
         """The lock a run on this cluster takes: the cluster's own, the inventory's, else the local default."""
         return cluster.lock or self.lock or LocalLockSettings(backend="local", dir=self.lock_dir)
+
+    def approvals_for(self, cluster: Cluster) -> Approvals:
+        """The approval policy of a cluster: its own, the inventory's, else one person per gate."""
+        return cluster.approvals or self.approvals or Approvals()
 
     def cluster(self, name: str) -> Cluster:
         if name not in self.clusters:

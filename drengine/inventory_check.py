@@ -4,8 +4,9 @@ Without connecting: every secret it names can be read (an environment variable t
 a file that exists and is readable); field names are checked by the loader, with "did you
 mean". With `connect=True`: every host answers over SSH (through its bastions) and, where it
 has `become: true`, sudo runs without a prompt (or with its become_password); every member of
-every cluster answers its client with the inventory's credentials. Values of secrets are never
-read into a result, and never printed.
+every cluster answers its client with the inventory's credentials, and the MariaDB and Galera
+accounts hold the privileges the runbooks need (`drengine.inventory_grants`). Values of secrets
+are never read into a result, and never printed.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from drengine.errors import CommandFailed, ConnectError, DrengineError
-from drengine.inventory import Inventory, SecretRef, Transport
+from drengine.inventory import Cluster, Inventory, Member, SecretRef, Transport
+from drengine.inventory_grants import grant_statements, missing
+
+if TYPE_CHECKING:
+    from drengine.datastores.mysql_pool import MySQLPool
 
 
 class Outcome(str, Enum):
@@ -33,7 +39,7 @@ class CheckResult:
     """One row of the check's table: what was checked, of what, and the outcome in words."""
 
     subject: str  # `host inner`, `cluster db, member db1`, `hosts.ops1.become_password`
-    check: str  # secret, ssh, sudo, member
+    check: str  # secret, ssh, sudo, member, grants
     outcome: Outcome
     detail: str = ""
 
@@ -122,12 +128,14 @@ def check_host(name: str, inventory: Inventory) -> list[CheckResult]:
     return rows
 
 
-def check_members(inventory: Inventory) -> list[CheckResult]:
-    """Every member answers its client with the inventory's credentials (the probe `status` uses)."""
+def check_members(inventory: Inventory) -> tuple[list[CheckResult], set[tuple[str, str]]]:
+    """Every member answers its client with the inventory's credentials (the probe `status` uses).
+    Returns the rows and the (cluster, member) pairs that answered."""
     from drengine.status import MemberState, probe_fleet
 
     fleet = probe_fleet(inventory)
     rows: list[CheckResult] = []
+    answered: set[tuple[str, str]] = set()
     for status in fleet.clusters:
         if status.bad_input or not status.members:
             why = status.bad_input or status.headline
@@ -135,12 +143,59 @@ def check_members(inventory: Inventory) -> list[CheckResult]:
             continue
         for member in status.members:
             ok = member.state is MemberState.REACHABLE
+            if ok:
+                answered.add((status.cluster, member.name))
             detail = "answers" + (f" ({member.role})" if member.role else "") if ok else \
                 f"{member.state.value}: {member.error or 'no answer'}"
             rows.append(CheckResult(f"cluster {status.cluster}, member {member.name}", "member",
                                     Outcome.OK if ok else Outcome.FAILED, detail))
     fleet.wait_closed(5.0)
+    return rows, answered
+
+
+def check_grants(inventory: Inventory, answered: set[tuple[str, str]]) -> list[CheckResult]:
+    """On every MariaDB and Galera member that answered: does the inventory's account hold what the
+    runbooks send? Read from the server's SHOW GRANTS; a lack is named with the GRANT that fixes it."""
+    from drengine.datastores.mysql_pool import MySQLPool
+
+    rows: list[CheckResult] = []
+    for cluster in inventory.clusters.values():
+        # A simulated cluster has no accounts: nothing to grant.
+        if cluster.kind not in ("mariadb", "galera") or cluster.simulated is not None:
+            continue
+        creds = cluster.credentials
+        try:
+            password = creds.password.resolve(f"cluster {cluster.name}") if creds.password else ""
+        except DrengineError:
+            continue  # reported by the secret rows
+        pool = MySQLPool(cluster, creds.user, password)
+        try:
+            for member in cluster.members:
+                if (cluster.name, member.name) in answered:
+                    rows.append(_member_grants(pool, cluster, member))
+        finally:
+            pool.close()
     return rows
+
+
+def _member_grants(pool: MySQLPool, cluster: Cluster, member: Member) -> CheckResult:
+    from drengine.datastores.mysql_pool import Sql
+
+    subject = f"cluster {cluster.name}, member {member.name}"
+    try:
+        version, account = (str(v) for v in pool.run(member, [Sql("SELECT VERSION(), CURRENT_USER()")]).rows[0])
+        grants = [str(row[0]) for row in pool.run(member, [Sql("SHOW GRANTS")]).rows]
+    except DrengineError as exc:
+        return CheckResult(subject, "grants", Outcome.FAILED,
+                           f"could not read the grants of {cluster.credentials.user}: {exc}")
+    lacking = missing(cluster.kind, version, grants)
+    if not lacking:
+        return CheckResult(subject, "grants", Outcome.OK, f"{account} holds what the {cluster.kind} runbooks "
+                                                          f"send (MariaDB {version.split('-')[0]})")
+    name, _, host = account.rpartition("@")
+    fix = "; ".join(grant_statements(lacking, f"'{name}'@'{host}'"))
+    return CheckResult(subject, "grants", Outcome.FAILED,
+                       f"{account} lacks {'; '.join(str(lack) for lack in lacking)}. To grant: {fix}")
 
 
 def check_inventory(inventory: Inventory, connect: bool = False) -> list[CheckResult]:
@@ -148,5 +203,6 @@ def check_inventory(inventory: Inventory, connect: bool = False) -> list[CheckRe
     if connect:
         for name in inventory.hosts:
             rows += check_host(name, inventory)
-        rows += check_members(inventory)
+        members, answered = check_members(inventory)
+        rows += members + check_grants(inventory, answered)
     return rows

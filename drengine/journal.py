@@ -56,6 +56,17 @@ class Event(str, Enum):
     FAULT_INJECTED = "fault_injected"  # drills: the fault, on which members, when
     DRILL_VERDICT = "drill_verdict"  # drills: runbook outcome and objectives, judged before run_finished
     NOTE = "note"
+    SITE_CLUSTER = "site_cluster"  # a site run: one cluster's turn (waiting, started, finished, ...)
+    CHANGE_OPENED = "change_opened"  # the change ledger (drengine/ledger.py): a step left something changed
+    CHANGE_CLOSED = "change_closed"  # ... and a step (or `drengine changes close`) undid it
+    # The two-person rule (drengine/approvals.py): each approval of a gate that needs several people,
+    # the request the run waits on, one refused (same person), approvals a changed decision voided,
+    # and break glass when alone (`--alone --reason`).
+    APPROVAL_GIVEN = "approval_given"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_REFUSED = "approval_refused"
+    APPROVALS_INVALIDATED = "approvals_invalidated"
+    APPROVAL_ALONE = "approval_alone"
     RUN_FINISHED = "run_finished"
 
 
@@ -169,6 +180,11 @@ class JournalWriter:
         os.pwrite(self._head_fd, f"{self._seq:012d} {digest}\n".encode(), 0)
         self.disk.sync(self._head_fd)
         return Entry(self._seq, ts, event, clean, self._seq)
+
+    def head(self) -> tuple[int, str]:
+        """The last event written: its sequence number and hash (what `journal.head` holds)."""
+        with self._lock:
+            return self._seq, self._prev
 
     def close(self) -> None:
         if self._fd >= 0:

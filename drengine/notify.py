@@ -171,6 +171,8 @@ class Notifier:
             self._gate_answered(entry)
         elif entry.type is Event.DRILL_VERDICT:
             self._drill_verdict(entry)
+        elif entry.type in (Event.APPROVAL_REQUESTED, Event.APPROVAL_ALONE):
+            self._approval(entry)
         elif entry.type is Event.RUN_FINISHED:
             self._finished = True
             self._run_finished(entry)
@@ -226,6 +228,27 @@ class Notifier:
             f"run {self._context.get('run_id', '?')} ({self._context.get('runbook', '?')}) stopped at step "
             f"{d.get('step')}: {d.get('reason', '')} Resume it with `drengine run --resume {run_dir}`.",
             "warning", {**self._facts(), "step": d.get("step")},
+        ))
+
+    def _approval(self, entry: Entry) -> None:
+        """The two-person rule: a gate waits for another person (the command to approve it), or one
+        person broke glass with --alone (never silent)."""
+        d = entry.data
+        cluster = self._context.get("cluster", "?")
+        if entry.type is Event.APPROVAL_REQUESTED:
+            self._cancel_gate()  # this notice says more than the generic "gate waiting" one
+            self.send(Notice(
+                NotifyEvent.GATE_WAITING, f"approval needed on {cluster}",
+                f"run {self._context.get('run_id', '?')} ({self._context.get('runbook', '?')}) waits at step "
+                f"{d.get('step')} for another person ({d.get('level')} gate: {d.get('summary', '')}); approved so far by "
+                f"{', '.join(str(w) for w in d.get('have') or [])}. To approve: `{d.get('command', '')}`",
+                "warning", {**self._facts(), "step": d.get("step"), "command": d.get("command"),
+                            "needed": d.get("needed"), "request_id": d.get("request_id")},
+            ))
+            return
+        self.send(Notice(
+            NotifyEvent.BREAK_GLASS, f"two-person rule broken on {cluster}", str(d.get("text", "")),
+            "failure", {**self._facts(), "step": d.get("step"), "who": d.get("who"), "reason": d.get("reason")},
         ))
 
     def _drill_verdict(self, entry: Entry) -> None:

@@ -218,6 +218,7 @@ def markdown(run_dir: Path) -> str:
     lines += [f"| runbook | `{record.runbook}` (sha256 {record.runbook_sha256[:12]}) |",
               f"| cluster | `{record.cluster}` ({record.kind}{', simulated' if record.simulated else ''}) |",
               f"| mode | {record.mode}, gates answered by the {record.policy} policy |",
+              *([f"| timeouts given | {_md('; '.join(record.timeouts))} |"] if record.timeouts else []),
               *([f"| time | {_md(simulated_words(record))} |"] if record.simulated else []),
               f"| result | {_md(record.end)}: {_md(record.summary)} |",
               *([f"| restore | {_md(restore_words(record))} |"] if record.restore else []),
@@ -240,8 +241,9 @@ def markdown(run_dir: Path) -> str:
                   f" until resumed; `took` is the step's own time, without its gate):", "", "```"]
         lines += _text_bars(record) + ["```", ""]
     lines += ["## Risks accepted", ""]
-    lines += [f"- {r.step}: {_md(r.risk)} (accepted by {r.who}, {r.how}{'; OVERRIDE' if r.override else ''})"
-              for r in record.risks] or ["- none"]
+    lines += [f"- {r.step}: {_md(r.risk)} (accepted by {r.who}, {_md(r.how)}{'; OVERRIDE' if r.override else ''}"
+              f"{'; **ALONE: two-person rule broken**' if r.alone else ''})" for r in record.risks] or ["- none"]
+    lines += _left_changed(run_dir, record.run_id)
     if record.notifications:
         lines += ["", "## Notifications", "", "| webhook | event | result | detail |", "|---|---|---|---|"]
         lines += [f"| {_md(n.get('target', '?'))} | {_md(n.get('event', '?'))} | {'sent' if n.get('ok') else 'FAILED'} | "
@@ -252,6 +254,22 @@ def markdown(run_dir: Path) -> str:
     lines += ["", "## Journal", "", "| t (s) | event | step | detail |", "|---|---|---|---|"]
     lines += [f"| {r['t']} | {r['type']} | {r['step']} | {_md(r['detail'])} |" for r in event_rows(record)]
     return "\n".join(lines) + "\n"
+
+
+def _left_changed(run_dir: Path, run_id: str) -> list[str]:
+    """The change-ledger entries the run opened that its journal leaves open, with their undo."""
+    from drengine.journal import read_entries
+    from drengine.ledger import fold, open_entries
+
+    left = [e for e in open_entries(fold(read_entries(Path(run_dir) / "journal.jsonl"))) if e.run_id == run_id]
+    if not left:
+        return []
+    lines = ["", "## Left changed (open in the change ledger)", ""]
+    for e in left:
+        lines.append(f"- `{e.id}` {_md(e.what)} (was {_md(e.before or 'not set')}; step {e.step}, approved by "
+                     f"{_md(e.approved_by)})" + "".join(f"<br>{_md(u)}" for u in e.undo_lines()))
+    return lines + ["", "Another run or `drengine changes close` may have closed them since: `drengine changes` "
+                        "reads the run registry."]
 
 
 def write_markdown(run_dir: Path) -> Path:

@@ -76,6 +76,9 @@ class GoalSpec(Strict):
 class EndSpec(Strict):
     success: bool
     summary: str = ""
+    # A failed end reached after the run changed the cluster: what the operator can do besides
+    # resuming (the engine says what changed, what holds now and the resume command).
+    advice: str = ""
 
 
 class RunbookSpec(Strict):

@@ -7,12 +7,13 @@ Reports (report.py) and the drill history (history.py) read runs through this on
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drengine.errors import DrengineError
-from drengine.journal import Entry, Event, read_entries, resolve_journal, verify
+from drengine.journal import Chain, Entry, Event, read_entries, resolve_journal, verified_chain
 from drengine.objectives import Judgement
 
 
@@ -83,6 +84,7 @@ class Risk:
     how: str
     at: float
     override: bool
+    alone: bool = False  # a gate the two-person rule gives to several people, passed by one (--alone)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ class RunRecord:
     operator: str = "?"
     host: str = "?"
     argv: list[str] = field(default_factory=list)
+    # `--timeout STEP=SECONDS` given at the start and at each resume, in words (a postmortem asks why a step had longer).
+    timeouts: list[str] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
     end: str = "unfinished"
@@ -249,8 +253,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
     """Read a run's journal (and check its chain) into a RunRecord. Damage is reported, not raised."""
     journal = resolve_journal(run_dir)
     try:
-        count = verify(journal)
-        integrity, ok = f"journal verified: {count} events, hash chain intact", True
+        chain = verified_chain(journal)
+        integrity, ok = f"journal verified: {len(chain.entries)} events, hash chain intact", True
+        integrity, ok = _anchored(journal, chain, integrity)
     except DrengineError as exc:
         integrity, ok = f"JOURNAL FAILED VERIFICATION: {exc}", False
     entries = list(read_entries(journal))
@@ -285,6 +290,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
         elif e.type is Event.STATEMENT_SENT:
             record.statements.append((str(d.get("step", "")), str(d.get("target", "")), str(d.get("text", ""))))
     return record
+
+
+def _anchored(journal: Path, chain: Chain, integrity: str) -> tuple[str, bool]:
+    """The integrity line with the comparison against the head the run registry kept (drengine/anchor.py)."""
+    from drengine.anchor import anchor_words
+
+    check = anchor_words(journal, chain)
+    if not check.ok:
+        return f"JOURNAL FAILED VERIFICATION: {check.text}", False
+    return f"{integrity}; {check.text}", True
 
 
 def _notifications(run_dir: Path) -> list[dict[str, Any]]:
@@ -322,6 +337,11 @@ def _read_start_and_end(record: RunRecord, entries: list[Entry]) -> None:
         record.host = str(d.get("host", "?"))
         record.argv = [str(a) for a in d.get("argv") or []]
         record.started = start.ts
+    for e in entries:
+        if e.type in (Event.RUN_STARTED, Event.RUN_RESUMED):
+            when = "when the run started" if e.type is Event.RUN_STARTED else f"at the resume of {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(e.ts))}"
+            record.timeouts += [f"{step}: {float(value):g} s (--timeout, given {when})"
+                                for step, value in (e.data.get("timeouts") or {}).items()]
     finish = [e for e in entries if e.type is Event.RUN_FINISHED]
     if finish:
         f = finish[-1]
@@ -402,10 +422,15 @@ def _risks(entries: list[Entry]) -> list[Risk]:
     risks: list[Risk] = []
     asked: dict[str, Entry] = {}
     answered: dict[str, Entry] = {}
+    approvals: dict[str, list[Entry]] = {}  # the two-person rule: each person's approval of the gate asked last
     for e in entries:
         d = e.data
         if e.type is Event.GATE_ASKED:
             asked[str(d.get("step"))] = e
+            if not d.get("recheck"):
+                approvals[str(d.get("step"))] = []
+        elif e.type in (Event.APPROVAL_GIVEN, Event.APPROVAL_ALONE):
+            approvals.setdefault(str(d.get("step")), []).append(e)
         elif e.type is Event.GATE_ANSWERED:
             answered[str(d.get("step"))] = e
         if e.type is Event.GATE_ANSWERED and d.get("answer") == "proceed":
@@ -414,16 +439,37 @@ def _risks(entries: list[Entry]) -> list[Risk]:
                 continue  # an override is listed from its own event, with the risk it names
             level = str(question.data.get("level", ""))
             how = _how(str(d.get("policy", "")), str(d.get("reason", "") or ""), level, False)
+            people = approvals.get(str(d.get("step"))) or []
+            if people:
+                how = _people_words(people)
+            alone = any(p.type is Event.APPROVAL_ALONE for p in people)
             for risk in question.data.get("risks") or []:
                 if any(r.step == d.get("step") and r.risk == risk and r.who == d.get("who") for r in risks):
                     continue  # the same approval standing after the cluster was observed again
-                risks.append(Risk(str(d.get("step")), str(risk), str(d.get("who", "?")), how, e.ts, False))
+                risks.append(Risk(str(d.get("step")), str(risk), str(d.get("who", "?")), how, e.ts, False, alone))
         elif e.type is Event.OVERRIDE:
             answer = answered.get(str(d.get("step")))
             policy = str(answer.data.get("policy", "")) if answer else ""
             risks.append(Risk(str(d.get("step")), str(d.get("risk", "")), str(d.get("who", "?")),
                               "break glass: " + _how(policy, str(d.get("reason", "")), "dangerous", True), e.ts, True))
     return risks
+
+
+def _people_words(people: list[Entry]) -> str:
+    """How a gate under the two-person rule was passed: each person, how, when and why; or alone."""
+    import time as _time
+
+    def at(e: Entry) -> str:
+        return _time.strftime("%H:%M:%S UTC", _time.gmtime(float(e.data.get("when") or e.ts)))
+
+    alone = [p for p in people if p.type is Event.APPROVAL_ALONE]
+    if alone:
+        d = alone[-1].data
+        return (f"BREAK GLASS: approved ALONE (--alone) by {d.get('who')} where the inventory asks {d.get('needed')} "
+                f'people, reason: "{d.get("reason", "")}"')
+    said = [f"{p.data.get('who')} ({p.data.get('via')}, {at(p)}, "
+            + (f'reason: "{p.data.get("reason")}")' if p.data.get("reason") else "no reason given)") for p in people]
+    return f"two-person rule: {len(people)} people approved: " + "; ".join(said)
 
 
 def find_runs(root: Path) -> list[Path]:

@@ -51,6 +51,8 @@ class StepRow(Model):
     outcome: str
     ok: bool
     summary: str
+    attempts: int = 1  # a step retried by its runbook is one row: its last attempt, and how many there were
+    after_resume: bool = False  # the first step that ran after a `--resume`
 
 
 class GateRow(Model):
@@ -70,10 +72,15 @@ class RunDetail(Model):
     statements: int = 0
     notes: list[str] = Field(default_factory=list)
     reports: list[str] = Field(default_factory=list)
+    # The change-ledger entries this run opened and its journal does not close (another run or a
+    # manual close may have: `drengine changes` reads the registry), each with its undo command.
+    left_changed: list[str] = Field(default_factory=list)
 
 
-def resume_command(run_dir: Path) -> str:
-    return f"drengine run --resume {shlex.quote(str(run_dir))}"
+def resume_command(run_dir: Path, mode: str = "run") -> str:
+    """How to continue it: a cluster's run, or a site run (drengine/site/run.py)."""
+    command = "drengine site run --resume" if mode == "site" else "drengine run --resume"
+    return f"{command} {shlex.quote(str(run_dir))}"
 
 
 def journals(runs_dir: Path) -> list[Path]:
@@ -132,13 +139,13 @@ def summarize(run_dir: Path, lock_dir: Path | None = None) -> tuple[RunSummary, 
     else:
         result, success, open_ended = "interrupted", None, True
         summary = "no end was journaled: the process died or was killed"
-    resumable = open_ended and mode == "run" and health == "intact"
+    resumable = open_ended and mode in ("run", "site") and health == "intact"
     duration = round(entries[-1].ts - entries[0].ts, 3) if entries else None
     return RunSummary(
         id=run_id, run_dir=str(run_dir), cluster=str(d.get("cluster", "")), kind=str(d.get("kind", "")),
         runbook=str(d.get("runbook", "")), mode=mode, operator=str(d.get("operator", "")),
         started=float(start.ts) if start else 0.0, duration_seconds=duration, result=result, success=success,
-        summary=summary, resumable=resumable, resume_command=resume_command(run_dir) if resumable else "",
+        summary=summary, resumable=resumable, resume_command=resume_command(run_dir, mode) if resumable else "",
         journal=health,
     ), entries
 
@@ -173,20 +180,28 @@ def find_run(runs_dir: Path, ref: str) -> Path:
 
 def show_run(run_dir: Path, lock_dir: Path | None = None) -> RunDetail:
     summary, entries = summarize(run_dir, lock_dir)
-    steps, gates, overrides, notes = [], [], [], []
+    steps: list[StepRow] = []
+    gates, overrides, notes = [], [], []
     statements = 0
     argv: list[str] = []
+    resumed = False
     for e in entries:
         d = e.data
         if e.type is Event.RUN_STARTED:
             argv = [str(a) for a in d.get("argv", [])]
+        elif e.type is Event.RUN_RESUMED:
+            resumed = True
         elif e.type is Event.STEP_FINISHED:
-            steps.append(StepRow(step=str(d.get("step")), outcome=str(d.get("outcome")), ok=bool(d.get("ok")),
-                                 summary=str(d.get("summary", ""))))
+            row = StepRow(step=str(d.get("step")), outcome=str(d.get("outcome")), ok=bool(d.get("ok")),
+                          summary=str(d.get("summary", "")), attempts=int(d.get("attempt") or 1), after_resume=resumed)
+            if row.attempts > 1 and steps and steps[-1].step == row.step and not resumed:
+                row = row.model_copy(update={"after_resume": steps.pop().after_resume})
+            steps.append(row)
+            resumed = False
         elif e.type is Event.PLAN_STEP:
             steps.append(StepRow(step=str(d.get("step")), outcome="would run" if not d.get("ran") else str(d.get("outcome")),
                                  ok=bool(d.get("ok")), summary=str(d.get("summary", ""))))
-        elif e.type is Event.GATE_ANSWERED:
+        elif e.type is Event.GATE_ANSWERED and not d.get("standing"):  # an approval standing is the same answer
             gates.append(GateRow(step=str(d.get("step")), answer=str(d.get("answer")), who=str(d.get("who")),
                                  policy=str(d.get("policy")), reason=str(d.get("reason") or "")))
         elif e.type is Event.OVERRIDE:
@@ -198,7 +213,14 @@ def show_run(run_dir: Path, lock_dir: Path | None = None) -> RunDetail:
     reports = sorted(str(p) for p in run_dir.iterdir() if p.name.startswith("report.") or p.suffix in (".prom",)
                      or p.name == "junit.xml")
     return RunDetail(run=summary, argv=argv, steps=steps, gates=gates, overrides=overrides, statements=statements,
-                     notes=notes, reports=reports)
+                     notes=notes, reports=reports, left_changed=left_changed(summary.id, entries))
+
+
+def left_changed(run_id: str, entries: list[Entry]) -> list[str]:
+    """The ledger entries the run opened that its own journal leaves open, in lines."""
+    from drengine.ledger import fold, listing, open_entries
+
+    return listing([e for e in open_entries(fold(entries)) if e.run_id == run_id])
 
 
 def close_run(run_dir: Path, reason: str, who: str, lock_dir: Path | None = None) -> RunSummary:
@@ -222,4 +244,7 @@ def close_run(run_dir: Path, reason: str, who: str, lock_dir: Path | None = None
                        summary=f"closed by {who} without resuming it ({summary.result}): {reason.strip()}")
     finally:
         journal.close()
+    from drengine.anchor import anchor_appended
+
+    anchor_appended(run_dir)  # the registry's head follows the closing event (best effort: verify says if not)
     return summarize(run_dir, lock_dir)[0]

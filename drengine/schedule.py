@@ -58,6 +58,26 @@ class Drill(BaseModel):
         return value
 
 
+class SiteDrill(BaseModel):
+    """A scheduled `drengine drill site --lose-host HOST`: every member on HOST lost at once, the
+    site recovered unattended; `objectives.rto` is the site's, `objectives.lost_writes` each
+    cluster's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
+    inventory: str = Field(pattern=r"^[^\x00\n]+$")
+    lose_host: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="the inventory host lost")
+    hang: bool = Field(default=False, description="hang (SIGSTOP) the members instead of killing them")
+    schedule: str
+    objectives: Objectives | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        check_cron(value)
+        return value
+
+
 class ClusterDrills(BaseModel):
     """What holds for every drill of one cluster."""
 
@@ -73,7 +93,8 @@ class DrillsFile(BaseModel):
     drengine: str = Field(default="/usr/local/bin/drengine", pattern=r"^/[^\x00\n]*$")
     clusters: dict[str, ClusterDrills] = Field(default_factory=dict, description="objectives per cluster")
     notify: list[NotifyTarget] = Field(default_factory=list, description="webhooks told about gates, run ends, missed objectives")
-    drills: list[Drill] = Field(min_length=1)
+    drills: list[Drill] = Field(default_factory=list)
+    site_drills: list[SiteDrill] = Field(default_factory=list, description="`drill site --lose-host` drills")
 
     def objectives_for(self, cluster: str, runbook: str | None = None, fault: str | None = None) -> Objectives:
         """The cluster's objectives, with those of the drill of this runbook and fault over them."""
@@ -93,7 +114,9 @@ def load_drills(path: str | Path) -> DrillsFile:
     if source.data is None:
         raise InputError(f"{path}:1: the drills file is empty; expected `drills:` with at least one drill")
     spec = validate(source, DrillsFile).model_copy(update={"path": str(Path(path).resolve())})
-    names = [d.name for d in spec.drills]
+    if not spec.drills and not spec.site_drills:
+        raise InputError(f"{path}: no drill; expected `drills:` or `site_drills:` with at least one drill")
+    names = [d.name for d in spec.drills] + [d.name for d in spec.site_drills]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"{path}: drill names must be unique; repeated: {', '.join(dupes)}")
@@ -144,19 +167,38 @@ def drill_argv(spec: DrillsFile, drill: Drill) -> list[str]:
     return argv
 
 
+def site_drill_argv(spec: DrillsFile, drill: SiteDrill) -> list[str]:
+    argv = [spec.drengine, "drill", "site", "--lose-host", drill.lose_host, "-i", drill.inventory]
+    if drill.hang:
+        argv.append("--hang")
+    if drill.objectives is not None and drill.objectives.rto is not None:
+        argv += ["--rto", f"{drill.objectives.rto:g}"]
+    if drill.objectives is not None and drill.objectives.lost_writes is not None:
+        argv += ["--max-lost-writes", str(drill.objectives.lost_writes)]
+    return argv
+
+
+def _scheduled(spec: DrillsFile) -> list[tuple[str, str, str, list[str]]]:
+    """Every drill of the file: (name, schedule, what it does, its command line)."""
+    rows = [(d.name, d.schedule, f"{d.runbook} on {d.cluster} ({d.fault})", drill_argv(spec, d)) for d in spec.drills]
+    rows += [(d.name, d.schedule, f"site of {d.inventory}, host {d.lose_host} lost ({'hang' if d.hang else 'kill'})",
+              site_drill_argv(spec, d)) for d in spec.site_drills]
+    return rows
+
+
 def systemd_units(spec: DrillsFile) -> dict[str, str]:
     units = {}
-    for d in spec.drills:
-        unit = f"drengine-drill-{d.name}"
-        command = " ".join(shlex.quote(a).replace("%", "%%") for a in drill_argv(spec, d))
+    for name, schedule, what, argv in _scheduled(spec):
+        unit = f"drengine-drill-{name}"
+        command = " ".join(shlex.quote(a).replace("%", "%%") for a in argv)
         units[f"{unit}.service"] = (
-            f"[Unit]\nDescription=drengine DR drill {d.name}: {d.runbook} on {d.cluster} ({d.fault})\n"
+            f"[Unit]\nDescription=drengine DR drill {name}: {what}\n"
             f"After=network-online.target\nWants=network-online.target\n\n"
             f"[Service]\nType=oneshot\nWorkingDirectory={spec.workdir}\nExecStart={command}\n"
         )
         units[f"{unit}.timer"] = (
-            f"[Unit]\nDescription=Schedule of drengine DR drill {d.name} (cron: {d.schedule})\n\n"
-            f"[Timer]\nOnCalendar={on_calendar(d.schedule)}\nPersistent=true\n"
+            f"[Unit]\nDescription=Schedule of drengine DR drill {name} (cron: {schedule})\n\n"
+            f"[Timer]\nOnCalendar={on_calendar(schedule)}\nPersistent=true\n"
             f"Unit={unit}.service\n\n[Install]\nWantedBy=timers.target\n"
         )
     return units
@@ -164,7 +206,7 @@ def systemd_units(spec: DrillsFile) -> dict[str, str]:
 
 def crontab(spec: DrillsFile) -> str:
     lines = ["# drengine DR drills (install with `crontab FILE`); each run writes runs/<run-id>/ below the workdir"]
-    for d in spec.drills:
-        command = " ".join(shlex.quote(a) for a in drill_argv(spec, d)).replace("%", "\\%")
-        lines.append(f"{d.schedule} cd {shlex.quote(spec.workdir)} && {command}")
+    for _, schedule, _, argv in _scheduled(spec):
+        command = " ".join(shlex.quote(a) for a in argv).replace("%", "\\%")
+        lines.append(f"{schedule} cd {shlex.quote(spec.workdir)} && {command}")
     return "\n".join(lines) + "\n"

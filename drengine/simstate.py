@@ -4,17 +4,10 @@ run's state file, else the inventory's scenario) and written back atomically. Ev
 resumed run, a later runbook on the same cluster and a served lab all continue from the state
 the previous one left, and a crash never leaves half a state file behind.
 
-The fault-space explorer (`drengine explore`) runs thousands of throw-away scenarios in one
-process, saving the state after every statement; it names its state file with `kept_in_memory`,
-and that one file then lives in this process's memory: the state is saved and loaded at the
-same moments (a killed run resumes from exactly what the last save left), without the file
-system. A simulator whose state is a pydantic model of plain data is kept as the model itself,
-not as text (the JSON round trip cost more than the rest of a MariaDB scenario's simulation):
-a save keeps a reference to the live model, and a load takes a `snapshot` (a deep copy) of it.
-That is the state last saved because the explorer loads a state file only after the backend
-that saved it was closed, and closing a simulated backend saves it; the engine closes it only
-once the step's worker has ended, so no statement is half done when the engine is killed. Every other state
-file is on disk, as always."""
+A state file is read and written through the run's disk (drengine/machine.py): a real disk
+writes it atomically; the fault-space explorer's scratch disk keeps it in memory, where a
+simulator whose state is a pydantic model of plain data is kept as the model itself, and a load
+takes a `snapshot` (a deep copy) of it."""
 
 from __future__ import annotations
 
@@ -28,17 +21,44 @@ from typing import Any, TypeVar, Union, cast, get_args, get_origin
 from pydantic import BaseModel
 
 from drengine.errors import InputError
-from drengine.files import atomic_write
 from drengine.inventory import Cluster
+from drengine.machine import DISK, Disk
 
 T = TypeVar("T")
 
 # How a state is read back: a function of the text, or the pydantic model it is (its JSON).
 Parse = Callable[[str], T] | type[T]
 
-# The explorer's state files, by path: what was saved last (its text, or the live model), or
-# None while nothing was.
-_IN_MEMORY: dict[Path, str | BaseModel | None] = {}
+# A run's own state file -> the simulated cluster's state file every later status and run reads
+# (written at each save too, so that `drengine status` sees what a run did, even mid-run).
+_SHARED_WITH: dict[Path, Path] = {}
+
+SIM_DIR_ENV = "DRENGINE_SIM_DIR"
+
+
+def cluster_state_file(inventory_path: str, cluster: str) -> Path:
+    """Where a simulated cluster without `state_file:` keeps its state between runs: beside the
+    cluster locks ($DRENGINE_SIM_DIR, else $XDG_STATE_HOME/drengine/simulated), one folder per
+    inventory file (its name and a digest of its real path), one file per cluster."""
+    import hashlib
+    import os
+
+    base = os.environ.get(SIM_DIR_ENV) or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "drengine", "simulated")
+    real = os.path.realpath(inventory_path)
+    folder = f"{Path(real).stem}-{hashlib.sha256(real.encode()).hexdigest()[:10]}"
+    return Path(base) / folder / f"{cluster}.json"
+
+
+def share_state(own: Path, cluster_file: Path) -> None:
+    """From now on, every save of `own` (a run's state file) is also the cluster's state."""
+    _SHARED_WITH[own] = cluster_file
+
+
+def copy_state(source: Path, target: Path, disk: Disk = DISK) -> None:
+    """Start `target` from what `source` holds (a run's own copy of the cluster's state)."""
+    saved = disk.read_state(source)
+    disk.write_state(target, saved if isinstance(saved, str) else saved.model_dump_json())
 
 _SCALARS: frozenset[type] = frozenset({str, int, float, bool, NoneType})
 # The types a snapshot shares rather than copies: the scalars, then every enum and every model
@@ -92,39 +112,15 @@ def _scalar_annotation(annotation: Any) -> bool:
     return annotation in _SCALARS or (isinstance(annotation, type) and issubclass(annotation, Enum))
 
 
-def keep_in_memory(state_file: Path) -> None:
-    """Keep this state file in memory from now on (what is on disk is not read any more). For
-    the explorer's throw-away scenarios ONLY."""
-    _IN_MEMORY.setdefault(state_file, None)
-
-
-def back_on_disk(state_file: Path) -> None:
-    """The state file kept in memory goes back on disk, holding the state saved last."""
-    saved = _IN_MEMORY.pop(state_file, None)
-    if saved is not None:
-        atomic_write(state_file, saved if isinstance(saved, str) else saved.model_dump_json())
-
-
-def state_exists(state_file: Path) -> bool:
+def state_exists(state_file: Path, disk: Disk = DISK) -> bool:
     """Has a state been saved in this file?"""
-    if state_file in _IN_MEMORY:
-        return _IN_MEMORY[state_file] is not None
-    return state_file.exists()
+    return disk.has_state(state_file)
 
 
-def _read(state_file: Path) -> str | BaseModel:
-    if state_file in _IN_MEMORY:
-        saved = _IN_MEMORY[state_file]
-        if saved is None:
-            raise FileNotFoundError(2, "No such file or directory", str(state_file))
-        return saved
-    return state_file.read_text(encoding="utf-8")
-
-
-def load_state(state_file: Path, parse: Parse[T], what: str) -> T:
+def load_state(state_file: Path, parse: Parse[T], what: str, disk: Disk = DISK) -> T:
     """A saved simulated cluster; a file that cannot be read or parsed is an input error."""
     try:
-        saved = _read(state_file)
+        saved = disk.read_state(state_file)
     except OSError as exc:
         raise InputError(f"{state_file}: cannot read the simulated {what} state ({exc.strerror})") from None
     model = parse if isinstance(parse, type) and issubclass(parse, BaseModel) else None
@@ -151,20 +147,21 @@ def build_scenario(name: str, scenarios: Mapping[str, Callable[[], T]], what: st
 
 
 def load_or_build(cluster: Cluster, state_file: Path | None, parse: Parse[T],
-                  scenarios: Mapping[str, Callable[[], T]], what: str) -> T:
+                  scenarios: Mapping[str, Callable[[], T]], what: str, disk: Disk = DISK) -> T:
     """The state a resumed run left in its state file, else a new cluster from the scenario."""
-    if state_file is not None and state_exists(state_file):
-        return load_state(state_file, parse, what)
+    if state_file is not None and disk.has_state(state_file):
+        return load_state(state_file, parse, what, disk)
     if cluster.simulated is None:
         raise InputError(f"cluster {cluster.name} is not marked `simulated:` in the inventory; no scenario to build")
     return build_scenario(cluster.simulated.scenario, scenarios, what, cluster.name)
 
 
-def save_state(state: str | BaseModel, state_file: Path | None) -> None:
+def save_state(state: str | BaseModel, state_file: Path | None, disk: Disk = DISK) -> None:
     """Write the state atomically: a crash mid-write must leave the previous state intact."""
     if state_file is None:
         return
-    if state_file in _IN_MEMORY:
-        _IN_MEMORY[state_file] = state  # a model is copied when it is loaded (see the module's docstring)
-        return
-    atomic_write(state_file, state if isinstance(state, str) else state.model_dump_json())
+    disk.write_state(state_file, state)
+    shared = _SHARED_WITH.get(state_file)
+    if shared is not None:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        disk.write_state(shared, state if isinstance(state, str) else state.model_dump_json())

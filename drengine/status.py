@@ -14,6 +14,7 @@ its state, so `status` never changes a simulation either.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import tempfile
@@ -27,12 +28,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from drengine.clock import SYSTEM, Clock
 from drengine.errors import DrengineError, InputError
 from drengine.inventory import Cluster, Inventory
+from drengine.ledger_check import OpenChange
 
-# Added to a cluster's connect + read timeouts before status stops waiting for it: the
-# connectors bound each probe themselves; this only covers opening and interpreting.
-GRACE_SECONDS = 0.8
+# Opening a cluster's connector (its client library imported, a simulator started) before its
+# probe budget starts: seconds on a quiet machine, far more on a loaded one.
+OPEN_SECONDS = 20.0
 
 
 class MemberState(str, Enum):
@@ -86,6 +89,9 @@ class Advice(Model):
     why: str
     runbook: str | None = None
     command: str = ""
+    # Inputs of the runbook that only the operator can choose for this verdict: NAME -> what to
+    # give. A recovery is not planned or run on the runbook's defaults while one is missing.
+    inputs: dict[str, str] = Field(default_factory=dict)
 
 
 class Reading(Model):
@@ -104,6 +110,7 @@ class ClusterStatus(Model):
     cluster: str
     kind: str
     simulated: str | None = None  # the scenario, for a simulated cluster
+    kept_state: bool = False  # a simulated cluster read as runs left it (not its scenario afresh)
     verdict: Verdict
     headline: str
     evidence: list[str] = Field(default_factory=list)
@@ -114,6 +121,13 @@ class ClusterStatus(Model):
     runs_registry: str = ""
     seconds: float = 0.0
     bad_input: str = ""  # the inventory entry itself is wrong (unknown scenario, unreadable secret): exit 2
+    changes: list[OpenChange] = Field(default_factory=list)  # the change ledger's open entries, checked
+    changes_problem: str = ""  # why the ledger could not be read
+
+    @property
+    def needs_action(self) -> bool:
+        """Not healthy, or a change left open past its expected undo time."""
+        return self.verdict.needs_action or any(c.overdue for c in self.changes)
 
 
 class FleetStatus(Model):
@@ -124,7 +138,7 @@ class FleetStatus(Model):
 
     @property
     def needs_action(self) -> bool:
-        return any(c.verdict.needs_action for c in self.clusters)
+        return any(c.needs_action for c in self.clusters)
 
     @property
     def bad_input(self) -> bool:
@@ -189,8 +203,23 @@ def plan_command(runbook: str, inventory: str, cluster: str, *extra: str) -> str
 
 
 def budget(cluster: Cluster) -> float:
+    """The probe's budget once the connector is open: the connectors bound each probe by the
+    connect and read timeouts themselves; this is the backstop for one that does not return."""
+    return cluster.timeouts.backstop
+
+
+def budget_words(cluster: Cluster) -> str:
     t = cluster.timeouts
-    return t.connect + t.read + GRACE_SECONDS
+    return f"{budget(cluster):g} s, the probe's budget (2 x (connect {t.connect:g} s + read {t.read:g} s) + 1 s)"
+
+
+def load_words() -> str:
+    """The machine's load, when it is busier than its cores: a late answer may be drengine's own."""
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except OSError:
+        return ""
+    return f"; this machine is loaded (load average {load:.1f} on {cores} core(s))" if load > cores else ""
 
 
 Assess = Callable[[Cluster, Any], Reading]
@@ -206,55 +235,64 @@ def _assessor(kind: str) -> Assess:
     return assess
 
 
-def _open(cluster: Cluster, inventory: Inventory, scratch: Path) -> Any:
-    """The cluster's backend. A simulated cluster is opened on a copy of its state file, so a
-    status never moves a simulation on (runs and drills own it)."""
+def open_read_only(cluster: Cluster, inventory: Inventory, scratch: Path, clock: Clock = SYSTEM) -> Any:
+    """The cluster's backend, for looking only. A simulated cluster is opened on a copy of its
+    state (what the runs left), so a status (or a site's goal check) never moves a simulation on
+    (runs and drills own it)."""
     from drengine.backends import open_backend
 
-    if cluster.simulated is not None:
-        state = scratch / "sim-state.json"
-        if cluster.simulated.state_file and Path(cluster.simulated.state_file).is_file():
-            shutil.copyfile(cluster.simulated.state_file, state)
-        cluster = cluster.model_copy(update={"simulated": cluster.simulated.model_copy(update={"state_file": str(state)})})
-    return open_backend(cluster, inventory, scratch)
+    return open_backend(cluster, inventory, scratch, clock, private=True)
 
 
 def _finish(cluster: Cluster, inventory: Inventory, reading: Reading, started: float) -> ClusterStatus:
     advice = [a if a.command or a.runbook is None else
-              a.model_copy(update={"command": plan_command(a.runbook, inventory.path, cluster.name)})
+              a.model_copy(update={"command": plan_command(a.runbook, inventory.path, cluster.name,
+                                                           *(w for n in a.inputs for w in ("--input", f"{n}=VALUE")))})
               for a in reading.advice]
     return ClusterStatus(
         cluster=cluster.name, kind=cluster.kind,
         simulated=cluster.simulated.scenario if cluster.simulated else None,
+        kept_state=cluster.simulated is not None and _kept(cluster, inventory),
         verdict=reading.verdict, headline=reading.headline, evidence=reading.evidence, facts=reading.facts,
         members=reading.members, proxies=reading.proxies, advice=advice,
         runs_registry=registry_words(cluster, inventory), seconds=round(time.monotonic() - started, 3),
     )
 
 
-def _unanswered(cluster: Cluster, inventory: Inventory, why: str, started: float) -> ClusterStatus:
+def _kept(cluster: Cluster, inventory: Inventory) -> bool:
+    from drengine.backends import simulated_state_file
+
+    return simulated_state_file(cluster, inventory).exists()
+
+
+def _unanswered(cluster: Cluster, inventory: Inventory, why: str, started: float, advice: str = "") -> ClusterStatus:
     members = [MemberStatus(name=m.name, role=m.role or "", state=MemberState.UNKNOWN, error=why) for m in cluster.members]
     reading = Reading(verdict=Verdict.UNKNOWN, headline=f"the cluster could not be asked: {why}", members=members,
-                      advice=[Advice(why="check that drengine can reach the members (network, credentials, "
-                                         "the inventory's addresses), then ask again")])
+                      advice=[Advice(why=advice or "check that drengine can reach the members (network, credentials, "
+                                                   "the inventory's addresses), then ask again")])
     return _finish(cluster, inventory, reading, started)
 
 
-def probe_cluster(cluster: Cluster, inventory: Inventory, done: Callable[[ClusterStatus], None] | None = None) -> ClusterStatus:
+def probe_cluster(cluster: Cluster, inventory: Inventory, done: Callable[[ClusterStatus], None] | None = None,
+                  opened: Callable[[], None] | None = None) -> ClusterStatus:
     """Open, observe, interpret, close. `done` is told the answer before the backend is closed
-    (closing a connector may wait on a hung member; nobody needs to wait for that)."""
+    (closing a connector may wait on a hung member; nobody needs to wait for that); `opened`,
+    when the connector is open and the probe starts."""
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix=f"drengine-status-{cluster.name}-"))
     backend = None
     try:
         try:
             assess = _assessor(cluster.kind)
-            backend = _open(cluster, inventory, scratch)
+            backend = open_read_only(cluster, inventory, scratch)
+            if opened is not None:
+                opened()
             status = _finish(cluster, inventory, assess(cluster, backend), started)
         except InputError:
             raise
         except DrengineError as exc:
             status = _unanswered(cluster, inventory, str(exc), started)
+        status = with_changes(status, cluster, inventory, backend if status.verdict is not Verdict.UNKNOWN else None)
         if done is not None:
             done(status)
         return status
@@ -269,40 +307,63 @@ def probe_cluster(cluster: Cluster, inventory: Inventory, done: Callable[[Cluste
 def probe_fleet(inventory: Inventory, names: Sequence[str] | None = None,
                 clock: Callable[[], float] = time.monotonic) -> FleetStatus:
     """Every cluster at once, each on its own thread and within its own budget: the fleet
-    answers in about the slowest cluster's timeout, not in the sum of them."""
+    answers in about the slowest cluster's timeout, not in the sum of them. A cluster's budget
+    starts when its connector is open (opening has its own, OPEN_SECONDS), so that a machine
+    busy importing client libraries and starting simulators does not eat the probes' time."""
     clusters = [inventory.cluster(n) for n in names] if names else list(inventory.clusters.values())
     started = clock()
     futures: dict[str, Future[ClusterStatus]] = {}
+    opened: dict[str, list[float]] = {}
+    ready: dict[str, threading.Event] = {}
     probes: list[threading.Thread] = []
     for cluster in clusters:
         fut: Future[ClusterStatus] = Future()
         futures[cluster.name] = fut
+        at, event = opened.setdefault(cluster.name, []), ready.setdefault(cluster.name, threading.Event())
+
+        def open_now(at: list[float] = at, event: threading.Event = event) -> None:
+            at.append(clock())
+            event.set()
+
         # Daemon threads: a member that hangs past every timeout must not keep drengine from exiting.
-        probe = threading.Thread(target=_probe_into, args=(cluster, inventory, fut), daemon=True,
+        probe = threading.Thread(target=_probe_into, args=(cluster, inventory, fut, open_now), daemon=True,
                                  name=f"status-{cluster.name}")
         probe.start()
         probes.append(probe)
-    answers: list[ClusterStatus] = []
-    for cluster in clusters:
-        fut = futures[cluster.name]
-        remaining = started + budget(cluster) - clock()
-        try:
-            answers.append(fut.result(timeout=max(remaining, 0.0)))
-        except TimeoutError:
-            answers.append(_unanswered(cluster, inventory, f"no answer within {budget(cluster):g} s "
-                                                           f"(connect + read timeouts + {GRACE_SECONDS:g} s)", started))
+    answers = [_wait_for(cluster, inventory, futures[cluster.name], ready[cluster.name], opened[cluster.name],
+                         started, clock) for cluster in clusters]
     fleet = FleetStatus(inventory=inventory.path, clusters=answers, seconds=round(clock() - started, 3))
     fleet._probes = probes
     return fleet
 
 
-def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatus]) -> None:
+def _wait_for(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatus], ready: threading.Event,
+              opened: list[float], started: float, clock: Callable[[], float]) -> ClusterStatus:
+    """One cluster's answer, or which budget ran out: opening its connector, or its probe."""
+    while not fut.done() and not ready.wait(timeout=min(0.05, max(started + OPEN_SECONDS - clock(), 0.0))):
+        if clock() >= started + OPEN_SECONDS:
+            return _unanswered(cluster, inventory, f"its connector did not open within {OPEN_SECONDS:g} s (the client "
+                                                   f"library or simulator starting){load_words()}", started,
+                               advice="ask again when the machine is less busy; nothing was asked of the members yet")
+    remaining = (opened[0] if opened else clock()) + budget(cluster) - clock()
+    try:
+        return fut.result(timeout=max(remaining, 0.0))
+    except TimeoutError:
+        return _unanswered(cluster, inventory, f"no answer within {budget_words(cluster)}, counted from when its "
+                                               f"connector was open{load_words()}", started,
+                           advice=f"the probe's budget ran out, not a member's timeout: ask again (when this machine "
+                                  f"is less busy), or raise timeouts.read of {cluster.name} in the inventory "
+                                  f"(now {cluster.timeouts.read:g} s) if its members answer slowly")
+
+
+def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatus],
+                opened: Callable[[], None] | None = None) -> None:
     def answer(status: ClusterStatus) -> None:
         if not fut.done():
             fut.set_result(status)
 
     try:
-        probe_cluster(cluster, inventory, answer)
+        probe_cluster(cluster, inventory, answer, opened)
     except InputError as exc:
         # Bad input (an unknown scenario, an unreadable secret) in one cluster's entry: the others
         # are still shown, and the exit code says the inventory needs fixing.
@@ -310,6 +371,17 @@ def _probe_into(cluster: Cluster, inventory: Inventory, fut: Future[ClusterStatu
         answer(status.model_copy(update={"bad_input": str(exc), "headline": f"cannot be asked: {exc}"}))
     except Exception as exc:  # noqa: BLE001 - one cluster's bug must not hide the others' answers
         answer(_unanswered(cluster, inventory, f"internal error: {type(exc).__name__}: {exc}", time.monotonic()))
+
+
+def with_changes(status: ClusterStatus, cluster: Cluster, inventory: Inventory, backend: Any) -> ClusterStatus:
+    """The cluster's open change-ledger entries, each checked against the cluster (when it answered)."""
+    from drengine.ledger_check import check_open, open_entries_of
+
+    entries, problem = open_entries_of(inventory, cluster.name)
+    if not entries and not problem:
+        return status
+    return status.model_copy(update={"changes": check_open(cluster, inventory, backend, entries),
+                                     "changes_problem": problem})
 
 
 # -- runs in progress ------------------------------------------------------------------------------
@@ -332,7 +404,7 @@ def registry_words(cluster: Cluster, inventory: Inventory) -> str:
         if view.holds_lock:
             where = f"waiting at gate {run.gate}" if run.gate else f"at step {run.step or '?'}"
             words.append(f"{run.runbook} ({run.mode}) by {run.user}@{run.host} is {where}")
-        elif view.status in (RunStatus.INTERRUPTED, RunStatus.STOPPED):
+        elif view.status in (RunStatus.INTERRUPTED, RunStatus.STOPPED, RunStatus.FAILED_AFTER_CHANGE):
             words.append(f"run {run.run_id} ({run.runbook}) is {view.status.value}: "
                          f"drengine run --resume {run.run_dir}")
             break  # the newest one is enough here; `drengine runs list -i` shows them all

@@ -23,6 +23,7 @@ from drengine.errors import InputError, StepFailed, StepInterrupted
 
 if TYPE_CHECKING:
     from drengine.inventory import Cluster, Inventory
+    from drengine.ledger import Change, RunLedger
 
 
 class Effect(str, Enum):
@@ -218,6 +219,20 @@ class RunContext(Generic[B]):
     # interrupts, the step stops at its next statement or wait (nothing outlives its step).
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: Deadline | None = None
+    # The run's change ledger (drengine/ledger.py), set by the engine: `changed` and `undone` journal through it.
+    ledger: RunLedger | None = None
+
+    def changed(self, change: Change) -> None:
+        """Declare a change this step made that is temporary or leaves the cluster diminished: an
+        open ledger entry (journaled), listed at every stop and verdict until a step undoes it."""
+        if self.ledger is not None:
+            self.ledger.opened(change)
+
+    def undone(self, kind: str, target: str, reason: str = "") -> None:
+        """Say that this step put back `kind` on `target`: every open ledger entry of the cluster
+        for it (this run's or an earlier run's) is closed (journaled)."""
+        if self.ledger is not None:
+            self.ledger.undone(kind, target, reason)
 
     def check_deadline(self) -> None:
         """Raise StepInterrupted when the step must stop (deadline passed, or interrupted)."""

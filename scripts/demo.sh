@@ -8,11 +8,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export DRENGINE_LOCK_DIR="${DRENGINE_LOCK_DIR:-$PWD/runs/.locks}"
+# Simulated clusters keep what runs did to them; the demo starts from the scenarios each time.
+export DRENGINE_SIM_DIR="${DRENGINE_SIM_DIR:-$PWD/runs/.simulated}"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="runs/demo-$stamp"
 D=.venv/bin/drengine
 status=0
 
+$D lab reset -i inventory/simulated.yaml > /dev/null || status=1
 echo "== 0. what is wrong? (exit 1: a cluster needs action) =="
 $D status -i inventory/simulated.yaml
 echo
@@ -22,6 +25,9 @@ echo
 echo "== 1. guided recovery: run (the cluster is simulated, gates approved with --yes) =="
 $D run mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb --yes --run-dir "$out/recovery" || status=1
 $D journal verify "$out/recovery" || status=1
+echo
+echo "== 1. the cluster after the run (status sees what the run did; \`drengine lab reset\` starts it over) =="
+$D status -i inventory/simulated.yaml -c sim-mariadb
 
 echo
 echo "== 2. DR drills on the simulators =="

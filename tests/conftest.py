@@ -86,6 +86,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_locks(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRENGINE_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+    # Each test's simulated clusters start from their scenarios (runs keep their state between runs).
+    monkeypatch.setenv("DRENGINE_SIM_DIR", str(tmp_path_factory.mktemp("simulated")))
 
 
 @pytest.fixture

@@ -21,6 +21,19 @@ from drengine.lab.procs import LabDir
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A simulated MariaDB cluster named `sim` whose primary died while a replica lagged.
+SIM_MARIADB = """\
+clusters:
+  sim:
+    kind: mariadb
+    simulated: {scenario: primary-dead-replica-lagging}
+    timeouts: {connect: 1, read: 2, catch_up: 5}
+    members:
+      - {name: db1, address: 127.0.1.11, port: 3306}
+      - {name: db2, address: 127.0.1.12, port: 3306}
+      - {name: db3, address: 127.0.1.13, port: 3306}
+"""
+
 
 def cli(*args: str, input: str | None = None) -> tuple[int, str]:
     """Run the CLI in-process through the error boundary; return (exit code, stdout+stderr)."""

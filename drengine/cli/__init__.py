@@ -10,6 +10,7 @@ error boundary (`run_cli`: every error becomes one clear message and a documente
   drills.py    drill run, history, schedule
   catalog.py   runbook list/show, inventory check
   fleet.py     status
+  site.py      site plan/run, drill site, and the site part of status
   runs.py      runs list/show and the lock's run registry
   records.py   journal verify/show, report
   explore.py   explore

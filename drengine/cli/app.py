@@ -14,7 +14,9 @@ import traceback
 
 import click
 
+from drengine.cli.approve import approve
 from drengine.cli.catalog import inventory_group, runbook_group
+from drengine.cli.changes import changes_group
 from drengine.cli.drills import drill_group
 from drengine.cli.explore import explore
 from drengine.cli.fleet import status
@@ -23,6 +25,7 @@ from drengine.cli.options import help_if_bare, runbooks_option
 from drengine.cli.records import journal_group, report
 from drengine.cli.recovery import plan, run
 from drengine.cli.runs import runs_group
+from drengine.cli.site import drill_site, site_group
 from drengine.cli.terminal import SCREEN, err
 from drengine.errors import DrengineError, ExitCode, StepInterrupted
 
@@ -67,18 +70,23 @@ def completion(shell: str) -> None:
 
 
 # Every command family, each in its own module (the help lists them by name; this is the order of main.commands).
-for _command in (run, plan, drill_group, explore, inventory_group, runbook_group, journal_group, report, lab_group,
-                 status, runs_group, completion):
+for _command in (run, plan, approve, drill_group, explore, inventory_group, runbook_group, journal_group, report,
+                 lab_group, status, site_group, runs_group, changes_group, completion):
     main.add_command(_command)
+
+
+drill_group.add_command(drill_site)
 
 
 def _where_the_run_is(exc: DrengineError) -> None:
     """Every stop of a run says where its journal is and how to go on."""
     if exc.run_dir is None:
         return
+    for line in exc.open_changes:
+        err(line)
     err(f"run directory: {exc.run_dir}")
     if exc.resumable:
-        err(f"resume: drengine run --resume {exc.run_dir}   (add --yes / --accept-data-loss as the gates need)")
+        err(f"resume: {exc.resume_with} {exc.run_dir}   (add --yes / --accept-data-loss as the gates need)")
     err(f"journal: drengine journal show {exc.run_dir}")
 
 

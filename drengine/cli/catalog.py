@@ -20,7 +20,8 @@ def inventory_group(ctx: click.Context) -> None:
 @inventory_group.command("check")
 @inventory_option()
 @click.option("--connect", is_flag=True, help="Also connect: every host over SSH (through its bastions) and its "
-                                             "sudo, every member with the inventory's credentials.")
+                                             "sudo, every member with the inventory's credentials, and (MariaDB, "
+                                             "Galera) the account's grants against what the runbooks send.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: every check and its outcome.")
 def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
     """Validate an inventory; each problem as FILE:LINE, misspelt fields with "did you mean" (exit 2).
@@ -28,8 +29,10 @@ def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
     and, with --connect, that every host and member answers; exit 1 naming each failure."""
     from drengine.inventory import load_inventory
     from drengine.inventory_check import check_inventory
+    from drengine.ledger import check_expectations
 
     inv = load_inventory(inventory)
+    check_expectations(inv)  # `expect_undo_within` names kinds of ledger entries the datastores declare (exit 2)
     rows = check_inventory(inv, connect=connect)
     failed = [r for r in rows if r.failed]
     if as_json:
@@ -52,7 +55,7 @@ def inventory_check(inventory: str, connect: bool, as_json: bool) -> None:
             for r in failed:
                 out(f"  {r.subject} ({r.check}): {r.detail}")
         else:
-            checked = ("structure, secrets, hosts, sudo and members" if connect else
+            checked = ("structure, secrets, hosts, sudo, members and their grants" if connect else
                        "structure and secrets; add --connect to reach hosts, sudo and members")
             out(f"{inventory}: OK: {checked}")
     if failed:
@@ -97,16 +100,17 @@ def inventory_init(path: str, kind: str, force: bool) -> None:
 
 
 @inventory_group.command("discover")
-@click.argument("kind", type=click.Choice(["mariadb", "galera", "mongodb", "elasticsearch"]))
+@click.argument("kind", type=click.Choice(["mariadb", "galera", "mongodb", "elasticsearch", "ceph"]))
 @click.argument("address")
 @click.option("--name", "cluster_name", default="discovered", show_default=True, help="The cluster's name in the inventory.")
-@click.option("--user", default="root", show_default=True, help="The account to ask with.")
+@click.option("--user", default=None, help="The account to ask with (default root; Ceph: client.admin).")
 @click.option("--password-env", metavar="VAR", help="Read its password from this environment variable.")
 @click.option("--password-file", metavar="FILE", help="Read its password from this file.")
+@click.option("--ceph-conf", metavar="FILE", help="Ceph: a ceph.conf to read (keyring, auth); the section names it.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the section to FILE (refused if it exists).")
-def inventory_discover(kind: str, address: str, cluster_name: str, user: str, password_env: str | None,
-                       password_file: str | None, out_path: str | None) -> None:
+def inventory_discover(kind: str, address: str, cluster_name: str, user: str | None, password_env: str | None,
+                       password_file: str | None, ceph_conf: str | None, out_path: str | None) -> None:
     """Ask a running cluster at ADDRESS[:PORT] for its members and print its inventory section
     (YAML; what it cannot say is marked FILL IN). Read-only: status queries only."""
     from pathlib import Path
@@ -122,7 +126,8 @@ def inventory_discover(kind: str, address: str, cluster_name: str, user: str, pa
         raise InputError(f"--password-env {password_env!r}: expected an environment variable name") from None
     if out_path is not None and Path(out_path).exists():
         raise InputError(f"{out_path} exists; drengine does not overwrite it (paste the section yourself)")
-    text = cluster_yaml(discover(kind, address, user, ref), cluster_name, user, ref)
+    user = user or ("client.admin" if kind == "ceph" else "root")
+    text = cluster_yaml(discover(kind, address, user, ref, ceph_conf), cluster_name, user, ref, ceph_conf)
     if out_path is None:
         click.echo(text, nl=False)
         return

@@ -27,8 +27,10 @@ from drengine.errors import ExitCode
               help="With --replay: write an inventory and a state file here, and print the `drengine run` commands.")
 @click.option("--ignore", multiple=True, metavar="INVARIANT", help="Count this invariant's violations, do not shrink them.")
 @click.option("--all", "every", is_flag=True, help="Explore every runbook that has an explore kit.")
+@click.option("--site", "site", is_flag=True,
+              help="Explore site runs instead: simulated clusters with dependencies lose hosts (drengine/explore/site.py).")
 def explore(runbooks: tuple[str, ...], count: int, seeds: str, budget: float | None, out_dir: str,
-            replay_file: str | None, export_dir: str | None, ignore: tuple[str, ...], every: bool) -> None:
+            replay_file: str | None, export_dir: str | None, ignore: tuple[str, ...], every: bool, site: bool) -> None:
     """Check runbooks against generated failures on the simulator, with invariants.
 
     Each scenario is a generated cluster situation, the operator's answers at every gate, the
@@ -38,7 +40,13 @@ def explore(runbooks: tuple[str, ...], count: int, seeds: str, budget: float | N
     as a case file under --out, replayed by `drengine explore --replay FILE`)."""
     from drengine.explore import command
 
-    if replay_file:
+    if site:
+        if runbooks or every or replay_file:
+            raise click.UsageError("--site explores generated sites; give no RUNBOOK, --all or --replay")
+        from drengine.explore.site import explore_command
+
+        lines, ok = explore_command(count, command.seeds(seeds), budget, Path(out_dir))
+    elif replay_file:
         if runbooks or every:
             raise click.UsageError("--replay takes the runbook from the case file; give no RUNBOOK")
         lines, ok = command.replay(Path(replay_file), Path(out_dir), Path(export_dir) if export_dir else None)

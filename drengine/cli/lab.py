@@ -1,4 +1,5 @@
 """`drengine lab`: real local services on loopback for drills and tests (`lab up|status|down`),
+simulated clusters started over (`lab reset`),
 and the hidden commands the lab itself runs: `lab node start|stop|status` (what the lab
 inventories' service templates call, so drengine starts and stops lab servers the way it starts
 and stops real ones) and `lab serve` (a simulator served over its real protocol)."""
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from drengine.cli.options import complete_scenarios, help_if_bare
+from drengine.cli.options import cluster_option, complete_scenarios, help_if_bare, inventory_option
 from drengine.cli.terminal import out
 from drengine.lab import lab_kinds, node_kinds, served_kinds
 
@@ -47,7 +48,11 @@ def lab_up(kind: str, lab_dir: str | None, inventory_out: str, scenario: str | N
 
     mariadb, galera, ceph and ssh start real daemons on loopback; mongodb and elasticsearch
     serve the simulators over the real protocols (no such servers can be installed here);
-    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it.
+    etcd starts a three-member etcd for the team lock and points the inventory's `lock:` at it;
+    ssh-site (root only) adds a site's hosts: sudo users, a bastion and three hosts reachable
+    only through it (`lab down` removes the users again).
+    site starts ssh, mariadb, galera and ceph as one site (members on the SSH hosts, MariaDB
+    depending on Ceph: `drengine drill site --lose-host host1`).
     The scenario, the lab directory and the lab's ports are checked before anything starts:
     a port another process holds ends with exit 1, naming the port, the process (pid and
     command) and what frees it (`drengine lab down --dir DIR` for another lab's). Exit 2 on bad
@@ -76,6 +81,18 @@ def lab_down(kind: str | None, lab_dir: str | None) -> None:
     from drengine.lab import stop_lab
 
     for line in stop_lab(kind, lab_dir):
+        out(line)
+
+
+@lab_group.command("reset")
+@inventory_option()
+@cluster_option(required=False, text="Only this simulated cluster (default: every simulated cluster of the inventory).")
+def lab_reset(inventory: str, cluster: str | None) -> None:
+    """Start simulated clusters over from their scenarios: their kept state (what runs did to
+    them, which `status` and the next run see) is removed. Real clusters are not touched."""
+    from drengine.lab.simreset import reset_simulated
+
+    for line in reset_simulated(inventory, cluster):
         out(line)
 
 

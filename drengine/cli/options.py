@@ -94,14 +94,44 @@ def complete_faults(ctx: click.Context, param: click.Parameter, incomplete: str)
 
     faults = fault_names()
     cluster = _raw_inventory(ctx).get(ctx.params.get("cluster") or "")
-    kind = cluster.get("kind") if isinstance(cluster, dict) else None
+    kind = cluster.get("kind") if isinstance(cluster, dict) else _runbook_kind(ctx)
     names = faults.get(str(kind), []) if kind in faults else [f for fs in faults.values() for f in fs]
     return _starting(names, incomplete)
+
+
+def _runbook_kind(ctx: click.Context) -> str | None:
+    """The datastore of the runbook named so far (a drill's faults are its kind's), or None."""
+    import os
+    import shlex
+
+    from drengine.runbook import RunbookSearch
+
+    try:
+        search = RunbookSearch(ctx.meta.get(RUNBOOK_DIRS, []))
+        known = {f.name for f in search.found()}
+        # click loses the positional RUNBOOK while the option being completed has no value yet;
+        # its completion scripts pass the whole command line in COMP_WORDS.
+        words = [ctx.params.get("runbook") or "", *shlex.split(os.environ.get("COMP_WORDS", ""))]
+        name = next((w for w in words if w in known), None)
+        return str(search.load(name).spec.kind) if name else None
+    except (InputError, ValueError):
+        return None
 
 
 def complete_runs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     runs_dir = Path(ctx.params.get("runs_dir") or "runs")
     return _starting([j.parent.name for j in runs_dir.glob("**/journal.jsonl")], incomplete)
+
+
+def complete_resumable(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """`run --resume`: the ids of the runs that can be resumed (never arbitrary files)."""
+    from drengine.runs import journals, summarize
+
+    try:
+        found = [summarize(j.parent)[0] for j in journals(Path(ctx.params.get("runs_dir") or "runs"))]
+    except InputError:
+        return []
+    return _starting([r.id for r in found if r.resumable], incomplete)
 
 
 def complete_scenarios(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

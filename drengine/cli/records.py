@@ -22,12 +22,20 @@ def journal_group(ctx: click.Context) -> None:
 
 @journal_group.command("verify")
 @click.argument("path", type=click.Path())
-def journal_verify(path: str) -> None:
-    """Check the hash chain; exit 1 naming the first bad line."""
-    from drengine.journal import verify
+@click.option("--no-registry", is_flag=True, help="Check the hash chain alone, not the head kept in the run registry.")
+def journal_verify(path: str, no_registry: bool) -> None:
+    """Check the hash chain, then compare the journal's head with the one the run registry kept
+    (etcd or the local registry): exit 1 naming the first bad line, or the run and what differs
+    (events cut off the end, the journal rewritten); exit 4 when the registry cannot be read."""
+    if no_registry:
+        from drengine.journal import verify
 
-    count = verify(path)
-    out(f"{path}: OK, {count} events, chain intact")
+        out(f"{path}: OK, {verify(path)} events, chain intact (not compared with the run registry: --no-registry)")
+        return
+    from drengine.anchor import verify_anchored
+
+    count, check = verify_anchored(path)
+    out(f"{path}: OK, {count} events, chain intact; {check.text}")
 
 
 @journal_group.command("show")
@@ -72,11 +80,14 @@ def report(run_dir: str, fmt: str, out_file: str | None) -> None:
 def _refuse_tampered(journal: Path) -> None:
     """The report of a journal that fails its hash chain is written (titled TAMPERED, for the
     investigation), but the command fails: a script must not take it as the run's record."""
+    from drengine.anchor import anchor_words
     from drengine.errors import JournalCorrupt
-    from drengine.journal import verify
+    from drengine.journal import verified_chain
 
     try:
-        verify(journal)
+        check = anchor_words(journal, verified_chain(journal))
+        if not check.ok:
+            raise JournalCorrupt(check.text)
     except JournalCorrupt as exc:
         raise JournalCorrupt(f"TAMPERED: {exc}; the report says so in its title. Compare with a copy of the "
                              f"journal kept elsewhere") from None

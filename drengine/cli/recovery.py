@@ -15,6 +15,7 @@ from drengine.cli.options import (
     INPUT_HELP,
     cluster_option,
     complete_members,
+    complete_resumable,
     complete_runbooks,
     inventory_option,
     runbooks,
@@ -132,14 +133,39 @@ def verdict_word(outcome: Any) -> str:
 def _report_outcome(outcome: Any) -> NoReturn:
     out("")
     out(f"{verdict_word(outcome)}: {outcome.summary}")
+    if outcome.resume_at:
+        _how_to_go_on(outcome)
     for line in outcome.left:
         out(f"  left to do: {line}")
+    from drengine.ledger import listing
+
+    for line in listing(outcome.open_changes):
+        out(line)
     out(f"journal: {outcome.run_dir / 'journal.jsonl'}  (read it: drengine journal show {outcome.run_dir})")
     from drengine.report import write_markdown
 
     report = write_markdown(outcome.run_dir)
     out(f"report: {report}")
     raise SystemExit(ExitCode.DONE if outcome.success else ExitCode.FAILED)
+
+
+def _how_to_go_on(outcome: Any) -> None:
+    """A failed end after the run changed the cluster: what changed, the state now, and the way on."""
+    import shlex
+
+    out("  the run changed the cluster before it failed:" if outcome.changed else
+        "  a step of this run that changes the cluster started before it failed")
+    for line in outcome.changed:
+        out(f"    {line}")
+    out(f"  the cluster now: {outcome.now}")
+    run = shlex.quote(str(outcome.run_dir))
+    out(f"  next: once what failed can work (e.g. the members it waits for caught up or are back), go on at step "
+        f"{outcome.resume_at} (what was observed and decided after the last change is done again; nothing that took "
+        f"effect is repeated)")
+    out(f"    $ drengine run --resume {run}   (add --yes / --accept-data-loss as the gates need)")
+    if outcome.advice:
+        out(f"  or: {outcome.advice}")
+    out(f"  or, if nobody will go on with this run: $ drengine runs close {run} --reason \"...\"")
 
 
 @click.command()
@@ -156,7 +182,7 @@ def _report_outcome(outcome: Any) -> NoReturn:
               help="Declare a member gone for good (it will not come back).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help=INPUT_HELP)
 @click.option("--run-dir", type=click.Path(), help="Directory for this run's journal and report (default runs/<run-id>).")
-@click.option("--resume", "resume_dir", metavar="RUN",
+@click.option("--resume", "resume_dir", metavar="RUN", shell_complete=complete_resumable,
               help="Resume an interrupted run: its id (or the start of it, as `drengine runs show` takes) or its directory.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(),
               help="With --resume RUN_ID: where to look for the run.")
@@ -167,10 +193,13 @@ def _report_outcome(outcome: Any) -> NoReturn:
                    "(needs --reason; journaled as a dangerous gate).")
 @click.option("--timeout", "timeouts", multiple=True, metavar="STEP=SECONDS",
               help="Give STEP this timeout instead of the runbook's (repeatable; journaled; also with --resume).")
+@click.option("--alone", is_flag=True,
+              help="Break glass under the two-person rule (inventory `approvals:`): pass its gates without a second "
+                   "person (needs --reason; journaled, notified and flagged in the report).")
 def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bool, accept_data_loss: bool,
         overrides: tuple[str, ...], reason: str, gone: tuple[str, ...], inputs: tuple[str, ...], run_dir: str | None,
         resume_dir: str | None, runs_dir: str, break_lock: bool, lock_choice: str | None,
-        timeouts: tuple[str, ...]) -> None:
+        timeouts: tuple[str, ...], alone: bool) -> None:
     """Run RUNBOOK against a cluster, gating each step that changes it.
 
     At a terminal each gate asks: p(roceed) or y, s(kip), r(etry), a(bort), d(etails: the
@@ -186,6 +215,10 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
             raise click.UsageError('--lock local skips the team lock (break glass): say why with --reason "..." '
                                    "(it is journaled)")
         local_lock_reason = reason.strip()
+    if alone and not reason.strip():
+        raise click.UsageError('--alone passes gates that the inventory gives to two people with one (break glass): '
+                               'say why with --reason "..." (it is journaled and notified)')
+    alone_reason = reason.strip() if alone else None
     if resume_dir:
         if runbook or inventory or cluster or inputs:
             raise click.UsageError("--resume takes the runbook, inventory, cluster and inputs from the journal; "
@@ -198,7 +231,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
             outcome = resume_run(ResumeRequest(
                 Path(resume_dir), gates, [SCREEN.listen, *([notifier.on_event] if notifier else [])],
                 break_lock=break_lock, argv=sys.argv[1:], local_lock_reason=local_lock_reason,
-                timeouts=_timeouts(timeouts)))
+                timeouts=_timeouts(timeouts), alone_reason=alone_reason))
         finally:
             close_notifier(notifier)
         _report_outcome(outcome)
@@ -206,7 +239,7 @@ def run(runbook: str | None, inventory: str | None, cluster: str | None, yes: bo
         raise click.UsageError("give RUNBOOK, -i INVENTORY and -c CLUSTER (or --resume RUN)")
     request = _request(runbook, inventory, cluster, Mode.RUN, gates, gone=gone, break_lock=break_lock,
                        run_dir=Path(run_dir) if run_dir else None, inputs=_inputs(inputs),
-                       local_lock_reason=local_lock_reason, timeouts=_timeouts(timeouts))
+                       local_lock_reason=local_lock_reason, timeouts=_timeouts(timeouts), alone_reason=alone_reason)
     notifier = notifier_for(request.inventory.notify, inventory, run_dir=request.run_dir)
     if notifier is not None:
         request.listeners.append(notifier.on_event)

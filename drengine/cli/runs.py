@@ -145,7 +145,10 @@ def runs_show(run: str, runs_dir: str | None, as_json: bool) -> None:
     if detail.steps:
         out("  steps:", style="bold")
         for step in detail.steps:
-            out(f"    {step.step} {'ok' if step.ok else 'FAILED'} [{step.outcome}]: {step.summary}")
+            if step.after_resume:
+                out("    -- resumed --")
+            tries = f" ({step.attempts} attempts)" if step.attempts > 1 else ""
+            out(f"    {step.step} {'ok' if step.ok else 'FAILED'} [{step.outcome}]{tries}: {step.summary}")
     if detail.gates:
         out("  gates:", style="bold")
         for g in detail.gates:
@@ -153,6 +156,8 @@ def runs_show(run: str, runs_dir: str | None, as_json: bool) -> None:
     for line in detail.overrides:
         out(f"  OVERRIDE {line}")
     out(f"  statements sent: {detail.statements}")
+    for line in detail.left_changed:
+        out(f"  {line}", style="yellow")
     for path in detail.reports:
         out(f"  report: {path}")
     if r.resumable:

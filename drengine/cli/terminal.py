@@ -140,6 +140,10 @@ class Screen:
         self._pending: threading.Timer | None = None
         self._guard = threading.Lock()
         self.evidence: dict[str, list[str]] = {}
+        # What each step showed last (its details), and whether the run is observing again after
+        # a gate: then a step shows only what changed since (issue 25, item 9).
+        self._shown: dict[str, tuple[str, ...]] = {}
+        self._again = False
 
     def start_timer(self, label: str) -> None:
         if not console().is_terminal:
@@ -179,12 +183,55 @@ class Screen:
             self.stop_timer()
         if t == "step_finished" and d.get("evidence"):
             self.evidence[str(d["step"])] = list(d["evidence"])
-        progress(entry)
+        if t == "observed_again":
+            self._again = True
+        elif t in ("gate_asked", "run_finished") or (t == "step_started" and d.get("effect") == "mutate"):
+            self._again = False
+        if not self._again or not self._changes_only(t, d, entry):
+            progress(entry)
+        if t == "step_finished":
+            from drengine.events import describe
+
+            self._shown[str(d.get("step"))] = describe(entry).details
         if t == "step_started":
             self.start_timer(f"{d['step']}: {d['summary']}")
 
 
+    def _changes_only(self, kind: str, data: Any, entry: Any) -> bool:
+        """Observing again: a step seen before shows its result line and only the lines that differ
+        from last time; its start line is not repeated. False: show the entry as it is."""
+        from drengine.events import describe
+
+        step = str(data.get("step"))
+        if step not in self._shown or kind not in ("step_started", "step_finished", "statement_sent"):
+            return False
+        if kind == "step_finished":
+            text = describe(entry)
+            before = self._shown[step]
+            new = [line for line in text.details if line not in before]
+            out(f"   {text.line}" + ("" if new else " (nothing else changed)"))
+            for line in new:
+                out(f"     now: {line}")
+        return True
+
+
 SCREEN = Screen()
+
+
+def show_proposal(change: str, summary: str, reason: str, risks: list[str], statements: list[str]) -> None:
+    """What a gate asks about: what changed, what it would do and why, its risks and exact statements
+    (at the gate, and to the second person of the two-person rule)."""
+    if change:
+        out(f"  CHANGED since it was last shown: {change}", style="bold yellow")
+    out(f"  would: {summary}")
+    if reason:
+        out(f"  why: {reason}")
+    for risk in risks:
+        out(f"  RISK: {risk}", style="red")
+    if statements:
+        out("  exact statements:")
+        for text in statements:
+            out(f"    {fold(text)}")
 
 
 class TextTerminal:
@@ -209,17 +256,7 @@ class TextTerminal:
             level = "DANGEROUS GATE (data may be lost)" if dangerous else "confirmation gate"
             out(f"=== {level}: step {request.step}: {request.title} ===",
                 style="bold white on red" if dangerous else "bold yellow")
-            if request.change:
-                out(f"  CHANGED since it was last shown: {request.change}", style="bold yellow")
-            out(f"  would: {p.summary}")
-            if p.reason:
-                out(f"  why: {p.reason}")
-            for risk in p.risks:
-                out(f"  RISK: {risk}", style="red")
-            if p.statements:
-                out("  exact statements:")
-                for s in p.statements:
-                    out(f"    {fold(s.show())}")
+            show_proposal(request.change, p.summary, p.reason, p.risks, [s.show() for s in p.statements])
 
     def show_details(self, request: Any) -> None:
         shown = False

@@ -113,8 +113,8 @@ def method_statements(api: TrafficAPI, member: Member, method: FenceMethod) -> l
         for backend in proxy.backends:
             server = backend.servers.get(name)
             if server is not None:
-                out += [statement(proxy, set_state_command(backend.name, server, "maint")),
-                        statement(proxy, shutdown_sessions_command(backend.name, server))]
+                out += [statement(api.cluster, proxy, set_state_command(backend.name, server, "maint")),
+                        statement(api.cluster, proxy, shutdown_sessions_command(backend.name, server))]
     return out
 
 
@@ -217,7 +217,7 @@ class _Run:
             for proxy, backend, server in servers:
                 for command in (set_state_command(backend, server, "maint"), shutdown_sessions_command(backend, server)):
                     self.api.proxy_command(proxy.name, command)
-                    self.record(statement(proxy_of(self.api.cluster, proxy.name), command), "ok")
+                    self.record(statement(self.api.cluster, proxy_of(self.api.cluster, proxy.name), command), "ok")
             views = {v.proxy: v for v in self.api.proxy_views()}
         except DrengineError as exc:
             return self.attempt(FenceMethod.PROXY, "failed", str(exc))

@@ -5,6 +5,8 @@ datastore's actions call these with its own facts (which primary, which members)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from drengine.clock import Clock
 from drengine.datastores.mysql_fencing import (
     FenceAttempt,
@@ -132,7 +134,8 @@ def traffic_settled(api: TrafficAPI, primary: str, out: frozenset[str]) -> bool:
 
 
 def switch_traffic(api: TrafficAPI, primary: str, out: frozenset[str], record: Statements,
-                   with_gtid: bool) -> StepResult:
+                   with_gtid: bool, applied: Callable[[list[ProxyChange]], None] | None = None) -> StepResult:
+    """`applied` is told the proxy changes made (the action declares them in the change ledger)."""
     views = api.proxy_views()
     broken = [v for v in views if v.error]
     if broken:
@@ -142,6 +145,8 @@ def switch_traffic(api: TrafficAPI, primary: str, out: frozenset[str], record: S
                           evidence=[v.describe() for v in views])
     changes: list[ProxyChange] = switch_changes(api.cluster, views, primary, out)
     apply_changes(api, changes, record)
+    if applied is not None:
+        applied(changes)
     return prove_writes(api, primary, record, with_gtid, done=f"{len(changes)} change(s) on the proxies")
 
 
@@ -190,13 +195,18 @@ def readmit_proposal(api: TrafficAPI, members: list[str], primary: str) -> Propo
                     evidence=[v.describe() for v in views])
 
 
-def readmit(api: TrafficAPI, members: list[str], primary: str, record: Statements) -> StepResult:
+def readmit(api: TrafficAPI, members: list[str], primary: str, record: Statements,
+            readmitted: Callable[[list[str]], None] | None = None) -> StepResult:
+    """`readmitted` is told every read server of the members, now as the inventory says (ledger closes)."""
     views = api.proxy_views()
     broken = [v.describe() for v in views if v.error]
     if broken:
         return StepResult(ok=False, summary="cannot update the proxies: " + "; ".join(broken))
     changes = readmit_changes(api.cluster, views, members, primary)
     apply_changes(api, changes, record)
+    if readmitted is not None:
+        readmitted([f"{v.proxy} {s.backend}/{s.server}" for v in views for s in v.servers
+                    if s.member in members and s.role == "read"])
     after = api.proxy_views()
     return StepResult(ok=True, summary=f"{len(changes)} change(s): " + ("; ".join(c.why for c in changes) or "none"),
                       evidence=[v.describe() for v in after])

@@ -113,6 +113,13 @@ class ProxyChange:
     proxy: str
     command: str
     why: str
+    # The server and the admin state it goes to (for the change ledger; empty for session shutdowns).
+    member: str = ""
+    backend: str = ""
+    server: str = ""
+    role: str = ""
+    before: str = ""
+    state: str = ""
 
 
 def wanted_state(proxy: Proxy, role: str, member: str, primary: str, out: frozenset[str]) -> AdminState | None:
@@ -138,7 +145,8 @@ def switch_changes(cluster: Cluster, views: list[ProxyView], primary: str, out: 
             want = wanted_state(proxy, server.role, server.member, primary, out)
             if want is not None and want != server.admin:
                 change = ProxyChange(view.proxy, set_state_command(server.backend, server.server, want),
-                                     f"{server.member}: {server.admin} -> {want} in {server.backend}")
+                                     f"{server.member}: {server.admin} -> {want} in {server.backend}",
+                                     server.member, server.backend, server.server, server.role, server.admin, want)
                 (first if want == "ready" else then).append(change)
             if want == "maint" and server.sessions:
                 then.append(ProxyChange(view.proxy, shutdown_sessions_command(server.backend, server.server),
@@ -162,18 +170,20 @@ def readmit_changes(cluster: Cluster, views: list[ProxyView], members: list[str]
                 want = "ready" if proxy.rejoined == "ready" else "maint"
             if want != server.admin:
                 changes.append(ProxyChange(view.proxy, set_state_command(server.backend, server.server, want),
-                                           f"{server.member}: {server.admin} -> {want} in {server.backend}"))
+                                           f"{server.member}: {server.admin} -> {want} in {server.backend}",
+                                           server.member, server.backend, server.server, server.role, server.admin,
+                                           want))
     return changes
 
 
 def change_statements(cluster: Cluster, changes: list[ProxyChange]) -> list[Statement]:
-    return [statement(proxy_of(cluster, c.proxy), c.command) for c in changes]
+    return [statement(cluster, proxy_of(cluster, c.proxy), c.command) for c in changes]
 
 
 def apply_changes(api: TrafficAPI, changes: list[ProxyChange], record: Statements) -> None:
     for change in changes:
         api.proxy_command(change.proxy, change.command)
-        record(statement(proxy_of(api.cluster, change.proxy), change.command), "ok")
+        record(statement(api.cluster, proxy_of(api.cluster, change.proxy), change.command), "ok")
 
 
 class Statements(Protocol):

@@ -9,6 +9,9 @@ scenario left behind (all its segments: the run and each resume):
   the same target, unless the world changed in between;
 - no statement that changes the cluster is sent twice by one attempt of a step to the same
   target, unless its action declares itself repeatable;
+- the ledger: each temporary or diminishing change the simulator shows at the end against the
+  run's starting state (a flag set, a min_size lowered, a setting changed) is an open entry of
+  the run's change ledger (drengine/ledger.py), so that the stop or verdict named it;
 - liveness: when the datastore's oracle says the recovery is possible from the scenario's
   state, and the operator approved every gate and the world was left alone, the run ends DONE.
 """
@@ -51,7 +54,7 @@ def nothing_after_finish(entries: list[Entry]) -> list[Violation]:
         while j < len(after) and after[j].type in (Event.LOCK_TAKEN, Event.LOCK_BROKEN):
             j += 1
         resumed = j == len(after) or after[j].type is Event.RUN_RESUMED
-        if not resumed or entry.data.get("end") not in RESUMABLE:
+        if not resumed or (entry.data.get("end") not in RESUMABLE and not entry.data.get("resumable")):
             bad = after[j] if j < len(after) else after[0]
             out.append(Violation("journal.nothing-after-finish",
                                  f"{bad.type.value} journaled after run_finished (end {entry.data.get('end')})",
@@ -165,6 +168,20 @@ def liveness(promise: str | None, clean: bool, end: str, success: bool) -> list[
     return [Violation("liveness.recovery-possible",
                       f"the run ended {end or 'without an end'}{' with success' if success else ''}, although every gate "
                       f"was approved, nothing changed under it, and a recovery was possible: {promise}")]
+
+
+def ledger_covers(changes: list[tuple[str, str, str]] | None, entries: list[Entry]) -> list[Violation]:
+    """Every change the kit sees against the starting state is an open ledger entry of the run
+    (the journal's change events, folded: opened, and not closed since)."""
+    if not changes:
+        return []
+    from drengine.ledger import fold
+
+    still = {(e.kind, e.target) for e in fold(entries).values() if e.is_open}
+    return [Violation("ledger.change-left-unrecorded",
+                      f"{words} at the end of the run, but the run's change ledger has no open {kind} entry for "
+                      f"{target!r}: no stop, verdict or `drengine changes` names it", "at the end")
+            for kind, target, words in changes if (kind, target) not in still]
 
 
 def last_finish(entries: list[Entry]) -> Entry | None:

@@ -200,6 +200,13 @@ class Kit:
         Computed from the simulator's truth, apart from the runbook's decisions."""
         return None
 
+    def ledger_changes(self, runbook: str, start: Any, end: Any) -> list[tuple[str, str, str]] | None:
+        """The temporary or diminishing changes the simulator shows at the end against the start
+        of the run (kind, target, in words), as the change ledger names them (drengine/ledger.py):
+        each must be an open ledger entry of the run. What the runbook's goal is (a restore
+        putting a flag back) is not listed. None: this datastore's kit does not say (not checked)."""
+        return None
+
     def mutating(self, language: str, text: str) -> bool:
         """Does this statement change the cluster? (Reads may be repeated across a resume.)"""
         return True

@@ -33,13 +33,12 @@ from drengine.inventory import Cluster, Inventory, load_inventory
 from drengine.journal import Entry, Event, JournalWriter, cut_after, read_entries
 from drengine.machine import Disk, Machine, ScratchDisk
 from drengine.runbook import Runbook, load_runbook
-from drengine.simstate import back_on_disk, keep_in_memory, load_state, save_state
+from drengine.simstate import load_state, save_state
 from drengine.steps import Mode
 
 CLUSTER = "explore"
 MAX_SEGMENTS = 6  # a run and at most five resumes
 WHO = "explorer"
-SCRATCH = ScratchDisk()
 
 
 class Killed(BaseException):
@@ -124,6 +123,7 @@ class ScenarioRun:
         self.segment_seen: list[tuple[str, str]] = []
         self.error = ""
         self.promise: str | None = None  # the liveness oracle's reason a recovery is possible
+        self.start_model: Any = None  # the simulator's state when the explored run starts (after any prelude)
         self.finished_end = ""  # the end of the last run_finished journaled (and not cut away)
         self.changed_in: set[int] = set()  # segments during or after which the world changed
         self._changes: dict[tuple[str, int], list[WorldChange]] = {}  # asked at every journal event
@@ -194,6 +194,7 @@ class ScenarioRun:
         if self.scenario.prelude is not None:
             self._prelude()
         self.promise = self._promise()
+        self.start_model = self.kit.copy(self.runner.final_model())  # what the ledger invariant compares with
         return self._segments()
 
     def _promise(self) -> str | None:
@@ -285,7 +286,7 @@ class ScenarioRun:
             return
         from drengine.backends import open_backend
 
-        backend = open_backend(self.runner.cluster, self.runner.inventory, self.run_dir, self.clock)
+        backend = open_backend(self.runner.cluster, self.runner.inventory, self.run_dir, self.clock, self.machine.disk)
         self.kit.attach(backend, self.clock)
         try:
             for change in changes:
@@ -321,7 +322,8 @@ class ScenarioRun:
         if changes:
             from drengine.backends import open_backend
 
-            backend = open_backend(self.runner.cluster, self.runner.inventory, self.prelude_dir, self.clock)
+            backend = open_backend(self.runner.cluster, self.runner.inventory, self.prelude_dir, self.clock,
+                                   self.machine.disk)
             self.kit.attach(backend, self.clock)
             try:
                 for change in changes:
@@ -354,6 +356,9 @@ class ScenarioRun:
                                        f"simulator's final state the goal does not hold: {why}"))
         # Killed before run_started, nothing was done and nothing is resumed: the operator starts again.
         found += invariants.liveness(self.promise, end != "never-started", end, success)
+        if self.start_model is not None:
+            found += invariants.ledger_covers(self.kit.ledger_changes(self.scenario.runbook, self.start_model, model),
+                                              entries)
         try:
             found += self.watch.at_end(model, self.ledger, success)
         except Exception as exc:  # noqa: BLE001
@@ -374,19 +379,18 @@ def _unique(found: list[Violation]) -> list[Violation]:
 
 class Runner:
     """Runs the scenarios of one runbook, one after the other, each in a fresh run directory
-    under `work` (a tmpfs such as /dev/shm when there is one). On a scratch disk (the default)
-    nothing is flushed (see drengine/machine.py) and the simulator's state file is kept in
-    memory while a scenario runs (see simstate.py; it is on disk after each scenario); a case
-    replayed to be kept runs on a real disk, as every real run."""
+    under `work` (a tmpfs such as /dev/shm when there is one). On a scratch disk (the default:
+    one of its own) nothing is flushed and the simulator's state file is kept in memory (see
+    drengine/machine.py); a case replayed to be kept runs on a real disk, as every real run."""
 
-    def __init__(self, runbook: str, work: Path, disk: Disk = SCRATCH, keep: bool = False) -> None:
+    def __init__(self, runbook: str, work: Path, disk: Disk | None = None, keep: bool = False) -> None:
         self.runbook: Runbook = load_runbook(runbook)
         self.kit: Kit = kit_for(self.runbook.spec.kind)
         if self.runbook.name not in self.kit.runbooks:
             raise InputError(f"runbook {self.runbook.name} has no situations in the {self.kit.kind} explore kit; "
                              f"it explores: {', '.join(self.kit.runbooks)}")
         self.work = work
-        self.disk = disk
+        self.disk = disk if disk is not None else ScratchDisk()
         self.keep = keep
         self.locks = work / "locks"
         self.state_file = work / "sim-state.json"
@@ -416,10 +420,10 @@ class Runner:
         self.inventory, self.cluster = self._inventories[key]
 
     def write_state(self, state: dict[str, Any]) -> None:
-        save_state(json.dumps(state), self.state_file)
+        save_state(json.dumps(state), self.state_file, self.disk)
 
     def final_model(self) -> Any:
-        return load_state(self.state_file, self.kit.saved_state(), self.kit.kind)
+        return load_state(self.state_file, self.kit.saved_state(), self.kit.kind, self.disk)
 
     def run(self, scenario: Scenario) -> Result:
         if scenario.kind != self.kit.kind or scenario.runbook != self.runbook.name:
@@ -429,12 +433,9 @@ class Runner:
         scenario_dir = self.work / f"scenario-{self.count}"
         if scenario_dir.exists():
             shutil.rmtree(scenario_dir)
-        if isinstance(self.disk, ScratchDisk):
-            keep_in_memory(self.state_file)
         try:
             return ScenarioRun(self, scenario, scenario_dir / "run").go()
         finally:
-            back_on_disk(self.state_file)
             if not self.keep:
                 shutil.rmtree(scenario_dir, ignore_errors=True)
 

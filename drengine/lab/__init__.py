@@ -17,10 +17,11 @@ from drengine.lab.simulated import Served
 
 
 def lab_kinds() -> tuple[str, ...]:
-    """The labs: SSH hosts, etcd for the team lock, and every datastore that has one."""
+    """The labs: SSH hosts (and a site's: sudo users, a bastion), etcd for the team lock, and every
+    datastore that has one."""
     from drengine.datastores import registry
 
-    return ("ssh", "etcd", *(kind for kind, store in registry().items() if store.lab))
+    return ("ssh", "ssh-site", "etcd", *(kind for kind, store in registry().items() if store.lab), "site")
 
 
 def simulated_labs() -> list[str]:
@@ -61,8 +62,12 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
     from drengine.datastores import datastore
 
     module: Any
+    if kind == "site":
+        return _start_site(path, inventory_out, scenario, speed)
     if kind == "ssh":
         from drengine.lab import ssh as module
+    elif kind == "ssh-site":
+        from drengine.lab import ssh_site as module
     elif kind == "etcd":
         from drengine.lab import etcd as module
     else:
@@ -73,7 +78,7 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
     check_scenario(kind, scenario)
     timed: dict[str, float] = {}
     if speed is not None:
-        if kind in ("ssh", "etcd") or not datastore(kind).simulated_lab:
+        if kind in ("ssh", "ssh-site", "etcd") or not datastore(kind).simulated_lab:
             raise InputError(f"--speed is for the simulated labs; the {kind} lab runs real services in real time")
         timed["speed"] = speed
     lab = lab_dir(path)
@@ -92,7 +97,24 @@ def start_lab(kind: str, path: str | None, inventory_out: str, scenario: str | N
     else:
         module.up(lab, inventory_out=inventory_out)
     procs = [p for p in lab.processes() if p.kind == kind]
-    return f"{kind} lab up in {lab.root}: {len(procs)} process(es); inventory written to {inventory_out}"
+    hint = getattr(module, "up_hint", None)
+    return (f"{kind} lab up in {lab.root}: {len(procs)} process(es); inventory written to {inventory_out}"
+            + (f"\n{hint(lab)}" if hint else ""))
+
+
+def _start_site(path: str | None, inventory_out: str, scenario: str | None, speed: float | None) -> str:
+    """The MariaDB, Galera and Ceph labs as one site on the SSH lab hosts (drengine/site/lab.py)."""
+    from drengine.site.lab import write_site_inventory
+
+    if scenario is not None or speed is not None:
+        raise InputError("the site lab runs the real MariaDB, Galera and Ceph labs: no --scenario or --speed")
+    lab = lab_dir(path)
+    said = []
+    if not any(p.kind == "ssh" and is_ours(p) for p in lab.processes()):
+        said.append(start_lab("ssh", path, inventory_out))
+    said += [start_lab(kind, path, inventory_out) for kind in ("mariadb", "galera", "ceph")]
+    write_site_inventory(Path(inventory_out), Path(inventory_out))
+    return "; ".join(said) + f"; the site (one host carries members of all three) written to {inventory_out}"
 
 
 def lab_status_lines(path: str | None) -> list[str]:
@@ -104,9 +126,17 @@ def lab_status_lines(path: str | None) -> list[str]:
 
 
 def stop_lab(kind: str | None, path: str | None) -> list[str]:
+    from drengine.lab import ssh_site
+
     lab = lab_dir(path)
+    if kind == "site":  # the site's datastores; the SSH hosts stay for other labs (`lab down ssh`)
+        stopped = [p for each in ("mariadb", "galera", "ceph") for p in lab.stop_kind(each)]
+        return [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
     stopped = lab.stop_kind(kind)
-    return [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
+    lines = [f"stopped {p.kind}/{p.name} (pid {p.pid})" for p in stopped] or ["nothing to stop"]
+    if kind == ssh_site.KIND or any(p.kind == ssh_site.KIND for p in stopped):
+        lines += ssh_site.remove_operators()
+    return lines
 
 
 def _module(kind: str) -> ModuleType:

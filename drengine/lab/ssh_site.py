@@ -6,12 +6,14 @@ hosts sit behind a bastion.
   $DRENGINE_LAB_SUDO_PASSWORD). Both log in with the lab's client key; `down` removes them and
   their sudoers file.
 - `ops1`: the first SSH lab host, reached as `drengine-opspw` with `become` and that password.
-- `bastion` (127.0.0.6) and `inner` (127.0.0.7) live in a private network namespace, like a
-  production network behind a jump host: from this machine only the bastion answers (a socat
-  on 127.0.0.6:2222 hands each connection to `sshd -i` inside the namespace), so `inner` is
-  reached only through it. Inside, connections to `inner` leave from the bastion's address
-  (a route with `src`), and inner's sshd admits `drengine-ops` only from there
-  (`AllowUsers drengine-ops@127.0.0.6`), as a site's sshd would.
+- `bastion` (127.0.0.6) and the inner hosts `inner`, `inner2`, `inner3` (127.0.0.7-9) live in a
+  private network namespace, like a production network behind a jump host: from this machine
+  only the bastion answers (a socat on 127.0.0.6:2222 hands each connection to `sshd -i` inside
+  the namespace), so the inner hosts are reached only through it. Inside, connections to them
+  leave from the bastion's address (a route with `src`), and their sshd admits `drengine-ops`
+  only from there (`AllowUsers drengine-ops@127.0.0.6`), as a site's sshd would. They share this
+  machine's processes and files (not its network): a lab cluster's members can be given these
+  hosts, and drengine signals and reads pid files there through the bastion with sudo.
 
 Everything started is recorded with its PID and stopped by it.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ OPS_PASSWORD_USER = "drengine-opspw"
 SUDO_PASSWORD_ENV = "DRENGINE_LAB_SUDO_PASSWORD"
 SUDOERS = Path("/etc/sudoers.d/drengine-lab")
 BASTION_ADDRESS = "127.0.0.6"
-INNER_ADDRESS = "127.0.0.7"
+INNER_HOSTS = {"inner": "127.0.0.7", "inner2": "127.0.0.8", "inner3": "127.0.0.9"}
+INNER_ADDRESS = INNER_HOSTS["inner"]
 PORT = 2222
 START_TIMEOUT = 10.0
 
@@ -77,12 +81,23 @@ def add_operators(lab: LabDir, public_key: str) -> str:
     return password
 
 
-def remove_operators() -> None:
+def remove_operators() -> list[str]:
+    """Remove the sudoers file and the operator users; say what was removed."""
+    removed = [f"removed {SUDOERS}"] if SUDOERS.exists() else []
     SUDOERS.unlink(missing_ok=True)
     for user in (OPS_USER, OPS_PASSWORD_USER):
         if _user_exists(user):
             # Their sessions (the lab's sshd children) end with the lab; -f: a leftover one must not block it.
             subprocess.run(["userdel", "--force", "--remove", user], check=False, capture_output=True)
+            removed.append(f"removed lab user {user}")
+    return removed
+
+
+def up_hint(lab: LabDir) -> str:
+    """What `drengine lab up ssh-site` tells the operator to do next."""
+    return (f"hosts ops1 ({OPS_PASSWORD_USER}, sudo with a password), bastion, and {', '.join(INNER_HOSTS)} "
+            f"behind it ({OPS_USER}, sudo -n); for ops1's sudo password:\n"
+            f"  export {SUDO_PASSWORD_ENV}=\"$(cat {lab.path('ssh') / 'sudo_password'})\"")
 
 
 def _record(lab: LabDir, name: str, pid: int, argv: list[str], log: Path) -> LabProcess:
@@ -108,10 +123,16 @@ def _start_namespace(lab: LabDir) -> int:
         raise LabError("the lab's private network namespace (unshare --net) did not come up")
     ns = _in_namespace(popen.pid)
     _run([*ns, "ip", "link", "set", "lo", "up"], "bringing up loopback in the lab's namespace")
-    # Connections to inner leave from the bastion's address: its sshd can then tell them apart.
-    _run([*ns, "ip", "route", "add", "local", f"{INNER_ADDRESS}/32", "dev", "lo", "src", BASTION_ADDRESS,
-          "table", "local"], "routing inner through the bastion's address")
+    # Connections to the inner hosts leave from the bastion's address: their sshd can then tell them apart.
+    for name, address in INNER_HOSTS.items():
+        _run([*ns, "ip", "route", "add", "local", f"{address}/32", "dev", "lo", "src", BASTION_ADDRESS,
+              "table", "local"], f"routing {name} through the bastion's address")
     return popen.pid
+
+
+def _listens_inside(holder: int, address: str) -> bool:
+    probe = [*_in_namespace(holder), "bash", "-c", f"exec 3<>/dev/tcp/{address}/{PORT}"]
+    return subprocess.run(probe, check=False, capture_output=True).returncode == 0
 
 
 def _host_config(lab: LabDir, name: str, address: str, allow: str | None) -> tuple[Path, Path]:
@@ -126,7 +147,7 @@ def _host_config(lab: LabDir, name: str, address: str, allow: str | None) -> tup
 
 
 def up(lab: LabDir, inventory_out: str | Path | None = None) -> dict[str, Any]:
-    """Operators with sudo on the first SSH lab host, and a bastion in front of an inner host.
+    """Operators with sudo on the first SSH lab host, and a bastion in front of the inner hosts.
 
     Returns {"hosts": inventory hosts fragment, "sudo_password": the password for
     $DRENGINE_LAB_SUDO_PASSWORD}. Starts the plain SSH lab first when it is not running."""
@@ -137,12 +158,13 @@ def up(lab: LabDir, inventory_out: str | Path | None = None) -> dict[str, Any]:
     password = add_operators(lab, (base / "client_key.pub").read_text())
     if lab.find(KIND, "netns") is None:
         holder = _start_namespace(lab)
-        inner_config, inner_dir = _host_config(lab, "inner", INNER_ADDRESS, f"{OPS_USER}@{BASTION_ADDRESS}")
-        argv = [ssh_lab.SSHD, "-D", "-e", "-f", str(inner_config)]
-        with open(inner_dir / "sshd.log", "ab") as out:
-            popen = subprocess.Popen([*_in_namespace(holder), *argv], stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        _record(lab, "inner", popen.pid, argv, inner_dir / "sshd.log")  # nsenter execs sshd: same PID
+        for name, address in INNER_HOSTS.items():
+            inner_config, inner_dir = _host_config(lab, name, address, f"{OPS_USER}@{BASTION_ADDRESS}")
+            argv = [ssh_lab.SSHD, "-D", "-e", "-f", str(inner_config)]
+            with open(inner_dir / "sshd.log", "ab") as out:
+                popen = subprocess.Popen([*_in_namespace(holder), *argv], stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            _record(lab, name, popen.pid, argv, inner_dir / "sshd.log")  # nsenter execs sshd: same PID
         bastion_config, bastion_dir = _host_config(lab, "bastion", BASTION_ADDRESS, None)
         if listening(BASTION_ADDRESS, PORT):
             raise LabError(f"{BASTION_ADDRESS}:{PORT} is taken by a process this lab did not start")
@@ -152,13 +174,12 @@ def up(lab: LabDir, inventory_out: str | Path | None = None) -> dict[str, Any]:
                                     f"EXEC:{inetd}"], log=bastion_dir / "sshd.log")
         if not wait_until(lambda: listening(BASTION_ADDRESS, PORT), START_TIMEOUT):
             raise LabError(f"the bastion did not listen on {BASTION_ADDRESS}:{PORT} within {START_TIMEOUT:g} s")
-        probe = [*_in_namespace(holder), "bash", "-c", f"exec 3<>/dev/tcp/{INNER_ADDRESS}/{PORT}"]
-        if not wait_until(lambda: subprocess.run(probe, check=False, capture_output=True).returncode == 0,
-                          START_TIMEOUT, interval=0.1):
-            raise LabError(f"inner's sshd did not listen on {INNER_ADDRESS}:{PORT} inside the lab's namespace")
+        for name, address in INNER_HOSTS.items():
+            if not wait_until(partial(_listens_inside, holder, address), START_TIMEOUT, interval=0.1):
+                raise LabError(f"{name}'s sshd did not listen on {address}:{PORT} inside the lab's namespace")
     known = base / "known_hosts"
     lines = known.read_text().splitlines()
-    for name, address in (("bastion", BASTION_ADDRESS), ("inner", INNER_ADDRESS)):
+    for name, address in (("bastion", BASTION_ADDRESS), *INNER_HOSTS.items()):
         pub = (lab.path("ssh", name) / "ssh_host_ed25519_key.pub").read_text().split()
         entry = f"[{address}]:{PORT} {pub[0]} {pub[1]}"
         if entry not in lines:
@@ -170,8 +191,8 @@ def up(lab: LabDir, inventory_out: str | Path | None = None) -> dict[str, Any]:
         "ops1": {"address": plain["hosts"]["host1"]["address"], "ssh": {**common, "user": OPS_PASSWORD_USER},
                  "become": True, "become_password": {"env": SUDO_PASSWORD_ENV}},
         "bastion": {"address": BASTION_ADDRESS, "ssh": {**common, "user": OPS_USER}},
-        "inner": {"address": INNER_ADDRESS, "ssh": {**common, "user": OPS_USER, "proxy_jump": "bastion"},
-                  "become": True},
+        **{name: {"address": address, "ssh": {**common, "user": OPS_USER, "proxy_jump": "bastion"}, "become": True}
+           for name, address in INNER_HOSTS.items()},
     }
     if inventory_out is not None:
         merge_inventory(inventory_out, hosts, {})
@@ -179,7 +200,7 @@ def up(lab: LabDir, inventory_out: str | Path | None = None) -> dict[str, Any]:
 
 
 def down(lab: LabDir, timeout: float = 10.0) -> list[str]:
-    """Stop the bastion, inner and the namespace (by recorded PID), then remove the users."""
+    """Stop the bastion, the inner hosts and the namespace (by recorded PID), then remove the users."""
     procs = [p for p in lab.processes() if p.kind == KIND]
     for proc in reversed(procs):
         lab.stop(proc, timeout)

@@ -95,10 +95,11 @@ class RunState(BaseModel):
     end: str | None = None
     success: bool | None = None
     summary: str = ""
+    goes_on: bool = False  # a failed end after the run changed the cluster: it can be resumed
 
     @property
     def resumable(self) -> bool:
-        return self.end in ("stopped", "crashed")
+        return self.end in ("stopped", "crashed") or self.goes_on
 
 
 class HeldLock(ABC):

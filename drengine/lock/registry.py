@@ -39,7 +39,7 @@ def change_of(entry: Entry) -> dict[str, object] | None:
     d = entry.data
     t = entry.type
     if t in (Event.RUN_STARTED, Event.RUN_RESUMED):
-        return {"finished": False, "end": None, "success": None, "summary": "", "gate": None}
+        return {"finished": False, "end": None, "success": None, "summary": "", "gate": None, "goes_on": False}
     if t is Event.STEP_STARTED:
         return {"step": d.get("step"), "gate": None}
     if t is Event.GATE_ASKED:
@@ -48,7 +48,7 @@ def change_of(entry: Entry) -> dict[str, object] | None:
         return {"gate": None}
     if t is Event.RUN_FINISHED:
         return {"finished": True, "gate": None, "end": d.get("end"), "success": d.get("success"),
-                "summary": str(d.get("summary", ""))}
+                "summary": str(d.get("summary", "")), "goes_on": bool(d.get("resume_at"))}
     return None
 
 
@@ -73,6 +73,7 @@ class RunStatus(str, Enum):
     WAITING = "waiting at a gate"
     FINISHED = "finished"
     STOPPED = "stopped (resumable)"
+    FAILED_AFTER_CHANGE = "failed after changing the cluster (resumable)"
     INTERRUPTED = "interrupted (resumable)"  # not finished, and no longer holds the lock: it crashed
 
 
@@ -100,6 +101,8 @@ class ClusterRuns(BaseModel):
 def _status(run: RunState, holder: Holder | None) -> tuple[RunStatus, bool]:
     holds = holder is not None and holder.run_id == run.run_id and not run.finished
     if run.finished:
+        if run.goes_on:
+            return RunStatus.FAILED_AFTER_CHANGE, False
         return (RunStatus.STOPPED if run.resumable else RunStatus.FINISHED), False
     if holds:
         return (RunStatus.WAITING if run.gate else RunStatus.RUNNING), True

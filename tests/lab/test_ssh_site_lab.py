@@ -190,11 +190,22 @@ def test_inventory_check_connect_names_each_failure(site: tuple[LabDir, dict[str
     assert "drengine-ops@127.0.0.7:2222 via bastion" in out  # the row says how inner was reached
 
 
-def test_mariadb_recovery_fences_through_the_bastion_with_sudo(site: tuple[LabDir, dict[str, Any]],
-                                                               inventory: Inventory, tmp_path: Path) -> None:
-    """The old primary's host (from an Ansible INI file) is reached only through the bastion, as the
-    operator with sudo: the promotion fences it there (SIGKILL by its pid file), promotes a replica
-    and switches the proxy; the journal shows the sudo commands."""
+def _accepted_from_bastion(lab_dir: LabDir, host: str) -> int:
+    """How many logins of the operator the inner host's sshd accepted, all from the bastion's address."""
+    lines = [line for line in (lab_dir.path("ssh", host) / "sshd.log").read_text().splitlines()
+             if f"Accepted publickey for {ssh_site.OPS_USER} from " in line]
+    assert all(f" from {ssh_site.BASTION_ADDRESS} port " in line for line in lines), lines
+    return len(lines)
+
+
+def test_mariadb_recovery_through_the_bastion_with_sudo(site: tuple[LabDir, dict[str, Any]],
+                                                        inventory: Inventory, tmp_path: Path) -> None:
+    """The whole cluster's hosts (the three servers' and HAProxy's) are read from an Ansible INI
+    file and reached only through the bastion, as the operator with sudo: the promotion fences the
+    hung primary there (SIGKILL by its pid file), promotes a replica and switches HAProxy through
+    its runtime API over its host; the journal shows the sudo commands, and the inner hosts' sshd
+    saw every one of those logins come from the bastion."""
+    import shutil
     import tempfile
 
     from drengine.datastores.mariadb import lab as lab_mariadb
@@ -204,37 +215,48 @@ def test_mariadb_recovery_fences_through_the_bastion_with_sudo(site: tuple[LabDi
     os.chmod(root, 0o755)
     db_lab = LabDir(root)
     inv_path = Path(root) / "inventory.yaml"
+    hosts = {"dbhost1": "inner", "dbhost2": "inner2", "dbhost3": "inner3"}  # Ansible's names -> lab hosts
     try:
         lab_mariadb.up(db_lab, inventory_out=str(inv_path))
         data = yaml.safe_load(inv_path.read_text())
-        # The bastion and db1's host come from the team's Ansible INI file; the lab's own host stays.
+        data["hosts"] = {}  # no host of the lab's own: every one comes from the team's Ansible file
         (Path(root) / "hosts.ini").write_text(
-            f"bastion ansible_host={ssh_site.BASTION_ADDRESS}\n"
-            f"[db]\ninner ansible_host={ssh_site.INNER_ADDRESS} ansible_become=yes "
-            f"ansible_ssh_common_args='-J bastion'\n"
-            f"[all:vars]\nansible_user={ssh_site.OPS_USER}\nansible_port={ssh_site.PORT}\n")
+            f"bastion ansible_host={ssh_site.BASTION_ADDRESS}\n\n[db]\n"
+            + "".join(f"{name} ansible_host={ssh_site.INNER_HOSTS[lab_host]}\n" for name, lab_host in hosts.items())
+            + f"\n[db:vars]\nansible_become=yes\nansible_ssh_common_args='-J bastion'\n\n"
+              f"[all:vars]\nansible_user={ssh_site.OPS_USER}\nansible_port={ssh_site.PORT}\n")
         lab_ssh = inventory.hosts["inner"].ssh
         data["hosts"]["ansible"] = {"path": "hosts.ini", "defaults": {"ssh": {
             "key_file": lab_ssh.key_file, "known_hosts": lab_ssh.known_hosts, "ssh_config": None}}}
         cluster = data["clusters"]["lab-mariadb"]
         cluster["fencing"] = ["signal"]
-        cluster["members"][0]["host"] = "inner"  # db1's host: behind the bastion
+        for member, name in zip(cluster["members"], hosts, strict=True):
+            member["host"] = name
+        cluster["proxies"][0]["host"] = "dbhost2"  # HAProxy's runtime API socket, read with socat over SSH
         inv_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        loaded = load_inventory(inv_path)
+        assert sorted(loaded.hosts) == ["bastion", *hosts]
+        assert all(loaded.hosts[h].ssh.proxy_jump == "bastion" and loaded.hosts[h].become for h in hosts)
+        before = {h: _accepted_from_bastion(site[0], h) for h in ("inner", "inner2")}
         lab_mariadb.wait_replicated(db_lab)
         lab_mariadb.hang(db_lab, "db1")  # alive but silent: it must be fenced before a promotion
         code, out = cli("run", "mariadb-promote-survivor", "-i", str(inv_path), "-c", "lab-mariadb",
                         "--run-dir", str(tmp_path / "run"), "--yes", "--accept-data-loss")
         assert code == 0, out
-        sent = [str(e.data.get("statement", e.data)) for e in of_type(tmp_path / "run", "statement_sent")]
-        assert any("sudo -n kill -KILL " in s for s in sent), sent
+        sent = [(e.data["target"], str(e.data["text"])) for e in of_type(tmp_path / "run", "statement_sent")]
+        kills = [text for target, text in sent if target == "db1" and text.startswith("sudo -n kill -KILL ")]
+        assert kills, sent
         fence = next(e for e in of_type(tmp_path / "run", "step_finished") if e.data["step"] == "fence-old-primary")
         assert any(line.startswith("db1: signal: FENCED") for line in fence.data["evidence"]), fence.data["evidence"]
         assert not lab_mariadb.is_running(db_lab, "db1")
-        assert load_inventory(inv_path).hosts["inner"].ssh.proxy_jump == "bastion"
+        # HAProxy now sends writes to the promoted server: the runtime API was driven over dbhost2.
+        proxy_commands = [text for target, text in sent if target.startswith("proxy ")]
+        assert any("db2" in text and "ready" in text for text in proxy_commands), sent
+        # Every SSH login the run made landed from the bastion: db1's host for the fence, HAProxy's for the switch.
+        assert _accepted_from_bastion(site[0], "inner") > before["inner"]
+        assert _accepted_from_bastion(site[0], "inner2") > before["inner2"]
     finally:
         if lab_mariadb.is_running(db_lab, "db1"):
             lab_mariadb.resume(db_lab, "db1")
         lab_mariadb.down(db_lab)
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)

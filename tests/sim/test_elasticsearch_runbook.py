@@ -138,16 +138,32 @@ def test_no_copy_gets_an_empty_primary_only_with_acceptance(tmp_path: Path) -> N
     assert model.count("sessions")["count"] == 0  # every document of the shard is lost, as the gate said
 
 
-def test_allocation_disabled_is_reenabled_then_restored(tmp_path: Path) -> None:
+def test_allocation_disabled_is_reenabled_and_kept_enabled_as_the_goal(tmp_path: Path) -> None:
+    # Issue 25, item 5: 'primaries' is what kept the replicas unassigned; putting it back re-breaks the cluster.
     code, out = run(tmp_path / "run", "sim-es-allocation-disabled", "--yes")
+    assert code == 0, out
+    assert sent(tmp_path / "run") == [
+        'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}',
+    ]
+    gate = [e.data for e in of_type(tmp_path / "run", "gate_asked") if e.data["step"] == "restore-settings"][-1]
+    assert gate["summary"].startswith("keep cluster.routing.allocation.enable at 'all' as the goal (was 'primaries'")
+    assert "what kept the unassigned copies from being allocated" in gate["reason"]
+    assert "DONE:" in out and "cluster.routing.allocation.enable kept at 'all' by choice (was 'primaries')" in out
+    model = model_after(tmp_path / "run")
+    assert model.state.persistent[ENABLE_SETTING] == "all"
+    assert model.health()["status"] == "green"
+
+
+def test_allocation_put_back_on_request_is_restored_with_its_risk_at_the_gate(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "run", "sim-es-allocation-disabled", "--yes", "--input", "restore_enable=yes")
     assert code == 0, out
     assert sent(tmp_path / "run") == [
         'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}',
         'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "primaries"}}',
     ]
-    model = model_after(tmp_path / "run")
-    assert model.state.persistent[ENABLE_SETTING] == "primaries"
-    assert model.health()["status"] == "green"
+    gate = [e.data for e in of_type(tmp_path / "run", "gate_asked") if e.data["step"] == "restore-settings"][-1]
+    assert any("goes back to 'primaries'" in r and "stops allocating again" in r for r in gate["risks"]), gate
+    assert model_after(tmp_path / "run").state.persistent[ENABLE_SETTING] == "primaries"
 
 
 def test_node_returning_within_the_delay_gets_nothing_dangerous(tmp_path: Path) -> None:
@@ -238,10 +254,9 @@ def test_recoveries_are_followed_and_allocation_restored_once_they_are_done(tmp_
     assert progress[-1] == "no recovery in flight"
     assert sent(tmp_path / "run") == [
         'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}',
-        'PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "primaries"}}',
     ]
     model = model_after(tmp_path / "run")
-    assert model.health()["status"] == "green" and model.state.persistent[ENABLE_SETTING] == "primaries"
+    assert model.health()["status"] == "green" and model.state.persistent[ENABLE_SETTING] == "all"
 
 
 def test_a_deadline_passing_under_running_recoveries_leaves_allocation_enabled(tmp_path: Path) -> None:
@@ -252,7 +267,7 @@ def test_a_deadline_passing_under_running_recoveries_leaves_allocation_enabled(t
                     str(tmp_path / "run"), "--yes", "--gone", "node-3")
     assert code != 0, out
     assert "deadline passed while recoveries were still progressing" in out
-    assert "cluster.routing.allocation.enable stays 'all' while recoveries run" in out
+    assert "cluster.routing.allocation.enable at 'all' as the goal" in out  # kept: 'primaries' caused the outage
     assert sent(tmp_path / "run") == ['PUT /_cluster/settings {"persistent": {"cluster.routing.allocation.enable": "all"}}']
     assert model_after(tmp_path / "run").state.persistent[ENABLE_SETTING] == "all"
 
@@ -296,3 +311,12 @@ def test_the_replica_of_a_red_shard_is_explained_as_waiting_for_its_primary(tmp_
     line = next(row for row in out.splitlines() if "orders[0] replica:" in row)
     assert "its primary is not active" in line and "assigning its primary first" in line
     assert "more for it to come back" not in line
+
+
+def test_a_plan_that_needs_a_stale_copy_chosen_does_not_promise_green(tmp_path: Path) -> None:
+    # Issue 25, item 3: without --input stale_copy the plan fails; its decision must not say green unconditionally.
+    code, out = cli("plan", RUNBOOK, "-i", INVENTORY, "-c", "sim-es-two-stale-copies", "--run-dir", str(tmp_path / "p"))
+    assert code == 1, out
+    decided = [line for line in out.splitlines() if line.startswith("plan [read")][0]
+    assert decided.endswith("expected health afterwards: green once a stale copy is chosen for orders[0] "
+                            "(--input stale_copy=INDEX[SHARD]=NODE), red without"), decided

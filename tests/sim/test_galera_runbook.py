@@ -164,6 +164,7 @@ def test_crash_inside_mutating_steps_then_resume_repeats_nothing(tmp_path: Path)
                   "step_started:start-others"):
         run_dir = tmp_path / f"crash-{point.replace(':', '-')}"
         env["DRENGINE_TEST_CRASH_AFTER"] = point
+        env["DRENGINE_SIM_DIR"] = str(run_dir) + "-cluster"  # each crash starts from the scenario
         first = cli_subprocess("run", RUNBOOK, "-i", INVENTORY, "-c", "sim-galera-all-killed", "--yes",
                                "--run-dir", str(run_dir), env=env)
         assert first.returncode == -signal.SIGKILL, (point, first.stdout, first.stderr)

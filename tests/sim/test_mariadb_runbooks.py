@@ -278,6 +278,7 @@ def test_crash_at_every_boundary_then_resume(tmp_path: Path) -> None:
     for point in points:
         run_dir = tmp_path / f"crash-{point.replace(':', '-')}"
         env["DRENGINE_TEST_CRASH_AFTER"] = point
+        env["DRENGINE_SIM_DIR"] = str(run_dir) + "-cluster"  # each crash starts from the scenario
         first = cli_subprocess("run", "mariadb-promote-survivor", "-i", inv, "-c", "sim", "--yes", "--run-dir", str(run_dir), env=env)
         assert first.returncode == -signal.SIGKILL, (point, first.stdout, first.stderr)
         env.pop("DRENGINE_TEST_CRASH_AFTER")

@@ -240,7 +240,8 @@ def test_crash_around_the_forced_reconfig_then_resume_sends_it_once(tmp_path: Pa
     inv = inventory(tmp_path, "majority-lost-5")
     for point in ("step_started:force-reconfig", "statement_sent:force-reconfig", "step_finished:force-reconfig"):
         run_dir = tmp_path / point.replace(":", "-")
-        env = {**os.environ, "DRENGINE_TEST_CRASH_AFTER": point}
+        env = {**os.environ, "DRENGINE_TEST_CRASH_AFTER": point,
+               "DRENGINE_SIM_DIR": str(run_dir) + "-cluster"}  # each crash starts from the scenario
         first = cli_subprocess("run", "mongodb-force-primary", "-i", inv, "-c", "sim", "--yes", "--accept-data-loss",
                                "--run-dir", str(run_dir), env=env)
         assert first.returncode == -signal.SIGKILL, (point, first.stdout, first.stderr)

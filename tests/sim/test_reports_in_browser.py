@@ -67,7 +67,10 @@ def test_the_history_page_shows_five_points_per_figure_after_five_drills(tmp_pat
     runs = tmp_path / "runs"
     for i in range(5):
         drill(runs / f"drill-{i}", "--rto", "60", "--max-lost-writes", "0")
-    code, out = cli("drill", "history", "--runs", str(runs), "--html", str(tmp_path / "history.html"))
+    # Simulated drills take real time: on a loaded machine their RTO jitters by more than the
+    # default 50%, so the threshold is out of reach here (regressions have tests of their own).
+    code, out = cli("drill", "history", "--runs", str(runs), "--html", str(tmp_path / "history.html"),
+                    "--threshold", "10000")
     assert code == 0, out
     assert out.count("PASSED") == 5
     page.open(tmp_path / "history.html")

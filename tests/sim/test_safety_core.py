@@ -25,19 +25,9 @@ from drengine.journal import verify
 from drengine.machine import Machine
 from drengine.runbook import load_runbook
 from drengine.steps import Mode
-from tests.helpers import ROOT, cli, events, of_type
+from tests.helpers import ROOT, SIM_MARIADB, cli, events, of_type
 
-INVENTORY = """\
-clusters:
-  sim:
-    kind: mariadb
-    simulated: {scenario: primary-dead-replica-lagging}
-    timeouts: {connect: 1, read: 2, catch_up: 5}
-    members:
-      - {name: db1, address: 127.0.1.11, port: 3306}
-      - {name: db2, address: 127.0.1.12, port: 3306}
-      - {name: db3, address: 127.0.1.13, port: 3306}
-"""
+INVENTORY = SIM_MARIADB
 
 
 def inventory(tmp_path: Path) -> Path:
@@ -192,8 +182,11 @@ def test_an_unchanged_decision_keeps_its_approval_after_observing_again(tmp_path
     assert outcome.success, outcome.summary
     # Asked once per gate: the re-observation found the same decision, so the approval stood.
     assert [r.step for r in gates.requests] == ["promote", "repoint-replicas"]
-    standing = [e for e in of_type(run_dir, "gate_answered") if "unchanged after observing again" in e.data["reason"]]
+    standing = [e for e in of_type(run_dir, "gate_answered") if e.data.get("standing")]
     assert standing and standing[0].data["who"] == "tester"
+    # Journaled once: the question when it was asked, then the one event saying the approval stands.
+    assert [e.data["step"] for e in of_type(run_dir, "gate_asked")] == ["promote", "repoint-replicas"]
+    assert len([e for e in of_type(run_dir, "gate_answered") if e.data["step"] == "promote"]) == 2
 
 
 def test_yes_never_approves_a_proposal_that_became_dangerous(tmp_path: Path) -> None:
@@ -299,6 +292,10 @@ def test_a_step_given_more_time_on_resume_finishes(tmp_path: Path) -> None:
     assert code == 0, out  # one resume is enough: the step has a minute now
     resumed = of_type(run_dir, "run_resumed")
     assert resumed[-1].data["timeouts"] == {"promote": 60.0}
+    code, report = cli("report", str(run_dir), "--format", "md", "--out", "-")
+    assert "| timeouts given | promote: 60 s (--timeout, given at the resume of " in report, report[:1500]
+    code, page = cli("report", str(run_dir), "--format", "html", "--out", "-")
+    assert 'id="timeouts">promote: 60 s (--timeout, given at the resume of' in page
     sim = load(run_dir)
     assert writable(sim) == ["db2"] and follows(sim, "db3", "db2")
     code, out = cli("run", "mariadb-promote-survivor", "-i", str(inventory(tmp_path)), "-c", "sim",

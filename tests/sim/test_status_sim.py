@@ -100,6 +100,9 @@ def test_status_never_changes_a_simulation(tmp_path: Path) -> None:
         "scenario: primary-dead-replica-lagging", f"scenario: primary-dead-replica-lagging\n      state_file: {state}"))
     code, _ = cli("plan", "mariadb-promote-survivor", "-i", str(inventory), "-c", "sim-mariadb", "--run-dir",
                   str(tmp_path / "p"))
+    assert code == 0 and not state.exists()  # a plan works on its own copy: it changes nothing
+    code, _ = cli("run", "mariadb-promote-survivor", "-i", str(inventory), "-c", "sim-mariadb", "--run-dir",
+                  str(tmp_path / "r"), "--yes")
     assert code == 0 and state.exists()
     before = hashlib.sha256(state.read_bytes()).hexdigest()
     code, _ = cli("status", "-i", str(inventory), "-c", "sim-mariadb")
@@ -272,3 +275,29 @@ def test_status_shows_where_each_proxy_sends_writes() -> None:
     assert code == 0, out
     [cluster] = json.loads(out)["clusters"]
     assert cluster["proxies"] == [{"name": "haproxy1", "state": "writes to one server", "points_to": "db1", "error": ""}]
+
+
+def test_status_sees_what_a_run_did_and_lab_reset_starts_the_scenario_over(tmp_path: Path) -> None:
+    # Issue 25, item 6: each status used to build the scenario afresh, whatever the runs did.
+    inventory = "inventory/simulated.yaml"
+    code, doc = status_doc(inventory, "-c", "sim-mariadb")
+    assert doc["clusters"][0]["verdict"] == "down"
+    code, out = cli("run", "mariadb-promote-survivor", "-i", inventory, "-c", "sim-mariadb", "--yes",
+                    "--run-dir", str(tmp_path / "run"))
+    assert code == 0, out
+    code, doc = status_doc(inventory, "-c", "sim-mariadb")
+    one = doc["clusters"][0]
+    assert one["verdict"] == "degraded" and "db2 is the primary" in one["headline"], one
+    assert one["kept_state"] is True
+    code, out = cli("status", "-i", inventory, "-c", "sim-mariadb")
+    assert "simulated: primary-dead-replica-lagging, as runs left it" in out
+    assert f"drengine lab reset -i {inventory} -c sim-mariadb" in out
+    code, out = cli("plan", "mariadb-promote-survivor", "-i", inventory, "-c", "sim-mariadb",
+                    "--run-dir", str(tmp_path / "plan"))
+    assert code == 1 and "a writable primary is reachable: db2" in out  # the next run sees it too
+    code, out = cli("lab", "reset", "-i", inventory, "-c", "sim-mariadb")
+    assert code == 0 and "sim-mariadb: back to scenario primary-dead-replica-lagging" in out, out
+    code, doc = status_doc(inventory, "-c", "sim-mariadb")
+    assert doc["clusters"][0]["verdict"] == "down" and doc["clusters"][0]["kept_state"] is False
+    code, out = cli("lab", "reset", "-i", inventory, "-c", "sim-mariadb-helthy")
+    assert code == 2 and "did you mean" in out.lower(), out

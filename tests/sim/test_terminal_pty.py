@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, of_type
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -184,3 +185,51 @@ def test_a_step_that_waits_shows_its_elapsed_time() -> None:
     shown = plain(child.before)
     assert re.search(r"catch-up: wait for db2 to apply its relay log: 1\.\d s", shown), shown
     assert "catch-up ok [ok]: applied" in shown
+
+
+def test_the_allocation_restore_gate_explains_the_trade_off_and_skipping_it_keeps_the_fix(tmp_path: Path) -> None:
+    # Issue 25, item 5: putting `primaries` back is what broke the cluster; the gate says so and keeping 'all' is the goal.
+    child = spawn("run", "elasticsearch-reallocate", "-i", "inventory/simulated-elasticsearch.yaml",
+                  "-c", "sim-es-allocation-disabled", "--run-dir", str(tmp_path / "run"))
+    child.expect(PROMPT)
+    assert "step enable-allocation" in plain(child.before)
+    child.sendline("p")
+    child.expect(PROMPT)
+    gate = loose_text = plain(child.before)
+    assert "step restore-settings" in gate
+    assert "keep cluster.routing.allocation.enable at 'all' as the goal" in " ".join(loose_text.split())
+    assert "what kept the unassigned copies from being allocated" in " ".join(gate.split())
+    child.sendline("s")
+    child.expect("[Rr]eason")
+    child.sendline("keep all")
+    child.expect(pexpect.EOF)
+    rest = plain(child.before)
+    child.close()
+    assert child.exitstatus == 0, rest
+    assert "DONE:" in rest and "skipped: restore-settings" in rest
+    assert "kept at 'all' by choice" in " ".join(rest.split())
+
+
+def test_observing_again_after_a_slow_answer_prints_only_what_changed(tmp_path: Path) -> None:
+    # Issue 25, item 9: the whole observation used to be printed again, and the approval journaled twice.
+    child = spawn("run", "mongodb-force-primary", "-i", "inventory/simulated-mongodb.yaml", "-c", "sim-mongo-majority-lost",
+                  "--run-dir", str(tmp_path / "run"))
+    child.expect(PROMPT)
+    assert "step fence-removed" in plain(child.before)
+    time.sleep(1.5)  # longer than a gate may wait before the cluster is observed again
+    child.sendline("p")
+    child.expect(PROMPT)  # the dangerous gate of force-reconfig
+    between = plain(child.before)
+    child.sendline("a")
+    child.expect("[Rr]eason")
+    child.sendline("")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "observing again from observe" in between
+    again = between.split("observing again from observe", 1)[1]
+    assert "-> observe:" not in again and "m0 127.0.0.1" not in again, again  # no second full observation
+    assert "observe ok [ok]" in again and "(nothing else changed)" in again
+    assert "the approval by" in again and "stands (the decision is unchanged after observing again)" in again
+    answers = [e.data for e in of_type(tmp_path / "run", "gate_answered") if e.data["step"] == "fence-removed"]
+    asked = [e for e in of_type(tmp_path / "run", "gate_asked") if e.data["step"] == "fence-removed"]
+    assert len(asked) == 1 and len(answers) == 2 and answers[1]["standing"] is True

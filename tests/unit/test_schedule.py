@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from drengine.errors import ExitCode
 from drengine.schedule import check_cron, on_calendar
 from tests.helpers import ROOT, cli
 
@@ -90,3 +91,37 @@ def test_bad_notify_entries_name_the_line(tmp_path: Path, entry: str, problem: s
     code, out = cli("drill", "schedule", "-f", str(drills))
     assert code == 2, out
     assert f"{drills}:2" in out and problem in out, out
+
+
+def test_site_drills_are_scheduled_as_drill_site(tmp_path: Path) -> None:
+    code, out = cli("drill", "schedule", "-f", str(ROOT / "drills" / "lab.yaml"), "--out", str(tmp_path))
+    assert code == 0, out
+    service = (tmp_path / "drengine-drill-site-lose-host1.service").read_text()
+    assert ("ExecStart=/usr/local/bin/drengine drill site --lose-host host1 -i /etc/drengine/lab-site.yaml "
+            "--rto 300 --max-lost-writes 0") in service
+    assert "site of /etc/drengine/lab-site.yaml, host host1 lost (kill)" in service
+    assert "OnCalendar=Sat *-*-* 4:0:00" in (tmp_path / "drengine-drill-site-lose-host1.timer").read_text()
+    code, out = cli("drill", "schedule", "-f", str(ROOT / "drills" / "lab.yaml"), "--format", "crontab")
+    assert "0 4 * * 6 cd /var/lib/drengine && /usr/local/bin/drengine drill site --lose-host host1" in out
+
+
+def test_a_drills_file_of_site_drills_only(tmp_path: Path) -> None:
+    only = tmp_path / "site.yaml"
+    only.write_text("site_drills:\n  - {name: s3, inventory: /etc/site.yaml, lose_host: s3, hang: true,"
+                    " schedule: '15 2 * * *'}\n")
+    code, out = cli("drill", "schedule", "-f", str(only), "--format", "crontab")
+    assert code == 0, out
+    assert "15 2 * * * cd /var/lib/drengine && /usr/local/bin/drengine drill site --lose-host s3 -i /etc/site.yaml --hang" in out
+    none = tmp_path / "none.yaml"
+    none.write_text("workdir: /var/lib/drengine\n")
+    code, out = cli("drill", "schedule", "-f", str(none))
+    assert code == ExitCode.INVALID_INPUT and "no drill; expected `drills:` or `site_drills:`" in out
+    twice = tmp_path / "twice.yaml"
+    twice.write_text((ROOT / "drills" / "lab.yaml").read_text().replace("name: site-lose-host1", "name: mariadb-kill-primary"))
+    code, out = cli("drill", "schedule", "-f", str(twice))
+    assert code == ExitCode.INVALID_INPUT and "repeated: mariadb-kill-primary" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site_drills:\n  - {name: s3, inventory: /etc/site.yaml, lose_host: s3, schedule: '15 2 * * *',"
+                   " rto: 5}\n")
+    code, out = cli("drill", "schedule", "-f", str(bad))
+    assert code == ExitCode.INVALID_INPUT and "bad.yaml:2" in out

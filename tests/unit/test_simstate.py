@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from drengine.simstate import back_on_disk, keep_in_memory, load_state, save_state, snapshot, state_exists
+from drengine.machine import ScratchDisk
+from drengine.simstate import load_state, save_state, snapshot, state_exists
 
 
 class Colour(str, Enum):
@@ -65,20 +66,22 @@ def test_a_snapshot_keeps_which_fields_were_set() -> None:
     assert snapshot(node).model_dump_json(exclude_unset=True) == node.model_dump_json(exclude_unset=True)
 
 
-def test_an_in_memory_state_file_loads_a_copy_of_the_model_last_saved(tmp_path: Path) -> None:
+def test_a_scratch_disk_keeps_state_files_in_memory_and_loads_a_copy_of_the_model_last_saved(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
-    keep_in_memory(state_file)
-    try:
-        assert not state_exists(state_file)
-        live = _world()
-        save_state(live, state_file)
-        assert not state_file.exists()  # kept in memory, not written
-        loaded = load_state(state_file, World, "test")
-        assert loaded == live and loaded is not live
-        loaded.nodes[0].name = "changed"
-        assert live.nodes[0].name == "a"
-        # A loader that parses text gets the model's JSON.
-        assert load_state(state_file, lambda text: text, "test") == live.model_dump_json()
-    finally:
-        back_on_disk(state_file)
+    state_file.write_text("not read: the scratch disk holds its own state files")
+    disk = ScratchDisk()
+    assert not state_exists(state_file, disk)
+    live = _world()
+    save_state(live, state_file, disk)
+    assert state_file.read_text().startswith("not read")  # kept in memory, not written
+    assert state_exists(state_file, disk)
+    loaded = load_state(state_file, World, "test", disk)
+    assert loaded == live and loaded is not live
+    loaded.nodes[0].name = "changed"
+    assert live.nodes[0].name == "a"
+    # A loader that parses text gets the model's JSON.
+    assert load_state(state_file, lambda text: text, "test", disk) == live.model_dump_json()
+    # The same calls on the real disk (the default) write the file, atomically.
+    save_state(live, state_file)
     assert World.model_validate_json(state_file.read_text()) == _world()
+    assert load_state(state_file, World, "test") == live

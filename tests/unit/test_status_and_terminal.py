@@ -218,6 +218,9 @@ def test_completion_of_runbooks_clusters_members_and_faults() -> None:
     assert complete("drengine plan mariadb-rejoin -i inventory/simulated.yaml -c sim-mariadb --gone d") == ["db1", "db2", "db3"]
     faults = complete("drengine drill run mariadb-promote-survivor -i inventory/simulated.yaml -c sim-mariadb --fault ")
     assert "kill-primary" in faults and "kill-two-nodes" not in faults
+    # Issue 25, item 11: no -c yet, the runbook's kind decides (no Ceph faults for a MariaDB drill).
+    faults = complete("drengine drill run mariadb-promote-survivor --fault ")
+    assert "kill-primary" in faults and "kill-osds" not in faults and "kill-majority" not in faults, faults
     script = subprocess.run([sys.executable, "-m", "drengine.cli", "completion", "bash"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60, check=False, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert script.returncode == 0 and "_DRENGINE_COMPLETE" in script.stdout
@@ -255,3 +258,17 @@ def test_long_documents_are_folded_at_the_gate_and_whole_under_d() -> None:
     assert document not in shown_gate and "more characters: answer d to see the whole statement" in shown_gate
     assert document in details
     assert "from step observe:" in details and "m0 127.0.0.1:27017: UNREACHABLE (refused)" in details
+
+
+def test_resume_completes_the_ids_of_resumable_runs_not_files(tmp_path: Path) -> None:
+    from drengine.journal import Event, JournalWriter
+
+    runs = tmp_path / "runs"
+    for name, end in (("20260101T000000Z-a-0001", "stopped"), ("20260101T000000Z-b-0002", "done")):
+        journal = JournalWriter(runs / name)
+        journal.append(Event.RUN_STARTED, run_id=name, mode="run", runbook="rb", cluster="a", kind="mariadb")
+        journal.append(Event.RUN_FINISHED, end=end, success=end == "done", summary=end)
+        journal.close()
+    (runs / "notes.txt").write_text("not a run")
+    offered = complete(f"drengine run --runs-dir {runs} --resume ")
+    assert offered == ["20260101T000000Z-a-0001"], offered

@@ -3,6 +3,8 @@ switch a write backend or readmit a member, and which fence comes first."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from drengine.datastores.mysql_fencing import FenceAttempt, Fencing, MemberFence
@@ -112,3 +114,21 @@ def test_default_fence_order_and_split_brain_risk() -> None:
     # No fencing step ran: judged from what the probe saw; a refused connection is not running.
     assert split_brain_risks(None, [("db1", "down", "refused")]) == []
     assert split_brain_risks(None, [("db1", "unreachable", "")])
+
+
+def test_a_proxy_reached_over_a_become_host_is_journaled_with_its_sudo(tmp_path: Path) -> None:
+    """The journal shows the line as sent: over a host with `become: true`, under sudo."""
+    from drengine.haproxy import statement
+    from drengine.inventory import load_inventory
+
+    path = tmp_path / "inv.yaml"
+    path.write_text(
+        "hosts:\n  lb1: {address: 127.0.0.5, become: true, ssh: {user: ops}}\n"
+        "clusters:\n  c:\n    kind: mariadb\n    members: [{name: db1, port: 3306}]\n"
+        "    proxies:\n      - name: hap\n        host: lb1\n        api: {socket: /run/haproxy/admin.sock}\n"
+        "        frontend: {port: 3307}\n        backends: [{name: w, servers: {db1: s1}}]\n")
+    cluster = load_inventory(path).cluster("c")
+    shown = statement(cluster, cluster.proxies[0], "set server w/s1 state maint").text
+    assert shown.startswith("sudo -n sh -c ") and "socat" in shown and "set server w/s1 state maint" in shown
+    plain = statement(CLUSTER, PROXY, "set server w/s1 state maint").text
+    assert plain.startswith("echo ") and "sudo" not in plain

@@ -234,6 +234,16 @@ class CephKit(Kit):
             return watch.restored(model) if isinstance(watch, CephWatch) else None
         return serving(model)
 
+    def ledger_changes(self, runbook: str, start: Any, end: Any) -> list[tuple[str, str, str]] | None:
+        """OSD flags set and min_size lowered since the run started (drengine/datastores/ceph/ledger.py)."""
+        # The ledger's names, written here: the explorer stays apart from the runbook's own modules.
+        before, after = oracle.as_sim(start).state, oracle.as_sim(end).state
+        found = [("ceph.flag", f, f"OSD flag {f} is set") for f in after.flags if f not in before.flags]
+        was = {p.name: p.min_size for p in before.pools}
+        found += [("ceph.min_size", f"pool {p.name}", f"pool {p.name}'s min_size is {p.min_size} (was {was[p.name]})")
+                  for p in after.pools if p.name in was and p.min_size < was[p.name]]
+        return found
+
     def watch(self, runbook: str) -> Watch:
         self._watch = CephWatch(runbook)
         return self._watch

@@ -41,6 +41,7 @@ class Moment:
     """What the oracle said at one moment the run may have decided on."""
 
     step_start: bool
+    step: str = ""  # the step that started at this moment (step_start)
     relief: dict[str, int] = field(default_factory=dict)  # pool -> min_size that unblocks it
     running: frozenset[str] = frozenset()  # monitors running
     dead: frozenset[str] = frozenset()  # monitors neither running nor stopped
@@ -81,9 +82,26 @@ class CephWatch(Watch):
     def prelude(self, before: Any, after: Any) -> None:
         self.original, self.degraded = oracle.as_sim(before).state, oracle.as_sim(after).state
 
-    def _moment(self, model: Any, step_start: bool) -> Moment:
+    def _moment(self, model: Any, step_start: bool, step: str = "") -> Moment:
         relief = oracle.min_size_relief(model) if self.runbook == "ceph-degrade" else {}
-        return Moment(step_start, relief, frozenset(oracle.running_mons(model)), frozenset(oracle.dead_mons(model)))
+        return Moment(step_start, step, relief, frozenset(oracle.running_mons(model)), frozenset(oracle.dead_mons(model)))
+
+    def _since_previous_step(self, step: str) -> list[Moment]:
+        """The moments from the first start of the step before this one. A step started again
+        (resumed after the engine was killed in it, or retried) keeps the moments of its first
+        start: what it had stopped itself by then (the surviving monitors, for the surgery) is not
+        what the run decided on."""
+        starts = [i for i, m in enumerate(self.moments) if m.step_start]
+        if not starts:
+            return []
+        if self.moments[starts[-1]].step == step:
+            return self.moments
+        first = starts[-1]
+        for i in reversed(starts[:-1]):
+            if self.moments[i].step != self.moments[first].step:
+                break
+            first = i
+        return self.moments[first:]
 
     def world(self, model: Any, what: str) -> None:
         self.moments.append(self._moment(model, step_start=False))
@@ -101,9 +119,8 @@ class CephWatch(Watch):
         if self.down_first is None:
             self.down_first = now.down
         if entry.type.value == "step_started":
-            starts = [i for i, m in enumerate(self.moments) if m.step_start]
-            self.moments = self.moments[starts[-1]:] if starts else []
-            self.moments.append(self._moment(model, step_start=True))
+            self.moments = self._since_previous_step(entry.data.get("step", ""))
+            self.moments.append(self._moment(model, step_start=True, step=entry.data.get("step", "")))
         found = []
         if len(oracle.quorums(model)) > 1:
             found.append(Violation("ceph.one-monitor-quorum",

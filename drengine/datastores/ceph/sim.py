@@ -21,6 +21,7 @@ from drengine.datastores.ceph.scenarios import SCENARIOS
 from drengine.datastores.ceph.simcluster import CephSim
 from drengine.errors import InputError
 from drengine.inventory import Cluster, Member
+from drengine.machine import DISK, Disk
 from drengine.simstate import load_or_build, save_state, state_exists
 from drengine.transport import ServiceAction
 
@@ -33,22 +34,23 @@ T = TypeVar("T")
 
 
 class SimCephBackend(CephBackend):
-    def __init__(self, cluster: Cluster, sim: CephSim, state_file: Path) -> None:
+    def __init__(self, cluster: Cluster, sim: CephSim, state_file: Path, disk: Disk = DISK) -> None:
         super().__init__(cluster, None, api=sim, clock=sim.clock)
         self.sim = sim
         self.state_file = state_file
+        self.disk = disk  # the run's: where the state file is kept
         self.monitors = SimMonitorControl(cluster, self)
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimCephBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None, disk: Disk = DISK) -> SimCephBackend:
         """`clock` is the run's; without one the simulator keeps a `SimulatedClock` of its own."""
-        return cls(cluster, load_sim(cluster, state_file, clock), state_file)
+        return cls(cluster, load_sim(cluster, state_file, clock, disk), state_file, disk)
 
     def describe(self) -> str:
         return f"simulated Ceph cluster {self.cluster.name} ({self.state_file})"
 
     def save(self) -> None:
-        save_sim(self.sim, self.state_file)
+        save_sim(self.sim, self.state_file, self.disk)
 
     def _saving(self, changes: bool, call: Callable[[], T]) -> T:
         """Run one call; save when it may change the model or time moved the model on. Saved even
@@ -112,19 +114,19 @@ class SimCephBackend(CephBackend):
             self.save()
 
 
-def load_sim(cluster: Cluster, state_file: Path, clock: Clock | None = None) -> CephSim:
+def load_sim(cluster: Cluster, state_file: Path, clock: Clock | None = None, disk: Disk = DISK) -> CephSim:
     """The simulated cluster of this inventory entry: from its state file, else a fresh scenario."""
     # A saved cluster keeps its own time and follows the clock from there; a new one starts on it.
-    saved = state_exists(state_file)
-    sim = load_or_build(cluster, state_file, lambda text: CephSim.from_json(text, clock=clock), SCENARIOS, "Ceph")
+    saved = state_exists(state_file, disk)
+    sim = load_or_build(cluster, state_file, lambda text: CephSim.from_json(text, clock=clock), SCENARIOS, "Ceph", disk)
     sim.connect_timeout, sim.op_timeout = cluster.timeouts.connect, cluster.timeouts.read
     if clock is not None and not saved:
         sim.follow(clock)
     return sim
 
 
-def save_sim(sim: CephSim, state_file: Path) -> None:
-    save_state(sim.to_json(), state_file)
+def save_sim(sim: CephSim, state_file: Path, disk: Disk = DISK) -> None:
+    save_state(sim.to_json(), state_file, disk)
 
 
 class SimMonitorControl(HostMonitorControl):

@@ -34,6 +34,7 @@ from drengine.datastores.elasticsearch.simulator.model import (
     DELAYED_TIMEOUT_SETTING,
     ENABLE_SETTING,
     INITIALIZING,
+    REPLICAS_SETTING,
     STARTED,
     Recovery,
     ShardGroup,
@@ -276,7 +277,7 @@ class ElasticWatch(Watch):
         # A setting it could not put back (no master any more, say) must at least be named in its verdict.
         now = _settings(model)
         unsaid = [f"{key} is {now.get(key)!r}, was {value!r}" for key, value in (self.first or {}).items()
-                  if now.get(key) != value and key.split(" ", 1)[1] not in ledger.told]
+                  if now.get(key) != value and not _lifted(key, now.get(key)) and key.split(" ", 1)[1] not in ledger.told]
         return [Violation("elasticsearch.settings-restored",
                           f"the run ended {ledger.ended} without putting back, or naming, {'; '.join(unsaid)}")] \
             if unsaid else []
@@ -285,8 +286,15 @@ class ElasticWatch(Watch):
         if self.first is None:
             return None
         now = _settings(model)
-        left = [f"{key} is {now.get(key)!r}, was {value!r}" for key, value in self.first.items() if now.get(key) != value]
+        left = [f"{key} is {now.get(key)!r}, was {value!r}" for key, value in self.first.items()
+                if now.get(key) != value and not _lifted(key, now.get(key))]
         return "; ".join(left) or None
+
+
+def _lifted(key: str, now: str | None) -> bool:
+    """Allocation left enabled for everything: what lets the cluster heal, kept as the run's goal
+    instead of putting back the restrictive value that caused the outage (issue 25, item 5)."""
+    return key.endswith(ENABLE_SETTING) and now in ("all", None)
 
 
 def primaries_goal(model: Any, watch: Watch) -> str | None:
@@ -326,6 +334,31 @@ class ElasticKit(Kit):
 
     def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
         return primaries_goal(model, watch)
+
+    def ledger_changes(self, runbook: str, start: Any, end: Any) -> list[tuple[str, str, str]] | None:
+        """Settings the run changed and did not put back (drengine/datastores/elasticsearch/ledger.py):
+        the delayed timeout, cluster.routing.allocation.enable, replica counts lowered."""
+        # The ledger's kind names, written here rather than imported: the explorer stays apart from
+        # the runbook's own modules (the ledger's declarations import its planning).
+        delay, enable, replicas = "elasticsearch.delayed_timeout", "elasticsearch.allocation", "elasticsearch.replicas"
+        before, after = start.state, end.state
+        found = []
+        for name, index in after.indices.items():
+            old = before.indices.get(name)
+            if old is None:
+                continue
+            key = DELAYED_TIMEOUT_SETTING
+            if index.settings.get(key) != old.settings.get(key):
+                found.append((delay, f"{name} {key}",
+                              f"{key} of {name} is {index.settings.get(key)!r} (was {old.settings.get(key)!r})"))
+            if index.number_of_replicas < old.number_of_replicas:
+                found.append((replicas, f"{name} {REPLICAS_SETTING}",
+                              f"{name} has {index.number_of_replicas} replica(s) (was {old.number_of_replicas})"))
+        for scope in ("persistent", "transient"):
+            now, was = getattr(after, scope).get(ENABLE_SETTING), getattr(before, scope).get(ENABLE_SETTING)
+            if now != was:
+                found.append((enable, f"cluster {ENABLE_SETTING}", f"{scope} {ENABLE_SETTING} is {now!r} (was {was!r})"))
+        return found
 
     def watch(self, runbook: str) -> Watch:
         return ElasticWatch()

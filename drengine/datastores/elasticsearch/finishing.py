@@ -10,6 +10,7 @@ from pydantic import Field
 from drengine.datastores.elasticsearch.calls import DELAY_SETTING, ENABLE_SETTING, health_call, recovery_call
 from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.esview import Health, RecoveryProgress
+from drengine.datastores.elasticsearch.ledger import KIND_OF, target
 from drengine.datastores.elasticsearch.planning import (
     PrimariesDone,
     PrimaryChoice,
@@ -169,6 +170,34 @@ def _forced_failed(failed: list[tuple[PrimaryChoice, str]], evidence: list[str])
         f"snapshot"))
 
 
+RESTORE_ENABLE_INPUT = "restore_enable"
+
+
+def put_enable_back(ctx: Ctx) -> bool:
+    """`--input restore_enable=yes`: put a restrictive allocation setting back although it is what
+    kept the copies unassigned (the default keeps the value the run set, as the run's goal)."""
+    inputs = ctx.inputs
+    if RESTORE_ENABLE_INPUT not in inputs.declared:
+        return False
+    return (inputs.get(RESTORE_ENABLE_INPUT) or "").strip().lower() in ("yes", "true", "1")
+
+
+def trade_off(change: SettingChange) -> str:
+    """Why putting the allocation setting back re-breaks the cluster, in words."""
+    return (f"{change.key} was {change.old!r} before this run: that value is what kept the unassigned copies from "
+            f"being allocated. Put back, Elasticsearch stops allocating again: the next copy lost (a node restarting, "
+            f"a disk failing) stays unassigned, and the cluster goes yellow or red again")
+
+
+def split_lifted(changes: list[SettingChange], put_back: bool) -> tuple[list[SettingChange], list[SettingChange]]:
+    """(to restore, kept at the value the run set): a restrictive allocation setting the run
+    lifted is kept lifted, as the run's goal, unless the operator asked for it back."""
+    if put_back:
+        return changes, []
+    fixed = [c for c in changes if c.key == ENABLE_SETTING and c.new == "all" and c.old not in (None, "all")]
+    return [c for c in changes if c not in fixed], fixed
+
+
 class RestoreParams(StepParams):
     restore_replicas: bool = Field(default=False, description="also raise lowered replica counts again (yellow again "
                                                               "until nodes are added)")
@@ -179,7 +208,7 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
     name = "elasticsearch.restore_settings"
     effect = Effect.MUTATE
     Params = RestoreParams
-    description = "Put back every setting this run changed"
+    description = "Put back the settings this run changed (allocation it re-enabled stays enabled, as the goal)"
 
     def _changes(self, ctx: Ctx) -> tuple[list[SettingChange], list[SettingChange]]:
         """(to restore, lowered replicas kept)."""
@@ -202,6 +231,16 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
             else:
                 found.extend(changes.changes)
         return found, replicas
+
+    @staticmethod
+    def _keep_fixed(ctx: Ctx, changes: list[SettingChange]) -> tuple[list[SettingChange], list[SettingChange]]:
+        return split_lifted(changes, put_enable_back(ctx))
+
+    @staticmethod
+    def _kept_words(fixed: list[SettingChange]) -> list[str]:
+        return [f"KEPT as the goal: {c.key} stays {c.new!r} ({trade_off(c)}). To put it back anyway (a rolling "
+                f"restart under way, say): send {s.text} by hand, or run with --input {RESTORE_ENABLE_INPUT}=yes"
+                for c in fixed for s in [restore_calls([c])[0].statement()]]
 
     def _differing(self, ctx: Ctx, changes: list[SettingChange]) -> list[SettingChange]:
         if not changes:
@@ -239,11 +278,21 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
 
     def propose(self, ctx: Ctx) -> Proposal:
         changes, kept = self._changes(ctx)
+        changes, fixed = self._keep_fixed(ctx, changes)
         follow_up = [f"replicas kept lowered; once data nodes are back: {c.statement().text}"
-                     for c in restore_calls(kept)]
+                     for c in restore_calls(kept)] + self._kept_words(fixed)
+        keep = "; ".join(f"keep {c.key} at {c.new!r} as the goal (was {c.old!r}, the value that kept copies "
+                         f"unassigned)" for c in fixed)
+        choice = "".join(f". Proceed keeps {c.new!r} as the run's goal; to put {c.old!r} back anyway (a rolling restart "
+                         f"under way, say): send {s.text} by hand, or run with --input {RESTORE_ENABLE_INPUT}=yes"
+                         for c in fixed for s in [restore_calls([c])[0].statement()])
+        if not changes and fixed:
+            return Proposal(summary=keep, reason=trade_off(fixed[0]) + choice, evidence=follow_up)
         if not changes:
             return Proposal(summary="no setting was changed" + (" (lowered replicas are kept)" if kept else ""),
                             nothing_to_do=True, evidence=follow_up)
+        risks = [f"{c.key} goes back to {c.old!r} (--input {RESTORE_ENABLE_INPUT}=yes): {trade_off(c)}"
+                 for c in changes if c.key == ENABLE_SETTING and c.old not in (None, "all")]
         held, progress = self._held(ctx, changes)
         now = [c for c in changes if c not in held]
         follow_up += [f"held while recoveries run ({progress.line() if progress else ''}): {s.text}"
@@ -251,15 +300,16 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
         if not now:
             return Proposal(summary=f"restore nothing yet: {ENABLE_SETTING} stays {held[0].new!r} while recoveries run",
                             nothing_to_do=True, evidence=follow_up)
-        return Proposal(summary=f"restore {len(now)} setting(s) this run changed",
-                        reason="temporary recovery settings must not outlive the recovery",
-                        statements=[c.statement() for c in restore_calls(now)], evidence=follow_up)
+        return Proposal(summary=f"restore {len(now)} setting(s) this run changed" + (f"; {keep}" if keep else ""),
+                        reason="temporary recovery settings must not outlive the recovery" + choice,
+                        statements=[c.statement() for c in restore_calls(now)], evidence=follow_up, risks=risks)
 
     def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
-        return not self._differing(ctx, self._changes(ctx)[0])
+        return not self._differing(ctx, self._keep_fixed(ctx, self._changes(ctx)[0])[0])
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         changes, kept = self._changes(ctx)
+        changes, fixed = self._keep_fixed(ctx, changes)
         try:
             todo = self._differing(ctx, changes)
         except (ConnectError, CommandFailed, ProbeTimeout) as exc:
@@ -270,6 +320,9 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
                 send(ctx, call)
         except (ConnectError, CommandFailed, ProbeTimeout) as exc:
             return self._not_restored([c for c in todo if c not in held], exc)
+        for c in changes:
+            if c not in held:
+                ctx.undone(KIND_OF[c.key], target(c))
         evidence = [f"{c.target} {c.key}: back to {c.old if c.old is not None else 'the default'}"
                     for c in changes if c not in held]
         evidence += [f"NOT restored while recoveries run: {c.key} stays {c.new!r} ({progress.line() if progress else ''}); "
@@ -284,6 +337,11 @@ class RestoreSettings(Action[ElasticAPI, RestoreParams]):
                         f"still running (the request to send once they are done is below)")
         if kept:
             summary += f"; {len(kept)} lowered replica count(s) kept so the cluster stays green"
+        if fixed:
+            summary = "nothing put back" if summary == "0 setting(s) restored" else summary
+            summary += "".join(f"; {c.key} kept at {c.new!r} as the goal (was {c.old!r}, the value that kept copies "
+                               f"unassigned)" for c in fixed)
+            evidence += self._kept_words(fixed)
         return StepResult(ok=True, summary=summary, evidence=evidence)
 
     @staticmethod

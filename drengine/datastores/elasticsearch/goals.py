@@ -6,6 +6,7 @@ from __future__ import annotations
 from drengine.datastores.elasticsearch.calls import ENABLE_SETTING
 from drengine.datastores.elasticsearch.connector import ElasticAPI
 from drengine.datastores.elasticsearch.esview import EsView
+from drengine.datastores.elasticsearch.finishing import put_enable_back, split_lifted
 from drengine.datastores.elasticsearch.planning import SettingChange, SettingChanges
 from drengine.steps import Action, Effect, NoParams, Proposal, RunContext, StepResult, register
 
@@ -26,8 +27,13 @@ def _current(view: EsView, change: SettingChange) -> str | None:
     return change.old  # settings the goal cannot read back are judged by the restore step
 
 
-def primaries_goal(view: EsView, changes: list[SettingChange]) -> tuple[bool, str, list[str]]:
+def primaries_goal(view: EsView, changes: list[SettingChange],
+                   kept: list[SettingChange] | None = None) -> tuple[bool, str, list[str]]:
+    """`kept`: settings the run lifted and keeps lifted by choice (the restore step's trade-off):
+    their goal is the value the run set."""
     left = []
+    kept = kept or []
+    changes = [c for c in changes if c not in kept]
     # Active, not only placed: a primary still initializing serves nothing yet (and may fail its recovery).
     red = sorted({f"{s.index}[{s.shard}]" for s in view.shards if s.primary and s.state != "STARTED"})
     if red:
@@ -38,9 +44,15 @@ def primaries_goal(view: EsView, changes: list[SettingChange]) -> tuple[bool, st
         now = _current(view, change)
         if now != change.old:
             left.append(f"{change.key} on {change.target} is {now!r}, was {change.old!r} before the run; put it back")
+    for change in kept:
+        now = _current(view, change)
+        if now not in (change.new, None):
+            left.append(f"{change.key} on {change.target} is {now!r}; the run keeps it at {change.new!r}")
     if left:
         return False, "; ".join(left), left
-    return True, f"every primary is active ({view.health.status}); {len(changes)} changed setting(s) are back", []
+    said = "".join(f"; {c.key} kept at {c.new!r} by choice (was {c.old!r})" for c in kept)
+    back = f"; {len(changes)} changed setting(s) are back" if changes or not kept else ""
+    return True, f"every primary is active ({view.health.status}){back}{said}", []
 
 
 @register
@@ -55,6 +67,7 @@ class PrimariesGoal(Action[ElasticAPI, NoParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         changes = [c for name in CHANGE_FACTS
                    for c in (ctx.facts.maybe(name, SettingChanges) or SettingChanges()).changes]
+        changes, kept = split_lifted(changes, put_enable_back(ctx))
         view = ctx.backend.observe()
-        ok, summary, left = primaries_goal(view, changes)
+        ok, summary, left = primaries_goal(view, changes, kept)
         return StepResult(ok=ok, summary=summary, evidence=[view.health.line(), *(f"LEFT: {x}" for x in left)])

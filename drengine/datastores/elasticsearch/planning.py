@@ -309,7 +309,7 @@ def _plan_steps(draft: _Draft, view: EsView, enable: SettingChange | None, gone:
         why = f"{gone.words} declared gone" if gone.gone_confirmed else "the node they wait for is back already"
         steps.append(f"shorten the delayed allocation of {len(draft.shorten)} index(es) to 0 ({why})")
     if enable:
-        steps.append(f"re-enable allocation ({ENABLE_SETTING} is {enable.old!r}; restored afterwards)")
+        steps.append(f"re-enable allocation ({ENABLE_SETTING} is {enable.old!r}; kept 'all' afterwards unless --input restore_enable=yes)")
     if draft.retry:
         steps.append(f"retry failed allocations ({len(draft.retry)} shard(s) hit the retry limit)")
     if draft.replicas:
@@ -334,6 +334,11 @@ def _plan_reason(draft: _Draft, view: EsView, steps: list[str], expected: Status
         reason = f"{count} unassigned shard copies; nothing safe to change now"
     if draft.waiting:
         reason += f"; {len(draft.waiting)} left as is (see below)"
+    undecided = [p.label for p in draft.stale if not p.node]
+    if undecided and expected != "red":
+        # Nobody can tell which stale copy is freshest: without the operator's choice the shard stays red.
+        return reason + (f"; expected health afterwards: {expected} once a stale copy is chosen for "
+                         f"{', '.join(undecided)} (--input stale_copy=INDEX[SHARD]=NODE), red without")
     return reason + f"; expected health afterwards: {expected}"
 
 

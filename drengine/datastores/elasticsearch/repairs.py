@@ -17,6 +17,7 @@ from drengine.datastores.elasticsearch.calls import (
     reroute_call,
 )
 from drengine.datastores.elasticsearch.connector import ElasticAPI
+from drengine.datastores.elasticsearch.ledger import declare, setting_changed
 from drengine.datastores.elasticsearch.planning import (
     PrimariesDone,
     PrimaryChoice,
@@ -78,6 +79,8 @@ class ShortenDelay(_GivesBackItsChanges):
         for call in put_index_settings_calls(todo, {DELAY_SETTING: "0"}):
             send(ctx, call)
         planned = plan_of(ctx).shorten_delay
+        for change in declare(planned):
+            ctx.changed(change)
         # The old values come from the plan, not from a fresh read: a resumed run must not take
         # its own "0" for the value to restore.
         return StepResult(ok=True, summary=f"delayed allocation set to 0 on {len(planned)} index(es) ({len(todo)} sent now)",
@@ -88,7 +91,7 @@ class ShortenDelay(_GivesBackItsChanges):
 class EnableAllocation(_GivesBackItsChanges):
     name = "elasticsearch.enable_allocation"
     effect = Effect.MUTATE
-    description = "Re-enable shard allocation left disabled (the old value is restored at the end)"
+    description = "Re-enable shard allocation left disabled (kept enabled at the end: the old value caused this)"
 
     def propose(self, ctx: Ctx) -> Proposal:
         change = plan_of(ctx).enable
@@ -110,6 +113,7 @@ class EnableAllocation(_GivesBackItsChanges):
         scope = cast(Literal["persistent", "transient"], change.scope)
         if ctx.backend.allocation_enable().value != "all":
             send(ctx, put_cluster_settings_call(scope, {ENABLE_SETTING: "all"}))
+        ctx.changed(setting_changed(change))
         return StepResult(ok=True, summary=f"allocation enabled (was {change.old!r})",
                           facts={"es_changed_enable": SettingChanges(changes=[change])})
 
@@ -195,6 +199,8 @@ class LowerReplicas(_GivesBackItsChanges):
         for new, indices in _by_new(todo):
             for call in put_index_settings_calls(indices, {REPLICAS_SETTING: int(new)}):
                 send(ctx, call)
+        for declared in declare(changes):
+            ctx.changed(declared)
         return StepResult(ok=True, summary=f"replicas lowered on {len(changes)} index(es)",
                           facts={"es_changed_replicas": SettingChanges(changes=changes)})
 

@@ -20,26 +20,28 @@ from drengine.datastores.elasticsearch.connector import ElasticBackend
 from drengine.datastores.elasticsearch.rest import SimServer
 from drengine.datastores.elasticsearch.simulator import SCENARIOS, EsCluster
 from drengine.inventory import Cluster
+from drengine.machine import DISK, Disk
 from drengine.simstate import load_or_build, save_state
 
 
 class SimElasticBackend(ElasticBackend):
     """`ElasticBackend` talking to a simulated cluster on a loopback port of its own."""
 
-    def __init__(self, cluster: Cluster, model: EsCluster, state_file: Path) -> None:
+    def __init__(self, cluster: Cluster, model: EsCluster, state_file: Path, disk: Disk = DISK) -> None:
         self.model = model
         self.state_file = state_file
+        self.disk = disk  # the run's: where the state file is kept
         self.server = SimServer(model, port=0)
         url = self.server.start()
         super().__init__(cluster, None, hosts=[url], clock=model.clock)
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimElasticBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None, disk: Disk = DISK) -> SimElasticBackend:
         """The simulated cluster on `clock` (the run's clock: a simulated one moves only when the
         run sleeps on it, so recoveries and delays take no real time); without one, real time at
         the inventory's `speed`."""
         speed = cluster.simulated.speed if cluster.simulated else 1.0
-        return cls(cluster, load_model(cluster, state_file, clock or clock_at_speed(speed)), state_file)
+        return cls(cluster, load_model(cluster, state_file, clock or clock_at_speed(speed), disk), state_file, disk)
 
     def send(self, call: HttpCall) -> Any:
         try:
@@ -71,7 +73,7 @@ class SimElasticBackend(ElasticBackend):
 
     def save(self) -> None:
         # pydantic's own JSON encoder: several times faster than dumping a dict on a big cluster.
-        save_state(self.server.read(lambda model: model.state.model_dump_json()), self.state_file)
+        save_state(self.server.read(lambda model: model.state.model_dump_json()), self.state_file, self.disk)
 
     def close(self) -> None:
         try:
@@ -86,10 +88,10 @@ def parse_model(text: str, clock: Clock = SYSTEM) -> EsCluster:
     return EsCluster.from_json(json.loads(text), clock=clock)
 
 
-def load_model(cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> EsCluster:
+def load_model(cluster: Cluster, state_file: Path, clock: Clock = SYSTEM, disk: Disk = DISK) -> EsCluster:
     """The cluster a resumed run left in its state file, else the inventory's scenario, on `clock`."""
     factories = {name: partial(factory, clock=clock) for name, factory in SCENARIOS.items()}
-    return load_or_build(cluster, state_file, partial(parse_model, clock=clock), factories, "Elasticsearch")
+    return load_or_build(cluster, state_file, partial(parse_model, clock=clock), factories, "Elasticsearch", disk)
 
 
 def save_model(state: dict[str, Any], state_file: Path) -> None:

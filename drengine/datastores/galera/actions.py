@@ -29,6 +29,7 @@ from drengine.datastores.galera.decisions import (
     components,
     names_of,
 )
+from drengine.datastores.galera.ledger import kept_out
 from drengine.datastores.galera.state import Grastate
 from drengine.datastores.mariadb.connector import HEARTBEAT_DDL, Sql
 from drengine.datastores.mysql_fencing import Fencing
@@ -399,6 +400,13 @@ class StartOthers(Action[GaleraAPI, ServiceParams]):
         start, _, _ = self._plan(ctx)
         return not start
 
+    def _kept_out(self, ctx: Ctx) -> list[tuple[str, str]]:
+        """The nodes left alone, each with why (the ledger's `galera.kept_out`)."""
+        decision, _ = _chosen(ctx)
+        view = ctx.backend.observe()
+        return [(n, view.node(n).describe()) for n in decision.others
+                if view.node(n).state != "down" and not view.node(n).is_primary]
+
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         api = ctx.backend
         timeout = self.params.service_timeout
@@ -422,6 +430,8 @@ class StartOthers(Action[GaleraAPI, ServiceParams]):
             out = (result.stdout.strip().splitlines() or [""])[-1]
             if out:
                 evidence.append(f"{name}: {out}")
+        for name, why in self._kept_out(ctx):
+            ctx.changed(kept_out(name, why, command_text(api.service_command("start", name))))
         summary = f"started {', '.join(started) or 'none'}"
         if back:
             summary += f"; already back: {', '.join(back)}"

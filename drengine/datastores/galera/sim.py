@@ -40,6 +40,7 @@ from drengine.datastores.mysql_traffic import proxy_of
 from drengine.errors import CommandFailed, InputError
 from drengine.haproxy import ProxyView, SimProxy, sim_proxies
 from drengine.inventory import Cluster
+from drengine.machine import DISK, Disk
 from drengine.simstate import load_or_build, save_state
 from drengine.transport import CommandResult, ShellCommand, command_text
 
@@ -250,23 +251,25 @@ _READ_ONLY_OK = re.compile(r"^(SET SESSION |SHOW |SELECT @@)", re.I)
 class SimGaleraBackend:
     """Implements GaleraAPI over a SimGalera, saving its state after every statement or command."""
 
-    def __init__(self, cluster: Cluster, sim: SimGalera, state_file: Path | None, clock: Clock = SYSTEM) -> None:
+    def __init__(self, cluster: Cluster, sim: SimGalera, state_file: Path | None, clock: Clock = SYSTEM,
+                 disk: Disk = DISK) -> None:
         self.cluster = cluster
         self.sim = sim
         self.state_file = state_file
         self.clock = clock  # the run's: when a look was taken (the simulator itself has no time)
+        self.disk = disk  # the run's: where the state file is kept
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimGaleraBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM, disk: Disk = DISK) -> SimGaleraBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimGalera,
-                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "Galera"),
-                      state_file, clock)
+                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "Galera", disk),
+                      state_file, clock, disk)
         backend.sim.proxies = sim_proxies(cluster, backend.sim.writer() or cluster.members[0].name, backend.sim.proxies)
         backend.save()
         return backend
 
     def save(self) -> None:
-        save_state(self.sim, self.state_file)
+        save_state(self.sim, self.state_file, self.disk)
 
     # -- SQL ----------------------------------------------------------------------------------------
     def observe(self) -> GaleraView:

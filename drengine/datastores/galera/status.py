@@ -82,8 +82,12 @@ def read_view(view: GaleraView) -> Reading:
         evidence.append(decision.reason)
         why = "bootstrap the most advanced node from the positions saved on disk (the plan reads grastate.dat " \
               "over the nodes' hosts), then start the others"
+    # The histories tie, or a down node is ahead of every running one: the node to bootstrap is
+    # the operator's choice (decisions.py), so the runbook needs it named.
+    named = {"bootstrap": f"the node to bootstrap: {decision.reason}"} \
+        if decision.refused in ("histories", "down-ahead") else {}
     return Reading(verdict=Verdict.DOWN, members=rows, headline=headline, evidence=evidence,
-                   advice=[Advice(runbook="galera-bootstrap-survivor", why=why)])
+                   advice=[Advice(runbook="galera-bootstrap-survivor", why=why, inputs=named)])
 
 
 def _counts(view: GaleraView) -> str:

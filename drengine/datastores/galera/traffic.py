@@ -5,11 +5,15 @@ that rejoined back in the proxies. The step bodies are shared with MariaDB (mysq
 
 from __future__ import annotations
 
+from typing import cast
+
 from drengine.datastores.galera.actions import Ctx, _chosen
 from drengine.datastores.galera.connector import GaleraAPI, GaleraView, NodeView
 from drengine.datastores.galera.decisions import components
+from drengine.datastores.galera.ledger import BOOTSTRAP, DATASTORE, KEPT_OUT
 from drengine.datastores.mariadb.traffic import FenceParams
 from drengine.datastores.mysql_fencing import Fencing
+from drengine.datastores.mysql_ledger import declare_fences, declare_found_fenced, declare_maint, fenced_kind, undo_maint
 from drengine.datastores.mysql_steps import (
     Target,
     fence_proposal,
@@ -50,11 +54,16 @@ class FenceOthers(Action[GaleraAPI, FenceParams]):
         return all(_safe_now(ctx.backend.probe(name)) for name, _, _ in _targets(ctx))
 
     def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        probes = [ctx.backend.probe(name) for name, _, _ in _targets(ctx)]
+        targets = _targets(ctx)
+        probes = [ctx.backend.probe(name) for name, _, _ in targets]
+        declare_found_fenced(DATASTORE, {n: state for n, state, _ in targets}, [(n.name, n.state) for n in probes],
+                             BOOTSTRAP, ctx.changed)
         return fenced_before_interruption([(n.name, n.state, n.state) for n in probes])
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        return fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+        result = fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+        declare_fences(DATASTORE, cast(Fencing, result.facts["fencing"]), BOOTSTRAP, ctx.changed)
+        return result
 
 
 def _safe_now(node: NodeView) -> bool:
@@ -85,7 +94,8 @@ class SwitchTraffic(Action[GaleraAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         _, chosen = _chosen(ctx)
-        return switch_traffic(ctx.backend, chosen, _out(ctx, chosen), ctx.sent, with_gtid=False)
+        return switch_traffic(ctx.backend, chosen, _out(ctx, chosen), ctx.sent, with_gtid=False,
+                              applied=lambda changes: declare_maint(ctx.cluster, changes, BOOTSTRAP, ctx.changed))
 
 
 def _rejoined(ctx: Ctx) -> tuple[list[str], str]:
@@ -109,4 +119,8 @@ class Readmit(Action[GaleraAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         members, chosen = _rejoined(ctx)
-        return readmit(ctx.backend, members, chosen, ctx.sent)
+        for member in members:  # back in the Primary component: no longer fenced or kept out
+            ctx.undone(fenced_kind(DATASTORE), member)
+            ctx.undone(KEPT_OUT, member)
+        return readmit(ctx.backend, members, chosen, ctx.sent,
+                       readmitted=lambda servers: undo_maint(ctx, DATASTORE, servers))

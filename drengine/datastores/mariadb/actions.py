@@ -566,12 +566,12 @@ class Rejoin(Action[MariaDBAPI, NoParams]):
         done = []
         for stray in decision.strays:
             server = _probe_one(ctx.backend, stray.name)
-            if _follows(server, primary):
-                continue
-            if not server.read_only:
-                _send(ctx, stray.name, READ_ONLY)
-            _make_replica(ctx, stray.name, server, primary, demote=True)
-            done.append(stray.name)
+            if not _follows(server, primary):
+                if not server.read_only:
+                    _send(ctx, stray.name, READ_ONLY)
+                _make_replica(ctx, stray.name, server, primary, demote=True)
+                done.append(stray.name)
+            ctx.undone("mariadb.fenced", stray.name)  # a replica of the primary: no longer a fenced old primary
         return StepResult(ok=True, summary=f"{', '.join(done) or 'nothing'} now replicate(s) from {primary.name}")
 
 

@@ -26,6 +26,7 @@ from drengine.datastores.mysql_traffic import proxy_of
 from drengine.errors import InputError
 from drengine.haproxy import ProxyView, SimProxy, sim_proxies
 from drengine.inventory import Cluster
+from drengine.machine import DISK, Disk
 from drengine.simstate import load_or_build, save_state
 from drengine.transport import CommandResult, ShellCommand, command_text
 
@@ -287,17 +288,19 @@ class SimMariaDBBackend:
     replication_user = "repl"
     replication_password = ""
 
-    def __init__(self, cluster: Cluster, sim: SimCluster, state_file: Path | None, clock: Clock = SYSTEM) -> None:
+    def __init__(self, cluster: Cluster, sim: SimCluster, state_file: Path | None, clock: Clock = SYSTEM,
+                 disk: Disk = DISK) -> None:
         self.cluster = cluster
         self.sim = sim
         self.state_file = state_file
         self.clock = clock  # the run's: when a look was taken (the simulator itself has no time)
+        self.disk = disk  # the run's: where the state file is kept
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM) -> SimMariaDBBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock = SYSTEM, disk: Disk = DISK) -> SimMariaDBBackend:
         backend = cls(cluster, load_or_build(cluster, state_file, SimCluster,
-                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "MariaDB"),
-                      state_file, clock)
+                                              {n: partial(f, cluster) for n, f in SCENARIOS.items()}, "MariaDB", disk),
+                      state_file, clock, disk)
         backend.sim.proxies = sim_proxies(cluster, backend.sim.writer(), backend.sim.proxies)
         if cluster.replication is not None:
             # Resolved like the real connector does, so simulation proves secrets stay masked.
@@ -309,7 +312,7 @@ class SimMariaDBBackend:
         return backend
 
     def save(self) -> None:
-        save_state(self.sim, self.state_file)
+        save_state(self.sim, self.state_file, self.disk)
 
     # -- MariaDBAPI ---------------------------------------------------------------------------------
     def observe(self) -> ClusterView:

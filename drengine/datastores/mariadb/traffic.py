@@ -5,10 +5,15 @@ Galera (mysql_steps); this module decides which members they apply to."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from pydantic import Field
 
 from drengine.datastores.mariadb.actions import Ctx, NewPrimary, RejoinDecision, SurvivorDecision
 from drengine.datastores.mariadb.connector import ClusterView, MariaDBAPI, ServerView
+from drengine.datastores.mariadb.ledger import DATASTORE, REJOIN
+from drengine.datastores.mysql_fencing import Fencing
+from drengine.datastores.mysql_ledger import declare_fences, declare_found_fenced, declare_maint, undo_maint
 from drengine.datastores.mysql_steps import (
     Target,
     fence_proposal,
@@ -20,6 +25,7 @@ from drengine.datastores.mysql_steps import (
     traffic_proposal,
     traffic_settled,
 )
+from drengine.errors import StepFailed
 from drengine.steps import Action, Effect, NoParams, Proposal, StepParams, StepResult, register
 
 
@@ -59,11 +65,37 @@ class FenceOldPrimary(Action[MariaDBAPI, FenceParams]):
 
     def result_after_interruption(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         # took_effect held: each target is down, or answers read-only.
-        probes = [ctx.backend.probe(n) for n, _, _ in _targets(ctx)]
-        return fenced_before_interruption([(s.name, s.state, "read-only" if s.reachable else s.state) for s in probes])
+        targets = _targets(ctx)
+        probes = [ctx.backend.probe(n) for n, _, _ in targets]
+        found: list[Target] = [(s.name, s.state, "read-only" if s.reachable else s.state) for s in probes]
+        declare_found_fenced(DATASTORE, {n: state for n, state, _ in targets}, [(n, seen) for n, _, seen in found],
+                             REJOIN, ctx.changed)
+        return fenced_before_interruption(found)
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        return fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+        _old_primary_not_back(ctx)
+        result = fence_targets(ctx.backend, _targets(ctx), ctx.sent, ctx.clock, self.params.fence_timeout)
+        declare_fences(DATASTORE, cast(Fencing, result.facts["fencing"]), REJOIN, ctx.changed)
+        return result
+
+
+def _old_primary_not_back(ctx: Ctx) -> None:
+    """Right before the first statement: an old primary the run saw hung, down or unreachable that
+    now answers as a working writable primary has come back (woken while drengine was down after
+    this step began, so the run resumed here without the check-no-primary step). Fencing it now
+    would stop a working primary and fail over for nothing: stop, and let the runbook run again,
+    whose check refuses while a primary answers (and fences it if the operator overrides that).
+    A primary the run already saw writable is fenced: the operator overrode that check."""
+    decision = ctx.facts.get("survivor", SurvivorDecision)
+    seen = {s.name: s for s in ctx.facts.get("view", ClusterView).servers}
+    old = decision.old_primary
+    if not old or old not in seen or seen[old].is_writable_primary:
+        return
+    now = ctx.backend.probe(old)
+    if now.is_writable_primary:
+        raise StepFailed(f"{old} answers again and takes writes (read_only=0, no replication), although this run saw "
+                         f"it {seen[old].state}: the primary is back, so nothing was fenced or sent. Run the runbook "
+                         f"again: it refuses while a primary answers (override that check to replace {old} anyway)")
 
 
 def _safe_now(server: ServerView) -> bool:
@@ -97,7 +129,8 @@ class SwitchTraffic(Action[MariaDBAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         primary = ctx.facts.get("new_primary", NewPrimary).name
-        return switch_traffic(ctx.backend, primary, _out(ctx, primary), ctx.sent, with_gtid=True)
+        return switch_traffic(ctx.backend, primary, _out(ctx, primary), ctx.sent, with_gtid=True,
+                              applied=lambda changes: declare_maint(ctx.cluster, changes, REJOIN, ctx.changed))
 
 
 def _rejoined(ctx: Ctx) -> tuple[list[str], str]:
@@ -121,4 +154,5 @@ class Readmit(Action[MariaDBAPI, NoParams]):
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         members, primary = _rejoined(ctx)
-        return readmit(ctx.backend, members, primary, ctx.sent)
+        return readmit(ctx.backend, members, primary, ctx.sent,
+                       readmitted=lambda servers: undo_maint(ctx, DATASTORE, servers))

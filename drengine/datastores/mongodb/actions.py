@@ -25,6 +25,7 @@ from drengine.datastores.mongodb.decisions import (
     view_lines,
 )
 from drengine.datastores.mongodb.fencing import FenceReport, removed_members, split_brain_risk
+from drengine.datastores.mongodb.ledger import removed
 from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, canary_failure, command_text
 from drengine.datastores.mongodb.stepkit import Ctx, back_since_chosen, canary, forced_for
 from drengine.errors import ProbeTimeout
@@ -173,6 +174,14 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         return self._applied(ctx)
 
     @staticmethod
+    def _declare(ctx: Ctx) -> None:
+        """Each member the forced config removed is an open ledger entry until mongodb-rejoin adds it back."""
+        decision, _, forced = forced_for(ctx)
+        view = ctx.facts.get("view", SetView)
+        for host in forced.removed:
+            ctx.changed(removed(view.name_of(host), host, decision.chosen or "?"))
+
+    @staticmethod
     def _back_since_chosen(ctx: Ctx, removed: list[str]) -> list[str]:
         """The members the forced config removes that answer now (one probe each, right before
         the dangerous command)."""
@@ -183,6 +192,7 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         assert decision.chosen is not None
         api = ctx.backend
         if self._applied(ctx):
+            self._declare(ctx)
             return StepResult(ok=True, summary=f"{decision.chosen} already holds the forced config; not sent again")
         back = self._back_since_chosen(ctx, forced.removed)
         if back:
@@ -196,6 +206,7 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         statement = proposal.statements[0]
         api.command(decision.chosen, statement.text)
         ctx.sent(statement)
+        self._declare(ctx)
         version = api.get_config(decision.chosen).version
         return StepResult(ok=True, evidence=forced.diff, summary=(
             f"{decision.chosen} accepted the forced config: version {old.version} -> {version}, members "

@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 # Grace on top of connect + read before a probe thread is given up on.
 PROBE_GRACE_SECONDS = 0.5
 SELECTION_MARGIN_MS = 20
+# The backend's threads (probes, closing clients), started only when none is idle: a probe stuck on
+# a hung member until its socket timeout keeps its thread, and the next look gets others.
+POOL_THREADS = 32
 
 
 class MongoAPI(Protocol):
@@ -117,6 +120,15 @@ class MongoBackend(FaultsByProcess):
         self._lock = threading.Lock()
         self._faults = ProcessFaults(inventory, cluster)
         self._primary_hint: str | None = None
+        self._pool: cf.ThreadPoolExecutor | None = None
+
+    def _threads(self) -> cf.ThreadPoolExecutor:
+        """The backend's thread pool: one look after another reuses the threads of the last."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(max_workers=max(POOL_THREADS, len(self.cluster.members)),
+                                                   thread_name_prefix="mongo-probe")
+            return self._pool
 
     # -- fencing (before a forced reconfig removes a member) ------------------------------------
     def fence(self, member: str, method: FenceMethod) -> FenceAttempt:
@@ -206,6 +218,10 @@ class MongoBackend(FaultsByProcess):
                 # A recovery tool must not retry a reconfig behind the operator's back.
                 retryWrites=False,
                 retryReads=False,
+                # Short admin commands on one member each: polling hello is all the monitoring they
+                # need, without the streaming protocol's extra connection and RTT thread per client
+                # (serverMonitoringMode, DRIVERS-2578: what drivers use on FaaS platforms).
+                serverMonitoringMode="poll",
                 appname="drengine",
                 **extra,
             )
@@ -239,9 +255,15 @@ class MongoBackend(FaultsByProcess):
             clients = list(self._clients.values()) + self._retired
             self._clients.clear()
             self._retired = []
+            pool, self._pool = self._pool, None
         if not clients:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
             return
-        pool = cf.ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="mongo-close")
+        if pool is None or len(clients) > POOL_THREADS:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            pool = cf.ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="mongo-close")
         try:
             futures = [pool.submit(_quiet_close, c) for c in clients]
             cf.wait(futures, timeout=self.cluster.timeouts.connect + PROBE_GRACE_SECONDS)
@@ -334,21 +356,21 @@ class MongoBackend(FaultsByProcess):
     def observe(self) -> SetView:
         members = self.cluster.members
         t = self.cluster.timeouts
-        budget = t.connect + t.read + PROBE_GRACE_SECONDS
+        budget = t.backstop
         started = time.monotonic()
-        pool = cf.ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="mongo-probe")
-        try:
-            futures = {pool.submit(self._probe, m): m for m in members}
-            done, _ = cf.wait(futures, timeout=budget)
-            views = []
-            for fut, member in futures.items():
-                if fut in done:
-                    views.append(fut.result())
-                else:
-                    views.append(self._unreachable(member, f"no answer within {budget:g} s (hung member?)", budget))
-        finally:
-            # A thread still stuck in I/O ends at its socket timeout; do not wait for it here.
-            pool.shutdown(wait=False, cancel_futures=True)
+        # A thread still stuck in I/O after the budget ends at its socket timeout; it is not waited for.
+        futures = {self._threads().submit(self._probe, m): m for m in members}
+        done, _ = cf.wait(futures, timeout=budget)
+        views = []
+        for fut, member in futures.items():
+            if fut in done:
+                views.append(fut.result())
+            else:
+                fut.cancel()
+                views.append(self._unreachable(
+                    member, f"no answer within {budget:g} s, the probe's budget (2 x (connect {t.connect:g} s + "
+                            f"read {t.read:g} s) + 1 s): hung member, or a machine too busy to run the probe",
+                    budget))
         return SetView(cluster=self.cluster.name, members=views, observed_at=self.clock.wall(),
                        probe_seconds=round(time.monotonic() - started, 3))
 

@@ -66,7 +66,32 @@ def _orders(sim: SimulatedReplicaSet, first: int, count: int) -> int:
     return first + count
 
 
+# Sets built so far, by their digits: hypothesis draws the same digits again and again (it mutates
+# the scenarios it made), and building a set (its elections and replication, settled round by
+# round) is most of a MongoDB scenario's cost. Kept as the state's text and the generator's state.
+_BUILT: dict[tuple[tuple[int, ...], tuple[tuple[int, ...], ...], bool, bool], tuple[str, Any, list[str], list[int]]] = {}
+BUILT_KEPT = 4096
+
+
 def _build(draw: st.DrawFn, slow: bool = False, ahead: bool = False) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
+    """The set of these digits (see `_settled`), built once per process."""
+    c = draw(SET)
+    count = pick(c[0], 5, 3, 4, percent=55)
+    ds = tuple(tuple(draw(MEMBER)) for _ in range(1, count))  # one draw per member (see kit.digits)
+    key = (tuple(c), ds, slow, ahead)
+    built = _BUILT.get(key)
+    if built is None:
+        sim, kinds, lose = _settled(list(c), [list(d) for d in ds], slow, ahead)
+        built = (sim.to_json(), sim._rng.getstate(), kinds, lose)
+        if len(_BUILT) < BUILT_KEPT:
+            _BUILT[key] = built
+    text, rng_state, kinds, lose = built
+    rng = random.Random()
+    rng.setstate(rng_state)
+    return SimulatedReplicaSet.from_json(text, clock=SimulatedClock(), rng=rng), list(kinds), list(lose)
+
+
+def _settled(c: list[int], ds: list[list[int]], slow: bool, ahead: bool) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     """A set whose first writes reached everyone, then each member fell behind by its own number
     of writes (a slow disk: `lag`), independently of its place in the inventory, while more writes
     went on; then members were lost (killed, now and then hung), chosen apart from their data.
@@ -74,15 +99,14 @@ def _build(draw: st.DrawFn, slow: bool = False, ahead: bool = False) -> tuple[Si
     advanced stays an entry behind, so a new set of more than one voter cannot acknowledge a
     majority write (what mongodb-force-primary's verify step is for). With `ahead`, every other
     member falls behind by at least one write: the primary holds writes no one else has."""
-    c = draw(SET)
-    count = pick(c[0], 5, 3, 4, percent=55)
+    count = len(ds) + 1
     kinds = ["normal"]
     members = [_config(0, "normal")]
     behind: dict[int, int] = {}
     lose: list[int] = []
     order: dict[int, int] = {0: c[8]}
     for i in range(1, count):
-        d = draw(MEMBER)  # one draw per member (see kit.digits)
+        d = ds[i - 1]
         kind = "normal" if i == 1 else pick(d[0], "normal", "priority0", "hidden", "delayed", "non-voting",
                                             "arbiter", percent=60)
         kinds.append(kind)

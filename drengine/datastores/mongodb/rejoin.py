@@ -13,6 +13,7 @@ from drengine.datastores.mongodb.decisions import (
     plan_rejoin,
     view_lines,
 )
+from drengine.datastores.mongodb.ledger import REMOVED
 from drengine.datastores.mongodb.setview import (
     RECONFIG_MAX_TIME_MS,
     MemberView,
@@ -192,6 +193,7 @@ class AddMember(Action[MongoAPI, NoParams]):
         assert decision.primary is not None
         present, now = self._present(ctx)
         if present:
+            ctx.undone(REMOVED, decision.member or "")
             return StepResult(ok=True, summary=f"{decision.member} is already in the config; not sent again")
         if now is None or now.version != config.version:
             raise StepFailed(f"{decision.primary}'s config changed since it was observed (version {config.version} -> "
@@ -206,6 +208,7 @@ class AddMember(Action[MongoAPI, NoParams]):
                                   f"{RECONFIG_NOT_YET[exc.code]} ({exc}); the step is retried, or rerun in a while")
             raise
         ctx.sent(statement)
+        ctx.undone(REMOVED, decision.member or "")
         return StepResult(ok=True, summary=f"{decision.primary} accepted {decision.member} into the config "
                                            f"(version {config.version + 1}); it joins as newlyAdded and gets its vote "
                                            f"once its initial sync is done")

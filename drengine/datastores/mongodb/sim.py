@@ -26,6 +26,7 @@ from drengine.datastores.mongodb.wire import WireCluster
 from drengine.errors import InputError
 from drengine.faults import stop_command
 from drengine.inventory import Cluster, FenceMethod
+from drengine.machine import DISK, Disk
 from drengine.simstate import load_or_build, save_state
 from drengine.steps import Statement
 from drengine.transport import command_text as command_text_of
@@ -37,23 +38,24 @@ READ_ONLY = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replS
 
 class SimMongoBackend(MongoBackend):
     def __init__(self, cluster: Cluster, model: SimulatedReplicaSet, wire: WireCluster,
-                 member_ids: dict[str, int], state_file: Path | None) -> None:
+                 member_ids: dict[str, int], state_file: Path | None, disk: Disk = DISK) -> None:
         addresses = wire.addresses()
         super().__init__(cluster, None, {name: addresses[mid] for name, mid in member_ids.items()}, clock=model.clock)
         self.model = model
         self.wire = wire
         self.member_ids = member_ids
         self.state_file = state_file
+        self.disk = disk  # the run's: where the state file is kept
 
     @classmethod
-    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None) -> SimMongoBackend:
+    def open(cls, cluster: Cluster, state_file: Path, clock: Clock | None = None, disk: Disk = DISK) -> SimMongoBackend:
         """The simulated set on `clock` (the run's clock: a simulated one moves only when the run
         sleeps on it, so heartbeats, elections and initial syncs take no real time); without one,
         real time at the inventory's `speed`."""
         assert cluster.simulated is not None
         clock = clock or clock_at_speed(cluster.simulated.speed)
         model = load_or_build(cluster, state_file, partial(SimulatedReplicaSet.from_json, clock=clock),
-                              scenario_factories(clock), "MongoDB")
+                              scenario_factories(clock), "MongoDB", disk)
         ids = model.member_ids()
         if len(ids) != len(cluster.members):
             raise InputError(
@@ -61,12 +63,13 @@ class SimMongoBackend(MongoBackend):
                 f"{cluster.simulated.scenario} has {len(ids)}; list exactly {len(ids)} members (mapped in order)"
             )
         wire = _serve(model)
-        backend = cls(cluster, model, wire, {m.name: mid for m, mid in zip(cluster.members, ids, strict=True)}, state_file)
+        backend = cls(cluster, model, wire, {m.name: mid for m, mid in zip(cluster.members, ids, strict=True)}, state_file,
+                      disk)
         backend.save()
         return backend
 
     def save(self) -> None:
-        save_state(self.wire.snapshot_json(), self.state_file)
+        save_state(self.wire.snapshot_json(), self.state_file, self.disk)
 
     # -- faults: the simulated member's process ---------------------------------------------
     def kill(self, member: str) -> str:

@@ -53,6 +53,7 @@ from drengine.datastores.ceph.facts import (
     OsdsMarked,
     UnfoundGivenUp,
 )
+from drengine.datastores.ceph.ledger import flag_set, min_size_lowered
 from drengine.errors import ConnectError, StepFailed
 from drengine.steps import (
     Action,
@@ -122,6 +123,8 @@ class SetFlags(Action[CephBackend, FlagParams]):
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         d = self._decide(ctx)
         for flag in d.to_set:
+            # In the ledger before it is sent: a run killed right after sending it still names it.
+            ctx.changed(flag_set(flag))
             send(ctx, flag_cmd("set", flag))
         after = snapshot(ctx)
         missing = [f for f in d.to_set if f not in after.flags]
@@ -164,6 +167,7 @@ class LowerMinSize(Action[CephBackend, NoParams]):
         earlier = ctx.facts.maybe("min_size_changes", MinSizeChanges)
         done = list(earlier.changes) if earlier else []
         for c in d.changes:
+            ctx.changed(min_size_lowered(c.pool, c.old, c.new))  # in the ledger before it is sent, as the flags
             send(ctx, min_size_cmd(c.pool, c.new), note=was_note(c.old))
             if all(x.pool != c.pool for x in done):
                 done.append(c)

@@ -17,6 +17,7 @@ from drengine.datastores.ceph.decisions import decide_restore_min_size, decide_u
 from drengine.datastores.ceph.degrade_record import DegradeRun, find_degrade_runs, merge_degrade_runs, read_degrade_run
 from drengine.datastores.ceph.explain import explain_health, health_summary, osd_names
 from drengine.datastores.ceph.facts import DegradeRecord, MinSizeChanges
+from drengine.datastores.ceph.ledger import FLAG, MIN_SIZE, pool_target
 from drengine.errors import JournalCorrupt
 from drengine.steps import Action, Effect, NoParams, Proposal, Refusal, StepParams, StepResult, register
 
@@ -157,6 +158,7 @@ class RestoreMinSize(Action[CephBackend, NoParams]):
         d = decide_restore_min_size(ctx.facts.get("degrade_record", DegradeRecord), snapshot(ctx))
         for c in d.changes:
             send(ctx, min_size_cmd(c.pool, c.new))
+            ctx.undone(MIN_SIZE, pool_target(c.pool))
         if d.held:
             return StepResult(ok=False, summary="min_size not restored everywhere: " + " | ".join(d.held), evidence=d.held)
         return StepResult(ok=True, summary="restored min_size: " + (", ".join(f"{c.pool} {c.new}" for c in d.changes) or "none"),
@@ -181,6 +183,7 @@ class UnsetFlags(Action[CephBackend, NoParams]):
         ours, theirs = decide_unset(ctx.facts.get("degrade_record", DegradeRecord), snapshot(ctx))
         for flag in ours:
             send(ctx, flag_cmd("unset", flag))
+            ctx.undone(FLAG, flag)
         summary = f"unset {', '.join(ours) or 'nothing'}"
         if theirs:
             summary += f"; left alone (not set by drengine): {', '.join(theirs)}"

@@ -59,7 +59,10 @@ class ReplicaSetCore:
         raise UnknownMember(f"the simulated set has no member with _id {member_id}")
 
     def node_with_host(self, host: str) -> MemberNode | None:
-        return next((n for n in self.state.members if n.host == host), None)
+        for node in self.state.members:  # a loop, not next(genexpr): called for every peer of every round
+            if node.host == host:
+                return node
+        return None
 
     def member_ids(self) -> list[int]:
         return [n.member_id for n in self.state.members]
@@ -74,6 +77,8 @@ class ReplicaSetCore:
         right = b if isinstance(b, MemberNode) else self.node(b)
         if left.process is not Process.RUNNING or right.process is not Process.RUNNING:
             return False
+        if not self.state.partition:
+            return True  # everyone on one side (as _side_of says), without building its answer twice
         return self._side_of(left.member_id) == self._side_of(right.member_id)
 
     def _side_of(self, member_id: int) -> tuple[str, int]:

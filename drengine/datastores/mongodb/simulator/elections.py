@@ -56,12 +56,14 @@ class Elections(Replication):
         interval = self._heartbeat_interval()
         self.advance()
         rounds = quiet = 0
+        after = self._fingerprint()
         while rounds * interval < max_seconds:
-            before = self._fingerprint()
+            before = after  # nothing ran since it was taken
             self.state.skew += interval
             self.advance()
             rounds += 1
-            quiet = quiet + 1 if self._fingerprint() == before else 0
+            after = self._fingerprint()
+            quiet = quiet + 1 if after == before else 0
             if quiet >= self._quiet_rounds() and not self._timers_pending():
                 break
         return rounds

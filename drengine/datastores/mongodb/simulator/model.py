@@ -248,7 +248,10 @@ class ReplSetConfig(BaseModel):
     settings: ReplSetSettings = ReplSetSettings()
 
     def member_with_host(self, host: str) -> MemberConfig | None:
-        return next((m for m in self.members if m.host == host), None)
+        for member in self.members:  # a loop, not next(genexpr): the simulator asks it every round
+            if member.host == host:
+                return member
+        return None
 
     def member_with_id(self, member_id: int) -> MemberConfig | None:
         return next((m for m in self.members if m.id == member_id), None)

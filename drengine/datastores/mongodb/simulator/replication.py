@@ -45,7 +45,9 @@ class Replication(ReplicaSetCore):
         if node.config is None:
             node.peers = {}
             return
-        hosts = {m.host for m in node.config.members if m.host != node.host}
+        # In the config's order (a set's order changes with each process's string hashing, and
+        # the order peers are met in is the order of `peers` in the state and the views).
+        hosts = dict.fromkeys(m.host for m in node.config.members if m.host != node.host)
         node.peers = {h: seen for h, seen in node.peers.items() if h in hosts}
         for host in hosts:
             seen = node.peers.setdefault(host, PeerSeen())
@@ -252,7 +254,8 @@ def _config_set_name(node: MemberNode) -> str | None:
 def _common_prefix_length(mine: Sequence[OplogEntry], theirs: Sequence[OplogEntry]) -> int:
     length = 0
     for left, right in zip(mine, theirs, strict=False):
-        if left.optime != right.optime:
+        # Replicated entries are the source's own objects: the same object needs no comparing.
+        if left is not right and left.optime != right.optime:
             break
         length += 1
     return length
