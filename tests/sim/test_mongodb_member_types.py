@@ -91,14 +91,41 @@ def test_an_arbiter_left_among_the_voters_is_priced_at_the_gate(tmp_path: Path) 
                for r in gate_risks(run_dir, "force-reconfig"))
 
 
-def test_a_hung_removed_member_without_a_fence_method_is_named_as_split_brain(tmp_path: Path) -> None:
-    code, out, run_dir = run(tmp_path, "sim-mongo-hung-removed", "--yes")
-    assert code == 3, out  # the dangerous gate waits for --accept-data-loss
+def test_removed_members_without_a_fence_method_are_unfenced_and_the_run_stops_until_overridden(tmp_path: Path) -> None:
+    # Issue 25 item 4: a member that only refuses connections is not fenced. The step says
+    # UNFENCED, what it risks and how to fence by hand, and refuses: --yes does not get past it.
+    code, out, run_dir = run(tmp_path, "sim-mongo-hung-removed", "--yes", "--accept-data-loss")
+    assert code == 1, out
+    assert "fenced or down" not in out
+    assert "fence-removed ok [ok]: 0 of 3 removed member(s) fenced; UNFENCED: m2, m3, m4" in out, out
+    assert "FAILED: step check-fenced failed: UNFENCED: m2, m3, m4" in out, out
+    fence = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "fence-removed"][-1]
+    lines = {line.split(" ", 1)[0]: line for line in fence.data["evidence"]}
+    check = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "check-fenced"][-1]
+    assert "UNFENCED and not confirmed down (it may still run)" in lines["m2"] and "signal: not tried" in lines["m2"]
+    assert "UNFENCED (down now: its port refuses connections; but nothing keeps it down)" in lines["m3"], lines
+    refusal = "\n".join(check.data["refusal"])
+    assert "observed: UNFENCED: m2 (not confirmed down: it may still run); m3 (down now (its port refuses " \
+           "connections), but nothing keeps it down)" in refusal, refusal
+    assert "a refused connection is not a fence" in refusal
+    assert "m2, m3, m4: `systemctl stop mongod` and `systemctl disable mongod`" in refusal
+    assert "--override check-fenced --accept-data-loss" in out
+    assert not [e for e in of_type(run_dir, "statement_sent") if "replSetReconfig" in e.data["text"]]
+    assert final(run_dir).primaries() == []
+
+    # The plan says so too, rather than "a recovery path exists".
+    code, out = cli("plan", "mongodb-force-primary", "-i", str(INVENTORY), "-c", "sim-mongo-hung-removed")
+    assert code == 1 and "PLAN FAILS: the run would stop at the failed safety check check-fenced" in out, out
+
+    # Fenced by hand: the operator overrides; the forced reconfig's gate still names the split brain.
+    code, out, run_dir = run(tmp_path, "sim-mongo-hung-removed", "--yes", "--accept-data-loss", "--override",
+                             "check-fenced", name="overridden")
+    assert code == 0, out
     risks = gate_risks(run_dir, "force-reconfig")
     assert any(r.startswith("SPLIT BRAIN: m2") and "elects a second primary" in r for r in risks), risks
-    fence = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "fence-removed"][-1]
-    assert any(line.startswith("m2 (") and "NOT FENCED" in line and "signal: not tried" in line
-               for line in fence.data["evidence"]), fence.data["evidence"]
+    assert any("SPLIT BRAIN if m2, m3, m4 start(s) again" in r for r in gate_risks(run_dir, "check-fenced")), \
+        gate_risks(run_dir, "check-fenced")
+    assert [e.data["step"] for e in of_type(run_dir, "override")] == ["check-fenced"]
 
 
 def test_a_hung_removed_member_is_fenced_by_sigkill_when_the_inventory_gives_its_pid_file(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ clusters:
     simulated: {{scenario: {scenario}{state}, speed: 20}}
     drill_target: true
     timeouts: {{connect: {connect}, read: {read}}}
+    service: {{stop: 'systemctl stop mongod@{{name}}'}}  # fences the removed members (simulated)
     members:
 {members}
 """
@@ -36,6 +37,7 @@ def inventory(tmp_path: Path, scenario: str, count: int = 5, state_file: Path | 
     lines = []
     for i in range(count):
         extra = f", host: localhost, data_dir: {data_dirs[i]}" if data_dirs and i in data_dirs else ""
+        extra += f", pid_file: /var/run/mongodb/m{i}.pid"  # SIGKILL fences a hung member (simulated)
         lines.append(f"      - {{name: m{i}, address: 127.0.0.1, port: {27017 + i}{extra}}}")
     state = f", state_file: {state_file}" if state_file else ""
     p = tmp_path / f"inv-{scenario}-{len(list(tmp_path.glob('inv-*')))}.yaml"

@@ -20,7 +20,12 @@ def test_mongodb_lab_recovers_with_the_real_client(tmp_path: Path) -> None:
     try:
         assert "simulated" not in inv.read_text()
         code, out = cli("run", "mongodb-force-primary", "-i", str(inv), "-c", "lab-mongodb", "--yes", "--accept-data-loss",
-                        "--run-dir", str(tmp_path / "r"))
+                        "--run-dir", str(tmp_path / "r0"))
+        # One process serves every member: no service or pid file stops one of them, and a refused
+        # connection is not a fence. The operator who made sure they stay down overrides.
+        assert code == 1 and "FAILED: step check-fenced failed: UNFENCED: m2, m3, m4" in out, out
+        code, out = cli("run", "mongodb-force-primary", "-i", str(inv), "-c", "lab-mongodb", "--yes", "--accept-data-loss",
+                        "--override", "check-fenced", "--run-dir", str(tmp_path / "r"))
         assert code == 0, out
         assert "one writable primary" in out
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from drengine.datastores.mongodb import rejoin  # noqa: F401 - its steps register
+from drengine.datastores.mongodb import fencesteps, rejoin  # noqa: F401 - their steps register
 from drengine.datastores.mongodb.connector import MongoAPI
 from drengine.datastores.mongodb.decisions import (
     SurvivorDecision,
@@ -24,20 +24,11 @@ from drengine.datastores.mongodb.decisions import (
     survivors_of,
     view_lines,
 )
-from drengine.datastores.mongodb.fencing import (
-    FenceOutcome,
-    FenceReport,
-    removed_members,
-    split_brain_risk,
-    sql_statements,
-    usable_methods,
-)
+from drengine.datastores.mongodb.fencing import FenceReport, removed_members, split_brain_risk
 from drengine.datastores.mongodb.ledger import removed
 from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, canary_failure, command_text
-from drengine.datastores.mongodb.stepkit import Ctx, canary, forced_for
+from drengine.datastores.mongodb.stepkit import Ctx, back_since_chosen, canary, forced_for
 from drengine.errors import ProbeTimeout
-from drengine.faults import stop_command
-from drengine.inventory import FenceMethod
 from drengine.steps import (
     Action,
     Effect,
@@ -50,7 +41,6 @@ from drengine.steps import (
     StepResult,
     register,
 )
-from drengine.transport import command_text as command_text_of
 
 # States in which a member holds a complete copy of the data it has replicated so far.
 
@@ -140,83 +130,6 @@ class ChooseSurvivor(Action[MongoAPI, NoParams]):
 
 
 @register
-class FenceRemoved(Action[MongoAPI, NoParams]):
-    name = "mongodb.fence_removed"
-    effect = Effect.MUTATE
-    description = "Stop the members the forced reconfig removes, by the inventory's fence methods (split-brain guard)"
-
-    def _targets(self, ctx: Ctx) -> list[tuple[str, str, str]]:
-        _, _, forced = forced_for(ctx)
-        return removed_members(ctx.facts.get("view", SetView), forced.removed)
-
-    def propose(self, ctx: Ctx) -> Proposal:
-        targets = self._targets(ctx)
-        if not targets:
-            return Proposal(summary="the forced config removes nobody: nothing to fence", nothing_to_do=True)
-        view = ctx.facts.get("view", SetView)
-        statements: list[Statement] = []
-        evidence: list[str] = []
-        unfenceable: list[str] = []
-        for name, _, seen in targets:
-            member = view.member(name) if name in {m.name for m in view.members} else None
-            methods = usable_methods(ctx.cluster, name) if member is not None else []
-            evidence.append(f"{name}: {seen}; methods: " + ", ".join(
-                f"{m.value}{'' if why is None else f' (not usable: {why})'}" for m, why in methods))
-            answers = member is not None and member.reachable
-            statements += [s for m, why in methods if why is None and (answers or m is not FenceMethod.SQL)
-                           for s in _method_statements(ctx, name, m, bool(member and member.is_writable_primary))]
-            if all(why is not None for _, why in methods) and "refused" not in seen.lower():
-                unfenceable.append(f"{name} ({seen})")
-        risks = ([f"no fence method can reach {', '.join(unfenceable)}: the forced reconfig will be a dangerous "
-                  f"gate naming the split-brain risk; add `service: stop:` or the members' `pid_file:` to the "
-                  f"inventory"] if unfenceable else [])
-        return Proposal(
-            summary=f"fence {', '.join(n for n, _, _ in targets)} before the forced reconfig removes them",
-            reason="a removed member that comes back with its old config and sees a majority of its old voters "
-                   "elects a second primary; each is stopped by the first of the inventory's methods that works "
-                   f"({', '.join(m.value for m in ctx.cluster.fence_methods())})",
-            statements=statements, risks=risks, evidence=evidence)
-
-    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        outcomes = [self._fence_one(ctx, name, host) for name, host, _ in self._targets(ctx)]
-        report = FenceReport(outcomes=outcomes)
-        left = report.unfenced()
-        summary = (f"{len(outcomes) - len(left)} of {len(outcomes)} removed member(s) fenced or down"
-                   + (f"; NOT FENCED: {', '.join(o.member for o in left)}" if left else ""))
-        return StepResult(ok=True, summary=summary, facts={"fence": report}, evidence=[o.line() for o in outcomes])
-
-    def _fence_one(self, ctx: Ctx, name: str, host: str) -> FenceOutcome:
-        if name not in {m.name for m in ctx.cluster.members}:
-            return FenceOutcome(member=name, host=host, status="unfenced", attempts=["not in the inventory"])
-        down = ctx.backend.down(name)
-        attempts: list[str] = [f"before: {down}"] if down else []
-        for method, why in usable_methods(ctx.cluster, name):
-            if why is not None:
-                attempts.append(f"{method.value}: not tried ({why})")
-                continue
-            attempt = ctx.backend.fence(name, method)
-            for statement in attempt.statements:
-                ctx.sent(statement, result="ok" if attempt.ok else f"failed: {attempt.detail}")
-            attempts.append(f"{method.value}: {'ok' if attempt.ok else 'failed'}: {attempt.detail}")
-            if attempt.ok:
-                return FenceOutcome(member=name, host=host, status="fenced", method=method.value, attempts=attempts)
-        return FenceOutcome(member=name, host=host, status="down" if down else "unfenced", attempts=attempts)
-
-
-def _method_statements(ctx: Ctx, member: str, method: FenceMethod, primary: bool) -> list[Statement]:
-    """What a method would send, for the plan and the gate."""
-    entry = ctx.cluster.member(member)
-    where = entry.host or "localhost"
-    if method is FenceMethod.SQL:
-        return sql_statements(member, primary)
-    if method is FenceMethod.SERVICE:
-        return [Statement(where, command_text_of(stop_command(ctx.cluster, entry)), language="shell")]
-    if method is FenceMethod.SIGNAL:
-        return [Statement(where, f"kill -KILL $(cat {entry.pid_file})", language="shell")]
-    return []
-
-
-@register
 class ForceReconfig(Action[MongoAPI, NoParams]):
     name = "mongodb.force_reconfig"
     effect = Effect.MUTATE
@@ -272,13 +185,7 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
     def _back_since_chosen(ctx: Ctx, removed: list[str]) -> list[str]:
         """The members the forced config removes that answer now (one probe each, right before
         the dangerous command)."""
-        view = ctx.facts.get("view", SetView)
-        back = []
-        for host in removed:
-            member = view.by_config_host(host)
-            if member is not None and not member.reachable and ctx.backend.probe(member.name).reachable:
-                back.append(member.name)
-        return back
+        return back_since_chosen(ctx, removed)
 
     def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
         decision, old, forced = forced_for(ctx)

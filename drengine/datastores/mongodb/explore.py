@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from drengine.clock import SimulatedClock
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
 from drengine.datastores.mongodb.simulator.model import MemberConfig, MemberState, Process, ReplSetSettings
+from drengine.datastores.mongodb.simulator.replication import has_optime
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
@@ -68,19 +69,19 @@ def _orders(sim: SimulatedReplicaSet, first: int, count: int) -> int:
 # Sets built so far, by their digits: hypothesis draws the same digits again and again (it mutates
 # the scenarios it made), and building a set (its elections and replication, settled round by
 # round) is most of a MongoDB scenario's cost. Kept as the state's text and the generator's state.
-_BUILT: dict[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]], tuple[str, Any, list[str], list[int]]] = {}
+_BUILT: dict[tuple[tuple[int, ...], tuple[tuple[int, ...], ...], bool, bool], tuple[str, Any, list[str], list[int]]] = {}
 BUILT_KEPT = 4096
 
 
-def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
+def _build(draw: st.DrawFn, slow: bool = False, ahead: bool = False) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     """The set of these digits (see `_settled`), built once per process."""
     c = draw(SET)
     count = pick(c[0], 5, 3, 4, percent=55)
     ds = tuple(tuple(draw(MEMBER)) for _ in range(1, count))  # one draw per member (see kit.digits)
-    key = (tuple(c), ds)
+    key = (tuple(c), ds, slow, ahead)
     built = _BUILT.get(key)
     if built is None:
-        sim, kinds, lose = _settled(list(c), [list(d) for d in ds])
+        sim, kinds, lose = _settled(list(c), [list(d) for d in ds], slow, ahead)
         built = (sim.to_json(), sim._rng.getstate(), kinds, lose)
         if len(_BUILT) < BUILT_KEPT:
             _BUILT[key] = built
@@ -90,10 +91,14 @@ def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     return SimulatedReplicaSet.from_json(text, clock=SimulatedClock(), rng=rng), list(kinds), list(lose)
 
 
-def _settled(c: list[int], ds: list[list[int]]) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
+def _settled(c: list[int], ds: list[list[int]], slow: bool, ahead: bool) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     """A set whose first writes reached everyone, then each member fell behind by its own number
     of writes (a slow disk: `lag`), independently of its place in the inventory, while more writes
-    went on; then members were lost (killed, now and then hung), chosen apart from their data."""
+    went on; then members were lost (killed, now and then hung), chosen apart from their data.
+    With `slow`, now and then the disks stay slow: every running data-bearing member but the most
+    advanced stays an entry behind, so a new set of more than one voter cannot acknowledge a
+    majority write (what mongodb-force-primary's verify step is for). With `ahead`, every other
+    member falls behind by at least one write: the primary holds writes no one else has."""
     count = len(ds) + 1
     kinds = ["normal"]
     members = [_config(0, "normal")]
@@ -117,7 +122,7 @@ def _settled(c: list[int], ds: list[list[int]]) -> tuple[SimulatedReplicaSet, li
     number = _orders(sim, 1, pick(c[3], 2, 0, 1, 4, percent=60))
     if pick(c[4], True, False, percent=85):
         for rank, member in enumerate(sorted(behind, key=lambda m: (behind[m], m))):
-            sim.lag(member, ops=rank)
+            sim.lag(member, ops=rank + ahead)
     _orders(sim, number, 4)
     primaries = sim.primaries()
     if pick(c[5], True, False, percent=80) and primaries:
@@ -139,14 +144,30 @@ def _settled(c: list[int], ds: list[list[int]]) -> tuple[SimulatedReplicaSet, li
         sim.lag(member)  # the disk is fine again: with a primary (or chaining) it catches up
     sim.heal()
     sim.settle()
+    # One digit for both (a new draw would reshape every scenario hypothesis generates): the disks
+    # that made members fall behind stay slow in a fifth of the sets.
+    if slow and 65 <= c[4] < 85:
+        _slow_disks(sim, kinds)
     return sim, kinds, lose
+
+
+def _slow_disks(sim: SimulatedReplicaSet, kinds: list[str]) -> None:
+    """Every running data-bearing member but the most advanced stays an entry behind its source."""
+    running = [n for n in sim.state.members if n.process is Process.RUNNING and kinds[n.member_id] != "arbiter"]
+    if not running:
+        return
+    ahead = max(running, key=lambda n: (n.last_optime.key(), -n.member_id))
+    for node in running:
+        if node is not ahead:
+            sim.lag(node.member_id, ops=1)
 
 
 @st.composite
 def majority_lost(draw: st.DrawFn) -> Situation:
-    sim, kinds, lost = _build(draw)
+    sim, kinds, lost = _build(draw, slow=True)
     label = (", ".join(f"m{n.member_id} {kinds[n.member_id]} {n.process.value} {n.state.value} "
-                       f"@{n.last_optime.seconds}.{n.last_optime.increment}" for n in sim.state.members))
+                       f"@{n.last_optime.seconds}.{n.last_optime.increment}{' slow' if n.lag_ops else ''}"
+                       for n in sim.state.members))
     return Situation(label, [_member(i) for i in range(len(kinds))], json.loads(sim.to_json()))
 
 
@@ -154,8 +175,11 @@ def majority_lost(draw: st.DrawFn) -> Situation:
 def forced_then_back(draw: st.DrawFn) -> Situation:
     """mongodb-force-primary's outcome: a survivor forced a config without the lost members;
     one removed member is back, wiped (ready to be added) or not (still holding data)."""
-    sim, kinds, lost = _build(draw)
+    sim, kinds, lost = _build(draw, ahead=True)
     d = draw(MEMBER)
+    # Now and then a data set large enough that an initial sync outlasts a glance (about 13 s at the
+    # simulator's rate: past the goal check's 10 s, and each second of it is a probe more to explore).
+    sim.state.bulk_data_bytes = pick(d[1], 0, 640 * 1024 * 1024, percent=75)
     running = [n for n in sim.state.members if n.process is Process.RUNNING and n.config is not None]
     data = [n for n in running if kinds[n.member_id] != "arbiter"]
     if data and lost and not sim.primaries():
@@ -167,15 +191,23 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
                 for m in keep]
         sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
         sim.settle()
-        back = lost[0]
+        # Usually the most advanced of the lost members comes back (the old primary, holding writes
+        # the new primary lacks: added back unwiped, it rolls them back); now and then the first.
+        holders = [m for m in lost if kinds[m] != "arbiter"]
+        back = lost[0] if not holders or pick(d[2], False, True, percent=70) else \
+            max(holders, key=lambda m: (sim.node(m).last_optime.key(), -m))
         if sim.node(back).process is Process.HUNG:
             sim.kill(back)
-        if pick(d[0], True, False, percent=75):
+        if pick(d[0], True, False, percent=60):
             sim.wipe(back)  # its dbPath emptied, as the runbook asks
         sim.revive(back)
+        # Its first heartbeat answer brings the newer config (it is REMOVED) before it picks a sync
+        # source (mongod chooses one from heartbeat data): an unwiped member keeps what it held.
+        sim.tick()
         sim.settle()
     label = (", ".join(f"m{n.member_id} {kinds[n.member_id]} {n.process.value} {n.state.value}"
-                       f"{' (no config)' if n.config is None else ''}" for n in sim.state.members))
+                       f"{' (no config)' if n.config is None else ''}" for n in sim.state.members)
+             + (f", {sim.state.bulk_data_bytes >> 20} MiB of data" if sim.state.bulk_data_bytes else ""))
     return Situation(label, [_member(i) for i in range(len(kinds))], json.loads(sim.to_json()))
 
 
@@ -218,6 +250,31 @@ def majority_is_lost(sim: SimulatedReplicaSet) -> bool:
 def may_be_primary(sim: SimulatedReplicaSet, member_id: int) -> bool:
     entry = sim.node(member_id).own_entry()
     return entry is not None and entry.electable and not entry.hidden and not entry.secondary_delay_secs
+
+
+def unfenced_back(sim: SimulatedReplicaSet, gone: list[str]) -> dict[int, list[int]]:
+    """Fencing judged by its outcome, in a copy: every member outside the one primary's config that
+    still holds a config and was not fenced (a crash, a refused connection, a hang: nothing keeps it
+    down) restarts or wakes where it was lost, cut off from the new set; the set settles. The
+    primaries among them, with the members that came back (empty when nothing comes back).
+    A fenced member stays down (its service manager holds it stopped); one the operator declared
+    gone for good (`gone`: inventory names m<id>) is not brought back."""
+    primaries = sim.primaries()
+    if len(primaries) != 1:
+        return {}
+    config = sim.node(primaries[0]).config
+    assert config is not None
+    kept = {m.host for m in config.members}
+    back = [n.member_id for n in sim.state.members if n.host not in kept and n.config is not None
+            and n.process is not Process.RUNNING and not n.fenced and f"m{n.member_id}" not in gone]
+    if not back:
+        return {}
+    copy = SimulatedReplicaSet.from_json(sim.to_json(), clock=SimulatedClock())
+    for member_id in back:
+        copy.revive(member_id)
+    copy.partition([back, [n.member_id for n in copy.state.members if n.member_id not in back]])
+    copy.settle()
+    return {m: back for m in copy.primaries() if m in back}
 
 
 def unfenced_wake(sim: SimulatedReplicaSet) -> list[int]:
@@ -343,13 +400,26 @@ class MongoWatch(Watch):
                           f"{best}: the writes in between are lost, and the operator did not choose {target}")]
 
     def at_end(self, model: Any, ledger: Ledger, success: bool) -> list[Violation]:
-        if model is None or ledger.ended != "done" or not success:
+        if model is None or ledger.ended != "done" or not success or ledger.overrode("check-majority-lost"):
             return []
-        woke = unfenced_wake(_model(model))
-        if len(woke) > 1 and not ledger.overrode("check-majority-lost"):
+        sim = _model(model)
+        woke = unfenced_wake(sim)
+        if len(woke) > 1:
             return [Violation("mongodb.removed-cannot-come-back",
                               "after DONE, the hung members woken in a copy of the final state make "
                               f"{len(woke)} primaries: " + ", ".join(f"m{m}" for m in woke))]
+        # Fencing by its outcome: an operator who overrode check-fenced (having fenced by hand) chose it.
+        if self.runbook != "mongodb-force-primary" or ledger.overrode("check-fenced"):
+            return []
+        second = unfenced_back(sim, ledger.gone)
+        if second:
+            back = next(iter(second.values()))
+            return [Violation("mongodb.fenced-by-outcome",
+                              "after DONE, with the removed members nothing fenced ("
+                              + ", ".join(f"m{m}" for m in back) + ") started again in a copy, cut off from the new "
+                              "set (a crash or a refused connection is not a fence), "
+                              + ", ".join(f"m{m}" for m in second) + " becomes a second primary beside "
+                              + ", ".join(f"m{m}" for m in sim.primaries()) + " and takes writes")]
         return []
 
 
@@ -372,6 +442,8 @@ def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
         return "one primary, and every member outside its config that answers is wiped"
     if not majority_is_lost(sim) or any(n.process is Process.HUNG for n in sim.state.members):
         return None
+    if any(n.lag_ops or n.lag_seconds for n in sim.state.members if n.process is Process.RUNNING):
+        return None  # slow disks: whether a majority of the new set acknowledges is for verify to find out
     found = survivors(sim)
     if not found:
         return None
@@ -396,6 +468,36 @@ def one_primary_goal(model: Any) -> str | None:
                 MemberState.PRIMARY, MemberState.SECONDARY, MemberState.ARBITER):
             return f"m{node.member_id} is {node.state.value}, a member of m{primary.member_id}'s config"
     return None
+
+
+WRITE_WAIT = 5.0  # seconds a majority has to acknowledge a write (a client's wtimeout, as drengine's canary waits)
+
+
+def majority_write(model: Any) -> str | None:
+    """mongodb-force-primary's promise: a write a majority of the new set acknowledges. In a copy of
+    the state (as the goal check saw it): one write on the one primary, WRITE_WAIT seconds of model
+    time, then do the data-bearing voters of its config holding it reach its write majority? None
+    when they do, else why not (a primary still catching up takes no writes; slow members ack late)."""
+    copy = SimulatedReplicaSet.from_json(_model(model).to_json(), clock=SimulatedClock())
+    primaries = copy.primaries()
+    if len(primaries) != 1:
+        return f"{len(primaries)} primaries"
+    primary = copy.node(primaries[0])
+    config = primary.config
+    assert config is not None
+    if primary.catching_up:
+        return f"m{primary.member_id} is primary but still catching up: it takes no writes yet"
+    written = copy.insert(primary.member_id, "oracle.majority", {"_id": "majority-write"}, w=1).optime
+    copy.state.skew += WRITE_WAIT
+    copy.advance()
+    voters = {m.host for m in config.data_bearing_voters()}
+    holders = sorted(f"m{n.member_id}" for n in copy.state.members
+                     if n.host in voters and n.process is Process.RUNNING and has_optime(n, written))
+    needed = config.write_majority_count()
+    if len(holders) >= needed:
+        return None
+    return (f"a write on m{primary.member_id} reaches {len(holders)} of the {needed} data-bearing voters a majority "
+            f"needs within {WRITE_WAIT:g} s ({', '.join(holders) or 'none'}): no majority-acknowledged write")
 
 
 class MongoKit(Kit):
@@ -428,7 +530,10 @@ class MongoKit(Kit):
         backend.save()
 
     def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
-        return one_primary_goal(model)
+        found = one_primary_goal(model)
+        if found is None and runbook == "mongodb-force-primary":
+            return majority_write(model)
+        return found
 
     def hosts(self, work: Path) -> dict[str, Any]:
         # mongodb-rejoin checks that a member's dbPath is empty on its host: each member gets an empty
@@ -438,10 +543,14 @@ class MongoKit(Kit):
 
     def inventory(self, name: str, members: list[MemberSpec]) -> dict[str, Any]:
         cluster = super().inventory(name, members)
+        # The fence methods of mongodb-force-primary run (the simulated backend answers them, nothing
+        # reaches the host): a service stop holds a crashed member down, SIGKILL by pid file reaches a
+        # hung one.
+        cluster["service"] = {"stop": "systemctl stop mongod@{name}"}
         for member in cluster["members"]:
             path = self.data / member["name"]
             path.mkdir(parents=True, exist_ok=True)
-            member.update(host="localhost", data_dir=str(path))
+            member.update(host="localhost", data_dir=str(path), pid_file=f"/var/run/mongodb/{member['name']}.pid")
         return cluster
 
     def watch(self, runbook: str) -> Watch:

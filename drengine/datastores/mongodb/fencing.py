@@ -5,9 +5,12 @@ inventory gives (`fence:`): `sql` (its own commands: replSetStepDown, then shutd
 answers), `service` (the inventory's stop template over its host), `signal` (SIGKILL by its pid
 file over its host: this reaches a hung process, which ignores SIGTERM until it wakes).
 
-A member whose port refuses connections is already down; it is still fenced when a method is
-configured (a stop keeps a service manager from starting it again). A removed member neither
-confirmed down nor fenced makes the forced reconfig's dangerous gate say "split brain" plainly.
+A member whose port refuses connections is down now, but a refused connection is not a fence:
+its service manager, a reboot or a colleague can start it again, with its old config. It is
+fenced only by a method that worked (a service stop keeps a service manager from starting it
+again; SIGKILL by pid file reaches a hung process). A removed member left UNFENCED makes the
+fence step refuse (`fence_refusal`: what it risks, how to fence it by hand; an operator who
+fenced it by hand overrides), and the forced reconfig's dangerous gate say "split brain" plainly.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Literal
 from pydantic import Field
 
 from drengine.datastores.mongodb.setview import SetView, command_text
+from drengine.faults import stop_command
 from drengine.inventory import Cluster, FenceMethod
-from drengine.steps import Fact, Statement, fact
+from drengine.steps import Fact, Refusal, Statement, fact
+from drengine.transport import command_text as command_text_of
 
 STEP_DOWN_SECONDS = 60
 SHUTDOWN_WAIT_SECONDS = 10.0  # for the port to close after a stop or a kill
@@ -29,13 +34,19 @@ SHUTDOWN_WAIT_SECONDS = 10.0  # for the port to close after a stop or a kill
 class FenceOutcome(Fact):
     member: str
     host: str  # its host string in the old config
+    # "down" only in journals of earlier versions, which took a refused connection for a fence.
     status: Literal["fenced", "down", "unfenced"]
     method: str = ""  # the method that fenced it
     attempts: list[str] = Field(default_factory=list)  # each method tried, what it sent, how it went
+    down: str = ""  # why it was down when the step looked (its port refused connections): not a fence
 
     def line(self) -> str:
-        words = {"fenced": f"FENCED by {self.method}", "down": "DOWN (its port refuses connections)",
-                 "unfenced": "NOT FENCED and not confirmed down"}[self.status]
+        if self.status == "fenced":
+            words = f"FENCED by {self.method}" + (f" (down already: {self.down})" if self.down else "")
+        else:
+            down = self.down or ("its port refuses connections" if self.status == "down" else "")
+            words = (f"UNFENCED (down now: {down}; but nothing keeps it down)" if down else
+                     "UNFENCED and not confirmed down (it may still run)")
         return f"{self.member} ({self.host}): {words}" + (f"; {'; '.join(self.attempts)}" if self.attempts else "")
 
 
@@ -44,7 +55,7 @@ class FenceReport(Fact):
     outcomes: list[FenceOutcome] = Field(default_factory=list)
 
     def unfenced(self) -> list[FenceOutcome]:
-        return [o for o in self.outcomes if o.status == "unfenced"]
+        return [o for o in self.outcomes if o.status != "fenced"]
 
 
 @dataclass(frozen=True)
@@ -95,10 +106,54 @@ def removed_members(view: SetView, removed_hosts: list[str]) -> list[tuple[str, 
     return out
 
 
+def by_hand(cluster: Cluster, member: str) -> str:
+    """How an operator fences one member by hand, on its host (what drengine would have sent)."""
+    entry = cluster.member(member) if member in {m.name for m in cluster.members} else None
+    stop = (f"`{command_text_of(stop_command(cluster, entry))}`" if entry is not None and cluster.service.stop else
+            "`systemctl stop mongod` and `systemctl disable mongod` (so that no reboot starts it)")
+    kill = (f"`kill -KILL $(cat {entry.pid_file})`" if entry is not None and entry.pid_file else
+            "`kill -9` of its mongod process (a hung one ignores SIGTERM)")
+    return f"{stop}, or {kill}"
+
+
+def _state(outcome: FenceOutcome) -> str:
+    down = outcome.down or ("its port refuses connections" if outcome.status == "down" else "")
+    return f"down now ({down}), but nothing keeps it down" if down else "not confirmed down: it may still run"
+
+
+def fence_refusal(cluster: Cluster, report: FenceReport) -> Refusal | None:
+    """The fence step's verdict: every removed member fenced, or a refusal naming each one left
+    UNFENCED (down now or not), what that risks, and how to fence it by hand."""
+    left = report.unfenced()
+    if not left:
+        return None
+    names = ", ".join(o.member for o in left)
+    ways: dict[str, list[str]] = {}
+    for o in left:
+        ways.setdefault(by_hand(cluster, o.member), []).append(o.member)
+    return Refusal(
+        observed="UNFENCED: " + "; ".join(f"{o.member} ({_state(o)})" for o in left)
+                 + " (each method tried is in the evidence)",
+        expected="every member the forced config removes fenced by a method that worked (its service stopped, "
+                 "its process killed by pid file, or its own shutdown), so that it cannot start again with its old "
+                 "config",
+        why="a refused connection is not a fence: a member down now can be started again by its service manager, a "
+            "reboot or a colleague, and a removed member that runs with its old config and sees a majority of its old "
+            "voters (cut off from the new set) elects a second primary: writes go to two primaries, and one side's "
+            "are rolled back when they meet",
+        next_steps="fence by hand, on each member's host, then override this check (break glass): " + "; ".join(
+            f"{', '.join(members)}: {how}" for how, members in ways.items())
+                   + ". Or add `service: stop:` or the members' `pid_file:` to the inventory and rerun",
+        risk_if_overridden=f"SPLIT BRAIN if {names} start(s) again with the old config before being wiped: a second "
+                           f"primary beside the new one, and the writes one of them takes are lost",
+    )
+
+
 def split_brain_risk(report: FenceReport | None, removed: list[tuple[str, str, str]]) -> str | None:
-    """The split-brain warning for the forced reconfig's gate, when a removed member may still run."""
+    """The split-brain warning for the forced reconfig's gate, when a removed member may run again
+    (without a fence report, the fence step was skipped: a member down now is not fenced)."""
     if report is None:
-        left = [f"{name} ({seen})" for name, _, seen in removed if "refused" not in seen.lower()]
+        left = [f"{name} ({seen}; NOT FENCED)" for name, _, seen in removed]
     else:
         left = [o.line() for o in report.unfenced()]
     if not left:
@@ -106,4 +161,4 @@ def split_brain_risk(report: FenceReport | None, removed: list[tuple[str, str, s
     return ("SPLIT BRAIN: " + "; ".join(left) + ". A removed member that is still running (hung, or cut off by the "
             "network) keeps its old config: when it wakes or the network heals and it sees a majority of its old "
             "voters, it elects a second primary, and writes go to two primaries. Stop it first (service stop, or "
-            "kill -9 of its pid) or make sure it cannot come back")
+            "kill -9 of its pid) and make sure nothing starts it again")

@@ -92,6 +92,14 @@ class SimMongoBackend(MongoBackend):
 
     # -- fencing: the simulated member's process, as the host transport would reach it ------------
     def fence(self, member: str, method: FenceMethod) -> FenceAttempt:
+        attempt = self._fence(member, method)
+        if attempt.ok:
+            with self.wire.locked() as model:
+                model.node(self.member_ids[member]).fenced = True  # its service manager holds it stopped
+            self.save()
+        return attempt
+
+    def _fence(self, member: str, method: FenceMethod) -> FenceAttempt:
         if method is FenceMethod.SERVICE:
             return self._fence_by_service(member)
         if method is FenceMethod.SIGNAL:

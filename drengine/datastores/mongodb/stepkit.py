@@ -26,5 +26,15 @@ def canary(run_marker: str, now: float) -> str:
     return canary_insert_command(run_marker, now)
 
 
-
+def back_since_chosen(ctx: Ctx, removed: list[str]) -> list[str]:
+    """The members the forced config removes (config hosts) that were unreachable when the survivor
+    was chosen and answer now (one probe each, right before a step acts on that choice): the
+    majority check and the choice are stale (the majority may be back, or a member may hold more)."""
+    view = ctx.facts.get("view", SetView)
+    back = []
+    for host in removed:
+        member = view.by_config_host(host)
+        if member is not None and not member.reachable and ctx.backend.probe(member.name).reachable:
+            back.append(member.name)
+    return back
 

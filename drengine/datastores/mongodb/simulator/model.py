@@ -369,6 +369,9 @@ class MemberNode(BaseModel):
     stand_now: bool = False  # election handoff: a stepping-down primary asked it to stand
     catching_up: bool = False  # a new primary copying what peers have before taking writes
     sync_done_at: float | None = None  # initial sync in progress: when it completes
+    # Stopped by a fence (its service stopped, or killed by its pid file): unlike a crash, nothing
+    # starts it again by itself (its service manager holds it stopped).
+    fenced: bool = False
 
     @property
     def last_optime(self) -> OpTime:
