@@ -84,11 +84,42 @@ def test_a_new_set_that_cannot_acknowledge_majority_writes_is_told_from_a_hung_p
     assert final(run_dir).primaries() == [1]
 
 
-def test_an_arbiter_left_among_the_voters_is_priced_at_the_gate(tmp_path: Path) -> None:
+def test_an_arbiter_that_would_change_the_implicit_default_write_concern_is_left_out(tmp_path: Path) -> None:
+    # Issue 22, item 2: forcing {m2, arbiter m3} turns the implicit default write concern from majority into
+    # w: 1, which mongod 5.0+ refuses (103) even forced, and no cluster-wide default can be set without a
+    # primary. The runbook forces m2 alone instead and says how to add the arbiter back.
     code, out, run_dir = run(tmp_path, "sim-mongo-arbiter", "--yes", "--accept-data-loss", "--override", "choose-survivor")
     assert code == 0, out
-    assert any("an arbiter stays among the voters" in r and "acknowledged by the primary alone" in r
-               for r in gate_risks(run_dir, "force-reconfig"))
+    forced = [json.loads(t) for t in sent(run_dir) if "replSetReconfig" in t][0]["replSetReconfig"]
+    assert [m["_id"] for m in forced["members"]] == [2]
+    assert "Left out: m3 (arbiter)" in out and "setDefaultRWConcern" in out and "rs.addArb" in out
+    force = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "force-reconfig"][-1]
+    assert any(line.startswith("- leave out m3 (") and "code 103" in line for line in force.data["evidence"])
+    sim = final(run_dir)
+    assert sim.primaries() == [2] and sim.count(2, "shop.orders") == 3
+
+
+def test_a_forced_reconfig_that_must_change_the_implicit_default_is_refused_and_explained(tmp_path: Path) -> None:
+    # Primary-secondary-arbiter, the secondary alone left: {m1} alone has the implicit default w: "majority"
+    # where the set had w: 1. mongod answers 103; the gate warned, the step says what is possible.
+    code, out, run_dir = run(tmp_path, "sim-mongo-psa", "--yes", "--accept-data-loss")
+    assert code == 1, out
+    assert any("mongod may refuse this" in r and "code 103" in r for r in gate_risks(run_dir, "force-reconfig"))
+    assert ("[m1] {\"replSetReconfig\"" in out) or any("replSetReconfig" in t for t in sent(run_dir))
+    assert "m1 refused the forced config (nothing changed)" in out
+    assert "setDefaultRWConcern cannot help now: it runs only on a writable primary" in out
+    assert "start a fresh arbiter" in out
+    sim = final(run_dir)
+    assert sim.primaries() == [] and sim.get_config(1).version == 1
+
+
+def test_with_a_cluster_wide_default_set_before_the_outage_mongod_accepts_the_change(tmp_path: Path) -> None:
+    text = INVENTORY.read_text().replace("scenario: psa-secondary-alone", "scenario: psa-default-set")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(text)
+    code, out, run_dir = run(tmp_path, "sim-mongo-psa", "--yes", "--accept-data-loss", inventory=inventory)
+    assert code == 0, out
+    assert final(run_dir).primaries() == [1]
 
 
 def test_a_hung_removed_member_without_a_fence_method_is_named_as_split_brain(tmp_path: Path) -> None:

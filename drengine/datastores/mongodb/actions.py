@@ -8,10 +8,13 @@ exists or a voting majority is healthy, and followed by a write with `w: majorit
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, Field
 
 from drengine.datastores.mongodb import rejoin  # noqa: F401 - its steps register
-from drengine.datastores.mongodb.connector import MongoAPI
+from drengine.datastores.mongodb.concerns import implicit_default_change, implicit_default_is_majority
+from drengine.datastores.mongodb.connector import MongoAPI, MongoCommandFailed
 from drengine.datastores.mongodb.decisions import (
     SurvivorDecision,
     acknowledging_members,
@@ -51,7 +54,9 @@ from drengine.steps import (
 )
 from drengine.transport import command_text as command_text_of
 
-# States in which a member holds a complete copy of the data it has replicated so far.
+# mongod's NewReplicaSetConfigurationIncompatible: here, a config that changes the implicit default
+# write concern while no cluster-wide default is set (replication_coordinator_impl.cpp, 5.0+).
+IMPLICIT_DEFAULT_REFUSED = 103
 
 # -- actions: force a primary ----------------------------------------------------------------------------
 
@@ -238,6 +243,8 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
                          f"can elect a second primary")
         if forced.arbiter_cost:
             risks.append(forced.arbiter_cost)
+        if forced.default_change:
+            risks.append(f"mongod may refuse this: {forced.default_change}")
         return Proposal(
             summary=f"force a new config on {decision.chosen}: keep {', '.join(view.name_of(h) for h in forced.kept)}"
                     f"; remove {', '.join(removed) or 'nobody'}",
@@ -275,6 +282,7 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         decision, old, forced = forced_for(ctx)
         assert decision.chosen is not None
         api = ctx.backend
+        view = ctx.facts.get("view", SetView)
         if self._applied(ctx):
             return StepResult(ok=True, summary=f"{decision.chosen} already holds the forced config; not sent again")
         back = self._back_since_chosen(ctx, forced.removed)
@@ -287,12 +295,24 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
                 f"config would remove them; the majority may be back, or a member may hold more than "
                 f"{decision.chosen}. Rerun the runbook: it observes the set again"))
         statement = proposal.statements[0]
-        api.command(decision.chosen, statement.text)
+        try:
+            api.command(decision.chosen, statement.text)
+        except MongoCommandFailed as exc:
+            if exc.code != IMPLICIT_DEFAULT_REFUSED or "implicit default write concern" not in str(exc):
+                raise
+            ctx.sent(statement, result=f"refused: code {exc.code}")
+            why = forced.default_change or implicit_default_change(
+                implicit_default_is_majority(json.loads(old.document).get("members", [])),
+                json.loads(forced.document).get("members", []), member_names(view))
+            return StepResult(ok=False, evidence=forced.diff, summary=(
+                f"{decision.chosen} refused the forced config (nothing changed): {why}"))
         ctx.sent(statement)
         version = api.get_config(decision.chosen).version
-        return StepResult(ok=True, evidence=forced.diff, summary=(
-            f"{decision.chosen} accepted the forced config: version {old.version} -> {version}, members "
-            f"{', '.join(ctx.facts.get('view', SetView).name_of(h) for h in forced.kept)}"))
+        summary = (f"{decision.chosen} accepted the forced config: version {old.version} -> {version}, members "
+                   f"{', '.join(view.name_of(h) for h in forced.kept)}")
+        if forced.left_out:
+            summary += f". {left_out_words(view, forced.left_out, decision.chosen)}"
+        return StepResult(ok=True, evidence=forced.diff, summary=summary)
 
 
 class VerifyParams(StepParams):
@@ -300,6 +320,14 @@ class VerifyParams(StepParams):
     # One heartbeat interval (settings.heartbeatIntervalMillis, 2 s): an election takes the
     # election timeout (10 s) and more, and every look probes each member (a hung one costs its timeout).
     poll: float = Field(default=2.0, gt=0, le=60)
+
+
+def left_out_words(view: SetView, hosts: list[str], primary: str) -> str:
+    names = ", ".join(view.name_of(h) for h in hosts)
+    return (f"Left out: {names} (arbiter): kept, it would have changed the implicit default write concern, which "
+            f"mongod refuses without a cluster-wide default (code 103). To add it back: on {primary}, "
+            f"setDefaultRWConcern with the defaultWriteConcern you want, then rs.addArb; until then it must stay "
+            f"down (it still holds the old config)")
 
 
 @register
@@ -333,9 +361,12 @@ class VerifyPrimary(Action[MongoAPI, VerifyParams]):
         old = view.newest_config()
         old_version = old.version if old else 0
         removed = []
+        left_out = ""
         if old is not None and decision.chosen_host:
             forced = forced_config(old, survivors_of(view, old), decision.chosen_host, member_names(view))
-            removed = [view.name_of(h) for h in forced.removed]
+            removed = [view.name_of(h) for h in forced.removed if h not in forced.left_out]
+            if forced.left_out:
+                left_out = left_out_words(view, forced.left_out, decision.chosen or "the new primary")
         views: list[SetView] = []
 
         def one_primary() -> bool:
@@ -385,6 +416,8 @@ class VerifyPrimary(Action[MongoAPI, VerifyParams]):
             summary += (f". Removed from the set: {', '.join(removed)}: they MUST stay down until their dbPath is "
                         f"emptied (copy rollback/ away first) and they are added back with mongodb-rejoin; "
                         f"started with their old config they can elect a second primary")
+        if left_out:
+            summary += f". {left_out}"
         return StepResult(ok=True, summary=summary, evidence=lines)
 
 

@@ -9,6 +9,12 @@ from typing import Any
 
 from pydantic import Field
 
+from drengine.datastores.mongodb.concerns import (
+    arbiter_cost,
+    arbiter_left_out,
+    implicit_default_change,
+    implicit_default_is_majority,
+)
 from drengine.datastores.mongodb.setview import ConfigMember, MemberView, ReplConfig, SetView, reconfig_command
 from drengine.steps import Fact, Refusal, fact
 
@@ -50,6 +56,10 @@ class ForcedConfig(Fact):
     removed: list[str]
     diff: list[str]
     arbiter_cost: str | None = None  # what an arbiter left among the voters costs
+    # The implicit default write concern would change and mongod 5.0+ refuses that (code 103)
+    # unless a cluster-wide default is set: what it means and what the operator can do.
+    default_change: str | None = None
+    left_out: list[str] = Field(default_factory=list)  # surviving arbiters left out to keep that default
 
 
 @fact
@@ -334,6 +344,23 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
             line += " (changed: " + ", ".join(changes) + ")"
         diff.append(line)
         kept_docs.append(new)
+    old_majority = implicit_default_is_majority(doc.get("members", []))
+    default_change = None
+    left_out: list[str] = []
+    if implicit_default_is_majority(kept_docs) != old_majority:
+        data_only = [m for m in kept_docs if not m.get("arbiterOnly")]
+        if len(data_only) < len(kept_docs) and implicit_default_is_majority(data_only) == old_majority:
+            for m in kept_docs:
+                if m.get("arbiterOnly"):
+                    host = str(m["host"])
+                    kept.remove(host)
+                    removed.append(host)
+                    left_out.append(host)
+                    diff[:] = [line for line in diff if not line.startswith(f"  keep {label(host)}:")]
+                    diff.append(f"- leave out {label(host)}: {_member_words(m)}: {arbiter_left_out(old_majority)}")
+            kept_docs = data_only
+        else:
+            default_change = implicit_default_change(old_majority, kept_docs, names)
     doc["members"] = kept_docs
     # The server replaces the version with a large random jump; send one past the old.
     doc["version"] = old_config.version + 1
@@ -343,34 +370,8 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
     diff.append(f"version {old_config.version} -> larger (a forced reconfig adds a large random increment); "
                 f"voting members {old_config.total_votes()} -> {votes}, majority {votes // 2 + 1}")
     return ForcedConfig(document=json.dumps(doc), kept=kept, removed=removed, diff=diff,
-                        arbiter_cost=arbiter_cost(kept_docs, names))
-
-
-def arbiter_cost(members: list[dict[str, Any]], names: dict[str, str] | None = None) -> str | None:
-    """What an arbiter among the voters costs, in the documented primary-secondary-arbiter terms
-    (https://www.mongodb.com/docs/manual/core/replica-set-arbiter/ and
-    https://www.mongodb.com/docs/manual/tutorial/mitigate-psa-performance-issues/); None without one."""
-    voters = [m for m in members if int(m.get("votes", 1)) > 0]
-    arbiters = [m for m in voters if m.get("arbiterOnly")]
-    if not arbiters:
-        return None
-    data = [m for m in voters if not m.get("arbiterOnly")]
-    majority = len(voters) // 2 + 1
-    # replica_set_config.cpp: w: "majority" counts data-bearing voters only.
-    needed = min(majority, len(data))
-    shown = ", ".join((names or {}).get(str(m["host"]), str(m["host"])) for m in arbiters)
-    if needed >= len(data) > 1:
-        return (f"an arbiter stays among the voters ({shown}): with {len(data)} data-bearing voters, w: majority "
-                f"needs all {needed} of them. While one of them is down the majority commit point stalls: "
-                f"w: majority writes wait, majority reads go stale, and the oplog and cache grow on the primary. "
-                f"Add a data-bearing member (mongodb-rejoin) soon")
-    if len(data) == 1:
-        return (f"an arbiter stays among the voters ({shown}) beside a single data-bearing member: a w: majority "
-                f"write is acknowledged by the primary alone, so every write lives on one copy until a "
-                f"data-bearing member is added back (mongodb-rejoin)")
-    return (f"an arbiter stays among the voters ({shown}): w: majority needs {needed} of the {len(data)} "
-            f"data-bearing voters; the majority commit point stalls if more than {len(data) - needed} of them "
-            f"go down")
+                        arbiter_cost=arbiter_cost(kept_docs, names), default_change=default_change,
+                        left_out=left_out)
 
 
 def reconfig_text(config_document: str, force: bool) -> str:

@@ -28,7 +28,13 @@ from hypothesis import strategies as st
 
 from drengine.clock import SimulatedClock
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
-from drengine.datastores.mongodb.simulator.model import MemberConfig, MemberState, Process, ReplSetSettings
+from drengine.datastores.mongodb.simulator.model import (
+    MemberConfig,
+    MemberState,
+    NewReplicaSetConfigurationIncompatible,
+    Process,
+    ReplSetSettings,
+)
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
@@ -141,7 +147,13 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
         keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False, "secondary_delay_secs": 0})
                 if m.id == chosen.member_id else m
                 for m in keep]
-        sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
+        try:
+            sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
+        except NewReplicaSetConfigurationIncompatible:
+            # Keeping the arbiters would change the implicit default write concern (mongod refuses, 103):
+            # force the data-bearing survivors alone, as the runbook does.
+            data_only = [m for m in keep if not m.arbiter_only]
+            sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": data_only}), force=True)
         sim.settle()
         back = lost[0]
         if sim.node(back).process is Process.HUNG:
