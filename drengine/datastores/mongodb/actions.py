@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from drengine.datastores.mongodb import rejoin  # noqa: F401 - its steps register
+from drengine.datastores.mongodb import rejoin, verify  # noqa: F401 - their steps register
 from drengine.datastores.mongodb.concerns import implicit_default_change, implicit_default_is_majority
 from drengine.datastores.mongodb.connector import MongoAPI, MongoCommandFailed
 from drengine.datastores.mongodb.decisions import (
-    SurvivorDecision,
-    acknowledging_members,
     check_majority_lost,
     choose_survivor,
-    forced_config,
     member_names,
     observed,
     reconfig_text,
-    survivors_of,
     view_lines,
 )
 from drengine.datastores.mongodb.fencing import (
@@ -35,9 +31,8 @@ from drengine.datastores.mongodb.fencing import (
     sql_statements,
     usable_methods,
 )
-from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, canary_failure, command_text
-from drengine.datastores.mongodb.stepkit import Ctx, canary, forced_for
-from drengine.errors import ProbeTimeout
+from drengine.datastores.mongodb.setview import SetView, command_text
+from drengine.datastores.mongodb.stepkit import Ctx, forced_for
 from drengine.faults import stop_command
 from drengine.inventory import FenceMethod
 from drengine.steps import (
@@ -48,7 +43,6 @@ from drengine.steps import (
     Proposal,
     Refusal,
     Statement,
-    StepParams,
     StepResult,
     register,
 )
@@ -311,113 +305,5 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         summary = (f"{decision.chosen} accepted the forced config: version {old.version} -> {version}, members "
                    f"{', '.join(view.name_of(h) for h in forced.kept)}")
         if forced.left_out:
-            summary += f". {left_out_words(view, forced.left_out, decision.chosen)}"
+            summary += f". {verify.left_out_words(view, forced.left_out, decision.chosen)}"
         return StepResult(ok=True, evidence=forced.diff, summary=summary)
-
-
-class VerifyParams(StepParams):
-    wait: float = Field(default=30.0, gt=0, le=3600, description="seconds to wait for the election")
-    # One heartbeat interval (settings.heartbeatIntervalMillis, 2 s): an election takes the
-    # election timeout (10 s) and more, and every look probes each member (a hung one costs its timeout).
-    poll: float = Field(default=2.0, gt=0, le=60)
-
-
-def left_out_words(view: SetView, hosts: list[str], primary: str) -> str:
-    names = ", ".join(view.name_of(h) for h in hosts)
-    return (f"Left out: {names} (arbiter): kept, it would have changed the implicit default write concern, which "
-            f"mongod refuses without a cluster-wide default (code 103). To add it back: on {primary}, "
-            f"setDefaultRWConcern with the defaultWriteConcern you want, then rs.addArb; until then it must stay "
-            f"down (it still holds the old config)")
-
-
-@register
-class VerifyPrimary(Action[MongoAPI, VerifyParams]):
-    name = "mongodb.verify_primary"
-    effect = Effect.MUTATE
-    # It only writes drengine's own heartbeat/canary and reads it back: running it again is harmless.
-    repeatable = True
-    # It only inserts a marker document into drengine's own canary collection: no confirmation.
-    min_gate = GateLevel.NONE
-    Params = VerifyParams
-    description = "Wait for exactly one writable primary, then write with w: majority"
-
-    def propose(self, ctx: Ctx) -> Proposal:
-        decision = ctx.facts.get("survivor", SurvivorDecision)
-        target = decision.chosen or "the new primary"
-        return Proposal(summary=f"wait for exactly one writable primary (expected {target}); write a canary "
-                                f"with w: majority", statements=[
-            Statement(target, canary("recovery-check-<run time>", ctx.clock.wall()), language="mongodb"),
-            Statement(target, COUNT_CANARY, language="mongodb"),
-        ])
-
-    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
-        return False  # harmless to repeat: each attempt inserts its own marker
-
-    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        params = self.params
-        api = ctx.backend
-        view = ctx.facts.get("view", SetView)
-        decision = ctx.facts.get("survivor", SurvivorDecision)
-        old = view.newest_config()
-        old_version = old.version if old else 0
-        removed = []
-        left_out = ""
-        if old is not None and decision.chosen_host:
-            forced = forced_config(old, survivors_of(view, old), decision.chosen_host, member_names(view))
-            removed = [view.name_of(h) for h in forced.removed if h not in forced.left_out]
-            if forced.left_out:
-                left_out = left_out_words(view, forced.left_out, decision.chosen or "the new primary")
-        views: list[SetView] = []
-
-        def one_primary() -> bool:
-            views.append(api.observe())
-            return len([m for m in views[-1].reachable() if m.is_writable_primary]) == 1
-
-        ctx.wait_until(one_primary, params.wait, params.poll)
-        now = views[-1]
-        primaries = [m for m in now.reachable() if m.is_writable_primary]
-        lines = view_lines(now)
-        if len(primaries) != 1:
-            seen = ", ".join(m.name for m in primaries) or "none"
-            return StepResult(ok=False, evidence=lines, summary=(
-                f"expected exactly one writable primary within {params.wait:g} s, found {seen}. "
-                f"{'Two primaries: split brain; stop the one not chosen now. ' if len(primaries) > 1 else ''}"
-                f"Check the members' logs, then resume the run"))
-        primary = primaries[0]
-        problems = []
-        if primary.set_version is not None and primary.set_version <= old_version:
-            problems.append(f"setVersion is {primary.set_version}, expected above {old_version} after a forced "
-                            f"reconfig")
-        if problems:
-            return StepResult(ok=False, summary="; ".join(problems), evidence=lines)
-        written_at = ctx.clock.wall()
-        marker = f"recovery-check-{written_at:.3f}"
-        insert = Statement(primary.name, canary(marker, written_at), language="mongodb")
-        try:
-            reply = api.command(primary.name, insert.text)
-        except ProbeTimeout as exc:
-            ctx.sent(insert, result="no answer")
-            return StepResult(ok=False, evidence=lines, summary=(
-                f"{primary.name} is primary but did not answer the canary write: {exc}. Check {primary.name} "
-                f"(a stopped process, a full disk, a frozen VM), then resume the run"))
-        ctx.sent(insert, result=str(reply.get("n", "?")))
-        failure = canary_failure(reply)
-        if failure:
-            return StepResult(ok=False, evidence=lines + acknowledging_members(now, primary), summary=(
-                f"{primary.name} is primary but {failure}; a majority of the new set cannot acknowledge writes "
-                f"yet"))
-        count = api.command(primary.name, COUNT_CANARY)
-        ctx.sent(Statement(primary.name, COUNT_CANARY, language="mongodb"), result=str(count.get("n", "?")))
-        summary = (f"{primary.name} is the one writable primary (setVersion {old_version} -> {primary.set_version}); "
-                   f"a w: majority write was acknowledged")
-        if decision.chosen and primary.name != decision.chosen:
-            summary += f" (not {decision.chosen}, the member chosen: check why)"
-        if removed:
-            summary += (f". Removed from the set: {', '.join(removed)}: they MUST stay down until their dbPath is "
-                        f"emptied (copy rollback/ away first) and they are added back with mongodb-rejoin; "
-                        f"started with their old config they can elect a second primary")
-        if left_out:
-            summary += f". {left_out}"
-        return StepResult(ok=True, summary=summary, evidence=lines)
-
-
