@@ -274,3 +274,32 @@ def test_a_reconfig_while_the_primary_is_dropping_newly_added_answers_109() -> N
         with pytest.raises(OperationFailure) as refused:
             client.admin.command({"replSetReconfig": config_doc, "maxTimeMS": 1000})
         assert (refused.value.code, (refused.value.details or {})["codeName"]) == (109, "ConfigurationInProgress")
+
+
+# --- newlyAdded members are no voters (issue 22, item 4)
+
+
+def test_a_newly_added_member_does_not_count_in_the_majority_while_it_syncs() -> None:
+    # member_config.h isVoter (votes and not newlyAdded); repl_set_config.cpp _calculateMajorities.
+    clock = SimulatedClock()
+    sim = build_scenario("healthy-5", rng=random.Random(5), clock=clock)
+    sim.state.bulk_data_bytes = 50 * 1024 * 1024 * 600  # ten minutes of initial sync
+    for member_id in (4, 3):
+        sim.kill(member_id)
+        sim.wipe(member_id)
+        config = sim.get_config(0)
+        sim.reconfig(0, config.model_copy(update={"version": config.version + 1, "term": sim.node(0).term,
+                                                  "members": [m for m in config.members if m.id != member_id]}))
+        sim.settle(30)
+    sim.revive(3)
+    sim.settle(30)
+    config = sim.get_config(0)
+    sim.reconfig(0, config.model_copy(update={"version": config.version + 1,
+                                              "members": [*config.members, MemberConfig(id=3, host=sim.node(3).host)]}))
+    with serving(sim) as cluster, direct(cluster, 0) as client:
+        clock.advance(10)
+        status = client.admin.command("replSetGetStatus")
+        assert next(m for m in status["members"] if m["_id"] == 3)["stateStr"] == "STARTUP2"
+        assert (status["votingMembersCount"], status["majorityVoteCount"]) == (3, 2)
+        assert status["writableVotingMembersCount"] == 3 and status["writeMajorityCount"] == 2
+        assert next(m for m in config_of(client)["members"] if m["_id"] == 3)["votes"] == 1  # newlyAdded hidden
