@@ -1,7 +1,8 @@
 """The fault space of the MongoDB runbooks, for `drengine explore`: generated replica sets
-(three to five members; priority 0, hidden, non-voting members and arbiters; members cut off
-and behind by any number of writes; the majority killed or hung, or still alive; chaining on
-or off; after a forced reconfig, a removed member back wiped or not), and the invariants,
+(three to five members; priority 0, hidden, non-voting members and arbiters; a cluster-wide
+default write concern or not; members cut off and behind by any number of writes; the majority
+killed or hung, or still alive; chaining on or off; after a forced reconfig, a removed member back
+wiped or not; the primary stepping down under the run), and the invariants,
 computed from the simulator's own members:
 
 - at most one running member believes it is primary;
@@ -40,6 +41,7 @@ from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
 
 SET = digits(9)
+STEP_DOWN_SECONDS = 10.0  # replSetStepDown's least stepDownSecs (it must cover secondaryCatchUpPeriodSecs)
 MEMBER = digits(3)
 READS = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find", "buildInfo",
          "listDatabases")
@@ -96,6 +98,11 @@ def _build(draw: st.DrawFn) -> tuple[SimulatedReplicaSet, list[str], list[int]]:
     # Without chaining a secondary syncs from the primary only: survivors stay where they were.
     settings = ReplSetSettings(chaining_allowed=pick(c[1], False, True, percent=85), replica_set_id=f"{c[2]:024x}")
     sim = SimulatedReplicaSet.initiate("rs0", members, settings=settings, clock=SimulatedClock(), rng=random.Random(c[2]))
+    if c[8] % 3 == 0 and sim.primaries():
+        # A cluster-wide default write concern set before the outage (setDefaultRWConcern): then mongod
+        # accepts a forced config that changes the implicit default (no 103). From a digit already
+        # drawn, so that the rest of the situation is generated as before.
+        sim.set_default_write_concern(sim.primaries()[0], {"w": "majority"})
     number = _orders(sim, 1, pick(c[3], 2, 0, 1, 4, percent=60))
     if pick(c[4], True, False, percent=85):
         for rank, member in enumerate(sorted(behind, key=lambda m: (behind[m], m))):
@@ -389,8 +396,10 @@ def one_primary_goal(model: Any) -> str | None:
 class MongoKit(Kit):
     kind = "mongodb"
     runbooks = ("mongodb-force-primary", "mongodb-rejoin")
-    ops = ("kill", "hang", "revive")
-    flaps = ("kill",)
+    # step-down: the primary steps down (replSetStepDown, forced, 10 s), as on a lost heartbeat or a
+    # maintenance window: a write waiting for its write concern then fails with 189.
+    ops = ("kill", "hang", "revive", "step-down")
+    flaps = ("kill", "step-down")
     timeouts = {"connect": 0.2, "read": 0.4, "catch_up": 5}
     data = Path("mongo-data")
 
@@ -409,10 +418,15 @@ class MongoKit(Kit):
     def applies(self, model: Any, op: str, member: str) -> bool:
         node = _model(model).node(int(member[1:]))
         return {"kill": node.process is not Process.KILLED, "hang": node.process is Process.RUNNING,
-                "revive": node.process is not Process.RUNNING}.get(op, True)
+                "revive": node.process is not Process.RUNNING,
+                "step-down": node.process is Process.RUNNING and node.state is MemberState.PRIMARY}.get(op, True)
 
     def change(self, backend: Any, op: str, member: str) -> None:
-        getattr(backend.wire, op)(backend.member_ids[member])
+        if op == "step-down":
+            with backend.wire.locked() as sim:
+                sim.step_down(backend.member_ids[member], STEP_DOWN_SECONDS, force=True)
+        else:
+            getattr(backend.wire, op)(backend.member_ids[member])
         backend.save()
 
     def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:
