@@ -345,22 +345,14 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
         diff.append(line)
         kept_docs.append(new)
     old_majority = implicit_default_is_majority(doc.get("members", []))
-    default_change = None
-    left_out: list[str] = []
-    if implicit_default_is_majority(kept_docs) != old_majority:
-        data_only = [m for m in kept_docs if not m.get("arbiterOnly")]
-        if len(data_only) < len(kept_docs) and implicit_default_is_majority(data_only) == old_majority:
-            for m in kept_docs:
-                if m.get("arbiterOnly"):
-                    host = str(m["host"])
-                    kept.remove(host)
-                    removed.append(host)
-                    left_out.append(host)
-                    diff[:] = [line for line in diff if not line.startswith(f"  keep {label(host)}:")]
-                    diff.append(f"- leave out {label(host)}: {_member_words(m)}: {arbiter_left_out(old_majority)}")
-            kept_docs = data_only
-        else:
-            default_change = implicit_default_change(old_majority, kept_docs, names)
+    kept_docs, dropped, default_change = _keeping_the_implicit_default(old_majority, kept_docs, names)
+    left_out = [str(m["host"]) for m in dropped]
+    for m in dropped:
+        host = str(m["host"])
+        kept.remove(host)
+        removed.append(host)
+        diff[:] = [line for line in diff if not line.startswith(f"  keep {label(host)}:")]
+        diff.append(f"- leave out {label(host)}: {_member_words(m)}: {arbiter_left_out(old_majority)}")
     doc["members"] = kept_docs
     # The server replaces the version with a large random jump; send one past the old.
     doc["version"] = old_config.version + 1
@@ -372,6 +364,19 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
     return ForcedConfig(document=json.dumps(doc), kept=kept, removed=removed, diff=diff,
                         arbiter_cost=arbiter_cost(kept_docs, names), default_change=default_change,
                         left_out=left_out)
+
+
+def _keeping_the_implicit_default(old_majority: bool, kept: list[dict[str, Any]], names: dict[str, str]
+                                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+    """mongod 5.0+ refuses a config, forced too, that changes the implicit default write concern
+    while no cluster-wide default is set (103). Leave the kept arbiters out when that keeps it;
+    else say what the change means. (members kept, arbiters left out, the change no config avoids)"""
+    if implicit_default_is_majority(kept) == old_majority:
+        return kept, [], None
+    data_only = [m for m in kept if not m.get("arbiterOnly")]
+    if len(data_only) < len(kept) and implicit_default_is_majority(data_only) == old_majority:
+        return data_only, [m for m in kept if m.get("arbiterOnly")], None
+    return kept, [], implicit_default_change(old_majority, kept, names)
 
 
 def reconfig_text(config_document: str, force: bool) -> str:
