@@ -28,15 +28,10 @@ Client = MongoClient[dict[str, Any]]
 IMPLICIT_DEFAULT_CHANGE = "Reconfig attempted to install a config that would change the implicit default write concern"
 
 
-@contextmanager
-def serving(model: SimulatedReplicaSet | str) -> Iterator[WireCluster]:
-    sim = build_scenario(model, rng=random.Random(5), clock=SimulatedClock()) if isinstance(model, str) else model
-    cluster = WireCluster(sim)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+def serving(model: SimulatedReplicaSet | str) -> WireCluster:
+    """The set served on loopback (`with serving(...) as cluster`: started, and stopped after)."""
+    return WireCluster(build_scenario(model, rng=random.Random(5), clock=SimulatedClock())
+                       if isinstance(model, str) else model)
 
 
 @contextmanager
