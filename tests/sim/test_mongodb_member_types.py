@@ -93,6 +93,9 @@ def test_an_arbiter_that_would_change_the_implicit_default_write_concern_is_left
     forced = [json.loads(t) for t in sent(run_dir) if "replSetReconfig" in t][0]["replSetReconfig"]
     assert [m["_id"] for m in forced["members"]] == [2]
     assert "Left out: m3 (arbiter)" in out and "setDefaultRWConcern" in out and "rs.addArb" in out
+    risks = gate_risks(run_dir, "force-reconfig")
+    assert any(r.startswith("Left out: m3 (arbiter)") for r in risks), risks
+    assert not any(r.startswith("m0, m1, m4, m3 are removed") for r in risks), risks  # rejoin adds no arbiter
     force = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "force-reconfig"][-1]
     assert any(line.startswith("- leave out m3 (") and "code 103" in line for line in force.data["evidence"])
     sim = final(run_dir)

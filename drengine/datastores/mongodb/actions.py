@@ -231,10 +231,13 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         split = split_brain_risk(ctx.facts.maybe("fence", FenceReport), removed_members(view, forced.removed))
         if split:
             risks.insert(0, split)
-        if removed:
-            risks.append(f"{', '.join(removed)} are removed from the set: they must stay down until their dbPath is "
-                         f"emptied and they are added back (mongodb-rejoin); if one returns with the old config it "
+        data_removed = [view.name_of(h) for h in forced.removed if h not in forced.left_out]
+        if data_removed:
+            risks.append(f"{', '.join(data_removed)} are removed from the set: they must stay down until their dbPath "
+                         f"is emptied and they are added back (mongodb-rejoin); if one returns with the old config it "
                          f"can elect a second primary")
+        if forced.left_out:
+            risks.append(verify.left_out_words(view, forced.left_out, decision.chosen))
         if forced.arbiter_cost:
             risks.append(forced.arbiter_cost)
         if forced.default_change:
