@@ -102,14 +102,15 @@ def test_an_arbiter_that_would_change_the_implicit_default_write_concern_is_left
     assert sim.primaries() == [2] and sim.count(2, "shop.orders") == 3
 
 
-def test_a_forced_reconfig_that_must_change_the_implicit_default_is_refused_and_explained(tmp_path: Path) -> None:
+def test_a_forced_reconfig_that_must_change_the_implicit_default_is_not_sent_and_explained(tmp_path: Path) -> None:
     # Primary-secondary-arbiter, the secondary alone left: {m1} alone has the implicit default w: "majority"
-    # where the set had w: 1. mongod answers 103; the gate warned, the step says what is possible.
+    # where the set had w: 1 (and {m1, m2} would leave m1 without a majority). mongod would answer 103: the gate
+    # warns, the step sees no cluster-wide default on m1 right before and does not send it.
     code, out, run_dir = run(tmp_path, "sim-mongo-psa", "--yes", "--accept-data-loss")
     assert code == 1, out
     assert any("mongod may refuse this" in r and "code 103" in r for r in gate_risks(run_dir, "force-reconfig"))
-    assert ("[m1] {\"replSetReconfig\"" in out) or any("replSetReconfig" in t for t in sent(run_dir))
-    assert "m1 refused the forced config (nothing changed)" in out
+    assert not any("replSetReconfig" in t for t in sent(run_dir))
+    assert "not sent: m1 holds no cluster-wide default write concern" in out
     assert "setDefaultRWConcern cannot help now: it runs only on a writable primary" in out
     assert "start a fresh arbiter" in out
     sim = final(run_dir)

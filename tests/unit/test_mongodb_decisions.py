@@ -184,7 +184,9 @@ def test_an_arbiter_left_among_the_voters_says_what_it_costs() -> None:
     assert "majority commit point stalls" in forced.arbiter_cost
     one_data = forced_config(old, ["h0:27017", "h2:27017"], "h0:27017")
     assert one_data.arbiter_cost is not None and "acknowledged by the primary alone" in one_data.arbiter_cost
-    assert forced_config(old, ["h0:27017", "h1:27017"], "h0:27017").arbiter_cost is None
+    # Without the (down) arbiter the implicit default would turn w: "majority": it stays, and costs the same.
+    kept_down = forced_config(old, ["h0:27017", "h1:27017"], "h0:27017")
+    assert "h2:27017" in kept_down.kept and kept_down.arbiter_cost is not None
 
 
 def test_an_arbiter_that_would_change_the_implicit_default_write_concern_is_left_out() -> None:
@@ -200,6 +202,21 @@ def test_an_arbiter_that_would_change_the_implicit_default_write_concern_is_left
     assert left_out and 'implicit default write concern from w: "majority" into w: 1' in left_out[0]
     assert "setDefaultRWConcern needs a primary" in left_out[0]
     assert forced.arbiter_cost is None and forced.default_change is None
+
+
+def test_an_arbiter_that_is_down_stays_in_the_config_when_that_keeps_the_implicit_default() -> None:
+    # m0, m1, m2 data-bearing, m3 non-voting, m4 an arbiter: implicit w: 1 (3 is not above 3). m0 and m4 are down:
+    # {m1, m2, m3} alone would be w: "majority" (103); keeping the arbiter m4 keeps w: 1, and m1 + m2 still
+    # hold the voting majority of {m1, m2, m4}.
+    members = [{}, {}, {}, {"priority": 0.0, "votes": 0}, {"arbiterOnly": True, "priority": 0.0}]
+    old = config_from_json(config_doc(members))
+    names = {f"h{i}:27017": f"m{i}" for i in range(5)}
+    forced = forced_config(old, ["h1:27017", "h2:27017", "h3:27017"], "h1:27017", names)
+    assert [m["host"] for m in json.loads(forced.document)["members"]] == ["h1:27017", "h2:27017", "h3:27017",
+                                                                           "h4:27017"]
+    assert forced.removed == ["h0:27017"] and forced.default_change is None
+    assert any(line.startswith("  keep m4 (h4:27017): priority 0, votes 1, arbiter: down, kept in the config")
+               for line in forced.diff)
 
 
 def test_a_change_of_the_implicit_default_no_config_avoids_is_named() -> None:

@@ -51,6 +51,7 @@ from drengine.transport import command_text as command_text_of
 # mongod's NewReplicaSetConfigurationIncompatible: here, a config that changes the implicit default
 # write concern while no cluster-wide default is set (replication_coordinator_impl.cpp, 5.0+).
 IMPLICIT_DEFAULT_REFUSED = 103
+GET_DEFAULT_RW_CONCERN = '{"getDefaultRWConcern": 1}'
 
 # -- actions: force a primary ----------------------------------------------------------------------------
 
@@ -291,6 +292,11 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
                 f"not sent: {', '.join(back)} answer(s) again since {decision.chosen} was chosen, and the forced "
                 f"config would remove them; the majority may be back, or a member may hold more than "
                 f"{decision.chosen}. Rerun the runbook: it observes the set again"))
+        if forced.default_change and not _cluster_wide_default_set(ctx, decision.chosen):
+            # Observed right before the dangerous command: mongod would refuse it (103), so it is not sent.
+            return StepResult(ok=False, evidence=forced.diff, summary=(
+                f"not sent: {decision.chosen} holds no cluster-wide default write concern "
+                f"(getDefaultRWConcern: defaultWriteConcernSource implicit), and {forced.default_change}"))
         statement = proposal.statements[0]
         try:
             api.command(decision.chosen, statement.text)
@@ -310,3 +316,15 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         if forced.left_out:
             summary += f". {verify.left_out_words(view, forced.left_out, decision.chosen)}"
         return StepResult(ok=True, evidence=forced.diff, summary=summary)
+
+
+def _cluster_wide_default_set(ctx: Ctx, member: str) -> bool:
+    """Whether `member` holds a cluster-wide default write concern (getDefaultRWConcern answers on any
+    member, https://www.mongodb.com/docs/manual/reference/command/getDefaultRWConcern/). A server
+    that cannot tell (before 4.4) is given the benefit of the doubt: the command is sent, and a
+    refusal explained."""
+    try:
+        reply = ctx.backend.command(member, GET_DEFAULT_RW_CONCERN)
+    except MongoCommandFailed:
+        return True
+    return reply.get("defaultWriteConcernSource") == "global"

@@ -19,6 +19,7 @@ from drengine.datastores.mongodb.setview import ConfigMember, MemberView, ReplCo
 from drengine.steps import Fact, Refusal, fact
 
 DATA_STATES = ("PRIMARY", "SECONDARY")
+Docs = list[dict[str, Any]]
 MAX_VOTERS = 7
 
 # -- facts -------------------------------------------------------------------------------------------
@@ -344,8 +345,11 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
             line += " (changed: " + ", ".join(changes) + ")"
         diff.append(line)
         kept_docs.append(new)
-    old_majority = implicit_default_is_majority(doc.get("members", []))
-    kept_docs, dropped, default_change = _keeping_the_implicit_default(old_majority, kept_docs, names)
+    old_members: list[dict[str, Any]] = doc.get("members", [])
+    old_majority = implicit_default_is_majority(old_members)
+    down_arbiters = [m for m in old_members if m.get("arbiterOnly") and str(m["host"]) not in survivors]
+    kept_docs, dropped, added, default_change = _keeping_the_implicit_default(old_majority, kept_docs, down_arbiters,
+                                                                              names)
     left_out = [str(m["host"]) for m in dropped]
     for m in dropped:
         host = str(m["host"])
@@ -353,6 +357,14 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
         removed.append(host)
         diff[:] = [line for line in diff if not line.startswith(f"  keep {label(host)}:")]
         diff.append(f"- leave out {label(host)}: {_member_words(m)}: {arbiter_left_out(old_majority)}")
+    for m in added:
+        host = str(m["host"])
+        kept.append(host)
+        removed.remove(host)
+        diff[:] = [line for line in diff if not line.startswith(f"- remove {label(host)}:")]
+        diff.append(f"  keep {label(host)}: {_member_words(m)}: down, kept in the config so that the implicit default "
+                    f"write concern stays w: 1 (without it mongod 5.0+ refuses the forced config, code 103); the "
+                    f"survivors still hold the voting majority, and it takes the new config when it is back")
     doc["members"] = kept_docs
     # The server replaces the version with a large random jump; send one past the old.
     doc["version"] = old_config.version + 1
@@ -366,17 +378,25 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
                         left_out=left_out)
 
 
-def _keeping_the_implicit_default(old_majority: bool, kept: list[dict[str, Any]], names: dict[str, str]
-                                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+def _keeping_the_implicit_default(old_majority: bool, kept: list[dict[str, Any]], down_arbiters: list[dict[str, Any]],
+                                  names: dict[str, str]) -> tuple[Docs, Docs, Docs, str | None]:
     """mongod 5.0+ refuses a config, forced too, that changes the implicit default write concern
-    while no cluster-wide default is set (103). Leave the kept arbiters out when that keeps it;
-    else say what the change means. (members kept, arbiters left out, the change no config avoids)"""
+    while no cluster-wide default is set (103). Keep it: leave the kept arbiters out (w: "majority"
+    kept), or keep arbiters that are down in the config (w: 1 kept) while the survivors still hold
+    the voting majority; else say what the change means.
+    (members to keep, arbiters left out, down arbiters kept, the change no config avoids)"""
     if implicit_default_is_majority(kept) == old_majority:
-        return kept, [], None
+        return kept, [], [], None
     data_only = [m for m in kept if not m.get("arbiterOnly")]
     if len(data_only) < len(kept) and implicit_default_is_majority(data_only) == old_majority:
-        return data_only, [m for m in kept if m.get("arbiterOnly")], None
-    return kept, [], implicit_default_change(old_majority, kept, names)
+        return data_only, [m for m in kept if m.get("arbiterOnly")], [], None
+    alive_votes = sum(1 for m in kept if int(m.get("votes", 1)) > 0)
+    for count in range(1, len(down_arbiters) + 1):
+        candidate = kept + down_arbiters[:count]
+        voters = sum(1 for m in candidate if int(m.get("votes", 1)) > 0)
+        if implicit_default_is_majority(candidate) == old_majority and alive_votes >= voters // 2 + 1:
+            return candidate, [], down_arbiters[:count], None
+    return kept, [], [], implicit_default_change(old_majority, kept, names)
 
 
 def reconfig_text(config_document: str, force: bool) -> str:

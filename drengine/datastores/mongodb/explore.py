@@ -36,6 +36,7 @@ from drengine.datastores.mongodb.simulator.model import (
     Process,
     ReplSetSettings,
 )
+from drengine.datastores.mongodb.simulator.writeconcern import implicit_default_is_majority
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
@@ -44,7 +45,7 @@ SET = digits(9)
 STEP_DOWN_SECONDS = 10.0  # replSetStepDown's least stepDownSecs (it must cover secondaryCatchUpPeriodSecs)
 MEMBER = digits(3)
 READS = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find", "buildInfo",
-         "listDatabases")
+         "listDatabases", "getDefaultRWConcern")
 
 
 def _member(i: int) -> MemberSpec:
@@ -154,13 +155,15 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
         keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False, "secondary_delay_secs": 0})
                 if m.id == chosen.member_id else m
                 for m in keep]
-        try:
-            sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
-        except NewReplicaSetConfigurationIncompatible:
-            # Keeping the arbiters would change the implicit default write concern (mongod refuses, 103):
-            # force the data-bearing survivors alone, as the runbook does.
-            data_only = [m for m in keep if not m.arbiter_only]
-            sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": data_only}), force=True)
+        # mongod refuses a forced config that changes the implicit default write concern (103): as the
+        # runbook does, leave the arbiters out, or keep the ones that are down; else force nothing.
+        down_arbiters = [m for m in chosen.config.members if m.arbiter_only and m not in keep]
+        for members in (keep, [m for m in keep if not m.arbiter_only], keep + down_arbiters):
+            try:
+                sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": members}), force=True)
+                break
+            except NewReplicaSetConfigurationIncompatible:
+                continue
         sim.settle()
         back = lost[0]
         if sim.node(back).process is Process.HUNG:
@@ -258,8 +261,11 @@ class MongoWatch(Watch):
         found = self._one_primary(sim, ledger) + self._rollback(sim, ledger)
         self.running = {n.member_id for n in sim.state.members if n.process is Process.RUNNING}
         data = entry.data
+        # A forced reconfig the member refused (103: it would change the implicit default write concern)
+        # changed nothing: nothing to judge.
         if entry.type.value == "statement_sent" and "replSetReconfig" in str(data.get("text", "")) \
-                and re.search(r'"force":\s*true', str(data.get("text", ""))):
+                and re.search(r'"force":\s*true', str(data.get("text", ""))) \
+                and not str(data.get("result", "")).startswith("refused"):
             found += self._forced(sim, str(data.get("target", "")), ledger)
         self.before = survivors(sim)
         self.lost_before = majority_is_lost(sim)
@@ -373,7 +379,18 @@ def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
     best = max(found.values())
     if not any(may_be_primary(sim, m) for m, o in found.items() if o == best):
         return None  # the most advanced survivor is configured never to be primary: an override decides
+    if not _implicit_default_keepable(sim, max(found, key=lambda m: found[m])):
+        return None  # mongod may refuse every forced config (103): no promise either way
     return "the voting majority is lost and a reachable data-bearing survivor may be forced to primary"
+
+
+def _implicit_default_keepable(sim: SimulatedReplicaSet, member_id: int) -> bool:
+    """Whether a forced config is sure to keep the implicit default write concern (or need not):
+    a cluster-wide default is set on the survivor, or the old config's default is w: "majority",
+    which any config without arbiters keeps (repl_set_config.cpp isImplicitDefaultWriteConcernMajority)."""
+    config = sim.node(member_id).config
+    return (sim.cluster_wide_write_concern(member_id) is not None or config is None
+            or implicit_default_is_majority(config))
 
 
 def one_primary_goal(model: Any) -> str | None:
