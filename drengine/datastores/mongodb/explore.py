@@ -366,6 +366,9 @@ def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
             return None
         config = sim.node(sim.primaries()[0]).config
         assert config is not None
+        outside = [n for n in sim.state.members if config.member_with_host(n.host) is None]
+        if outside and not any(n.process is Process.RUNNING for n in outside):
+            return None  # the members to add are all down: nothing can add them until one is started
         running = {n.host for n in sim.state.members if n.process is Process.RUNNING}
         current = [m for m in config.data_bearing_voters() if m.host in running and not m.secondary_delay_secs]
         if len(current) < config.write_majority_count():
