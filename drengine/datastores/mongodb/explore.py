@@ -444,7 +444,10 @@ class MongoKit(Kit):
     def change(self, backend: Any, op: str, member: str) -> None:
         if op == "step-down":
             with backend.wire.locked() as sim:
-                sim.step_down(backend.member_ids[member], STEP_DOWN_SECONDS, force=True)
+                # Asked again under the lock: the clients' monitors move the model between `applies` and here.
+                node = sim.node(backend.member_ids[member])
+                if node.process is Process.RUNNING and node.state is MemberState.PRIMARY:
+                    sim.step_down(backend.member_ids[member], STEP_DOWN_SECONDS, force=True)
         else:
             getattr(backend.wire, op)(backend.member_ids[member])
         backend.save()
