@@ -195,6 +195,52 @@ def test_stale_primary_through_reroute(stale: tuple[SimServer, Elasticsearch]) -
         client.get(index="orders", id="doc-8")
 
 
+def test_accept_data_loss_as_the_string_true_is_accepted_as_the_parser_reads_it(
+        stale: tuple[SimServer, Elasticsearch]) -> None:
+    # The allocation commands' ObjectParser reads booleans with Booleans.parseBoolean: "true" is true.
+    _, client = stale
+    explain = client.cluster.allocation_explain(index="orders", shard=0, primary=True)
+    holder = next(d["node_name"] for d in explain["node_allocation_decisions"] if d["store"].get("allocation_id"))
+    wrong = {"allocate_stale_primary": {"index": "orders", "shard": 0, "node": holder, "accept_data_loss": "yes"}}
+    with pytest.raises(BadRequestError) as refused:
+        client.cluster.reroute(commands=[wrong])
+    assert refused.value.error == "x_content_parse_exception"
+    assert "only [true] or [false] are allowed" in refused.value.body["error"]["reason"]
+    command = {"allocate_stale_primary": {"index": "orders", "shard": 0, "node": holder, "accept_data_loss": "true"}}
+    done = client.cluster.reroute(commands=[command], explain=True, metric="none")
+    assert done["explanations"][0]["decisions"][0]["decision"] == "YES"
+    assert client.cluster.health(index="orders", wait_for_status="yellow", timeout="1m")["status"] != "red"
+
+
+def test_a_refused_command_with_explain_answers_its_no_decision(clock: SimulatedClock) -> None:
+    # CancelAllocationCommand / MoveAllocationCommand / explainOrThrowRejectedCommand: with ?explain a
+    # refused command is no error but an explanation with one NO decision naming why.
+    model = EsCluster(clock=clock)
+    for name in ("node-1", "node-2"):
+        model.add_node(name)
+    model.create_index("orders", number_of_shards=1, number_of_replicas=0)
+    for _, client in serve(model):
+        _refused_with_explain(client)
+
+
+def _refused_with_explain(client: Elasticsearch) -> None:
+    index, shard = "orders", "0"
+    holder = json_rows(client.cat.shards(index="orders", format="json", h="node"))[0]["node"]
+    elsewhere = "node-2" if holder == "node-1" else "node-1"
+    cancel = {"cancel": {"index": index, "shard": int(shard), "node": elsewhere}}
+    with pytest.raises(BadRequestError) as refused:
+        client.cluster.reroute(commands=[cancel])
+    assert refused.value.body["error"]["reason"].startswith("[cancel_allocation] can't cancel")
+    explained = client.cluster.reroute(commands=[cancel], explain=True, metric="none")
+    decisions = explained["explanations"][0]["decisions"]
+    assert [(d["decider"], d["decision"]) for d in decisions] == [("cancel_allocation_command", "NO")]
+    assert decisions[0]["explanation"].startswith(f"can't cancel [{index}][{shard}], failed to find it on node")
+    move = {"move": {"index": index, "shard": int(shard), "from_node": elsewhere, "to_node": elsewhere}}
+    moved = client.cluster.reroute(commands=[move], explain=True, metric="none")["explanations"][0]["decisions"]
+    assert moved == [{"decider": "move_allocation_command", "decision": "NO",
+                      "explanation": f"shard [{index}][{shard}] not found"}]
+
+
 def test_retry_failed_through_reroute(clock: SimulatedClock) -> None:
     for _, client in serve(build_scenario("retries-exhausted", clock)):
         explain = client.cluster.allocation_explain()

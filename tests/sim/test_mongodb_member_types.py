@@ -84,11 +84,46 @@ def test_a_new_set_that_cannot_acknowledge_majority_writes_is_told_from_a_hung_p
     assert final(run_dir).primaries() == [1]
 
 
-def test_an_arbiter_left_among_the_voters_is_priced_at_the_gate(tmp_path: Path) -> None:
+def test_an_arbiter_that_would_change_the_implicit_default_write_concern_is_left_out(tmp_path: Path) -> None:
+    # Issue 22, item 2: forcing {m2, arbiter m3} turns the implicit default write concern from majority into
+    # w: 1, which mongod 5.0+ refuses (103) even forced, and no cluster-wide default can be set without a
+    # primary. The runbook forces m2 alone instead and says how to add the arbiter back.
     code, out, run_dir = run(tmp_path, "sim-mongo-arbiter", "--yes", "--accept-data-loss", "--override", "choose-survivor")
     assert code == 0, out
-    assert any("an arbiter stays among the voters" in r and "acknowledged by the primary alone" in r
-               for r in gate_risks(run_dir, "force-reconfig"))
+    forced = [json.loads(t) for t in sent(run_dir) if "replSetReconfig" in t][0]["replSetReconfig"]
+    assert [m["_id"] for m in forced["members"]] == [2]
+    assert "Left out: m3 (arbiter)" in out and "setDefaultRWConcern" in out and "rs.addArb" in out
+    risks = gate_risks(run_dir, "force-reconfig")
+    assert any(r.startswith("Left out: m3 (arbiter)") for r in risks), risks
+    assert not any(r.startswith("m0, m1, m4, m3 are removed") for r in risks), risks  # rejoin adds no arbiter
+    force = [e for e in of_type(run_dir, "step_finished") if e.data.get("step") == "force-reconfig"][-1]
+    assert any(line.startswith("- leave out m3 (") and "code 103" in line for line in force.data["evidence"])
+    sim = final(run_dir)
+    assert sim.primaries() == [2] and sim.count(2, "shop.orders") == 3
+
+
+def test_a_forced_reconfig_that_must_change_the_implicit_default_is_not_sent_and_explained(tmp_path: Path) -> None:
+    # Primary-secondary-arbiter, the secondary alone left: {m1} alone has the implicit default w: "majority"
+    # where the set had w: 1 (and {m1, m2} would leave m1 without a majority). mongod would answer 103: the gate
+    # warns, the step sees no cluster-wide default on m1 right before and does not send it.
+    code, out, run_dir = run(tmp_path, "sim-mongo-psa", "--yes", "--accept-data-loss")
+    assert code == 1, out
+    assert any("mongod may refuse this" in r and "code 103" in r for r in gate_risks(run_dir, "force-reconfig"))
+    assert not any("replSetReconfig" in t for t in sent(run_dir))
+    assert "not sent: m1 holds no cluster-wide default write concern" in out
+    assert "setDefaultRWConcern cannot help now: it runs only on a writable primary" in out
+    assert "start a fresh arbiter" in out
+    sim = final(run_dir)
+    assert sim.primaries() == [] and sim.get_config(1).version == 1
+
+
+def test_with_a_cluster_wide_default_set_before_the_outage_mongod_accepts_the_change(tmp_path: Path) -> None:
+    text = INVENTORY.read_text().replace("scenario: psa-secondary-alone", "scenario: psa-default-set")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(text)
+    code, out, run_dir = run(tmp_path, "sim-mongo-psa", "--yes", "--accept-data-loss", inventory=inventory)
+    assert code == 0, out
+    assert final(run_dir).primaries() == [1]
 
 
 def test_removed_members_without_a_fence_method_are_unfenced_and_the_run_stops_until_overridden(tmp_path: Path) -> None:

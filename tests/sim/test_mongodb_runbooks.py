@@ -157,8 +157,10 @@ def test_arbiter_never_chosen_and_priority_zero_only_by_override(tmp_path: Path)
     assert sim.primaries() == [2]
     config = sim.get_config(2)
     entries = {m.id: m for m in config.members}
-    assert sorted(entries) == [2, 3]
-    assert entries[2].priority == 1.0 and entries[2].votes == 1 and entries[3].arbiter_only
+    # The arbiter is left out: kept beside m2 alone it would change the implicit default write concern (103).
+    assert sorted(entries) == [2]
+    assert entries[2].priority == 1.0 and entries[2].votes == 1
+    assert "Left out: m3 (arbiter)" in out
 
 
 def test_plan_changes_nothing_and_shows_the_command(tmp_path: Path) -> None:

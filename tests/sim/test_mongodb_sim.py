@@ -187,10 +187,15 @@ def test_arbiter_and_priority0_survivors_need_a_priority_change() -> None:
     for member in members:
         if member["_id"] == 2:
             member["priority"] = 1
+    # Keeping the arbiter would turn the implicit default write concern from majority into w: 1:
+    # refused (103) even forced, while no cluster-wide default is set (replication_coordinator_impl.cpp).
+    with pytest.raises(NewReplicaSetConfigurationIncompatible, match="change the implicit default write concern"):
+        sim.reconfig(2, doc, force=True)
+    doc["members"] = [m for m in members if m["_id"] == 2]
     sim.reconfig(2, doc, force=True)
     sim.settle()
     assert sim.primaries() == [2]
-    # One data-bearing voter out of two voters: w:majority needs only it.
+    # One data-bearing voter alone: w:majority needs only it.
     assert acknowledged(sim, 2, sim.insert(2, "shop.orders", {"_id": 9}, w="majority"))
 
 

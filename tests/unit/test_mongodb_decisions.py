@@ -175,7 +175,8 @@ def test_a_delayed_member_is_never_preferred_to_a_current_one_without_saying_so(
 
 
 def test_an_arbiter_left_among_the_voters_says_what_it_costs() -> None:
-    two_data = [{}, {}, {"arbiterOnly": True, "priority": 0.0}, {}, {}]
+    # Three data-bearing voters and an arbiter: the implicit default is already w: 1, so the arbiter stays.
+    two_data = [{}, {}, {"arbiterOnly": True, "priority": 0.0}, {}]
     old = config_from_json(config_doc(two_data))
     forced = forced_config(old, ["h0:27017", "h1:27017", "h2:27017"], "h0:27017")
     assert forced.arbiter_cost is not None
@@ -183,7 +184,49 @@ def test_an_arbiter_left_among_the_voters_says_what_it_costs() -> None:
     assert "majority commit point stalls" in forced.arbiter_cost
     one_data = forced_config(old, ["h0:27017", "h2:27017"], "h0:27017")
     assert one_data.arbiter_cost is not None and "acknowledged by the primary alone" in one_data.arbiter_cost
-    assert forced_config(old, ["h0:27017", "h1:27017"], "h0:27017").arbiter_cost is None
+    # Without the (down) arbiter the implicit default would turn w: "majority": it stays, and costs the same.
+    kept_down = forced_config(old, ["h0:27017", "h1:27017"], "h0:27017")
+    assert "h2:27017" in kept_down.kept and kept_down.arbiter_cost is not None
+
+
+def test_an_arbiter_that_would_change_the_implicit_default_write_concern_is_left_out() -> None:
+    # Four data-bearing voters and an arbiter: implicit w: "majority" (4 > 3). Keeping the arbiter beside
+    # two survivors would make it w: 1 (2 is not above 2), which mongod 5.0+ refuses with code 103.
+    members = [{}, {}, {"arbiterOnly": True, "priority": 0.0}, {}, {}]
+    old = config_from_json(config_doc(members))
+    names = {f"h{i}:27017": f"m{i}" for i in range(5)}
+    forced = forced_config(old, ["h0:27017", "h1:27017", "h2:27017"], "h0:27017", names)
+    assert forced.kept == ["h0:27017", "h1:27017"] and "h2:27017" in forced.removed
+    assert [m["host"] for m in json.loads(forced.document)["members"]] == ["h0:27017", "h1:27017"]
+    left_out = [line for line in forced.diff if line.startswith("- leave out m2 (h2:27017)")]
+    assert left_out and 'implicit default write concern from w: "majority" into w: 1' in left_out[0]
+    assert "setDefaultRWConcern needs a primary" in left_out[0]
+    assert forced.arbiter_cost is None and forced.default_change is None
+
+
+def test_an_arbiter_that_is_down_stays_in_the_config_when_that_keeps_the_implicit_default() -> None:
+    # m0, m1, m2 data-bearing, m3 non-voting, m4 an arbiter: implicit w: 1 (3 is not above 3). m0 and m4 are down:
+    # {m1, m2, m3} alone would be w: "majority" (103); keeping the arbiter m4 keeps w: 1, and m1 + m2 still
+    # hold the voting majority of {m1, m2, m4}.
+    members = [{}, {}, {}, {"priority": 0.0, "votes": 0}, {"arbiterOnly": True, "priority": 0.0}]
+    old = config_from_json(config_doc(members))
+    names = {f"h{i}:27017": f"m{i}" for i in range(5)}
+    forced = forced_config(old, ["h1:27017", "h2:27017", "h3:27017"], "h1:27017", names)
+    assert [m["host"] for m in json.loads(forced.document)["members"]] == ["h1:27017", "h2:27017", "h3:27017",
+                                                                           "h4:27017"]
+    assert forced.removed == ["h0:27017"] and forced.default_change is None
+    assert any(line.startswith("  keep m4 (h4:27017): priority 0, votes 1, arbiter: down, kept in the config")
+               for line in forced.diff)
+
+
+def test_a_change_of_the_implicit_default_no_config_avoids_is_named() -> None:
+    # Primary-secondary-arbiter (implicit w: 1) with the secondary alone left: {m1} alone is w: "majority".
+    old = config_from_json(config_doc([{}, {}, {"arbiterOnly": True, "priority": 0.0}]))
+    forced = forced_config(old, ["h1:27017"], "h1:27017", {"h1:27017": "m1"})
+    assert forced.kept == ["h1:27017"]
+    assert forced.default_change is not None
+    assert 'from w: 1 into w: "majority"' in forced.default_change and "code 103" in forced.default_change
+    assert "start a fresh arbiter" in forced.default_change
 
 
 def test_members_without_complete_data_are_not_candidates() -> None:
@@ -199,17 +242,18 @@ def test_forced_config_keeps_survivors_and_shows_the_diff() -> None:
     names = {f"h{i}:27017": f"m{i}" for i in range(5)}
     forced = forced_config(old, ["h2:27017", "h3:27017"], "h2:27017", names)
     doc = json.loads(forced.document)
-    assert [m["host"] for m in doc["members"]] == ["h2:27017", "h3:27017"]
+    # The arbiter m3 is left out: beside m2 alone it would turn the implicit default write concern into w: 1.
+    assert [m["host"] for m in doc["members"]] == ["h2:27017"]
     assert doc["members"][0]["priority"] == 1.0 and doc["members"][0]["votes"] == 1
-    assert doc["members"][1]["arbiterOnly"] is True
     assert doc["version"] == 8 and doc["settings"]["replicaSetId"] == {"$oid": "0123456789abcdef01234567"}
-    assert forced.removed == ["h0:27017", "h1:27017", "h4:27017"]
+    assert forced.removed == ["h0:27017", "h1:27017", "h4:27017", "h3:27017"]
     assert forced.diff[0] == "- remove m0 (h0:27017): priority 1, votes 1"
     assert ("  keep m2 (h2:27017): priority 1, votes 1; chosen, to become primary (changed: priority 0 -> 1)"
             in forced.diff)
-    assert "  keep m3 (h3:27017): priority 0, votes 1, arbiter" in forced.diff
+    assert any(line.startswith("- leave out m3 (h3:27017): priority 0, votes 1, arbiter: kept, it would turn")
+               for line in forced.diff)
     assert "- remove m4 (h4:27017): priority 2, votes 1" in forced.diff
-    assert forced.diff[-1].endswith("voting members 5 -> 2, majority 2")
+    assert forced.diff[-1].endswith("voting members 5 -> 1, majority 1")
 
 
 def test_reconfig_text_is_the_exact_command_document() -> None:

@@ -103,3 +103,19 @@ def test_no_recovery_is_promised_while_disks_stay_slow() -> None:
     assert expect_done("mongodb-force-primary", sim)
     sim.lag(0, ops=1)
     assert expect_done("mongodb-force-primary", sim) is None
+
+
+def test_no_recovery_is_promised_where_mongod_refuses_every_forced_config_or_nothing_to_add_answers() -> None:
+    # Primary-secondary-arbiter with the secondary alone: every forced config changes the implicit default
+    # write concern (103) while no cluster-wide default is set; with one set before the outage, it is promised.
+    assert expect_done("mongodb-force-primary", build_scenario("psa-secondary-alone", clock=SimulatedClock())) is None
+    assert expect_done("mongodb-force-primary", build_scenario("psa-default-set", clock=SimulatedClock()))
+    # mongodb-rejoin with the only member outside the primary's config down: nothing can add it.
+    sim = build_scenario("healthy-3", clock=SimulatedClock())
+    config = sim.get_config(0)
+    sim.kill(2)
+    sim.reconfig(0, config.model_copy(update={"version": config.version + 1, "term": sim.node(0).term,
+                                              "members": config.members[:2]}))
+    sim.settle(60)
+    assert sim.primaries() == [0]
+    assert expect_done("mongodb-rejoin", sim) is None

@@ -8,27 +8,29 @@ exists or a voting majority is healthy, and followed by a write with `w: majorit
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import json
 
-from drengine.datastores.mongodb import fencesteps, rejoin  # noqa: F401 - their steps register
-from drengine.datastores.mongodb.connector import MongoAPI
+from pydantic import BaseModel
+
+from drengine.datastores.mongodb import fencesteps, rejoin, verify  # noqa: F401 - their steps register
+from drengine.datastores.mongodb.concerns import implicit_default_change, implicit_default_is_majority
+from drengine.datastores.mongodb.connector import MongoAPI, MongoCommandFailed
 from drengine.datastores.mongodb.decisions import (
-    SurvivorDecision,
-    acknowledging_members,
     check_majority_lost,
     choose_survivor,
-    forced_config,
     member_names,
     observed,
     reconfig_text,
-    survivors_of,
     view_lines,
 )
-from drengine.datastores.mongodb.fencing import FenceReport, removed_members, split_brain_risk
+from drengine.datastores.mongodb.fencing import (
+    FenceReport,
+    removed_members,
+    split_brain_risk,
+)
 from drengine.datastores.mongodb.ledger import removed
-from drengine.datastores.mongodb.setview import COUNT_CANARY, SetView, canary_failure, command_text
-from drengine.datastores.mongodb.stepkit import Ctx, back_since_chosen, canary, forced_for
-from drengine.errors import ProbeTimeout
+from drengine.datastores.mongodb.setview import SetView, command_text
+from drengine.datastores.mongodb.stepkit import Ctx, back_since_chosen, forced_for
 from drengine.steps import (
     Action,
     Effect,
@@ -37,12 +39,14 @@ from drengine.steps import (
     Proposal,
     Refusal,
     Statement,
-    StepParams,
     StepResult,
     register,
 )
 
-# States in which a member holds a complete copy of the data it has replicated so far.
+# mongod's NewReplicaSetConfigurationIncompatible: here, a config that changes the implicit default
+# write concern while no cluster-wide default is set (replication_coordinator_impl.cpp, 5.0+).
+IMPLICIT_DEFAULT_REFUSED = 103
+GET_DEFAULT_RW_CONCERN = '{"getDefaultRWConcern": 1}'
 
 # -- actions: force a primary ----------------------------------------------------------------------------
 
@@ -146,12 +150,17 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         split = split_brain_risk(ctx.facts.maybe("fence", FenceReport), removed_members(view, forced.removed))
         if split:
             risks.insert(0, split)
-        if removed:
-            risks.append(f"{', '.join(removed)} are removed from the set: they must stay down until their dbPath is "
-                         f"emptied and they are added back (mongodb-rejoin); if one returns with the old config it "
+        data_removed = [view.name_of(h) for h in forced.removed if h not in forced.left_out]
+        if data_removed:
+            risks.append(f"{', '.join(data_removed)} are removed from the set: they must stay down until their dbPath "
+                         f"is emptied and they are added back (mongodb-rejoin); if one returns with the old config it "
                          f"can elect a second primary")
+        if forced.left_out:
+            risks.append(verify.left_out_words(view, forced.left_out, decision.chosen))
         if forced.arbiter_cost:
             risks.append(forced.arbiter_cost)
+        if forced.default_change:
+            risks.append(f"mongod may refuse this: {forced.default_change}")
         return Proposal(
             summary=f"force a new config on {decision.chosen}: keep {', '.join(view.name_of(h) for h in forced.kept)}"
                     f"; remove {', '.join(removed) or 'nobody'}",
@@ -191,6 +200,7 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
         decision, old, forced = forced_for(ctx)
         assert decision.chosen is not None
         api = ctx.backend
+        view = ctx.facts.get("view", SetView)
         if self._applied(ctx):
             self._declare(ctx)
             return StepResult(ok=True, summary=f"{decision.chosen} already holds the forced config; not sent again")
@@ -203,106 +213,40 @@ class ForceReconfig(Action[MongoAPI, NoParams]):
                 f"not sent: {', '.join(back)} answer(s) again since {decision.chosen} was chosen, and the forced "
                 f"config would remove them; the majority may be back, or a member may hold more than "
                 f"{decision.chosen}. Rerun the runbook: it observes the set again"))
+        if forced.default_change and not _cluster_wide_default_set(ctx, decision.chosen):
+            # Observed right before the dangerous command: mongod would refuse it (103), so it is not sent.
+            return StepResult(ok=False, evidence=forced.diff, summary=(
+                f"not sent: {decision.chosen} holds no cluster-wide default write concern "
+                f"(getDefaultRWConcern: defaultWriteConcernSource implicit), and {forced.default_change}"))
         statement = proposal.statements[0]
-        api.command(decision.chosen, statement.text)
+        try:
+            api.command(decision.chosen, statement.text)
+        except MongoCommandFailed as exc:
+            if exc.code != IMPLICIT_DEFAULT_REFUSED or "implicit default write concern" not in str(exc):
+                raise
+            ctx.sent(statement, result=f"refused: code {exc.code}")
+            why = forced.default_change or implicit_default_change(
+                implicit_default_is_majority(json.loads(old.document).get("members", [])),
+                json.loads(forced.document).get("members", []), member_names(view))
+            return StepResult(ok=False, evidence=forced.diff, summary=(
+                f"{decision.chosen} refused the forced config (nothing changed): {why}"))
         ctx.sent(statement)
         self._declare(ctx)
         version = api.get_config(decision.chosen).version
-        return StepResult(ok=True, evidence=forced.diff, summary=(
-            f"{decision.chosen} accepted the forced config: version {old.version} -> {version}, members "
-            f"{', '.join(ctx.facts.get('view', SetView).name_of(h) for h in forced.kept)}"))
+        summary = (f"{decision.chosen} accepted the forced config: version {old.version} -> {version}, members "
+                   f"{', '.join(view.name_of(h) for h in forced.kept)}")
+        if forced.left_out:
+            summary += f". {verify.left_out_words(view, forced.left_out, decision.chosen)}"
+        return StepResult(ok=True, evidence=forced.diff, summary=summary)
 
 
-class VerifyParams(StepParams):
-    wait: float = Field(default=30.0, gt=0, le=3600, description="seconds to wait for the election")
-    # One heartbeat interval (settings.heartbeatIntervalMillis, 2 s): an election takes the
-    # election timeout (10 s) and more, and every look probes each member (a hung one costs its timeout).
-    poll: float = Field(default=2.0, gt=0, le=60)
-
-
-@register
-class VerifyPrimary(Action[MongoAPI, VerifyParams]):
-    name = "mongodb.verify_primary"
-    effect = Effect.MUTATE
-    # It only writes drengine's own heartbeat/canary and reads it back: running it again is harmless.
-    repeatable = True
-    # It only inserts a marker document into drengine's own canary collection: no confirmation.
-    min_gate = GateLevel.NONE
-    Params = VerifyParams
-    description = "Wait for exactly one writable primary, then write with w: majority"
-
-    def propose(self, ctx: Ctx) -> Proposal:
-        decision = ctx.facts.get("survivor", SurvivorDecision)
-        target = decision.chosen or "the new primary"
-        return Proposal(summary=f"wait for exactly one writable primary (expected {target}); write a canary "
-                                f"with w: majority", statements=[
-            Statement(target, canary("recovery-check-<run time>", ctx.clock.wall()), language="mongodb"),
-            Statement(target, COUNT_CANARY, language="mongodb"),
-        ])
-
-    def took_effect(self, ctx: Ctx, proposal: Proposal) -> bool:
-        return False  # harmless to repeat: each attempt inserts its own marker
-
-    def run(self, ctx: Ctx, proposal: Proposal) -> StepResult:
-        params = self.params
-        api = ctx.backend
-        view = ctx.facts.get("view", SetView)
-        decision = ctx.facts.get("survivor", SurvivorDecision)
-        old = view.newest_config()
-        old_version = old.version if old else 0
-        removed = []
-        if old is not None and decision.chosen_host:
-            forced = forced_config(old, survivors_of(view, old), decision.chosen_host, member_names(view))
-            removed = [view.name_of(h) for h in forced.removed]
-        views: list[SetView] = []
-
-        def one_primary() -> bool:
-            views.append(api.observe())
-            return len([m for m in views[-1].reachable() if m.is_writable_primary]) == 1
-
-        ctx.wait_until(one_primary, params.wait, params.poll)
-        now = views[-1]
-        primaries = [m for m in now.reachable() if m.is_writable_primary]
-        lines = view_lines(now)
-        if len(primaries) != 1:
-            seen = ", ".join(m.name for m in primaries) or "none"
-            return StepResult(ok=False, evidence=lines, summary=(
-                f"expected exactly one writable primary within {params.wait:g} s, found {seen}. "
-                f"{'Two primaries: split brain; stop the one not chosen now. ' if len(primaries) > 1 else ''}"
-                f"Check the members' logs, then resume the run"))
-        primary = primaries[0]
-        problems = []
-        if primary.set_version is not None and primary.set_version <= old_version:
-            problems.append(f"setVersion is {primary.set_version}, expected above {old_version} after a forced "
-                            f"reconfig")
-        if problems:
-            return StepResult(ok=False, summary="; ".join(problems), evidence=lines)
-        written_at = ctx.clock.wall()
-        marker = f"recovery-check-{written_at:.3f}"
-        insert = Statement(primary.name, canary(marker, written_at), language="mongodb")
-        try:
-            reply = api.command(primary.name, insert.text)
-        except ProbeTimeout as exc:
-            ctx.sent(insert, result="no answer")
-            return StepResult(ok=False, evidence=lines, summary=(
-                f"{primary.name} is primary but did not answer the canary write: {exc}. Check {primary.name} "
-                f"(a stopped process, a full disk, a frozen VM), then resume the run"))
-        ctx.sent(insert, result=str(reply.get("n", "?")))
-        failure = canary_failure(reply)
-        if failure:
-            return StepResult(ok=False, evidence=lines + acknowledging_members(now, primary), summary=(
-                f"{primary.name} is primary but {failure}; a majority of the new set cannot acknowledge writes "
-                f"yet"))
-        count = api.command(primary.name, COUNT_CANARY)
-        ctx.sent(Statement(primary.name, COUNT_CANARY, language="mongodb"), result=str(count.get("n", "?")))
-        summary = (f"{primary.name} is the one writable primary (setVersion {old_version} -> {primary.set_version}); "
-                   f"a w: majority write was acknowledged")
-        if decision.chosen and primary.name != decision.chosen:
-            summary += f" (not {decision.chosen}, the member chosen: check why)"
-        if removed:
-            summary += (f". Removed from the set: {', '.join(removed)}: they MUST stay down until their dbPath is "
-                        f"emptied (copy rollback/ away first) and they are added back with mongodb-rejoin; "
-                        f"started with their old config they can elect a second primary")
-        return StepResult(ok=True, summary=summary, evidence=lines)
-
-
+def _cluster_wide_default_set(ctx: Ctx, member: str) -> bool:
+    """Whether `member` holds a cluster-wide default write concern (getDefaultRWConcern answers on any
+    member, https://www.mongodb.com/docs/manual/reference/command/getDefaultRWConcern/). A server
+    that cannot tell (before 4.4) is given the benefit of the doubt: the command is sent, and a
+    refusal explained."""
+    try:
+        reply = ctx.backend.command(member, GET_DEFAULT_RW_CONCERN)
+    except MongoCommandFailed:
+        return True
+    return reply.get("defaultWriteConcernSource") == "global"

@@ -9,10 +9,17 @@ from typing import Any
 
 from pydantic import Field
 
+from drengine.datastores.mongodb.concerns import (
+    arbiter_cost,
+    arbiter_left_out,
+    implicit_default_change,
+    implicit_default_is_majority,
+)
 from drengine.datastores.mongodb.setview import ConfigMember, MemberView, ReplConfig, SetView, reconfig_command
 from drengine.steps import Fact, Refusal, fact
 
 DATA_STATES = ("PRIMARY", "SECONDARY")
+Docs = list[dict[str, Any]]
 MAX_VOTERS = 7
 
 # -- facts -------------------------------------------------------------------------------------------
@@ -50,6 +57,10 @@ class ForcedConfig(Fact):
     removed: list[str]
     diff: list[str]
     arbiter_cost: str | None = None  # what an arbiter left among the voters costs
+    # The implicit default write concern would change and mongod 5.0+ refuses that (code 103)
+    # unless a cluster-wide default is set: what it means and what the operator can do.
+    default_change: str | None = None
+    left_out: list[str] = Field(default_factory=list)  # surviving arbiters left out to keep that default
 
 
 @fact
@@ -334,6 +345,26 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
             line += " (changed: " + ", ".join(changes) + ")"
         diff.append(line)
         kept_docs.append(new)
+    old_members: list[dict[str, Any]] = doc.get("members", [])
+    old_majority = implicit_default_is_majority(old_members)
+    down_arbiters = [m for m in old_members if m.get("arbiterOnly") and str(m["host"]) not in survivors]
+    kept_docs, dropped, added, default_change = _keeping_the_implicit_default(old_majority, kept_docs, down_arbiters,
+                                                                              names)
+    left_out = [str(m["host"]) for m in dropped]
+    for m in dropped:
+        host = str(m["host"])
+        kept.remove(host)
+        removed.append(host)
+        diff[:] = [line for line in diff if not line.startswith(f"  keep {label(host)}:")]
+        diff.append(f"- leave out {label(host)}: {_member_words(m)}: {arbiter_left_out(old_majority)}")
+    for m in added:
+        host = str(m["host"])
+        kept.append(host)
+        removed.remove(host)
+        diff[:] = [line for line in diff if not line.startswith(f"- remove {label(host)}:")]
+        diff.append(f"  keep {label(host)}: {_member_words(m)}: down, kept in the config so that the implicit default "
+                    f"write concern stays w: 1 (without it mongod 5.0+ refuses the forced config, code 103); the "
+                    f"survivors still hold the voting majority, and it takes the new config when it is back")
     doc["members"] = kept_docs
     # The server replaces the version with a large random jump; send one past the old.
     doc["version"] = old_config.version + 1
@@ -343,34 +374,29 @@ def forced_config(old_config: ReplConfig, survivors: list[str], chosen: str,
     diff.append(f"version {old_config.version} -> larger (a forced reconfig adds a large random increment); "
                 f"voting members {old_config.total_votes()} -> {votes}, majority {votes // 2 + 1}")
     return ForcedConfig(document=json.dumps(doc), kept=kept, removed=removed, diff=diff,
-                        arbiter_cost=arbiter_cost(kept_docs, names))
+                        arbiter_cost=arbiter_cost(kept_docs, names), default_change=default_change,
+                        left_out=left_out)
 
 
-def arbiter_cost(members: list[dict[str, Any]], names: dict[str, str] | None = None) -> str | None:
-    """What an arbiter among the voters costs, in the documented primary-secondary-arbiter terms
-    (https://www.mongodb.com/docs/manual/core/replica-set-arbiter/ and
-    https://www.mongodb.com/docs/manual/tutorial/mitigate-psa-performance-issues/); None without one."""
-    voters = [m for m in members if int(m.get("votes", 1)) > 0]
-    arbiters = [m for m in voters if m.get("arbiterOnly")]
-    if not arbiters:
-        return None
-    data = [m for m in voters if not m.get("arbiterOnly")]
-    majority = len(voters) // 2 + 1
-    # replica_set_config.cpp: w: "majority" counts data-bearing voters only.
-    needed = min(majority, len(data))
-    shown = ", ".join((names or {}).get(str(m["host"]), str(m["host"])) for m in arbiters)
-    if needed >= len(data) > 1:
-        return (f"an arbiter stays among the voters ({shown}): with {len(data)} data-bearing voters, w: majority "
-                f"needs all {needed} of them. While one of them is down the majority commit point stalls: "
-                f"w: majority writes wait, majority reads go stale, and the oplog and cache grow on the primary. "
-                f"Add a data-bearing member (mongodb-rejoin) soon")
-    if len(data) == 1:
-        return (f"an arbiter stays among the voters ({shown}) beside a single data-bearing member: a w: majority "
-                f"write is acknowledged by the primary alone, so every write lives on one copy until a "
-                f"data-bearing member is added back (mongodb-rejoin)")
-    return (f"an arbiter stays among the voters ({shown}): w: majority needs {needed} of the {len(data)} "
-            f"data-bearing voters; the majority commit point stalls if more than {len(data) - needed} of them "
-            f"go down")
+def _keeping_the_implicit_default(old_majority: bool, kept: list[dict[str, Any]], down_arbiters: list[dict[str, Any]],
+                                  names: dict[str, str]) -> tuple[Docs, Docs, Docs, str | None]:
+    """mongod 5.0+ refuses a config, forced too, that changes the implicit default write concern
+    while no cluster-wide default is set (103). Keep it: leave the kept arbiters out (w: "majority"
+    kept), or keep arbiters that are down in the config (w: 1 kept) while the survivors still hold
+    the voting majority; else say what the change means.
+    (members to keep, arbiters left out, down arbiters kept, the change no config avoids)"""
+    if implicit_default_is_majority(kept) == old_majority:
+        return kept, [], [], None
+    data_only = [m for m in kept if not m.get("arbiterOnly")]
+    if len(data_only) < len(kept) and implicit_default_is_majority(data_only) == old_majority:
+        return data_only, [m for m in kept if m.get("arbiterOnly")], [], None
+    alive_votes = sum(1 for m in kept if int(m.get("votes", 1)) > 0)
+    for count in range(1, len(down_arbiters) + 1):
+        candidate = kept + down_arbiters[:count]
+        voters = sum(1 for m in candidate if int(m.get("votes", 1)) > 0)
+        if implicit_default_is_majority(candidate) == old_majority and alive_votes >= voters // 2 + 1:
+            return candidate, [], down_arbiters[:count], None
+    return kept, [], [], implicit_default_change(old_majority, kept, names)
 
 
 def reconfig_text(config_document: str, force: bool) -> str:

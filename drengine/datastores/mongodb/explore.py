@@ -1,7 +1,8 @@
 """The fault space of the MongoDB runbooks, for `drengine explore`: generated replica sets
-(three to five members; priority 0, hidden, non-voting members and arbiters; members cut off
-and behind by any number of writes; the majority killed or hung, or still alive; chaining on
-or off; after a forced reconfig, a removed member back wiped or not), and the invariants,
+(three to five members; priority 0, hidden, non-voting members and arbiters; a cluster-wide
+default write concern or not; members cut off and behind by any number of writes; the majority
+killed or hung, or still alive; chaining on or off; after a forced reconfig, a removed member back
+wiped or not; the primary stepping down under the run), and the invariants,
 computed from the simulator's own members:
 
 - at most one running member believes it is primary;
@@ -28,16 +29,24 @@ from hypothesis import strategies as st
 
 from drengine.clock import SimulatedClock
 from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
-from drengine.datastores.mongodb.simulator.model import MemberConfig, MemberState, Process, ReplSetSettings
+from drengine.datastores.mongodb.simulator.model import (
+    MemberConfig,
+    MemberState,
+    NewReplicaSetConfigurationIncompatible,
+    Process,
+    ReplSetSettings,
+)
 from drengine.datastores.mongodb.simulator.replication import has_optime
+from drengine.datastores.mongodb.simulator.writeconcern import implicit_default_is_majority
 from drengine.explore.kit import Kit, Ledger, Situation, Violation, Watch, digits, pick
 from drengine.explore.scenario import MemberSpec
 from drengine.journal import Entry
 
 SET = digits(9)
+STEP_DOWN_SECONDS = 10.0  # replSetStepDown's least stepDownSecs (it must cover secondaryCatchUpPeriodSecs)
 MEMBER = digits(3)
 READS = ("hello", "isMaster", "ismaster", "ping", "replSetGetStatus", "replSetGetConfig", "count", "find", "buildInfo",
-         "listDatabases")
+         "listDatabases", "getDefaultRWConcern")
 
 
 def _member(i: int) -> MemberSpec:
@@ -119,6 +128,11 @@ def _settled(c: list[int], ds: list[list[int]], slow: bool, ahead: bool) -> tupl
     # Without chaining a secondary syncs from the primary only: survivors stay where they were.
     settings = ReplSetSettings(chaining_allowed=pick(c[1], False, True, percent=85), replica_set_id=f"{c[2]:024x}")
     sim = SimulatedReplicaSet.initiate("rs0", members, settings=settings, clock=SimulatedClock(), rng=random.Random(c[2]))
+    if c[8] % 3 == 0 and sim.primaries():
+        # A cluster-wide default write concern set before the outage (setDefaultRWConcern): then mongod
+        # accepts a forced config that changes the implicit default (no 103). From a digit already
+        # drawn, so that the rest of the situation is generated as before.
+        sim.set_default_write_concern(sim.primaries()[0], {"w": "majority"})
     number = _orders(sim, 1, pick(c[3], 2, 0, 1, 4, percent=60))
     if pick(c[4], True, False, percent=85):
         for rank, member in enumerate(sorted(behind, key=lambda m: (behind[m], m))):
@@ -189,7 +203,15 @@ def forced_then_back(draw: st.DrawFn) -> Situation:
         keep = [m.model_copy(update={"priority": 1.0, "votes": 1, "hidden": False, "secondary_delay_secs": 0})
                 if m.id == chosen.member_id else m
                 for m in keep]
-        sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": keep}), force=True)
+        # mongod refuses a forced config that changes the implicit default write concern (103): as the
+        # runbook does, leave the arbiters out, or keep the ones that are down; else force nothing.
+        down_arbiters = [m for m in chosen.config.members if m.arbiter_only and m not in keep]
+        for members in (keep, [m for m in keep if not m.arbiter_only], keep + down_arbiters):
+            try:
+                sim.reconfig(chosen.member_id, chosen.config.model_copy(update={"members": members}), force=True)
+                break
+            except NewReplicaSetConfigurationIncompatible:
+                continue
         sim.settle()
         # Usually the most advanced of the lost members comes back (the old primary, holding writes
         # the new primary lacks: added back unwiped, it rolls them back); now and then the first.
@@ -320,8 +342,11 @@ class MongoWatch(Watch):
         found = self._one_primary(sim, ledger) + self._rollback(sim, ledger)
         self.running = {n.member_id for n in sim.state.members if n.process is Process.RUNNING}
         data = entry.data
+        # A forced reconfig the member refused (103: it would change the implicit default write concern)
+        # changed nothing: nothing to judge.
         if entry.type.value == "statement_sent" and "replSetReconfig" in str(data.get("text", "")) \
-                and re.search(r'"force":\s*true', str(data.get("text", ""))):
+                and re.search(r'"force":\s*true', str(data.get("text", ""))) \
+                and not str(data.get("result", "")).startswith("refused"):
             found += self._forced(sim, str(data.get("target", "")), ledger)
         self.before = survivors(sim)
         self.lost_before = majority_is_lost(sim)
@@ -435,6 +460,9 @@ def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
             return None
         config = sim.node(sim.primaries()[0]).config
         assert config is not None
+        outside = [n for n in sim.state.members if config.member_with_host(n.host) is None]
+        if outside and not any(n.process is Process.RUNNING for n in outside):
+            return None  # the members to add are all down: nothing can add them until one is started
         running = {n.host for n in sim.state.members if n.process is Process.RUNNING}
         current = [m for m in config.data_bearing_voters() if m.host in running and not m.secondary_delay_secs]
         if len(current) < config.write_majority_count():
@@ -450,7 +478,18 @@ def expect_done(runbook: str, sim: SimulatedReplicaSet) -> str | None:
     best = max(found.values())
     if not any(may_be_primary(sim, m) for m, o in found.items() if o == best):
         return None  # the most advanced survivor is configured never to be primary: an override decides
+    if not _implicit_default_keepable(sim, max(found, key=lambda m: found[m])):
+        return None  # mongod may refuse every forced config (103): no promise either way
     return "the voting majority is lost and a reachable data-bearing survivor may be forced to primary"
+
+
+def _implicit_default_keepable(sim: SimulatedReplicaSet, member_id: int) -> bool:
+    """Whether a forced config is sure to keep the implicit default write concern (or need not):
+    a cluster-wide default is set on the survivor, or the old config's default is w: "majority",
+    which any config without arbiters keeps (repl_set_config.cpp isImplicitDefaultWriteConcernMajority)."""
+    config = sim.node(member_id).config
+    return (sim.cluster_wide_write_concern(member_id) is not None or config is None
+            or implicit_default_is_majority(config))
 
 
 def one_primary_goal(model: Any) -> str | None:
@@ -503,8 +542,10 @@ def majority_write(model: Any) -> str | None:
 class MongoKit(Kit):
     kind = "mongodb"
     runbooks = ("mongodb-force-primary", "mongodb-rejoin")
-    ops = ("kill", "hang", "revive")
-    flaps = ("kill",)
+    # step-down: the primary steps down (replSetStepDown, forced, 10 s), as on a lost heartbeat or a
+    # maintenance window: a write waiting for its write concern then fails with 189.
+    ops = ("kill", "hang", "revive", "step-down")
+    flaps = ("kill", "step-down")
     timeouts = {"connect": 0.2, "read": 0.4, "catch_up": 5}
     data = Path("mongo-data")
 
@@ -523,10 +564,18 @@ class MongoKit(Kit):
     def applies(self, model: Any, op: str, member: str) -> bool:
         node = _model(model).node(int(member[1:]))
         return {"kill": node.process is not Process.KILLED, "hang": node.process is Process.RUNNING,
-                "revive": node.process is not Process.RUNNING}.get(op, True)
+                "revive": node.process is not Process.RUNNING,
+                "step-down": node.process is Process.RUNNING and node.state is MemberState.PRIMARY}.get(op, True)
 
     def change(self, backend: Any, op: str, member: str) -> None:
-        getattr(backend.wire, op)(backend.member_ids[member])
+        if op == "step-down":
+            with backend.wire.locked() as sim:
+                # Asked again under the lock: the clients' monitors move the model between `applies` and here.
+                node = sim.node(backend.member_ids[member])
+                if node.process is Process.RUNNING and node.state is MemberState.PRIMARY:
+                    sim.step_down(backend.member_ids[member], STEP_DOWN_SECONDS, force=True)
+        else:
+            getattr(backend.wire, op)(backend.member_ids[member])
         backend.save()
 
     def goal(self, runbook: str, model: Any, watch: Watch) -> str | None:

@@ -11,14 +11,16 @@ that the server drives (wire.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from bson.int64 import Int64
 
-from drengine.datastores.mongodb.simulator import SimulatedReplicaSet
-from drengine.datastores.mongodb.simulator.model import STEP_DOWN_CATCH_UP_SECONDS, BadValue, Document, ReplicaSetError
-from drengine.datastores.mongodb.simulator.views import InsertOutcome
+from drengine.datastores.mongodb.simulator.model import (
+    STEP_DOWN_CATCH_UP_SECONDS,
+    BadValue,
+    Document,
+    ReplicaSetError,
+)
 from drengine.datastores.mongodb.wireproto import (
     ADMIN_ONLY,
     MAX_BSON_OBJECT_SIZE,
@@ -28,43 +30,22 @@ from drengine.datastores.mongodb.wireproto import (
     error_document,
     from_model_document,
     hello_document,
-    optime_doc,
     status_document,
     to_model_document,
     topology_version_of,
 )
+from drengine.datastores.mongodb.wirewait import CommandContext, CommandHandler, Reply, Wait, deadline_after
+from drengine.datastores.mongodb.wirewrites import (
+    RETRYABLE_CODES,
+    get_default_rw_concern,
+    insert,
+    retryable_write,
+    set_default_rw_concern,
+)
+
+__all__ = ["READ_ONLY_COMMANDS", "CommandContext", "Reply", "Wait", "run_command", "step"]
 
 # --- commands
-
-
-@dataclass
-class CommandContext:
-    model: SimulatedReplicaSet
-    member_id: int
-    db: str
-    connection_id: int
-    now: float
-
-
-@dataclass
-class Wait:
-    """A reply that is not ready yet: `ready` is asked again as model time passes (a reply, a
-    further wait, or None); past `deadline` (model time; None: never) `expired` answers."""
-
-    ready: Callable[[], BsonDoc | Wait | None]
-    deadline: float | None
-    expired: Callable[[], BsonDoc | Wait]
-
-
-Reply = BsonDoc | Wait
-CommandHandler = Callable[[CommandContext, BsonDoc], Reply]
-
-
-def _deadline(ctx: CommandContext, millis: Any) -> float | None:
-    """A model-time deadline `millis` from now; 0 or absent means none."""
-    if millis is None or float(millis) <= 0:
-        return None
-    return ctx.model.now() + float(millis) / 1000.0
 
 
 def _hello(ctx: CommandContext, cmd: BsonDoc) -> BsonDoc:
@@ -117,7 +98,7 @@ def _repl_set_reconfig(ctx: CommandContext, cmd: BsonDoc) -> Reply:
     config = model.prepare_reconfig(member, new_config, force=bool(cmd.get("force", False)))
     if cmd.get("force"):
         return {"ok": 1.0}
-    deadline = _deadline(ctx, cmd.get("maxTimeMS"))
+    deadline = deadline_after(ctx, cmd.get("maxTimeMS"))
 
     def install() -> Reply:
         installed = model.install_agreed(member, config)
@@ -165,44 +146,6 @@ def _shutdown(ctx: CommandContext, cmd: BsonDoc) -> Reply:
     https://www.mongodb.com/docs/manual/reference/command/shutdown/"""
     ctx.model.shutdown(ctx.member_id, force=bool(cmd.get("force", False)))
     return {"ok": 1.0}
-
-
-def _insert(ctx: CommandContext, cmd: BsonDoc) -> Reply:
-    """Write, then wait for the write concern: until wtimeout (then writeConcernError 64,
-    errInfo.wtimeout true), forever without one. Shape: DRIVERS-967 / RUST-370 and
-    https://www.mongodb.com/docs/manual/reference/write-concern/#wtimeout"""
-    namespace = f"{ctx.db}.{cmd['insert']}"
-    docs = [to_model_document(d) for d in cmd.get("documents", [])]
-    concern = dict(cmd.get("writeConcern") or {})
-    model, member = ctx.model, ctx.member_id
-    outcome = model.insert_many(member, namespace, docs, w=concern.get("w"), ordered=bool(cmd.get("ordered", True)))
-    if not outcome.inserted:
-        return _insert_reply(outcome, None)
-
-    def acknowledged() -> BsonDoc | None:
-        return _insert_reply(outcome, None) if model.write_concern_progress(member, outcome.optime,
-                                                                            concern.get("w")).satisfied else None
-
-    def timed_out() -> BsonDoc:
-        shown = dict(concern)
-        shown.setdefault("provenance", "clientSupplied" if "w" in concern else "implicitDefault")
-        return _insert_reply(outcome, {"code": 64, "codeName": "WriteConcernFailed",
-                                       "errmsg": "waiting for replication timed out",
-                                       "errInfo": {"wtimeout": True, "writeConcern": shown}})
-
-    return acknowledged() or Wait(ready=acknowledged, deadline=_deadline(ctx, concern.get("wtimeout")),
-                                  expired=timed_out)
-
-
-def _insert_reply(outcome: InsertOutcome, concern_error: BsonDoc | None) -> BsonDoc:
-    reply: BsonDoc = {"n": outcome.inserted}
-    if outcome.write_errors:
-        reply["writeErrors"] = [{"index": e.index, "code": e.code, "errmsg": e.message} for e in outcome.write_errors]
-    if concern_error is not None:
-        reply["writeConcernError"] = concern_error
-    reply["opTime"] = optime_doc(outcome.optime)
-    reply["ok"] = 1.0
-    return reply
 
 
 def _secondary_ok(cmd: BsonDoc) -> bool:
@@ -298,7 +241,9 @@ COMMANDS: dict[str, CommandHandler] = {
     "replSetFreeze": _repl_set_freeze,
     "replSetStepDown": _repl_set_step_down,
     "shutdown": _shutdown,
-    "insert": _insert,
+    "insert": insert,
+    "setDefaultRWConcern": set_default_rw_concern,
+    "getDefaultRWConcern": get_default_rw_concern,
     "find": _find,
     "count": _count,
     "aggregate": _aggregate,
@@ -315,13 +260,12 @@ READ_ONLY_COMMANDS = frozenset(
         "buildinfo",
         "replSetGetStatus",
         "replSetGetConfig",
+        "getDefaultRWConcern",
     }
 )
 
 
 STATE_CHANGE_CODES = frozenset({10107, 13435, 13436, 11600, 11602, 91, 189})
-
-
 def _topology_version(ctx: CommandContext) -> BsonDoc:
     return topology_version_of(ctx.model.hello(ctx.member_id))
 
@@ -339,7 +283,10 @@ def run_command(ctx: CommandContext, cmd: BsonDoc) -> Reply:
     try:
         return handler(ctx, cmd)
     except ReplicaSetError as error:
-        return error_reply(ctx, error)
+        reply = error_reply(ctx, error)
+        if name == "insert" and retryable_write(cmd) is not None and error.code in RETRYABLE_CODES:
+            reply["errorLabels"] = ["RetryableWriteError"]
+        return reply
     except (KeyError, TypeError, ValueError) as error:
         return error_document(2, "BadValue", f"malformed {name} command: {error}")
 

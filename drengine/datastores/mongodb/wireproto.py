@@ -51,6 +51,8 @@ ADMIN_ONLY = frozenset(
         "replSetFreeze",
         "replSetStepDown",
         "shutdown",
+        "setDefaultRWConcern",
+        "getDefaultRWConcern",
     }
 )
 EXTENDED_JSON = json_util.RELAXED_JSON_OPTIONS
@@ -184,7 +186,7 @@ def _election_id(term: int) -> ObjectId:
 def hello_document(view: HelloView, *, legacy: bool, hello_ok: bool, connection_id: int, now: float) -> BsonDoc:
     doc: BsonDoc = {"topologyVersion": topology_version_of(view)}
     if view.set_name is not None:
-        doc.update(_replica_set_fields(view))
+        doc.update(_replica_set_fields(view, legacy=legacy))
     doc["ismaster" if legacy else "isWritablePrimary"] = view.is_writable_primary
     doc["secondary"] = view.secondary
     if view.set_name is None:
@@ -213,7 +215,7 @@ def topology_version_of(view: HelloView) -> BsonDoc:
     return {"processId": ObjectId(view.process_id), "counter": Int64(view.topology_counter)}
 
 
-def _replica_set_fields(view: HelloView) -> BsonDoc:
+def _replica_set_fields(view: HelloView, *, legacy: bool) -> BsonDoc:
     fields: BsonDoc = {"hosts": view.hosts}
     if view.passives:
         fields["passives"] = view.passives
@@ -230,6 +232,9 @@ def _replica_set_fields(view: HelloView) -> BsonDoc:
         fields["passive"] = True
     if view.hidden:
         fields["hidden"] = True
+    if view.secondary_delay_secs:
+        # hello_response.cpp: slaveDelay to a legacy isMaster, secondaryDelaySecs to hello.
+        fields["slaveDelay" if legacy else "secondaryDelaySecs"] = Int64(view.secondary_delay_secs)
     if view.is_writable_primary:
         fields["electionId"] = _election_id(view.term)
     fields["lastWrite"] = {

@@ -46,6 +46,11 @@ class RerouteCommands(Allocator):
             if commands or retry_failed:
                 self.require_master()
             return {"acknowledged": False}
+        for command in commands:  # the request is parsed whole before any command runs
+            for name, raw in command.items():
+                for field in ("accept_data_loss", "allow_primary"):
+                    if isinstance(raw, Mapping) and field in raw:
+                        _flag(raw[field], name, field)
         explanations = [self._run_command(command, explain) for command in commands]
         if retry_failed:
             self._reset_failed_allocations()
@@ -138,16 +143,12 @@ class RerouteCommands(Allocator):
         meta, group = self._command_target(args, name)
         node = self._command_node(args, "node", name)
         if group.primary().state != STARTED:
-            raise _CommandRefused(
-                f"[{name}] trying to allocate a replica shard [{meta.name}][{group.shard}], while corresponding primary shard is still unassigned",
-                [],
-            )
+            raise self._refused(name, f"trying to allocate a replica shard [{meta.name}][{group.shard}], while "
+                                      f"corresponding primary shard is still unassigned")
         routing = next((r for r in group.routings if not r.primary and r.state == UNASSIGNED), None)
         if routing is None:
-            raise _CommandRefused(
-                f"[{name}] all copies of [{meta.name}][{group.shard}] are already assigned. Use the move allocation command instead",
-                [],
-            )
+            raise self._refused(name, f"all copies of [{meta.name}][{group.shard}] are already assigned. Use the move "
+                                      f"allocation command instead")
         decisions = self.deciders(AllocationAttempt(meta, group, routing, node, manual=True))
         refusals = [d for d in decisions if not d.allows]
         if refusals:
@@ -177,7 +178,7 @@ class RerouteCommands(Allocator):
         ever_active = bool(group.in_sync)  # recovery source EXISTING_STORE
         data_loss = (f"allocating an empty primary for [{meta.name}][{group.shard}] can result in data loss. Please "
                      f"confirm by setting the accept_data_loss parameter to true")
-        accepted = args.get("accept_data_loss") is True
+        accepted = _flag(args.get("accept_data_loss"), name)
         if stale:
             if not accepted:
                 raise self._refused(name, data_loss)
@@ -222,9 +223,16 @@ class RerouteCommands(Allocator):
             None,
         )
         if routing is None:
+            # MoveAllocationCommand.execute: with ?explain a NO from "move_allocation_command".
+            there = next((r for r in group.routings if r.node_id == source.id), None)
+            shard = f"[{meta.name}][{group.shard}]"
+            if there is not None:
+                raise _CommandRefused(f"[move_allocation] can't move {shard}, shard is not started (state = "
+                                      f"{there.state}]", [Decision("move_allocation_command", "NO",
+                                                                   f"shard {shard} has not been started")])
             raise _CommandRefused(
-                f"[{name}] can't move [{meta.name}][{group.shard}], failed to find it on node {self._node_label(source)}",
-                [],
+                f"[{name}] can't move {shard}, failed to find it on node {self._node_label(source)}",
+                [Decision("move_allocation_command", "NO", f"shard {shard} not found")],
             )
         decisions = [
             d
@@ -258,16 +266,14 @@ class RerouteCommands(Allocator):
         meta, group = self._command_target(args, name)
         node = self._command_node(args, "node", name)
         routing = next((r for r in group.routings if r.node_id == node.id), None)
+        # CancelAllocationCommand.execute: with ?explain a NO from "cancel_allocation_command".
         if routing is None:
-            raise _CommandRefused(
-                f"[{name}_allocation] can't cancel [{meta.name}][{group.shard}], failed to find it on node {self._node_label(node)}",
-                [],
-            )
-        if routing.primary and not args.get("allow_primary"):
-            raise _CommandRefused(
-                f"[{name}_allocation] can't cancel [{meta.name}][{group.shard}] on node {self._node_label(node)}, shard is primary and started",
-                [],
-            )
+            reason = f"can't cancel [{meta.name}][{group.shard}], failed to find it on node {self._node_label(node)}"
+            raise _CommandRefused(f"[{name}_allocation] {reason}", [Decision("cancel_allocation_command", "NO", reason)])
+        if routing.primary and not _flag(args.get("allow_primary"), name, "allow_primary"):
+            reason = (f"can't cancel [{meta.name}][{group.shard}] on node {self._node_label(node)}, shard is primary and "
+                      f"{routing.state.lower()}")
+            raise _CommandRefused(f"[{name}_allocation] {reason}", [Decision("cancel_allocation_command", "NO", reason)])
         if routing.primary:
             self._unassign(
                 group,
@@ -325,6 +331,17 @@ class RerouteCommands(Allocator):
         if routing.unassigned:
             document["unassigned_info"] = self._state_unassigned_document(self.index(group.index), routing)
         return document
+
+
+def _flag(value: Any, name: str = "", field: str = "accept_data_loss") -> bool:
+    """A boolean field as the commands' ObjectParser reads it (declareBoolean: XContentParser.booleanValue,
+    Booleans.parseBoolean): true or the string "true", false or "false"; any other string fails to parse."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if value in ("true", "false"):
+        return bool(value == "true")
+    raise SimApiError(400, "x_content_parse_exception", f"[{name}] failed to parse field [{field}]: Failed to parse "
+                                                        f"value [{value}] as only [true] or [false] are allowed.")
 
 
 class _CommandRefused(Exception):

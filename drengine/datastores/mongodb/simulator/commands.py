@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from pydantic import JsonValue
 
 from drengine.datastores.mongodb.simulator.config import config_from_document, validate_config
-from drengine.datastores.mongodb.simulator.elections import Elections
 from drengine.datastores.mongodb.simulator.model import (
     FORCE_VERSION_MIN_INCREMENT,
     FORCE_VERSION_RANDOM_SPAN,
@@ -29,20 +28,22 @@ from drengine.datastores.mongodb.simulator.model import (
     NotSecondary,
     NotWritablePrimary,
     NotYetInitialized,
-    OpTime,
     ReplSetConfig,
-    UnknownReplWriteConcern,
     WriteConcernW,
 )
-from drengine.datastores.mongodb.simulator.replication import has_optime
-from drengine.datastores.mongodb.simulator.views import InsertOutcome, WriteConcernProgress, WriteError
+from drengine.datastores.mongodb.simulator.views import InsertOutcome, WriteError
+from drengine.datastores.mongodb.simulator.writeconcern import WriteConcerns
 
 
-class Commands(Elections):
+class Commands(WriteConcerns):
     """The commands the wire layer serves."""
 
     def insert(self, member_id: int, collection: str, doc: Document, w: WriteConcernW = None) -> InsertOutcome:
         return self.insert_many(member_id, collection, [doc], w=w)
+
+    def executed_statements(self, member_id: int, txn: str) -> set[int]:
+        """The statements of a retryable write (session and txnNumber) this member has applied."""
+        return {e.stmt for e in self.node(member_id).oplog if e.txn == txn and e.stmt is not None}
 
     def insert_many(
         self,
@@ -52,17 +53,25 @@ class Commands(Elections):
         *,
         w: WriteConcernW = None,
         ordered: bool = True,
+        txn: str | None = None,
     ) -> InsertOutcome:
         """Insert on the primary and replicate; the write concern is waited for by the caller
-        (`write_concern_progress`), as mongod waits for it after the write."""
+        (`write_concern_progress`), as mongod waits for it after the write. A retryable write
+        (`txn`: its session and txnNumber) skips the statements already applied and counts them
+        as inserted, as mongod answers a retry from its transaction table
+        (src/mongo/db/ops/write_ops_exec.cpp, insertBatchAndHandleErrors: checkStatementExecuted)."""
         node = self._answering_node(member_id)
         if node.state is not MemberState.PRIMARY or node.catching_up:
             raise NotWritablePrimary("not primary")
         self.write_concern_of(member_id, w)  # an unknown mode is refused before anything is written
         taken = {_id_key(d) for d in node.documents(collection)}
+        done = self.executed_statements(member_id, txn) if txn is not None else set()
         errors: list[WriteError] = []
         inserted = 0
         for index, doc in enumerate(docs):
+            if index in done:
+                inserted += 1
+                continue
             stored: Document = doc if "_id" in doc else {"_id": {"$oid": self._random_hex24()}, **doc}
             key = _id_key(stored)
             if key in taken:
@@ -70,44 +79,12 @@ class Commands(Elections):
                 if ordered:
                     break
                 continue
-            self._append(node, "i", collection, stored)
+            self._append(node, "i", collection, stored, txn=txn, stmt=index if txn is not None else None)
             taken.add(key)
             inserted += 1
         self._replicate_all()
         self._advance_commit_points()
         return InsertOutcome(inserted, node.last_optime, errors)
-
-    def default_write_concern(self, member_id: int) -> int | str:
-        """MongoDB 5.0+ implicit default: majority, but w:1 when arbiters
-        would make a majority unreachable with one data-bearing voter down."""
-        config = self.get_config(member_id)
-        arbiters = sum(1 for m in config.members if m.arbiter_only and m.voter)
-        if arbiters and len(config.data_bearing_voters()) <= config.majority_vote_count():
-            return 1
-        return "majority"
-
-    def write_concern_of(self, member_id: int, w: WriteConcernW) -> int | str:
-        wanted = self.default_write_concern(member_id) if w is None else w
-        if wanted != "majority" and not isinstance(wanted, int):
-            raise UnknownReplWriteConcern(f"unrecognized write concern mode: {wanted}")
-        return wanted
-
-    def write_concern_progress(self, member_id: int, optime: OpTime, w: WriteConcernW) -> WriteConcernProgress:
-        """How many members (of those that count for `w`) hold `optime` now. "majority"
-        counts data-bearing voters (replica_set_config.cpp: when half or more of the voters are
-        arbiters, the majority is all data-bearing voters)."""
-        primary = self.node(member_id)
-        assert primary.config is not None
-        wanted = self.write_concern_of(member_id, w)
-        holders = [primary] + [p for p in self._peers_in_config(primary) if has_optime(p, optime)]
-        if wanted == "majority":
-            required = primary.config.write_majority_count()
-            acked = sum(1 for h in holders if self._counts_for_majority(primary.config, h))
-        else:
-            assert isinstance(wanted, int)
-            required = wanted
-            acked = sum(1 for h in holders if self._is_data_bearing(h))
-        return WriteConcernProgress(wanted, acked, required)
 
     def find(
         self,
@@ -186,6 +163,8 @@ class Commands(Elections):
                 f"New and old configurations differ in replica set name; old was {current.set_name}, and new is {config.set_name}"
             )
         validate_config(config)
+        # _doReplSetReconfig checks the config as it would be installed (new voters newlyAdded).
+        self.check_implicit_default_kept(member_id, current, config if force else self._mark_newly_added(node, config))
         if config.member_with_host(node.host) is None:
             raise NodeNotFound(
                 f"No host described in new configuration with {{version: {config.version}}} "
@@ -239,10 +218,12 @@ class Commands(Elections):
         return sum(m.votes for m in config.members if m.voter and m.host in holders) >= config.majority_vote_count()
 
     def _mark_newly_added(self, node: MemberNode, config: ReplSetConfig) -> ReplSetConfig:
-        """A voting member the current config does not know joins as newlyAdded (SERVER-46344)."""
+        """A voting member the current config does not know joins as newlyAdded (SERVER-46344);
+        never an arbiter, never in a forced reconfig (processReplSetReconfig)."""
         assert node.config is not None
         known = {m.id for m in node.config.members}
-        members = [m.model_copy(update={"newly_added": True}) if m.id not in known and m.votes > 0 else m
+        members = [m.model_copy(update={"newly_added": True})
+                   if m.id not in known and m.votes > 0 and not m.arbiter_only else m
                    for m in config.members]
         return config.model_copy(update={"members": members})
 

@@ -221,10 +221,11 @@ class ReplicaSetCore:
         self.state.last_timestamp = stamp
         return stamp
 
-    def _append(self, node: MemberNode, op: str, ns: str, doc: Document) -> OpTime:
+    def _append(self, node: MemberNode, op: str, ns: str, doc: Document, *, txn: str | None = None,
+                stmt: int | None = None) -> OpTime:
         seconds, increment = self._next_timestamp()
         optime = OpTime(term=node.term, seconds=seconds, increment=increment)
-        node.oplog.append(OplogEntry(optime=optime, wall_seconds=self._now(), op=op, ns=ns, doc=doc))
+        node.oplog.append(OplogEntry(optime=optime, wall_seconds=self._now(), op=op, ns=ns, doc=doc, txn=txn, stmt=stmt))
         return optime
 
     def _random_hex24(self) -> str:

@@ -103,6 +103,22 @@ class CurrentConfigNotCommittedYet(ReplicaSetError):
     code_name = "CurrentConfigNotCommittedYet"
 
 
+class PrimarySteppedDown(ReplicaSetError):
+    """A replication waiter failed because its primary stepped down or the term changed
+    (ReplicationCoordinatorImpl::_startWaitingForReplication, setErrorAll on a state change)."""
+
+    code = 189
+    code_name = "PrimarySteppedDown"
+
+
+class UnsatisfiableWriteConcern(ReplicaSetError):
+    """`w` asks for more data-bearing members than the config has
+    (ReplSetConfig::checkIfWriteConcernCanBeSatisfied: "Not enough data-bearing nodes")."""
+
+    code = 100
+    code_name = "UnsatisfiableWriteConcern"
+
+
 class NotPrimaryNoSecondaryOk(ReplicaSetError):
     code = 13435
     code_name = "NotPrimaryNoSecondaryOk"
@@ -324,6 +340,11 @@ class OplogEntry(BaseModel):
     op: str  # "i" insert, "n" no-op (a new primary writes one)
     ns: str
     doc: Document
+    # A retryable write's session and statement ("<lsid>/<txnNumber>", stmtId): mongod records the
+    # executed statements with the write (config.transactions, replicated and rolled back with it)
+    # and answers a retry of one of them without executing it again.
+    txn: str | None = None
+    stmt: int | None = None
 
 
 class PeerSeen(BaseModel):

@@ -174,6 +174,29 @@ def hung_removed(clock: Clock | None = None, rng: random.Random | None = None) -
     return majority_lost_5(clock, rng, hang_primary=True)
 
 
+def psa_secondary_alone(clock: Clock | None = None, rng: random.Random | None = None, *,
+                        default_set: bool = False) -> SimulatedReplicaSet:
+    """Primary-secondary-arbiter (the implicit default write concern is w: 1); the primary _id 0
+    and the arbiter _id 2 are killed. The secondary _id 1 alone holds every write, and a config of
+    it alone would make the implicit default w: "majority": mongod 5.0+ refuses that forced
+    reconfig (103) unless a cluster-wide default was set before the outage (`default_set`)."""
+    members = _members(3)
+    members[2] = members[2].model_copy(update={"priority": 0.0, "arbiter_only": True})
+    sim = SimulatedReplicaSet.initiate("rs0", members, clock=clock, rng=rng)
+    if default_set:
+        sim.set_default_write_concern(sim.primaries()[0], {"w": 1})
+    _seed_orders(sim, 1, 3)
+    for member_id in (0, 2):
+        sim.kill(member_id)
+    sim.settle()
+    return sim
+
+
+def psa_default_set(clock: Clock | None = None, rng: random.Random | None = None) -> SimulatedReplicaSet:
+    """psa-secondary-alone, with a cluster-wide default write concern set before the outage."""
+    return psa_secondary_alone(clock, rng, default_set=True)
+
+
 SCENARIOS: dict[str, ScenarioFactory] = {
     "healthy-3": healthy_3,
     "healthy-5": healthy_5,
@@ -186,6 +209,8 @@ SCENARIOS: dict[str, ScenarioFactory] = {
     "delayed-survivor": delayed_survivor,
     "lagging-survivor": lagging_survivor,
     "hung-removed": hung_removed,
+    "psa-secondary-alone": psa_secondary_alone,
+    "psa-default-set": psa_default_set,
 }
 
 

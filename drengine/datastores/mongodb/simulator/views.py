@@ -31,19 +31,6 @@ class WriteError:
 
 
 @dataclass(frozen=True)
-class WriteConcernProgress:
-    """How far a write has come towards its write concern."""
-
-    wanted: int | str
-    acknowledged_by: int
-    required: int
-
-    @property
-    def satisfied(self) -> bool:
-        return self.acknowledged_by >= self.required
-
-
-@dataclass(frozen=True)
 class InsertOutcome:
     inserted: int
     optime: OpTime
@@ -58,6 +45,7 @@ class HelloView:
     arbiter_only: bool
     passive: bool
     hidden: bool
+    secondary_delay_secs: int
     set_name: str | None
     set_version: int | None
     hosts: list[str]
@@ -122,7 +110,10 @@ class StatusViews(Replication):
         entry = node.own_entry()
         if config is None or entry is None:
             return self._hello_without_config(node)
-        visible = [m for m in config.members if not m.hidden]
+        # TopologyCoordinator::fillHelloForReplSet (src/mongo/db/repl/topology_coordinator.cpp): hidden
+        # and delayed members are left out of hosts, passives and arbiters; a member reports its own
+        # delay as secondaryDelaySecs.
+        visible = [m for m in config.members if not m.hidden and m.secondary_delay_secs == 0]
         return HelloView(
             me=node.host,
             # A new primary still catching up answers as not yet writable.
@@ -131,6 +122,7 @@ class StatusViews(Replication):
             arbiter_only=entry.arbiter_only,
             passive=entry.priority == 0 and not entry.arbiter_only,
             hidden=entry.hidden,
+            secondary_delay_secs=entry.secondary_delay_secs,
             set_name=config.set_name,
             set_version=config.version,
             hosts=[m.host for m in visible if not m.arbiter_only and m.priority > 0],
@@ -154,6 +146,7 @@ class StatusViews(Replication):
             arbiter_only=False,
             passive=False,
             hidden=False,
+            secondary_delay_secs=0,
             set_name=None,
             set_version=None,
             hosts=[],
