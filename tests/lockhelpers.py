@@ -43,7 +43,15 @@ class HeldRun:
         return self.proc.returncode, out
 
 
+def own_cluster(run_dir: Path) -> str:
+    """Each run of these tests recovers its own copy of the simulated cluster (they test the lock,
+    not what an earlier run left: a second run on the shared state would rightly refuse, the
+    first having promoted a replica); a resume continues its run's copy."""
+    return str(run_dir.parent / f"{run_dir.name}.sim")
+
+
 def run(inventory: Path, run_dir: Path, lock_dir: Path, *flags: str, timeout: float = 120, **env: str) -> tuple[int, str]:
+    env.setdefault("DRENGINE_SIM_DIR", own_cluster(run_dir))
     done = subprocess.run(
         [sys.executable, "-m", "drengine.cli", "run", RUNBOOK, "-i", str(inventory), "-c", CLUSTER, "--yes",
          "--run-dir", str(run_dir), *flags],
@@ -56,7 +64,8 @@ def run(inventory: Path, run_dir: Path, lock_dir: Path, *flags: str, timeout: fl
 def resume(run_dir: Path, lock_dir: Path, *flags: str, timeout: float = 120) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, "-m", "drengine.cli", "run", "--resume", str(run_dir), "--yes", *flags],
-        capture_output=True, text=True, check=False, env=machine_env(lock_dir), cwd=ROOT, timeout=timeout,
+        capture_output=True, text=True, check=False, env=machine_env(lock_dir, DRENGINE_SIM_DIR=own_cluster(run_dir)),
+        cwd=ROOT, timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     return done.returncode, done.stdout + done.stderr
@@ -69,7 +78,7 @@ def start_held(inventory: Path, run_dir: Path, lock_dir: Path, hold_at: str, *fl
         [sys.executable, "-m", "drengine.cli", "run", RUNBOOK, "-i", str(inventory), "-c", CLUSTER, "--yes",
          "--run-dir", str(run_dir), *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, stdin=subprocess.DEVNULL,
-        env=machine_env(lock_dir, DRENGINE_TEST_HOLD_AT=f"{hold_at}:{release}"),
+        env=machine_env(lock_dir, DRENGINE_TEST_HOLD_AT=f"{hold_at}:{release}", DRENGINE_SIM_DIR=own_cluster(run_dir)),
     )
     reached = Path(f"{release}.reached")
     deadline = time.monotonic() + 60

@@ -21,7 +21,7 @@ from drengine.explore.scenario import MemberSpec, Scenario, WorldChange, load
 from drengine.explore.search import explore, scenarios
 from drengine.inventory import load_inventory
 from drengine.journal import Entry
-from tests.helpers import cli
+from tests.helpers import SIM_MARIADB, cli
 
 CASES = Path(__file__).parent / "explore_cases"
 RUNBOOKS = ["mariadb-promote-survivor", "mariadb-rejoin", "galera-bootstrap-survivor", "mongodb-force-primary",
@@ -96,17 +96,7 @@ def test_a_broken_survivor_choice_is_caught_and_shrunk(tmp_path: Path, monkeypat
     assert not minimal.answers and not any(minimal.crashes) and not minimal.changes, minimal.describe()
 
 
-INVENTORY = """\
-clusters:
-  explore:
-    kind: mariadb
-    simulated: {scenario: primary-dead-replica-lagging}
-    timeouts: {connect: 1, read: 2, catch_up: 5}
-    members:
-      - {name: db1, address: 127.0.1.11, port: 3306}
-      - {name: db2, address: 127.0.1.12, port: 3306}
-      - {name: db3, address: 127.0.1.13, port: 3306}
-"""
+INVENTORY = SIM_MARIADB.replace("\n  sim:\n", "\n  explore:\n", 1)
 
 
 def lagging(tmp_path: Path, **changes: dict[str, object]) -> Scenario:
