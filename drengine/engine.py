@@ -44,7 +44,7 @@ from drengine.lock.changes import ChangePublisher, held_store, reader
 from drengine.lock.registry import RunPublisher
 from drengine.machine import DISK, REAL, Disk, Machine
 from drengine.runbook import Runbook, StepSpec, load_runbook, resolve_inputs
-from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult
+from drengine.steps import Action, Effect, Facts, GateLevel, Mode, Proposal, RunContext, RunInputs, Statement, StepResult, left_of
 from drengine.worker import Job, StepWorker, StopSignal
 
 CRASH_ENV = "DRENGINE_TEST_CRASH_AFTER"
@@ -728,7 +728,7 @@ class Engine:
                                        lambda: action.run(self.ctx, proposal))
         except (ConnectError, CommandFailed, StepFailed, StepInterrupted) as exc:
             result = StepResult(ok=False, summary=f"the goal could not be checked: {exc}")
-        left = [line[len("LEFT: "):] for line in result.evidence if line.startswith("LEFT: ")]
+        left = left_of(result)
         self.journal.append(Event.GOAL_CHECKED, action=goal.action, holds=result.ok, summary=result.summary,
                             evidence=result.evidence, left=left)
         return result.ok, result.summary, left
@@ -787,10 +787,9 @@ def _keeps_to_itself(request: RunRequest) -> bool:
     changes nothing); a drill's when the cluster keeps its state in the shared place (each drill
     rehearses from the same start), not when the inventory (or a site run) names the state file
     its runs work on: then the drill breaks and recovers that cluster, as it would a real one."""
-    if request.mode is Mode.PLAN:
-        return True
-    simulated = request.cluster.simulated
-    return request.mode is Mode.DRILL and simulated is not None and not simulated.state_file
+    from drengine.backends import rehearses_on_a_copy
+
+    return request.mode is Mode.PLAN or (request.mode is Mode.DRILL and rehearses_on_a_copy(request.cluster))
 
 
 def _open_backend(cluster: Cluster, run_dir: Path, inventory: Inventory, clock: Clock, disk: Disk, private: bool) -> Any:

@@ -324,6 +324,14 @@ class GoalLook:
     evidence: list[str] = field(default_factory=list)
 
 
+LEFT = "LEFT: "  # a goal's evidence line naming something left to do
+
+
+def left_of(result: StepResult) -> list[str]:
+    """What a goal check says is left to do (its `LEFT:` evidence lines)."""
+    return [line[len(LEFT):] for line in result.evidence if line.startswith(LEFT)]
+
+
 def judge_goal(ctx: RunContext[Any], look: Callable[[], GoalLook], seconds: float, interval: float = 0.5) -> StepResult:
     """Look until the goal holds or `seconds` pass (a member started a moment ago may still be
     joining); the verdict is the last look. `LEFT:` evidence lines become what is left to do."""
@@ -335,7 +343,7 @@ def judge_goal(ctx: RunContext[Any], look: Callable[[], GoalLook], seconds: floa
 
     ctx.wait_until(holds, seconds, interval)
     last = looks[-1]
-    return StepResult(ok=last.holds, summary=last.summary, evidence=[*last.evidence, *(f"LEFT: {x}" for x in last.left)])
+    return StepResult(ok=last.holds, summary=last.summary, evidence=[*last.evidence, *(f"{LEFT}{x}" for x in last.left)])
 
 
 ACTIONS: dict[str, type[Action[Any, Any]]] = {}

@@ -58,7 +58,7 @@ def _goal_of_run(inventory: Inventory, cluster: Cluster, run_dir: Path) -> Holdi
     from drengine.journal import Event, verified_entries
     from drengine.runbook import load_runbook
     from drengine.status import open_read_only
-    from drengine.steps import ACTIONS, Mode, RunContext, RunInputs
+    from drengine.steps import ACTIONS, Mode, RunContext, RunInputs, left_of
 
     entries = verified_entries(run_dir)
     started = next(e.data for e in entries if e.type is Event.RUN_STARTED)
@@ -86,5 +86,5 @@ def _goal_of_run(inventory: Inventory, cluster: Cluster, run_dir: Path) -> Holdi
         if backend is not None:
             backend.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    left = [line[len("LEFT: "):] for line in result.evidence if line.startswith("LEFT: ")]
+    left = left_of(result)
     return Holding(cluster.name, result.ok, f"goal of {runbook.name}", result.summary, left)
