@@ -22,6 +22,13 @@ def simulated_state_file(cluster: Cluster, inventory: Inventory) -> Path:
     return cluster_state_file(inventory.path, cluster.name)
 
 
+def rehearses_on_a_copy(cluster: Cluster) -> bool:
+    """A drill on a simulated cluster whose state is the shared one keeps what it does to its own
+    copy (each drill rehearses from the same start); one whose inventory (or site run) names the
+    state file breaks and recovers that file, as a drill breaks and recovers a real cluster."""
+    return cluster.simulated is not None and not cluster.simulated.state_file
+
+
 def open_backend(cluster: Cluster, inventory: Inventory, run_dir: Path, clock: Clock = SYSTEM, disk: Disk = DISK,
                  private: bool = False) -> Any:
     """The real connector set for the cluster's kind, or its simulated twin when the

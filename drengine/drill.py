@@ -424,13 +424,12 @@ def _restore(request: DrillRequest, kit: DrillKit, outcome: RunOutcome) -> RunOu
     the restore and how long it took. The drill's own journal ended with the drill."""
     import shutil
 
-    from drengine.backends import open_backend
+    from drengine.backends import open_backend, rehearses_on_a_copy
     from drengine.runbook import load_runbook
 
     started = time.monotonic()
-    simulated = request.cluster.simulated
     backend = open_backend(request.cluster, request.inventory, outcome.run_dir,
-                           private=simulated is not None and not simulated.state_file)
+                           private=rehearses_on_a_copy(request.cluster))
     try:
         brought = kit.bring_back(request.cluster, backend, request.fault, outcome.run_dir)
     finally:
