@@ -228,7 +228,10 @@ def verify_anchored(path: str | Path) -> tuple[int, AnchorCheck]:
                               f"compared with the head kept in the run registry: {exc}. `drengine journal verify "
                               f"--no-registry` checks the chain alone") from None
     except InputError as exc:
-        raise InputError(f"{path}: cannot find the run registry the journal names: {exc}") from None
+        raise InputError(f"{path}: the hash chain is intact ({len(chain.entries)} events) but the run registry its "
+                         f"lock_taken event names cannot be found: {exc}. Check the inventory's `lock:` (or the "
+                         f"lock directory) it ran with; `drengine journal verify --no-registry` checks the chain "
+                         f"alone") from None
     if not check.ok:
         raise JournalCorrupt(f"{path}: {check.text}")
     return len(chain.entries), check

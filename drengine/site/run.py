@@ -159,7 +159,8 @@ class _Site:
                         break
                     if not running:
                         if pending:  # cannot happen: every dependency is in the order before its dependents
-                            raise InputError(f"the site cannot schedule {', '.join(pending)}")
+                            raise RuntimeError(f"site order broken: {', '.join(pending)} wait for clusters "
+                                               f"that never run (a defect: please report it)")
                         break
                     # A bounded wait: Ctrl-C reaches this (main) thread between two waits.
                     done, _ = wait(list(running), timeout=POLL, return_when=FIRST_COMPLETED)
